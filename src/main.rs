@@ -1,0 +1,50 @@
+//! The `shipper` binary: parse flags, run the command on a current-thread runtime (a CLI that moves
+//! bytes between one input and the network gains nothing from a thread pool), map errors to exit codes.
+
+use clap::Parser;
+use shipper::cli::{Cli, Command};
+use shipper::cmd;
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn main() {
+    let cli = Cli::parse();
+    shipper::log::set_level(if cli.common.quiet {
+        0
+    } else {
+        2 + cli.common.verbose
+    });
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            shipper::log::error(format_args!("cannot start the runtime: {e}"));
+            std::process::exit(1);
+        }
+    };
+    let result = rt.block_on(async {
+        match &cli.command {
+            Command::Produce(a) => cmd::produce::run(&cli.common, a).await,
+            Command::Consume(a) => cmd::consume::run(&cli.common, a).await,
+            Command::Metadata(a) => cmd::metadata::run(&cli.common, a).await,
+        }
+    });
+    let code = match result {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => 0,
+        Err(e) => {
+            shipper::log::error(format_args!("{e:#}"));
+            1
+        }
+    };
+    // Background tasks (socket readers) need not finish: leave without waiting for them.
+    rt.shutdown_background();
+    std::process::exit(code);
+}

@@ -1,0 +1,89 @@
+//! The one place that calls kafka-protocol's message codecs; its `anyhow` errors become [`CodecError`].
+//!
+//! Requests are written with their size prefix straight into the connection's output buffer; responses
+//! are decoded from one frame. See <https://kafka.apache.org/protocol#protocol_messages>.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+
+/// A message that kafka-protocol could not encode or decode.
+#[derive(Debug, thiserror::Error)]
+#[error("{api} v{version}: cannot {action}: {detail}")]
+pub struct CodecError {
+    /// Which API's message.
+    pub api: &'static str,
+    /// The API version used.
+    pub version: i16,
+    /// "encode the request" or "decode the response".
+    pub action: &'static str,
+    /// What went wrong, from the codec.
+    pub detail: String,
+}
+
+/// The printable name of an API key, for errors and logs.
+pub fn api_name(key: i16) -> &'static str {
+    match ApiKey::try_from(key) {
+        Ok(ApiKey::Produce) => "Produce",
+        Ok(ApiKey::Fetch) => "Fetch",
+        Ok(ApiKey::ListOffsets) => "ListOffsets",
+        Ok(ApiKey::Metadata) => "Metadata",
+        Ok(ApiKey::ApiVersions) => "ApiVersions",
+        Ok(ApiKey::InitProducerId) => "InitProducerId",
+        Ok(ApiKey::CreateTopics) => "CreateTopics",
+        _ => "request",
+    }
+}
+
+/// Appends `req` as one size-prefixed frame (request header, then body) to `out`.
+pub fn encode_request<R: Request>(
+    out: &mut BytesMut,
+    req: &R,
+    version: i16,
+    correlation_id: i32,
+    client_id: &StrBytes,
+) -> Result<(), CodecError> {
+    let err = |e: anyhow::Error| CodecError {
+        api: api_name(R::KEY),
+        version,
+        action: "encode the request",
+        detail: format!("{e:#}"),
+    };
+    let mut header = RequestHeader::default();
+    header.request_api_key = R::KEY;
+    header.request_api_version = version;
+    header.correlation_id = correlation_id;
+    header.client_id = Some(client_id.clone());
+    let header_version = R::header_version(version);
+    let size = header.compute_size(header_version).map_err(err)?
+        + req.compute_size(version).map_err(err)?;
+    let size = i32::try_from(size).map_err(|_| err(anyhow::anyhow!("request of {size} bytes")))?;
+    out.reserve(4 + size as usize);
+    out.put_i32(size);
+    header.encode(out, header_version).map_err(err)?;
+    req.encode(out, version).map_err(err)?;
+    Ok(())
+}
+
+/// Reads the correlation id at the front of a response frame, without decoding anything else.
+pub fn peek_correlation_id(frame: &[u8]) -> Option<i32> {
+    let b = frame.get(..4)?;
+    Some(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Decodes a response frame (header and body) for request type `R` at `version`.
+pub fn decode_response<R: Request>(
+    mut frame: Bytes,
+    version: i16,
+) -> Result<R::Response, CodecError> {
+    let err = |e: anyhow::Error| CodecError {
+        api: api_name(R::KEY),
+        version,
+        action: "decode the response",
+        detail: format!("{e:#}"),
+    };
+    let header_version = <R::Response as HeaderVersion>::header_version(version);
+    ResponseHeader::decode(&mut frame, header_version).map_err(err)?;
+    let body = <R::Response as Decodable>::decode(&mut frame, version).map_err(err)?;
+    Ok(body)
+}

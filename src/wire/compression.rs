@@ -1,0 +1,274 @@
+//! The four codecs a record batch may use (attributes bits 0-2), with a bound on what decompression may
+//! allocate so that a "compression bomb" is an error, not an out-of-memory kill.
+
+use std::io::{Read, Write};
+
+/// Compression codec of a record batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// No compression.
+    #[default]
+    None,
+    /// gzip (deflate), level 6 by default.
+    Gzip,
+    /// Snappy with the xerial framing the Java client writes.
+    Snappy,
+    /// LZ4 frame format.
+    Lz4,
+    /// Zstandard.
+    Zstd,
+}
+
+/// A batch whose compressed part cannot be (de)compressed.
+#[derive(Debug, thiserror::Error)]
+pub enum CompressionError {
+    /// The attributes name a codec number that does not exist.
+    #[error("unknown compression codec {0}")]
+    UnknownCodec(u8),
+    /// The compressed bytes are corrupt.
+    #[error("{codec:?}: corrupt compressed data: {detail}")]
+    Corrupt {
+        /// The codec.
+        codec: Compression,
+        /// What the codec said.
+        detail: String,
+    },
+    /// Decompressing would produce more than the allowed bytes.
+    #[error("{codec:?}: decompressed size exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The codec.
+        codec: Compression,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl Compression {
+    /// The codec number stored in a batch's attributes.
+    pub fn id(self) -> u8 {
+        match self {
+            Compression::None => 0,
+            Compression::Gzip => 1,
+            Compression::Snappy => 2,
+            Compression::Lz4 => 3,
+            Compression::Zstd => 4,
+        }
+    }
+
+    /// The codec for a batch attributes' codec number.
+    pub fn from_id(id: u8) -> Result<Self, CompressionError> {
+        Ok(match id {
+            0 => Compression::None,
+            1 => Compression::Gzip,
+            2 => Compression::Snappy,
+            3 => Compression::Lz4,
+            4 => Compression::Zstd,
+            other => return Err(CompressionError::UnknownCodec(other)),
+        })
+    }
+
+    /// Parses a codec name as users type it (`none`, `gzip`, `snappy`, `lz4`, `zstd`).
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "none" => Compression::None,
+            "gzip" => Compression::Gzip,
+            "snappy" => Compression::Snappy,
+            "lz4" => Compression::Lz4,
+            "zstd" => Compression::Zstd,
+            _ => return None,
+        })
+    }
+}
+
+/// xerial snappy-java's stream header, which the Java client writes before snappy blocks.
+const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
+const XERIAL_HEADER_LEN: usize = 16;
+const XERIAL_BLOCK: usize = 32 * 1024;
+
+/// Compresses `input` with `codec`, appending to `out`. `level` applies to gzip and zstd.
+pub fn compress(
+    codec: Compression,
+    level: Option<i32>,
+    input: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), CompressionError> {
+    let corrupt = |detail: String| CompressionError::Corrupt { codec, detail };
+    match codec {
+        Compression::None => out.extend_from_slice(input),
+        Compression::Gzip => {
+            let lvl = level.map_or(flate2::Compression::default(), |l| {
+                flate2::Compression::new(l.clamp(1, 9) as u32)
+            });
+            let mut enc = flate2::write::GzEncoder::new(out, lvl);
+            enc.write_all(input).map_err(|e| corrupt(e.to_string()))?;
+            enc.finish().map_err(|e| corrupt(e.to_string()))?;
+        }
+        Compression::Snappy => {
+            out.extend_from_slice(XERIAL_MAGIC);
+            out.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1]);
+            let mut enc = snap::raw::Encoder::new();
+            for block in input.chunks(XERIAL_BLOCK) {
+                let at = out.len();
+                out.resize(at + 4 + snap::raw::max_compress_len(block.len()), 0);
+                let n = enc
+                    .compress(block, &mut out[at + 4..])
+                    .map_err(|e| corrupt(e.to_string()))?;
+                out[at..at + 4].copy_from_slice(&(n as u32).to_be_bytes());
+                out.truncate(at + 4 + n);
+            }
+        }
+        Compression::Lz4 => {
+            let info = lz4_flex::frame::FrameInfo::new()
+                .block_size(lz4_flex::frame::BlockSize::Max64KB)
+                .block_mode(lz4_flex::frame::BlockMode::Independent);
+            let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, out);
+            enc.write_all(input).map_err(|e| corrupt(e.to_string()))?;
+            enc.finish().map_err(|e| corrupt(e.to_string()))?;
+        }
+        Compression::Zstd => {
+            let lvl = level.unwrap_or(3);
+            let mut enc =
+                zstd::stream::write::Encoder::new(out, lvl).map_err(|e| corrupt(e.to_string()))?;
+            enc.write_all(input).map_err(|e| corrupt(e.to_string()))?;
+            enc.finish().map_err(|e| corrupt(e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Decompresses `input` into `out` (cleared first), failing once the output would exceed `limit` bytes.
+pub fn decompress(
+    codec: Compression,
+    input: &[u8],
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<(), CompressionError> {
+    out.clear();
+    let corrupt = |detail: String| CompressionError::Corrupt { codec, detail };
+    match codec {
+        Compression::None => {
+            if input.len() > limit {
+                return Err(CompressionError::TooLarge { codec, limit });
+            }
+            out.extend_from_slice(input);
+            Ok(())
+        }
+        Compression::Gzip => read_bounded(codec, flate2::read::GzDecoder::new(input), out, limit),
+        Compression::Lz4 => {
+            read_bounded(codec, lz4_flex::frame::FrameDecoder::new(input), out, limit)
+        }
+        Compression::Zstd => {
+            let dec = zstd::stream::read::Decoder::with_buffer(input)
+                .map_err(|e| corrupt(e.to_string()))?;
+            read_bounded(codec, dec, out, limit)
+        }
+        Compression::Snappy => snappy_decompress(input, out, limit),
+    }
+}
+
+fn read_bounded<R: Read>(
+    codec: Compression,
+    reader: R,
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<(), CompressionError> {
+    let mut r = reader.take(limit as u64 + 1);
+    r.read_to_end(out).map_err(|e| CompressionError::Corrupt {
+        codec,
+        detail: e.to_string(),
+    })?;
+    if out.len() > limit {
+        return Err(CompressionError::TooLarge { codec, limit });
+    }
+    Ok(())
+}
+
+/// Snappy as Kafka clients write it: xerial-framed (Java) or one raw block (some other clients).
+fn snappy_decompress(
+    input: &[u8],
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<(), CompressionError> {
+    let codec = Compression::Snappy;
+    let corrupt = |detail: &str| CompressionError::Corrupt {
+        codec,
+        detail: detail.to_string(),
+    };
+    let mut dec = snap::raw::Decoder::new();
+    let mut raw_block = |block: &[u8], out: &mut Vec<u8>| -> Result<(), CompressionError> {
+        let n = snap::raw::decompress_len(block).map_err(|e| corrupt(&e.to_string()))?;
+        if out.len() + n > limit {
+            return Err(CompressionError::TooLarge { codec, limit });
+        }
+        let at = out.len();
+        out.resize(at + n, 0);
+        dec.decompress(block, &mut out[at..])
+            .map_err(|e| corrupt(&e.to_string()))?;
+        Ok(())
+    };
+    if input.len() < XERIAL_HEADER_LEN || &input[..8] != XERIAL_MAGIC {
+        return raw_block(input, out);
+    }
+    let mut rest = &input[XERIAL_HEADER_LEN..];
+    while !rest.is_empty() {
+        if rest.len() < 4 {
+            return Err(corrupt("truncated xerial block length"));
+        }
+        let n = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        rest = &rest[4..];
+        if n > rest.len() {
+            return Err(corrupt("xerial block longer than the data"));
+        }
+        raw_block(&rest[..n], out)?;
+        rest = &rest[n..];
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Compression; 5] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+
+    #[test]
+    fn every_codec_round_trips() {
+        let input: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        for codec in ALL {
+            let mut c = Vec::new();
+            compress(codec, None, &input, &mut c).unwrap();
+            let mut d = Vec::new();
+            decompress(codec, &c, &mut d, 1 << 20).unwrap();
+            assert_eq!(d, input, "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn decompression_stops_at_the_limit() {
+        let input = vec![0u8; 1 << 20];
+        for codec in ALL {
+            let mut c = Vec::new();
+            compress(codec, None, &input, &mut c).unwrap();
+            let mut d = Vec::new();
+            let r = decompress(codec, &c, &mut d, 1000);
+            assert!(
+                matches!(r, Err(CompressionError::TooLarge { .. })),
+                "{codec:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn corrupt_input_is_an_error() {
+        for codec in ALL[1..].iter().copied() {
+            let mut d = Vec::new();
+            assert!(decompress(codec, b"\x82SNAPPY\x00garbage-garbage", &mut d, 1000).is_err());
+        }
+    }
+}

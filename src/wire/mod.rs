@@ -1,0 +1,11 @@
+//! The wire layer: bytes in, bytes out, no I/O.
+//!
+//! - [`frame`]: the 4-byte size prefix around every request and response, with size limits.
+//! - [`codec`]: the one place that calls kafka-protocol's message codecs and wraps their errors.
+//! - [`records`]: our own RecordBatch v2 encoder and decoder (crc32c), the hot path.
+//! - [`compression`]: the four codecs Kafka batches may use.
+
+pub mod codec;
+pub mod compression;
+pub mod frame;
+pub mod records;
