@@ -55,6 +55,12 @@ pub enum Command {
         shipper consume app-logs -o -10 -p 0 -f '%p:%o %k=%s\\n'\n  \
         shipper consume app-logs -o s@1700000000000 -J | jq .")]
     Consume(ConsumeArgs),
+    /// Follow log files and ship every new line to a topic
+    #[command(after_help = "Examples:\n  \
+        shipper tail /var/log/app/app.log app-logs\n  \
+        shipper tail '/var/log/app/*.log' '/var/log/nginx/*.log' app-logs --stats 10\n  \
+        shipper tail '/var/log/*.log' logs --path-header source --compression zstd --checkpoint /var/lib/shipper/logs.ckpt")]
+    Tail(TailArgs),
     /// Show brokers, topics and partitions, like kcat -L
     #[command(after_help = "Examples:\n  shipper metadata\n  shipper metadata app-logs -J")]
     Metadata(MetadataArgs),
@@ -158,4 +164,39 @@ pub struct MetadataArgs {
     /// JSON output
     #[arg(short = 'J', long)]
     pub json: bool,
+}
+
+/// `shipper tail`.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Files or quoted globs to follow, then the topic: PATH... TOPIC
+    #[arg(required = true, num_args = 2.., value_name = "PATH... TOPIC")]
+    pub paths_and_topic: Vec<String>,
+    /// Where to keep the acknowledged offsets [default: $XDG_STATE_HOME/shipper/tail-TOPIC.checkpoint]
+    #[arg(long, value_name = "PATH")]
+    pub checkpoint: Option<std::path::PathBuf>,
+    /// Skip what files hold at the first start (files the checkpoint knows still resume)
+    #[arg(long)]
+    pub from_end: bool,
+    /// Lines longer than this are truncated to it (and counted)
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max_line_bytes: usize,
+    /// Print a stats line to stderr every N seconds
+    #[arg(long, value_name = "SECONDS")]
+    pub stats: Option<u64>,
+    /// Put the source file path in a record header with this name
+    #[arg(long, value_name = "NAME")]
+    pub path_header: Option<String>,
+    /// Rescan the paths this often even without file events, in ms
+    #[arg(long, default_value_t = 1000)]
+    pub scan_ms: u64,
+    /// Bytes read and not yet acknowledged before reading pauses (the file is the buffer)
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    pub buffer_bytes: usize,
+    /// At shutdown, how long to wait for in-flight lines to be acknowledged, in ms
+    #[arg(long, default_value_t = 10_000)]
+    pub shutdown_timeout_ms: u64,
+    /// Batching, acks, compression.
+    #[command(flatten)]
+    pub producer: ProducerFlags,
 }

@@ -8,6 +8,7 @@
 //! - [`partitioner`]: murmur2 for keys, sticky random for keyless records.
 //! - [`producer`]: batching, Produce per leader, retries, deliveries.
 //! - [`consumer`]: ListOffsets and the Fetch loop.
+//! - [`tail`]: following log files through rotation and truncation, with an acknowledged checkpoint.
 //! - [`error`]: the client error type and the classification of Kafka error codes.
 //! - [`log`]: leveled stderr logging.
 //! - [`output`]: how consumed records are printed (raw, kcat format, JSON).
@@ -24,4 +25,5 @@ pub mod log;
 pub mod output;
 pub mod partitioner;
 pub mod producer;
+pub mod tail;
 pub mod wire;

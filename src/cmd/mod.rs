@@ -3,6 +3,7 @@
 pub mod consume;
 pub mod metadata;
 pub mod produce;
+pub mod tail;
 
 use std::sync::Arc;
 use std::time::Duration;

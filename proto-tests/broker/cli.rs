@@ -1,0 +1,441 @@
+//! The console commands against real brokers, checked with independent clients: kcat (librdkafka) and
+//! Kafka's own console tools.
+
+use std::collections::BTreeMap;
+
+use crate::harness::*;
+
+const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
+
+fn sample_lines(n: usize) -> Vec<u8> {
+    let mut v = Vec::new();
+    for i in 0..n {
+        v.extend_from_slice(
+            format!("line {i} with some text {}\n", "abc".repeat(i % 9)).as_bytes(),
+        );
+    }
+    v
+}
+
+#[test]
+fn shipper_produce_is_read_identically_by_kcat_and_kafka_console_consumer_for_every_codec() {
+    let Some(b) = broker() else { return };
+    let input = sample_lines(300);
+    for codec in CODECS {
+        let t = topic(&format!("p-{codec}"));
+        shipper_ok(
+            &b,
+            &[
+                "produce",
+                &t,
+                "--compression",
+                codec,
+                "--key",
+                "k1",
+                "-H",
+                "src=test",
+            ],
+            &input,
+        );
+        let got = kcat(&b, &["-C", "-t", &t, "-e", "-q", "-f", "%k|%h|%s\n"], b"");
+        let want: Vec<u8> = lines(&input)
+            .iter()
+            .flat_map(|l| [b"k1|src=test|".to_vec(), l.clone(), b"\n".to_vec()].concat())
+            .collect();
+        assert_eq!(got, want, "kcat reading {codec}");
+        let java = kafka_tool(
+            "org.apache.kafka.tools.consumer.ConsoleConsumer",
+            &[
+                "--bootstrap-server",
+                &b,
+                "--topic",
+                &t,
+                "--from-beginning",
+                "--max-messages",
+                "300",
+                "--timeout-ms",
+                "20000",
+            ],
+            b"",
+        );
+        assert_eq!(java, input, "Kafka console consumer reading {codec}");
+    }
+}
+
+#[test]
+fn kcat_produce_with_every_codec_is_read_identically_by_shipper() {
+    let Some(b) = broker() else { return };
+    let input = sample_lines(500);
+    for codec in CODECS {
+        let t = topic(&format!("kc-{codec}"));
+        kcat(
+            &b,
+            &["-P", "-t", &t, "-z", codec, "-K", ":", "-H", "a=1"],
+            &sample_keyed(&input),
+        );
+        let got = shipper_ok(
+            &b,
+            &["consume", &t, "--from-beginning", "-e", "-f", "%k %h %s\\n"],
+            b"",
+        );
+        let want: Vec<u8> = lines(&input)
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| {
+                [
+                    format!("k{} a=1 ", i % 5).into_bytes(),
+                    l.clone(),
+                    b"\n".to_vec(),
+                ]
+                .concat()
+            })
+            .collect();
+        assert_eq!(got, want, "{codec}");
+    }
+}
+
+fn sample_keyed(input: &[u8]) -> Vec<u8> {
+    lines(input)
+        .iter()
+        .enumerate()
+        .flat_map(|(i, l)| {
+            [
+                format!("k{}:", i % 5).into_bytes(),
+                l.clone(),
+                b"\n".to_vec(),
+            ]
+            .concat()
+        })
+        .collect()
+}
+
+#[test]
+fn kafka_console_producer_records_are_read_by_shipper() {
+    let Some(b) = broker() else { return };
+    let t = topic("jprod");
+    let input = sample_lines(200);
+    kafka_tool(
+        "ConsoleProducer",
+        &[
+            "--bootstrap-server",
+            &b,
+            "--topic",
+            &t,
+            "--compression-codec",
+            "zstd",
+        ],
+        &input,
+    );
+    let got = shipper_ok(&b, &["consume", &t, "--from-beginning", "-e"], b"");
+    assert_eq!(got, input);
+}
+
+#[test]
+fn keys_land_on_the_same_partitions_as_with_kafkas_console_producer() {
+    let Some(b) = broker() else { return };
+    let (tj, ts) = (topic("keys-java"), topic("keys-shipper"));
+    create_topic(&b, &tj, 7, 1, &[]);
+    create_topic(&b, &ts, 7, 1, &[]);
+    let input: Vec<u8> = (0..300)
+        .flat_map(|i| format!("user-{i}:payload {i}\n").into_bytes())
+        .collect();
+    kafka_tool(
+        "ConsoleProducer",
+        &[
+            "--bootstrap-server",
+            &b,
+            "--topic",
+            &tj,
+            "--property",
+            "parse.key=true",
+            "--property",
+            "key.separator=:",
+        ],
+        &input,
+    );
+    shipper_ok(&b, &["produce", &ts, "--key-separator", ":"], &input);
+    let placement = |t: &str| -> BTreeMap<Vec<u8>, Vec<u8>> {
+        let out = shipper_ok(
+            &b,
+            &["consume", t, "--from-beginning", "-e", "-f", "%k %p\\n"],
+            b"",
+        );
+        lines(&out)
+            .into_iter()
+            .map(|l| {
+                let i = l.iter().position(|&c| c == b' ').unwrap();
+                (l[..i].to_vec(), l[i + 1..].to_vec())
+            })
+            .collect()
+    };
+    let (java, ours) = (placement(&tj), placement(&ts));
+    assert_eq!(java.len(), 300);
+    assert_eq!(java, ours);
+}
+
+#[test]
+fn the_seeds_flow_keyed_acks_all_prints_partition_and_offset_per_line() {
+    let Some(b) = broker() else { return };
+    let t = topic("seed");
+    let out = shipper_ok(
+        &b,
+        &[
+            "produce",
+            &t,
+            "--key",
+            "key",
+            "--acks",
+            "all",
+            "--print-offsets",
+        ],
+        b"first\nsecond\nthird",
+    );
+    let text = String::from_utf8(out).unwrap();
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        rows,
+        vec![
+            "partition 0 offset 0",
+            "partition 0 offset 1",
+            "partition 0 offset 2"
+        ]
+    );
+    let got = kcat(&b, &["-C", "-t", &t, "-e", "-q", "-f", "%k=%s\n"], b"");
+    assert_eq!(got, b"key=first\nkey=second\nkey=third\n");
+}
+
+#[test]
+fn empty_lines_and_crlf_and_a_last_line_without_newline_are_records() {
+    let Some(b) = broker() else { return };
+    let t = topic("lines");
+    shipper_ok(&b, &["produce", &t], b"a\r\n\nb\r\nlast");
+    let got = kcat(&b, &["-C", "-t", &t, "-e", "-q", "-f", "[%s]"], b"");
+    assert_eq!(got, b"[a][][b][last]");
+}
+
+#[test]
+fn binary_values_survive_and_json_output_is_lossless() {
+    let Some(b) = broker() else { return };
+    let t = topic("binary");
+    let value: &[u8] = b"nul\x00byte \xff\xfe invalid";
+    let mut input = value.to_vec();
+    input.push(b'\n');
+    shipper_ok(&b, &["produce", &t], &input);
+    let raw = kcat(&b, &["-C", "-t", &t, "-e", "-q"], b"");
+    assert_eq!(raw, input);
+    let json = String::from_utf8(shipper_ok(
+        &b,
+        &["consume", &t, "--from-beginning", "-e", "-J"],
+        b"",
+    ))
+    .unwrap();
+    assert!(json.contains("\"value_encoding\":\"base64\""), "{json}");
+    assert!(json.contains(&shipper::output::base64(value)), "{json}");
+}
+
+#[test]
+fn offsets_relative_absolute_and_by_timestamp() {
+    let Some(b) = broker() else { return };
+    let t = topic("offsets");
+    shipper_ok(&b, &["produce", &t], &sample_lines(10));
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let mid = shipper::producer::timestamp_now_ms();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    shipper_ok(&b, &["produce", &t], b"after-1\nafter-2\n");
+    let c = |args: &[&str]| {
+        let mut a = vec!["consume", &t[..], "-e", "-f", "%o \\n"];
+        a.extend_from_slice(args);
+        String::from_utf8(shipper_ok(&b, &a, b"")).unwrap()
+    };
+    assert_eq!(c(&["-o", "-3"]), "9 \n10 \n11 \n");
+    assert_eq!(c(&["-o", "10"]), "10 \n11 \n");
+    assert_eq!(c(&["-o", &format!("s@{mid}")]), "10 \n11 \n");
+    assert_eq!(c(&["-o", "end"]), "");
+    assert_eq!(c(&["--from-beginning", "-c", "2"]), "0 \n1 \n");
+}
+
+#[test]
+fn exit_at_end_on_an_empty_topic_returns_at_once() {
+    let Some(b) = broker() else { return };
+    let t = topic("empty");
+    create_topic(&b, &t, 2, 1, &[]);
+    let start = std::time::Instant::now();
+    let out = shipper_ok(&b, &["consume", &t, "--from-beginning", "-e"], b"");
+    assert!(out.is_empty());
+    assert!(start.elapsed() < std::time::Duration::from_secs(20));
+}
+
+#[test]
+fn exit_at_end_on_a_topic_being_written_reads_at_least_what_existed_at_start() {
+    let Some(b) = broker() else { return };
+    let t = topic("busy");
+    shipper_ok(&b, &["produce", &t], &sample_lines(1000));
+    let b2 = b.clone();
+    let t2 = t.clone();
+    let writer = std::thread::spawn(move || {
+        for _ in 0..5 {
+            shipper_ok(&b2, &["produce", &t2], &sample_lines(200));
+        }
+    });
+    let out = shipper_ok(&b, &["consume", &t, "--from-beginning", "-e"], b"");
+    writer.join().unwrap();
+    let n = lines(&out).len();
+    assert!((1000..=2000).contains(&n), "read {n}");
+    assert_eq!(&lines(&out)[..1000], &lines(&sample_lines(1000))[..]);
+}
+
+#[test]
+fn multi_partition_consume_reads_every_partition() {
+    let Some(b) = broker() else { return };
+    let t = topic("multi");
+    create_topic(&b, &t, 4, 1, &[]);
+    shipper_ok(
+        &b,
+        &["produce", &t, "--partitioner", "random"],
+        &sample_lines(2000),
+    );
+    let out = shipper_ok(
+        &b,
+        &["consume", &t, "--from-beginning", "-e", "-f", "%p\\n"],
+        b"",
+    );
+    let mut per: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
+    for l in lines(&out) {
+        *per.entry(l).or_default() += 1;
+    }
+    assert_eq!(per.values().sum::<usize>(), 2000);
+    assert_eq!(per.len(), 4, "{per:?}");
+    let only = shipper_ok(
+        &b,
+        &[
+            "consume",
+            &t,
+            "--from-beginning",
+            "-e",
+            "-p",
+            "2",
+            "-f",
+            "%p\\n",
+        ],
+        b"",
+    );
+    assert!(lines(&only).iter().all(|l| l == b"2"));
+    assert_eq!(lines(&only).len(), per[&b"2".to_vec()]);
+}
+
+#[test]
+fn unknown_topic_fails_with_its_name_when_auto_creation_is_off() {
+    let Some(c) = cluster() else { return };
+    let t = topic("absent");
+    for args in [vec!["produce", &t[..]], vec!["consume", &t[..], "-e"]] {
+        let out = shipper(&c, &args, b"x\n");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("topic '{t}' does not exist")),
+            "{err}"
+        );
+        assert_eq!(
+            err.lines().filter(|l| l.contains("error")).count(),
+            1,
+            "one line: {err}"
+        );
+    }
+}
+
+#[test]
+fn unreachable_broker_fails_with_the_address() {
+    let out = shipper("127.0.0.1:1", &["--timeout", "1s", "produce", "t"], b"x\n");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn partition_out_of_range_fails() {
+    let Some(b) = broker() else { return };
+    let t = topic("range");
+    create_topic(&b, &t, 2, 1, &[]);
+    for args in [
+        vec!["produce", &t[..], "-p", "5"],
+        vec!["consume", &t[..], "-p", "5", "-e"],
+    ] {
+        let out = shipper(&b, &args, b"x\n");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("has no partition 5 (it has 2)"), "{err}");
+    }
+}
+
+#[test]
+fn a_record_larger_than_the_topics_max_message_bytes_fails_and_is_not_reported_sent() {
+    let Some(b) = broker() else { return };
+    let t = topic("toolarge");
+    create_topic(&b, &t, 1, 1, &["max.message.bytes=2000"]);
+    let mut input = b"small one\n".to_vec();
+    input.extend(std::iter::repeat_n(b'x', 5000));
+    input.extend_from_slice(b"\nsmall two\n");
+    let out = shipper(&b, &["produce", &t], &input);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3 records sent, 2 acked, 1 failed"), "{err}");
+    assert!(
+        err.contains("MessageTooLarge") || err.contains("too large"),
+        "{err}"
+    );
+    let got = kcat(&b, &["-C", "-t", &t, "-e", "-q"], b"");
+    assert_eq!(got, b"small one\nsmall two\n");
+}
+
+#[test]
+fn consume_into_a_closed_pipe_exits_quietly() {
+    let Some(b) = broker() else { return };
+    let t = topic("pipe");
+    shipper_ok(&b, &["produce", &t], &sample_lines(20000));
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{}' -b {b} consume {t} --from-beginning -e | head -1; echo \"status=${{PIPESTATUS[0]}}\"",
+            shipper_bin().display()
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("line 0 with some text"), "{text}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("error"), "{err}");
+}
+
+#[test]
+fn help_of_every_command_shows_an_example() {
+    for cmd in ["produce", "consume", "metadata"] {
+        let out = std::process::Command::new(shipper_bin())
+            .args([cmd, "--help"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success());
+        assert!(
+            text.contains("Examples:") && text.contains(&format!("shipper {cmd}")),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn metadata_lists_brokers_topics_and_replicas_like_kcat() {
+    let Some(c) = cluster() else { return };
+    let t = topic("md");
+    create_topic(&c, &t, 3, 3, &[]);
+    let out = String::from_utf8(shipper_ok(&c, &["metadata", &t], b"")).unwrap();
+    assert!(out.contains(" 3 brokers:"), "{out}");
+    assert!(
+        out.contains(&format!("topic \"{t}\" with 3 partitions:")),
+        "{out}"
+    );
+    assert_eq!(out.matches("replicas: ").count(), 3, "{out}");
+    let json = String::from_utf8(shipper_ok(&c, &["metadata", &t, "-J"], b"")).unwrap();
+    assert!(json.starts_with("{\"cluster_id\":"), "{json}");
+    assert_eq!(json.matches("\"partition\":").count(), 3, "{json}");
+}

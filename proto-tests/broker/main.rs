@@ -1,0 +1,8 @@
+//! Tests against real Apache Kafka brokers started by `scripts/kafka-up` (scripts/test starts both the
+//! single broker and the three-broker cluster). Under CI a missing broker fails the test; elsewhere the
+//! test says SKIPPED and returns.
+
+mod cli;
+mod harness;
+mod kcat_harness;
+mod wire;

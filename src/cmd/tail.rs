@@ -1,0 +1,200 @@
+//! `shipper tail PATH... TOPIC`: follow log files and ship every new line, losing nothing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::cli::{Common, TailArgs};
+use crate::producer::{timestamp_now_ms, Producer};
+use crate::tail::checkpoint;
+use crate::tail::follower::ReadLimits;
+use crate::tail::{TailConfig, Tailer};
+
+/// Runs the command; returns the exit code.
+pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
+    let (topic, patterns) = args
+        .paths_and_topic
+        .split_last()
+        .context("give at least one PATH and a TOPIC")?;
+    if patterns.is_empty() {
+        bail!("give at least one PATH and a TOPIC");
+    }
+    let mut pcfg = super::producer_config(&args.producer)?;
+    let headers = super::parse_headers(&args.producer.headers)?;
+    if !headers.is_empty() {
+        bail!("tail does not take -H yet; use --path-header to tag records with their file");
+    }
+    if args.max_line_bytes == 0 {
+        bail!("--max-line-bytes must be at least 1");
+    }
+    pcfg.buffer_bytes = args.buffer_bytes.max(1024 * 1024);
+    pcfg.delivery_timeout = None;
+    // A log shipper keeps trying an unreachable cluster until told otherwise.
+    let cluster = super::cluster(common, None)?;
+    let ckpt_path = args
+        .checkpoint
+        .clone()
+        .unwrap_or_else(|| checkpoint::default_path(topic));
+    let known = checkpoint::load(&ckpt_path)
+        .with_context(|| format!("cannot read checkpoint {}", ckpt_path.display()))?;
+    let meta = cluster.topic(topic, true).await?;
+    let max_line = args
+        .max_line_bytes
+        .min(Producer::new(cluster.clone(), meta.clone(), pcfg.clone()).max_value_bytes(0, 0));
+    if max_line < args.max_line_bytes {
+        crate::log::info(format_args!(
+            "lines longer than {max_line} bytes will be truncated (largest record the topic takes)"
+        ));
+    }
+    let cfg = TailConfig {
+        patterns: patterns.to_vec(),
+        from_end: args.from_end,
+        limits: ReadLimits {
+            max_line_bytes: max_line,
+            chunk_bytes: (1 << 20).max(max_line + 2),
+        },
+        path_header: args.path_header.clone(),
+    };
+    let mut tailer = Tailer::new(cfg, known);
+    let mut producer = Producer::new(cluster.clone(), meta, pcfg);
+
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let rescan = Arc::new(AtomicBool::new(true));
+    let (w, r) = (wake.clone(), rescan.clone());
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev {
+            if !matches!(
+                ev.kind,
+                EventKind::Modify(notify::event::ModifyKind::Data(_)) | EventKind::Access(_)
+            ) {
+                r.store(true, Ordering::Relaxed);
+            }
+        }
+        w.notify_one();
+    })
+    .context("cannot start the file watcher")?;
+    for d in tailer.watch_dirs() {
+        if let Err(e) = watcher.watch(&d, RecursiveMode::NonRecursive) {
+            crate::log::warn(format_args!(
+                "cannot watch {} ({e}); relying on the {} ms rescan",
+                d.display(),
+                args.scan_ms
+            ));
+        }
+    }
+
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut scan_tick = tokio::time::interval(Duration::from_millis(args.scan_ms.max(10)));
+    let mut ckpt_tick = tokio::time::interval(Duration::from_secs(1));
+    let stats_every = args.stats.map(|s| Duration::from_secs(s.max(1)));
+    let mut stats_tick = tokio::time::interval(stats_every.unwrap_or(Duration::from_secs(3600)));
+    let mut deliveries = Vec::new();
+    let mut last_stats = (Instant::now(), tailer.counters.clone());
+    let mut last_ckpt: Vec<checkpoint::Entry> = Vec::new();
+    let started = Instant::now();
+    crate::log::info(format_args!(
+        "tailing {} into '{topic}'; checkpoint {}",
+        patterns.join(" "),
+        ckpt_path.display()
+    ));
+    loop {
+        if rescan.swap(false, Ordering::Relaxed) || tailer.is_dirty() {
+            tailer.scan();
+        }
+        let more = !producer.is_full() && tailer.read_pass(&mut producer, timestamp_now_ms());
+        tokio::select! {
+            biased;
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            r = producer.drive(&mut deliveries), if !producer.is_idle() => {
+                r?;
+                tailer.on_deliveries(&mut deliveries);
+            }
+            _ = wake.notified() => {}
+            _ = scan_tick.tick() => {
+                tailer.mark_dirty();
+                tailer.close_finished();
+            }
+            _ = ckpt_tick.tick() => save_checkpoint(&mut tailer, &ckpt_path, &mut last_ckpt),
+            _ = stats_tick.tick(), if stats_every.is_some() => {
+                print_stats(&tailer, &mut last_stats);
+            }
+            _ = tokio::task::yield_now(), if more && !producer.is_full() => {}
+        }
+    }
+    crate::log::info(format_args!("stopping: flushing lines in flight"));
+    producer.seal_all();
+    let limit = Duration::from_millis(args.shutdown_timeout_ms);
+    let flushed = tokio::time::timeout(limit, producer.flush(&mut deliveries)).await;
+    tailer.on_deliveries(&mut deliveries);
+    save_checkpoint(&mut tailer, &ckpt_path, &mut last_ckpt);
+    let c = &tailer.counters;
+    let unacked = tailer.lines_in_flight();
+    crate::log::info(format_args!(
+        "shipped {} lines ({} bytes) in {:.1}s: {} acked, {} long lines truncated, {} failed and skipped, {} truncations, {} rotations{}",
+        c.lines_read,
+        c.bytes_read,
+        started.elapsed().as_secs_f64(),
+        c.lines_acked,
+        c.long_lines,
+        c.lines_failed,
+        c.truncations,
+        c.rotations,
+        if unacked > 0 {
+            format!("; {unacked} lines not acknowledged yet will be sent again on restart")
+        } else {
+            String::new()
+        }
+    ));
+    match flushed {
+        Ok(r) => r?,
+        Err(_) => crate::log::warn(format_args!(
+            "gave up waiting for acknowledgements after {} ms",
+            args.shutdown_timeout_ms
+        )),
+    }
+    drop(watcher);
+    Ok(if tailer.counters.lines_failed > 0 {
+        1
+    } else {
+        0
+    })
+}
+
+fn save_checkpoint(tailer: &mut Tailer, path: &std::path::Path, last: &mut Vec<checkpoint::Entry>) {
+    let mut entries = tailer.checkpoint_entries();
+    entries.sort_by_key(|e| (e.id.dev, e.id.ino));
+    if entries == *last {
+        return;
+    }
+    match checkpoint::store(path, entries.iter()) {
+        Ok(()) => *last = entries,
+        Err(e) => crate::log::error(format_args!(
+            "cannot write checkpoint {}: {e}",
+            path.display()
+        )),
+    }
+}
+
+fn print_stats(tailer: &Tailer, last: &mut (Instant, crate::tail::follower::Counters)) {
+    let now = Instant::now();
+    let secs = now.duration_since(last.0).as_secs_f64().max(1e-3);
+    let c = &tailer.counters;
+    eprintln!(
+        "shipper: stats: {:.0} lines/s, {:.2} MB/s, {} files, {} bytes behind, {} acked, {} truncations, {} long lines, {} failed",
+        (c.lines_read - last.1.lines_read) as f64 / secs,
+        (c.bytes_read - last.1.bytes_read) as f64 / secs / 1e6,
+        tailer.file_count(),
+        tailer.bytes_behind(),
+        c.lines_acked,
+        c.truncations,
+        c.long_lines,
+        c.lines_failed
+    );
+    *last = (now, c.clone());
+}
