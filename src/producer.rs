@@ -636,13 +636,16 @@ impl ToStringError for Error {
     }
 }
 
+/// One half of a split batch: its bytes and record count.
+type BatchHalf = (Bytes, usize);
+
 /// Re-encodes a sealed batch as two batches of about half the records each. Returns each half's bytes
 /// and record count.
 fn split_batch(
     bytes: &[u8],
     cfg: &ProducerConfig,
     scratch: &mut Vec<u8>,
-) -> Result<((Bytes, usize), (Bytes, usize)), Error> {
+) -> Result<(BatchHalf, BatchHalf), Error> {
     let rec_err = |source| Error::Records {
         topic: String::new(),
         partition: -1,
