@@ -3,3 +3,4 @@
 //! and property tests of our batch codec against kafka-protocol's.
 
 mod batch_props;
+mod fixtures;

@@ -14,8 +14,8 @@ use crate::backoff::Backoff;
 use crate::connection::{Connection, ConnectionOptions};
 use crate::error::{Error, Result};
 
-/// Metadata versions we speak: 12 is supported by Kafka 3.x and 4.x alike.
-const METADATA_VERSIONS: VersionRange = VersionRange { min: 4, max: 12 };
+/// Metadata versions we speak: the flexible ones (9+, Kafka 2.4+); 12 on Kafka 3.x and 4.x.
+const METADATA_VERSIONS: VersionRange = VersionRange { min: 9, max: 12 };
 
 /// Where the cluster is and how patient to be with it.
 #[derive(Debug, Clone)]

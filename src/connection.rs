@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
-use kafka_protocol::protocol::{Decodable, Request, StrBytes, VersionRange};
+use kafka_protocol::messages::ApiVersionsRequest;
+use kafka_protocol::protocol::{Request, StrBytes, VersionRange};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -154,17 +154,12 @@ impl Connection {
             let rx = self.send(&req, version, true).await?;
             let frame = self.wait(rx.expect("asked for a response")).await?;
             // The ApiVersions response header is always v0: just the correlation id.
-            let mut body = frame.slice(4.min(frame.len())..);
-            let resp = match ApiVersionsResponse::decode(&mut body.clone(), version) {
+            let body = frame.slice(4.min(frame.len())..);
+            let resp = match codec::decode_api_versions(body.clone(), version) {
                 Ok(r) if r.error_code != 35 => r,
-                _ => ApiVersionsResponse::decode(&mut body, 0).map_err(|e| Error::Codec {
+                _ => codec::decode_api_versions(body, 0).map_err(|source| Error::Codec {
                     addr: self.addr.clone(),
-                    source: codec::CodecError {
-                        api: "ApiVersions",
-                        version: 0,
-                        action: "decode the response",
-                        detail: format!("{e:#}"),
-                    },
+                    source,
                 })?,
             };
             if resp.error_code == 35 {
@@ -203,7 +198,9 @@ impl Connection {
         let ours = ours.intersect(&R::VERSIONS);
         let (bmin, bmax) = self.versions.get(&R::KEY).copied().unwrap_or((0, -1));
         let v = ours.max.min(bmax);
-        if v < ours.min || v < bmin {
+        let checked = kafka_protocol::messages::ApiKey::try_from(R::KEY)
+            .is_ok_and(|k| crate::wire::validate::is_checked(k, v));
+        if v < ours.min || v < bmin || !checked {
             return Err(Error::UnsupportedVersion {
                 addr: self.addr.clone(),
                 api: api_name(R::KEY),

@@ -18,10 +18,10 @@ use crate::cluster::{Cluster, TopicMeta};
 use crate::error::{is_stale_metadata_code, Error, Result};
 use crate::wire::records::{self, Record, RecordError};
 
-/// Fetch versions: 4 is Kafka 4's floor, 12 the last that names topics.
-const FETCH_VERSIONS: VersionRange = VersionRange { min: 4, max: 12 };
-/// ListOffsets versions: 1 is Kafka 4's floor.
-const LIST_OFFSETS_VERSIONS: VersionRange = VersionRange { min: 1, max: 7 };
+/// Fetch version: 12, the last that names topics (Kafka 2.7+; 4.x still serves it).
+const FETCH_VERSIONS: VersionRange = VersionRange { min: 12, max: 12 };
+/// ListOffsets versions: the flexible ones (6+, Kafka 2.5+).
+const LIST_OFFSETS_VERSIONS: VersionRange = VersionRange { min: 6, max: 7 };
 /// ListOffsets timestamp for the earliest offset.
 pub const EARLIEST: i64 = -2;
 /// ListOffsets timestamp for the latest offset (the high watermark).

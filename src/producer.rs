@@ -23,8 +23,8 @@ use crate::partitioner::{partition_for_key, Partitioner};
 use crate::wire::compression::Compression;
 use crate::wire::records::{self, BatchBuilder, Header, ProducerStamp};
 
-/// Produce versions we speak: 3 is Kafka 4's floor; 12 is the last with topic names.
-const PRODUCE_VERSIONS: VersionRange = VersionRange { min: 3, max: 12 };
+/// Produce versions we speak: flexible (9+, Kafka 2.4+) up to 12, the last with topic names.
+const PRODUCE_VERSIONS: VersionRange = VersionRange { min: 9, max: 12 };
 /// Broker default `message.max.bytes`: the largest batch a default topic accepts.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
 

@@ -2,6 +2,7 @@
 //! single broker and the three-broker cluster). Under CI a missing broker fails the test; elsewhere the
 //! test says SKIPPED and returns.
 
+mod capture;
 mod cli;
 mod harness;
 mod kcat_harness;

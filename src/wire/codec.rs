@@ -7,6 +7,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
+use super::validate;
+
 /// A message that kafka-protocol could not encode or decode.
 #[derive(Debug, thiserror::Error)]
 #[error("{api} v{version}: cannot {action}: {detail}")]
@@ -83,7 +85,30 @@ pub fn decode_response<R: Request>(
         detail: format!("{e:#}"),
     };
     let header_version = <R::Response as HeaderVersion>::header_version(version);
+    let header_len = match header_version {
+        0 => 4,
+        _ => validate::check_header_v1(&frame).map_err(|e| err(anyhow::anyhow!(e)))?,
+    };
+    let api = ApiKey::try_from(R::KEY).map_err(|_| err(anyhow::anyhow!("unknown API key")))?;
+    validate::check_body(api, version, frame.get(header_len..).unwrap_or_default())
+        .map_err(|e| err(anyhow::anyhow!(e)))?;
     ResponseHeader::decode(&mut frame, header_version).map_err(err)?;
     let body = <R::Response as Decodable>::decode(&mut frame, version).map_err(err)?;
     Ok(body)
+}
+
+/// Decodes an ApiVersions response body (its header is always v0: 4 bytes, already removed).
+pub fn decode_api_versions(
+    mut body: Bytes,
+    version: i16,
+) -> Result<kafka_protocol::messages::ApiVersionsResponse, CodecError> {
+    let err = |detail: String| CodecError {
+        api: "ApiVersions",
+        version,
+        action: "decode the response",
+        detail,
+    };
+    validate::check_body(ApiKey::ApiVersions, version, &body).map_err(err)?;
+    kafka_protocol::messages::ApiVersionsResponse::decode(&mut body, version)
+        .map_err(|e| err(format!("{e:#}")))
 }

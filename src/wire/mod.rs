@@ -4,8 +4,10 @@
 //! - [`codec`]: the one place that calls kafka-protocol's message codecs and wraps their errors.
 //! - [`records`]: our own RecordBatch v2 encoder and decoder (crc32c), the hot path.
 //! - [`compression`]: the four codecs Kafka batches may use.
+//! - [`validate`]: a structural check of responses before kafka-protocol allocates for them.
 
 pub mod codec;
 pub mod compression;
 pub mod frame;
 pub mod records;
+pub mod validate;

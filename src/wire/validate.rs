@@ -1,0 +1,270 @@
+//! A structural check of response bodies before kafka-protocol decodes them.
+//!
+//! kafka-protocol sizes each array from the count on the wire (`Vec::with_capacity(n)`) before reading
+//! any element, so a corrupt or hostile count makes it try to allocate gigabytes and abort the process.
+//! This walker follows the same layout for the (flexible) versions shipper negotiates and rejects any
+//! array whose count exceeds the bytes left, any length past the end, and trailing garbage. It allocates
+//! nothing and runs in time linear in the frame. Layouts follow the message JSON in Kafka's
+//! `clients/src/main/resources/common/message/`.
+
+use kafka_protocol::messages::ApiKey;
+
+/// One field of a response layout.
+#[derive(Debug, Clone, Copy)]
+enum F {
+    I8,
+    I16,
+    I32,
+    I64,
+    Uuid,
+    /// Compact (nullable) string: unsigned varint length + 1, then bytes.
+    Str,
+    /// Compact nullable bytes, as records are carried.
+    Bytes,
+    /// Compact (nullable) array of elements of this layout.
+    Arr(&'static [F]),
+    /// Classic array: i32 count (-1 = null), elements of this layout.
+    Arr32(&'static [F]),
+    /// Tagged fields; tags listed here have their contents checked against a layout.
+    Tags(&'static [(u64, &'static [F])]),
+}
+
+use F::*;
+
+const NO_TAGS: F = Tags(&[]);
+const I32_ARR: F = Arr(&[I32]);
+const NODE_ENDPOINT: &[F] = &[I32, Str, I32, Str, NO_TAGS];
+
+const API_VERSIONS_V0: &[F] = &[I16, Arr32(&[I16, I16, I16])];
+const API_VERSIONS_V3: &[F] = &[
+    I16,
+    Arr(&[I16, I16, I16, NO_TAGS]),
+    I32,
+    Tags(&[
+        (0, &[Arr(&[Str, I16, I16, NO_TAGS])]),
+        (1, &[I64]),
+        (2, &[Arr(&[Str, I16, I16, NO_TAGS])]),
+        (3, &[I8]),
+    ]),
+];
+
+const META_BROKER: &[F] = &[I32, Str, I32, Str, NO_TAGS];
+const META_PARTITION: &[F] = &[I16, I32, I32, I32, I32_ARR, I32_ARR, I32_ARR, NO_TAGS];
+const META_TOPIC_V9: &[F] = &[I16, Str, I8, Arr(META_PARTITION), I32, NO_TAGS];
+const META_TOPIC_V10: &[F] = &[I16, Str, Uuid, I8, Arr(META_PARTITION), I32, NO_TAGS];
+const METADATA_V9: &[F] = &[
+    I32,
+    Arr(META_BROKER),
+    Str,
+    I32,
+    Arr(META_TOPIC_V9),
+    I32,
+    NO_TAGS,
+];
+const METADATA_V10: &[F] = &[
+    I32,
+    Arr(META_BROKER),
+    Str,
+    I32,
+    Arr(META_TOPIC_V10),
+    I32,
+    NO_TAGS,
+];
+const METADATA_V11: &[F] = &[
+    I32,
+    Arr(META_BROKER),
+    Str,
+    I32,
+    Arr(META_TOPIC_V10),
+    NO_TAGS,
+];
+
+const LEADER_ID_AND_EPOCH: &[F] = &[I32, I32, NO_TAGS];
+const PRODUCE_PARTITION: &[F] = &[
+    I32,
+    I16,
+    I64,
+    I64,
+    I64,
+    Arr(&[I32, Str, NO_TAGS]),
+    Str,
+    Tags(&[(0, LEADER_ID_AND_EPOCH)]),
+];
+const PRODUCE_V9: &[F] = &[
+    Arr(&[Str, Arr(PRODUCE_PARTITION), NO_TAGS]),
+    I32,
+    Tags(&[(0, &[Arr(NODE_ENDPOINT)])]),
+];
+
+const FETCH_PARTITION: &[F] = &[
+    I32,
+    I16,
+    I64,
+    I64,
+    I64,
+    Arr(&[I64, I64, NO_TAGS]),
+    I32,
+    Bytes,
+    Tags(&[
+        (0, &[I32, I64, NO_TAGS]),
+        (1, LEADER_ID_AND_EPOCH),
+        (2, &[I64, I32, NO_TAGS]),
+    ]),
+];
+const FETCH_V12: &[F] = &[
+    I32,
+    I16,
+    I32,
+    Arr(&[Str, Arr(FETCH_PARTITION), NO_TAGS]),
+    Tags(&[(0, &[Arr(NODE_ENDPOINT)])]),
+];
+
+const LIST_OFFSETS_V6: &[F] = &[
+    I32,
+    Arr(&[Str, Arr(&[I32, I16, I64, I64, I32, NO_TAGS]), NO_TAGS]),
+    NO_TAGS,
+];
+
+const INIT_PRODUCER_ID_V2: &[F] = &[I32, I16, I64, I16, NO_TAGS];
+
+/// The layout of a response body, for the versions shipper negotiates.
+fn layout(api: ApiKey, version: i16) -> Option<&'static [F]> {
+    Some(match (api, version) {
+        (ApiKey::ApiVersions, 0) => API_VERSIONS_V0,
+        (ApiKey::ApiVersions, 3..=4) => API_VERSIONS_V3,
+        (ApiKey::Metadata, 9) => METADATA_V9,
+        (ApiKey::Metadata, 10) => METADATA_V10,
+        (ApiKey::Metadata, 11..=12) => METADATA_V11,
+        (ApiKey::Produce, 9..=12) => PRODUCE_V9,
+        (ApiKey::Fetch, 12) => FETCH_V12,
+        (ApiKey::ListOffsets, 6..=7) => LIST_OFFSETS_V6,
+        (ApiKey::InitProducerId, 2..=5) => INIT_PRODUCER_ID_V2,
+        _ => return None,
+    })
+}
+
+/// Whether shipper can check bodies of this API version (and so may use it).
+pub fn is_checked(api: ApiKey, version: i16) -> bool {
+    layout(api, version).is_some()
+}
+
+/// Checks a response body (after its header) against the layout of `api` at `version`.
+pub fn check_body(api: ApiKey, version: i16, body: &[u8]) -> Result<(), String> {
+    let l = layout(api, version)
+        .ok_or_else(|| format!("{api:?} v{version} responses are not supported by shipper"))?;
+    let mut b = body;
+    walk(&mut b, l)?;
+    if !b.is_empty() {
+        return Err(format!("{} unexpected bytes after the body", b.len()));
+    }
+    Ok(())
+}
+
+/// Checks a flexible response header (v1: correlation id + tagged fields); returns its length.
+pub fn check_header_v1(frame: &[u8]) -> Result<usize, String> {
+    let mut b = frame;
+    walk(&mut b, &[I32, NO_TAGS])?;
+    Ok(frame.len() - b.len())
+}
+
+fn take<'a>(b: &mut &'a [u8], n: usize, what: &str) -> Result<&'a [u8], String> {
+    if n > b.len() {
+        return Err(format!(
+            "{what} of {n} bytes runs past the end ({} left)",
+            b.len()
+        ));
+    }
+    let (a, rest) = b.split_at(n);
+    *b = rest;
+    Ok(a)
+}
+
+fn uvarint(b: &mut &[u8]) -> Result<u64, String> {
+    let mut v: u64 = 0;
+    for i in 0..10 {
+        let byte = *take(b, 1, "varint")?.first().unwrap_or(&0);
+        v |= ((byte & 0x7f) as u64) << (7 * i);
+        if byte < 0x80 {
+            return Ok(v);
+        }
+    }
+    Err("varint longer than 10 bytes".into())
+}
+
+fn walk(b: &mut &[u8], layout: &[F]) -> Result<(), String> {
+    for f in layout {
+        match *f {
+            I8 => drop(take(b, 1, "int8")?),
+            I16 => drop(take(b, 2, "int16")?),
+            I32 => drop(take(b, 4, "int32")?),
+            I64 => drop(take(b, 8, "int64")?),
+            Uuid => drop(take(b, 16, "uuid")?),
+            Str | Bytes => {
+                let n = uvarint(b)?;
+                if n > 0 {
+                    take(b, (n - 1) as usize, "string")?;
+                }
+            }
+            Arr(elem) => {
+                let n = uvarint(b)?;
+                let count = n.saturating_sub(1);
+                if count > b.len() as u64 {
+                    return Err(format!("array of {count} elements in {} bytes", b.len()));
+                }
+                for _ in 0..count {
+                    walk(b, elem)?;
+                }
+            }
+            Arr32(elem) => {
+                let raw = take(b, 4, "array length")?;
+                let n = i32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
+                if n < -1 || n as i64 > b.len() as i64 {
+                    return Err(format!("array of {n} elements in {} bytes", b.len()));
+                }
+                for _ in 0..n.max(0) {
+                    walk(b, elem)?;
+                }
+            }
+            Tags(known) => {
+                let n = uvarint(b)?;
+                if n > b.len() as u64 {
+                    return Err(format!("{n} tagged fields in {} bytes", b.len()));
+                }
+                for _ in 0..n {
+                    let tag = uvarint(b)?;
+                    let size = uvarint(b)?;
+                    let mut content = take(b, size as usize, "tagged field")?;
+                    if let Some((_, l)) = known.iter().find(|(t, _)| *t == tag) {
+                        walk(&mut content, l)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absurd_array_count_is_rejected_before_any_allocation() {
+        // ListOffsets v6: throttle, then a topics array claiming 2^28 elements.
+        let body = [0, 0, 0, 0, 0x80, 0x80, 0x80, 0x80, 0x01];
+        let e = check_body(ApiKey::ListOffsets, 6, &body).unwrap_err();
+        assert!(e.contains("array of"), "{e}");
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        let body = [0, 0, 0, 0, 1, 0, 0xff];
+        assert!(check_body(ApiKey::ListOffsets, 6, &body).is_err());
+        assert!(check_body(ApiKey::ListOffsets, 6, &body[..6]).is_ok());
+    }
+
+    #[test]
+    fn unsupported_versions_are_refused() {
+        assert!(check_body(ApiKey::Fetch, 4, &[]).is_err());
+    }
+}
