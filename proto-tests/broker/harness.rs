@@ -171,3 +171,107 @@ pub fn lines(out: &[u8]) -> Vec<Vec<u8>> {
     }
     v
 }
+
+/// A `shipper tail` process running in the background.
+pub struct Tail {
+    child: Option<std::process::Child>,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+}
+
+impl Tail {
+    /// Starts `shipper -b BROKERS tail ARGS...`, logging to `log`.
+    pub fn start(brokers: &str, args: &[&str], log: &std::path::Path) -> Tail {
+        let err = std::fs::File::create(log).unwrap();
+        let child = Command::new(shipper_bin())
+            .arg("-b")
+            .arg(brokers)
+            .arg("tail")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        Tail {
+            child: Some(child),
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// Sends a signal (e.g. "INT", "KILL") and waits for the exit; returns the exit code if any.
+    pub fn stop(&mut self, signal: &str) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(c.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s.code();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = c.kill();
+                panic!(
+                    "shipper tail did not exit after SIG{signal}: {}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What it printed to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Every value in the topic, from the beginning to its current end.
+pub fn topic_values(brokers: &str, topic: &str) -> Vec<Vec<u8>> {
+    let out = shipper(brokers, &["consume", topic, "--from-beginning", "-e"], b"");
+    if !out.status.success() {
+        return Vec::new();
+    }
+    lines(&out.stdout)
+}
+
+/// Polls the topic until it holds at least `n` records (or the time runs out); returns its values.
+pub fn wait_for_records(brokers: &str, topic: &str, n: usize, limit: Duration) -> Vec<Vec<u8>> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let v = topic_values(brokers, topic);
+        if v.len() >= n || std::time::Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("shipper-test-{}", topic(name)));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Appends bytes to a file (creating it).
+pub fn append(path: &std::path::Path, data: &[u8]) {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(data).unwrap();
+}

@@ -6,4 +6,5 @@ mod capture;
 mod cli;
 mod harness;
 mod kcat_harness;
+mod tail;
 mod wire;

@@ -1,0 +1,123 @@
+//! Fault tests on the three-broker cluster: a leader stops mid-stream and the client follows the new
+//! leader without losing records. They stop and restart cluster nodes, so scripts/test runs them alone,
+//! after the other targets.
+
+#[path = "broker/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use harness::*;
+use shipper::cluster::{ClientOptions, Cluster};
+use shipper::producer::{Producer, ProducerConfig};
+
+fn node(action: &str, id: i32) {
+    let out = Command::new(root().join("scripts/kafka-node"))
+        .args([action, &id.to_string(), "--brokers", "3"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kafka-node {action} {id}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Restarts the node even if the test fails, so later tests find the whole cluster.
+struct Restart(i32);
+impl Drop for Restart {
+    fn drop(&mut self) {
+        node("start", self.0);
+    }
+}
+
+fn leader_move(action: &'static str) {
+    let Some(c) = cluster() else { return };
+    let t = topic(&format!("failover-{action}"));
+    create_topic(&c, &t, 1, 3, &[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sent = 6000u64;
+    let leader = rt.block_on(async {
+        let mut opts = ClientOptions::new(&c);
+        opts.connection.request_timeout = Duration::from_secs(10);
+        let cluster = Arc::new(Cluster::new(opts));
+        let meta = cluster.topic(&t, false).await.unwrap();
+        let leader = meta.partitions[0].leader;
+        let cfg = ProducerConfig {
+            batch_bytes: 4096,
+            ..ProducerConfig::default()
+        };
+        let mut p = Producer::new(cluster.clone(), meta, cfg);
+        let mut deliveries = Vec::new();
+        let mut stopped = false;
+        for i in 0..sent {
+            let v = format!("record {i}");
+            p.append(
+                None,
+                Some(v.as_bytes()),
+                &[],
+                shipper::producer::timestamp_now_ms(),
+                i,
+            )
+            .unwrap();
+            if i % 200 == 0 {
+                // Pace the stream so the stop lands in the middle of it.
+                p.drive(&mut deliveries).await.unwrap();
+            }
+            if i == sent / 2 && !stopped {
+                let b = tokio::task::spawn_blocking(move || node(action, leader));
+                p.flush(&mut deliveries).await.unwrap();
+                b.await.unwrap();
+                stopped = true;
+            }
+        }
+        p.flush(&mut deliveries).await.unwrap();
+        for d in &deliveries {
+            assert!(d.error.is_none(), "delivery failed: {:?}", d.error);
+        }
+        assert_eq!(
+            deliveries
+                .iter()
+                .map(|d| d.tokens.len() as u64)
+                .sum::<u64>(),
+            sent
+        );
+        let after = cluster.topic(&t, false).await.unwrap();
+        assert_ne!(after.partitions[0].leader, leader, "leadership moved");
+        leader
+    });
+    let _restart = Restart(leader);
+    let out = shipper_ok(&c, &["consume", &t, "--from-beginning", "-e"], b"");
+    let mut counts: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
+    for l in lines(&out) {
+        *counts.entry(l).or_default() += 1;
+    }
+    let missing: Vec<u64> = (0..sent)
+        .filter(|i| !counts.contains_key(format!("record {i}").as_bytes()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "lost {} records, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let dups: u32 = counts.values().map(|n| n - 1).sum();
+    eprintln!("{action}: {sent} records, 0 lost, {dups} duplicated by retries");
+}
+
+#[test]
+fn producer_follows_the_new_leader_when_the_leader_is_stopped() {
+    leader_move("stop");
+}
+
+#[test]
+fn producer_follows_the_new_leader_when_the_leader_is_killed() {
+    leader_move("kill");
+}
