@@ -35,7 +35,7 @@ pub struct Common {
     /// Only print errors
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// More detail on stderr (-vv for protocol-level detail)
+    /// More detail on stderr: retries, leader changes, rotations, files opened and closed
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 }
