@@ -92,7 +92,8 @@ pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
     let mut scan_tick = tokio::time::interval(Duration::from_millis(args.scan_ms.max(10)));
     let mut ckpt_tick = tokio::time::interval(Duration::from_secs(1));
     let stats_every = args.stats.map(|s| Duration::from_secs(s.max(1)));
-    let mut stats_tick = tokio::time::interval(stats_every.unwrap_or(Duration::from_secs(3600)));
+    let every = stats_every.unwrap_or(Duration::from_secs(3600));
+    let mut stats_tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     let mut deliveries = Vec::new();
     let mut last_stats = (Instant::now(), tailer.counters.clone());
     let mut last_ckpt: Vec<checkpoint::Entry> = Vec::new();

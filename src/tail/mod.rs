@@ -104,7 +104,8 @@ impl Tailer {
                     );
                 } else if path.exists() {
                     out.insert(path);
-                } else {
+                } else if self.first_scan {
+                    // Only at start: a path briefly missing during a rotation is not news.
                     self.warn_once(
                         format!("missing:{p}"),
                         format_args!("{p} does not exist yet; waiting for it"),
