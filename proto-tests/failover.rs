@@ -55,6 +55,7 @@ fn leader_move(action: &'static str) {
             ..ProducerConfig::default()
         };
         let mut p = Producer::new(cluster.clone(), meta, cfg);
+        p.init().await.unwrap();
         let mut deliveries = Vec::new();
         let mut stopped = false;
         for i in 0..sent {
@@ -110,6 +111,10 @@ fn leader_move(action: &'static str) {
     );
     let dups: u32 = counts.values().map(|n| n - 1).sum();
     eprintln!("{action}: {sent} records, 0 lost, {dups} duplicated by retries");
+    assert_eq!(
+        dups, 0,
+        "the idempotent producer's retries must not duplicate"
+    );
 }
 
 #[test]

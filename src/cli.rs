@@ -91,6 +91,9 @@ pub struct ProducerFlags {
     /// sticky, random (per record), murmur2
     #[arg(long, default_value = "default")]
     pub partitioner: String,
+    /// Turn off idempotent produce (on by default with --acks all: retries then never duplicate)
+    #[arg(long)]
+    pub no_idempotence: bool,
     /// Record header key=value (repeatable)
     #[arg(short = 'H', long = "header", value_name = "KEY=VALUE")]
     pub headers: Vec<String>,

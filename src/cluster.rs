@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{
+    InitProducerIdRequest, MetadataRequest, MetadataResponse, ProducerId, TopicName,
+};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
 use crate::backoff::Backoff;
@@ -327,6 +329,41 @@ impl Cluster {
             };
             if !backoff.wait().await {
                 return Err(give_up(&backoff, err));
+            }
+        }
+    }
+
+    /// A producer id and epoch for an idempotent producer (InitProducerId without transactional id),
+    /// retrying under the retry limit. <https://cwiki.apache.org/confluence/x/jR5CB> (KIP-98).
+    pub async fn init_producer_id(&self) -> Result<(i64, i16)> {
+        let mut backoff = Backoff::new(self.opts.retry_limit);
+        loop {
+            let attempt = async {
+                let conn = self.any_connection().await?;
+                let version =
+                    conn.version::<InitProducerIdRequest>(VersionRange { min: 2, max: 5 })?;
+                let mut req = InitProducerIdRequest::default();
+                req.transactional_id = None;
+                req.transaction_timeout_ms = i32::MAX;
+                req.producer_id = ProducerId(-1);
+                req.producer_epoch = -1;
+                let resp = conn.call_at(&req, version).await?;
+                if resp.error_code != 0 {
+                    return Err(Error::Kafka {
+                        context: format!("broker {}: InitProducerId", conn.addr()),
+                        code: resp.error_code,
+                    });
+                }
+                Ok((resp.producer_id.0, resp.producer_epoch))
+            };
+            match attempt.await {
+                Ok(p) => return Ok(p),
+                Err(e) if e.is_retriable() => {
+                    if !backoff.wait().await {
+                        return Err(give_up(&backoff, e));
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
     }

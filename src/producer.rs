@@ -55,6 +55,9 @@ pub struct ProducerConfig {
     pub delivery_timeout: Option<Duration>,
     /// Largest batch the topic accepts.
     pub max_message_bytes: usize,
+    /// Idempotent produce (producer id and sequence numbers): retries cannot duplicate. Needs acks=all;
+    /// ignored otherwise.
+    pub idempotence: bool,
 }
 
 impl Default for ProducerConfig {
@@ -72,6 +75,7 @@ impl Default for ProducerConfig {
             ack_timeout_ms: 30_000,
             delivery_timeout: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            idempotence: true,
         }
     }
 }
@@ -109,6 +113,8 @@ struct OpenBatch {
 struct Sealed {
     bytes: Bytes,
     tokens: Vec<u64>,
+    /// Stamped with the producer id and a sequence (idempotence), which happens at the first send.
+    stamped: bool,
     first_failure: Option<Instant>,
     last_error: Option<Error>,
 }
@@ -142,6 +148,12 @@ pub struct Producer {
     refresh: Option<tokio::task::JoinHandle<()>>,
     scratch: Vec<u8>,
     fatal: Option<Error>,
+    /// Producer id and epoch when idempotent.
+    pid: Option<(i64, i16)>,
+    /// Next sequence number per partition.
+    next_seq: Vec<i32>,
+    /// The broker no longer accepts our sequences: get a new producer id before sending more.
+    reset_pid: bool,
 }
 
 fn now_ms() -> i64 {
@@ -167,7 +179,25 @@ impl Producer {
             refresh: None,
             scratch: Vec::new(),
             fatal: None,
+            pid: None,
+            next_seq: vec![0; n],
+            reset_pid: false,
         }
+    }
+
+    /// Gets a producer id when idempotence is on (and acks=all); call once before appending.
+    pub async fn init(&mut self) -> Result<(), Error> {
+        if self.cfg.idempotence && self.cfg.acks == -1 {
+            self.pid = Some(self.cluster.init_producer_id().await?);
+            self.next_seq.iter_mut().for_each(|s| *s = 0);
+            crate::log::debug(format_args!("idempotent producer id {:?}", self.pid));
+        }
+        Ok(())
+    }
+
+    /// Whether batches carry a producer id and sequences.
+    pub fn is_idempotent(&self) -> bool {
+        self.pid.is_some()
     }
 
     /// Number of partitions of the topic.
@@ -291,6 +321,7 @@ impl Producer {
                 self.queues[idx].ready.push_back(Sealed {
                     bytes: buf.freeze(),
                     tokens,
+                    stamped: false,
                     first_failure: None,
                     last_error: None,
                 });
@@ -314,6 +345,15 @@ impl Producer {
     pub async fn drive(&mut self, out: &mut Vec<Delivery>) -> Result<(), Error> {
         if let Some(e) = self.fatal.take() {
             return Err(e);
+        }
+        if self.reset_pid && self.tasks.is_empty() {
+            // Every batch is back in its queue now; restamp them all under a new producer id.
+            self.init().await?;
+            self.reset_pid = false;
+            crate::log::warn(format_args!(
+                "topic '{}': new idempotent producer id {:?}; batches retried after this may be duplicates",
+                self.topic, self.pid
+            ));
         }
         let now = Instant::now();
         for i in 0..self.queues.len() {
@@ -420,9 +460,21 @@ impl Producer {
             let mut pdata = Vec::with_capacity(parts.len());
             for p in parts {
                 let q = &mut self.queues[p as usize];
-                let Some(b) = q.ready.pop_front() else {
+                let Some(mut b) = q.ready.pop_front() else {
                     continue;
                 };
+                if let (Some((id, epoch)), false) = (self.pid, b.stamped) {
+                    let seq = &mut self.next_seq[p as usize];
+                    let s = ProducerStamp {
+                        producer_id: id,
+                        producer_epoch: epoch,
+                        base_sequence: *seq,
+                    };
+                    b.bytes = stamp(b.bytes, s);
+                    // Sequences wrap to 0 after i32::MAX, as the broker expects.
+                    *seq = ((*seq as i64 + b.tokens.len() as i64) % (i32::MAX as i64 + 1)) as i32;
+                    b.stamped = true;
+                }
                 q.in_flight = true;
                 let mut d = PartitionProduceData::default();
                 d.index = p;
@@ -504,7 +556,8 @@ impl Producer {
             } else {
                 results.get(&p).copied().unwrap_or((-1, -1, -1, -1))
             };
-            if code == 0 {
+            // DUPLICATE_SEQUENCE_NUMBER: the broker already has this batch (an earlier try was written).
+            if code == 0 || (code == 46 && self.pid.is_some()) {
                 let q = &mut self.queues[p as usize];
                 q.backoff = None;
                 q.retry_at = None;
@@ -530,6 +583,15 @@ impl Producer {
             } else if is_stale_metadata_code(code) {
                 self.start_refresh();
             }
+            if self.pid.is_some() && matches!(code, 45 | 47 | 59 | 90) {
+                // OUT_OF_ORDER_SEQUENCE, INVALID_PRODUCER_EPOCH, UNKNOWN_PRODUCER_ID, PRODUCER_FENCED:
+                // the broker lost our producer state. Start a new producer id and resend.
+                self.reset_pid = true;
+                let mut b = b;
+                b.stamped = false;
+                self.queues[p as usize].ready.push_front(b);
+                continue;
+            }
             if code == 10 && b.tokens.len() > 1 {
                 self.split(p, b);
                 continue;
@@ -540,7 +602,17 @@ impl Producer {
 
     /// Splits a batch the broker found too large into two, keeping record order; the new halves go to
     /// the front of the queue.
+    /// A stamped batch that will not be written gives its sequence numbers back, so the next batch of
+    /// the partition continues where the broker expects (one batch per partition is in flight).
+    fn release_sequence(&mut self, p: i32, b: &Sealed) {
+        if b.stamped && self.pid.is_some() && b.bytes.len() >= records::BATCH_HEADER_BYTES {
+            let s = &b.bytes[53..57];
+            self.next_seq[p as usize] = i32::from_be_bytes([s[0], s[1], s[2], s[3]]);
+        }
+    }
+
     fn split(&mut self, p: i32, b: Sealed) {
+        self.release_sequence(p, &b);
         let halves = match split_batch(&b.bytes, &self.cfg, &mut self.scratch) {
             Ok(h) => h,
             Err(e) => {
@@ -556,12 +628,14 @@ impl Producer {
         q.ready.push_front(Sealed {
             bytes: halves.1 .0,
             tokens: rest,
+            stamped: false,
             first_failure: b.first_failure,
             last_error: None,
         });
         q.ready.push_front(Sealed {
             bytes: halves.0 .0,
             tokens,
+            stamped: false,
             first_failure: b.first_failure,
             last_error: None,
         });
@@ -601,6 +675,7 @@ impl Producer {
             q.ready.push_front(b);
             return;
         }
+        self.release_sequence(p, &b);
         self.buffered = self.buffered.saturating_sub(b.bytes.len());
         out.push(Delivery {
             partition: p,
@@ -682,6 +757,16 @@ fn split_batch(
     let second = halves.pop().expect("two halves");
     let first = halves.pop().expect("two halves");
     Ok((first, second))
+}
+
+/// Stamps a batch for idempotence, in place when its buffer is not shared (it never is before the first
+/// send).
+fn stamp(bytes: Bytes, s: ProducerStamp) -> Bytes {
+    let mut m = bytes
+        .try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+    records::restamp(&mut m, s);
+    m.freeze()
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -439,3 +439,56 @@ fn metadata_lists_brokers_topics_and_replicas_like_kcat() {
     assert!(json.starts_with("{\"cluster_id\":"), "{json}");
     assert_eq!(json.matches("\"partition\":").count(), 3, "{json}");
 }
+
+#[test]
+fn produce_without_idempotence_and_with_acks_1_and_0_writes_every_line() {
+    let Some(b) = broker() else { return };
+    for extra in [
+        &["--no-idempotence"][..],
+        &["--acks", "1"],
+        &["--acks", "0"],
+    ] {
+        let t = topic("acks");
+        let mut args = vec!["produce", &t[..]];
+        args.extend_from_slice(extra);
+        shipper_ok(&b, &args, &sample_lines(500));
+        let got = kcat(&b, &["-C", "-t", &t, "-e", "-q"], b"");
+        assert_eq!(got, sample_lines(500), "{extra:?}");
+    }
+}
+
+#[test]
+fn timestamps_survive_and_kcat_sees_the_same_ones() {
+    let Some(b) = broker() else { return };
+    let t = topic("ts");
+    let before = shipper::producer::timestamp_now_ms();
+    shipper_ok(&b, &["produce", &t], b"a\nb\n");
+    let after = shipper::producer::timestamp_now_ms();
+    let ours = shipper_ok(
+        &b,
+        &["consume", &t, "--from-beginning", "-e", "-f", "%T\\n"],
+        b"",
+    );
+    let theirs = kcat(&b, &["-C", "-t", &t, "-e", "-q", "-f", "%T\n"], b"");
+    assert_eq!(ours, theirs);
+    for l in lines(&ours) {
+        let ts: i64 = String::from_utf8(l).unwrap().parse().unwrap();
+        assert!(
+            (before..=after).contains(&ts),
+            "{ts} not in {before}..{after}"
+        );
+    }
+}
+
+#[test]
+fn a_broker_given_by_host_name_resolves() {
+    let Some(b) = broker() else { return };
+    let port = b.rsplit(':').next().unwrap();
+    let t = topic("hostname");
+    let named = format!("localhost:{port}");
+    shipper_ok(&named, &["produce", &t], b"via localhost\n");
+    assert_eq!(
+        shipper_ok(&named, &["consume", &t, "--from-beginning", "-e"], b""),
+        b"via localhost\n"
+    );
+}

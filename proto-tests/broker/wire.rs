@@ -37,6 +37,7 @@ async fn produce_records(
         ..ProducerConfig::default()
     };
     let mut p = Producer::new(cluster.clone(), meta, cfg);
+    p.init().await.unwrap();
     let mut sent: Vec<(i32, Rec)> = Vec::new();
     let base = shipper::producer::timestamp_now_ms() - 10_000;
     let mut deliveries = Vec::new();
@@ -89,6 +90,13 @@ async fn fetch_all(cluster: &Arc<Cluster>, topic: &str) -> BTreeMap<i32, Vec<Rec
     let mut expected_offset: BTreeMap<i32, i64> = BTreeMap::new();
     while !c.at_end_of_start() {
         for f in c.poll().await.unwrap() {
+            for b in shipper::wire::records::split_batches(&f.records) {
+                let (h, _) = b.unwrap();
+                assert!(
+                    h.producer_id >= 0 && h.base_sequence >= 0,
+                    "idempotent batches carry a producer id and sequence: {h:?}"
+                );
+            }
             f.for_each_record(&mut scratch, 1 << 30, |r| {
                 let next = expected_offset.entry(f.partition).or_insert(0);
                 assert_eq!(r.offset, *next, "offsets are contiguous");

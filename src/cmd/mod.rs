@@ -81,6 +81,7 @@ pub fn producer_config(f: &ProducerFlags) -> anyhow::Result<ProducerConfig> {
         batch_bytes: f.batch_bytes,
         max_in_flight: f.max_in_flight.max(1),
         partitioner,
+        idempotence: !f.no_idempotence,
         ..ProducerConfig::default()
     })
 }

@@ -80,6 +80,7 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
         .map(|(k, v)| (k.as_slice(), Some(v.as_slice())))
         .collect();
     let mut producer = Producer::new(cluster.clone(), meta, cfg);
+    producer.init().await?;
     let mut rx = spawn_reader(input);
     let mut tally = Tally::default();
     let mut deliveries = Vec::new();

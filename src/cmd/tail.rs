@@ -61,6 +61,7 @@ pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
     };
     let mut tailer = Tailer::new(cfg, known);
     let mut producer = Producer::new(cluster.clone(), meta, pcfg);
+    producer.init().await?;
 
     let wake = Arc::new(tokio::sync::Notify::new());
     let rescan = Arc::new(AtomicBool::new(true));

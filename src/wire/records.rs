@@ -266,6 +266,16 @@ impl BatchBuilder {
     }
 }
 
+/// Rewrites a finished batch's producer id, epoch and base sequence and recomputes its CRC: an
+/// idempotent producer stamps a batch when it is first sent, so sequences follow send order.
+pub fn restamp(batch: &mut [u8], stamp: ProducerStamp) {
+    batch[43..51].copy_from_slice(&stamp.producer_id.to_be_bytes());
+    batch[51..53].copy_from_slice(&stamp.producer_epoch.to_be_bytes());
+    batch[53..57].copy_from_slice(&stamp.base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// The fixed fields of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchHeader {
