@@ -179,16 +179,19 @@ fn take<'a>(b: &mut &'a [u8], n: usize, what: &str) -> Result<&'a [u8], String> 
     Ok(a)
 }
 
+/// An unsigned varint read exactly as kafka-protocol reads it: at most 5 bytes into a u32, bits past 32
+/// dropped, a 5th byte ending it whatever its continuation bit. Any other reading would let the two walks
+/// part ways on hostile input (found by the response fuzz target).
 fn uvarint(b: &mut &[u8]) -> Result<u64, String> {
-    let mut v: u64 = 0;
-    for i in 0..10 {
+    let mut v: u32 = 0;
+    for i in 0..5 {
         let byte = *take(b, 1, "varint")?.first().unwrap_or(&0);
-        v |= ((byte & 0x7f) as u64) << (7 * i);
+        v |= ((byte & 0x7f) as u32) << (7 * i);
         if byte < 0x80 {
-            return Ok(v);
+            break;
         }
     }
-    Err("varint longer than 10 bytes".into())
+    Ok(v as u64)
 }
 
 fn walk(b: &mut &[u8], layout: &[F]) -> Result<(), String> {
@@ -235,7 +238,16 @@ fn walk(b: &mut &[u8], layout: &[F]) -> Result<(), String> {
                     let size = uvarint(b)?;
                     let mut content = take(b, size as usize, "tagged field")?;
                     if let Some((_, l)) = known.iter().find(|(t, _)| *t == tag) {
+                        // kafka-protocol decodes a known tag's struct from the main buffer, not from a
+                        // slice of `size` bytes: the content must fill its size exactly, or the two
+                        // readers would part ways (found by the response fuzz target).
                         walk(&mut content, l)?;
+                        if !content.is_empty() {
+                            return Err(format!(
+                                "tagged field {tag} has {} bytes past its content",
+                                content.len()
+                            ));
+                        }
                     }
                 }
             }
