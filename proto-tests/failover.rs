@@ -12,10 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use harness::*;
+
+mod faults;
 use shipper::cluster::{ClientOptions, Cluster};
 use shipper::producer::{Producer, ProducerConfig};
 
-fn node(action: &str, id: i32) {
+pub(crate) fn node(action: &str, id: i32) {
     let out = Command::new(root().join("scripts/kafka-node"))
         .args([action, &id.to_string(), "--brokers", "3"])
         .output()
@@ -127,7 +129,7 @@ fn producer_follows_the_new_leader_when_the_leader_is_killed() {
     leader_move("kill");
 }
 
-fn rss_anon_kib(pid: u32) -> u64 {
+pub(crate) fn rss_anon_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -138,88 +140,37 @@ fn rss_anon_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// The whole cluster goes down while lines keep coming: tail stops reading at its buffer bound, memory
-/// stays flat, and when the brokers return every line arrives.
 #[test]
-fn tail_rides_out_a_whole_cluster_outage_with_flat_memory_and_no_loss() {
-    let Some(c) = cluster() else { return };
-    let dir = std::env::temp_dir().join(format!("shipper-outage-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let t = topic("outage");
-    create_topic(&c, &t, 3, 3, &[]);
-    let f = dir.join("app.log");
-    append(&f, b"");
-    let ck = dir.join("ckpt").display().to_string();
-    let log = dir.join("err");
-    let err = std::fs::File::create(&log).unwrap();
-    let mut child = Command::new(shipper_bin())
-        .args([
-            "-b",
-            &c,
-            "tail",
-            f.to_str().unwrap(),
-            &t,
-            "--checkpoint",
-            &ck,
-        ])
-        .args(["--buffer-bytes", "2000000"])
-        .stderr(err)
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let line = |i: usize| format!("outage line {i} {}\n", "p".repeat(100));
-    let mut i = 0;
-    let mut write = |n: usize| {
-        let mut d = String::new();
-        for _ in 0..n {
-            d.push_str(&line(i));
-            i += 1;
-        }
-        append(&f, d.as_bytes());
-    };
-    write(2000);
-    std::thread::sleep(Duration::from_secs(2));
-    let before = rss_anon_kib(pid);
-    for id in 1..=3 {
-        node("kill", id);
+fn fault_leader_killed_and_restarted() {
+    if cluster().is_some() {
+        faults::leader_killed_and_restarted();
     }
-    let mut peak = 0;
-    // About 60 MB of new lines while nothing can be shipped: far more than the 2 MB buffer.
-    for _ in 0..30 {
-        write(20_000);
-        std::thread::sleep(Duration::from_millis(300));
-        peak = peak.max(rss_anon_kib(pid));
+}
+
+#[test]
+fn fault_rolling_restart() {
+    if cluster().is_some() {
+        faults::rolling_restart();
     }
-    for id in 1..=3 {
-        node("start", id);
+}
+
+#[test]
+fn fault_shipper_killed_ten_times() {
+    if cluster().is_some() {
+        faults::shipper_killed_ten_times();
     }
-    let total = 2000 + 30 * 20_000;
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let mut got = Vec::new();
-    while std::time::Instant::now() < deadline {
-        got = lines(&shipper_ok(
-            &c,
-            &["consume", &t, "--from-beginning", "-e", "-f", "%s\\n"],
-            b"",
-        ));
-        if got.len() >= total {
-            break;
-        }
-        std::thread::sleep(Duration::from_secs(1));
+}
+
+#[test]
+fn fault_whole_cluster_down() {
+    if cluster().is_some() {
+        faults::whole_cluster_down();
     }
-    let _ = Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status();
-    let _ = child.wait();
-    let have: std::collections::BTreeSet<Vec<u8>> = got.into_iter().collect();
-    let lost = (0..total)
-        .filter(|i| !have.contains(line(*i).trim_end().as_bytes()))
-        .count();
-    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
-    eprintln!("outage: RssAnon {before} KiB before, peak {peak} KiB while down; {total} lines, {lost} lost");
-    assert_eq!(lost, 0, "{stderr}");
-    assert!(
-        peak < before + 16 * 1024,
-        "memory grew from {before} to {peak} KiB during the outage"
-    );
+}
+
+#[test]
+fn fault_lines_over_max_message_bytes() {
+    if cluster().is_some() {
+        faults::lines_over_max_message_bytes();
+    }
 }

@@ -196,6 +196,10 @@ pub struct TailArgs {
     /// Bytes read and not yet acknowledged before reading pauses (the file is the buffer)
     #[arg(long, default_value_t = 32 * 1024 * 1024)]
     pub buffer_bytes: usize,
+    /// Write the checkpoint this often (when it changed), in ms: after a crash at most this much of
+    /// acknowledged lines is sent again
+    #[arg(long, default_value_t = 250)]
+    pub checkpoint_ms: u64,
     /// At shutdown, how long to wait for in-flight lines to be acknowledged, in ms
     #[arg(long, default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,

@@ -199,6 +199,12 @@ impl Tail {
         }
     }
 
+    /// The process id (0 once stopped).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
     /// Sends a signal (e.g. "INT", "KILL") and waits for the exit; returns the exit code if any.
     pub fn stop(&mut self, signal: &str) -> Option<i32> {
         let mut c = self.child.take()?;

@@ -91,13 +91,17 @@ pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut scan_tick = tokio::time::interval(Duration::from_millis(args.scan_ms.max(10)));
-    let mut ckpt_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut ckpt_tick = tokio::time::interval(Duration::from_millis(args.checkpoint_ms.max(10)));
     let stats_every = args.stats.map(|s| Duration::from_secs(s.max(1)));
     let every = stats_every.unwrap_or(Duration::from_secs(3600));
     let mut stats_tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     let mut deliveries = Vec::new();
     let mut last_stats = (Instant::now(), tailer.counters.clone());
-    let mut last_ckpt: Vec<checkpoint::Entry> = Vec::new();
+    let mut ckpt = CheckpointWriter {
+        path: ckpt_path.clone(),
+        last: Vec::new(),
+        pending: None,
+    };
     let started = Instant::now();
     crate::log::info(format_args!(
         "tailing {} into '{topic}'; checkpoint {}",
@@ -122,7 +126,7 @@ pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
                 tailer.mark_dirty();
                 tailer.close_finished();
             }
-            _ = ckpt_tick.tick() => save_checkpoint(&mut tailer, &ckpt_path, &mut last_ckpt),
+            _ = ckpt_tick.tick() => ckpt.save_soon(&mut tailer).await,
             _ = stats_tick.tick(), if stats_every.is_some() => {
                 print_stats(&tailer, &mut last_stats);
             }
@@ -134,7 +138,7 @@ pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
     let limit = Duration::from_millis(args.shutdown_timeout_ms);
     let flushed = tokio::time::timeout(limit, producer.flush(&mut deliveries)).await;
     tailer.on_deliveries(&mut deliveries);
-    save_checkpoint(&mut tailer, &ckpt_path, &mut last_ckpt);
+    ckpt.save_now(&mut tailer).await;
     let c = &tailer.counters;
     let unacked = tailer.lines_in_flight();
     crate::log::info(format_args!(
@@ -168,18 +172,66 @@ pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
     })
 }
 
-fn save_checkpoint(tailer: &mut Tailer, path: &std::path::Path, last: &mut Vec<checkpoint::Entry>) {
-    let mut entries = tailer.checkpoint_entries();
-    entries.sort_by_key(|e| (e.id.dev, e.id.ino));
-    if entries == *last {
-        return;
+/// Writes the checkpoint off the event loop (fsync can stall on a busy disk), one write at a time, only
+/// when something changed.
+struct CheckpointWriter {
+    path: std::path::PathBuf,
+    last: Vec<checkpoint::Entry>,
+    pending: Option<tokio::task::JoinHandle<(Vec<checkpoint::Entry>, std::io::Result<()>)>>,
+}
+
+impl CheckpointWriter {
+    fn entries(tailer: &mut Tailer) -> Vec<checkpoint::Entry> {
+        let mut entries = tailer.checkpoint_entries();
+        entries.sort_by_key(|e| (e.id.dev, e.id.ino));
+        entries
     }
-    match checkpoint::store(path, entries.iter()) {
-        Ok(()) => *last = entries,
-        Err(e) => crate::log::error(format_args!(
-            "cannot write checkpoint {}: {e}",
-            path.display()
-        )),
+
+    fn finish(&mut self, entries: Vec<checkpoint::Entry>, r: std::io::Result<()>) {
+        match r {
+            Ok(()) => self.last = entries,
+            Err(e) => crate::log::error(format_args!(
+                "cannot write checkpoint {}: {e}",
+                self.path.display()
+            )),
+        }
+    }
+
+    /// Starts a background write if the last one is done and something changed.
+    async fn save_soon(&mut self, tailer: &mut Tailer) {
+        if let Some(h) = &self.pending {
+            if !h.is_finished() {
+                return;
+            }
+        }
+        if let Some(h) = self.pending.take() {
+            if let Ok((entries, r)) = h.await {
+                self.finish(entries, r);
+            }
+        }
+        let entries = Self::entries(tailer);
+        if entries == self.last {
+            return;
+        }
+        let path = self.path.clone();
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            let r = checkpoint::store(&path, entries.iter());
+            (entries, r)
+        }));
+    }
+
+    /// Writes the current state now (at shutdown), after any write in progress.
+    async fn save_now(&mut self, tailer: &mut Tailer) {
+        if let Some(h) = self.pending.take() {
+            if let Ok((entries, r)) = h.await {
+                self.finish(entries, r);
+            }
+        }
+        let entries = Self::entries(tailer);
+        if entries != self.last {
+            let r = checkpoint::store(&self.path, entries.iter());
+            self.finish(entries, r);
+        }
     }
 }
 

@@ -1,0 +1,412 @@
+//! The fault scenarios of issue #7, on the three-broker cluster (replication 3, min.insync.replicas 2),
+//! while `shipper tail` ships a growing file. Each ends by consuming the topic and comparing with what
+//! was written: lines lost, lines duplicated. `scripts/fault-test` runs the long variants
+//! (SHIPPER_FAULT_LINES=1000000 ...) and prints the table; scripts/test runs short ones.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+use crate::{node, rss_anon_kib};
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// How the writer rotates its file while it writes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Rotation {
+    None,
+    /// logrotate `create`: rename, new file.
+    Rename,
+    /// logrotate `copytruncate`.
+    CopyTruncate,
+}
+
+struct Plan {
+    lines: usize,
+    rate: u64,
+    rotation: Rotation,
+    /// Every Nth line is this long (bytes), if set.
+    big_every: Option<(usize, usize)>,
+}
+
+/// What the writer wrote: each line, and whether a copytruncate may have destroyed it unread.
+struct Written {
+    lines: Vec<String>,
+    lossy: Vec<bool>,
+}
+
+fn line_text(scenario: &str, i: usize, big: Option<(usize, usize)>) -> String {
+    match big {
+        Some((every, len)) if i % every == every - 1 => {
+            let head = format!("{scenario} {i} big ");
+            format!("{head}{}", "B".repeat(len.saturating_sub(head.len())))
+        }
+        _ => format!("{scenario} {i} {}", "l".repeat(60)),
+    }
+}
+
+fn start_writer(
+    dir: PathBuf,
+    scenario: &'static str,
+    plan: Plan,
+    progress: Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<Written> {
+    std::thread::spawn(move || {
+        let path = dir.join("app.log");
+        let conf = dir.join("logrotate.conf");
+        let mode = if plan.rotation == Rotation::CopyTruncate {
+            "copytruncate"
+        } else {
+            "create"
+        };
+        std::fs::write(
+            &conf,
+            format!(
+                "{} {{\n  rotate 1000\n  {mode}\n  missingok\n  nocompress\n}}\n",
+                path.display()
+            ),
+        )
+        .unwrap();
+        let mut w = Written {
+            lines: Vec::with_capacity(plan.lines),
+            lossy: Vec::with_capacity(plan.lines),
+        };
+        let mut generation_start = 0;
+        let start = Instant::now();
+        let chunk = (plan.rate / 100).max(1) as usize;
+        let rotate_every = (plan.lines / 6).max(1);
+        let mut i = 0;
+        while i < plan.lines {
+            let n = chunk.min(plan.lines - i);
+            let mut data = String::new();
+            for k in i..i + n {
+                let l = line_text(scenario, k, plan.big_every);
+                data.push_str(&l);
+                data.push('\n');
+                w.lines.push(l);
+                w.lossy.push(false);
+            }
+            append(&path, data.as_bytes());
+            i += n;
+            progress.store(i, Ordering::Relaxed);
+            if plan.rotation != Rotation::None && i / rotate_every != (i - n) / rotate_every {
+                let out = std::process::Command::new("logrotate")
+                    .args(["-f", "-s"])
+                    .arg(dir.join("state"))
+                    .arg(&conf)
+                    .output()
+                    .expect("logrotate");
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                if plan.rotation == Rotation::CopyTruncate {
+                    for l in &mut w.lossy[generation_start..i] {
+                        *l = true;
+                    }
+                }
+                generation_start = i;
+            }
+            let due = Duration::from_secs_f64(i as f64 / plan.rate as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        w
+    })
+}
+
+/// One row of the table.
+struct Row {
+    scenario: &'static str,
+    written: usize,
+    lost: usize,
+    lost_in_window: usize,
+    failed_big: usize,
+    dups: usize,
+    note: String,
+}
+
+fn report(row: &Row) {
+    let line = format!(
+        "| {} | {} | {} | {} | {} | {} | {} |",
+        row.scenario, row.written, row.lost, row.lost_in_window, row.failed_big, row.dups, row.note
+    );
+    eprintln!("{line}");
+    if let Ok(p) = std::env::var("SHIPPER_FAULT_REPORT") {
+        append(Path::new(&p), format!("{line}\n").as_bytes());
+    }
+}
+
+/// Waits until the topic stops growing and holds at least `min` records; returns every value.
+fn settle(c: &str, t: &str, min: usize, limit: Duration) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + limit;
+    let mut last = 0;
+    let mut stable_since = Instant::now();
+    loop {
+        let v = topic_values(c, t);
+        if v.len() != last {
+            last = v.len();
+            stable_since = Instant::now();
+        }
+        if (v.len() >= min && stable_since.elapsed() > Duration::from_secs(3))
+            || Instant::now() > deadline
+        {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+}
+
+fn leader_of(c: &str, t: &str) -> i32 {
+    let out = shipper_ok(c, &["metadata", t, "-J"], b"");
+    let s = String::from_utf8(out).unwrap();
+    let i = s.find("\"leader\":").expect("leader in metadata") + 9;
+    s[i..]
+        .split(|ch: char| !ch.is_ascii_digit() && ch != '-')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Runs one scenario: tail ships while the writer writes and `fault` does its damage.
+fn scenario(
+    name: &'static str,
+    rotation: Rotation,
+    big_every: Option<(usize, usize)>,
+    topic_configs: &[&str],
+    fault: impl FnOnce(&Ctx),
+) -> Row {
+    let c = cluster().expect("the cluster is up");
+    let lines = env_num("SHIPPER_FAULT_LINES", 30_000) as usize;
+    let rate = env_num("SHIPPER_FAULT_RATE", 5_000);
+    let dir = scratch_dir(&format!("fault-{name}"));
+    let t = topic(&format!("fault-{name}"));
+    create_topic(&c, &t, 3, 3, topic_configs);
+    append(&dir.join("app.log"), b"");
+    let progress = Arc::new(AtomicUsize::new(0));
+    let ctx = Ctx {
+        c: c.clone(),
+        t: t.clone(),
+        dir: dir.clone(),
+        lines,
+        progress: progress.clone(),
+        tail: std::sync::Mutex::new(None),
+        note: std::sync::Mutex::new(String::new()),
+        started: AtomicUsize::new(0),
+    };
+    ctx.start_tail();
+    let writer = start_writer(
+        dir.clone(),
+        name,
+        Plan {
+            lines,
+            rate,
+            rotation,
+            big_every,
+        },
+        progress,
+    );
+    fault(&ctx);
+    let written = writer.join().unwrap();
+    let must = written.lossy.iter().filter(|l| !**l).count();
+    let got = settle(&c, &t, must, Duration::from_secs(300));
+    let stderr = ctx.stop_tail();
+    let mut counts: HashMap<&[u8], usize> = HashMap::new();
+    for v in &got {
+        *counts.entry(v.as_slice()).or_default() += 1;
+    }
+    let (mut lost, mut lost_in_window, mut failed_big) = (0, 0, 0);
+    for (i, l) in written.lines.iter().enumerate() {
+        if counts.contains_key(l.as_bytes()) {
+            continue;
+        }
+        if big_every.is_some_and(|(every, _)| i % every == every - 1) {
+            failed_big += 1;
+        } else if written.lossy[i] {
+            lost_in_window += 1;
+        } else {
+            lost += 1;
+        }
+    }
+    let dups = counts.values().map(|n| n - 1).sum();
+    let note = ctx.note.lock().unwrap().clone();
+    let row = Row {
+        scenario: name,
+        written: written.lines.len(),
+        lost,
+        lost_in_window,
+        failed_big,
+        dups,
+        note,
+    };
+    report(&row);
+    assert_eq!(lost, 0, "{name}: lost {lost} lines\n{stderr}");
+    row
+}
+
+/// What a fault can touch.
+struct Ctx {
+    c: String,
+    t: String,
+    dir: PathBuf,
+    lines: usize,
+    progress: Arc<AtomicUsize>,
+    tail: std::sync::Mutex<Option<Tail>>,
+    note: std::sync::Mutex<String>,
+    started: AtomicUsize,
+}
+
+impl Ctx {
+    fn start_tail(&self) {
+        let n = self.started.fetch_add(1, Ordering::Relaxed);
+        let file = self.dir.join("app.log");
+        let ck = self.dir.join("checkpoint").display().to_string();
+        let tail = Tail::start(
+            &self.c,
+            &[
+                file.to_str().unwrap(),
+                &self.t,
+                "--checkpoint",
+                &ck,
+                "--buffer-bytes",
+                "4000000",
+            ],
+            &self.dir.join(format!("tail-{n}.err")),
+        );
+        *self.tail.lock().unwrap() = Some(tail);
+    }
+
+    fn kill_tail(&self) {
+        if let Some(mut t) = self.tail.lock().unwrap().take() {
+            t.stop("KILL");
+        }
+    }
+
+    fn stop_tail(&self) -> String {
+        match self.tail.lock().unwrap().take() {
+            Some(mut t) => {
+                t.stop("INT");
+                t.stderr()
+            }
+            None => String::new(),
+        }
+    }
+
+    /// Waits until the writer has written this fraction of its lines.
+    fn at(&self, fraction: f64) {
+        let target = (self.lines as f64 * fraction) as usize;
+        while self.progress.load(Ordering::Relaxed) < target {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn note(&self, s: String) {
+        *self.note.lock().unwrap() = s;
+    }
+}
+
+pub fn leader_killed_and_restarted() {
+    scenario("leader-kill", Rotation::Rename, None, &[], |ctx| {
+        ctx.at(0.3);
+        let leader = leader_of(&ctx.c, &ctx.t);
+        node("kill", leader);
+        ctx.at(0.6);
+        node("start", leader);
+        ctx.note(format!(
+            "kill -9 broker {leader} (leader of partition 0), restarted; rename rotation"
+        ));
+    });
+}
+
+pub fn rolling_restart() {
+    scenario("rolling-restart", Rotation::Rename, None, &[], |ctx| {
+        ctx.at(0.2);
+        for id in 1..=3 {
+            node("stop", id);
+            node("start", id);
+        }
+        ctx.note("each broker stopped and started in turn; rename rotation".into());
+    });
+}
+
+pub fn shipper_killed_ten_times() {
+    scenario("shipper-kill", Rotation::CopyTruncate, None, &[], |ctx| {
+        let mut rng = 0x9e37_79b9_u64;
+        for k in 0..10 {
+            ctx.at(0.08 * k as f64 + 0.05);
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            std::thread::sleep(Duration::from_millis(200 + rng % 800));
+            ctx.kill_tail();
+            ctx.start_tail();
+        }
+        ctx.note("kill -9 shipper 10 times, restarted each time; copytruncate rotation".into());
+    });
+}
+
+pub fn whole_cluster_down() {
+    let outage = Duration::from_secs(env_num("SHIPPER_FAULT_OUTAGE_S", 10));
+    scenario("cluster-outage", Rotation::None, None, &[], |ctx| {
+        ctx.at(0.2);
+        let pid = ctx
+            .tail
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|t| t.pid())
+            .unwrap_or(0);
+        let before = rss_anon_kib(pid);
+        for id in 1..=3 {
+            node("kill", id);
+        }
+        let end = Instant::now() + outage;
+        let mut peak = before;
+        while Instant::now() < end {
+            peak = peak.max(rss_anon_kib(pid));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        for id in 1..=3 {
+            node("start", id);
+        }
+        ctx.note(format!(
+            "all brokers down {}s; tail RssAnon {before} KiB before, peak {peak} KiB during",
+            outage.as_secs()
+        ));
+        assert!(
+            peak < before + 16 * 1024,
+            "memory grew from {before} to {peak} KiB"
+        );
+    });
+}
+
+pub fn lines_over_max_message_bytes() {
+    let row = scenario(
+        "max-message-bytes",
+        Rotation::None,
+        Some((500, 3000)),
+        &["max.message.bytes=2000"],
+        |ctx| {
+            ctx.note(
+                "topic max.message.bytes=2000, every 500th line 3000 bytes: those fail, counted"
+                    .into(),
+            );
+        },
+    );
+    assert_eq!(
+        row.failed_big,
+        row.written / 500,
+        "exactly the oversized lines fail"
+    );
+}
