@@ -150,3 +150,64 @@ fn capture_fixtures() {
         save("produce-v9.bin", &raw(&conn, &pr, 9).await);
     });
 }
+
+/// Writes the hand-made part of fixtures/hostile/ (the rest are fuzzer findings). Not a test: run by
+/// hand (`cargo test --test broker write_hostile_corpus -- --ignored`) and commit the files.
+#[test]
+#[ignore = "writes fixtures; run by hand"]
+fn write_hostile_corpus() {
+    let dir = root().join("fixtures/hostile");
+    std::fs::create_dir_all(&dir).unwrap();
+    let w = |name: &str, b: &[u8]| std::fs::write(dir.join(name), b).unwrap();
+    // Frames: a negative size, a 2 GiB size, and a size past the end.
+    w("frame-negative-size.bin", &[0xff, 0xff, 0xff, 0xf0, 0, 0]);
+    w("frame-2gib-size.bin", &[0x7f, 0xff, 0xff, 0xff, 1, 2, 3]);
+    // Batches: every codec's records section decompressing to 4 MiB of zeros (a bomb against a 1 MiB
+    // bound), a flipped CRC, an absurd record count, a negative batch length.
+    for (name, codec) in [
+        ("gzip", Compression::Gzip),
+        ("snappy", Compression::Snappy),
+        ("lz4", Compression::Lz4),
+        ("zstd", Compression::Zstd),
+    ] {
+        let mut buf = BytesMut::new();
+        let mut b = BatchBuilder::begin(&mut buf, 1_700_000_000_000);
+        let zeros = vec![0u8; 4 << 20];
+        b.push(&mut buf, 1_700_000_000_000, None, Some(&zeros), &[]);
+        b.finish(&mut buf, codec, None, ProducerStamp::NONE, &mut Vec::new())
+            .unwrap();
+        w(&format!("batch-bomb-{name}.bin"), &buf);
+    }
+    let mut buf = BytesMut::new();
+    let mut b = BatchBuilder::begin(&mut buf, 1_700_000_000_000);
+    b.push(&mut buf, 1_700_000_000_000, Some(b"k"), Some(b"value"), &[]);
+    b.finish(
+        &mut buf,
+        Compression::None,
+        None,
+        ProducerStamp::NONE,
+        &mut Vec::new(),
+    )
+    .unwrap();
+    let mut crc = buf.to_vec();
+    crc[17] ^= 0xff;
+    w("batch-bad-crc.bin", &crc);
+    let mut count = buf.to_vec();
+    count[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+    w("batch-absurd-record-count.bin", &count);
+    let mut neg = buf.to_vec();
+    neg[8..12].copy_from_slice(&(-5i32).to_be_bytes());
+    w("batch-negative-length.bin", &neg);
+    // Responses: every fixture cut in half (selector byte first, as the response fuzz target reads).
+    for (name, sel) in [
+        ("fetch-v12-kcat-zstd", 0u8),
+        ("metadata-v12", 1 + 8 * 3),
+        ("produce-v9", 2),
+        ("api-versions-v3", 4),
+    ] {
+        let f = std::fs::read(root().join(format!("fixtures/{name}.bin"))).unwrap();
+        let mut v = vec![sel];
+        v.extend_from_slice(&f[4..4 + (f.len() - 4) / 2]);
+        w(&format!("response-{name}-truncated.bin"), &v);
+    }
+}
