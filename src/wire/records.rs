@@ -722,20 +722,25 @@ mod tests {
         assert_eq!(recs[2].offset, 2);
     }
 
+    /// Appends a one-record uncompressed batch holding "hello".
+    fn push_hello_batch(buf: &mut BytesMut) {
+        let mut b = BatchBuilder::begin(buf, 1);
+        b.push(buf, 1, None, Some(b"hello"), &[]);
+        b.finish(
+            buf,
+            Compression::None,
+            None,
+            ProducerStamp::NONE,
+            &mut Vec::new(),
+        )
+        .unwrap();
+    }
+
     #[test]
     fn truncated_tail_batch_is_ignored() {
         let mut buf = BytesMut::new();
         for _ in 0..2 {
-            let mut b = BatchBuilder::begin(&mut buf, 1);
-            b.push(&mut buf, 1, None, Some(b"hello"), &[]);
-            b.finish(
-                &mut buf,
-                Compression::None,
-                None,
-                ProducerStamp::NONE,
-                &mut Vec::new(),
-            )
-            .unwrap();
+            push_hello_batch(&mut buf);
         }
         let cut = &buf[..buf.len() - 3];
         assert_eq!(split_batches(cut).count(), 1);
@@ -744,16 +749,7 @@ mod tests {
     #[test]
     fn flipped_byte_fails_the_crc() {
         let mut buf = BytesMut::new();
-        let mut b = BatchBuilder::begin(&mut buf, 1);
-        b.push(&mut buf, 1, None, Some(b"hello"), &[]);
-        b.finish(
-            &mut buf,
-            Compression::None,
-            None,
-            ProducerStamp::NONE,
-            &mut Vec::new(),
-        )
-        .unwrap();
+        push_hello_batch(&mut buf);
         let n = buf.len();
         buf[n - 2] ^= 1;
         let (h, bytes) = split_batches(&buf).next().unwrap().unwrap();
@@ -766,16 +762,7 @@ mod tests {
     #[test]
     fn absurd_lengths_are_errors_not_panics() {
         let mut buf = BytesMut::new();
-        let mut b = BatchBuilder::begin(&mut buf, 1);
-        b.push(&mut buf, 1, None, Some(b"hello"), &[]);
-        b.finish(
-            &mut buf,
-            Compression::None,
-            None,
-            ProducerStamp::NONE,
-            &mut Vec::new(),
-        )
-        .unwrap();
+        push_hello_batch(&mut buf);
         // Corrupt the record's value length into a huge varint.
         buf[BATCH_HEADER_BYTES + 5] = 0xfe;
         let (h, bytes) = split_batches(&buf).next().unwrap().unwrap();
