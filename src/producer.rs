@@ -69,7 +69,7 @@ impl Default for ProducerConfig {
             linger: Duration::from_millis(5),
             batch_bytes: 1_000_000,
             max_in_flight: 5,
-            buffer_bytes: 32 * 1024 * 1024,
+            buffer_bytes: 8 * 1024 * 1024,
             partition: None,
             partitioner: Partitioner::Default,
             ack_timeout_ms: 30_000,

@@ -96,18 +96,39 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
             chunk = rx.recv() => match chunk {
                 Some(Ok(c)) => {
                     let ts = timestamp_now_ms();
-                    let data = if carry.is_empty() { c } else { let mut d = std::mem::take(&mut carry); d.extend_from_slice(&c); d };
+                    // Only the partial line carried over from the last chunk is copied, never the chunk.
                     let mut start = 0;
-                    for nl in memchr::memchr_iter(b'\n', &data) {
+                    if !carry.is_empty() {
+                        match memchr::memchr(b'\n', &c) {
+                            Some(i) => {
+                                carry.extend_from_slice(&c[..i]);
+                                line_no += 1;
+                                send_line(&mut producer, args, &headers, &carry, ts, line_no, &mut tally);
+                                carry.clear();
+                                start = i + 1;
+                                if args.sync {
+                                    producer.flush(&mut deliveries).await?;
+                                    report(&mut deliveries, &mut tally, args.print_offsets);
+                                }
+                            }
+                            None => {
+                                carry.extend_from_slice(&c);
+                                continue;
+                            }
+                        }
+                    }
+                    let base = start;
+                    for nl in memchr::memchr_iter(b'\n', &c[base..]) {
+                        let end = base + nl;
                         line_no += 1;
-                        send_line(&mut producer, args, &headers, &data[start..nl], ts, line_no, &mut tally);
-                        start = nl + 1;
+                        send_line(&mut producer, args, &headers, &c[start..end], ts, line_no, &mut tally);
+                        start = end + 1;
                         if args.sync {
                             producer.flush(&mut deliveries).await?;
                             report(&mut deliveries, &mut tally, args.print_offsets);
                         }
                     }
-                    carry = data[start..].to_vec();
+                    carry.extend_from_slice(&c[start..]);
                 }
                 Some(Err(e)) => bail!("cannot read input: {e}"),
                 None => input_done = true,
