@@ -194,7 +194,7 @@ pub struct TailArgs {
     #[arg(long, default_value_t = 1000)]
     pub scan_ms: u64,
     /// Bytes read and not yet acknowledged before reading pauses (the file is the buffer)
-    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
     pub buffer_bytes: usize,
     /// Write the checkpoint this often (when it changed), in ms: after a crash at most this much of
     /// acknowledged lines is sent again

@@ -12,7 +12,21 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// One malloc arena: shipper does its work on one thread, and glibc's per-thread arenas (the stdin
+/// reader, the checkpoint writer) only multiply memory held (measured: tail's peak RssAnon 17 -> 10 MiB).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    // SAFETY: mallopt only adjusts glibc's allocator settings; it runs before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() {
+    tune_allocator();
     let cli = Cli::parse();
     shipper::log::set_level(if cli.common.quiet {
         0

@@ -69,7 +69,7 @@ impl Default for ProducerConfig {
             linger: Duration::from_millis(5),
             batch_bytes: 1_000_000,
             max_in_flight: 5,
-            buffer_bytes: 8 * 1024 * 1024,
+            buffer_bytes: 4 * 1024 * 1024,
             partition: None,
             partitioner: Partitioner::Default,
             ack_timeout_ms: 30_000,
@@ -269,7 +269,8 @@ impl Producer {
         }
         let q = &mut self.queues[idx];
         let open = q.open.get_or_insert_with(|| {
-            let mut buf = BytesMut::with_capacity(limit.min(64 * 1024));
+            // Full size at once: untouched pages cost no memory, and growth by doubling would copy.
+            let mut buf = BytesMut::with_capacity(limit + 64);
             let builder = BatchBuilder::begin(&mut buf, timestamp_ms);
             OpenBatch {
                 buf,
