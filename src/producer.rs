@@ -225,7 +225,6 @@ impl Producer {
         // Header, record length and field varints take at most ~40 bytes.
         self.cfg
             .max_message_bytes
-            .min(self.cfg.batch_bytes.max(self.cfg.max_message_bytes))
             .saturating_sub(records::BATCH_HEADER_BYTES + 40 + key_len + headers_len)
     }
 
