@@ -8,7 +8,7 @@ use kafka_protocol::records::{
     Compression as KpCompression, Record as KpRecord, RecordBatchDecoder, RecordBatchEncoder,
     RecordEncodeOptions, TimestampType,
 };
-use shipper::wire::compression::Compression;
+use shipper::wire::compression::{Compression, Compressor};
 use shipper::wire::records::{self, BatchBuilder, ProducerStamp};
 
 const RECORDS: usize = 1000;
@@ -35,15 +35,21 @@ fn values() -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn encode_ours(values: &[Vec<u8>], buf: &mut BytesMut, scratch: &mut Vec<u8>) {
+fn encode_ours(values: &[Vec<u8>], buf: &mut BytesMut, compressor: &mut Compressor) {
     buf.clear();
     let ts = 1_700_000_000_000;
     let mut b = BatchBuilder::begin(buf, ts);
     for v in values {
         b.push(buf, ts, None, Some(v), &[]);
     }
-    b.finish(buf, Compression::None, None, ProducerStamp::NONE, scratch)
-        .unwrap();
+    b.finish(
+        buf,
+        Compression::None,
+        None,
+        ProducerStamp::NONE,
+        compressor,
+    )
+    .unwrap();
 }
 
 fn kp_records(values: &[Vec<u8>]) -> Vec<KpRecord> {
@@ -74,9 +80,9 @@ fn bench_encode(c: &mut Criterion) {
     let mut g = c.benchmark_group("encode");
     g.throughput(Throughput::Bytes(payload as u64));
     let mut buf = BytesMut::with_capacity(256 * 1024);
-    let mut scratch = Vec::new();
+    let mut compressor = Compressor::default();
     g.bench_function(BenchmarkId::new("shipper", RECORDS), |b| {
-        b.iter(|| encode_ours(black_box(&values), &mut buf, &mut scratch))
+        b.iter(|| encode_ours(black_box(&values), &mut buf, &mut compressor))
     });
     let recs = kp_records(&values);
     let opts = RecordEncodeOptions {
@@ -117,7 +123,7 @@ fn bench_decode(c: &mut Criterion) {
     let values = values();
     let payload: usize = values.iter().map(|v| v.len()).sum();
     let mut buf = BytesMut::new();
-    encode_ours(&values, &mut buf, &mut Vec::new());
+    encode_ours(&values, &mut buf, &mut Compressor::default());
     let batch = buf.freeze();
     let mut g = c.benchmark_group("decode");
     g.throughput(Throughput::Bytes(payload as u64));

@@ -9,7 +9,7 @@ use kafka_protocol::records::{
     RecordEncodeOptions, TimestampType,
 };
 use proptest::prelude::*;
-use shipper::wire::compression::Compression;
+use shipper::wire::compression::{Compression, Compressor};
 use shipper::wire::records::{self, BatchBuilder, ProducerStamp};
 
 #[derive(Debug, Clone)]
@@ -79,8 +79,14 @@ fn encode_ours(recs: &[Rec], codec: Compression) -> BytesMut {
             .collect();
         b.push(&mut buf, r.ts, r.key.as_deref(), r.value.as_deref(), &hs);
     }
-    b.finish(&mut buf, codec, None, ProducerStamp::NONE, &mut Vec::new())
-        .unwrap();
+    b.finish(
+        &mut buf,
+        codec,
+        None,
+        ProducerStamp::NONE,
+        &mut Compressor::default(),
+    )
+    .unwrap();
     buf
 }
 

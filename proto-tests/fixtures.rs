@@ -8,7 +8,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request};
 use shipper::wire::codec::decode_response;
-use shipper::wire::compression::Compression;
+use shipper::wire::compression::{Compression, Compressor};
 use shipper::wire::frame;
 use shipper::wire::records::{self, BatchBuilder, Header, ProducerStamp};
 
@@ -182,8 +182,14 @@ fn our_encoder_reproduces_kcats_uncompressed_batch_byte_for_byte() {
         producer_epoch: h.producer_epoch,
         base_sequence: h.base_sequence,
     };
-    b.finish(&mut buf, Compression::None, None, stamp, &mut Vec::new())
-        .unwrap();
+    b.finish(
+        &mut buf,
+        Compression::None,
+        None,
+        stamp,
+        &mut Compressor::default(),
+    )
+    .unwrap();
     // The broker assigns the base offset and stamps the leader epoch; neither is covered by the CRC.
     buf[0..8].copy_from_slice(&batch[0..8]);
     buf[12..16].copy_from_slice(&batch[12..16]);

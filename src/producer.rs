@@ -20,7 +20,7 @@ use crate::backoff::Backoff;
 use crate::cluster::{Cluster, TopicMeta};
 use crate::error::{is_retriable_code, is_stale_metadata_code, Error};
 use crate::partitioner::{partition_for_key, Partitioner};
-use crate::wire::compression::Compression;
+use crate::wire::compression::{Compression, Compressor};
 use crate::wire::records::{self, BatchBuilder, Header, ProducerStamp};
 
 /// Produce versions we speak: flexible (9+, Kafka 2.4+) up to 12, the last with topic names.
@@ -146,7 +146,7 @@ pub struct Producer {
     in_flight: HashMap<i32, usize>,
     tasks: JoinSet<Outcome>,
     refresh: Option<tokio::task::JoinHandle<()>>,
-    scratch: Vec<u8>,
+    compressor: Compressor,
     fatal: Option<Error>,
     /// Producer id and epoch when idempotent.
     pid: Option<(i64, i16)>,
@@ -177,7 +177,7 @@ impl Producer {
             in_flight: HashMap::new(),
             tasks: JoinSet::new(),
             refresh: None,
-            scratch: Vec::new(),
+            compressor: Compressor::default(),
             fatal: None,
             pid: None,
             next_seq: vec![0; n],
@@ -313,7 +313,7 @@ impl Producer {
             self.cfg.compression,
             self.cfg.compression_level,
             ProducerStamp::NONE,
-            &mut self.scratch,
+            &mut self.compressor,
         ) {
             Ok(_) => {
                 // `buffered` counted the records as appended; now count the sealed (maybe compressed) batch.
@@ -613,7 +613,7 @@ impl Producer {
 
     fn split(&mut self, p: i32, b: Sealed) {
         self.release_sequence(p, &b);
-        let halves = match split_batch(&b.bytes, &self.cfg, &mut self.scratch) {
+        let halves = match split_batch(&b.bytes, &self.cfg, &mut self.compressor) {
             Ok(h) => h,
             Err(e) => {
                 self.fatal = Some(e);
@@ -719,7 +719,7 @@ type BatchHalf = (Bytes, usize);
 fn split_batch(
     bytes: &[u8],
     cfg: &ProducerConfig,
-    scratch: &mut Vec<u8>,
+    compressor: &mut Compressor,
 ) -> Result<(BatchHalf, BatchHalf), Error> {
     let rec_err = |source| Error::Records {
         topic: String::new(),
@@ -750,7 +750,7 @@ fn split_batch(
             cfg.compression,
             cfg.compression_level,
             ProducerStamp::NONE,
-            scratch,
+            compressor,
         )?;
         halves.push((buf.freeze(), part.len()));
     }

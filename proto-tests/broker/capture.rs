@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Request, StrBytes};
 use shipper::cluster::{ClientOptions, Cluster};
 use shipper::connection::Connection;
-use shipper::wire::compression::Compression;
+use shipper::wire::compression::{Compression, Compressor};
 use shipper::wire::records::{BatchBuilder, ProducerStamp};
 
 use crate::harness::*;
@@ -134,7 +134,7 @@ fn capture_fixtures() {
             Compression::None,
             None,
             ProducerStamp::NONE,
-            &mut Vec::new(),
+            &mut Compressor::default(),
         )
         .unwrap();
         let mut pd = PartitionProduceData::default();
@@ -174,8 +174,14 @@ fn write_hostile_corpus() {
         let mut b = BatchBuilder::begin(&mut buf, 1_700_000_000_000);
         let zeros = vec![0u8; 4 << 20];
         b.push(&mut buf, 1_700_000_000_000, None, Some(&zeros), &[]);
-        b.finish(&mut buf, codec, None, ProducerStamp::NONE, &mut Vec::new())
-            .unwrap();
+        b.finish(
+            &mut buf,
+            codec,
+            None,
+            ProducerStamp::NONE,
+            &mut Compressor::default(),
+        )
+        .unwrap();
         w(&format!("batch-bomb-{name}.bin"), &buf);
     }
     let mut buf = BytesMut::new();
@@ -186,7 +192,7 @@ fn write_hostile_corpus() {
         Compression::None,
         None,
         ProducerStamp::NONE,
-        &mut Vec::new(),
+        &mut Compressor::default(),
     )
     .unwrap();
     let mut crc = buf.to_vec();

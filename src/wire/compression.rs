@@ -136,6 +136,52 @@ pub fn compress(
     Ok(())
 }
 
+/// Compression state kept between batches: the output buffer and the zstd context (making a zstd
+/// context per batch costs an allocation of several MiB each time).
+#[derive(Default)]
+pub struct Compressor {
+    out: Vec<u8>,
+    zstd: Option<(i32, zstd::bulk::Compressor<'static>)>,
+}
+
+impl std::fmt::Debug for Compressor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compressor").finish_non_exhaustive()
+    }
+}
+
+impl Compressor {
+    /// Compresses `input`; the result is valid until the next call.
+    pub fn compress(
+        &mut self,
+        codec: Compression,
+        level: Option<i32>,
+        input: &[u8],
+    ) -> Result<&[u8], CompressionError> {
+        self.out.clear();
+        if codec != Compression::Zstd {
+            compress(codec, level, input, &mut self.out)?;
+            return Ok(&self.out);
+        }
+        let corrupt = |e: std::io::Error| CompressionError::Corrupt {
+            codec,
+            detail: e.to_string(),
+        };
+        let lvl = level.unwrap_or(3);
+        if self.zstd.as_ref().is_none_or(|(l, _)| *l != lvl) {
+            self.zstd = Some((lvl, zstd::bulk::Compressor::new(lvl).map_err(corrupt)?));
+        }
+        let Some((_, ctx)) = self.zstd.as_mut() else {
+            unreachable!("set above")
+        };
+        self.out
+            .reserve(zstd::zstd_safe::compress_bound(input.len()));
+        ctx.compress_to_buffer(input, &mut self.out)
+            .map_err(corrupt)?;
+        Ok(&self.out)
+    }
+}
+
 /// Decompresses `input` into `out` (cleared first), failing once the output would exceed `limit` bytes.
 pub fn decompress(
     codec: Compression,
@@ -246,6 +292,22 @@ mod tests {
             let mut d = Vec::new();
             decompress(codec, &c, &mut d, 1 << 20).unwrap();
             assert_eq!(d, input, "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn a_reused_compressor_round_trips_every_codec_and_level() {
+        let mut c = Compressor::default();
+        for level in [None, Some(1), Some(9)] {
+            for codec in ALL {
+                for n in [0usize, 10, 300_000] {
+                    let input: Vec<u8> = (0..n).map(|i| (i % 97) as u8).collect();
+                    let out = c.compress(codec, level, &input).unwrap().to_vec();
+                    let mut d = Vec::new();
+                    decompress(codec, &out, &mut d, 1 << 20).unwrap();
+                    assert_eq!(d, input, "{codec:?} {level:?} {n}");
+                }
+            }
         }
     }
 

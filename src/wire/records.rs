@@ -12,7 +12,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::compression::{self, Compression, CompressionError};
+use super::compression::{self, Compression, CompressionError, Compressor};
 
 /// Size of the batch header, up to and including `recordCount`.
 pub const BATCH_HEADER_BYTES: usize = 61;
@@ -230,21 +230,20 @@ impl BatchBuilder {
 
     /// Compresses the records (unless `codec` is none), fills in the header and the CRC.
     ///
-    /// `scratch` is a reusable buffer for compression. Returns the batch's total size.
+    /// `compressor` keeps compression state between batches. Returns the batch's total size.
     pub fn finish(
         self,
         buf: &mut BytesMut,
         codec: Compression,
         level: Option<i32>,
         stamp: ProducerStamp,
-        scratch: &mut Vec<u8>,
+        compressor: &mut Compressor,
     ) -> Result<usize, CompressionError> {
         let records_at = self.start + BATCH_HEADER_BYTES;
         if codec != Compression::None {
-            scratch.clear();
-            compression::compress(codec, level, &buf[records_at..], scratch)?;
+            let compressed = compressor.compress(codec, level, &buf[records_at..])?;
             buf.truncate(records_at);
-            buf.extend_from_slice(scratch);
+            buf.extend_from_slice(compressed);
         }
         let total = buf.len() - self.start;
         let h = &mut buf[self.start..];
@@ -691,7 +690,7 @@ mod tests {
                 Compression::None,
                 None,
                 ProducerStamp::NONE,
-                &mut Vec::new(),
+                &mut Compressor::default(),
             )
             .unwrap();
         assert_eq!(total, buf.len() - 6);
@@ -731,7 +730,7 @@ mod tests {
             Compression::None,
             None,
             ProducerStamp::NONE,
-            &mut Vec::new(),
+            &mut Compressor::default(),
         )
         .unwrap();
     }
