@@ -154,6 +154,8 @@ pub struct Producer {
     next_seq: Vec<i32>,
     /// The broker no longer accepts our sequences: get a new producer id before sending more.
     reset_pid: bool,
+    /// Why batches are being retried, until one gets through again.
+    trouble: Option<String>,
 }
 
 fn now_ms() -> i64 {
@@ -182,6 +184,7 @@ impl Producer {
             pid: None,
             next_seq: vec![0; n],
             reset_pid: false,
+            trouble: None,
         }
     }
 
@@ -193,6 +196,11 @@ impl Producer {
             crate::log::debug(format_args!("idempotent producer id {:?}", self.pid));
         }
         Ok(())
+    }
+
+    /// Why deliveries are being retried right now, if they are: for a caller to say so once.
+    pub fn trouble(&self) -> Option<&str> {
+        self.trouble.as_deref()
     }
 
     /// Whether batches carry a producer id and sequences.
@@ -561,6 +569,7 @@ impl Producer {
                 let q = &mut self.queues[p as usize];
                 q.backoff = None;
                 q.retry_at = None;
+                self.trouble = None;
                 self.buffered = self.buffered.saturating_sub(b.bytes.len());
                 out.push(Delivery {
                     partition: p,
@@ -664,6 +673,7 @@ impl Producer {
         };
         if retriable && !expired {
             crate::log::debug(format_args!("partition {p}: will retry: {err}"));
+            self.trouble = Some(err.to_string());
             b.last_error = Some(err);
             let q = &mut self.queues[p as usize];
             let delay = q

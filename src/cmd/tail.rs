@@ -103,6 +103,7 @@ pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
         pending: None,
     };
     let started = Instant::now();
+    let mut trouble_since: Option<Instant> = None;
     crate::log::info(format_args!(
         "tailing {} into '{topic}'; checkpoint {}",
         patterns.join(" "),
@@ -120,6 +121,7 @@ pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
             r = producer.drive(&mut deliveries), if !producer.is_idle() => {
                 r?;
                 tailer.on_deliveries(&mut deliveries);
+                report_trouble(&producer, &tailer, &mut trouble_since);
             }
             _ = wake.notified() => {}
             _ = scan_tick.tick() => {
@@ -235,12 +237,36 @@ impl CheckpointWriter {
     }
 }
 
+/// Says once when deliveries start failing (lines then wait in their files) and once when they recover.
+fn report_trouble(producer: &Producer, tailer: &Tailer, since: &mut Option<Instant>) {
+    match (producer.trouble(), since.as_ref()) {
+        (Some(e), None) => {
+            crate::log::warn(format_args!(
+                "cannot deliver to Kafka ({e}); lines wait in their files and are retried until it works"
+            ));
+            *since = Some(Instant::now());
+        }
+        (None, Some(t)) => {
+            crate::log::info(format_args!(
+                "delivering to Kafka again after {:.1}s; {} bytes behind",
+                t.elapsed().as_secs_f64(),
+                tailer.bytes_behind()
+            ));
+            *since = None;
+        }
+        _ => {}
+    }
+}
+
 fn print_stats(tailer: &Tailer, last: &mut (Instant, crate::tail::follower::Counters)) {
     let now = Instant::now();
     let secs = now.duration_since(last.0).as_secs_f64().max(1e-3);
     let c = &tailer.counters;
+    let worst = tailer
+        .most_behind()
+        .map_or(String::new(), |(p, b)| format!(" (most: {p} {b})"));
     eprintln!(
-        "shipper: stats: {:.0} lines/s, {:.2} MB/s, {} files, {} bytes behind, {} acked, {} truncations, {} long lines, {} failed",
+        "shipper: stats: {:.0} lines/s, {:.2} MB/s, {} files, {} bytes behind{worst}, {} acked, {} truncations, {} long lines, {} failed",
         (c.lines_read - last.1.lines_read) as f64 / secs,
         (c.bytes_read - last.1.bytes_read) as f64 / secs / 1e6,
         tailer.file_count(),

@@ -380,6 +380,16 @@ impl Tailer {
             .sum()
     }
 
+    /// The followed file furthest behind and by how many bytes, if any is.
+    pub fn most_behind(&self) -> Option<(String, u64)> {
+        self.followers
+            .values()
+            .map(|f| (f, f.size().unwrap_or(0).saturating_sub(f.acked_pos)))
+            .filter(|(_, b)| *b > 0)
+            .max_by_key(|(_, b)| *b)
+            .map(|(f, b)| (f.path.display().to_string(), b))
+    }
+
     /// Lines sent and not acknowledged, over all files.
     pub fn lines_in_flight(&self) -> usize {
         self.followers.values().map(|f| f.in_flight()).sum()
