@@ -252,6 +252,14 @@ fn scenario(
     };
     report(&row);
     assert_eq!(lost, 0, "{name}: lost {lost} lines\n{stderr}");
+    if name == "cluster-outage" {
+        // The operator is told once when delivery stops and once when it resumes.
+        assert!(stderr.contains("cannot deliver to Kafka"), "{stderr}");
+        assert!(
+            stderr.contains("delivering to Kafka again after"),
+            "{stderr}"
+        );
+    }
     row
 }
 
