@@ -56,13 +56,14 @@ fn leader_move(action: &'static str) {
             batch_bytes: 4096,
             ..ProducerConfig::default()
         };
-        let mut p = Producer::new(cluster.clone(), meta, cfg);
+        let mut p = Producer::for_topic(cluster.clone(), meta, cfg);
         p.init().await.unwrap();
         let mut deliveries = Vec::new();
         let mut stopped = false;
         for i in 0..sent {
             let v = format!("record {i}");
             p.append(
+                0,
                 None,
                 Some(v.as_bytes()),
                 &[],

@@ -1,6 +1,12 @@
-//! Retry timing: jittered exponential backoff (about 100 ms growing to 1 s) under an optional deadline.
+//! Retry timing: jittered exponential backoff (about 100 ms growing to 1 s) under an optional deadline,
+//! and [`retry`], the one loop every "try again until it works or the time is up" site uses.
 
-use std::time::{Duration, Instant};
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::Error;
 
 /// Hands out sleep times for successive retries of one operation.
 #[derive(Debug, Clone)]
@@ -12,27 +18,46 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// A backoff starting at 100 ms, capped at 1 s, giving up after `limit` if one is set.
-    pub fn new(limit: Option<Duration>) -> Self {
-        let now = Instant::now();
+    /// A backoff starting at 100 ms, capped at 1 s, giving up at `deadline` if one is set.
+    pub fn until(deadline: Option<Instant>) -> Self {
+        Backoff::with(Duration::from_millis(100), Duration::from_secs(1), deadline)
+    }
+
+    /// A backoff from `first` growing to `max`, giving up at `deadline` if one is set.
+    pub fn with(first: Duration, max: Duration, deadline: Option<Instant>) -> Self {
         Backoff {
-            next: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-            deadline: limit.map(|l| now + l),
-            started: now,
+            next: first,
+            max,
+            deadline,
+            started: Instant::now(),
         }
     }
 
-    /// How long since the first attempt.
+    /// A backoff giving up `limit` from now (never with `None`).
+    pub fn new(limit: Option<Duration>) -> Self {
+        Backoff::until(limit.map(|l| Instant::now() + l))
+    }
+
+    /// How long since the backoff was made.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// The deadline, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Starts over from the first delay (after a success).
+    pub fn reset(&mut self) {
+        *self = Backoff::with(Duration::from_millis(100), self.max, self.deadline);
     }
 
     /// The next sleep, or `None` when the deadline has passed.
     pub fn next_delay(&mut self) -> Option<Duration> {
         let base = self.next;
         self.next = (self.next * 2).min(self.max);
-        // Full jitter between half and the whole base spreads out clients that failed together.
+        // Jitter between half and the whole base spreads out clients that failed together.
         let jitter = base.mul_f64(0.5 + fastrand::f64() * 0.5);
         match self.deadline {
             None => Some(jitter),
@@ -47,7 +72,7 @@ impl Backoff {
         }
     }
 
-    /// Sleeps for the next delay; returns false when the deadline has passed.
+    /// Sleeps for the next delay; returns false (at once) when the deadline has passed.
     pub async fn wait(&mut self) -> bool {
         match self.next_delay() {
             Some(d) => {
@@ -56,6 +81,39 @@ impl Backoff {
             }
             None => false,
         }
+    }
+}
+
+/// Runs `op` until it succeeds, fails with an error that is not retriable, or `deadline` passes (then
+/// [`Error::Deadline`] wraps the last error). Each attempt is given the deadline, to bound its own waits.
+pub async fn retry<T, F, Fut>(deadline: Option<Instant>, mut op: F) -> Result<T, Error>
+where
+    F: FnMut(Option<Instant>) -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let mut backoff = Backoff::until(deadline);
+    loop {
+        match op(deadline).await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_retriable() => {
+                crate::log::debug(format_args!("will retry: {e}"));
+                if !backoff.wait().await {
+                    return Err(gave_up(&backoff, e));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The error for an operation that ran out of time, carrying the last failure.
+pub fn gave_up(backoff: &Backoff, last: Error) -> Error {
+    match last {
+        e @ Error::Deadline { .. } => e,
+        last => Error::Deadline {
+            ms: backoff.elapsed().as_millis() as u64,
+            last: Box::new(last),
+        },
     }
 }
 
@@ -76,5 +134,41 @@ mod tests {
     fn backoff_stops_at_the_deadline() {
         let mut b = Backoff::new(Some(Duration::ZERO));
         assert_eq!(b.next_delay(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_gives_up_at_the_deadline_not_later() {
+        let start = Instant::now();
+        let mut attempts = 0;
+        let r: Result<(), Error> = retry(Some(start + Duration::from_secs(3)), |_| {
+            attempts += 1;
+            async {
+                Err(Error::NoLeader {
+                    topic: "t".into(),
+                    partition: 0,
+                })
+            }
+        })
+        .await;
+        assert!(matches!(r, Err(Error::Deadline { .. })), "{r:?}");
+        assert!(
+            start.elapsed() <= Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+        // About 100 ms growing to 1 s: a handful of attempts, not a spin.
+        assert!((3..=12).contains(&attempts), "{attempts}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_returns_a_permanent_error_at_once() {
+        let mut attempts = 0;
+        let r: Result<(), Error> = retry(None, |_| {
+            attempts += 1;
+            async { Err(Error::UnknownTopic { topic: "t".into() }) }
+        })
+        .await;
+        assert!(matches!(r, Err(Error::UnknownTopic { .. })));
+        assert_eq!(attempts, 1);
     }
 }

@@ -1,6 +1,10 @@
-//! Command-line flags (clap types only). `cmd/` resolves them into settings; the core never sees clap.
+//! Command-line flags (clap types only). [`crate::settings`] resolves them into the settings the
+//! library takes; the core never sees clap. Choices are typed, so a bad value is a usage error (exit 2)
+//! at parse time and `--help` lists the choices.
 
-use clap::{Args, Parser, Subcommand};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// A Kafka-native log shipper and command-line Kafka client.
 #[derive(Debug, Parser)]
@@ -12,6 +16,37 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// A `--timeout` value: a duration, or none (`0`: retry forever).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeout(pub Option<Duration>);
+
+/// Parses `30s`, `500ms`, `2m`, `1h` or a bare number of seconds; `0` means no limit.
+pub fn parse_timeout(s: &str) -> Result<Timeout, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration '{s}' (try 30s, 500ms, 2m, or 0 for no limit)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(format!(
+                "invalid duration unit in '{s}' (use ms, s, m or h)"
+            ))
+        }
+    };
+    if !secs.is_finite() || secs > 1e9 {
+        return Err(format!("duration '{s}' is out of range"));
+    }
+    Ok(Timeout((secs > 0.0).then(|| Duration::from_secs_f64(secs))))
 }
 
 /// Options shared by all commands.
@@ -30,8 +65,9 @@ pub struct Common {
     #[arg(long, global = true, default_value = "shipper")]
     pub client_id: String,
     /// How long to keep retrying an unreachable cluster or leaderless partition (e.g. 30s, 2m, 0 = forever)
-    #[arg(long, global = true, value_name = "DURATION")]
-    pub timeout: Option<String>,
+    /// [default: 30s; forever for tail]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Option<Timeout>,
     /// Only print errors
     #[arg(short, long, global = true)]
     pub quiet: bool,
@@ -66,15 +102,57 @@ pub enum Command {
     Metadata(MetadataArgs),
 }
 
+/// `--acks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AcksArg {
+    /// All in-sync replicas (-1)
+    #[value(name = "all", alias = "-1")]
+    All,
+    /// The leader only
+    #[value(name = "1")]
+    Leader,
+    /// No acknowledgement at all
+    #[value(name = "0")]
+    None,
+}
+
+/// `--compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    /// No compression
+    None,
+    /// gzip (deflate)
+    Gzip,
+    /// Snappy
+    Snappy,
+    /// LZ4
+    Lz4,
+    /// Zstandard
+    Zstd,
+}
+
+/// `--partitioner`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PartitionerArg {
+    /// Keyed records by murmur2 of the key, keyless ones sticky
+    Default,
+    /// One random partition per batch for every record
+    Sticky,
+    /// A random partition per record (small batches)
+    Random,
+    /// murmur2 of the key; keyless records sticky
+    Murmur2,
+}
+
 /// Producer options shared by `produce` and `tail`.
 #[derive(Debug, Args, Clone)]
 pub struct ProducerFlags {
-    /// Acknowledgements: all (-1), 1 (leader only) or 0 (none)
-    #[arg(long, default_value = "all")]
-    pub acks: String,
-    /// Batch compression: none, gzip, snappy, lz4, zstd
-    #[arg(long, default_value = "none")]
-    pub compression: String,
+    /// Acknowledgements
+    #[arg(long, value_enum, default_value = "all")]
+    pub acks: AcksArg,
+    /// Batch compression
+    #[arg(long, value_enum, default_value = "none")]
+    pub compression: CompressionArg,
     /// Compression level (gzip 1-9, zstd 1-22)
     #[arg(long)]
     pub compression_level: Option<i32>,
@@ -82,15 +160,14 @@ pub struct ProducerFlags {
     #[arg(long, default_value_t = 5)]
     pub linger_ms: u64,
     /// Largest batch in bytes (before compression)
-    #[arg(long, default_value_t = 1_000_000)]
-    pub batch_bytes: usize,
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    pub batch_bytes: u64,
     /// Produce requests in flight per broker
-    #[arg(long, default_value_t = 5)]
-    pub max_in_flight: usize,
-    /// Partitioner for records without --partition: default (keys by murmur2, keyless sticky),
-    /// sticky, random (per record), murmur2
-    #[arg(long, default_value = "default")]
-    pub partitioner: String,
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub max_in_flight: u64,
+    /// Partitioner for records without --partition
+    #[arg(long, value_enum, default_value = "default")]
+    pub partitioner: PartitionerArg,
     /// Turn off idempotent produce (on by default with --acks all: retries then never duplicate)
     #[arg(long)]
     pub no_idempotence: bool,
@@ -114,7 +191,7 @@ pub struct ProduceArgs {
     #[arg(long, value_name = "SEP")]
     pub key_separator: Option<String>,
     /// Write every record to this partition
-    #[arg(short = 'p', long)]
+    #[arg(short = 'p', long, value_parser = clap::value_parser!(i32).range(0..))]
     pub partition: Option<i32>,
     /// One record per round trip, waiting for each acknowledgement (like a synchronous producer)
     #[arg(long)]
@@ -122,6 +199,9 @@ pub struct ProduceArgs {
     /// Print partition and offset of each record written
     #[arg(long)]
     pub print_offsets: bool,
+    /// Lines longer than this are truncated to it (and counted)
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_line_bytes: u64,
     /// Batching, acks, compression.
     #[command(flatten)]
     pub producer: ProducerFlags,
@@ -139,7 +219,7 @@ pub struct ConsumeArgs {
     #[arg(short, long, allow_hyphen_values = true)]
     pub offset: Option<String>,
     /// Only this partition (repeatable)
-    #[arg(short, long = "partition")]
+    #[arg(short, long = "partition", value_parser = clap::value_parser!(i32).range(0..))]
     pub partitions: Vec<i32>,
     /// Exit after this many records
     #[arg(short = 'c', long)]
@@ -182,28 +262,75 @@ pub struct TailArgs {
     #[arg(long)]
     pub from_end: bool,
     /// Lines longer than this are truncated to it (and counted)
-    #[arg(long, default_value_t = 1_000_000)]
-    pub max_line_bytes: usize,
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_line_bytes: u64,
     /// Print a stats line to stderr every N seconds
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub stats: Option<u64>,
     /// Put the source file path in a record header with this name
     #[arg(long, value_name = "NAME")]
     pub path_header: Option<String>,
     /// Rescan the paths this often even without file events, in ms
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
     pub scan_ms: u64,
     /// Bytes read and not yet acknowledged before reading pauses (the file is the buffer)
-    #[arg(long, default_value_t = 4 * 1024 * 1024)]
-    pub buffer_bytes: usize,
+    #[arg(long, default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(65536..))]
+    pub buffer_bytes: u64,
     /// Write the checkpoint this often (when it changed), in ms: after a crash at most this much of
     /// acknowledged lines is sent again
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..))]
     pub checkpoint_ms: u64,
     /// At shutdown, how long to wait for in-flight lines to be acknowledged, in ms
     #[arg(long, default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,
+    /// Follow symbolic links (only to regular files under the pattern's directory or a --symlink-root)
+    #[arg(long)]
+    pub follow_symlinks: bool,
+    /// With --follow-symlinks, another directory links may point into (repeatable)
+    #[arg(long, value_name = "DIR", requires = "follow_symlinks")]
+    pub symlink_root: Vec<std::path::PathBuf>,
+    /// Only follow files owned by these users (names or uids; repeatable or comma-separated)
+    #[arg(long, value_name = "USER")]
+    pub owner: Vec<String>,
+    /// Append records Kafka refuses for good (too large, invalid) to this file, as JSON lines
+    #[arg(long, value_name = "PATH")]
+    pub dead_letter: Option<std::path::PathBuf>,
     /// Batching, acks, compression.
     #[command(flatten)]
     pub producer: ProducerFlags,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_parse_with_units_and_zero_means_forever() {
+        assert_eq!(
+            parse_timeout("30s"),
+            Ok(Timeout(Some(Duration::from_secs(30))))
+        );
+        assert_eq!(
+            parse_timeout("500ms"),
+            Ok(Timeout(Some(Duration::from_millis(500))))
+        );
+        assert_eq!(
+            parse_timeout("2m"),
+            Ok(Timeout(Some(Duration::from_secs(120))))
+        );
+        assert_eq!(parse_timeout("0"), Ok(Timeout(None)));
+        assert!(parse_timeout("soon").is_err());
+        assert!(parse_timeout("3d").is_err());
+    }
+
+    #[test]
+    fn a_bad_choice_is_a_usage_error_listing_the_choices() {
+        let e = Cli::try_parse_from(["shipper", "produce", "t", "--acks", "foo"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let text = e.to_string();
+        assert!(
+            text.contains("all") && text.contains("possible values"),
+            "{text}"
+        );
+    }
 }

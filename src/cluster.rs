@@ -1,6 +1,6 @@
 //! The cluster as the client sees it: bootstrap, a metadata cache with a generation number (so several
-//! failures seen together refresh once), brokers by node id, partition leaders, and one reused connection
-//! per broker.
+//! failures seen together refresh once), brokers by node id, partition leaders, and one reused
+//! connection per broker, made through a [`Transport`] (TCP, TLS, or a fake broker in tests).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -11,13 +11,16 @@ use kafka_protocol::messages::{
     InitProducerIdRequest, MetadataRequest, MetadataResponse, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::{StrBytes, VersionRange};
+use tokio::time::Instant;
 
-use crate::backoff::Backoff;
-use crate::connection::{Connection, ConnectionOptions};
-use crate::error::{Error, Result};
+use crate::backoff::retry;
+use crate::connection::{Connection, ConnectionOptions, TcpTransport, Transport};
+use crate::error::{code, Code, Error, Result, Target};
 
 /// Metadata versions we speak: the flexible ones (9+, Kafka 2.4+); 12 on Kafka 3.x and 4.x.
 const METADATA_VERSIONS: VersionRange = VersionRange { min: 9, max: 12 };
+/// InitProducerId versions: flexible (2+).
+const INIT_PRODUCER_ID_VERSIONS: VersionRange = VersionRange { min: 2, max: 5 };
 
 /// Where the cluster is and how patient to be with it.
 #[derive(Debug, Clone)]
@@ -42,6 +45,11 @@ impl ClientOptions {
             connection: ConnectionOptions::default(),
             retry_limit: Some(Duration::from_secs(30)),
         }
+    }
+
+    /// The deadline of an operation starting now, from the retry limit.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.retry_limit.map(|l| Instant::now() + l)
     }
 }
 
@@ -95,8 +103,23 @@ pub struct TopicMeta {
     pub error: i16,
     /// Internal topic (e.g. `__consumer_offsets`).
     pub internal: bool,
-    /// Partitions, sorted by index.
+    /// Partitions, sorted by index; index `i` holds partition `i` (checked when the metadata arrives).
     pub partitions: Vec<PartitionMeta>,
+}
+
+impl TopicMeta {
+    /// The leader of partition `p`, or -1.
+    pub fn leader(&self, p: i32) -> i32 {
+        usize::try_from(p)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+            .map_or(-1, |m| m.leader)
+    }
+
+    /// Whether every partition has a leader.
+    pub fn all_led(&self) -> bool {
+        self.partitions.iter().all(|p| p.leader >= 0)
+    }
 }
 
 /// The answer to one Metadata request.
@@ -123,9 +146,11 @@ struct State {
 /// The client's view of a Kafka cluster.
 pub struct Cluster {
     opts: ClientOptions,
+    transport: Arc<dyn Transport>,
     state: Mutex<State>,
-    /// Serialises connection set-up so that concurrent callers share one connection per broker.
-    connecting: tokio::sync::Mutex<()>,
+    /// One lock per broker address, so that concurrent callers share one connection per broker and a
+    /// slow broker does not hold up connections to the others.
+    connecting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -137,12 +162,18 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// A cluster reached through `opts.bootstrap`; nothing is connected yet.
+    /// A cluster reached over plain TCP through `opts.bootstrap`; nothing is connected yet.
     pub fn new(opts: ClientOptions) -> Self {
+        Cluster::with_transport(opts, Arc::new(TcpTransport))
+    }
+
+    /// A cluster reached through `transport` (TLS, or a fake broker in tests).
+    pub fn with_transport(opts: ClientOptions, transport: Arc<dyn Transport>) -> Self {
         Cluster {
             opts,
+            transport,
             state: Mutex::new(State::default()),
-            connecting: tokio::sync::Mutex::new(()),
+            connecting: Mutex::new(HashMap::new()),
         }
     }
 
@@ -155,60 +186,82 @@ impl Cluster {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The open connection to `addr`, connecting if there is none (or it was closed).
-    pub async fn connection(&self, addr: &str) -> Result<Arc<Connection>> {
-        if let Some(c) = self.lock().conns.get(addr) {
-            if !c.is_closed() {
-                return Ok(c.clone());
-            }
+    fn open_connection(&self, addr: &str) -> Option<Arc<Connection>> {
+        self.lock()
+            .conns
+            .get(addr)
+            .filter(|c| !c.is_closed())
+            .cloned()
+    }
+
+    /// The open connection to `addr`, connecting (before `deadline`) if there is none or it was closed.
+    pub async fn connection(
+        &self,
+        addr: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<Connection>> {
+        if let Some(c) = self.open_connection(addr) {
+            return Ok(c);
         }
-        let _g = self.connecting.lock().await;
-        if let Some(c) = self.lock().conns.get(addr) {
-            if !c.is_closed() {
-                return Ok(c.clone());
-            }
+        let gate = self
+            .connecting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(addr.to_string())
+            .or_default()
+            .clone();
+        let _g = gate.lock().await;
+        if let Some(c) = self.open_connection(addr) {
+            return Ok(c);
         }
-        let c = Arc::new(Connection::connect(addr, &self.opts.connection).await?);
+        let mut until = Instant::now() + self.opts.connection.connect_timeout;
+        if let Some(d) = deadline {
+            until = until.min(d);
+        }
+        let c = Arc::new(
+            Connection::connect(&*self.transport, addr, &self.opts.connection, until).await?,
+        );
+        crate::log::debug(format_args!(
+            "connected to broker {}",
+            crate::escape::Esc::str(addr)
+        ));
         self.lock().conns.insert(addr.to_string(), c.clone());
         Ok(c)
     }
 
     /// The connection to broker `id`, as known from metadata.
-    pub async fn broker(&self, id: i32) -> Result<Arc<Connection>> {
+    pub async fn broker(&self, id: i32, deadline: Option<Instant>) -> Result<Arc<Connection>> {
         let addr = self.lock().brokers.get(&id).cloned();
         match addr {
-            Some(a) => self.connection(&a).await,
-            None => Err(Error::NoBroker(format!(
-                "broker id {id} is not in the metadata"
-            ))),
+            Some(a) => self.connection(&a, deadline).await,
+            None => Err(Error::UnknownBroker(id)),
         }
     }
 
-    /// Records a broker address learnt outside Metadata (e.g. a Produce response's leader hint).
+    /// Records a broker address learnt outside Metadata (a Produce response's leader hint, KIP-951).
     pub fn add_broker(&self, id: i32, addr: String) {
         self.lock().brokers.insert(id, addr);
     }
 
     /// Any reachable broker: known brokers first (in random order), then the bootstrap list.
-    async fn any_connection(&self) -> Result<Arc<Connection>> {
+    pub async fn any_connection(&self, deadline: Option<Instant>) -> Result<Arc<Connection>> {
         let mut addrs: Vec<String> = self.lock().brokers.values().cloned().collect();
         fastrand::shuffle(&mut addrs);
         let mut boot = self.opts.bootstrap.clone();
         fastrand::shuffle(&mut boot);
         addrs.extend(boot);
         if addrs.is_empty() {
-            return Err(Error::NoBroker(
-                "the broker list is empty (-b/--brokers)".into(),
-            ));
+            return Err(Error::NoBrokers);
         }
-        let mut last = None;
+        let mut last = Error::NoBrokers;
         for a in addrs {
-            match self.connection(&a).await {
+            match self.connection(&a, deadline).await {
                 Ok(c) => return Ok(c),
-                Err(e) => last = Some(e),
+                Err(e) if e.is_retriable() => last = e,
+                Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or_else(|| Error::NoBroker("no broker".into())))
+        Err(last)
     }
 
     /// One Metadata request (for `topics`, or all topics when `None`) to any broker; updates the cache.
@@ -216,8 +269,9 @@ impl Cluster {
         &self,
         topics: Option<&[String]>,
         auto_create: bool,
+        deadline: Option<Instant>,
     ) -> Result<Metadata> {
-        let conn = self.any_connection().await?;
+        let conn = self.any_connection(deadline).await?;
         let version = conn.version::<MetadataRequest>(METADATA_VERSIONS)?;
         let mut req = MetadataRequest::default();
         req.topics = topics.map(|ts| {
@@ -230,7 +284,9 @@ impl Cluster {
                 .collect()
         });
         req.allow_auto_topic_creation = auto_create;
-        let resp = conn.call_at(&req, version).await?;
+        let resp = conn
+            .call(&req, version, conn.request_deadline(deadline))
+            .await?;
         let md = convert(resp);
         let mut st = self.lock();
         for b in &md.brokers {
@@ -247,20 +303,12 @@ impl Cluster {
         Ok(md)
     }
 
-    /// Like [`Cluster::fetch_metadata`], retrying unreachable brokers under the retry limit.
+    /// Like [`Cluster::fetch_metadata`], retrying an unreachable cluster until the retry limit.
     pub async fn metadata(&self, topics: Option<&[String]>, auto_create: bool) -> Result<Metadata> {
-        let mut backoff = Backoff::new(self.opts.retry_limit);
-        loop {
-            match self.fetch_metadata(topics, auto_create).await {
-                Ok(m) => return Ok(m),
-                Err(e) if e.is_retriable() => {
-                    if !backoff.wait().await {
-                        return Err(give_up(&backoff, e));
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        retry(self.opts.deadline(), |d| {
+            self.fetch_metadata(topics, auto_create, d)
+        })
+        .await
     }
 
     /// The current metadata generation; pass it to [`Cluster::refresh`] after a failure.
@@ -273,108 +321,121 @@ impl Cluster {
         self.lock().topics.get(name).cloned()
     }
 
-    /// The topic's metadata with a leader for every partition, from the cache or the cluster. Waits (under
-    /// the retry limit) while a topic is being created or a leader elected. `auto_create` asks the broker
-    /// to create a missing topic (if its config allows).
-    pub async fn topic(&self, name: &str, auto_create: bool) -> Result<Arc<TopicMeta>> {
+    /// One attempt at a topic's metadata with a leader for every partition.
+    async fn topic_once(
+        &self,
+        name: &str,
+        auto_create: bool,
+        deadline: Option<Instant>,
+        unknown_seen: &std::cell::Cell<u32>,
+    ) -> Result<Arc<TopicMeta>> {
+        let md = self
+            .fetch_metadata(Some(&[name.to_string()]), auto_create, deadline)
+            .await?;
+        let Some(t) = md.topics.into_iter().find(|t| t.name == name) else {
+            return Err(Error::Incomplete {
+                api: "Metadata",
+                target: Target::Topic(name.into()),
+                what: "the topic is missing",
+            });
+        };
+        match code(t.error) {
+            None if t.partitions.is_empty() => Err(Error::UnknownTopic { topic: name.into() }),
+            None => match t.partitions.iter().find(|p| p.leader < 0) {
+                Some(p) => Err(Error::NoLeader {
+                    topic: name.into(),
+                    partition: p.id,
+                }),
+                None => Ok(Arc::new(t)),
+            },
+            Some(Code::UnknownTopicOrPartition) => {
+                unknown_seen.set(unknown_seen.get() + 1);
+                // Auto-creation may answer "unknown" a few times while the topic is being made.
+                if auto_create && unknown_seen.get() <= 3 {
+                    Err(Error::NoLeader {
+                        topic: name.into(),
+                        partition: 0,
+                    })
+                } else {
+                    Err(Error::UnknownTopic { topic: name.into() })
+                }
+            }
+            Some(c) => Err(Error::Kafka {
+                api: "Metadata",
+                target: Target::Topic(name.into()),
+                code: c,
+            }),
+        }
+    }
+
+    /// The topic's metadata with a leader for every partition, from the cache or the cluster. Waits
+    /// (until `deadline`) while a topic is being created or a leader elected. `auto_create` asks the
+    /// broker to create a missing topic (if its config allows).
+    pub async fn topic_until(
+        &self,
+        name: &str,
+        auto_create: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<TopicMeta>> {
         if let Some(t) = self.cached_topic(name) {
-            if t.partitions.iter().all(|p| p.leader >= 0) {
+            if t.all_led() {
                 return Ok(t);
             }
         }
-        let mut backoff = Backoff::new(self.opts.retry_limit);
-        let mut unknown_seen = 0;
-        let names = [name.to_string()];
-        loop {
-            let err = match self.fetch_metadata(Some(&names), auto_create).await {
-                Ok(md) => {
-                    let t = md.topics.into_iter().find(|t| t.name == name);
-                    match t {
-                        Some(t) if t.error == 0 && t.partitions.iter().all(|p| p.leader >= 0) => {
-                            if t.partitions.is_empty() {
-                                Error::UnknownTopic { topic: name.into() }
-                            } else {
-                                return Ok(Arc::new(t));
-                            }
-                        }
-                        Some(t) if t.error == 3 => {
-                            unknown_seen += 1;
-                            // Auto-creation may answer "unknown" once while the topic is being made.
-                            if !auto_create || unknown_seen > 3 {
-                                return Err(Error::UnknownTopic { topic: name.into() });
-                            }
-                            Error::UnknownTopic { topic: name.into() }
-                        }
-                        Some(t) if t.error != 0 && !crate::error::is_retriable_code(t.error) => {
-                            return Err(Error::Kafka {
-                                context: format!("topic '{name}': Metadata"),
-                                code: t.error,
-                            })
-                        }
-                        Some(t) => match t.partitions.iter().find(|p| p.leader < 0) {
-                            Some(p) => Error::NoLeader {
-                                topic: name.into(),
-                                partition: p.id,
-                            },
-                            None => Error::Kafka {
-                                context: format!("topic '{name}': Metadata"),
-                                code: t.error,
-                            },
-                        },
-                        None => Error::UnknownTopic { topic: name.into() },
-                    }
-                }
-                Err(e) if e.is_retriable() => e,
-                Err(e) => return Err(e),
-            };
-            if !backoff.wait().await {
-                return Err(give_up(&backoff, err));
-            }
-        }
+        let unknown_seen = std::cell::Cell::new(0);
+        retry(deadline, |d| {
+            self.topic_once(name, auto_create, d, &unknown_seen)
+        })
+        .await
     }
 
-    /// A producer id and epoch for an idempotent producer (InitProducerId without transactional id),
-    /// retrying under the retry limit. <https://cwiki.apache.org/confluence/x/jR5CB> (KIP-98).
-    pub async fn init_producer_id(&self) -> Result<(i64, i16)> {
-        let mut backoff = Backoff::new(self.opts.retry_limit);
-        loop {
-            let attempt = async {
-                let conn = self.any_connection().await?;
-                let version =
-                    conn.version::<InitProducerIdRequest>(VersionRange { min: 2, max: 5 })?;
-                let mut req = InitProducerIdRequest::default();
-                req.transactional_id = None;
-                req.transaction_timeout_ms = i32::MAX;
-                req.producer_id = ProducerId(-1);
-                req.producer_epoch = -1;
-                let resp = conn.call_at(&req, version).await?;
-                if resp.error_code != 0 {
-                    return Err(Error::Kafka {
-                        context: format!("broker {}: InitProducerId", conn.addr()),
-                        code: resp.error_code,
-                    });
-                }
-                Ok((resp.producer_id.0, resp.producer_epoch))
-            };
-            match attempt.await {
-                Ok(p) => return Ok(p),
-                Err(e) if e.is_retriable() => {
-                    if !backoff.wait().await {
-                        return Err(give_up(&backoff, e));
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
+    /// [`Cluster::topic_until`] with the retry limit from the options.
+    pub async fn topic(&self, name: &str, auto_create: bool) -> Result<Arc<TopicMeta>> {
+        self.topic_until(name, auto_create, self.opts.deadline())
+            .await
     }
 
-    /// Refreshes a topic's metadata unless someone already did since `seen_generation`.
-    pub async fn refresh(&self, topic: &str, seen_generation: u64) -> Result<()> {
+    /// One InitProducerId request (idempotent producer, no transactional id), to any broker.
+    /// <https://cwiki.apache.org/confluence/x/jR5CB> (KIP-98).
+    pub async fn init_producer_id_once(&self, deadline: Option<Instant>) -> Result<(i64, i16)> {
+        let conn = self.any_connection(deadline).await?;
+        let version = conn.version::<InitProducerIdRequest>(INIT_PRODUCER_ID_VERSIONS)?;
+        let mut req = InitProducerIdRequest::default();
+        req.transactional_id = None;
+        req.transaction_timeout_ms = i32::MAX;
+        req.producer_id = ProducerId(-1);
+        req.producer_epoch = -1;
+        let resp = conn
+            .call(&req, version, conn.request_deadline(deadline))
+            .await?;
+        if let Some(c) = code(resp.error_code) {
+            return Err(Error::Kafka {
+                api: "InitProducerId",
+                target: Target::Broker(conn.addr().to_string()),
+                code: c,
+            });
+        }
+        Ok((resp.producer_id.0, resp.producer_epoch))
+    }
+
+    /// A producer id and epoch, retrying until `deadline`.
+    pub async fn init_producer_id(&self, deadline: Option<Instant>) -> Result<(i64, i16)> {
+        retry(deadline, |d| self.init_producer_id_once(d)).await
+    }
+
+    /// Refreshes a topic's metadata (one attempt) unless someone already did since `seen_generation`.
+    pub async fn refresh(
+        &self,
+        topic: &str,
+        seen_generation: u64,
+        deadline: Option<Instant>,
+    ) -> Result<()> {
         if self.generation() != seen_generation {
             return Ok(());
         }
-        self.lock().topics.remove(topic);
-        self.topic(topic, false).await.map(|_| ())
+        self.topic_once(topic, false, deadline, &std::cell::Cell::new(0))
+            .await
+            .map(|_| ())
     }
 
     /// Notes a leader change we learnt from a response (KIP-951), sparing a Metadata round trip.
@@ -382,7 +443,10 @@ impl Cluster {
         let mut st = self.lock();
         if let Some(t) = st.topics.get(topic) {
             let mut t = (**t).clone();
-            if let Some(p) = t.partitions.iter_mut().find(|p| p.id == partition) {
+            if let Some(p) = usize::try_from(partition)
+                .ok()
+                .and_then(|i| t.partitions.get_mut(i))
+            {
                 if epoch >= p.leader_epoch {
                     p.leader = leader;
                     p.leader_epoch = epoch;
@@ -390,13 +454,6 @@ impl Cluster {
             }
             st.topics.insert(topic.to_string(), Arc::new(t));
         }
-    }
-}
-
-fn give_up(backoff: &Backoff, last: Error) -> Error {
-    Error::Deadline {
-        ms: backoff.elapsed().as_millis() as u64,
-        last: Box::new(last),
     }
 }
 
@@ -430,10 +487,16 @@ fn convert(resp: MetadataResponse) -> Metadata {
                 })
                 .collect();
             partitions.sort_by_key(|p| p.id);
+            let mut error = t.error_code;
+            // Partition i must be at index i: producer and consumer index by it. A broker that sends
+            // gaps, duplicates or negative ids has sent nonsense.
+            if error == 0 && partitions.iter().enumerate().any(|(i, p)| p.id != i as i32) {
+                error = Code::UnknownServerError.code();
+            }
             TopicMeta {
                 name: t.name.map(|n| n.0.to_string()).unwrap_or_default(),
                 id: *t.topic_id.as_bytes(),
-                error: t.error_code,
+                error,
                 internal: t.is_internal,
                 partitions,
             }
@@ -444,5 +507,66 @@ fn convert(resp: MetadataResponse) -> Metadata {
         controller: resp.controller_id.0,
         brokers,
         topics,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{FakeBroker, Misbehave};
+
+    fn cluster(b: &FakeBroker) -> Cluster {
+        let mut o = ClientOptions::new(&b.bootstrap());
+        o.retry_limit = Some(Duration::from_secs(5));
+        Cluster::with_transport(o, Arc::new(b.transport()))
+    }
+
+    #[tokio::test]
+    async fn topic_metadata_names_every_leader() {
+        let b = FakeBroker::new(3);
+        b.create_topic("t", 6);
+        let c = cluster(&b);
+        let t = c.topic("t", false).await.unwrap();
+        assert_eq!(t.partitions.len(), 6);
+        assert_eq!(t.leader(4), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unknown_topic_is_an_error_without_waiting_out_the_timeout() {
+        let b = FakeBroker::new(1);
+        b.auto_create(None);
+        let c = cluster(&b);
+        let start = Instant::now();
+        let e = c.topic("nope", false).await.unwrap_err();
+        assert!(matches!(e, Error::UnknownTopic { .. }), "{e}");
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_cluster_is_given_up_at_the_timeout() {
+        let b = FakeBroker::new(1);
+        b.stop(1);
+        let c = cluster(&b);
+        let start = Instant::now();
+        let e = c.topic("t", true).await.unwrap_err();
+        assert!(matches!(e, Error::Deadline { .. }), "{e}");
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_secs(4) && took <= Duration::from_secs(5),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_metadata_response_describing_millions_of_partitions_is_refused() {
+        let b = FakeBroker::new(1);
+        b.create_topic("t", 1);
+        b.misbehave(Misbehave::HugeMetadata(1_000_000));
+        let c = cluster(&b);
+        let e = c
+            .fetch_metadata(Some(&["t".into()]), false, None)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("MiB"), "{e}");
     }
 }

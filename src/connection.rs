@@ -1,38 +1,225 @@
-//! One broker socket: ApiVersions negotiation, correlation ids, pipelined requests whose responses are
-//! matched in order, and requests that expect no response (acks=0).
+//! One broker connection: ApiVersions negotiation, correlation ids, pipelined requests whose responses
+//! are matched in order, and requests that expect no response (acks=0).
 //!
-//! The connection owns the socket. Writes happen under one lock so requests leave in the order their ids
-//! were handed out; a reader task takes frames off the socket and hands each to the waiter at the front of
-//! the queue. Any socket error or malformed frame closes the connection and fails every waiter.
+//! The connection owns its stream, which a [`Transport`] made (plain TCP, TLS, or in tests an in-memory
+//! pipe to a fake broker). Requests are written under one lock, so they leave in the order their ids were
+//! handed out; a reader task takes frames off the stream and hands each to the waiter at the front of the
+//! queue. Every wait and every write has a deadline. Any error — a socket error, a malformed or oversized
+//! frame, a response that answers another request, a timeout — closes the connection for good: the
+//! reader task is aborted, both halves are dropped (the socket closes) and every waiter gets the error.
+//! The owner ([`crate::cluster::Cluster`]) then opens a new one.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::ApiVersionsRequest;
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest};
 use kafka_protocol::protocol::{Request, StrBytes, VersionRange};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
 
-use crate::error::{Error, Result};
+use crate::escape::Esc;
 use crate::wire::codec::{self, api_name};
 use crate::wire::frame;
 
-/// How a connection is made and how long it waits.
+/// A byte stream to a broker.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// A boxed stream, as transports return it.
+pub type BoxIo = Box<dyn Io>;
+
+/// A boxed future, for the object-safe [`Transport`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How streams to brokers are made: TCP (and TLS) in the product, an in-memory fake broker in unit tests.
+/// This is the seam that lets every error path above the wire be driven without a real broker.
+pub trait Transport: Send + Sync + 'static {
+    /// Opens a stream to `addr` (`host:port`), giving up at `until`.
+    fn connect<'a>(
+        &'a self,
+        addr: &'a str,
+        until: Instant,
+    ) -> BoxFuture<'a, Result<BoxIo, ConnError>>;
+}
+
+/// Plain TCP with Nagle off and TCP keepalive on (a broker host that vanishes is noticed by the kernel
+/// even on an idle connection).
+#[derive(Debug, Clone, Default)]
+pub struct TcpTransport;
+
+impl Transport for TcpTransport {
+    fn connect<'a>(
+        &'a self,
+        addr: &'a str,
+        until: Instant,
+    ) -> BoxFuture<'a, Result<BoxIo, ConnError>> {
+        Box::pin(async move {
+            let s = tcp_connect(addr, until).await?;
+            Ok(Box::new(s) as BoxIo)
+        })
+    }
+}
+
+/// Resolves `addr` and connects to the first address that answers, before `until`.
+pub async fn tcp_connect(addr: &str, until: Instant) -> Result<tokio::net::TcpStream, ConnError> {
+    let resolved = tokio::time::timeout_at(until, tokio::net::lookup_host(addr))
+        .await
+        .map_err(|_| ConnError::Resolve {
+            addr: addr.to_string(),
+            detail: "timed out".into(),
+        })?
+        .map_err(|e| ConnError::Resolve {
+            addr: addr.to_string(),
+            detail: e.to_string(),
+        })?;
+    let mut last = "no address".to_string();
+    for sa in resolved {
+        match tokio::time::timeout_at(until, tokio::net::TcpStream::connect(sa)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                let ka = socket2::TcpKeepalive::new()
+                    .with_time(Duration::from_secs(60))
+                    .with_interval(Duration::from_secs(10))
+                    .with_retries(3);
+                let _ = socket2::SockRef::from(&s).set_tcp_keepalive(&ka);
+                return Ok(s);
+            }
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = "connect timed out".into(),
+        }
+    }
+    Err(ConnError::Connect {
+        addr: addr.to_string(),
+        detail: last,
+    })
+}
+
+/// What can go wrong with one connection. Cloneable: one failure is reported to every waiter.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConnError {
+    /// A host name did not resolve.
+    #[error("cannot resolve broker address {}: {detail}", Esc::str(.addr))]
+    Resolve {
+        /// The address.
+        addr: String,
+        /// The resolver's message.
+        detail: String,
+    },
+    /// No TCP connection could be made.
+    #[error("cannot connect to broker {}: {detail} (is Kafka running there? check -b/--brokers)", Esc::str(.addr))]
+    Connect {
+        /// The address tried.
+        addr: String,
+        /// The OS error.
+        detail: String,
+    },
+    /// Reading or writing the socket failed.
+    #[error("broker {}: connection error: {detail}", Esc::str(.addr))]
+    Io {
+        /// The broker address.
+        addr: String,
+        /// The OS error.
+        detail: String,
+    },
+    /// The broker closed the connection.
+    #[error("broker {} closed the connection", Esc::str(.addr))]
+    Closed {
+        /// The broker address.
+        addr: String,
+    },
+    /// No response came in time.
+    #[error("broker {}: no response to {api} within {ms} ms", Esc::str(.addr))]
+    Timeout {
+        /// The broker address.
+        addr: String,
+        /// The request's API.
+        api: &'static str,
+        /// How long we waited.
+        ms: u64,
+    },
+    /// The response could not be framed or decoded, or answered another request.
+    #[error("broker {}: malformed response to {api}: {detail}", Esc::str(.addr))]
+    Malformed {
+        /// The broker address.
+        addr: String,
+        /// The request's API.
+        api: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The broker and shipper share no version of an API.
+    #[error("broker {} supports {api} versions {broker_min}..{broker_max}, shipper needs {ours_min}..{ours_max}: upgrade the broker (Kafka 3.x or newer)", Esc::str(.addr))]
+    UnsupportedVersion {
+        /// The broker address.
+        addr: String,
+        /// The API.
+        api: &'static str,
+        /// Broker's lowest.
+        broker_min: i16,
+        /// Broker's highest.
+        broker_max: i16,
+        /// Our lowest.
+        ours_min: i16,
+        /// Our highest.
+        ours_max: i16,
+    },
+    /// The TLS handshake failed (certificate not trusted, wrong host name, not TLS at all...).
+    #[error("broker {}: TLS: {detail}", Esc::str(.addr))]
+    Tls {
+        /// The broker address.
+        addr: String,
+        /// What failed.
+        detail: String,
+    },
+    /// SASL authentication failed.
+    #[error("broker {}: authentication failed: {detail}", Esc::str(.addr))]
+    Auth {
+        /// The broker address.
+        addr: String,
+        /// What failed.
+        detail: String,
+    },
+}
+
+impl ConnError {
+    /// Whether a new connection may succeed: network trouble and protocol errors (which reset the
+    /// connection) are; a missing API version, a refused certificate or password are not.
+    pub fn is_retriable(&self) -> bool {
+        !matches!(
+            self,
+            ConnError::UnsupportedVersion { .. } | ConnError::Tls { .. } | ConnError::Auth { .. }
+        )
+    }
+
+    fn io(addr: &str, e: &io::Error) -> ConnError {
+        match e.kind() {
+            io::ErrorKind::UnexpectedEof => ConnError::Closed {
+                addr: addr.to_string(),
+            },
+            _ => ConnError::Io {
+                addr: addr.to_string(),
+                detail: e.to_string(),
+            },
+        }
+    }
+}
+
+/// How a connection behaves.
 #[derive(Debug, Clone)]
 pub struct ConnectionOptions {
     /// Sent in every request header.
     pub client_id: String,
-    /// Limit for establishing TCP.
+    /// Limit for establishing the connection (TCP, TLS, versions, authentication).
     pub connect_timeout: Duration,
     /// Limit for each response.
     pub request_timeout: Duration,
-    /// Largest response frame accepted.
-    pub max_frame_bytes: usize,
 }
 
 impl Default for ConnectionOptions {
@@ -41,126 +228,178 @@ impl Default for ConnectionOptions {
             client_id: "shipper".to_string(),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
-            max_frame_bytes: frame::DEFAULT_MAX_FRAME_BYTES,
         }
     }
 }
 
-type Waiter = oneshot::Sender<Result<Bytes>>;
+type Reply = Result<Bytes, ConnError>;
+
+struct Waiter {
+    id: i32,
+    api: &'static str,
+    max_frame_bytes: usize,
+    tx: oneshot::Sender<Reply>,
+}
 
 #[derive(Default)]
-struct Pending {
-    queue: VecDeque<(i32, Waiter)>,
+struct State {
+    queue: VecDeque<Waiter>,
     /// Why the connection is closed, once it is.
-    closed: Option<(io::ErrorKind, String)>,
+    closed: Option<ConnError>,
 }
 
 struct Writer {
-    half: OwnedWriteHalf,
+    half: Option<WriteHalf<BoxIo>>,
     buf: BytesMut,
     next_id: i32,
 }
 
+struct Shared {
+    addr: String,
+    state: Mutex<State>,
+    writer: tokio::sync::Mutex<Writer>,
+    reader: Mutex<Option<AbortHandle>>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A poisoned lock means a panic while holding it, which is a broken invariant anyway.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes the connection for good: first error wins, every waiter gets it, the reader task stops
+    /// and the write half is dropped (now, or by the writer holding it when it finishes).
+    fn close(&self, err: ConnError) {
+        let waiters: Vec<Waiter> = {
+            let mut st = self.lock();
+            st.closed.get_or_insert(err.clone());
+            st.queue.drain(..).collect()
+        };
+        for w in waiters {
+            let _ = w.tx.send(Err(err.clone()));
+        }
+        if let Some(h) = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            h.abort();
+        }
+        if let Ok(mut w) = self.writer.try_lock() {
+            w.half = None;
+        }
+    }
+
+    fn closed(&self) -> Option<ConnError> {
+        self.lock().closed.clone()
+    }
+}
+
 /// A response that has been asked for and not yet received.
 pub struct PendingResponse {
-    rx: oneshot::Receiver<Result<Bytes>>,
+    rx: oneshot::Receiver<Reply>,
     api: &'static str,
 }
 
 /// One connection to one broker.
 pub struct Connection {
-    addr: String,
+    shared: Arc<Shared>,
     client_id: StrBytes,
     request_timeout: Duration,
-    writer: tokio::sync::Mutex<Writer>,
-    pending: Arc<Mutex<Pending>>,
     versions: HashMap<i16, (i16, i16)>,
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
-            .field("addr", &self.addr)
+            .field("addr", &self.shared.addr)
             .finish()
     }
 }
 
-fn closed_error(addr: &str, why: &Option<(io::ErrorKind, String)>) -> Error {
-    match why {
-        Some((kind, msg)) if *kind != io::ErrorKind::UnexpectedEof => Error::Io {
-            addr: addr.to_string(),
-            source: io::Error::new(*kind, msg.clone()),
-        },
-        _ => Error::Closed {
-            addr: addr.to_string(),
-        },
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.shared.close(ConnError::Closed {
+            addr: self.shared.addr.clone(),
+        });
     }
 }
 
 impl Connection {
-    /// Connects to `addr` (`host:port`), then negotiates API versions.
-    pub async fn connect(addr: &str, opts: &ConnectionOptions) -> Result<Connection> {
-        let stream = tcp_connect(addr, opts.connect_timeout).await?;
-        stream.set_nodelay(true).map_err(|source| Error::Io {
+    /// Connects to `addr` through `transport` and negotiates API versions, all before `until`.
+    pub async fn connect(
+        transport: &dyn Transport,
+        addr: &str,
+        opts: &ConnectionOptions,
+        until: Instant,
+    ) -> Result<Connection, ConnError> {
+        let io = transport.connect(addr, until).await?;
+        let mut conn = Connection::over(io, addr, opts);
+        conn.versions = conn.negotiate_versions(until).await?;
+        Ok(conn)
+    }
+
+    /// A connection over an established stream (versions not negotiated yet).
+    fn over(io: BoxIo, addr: &str, opts: &ConnectionOptions) -> Connection {
+        let (rd, wr) = tokio::io::split(io);
+        let shared = Arc::new(Shared {
             addr: addr.to_string(),
-            source,
-        })?;
-        let (rd, wr) = stream.into_split();
-        let pending = Arc::new(Mutex::new(Pending::default()));
-        tokio::spawn(read_loop(
-            addr.to_string(),
-            rd,
-            pending.clone(),
-            opts.max_frame_bytes,
-        ));
-        let mut conn = Connection {
-            addr: addr.to_string(),
-            client_id: StrBytes::from_string(opts.client_id.clone()),
-            request_timeout: opts.request_timeout,
+            state: Mutex::new(State::default()),
             writer: tokio::sync::Mutex::new(Writer {
-                half: wr,
+                half: Some(wr),
                 buf: BytesMut::with_capacity(64 * 1024),
                 next_id: 1,
             }),
-            pending,
+            reader: Mutex::new(None),
+        });
+        let task = tokio::spawn(read_loop(rd, shared.clone()));
+        *shared.reader.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
+        Connection {
+            shared,
+            client_id: StrBytes::from_string(opts.client_id.clone()),
+            request_timeout: opts.request_timeout,
             versions: HashMap::new(),
-        };
-        conn.versions = conn.negotiate_versions().await?;
-        Ok(conn)
+        }
     }
 
     /// The broker address this connection goes to.
     pub fn addr(&self) -> &str {
-        &self.addr
+        &self.shared.addr
     }
 
-    /// Whether the socket has been closed (by either side or by an error).
+    /// Whether the connection has been closed (by either side or by an error).
     pub fn is_closed(&self) -> bool {
-        self.lock_pending().closed.is_some()
+        self.shared.lock().closed.is_some()
     }
 
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Pending> {
-        // A poisoned lock means a panic while holding it, which is a broken invariant anyway.
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    /// Closes the connection; waiters get `Closed`.
+    pub fn close(&self) {
+        self.shared.close(ConnError::Closed {
+            addr: self.shared.addr.clone(),
+        });
     }
 
-    /// ApiVersions v3, falling back to v0 when the broker answers UNSUPPORTED_VERSION (its body is then v0).
-    async fn negotiate_versions(&self) -> Result<HashMap<i16, (i16, i16)>> {
+    /// The deadline of a request sent now: the request timeout, or `limit` if that comes first.
+    pub fn request_deadline(&self, limit: Option<Instant>) -> Instant {
+        let d = Instant::now() + self.request_timeout;
+        limit.map_or(d, |l| l.min(d))
+    }
+
+    /// ApiVersions v3, falling back to the version the broker names when it answers UNSUPPORTED_VERSION
+    /// (its body is then v0).
+    async fn negotiate_versions(
+        &self,
+        until: Instant,
+    ) -> Result<HashMap<i16, (i16, i16)>, ConnError> {
         let mut req = ApiVersionsRequest::default();
         req.client_software_name = StrBytes::from_static_str("shipper");
         req.client_software_version = StrBytes::from_static_str(env!("CARGO_PKG_VERSION"));
         let mut version = 3;
         for _ in 0..2 {
-            let rx = self.send(&req, version, true).await?;
-            let frame = self.wait(rx.expect("asked for a response")).await?;
+            let pending = self.send(&req, version, true, until).await?;
+            let frame = self.wait(pending, until).await?;
             // The ApiVersions response header is always v0: just the correlation id.
             let body = frame.slice(4.min(frame.len())..);
             let resp = match codec::decode_api_versions(body.clone(), version) {
                 Ok(r) if r.error_code != 35 => r,
-                _ => codec::decode_api_versions(body, 0).map_err(|source| Error::Codec {
-                    addr: self.addr.clone(),
-                    source,
-                })?,
+                _ => codec::decode_api_versions(body, 0)
+                    .map_err(|e| self.malformed("ApiVersions", e))?,
             };
             if resp.error_code == 35 {
                 let max = resp
@@ -172,9 +411,10 @@ impl Connection {
                 continue;
             }
             if resp.error_code != 0 {
-                return Err(Error::Kafka {
-                    context: format!("broker {}: ApiVersions", self.addr),
-                    code: resp.error_code,
+                return Err(ConnError::Malformed {
+                    addr: self.addr().to_string(),
+                    api: "ApiVersions",
+                    detail: format!("error code {}", resp.error_code),
                 });
             }
             return Ok(resp
@@ -183,8 +423,8 @@ impl Connection {
                 .map(|k| (k.api_key, (k.min_version, k.max_version)))
                 .collect());
         }
-        Err(Error::UnsupportedVersion {
-            addr: self.addr.clone(),
+        Err(ConnError::UnsupportedVersion {
+            addr: self.addr().to_string(),
             api: "ApiVersions",
             broker_min: 0,
             broker_max: 0,
@@ -193,16 +433,21 @@ impl Connection {
         })
     }
 
-    /// The highest version of `R` that both sides support within `ours`.
-    pub fn version<R: Request>(&self, ours: VersionRange) -> Result<i16> {
+    /// Whether the broker offers `R` at all.
+    pub fn supports<R: Request>(&self) -> bool {
+        self.versions.contains_key(&R::KEY)
+    }
+
+    /// The highest version of `R` that both sides support within `ours` (and shipper can check).
+    pub fn version<R: Request>(&self, ours: VersionRange) -> Result<i16, ConnError> {
         let ours = ours.intersect(&R::VERSIONS);
         let (bmin, bmax) = self.versions.get(&R::KEY).copied().unwrap_or((0, -1));
         let v = ours.max.min(bmax);
-        let checked = kafka_protocol::messages::ApiKey::try_from(R::KEY)
-            .is_ok_and(|k| crate::wire::validate::is_checked(k, v));
+        let checked =
+            ApiKey::try_from(R::KEY).is_ok_and(|k| crate::wire::validate::is_checked(k, v));
         if v < ours.min || v < bmin || !checked {
-            return Err(Error::UnsupportedVersion {
-                addr: self.addr.clone(),
+            return Err(ConnError::UnsupportedVersion {
+                addr: self.addr().to_string(),
                 api: api_name(R::KEY),
                 broker_min: bmin,
                 broker_max: bmax,
@@ -213,198 +458,287 @@ impl Connection {
         Ok(v)
     }
 
-    /// Writes one request. With `expect_response`, returns the handle to await its response.
+    fn malformed(&self, api: &'static str, e: impl std::fmt::Display) -> ConnError {
+        ConnError::Malformed {
+            addr: self.addr().to_string(),
+            api,
+            detail: e.to_string(),
+        }
+    }
+
+    /// Writes one request before `until`. With `expect_response`, returns the handle to await its
+    /// response; without (acks=0), `None`.
     pub async fn send<R: Request>(
         &self,
         req: &R,
         version: i16,
         expect_response: bool,
-    ) -> Result<Option<PendingResponse>> {
-        let mut w = self.writer.lock().await;
+        until: Instant,
+    ) -> Result<Option<PendingResponse>, ConnError> {
+        let api = api_name(R::KEY);
+        let timeout_err = || ConnError::Timeout {
+            addr: self.addr().to_string(),
+            api,
+            ms: self.request_timeout.as_millis() as u64,
+        };
+        let mut w = tokio::time::timeout_at(until, self.shared.writer.lock())
+            .await
+            .map_err(|_| timeout_err())?;
+        if let Some(e) = self.shared.closed() {
+            w.half = None;
+            return Err(e);
+        }
         let id = w.next_id;
         w.next_id = w.next_id.wrapping_add(1).max(1);
         w.buf.clear();
-        codec::encode_request(&mut w.buf, req, version, id, &self.client_id).map_err(|source| {
-            Error::Codec {
-                addr: self.addr.clone(),
-                source,
-            }
-        })?;
-        let handle = {
-            let mut p = self.lock_pending();
-            if p.closed.is_some() {
-                return Err(closed_error(&self.addr, &p.closed));
-            }
-            if expect_response {
-                let (tx, rx) = oneshot::channel();
-                p.queue.push_back((id, tx));
-                Some(PendingResponse {
-                    rx,
-                    api: api_name(R::KEY),
-                })
-            } else {
-                None
-            }
+        codec::encode_request(&mut w.buf, req, version, id, &self.client_id)
+            .map_err(|e| self.malformed(api, e))?;
+        let handle = if expect_response {
+            let (tx, rx) = oneshot::channel();
+            self.shared.lock().queue.push_back(Waiter {
+                id,
+                api,
+                max_frame_bytes: codec::max_response_bytes(R::KEY),
+                tx,
+            });
+            Some(PendingResponse { rx, api })
+        } else {
+            None
         };
         let Writer { half, buf, .. } = &mut *w;
-        if let Err(source) = half.write_all(buf).await {
-            self.close(source.kind(), source.to_string());
-            let _ = half.shutdown().await;
-            return Err(Error::Io {
-                addr: self.addr.clone(),
-                source,
-            });
-        }
-        Ok(handle)
+        let Some(io) = half.as_mut() else {
+            return Err(self.shared.closed().unwrap_or(ConnError::Closed {
+                addr: self.addr().to_string(),
+            }));
+        };
+        // A write cut short (timeout, or this future dropped) would leave half a request on the wire:
+        // the guard closes the connection unless the write completes.
+        let guard = CloseOnDrop(Some(&self.shared));
+        let written = tokio::time::timeout_at(until, io.write_all(buf)).await;
+        let err = match written {
+            Ok(Ok(())) => {
+                std::mem::forget(guard);
+                return Ok(handle);
+            }
+            Ok(Err(e)) => ConnError::io(self.addr(), &e),
+            Err(_) => timeout_err(),
+        };
+        drop(guard);
+        *half = None;
+        self.shared.close(err.clone());
+        Err(err)
     }
 
-    /// Waits for a response frame, up to the request timeout. A timeout closes the connection, because
-    /// later responses could no longer be matched.
-    pub async fn wait(&self, pending: PendingResponse) -> Result<Bytes> {
-        match tokio::time::timeout(self.request_timeout, pending.rx).await {
+    /// Waits for a response frame until `until`. A timeout closes the connection: later responses could
+    /// no longer be matched, and a broker that stopped answering must not keep a socket and a task.
+    pub async fn wait(
+        &self,
+        pending: Option<PendingResponse>,
+        until: Instant,
+    ) -> Result<Bytes, ConnError> {
+        let Some(pending) = pending else {
+            return Err(self.malformed("request", "waited for a response never asked for"));
+        };
+        let started = Instant::now();
+        match tokio::time::timeout_at(until, pending.rx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(closed_error(&self.addr, &self.lock_pending().closed)),
+            Ok(Err(_)) => Err(self.shared.closed().unwrap_or(ConnError::Closed {
+                addr: self.addr().to_string(),
+            })),
             Err(_) => {
-                self.close(io::ErrorKind::TimedOut, "request timed out".into());
-                self.shutdown().await;
-                Err(Error::Timeout {
-                    addr: self.addr.clone(),
+                let e = ConnError::Timeout {
+                    addr: self.addr().to_string(),
                     api: pending.api,
-                    ms: self.request_timeout.as_millis() as u64,
-                })
+                    ms: started.elapsed().as_millis() as u64,
+                };
+                self.shared.close(e.clone());
+                Err(e)
             }
         }
     }
 
-    /// Sends `req` at `version` and decodes its response.
-    pub async fn call_at<R: Request>(&self, req: &R, version: i16) -> Result<R::Response> {
-        let rx = self.send(req, version, true).await?;
-        let frame = self.wait(rx.expect("asked for a response")).await?;
+    /// Sends `req` at `version` and decodes its response, all before `until`.
+    pub async fn call<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        until: Instant,
+    ) -> Result<R::Response, ConnError> {
+        let pending = self.send(req, version, true, until).await?;
+        let frame = self.wait(pending, until).await?;
         self.decode::<R>(frame, version)
     }
 
-    /// Decodes a response frame for request type `R`.
-    pub fn decode<R: Request>(&self, frame: Bytes, version: i16) -> Result<R::Response> {
-        codec::decode_response::<R>(frame, version).map_err(|source| Error::Codec {
-            addr: self.addr.clone(),
-            source,
+    /// Decodes a response frame for request type `R`. A response that cannot be decoded closes the
+    /// connection (what follows it cannot be trusted either).
+    pub fn decode<R: Request>(&self, frame: Bytes, version: i16) -> Result<R::Response, ConnError> {
+        codec::decode_response::<R>(frame, version).map_err(|e| {
+            let err = self.malformed(api_name(R::KEY), e);
+            self.shared.close(err.clone());
+            err
         })
     }
+}
 
-    fn close(&self, kind: io::ErrorKind, why: String) {
-        let waiters: Vec<_> = {
-            let mut p = self.lock_pending();
-            p.closed.get_or_insert((kind, why));
-            p.queue.drain(..).collect()
-        };
-        for (_, w) in waiters {
-            let _ = w.send(Err(Error::Io {
-                addr: self.addr.clone(),
-                source: io::Error::new(kind, "connection closed"),
-            }));
+struct CloseOnDrop<'a>(Option<&'a Shared>);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.take() {
+            s.close(ConnError::Io {
+                addr: s.addr.clone(),
+                detail: "a request write was interrupted".into(),
+            });
         }
-    }
-
-    /// Closes the socket; waiters get errors.
-    pub async fn shutdown(&self) {
-        let mut w = self.writer.lock().await;
-        let _ = w.half.shutdown().await;
     }
 }
 
-async fn tcp_connect(addr: &str, limit: Duration) -> Result<TcpStream> {
-    let addrs = tokio::time::timeout(limit, tokio::net::lookup_host(addr))
-        .await
-        .map_err(|_| Error::Resolve {
-            addr: addr.to_string(),
-            detail: "timed out".into(),
-        })?
-        .map_err(|e| Error::Resolve {
-            addr: addr.to_string(),
-            detail: e.to_string(),
-        })?;
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-    for sa in addrs {
-        match tokio::time::timeout(limit, TcpStream::connect(sa)).await {
-            Ok(Ok(s)) => return Ok(s),
-            Ok(Err(e)) => last = e,
-            Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
-        }
-    }
-    Err(Error::Connect {
-        addr: addr.to_string(),
-        source: last,
-    })
-}
-
-async fn read_loop(
-    addr: String,
-    mut rd: OwnedReadHalf,
-    pending: Arc<Mutex<Pending>>,
-    max_frame_bytes: usize,
-) {
-    let mut buf = BytesMut::with_capacity(256 * 1024);
-    let (kind, why, first): (io::ErrorKind, String, Option<Error>) = 'outer: loop {
-        loop {
-            match frame::parse(&mut buf, max_frame_bytes) {
-                Ok(Some(f)) => {
-                    let got = codec::peek_correlation_id(&f).unwrap_or(-1);
-                    let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-                    match p.queue.pop_front() {
-                        Some((id, w)) if id == got => {
-                            drop(p);
-                            let _ = w.send(Ok(f));
-                        }
-                        Some((id, w)) => {
-                            drop(p);
-                            let e = Error::Correlation {
-                                addr: addr.clone(),
-                                expected: id,
-                                got,
-                            };
-                            let msg = e.to_string();
-                            let _ = w.send(Err(e));
-                            break 'outer (io::ErrorKind::InvalidData, msg, None);
-                        }
-                        None => {
-                            break 'outer (
-                                io::ErrorKind::InvalidData,
-                                format!("unsolicited response {got}"),
-                                None,
-                            )
-                        }
-                    }
-                }
-                Ok(None) => break,
-                Err(source) => {
-                    let msg = source.to_string();
-                    let e = Error::Frame {
-                        addr: addr.clone(),
-                        source,
-                    };
-                    break 'outer (io::ErrorKind::InvalidData, msg, Some(e));
-                }
+/// Takes frames off the stream and hands each to the waiter it answers. Ends at the first error,
+/// closing the connection.
+async fn read_loop(mut rd: ReadHalf<BoxIo>, shared: Arc<Shared>) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let err = loop {
+        match next_frame(&mut buf, &shared) {
+            Ok(Some((w, f))) => {
+                let _ = w.tx.send(Ok(f));
+                continue;
             }
+            Ok(None) => {}
+            Err(e) => break e,
         }
-        if buf.capacity() - buf.len() < 64 * 1024 {
-            buf.reserve(256 * 1024);
+        if buf.capacity() - buf.len() < 16 * 1024 {
+            buf.reserve(64 * 1024);
         }
         match rd.read_buf(&mut buf).await {
-            Ok(0) => break (io::ErrorKind::UnexpectedEof, "closed".into(), None),
+            Ok(0) => {
+                break ConnError::Closed {
+                    addr: shared.addr.clone(),
+                }
+            }
             Ok(_) => {}
-            Err(e) => break (e.kind(), e.to_string(), None),
+            Err(e) => break ConnError::io(&shared.addr, &e),
         }
     };
-    let waiters: Vec<_> = {
-        let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-        p.closed.get_or_insert((kind, why.clone()));
-        p.queue.drain(..).collect()
+    shared.close(err);
+}
+
+/// The next whole frame in `buf` with the waiter it answers, `None` when more bytes are needed.
+fn next_frame(buf: &mut BytesMut, shared: &Shared) -> Result<Option<(Waiter, Bytes)>, ConnError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let (api, limit) = {
+        let st = shared.lock();
+        match st.queue.front() {
+            Some(w) => (w.api, w.max_frame_bytes),
+            None => {
+                return Err(ConnError::Malformed {
+                    addr: shared.addr.clone(),
+                    api: "request",
+                    detail: "unsolicited bytes from the broker".into(),
+                })
+            }
+        }
     };
-    let mut first = first;
-    for (_, w) in waiters {
-        let e = first
-            .take()
-            .unwrap_or_else(|| closed_error(&addr, &Some((kind, why.clone()))));
-        let _ = w.send(Err(e));
+    let malformed = |detail: String| ConnError::Malformed {
+        addr: shared.addr.clone(),
+        api,
+        detail,
+    };
+    let Some(f) = frame::parse(buf, limit).map_err(|e| malformed(e.to_string()))? else {
+        return Ok(None);
+    };
+    let got = codec::peek_correlation_id(&f).unwrap_or(-1);
+    let w = shared.lock().queue.pop_front();
+    match w {
+        Some(w) if w.id == got => Ok(Some((w, f))),
+        Some(w) => {
+            let e = malformed(format!(
+                "response correlation id {got} does not match request {}",
+                w.id
+            ));
+            let _ = w.tx.send(Err(e.clone()));
+            Err(e)
+        }
+        None => Err(malformed("response to no request".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{FakeBroker, Misbehave};
+
+    fn opts() -> ConnectionOptions {
+        ConnectionOptions {
+            request_timeout: Duration::from_secs(5),
+            ..ConnectionOptions::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_broker_times_out_and_the_connection_is_closed_not_leaked() {
+        let broker = FakeBroker::new(1);
+        let t = broker.transport();
+        let conn = Connection::connect(
+            &t,
+            &broker.addr(1),
+            &opts(),
+            Instant::now() + Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        broker.misbehave(Misbehave::Silent);
+        let req = kafka_protocol::messages::MetadataRequest::default();
+        let until = conn.request_deadline(None);
+        let e = conn.call(&req, 12, until).await.unwrap_err();
+        assert!(matches!(e, ConnError::Timeout { .. }), "{e}");
+        assert!(conn.is_closed());
+        // The fake broker sees the stream closed: nothing of the connection is left.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(broker.open_streams(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_response_to_another_request_closes_the_connection() {
+        let broker = FakeBroker::new(1);
+        let t = broker.transport();
+        let conn = Connection::connect(
+            &t,
+            &broker.addr(1),
+            &opts(),
+            Instant::now() + Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        broker.misbehave(Misbehave::WrongCorrelationId);
+        let req = kafka_protocol::messages::MetadataRequest::default();
+        let e = conn
+            .call(&req, 12, conn.request_deadline(None))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("correlation id"), "{e}");
+        assert!(conn.is_closed());
+    }
+
+    #[tokio::test]
+    async fn an_oversized_metadata_frame_is_refused_before_it_is_buffered() {
+        let broker = FakeBroker::new(1);
+        let t = broker.transport();
+        let conn = Connection::connect(
+            &t,
+            &broker.addr(1),
+            &opts(),
+            Instant::now() + Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        broker.misbehave(Misbehave::FrameSize(200 * 1024 * 1024));
+        let req = kafka_protocol::messages::MetadataRequest::default();
+        let e = conn
+            .call(&req, 12, conn.request_deadline(None))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("exceeds the limit"), "{e}");
     }
 }

@@ -1,121 +1,79 @@
-//! Errors of the client layers, classified once (see DESIGN-NOTES: retriable, fatal for a batch, fatal
-//! for the run).
-
-use std::io;
+//! Errors of the client layers (cluster, producer, consumer) and the one classification of Kafka's
+//! error codes that every retry decision reads (DESIGN-NOTES invariant 6).
+//!
+//! Layers below have their own errors: [`crate::wire`] (frames, codecs, batches, compression) and
+//! [`crate::connection::ConnError`] (one socket). Every error here carries its context as fields (API,
+//! broker, topic, partition), not as a pre-formatted string, and is `Clone`, so one failure can be
+//! reported for each batch it touched.
 
 use kafka_protocol::error::ResponseError;
 
-use crate::wire::codec::CodecError;
+use crate::connection::ConnError;
+use crate::escape::Esc;
 use crate::wire::compression::CompressionError;
-use crate::wire::frame::FrameError;
 use crate::wire::records::RecordError;
+
+/// Kafka's error codes by name (`Code::NotLeaderOrFollower`), from kafka-protocol.
+pub use kafka_protocol::error::ResponseError as Code;
 
 /// Result alias for the client layers.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything the client layers can fail with. Each variant names the broker, topic or partition.
-#[derive(Debug, thiserror::Error)]
+/// What a request was about, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A broker, by address.
+    Broker(String),
+    /// A topic.
+    Topic(String),
+    /// One partition of a topic.
+    Partition(String, i32),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Broker(a) => write!(f, "broker {}", Esc::str(a)),
+            Target::Topic(t) => write!(f, "topic '{}'", Esc::str(t)),
+            Target::Partition(t, p) => write!(f, "topic '{}' partition {p}", Esc::str(t)),
+        }
+    }
+}
+
+/// Everything the client layers can fail with.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
-    /// No TCP connection could be made.
-    #[error(
-        "cannot connect to broker {addr}: {source} (is Kafka running there? check -b/--brokers)"
-    )]
-    Connect {
-        /// The address tried.
-        addr: String,
-        /// The OS error.
-        source: io::Error,
-    },
-    /// A host name did not resolve.
-    #[error("cannot resolve broker address {addr}: {detail}")]
-    Resolve {
-        /// The address.
-        addr: String,
-        /// The resolver's message.
-        detail: String,
-    },
-    /// Reading or writing the socket failed.
-    #[error("broker {addr}: connection error: {source}")]
-    Io {
-        /// The broker address.
-        addr: String,
-        /// The OS error.
-        source: io::Error,
-    },
-    /// The broker closed the connection.
-    #[error("broker {addr} closed the connection")]
-    Closed {
-        /// The broker address.
-        addr: String,
-    },
-    /// No response came in time.
-    #[error("broker {addr}: no response to {api} within {ms} ms")]
-    Timeout {
-        /// The broker address.
-        addr: String,
+    /// The connection to a broker failed (network, timeout, malformed response, TLS, SASL).
+    #[error(transparent)]
+    Conn(#[from] ConnError),
+    /// The broker answered with an error code.
+    #[error("{target}: {api}: broker error {} {}{}", .code.code(), name(*.code), hint(*.code))]
+    Kafka {
         /// The request's API.
         api: &'static str,
-        /// The timeout.
-        ms: u64,
-    },
-    /// The response could not be framed.
-    #[error("broker {addr}: malformed response: {source}")]
-    Frame {
-        /// The broker address.
-        addr: String,
-        /// The frame error.
-        source: FrameError,
-    },
-    /// The response could not be decoded.
-    #[error("broker {addr}: malformed response: {source}")]
-    Codec {
-        /// The broker address.
-        addr: String,
-        /// The codec error.
-        source: CodecError,
-    },
-    /// The response did not answer the request it should have.
-    #[error("broker {addr}: response correlation id {got} does not match request {expected}")]
-    Correlation {
-        /// The broker address.
-        addr: String,
-        /// The id we sent.
-        expected: i32,
-        /// The id we got.
-        got: i32,
-    },
-    /// The broker and shipper share no version of an API.
-    #[error("broker {addr} supports {api} versions {broker_min}..{broker_max}, shipper needs {ours_min}..{ours_max}: upgrade the broker (Kafka 3.x or newer)")]
-    UnsupportedVersion {
-        /// The broker address.
-        addr: String,
-        /// The API.
-        api: &'static str,
-        /// Broker's lowest.
-        broker_min: i16,
-        /// Broker's highest.
-        broker_max: i16,
-        /// Our lowest.
-        ours_min: i16,
-        /// Our highest.
-        ours_max: i16,
-    },
-    /// The broker answered with an error code.
-    #[error("{context}: broker error {code} {name}{hint}", name = kafka_error_name(*.code), hint = kafka_error_hint(*.code))]
-    Kafka {
-        /// Which request and target (topic, partition, broker).
-        context: String,
+        /// What it was about.
+        target: Target,
         /// Kafka's error code.
-        code: i16,
+        code: Code,
+    },
+    /// The broker's answer left out something it had to contain.
+    #[error("{target}: {api}: the response does not answer the request ({what})")]
+    Incomplete {
+        /// The request's API.
+        api: &'static str,
+        /// What was missing.
+        target: Target,
+        /// Which part.
+        what: &'static str,
     },
     /// The topic does not exist (and was not created).
-    #[error("topic '{topic}' does not exist (create it, or enable auto.create.topics.enable on the broker)")]
+    #[error("topic '{}' does not exist (create it, or enable auto.create.topics.enable on the broker)", Esc::str(.topic))]
     UnknownTopic {
         /// The topic.
         topic: String,
     },
     /// The partition does not exist.
-    #[error("topic '{topic}' has no partition {partition} (it has {count})")]
+    #[error("topic '{}' has no partition {partition} (it has {count})", Esc::str(.topic))]
     UnknownPartition {
         /// The topic.
         topic: String,
@@ -124,19 +82,22 @@ pub enum Error {
         /// How many it has.
         count: usize,
     },
-    /// A topic partition has no leader for longer than we waited.
-    #[error("topic '{topic}' partition {partition} has no available leader")]
+    /// A topic partition has no leader.
+    #[error("topic '{}' partition {partition} has no available leader", Esc::str(.topic))]
     NoLeader {
         /// The topic.
         topic: String,
         /// The partition.
         partition: i32,
     },
-    /// The broker list was empty or unusable.
-    #[error("no broker could be reached: {0}")]
-    NoBroker(String),
+    /// The broker list was empty.
+    #[error("no broker to connect to: the broker list is empty (-b/--brokers)")]
+    NoBrokers,
+    /// A broker id that metadata does not know.
+    #[error("broker id {0} is not in the cluster metadata")]
+    UnknownBroker(i32),
     /// A fetched record batch is corrupt.
-    #[error("topic '{topic}' partition {partition}: {source}")]
+    #[error("topic '{}' partition {partition}: {source}", Esc::str(.topic))]
     Records {
         /// The topic.
         topic: String,
@@ -148,11 +109,8 @@ pub enum Error {
     /// Compression of a batch failed.
     #[error("compression failed: {0}")]
     Compression(#[from] CompressionError),
-    /// A failure already described, carried to a second place (errors are not `Clone`).
-    #[error("{0}")]
-    Failed(String),
-    /// The overall deadline passed while retrying.
-    #[error("gave up after {ms} ms: {last}")]
+    /// The overall deadline (`--timeout`) passed while retrying.
+    #[error("gave up after {:.1}s: {last}", *.ms as f64 / 1000.0)]
     Deadline {
         /// How long we tried.
         ms: u64,
@@ -161,48 +119,161 @@ pub enum Error {
     },
 }
 
-/// Kafka's name for an error code, e.g. `UNKNOWN_TOPIC_OR_PARTITION`-like `UnknownTopicOrPartition`.
-pub fn kafka_error_name(code: i16) -> String {
-    match ResponseError::try_from_code(code) {
-        None => "None".to_string(),
-        Some(e) => e.to_string(),
+/// Kafka's name for a code, e.g. `NOT_LEADER_OR_FOLLOWER`.
+pub fn name(code: Code) -> String {
+    let camel = match code {
+        Code::Unknown(c) => return format!("UNKNOWN_CODE_{c}"),
+        c => c.to_string(),
+    };
+    let mut out = String::with_capacity(camel.len() + 8);
+    for (i, ch) in camel.chars().enumerate() {
+        if ch.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(ch.to_ascii_uppercase());
     }
+    out
 }
 
-fn kafka_error_hint(code: i16) -> &'static str {
+fn hint(code: Code) -> &'static str {
     match code {
-        10 => " (the batch is larger than the topic's max.message.bytes)",
-        29..=31 => " (check the ACLs for this client)",
+        Code::MessageTooLarge => " (larger than the topic's max.message.bytes)",
+        Code::TopicAuthorizationFailed
+        | Code::GroupAuthorizationFailed
+        | Code::ClusterAuthorizationFailed
+        | Code::TransactionalIdAuthorizationFailed => " (check the ACLs for this client)",
+        Code::InvalidTimestamp => " (is this machine's clock right?)",
+        Code::UnsupportedVersion => " (the broker is too old for shipper: Kafka 3.x or newer)",
         _ => "",
     }
 }
 
-/// Whether Kafka says a request failing with `code` may succeed when retried (after a metadata refresh).
-pub fn is_retriable_code(code: i16) -> bool {
-    matches!(
-        code,
-        3 | 5 | 6 | 7 | 13 | 14 | 15 | 19 | 20 | 56 | 74 | 75 | 100 | 103
-    ) || ResponseError::try_from_code(code).is_some_and(|e| e.is_retriable())
+/// How a failed request should be handled, decided once for every code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// May succeed later; `refresh` when our idea of the leader is probably stale.
+    Retriable {
+        /// Refresh metadata before retrying.
+        refresh: bool,
+    },
+    /// The broker refuses these records themselves (too large even alone, invalid): retrying the same
+    /// bytes can never succeed. Only these may be skipped.
+    RecordRefused,
+    /// The idempotent producer's state on the broker is gone or fenced: take a new producer id.
+    ProducerState,
+    /// Nothing retrying soon will fix (authorization, unknown server error, a response that makes no
+    /// sense): a one-shot command fails, `tail` waits and retries with backoff and says so.
+    Permanent,
 }
 
-/// Whether `code` means our idea of the partition leader is stale.
-pub fn is_stale_metadata_code(code: i16) -> bool {
-    matches!(code, 3 | 5 | 6 | 13 | 56 | 74 | 75 | 100 | 103)
+/// The class of a Kafka error code.
+pub fn classify(code: Code) -> Class {
+    use Code::*;
+    match code {
+        UnknownTopicOrPartition
+        | LeaderNotAvailable
+        | NotLeaderOrFollower
+        | ReplicaNotAvailable
+        | NetworkException
+        | KafkaStorageError
+        | FencedLeaderEpoch
+        | UnknownLeaderEpoch
+        | UnknownTopicId
+        | InconsistentTopicId
+        | OffsetNotAvailable => Class::Retriable { refresh: true },
+        MessageTooLarge | InvalidRecord | RecordListTooLarge => Class::RecordRefused,
+        OutOfOrderSequenceNumber | InvalidProducerEpoch | UnknownProducerId | ProducerFenced => {
+            Class::ProducerState
+        }
+        c if c.is_retriable() => Class::Retriable { refresh: false },
+        CorruptMessage | NotEnoughReplicas | NotEnoughReplicasAfterAppend | RequestTimedOut => {
+            Class::Retriable { refresh: false }
+        }
+        _ => Class::Permanent,
+    }
 }
 
 impl Error {
-    /// Whether the operation may succeed if retried: network trouble and retriable broker codes.
-    pub fn is_retriable(&self) -> bool {
+    /// The class of this error: connection trouble is retriable (refreshing metadata), except what
+    /// retrying cannot fix (no common API version, a certificate or password refused).
+    pub fn class(&self) -> Class {
         match self {
-            Error::Connect { .. }
-            | Error::Io { .. }
-            | Error::Closed { .. }
-            | Error::Timeout { .. }
-            | Error::NoLeader { .. }
-            | Error::Resolve { .. }
-            | Error::NoBroker(_) => true,
-            Error::Kafka { code, .. } => is_retriable_code(*code),
-            _ => false,
+            Error::Conn(c) if c.is_retriable() => Class::Retriable { refresh: true },
+            Error::Conn(_) => Class::Permanent,
+            Error::Kafka { code, .. } => classify(*code),
+            Error::NoLeader { .. } | Error::UnknownBroker(_) => Class::Retriable { refresh: true },
+            Error::Deadline { last, .. } => last.class(),
+            _ => Class::Permanent,
         }
+    }
+
+    /// Whether retrying (after a metadata refresh, with backoff) may help.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self.class(), Class::Retriable { .. })
+    }
+
+    /// The Kafka error code, if the broker sent one.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            Error::Kafka { code, .. } => Some(*code),
+            Error::Deadline { last, .. } => last.code(),
+            _ => None,
+        }
+    }
+}
+
+/// A Kafka error code as an `Option`: `None` for 0.
+pub fn code(c: i16) -> Option<Code> {
+    ResponseError::try_from_code(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_kafkas_upper_snake_case() {
+        assert_eq!(name(Code::NotLeaderOrFollower), "NOT_LEADER_OR_FOLLOWER");
+        assert_eq!(
+            name(Code::TopicAuthorizationFailed),
+            "TOPIC_AUTHORIZATION_FAILED"
+        );
+        assert_eq!(name(Code::Unknown(999)), "UNKNOWN_CODE_999");
+    }
+
+    #[test]
+    fn authorization_and_unknown_server_errors_are_never_record_refusals() {
+        for c in [
+            Code::TopicAuthorizationFailed,
+            Code::UnknownServerError,
+            Code::ClusterAuthorizationFailed,
+            Code::InvalidTimestamp,
+            Code::Unknown(4242),
+        ] {
+            assert_eq!(classify(c), Class::Permanent, "{c:?}");
+        }
+        assert_eq!(classify(Code::MessageTooLarge), Class::RecordRefused);
+        assert_eq!(
+            classify(Code::NotLeaderOrFollower),
+            Class::Retriable { refresh: true }
+        );
+        assert_eq!(
+            classify(Code::NotEnoughReplicas),
+            Class::Retriable { refresh: false }
+        );
+        assert_eq!(classify(Code::UnknownProducerId), Class::ProducerState);
+    }
+
+    #[test]
+    fn kafka_error_message_names_target_code_and_hint() {
+        let e = Error::Kafka {
+            api: "Produce",
+            target: Target::Partition("logs".into(), 2),
+            code: Code::TopicAuthorizationFailed,
+        };
+        assert_eq!(
+            e.to_string(),
+            "topic 'logs' partition 2: Produce: broker error 29 TOPIC_AUTHORIZATION_FAILED (check the ACLs for this client)"
+        );
     }
 }

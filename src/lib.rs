@@ -2,17 +2,19 @@
 //!
 //! Layers, bottom up:
 //! - [`wire`]: frames, kafka-protocol message codecs, our own record batches, compression (no I/O).
-//! - [`connection`]: one broker socket with version negotiation and pipelined requests.
+//! - [`connection`]: one broker stream (through a [`connection::Transport`]) with version negotiation
+//!   and pipelined requests.
 //! - [`cluster`]: bootstrap, metadata cache, leaders, a connection per broker.
-//! - [`backoff`]: jittered exponential retry timing.
+//! - [`backoff`]: jittered exponential retry timing and the one retry loop.
+//! - [`error`]: the client error type and the one classification of Kafka error codes.
 //! - [`partitioner`]: murmur2 for keys, sticky random for keyless records.
-//! - [`producer`]: batching, Produce per leader, retries, deliveries.
+//! - [`producer`]: batching, Produce per leader, retries, idempotence, deliveries.
 //! - [`consumer`]: ListOffsets and the Fetch loop.
 //! - [`tail`]: following log files through rotation and truncation, with an acknowledged checkpoint.
-//! - [`error`]: the client error type and the classification of Kafka error codes.
-//! - [`log`]: leveled stderr logging.
-//! - [`output`]: how consumed records are printed (raw, kcat format, JSON).
-//! - [`cli`] and [`cmd`]: flags, and one module per subcommand wiring them to the layers above.
+//! - [`escape`]: making untrusted text safe to print; [`log`]: leveled stderr logging;
+//!   [`output`]: how records and metadata are printed (raw, kcat format, JSON).
+//! - [`cli`] (flags), [`settings`] (what they mean) and [`cmd`] (one module per subcommand).
+//! - [`tasks`]: helpers for background tasks; [`testkit`]: a fake broker for tests.
 
 pub mod backoff;
 pub mod cli;
@@ -21,9 +23,14 @@ pub mod cmd;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+pub mod escape;
 pub mod log;
 pub mod output;
 pub mod partitioner;
 pub mod producer;
+pub mod settings;
 pub mod tail;
+pub mod tasks;
+#[doc(hidden)]
+pub mod testkit;
 pub mod wire;

@@ -1,5 +1,9 @@
 //! The `shipper` binary: parse flags, run the command on a current-thread runtime (a CLI that moves
 //! bytes between one input and the network gains nothing from a thread pool), map errors to exit codes.
+//!
+//! Exit codes: 0 success (also when stdout is closed early, `shipper consume t | head`); 1 a failure
+//! the error line explains (a broker, a topic, a file, records not written); 2 a usage error (a bad
+//! flag or value, from clap or from settings resolution).
 
 use clap::Parser;
 use shipper::cli::{Cli, Command};
@@ -54,6 +58,10 @@ fn main() {
     let code = match result {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => 0,
+        Err(e) if e.downcast_ref::<shipper::settings::UsageError>().is_some() => {
+            shipper::log::error(format_args!("{e:#}"));
+            2
+        }
         Err(e) => {
             shipper::log::error(format_args!("{e:#}"));
             1

@@ -3,6 +3,8 @@
 
 use std::io::{self, Write};
 
+use crate::cluster::Metadata;
+use crate::escape::{json_quoted, json_str, Esc};
 use crate::wire::records::Record;
 
 /// One piece of a compiled format string.
@@ -147,40 +149,14 @@ impl Format {
     }
 }
 
-/// Writes `s` as a JSON string body (without quotes).
-fn json_escape<W: Write>(w: &mut W, s: &str) -> io::Result<()> {
-    let b = s.as_bytes();
-    let mut start = 0;
-    for (i, &c) in b.iter().enumerate() {
-        let esc: &[u8] = match c {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f => {
-                w.write_all(&b[start..i])?;
-                write!(w, "\\u{c:04x}")?;
-                start = i + 1;
-                continue;
-            }
-            _ => continue,
-        };
-        w.write_all(&b[start..i])?;
-        w.write_all(esc)?;
-        start = i + 1;
-    }
-    w.write_all(&b[start..])
-}
-
 /// Writes `"name":value` for bytes: a JSON string if UTF-8, else base64 plus `"name_encoding":"base64"`.
-fn json_bytes<W: Write>(w: &mut W, name: &str, b: Option<&[u8]>) -> io::Result<()> {
+pub fn json_bytes<W: Write>(w: &mut W, name: &str, b: Option<&[u8]>) -> io::Result<()> {
     match b {
         None => write!(w, "\"{name}\":null"),
         Some(b) => match std::str::from_utf8(b) {
             Ok(s) => {
                 write!(w, "\"{name}\":\"")?;
-                json_escape(w, s)?;
+                json_str(w, s)?;
                 w.write_all(b"\"")
             }
             Err(_) => {
@@ -194,7 +170,7 @@ fn json_bytes<W: Write>(w: &mut W, name: &str, b: Option<&[u8]>) -> io::Result<(
 
 fn write_json<W: Write>(w: &mut W, topic: &str, partition: i32, r: &Record<'_>) -> io::Result<()> {
     w.write_all(b"{\"topic\":\"")?;
-    json_escape(w, topic)?;
+    json_str(w, topic)?;
     write!(
         w,
         "\",\"partition\":{partition},\"offset\":{},\"timestamp\":{},",
@@ -239,6 +215,112 @@ pub fn base64(b: &[u8]) -> String {
         });
     }
     s
+}
+
+fn ids(v: &[i32]) -> String {
+    v.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn code_note(code: i16) -> String {
+    match crate::error::code(code) {
+        None => String::new(),
+        Some(c) => format!(" error: {}", crate::error::name(c)),
+    }
+}
+
+/// Writes cluster metadata as text, like `kcat -L`. Broker-supplied strings are escaped.
+pub fn write_metadata_text(out: &mut impl Write, md: &Metadata) -> io::Result<()> {
+    writeln!(
+        out,
+        "Metadata for cluster {}:",
+        md.cluster_id
+            .as_deref()
+            .map_or("(unknown id)".to_string(), |c| Esc::str(c).to_string())
+    )?;
+    writeln!(out, " {} brokers:", md.brokers.len())?;
+    for b in &md.brokers {
+        let ctl = if b.id == md.controller {
+            " (controller)"
+        } else {
+            ""
+        };
+        writeln!(out, "  broker {} at {}{ctl}", b.id, Esc::str(&b.addr()))?;
+    }
+    writeln!(out, " {} topics:", md.topics.len())?;
+    for t in &md.topics {
+        writeln!(
+            out,
+            "  topic \"{}\" with {} partitions:{}",
+            Esc::str(&t.name),
+            t.partitions.len(),
+            code_note(t.error)
+        )?;
+        for p in &t.partitions {
+            writeln!(
+                out,
+                "    partition {}, leader {}, replicas: {}, isrs: {}{}",
+                p.id,
+                p.leader,
+                ids(&p.replicas),
+                ids(&p.isr),
+                code_note(p.error)
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes cluster metadata as one JSON object.
+pub fn write_metadata_json(out: &mut impl Write, md: &Metadata) -> io::Result<()> {
+    let brokers: Vec<String> = md
+        .brokers
+        .iter()
+        .map(|b| {
+            format!(
+                "{{\"id\":{},\"host\":{},\"port\":{}}}",
+                b.id,
+                json_quoted(&b.host),
+                b.port
+            )
+        })
+        .collect();
+    let topics: Vec<String> = md
+        .topics
+        .iter()
+        .map(|t| {
+            let parts: Vec<String> = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{{\"partition\":{},\"leader\":{},\"replicas\":[{}],\"isrs\":[{}],\"error\":{}}}",
+                        p.id,
+                        p.leader,
+                        ids(&p.replicas),
+                        ids(&p.isr),
+                        p.error
+                    )
+                })
+                .collect();
+            format!(
+                "{{\"topic\":{},\"error\":{},\"partitions\":[{}]}}",
+                json_quoted(&t.name),
+                t.error,
+                parts.join(",")
+            )
+        })
+        .collect();
+    writeln!(
+        out,
+        "{{\"cluster_id\":{},\"controller\":{},\"brokers\":[{}],\"topics\":[{}]}}",
+        md.cluster_id.as_deref().map_or("null".into(), json_quoted),
+        md.controller,
+        brokers.join(","),
+        topics.join(",")
+    )
 }
 
 #[cfg(test)]

@@ -30,8 +30,9 @@ pub const KCAT_INPUT: &[(&str, &str)] = &[
 ];
 
 async fn raw<R: Request>(conn: &Connection, req: &R, version: i16) -> Bytes {
-    let p = conn.send(req, version, true).await.unwrap().unwrap();
-    let frame = conn.wait(p).await.unwrap();
+    let until = conn.request_deadline(None);
+    let p = conn.send(req, version, true, until).await.unwrap();
+    let frame = conn.wait(p, until).await.unwrap();
     let mut out = BytesMut::new();
     out.put_i32(frame.len() as i32);
     out.extend_from_slice(&frame);
@@ -75,7 +76,7 @@ fn capture_fixtures() {
         .unwrap();
     rt.block_on(async {
         let cluster = Arc::new(Cluster::new(ClientOptions::new(&b)));
-        let conn = cluster.connection(&b).await.unwrap();
+        let conn = cluster.connection(&b, None).await.unwrap();
         let mut av = ApiVersionsRequest::default();
         av.client_software_name = StrBytes::from_static_str("shipper");
         av.client_software_version = StrBytes::from_static_str("0.1.0");

@@ -381,7 +381,7 @@ fn a_record_larger_than_the_topics_max_message_bytes_fails_and_is_not_reported_s
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("3 records sent, 2 acked, 1 failed"), "{err}");
     assert!(
-        err.contains("MessageTooLarge") || err.contains("too large"),
+        err.contains("MESSAGE_TOO_LARGE") && err.contains("max.message.bytes"),
         "{err}"
     );
     let got = kcat(&b, &["-C", "-t", &t, "-e", "-q"], b"");

@@ -51,7 +51,7 @@ fn tail_ships_existing_and_appended_lines_and_holds_a_partial_line_until_its_new
     let size = std::fs::metadata(&f).unwrap().len();
     assert!(
         ck.lines()
-            .any(|l| l.split('\t').nth(3) == Some(&size.to_string())),
+            .any(|l| l.split(' ').nth(5) == Some(&size.to_string())),
         "{ck}"
     );
 }

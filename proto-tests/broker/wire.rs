@@ -36,7 +36,7 @@ async fn produce_records(
         batch_bytes: 16 * 1024,
         ..ProducerConfig::default()
     };
-    let mut p = Producer::new(cluster.clone(), meta, cfg);
+    let mut p = Producer::for_topic(cluster.clone(), meta, cfg);
     p.init().await.unwrap();
     let mut sent: Vec<(i32, Rec)> = Vec::new();
     let base = shipper::producer::timestamp_now_ms() - 10_000;
@@ -51,8 +51,9 @@ async fn produce_records(
             .collect();
         let ts = base + i as i64;
         let part = p
-            .append(key.as_deref(), Some(&value), &hs, ts, i as u64)
-            .unwrap();
+            .append(0, key.as_deref(), Some(&value), &hs, ts, i as u64)
+            .unwrap()
+            .partition;
         sent.push((part, (key, value, headers, ts)));
         if p.is_full() {
             p.drive(&mut deliveries).await.unwrap();
@@ -76,15 +77,8 @@ async fn produce_records(
 
 async fn fetch_all(cluster: &Arc<Cluster>, topic: &str) -> BTreeMap<i32, Vec<Rec>> {
     let meta = cluster.topic(topic, false).await.unwrap();
-    let mut c = Consumer::new(
-        cluster.clone(),
-        meta,
-        &[],
-        StartOffset::Beginning,
-        FetchConfig::default(),
-    )
-    .await
-    .unwrap();
+    let mut c = Consumer::new(cluster.clone(), FetchConfig::default());
+    c.assign(meta, &[], StartOffset::Beginning).await.unwrap();
     let mut got: BTreeMap<i32, Vec<Rec>> = BTreeMap::new();
     let mut scratch = Vec::new();
     let mut expected_offset: BTreeMap<i32, i64> = BTreeMap::new();
@@ -198,7 +192,13 @@ fn unreachable_bootstrap_is_a_typed_error_naming_the_address() {
         let err = cluster.metadata(None, false).await.unwrap_err();
         match &err {
             Error::Deadline { last, .. } => {
-                assert!(matches!(**last, Error::Connect { .. }), "{last:?}")
+                assert!(
+                    matches!(
+                        **last,
+                        Error::Conn(shipper::connection::ConnError::Connect { .. })
+                    ),
+                    "{last:?}"
+                )
             }
             other => panic!("expected Deadline(Connect), got {other:?}"),
         }

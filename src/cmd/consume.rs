@@ -3,31 +3,39 @@
 use std::io::{BufWriter, Write};
 use std::time::Duration;
 
-use anyhow::Context;
-
 use crate::cli::{Common, ConsumeArgs};
 use crate::consumer::{Consumer, FetchConfig, StartOffset};
 use crate::output::Format;
+use crate::settings::{usage, KafkaSettings};
 
 /// Runs the command; returns the exit code.
 pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
     let format = match (&args.format, args.json) {
-        (Some(f), _) => Format::parse(f).map_err(anyhow::Error::msg)?,
+        (Some(f), _) => match Format::parse(f) {
+            Ok(f) => f,
+            Err(e) => return usage(e),
+        },
         (None, true) => Format::Json,
         (None, false) => Format::Value,
     };
     let start = match (&args.offset, args.from_beginning) {
         (_, true) => StartOffset::Beginning,
-        (Some(o), false) => StartOffset::parse(o).with_context(|| {
-            format!("invalid --offset '{o}' (use beginning, end, N, -N or s@TIMESTAMP_MS)")
-        })?,
+        (Some(o), false) => match StartOffset::parse(o) {
+            Some(s) => s,
+            None => {
+                return usage(format!(
+                    "invalid --offset '{o}' (use beginning, end, N, -N or s@TIMESTAMP_MS)"
+                ))
+            }
+        },
         (None, false) => StartOffset::End,
     };
-    let cluster = super::cluster(common, Some(Duration::from_secs(30)))?;
+    let cluster = KafkaSettings::from_flags(common, Some(Duration::from_secs(30)))?.cluster();
     let meta = cluster.topic(&args.topic, false).await?;
     let cfg = FetchConfig::default();
     let max_decompressed = cfg.max_decompressed_bytes;
-    let mut consumer = Consumer::new(cluster.clone(), meta, &args.partitions, start, cfg).await?;
+    let mut consumer = Consumer::new(cluster.clone(), cfg);
+    consumer.assign(meta, &args.partitions, start).await?;
     let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
     let mut count: u64 = 0;
     let mut scratch = Vec::new();
@@ -53,17 +61,18 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
         };
         let mut write_err = None;
         for f in &fetched {
+            let topic = consumer.topic_name(f.topic);
             let res = f.for_each_record(&mut scratch, max_decompressed, |r| {
                 if count >= max || write_err.is_some() {
                     return;
                 }
-                if let Err(e) = format.write(&mut out, &args.topic, f.partition, r) {
+                if let Err(e) = format.write(&mut out, topic, f.partition, r) {
                     write_err = Some(e);
                 }
                 count += 1;
             });
             res.map_err(|source| crate::error::Error::Records {
-                topic: args.topic.clone(),
+                topic: topic.to_string(),
                 partition: f.partition,
                 source,
             })?;
@@ -79,7 +88,7 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
     out.flush()?;
     crate::log::info(format_args!(
         "consumed {count} records from '{}'",
-        args.topic
+        crate::escape::Esc::str(&args.topic)
     ));
     Ok(0)
 }

@@ -1,12 +1,17 @@
 //! `shipper produce TOPIC`: stdin (or a file) lines to Kafka, one record per line.
 
 use std::io::Read;
+use std::ops::ControlFlow;
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use tokio::sync::mpsc;
 
 use crate::cli::{Common, ProduceArgs};
-use crate::producer::{timestamp_now_ms, Delivery, Producer};
+use crate::escape::Esc;
+use crate::producer::{timestamp_now_ms, Delivery, OnPermanent, Producer};
+use crate::settings::{parse_headers, producer_config, KafkaSettings};
+use crate::tail::lines::{LineSplitter, Piece};
 use crate::wire::records::Header;
 
 const CHUNK_BYTES: usize = 256 * 1024;
@@ -17,6 +22,7 @@ struct Tally {
     sent: u64,
     acked: u64,
     failed: u64,
+    truncated: u64,
     errors_shown: u64,
 }
 
@@ -43,152 +49,206 @@ fn spawn_reader(mut input: Box<dyn Read + Send>) -> mpsc::Receiver<std::io::Resu
     rx
 }
 
+/// What every line is sent with.
+struct Shape<'a> {
+    key: Option<&'a [u8]>,
+    key_separator: Option<&'a [u8]>,
+    headers: Vec<Header<'a>>,
+}
+
+/// The producer, the line splitter and the tallies of one run.
+struct Run<'a> {
+    producer: Producer,
+    shape: Shape<'a>,
+    splitter: LineSplitter,
+    tally: Tally,
+    line_no: u64,
+    sync: bool,
+    print_offsets: bool,
+    deliveries: Vec<Delivery>,
+}
+
+impl Run<'_> {
+    fn send_line(&mut self, line: &[u8], truncated: bool, ts: i64) {
+        self.line_no += 1;
+        let (key, value) = match (self.shape.key, self.shape.key_separator) {
+            (Some(k), _) => (Some(k), line),
+            (None, Some(sep)) => match memchr::memmem::find(line, sep) {
+                Some(i) => (Some(&line[..i]), &line[i + sep.len()..]),
+                None => (None, line),
+            },
+            (None, None) => (None, line),
+        };
+        self.tally.sent += 1;
+        self.tally.truncated += truncated as u64;
+        if let Err(e) =
+            self.producer
+                .append(0, key, Some(value), &self.shape.headers, ts, self.line_no)
+        {
+            self.tally.failed += 1;
+            crate::log::error(format_args!("line {}: {e}; not sent", self.line_no));
+        }
+    }
+
+    /// Splits `data` into lines and sends them; returns the offset of an incomplete last line.
+    async fn feed(&mut self, data: &[u8], last: bool) -> anyhow::Result<usize> {
+        let mut pos = 0;
+        loop {
+            let ts = timestamp_now_ms();
+            let mut sent_one = false;
+            let mut splitter = self.splitter.clone();
+            let used = splitter.split(&data[pos..], last, |piece| {
+                if let Piece::Line {
+                    bytes, truncated, ..
+                } = piece
+                {
+                    self.send_line(bytes, truncated, ts);
+                    sent_one = true;
+                    if self.sync || self.producer.is_full() {
+                        return ControlFlow::Break(());
+                    }
+                }
+                ControlFlow::Continue(())
+            });
+            self.splitter = splitter;
+            pos += used;
+            if self.sync && sent_one {
+                self.producer.flush(&mut self.deliveries).await?;
+                self.report();
+            }
+            while self.producer.is_full() {
+                self.producer.drive(&mut self.deliveries).await?;
+                self.report();
+            }
+            if !sent_one || pos >= data.len() {
+                return Ok(pos);
+            }
+        }
+    }
+
+    fn report(&mut self) {
+        report(&mut self.deliveries, &mut self.tally, self.print_offsets);
+    }
+}
+
 /// Runs the command; returns the exit code.
 pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
-    let mut cfg = super::producer_config(&args.producer)?;
-    let headers_owned = super::parse_headers(&args.producer.headers)?;
-    let cluster = super::cluster(common, Some(std::time::Duration::from_secs(30)))?;
-    cfg.delivery_timeout = cluster.options().retry_limit;
+    let mut cfg = producer_config(&args.producer);
+    let headers_owned = parse_headers(&args.producer.headers)?;
+    let kafka = KafkaSettings::from_flags(common, Some(Duration::from_secs(30)))?;
+    cfg.delivery_timeout = kafka.timeout;
+    cfg.on_permanent = OnPermanent::Fail;
+    if args.sync {
+        cfg.linger = Duration::ZERO;
+        cfg.max_in_flight = 1;
+    }
     let input: Box<dyn Read + Send> = match &args.file {
         Some(p) => Box::new(
-            std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
+            std::fs::File::open(p).with_context(|| format!("cannot open {}", Esc::path(p)))?,
         ),
         None => Box::new(std::io::stdin()),
     };
+    let cluster = kafka.cluster();
     let meta = cluster.topic(&args.topic, true).await?;
     if let Some(p) = args.partition {
-        if p < 0 || p as usize >= meta.partitions.len() {
-            bail!(
-                "topic '{}' has no partition {p} (it has {})",
-                args.topic,
-                meta.partitions.len()
-            );
+        if p as usize >= meta.partitions.len() {
+            return Err(crate::error::Error::UnknownPartition {
+                topic: args.topic.clone(),
+                partition: p,
+                count: meta.partitions.len(),
+            }
+            .into());
         }
         cfg.partition = Some(p);
-    }
-    if args.sync {
-        cfg.linger = std::time::Duration::ZERO;
-        cfg.max_in_flight = 1;
     }
     if args.print_offsets && cfg.acks == 0 {
         crate::log::warn(format_args!(
             "--print-offsets: with --acks 0 the broker reports no offsets"
         ));
     }
-    let headers: Vec<Header<'_>> = headers_owned
-        .iter()
-        .map(|(k, v)| (k.as_slice(), Some(v.as_slice())))
-        .collect();
-    let mut producer = Producer::new(cluster.clone(), meta, cfg);
+    let mut producer = Producer::for_topic(cluster.clone(), meta, cfg);
     producer.init().await?;
+    let mut run = Run {
+        producer,
+        shape: Shape {
+            key: args.key.as_deref().map(str::as_bytes),
+            key_separator: args.key_separator.as_deref().map(str::as_bytes),
+            headers: headers_owned
+                .iter()
+                .map(|(k, v)| (k.as_slice(), Some(v.as_slice())))
+                .collect(),
+        },
+        splitter: LineSplitter::new(args.max_line_bytes as usize),
+        tally: Tally::default(),
+        line_no: 0,
+        sync: args.sync,
+        print_offsets: args.print_offsets,
+        deliveries: Vec::new(),
+    };
     let mut rx = spawn_reader(input);
-    let mut tally = Tally::default();
-    let mut deliveries = Vec::new();
+    // Only an incomplete line is carried between chunks (at most --max-line-bytes), never a chunk.
     let mut carry: Vec<u8> = Vec::new();
-    let mut line_no: u64 = 0;
-    let mut input_done = false;
-    while !input_done {
-        while producer.is_full() {
-            producer.drive(&mut deliveries).await?;
-            report(&mut deliveries, &mut tally, args.print_offsets);
-        }
+    loop {
         tokio::select! {
             chunk = rx.recv() => match chunk {
                 Some(Ok(c)) => {
-                    let ts = timestamp_now_ms();
-                    // Only the partial line carried over from the last chunk is copied, never the chunk.
-                    let mut start = 0;
+                    let mut rest: &[u8] = &c;
                     if !carry.is_empty() {
-                        match memchr::memchr(b'\n', &c) {
-                            Some(i) => {
-                                carry.extend_from_slice(&c[..i]);
-                                line_no += 1;
-                                send_line(&mut producer, args, &headers, &carry, ts, line_no, &mut tally);
-                                carry.clear();
-                                start = i + 1;
-                                if args.sync {
-                                    producer.flush(&mut deliveries).await?;
-                                    report(&mut deliveries, &mut tally, args.print_offsets);
-                                }
+                        match memchr::memchr(b'\n', rest) {
+                            Some(nl) => {
+                                carry.extend_from_slice(&rest[..=nl]);
+                                let line = std::mem::take(&mut carry);
+                                run.feed(&line, false).await?;
+                                rest = &rest[nl + 1..];
                             }
                             None => {
-                                carry.extend_from_slice(&c);
+                                carry.extend_from_slice(rest);
+                                let line = std::mem::take(&mut carry);
+                                let used = run.feed(&line, false).await?;
+                                carry = line[used..].to_vec();
                                 continue;
                             }
                         }
                     }
-                    let base = start;
-                    for nl in memchr::memchr_iter(b'\n', &c[base..]) {
-                        let end = base + nl;
-                        line_no += 1;
-                        send_line(&mut producer, args, &headers, &c[start..end], ts, line_no, &mut tally);
-                        start = end + 1;
-                        if args.sync {
-                            producer.flush(&mut deliveries).await?;
-                            report(&mut deliveries, &mut tally, args.print_offsets);
-                        }
-                    }
-                    carry.extend_from_slice(&c[start..]);
+                    let used = run.feed(rest, false).await?;
+                    carry.extend_from_slice(&rest[used..]);
                 }
-                Some(Err(e)) => bail!("cannot read input: {e}"),
-                None => input_done = true,
+                Some(Err(e)) => anyhow::bail!("cannot read input: {e}"),
+                None => break,
             },
-            r = producer.drive(&mut deliveries), if !producer.is_idle() => {
+            r = run.producer.drive(&mut run.deliveries), if !run.producer.is_idle() => {
                 r?;
-                report(&mut deliveries, &mut tally, args.print_offsets);
+                run.report();
             }
         }
     }
     if !carry.is_empty() {
-        line_no += 1;
-        let ts = timestamp_now_ms();
-        send_line(
-            &mut producer,
-            args,
-            &headers,
-            &carry,
-            ts,
-            line_no,
-            &mut tally,
-        );
+        run.feed(&carry, true).await?;
     }
-    producer.flush(&mut deliveries).await?;
-    report(&mut deliveries, &mut tally, args.print_offsets);
+    run.producer.flush(&mut run.deliveries).await?;
+    run.report();
+    let t = &run.tally;
+    let truncated = if t.truncated > 0 {
+        format!(
+            ", {} truncated to {} bytes",
+            t.truncated, args.max_line_bytes
+        )
+    } else {
+        String::new()
+    };
     let summary = format!(
-        "topic '{}': {} records sent, {} acked, {} failed",
-        args.topic, tally.sent, tally.acked, tally.failed
+        "topic '{}': {} records sent, {} acked, {} failed{truncated}",
+        Esc::str(&args.topic),
+        t.sent,
+        t.acked,
+        t.failed
     );
-    if tally.failed > 0 || tally.acked != tally.sent {
+    if t.failed > 0 || t.acked != t.sent {
         crate::log::error(format_args!("{summary}"));
         return Ok(1);
     }
     crate::log::info(format_args!("{summary}"));
     Ok(0)
-}
-
-fn send_line(
-    producer: &mut Producer,
-    args: &ProduceArgs,
-    headers: &[Header<'_>],
-    line: &[u8],
-    ts: i64,
-    line_no: u64,
-    tally: &mut Tally,
-) {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let (key, value) = match (&args.key, &args.key_separator) {
-        (Some(k), _) => (Some(k.as_bytes()), line),
-        (None, Some(sep)) => match memchr::memmem::find(line, sep.as_bytes()) {
-            Some(i) => (Some(&line[..i]), &line[i + sep.len()..]),
-            None => (None, line),
-        },
-        (None, None) => (None, line),
-    };
-    tally.sent += 1;
-    if let Err(e) = producer.append(key, Some(value), headers, ts, line_no) {
-        tally.failed += 1;
-        crate::log::error(format_args!("line {line_no}: {e}; not sent"));
-    }
 }
 
 fn report(deliveries: &mut Vec<Delivery>, tally: &mut Tally, print_offsets: bool) {

@@ -1,110 +1,301 @@
-//! The checkpoint: per file identity and path, the byte offset Kafka has acknowledged. Versioned text,
-//! written atomically (tmp, fsync, rename, fsync the directory).
+//! The checkpoint: per file identity, the byte offset Kafka has acknowledged. Versioned text with
+//! percent-encoded paths, written atomically (a fresh temp file created exclusively with mode 0600 and
+//! without following links, fsync, rename, fsync of the directory), guarded by an exclusive lock so two
+//! processes never share one checkpoint.
 //!
 //! ```text
-//! shipper-checkpoint 1
-//! <dev>\t<ino>\t<fingerprint hex or ->\t<acked offset>\t<path>
+//! shipper-checkpoint 2
+//! <dev> <ino> <birth ns or -> <fingerprint bytes> <fingerprint hex> <acked offset> <path, %-encoded>
 //! ```
+//!
+//! Loading never stops `tail`: a damaged line is dropped (and said), the damaged file is moved aside
+//! for inspection, and the good entries are kept. Version 1 files (round 1) are read too.
 
-use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::identity::FileId;
+use super::identity::{FileId, Fingerprint};
+use crate::escape::Esc;
 
-const HEADER: &str = "shipper-checkpoint 1";
+const HEADER_V1: &str = "shipper-checkpoint 1";
+const HEADER_V2: &str = "shipper-checkpoint 2";
 
 /// One file's acknowledged position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// The file's identity.
     pub id: FileId,
-    /// Fingerprint of the first bytes, when the file had enough of them.
-    pub fingerprint: Option<u64>,
+    /// Fingerprint of its first bytes.
+    pub fingerprint: Fingerprint,
     /// Bytes of the file Kafka has acknowledged, from the start.
     pub offset: u64,
-    /// Where the file was when last seen (informational).
+    /// Where the file was when last seen.
     pub path: PathBuf,
 }
 
-/// Reads a checkpoint file; a missing file is an empty checkpoint.
-pub fn load(path: &Path) -> io::Result<HashMap<FileId, Entry>> {
-    let text = match fs::read_to_string(path) {
+/// What loading found.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The good entries.
+    pub entries: Vec<Entry>,
+    /// Damaged lines dropped.
+    pub dropped: usize,
+    /// Where a damaged file was moved, if it was.
+    pub moved_to: Option<PathBuf>,
+}
+
+/// `%`-encodes every byte that is not a printable, non-space ASCII character (and `%` itself).
+pub fn encode_path(p: &Path) -> String {
+    let mut s = String::new();
+    for &b in p.as_os_str().as_bytes() {
+        if b.is_ascii_graphic() && b != b'%' {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
+/// Reverses [`encode_path`]; `None` for a malformed encoding.
+pub fn decode_path(s: &str) -> Option<PathBuf> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(PathBuf::from(std::ffi::OsString::from_vec(out)))
+}
+
+fn parse_v2(line: &str) -> Option<Entry> {
+    let mut f = line.split(' ');
+    let dev = f.next()?.parse().ok()?;
+    let ino = f.next()?.parse().ok()?;
+    let born = match f.next()? {
+        "-" => None,
+        n => Some(n.parse().ok()?),
+    };
+    let fp_len: u16 = f.next()?.parse().ok()?;
+    let fp_hash = u64::from_str_radix(f.next()?, 16).ok()?;
+    let offset = f.next()?.parse().ok()?;
+    let path = decode_path(f.next()?)?;
+    if f.next().is_some() || fp_len as usize > super::identity::FINGERPRINT_BYTES {
+        return None;
+    }
+    Some(Entry {
+        id: FileId { dev, ino, born },
+        fingerprint: Fingerprint {
+            len: fp_len,
+            hash: fp_hash,
+        },
+        offset,
+        path,
+    })
+}
+
+/// Round 1's format: tab-separated, a 256-byte fingerprint or `-`, a raw path.
+fn parse_v1(line: &str) -> Option<Entry> {
+    let mut f = line.splitn(5, '\t');
+    let dev = f.next()?.parse().ok()?;
+    let ino = f.next()?.parse().ok()?;
+    let fp = f.next()?;
+    let offset = f.next()?.parse().ok()?;
+    let path = PathBuf::from(f.next()?);
+    // A v1 fingerprint is a hash of 256 bytes; without one, the file was shorter: unknown, so take
+    // the empty fingerprint (it matches any file) and rely on the inode and the offset.
+    let fingerprint = match fp {
+        "-" => Fingerprint::EMPTY,
+        h => Fingerprint {
+            len: super::identity::FINGERPRINT_BYTES as u16,
+            hash: u64::from_str_radix(h, 16).ok()?,
+        },
+    };
+    Some(Entry {
+        id: FileId {
+            dev,
+            ino,
+            born: None,
+        },
+        fingerprint,
+        offset,
+        path,
+    })
+}
+
+/// Reads a checkpoint file; a missing file is an empty checkpoint. Damage is repaired, not fatal.
+pub fn load(path: &Path) -> io::Result<Loaded> {
+    let bytes = match fs::read(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::default()),
         Err(e) => return Err(e),
     };
-    let mut lines = text.lines();
-    if lines.next() != Some(HEADER) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{} is not a shipper checkpoint (version 1)", path.display()),
-        ));
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines = text.split('\n');
+    let header = lines.next().unwrap_or_default();
+    let parse: fn(&str) -> Option<Entry> = match header {
+        HEADER_V2 => parse_v2,
+        HEADER_V1 => parse_v1,
+        _ => |_| None,
+    };
+    let mut out = Loaded::default();
+    let known_header = header == HEADER_V1 || header == HEADER_V2;
+    if !known_header {
+        out.dropped += 1;
     }
-    let mut out = HashMap::new();
-    for (n, line) in lines.enumerate() {
-        let bad = || {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: malformed line {}", path.display(), n + 2),
-            )
-        };
-        let mut f = line.splitn(5, '\t');
-        let mut next = || f.next().ok_or_else(bad);
-        let dev = next()?.parse().map_err(|_| bad())?;
-        let ino = next()?.parse().map_err(|_| bad())?;
-        let fp = next()?;
-        let fingerprint = if fp == "-" {
-            None
-        } else {
-            Some(u64::from_str_radix(fp, 16).map_err(|_| bad())?)
-        };
-        let offset = next()?.parse().map_err(|_| bad())?;
-        let p = PathBuf::from(next()?);
-        let id = FileId { dev, ino };
-        out.insert(
-            id,
-            Entry {
-                id,
-                fingerprint,
-                offset,
-                path: p,
-            },
-        );
+    for line in lines.filter(|l| !l.is_empty()) {
+        match parse(line) {
+            Some(e) => out.entries.push(e),
+            None => out.dropped += 1,
+        }
+    }
+    if out.dropped > 0 {
+        let aside = PathBuf::from(format!(
+            "{}.damaged-{}",
+            path.display(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        ));
+        if fs::rename(path, &aside).is_ok() {
+            out.moved_to = Some(aside);
+        }
     }
     Ok(out)
 }
 
-/// Writes the checkpoint atomically: a crash leaves either the old or the new file, never a torn one.
-pub fn store<'a>(path: &Path, entries: impl Iterator<Item = &'a Entry>) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    let mut text = String::from(HEADER);
+/// The checkpoint's text.
+pub fn render<'a>(entries: impl Iterator<Item = &'a Entry>) -> String {
+    let mut text = String::from(HEADER_V2);
     text.push('\n');
     for e in entries {
-        let fp = e
-            .fingerprint
-            .map_or("-".to_string(), |f| format!("{f:016x}"));
+        let born = e.id.born.map_or("-".to_string(), |b| b.to_string());
         text.push_str(&format!(
-            "{}\t{}\t{fp}\t{}\t{}\n",
+            "{} {} {born} {} {:016x} {} {}\n",
             e.id.dev,
             e.id.ino,
+            e.fingerprint.len,
+            e.fingerprint.hash,
             e.offset,
-            e.path.display()
+            encode_path(&e.path)
         ));
     }
-    {
-        let mut f = File::create(&tmp)?;
+    text
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map_or("checkpoint".into(), |n| n.to_string_lossy().into_owned())
+}
+
+/// Writes the checkpoint atomically: a crash leaves either the old or the new file, never a torn one.
+/// The temp file is new (`O_EXCL`), private (0600) and never a link someone planted (`O_NOFOLLOW`).
+pub fn store(path: &Path, text: &str) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}-{}",
+        file_name(path),
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let r = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if r.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
-    fs::rename(&tmp, path)?;
+    r?;
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// An exclusive lock on a checkpoint, held for the life of the process: a second `tail` on the same
+/// checkpoint is refused instead of shipping everything twice.
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl Lock {
+    /// Creates the checkpoint's directory if needed and takes `<checkpoint>.lock`.
+    pub fn take(checkpoint: &Path) -> io::Result<Lock> {
+        if let Some(dir) = checkpoint.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir)?;
+        }
+        let path = PathBuf::from(format!("{}.lock", checkpoint.display()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)?;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r != 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "checkpoint {} is in use by another shipper tail (locked: {}); run one tail per checkpoint, or give this one its own --checkpoint",
+                        Esc::path(checkpoint),
+                        Esc::path(&path)
+                    ),
+                ));
+            }
+            return Err(e);
+        }
+        // Leftover temp files of processes that died mid-write.
+        let prefix = format!(".{}.tmp-", file_name(checkpoint));
+        if let Ok(rd) = fs::read_dir(
+            checkpoint
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        ) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(Lock { _file: file, path })
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 /// The default checkpoint location: `$XDG_STATE_HOME/shipper/` or `~/.local/state/shipper/`, named
@@ -114,30 +305,141 @@ pub fn default_path(topic: &str) -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
         .unwrap_or_else(|| PathBuf::from("."));
-    base.join("shipper")
-        .join(format!("tail-{topic}.checkpoint"))
+    let safe: String = topic
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    base.join("shipper").join(format!("tail-{safe}.checkpoint"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn checkpoint_round_trips_and_rejects_other_files() {
-        let dir = std::env::temp_dir().join(format!("shipper-ckpt-{}", std::process::id()));
-        let p = dir.join("c");
-        let e = Entry {
-            id: FileId { dev: 1, ino: 2 },
-            fingerprint: Some(0xabc),
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("shipper-ckpt-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn entry(path: &str) -> Entry {
+        Entry {
+            id: FileId {
+                dev: 1,
+                ino: 2,
+                born: Some(1_700_000_000_123_456_789),
+            },
+            fingerprint: Fingerprint::of(b"abc"),
             offset: 77,
-            path: PathBuf::from("/var/log/a b.log"),
-        };
-        store(&p, [e.clone()].iter()).unwrap();
+            path: PathBuf::from(std::ffi::OsString::from_vec(path.as_bytes().to_vec())),
+        }
+    }
+
+    #[test]
+    fn hostile_file_names_round_trip() {
+        let d = dir("names");
+        let p = d.join("c");
+        let e1 = entry("/var/log/a b\n\tc%d.log");
+        let mut e2 = entry("/var/log/\u{1b}[31m.log");
+        e2.id.ino = 3;
+        e2.path = PathBuf::from(std::ffi::OsString::from_vec(
+            b"/var/log/\xff\xfe.log".to_vec(),
+        ));
+        store(&p, &render([e1.clone(), e2.clone()].iter())).unwrap();
+        let text = fs::read_to_string(&p).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
         let got = load(&p).unwrap();
-        assert_eq!(got.get(&e.id), Some(&e));
+        assert_eq!(got.entries, vec![e1, e2]);
+        assert_eq!(got.dropped, 0);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_checkpoint_keeps_its_good_entries_and_is_moved_aside() {
+        let d = dir("damaged");
+        let p = d.join("c");
+        let good = entry("/var/log/app.log");
+        let mut text = render([good.clone()].iter());
+        text.push_str("garbage line\n1 2 - 999 zz 5 /x\n");
+        fs::write(&p, text).unwrap();
+        let got = load(&p).unwrap();
+        assert_eq!(got.entries, vec![good]);
+        assert_eq!(got.dropped, 2);
+        assert!(got.moved_to.as_ref().is_some_and(|m| m.exists()));
+        assert!(!p.exists());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_foreign_file_is_moved_aside_not_fatal() {
+        let d = dir("foreign");
+        let p = d.join("c");
         fs::write(&p, "something else\n").unwrap();
-        assert!(load(&p).is_err());
-        assert!(load(&dir.join("missing")).unwrap().is_empty());
-        fs::remove_dir_all(&dir).unwrap();
+        let got = load(&p).unwrap();
+        assert!(got.entries.is_empty());
+        assert!(got.moved_to.is_some());
+        assert!(load(&d.join("missing")).unwrap().entries.is_empty());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn round_one_checkpoints_are_read() {
+        let d = dir("v1");
+        let p = d.join("c");
+        fs::write(
+            &p,
+            "shipper-checkpoint 1\n5\t6\t00000000000000ab\t10\t/var/log/a b.log\n5\t7\t-\t3\t/x\n",
+        )
+        .unwrap();
+        let got = load(&p).unwrap();
+        assert_eq!(got.entries.len(), 2);
+        assert_eq!(got.entries[0].path, PathBuf::from("/var/log/a b.log"));
+        assert_eq!(got.entries[1].fingerprint, Fingerprint::EMPTY);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_second_lock_on_one_checkpoint_is_refused() {
+        let d = dir("lock");
+        let p = d.join("c");
+        let first = Lock::take(&p).unwrap();
+        // flock locks belong to the open file description: a second open in this process conflicts
+        // just as another process would.
+        let e = Lock::take(&p).unwrap_err();
+        assert!(
+            e.to_string().contains("in use by another shipper tail"),
+            "{e}"
+        );
+        drop(first);
+        Lock::take(&p).unwrap();
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_temp_file_never_follows_a_planted_link() {
+        let d = dir("link");
+        let p = d.join("c");
+        let victim = d.join("victim");
+        fs::write(&victim, "precious").unwrap();
+        // Plant links at every name a writer might use next.
+        for n in 0..4 {
+            let name = d.join(format!(
+                ".c.tmp-{}-{}",
+                std::process::id(),
+                TMP_COUNTER.load(Ordering::Relaxed) + n
+            ));
+            let _ = std::os::unix::fs::symlink(&victim, name);
+        }
+        let r = store(&p, "x");
+        assert!(r.is_err() || fs::read_to_string(&p).unwrap() == "x");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -1,22 +1,33 @@
 //! One followed file: where we have read to, which lines are in flight, and how far Kafka has
 //! acknowledged (the checkpoint, which never runs ahead of Kafka).
+//!
+//! New bytes are mapped ([`super::map`]) and split into lines ([`super::lines`]) that are copied
+//! straight from the map into a batch: one copy from the page cache. After each line the map's fault
+//! flag is checked; if a page vanished (the file was truncated under us), that line is taken back out
+//! of the batch and the file is re-examined, so zeros are never shipped.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::Arc;
 
-use super::identity::{fingerprint, FileId};
+use tokio::time::Instant;
+
+use super::identity::{fingerprint, FileId, Fingerprint};
+use super::lines::{LineSplitter, Piece};
 use super::map::Region;
-use crate::producer::Producer;
+use super::sink::Sink;
 use crate::wire::records::Header;
 
 /// Bits of a delivery token that hold the line's sequence number; the rest hold the follower key.
-pub const SEQ_BITS: u32 = 40;
+pub const SEQ_BITS: u32 = 36;
+/// Largest follower key (keys are reused after it, skipping live ones).
+pub const MAX_KEY: u64 = (1 << (64 - SEQ_BITS)) - 1;
 
-/// Counters every line ends up in exactly one of (plus truncation events).
-#[derive(Debug, Default, Clone)]
+/// Counters every line ends up in exactly one of (plus events).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Counters {
     /// Lines handed to the producer.
     pub lines_read: u64,
@@ -43,18 +54,34 @@ pub struct ReadLimits {
     pub chunk_bytes: usize,
 }
 
-/// What one read pass found.
+/// Where a file's lines go: topic index, key and headers, fixed when the file is first followed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Route {
+    /// Topic index in the sink.
+    pub topic: usize,
+    /// Record key.
+    pub key: Option<Vec<u8>>,
+    /// Record headers.
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// What one read found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReadResult {
     /// Read this many lines; `more` if the file has more bytes ready.
     Lines {
-        /// Lines sent to the producer.
+        /// Lines sent.
         lines: u64,
-        /// More bytes wait beyond this chunk.
+        /// More bytes wait beyond what was read.
         more: bool,
     },
-    /// The file is shorter than our position or its first bytes changed: it was truncated.
+    /// The file is shorter than what we read: it was truncated.
     Truncated,
+    /// A page faulted but the file is not shorter: the disk could not read it.
+    BadPage {
+        /// Where the unreadable region starts.
+        offset: u64,
+    },
 }
 
 /// A file being followed.
@@ -63,78 +90,74 @@ pub struct Follower {
     pub key: u64,
     /// The path the file was found under.
     pub path: PathBuf,
-    file: File,
+    /// The open file, shared with scans; `None` while closed for idleness.
+    pub file: Option<Arc<File>>,
     /// Identity.
     pub id: FileId,
-    /// Fingerprint of the first bytes, once there are enough.
-    pub fingerprint: Option<u64>,
+    /// Fingerprint of the first bytes (extended as the file grows).
+    pub fingerprint: Fingerprint,
     /// Next byte to read: the start of the first line not yet sent.
     pub read_pos: u64,
-    /// Inside a line longer than the limit: drop bytes up to its newline.
+    /// Inside a line longer than the limit: its rest is being skipped.
     skipping: bool,
     /// The path no longer names this file (renamed away or deleted): finish it, then close.
     pub rotated: bool,
     /// When the file last grew (or we last read from it).
     pub last_active: Instant,
+    /// Which input found it.
+    pub input: usize,
+    /// Where its lines go.
+    pub route: Route,
     next_seq: u64,
     base_seq: u64,
     inflight: VecDeque<(u64, bool)>,
     /// Bytes acknowledged by Kafka, from the start of the file.
     pub acked_pos: u64,
-    scratch: Vec<u8>,
-    header_value: Option<Vec<u8>>,
+    /// Size at the last read.
+    pub size: u64,
 }
 
 impl Follower {
     /// Starts following `file` (found at `path`) from byte `start`.
-    pub fn new(key: u64, path: PathBuf, file: File, start: u64) -> io::Result<Self> {
-        let id = FileId::of(&file)?;
+    pub fn new(
+        key: u64,
+        path: PathBuf,
+        file: Arc<File>,
+        id: FileId,
+        start: u64,
+        input: usize,
+        route: Route,
+    ) -> io::Result<Self> {
         let fp = fingerprint(&file)?;
+        let size = file.metadata()?.len();
         Ok(Follower {
             key,
-            header_value: Some(path.to_string_lossy().into_owned().into_bytes()),
             path,
-            file,
+            file: Some(file),
             id,
             fingerprint: fp,
             read_pos: start,
             skipping: false,
             rotated: false,
             last_active: Instant::now(),
+            input,
+            route,
             next_seq: 0,
             base_seq: 0,
             inflight: VecDeque::new(),
             acked_pos: start,
-            scratch: Vec::new(),
+            size,
         })
-    }
-
-    /// Current size of the file.
-    pub fn size(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
-    }
-
-    /// Whether the file was truncated or rewritten in place since we read it.
-    pub fn was_truncated(&mut self) -> io::Result<bool> {
-        let size = self.size()?;
-        if size < self.read_pos {
-            return Ok(true);
-        }
-        let fp = fingerprint(&self.file)?;
-        match (self.fingerprint, fp) {
-            (Some(old), Some(new)) if old != new => Ok(true),
-            (Some(_), None) => Ok(true),
-            (None, Some(new)) => {
-                self.fingerprint = Some(new);
-                Ok(false)
-            }
-            _ => Ok(false),
-        }
     }
 
     /// Lines sent and not yet acknowledged.
     pub fn in_flight(&self) -> usize {
         self.inflight.iter().filter(|(_, a)| !a).count()
+    }
+
+    /// Whether everything read has been acknowledged.
+    pub fn all_acked(&self) -> bool {
+        self.acked_pos == self.read_pos
     }
 
     fn token(&mut self, end: u64) -> u64 {
@@ -161,28 +184,61 @@ impl Follower {
         }
     }
 
-    /// Bytes from `read_pos` skipped without a record (the rest of an over-long line); done at once.
+    /// Bytes from `read_pos` passed over without a record (the rest of an over-long line): done at once.
     fn skip_to(&mut self, end: u64) {
         self.read_pos = end;
         let t = self.token(end);
         self.done(t);
     }
 
-    /// Reads complete lines from the current position into the producer (up to one chunk). With
-    /// `finish`, a final line without newline is sent too (the file will not grow any more).
+    /// Takes back the last token handed out (its line was taken back out of the batch).
+    fn untoken(&mut self, previous_pos: u64) {
+        self.inflight.pop_back();
+        self.next_seq -= 1;
+        self.read_pos = previous_pos;
+    }
+
+    /// Extends a short fingerprint as the file grows; `false` if the file no longer starts with the
+    /// bytes it was taken of (rewritten in place).
+    pub fn recheck_fingerprint(&mut self) -> io::Result<bool> {
+        let Some(file) = &self.file else {
+            return Ok(true);
+        };
+        if !super::identity::starts_with(file, self.fingerprint)? {
+            return Ok(false);
+        }
+        if !self.fingerprint.is_full() {
+            self.fingerprint = fingerprint(file)?;
+        }
+        Ok(true)
+    }
+
+    /// Reads complete lines from the current position into `sink` (up to one chunk). With `finish`, a
+    /// final line without newline is sent too (the file will not grow any more).
+    #[allow(clippy::too_many_arguments)]
     pub fn read(
         &mut self,
-        producer: &mut Producer,
+        sink: &mut dyn Sink,
         limits: &ReadLimits,
-        path_header: Option<&[u8]>,
         timestamp_ms: i64,
         finish: bool,
+        now: Instant,
         c: &mut Counters,
     ) -> io::Result<ReadResult> {
-        let size = self.size()?;
+        let Some(file) = self.file.clone() else {
+            return Ok(ReadResult::Lines {
+                lines: 0,
+                more: false,
+            });
+        };
+        let size = file.metadata()?.len();
         if size < self.read_pos {
             return Ok(ReadResult::Truncated);
         }
+        if size > self.size {
+            self.last_active = now;
+        }
+        self.size = size;
         if size == self.read_pos {
             return Ok(ReadResult::Lines {
                 lines: 0,
@@ -190,128 +246,91 @@ impl Follower {
             });
         }
         let len = (size - self.read_pos).min(limits.chunk_bytes as u64) as usize;
-        // Copy out of the map first and check for truncation before anything reaches a batch: a page
-        // that vanished under us reads as zeros, which must never be shipped as data.
-        {
-            let region = Region::map(&self.file, self.read_pos, len)?;
-            region.begin_copy();
-            self.scratch.clear();
-            self.scratch.extend_from_slice(region.bytes());
-            if region.truncated() {
+        let more = (self.read_pos + len as u64) < size;
+        let region = Region::map(&file, self.read_pos, len)?;
+        let mut splitter = LineSplitter::resume(limits.max_line_bytes, self.skipping);
+        let base = self.read_pos;
+        let route = self.route.clone();
+        let headers: Vec<Header<'_>> = route
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_slice(), Some(v.as_slice())))
+            .collect();
+        let mut lines = 0;
+        let mut faulted = false;
+        let mut full = false;
+        splitter.split(region.bytes(), finish && !more, |piece| {
+            let end = base + piece.end() as u64;
+            let (bytes, truncated) = match piece {
+                Piece::Skipped { .. } if region.faulted() => {
+                    faulted = true;
+                    return ControlFlow::Break(());
+                }
+                Piece::Skipped { .. } => {
+                    self.skip_to(end);
+                    return ControlFlow::Continue(());
+                }
+                Piece::Line {
+                    bytes, truncated, ..
+                } => (bytes, truncated),
+            };
+            let before = self.read_pos;
+            let token = self.token(end);
+            self.read_pos = end;
+            let appended = sink.append(
+                route.topic,
+                route.key.as_deref(),
+                bytes,
+                &headers,
+                timestamp_ms,
+                token,
+            );
+            if region.faulted() {
+                // The copy may have read a vanished page: take the line back.
+                if let Ok(a) = appended {
+                    sink.undo_last(a);
+                }
+                self.untoken(before);
+                faulted = true;
+                return ControlFlow::Break(());
+            }
+            c.lines_read += 1;
+            match appended {
+                Ok(_) => {
+                    c.bytes_read += bytes.len() as u64;
+                    c.long_lines += truncated as u64;
+                    lines += 1;
+                }
+                Err(e) => {
+                    // max_line_bytes is below the topic's limit unless the user raised it.
+                    crate::log::warn(format_args!(
+                        "{}: line skipped: {e}",
+                        crate::escape::Esc::path(&self.path)
+                    ));
+                    c.lines_failed += 1;
+                    self.done(token);
+                }
+            }
+            if sink.is_full() {
+                full = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        });
+        self.skipping = splitter.is_skipping();
+        if faulted || region.faulted() {
+            drop(region);
+            let now_size = file.metadata()?.len();
+            if now_size < base + len as u64 {
                 return Ok(ReadResult::Truncated);
             }
+            return Ok(ReadResult::BadPage {
+                offset: self.read_pos,
+            });
         }
-        if self.size()? < self.read_pos + len as u64 {
-            return Ok(ReadResult::Truncated);
-        }
-        self.last_active = Instant::now();
-        let more = (self.read_pos + len as u64) < size;
-        let data = std::mem::take(&mut self.scratch);
-        let lines = self.send_lines(
-            &data,
-            producer,
-            limits,
-            path_header,
-            timestamp_ms,
-            finish && !more,
-            c,
-        );
-        self.scratch = data;
-        Ok(ReadResult::Lines { lines, more })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn send_lines(
-        &mut self,
-        data: &[u8],
-        producer: &mut Producer,
-        limits: &ReadLimits,
-        path_header: Option<&[u8]>,
-        ts: i64,
-        at_end: bool,
-        c: &mut Counters,
-    ) -> u64 {
-        let base = self.read_pos;
-        let mut start = 0usize;
-        let mut lines = 0;
-        let header_value = self.header_value.take();
-        let headers_buf: Vec<Header<'_>> = match (path_header, &header_value) {
-            (Some(name), Some(v)) => vec![(name, Some(v.as_slice()))],
-            _ => Vec::new(),
-        };
-        if self.skipping {
-            match memchr::memchr(b'\n', data) {
-                Some(nl) => {
-                    self.skipping = false;
-                    start = nl + 1;
-                    self.skip_to(base + start as u64);
-                }
-                None => {
-                    self.skip_to(base + data.len() as u64);
-                    self.header_value = header_value;
-                    return 0;
-                }
-            }
-        }
-        loop {
-            let rest = &data[start..];
-            let (line, next, complete) = match memchr::memchr(b'\n', rest) {
-                Some(nl) => (&rest[..nl], start + nl + 1, true),
-                None if at_end && !rest.is_empty() => (rest, data.len(), true),
-                None => (rest, data.len(), false),
-            };
-            if !complete {
-                if line.len() > limits.max_line_bytes {
-                    // A partial line already over the limit: send its head now, drop the rest.
-                    self.send_one(
-                        &line[..limits.max_line_bytes],
-                        base + next as u64,
-                        &headers_buf,
-                        producer,
-                        ts,
-                        c,
-                    );
-                    c.long_lines += 1;
-                    lines += 1;
-                    self.skipping = true;
-                }
-                break;
-            }
-            let mut value = line.strip_suffix(b"\r").unwrap_or(line);
-            if value.len() > limits.max_line_bytes {
-                value = &value[..limits.max_line_bytes];
-                c.long_lines += 1;
-            }
-            self.send_one(value, base + next as u64, &headers_buf, producer, ts, c);
-            lines += 1;
-            start = next;
-            if start >= data.len() {
-                break;
-            }
-        }
-        drop(headers_buf);
-        self.header_value = header_value;
-        lines
-    }
-
-    fn send_one(
-        &mut self,
-        value: &[u8],
-        end: u64,
-        headers: &[Header<'_>],
-        producer: &mut Producer,
-        ts: i64,
-        c: &mut Counters,
-    ) {
-        let token = self.token(end);
-        self.read_pos = end;
-        c.lines_read += 1;
-        c.bytes_read += value.len() as u64;
-        if let Err(e) = producer.append(None, Some(value), headers, ts, token) {
-            // max_line_bytes is below the topic's limit unless the user raised it: count and skip.
-            crate::log::warn(format_args!("{}: line skipped: {e}", self.path.display()));
-            c.lines_failed += 1;
-            self.done(token);
-        }
+        Ok(ReadResult::Lines {
+            lines,
+            more: more || full,
+        })
     }
 }

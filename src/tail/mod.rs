@@ -1,397 +1,309 @@
 //! `shipper tail`'s engine: discover files from paths and globs, follow each through rotation and
-//! truncation, read new lines through a memory map into the producer, and keep per file the offset
-//! Kafka has acknowledged (the checkpoint).
+//! truncation, read new lines through a memory map straight into the producer's batches, and keep per
+//! file the offset Kafka has acknowledged (the checkpoint).
 //!
+//! - [`lines`]: the one line splitter (also used by `produce`).
 //! - [`map`]: reading a region through a memory map, safe when the file is truncated under us.
-//! - [`identity`]: (device, inode) plus a fingerprint of the first bytes.
-//! - [`checkpoint`]: the versioned, atomically written checkpoint file.
+//! - [`identity`]: (device, inode, birth time) plus a fingerprint of the first bytes.
+//! - [`discover`]: which paths may be followed, and opening them safely.
+//! - [`scan`]: one pass over the file system, on a blocking thread.
+//! - [`watch`]: inotify events that make files hot or ask for a rescan.
 //! - [`follower`]: one followed file: read position, lines in flight, acknowledged watermark.
+//! - [`engine`]: the state of all followed files; [`run`] is its loop.
+//! - [`checkpoint`] and [`saver`]: the checkpoint file, its lock, and the thread that writes it.
+//! - [`sink`]: what lines are shipped into.
+//! - [`dead_letter`]: where lines Kafka refuses for good are kept.
 
 pub mod checkpoint;
+pub mod dead_letter;
+pub mod discover;
+pub mod engine;
 pub mod follower;
 pub mod identity;
+pub mod lines;
 pub mod map;
+pub mod saver;
+pub mod scan;
+pub mod sink;
+pub mod watch;
 
-use std::collections::{BTreeSet, HashMap};
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use checkpoint::Entry;
-use follower::{Counters, Follower, ReadLimits, ReadResult, SEQ_BITS};
-use identity::{fingerprint, FileId};
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::time::Instant;
 
-use crate::producer::{Delivery, Producer};
+use crate::escape::Esc;
+use crate::producer::{timestamp_now_ms, Delivery, Producer};
+pub use engine::{Engine, EngineConfig};
 
-/// How long a rotated-away or deleted file, read to its end, stays open in case its writer adds more.
-pub const ROTATED_GRACE: Duration = Duration::from_secs(5);
-
-/// Settings of the tailer.
+/// How `tail` runs, besides what the engine reads.
 #[derive(Debug, Clone)]
-pub struct TailConfig {
-    /// Paths and globs as the user gave them.
-    pub patterns: Vec<String>,
-    /// Start files found at the first scan at their end (unless the checkpoint knows them).
-    pub from_end: bool,
-    /// Reading limits.
-    pub limits: ReadLimits,
-    /// Header name to carry the source path, if any.
-    pub path_header: Option<String>,
+pub struct TailOptions {
+    /// The checkpoint file.
+    pub checkpoint: PathBuf,
+    /// Rescan the paths this often.
+    pub scan_interval: Duration,
+    /// Write the checkpoint this often when it changed.
+    pub checkpoint_interval: Duration,
+    /// Print a stats line this often.
+    pub stats_interval: Option<Duration>,
+    /// At a signal, how long to wait for lines in flight.
+    pub shutdown_timeout: Duration,
+    /// Where records refused for good are appended, if anywhere.
+    pub dead_letter: Option<PathBuf>,
 }
 
-/// Follows the files matching the patterns.
-pub struct Tailer {
-    cfg: TailConfig,
-    followers: HashMap<u64, Follower>,
-    /// Acknowledged positions by identity: loaded from the checkpoint, updated from followers.
-    known: HashMap<FileId, Entry>,
-    next_key: u64,
-    first_scan: bool,
-    warned: BTreeSet<String>,
-    /// Line and event counters.
-    pub counters: Counters,
-    dirty: bool,
-}
-
-impl Tailer {
-    /// A tailer resuming from `known` (the loaded checkpoint).
-    pub fn new(cfg: TailConfig, known: HashMap<FileId, Entry>) -> Self {
-        Tailer {
-            cfg,
-            followers: HashMap::new(),
-            known,
-            next_key: 1,
-            first_scan: true,
-            warned: BTreeSet::new(),
-            counters: Counters::default(),
-            dirty: true,
-        }
+/// Follows the files until SIGINT or SIGTERM, shipping every line through `producer`; returns the exit
+/// code (1 when lines were refused for good).
+pub async fn run(
+    cfg: EngineConfig,
+    opts: TailOptions,
+    mut producer: Producer,
+) -> anyhow::Result<i32> {
+    let lock = checkpoint::Lock::take(&opts.checkpoint)
+        .with_context(|| format!("cannot lock checkpoint {}", Esc::path(&opts.checkpoint)))?;
+    let loaded = checkpoint::load(&opts.checkpoint)
+        .with_context(|| format!("cannot read checkpoint {}", Esc::path(&opts.checkpoint)))?;
+    if loaded.dropped > 0 {
+        crate::log::warn(format_args!(
+            "checkpoint {}: {} damaged lines dropped ({} files kept); the damaged file is kept as {}; files it no longer knows are read from their start",
+            Esc::path(&opts.checkpoint),
+            loaded.dropped,
+            loaded.entries.len(),
+            loaded.moved_to.as_deref().map_or("(could not be moved)".to_string(), |p| Esc::path(p).to_string())
+        ));
     }
-
-    /// The directories to watch for new files: each pattern's parent.
-    pub fn watch_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
-        for p in &self.cfg.patterns {
-            let path = Path::new(p);
-            let mut dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-            // A glob in a directory component: watch the longest literal prefix.
-            while dir.to_string_lossy().contains(['*', '?', '[']) {
-                dir = dir.parent().unwrap_or(Path::new(".")).to_path_buf();
-            }
-            if dir.as_os_str().is_empty() {
-                dir = PathBuf::from(".");
-            }
-            dirs.insert(dir);
-        }
-        dirs.into_iter().collect()
+    let mut engine = Engine::new(cfg, loaded.entries);
+    let saver = saver::Saver::start(&opts.checkpoint)?;
+    // Refuse to start with a checkpoint that cannot be written: every restart would resend everything.
+    saver
+        .flush(
+            checkpoint::render(engine.checkpoint_entries().iter()),
+            Duration::from_secs(30),
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot write checkpoint {}: {e}",
+                Esc::path(&opts.checkpoint)
+            )
+        })?;
+    let mut dead = match &opts.dead_letter {
+        Some(p) => Some(dead_letter::DeadLetters::open(p)?),
+        None => None,
+    };
+    let mut watch = watch::Watch::new();
+    for p in engine.patterns().iter() {
+        watch.watch_dir(&p.base, opts.scan_interval.as_millis() as u64);
     }
-
-    fn warn_once(&mut self, key: String, msg: std::fmt::Arguments<'_>) {
-        if self.warned.insert(key) {
-            crate::log::warn(msg);
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut scan_tick = tokio::time::interval(opts.scan_interval);
+    let mut ckpt_tick = tokio::time::interval(opts.checkpoint_interval);
+    let every = opts.stats_interval.unwrap_or(Duration::from_secs(3600));
+    let mut stats_tick = tokio::time::interval_at(Instant::now() + every, every);
+    let mut deliveries = Vec::new();
+    let mut stats = Stats::new(&engine);
+    let started = Instant::now();
+    let mut trouble_since: Option<Instant> = None;
+    let mut scan_task: Option<tokio::task::JoinHandle<scan::ScanResult>> = None;
+    let mut rescan = true;
+    crate::log::info(format_args!(
+        "tailing {} ; checkpoint {}",
+        engine
+            .patterns()
+            .iter()
+            .map(|p| Esc::str(&p.raw).to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+        Esc::path(&opts.checkpoint)
+    ));
+    loop {
+        let (changed, wants_rescan) = watch.take();
+        rescan |= wants_rescan;
+        for p in &changed {
+            engine.touch(p);
+            rescan |= engine.closed_at(p);
         }
-    }
-
-    fn expand(&mut self) -> Vec<PathBuf> {
-        let mut out = BTreeSet::new();
-        for p in self.cfg.patterns.clone() {
-            if !p.contains(['*', '?', '[']) {
-                let path = PathBuf::from(&p);
-                if path.is_dir() {
-                    self.warn_once(
-                        format!("dir:{p}"),
-                        format_args!("{p} is a directory, not a file; to follow its files use a glob such as '{p}/*.log'"),
-                    );
-                } else if path.exists() {
-                    out.insert(path);
-                } else if self.first_scan {
-                    // Only at start: a path briefly missing during a rotation is not news.
-                    self.warn_once(
-                        format!("missing:{p}"),
-                        format_args!("{p} does not exist yet; waiting for it"),
-                    );
-                }
-                continue;
+        if rescan && scan_task.is_none() {
+            rescan = false;
+            let req = engine.scan_request();
+            scan_task = Some(tokio::task::spawn_blocking(move || scan::run(req)));
+        }
+        let more = !producer.is_full()
+            && engine.read_pass(&mut producer, timestamp_now_ms(), Instant::now());
+        tokio::select! {
+            biased;
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            r = producer.drive(&mut deliveries), if !producer.is_idle() => {
+                r?;
+                apply(&mut engine, &mut deliveries, &producer, dead.as_mut());
+                report_trouble(&producer, &engine, &mut trouble_since);
             }
-            match glob::glob(&p) {
-                Ok(paths) => {
-                    for entry in paths.flatten() {
-                        if entry.is_file() {
-                            out.insert(entry);
+            r = crate::tasks::join_slot(&mut scan_task), if scan_task.is_some() => {
+                if let Some(r) = r {
+                    engine.apply_scan(r, Instant::now());
+                    for f in engine.positions() {
+                        if let Some(dir) = f.1.parent() {
+                            watch.watch_dir(dir, opts.scan_interval.as_millis() as u64);
                         }
                     }
                 }
-                Err(e) => self.warn_once(
-                    format!("glob:{p}"),
-                    format_args!("invalid pattern '{p}': {e}"),
-                ),
             }
-        }
-        out.into_iter().collect()
-    }
-
-    /// Asks for a rescan at the next [`Tailer::scan`] opportunity (a watch event arrived).
-    pub fn mark_dirty(&mut self) {
-        self.dirty = true;
-    }
-
-    /// Whether a watch event asked for a rescan.
-    pub fn is_dirty(&self) -> bool {
-        self.dirty
-    }
-
-    /// Finds new, rotated, truncated and deleted files.
-    pub fn scan(&mut self) {
-        self.dirty = false;
-        let paths = self.expand();
-        let mut seen_ids: HashMap<FileId, PathBuf> = HashMap::new();
-        for path in &paths {
-            if let Ok((id, _)) = FileId::of_path(path) {
-                seen_ids.insert(id, path.clone());
+            _ = watch.changed() => {}
+            _ = scan_tick.tick() => {
+                rescan = true;
+                engine.close_idle(Instant::now());
+                engine.refresh_fingerprints();
             }
-        }
-        // Followers whose file is no longer at its path (renamed away or deleted) are finishing.
-        for f in self.followers.values_mut() {
-            match seen_ids.get(&f.id) {
-                Some(p) => {
-                    if *p != f.path {
-                        f.path = p.clone();
-                    }
-                }
-                None => {
-                    let still_there = FileId::of_path(&f.path).is_ok_and(|(id, _)| id == f.id);
-                    if !still_there && !f.rotated {
-                        f.rotated = true;
-                        self.counters.rotations += 1;
-                        crate::log::debug(format_args!(
-                            "{}: rotated or deleted; finishing it",
-                            f.path.display()
-                        ));
-                    }
-                }
+            _ = ckpt_tick.tick() => saver.submit(checkpoint::render(engine.checkpoint_entries().iter())),
+            _ = stats_tick.tick(), if opts.stats_interval.is_some() => {
+                stats.print(&engine, &producer, &saver);
             }
-        }
-        // Files rewritten in place (copytruncate) keep their inode: compare sizes and first bytes.
-        let truncated: Vec<u64> = self
-            .followers
-            .iter_mut()
-            .filter_map(|(k, f)| (!f.rotated && f.was_truncated().unwrap_or(false)).then_some(*k))
-            .collect();
-        for k in truncated {
-            self.restart_truncated(k);
-        }
-        let followed: BTreeSet<FileId> = self.followers.values().map(|f| f.id).collect();
-        for (id, path) in seen_ids {
-            if followed.contains(&id) {
-                continue;
-            }
-            self.start(path);
-        }
-        self.first_scan = false;
-    }
-
-    fn start(&mut self, path: PathBuf) {
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) => {
-                self.warn_once(
-                    format!("open:{}", path.display()),
-                    format_args!("cannot read {}: {e}; skipping it", path.display()),
-                );
-                return;
-            }
-        };
-        let (Ok(id), Ok(fp), Ok(meta)) = (FileId::of(&file), fingerprint(&file), file.metadata())
-        else {
-            return;
-        };
-        let size = meta.len();
-        let start = match self.known.get(&id) {
-            // Same inode, and its first bytes (if we had them) unchanged: resume where Kafka acked.
-            Some(e) if e.fingerprint.is_none() || e.fingerprint == fp => {
-                if e.offset > size {
-                    self.counters.truncations += 1;
-                    0
-                } else {
-                    e.offset
-                }
-            }
-            _ if self.first_scan && self.cfg.from_end => size,
-            _ => 0,
-        };
-        let key = self.next_key;
-        self.next_key += 1;
-        match Follower::new(key, path.clone(), file, start) {
-            Ok(f) => {
-                crate::log::debug(format_args!(
-                    "following {} from byte {start}",
-                    path.display()
-                ));
-                self.followers.insert(key, f);
-            }
-            Err(e) => crate::log::warn(format_args!("cannot follow {}: {e}", path.display())),
+            _ = tokio::task::yield_now(), if (more || engine.has_hot()) && !producer.is_full() => {}
         }
     }
-
-    /// Reads new lines from every file into the producer until it is full or every file is read to its
-    /// end. Returns whether some file still has bytes waiting.
-    pub fn read_pass(&mut self, producer: &mut Producer, timestamp_ms: i64) -> bool {
-        let mut more = false;
-        let keys: Vec<u64> = self.followers.keys().copied().collect();
-        let header = self.cfg.path_header.clone();
-        for key in keys {
-            if producer.is_full() {
-                return true;
-            }
-            let Some(f) = self.followers.get_mut(&key) else {
-                continue;
-            };
-            let finish = f.rotated && f.last_active.elapsed() >= ROTATED_GRACE;
-            let r = f.read(
-                producer,
-                &self.cfg.limits,
-                header.as_deref().map(str::as_bytes),
-                timestamp_ms,
-                finish,
-                &mut self.counters,
-            );
-            match r {
-                Ok(ReadResult::Lines { more: m, .. }) => more |= m,
-                Ok(ReadResult::Truncated) => self.restart_truncated(key),
-                Err(e) => {
-                    let p = f.path.display().to_string();
-                    self.warn_once(format!("read:{p}"), format_args!("cannot read {p}: {e}"));
-                }
-            }
-        }
-        more
-    }
-
-    /// A file shrank or was rewritten in place: follow it again from byte 0 under a new key, so acks
-    /// of lines from its old content no longer move its checkpoint.
-    fn restart_truncated(&mut self, key: u64) {
-        let Some(old) = self.followers.remove(&key) else {
-            return;
-        };
-        self.counters.truncations += 1;
-        crate::log::info(format_args!(
-            "{}: truncated (copytruncate?); reading again from the start",
-            old.path.display()
+    crate::log::info(format_args!("stopping: flushing lines in flight"));
+    producer.seal_all();
+    let flushed =
+        tokio::time::timeout(opts.shutdown_timeout, producer.flush(&mut deliveries)).await;
+    apply(&mut engine, &mut deliveries, &producer, dead.as_mut());
+    let text = checkpoint::render(engine.checkpoint_entries().iter());
+    if let Err(e) = saver.flush(text, Duration::from_secs(10)) {
+        crate::log::error(format_args!(
+            "cannot write checkpoint {}: {e}",
+            Esc::path(&opts.checkpoint)
         ));
-        self.known.remove(&old.id);
-        if let Ok(file) = File::open(&old.path) {
-            if FileId::of(&file).is_ok_and(|id| id == old.id) {
-                let k = self.next_key;
-                self.next_key += 1;
-                if let Ok(f) = Follower::new(k, old.path.clone(), file, 0) {
-                    self.followers.insert(k, f);
+    }
+    summary(&engine, started);
+    match flushed {
+        Ok(r) => r?,
+        Err(_) => crate::log::warn(format_args!(
+            "gave up waiting for acknowledgements after {} ms",
+            opts.shutdown_timeout.as_millis()
+        )),
+    }
+    drop(lock);
+    Ok(if engine.counters.lines_failed > 0 {
+        1
+    } else {
+        0
+    })
+}
+
+/// Applies deliveries to the engine; records refused for good go to the dead-letter file.
+fn apply(
+    engine: &mut Engine,
+    deliveries: &mut Vec<Delivery>,
+    producer: &Producer,
+    dead: Option<&mut dead_letter::DeadLetters>,
+) {
+    let mut dead = dead;
+    for d in deliveries.drain(..) {
+        let path = engine.on_delivery(&d.tokens, d.error.as_ref());
+        if let Some(e) = &d.error {
+            let n = d.tokens.len();
+            let shown = path
+                .as_deref()
+                .map_or("?".to_string(), |p| Esc::path(p).to_string());
+            crate::log::error(format_args!(
+                "{n} lines of {shown} refused by Kafka, skipped: {e}"
+            ));
+            if let (Some(dl), Some(batch)) = (dead.as_deref_mut(), &d.batch) {
+                if let Err(err) = dl.write(producer.topic_name(d.topic), path.as_deref(), e, batch)
+                {
+                    crate::log::error(format_args!("cannot write to the dead-letter file: {err}"));
                 }
             }
         }
     }
+}
 
-    /// Applies deliveries: acknowledged lines (and lines failed for good, counted) move watermarks.
-    pub fn on_deliveries(&mut self, deliveries: &mut Vec<Delivery>) {
-        for d in deliveries.drain(..) {
-            let n = d.tokens.len() as u64;
-            match &d.error {
-                None => self.counters.lines_acked += n,
-                Some(e) => {
-                    self.counters.lines_failed += n;
-                    crate::log::error(format_args!("{n} lines not written, skipped: {e}"));
-                }
-            }
-            for t in d.tokens {
-                if let Some(f) = self.followers.get_mut(&(t >> SEQ_BITS)) {
-                    f.done(t);
-                }
-            }
+/// Says once when deliveries start failing (lines then wait in their files) and once when they recover.
+fn report_trouble(producer: &Producer, engine: &Engine, since: &mut Option<Instant>) {
+    match (producer.trouble(), since.as_ref()) {
+        (Some(e), None) => {
+            crate::log::warn(format_args!(
+                "cannot deliver to Kafka ({e}); lines wait in their files and are retried until it works"
+            ));
+            *since = Some(Instant::now());
+        }
+        (None, Some(t)) => {
+            crate::log::info(format_args!(
+                "delivering to Kafka again after {:.1}s; {} bytes behind",
+                t.elapsed().as_secs_f64(),
+                engine.bytes_behind()
+            ));
+            *since = None;
+        }
+        _ => {}
+    }
+}
+
+fn summary(engine: &Engine, started: Instant) {
+    let c = &engine.counters;
+    let unacked = engine.lines_in_flight();
+    crate::log::info(format_args!(
+        "shipped {} lines ({} bytes) in {:.1}s: {} acked, {} long lines truncated, {} failed and skipped, {} truncations, {} rotations{}",
+        c.lines_read,
+        c.bytes_read,
+        started.elapsed().as_secs_f64(),
+        c.lines_acked,
+        c.long_lines,
+        c.lines_failed,
+        c.truncations,
+        c.rotations,
+        if unacked > 0 {
+            format!("; {unacked} lines not acknowledged yet will be sent again on restart")
+        } else {
+            String::new()
+        }
+    ));
+}
+
+/// The periodic stats line.
+struct Stats {
+    at: Instant,
+    last: follower::Counters,
+}
+
+impl Stats {
+    fn new(engine: &Engine) -> Self {
+        Stats {
+            at: Instant::now(),
+            last: engine.counters.clone(),
         }
     }
 
-    /// Closes rotated or deleted files that were read to the end, acknowledged, and idle for a while.
-    pub fn close_finished(&mut self) {
-        let done: Vec<u64> = self
-            .followers
-            .iter_mut()
-            .filter(|(_, f)| {
-                f.rotated
-                    && f.last_active.elapsed() >= ROTATED_GRACE * 2
-                    && f.in_flight() == 0
-                    && f.size().is_ok_and(|s| s <= f.read_pos)
-            })
-            .map(|(k, _)| *k)
-            .collect();
-        for k in done {
-            if let Some(f) = self.followers.remove(&k) {
-                crate::log::debug(format_args!("closed {}", f.path.display()));
-                self.remember(&f);
-            }
+    fn print(&mut self, engine: &Engine, producer: &Producer, saver: &saver::Saver) {
+        let now = Instant::now();
+        let secs = now.duration_since(self.at).as_secs_f64().max(1e-3);
+        let c = &engine.counters;
+        let worst = engine
+            .most_behind()
+            .map_or(String::new(), |(p, b)| format!(" (most: {p} {b})"));
+        let mut trouble = String::new();
+        if let Some(t) = producer.trouble() {
+            trouble.push_str(&format!("; delivery failing: {t}"));
         }
-    }
-
-    fn remember(&mut self, f: &Follower) {
-        self.known.insert(
-            f.id,
-            Entry {
-                id: f.id,
-                fingerprint: f.fingerprint,
-                offset: f.acked_pos,
-                path: f.path.clone(),
-            },
+        if let Some(t) = saver.trouble() {
+            trouble.push_str(&format!("; {t}"));
+        }
+        eprintln!(
+            "shipper: stats: {:.0} lines/s, {:.2} MB/s, {} files ({} open), {} bytes behind{worst}, {} acked, {} truncations, {} long lines, {} failed{trouble}",
+            (c.lines_read - self.last.lines_read) as f64 / secs,
+            (c.bytes_read - self.last.bytes_read) as f64 / secs / 1e6,
+            engine.file_count(),
+            engine.open_count(),
+            engine.bytes_behind(),
+            c.lines_acked,
+            c.truncations,
+            c.long_lines,
+            c.lines_failed
         );
-    }
-
-    /// The entries to checkpoint: every followed file, plus known files still at their path.
-    pub fn checkpoint_entries(&mut self) -> Vec<Entry> {
-        let fs: Vec<(FileId, Option<u64>, u64, PathBuf)> = self
-            .followers
-            .values()
-            .map(|f| (f.id, f.fingerprint, f.acked_pos, f.path.clone()))
-            .collect();
-        for (id, fingerprint, offset, path) in fs {
-            self.known.insert(
-                id,
-                Entry {
-                    id,
-                    fingerprint,
-                    offset,
-                    path,
-                },
-            );
-        }
-        let live: BTreeSet<FileId> = self.followers.values().map(|f| f.id).collect();
-        self.known.retain(|id, e| {
-            live.contains(id) || FileId::of_path(&e.path).is_ok_and(|(i, _)| i == *id)
-        });
-        self.known.values().cloned().collect()
-    }
-
-    /// Files followed now.
-    pub fn file_count(&self) -> usize {
-        self.followers.len()
-    }
-
-    /// Bytes written to followed files that Kafka has not acknowledged yet.
-    pub fn bytes_behind(&self) -> u64 {
-        self.followers
-            .values()
-            .map(|f| f.size().unwrap_or(0).saturating_sub(f.acked_pos))
-            .sum()
-    }
-
-    /// The followed file furthest behind and by how many bytes, if any is.
-    pub fn most_behind(&self) -> Option<(String, u64)> {
-        self.followers
-            .values()
-            .map(|f| (f, f.size().unwrap_or(0).saturating_sub(f.acked_pos)))
-            .filter(|(_, b)| *b > 0)
-            .max_by_key(|(_, b)| *b)
-            .map(|(f, b)| (f.path.display().to_string(), b))
-    }
-
-    /// Lines sent and not acknowledged, over all files.
-    pub fn lines_in_flight(&self) -> usize {
-        self.followers.values().map(|f| f.in_flight()).sum()
+        self.at = now;
+        self.last = c.clone();
     }
 }

@@ -10,7 +10,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, Str
 use super::validate;
 
 /// A message that kafka-protocol could not encode or decode.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{api} v{version}: cannot {action}: {detail}")]
 pub struct CodecError {
     /// Which API's message.
@@ -32,8 +32,47 @@ pub fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::Metadata) => "Metadata",
         Ok(ApiKey::ApiVersions) => "ApiVersions",
         Ok(ApiKey::InitProducerId) => "InitProducerId",
-        Ok(ApiKey::CreateTopics) => "CreateTopics",
+        Ok(ApiKey::SaslHandshake) => "SaslHandshake",
+        Ok(ApiKey::SaslAuthenticate) => "SaslAuthenticate",
+        Ok(ApiKey::FindCoordinator) => "FindCoordinator",
+        Ok(ApiKey::JoinGroup) => "JoinGroup",
+        Ok(ApiKey::SyncGroup) => "SyncGroup",
+        Ok(ApiKey::Heartbeat) => "Heartbeat",
+        Ok(ApiKey::LeaveGroup) => "LeaveGroup",
+        Ok(ApiKey::OffsetCommit) => "OffsetCommit",
+        Ok(ApiKey::OffsetFetch) => "OffsetFetch",
+        Ok(ApiKey::DescribeGroups) => "DescribeGroups",
+        Ok(ApiKey::ListGroups) => "ListGroups",
+        Ok(ApiKey::ConsumerGroupHeartbeat) => "ConsumerGroupHeartbeat",
+        Ok(ApiKey::ConsumerGroupDescribe) => "ConsumerGroupDescribe",
         _ => "request",
+    }
+}
+
+/// Largest response frame accepted for a request of API `key`: what a sane broker can send for the
+/// requests shipper makes, so a corrupt or hostile size never makes us buffer more. Fetch is bounded by
+/// the consumer's `max_bytes` (at most 64 MiB) plus one oversized batch (KIP-74).
+pub fn max_response_bytes(key: i16) -> usize {
+    const MIB: usize = 1024 * 1024;
+    match ApiKey::try_from(key) {
+        Ok(ApiKey::Fetch) => 128 * MIB,
+        Ok(ApiKey::Metadata) => 32 * MIB,
+        Ok(ApiKey::Produce | ApiKey::ListOffsets | ApiKey::OffsetFetch | ApiKey::OffsetCommit) => {
+            16 * MIB
+        }
+        Ok(ApiKey::DescribeGroups | ApiKey::ListGroups | ApiKey::ConsumerGroupDescribe) => 16 * MIB,
+        Ok(ApiKey::JoinGroup | ApiKey::SyncGroup | ApiKey::ConsumerGroupHeartbeat) => 16 * MIB,
+        _ => MIB,
+    }
+}
+
+/// Largest memory kafka-protocol may take to decode a response of API `key` (an estimate from the
+/// structure walk, see [`validate::check_body`]): a response small on the wire can still describe a
+/// million partitions, each a struct with vectors.
+pub fn max_decoded_bytes(key: i16) -> usize {
+    match ApiKey::try_from(key) {
+        Ok(ApiKey::Metadata) => 64 * 1024 * 1024,
+        _ => 256 * 1024 * 1024,
     }
 }
 
@@ -90,8 +129,16 @@ pub fn decode_response<R: Request>(
         _ => validate::check_header_v1(&frame).map_err(|e| err(anyhow::anyhow!(e)))?,
     };
     let api = ApiKey::try_from(R::KEY).map_err(|_| err(anyhow::anyhow!("unknown API key")))?;
-    validate::check_body(api, version, frame.get(header_len..).unwrap_or_default())
+    let decoded = validate::check_body(api, version, frame.get(header_len..).unwrap_or_default())
         .map_err(|e| err(anyhow::anyhow!(e)))?;
+    let limit = max_decoded_bytes(R::KEY);
+    if decoded > limit {
+        return Err(err(anyhow::anyhow!(
+            "decoding it would take about {} MiB (limit {} MiB): ask for fewer topics",
+            decoded >> 20,
+            limit >> 20
+        )));
+    }
     ResponseHeader::decode(&mut frame, header_version).map_err(err)?;
     let body = <R::Response as Decodable>::decode(&mut frame, version).map_err(err)?;
     Ok(body)
@@ -108,7 +155,10 @@ pub fn decode_api_versions(
         action: "decode the response",
         detail,
     };
-    validate::check_body(ApiKey::ApiVersions, version, &body).map_err(err)?;
+    let decoded = validate::check_body(ApiKey::ApiVersions, version, &body).map_err(err)?;
+    if decoded > max_decoded_bytes(ApiKey::ApiVersions as i16) {
+        return Err(err(format!("decoding it would take {} MiB", decoded >> 20)));
+    }
     kafka_protocol::messages::ApiVersionsResponse::decode(&mut body, version)
         .map_err(|e| err(format!("{e:#}")))
 }

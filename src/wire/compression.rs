@@ -20,7 +20,7 @@ pub enum Compression {
 }
 
 /// A batch whose compressed part cannot be (de)compressed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CompressionError {
     /// The attributes name a codec number that does not exist.
     #[error("unknown compression codec {0}")]

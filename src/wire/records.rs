@@ -24,7 +24,7 @@ const ATTR_CONTROL: i16 = 1 << 5;
 const ATTR_LOG_APPEND_TIME: i16 = 1 << 3;
 
 /// A batch that cannot be decoded.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RecordError {
     /// Fewer bytes than the header or the announced length.
     #[error("record batch truncated: {0}")]
@@ -201,7 +201,7 @@ impl BatchBuilder {
         varint_len(body as i64) + body
     }
 
-    /// Appends one record.
+    /// Appends one record. The returned mark undoes it with [`BatchBuilder::pop`] while it is the last.
     pub fn push(
         &mut self,
         buf: &mut BytesMut,
@@ -209,7 +209,11 @@ impl BatchBuilder {
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         headers: &[Header<'_>],
-    ) {
+    ) -> RecordMark {
+        let mark = RecordMark {
+            len: buf.len(),
+            max_timestamp: self.max_timestamp,
+        };
         let ts_delta = timestamp - self.base_timestamp;
         let body = record_body_len(ts_delta, self.count, key, value, headers);
         buf.reserve(body + 5);
@@ -226,6 +230,16 @@ impl BatchBuilder {
         }
         self.count += 1;
         self.max_timestamp = self.max_timestamp.max(timestamp);
+        mark
+    }
+
+    /// Removes the last record appended (the one `mark` came from): the tail reader takes back a line
+    /// whose bytes may have come from a page that vanished under its memory map.
+    pub fn pop(&mut self, buf: &mut BytesMut, mark: RecordMark) {
+        debug_assert!(self.count > 0 && mark.len >= self.start + BATCH_HEADER_BYTES);
+        buf.truncate(mark.len);
+        self.count -= 1;
+        self.max_timestamp = mark.max_timestamp;
     }
 
     /// Compresses the records (unless `codec` is none), fills in the header and the CRC.
@@ -265,8 +279,58 @@ impl BatchBuilder {
     }
 }
 
-/// Rewrites a finished batch's producer id, epoch and base sequence and recomputes its CRC: an
-/// idempotent producer stamps a batch when it is first sent, so sequences follow send order.
+/// Where a batch stood before one record was pushed: enough to take that record back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordMark {
+    len: usize,
+    max_timestamp: i64,
+}
+
+/// The producer stamp of a finished batch (its header fields), if the bytes hold a batch header.
+pub fn stamp_of(batch: &[u8]) -> Option<ProducerStamp> {
+    let h = BatchHeader::parse(batch).ok()?;
+    Some(ProducerStamp {
+        producer_id: h.producer_id,
+        producer_epoch: h.producer_epoch,
+        base_sequence: h.base_sequence,
+    })
+}
+
+/// Re-encodes one finished batch as two of about half the records each (same codec, no producer
+/// stamp), for a broker that found it too large or refused a record in it. Returns each half's bytes
+/// and record count.
+pub fn split_batch(
+    batch: &[u8],
+    codec: Compression,
+    level: Option<i32>,
+    compressor: &mut Compressor,
+) -> Result<[(BytesMut, usize); 2], RecordError> {
+    let (h, bytes) = split_batches(batch)
+        .next()
+        .ok_or(RecordError::Truncated("batch"))??;
+    let mut scratch = Vec::new();
+    let section = records_section(&h, bytes, &mut scratch, usize::MAX)?;
+    let recs: Vec<Record<'_>> = records(&h, section).collect::<Result<_, _>>()?;
+    let mid = recs.len() / 2;
+    let mut encode = |part: &[Record<'_>]| -> Result<(BytesMut, usize), RecordError> {
+        let mut buf = BytesMut::new();
+        let mut b = BatchBuilder::begin(&mut buf, part.first().map_or(0, |r| r.timestamp));
+        for r in part {
+            let hs: Vec<Header<'_>> = r.headers().collect();
+            b.push(&mut buf, r.timestamp, r.key, r.value, &hs);
+        }
+        b.finish(&mut buf, codec, level, ProducerStamp::NONE, compressor)
+            .map_err(|source| RecordError::Compression {
+                offset: h.base_offset,
+                source,
+            })?;
+        Ok((buf, part.len()))
+    };
+    Ok([encode(&recs[..mid])?, encode(&recs[mid..])?])
+}
+
+/// Rewrites a finished batch's producer id, epoch and base sequence and recomputes its CRC: for a batch
+/// split or re-sent under a new producer id.
 pub fn restamp(batch: &mut [u8], stamp: ProducerStamp) {
     batch[43..51].copy_from_slice(&stamp.producer_id.to_be_bytes());
     batch[51..53].copy_from_slice(&stamp.producer_epoch.to_be_bytes());

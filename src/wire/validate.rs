@@ -148,23 +148,41 @@ pub fn is_checked(api: ApiKey, version: i16) -> bool {
     layout(api, version).is_some()
 }
 
-/// Checks a response body (after its header) against the layout of `api` at `version`.
-pub fn check_body(api: ApiKey, version: i16, body: &[u8]) -> Result<(), String> {
+/// Checks a response body (after its header) against the layout of `api` at `version`. Returns an
+/// estimate of the memory kafka-protocol will take to decode it (its structs and vectors), so that a
+/// response small on the wire but describing millions of elements can be refused before decoding.
+pub fn check_body(api: ApiKey, version: i16, body: &[u8]) -> Result<usize, String> {
     let l = layout(api, version)
         .ok_or_else(|| format!("{api:?} v{version} responses are not supported by shipper"))?;
     let mut b = body;
-    walk(&mut b, l)?;
+    let mut decoded = struct_bytes(l);
+    walk(&mut b, l, &mut decoded)?;
     if !b.is_empty() {
         return Err(format!("{} unexpected bytes after the body", b.len()));
     }
-    Ok(())
+    Ok(decoded)
 }
 
 /// Checks a flexible response header (v1: correlation id + tagged fields); returns its length.
 pub fn check_header_v1(frame: &[u8]) -> Result<usize, String> {
     let mut b = frame;
-    walk(&mut b, &[I32, NO_TAGS])?;
+    walk(&mut b, &[I32, NO_TAGS], &mut 0)?;
     Ok(frame.len() - b.len())
+}
+
+/// Bytes one decoded element of this layout takes in kafka-protocol's structs: scalars in 8, byte
+/// strings as `Bytes` (32), vectors (24) and tagged-field maps (24); what they point to is counted as
+/// the walk meets it.
+fn struct_bytes(layout: &[F]) -> usize {
+    layout
+        .iter()
+        .map(|f| match f {
+            I8 | I16 | I32 | I64 => 8,
+            Uuid => 16,
+            Str | Bytes => 32,
+            Arr(_) | Arr32(_) | Tags(_) => 24,
+        })
+        .sum()
 }
 
 fn take<'a>(b: &mut &'a [u8], n: usize, what: &str) -> Result<&'a [u8], String> {
@@ -194,7 +212,7 @@ fn uvarint(b: &mut &[u8]) -> Result<u64, String> {
     Ok(v as u64)
 }
 
-fn walk(b: &mut &[u8], layout: &[F]) -> Result<(), String> {
+fn walk(b: &mut &[u8], layout: &[F], decoded: &mut usize) -> Result<(), String> {
     for f in layout {
         match *f {
             I8 => drop(take(b, 1, "int8")?),
@@ -214,8 +232,9 @@ fn walk(b: &mut &[u8], layout: &[F]) -> Result<(), String> {
                 if count > b.len() as u64 {
                     return Err(format!("array of {count} elements in {} bytes", b.len()));
                 }
+                *decoded = decoded.saturating_add(count as usize * struct_bytes(elem));
                 for _ in 0..count {
-                    walk(b, elem)?;
+                    walk(b, elem, decoded)?;
                 }
             }
             Arr32(elem) => {
@@ -224,8 +243,9 @@ fn walk(b: &mut &[u8], layout: &[F]) -> Result<(), String> {
                 if n < -1 || n as i64 > b.len() as i64 {
                     return Err(format!("array of {n} elements in {} bytes", b.len()));
                 }
+                *decoded = decoded.saturating_add(n.max(0) as usize * struct_bytes(elem));
                 for _ in 0..n.max(0) {
-                    walk(b, elem)?;
+                    walk(b, elem, decoded)?;
                 }
             }
             Tags(known) => {
@@ -241,7 +261,8 @@ fn walk(b: &mut &[u8], layout: &[F]) -> Result<(), String> {
                         // kafka-protocol decodes a known tag's struct from the main buffer, not from a
                         // slice of `size` bytes: the content must fill its size exactly, or the two
                         // readers would part ways (found by the response fuzz target).
-                        walk(&mut content, l)?;
+                        *decoded = decoded.saturating_add(struct_bytes(l));
+                        walk(&mut content, l, decoded)?;
                         if !content.is_empty() {
                             return Err(format!(
                                 "tagged field {tag} has {} bytes past its content",

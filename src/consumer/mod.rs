@@ -1,0 +1,594 @@
+//! Reading topics: ListOffsets to find where to start ([`offsets`]), then a Fetch loop with one
+//! long-polling request in flight per leader. The next fetch for a broker is sent as soon as the previous
+//! response's batch headers tell the next offsets, before its records are decoded, so the broker stays
+//! busy while we write output.
+//!
+//! What a broker sends is checked before it is believed: data for a topic or partition not asked for is
+//! dropped (and said once), a partition whose data never advances (a batch running past the response)
+//! gets a larger share and then a backoff instead of a spin, and an offset out of range is reset with a
+//! backoff. Errors are classified once: retriable ones refresh metadata and back off until the retry
+//! limit; others end the read with a clear message.
+
+pub mod offsets;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::{StrBytes, VersionRange};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::backoff::{gave_up, Backoff};
+use crate::cluster::{Cluster, TopicMeta};
+use crate::error::{classify, code, Class, Code, Error, Result, Target};
+use crate::escape::Esc;
+use crate::wire::records::{self, Record, RecordError};
+pub use offsets::{list_offsets, EARLIEST, LATEST};
+
+/// Fetch version: 12, the last that names topics (Kafka 2.7+; 4.x still serves it).
+const FETCH_VERSIONS: VersionRange = VersionRange { min: 12, max: 12 };
+
+/// Where to start reading each partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOffset {
+    /// The log start.
+    Beginning,
+    /// The end: only new records.
+    End,
+    /// This absolute offset (clamped to what exists).
+    Absolute(i64),
+    /// This many records before the end of each partition.
+    FromEnd(i64),
+    /// The first record at or after this timestamp (ms).
+    Timestamp(i64),
+}
+
+impl StartOffset {
+    /// Parses `beginning`, `end`, `N`, `-N`, `s@TIMESTAMP_MS`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "beginning" | "earliest" => Some(StartOffset::Beginning),
+            "end" | "latest" => Some(StartOffset::End),
+            _ => {
+                if let Some(ts) = s.strip_prefix("s@") {
+                    return ts.parse().ok().map(StartOffset::Timestamp);
+                }
+                let n: i64 = s.parse().ok()?;
+                Some(if n < 0 {
+                    StartOffset::FromEnd(n.checked_neg()?)
+                } else {
+                    StartOffset::Absolute(n)
+                })
+            }
+        }
+    }
+
+    /// The offset to start at, given the partition's earliest and latest offsets and (for a
+    /// timestamp) the offset ListOffsets found. A broker whose earliest is past its latest is taken at
+    /// its latest.
+    pub fn resolve(self, earliest: i64, latest: i64, by_time: Option<i64>) -> i64 {
+        let hi = latest.max(0);
+        let lo = earliest.clamp(0, hi);
+        match self {
+            StartOffset::Beginning => lo,
+            StartOffset::End => hi,
+            StartOffset::Absolute(n) => n.clamp(lo, hi),
+            StartOffset::FromEnd(n) => hi.saturating_sub(n).max(lo),
+            StartOffset::Timestamp(_) => {
+                by_time.filter(|&o| o >= 0).map_or(hi, |o| o.clamp(lo, hi))
+            }
+        }
+    }
+}
+
+/// Fetch sizes and waits.
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    /// How long the broker may hold a fetch waiting for data.
+    pub max_wait_ms: i32,
+    /// Bytes the broker waits for before answering.
+    pub min_bytes: i32,
+    /// Largest response.
+    pub max_bytes: i32,
+    /// Largest share of one partition in a response.
+    pub partition_max_bytes: i32,
+    /// Largest decompressed batch accepted.
+    pub max_decompressed_bytes: usize,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        FetchConfig {
+            max_wait_ms: 500,
+            min_bytes: 1,
+            max_bytes: 64 * 1024 * 1024,
+            partition_max_bytes: 8 * 1024 * 1024,
+            max_decompressed_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// One partition's share of a fetch response.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// Topic index (order of [`Consumer::assign`] calls).
+    pub topic: usize,
+    /// Partition.
+    pub partition: i32,
+    /// The offset asked for: records below it are dropped.
+    pub fetch_offset: i64,
+    /// Raw batches (the last may be truncated).
+    pub records: Bytes,
+    /// High watermark at the time of the response.
+    pub high_watermark: i64,
+}
+
+impl Fetched {
+    /// Calls `f` for each record at or after the fetch offset, skipping control batches. `scratch` is
+    /// reused for decompression.
+    pub fn for_each_record(
+        &self,
+        scratch: &mut Vec<u8>,
+        max_decompressed: usize,
+        mut f: impl FnMut(&Record<'_>),
+    ) -> std::result::Result<(), RecordError> {
+        for b in records::split_batches(&self.records) {
+            let (h, batch) = b?;
+            if h.next_offset() <= self.fetch_offset || h.is_control() {
+                continue;
+            }
+            records::verify_crc(&h, batch)?;
+            let section = records::records_section(&h, batch, scratch, max_decompressed)?;
+            for r in records::records(&h, section) {
+                let r = r?;
+                if r.offset >= self.fetch_offset {
+                    f(&r);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The offset after the last whole batch in this response, or the fetch offset if there is none.
+    pub fn next_offset(&self) -> std::result::Result<i64, RecordError> {
+        let mut next = self.fetch_offset;
+        for b in records::split_batches(&self.records) {
+            let (h, _) = b?;
+            next = next.max(h.next_offset());
+        }
+        Ok(next)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PartitionState {
+    offset: i64,
+    /// The end offset as of start, for exit-at-end.
+    end_at_start: i64,
+    in_flight: bool,
+    /// Share of a response asked for this partition (grows when a batch does not fit).
+    max_bytes: i32,
+    /// Not fetched before this moment (after an error or a response that did not advance).
+    not_before: Option<Instant>,
+    backoff: Option<Backoff>,
+}
+
+struct TopicState {
+    name: String,
+    meta: Arc<TopicMeta>,
+}
+
+type Key = (usize, i32);
+type FetchOutcome = (i32, Vec<Key>, Result<FetchResponse>);
+
+/// Reads partitions of some topics from their leaders.
+pub struct Consumer {
+    cluster: Arc<Cluster>,
+    cfg: FetchConfig,
+    topics: Vec<TopicState>,
+    parts: BTreeMap<Key, PartitionState>,
+    tasks: JoinSet<FetchOutcome>,
+    /// Backoff after errors that need a metadata refresh; gives up at the retry limit.
+    trouble: Option<Backoff>,
+    warned: BTreeSet<String>,
+}
+
+impl Consumer {
+    /// A consumer with nothing assigned yet.
+    pub fn new(cluster: Arc<Cluster>, cfg: FetchConfig) -> Self {
+        Consumer {
+            cluster,
+            cfg,
+            topics: Vec::new(),
+            parts: BTreeMap::new(),
+            tasks: JoinSet::new(),
+            trouble: None,
+            warned: BTreeSet::new(),
+        }
+    }
+
+    /// Adds `partitions` (all when empty) of a topic, each starting at `start`; returns the topic index.
+    pub async fn assign(
+        &mut self,
+        meta: Arc<TopicMeta>,
+        partitions: &[i32],
+        start: StartOffset,
+    ) -> Result<usize> {
+        let count = meta.partitions.len();
+        let ids: Vec<i32> = if partitions.is_empty() {
+            meta.partitions.iter().map(|p| p.id).collect()
+        } else {
+            for &p in partitions {
+                if p < 0 || p as usize >= count {
+                    return Err(Error::UnknownPartition {
+                        topic: meta.name.clone(),
+                        partition: p,
+                        count,
+                    });
+                }
+            }
+            partitions.to_vec()
+        };
+        let earliest = list_offsets(&self.cluster, &meta.name, &ids, EARLIEST).await?;
+        let latest = list_offsets(&self.cluster, &meta.name, &ids, LATEST).await?;
+        let by_time = match start {
+            StartOffset::Timestamp(ts) => {
+                Some(list_offsets(&self.cluster, &meta.name, &ids, ts).await?)
+            }
+            _ => None,
+        };
+        let topic = self.topics.len();
+        for id in ids {
+            let lo = earliest.get(&id).copied().unwrap_or(0);
+            let hi = latest.get(&id).copied().unwrap_or(lo);
+            if lo > hi {
+                self.warn_once(
+                    format!("range:{}:{id}", meta.name),
+                    format_args!(
+                        "topic '{}' partition {id}: the broker says it starts at {lo} but ends at {hi}; starting at {}",
+                        Esc::str(&meta.name),
+                        hi.max(0)
+                    ),
+                );
+            }
+            let offset = start.resolve(lo, hi, by_time.as_ref().and_then(|m| m.get(&id).copied()));
+            self.parts.insert(
+                (topic, id),
+                PartitionState {
+                    offset,
+                    end_at_start: hi,
+                    in_flight: false,
+                    max_bytes: self.cfg.partition_max_bytes,
+                    not_before: None,
+                    backoff: None,
+                },
+            );
+        }
+        self.topics.push(TopicState {
+            name: meta.name.clone(),
+            meta,
+        });
+        Ok(topic)
+    }
+
+    /// The name of topic `i`.
+    pub fn topic_name(&self, i: usize) -> &str {
+        self.topics.get(i).map_or("", |t| t.name.as_str())
+    }
+
+    fn warn_once(&mut self, key: String, msg: std::fmt::Arguments<'_>) {
+        if self.warned.insert(key) {
+            crate::log::warn(msg);
+        }
+    }
+
+    /// Whether every partition has reached the end offset it had when it was assigned.
+    pub fn at_end_of_start(&self) -> bool {
+        self.parts.values().all(|p| p.offset >= p.end_at_start)
+    }
+
+    /// Current position of each partition: (topic index, partition, offset).
+    pub fn positions(&self) -> Vec<(usize, i32, i64)> {
+        self.parts
+            .iter()
+            .map(|((t, p), s)| (*t, *p, s.offset))
+            .collect()
+    }
+
+    /// Sends a fetch to every leader that has none in flight, then waits for the next response. Returns
+    /// the partitions' data (possibly empty after a long-poll timeout).
+    pub async fn poll(&mut self) -> Result<Vec<Fetched>> {
+        self.dispatch();
+        let (leader, asked, resp) = if self.tasks.is_empty() {
+            // Everything waits for a backoff or a leader: sleep until the first may go.
+            let wake = self.parts.values().filter_map(|s| s.not_before).min();
+            let wake = wake.unwrap_or_else(|| Instant::now() + Duration::from_millis(100));
+            tokio::time::sleep_until(wake).await;
+            return Ok(Vec::new());
+        } else {
+            match self.tasks.join_next().await {
+                Some(Ok(o)) => o,
+                Some(Err(e)) => panic!("a fetch task failed: {e}"),
+                None => return Ok(Vec::new()),
+            }
+        };
+        for k in &asked {
+            if let Some(s) = self.parts.get_mut(k) {
+                s.in_flight = false;
+            }
+        }
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) if e.is_retriable() => {
+                crate::log::debug(format_args!("fetch from broker {leader} failed: {e}"));
+                self.recover(e).await?;
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(c) = code(resp.error_code) {
+            let e = Error::Kafka {
+                api: "Fetch",
+                target: Target::Broker(format!("id {leader}")),
+                code: c,
+            };
+            if e.is_retriable() {
+                self.recover(e).await?;
+                return Ok(Vec::new());
+            }
+            return Err(e);
+        }
+        let out = self.take_response(resp, &asked).await?;
+        // Keep the broker busy: the next fetch leaves before the caller decodes this one.
+        self.dispatch();
+        Ok(out)
+    }
+
+    /// The partitions' data in a response, believing only what was asked for.
+    async fn take_response(&mut self, resp: FetchResponse, asked: &[Key]) -> Result<Vec<Fetched>> {
+        let mut out = Vec::new();
+        let mut stale: Option<Error> = None;
+        for t in resp.responses {
+            let name = t.topic.0.to_string();
+            for pd in t.partitions {
+                let p = pd.partition_index;
+                let key = asked
+                    .iter()
+                    .copied()
+                    .find(|(ti, pi)| *pi == p && self.topics[*ti].name == name);
+                let Some(key) = key else {
+                    self.warn_once(
+                        format!("foreign:{name}:{p}"),
+                        format_args!(
+                            "broker sent data for topic '{}' partition {p}, which was not asked for; ignored",
+                            Esc::str(&name)
+                        ),
+                    );
+                    continue;
+                };
+                let Some(state) = self.parts.get(&key).cloned() else {
+                    continue;
+                };
+                let target = Target::Partition(name.clone(), p);
+                match code(pd.error_code) {
+                    None => {}
+                    Some(Code::OffsetOutOfRange) => {
+                        self.reset_out_of_range(key).await?;
+                        continue;
+                    }
+                    Some(c) => {
+                        let e = Error::Kafka {
+                            api: "Fetch",
+                            target,
+                            code: c,
+                        };
+                        match classify(c) {
+                            Class::Retriable { .. } => stale = Some(e),
+                            _ => return Err(e),
+                        }
+                        continue;
+                    }
+                }
+                let f = Fetched {
+                    topic: key.0,
+                    partition: p,
+                    fetch_offset: state.offset,
+                    records: pd.records.unwrap_or_default(),
+                    high_watermark: pd.high_watermark,
+                };
+                let next = f.next_offset().map_err(|source| Error::Records {
+                    topic: name.clone(),
+                    partition: p,
+                    source,
+                })?;
+                if next == state.offset && !f.records.is_empty() {
+                    self.no_progress(key, &name);
+                    continue;
+                }
+                if let Some(s) = self.parts.get_mut(&key) {
+                    s.offset = next;
+                    s.backoff = None;
+                    s.not_before = None;
+                    s.max_bytes = s.max_bytes.max(self.cfg.partition_max_bytes);
+                }
+                out.push(f);
+            }
+        }
+        match stale {
+            Some(e) => self.recover(e).await?,
+            None => self.trouble = None,
+        }
+        Ok(out)
+    }
+
+    /// Data came but no whole batch: ask for a larger share; at the limit, back off and say so.
+    fn no_progress(&mut self, key: Key, name: &str) {
+        let limit = self.cfg.max_bytes;
+        let Some(s) = self.parts.get_mut(&key) else {
+            return;
+        };
+        if s.max_bytes < limit {
+            s.max_bytes = s.max_bytes.saturating_mul(2).min(limit);
+            return;
+        }
+        let b = s.backoff.get_or_insert_with(|| {
+            Backoff::with(Duration::from_millis(200), Duration::from_secs(5), None)
+        });
+        s.not_before = Some(Instant::now() + b.next_delay().unwrap_or(Duration::from_secs(5)));
+        let offset = s.offset;
+        self.warn_once(
+            format!("stuck:{name}:{}", key.1),
+            format_args!(
+                "topic '{}' partition {}: the broker's data at offset {offset} does not hold a whole batch even at {limit} bytes; retrying with backoff",
+                Esc::str(name),
+                key.1
+            ),
+        );
+    }
+
+    /// After an error: back off (giving up at the retry limit), then refresh metadata so the next
+    /// fetches go to current leaders.
+    async fn recover(&mut self, err: Error) -> Result<()> {
+        let limit = self.cluster.options().deadline();
+        let b = self.trouble.get_or_insert_with(|| Backoff::until(limit));
+        if !b.wait().await {
+            let b = self.trouble.take().unwrap_or_else(|| Backoff::new(None));
+            return Err(gave_up(&b, err));
+        }
+        let generation = self.cluster.generation();
+        for i in 0..self.topics.len() {
+            let name = self.topics[i].name.clone();
+            match self.cluster.refresh(&name, generation, limit).await {
+                Ok(()) => {}
+                Err(e) if e.is_retriable() => continue,
+                Err(e) => return Err(e),
+            }
+            if let Some(m) = self.cluster.cached_topic(&name) {
+                self.topics[i].meta = m;
+            }
+        }
+        Ok(())
+    }
+
+    /// OFFSET_OUT_OF_RANGE: the log moved (retention, truncation). Restart at its start if we were
+    /// before it, else at its end; paced by a backoff so a broker that keeps saying it cannot make us spin.
+    async fn reset_out_of_range(&mut self, key: Key) -> Result<()> {
+        let name = self.topics[key.0].name.clone();
+        let p = key.1;
+        let lo = list_offsets(&self.cluster, &name, &[p], EARLIEST).await?;
+        let hi = list_offsets(&self.cluster, &name, &[p], LATEST).await?;
+        let Some(s) = self.parts.get_mut(&key) else {
+            return Ok(());
+        };
+        let lo = lo.get(&p).copied().unwrap_or(0);
+        let hi = hi.get(&p).copied().unwrap_or(lo);
+        let new = if s.offset < lo {
+            StartOffset::Beginning
+        } else {
+            StartOffset::End
+        }
+        .resolve(lo, hi, None);
+        let old = s.offset;
+        s.offset = new;
+        let b = s.backoff.get_or_insert_with(|| {
+            Backoff::with(Duration::from_millis(100), Duration::from_secs(5), None)
+        });
+        s.not_before = Some(Instant::now() + b.next_delay().unwrap_or(Duration::from_secs(5)));
+        let key_s = format!("range:{name}:{p}:{new}");
+        self.warn_once(
+            key_s,
+            format_args!(
+                "topic '{}' partition {p}: offset {old} out of range, resetting to {new}",
+                Esc::str(&name)
+            ),
+        );
+        Ok(())
+    }
+
+    fn dispatch(&mut self) {
+        let now = Instant::now();
+        let mut by_leader: HashMap<i32, Vec<Key>> = HashMap::new();
+        for (k, s) in &self.parts {
+            if s.in_flight || s.not_before.is_some_and(|t| t > now) {
+                continue;
+            }
+            let leader = self.topics[k.0].meta.leader(k.1);
+            by_leader.entry(leader).or_default().push(*k);
+        }
+        if let Some(orphans) = by_leader.remove(&-1) {
+            crate::log::debug(format_args!(
+                "{} partitions have no leader yet",
+                orphans.len()
+            ));
+            for k in orphans {
+                if let Some(s) = self.parts.get_mut(&k) {
+                    s.not_before = Some(now + Duration::from_millis(200));
+                }
+            }
+        }
+        for (leader, keys) in by_leader {
+            let req = self.request(&keys);
+            for k in &keys {
+                if let Some(s) = self.parts.get_mut(k) {
+                    s.in_flight = true;
+                }
+            }
+            let cluster = self.cluster.clone();
+            let wait = Duration::from_millis(self.cfg.max_wait_ms.max(0) as u64);
+            self.tasks.spawn(async move {
+                let r = async {
+                    let conn = cluster.broker(leader, None).await?;
+                    let version = conn.version::<FetchRequest>(FETCH_VERSIONS)?;
+                    // The broker may hold the request for max_wait_ms before answering.
+                    let until = conn.request_deadline(None) + wait;
+                    Ok(conn.call(&req, version, until).await?)
+                }
+                .await;
+                (leader, keys, r)
+            });
+        }
+    }
+
+    fn request(&self, keys: &[Key]) -> FetchRequest {
+        let mut topics: Vec<FetchTopic> = Vec::new();
+        for &(t, p) in keys {
+            let Some(s) = self.parts.get(&(t, p)) else {
+                continue;
+            };
+            let mut fp = FetchPartition::default();
+            fp.partition = p;
+            fp.fetch_offset = s.offset;
+            fp.current_leader_epoch = -1;
+            fp.last_fetched_epoch = -1;
+            fp.log_start_offset = -1;
+            fp.partition_max_bytes = s.max_bytes;
+            let name = &self.topics[t].name;
+            match topics.iter_mut().find(|ft| ft.topic.0.as_str() == name) {
+                Some(ft) => ft.partitions.push(fp),
+                None => {
+                    let mut ft = FetchTopic::default();
+                    ft.topic = TopicName(StrBytes::from_string(name.clone()));
+                    ft.partitions.push(fp);
+                    topics.push(ft);
+                }
+            }
+        }
+        let mut req = FetchRequest::default();
+        req.replica_id = BrokerId(-1);
+        req.max_wait_ms = self.cfg.max_wait_ms;
+        req.min_bytes = self.cfg.min_bytes;
+        req.max_bytes = self.cfg.max_bytes;
+        req.isolation_level = 0;
+        req.session_id = 0;
+        req.session_epoch = -1;
+        req.topics = topics;
+        req
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,147 @@
+//! ListOffsets: where a partition starts, ends, or first reaches a timestamp, asked of each leader,
+//! retried (after a metadata refresh) until the cluster's retry limit.
+
+use std::collections::HashMap;
+
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{BrokerId, ListOffsetsRequest, TopicName};
+use kafka_protocol::protocol::{StrBytes, VersionRange};
+use tokio::time::Instant;
+
+use crate::backoff::{gave_up, Backoff};
+use crate::cluster::Cluster;
+use crate::error::{code, Error, Result, Target};
+
+/// ListOffsets versions: the flexible ones (6+, Kafka 2.5+).
+const LIST_OFFSETS_VERSIONS: VersionRange = VersionRange { min: 6, max: 7 };
+/// ListOffsets timestamp for the earliest offset.
+pub const EARLIEST: i64 = -2;
+/// ListOffsets timestamp for the latest offset (the high watermark).
+pub const LATEST: i64 = -1;
+
+/// The offset for `timestamp` (or [`EARLIEST`] / [`LATEST`]) of each partition, asking each leader;
+/// -1 for a timestamp after the last record.
+pub async fn list_offsets(
+    cluster: &Cluster,
+    topic: &str,
+    partitions: &[i32],
+    timestamp: i64,
+) -> Result<HashMap<i32, i64>> {
+    let mut backoff = Backoff::until(cluster.options().deadline());
+    let mut result = HashMap::new();
+    let mut todo: Vec<i32> = partitions.to_vec();
+    loop {
+        let meta = cluster
+            .topic_until(topic, false, backoff.deadline())
+            .await?;
+        let mut by_leader: HashMap<i32, Vec<i32>> = HashMap::new();
+        for p in &todo {
+            by_leader.entry(meta.leader(*p)).or_default().push(*p);
+        }
+        let generation = cluster.generation();
+        let mut retry = Vec::new();
+        let mut last_err = None;
+        for (leader, ps) in by_leader {
+            let got = match leader {
+                l if l < 0 => Err(Error::NoLeader {
+                    topic: topic.into(),
+                    partition: ps[0],
+                }),
+                l => list_offsets_at(cluster, topic, l, &ps, timestamp, backoff.deadline()).await,
+            };
+            let got = match got {
+                Ok(g) => g,
+                Err(e) if e.is_retriable() => {
+                    retry.extend(ps);
+                    last_err = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for p in ps {
+                match got.get(&p) {
+                    Some(Ok(o)) => {
+                        result.insert(p, *o);
+                    }
+                    Some(Err(e)) if !e.is_retriable() => return Err(e.clone()),
+                    Some(Err(e)) => {
+                        retry.push(p);
+                        last_err = Some(e.clone());
+                    }
+                    None => {
+                        retry.push(p);
+                        last_err = Some(Error::Incomplete {
+                            api: "ListOffsets",
+                            target: Target::Partition(topic.into(), p),
+                            what: "no answer for this partition",
+                        });
+                    }
+                }
+            }
+        }
+        if retry.is_empty() {
+            return Ok(result);
+        }
+        todo = retry;
+        let err = last_err.unwrap_or(Error::NoLeader {
+            topic: topic.into(),
+            partition: todo[0],
+        });
+        if !backoff.wait().await {
+            return Err(gave_up(&backoff, err));
+        }
+        let _ = cluster.refresh(topic, generation, backoff.deadline()).await;
+    }
+}
+
+type OffsetResults = HashMap<i32, Result<i64>>;
+
+async fn list_offsets_at(
+    cluster: &Cluster,
+    topic: &str,
+    leader: i32,
+    partitions: &[i32],
+    timestamp: i64,
+    deadline: Option<Instant>,
+) -> Result<OffsetResults> {
+    let conn = cluster.broker(leader, deadline).await?;
+    let version = conn.version::<ListOffsetsRequest>(LIST_OFFSETS_VERSIONS)?;
+    let mut t = ListOffsetsTopic::default();
+    t.name = TopicName(StrBytes::from_string(topic.to_string()));
+    for &p in partitions {
+        let mut lp = ListOffsetsPartition::default();
+        lp.partition_index = p;
+        lp.current_leader_epoch = -1;
+        lp.timestamp = timestamp;
+        t.partitions.push(lp);
+    }
+    let mut req = ListOffsetsRequest::default();
+    // The crate defaults replica_id to 0, which asks as a follower and gets the log end, not the HW.
+    req.replica_id = BrokerId(-1);
+    req.isolation_level = 0;
+    req.topics = vec![t];
+    let resp = conn
+        .call(&req, version, conn.request_deadline(deadline))
+        .await?;
+    let mut out = HashMap::new();
+    for t in resp.topics {
+        if t.name.0.as_str() != topic {
+            continue;
+        }
+        for p in t.partitions {
+            if !partitions.contains(&p.partition_index) {
+                continue;
+            }
+            let r = match code(p.error_code) {
+                None => Ok(p.offset),
+                Some(c) => Err(Error::Kafka {
+                    api: "ListOffsets",
+                    target: Target::Partition(topic.into(), p.partition_index),
+                    code: c,
+                }),
+            };
+            out.insert(p.partition_index, r);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,451 @@
+//! Batches being filled and waiting to be sent: per topic and partition an open batch that records are
+//! written into in place, a queue of sealed batches, and the accounting of bytes buffered. No I/O.
+//!
+//! A record goes to its partition (fixed, murmur2 of its key, or the topic's sticky partition), into the
+//! open batch, which is sealed when the next record would not fit or when it has lingered long enough.
+//! A sealed batch keeps its records uncompressed and unstamped until it is first sent: then it is
+//! compressed, stamped (idempotence) and checksummed once, and its bytes never change again.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
+
+use crate::backoff::Backoff;
+use crate::cluster::TopicMeta;
+use crate::partitioner::{partition_for_key, Partitioner};
+use crate::wire::compression::{Compression, CompressionError, Compressor};
+use crate::wire::records::{self, BatchBuilder, Header, ProducerStamp, RecordMark};
+
+/// How records are batched.
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    /// How long a batch waits for more records.
+    pub linger: Duration,
+    /// Largest batch before compression.
+    pub batch_bytes: usize,
+    /// Largest batch the topic accepts (the broker's default `message.max.bytes`).
+    pub max_message_bytes: usize,
+    /// Fixed partition, if any.
+    pub partition: Option<i32>,
+    /// Partitioning of records without a fixed partition.
+    pub partitioner: Partitioner,
+}
+
+/// A record that can never be sent: alone it is larger than the topic accepts.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("record of {size} bytes exceeds the largest batch the topic accepts ({limit} bytes)")]
+pub struct RecordTooLarge {
+    /// Encoded size of the record in a batch of its own.
+    pub size: usize,
+    /// The limit.
+    pub limit: usize,
+}
+
+/// Where an appended record went: what [`Accumulator::undo_last`] needs to take it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Topic index.
+    pub topic: usize,
+    /// Partition.
+    pub partition: i32,
+}
+
+pub(crate) struct OpenBatch {
+    buf: BytesMut,
+    builder: BatchBuilder,
+    tokens: Vec<u64>,
+    created: Instant,
+    /// The last record's mark and size, to take it back.
+    last: Option<(RecordMark, usize)>,
+}
+
+/// The body of a sealed batch: records not yet finished, or the bytes as first sent.
+pub(crate) enum Body {
+    Records {
+        buf: BytesMut,
+        builder: BatchBuilder,
+    },
+    Finished(Bytes),
+}
+
+/// A sealed batch waiting to be sent, in flight, or waiting to be retried.
+pub(crate) struct Batch {
+    pub(crate) body: Body,
+    /// The caller's tokens of the records, in order.
+    pub(crate) tokens: Vec<u64>,
+    /// When its first record was appended (delivery timeouts count from here).
+    pub(crate) created: Instant,
+    /// Bytes it counts for in the buffer.
+    pub(crate) size: usize,
+}
+
+impl Batch {
+    /// Compresses and checksums the records with `stamp`, once; a finished batch is left alone.
+    pub(crate) fn finish(
+        &mut self,
+        codec: Compression,
+        level: Option<i32>,
+        stamp: ProducerStamp,
+        compressor: &mut Compressor,
+    ) -> Result<(), CompressionError> {
+        let body = std::mem::replace(&mut self.body, Body::Finished(Bytes::new()));
+        self.body = match body {
+            Body::Records { mut buf, builder } => {
+                builder.finish(&mut buf, codec, level, stamp, compressor)?;
+                Body::Finished(buf.freeze())
+            }
+            done => done,
+        };
+        Ok(())
+    }
+
+    /// The finished bytes (empty before [`Batch::finish`]).
+    pub(crate) fn bytes(&self) -> Bytes {
+        match &self.body {
+            Body::Finished(b) => b.clone(),
+            Body::Records { .. } => Bytes::new(),
+        }
+    }
+
+    /// The stamp a finished batch carries.
+    pub(crate) fn stamp(&self) -> Option<ProducerStamp> {
+        match &self.body {
+            Body::Finished(b) => records::stamp_of(b),
+            Body::Records { .. } => None,
+        }
+    }
+
+    /// Replaces the stamp of a finished batch (a new producer id); recomputes its checksum.
+    pub(crate) fn restamp(&mut self, stamp: ProducerStamp) {
+        if let Body::Finished(b) = &mut self.body {
+            let mut m = std::mem::take(b)
+                .try_into_mut()
+                .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+            records::restamp(&mut m, stamp);
+            *b = m.freeze();
+        }
+    }
+}
+
+/// One partition's batches and delivery state.
+#[derive(Default)]
+pub(crate) struct PartitionQueue {
+    pub(crate) open: Option<OpenBatch>,
+    pub(crate) ready: VecDeque<Batch>,
+    /// One batch per partition is in flight at a time: order is kept, retries cannot reorder.
+    pub(crate) in_flight: bool,
+    pub(crate) retry_at: Option<Instant>,
+    pub(crate) backoff: Option<Backoff>,
+    /// When its front batch first failed, for the delivery timeout and the operator's messages.
+    pub(crate) failing_since: Option<Instant>,
+}
+
+/// One topic's partitions.
+pub(crate) struct TopicQueues {
+    pub(crate) name: String,
+    pub(crate) meta: Arc<TopicMeta>,
+    pub(crate) parts: Vec<PartitionQueue>,
+    sticky: i32,
+}
+
+/// The batches of every topic and the bytes they hold.
+pub(crate) struct Accumulator {
+    pub(crate) cfg: BatchConfig,
+    pub(crate) topics: Vec<TopicQueues>,
+    /// Bytes appended and not yet delivered.
+    pub(crate) buffered: usize,
+}
+
+impl Accumulator {
+    pub(crate) fn new(cfg: BatchConfig) -> Self {
+        Accumulator {
+            cfg,
+            topics: Vec::new(),
+            buffered: 0,
+        }
+    }
+
+    /// Adds a topic; returns its index.
+    pub(crate) fn add_topic(&mut self, meta: Arc<TopicMeta>) -> usize {
+        let n = meta.partitions.len().max(1);
+        self.topics.push(TopicQueues {
+            name: meta.name.clone(),
+            parts: (0..n).map(|_| PartitionQueue::default()).collect(),
+            sticky: fastrand::i32(0..n as i32),
+            meta,
+        });
+        self.topics.len() - 1
+    }
+
+    /// Takes newer metadata for a topic (leaders moved). The partition count is kept: records already
+    /// placed stay where they are, and keys keep their partition within a run.
+    pub(crate) fn update_meta(&mut self, topic: usize, meta: Arc<TopicMeta>) {
+        if let Some(t) = self.topics.get_mut(topic) {
+            if meta.partitions.len() >= t.parts.len() {
+                t.meta = meta;
+            }
+        }
+    }
+
+    fn choose_partition(&mut self, topic: usize, key: Option<&[u8]>) -> i32 {
+        let t = &self.topics[topic];
+        let n = t.parts.len();
+        if let Some(p) = self.cfg.partition {
+            return p;
+        }
+        match (self.cfg.partitioner, key) {
+            (Partitioner::Default | Partitioner::Murmur2, Some(k)) => partition_for_key(k, n),
+            (Partitioner::Random, _) => fastrand::i32(0..n as i32),
+            _ => t.sticky,
+        }
+    }
+
+    /// The largest batch this topic's records may fill.
+    fn limit(&self) -> usize {
+        self.cfg.batch_bytes.min(self.cfg.max_message_bytes)
+    }
+
+    /// Adds one record. The record stays the last of its open batch until the next append, so it can be
+    /// taken back with [`Accumulator::undo_last`].
+    pub(crate) fn append(
+        &mut self,
+        topic: usize,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header<'_>],
+        timestamp_ms: i64,
+        token: u64,
+    ) -> Result<Appended, RecordTooLarge> {
+        let p = self.choose_partition(topic, key);
+        let limit = self.limit();
+        let max_message = self.cfg.max_message_bytes;
+        let idx = p as usize;
+        if let Some(open) = &self.topics[topic].parts[idx].open {
+            let add = open.builder.record_size(timestamp_ms, key, value, headers);
+            if open.builder.len(&open.buf) + add > limit {
+                self.seal(topic, idx);
+            }
+        }
+        let q = &mut self.topics[topic].parts[idx];
+        let open = q.open.get_or_insert_with(|| {
+            // Full size at once: untouched pages cost no memory, and growth by doubling would copy.
+            let mut buf = BytesMut::with_capacity(limit + 64);
+            let builder = BatchBuilder::begin(&mut buf, timestamp_ms);
+            OpenBatch {
+                buf,
+                builder,
+                tokens: Vec::new(),
+                created: Instant::now(),
+                last: None,
+            }
+        });
+        let add = open.builder.record_size(timestamp_ms, key, value, headers);
+        if open.builder.is_empty() && records::BATCH_HEADER_BYTES + add > max_message {
+            q.open = None;
+            return Err(RecordTooLarge {
+                size: records::BATCH_HEADER_BYTES + add,
+                limit: max_message,
+            });
+        }
+        let mark = open
+            .builder
+            .push(&mut open.buf, timestamp_ms, key, value, headers);
+        open.tokens.push(token);
+        open.last = Some((mark, add));
+        self.buffered += add;
+        Ok(Appended {
+            topic,
+            partition: p,
+        })
+    }
+
+    /// Takes back the record just appended (before any other append).
+    pub(crate) fn undo_last(&mut self, a: Appended) {
+        let Some(q) = self
+            .topics
+            .get_mut(a.topic)
+            .and_then(|t| t.parts.get_mut(a.partition as usize))
+        else {
+            return;
+        };
+        let Some(open) = q.open.as_mut() else { return };
+        let Some((mark, size)) = open.last.take() else {
+            return;
+        };
+        open.builder.pop(&mut open.buf, mark);
+        open.tokens.pop();
+        self.buffered = self.buffered.saturating_sub(size);
+        if open.builder.is_empty() {
+            q.open = None;
+        }
+    }
+
+    /// Closes the open batch of a partition and queues it for sending.
+    pub(crate) fn seal(&mut self, topic: usize, idx: usize) {
+        let fixed = self.cfg.partition.is_some();
+        let t = &mut self.topics[topic];
+        let Some(open) = t.parts[idx].open.take() else {
+            return;
+        };
+        let size = open.builder.len(&open.buf) - records::BATCH_HEADER_BYTES;
+        t.parts[idx].ready.push_back(Batch {
+            body: Body::Records {
+                buf: open.buf,
+                builder: open.builder,
+            },
+            tokens: open.tokens,
+            created: open.created,
+            size,
+        });
+        let n = t.parts.len() as i32;
+        if idx as i32 == t.sticky && !fixed && n > 1 {
+            // Move on to another partition: even spread over time, large batches.
+            t.sticky = (t.sticky + fastrand::i32(1..n)) % n;
+        }
+    }
+
+    /// Seals every open batch that has lingered long enough (all of them with `force`).
+    pub(crate) fn seal_due(&mut self, now: Instant, force: bool) {
+        let linger = self.cfg.linger;
+        for t in 0..self.topics.len() {
+            for i in 0..self.topics[t].parts.len() {
+                let due = self.topics[t].parts[i]
+                    .open
+                    .as_ref()
+                    .is_some_and(|o| force || now.duration_since(o.created) >= linger);
+                if due {
+                    self.seal(t, i);
+                }
+            }
+        }
+    }
+
+    /// The next moment after `now` something becomes due: a linger ends or a retry may go. (What is
+    /// already due and still waits, waits for something else — a response, a refresh — that wakes
+    /// the caller by itself.)
+    pub(crate) fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let mut d: Option<Instant> = None;
+        for t in &self.topics {
+            for q in &t.parts {
+                let linger = q.open.as_ref().map(|o| o.created + self.cfg.linger);
+                let retry = q.retry_at.filter(|_| !q.ready.is_empty() && !q.in_flight);
+                for x in [linger, retry].into_iter().flatten().filter(|x| *x > now) {
+                    d = Some(d.map_or(x, |y| y.min(x)));
+                }
+            }
+        }
+        d
+    }
+
+    /// Whether no record is buffered.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buffered == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::PartitionMeta;
+
+    fn meta(n: i32) -> Arc<TopicMeta> {
+        Arc::new(TopicMeta {
+            name: "t".into(),
+            id: [0; 16],
+            error: 0,
+            internal: false,
+            partitions: (0..n)
+                .map(|id| PartitionMeta {
+                    id,
+                    leader: 1,
+                    leader_epoch: 0,
+                    replicas: vec![1],
+                    isr: vec![1],
+                    offline: vec![],
+                    error: 0,
+                })
+                .collect(),
+        })
+    }
+
+    fn acc(batch_bytes: usize) -> Accumulator {
+        Accumulator::new(BatchConfig {
+            linger: Duration::from_millis(5),
+            batch_bytes,
+            max_message_bytes: 1_048_588,
+            partition: None,
+            partitioner: Partitioner::Default,
+        })
+    }
+
+    #[test]
+    fn keyed_records_go_where_java_puts_them_and_keyless_stick_to_one_partition() {
+        let mut a = acc(1 << 20);
+        let t = a.add_topic(meta(3));
+        let k = a.append(t, Some(b"key-1"), Some(b"v"), &[], 1, 0).unwrap();
+        assert_eq!(k.partition, partition_for_key(b"key-1", 3));
+        let first = a.append(t, None, Some(b"v"), &[], 1, 1).unwrap().partition;
+        for i in 0..10 {
+            assert_eq!(
+                a.append(t, None, Some(b"v"), &[], 1, i).unwrap().partition,
+                first
+            );
+        }
+    }
+
+    #[test]
+    fn a_full_batch_is_sealed_before_the_record_that_does_not_fit() {
+        let mut a = acc(2048);
+        let t = a.add_topic(meta(1));
+        for i in 0..30 {
+            a.append(t, None, Some(&[b'x'; 100]), &[], 1, i).unwrap();
+        }
+        let q = &a.topics[t].parts[0];
+        assert!(!q.ready.is_empty());
+        let sealed: usize = q.ready.iter().map(|b| b.tokens.len()).sum();
+        assert_eq!(sealed + q.open.as_ref().map_or(0, |o| o.tokens.len()), 30);
+        assert!(q
+            .ready
+            .iter()
+            .all(|b| b.size + records::BATCH_HEADER_BYTES <= 2048));
+    }
+
+    #[test]
+    fn undo_last_takes_back_exactly_the_last_record() {
+        let mut a = acc(1 << 20);
+        let t = a.add_topic(meta(1));
+        a.append(t, None, Some(b"keep"), &[], 1, 1).unwrap();
+        let before = a.buffered;
+        let x = a
+            .append(t, None, Some(b"zeros from a vanished page"), &[], 2, 2)
+            .unwrap();
+        a.undo_last(x);
+        assert_eq!(a.buffered, before);
+        a.seal_due(Instant::now(), true);
+        let mut b = a.topics[t].parts[0].ready.pop_front().unwrap();
+        assert_eq!(b.tokens, vec![1]);
+        b.finish(
+            Compression::None,
+            None,
+            ProducerStamp::NONE,
+            &mut Compressor::default(),
+        )
+        .unwrap();
+        let bytes = b.bytes();
+        let (h, batch) = records::split_batches(&bytes).next().unwrap().unwrap();
+        records::verify_crc(&h, batch).unwrap();
+        assert_eq!((h.record_count, h.max_timestamp), (1, 1));
+    }
+
+    #[test]
+    fn a_record_larger_than_the_topic_takes_is_refused_alone() {
+        let mut a = acc(1 << 20);
+        a.cfg.max_message_bytes = 1000;
+        let t = a.add_topic(meta(1));
+        assert!(a.append(t, None, Some(&[0; 2000]), &[], 1, 1).is_err());
+        assert_eq!(a.buffered, 0);
+    }
+}

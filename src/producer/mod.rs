@@ -1,0 +1,804 @@
+//! The producer engine: records appended into per-partition batches ([`accumulator`]), stamped for
+//! idempotence ([`sequence`]), and shipped in one Produce request per leader broker ([`sender`]), with
+//! several requests in flight per broker, retries that resend the same bytes, and a delivery report
+//! per batch.
+//!
+//! The engine does no I/O of its own input: callers [`Producer::append`] records and call
+//! [`Producer::drive`] to send and collect deliveries. `drive` is cancel-safe: requests, metadata
+//! refreshes and producer-id requests run as tasks of their own, so dropping a `drive` future never
+//! tears a request or loses a response.
+//!
+//! Every failure is classified once ([`crate::error::classify`]): retriable errors are retried with
+//! backoff (after a metadata refresh when the leader may have moved); records the broker refuses
+//! themselves are split until the refused one is alone, which is then reported failed; producer-state
+//! errors take a new producer id; anything else either fails the batch (a one-shot command) or is
+//! retried with a longer backoff (`tail`, where the file is the buffer). With a delivery timeout, a
+//! batch not acknowledged that long after its first record was appended fails with the last error.
+
+pub mod accumulator;
+pub mod sender;
+pub mod sequence;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+use crate::backoff::Backoff;
+use crate::cluster::{Cluster, TopicMeta};
+use crate::error::Error;
+use crate::partitioner::Partitioner;
+use crate::tasks::{join_slot, take_finished};
+use crate::wire::compression::{Compression, Compressor};
+use crate::wire::records::{self, Header};
+use accumulator::{Accumulator, Batch, BatchConfig, Body};
+pub use accumulator::{Appended, RecordTooLarge};
+use sender::{Completed, InFlight, Verdict};
+use sequence::Sequences;
+
+/// Broker default `message.max.bytes`: the largest batch a default topic accepts.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
+
+/// What to do with a batch that fails with an error retrying will not soon fix (authorization, an
+/// unknown server error, a response that makes no sense).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnPermanent {
+    /// Report the batch failed (a one-shot command: the user sees the error and exit code 1).
+    Fail,
+    /// Keep retrying with a growing backoff (a log shipper: the file is the buffer, and an ACL or a
+    /// broker may be fixed an hour later).
+    Retry,
+}
+
+/// How the producer batches and acknowledges.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// -1 (all in-sync replicas), 1 (leader) or 0 (no response).
+    pub acks: i16,
+    /// Batch codec.
+    pub compression: Compression,
+    /// Codec level (gzip, zstd).
+    pub compression_level: Option<i32>,
+    /// How long a batch waits for more records.
+    pub linger: Duration,
+    /// Largest batch before compression.
+    pub batch_bytes: usize,
+    /// Requests in flight per broker.
+    pub max_in_flight: usize,
+    /// Bytes buffered (open, ready and in flight) before [`Producer::is_full`] says stop.
+    pub buffer_bytes: usize,
+    /// Fixed partition, if any.
+    pub partition: Option<i32>,
+    /// Partitioning of records without a fixed partition.
+    pub partitioner: Partitioner,
+    /// Broker-side wait for acks, in ms.
+    pub ack_timeout_ms: i32,
+    /// Fail a batch not acknowledged this long after its first record was appended; `None` = never.
+    pub delivery_timeout: Option<Duration>,
+    /// Largest batch the topic accepts.
+    pub max_message_bytes: usize,
+    /// Idempotent produce (producer id and sequence numbers): retries cannot duplicate. Needs acks=all;
+    /// ignored otherwise.
+    pub idempotence: bool,
+    /// What a permanent error does to a batch.
+    pub on_permanent: OnPermanent,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            acks: -1,
+            compression: Compression::None,
+            compression_level: None,
+            linger: Duration::from_millis(5),
+            batch_bytes: 1_000_000,
+            max_in_flight: 5,
+            buffer_bytes: 4 * 1024 * 1024,
+            partition: None,
+            partitioner: Partitioner::Default,
+            ack_timeout_ms: 25_000,
+            delivery_timeout: None,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            idempotence: true,
+            on_permanent: OnPermanent::Fail,
+        }
+    }
+}
+
+/// The outcome of one batch: its records' tokens, in order, and where they landed or why not.
+#[derive(Debug)]
+pub struct Delivery {
+    /// Topic index (from [`Producer::add_topic`]).
+    pub topic: usize,
+    /// Partition of the batch.
+    pub partition: i32,
+    /// Offset of the first record (-1 with acks=0 or on error).
+    pub base_offset: i64,
+    /// The caller's tokens of the batch's records, in record order.
+    pub tokens: Vec<u64>,
+    /// Why the batch was not written, if it was not.
+    pub error: Option<Error>,
+    /// The batch's bytes when it was not written (for a dead-letter file).
+    pub batch: Option<bytes::Bytes>,
+}
+
+/// Per partition, the last error while its front batch is failing.
+type Failing = HashMap<(usize, i32), Error>;
+
+/// Batches records for some topics and ships them to the partition leaders.
+pub struct Producer {
+    cluster: Arc<Cluster>,
+    cfg: ProducerConfig,
+    acc: Accumulator,
+    seq: Sequences,
+    compressor: Compressor,
+    tasks: JoinSet<Completed>,
+    requests_in_flight: HashMap<i32, usize>,
+    throttled: HashMap<i32, Instant>,
+    stale: BTreeSet<usize>,
+    refresh: Option<JoinHandle<()>>,
+    refresh_backoff: Backoff,
+    refresh_not_before: Option<Instant>,
+    pid_task: Option<JoinHandle<Result<(i64, i16), Error>>>,
+    pid_not_before: Option<Instant>,
+    failing: Failing,
+    last_reset_warning: Option<Instant>,
+    fatal: Option<Error>,
+}
+
+impl Producer {
+    /// A producer on `cluster`; add topics with [`Producer::add_topic`].
+    pub fn new(cluster: Arc<Cluster>, cfg: ProducerConfig) -> Self {
+        let acc = Accumulator::new(BatchConfig {
+            linger: cfg.linger,
+            batch_bytes: cfg.batch_bytes,
+            max_message_bytes: cfg.max_message_bytes,
+            partition: cfg.partition,
+            partitioner: cfg.partitioner,
+        });
+        Producer {
+            cluster,
+            cfg,
+            acc,
+            seq: Sequences::new(),
+            compressor: Compressor::default(),
+            tasks: JoinSet::new(),
+            requests_in_flight: HashMap::new(),
+            throttled: HashMap::new(),
+            stale: BTreeSet::new(),
+            refresh: None,
+            refresh_backoff: Backoff::new(None),
+            refresh_not_before: None,
+            pid_task: None,
+            pid_not_before: None,
+            failing: HashMap::new(),
+            last_reset_warning: None,
+            fatal: None,
+        }
+    }
+
+    /// A producer for one topic whose metadata is known (topic index 0).
+    pub fn for_topic(cluster: Arc<Cluster>, meta: Arc<TopicMeta>, cfg: ProducerConfig) -> Self {
+        let mut p = Producer::new(cluster, cfg);
+        p.add_topic(meta);
+        p
+    }
+
+    /// Adds a topic whose metadata is known; returns its index for [`Producer::append`].
+    pub fn add_topic(&mut self, meta: Arc<TopicMeta>) -> usize {
+        self.acc.add_topic(meta)
+    }
+
+    /// The index of a topic already added.
+    pub fn topic_index(&self, name: &str) -> Option<usize> {
+        self.acc.topics.iter().position(|t| t.name == name)
+    }
+
+    /// The name of topic `i`.
+    pub fn topic_name(&self, i: usize) -> &str {
+        self.acc.topics.get(i).map_or("", |t| t.name.as_str())
+    }
+
+    /// Gets a producer id when idempotence is on (and acks=all), retrying until the cluster's retry
+    /// limit; call once before appending.
+    pub async fn init(&mut self) -> Result<(), Error> {
+        if self.cfg.idempotence && self.cfg.acks == -1 {
+            let pid = self
+                .cluster
+                .init_producer_id(self.cluster.options().deadline())
+                .await?;
+            self.seq.set_pid(pid);
+            crate::log::debug(format_args!("idempotent producer id {pid:?}"));
+        }
+        Ok(())
+    }
+
+    /// Why deliveries are failing right now, if they are: for a caller to say so once.
+    pub fn trouble(&self) -> Option<String> {
+        self.failing.values().next().map(|e| e.to_string())
+    }
+
+    /// Whether batches carry a producer id and sequences.
+    pub fn is_idempotent(&self) -> bool {
+        self.seq.is_idempotent()
+    }
+
+    /// Number of partitions of topic `i`.
+    pub fn partition_count(&self, i: usize) -> usize {
+        self.acc.topics.get(i).map_or(0, |t| t.parts.len())
+    }
+
+    /// Bytes appended and not yet delivered.
+    pub fn buffered_bytes(&self) -> usize {
+        self.acc.buffered
+    }
+
+    /// Whether the buffer bound is reached: stop appending and [`Producer::drive`] until it is not.
+    pub fn is_full(&self) -> bool {
+        self.acc.buffered >= self.cfg.buffer_bytes
+    }
+
+    /// Whether nothing is buffered or in flight.
+    pub fn is_idle(&self) -> bool {
+        self.acc.is_empty() && self.tasks.is_empty()
+    }
+
+    /// The largest value (with the given key and headers) that fits in a batch of its own.
+    pub fn max_value_bytes(&self, key_len: usize, headers_len: usize) -> usize {
+        // Header, record length and field varints take at most ~40 bytes.
+        self.cfg
+            .max_message_bytes
+            .saturating_sub(records::BATCH_HEADER_BYTES + 40 + key_len + headers_len)
+    }
+
+    /// Adds one record to topic `topic`. `token` comes back in the [`Delivery`] of its batch. Until the
+    /// next append, [`Producer::undo_last`] can take it back.
+    pub fn append(
+        &mut self,
+        topic: usize,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header<'_>],
+        timestamp_ms: i64,
+        token: u64,
+    ) -> Result<Appended, RecordTooLarge> {
+        self.acc
+            .append(topic, key, value, headers, timestamp_ms, token)
+    }
+
+    /// Takes back the record just appended.
+    pub fn undo_last(&mut self, a: Appended) {
+        self.acc.undo_last(a);
+    }
+
+    /// Seals every open batch now, without waiting for linger.
+    pub fn seal_all(&mut self) {
+        self.acc.seal_due(Instant::now(), true);
+    }
+
+    /// Seals lingered batches, sends what is ready, and waits for one event: a response, a linger or
+    /// retry deadline, a metadata refresh or producer id. Deliveries are pushed to `out`. Returns an
+    /// error only when the run must stop (a batch could not be compressed).
+    pub async fn drive(&mut self, out: &mut Vec<Delivery>) -> Result<(), Error> {
+        if let Some(e) = self.fatal.take() {
+            return Err(e);
+        }
+        self.poll_background();
+        let now = Instant::now();
+        self.acc.seal_due(now, false);
+        self.maybe_reset_pid(now);
+        let before = out.len();
+        self.dispatch(now, out);
+        self.maybe_refresh(now);
+        if out.len() > before {
+            // Batches expired or failed: report them now rather than after the next event.
+            return Ok(());
+        }
+        let wake = [
+            self.acc.next_deadline(now),
+            self.pid_not_before.filter(|_| self.pid_task.is_none()),
+            self.refresh_not_before
+                .filter(|_| self.refresh.is_none() && !self.stale.is_empty()),
+            self.throttled.values().min().copied(),
+            self.next_expiry(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|t| *t > now)
+        .min();
+        tokio::select! {
+            Some(res) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                match res {
+                    Ok(c) => self.complete(c, out),
+                    Err(e) => panic!("a produce task failed: {e}"),
+                }
+            }
+            Some(()) = join_slot(&mut self.refresh), if self.refresh.is_some() => self.refreshed(),
+            r = join_slot(&mut self.pid_task), if self.pid_task.is_some() => self.pid_answered(r),
+            _ = sleep_until(wake) => {}
+        }
+        self.poll_background();
+        Ok(())
+    }
+
+    /// Sends everything and waits until every record is delivered (or failed).
+    pub async fn flush(&mut self, out: &mut Vec<Delivery>) -> Result<(), Error> {
+        while !self.is_idle() {
+            self.seal_all();
+            self.drive(out).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes the results of background tasks that finished (metadata refresh, producer id).
+    fn poll_background(&mut self) {
+        if take_finished(&mut self.refresh).is_some() {
+            self.refreshed();
+        }
+        if let Some(r) = take_finished(&mut self.pid_task) {
+            self.pid_answered(r);
+        }
+    }
+
+    /// A metadata refresh is done: stale topics take the cached metadata.
+    fn refreshed(&mut self) {
+        let mut all_led = true;
+        for t in std::mem::take(&mut self.stale) {
+            let name = self.acc.topics[t].name.clone();
+            match self.cluster.cached_topic(&name) {
+                Some(m) => {
+                    all_led &= m.all_led();
+                    self.acc.update_meta(t, m);
+                }
+                None => all_led = false,
+            }
+        }
+        if all_led {
+            self.refresh_backoff.reset();
+        }
+    }
+
+    /// An InitProducerId came back (`None`: its task died).
+    fn pid_answered(&mut self, r: Option<Result<(i64, i16), Error>>) {
+        match r {
+            Some(Ok(pid)) => {
+                let resets = self.seq.resets;
+                self.seq.set_pid(pid);
+                self.warn_reset(pid, resets + 1);
+            }
+            Some(Err(e)) => {
+                crate::log::debug(format_args!("new producer id not granted: {e}"));
+                self.pid_not_before = Some(self.seq.next_reset_at());
+                self.note_failure_everywhere(e);
+            }
+            None => self.pid_not_before = Some(self.seq.next_reset_at()),
+        }
+    }
+
+    fn warn_reset(&mut self, pid: (i64, i16), resets: u64) {
+        let now = Instant::now();
+        if self
+            .last_reset_warning
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60))
+        {
+            crate::log::debug(format_args!("new idempotent producer id {pid:?}"));
+            return;
+        }
+        self.last_reset_warning = Some(now);
+        crate::log::warn(format_args!(
+            "the broker lost or fenced this producer's state; new idempotent producer id {} ({resets} so far); batches resent now may be duplicates",
+            pid.0
+        ));
+    }
+
+    /// Records an error against every partition that has something to send (used while no producer id
+    /// can be had).
+    fn note_failure_everywhere(&mut self, e: Error) {
+        for (t, topic) in self.acc.topics.iter().enumerate() {
+            for (p, q) in topic.parts.iter().enumerate() {
+                if !q.ready.is_empty() {
+                    self.failing.insert((t, p as i32), e.clone());
+                }
+            }
+        }
+    }
+
+    /// Starts an InitProducerId when the broker refused our state and nothing is in flight any more.
+    fn maybe_reset_pid(&mut self, now: Instant) {
+        if !self.seq.reset_wanted() || !self.tasks.is_empty() || self.pid_task.is_some() {
+            return;
+        }
+        let at = *self
+            .pid_not_before
+            .get_or_insert_with(|| self.seq.next_reset_at());
+        if now < at {
+            return;
+        }
+        self.pid_not_before = None;
+        let cluster = self.cluster.clone();
+        let deadline = cluster.options().deadline();
+        self.pid_task = Some(tokio::spawn(async move {
+            cluster.init_producer_id_once(deadline).await
+        }));
+    }
+
+    /// Refreshes the metadata of stale topics, one request at a time, paced by a backoff.
+    fn maybe_refresh(&mut self, now: Instant) {
+        if self.stale.is_empty() || self.refresh.is_some() {
+            return;
+        }
+        let at = *self.refresh_not_before.get_or_insert_with(|| {
+            now + self
+                .refresh_backoff
+                .next_delay()
+                .unwrap_or(Duration::from_secs(1))
+        });
+        if now < at {
+            return;
+        }
+        self.refresh_not_before = None;
+        let cluster = self.cluster.clone();
+        let names: Vec<String> = self
+            .stale
+            .iter()
+            .map(|&t| self.acc.topics[t].name.clone())
+            .collect();
+        let deadline = Some(now + cluster.options().connection.request_timeout);
+        self.refresh = Some(tokio::spawn(async move {
+            if let Err(e) = cluster.fetch_metadata(Some(&names), false, deadline).await {
+                crate::log::debug(format_args!("metadata refresh failed: {e}"));
+            }
+        }));
+    }
+
+    /// The next moment a waiting batch passes its delivery timeout.
+    fn next_expiry(&self) -> Option<Instant> {
+        let timeout = self.cfg.delivery_timeout?;
+        self.acc
+            .topics
+            .iter()
+            .flat_map(|t| t.parts.iter())
+            .filter(|q| !q.in_flight)
+            .filter_map(|q| q.ready.front().map(|b| b.created + timeout))
+            .min()
+    }
+
+    /// Builds one request per leader from the front batch of each ready partition and spawns its send.
+    fn dispatch(&mut self, now: Instant, out: &mut Vec<Delivery>) {
+        self.throttled.retain(|_, t| *t > now);
+        if self.seq.reset_wanted() || self.pid_task.is_some() {
+            // Nothing leaves until the new producer id is there.
+            self.expire_waiting(now, out);
+            return;
+        }
+        self.expire_waiting(now, out);
+        let mut by_leader: HashMap<i32, Vec<(usize, i32)>> = HashMap::new();
+        for (t, topic) in self.acc.topics.iter().enumerate() {
+            for (p, q) in topic.parts.iter().enumerate() {
+                if q.ready.is_empty() || q.in_flight || q.retry_at.is_some_and(|r| r > now) {
+                    continue;
+                }
+                let leader = topic.meta.leader(p as i32);
+                if leader < 0 {
+                    self.stale.insert(t);
+                    continue;
+                }
+                if self.throttled.contains_key(&leader) {
+                    continue;
+                }
+                by_leader.entry(leader).or_default().push((t, p as i32));
+            }
+        }
+        for (leader, parts) in by_leader {
+            if self.requests_in_flight.get(&leader).copied().unwrap_or(0)
+                >= self.cfg.max_in_flight.max(1)
+            {
+                continue;
+            }
+            let mut batches = Vec::with_capacity(parts.len());
+            for (t, p) in parts {
+                let Some(mut batch) = self.acc.topics[t].parts[p as usize].ready.pop_front() else {
+                    continue;
+                };
+                if let Err(e) = self.prepare(t, p, &mut batch) {
+                    self.fatal = Some(Error::Compression(e));
+                    self.acc.topics[t].parts[p as usize].ready.push_front(batch);
+                    continue;
+                }
+                self.acc.topics[t].parts[p as usize].in_flight = true;
+                batches.push(InFlight {
+                    topic: t,
+                    partition: p,
+                    batch,
+                });
+            }
+            if batches.is_empty() {
+                continue;
+            }
+            let deadline = self
+                .cfg
+                .delivery_timeout
+                .and_then(|d| batches.iter().map(|b| b.batch.created + d).min());
+            let s = sender::Send {
+                cluster: self.cluster.clone(),
+                leader,
+                acks: self.cfg.acks,
+                ack_timeout_ms: self.cfg.ack_timeout_ms,
+                deadline,
+                topic_names: batches
+                    .iter()
+                    .map(|b| (b.topic, self.acc.topics[b.topic].name.clone()))
+                    .collect(),
+            };
+            *self.requests_in_flight.entry(leader).or_default() += 1;
+            self.tasks.spawn(sender::send(s, batches));
+        }
+    }
+
+    /// Finishes (compresses, stamps, checksums) a batch at its first send; restamps one whose producer
+    /// id is no longer ours.
+    fn prepare(
+        &mut self,
+        t: usize,
+        p: i32,
+        b: &mut Batch,
+    ) -> Result<(), crate::wire::compression::CompressionError> {
+        let n = b.tokens.len();
+        match &b.body {
+            Body::Records { .. } => {
+                let stamp = self.seq.stamp(t, p, n);
+                b.finish(
+                    self.cfg.compression,
+                    self.cfg.compression_level,
+                    stamp,
+                    &mut self.compressor,
+                )?;
+            }
+            Body::Finished(_) => {
+                let current = b.stamp().is_some_and(|s| self.seq.is_current(s));
+                if self.seq.is_idempotent() && !current {
+                    let stamp = self.seq.stamp(t, p, n);
+                    b.restamp(stamp);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails waiting batches whose delivery timeout has passed.
+    fn expire_waiting(&mut self, now: Instant, out: &mut Vec<Delivery>) {
+        let Some(timeout) = self.cfg.delivery_timeout else {
+            return;
+        };
+        for t in 0..self.acc.topics.len() {
+            for p in 0..self.acc.topics[t].parts.len() {
+                loop {
+                    let q = &mut self.acc.topics[t].parts[p];
+                    if q.in_flight || q.ready.front().is_none_or(|b| now < b.created + timeout) {
+                        break;
+                    }
+                    let Some(b) = q.ready.pop_front() else { break };
+                    let last =
+                        self.failing
+                            .get(&(t, p as i32))
+                            .cloned()
+                            .unwrap_or(Error::NoLeader {
+                                topic: self.acc.topics[t].name.clone(),
+                                partition: p as i32,
+                            });
+                    let e = Error::Deadline {
+                        ms: now.duration_since(b.created).as_millis() as u64,
+                        last: Box::new(last),
+                    };
+                    self.fail(t, p as i32, b, e, out);
+                }
+            }
+        }
+    }
+
+    /// Handles one finished request.
+    fn complete(&mut self, c: Completed, out: &mut Vec<Delivery>) {
+        if let Some(n) = self.requests_in_flight.get_mut(&c.leader) {
+            *n = n.saturating_sub(1);
+        }
+        if let Err(e) = &c.result {
+            crate::log::debug(format_args!("produce to broker {} failed: {e}", c.leader));
+        }
+        let topics = &self.acc.topics;
+        let (verdicts, throttle_ms, endpoints) = sender::judge(&c, |t| {
+            topics.get(t).map_or(String::new(), |t| t.name.clone())
+        });
+        if throttle_ms > 0 {
+            let until = Instant::now() + Duration::from_millis(throttle_ms.min(60_000) as u64);
+            self.throttled.insert(c.leader, until);
+            crate::log::debug(format_args!(
+                "broker {} asks to wait {throttle_ms} ms (quota)",
+                c.leader
+            ));
+        }
+        for (id, addr) in endpoints {
+            self.cluster.add_broker(id, addr);
+        }
+        for (f, v) in c.batches.into_iter().zip(verdicts) {
+            self.acc.topics[f.topic].parts[f.partition as usize].in_flight = false;
+            self.settle(f, v, out);
+        }
+    }
+
+    /// Applies the verdict on one batch.
+    fn settle(&mut self, f: InFlight, v: Verdict, out: &mut Vec<Delivery>) {
+        let InFlight {
+            topic: t,
+            partition: p,
+            batch,
+        } = f;
+        match v {
+            Verdict::Acked { base_offset } => {
+                let q = &mut self.acc.topics[t].parts[p as usize];
+                q.backoff = None;
+                q.retry_at = None;
+                q.failing_since = None;
+                self.failing.remove(&(t, p));
+                self.acc.buffered = self.acc.buffered.saturating_sub(batch.size);
+                out.push(Delivery {
+                    topic: t,
+                    partition: p,
+                    base_offset,
+                    tokens: batch.tokens,
+                    error: None,
+                    batch: None,
+                });
+            }
+            Verdict::Retry {
+                error,
+                refresh,
+                leader,
+            } => {
+                if let Some((l, epoch)) = leader {
+                    let name = self.acc.topics[t].name.clone();
+                    self.cluster.set_leader(&name, p, l, epoch);
+                    if let Some(m) = self.cluster.cached_topic(&name) {
+                        self.acc.update_meta(t, m);
+                    }
+                } else if refresh {
+                    self.stale.insert(t);
+                }
+                self.retry_later(t, p, batch, error, Duration::from_secs(1), out);
+            }
+            Verdict::Refused(error) if batch.tokens.len() > 1 => {
+                self.split(t, p, batch, error, out)
+            }
+            Verdict::Refused(error) => self.fail(t, p, batch, error, out),
+            Verdict::ProducerState(error) => {
+                crate::log::debug(format_args!("{error}"));
+                self.seq.want_reset();
+                self.retry_later(t, p, batch, error, Duration::ZERO, out);
+            }
+            Verdict::Permanent(error) => match self.cfg.on_permanent {
+                OnPermanent::Fail => self.fail(t, p, batch, error, out),
+                OnPermanent::Retry => {
+                    self.retry_later(t, p, batch, error, Duration::from_secs(10), out)
+                }
+            },
+        }
+    }
+
+    /// Puts a batch back at the front of its queue (same bytes) to be retried after a backoff growing
+    /// to `max_delay`, unless its delivery timeout has passed.
+    fn retry_later(
+        &mut self,
+        t: usize,
+        p: i32,
+        b: Batch,
+        e: Error,
+        max_delay: Duration,
+        out: &mut Vec<Delivery>,
+    ) {
+        let now = Instant::now();
+        if let Some(timeout) = self.cfg.delivery_timeout {
+            if now >= b.created + timeout {
+                let e = Error::Deadline {
+                    ms: now.duration_since(b.created).as_millis() as u64,
+                    last: Box::new(e),
+                };
+                self.fail(t, p, b, e, out);
+                return;
+            }
+        }
+        crate::log::debug(format_args!("will retry: {e}"));
+        self.failing.insert((t, p), e);
+        let q = &mut self.acc.topics[t].parts[p as usize];
+        q.failing_since.get_or_insert(now);
+        let delay = if max_delay.is_zero() {
+            Duration::ZERO
+        } else {
+            q.backoff
+                .get_or_insert_with(|| Backoff::with(Duration::from_millis(100), max_delay, None))
+                .next_delay()
+                .unwrap_or(max_delay)
+        };
+        q.retry_at = Some(now + delay);
+        q.ready.push_front(b);
+    }
+
+    /// Reports a batch failed for good; its sequence numbers are given back.
+    fn fail(&mut self, t: usize, p: i32, b: Batch, e: Error, out: &mut Vec<Delivery>) {
+        self.seq.release(t, p, b.stamp());
+        self.acc.buffered = self.acc.buffered.saturating_sub(b.size);
+        let q = &mut self.acc.topics[t].parts[p as usize];
+        q.backoff = None;
+        q.retry_at = None;
+        q.failing_since = None;
+        self.failing.remove(&(t, p));
+        let bytes = b.bytes();
+        out.push(Delivery {
+            topic: t,
+            partition: p,
+            base_offset: -1,
+            tokens: b.tokens,
+            error: Some(e),
+            batch: (!bytes.is_empty()).then_some(bytes),
+        });
+    }
+
+    /// Splits a batch the broker refused into two, keeping record order; the halves go to the front of
+    /// the queue and are stamped when sent.
+    fn split(&mut self, t: usize, p: i32, b: Batch, e: Error, out: &mut Vec<Delivery>) {
+        self.seq.release(t, p, b.stamp());
+        let halves = records::split_batch(
+            &b.bytes(),
+            self.cfg.compression,
+            self.cfg.compression_level,
+            &mut self.compressor,
+        );
+        let [(first, n1), (second, _)] = match halves {
+            Ok(h) => h,
+            Err(source) => {
+                let err = Error::Records {
+                    topic: self.acc.topics[t].name.clone(),
+                    partition: p,
+                    source,
+                };
+                crate::log::error(format_args!("cannot split a refused batch: {err}"));
+                self.fail(t, p, b, e, out);
+                return;
+            }
+        };
+        crate::log::debug(format_args!(
+            "{e}: splitting a batch of {} records",
+            b.tokens.len()
+        ));
+        let mut tokens = b.tokens;
+        let rest = tokens.split_off(n1);
+        let (s1, s2) = (first.len(), second.len());
+        self.acc.buffered = (self.acc.buffered + s1 + s2).saturating_sub(b.size);
+        let q = &mut self.acc.topics[t].parts[p as usize];
+        for (bytes, tokens, size) in [(second, rest, s2), (first, tokens, s1)] {
+            q.ready.push_front(Batch {
+                body: Body::Finished(bytes.freeze()),
+                tokens,
+                created: b.created,
+                size,
+            });
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Wall-clock milliseconds, the timestamp records get when read (Kafka 4 refuses timestamps far ahead).
+pub fn timestamp_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests;

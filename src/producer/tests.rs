@@ -1,0 +1,415 @@
+//! The producer's error paths, driven by the fake broker (in memory, tokio's paused clock: no sleeps).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::ApiKey;
+use tokio::time::Instant;
+
+use super::*;
+use crate::cluster::{ClientOptions, Cluster};
+use crate::testkit::{FakeBroker, Misbehave};
+
+fn cluster(b: &FakeBroker, retry_limit: Option<Duration>) -> Arc<Cluster> {
+    let mut o = ClientOptions::new(&b.bootstrap());
+    o.retry_limit = retry_limit;
+    o.connection.request_timeout = Duration::from_secs(5);
+    Arc::new(Cluster::with_transport(o, Arc::new(b.transport())))
+}
+
+fn tail_config() -> ProducerConfig {
+    ProducerConfig {
+        on_permanent: OnPermanent::Retry,
+        delivery_timeout: None,
+        ..ProducerConfig::default()
+    }
+}
+
+fn produce_config() -> ProducerConfig {
+    ProducerConfig {
+        on_permanent: OnPermanent::Fail,
+        delivery_timeout: Some(Duration::from_secs(30)),
+        ..ProducerConfig::default()
+    }
+}
+
+async fn producer(b: &FakeBroker, topic: &str, cfg: ProducerConfig) -> Producer {
+    let c = cluster(b, Some(Duration::from_secs(30)));
+    let meta = c.topic(topic, false).await.unwrap();
+    let mut p = Producer::for_topic(c, meta, cfg);
+    p.init().await.unwrap();
+    p
+}
+
+/// Appends `values` (token = index) and flushes; returns the deliveries.
+async fn send(p: &mut Producer, values: &[&[u8]]) -> Vec<Delivery> {
+    for (i, v) in values.iter().enumerate() {
+        p.append(0, None, Some(v), &[], timestamp_now_ms(), i as u64)
+            .unwrap();
+    }
+    let mut out = Vec::new();
+    p.flush(&mut out).await.unwrap();
+    out
+}
+
+fn values(n: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|i| format!("line {i}").into_bytes()).collect()
+}
+
+fn refs(v: &[Vec<u8>]) -> Vec<&[u8]> {
+    v.iter().map(|x| x.as_slice()).collect()
+}
+
+fn acked(d: &[Delivery]) -> usize {
+    d.iter()
+        .filter(|d| d.error.is_none())
+        .map(|d| d.tokens.len())
+        .sum()
+}
+
+fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    v.sort();
+    v
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_record_is_delivered_once_in_partition_order() {
+    let b = FakeBroker::new(3);
+    b.create_topic("t", 3);
+    let mut p = producer(&b, "t", produce_config()).await;
+    let v = values(1000);
+    let d = send(&mut p, &refs(&v)).await;
+    assert_eq!(acked(&d), 1000);
+    assert_eq!(sorted(b.values("t")), sorted(v));
+    for part in 0..3 {
+        let got = b.partition_values("t", part);
+        let mut idx: Vec<usize> = got
+            .iter()
+            .map(|x| String::from_utf8_lossy(&x[5..]).parse().unwrap())
+            .collect();
+        let before = idx.clone();
+        idx.sort();
+        assert_eq!(idx, before, "partition {part} keeps append order");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn not_leader_with_a_hint_goes_to_the_new_leader_without_a_metadata_refresh() {
+    let b = FakeBroker::new(2);
+    b.create_topic("t", 1);
+    let mut p = producer(&b, "t", produce_config()).await;
+    let md_before = b.requests(ApiKey::Metadata);
+    b.set_leader("t", 0, 2);
+    b.misbehave_times(
+        Misbehave::ProduceError {
+            code: 6,
+            leader_hint: Some(2),
+        },
+        1,
+    );
+    let d = send(&mut p, &[b"x"]).await;
+    assert_eq!(acked(&d), 1);
+    assert_eq!(
+        b.requests(ApiKey::Metadata),
+        md_before,
+        "the hint spared a refresh"
+    );
+    assert_eq!(b.partition_values("t", 0), vec![b"x".to_vec()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn not_leader_without_a_hint_refreshes_metadata_and_follows_the_leader() {
+    let b = FakeBroker::new(2);
+    b.create_topic("t", 1);
+    let mut p = producer(&b, "t", produce_config()).await;
+    let md_before = b.requests(ApiKey::Metadata);
+    b.set_leader("t", 0, 2);
+    let d = send(&mut p, &[b"x", b"y"]).await;
+    assert_eq!(acked(&d), 2);
+    assert!(b.requests(ApiKey::Metadata) > md_before);
+    assert_eq!(
+        b.partition_values("t", 0),
+        vec![b"x".to_vec(), b"y".to_vec()]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn message_too_large_splits_until_the_refused_record_is_alone() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    let mut p = producer(&b, "t", tail_config()).await;
+    b.misbehave_times(
+        Misbehave::ProduceError {
+            code: 10,
+            leader_hint: None,
+        },
+        4,
+    );
+    let v = values(8);
+    let d = send(&mut p, &refs(&v)).await;
+    let failed: Vec<u64> = d
+        .iter()
+        .filter(|d| d.error.is_some())
+        .flat_map(|d| d.tokens.clone())
+        .collect();
+    assert_eq!(failed, vec![0], "only the first record, alone, is refused");
+    assert!(
+        d.iter().any(|d| d.batch.is_some()),
+        "a refused batch carries its bytes for a dead letter"
+    );
+    assert_eq!(
+        b.partition_values("t", 0),
+        v[1..].to_vec(),
+        "the rest arrive, in order"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_response_is_retried_with_the_same_sequence_and_not_duplicated() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    let mut p = producer(&b, "t", produce_config()).await;
+    b.misbehave_times(Misbehave::DropAfter(ApiKey::Produce), 1);
+    let v = values(10);
+    let d = send(&mut p, &refs(&v)).await;
+    assert_eq!(acked(&d), 10);
+    assert_eq!(
+        b.partition_values("t", 0),
+        v,
+        "written once: DUPLICATE_SEQUENCE_NUMBER counts as acked"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn out_of_order_sequence_takes_a_new_producer_id_and_resends() {
+    for code in [45, 59, 47, 90] {
+        let b = FakeBroker::new(1);
+        b.create_topic("t", 1);
+        let mut p = producer(&b, "t", produce_config()).await;
+        b.misbehave_times(
+            Misbehave::ProduceError {
+                code,
+                leader_hint: None,
+            },
+            1,
+        );
+        let v = values(5);
+        let d = send(&mut p, &refs(&v)).await;
+        assert_eq!(acked(&d), 5, "code {code}");
+        assert_eq!(b.requests(ApiKey::InitProducerId), 2, "code {code}");
+        assert_eq!(b.partition_values("t", 0), v, "code {code}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broker_that_keeps_refusing_producer_state_is_paced_and_the_timeout_holds() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    let mut p = producer(&b, "t", produce_config()).await;
+    b.misbehave(Misbehave::ProduceError {
+        code: 45,
+        leader_hint: None,
+    });
+    let start = Instant::now();
+    let d = send(&mut p, &[b"x"]).await;
+    let took = start.elapsed();
+    assert_eq!(acked(&d), 0);
+    let e = d[0].error.as_ref().unwrap().to_string();
+    assert!(
+        e.contains("gave up after") && e.contains("OUT_OF_ORDER"),
+        "{e}"
+    );
+    assert!(took <= Duration::from_secs(31), "{took:?}");
+    let inits = b.requests(ApiKey::InitProducerId);
+    assert!(inits <= 15, "{inits} InitProducerId requests in {took:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_closed_mid_request_is_retried_without_loss() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    let mut p = producer(&b, "t", produce_config()).await;
+    b.misbehave_times(Misbehave::DropOn(ApiKey::Produce), 2);
+    let v = values(20);
+    let d = send(&mut p, &refs(&v)).await;
+    assert_eq!(acked(&d), 20);
+    assert_eq!(b.partition_values("t", 0), v);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broker_that_stops_answering_times_out_and_the_retry_goes_through() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    let mut p = producer(&b, "t", produce_config()).await;
+    b.misbehave_times(Misbehave::Silent, 1);
+    let start = Instant::now();
+    let d = send(&mut p, &[b"x"]).await;
+    assert_eq!(acked(&d), 1);
+    assert!(
+        start.elapsed() >= Duration::from_secs(5),
+        "waited for the request timeout"
+    );
+    assert_eq!(
+        b.open_streams(),
+        1,
+        "the silent connection was closed, one fresh one is left"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_throttle_is_respected_before_the_next_request() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    let mut p = producer(&b, "t", produce_config()).await;
+    b.misbehave_times(Misbehave::Throttle(700), 1);
+    send(&mut p, &[b"a"]).await;
+    let start = Instant::now();
+    send(&mut p, &[b"b"]).await;
+    assert!(
+        start.elapsed() >= Duration::from_millis(690),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_acl_refusal_fails_a_one_shot_produce_at_once() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    let mut p = producer(&b, "t", produce_config()).await;
+    b.misbehave(Misbehave::ProduceError {
+        code: 29,
+        leader_hint: None,
+    });
+    let start = Instant::now();
+    let d = send(&mut p, &[b"x"]).await;
+    assert!(start.elapsed() < Duration::from_secs(1));
+    let e = d[0].error.as_ref().unwrap().to_string();
+    assert!(
+        e.contains("TOPIC_AUTHORIZATION_FAILED") && e.contains("ACL"),
+        "{e}"
+    );
+}
+
+/// Drives `p` for `secs` of (paused) time, collecting deliveries.
+async fn drive_for(p: &mut Producer, secs: u64, out: &mut Vec<Delivery>) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end && !p.is_idle() {
+        let _ = tokio::time::timeout_at(end, p.drive(out)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn tail_keeps_every_line_through_errors_that_are_not_about_the_records() {
+    let cases = [
+        Misbehave::ProduceError {
+            code: 29,
+            leader_hint: None,
+        },
+        Misbehave::ProduceError {
+            code: -1,
+            leader_hint: None,
+        },
+        Misbehave::ProduceMissingPartition,
+        Misbehave::Garbage(ApiKey::Produce),
+        Misbehave::WrongCorrelationId,
+    ];
+    for case in cases {
+        let b = FakeBroker::new(1);
+        b.create_topic("t", 1);
+        let mut p = producer(&b, "t", tail_config()).await;
+        b.misbehave(case.clone());
+        let v = values(50);
+        for (i, x) in v.iter().enumerate() {
+            p.append(0, None, Some(x), &[], timestamp_now_ms(), i as u64)
+                .unwrap();
+        }
+        let mut out = Vec::new();
+        drive_for(&mut p, 300, &mut out).await;
+        assert_eq!(acked(&out), 0, "{case:?}");
+        assert!(
+            out.iter().all(|d| d.error.is_none()),
+            "{case:?}: nothing may be dropped"
+        );
+        assert!(p.trouble().is_some(), "{case:?}");
+        let attempts = b.requests(ApiKey::Produce);
+        // Connection-level trouble is retried about once a second (jittered), a refusal every 10 s.
+        let bound = if matches!(
+            case,
+            Misbehave::ProduceError { .. } | Misbehave::ProduceMissingPartition
+        ) {
+            60
+        } else {
+            450
+        };
+        assert!(
+            attempts < bound,
+            "{case:?}: {attempts} attempts in 300 s is not a backoff"
+        );
+        // The ACL is fixed, the broker mended: everything arrives, once.
+        b.behave();
+        drive_for(&mut p, 60, &mut out).await;
+        assert_eq!(acked(&out), 50, "{case:?}");
+        assert_eq!(b.partition_values("t", 0), v, "{case:?}");
+        assert!(p.trouble().is_none());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn produce_gives_up_on_a_silent_broker_within_its_timeout() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    let mut p = producer(&b, "t", produce_config()).await;
+    b.misbehave(Misbehave::Silent);
+    let start = Instant::now();
+    let d = send(&mut p, &[b"x"]).await;
+    let took = start.elapsed();
+    assert!(d[0].error.is_some());
+    assert!(
+        took <= Duration::from_secs(31),
+        "--timeout 30s must be an upper bound: took {took:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_for_several_topics_share_one_request_per_leader() {
+    let b = FakeBroker::new(1);
+    b.create_topic("a", 2);
+    b.create_topic("b", 2);
+    let c = cluster(&b, Some(Duration::from_secs(30)));
+    let mut p = Producer::new(c.clone(), produce_config());
+    let ta = p.add_topic(c.topic("a", false).await.unwrap());
+    let tb = p.add_topic(c.topic("b", false).await.unwrap());
+    p.init().await.unwrap();
+    let before = b.requests(ApiKey::Produce);
+    for i in 0..10u64 {
+        p.append(
+            ta,
+            Some(&i.to_be_bytes()),
+            Some(b"A"),
+            &[],
+            timestamp_now_ms(),
+            i,
+        )
+        .unwrap();
+        p.append(
+            tb,
+            Some(&i.to_be_bytes()),
+            Some(b"B"),
+            &[],
+            timestamp_now_ms(),
+            100 + i,
+        )
+        .unwrap();
+    }
+    let mut out = Vec::new();
+    p.flush(&mut out).await.unwrap();
+    assert_eq!(acked(&out), 20);
+    assert_eq!(
+        b.requests(ApiKey::Produce) - before,
+        1,
+        "every ready partition in one request"
+    );
+    assert_eq!(b.values("a").len(), 10);
+    assert_eq!(b.values("b").len(), 10);
+}

@@ -1,0 +1,136 @@
+//! Resolved settings: what the flags (and, for `tail`, a config file) mean, decided in one place. The
+//! commands take these; nothing below them sees clap.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cli::{AcksArg, Common, CompressionArg, PartitionerArg, ProducerFlags};
+use crate::cluster::{ClientOptions, Cluster};
+use crate::partitioner::Partitioner;
+use crate::producer::ProducerConfig;
+use crate::wire::compression::Compression;
+
+/// A usage error found after parsing (exit code 2, like clap's own).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Fails with a [`UsageError`].
+pub fn usage<T>(msg: impl Into<String>) -> anyhow::Result<T> {
+    Err(UsageError(msg.into()).into())
+}
+
+/// Where the cluster is and how to talk to it.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// Bootstrap `host:port` list.
+    pub brokers: Vec<String>,
+    /// Client id.
+    pub client_id: String,
+    /// How long to retry an unreachable cluster or a partition without leader; `None` = forever.
+    pub timeout: Option<Duration>,
+}
+
+impl KafkaSettings {
+    /// From the common flags; `default_timeout` when `--timeout` is not given.
+    pub fn from_flags(c: &Common, default_timeout: Option<Duration>) -> anyhow::Result<Self> {
+        let brokers: Vec<String> = c
+            .brokers
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if brokers.is_empty() {
+            return usage("no brokers given (-b host:port)");
+        }
+        if let Some(b) = brokers.iter().find(|b| !b.contains(':')) {
+            return usage(format!(
+                "broker address '{}' needs a port (host:port)",
+                crate::escape::Esc::str(b)
+            ));
+        }
+        Ok(KafkaSettings {
+            brokers,
+            client_id: c.client_id.clone(),
+            timeout: c.timeout.map_or(default_timeout, |t| t.0),
+        })
+    }
+
+    /// The cluster these settings describe (nothing is connected yet).
+    pub fn cluster(&self) -> Arc<Cluster> {
+        let mut opts = ClientOptions::new(&self.brokers.join(","));
+        opts.connection.client_id = self.client_id.clone();
+        opts.retry_limit = self.timeout;
+        if let Some(t) = self.timeout {
+            // A request or a connection attempt never waits longer than the whole operation may.
+            opts.connection.request_timeout = opts.connection.request_timeout.min(t);
+            opts.connection.connect_timeout = opts.connection.connect_timeout.min(t);
+        }
+        Arc::new(Cluster::new(opts))
+    }
+}
+
+/// The producer settings from the shared producer flags.
+pub fn producer_config(f: &ProducerFlags) -> ProducerConfig {
+    ProducerConfig {
+        acks: match f.acks {
+            AcksArg::All => -1,
+            AcksArg::Leader => 1,
+            AcksArg::None => 0,
+        },
+        compression: match f.compression {
+            CompressionArg::None => Compression::None,
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Snappy => Compression::Snappy,
+            CompressionArg::Lz4 => Compression::Lz4,
+            CompressionArg::Zstd => Compression::Zstd,
+        },
+        compression_level: f.compression_level,
+        linger: Duration::from_millis(f.linger_ms),
+        batch_bytes: f.batch_bytes as usize,
+        max_in_flight: f.max_in_flight as usize,
+        partitioner: match f.partitioner {
+            PartitionerArg::Default => Partitioner::Default,
+            PartitionerArg::Sticky => Partitioner::Sticky,
+            PartitionerArg::Random => Partitioner::Random,
+            PartitionerArg::Murmur2 => Partitioner::Murmur2,
+        },
+        idempotence: !f.no_idempotence,
+        ..ProducerConfig::default()
+    }
+}
+
+/// Parses repeated `-H key=value` flags.
+pub fn parse_headers(hs: &[String]) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    hs.iter()
+        .map(|h| match h.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.as_bytes().to_vec(), v.as_bytes().to_vec())),
+            _ => usage(format!("invalid header '{h}' (use -H key=value)")),
+        })
+        .collect()
+}
+
+/// Raises the soft limit on open files to the hard limit (a log shipper may follow thousands of
+/// files); returns the limit in force.
+pub fn raise_open_files_limit() -> u64 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return 1024;
+        }
+        if rl.rlim_cur < rl.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: rl.rlim_max,
+                rlim_max: rl.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                rl.rlim_cur = rl.rlim_max;
+            }
+        }
+    }
+    rl.rlim_cur
+}

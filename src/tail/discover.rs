@@ -1,0 +1,440 @@
+//! Finding and opening the files to follow, treating every name and file as possibly hostile.
+//!
+//! Patterns are paths or globs. A match is followed only if it is a regular file (never a FIFO, a
+//! device or a directory), is not a symbolic link (unless `--follow-symlinks`, and then only to a
+//! regular file under an allowed directory), and, with `--owner`, belongs to one of the given users.
+//! Files are opened with `O_NOFOLLOW | O_NONBLOCK` (a FIFO swapped in at the last moment cannot block
+//! us), checked again after opening (`fstat`: still regular, still the file found), and, where
+//! `/proc` is mounted, the opened file's real path must lie under the pattern's directory — so a
+//! planted directory link cannot lead out either. All of this runs on a blocking thread, never on the
+//! event loop: a hung filesystem stalls a scan, not shipping.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use super::identity::FileId;
+use crate::escape::Esc;
+
+/// Which files may be followed.
+#[derive(Debug, Clone, Default)]
+pub struct FilePolicy {
+    /// Follow symbolic links (to regular files under the pattern's directory or `symlink_roots`).
+    pub follow_symlinks: bool,
+    /// More directories symbolic links may lead into.
+    pub symlink_roots: Vec<PathBuf>,
+    /// Only files owned by these user ids, if set.
+    pub owners: Option<Vec<u32>>,
+}
+
+/// One path or glob to follow, with its exclusions.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    /// As the user gave it.
+    pub raw: String,
+    /// The directory of its literal prefix: watched, and where its files must really be.
+    pub base: PathBuf,
+    is_glob: bool,
+    glob: Option<glob::Pattern>,
+    excludes: Vec<glob::Pattern>,
+}
+
+impl Pattern {
+    /// Parses a path or glob and exclusion globs (matched against the whole path, or against the file
+    /// name when they hold no `/`).
+    pub fn new(raw: &str, excludes: &[String]) -> Result<Pattern, String> {
+        let is_glob = raw.contains(['*', '?', '[']);
+        let glob = if is_glob {
+            Some(
+                glob::Pattern::new(raw)
+                    .map_err(|e| format!("invalid pattern '{}': {e}", Esc::str(raw)))?,
+            )
+        } else {
+            None
+        };
+        let mut base = Path::new(raw)
+            .parent()
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        while base.to_string_lossy().contains(['*', '?', '[']) {
+            base = base.parent().unwrap_or(Path::new(".")).to_path_buf();
+        }
+        if base.as_os_str().is_empty() {
+            base = PathBuf::from(".");
+        }
+        let excludes = excludes
+            .iter()
+            .map(|e| {
+                glob::Pattern::new(e)
+                    .map_err(|err| format!("invalid exclude '{}': {err}", Esc::str(e)))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Pattern {
+            raw: raw.to_string(),
+            base,
+            is_glob,
+            glob,
+            excludes,
+        })
+    }
+
+    fn excluded(&self, path: &Path) -> bool {
+        let name = path.file_name().map(Path::new).unwrap_or(path);
+        self.excludes.iter().any(|e| {
+            if e.as_str().contains('/') {
+                e.matches_path(path)
+            } else {
+                e.matches_path(name)
+            }
+        })
+    }
+
+    /// Whether `path` is one this pattern names (for watch events).
+    pub fn matches(&self, path: &Path) -> bool {
+        let hit = match &self.glob {
+            Some(g) => g.matches_path(path),
+            None => Path::new(&self.raw) == path,
+        };
+        hit && !self.excluded(path)
+    }
+}
+
+/// A regular file a pattern matched.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// The path it was found under.
+    pub path: PathBuf,
+    /// Its identity.
+    pub id: FileId,
+    /// Its size when found.
+    pub size: u64,
+    /// Which pattern found it (index).
+    pub pattern: usize,
+}
+
+/// Something worth saying once per key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// Says it once: the same key is not repeated.
+    pub key: String,
+    /// The message.
+    pub text: String,
+}
+
+/// Expands every pattern: the regular files they match now that the policy allows, by path order.
+pub fn expand(
+    patterns: &[Pattern],
+    policy: &FilePolicy,
+    first: bool,
+    notices: &mut Vec<Notice>,
+) -> Vec<Found> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, p) in patterns.iter().enumerate() {
+        let paths: Vec<PathBuf> = if p.is_glob {
+            match glob::glob(&p.raw) {
+                Ok(it) => it.flatten().collect(),
+                Err(_) => Vec::new(),
+            }
+        } else {
+            let path = PathBuf::from(&p.raw);
+            match std::fs::symlink_metadata(&path) {
+                Ok(_) => vec![path],
+                Err(_) => {
+                    if first {
+                        notices.push(Notice {
+                            key: format!("missing:{}", p.raw),
+                            text: format!(
+                                "{} does not exist yet; waiting for it",
+                                Esc::str(&p.raw)
+                            ),
+                        });
+                    }
+                    continue;
+                }
+            }
+        };
+        for path in paths {
+            if p.excluded(&path) || !seen.insert(path.clone()) {
+                continue;
+            }
+            match check(&path, p, policy, !p.is_glob) {
+                Ok(Some((id, size))) => out.push(Found {
+                    path,
+                    id,
+                    size,
+                    pattern: i,
+                }),
+                Ok(None) => {}
+                Err(text) => notices.push(Notice {
+                    key: format!("skip:{}", path.display()),
+                    text,
+                }),
+            }
+        }
+    }
+    out
+}
+
+/// Whether `path` may be followed: its identity and size if so, `None` to pass over it quietly (a
+/// directory a glob matched), an explanation otherwise.
+fn check(
+    path: &Path,
+    p: &Pattern,
+    policy: &FilePolicy,
+    named: bool,
+) -> Result<Option<(FileId, u64)>, String> {
+    let shown = Esc::path(path);
+    let lm = std::fs::symlink_metadata(path)
+        .map_err(|e| format!("cannot read {shown}: {e}; skipping it"))?;
+    let m = if lm.file_type().is_symlink() {
+        if !policy.follow_symlinks {
+            return Err(format!(
+                "{shown} is a symbolic link; not followed (use --follow-symlinks to follow links that stay under {})",
+                Esc::path(&p.base)
+            ));
+        }
+        let target = std::fs::canonicalize(path)
+            .map_err(|e| format!("{shown}: broken symbolic link ({e}); skipping it"))?;
+        if !allowed(&target, p, policy) {
+            return Err(format!(
+                "{shown} links to {}, outside {}; not followed (add the target's directory with --symlink-root)",
+                Esc::path(&target),
+                Esc::path(&p.base)
+            ));
+        }
+        std::fs::metadata(&target).map_err(|e| format!("cannot read {shown}: {e}; skipping it"))?
+    } else {
+        lm
+    };
+    let ft = m.file_type();
+    if ft.is_dir() {
+        return if named {
+            Err(format!(
+                "{shown} is a directory, not a file; to follow its files use a glob such as '{shown}/*.log'"
+            ))
+        } else {
+            Ok(None)
+        };
+    }
+    if !ft.is_file() {
+        let kind = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        return Err(format!(
+            "{shown} is {kind}; only regular files are followed"
+        ));
+    }
+    if let Some(owners) = &policy.owners {
+        if !owners.contains(&m.uid()) {
+            return Err(format!(
+                "{shown} belongs to uid {}, not one of --owner; skipping it",
+                m.uid()
+            ));
+        }
+    }
+    Ok(Some((FileId::from_meta(&m), m.len())))
+}
+
+fn allowed(target: &Path, p: &Pattern, policy: &FilePolicy) -> bool {
+    let under = |root: &Path| std::fs::canonicalize(root).is_ok_and(|r| target.starts_with(r));
+    under(&p.base) || policy.symlink_roots.iter().any(|r| under(r))
+}
+
+/// Opens a found file for reading, safely: no link followed (unless allowed), no blocking on a FIFO,
+/// and it must still be the regular file `expected` (when given) that was found.
+pub fn open(
+    found: &Found,
+    p: &Pattern,
+    policy: &FilePolicy,
+) -> io::Result<(File, std::fs::Metadata)> {
+    let path = if policy.follow_symlinks {
+        std::fs::canonicalize(&found.path)?
+    } else {
+        found.path.clone()
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => {
+                io::Error::new(io::ErrorKind::InvalidInput, "became a symbolic link")
+            }
+            _ => e,
+        })?;
+    let m = file.metadata()?;
+    if !m.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    if !FileId::from_meta(&m).same(&found.id) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "replaced while being opened",
+        ));
+    }
+    if let Some(real) = real_path(&file) {
+        if !allowed(&real, p, policy) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "its real path {} is outside {}",
+                    Esc::path(&real),
+                    Esc::path(&p.base)
+                ),
+            ));
+        }
+    }
+    clear_nonblock(&file);
+    Ok((file, m))
+}
+
+/// The path the kernel knows an open file by, where `/proc` is mounted.
+fn real_path(file: &File) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()
+}
+
+/// Regular files ignore O_NONBLOCK, but clear it anyway so that nothing downstream is surprised.
+fn clear_nonblock(file: &File) {
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own; F_GETFL/F_SETFL only change its status flags.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+    }
+}
+
+/// User ids for `--owner` values: numbers, or names looked up in the user database.
+pub fn resolve_owners(names: &[String]) -> Result<Vec<u32>, String> {
+    names
+        .iter()
+        .flat_map(|n| n.split(','))
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            if let Ok(id) = n.parse::<u32>() {
+                return Ok(id);
+            }
+            lookup_user(n).ok_or_else(|| format!("--owner: no user named '{}'", Esc::str(n)))
+        })
+        .collect()
+}
+
+fn lookup_user(name: &str) -> Option<u32> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then_some(())?;
+        f.nth(1)?.parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("shipper-disc-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn found_names(d: &Path, policy: &FilePolicy) -> (Vec<String>, Vec<Notice>) {
+        let p = Pattern::new(&format!("{}/*.log", d.display()), &[]).unwrap();
+        let mut notices = Vec::new();
+        let f = expand(&[p], policy, true, &mut notices);
+        (
+            f.iter()
+                .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+                .collect(),
+            notices,
+        )
+    }
+
+    #[test]
+    fn symlinks_fifos_and_directories_are_not_followed_by_default() {
+        let d = dir("hostile");
+        std::fs::write(d.join("ok.log"), "x\n").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", d.join("shadow.log")).unwrap();
+        let fifo = std::ffi::CString::new(d.join("pipe.log").to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        std::fs::create_dir(d.join("dir.log")).unwrap();
+        let (names, notices) = found_names(&d, &FilePolicy::default());
+        assert_eq!(names, vec!["ok.log"]);
+        let all: String = notices.iter().map(|n| n.text.clone() + "\n").collect();
+        assert!(all.contains("symbolic link"), "{all}");
+        assert!(all.contains("a FIFO"), "{all}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn follow_symlinks_stays_under_the_pattern_directory() {
+        let d = dir("links");
+        std::fs::write(d.join("real.txt"), "x\n").unwrap();
+        std::os::unix::fs::symlink(d.join("real.txt"), d.join("inside.log")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", d.join("outside.log")).unwrap();
+        let policy = FilePolicy {
+            follow_symlinks: true,
+            ..FilePolicy::default()
+        };
+        let (names, notices) = found_names(&d, &policy);
+        assert_eq!(names, vec!["inside.log"]);
+        assert!(
+            notices.iter().any(|n| n.text.contains("outside")),
+            "{notices:?}"
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_file_swapped_for_a_link_after_the_scan_is_not_opened() {
+        let d = dir("swap");
+        let path = d.join("a.log");
+        std::fs::write(&path, "x\n").unwrap();
+        let p = Pattern::new(&format!("{}/*.log", d.display()), &[]).unwrap();
+        let found = expand(
+            std::slice::from_ref(&p),
+            &FilePolicy::default(),
+            true,
+            &mut Vec::new(),
+        );
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", &path).unwrap();
+        assert!(open(&found[0], &p, &FilePolicy::default()).is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn excludes_match_file_names_or_whole_paths() {
+        let p = Pattern::new(
+            "/var/log/*.log",
+            &["*.gz".into(), "/var/log/secret*".into()],
+        )
+        .unwrap();
+        assert!(p.matches(Path::new("/var/log/app.log")));
+        assert!(!p.matches(Path::new("/var/log/secret.log")));
+        let p = Pattern::new("/var/log/*", &["*.gz".into()]).unwrap();
+        assert!(!p.matches(Path::new("/var/log/app.log.1.gz")));
+    }
+
+    #[test]
+    fn owners_resolve_names_and_numbers() {
+        assert_eq!(resolve_owners(&["0,root".into()]).unwrap(), vec![0, 0]);
+        assert!(resolve_owners(&["no-such-user-xyz".into()]).is_err());
+    }
+}

@@ -1,0 +1,529 @@
+//! The tail engine's state, without I/O of its own beyond reading followed files: which files are
+//! followed and where each stands, what the checkpoint knows of files not followed now, and the
+//! counters. The loop in [`super::run`] feeds it scan results, watch events and deliveries; tests feed
+//! it directly (see the model test), with no broker and no sleeps.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::checkpoint::Entry;
+use super::discover::{FilePolicy, Pattern};
+use super::follower::{Counters, Follower, ReadLimits, ReadResult, Route, MAX_KEY, SEQ_BITS};
+use super::identity::{FileId, Fingerprint};
+use super::scan::{Followed, ScanRequest, ScanResult};
+use super::sink::Sink;
+use crate::escape::Esc;
+
+/// How long a rotated-away or deleted file, read to its end, stays open in case its writer adds more;
+/// after this long quiet its last line is sent even without a newline.
+pub const ROTATED_GRACE: Duration = Duration::from_secs(5);
+
+/// How the engine reads.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Paths and globs, with their exclusions.
+    pub patterns: Arc<Vec<Pattern>>,
+    /// Which files may be followed.
+    pub policy: Arc<FilePolicy>,
+    /// Where each pattern's lines go: the route of a file found by pattern `i` is `routes[i]`; the
+    /// path header (if any) is added per file.
+    pub routes: Vec<Route>,
+    /// Header name carrying the source path, if any.
+    pub path_header: Option<String>,
+    /// Start files found at the first scan at their end (unless the checkpoint knows them).
+    pub from_end: bool,
+    /// Reading limits.
+    pub limits: ReadLimits,
+    /// Most files open at once.
+    pub max_open_files: usize,
+}
+
+/// The state of `tail`.
+pub struct Engine {
+    cfg: EngineConfig,
+    followers: HashMap<u64, Follower>,
+    /// Acknowledged positions of files not followed now, by (dev, ino): loaded from the checkpoint,
+    /// and kept for files closed after rotation.
+    known: HashMap<(u64, u64), Entry>,
+    next_key: u64,
+    first_scan: bool,
+    warned: BTreeSet<String>,
+    /// Followers to read at the next pass (events, more data, a rescan).
+    hot: BTreeSet<u64>,
+    /// Line and event counters.
+    pub counters: Counters,
+}
+
+impl Engine {
+    /// An engine resuming from `known` (the loaded checkpoint).
+    pub fn new(cfg: EngineConfig, known: Vec<Entry>) -> Self {
+        Engine {
+            cfg,
+            followers: HashMap::new(),
+            known: known
+                .into_iter()
+                .map(|e| ((e.id.dev, e.id.ino), e))
+                .collect(),
+            next_key: 1,
+            first_scan: true,
+            warned: BTreeSet::new(),
+            hot: BTreeSet::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The patterns followed.
+    pub fn patterns(&self) -> &Arc<Vec<Pattern>> {
+        &self.cfg.patterns
+    }
+
+    /// Says something once per key.
+    pub fn warn_once(&mut self, key: String, msg: std::fmt::Arguments<'_>) {
+        if self.warned.insert(key) {
+            crate::log::warn(msg);
+        }
+    }
+
+    fn open_files(&self) -> usize {
+        self.followers.values().filter(|f| f.file.is_some()).count()
+    }
+
+    /// A snapshot for the next scan.
+    pub fn scan_request(&self) -> ScanRequest {
+        let followed = self
+            .followers
+            .values()
+            .map(|f| Followed {
+                key: f.key,
+                path: f.path.clone(),
+                id: f.id,
+                file: f.file.clone(),
+                fingerprint: f.fingerprint,
+                read_pos: f.read_pos,
+                rotated: f.rotated,
+            })
+            .collect();
+        let known = self
+            .known
+            .iter()
+            .map(|(k, e)| (*k, e.path.clone()))
+            .collect();
+        ScanRequest {
+            patterns: self.cfg.patterns.clone(),
+            policy: self.cfg.policy.clone(),
+            first: self.first_scan,
+            followed,
+            known,
+            budget: self.cfg.max_open_files.saturating_sub(self.open_files()),
+        }
+    }
+
+    /// Applies what a scan found: renames, rotations, truncations, new files.
+    pub fn apply_scan(&mut self, r: ScanResult, now: Instant) {
+        for n in r.notices {
+            self.warn_once(n.key, format_args!("{}", n.text));
+        }
+        for f in &r.found {
+            if let Some(fl) = self
+                .followers
+                .values_mut()
+                .find(|x| x.id.same(&f.id) && x.path != f.path)
+            {
+                crate::log::debug(format_args!(
+                    "{} is now {}",
+                    Esc::path(&fl.path),
+                    Esc::path(&f.path)
+                ));
+                fl.path = f.path.clone();
+            }
+        }
+        for (key, new_path) in r.gone {
+            let Some(f) = self.followers.get_mut(&key) else {
+                continue;
+            };
+            if f.file.is_none() && new_path.is_none() {
+                // Closed, idle, read and acknowledged, and now gone: nothing more can come.
+                if let Some(f) = self.followers.remove(&key) {
+                    self.remember(&f);
+                }
+                continue;
+            }
+            if !f.rotated {
+                f.rotated = true;
+                f.last_active = now;
+                self.counters.rotations += 1;
+                crate::log::debug(format_args!(
+                    "{}: rotated or deleted; finishing it",
+                    Esc::path(&f.path)
+                ));
+            }
+            if let Some(p) = new_path {
+                f.path = p;
+            }
+            self.hot.insert(key);
+        }
+        for key in r.truncated {
+            self.restart_truncated(key);
+        }
+        for (key, file, moved) in r.reopened {
+            if let Some(f) = self.followers.get_mut(&key) {
+                f.file = Some(file);
+                if let Some(p) = moved {
+                    f.path = p;
+                    if !f.rotated {
+                        f.rotated = true;
+                        f.last_active = now;
+                        self.counters.rotations += 1;
+                    }
+                }
+                self.hot.insert(key);
+            }
+        }
+        for k in r.known_gone {
+            self.known.remove(&k);
+        }
+        for n in r.opened {
+            self.start(n, now);
+        }
+        self.first_scan = false;
+        // A rescan also catches what events missed: read everything once.
+        self.hot.extend(self.followers.keys().copied());
+    }
+
+    fn alloc_key(&mut self) -> u64 {
+        loop {
+            let k = self.next_key;
+            self.next_key = if k >= MAX_KEY { 1 } else { k + 1 };
+            if !self.followers.contains_key(&k) {
+                return k;
+            }
+        }
+    }
+
+    /// The route of a file found by pattern `pattern`.
+    fn route(&self, pattern: usize, path: &std::path::Path) -> Route {
+        let mut r = self.cfg.routes.get(pattern).cloned().unwrap_or_default();
+        if let Some(h) = &self.cfg.path_header {
+            use std::os::unix::ffi::OsStrExt;
+            r.headers
+                .push((h.as_bytes().to_vec(), path.as_os_str().as_bytes().to_vec()));
+        }
+        r
+    }
+
+    fn start(&mut self, n: super::scan::NewFile, now: Instant) {
+        let size = n.file.metadata().map_or(n.found.size, |m| m.len());
+        let entry = self.known.get(&(n.found.id.dev, n.found.id.ino));
+        let start = match entry {
+            // Same file (inode, birth time, first bytes): resume where Kafka acknowledged.
+            Some(e) if e.id.same(&n.found.id) && head_matches(&n.head, e.fingerprint) => {
+                if e.offset > size {
+                    self.counters.truncations += 1;
+                    0
+                } else {
+                    e.offset
+                }
+            }
+            _ if self.first_scan && self.cfg.from_end => size,
+            _ => 0,
+        };
+        let key = self.alloc_key();
+        let route = self.route(n.found.pattern, &n.found.path);
+        match Follower::new(
+            key,
+            n.found.path.clone(),
+            Arc::new(n.file),
+            n.found.id,
+            start,
+            n.found.pattern,
+            route,
+        ) {
+            Ok(mut f) => {
+                crate::log::debug(format_args!(
+                    "following {} from byte {start}",
+                    Esc::path(&f.path)
+                ));
+                f.last_active = now;
+                self.known.remove(&(f.id.dev, f.id.ino));
+                self.hot.insert(key);
+                self.followers.insert(key, f);
+            }
+            Err(e) => self.warn_once(
+                format!("follow:{}", n.found.path.display()),
+                format_args!("cannot follow {}: {e}", Esc::path(&n.found.path)),
+            ),
+        }
+    }
+
+    /// Marks the followers of `path` for reading (a watch event said it changed).
+    pub fn touch(&mut self, path: &std::path::Path) {
+        for f in self.followers.values() {
+            if f.path == path {
+                self.hot.insert(f.key);
+            }
+        }
+    }
+
+    /// Whether some follower waits to be read.
+    pub fn has_hot(&self) -> bool {
+        !self.hot.is_empty()
+    }
+
+    /// Whether a closed follower's path changed (it may need re-opening at the next scan).
+    pub fn closed_at(&self, path: &std::path::Path) -> bool {
+        self.followers
+            .values()
+            .any(|f| f.file.is_none() && f.path == path)
+    }
+
+    /// Reads new lines of the hot files into `sink` until it is full or they are read to their end.
+    /// Returns whether some file still has bytes waiting.
+    pub fn read_pass(&mut self, sink: &mut dyn Sink, timestamp_ms: i64, now: Instant) -> bool {
+        let keys: Vec<u64> = self.hot.iter().copied().collect();
+        for key in keys {
+            if sink.is_full() {
+                return true;
+            }
+            self.hot.remove(&key);
+            let Some(f) = self.followers.get_mut(&key) else {
+                continue;
+            };
+            let finish = f.rotated && now.duration_since(f.last_active) >= ROTATED_GRACE;
+            match f.read(
+                sink,
+                &self.cfg.limits,
+                timestamp_ms,
+                finish,
+                now,
+                &mut self.counters,
+            ) {
+                Ok(ReadResult::Lines { more: true, .. }) => {
+                    self.hot.insert(key);
+                }
+                Ok(ReadResult::Lines { .. }) => {}
+                Ok(ReadResult::Truncated) => self.restart_truncated(key),
+                Ok(ReadResult::BadPage { offset }) => {
+                    let p = Esc::path(&f.path).to_string();
+                    self.warn_once(
+                        format!("eio:{p}:{offset}"),
+                        format_args!("cannot read {p} at byte {offset}: the disk returned an error (bad page); will retry"),
+                    );
+                }
+                Err(e) => {
+                    let p = Esc::path(&f.path).to_string();
+                    self.warn_once(format!("read:{p}"), format_args!("cannot read {p}: {e}"));
+                }
+            }
+        }
+        !self.hot.is_empty()
+    }
+
+    /// A file shrank or was rewritten in place: follow it again from byte 0 under a new key, so acks
+    /// of lines from its old content no longer move its checkpoint.
+    fn restart_truncated(&mut self, key: u64) {
+        let Some(old) = self.followers.remove(&key) else {
+            return;
+        };
+        self.counters.truncations += 1;
+        crate::log::info(format_args!(
+            "{}: truncated (copytruncate?); reading again from the start",
+            Esc::path(&old.path)
+        ));
+        self.known.remove(&(old.id.dev, old.id.ino));
+        let Some(file) = old.file.clone() else { return };
+        let k = self.alloc_key();
+        match Follower::new(
+            k,
+            old.path.clone(),
+            file,
+            old.id,
+            0,
+            old.input,
+            old.route.clone(),
+        ) {
+            Ok(mut f) => {
+                f.last_active = old.last_active;
+                self.hot.insert(k);
+                self.followers.insert(k, f);
+            }
+            Err(e) => crate::log::warn(format_args!(
+                "cannot follow {} again: {e}",
+                Esc::path(&old.path)
+            )),
+        }
+    }
+
+    /// Applies deliveries: acknowledged lines (and lines failed for good, counted) move watermarks.
+    /// `failed` is called for each failed batch with its error and the path of its file.
+    pub fn on_delivery(
+        &mut self,
+        tokens: &[u64],
+        error: Option<&crate::error::Error>,
+    ) -> Option<PathBuf> {
+        let n = tokens.len() as u64;
+        match error {
+            None => self.counters.lines_acked += n,
+            Some(_) => self.counters.lines_failed += n,
+        }
+        let mut path = None;
+        for &t in tokens {
+            if let Some(f) = self.followers.get_mut(&(t >> SEQ_BITS)) {
+                f.done(t);
+                if path.is_none() {
+                    path = Some(f.path.clone());
+                }
+            }
+        }
+        path
+    }
+
+    /// Closes rotated or deleted files that were read to the end, acknowledged and quiet for a while;
+    /// and, past `target` open files, closes the longest-idle finished ones (re-opened by identity when
+    /// they change).
+    pub fn close_idle(&mut self, now: Instant) {
+        let done: Vec<u64> = self
+            .followers
+            .values()
+            .filter(|f| {
+                f.rotated
+                    && now.duration_since(f.last_active) >= ROTATED_GRACE * 2
+                    && f.all_acked()
+                    && f.file
+                        .as_ref()
+                        .is_none_or(|file| file.metadata().is_ok_and(|m| m.len() <= f.read_pos))
+            })
+            .map(|f| f.key)
+            .collect();
+        for k in done {
+            if let Some(f) = self.followers.remove(&k) {
+                crate::log::debug(format_args!("closed {}", Esc::path(&f.path)));
+                self.remember(&f);
+            }
+        }
+        let target = self.cfg.max_open_files * 3 / 4;
+        let open = self.open_files();
+        if open <= target {
+            return;
+        }
+        let mut idle: Vec<(Instant, u64)> = self
+            .followers
+            .values()
+            .filter(|f| {
+                f.file.is_some()
+                    && !f.rotated
+                    && f.all_acked()
+                    && f.size == f.read_pos
+                    && now.duration_since(f.last_active) >= Duration::from_secs(1)
+            })
+            .map(|f| (f.last_active, f.key))
+            .collect();
+        idle.sort();
+        for (_, k) in idle.into_iter().take(open - target) {
+            if let Some(f) = self.followers.get_mut(&k) {
+                f.file = None;
+            }
+        }
+    }
+
+    fn remember(&mut self, f: &Follower) {
+        self.known.insert(
+            (f.id.dev, f.id.ino),
+            Entry {
+                id: f.id,
+                fingerprint: f.fingerprint,
+                offset: f.acked_pos,
+                path: f.path.clone(),
+            },
+        );
+    }
+
+    /// The entries to checkpoint: every followed file, plus known files still at their path, sorted.
+    pub fn checkpoint_entries(&self) -> Vec<Entry> {
+        let mut out: Vec<Entry> = self
+            .followers
+            .values()
+            .map(|f| Entry {
+                id: f.id,
+                fingerprint: f.fingerprint,
+                offset: f.acked_pos,
+                path: f.path.clone(),
+            })
+            .collect();
+        let live: BTreeSet<(u64, u64)> = self
+            .followers
+            .values()
+            .map(|f| (f.id.dev, f.id.ino))
+            .collect();
+        out.extend(
+            self.known
+                .iter()
+                .filter(|(k, _)| !live.contains(k))
+                .map(|(_, e)| e.clone()),
+        );
+        out.sort_by_key(|e| (e.id.dev, e.id.ino, e.offset));
+        out.dedup_by(|a, b| a.id.dev == b.id.dev && a.id.ino == b.id.ino);
+        out
+    }
+
+    /// Files followed now (open or closed while idle).
+    pub fn file_count(&self) -> usize {
+        self.followers.len()
+    }
+
+    /// Files open now.
+    pub fn open_count(&self) -> usize {
+        self.open_files()
+    }
+
+    /// Bytes written to followed files that Kafka has not acknowledged yet (as of the last reads).
+    pub fn bytes_behind(&self) -> u64 {
+        self.followers
+            .values()
+            .map(|f| f.size.saturating_sub(f.acked_pos))
+            .sum()
+    }
+
+    /// The followed file furthest behind and by how many bytes, if any is.
+    pub fn most_behind(&self) -> Option<(String, u64)> {
+        self.followers
+            .values()
+            .map(|f| (f, f.size.saturating_sub(f.acked_pos)))
+            .filter(|(_, b)| *b > 0)
+            .max_by_key(|(_, b)| *b)
+            .map(|(f, b)| (Esc::path(&f.path).to_string(), b))
+    }
+
+    /// Lines sent and not acknowledged, over all files.
+    pub fn lines_in_flight(&self) -> usize {
+        self.followers.values().map(|f| f.in_flight()).sum()
+    }
+
+    /// Every follower's identity, path and acknowledged offset (for tests and stats).
+    pub fn positions(&self) -> Vec<(FileId, PathBuf, u64, u64)> {
+        self.followers
+            .values()
+            .map(|f| (f.id, f.path.clone(), f.read_pos, f.acked_pos))
+            .collect()
+    }
+
+    /// Extends short fingerprints of followed files as they grow.
+    pub fn refresh_fingerprints(&mut self) {
+        for f in self.followers.values_mut() {
+            if !f.fingerprint.is_full() && !f.rotated {
+                let _ = f.recheck_fingerprint();
+            }
+        }
+    }
+}
+
+/// Whether a file's first bytes `head` match a checkpointed fingerprint (taken over `fp.len` bytes).
+fn head_matches(head: &[u8], fp: Fingerprint) -> bool {
+    head.len() >= fp.len as usize && Fingerprint::of(&head[..fp.len as usize]) == fp
+}
+
+#[cfg(test)]
+mod tests;

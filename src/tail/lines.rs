@@ -1,0 +1,250 @@
+//! The one line splitter, used by `tail` (over a memory map) and `produce` (over stdin chunks).
+//!
+//! `\n` ends a line and is not part of it; a `\r` before it is dropped too. A line longer than
+//! `max_line_bytes` is cut to that many bytes (the rest, up to its newline, is skipped, also across
+//! chunks) and flagged, so callers count it. An incomplete line at the end of a chunk is left for the
+//! caller: `tail` reads it again once its newline has arrived (the file is the buffer), `produce` carries
+//! it over; with `last`, it is a line of its own (the input has ended). An incomplete line already longer
+//! than the limit is not waited for: its head goes out at once and the rest is skipped.
+
+use std::ops::ControlFlow;
+
+/// One piece of input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// A line (without its `\n` or `\r\n`), cut to the limit if `truncated`. `end` is the offset in the
+    /// chunk just after the line's newline (or the end of the chunk).
+    Line {
+        /// The line's bytes.
+        bytes: &'a [u8],
+        /// Offset after it.
+        end: usize,
+        /// Whether it was longer than the limit and cut.
+        truncated: bool,
+    },
+    /// Bytes of an over-long line skipped, up to `end`.
+    Skipped {
+        /// Offset after them.
+        end: usize,
+    },
+}
+
+impl Piece<'_> {
+    /// Offset in the chunk just after this piece.
+    pub fn end(&self) -> usize {
+        match self {
+            Piece::Line { end, .. } | Piece::Skipped { end } => *end,
+        }
+    }
+}
+
+/// Splits chunks of input into lines; remembers, between chunks, whether it is inside an over-long line.
+#[derive(Debug, Clone)]
+pub struct LineSplitter {
+    max_line_bytes: usize,
+    skipping: bool,
+}
+
+impl LineSplitter {
+    /// A splitter cutting lines at `max_line_bytes` (at least 1).
+    pub fn new(max_line_bytes: usize) -> Self {
+        LineSplitter {
+            max_line_bytes: max_line_bytes.max(1),
+            skipping: false,
+        }
+    }
+
+    /// A splitter that continues a previous one which ended inside an over-long line (`skipping`).
+    pub fn resume(max_line_bytes: usize, skipping: bool) -> Self {
+        LineSplitter {
+            max_line_bytes: max_line_bytes.max(1),
+            skipping,
+        }
+    }
+
+    /// The limit.
+    pub fn max_line_bytes(&self) -> usize {
+        self.max_line_bytes
+    }
+
+    /// Whether the last chunk ended inside an over-long line whose rest is being skipped.
+    pub fn is_skipping(&self) -> bool {
+        self.skipping
+    }
+
+    /// Splits `data`, calling `f` for each piece in order until it breaks. Returns the offset after the
+    /// last piece handed out: the start of an incomplete line, or where `f` stopped, or `data.len()`.
+    /// With `last`, a final line without newline is a line.
+    pub fn split<'a>(
+        &mut self,
+        data: &'a [u8],
+        last: bool,
+        mut f: impl FnMut(Piece<'a>) -> ControlFlow<()>,
+    ) -> usize {
+        let mut pos = 0;
+        if self.skipping {
+            let end = match memchr::memchr(b'\n', data) {
+                Some(nl) => {
+                    self.skipping = false;
+                    nl + 1
+                }
+                None => data.len(),
+            };
+            if end > 0 && f(Piece::Skipped { end }).is_break() {
+                return end;
+            }
+            pos = end;
+        }
+        while pos < data.len() {
+            let rest = &data[pos..];
+            let (line, end) = match memchr::memchr(b'\n', rest) {
+                Some(nl) => (&rest[..nl], pos + nl + 1),
+                None if last => (rest, data.len()),
+                None if rest.len() > self.max_line_bytes => {
+                    // Incomplete but already too long: send its head now, skip the rest to its newline.
+                    self.skipping = true;
+                    let piece = Piece::Line {
+                        bytes: &rest[..self.max_line_bytes],
+                        end: data.len(),
+                        truncated: true,
+                    };
+                    let _ = f(piece);
+                    return data.len();
+                }
+                None => return pos,
+            };
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let truncated = line.len() > self.max_line_bytes;
+            let bytes = if truncated {
+                &line[..self.max_line_bytes]
+            } else {
+                line
+            };
+            let piece = Piece::Line {
+                bytes,
+                end,
+                truncated,
+            };
+            pos = end;
+            if f(piece).is_break() {
+                return pos;
+            }
+        }
+        pos
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `chunks` (carrying incomplete lines over, as produce does) and returns the lines.
+    fn lines_of(chunks: &[&[u8]], max: usize) -> Vec<(Vec<u8>, bool)> {
+        let mut s = LineSplitter::new(max);
+        let mut out = Vec::new();
+        let mut carry: Vec<u8> = Vec::new();
+        for (i, c) in chunks.iter().enumerate() {
+            let last = i + 1 == chunks.len();
+            let mut data = std::mem::take(&mut carry);
+            data.extend_from_slice(c);
+            let used = s.split(&data, last, |p| {
+                if let Piece::Line {
+                    bytes, truncated, ..
+                } = p
+                {
+                    out.push((bytes.to_vec(), truncated));
+                }
+                ControlFlow::Continue(())
+            });
+            carry = data[used..].to_vec();
+        }
+        out
+    }
+
+    fn plain(v: &[(Vec<u8>, bool)]) -> Vec<&[u8]> {
+        v.iter().map(|(l, _)| l.as_slice()).collect()
+    }
+
+    #[test]
+    fn empty_input_has_no_lines() {
+        assert!(lines_of(&[b""], 10).is_empty());
+    }
+
+    #[test]
+    fn a_lone_newline_is_one_empty_line() {
+        assert_eq!(plain(&lines_of(&[b"\n"], 10)), vec![b"" as &[u8]]);
+    }
+
+    #[test]
+    fn crlf_is_stripped() {
+        assert_eq!(
+            plain(&lines_of(&[b"a\r\nb\r\n"], 10)),
+            vec![b"a" as &[u8], b"b"]
+        );
+    }
+
+    #[test]
+    fn a_final_line_without_newline_is_a_line_only_at_the_end() {
+        assert_eq!(plain(&lines_of(&[b"a\nb"], 10)), vec![b"a" as &[u8], b"b"]);
+        let mut s = LineSplitter::new(10);
+        let mut n = 0;
+        let used = s.split(b"a\nb", false, |_| {
+            n += 1;
+            ControlFlow::Continue(())
+        });
+        assert_eq!((n, used), (1, 2), "the partial line is left for later");
+    }
+
+    #[test]
+    fn one_byte_chunks_give_the_same_lines() {
+        let input = b"one\r\ntwo\n\nthree\n";
+        let chunks: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(
+            plain(&lines_of(&chunks, 100)),
+            vec![b"one" as &[u8], b"two", b"", b"three"]
+        );
+    }
+
+    #[test]
+    fn an_over_long_line_is_cut_and_flagged_and_its_rest_skipped_across_chunks() {
+        let chunks: [&[u8]; 4] = [b"ok\nabcdef", b"ghij", b"klm\nnext\n", b""];
+        let got = lines_of(&chunks, 4);
+        assert_eq!(
+            got,
+            vec![
+                (b"ok".to_vec(), false),
+                (b"abcd".to_vec(), true),
+                (b"next".to_vec(), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_complete_over_long_line_is_cut_in_place() {
+        assert_eq!(
+            lines_of(&[b"abcdefgh\nxy\n"], 3),
+            vec![(b"abc".to_vec(), true), (b"xy".to_vec(), false)]
+        );
+    }
+
+    #[test]
+    fn capacity_one_still_makes_progress() {
+        assert_eq!(
+            plain(&lines_of(&[b"ab\nc\n"], 1)),
+            vec![b"a" as &[u8], b"c"]
+        );
+    }
+
+    #[test]
+    fn breaking_stops_after_the_piece() {
+        let mut s = LineSplitter::new(10);
+        let used = s.split(b"a\nb\nc\n", false, |p| {
+            if p.end() >= 4 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        assert_eq!(used, 4);
+    }
+}

@@ -1,0 +1,212 @@
+//! One scan of the file system, on a blocking thread: expand the patterns, open new files (within the
+//! descriptor budget), check followed files for truncation, find rotated files, and re-open closed
+//! files that grew. The engine hands in a snapshot ([`ScanRequest`]) and applies the answer
+//! ([`ScanResult`]) on the event loop; nothing here touches engine state.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::discover::{self, FilePolicy, Found, Notice, Pattern};
+use super::identity::{starts_with, FileId, Fingerprint, FINGERPRINT_BYTES};
+use crate::escape::Esc;
+
+/// A followed file, as the scan needs to know it.
+#[derive(Debug, Clone)]
+pub struct Followed {
+    /// Follower key.
+    pub key: u64,
+    /// Its path.
+    pub path: PathBuf,
+    /// Its identity.
+    pub id: FileId,
+    /// The open file (`None`: closed while idle).
+    pub file: Option<Arc<File>>,
+    /// Its fingerprint.
+    pub fingerprint: Fingerprint,
+    /// Where reading stands.
+    pub read_pos: u64,
+    /// Already known to be rotated away.
+    pub rotated: bool,
+}
+
+/// What the engine asks of one scan.
+#[derive(Debug, Clone)]
+pub struct ScanRequest {
+    /// The patterns.
+    pub patterns: Arc<Vec<Pattern>>,
+    /// Which files may be followed.
+    pub policy: Arc<FilePolicy>,
+    /// The first scan (missing paths are reported).
+    pub first: bool,
+    /// Files followed now.
+    pub followed: Vec<Followed>,
+    /// Checkpoint entries of files not followed: (dev, ino) and last path, to learn which still exist.
+    pub known: Vec<((u64, u64), PathBuf)>,
+    /// How many more files may be opened.
+    pub budget: usize,
+}
+
+/// A file opened for the first time.
+#[derive(Debug)]
+pub struct NewFile {
+    /// Where and what it is.
+    pub found: Found,
+    /// The open file.
+    pub file: File,
+    /// Its first bytes (up to the fingerprint length), to compare with the checkpoint.
+    pub head: Vec<u8>,
+}
+
+/// What one scan found.
+#[derive(Debug, Default)]
+pub struct ScanResult {
+    /// Every matching file that may be followed.
+    pub found: Vec<Found>,
+    /// Files opened now (not followed before).
+    pub opened: Vec<NewFile>,
+    /// Followed files no longer at their path nor matched anywhere: rotated away or deleted, with the
+    /// path they now have if they were found next to it.
+    pub gone: Vec<(u64, Option<PathBuf>)>,
+    /// Followed files rewritten in place (shorter than read, or their first bytes changed).
+    pub truncated: Vec<u64>,
+    /// Closed files re-opened because they grew (or rotated away and must be finished).
+    pub reopened: Vec<(u64, Arc<File>, Option<PathBuf>)>,
+    /// Checkpoint entries whose file no longer exists at their path.
+    pub known_gone: Vec<(u64, u64)>,
+    /// Things to say once.
+    pub notices: Vec<Notice>,
+}
+
+fn read_head(file: &File) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; FINGERPRINT_BYTES];
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], got as u64) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    buf.truncate(got);
+    buf
+}
+
+/// Looks for a file by identity in `dir` (a rotated file usually stays next to its old name).
+fn find_in_dir(dir: &Path, id: &FileId) -> Option<PathBuf> {
+    let rd = std::fs::read_dir(dir).ok()?;
+    rd.flatten().map(|e| e.path()).find(|p| {
+        std::fs::symlink_metadata(p)
+            .is_ok_and(|m| m.file_type().is_file() && FileId::from_meta(&m).same(id))
+    })
+}
+
+/// Runs one scan. Blocking: call it on a blocking thread.
+pub fn run(req: ScanRequest) -> ScanResult {
+    let mut out = ScanResult::default();
+    let found = discover::expand(&req.patterns, &req.policy, req.first, &mut out.notices);
+    let by_ino: HashMap<(u64, u64), &Found> =
+        found.iter().map(|f| ((f.id.dev, f.id.ino), f)).collect();
+    let mut budget = req.budget;
+    let mut followed_ids = std::collections::HashSet::new();
+    for f in &req.followed {
+        followed_ids.insert((f.id.dev, f.id.ino));
+        let here = by_ino
+            .get(&(f.id.dev, f.id.ino))
+            .filter(|x| x.id.same(&f.id));
+        if let Some(file) = &f.file {
+            if !f.rotated && here.is_none() {
+                let still = std::fs::symlink_metadata(&f.path)
+                    .is_ok_and(|m| FileId::from_meta(&m).same(&f.id));
+                if !still {
+                    let dir = f.path.parent().unwrap_or(Path::new("."));
+                    out.gone.push((f.key, find_in_dir(dir, &f.id)));
+                    continue;
+                }
+            }
+            if !f.rotated {
+                let shrank = file.metadata().is_ok_and(|m| m.len() < f.read_pos);
+                let rewritten = !starts_with(file, f.fingerprint).unwrap_or(true);
+                if shrank || rewritten {
+                    out.truncated.push(f.key);
+                }
+            }
+            continue;
+        }
+        // Closed while idle: re-open it if it grew, or if it was rotated away (to finish it).
+        let (path, moved) = match here {
+            Some(x) => (x.path.clone(), false),
+            None => {
+                let dir = f.path.parent().unwrap_or(Path::new("."));
+                match find_in_dir(dir, &f.id) {
+                    Some(p) => (p, true),
+                    None => {
+                        out.gone.push((f.key, None));
+                        continue;
+                    }
+                }
+            }
+        };
+        let grew = std::fs::symlink_metadata(&path).is_ok_and(|m| m.len() > f.read_pos);
+        if (grew || moved) && budget > 0 {
+            let probe = Found {
+                path: path.clone(),
+                id: f.id,
+                size: 0,
+                pattern: here.map_or(0, |x| x.pattern),
+            };
+            let pat = &req.patterns[probe.pattern.min(req.patterns.len().saturating_sub(1))];
+            match discover::open(&probe, pat, &req.policy) {
+                Ok((file, _)) => {
+                    budget -= 1;
+                    out.reopened
+                        .push((f.key, Arc::new(file), moved.then_some(path)));
+                }
+                Err(e) => out.notices.push(Notice {
+                    key: format!("reopen:{}", f.path.display()),
+                    text: format!("cannot re-open {}: {e}", Esc::path(&f.path)),
+                }),
+            }
+        }
+    }
+    for f in &found {
+        if followed_ids.contains(&(f.id.dev, f.id.ino)) {
+            continue;
+        }
+        if budget == 0 {
+            out.notices.push(Notice {
+                key: "fd-budget".into(),
+                text: "more files match than may be open at once; idle files are closed and the rest wait their turn (raise the open files limit, ulimit -n)".into(),
+            });
+            break;
+        }
+        let pat = &req.patterns[f.pattern];
+        match discover::open(f, pat, &req.policy) {
+            Ok((file, _)) => {
+                budget -= 1;
+                let head = read_head(&file);
+                out.opened.push(NewFile {
+                    found: f.clone(),
+                    file,
+                    head,
+                });
+            }
+            Err(e) => out.notices.push(Notice {
+                key: format!("open:{}", f.path.display()),
+                text: format!("cannot follow {}: {e}; skipping it", Esc::path(&f.path)),
+            }),
+        }
+    }
+    for ((dev, ino), path) in &req.known {
+        let there = std::fs::symlink_metadata(path).is_ok_and(|m| {
+            let id = FileId::from_meta(&m);
+            id.dev == *dev && id.ino == *ino
+        });
+        if !there {
+            out.known_gone.push((*dev, *ino));
+        }
+    }
+    out.found = found;
+    out
+}

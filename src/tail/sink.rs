@@ -1,0 +1,48 @@
+//! What the tail engine ships lines into: the producer in the product, a recording fake in tests.
+
+use crate::producer::{Appended, Producer, RecordTooLarge};
+use crate::wire::records::Header;
+
+/// Where lines go. A record appended can be taken back with [`Sink::undo_last`] until the next append:
+/// the reader copies a line straight from a memory map into a batch and takes it back if a page of the
+/// map vanished during the copy.
+pub trait Sink {
+    /// Adds one record to topic `topic`; `token` comes back with its delivery.
+    fn append(
+        &mut self,
+        topic: usize,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[Header<'_>],
+        timestamp_ms: i64,
+        token: u64,
+    ) -> Result<Appended, RecordTooLarge>;
+
+    /// Takes back the record just appended.
+    fn undo_last(&mut self, a: Appended);
+
+    /// Whether the buffer is full: stop reading until deliveries free room.
+    fn is_full(&self) -> bool;
+}
+
+impl Sink for Producer {
+    fn append(
+        &mut self,
+        topic: usize,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[Header<'_>],
+        timestamp_ms: i64,
+        token: u64,
+    ) -> Result<Appended, RecordTooLarge> {
+        Producer::append(self, topic, key, Some(value), headers, timestamp_ms, token)
+    }
+
+    fn undo_last(&mut self, a: Appended) {
+        Producer::undo_last(self, a)
+    }
+
+    fn is_full(&self) -> bool {
+        Producer::is_full(self)
+    }
+}
