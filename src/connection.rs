@@ -234,6 +234,9 @@ impl Default for ConnectionOptions {
 
 type Reply = Result<Bytes, ConnError>;
 
+/// Kafka's UNSUPPORTED_VERSION, which ApiVersions answers with a v0 body.
+const UNSUPPORTED_VERSION: i16 = kafka_protocol::error::ResponseError::UnsupportedVersion.code();
+
 struct Waiter {
     id: i32,
     api: &'static str,
@@ -397,11 +400,11 @@ impl Connection {
             // The ApiVersions response header is always v0: just the correlation id.
             let body = frame.slice(4.min(frame.len())..);
             let resp = match codec::decode_api_versions(body.clone(), version) {
-                Ok(r) if r.error_code != 35 => r,
+                Ok(r) if r.error_code != UNSUPPORTED_VERSION => r,
                 _ => codec::decode_api_versions(body, 0)
                     .map_err(|e| self.malformed("ApiVersions", e))?,
             };
-            if resp.error_code == 35 {
+            if resp.error_code == UNSUPPORTED_VERSION {
                 let max = resp
                     .api_keys
                     .iter()

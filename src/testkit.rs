@@ -395,6 +395,10 @@ impl FakeBroker {
             let frame = buf.split_to(size).freeze();
             match self.handle(node, frame) {
                 Reply::Bytes(out) => io.write_all(&out).await?,
+                Reply::Later(out, wait) => {
+                    tokio::time::sleep(wait).await;
+                    io.write_all(&out).await?;
+                }
                 Reply::Nothing => {}
                 Reply::Hang => {
                     // Silent, but notice when the client closes its end.
@@ -445,6 +449,7 @@ impl FakeBroker {
         let drop_after = self
             .take_rule(|m| *m == Misbehave::DropAfter(api))
             .is_some();
+        let mut long_poll = None;
         let body = match api {
             ApiKey::ApiVersions => self.api_versions(),
             ApiKey::Metadata => decode(&mut frame, version).map(|r| self.metadata(r)),
@@ -458,7 +463,13 @@ impl FakeBroker {
                 None => None,
             },
             ApiKey::ListOffsets => decode(&mut frame, version).map(|r| self.list_offsets(node, r)),
-            ApiKey::Fetch => decode(&mut frame, version).map(|r| self.fetch(node, r)),
+            ApiKey::Fetch => match decode::<FetchRequest>(&mut frame, version) {
+                Some(r) => {
+                    long_poll = Some(std::time::Duration::from_millis(r.max_wait_ms.max(0) as u64));
+                    Some(self.fetch(node, r))
+                }
+                None => None,
+            },
             _ => None,
         };
         let Some(body) = body else {
@@ -482,7 +493,10 @@ impl FakeBroker {
         }
         let size = (out.len() - 4) as i32;
         out[..4].copy_from_slice(&size.to_be_bytes());
-        Reply::Bytes(out.freeze())
+        match (long_poll, &body) {
+            (Some(wait), Body::Fetch(r)) if fetch_is_empty(r) => Reply::Later(out.freeze(), wait),
+            _ => Reply::Bytes(out.freeze()),
+        }
     }
 
     fn api_versions(&self) -> Option<Body> {
@@ -815,6 +829,15 @@ impl FakeBroker {
     }
 }
 
+/// Whether a fetch response has no records and no errors (a broker would hold it for max_wait_ms).
+fn fetch_is_empty(r: &FetchResponse) -> bool {
+    r.responses.iter().all(|t| {
+        t.partitions
+            .iter()
+            .all(|p| p.error_code == 0 && p.records.as_ref().is_none_or(|b| b.is_empty()))
+    })
+}
+
 fn store(log: &mut PartitionLog, mut b: BytesMut) {
     let base = log.next_offset;
     b[..8].copy_from_slice(&base.to_be_bytes());
@@ -844,6 +867,8 @@ fn decode<T: Decodable>(frame: &mut Bytes, version: i16) -> Option<T> {
 
 enum Reply {
     Bytes(Bytes),
+    /// Answer after a while (a long-polling fetch with nothing to return).
+    Later(Bytes, std::time::Duration),
     Nothing,
     Hang,
     Close,

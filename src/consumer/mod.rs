@@ -475,7 +475,9 @@ impl Consumer {
     }
 
     /// OFFSET_OUT_OF_RANGE: the log moved (retention, truncation). Restart at its start if we were
-    /// before it, else at its end; paced by a backoff so a broker that keeps saying it cannot make us spin.
+    /// before it, at its end if we were past it, and where we were if the broker's own offsets say we
+    /// were inside (nothing is skipped on its word alone); paced by a backoff so a broker that keeps
+    /// saying it cannot make us spin.
     async fn reset_out_of_range(&mut self, key: Key) -> Result<()> {
         let name = self.topics[key.0].name.clone();
         let p = key.1;
@@ -486,12 +488,7 @@ impl Consumer {
         };
         let lo = lo.get(&p).copied().unwrap_or(0);
         let hi = hi.get(&p).copied().unwrap_or(lo);
-        let new = if s.offset < lo {
-            StartOffset::Beginning
-        } else {
-            StartOffset::End
-        }
-        .resolve(lo, hi, None);
+        let new = StartOffset::Absolute(s.offset).resolve(lo, hi, None);
         let old = s.offset;
         s.offset = new;
         let b = s.backoff.get_or_insert_with(|| {
@@ -499,12 +496,14 @@ impl Consumer {
         });
         s.not_before = Some(Instant::now() + b.next_delay().unwrap_or(Duration::from_secs(5)));
         let key_s = format!("range:{name}:{p}:{new}");
+        let msg = if new == old {
+            format!("the broker says offset {old} is out of range but its log spans {lo}..{hi}; retrying")
+        } else {
+            format!("offset {old} out of range, resetting to {new}")
+        };
         self.warn_once(
             key_s,
-            format_args!(
-                "topic '{}' partition {p}: offset {old} out of range, resetting to {new}",
-                Esc::str(&name)
-            ),
+            format_args!("topic '{}' partition {p}: {msg}", Esc::str(&name)),
         );
         Ok(())
     }

@@ -1,1 +1,155 @@
-//! Consumer tests.
+//! The consumer against the fake broker: what a misbehaving broker sends is checked before it is
+//! believed, and nothing makes it spin.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::ApiKey;
+use tokio::time::Instant;
+
+use super::*;
+use crate::cluster::{ClientOptions, Cluster};
+use crate::testkit::{FakeBroker, Misbehave};
+
+fn cluster(b: &FakeBroker) -> Arc<Cluster> {
+    let mut o = ClientOptions::new(&b.bootstrap());
+    o.retry_limit = Some(Duration::from_secs(30));
+    o.connection.request_timeout = Duration::from_secs(5);
+    Arc::new(Cluster::with_transport(o, Arc::new(b.transport())))
+}
+
+async fn consumer(b: &FakeBroker, topic: &str, start: StartOffset) -> Consumer {
+    let c = cluster(b);
+    let meta = c.topic(topic, false).await.unwrap();
+    let mut k = Consumer::new(c, FetchConfig::default());
+    k.assign(meta, &[], start).await.unwrap();
+    k
+}
+
+/// Polls for `secs` of (paused) time; returns every value read.
+async fn read_for(k: &mut Consumer, secs: u64) -> Result<Vec<Vec<u8>>> {
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut out = Vec::new();
+    let mut scratch = Vec::new();
+    while Instant::now() < end {
+        let Ok(r) = tokio::time::timeout_at(end, k.poll()).await else {
+            break;
+        };
+        for f in r? {
+            f.for_each_record(&mut scratch, 1 << 20, |r| {
+                out.push(r.value.unwrap_or_default().to_vec())
+            })
+            .unwrap();
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn start_offsets_resolve_within_what_exists_even_when_the_broker_lies() {
+    assert_eq!(StartOffset::Absolute(7).resolve(2, 10, None), 7);
+    assert_eq!(StartOffset::Absolute(70).resolve(2, 10, None), 10);
+    assert_eq!(StartOffset::FromEnd(3).resolve(2, 10, None), 7);
+    assert_eq!(StartOffset::FromEnd(i64::MAX).resolve(2, 10, None), 2);
+    // Earliest past latest: no panic, start at the latest.
+    assert_eq!(StartOffset::Absolute(7).resolve(10, 5, None), 5);
+    assert_eq!(StartOffset::Beginning.resolve(10, 5, None), 5);
+    assert_eq!(StartOffset::Timestamp(1).resolve(-1, -1, Some(-1)), 0);
+    assert_eq!(StartOffset::parse(&i64::MIN.to_string()), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn earliest_after_latest_from_the_broker_starts_at_the_latest() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    b.append("t", 0, &[b"a", b"b", b"c"]);
+    b.misbehave_times(
+        Misbehave::Offsets {
+            earliest: 10,
+            latest: 2,
+        },
+        2,
+    );
+    let k = consumer(&b, "t", StartOffset::Absolute(5)).await;
+    assert_eq!(k.positions(), vec![(0, 0, 2)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn data_for_a_partition_not_asked_for_is_ignored() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    b.append("t", 0, &[b"mine"]);
+    b.misbehave_times(Misbehave::FetchForeignPartition, 1);
+    let mut k = consumer(&b, "t", StartOffset::Beginning).await;
+    let got = read_for(&mut k, 2).await.unwrap();
+    assert_eq!(got, vec![b"mine".to_vec()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn out_of_range_is_reset_with_a_backoff_not_a_spin() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    b.append("t", 0, &[b"a"]);
+    let mut k = consumer(&b, "t", StartOffset::Beginning).await;
+    b.misbehave(Misbehave::FetchError(1));
+    let before = b.requests(ApiKey::ListOffsets);
+    let got = read_for(&mut k, 20).await.unwrap();
+    assert!(got.is_empty());
+    let resets = b.requests(ApiKey::ListOffsets) - before;
+    assert!(resets < 40, "{resets} ListOffsets in 20 s");
+    b.behave();
+    let got = read_for(&mut k, 10).await.unwrap();
+    assert_eq!(got, vec![b"a".to_vec()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fetch_that_never_advances_backs_off_instead_of_spinning() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    b.append("t", 0, &[b"a"]);
+    let mut k = consumer(&b, "t", StartOffset::Beginning).await;
+    b.misbehave(Misbehave::FetchNoProgress);
+    let before = b.requests(ApiKey::Fetch);
+    let got = read_for(&mut k, 30).await.unwrap();
+    assert!(got.is_empty());
+    let fetches = b.requests(ApiKey::Fetch) - before;
+    assert!(fetches < 60, "{fetches} fetches in 30 s");
+    assert_eq!(k.positions(), vec![(0, 0, 0)], "no offset invented");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_move_is_followed() {
+    let b = FakeBroker::new(2);
+    b.create_topic("t", 1);
+    b.append("t", 0, &[b"a"]);
+    let mut k = consumer(&b, "t", StartOffset::Beginning).await;
+    b.set_leader("t", 0, 2);
+    let got = read_for(&mut k, 10).await.unwrap();
+    assert_eq!(got, vec![b"a".to_vec()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_authorization_error_ends_the_read_with_its_name() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    let mut k = consumer(&b, "t", StartOffset::Beginning).await;
+    b.misbehave(Misbehave::FetchError(29));
+    let e = read_for(&mut k, 10).await.unwrap_err();
+    assert!(e.to_string().contains("TOPIC_AUTHORIZATION_FAILED"), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_leader_is_given_up_at_the_retry_limit() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    let mut k = consumer(&b, "t", StartOffset::Beginning).await;
+    b.stop(1);
+    let start = Instant::now();
+    let e = read_for(&mut k, 120).await.unwrap_err();
+    assert!(matches!(e, Error::Deadline { .. }), "{e}");
+    assert!(
+        start.elapsed() <= Duration::from_secs(35),
+        "{:?}",
+        start.elapsed()
+    );
+}

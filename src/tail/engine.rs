@@ -109,8 +109,8 @@ impl Engine {
             .collect();
         let known = self
             .known
-            .iter()
-            .map(|(k, e)| (*k, e.path.clone()))
+            .values()
+            .map(|e| (e.id, e.path.clone(), e.offset))
             .collect();
         ScanRequest {
             patterns: self.cfg.patterns.clone(),
@@ -183,8 +183,19 @@ impl Engine {
                 self.hot.insert(key);
             }
         }
+        for n in r.known_rotated {
+            // Rotated while we were not looking: finish it from the checkpoint, then close it.
+            if let Some(key) = self.start(n, now) {
+                if let Some(f) = self.followers.get_mut(&key) {
+                    f.rotated = true;
+                    self.counters.rotations += 1;
+                }
+            }
+        }
         for k in r.known_gone {
-            self.known.remove(&k);
+            if !self.followers.values().any(|f| (f.id.dev, f.id.ino) == k) {
+                self.known.remove(&k);
+            }
         }
         for n in r.opened {
             self.start(n, now);
@@ -215,7 +226,8 @@ impl Engine {
         r
     }
 
-    fn start(&mut self, n: super::scan::NewFile, now: Instant) {
+    /// Starts following a newly opened file; returns its key.
+    fn start(&mut self, n: super::scan::NewFile, now: Instant) -> Option<u64> {
         let size = n.file.metadata().map_or(n.found.size, |m| m.len());
         let entry = self.known.get(&(n.found.id.dev, n.found.id.ino));
         let start = match entry {
@@ -251,11 +263,15 @@ impl Engine {
                 self.known.remove(&(f.id.dev, f.id.ino));
                 self.hot.insert(key);
                 self.followers.insert(key, f);
+                Some(key)
             }
-            Err(e) => self.warn_once(
-                format!("follow:{}", n.found.path.display()),
-                format_args!("cannot follow {}: {e}", Esc::path(&n.found.path)),
-            ),
+            Err(e) => {
+                self.warn_once(
+                    format!("follow:{}", n.found.path.display()),
+                    format_args!("cannot follow {}: {e}", Esc::path(&n.found.path)),
+                );
+                None
+            }
         }
     }
 
@@ -508,15 +524,6 @@ impl Engine {
             .values()
             .map(|f| (f.id, f.path.clone(), f.read_pos, f.acked_pos))
             .collect()
-    }
-
-    /// Extends short fingerprints of followed files as they grow.
-    pub fn refresh_fingerprints(&mut self) {
-        for f in self.followers.values_mut() {
-            if !f.fingerprint.is_full() && !f.rotated {
-                let _ = f.recheck_fingerprint();
-            }
-        }
     }
 }
 

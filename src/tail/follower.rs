@@ -235,6 +235,14 @@ impl Follower {
         if size < self.read_pos {
             return Ok(ReadResult::Truncated);
         }
+        // Truncated and grown again past our position (copytruncate, then a busy writer): its first
+        // bytes tell. Reading on from the old position would ship a fragment of some new line.
+        if self.read_pos > 0
+            && (size != self.size || !self.fingerprint.is_full())
+            && !self.recheck_fingerprint()?
+        {
+            return Ok(ReadResult::Truncated);
+        }
         if size > self.size {
             self.last_active = now;
         }
@@ -318,6 +326,15 @@ impl Follower {
             ControlFlow::Continue(())
         });
         self.skipping = splitter.is_skipping();
+        if !faulted
+            && !region.faulted()
+            && !self.fingerprint.is_full()
+            && !self.recheck_fingerprint()?
+        {
+            // Rewritten while we read it: what we read may be the new content's start, which the
+            // restart from byte 0 reads again.
+            return Ok(ReadResult::Truncated);
+        }
         if faulted || region.faulted() {
             drop(region);
             let now_size = file.metadata()?.len();

@@ -156,7 +156,6 @@ pub async fn run(
             _ = scan_tick.tick() => {
                 rescan = true;
                 engine.close_idle(Instant::now());
-                engine.refresh_fingerprints();
             }
             _ = ckpt_tick.tick() => saver.submit(checkpoint::render(engine.checkpoint_entries().iter())),
             _ = stats_tick.tick(), if opts.stats_interval.is_some() => {

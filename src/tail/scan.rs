@@ -42,8 +42,9 @@ pub struct ScanRequest {
     pub first: bool,
     /// Files followed now.
     pub followed: Vec<Followed>,
-    /// Checkpoint entries of files not followed: (dev, ino) and last path, to learn which still exist.
-    pub known: Vec<((u64, u64), PathBuf)>,
+    /// Checkpoint entries of files not followed: identity, last path and acknowledged offset, to learn
+    /// which still exist and which were rotated away (renamed in their directory) with lines unread.
+    pub known: Vec<(FileId, PathBuf, u64)>,
     /// How many more files may be opened.
     pub budget: usize,
 }
@@ -75,6 +76,9 @@ pub struct ScanResult {
     pub reopened: Vec<(u64, Arc<File>, Option<PathBuf>)>,
     /// Checkpoint entries whose file no longer exists at their path.
     pub known_gone: Vec<(u64, u64)>,
+    /// Checkpoint entries whose file was renamed next to its old path (rotated while we were not
+    /// looking) and holds lines past the checkpoint: opened, to be finished.
+    pub known_rotated: Vec<NewFile>,
     /// Things to say once.
     pub notices: Vec<Notice>,
 }
@@ -198,13 +202,40 @@ pub fn run(req: ScanRequest) -> ScanResult {
             }),
         }
     }
-    for ((dev, ino), path) in &req.known {
-        let there = std::fs::symlink_metadata(path).is_ok_and(|m| {
-            let id = FileId::from_meta(&m);
-            id.dev == *dev && id.ino == *ino
-        });
-        if !there {
-            out.known_gone.push((*dev, *ino));
+    let matched: std::collections::HashSet<(u64, u64)> =
+        found.iter().map(|f| (f.id.dev, f.id.ino)).collect();
+    for (id, path, offset) in &req.known {
+        if matched.contains(&(id.dev, id.ino)) {
+            continue; // a pattern still names it: it resumes as a new file
+        }
+        let there = std::fs::symlink_metadata(path).is_ok_and(|m| FileId::from_meta(&m).same(id));
+        let moved = if there {
+            Some(path.clone())
+        } else {
+            out.known_gone.push((id.dev, id.ino));
+            find_in_dir(path.parent().unwrap_or(Path::new(".")), id)
+        };
+        let Some(moved) = moved else { continue };
+        let size = std::fs::symlink_metadata(&moved).map_or(0, |m| m.len());
+        if size <= *offset || budget == 0 {
+            continue;
+        }
+        let pattern = req
+            .patterns
+            .iter()
+            .position(|p| p.matches(path))
+            .unwrap_or(0);
+        let found = Found {
+            path: moved,
+            id: *id,
+            size,
+            pattern,
+        };
+        let pat = &req.patterns[pattern.min(req.patterns.len().saturating_sub(1))];
+        if let Ok((file, _)) = discover::open(&found, pat, &req.policy) {
+            budget -= 1;
+            let head = read_head(&file);
+            out.known_rotated.push(NewFile { found, file, head });
         }
     }
     out.found = found;
