@@ -154,6 +154,17 @@ pub enum ConnError {
         /// What was wrong.
         detail: String,
     },
+    /// A response larger than shipper accepts (a frame over the API's limit, or one that would take
+    /// too much memory to decode): a broker bug or an attack; retrying will not help.
+    #[error("broker {}: response to {api} too large: {detail}", Esc::str(.addr))]
+    TooLarge {
+        /// The broker address.
+        addr: String,
+        /// The request's API.
+        api: &'static str,
+        /// How large, and the limit.
+        detail: String,
+    },
     /// The broker and shipper share no version of an API.
     #[error("broker {} supports {api} versions {broker_min}..{broker_max}, shipper needs {ours_min}..{ours_max}: upgrade the broker (Kafka 3.x or newer)", Esc::str(.addr))]
     UnsupportedVersion {
@@ -194,7 +205,10 @@ impl ConnError {
     pub fn is_retriable(&self) -> bool {
         !matches!(
             self,
-            ConnError::UnsupportedVersion { .. } | ConnError::Tls { .. } | ConnError::Auth { .. }
+            ConnError::UnsupportedVersion { .. }
+                | ConnError::Tls { .. }
+                | ConnError::Auth { .. }
+                | ConnError::TooLarge { .. }
         )
     }
 
@@ -576,7 +590,15 @@ impl Connection {
     /// connection (what follows it cannot be trusted either).
     pub fn decode<R: Request>(&self, frame: Bytes, version: i16) -> Result<R::Response, ConnError> {
         codec::decode_response::<R>(frame, version).map_err(|e| {
-            let err = self.malformed(api_name(R::KEY), e);
+            let err = if e.too_large {
+                ConnError::TooLarge {
+                    addr: self.addr().to_string(),
+                    api: api_name(R::KEY),
+                    detail: e.detail,
+                }
+            } else {
+                self.malformed(api_name(R::KEY), e)
+            };
             self.shared.close(err.clone());
             err
         })
@@ -648,7 +670,15 @@ fn next_frame(buf: &mut BytesMut, shared: &Shared) -> Result<Option<(Waiter, Byt
         api,
         detail,
     };
-    let Some(f) = frame::parse(buf, limit).map_err(|e| malformed(e.to_string()))? else {
+    let parsed = frame::parse(buf, limit).map_err(|e| match e {
+        frame::FrameError::TooLarge { .. } => ConnError::TooLarge {
+            addr: shared.addr.clone(),
+            api,
+            detail: e.to_string(),
+        },
+        e => malformed(e.to_string()),
+    })?;
+    let Some(f) = parsed else {
         return Ok(None);
     };
     let got = codec::peek_correlation_id(&f).unwrap_or(-1);

@@ -4,7 +4,9 @@
 
 mod capture;
 mod cli;
+mod fake;
 mod harness;
+mod hostile;
 mod kcat_harness;
 mod tail;
 mod wire;

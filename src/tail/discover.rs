@@ -85,9 +85,9 @@ impl Pattern {
         let name = path.file_name().map(Path::new).unwrap_or(path);
         self.excludes.iter().any(|e| {
             if e.as_str().contains('/') {
-                e.matches_path(path)
+                e.matches(&path.to_string_lossy())
             } else {
-                e.matches_path(name)
+                e.matches(&name.to_string_lossy())
             }
         })
     }
@@ -95,7 +95,7 @@ impl Pattern {
     /// Whether `path` is one this pattern names (for watch events).
     pub fn matches(&self, path: &Path) -> bool {
         let hit = match &self.glob {
-            Some(g) => g.matches_path(path),
+            Some(g) => g.matches(&path.to_string_lossy()),
             None => Path::new(&self.raw) == path,
         };
         hit && !self.excluded(path)
@@ -135,10 +135,7 @@ pub fn expand(
     let mut seen = HashSet::new();
     for (i, p) in patterns.iter().enumerate() {
         let paths: Vec<PathBuf> = if p.is_glob {
-            match glob::glob(&p.raw) {
-                Ok(it) => it.flatten().collect(),
-                Err(_) => Vec::new(),
-            }
+            glob_paths(&p.raw)
         } else {
             let path = PathBuf::from(&p.raw);
             match std::fs::symlink_metadata(&path) {
@@ -177,6 +174,72 @@ pub fn expand(
         }
     }
     out
+}
+
+/// The paths a glob matches, walking the directories itself so that names that are not UTF-8 (which
+/// the glob crate skips) are found too: each name is matched as lossy text, kept as its real bytes.
+/// `**` matches any number of directories (not following directory links). Sorted.
+fn glob_paths(pattern: &str) -> Vec<PathBuf> {
+    use std::path::Component;
+    let opts = glob::MatchOptions::new();
+    let mut current: Vec<PathBuf> = vec![PathBuf::new()];
+    for comp in Path::new(pattern).components() {
+        let text = comp.as_os_str().to_string_lossy();
+        let is_glob = matches!(comp, Component::Normal(_)) && text.contains(['*', '?', '[']);
+        if !is_glob {
+            for c in &mut current {
+                c.push(comp.as_os_str());
+            }
+            continue;
+        }
+        let mut next = Vec::new();
+        if text == "**" {
+            for dir in &current {
+                walk_dirs(dir, &mut next);
+            }
+        } else {
+            let Ok(pat) = glob::Pattern::new(&text) else {
+                return Vec::new();
+            };
+            for dir in &current {
+                let base = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir.as_path()
+                };
+                let Ok(rd) = std::fs::read_dir(base) else {
+                    continue;
+                };
+                for e in rd.flatten() {
+                    if pat.matches_with(&e.file_name().to_string_lossy(), opts) {
+                        next.push(dir.join(e.file_name()));
+                    }
+                }
+            }
+        }
+        current = next;
+    }
+    current.retain(|p| !p.as_os_str().is_empty());
+    current.sort();
+    current
+}
+
+/// `dir` and every directory under it, without following links.
+fn walk_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    out.push(dir.to_path_buf());
+    let base = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(rd) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            walk_dirs(&dir.join(e.file_name()), out);
+        }
+    }
 }
 
 /// Whether `path` may be followed: its identity and size if so, `None` to pass over it quietly (a
@@ -430,6 +493,24 @@ mod tests {
         assert!(!p.matches(Path::new("/var/log/secret.log")));
         let p = Pattern::new("/var/log/*", &["*.gz".into()]).unwrap();
         assert!(!p.matches(Path::new("/var/log/app.log.1.gz")));
+    }
+
+    #[test]
+    fn globs_find_names_that_are_not_utf8_and_walk_double_stars() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = dir("bytes");
+        let odd = d.join(std::ffi::OsStr::from_bytes(b"odd\xff\nname.log"));
+        std::fs::write(&odd, "x\n").unwrap();
+        std::fs::create_dir_all(d.join("a/b")).unwrap();
+        std::fs::write(d.join("a/b/deep.log"), "x\n").unwrap();
+        std::fs::write(d.join("other.txt"), "x\n").unwrap();
+        assert_eq!(glob_paths(&format!("{}/*.log", d.display())), vec![odd]);
+        assert_eq!(
+            glob_paths(&format!("{}/**/*.log", d.display())).len(),
+            2,
+            "** matches zero or more directories"
+        );
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

@@ -76,19 +76,15 @@ pub async fn run(
         ));
     }
     let mut engine = Engine::new(cfg, loaded.entries);
-    let saver = saver::Saver::start(&opts.checkpoint)?;
     // Refuse to start with a checkpoint that cannot be written: every restart would resend everything.
-    saver
-        .flush(
-            checkpoint::render(engine.checkpoint_entries().iter()),
-            Duration::from_secs(30),
+    let text = checkpoint::render(engine.checkpoint_entries().iter());
+    checkpoint::store(&opts.checkpoint, &text).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot write checkpoint {}: {e}",
+            Esc::path(&opts.checkpoint)
         )
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot write checkpoint {}: {e}",
-                Esc::path(&opts.checkpoint)
-            )
-        })?;
+    })?;
+    let saver = saver::Saver::start(&opts.checkpoint, text)?;
     let mut dead = match &opts.dead_letter {
         Some(p) => Some(dead_letter::DeadLetters::open(p)?),
         None => None,

@@ -33,9 +33,13 @@ pub struct Saver {
 }
 
 impl Saver {
-    /// Starts the writer for `path`.
-    pub fn start(path: &Path) -> std::io::Result<Saver> {
-        let shared = Arc::new((Mutex::new(State::default()), Condvar::new()));
+    /// Starts the writer for `path`, which holds `written` now.
+    pub fn start(path: &Path, written: String) -> std::io::Result<Saver> {
+        let state = State {
+            written: Some(written),
+            ..State::default()
+        };
+        let shared = Arc::new((Mutex::new(state), Condvar::new()));
         let (s, p) = (shared.clone(), path.to_path_buf());
         let thread = std::thread::Builder::new()
             .name("checkpoint".into())

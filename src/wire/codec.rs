@@ -21,6 +21,8 @@ pub struct CodecError {
     pub action: &'static str,
     /// What went wrong, from the codec.
     pub detail: String,
+    /// The response is well formed but larger than shipper accepts (retrying will not help).
+    pub too_large: bool,
 }
 
 /// The printable name of an API key, for errors and logs.
@@ -89,6 +91,7 @@ pub fn encode_request<R: Request>(
         version,
         action: "encode the request",
         detail: format!("{e:#}"),
+        too_large: false,
     };
     let mut header = RequestHeader::default();
     header.request_api_key = R::KEY;
@@ -122,6 +125,7 @@ pub fn decode_response<R: Request>(
         version,
         action: "decode the response",
         detail: format!("{e:#}"),
+        too_large: false,
     };
     let header_version = <R::Response as HeaderVersion>::header_version(version);
     let header_len = match header_version {
@@ -133,11 +137,14 @@ pub fn decode_response<R: Request>(
         .map_err(|e| err(anyhow::anyhow!(e)))?;
     let limit = max_decoded_bytes(R::KEY);
     if decoded > limit {
-        return Err(err(anyhow::anyhow!(
-            "decoding it would take about {} MiB (limit {} MiB): ask for fewer topics",
-            decoded >> 20,
-            limit >> 20
-        )));
+        return Err(CodecError {
+            too_large: true,
+            ..err(anyhow::anyhow!(
+                "decoding it would take about {} MiB (limit {} MiB): ask for fewer topics",
+                decoded >> 20,
+                limit >> 20
+            ))
+        });
     }
     ResponseHeader::decode(&mut frame, header_version).map_err(err)?;
     let body = <R::Response as Decodable>::decode(&mut frame, version).map_err(err)?;
@@ -154,6 +161,7 @@ pub fn decode_api_versions(
         version,
         action: "decode the response",
         detail,
+        too_large: false,
     };
     let decoded = validate::check_body(ApiKey::ApiVersions, version, &body).map_err(err)?;
     if decoded > max_decoded_bytes(ApiKey::ApiVersions as i16) {

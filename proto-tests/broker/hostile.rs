@@ -1,0 +1,470 @@
+//! `shipper tail` and `produce` against hostile files and an unlucky operator, with the real broker:
+//! planted symbolic links, FIFOs, file names with newlines and terminal escapes, two tails on one
+//! checkpoint, a damaged or unwritable checkpoint, a small open-files limit, a stray SIGBUS, an ACL
+//! that refuses writes for a while, and input without newlines.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn numbered(prefix: &str, from: usize, to: usize) -> Vec<u8> {
+    (from..to)
+        .flat_map(|i| format!("{prefix} {i}\n").into_bytes())
+        .collect()
+}
+
+fn ck(dir: &Path) -> String {
+    dir.join("checkpoint").display().to_string()
+}
+
+fn glob(dir: &Path) -> String {
+    dir.join("*.log").display().to_string()
+}
+
+/// Waits until `tail`'s stderr contains `what`.
+fn wait_for_log(tail: &Tail, what: &str, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if tail.stderr().contains(what) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn tail_never_follows_a_planted_link_and_follows_links_only_inside_with_follow_symlinks() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("links");
+    let secret_dir = scratch_dir("links-secret");
+    std::fs::write(secret_dir.join("shadow"), "root:SECRET\n").unwrap();
+    append(&dir.join("ok.log"), b"ok line\n");
+    std::os::unix::fs::symlink(secret_dir.join("shadow"), dir.join("x.log")).unwrap();
+    std::fs::write(dir.join("inside.txt"), "inside line\n").unwrap();
+    std::os::unix::fs::symlink(dir.join("inside.txt"), dir.join("in.log")).unwrap();
+    for (follow, want) in [
+        (false, vec!["ok line"]),
+        (true, vec!["inside line", "ok line"]),
+    ] {
+        let t = topic("links");
+        let ckpt = dir.join(format!("ck-{follow}"));
+        let mut args = vec![
+            glob(&dir),
+            t.clone(),
+            "--checkpoint".into(),
+            ckpt.display().to_string(),
+        ];
+        if follow {
+            args.push("--follow-symlinks".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut tail = Tail::start(&b, &args, &dir.join(format!("err-{follow}")));
+        let mut got = wait_for_records(&b, &t, want.len(), WAIT);
+        std::thread::sleep(Duration::from_millis(1500));
+        got.extend(topic_values(&b, &t).into_iter().skip(got.len()));
+        assert_eq!(tail.stop("TERM"), Some(0));
+        got.sort();
+        let want: Vec<Vec<u8>> = want.iter().map(|s| s.as_bytes().to_vec()).collect();
+        assert_eq!(got, want, "follow_symlinks={follow}: {}", tail.stderr());
+        let err = tail.stderr();
+        assert!(
+            !got.iter().any(|v| v.starts_with(b"root:")),
+            "the secret was shipped"
+        );
+        if follow {
+            assert!(err.contains("outside"), "{err}");
+        } else {
+            assert!(err.contains("symbolic link"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn a_fifo_among_the_files_blocks_nothing_and_sigterm_still_stops_tail() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("fifo");
+    let t = topic("fifo");
+    let fifo = std::ffi::CString::new(dir.join("pipe.log").as_os_str().as_bytes()).unwrap();
+    // SAFETY: mkfifo with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    append(&dir.join("ok.log"), &numbered("ok", 0, 10));
+    let c = ck(&dir);
+    let mut tail = Tail::start(&b, &[&glob(&dir), &t, "--checkpoint", &c], &dir.join("err"));
+    let got = wait_for_records(&b, &t, 10, WAIT);
+    assert_eq!(got.len(), 10, "{}", tail.stderr());
+    let start = std::time::Instant::now();
+    assert_eq!(tail.stop("TERM"), Some(0));
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert!(tail.stderr().contains("a FIFO"), "{}", tail.stderr());
+}
+
+#[test]
+fn a_file_named_with_a_newline_and_escapes_is_shipped_resumed_and_printed_escaped() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("names");
+    let t = topic("names");
+    let name = std::ffi::OsStr::from_bytes(b"evil\nname \x1b[31mred\xff.log");
+    let f = dir.join(name);
+    append(&f, &numbered("n", 0, 20));
+    let c = ck(&dir);
+    let args = [
+        glob(&dir),
+        t.clone(),
+        "--checkpoint".into(),
+        c.clone(),
+        "-v".into(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut tail = Tail::start(&b, &args, &dir.join("err1"));
+    wait_for_records(&b, &t, 20, WAIT);
+    assert_eq!(tail.stop("TERM"), Some(0));
+    let err = tail.stderr();
+    assert!(
+        !err.contains('\x1b'),
+        "a raw escape reached the log: {err:?}"
+    );
+    assert!(err.contains("evil\\nname \\u{1b}[31mred\\xff.log"), "{err}");
+    append(&f, &numbered("n", 20, 30));
+    let mut tail = Tail::start(&b, &args, &dir.join("err2"));
+    let got = wait_for_records(&b, &t, 30, WAIT);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(tail.stop("TERM"), Some(0), "{}", tail.stderr());
+    assert_eq!(
+        topic_values(&b, &t),
+        lines(&numbered("n", 0, 30)),
+        "exactly once after the restart"
+    );
+    let _ = got;
+}
+
+#[test]
+fn a_second_tail_on_the_same_checkpoint_is_refused() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("twotails");
+    let t = topic("twotails");
+    append(&dir.join("a.log"), &numbered("a", 0, 100));
+    let c = ck(&dir);
+    let mut first = Tail::start(
+        &b,
+        &[&glob(&dir), &t, "--checkpoint", &c],
+        &dir.join("err1"),
+    );
+    wait_for_records(&b, &t, 100, WAIT);
+    let second = shipper(&b, &["tail", &glob(&dir), &t, "--checkpoint", &c], b"");
+    assert_eq!(second.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("in use by another shipper tail"), "{err}");
+    assert_eq!(first.stop("TERM"), Some(0));
+    assert_eq!(topic_values(&b, &t).len(), 100, "shipped once, not twice");
+}
+
+#[test]
+fn a_damaged_checkpoint_never_stops_tail() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("damaged");
+    let t = topic("damaged");
+    append(&dir.join("a.log"), &numbered("a", 0, 10));
+    std::fs::write(
+        dir.join("checkpoint"),
+        "shipper-checkpoint 2\ngarbage\n\x00\x01\n",
+    )
+    .unwrap();
+    let c = ck(&dir);
+    let mut tail = Tail::start(&b, &[&glob(&dir), &t, "--checkpoint", &c], &dir.join("err"));
+    let got = wait_for_records(&b, &t, 10, WAIT);
+    assert_eq!(tail.stop("TERM"), Some(0));
+    assert_eq!(got.len(), 10);
+    let err = tail.stderr();
+    assert!(
+        err.contains("damaged lines dropped") && err.contains(".damaged-"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_checkpoint_that_cannot_be_written_refuses_to_start() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("unwritable");
+    let t = topic("unwritable");
+    append(&dir.join("a.log"), b"x\n");
+    // An immutable directory: even root cannot create the checkpoint's temp file in it.
+    let ckdir = dir.join("ro");
+    std::fs::create_dir(&ckdir).unwrap();
+    std::fs::write(ckdir.join("checkpoint.lock"), "").unwrap();
+    let immutable = Command::new("chattr")
+        .arg("+i")
+        .arg(&ckdir)
+        .status()
+        .is_ok_and(|s| s.success());
+    let c = if immutable {
+        ckdir.join("checkpoint")
+    } else {
+        // No chattr here: a checkpoint path that is a directory cannot be read or replaced either.
+        std::fs::create_dir(dir.join("ckdir")).unwrap();
+        dir.join("ckdir")
+    };
+    let out = shipper(
+        &b,
+        &["tail", &glob(&dir), &t, "--checkpoint", c.to_str().unwrap()],
+        b"",
+    );
+    if immutable {
+        let _ = Command::new("chattr").arg("-i").arg(&ckdir).status();
+    }
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let want = if immutable {
+        "cannot write checkpoint"
+    } else {
+        "cannot read checkpoint"
+    };
+    assert!(err.contains(want), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.contains("error")).count(),
+        1,
+        "{err}"
+    );
+}
+
+#[test]
+fn more_files_than_the_open_files_limit_all_ship_and_the_checkpoint_is_written() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("fdlimit");
+    let t = topic("fdlimit");
+    create_topic(&b, &t, 1, 1, &[]);
+    for i in 0..400 {
+        append(
+            &dir.join(format!("f{i:03}.log")),
+            format!("file {i} line\n").as_bytes(),
+        );
+    }
+    let c = ck(&dir);
+    let log = std::fs::File::create(dir.join("err")).unwrap();
+    let mut child = Command::new("prlimit")
+        .arg("--nofile=128:128")
+        .arg(shipper_bin())
+        .args([
+            "-b",
+            &b,
+            "tail",
+            &glob(&dir),
+            &t,
+            "--checkpoint",
+            &c,
+            "--scan-ms",
+            "200",
+        ])
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let got = wait_for_records(&b, &t, 400, Duration::from_secs(90));
+    std::thread::sleep(Duration::from_millis(1000));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    let err = std::fs::read_to_string(dir.join("err")).unwrap();
+    assert!(status.success(), "{err}");
+    assert_eq!(got.len(), 400, "{err}");
+    let ckpt = std::fs::read_to_string(dir.join("checkpoint")).unwrap();
+    assert_eq!(ckpt.lines().count(), 401, "every file checkpointed: {err}");
+}
+
+#[test]
+fn a_stray_sigbus_does_not_disarm_the_truncation_guard() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("sigbus");
+    let t = topic("sigbus");
+    let f = dir.join("a.log");
+    append(&f, &numbered("before", 0, 1000));
+    let c = ck(&dir);
+    let mut tail = Tail::start(
+        &b,
+        &[f.to_str().unwrap(), &t, "--checkpoint", &c],
+        &dir.join("err"),
+    );
+    wait_for_records(&b, &t, 1000, WAIT);
+    for _ in 0..3 {
+        let _ = Command::new("kill")
+            .args(["-BUS", &tail.pid().to_string()])
+            .status();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Copytruncate under a busy writer, many times: the map faults, the guard must still be there.
+    for round in 0..20 {
+        append(&f, &vec![b'x'; 64 * 1024]);
+        append(&f, b"\n");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        append(&f, format!("after {round}\n").as_bytes());
+    }
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(tail.stop("TERM"), Some(0), "tail died: {}", tail.stderr());
+    let values = topic_values(&b, &t);
+    assert!(
+        values.iter().any(|v| v.starts_with(b"after")),
+        "{}",
+        tail.stderr()
+    );
+    assert!(
+        !values.iter().any(|v| v.contains(&0)),
+        "zeros from a vanished page were shipped"
+    );
+}
+
+#[test]
+fn an_acl_refusal_holds_lines_in_the_file_until_it_is_lifted_and_loses_none() {
+    let Some(b) = broker() else { return };
+    if !acl_capable() {
+        return;
+    }
+    let dir = scratch_dir("acl");
+    let t = topic("acl");
+    create_topic(&b, &t, 2, 1, &[]);
+    acl("deny-write", &t);
+    let f = dir.join("a.log");
+    append(&f, &numbered("acl", 0, 500));
+    let c = ck(&dir);
+    let mut tail = Tail::start(
+        &b,
+        &[f.to_str().unwrap(), &t, "--checkpoint", &c],
+        &dir.join("err"),
+    );
+    assert!(
+        wait_for_log(&tail, "TOPIC_AUTHORIZATION_FAILED", WAIT),
+        "{}",
+        tail.stderr()
+    );
+    // A one-shot produce fails at once with the reason.
+    let out = shipper(&b, &["produce", &t], b"x\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TOPIC_AUTHORIZATION_FAILED"));
+    append(&f, &numbered("acl", 500, 1000));
+    std::thread::sleep(Duration::from_secs(3));
+    acl("allow-write", &t);
+    let got = wait_for_records(&b, &t, 1000, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(tail.stop("TERM"), Some(0), "{}", tail.stderr());
+    let mut got = got;
+    got.sort();
+    let mut want = lines(&numbered("acl", 0, 1000));
+    want.sort();
+    assert_eq!(got, want, "{}", tail.stderr());
+    assert!(
+        tail.stderr().contains("delivering to Kafka again"),
+        "{}",
+        tail.stderr()
+    );
+    let ckpt = std::fs::read_to_string(dir.join("checkpoint")).unwrap();
+    let size = std::fs::metadata(&f).unwrap().len().to_string();
+    assert!(
+        ckpt.lines()
+            .any(|l| l.split(' ').nth(5) == Some(size.as_str())),
+        "{ckpt}"
+    );
+}
+
+/// Whether the broker has an authorizer (scripts/kafka-up --secure).
+fn acl_capable() -> bool {
+    let ok = Path::new("/tmp/shipper-kafka/secure/ca.pem").exists();
+    if !ok && std::env::var_os("CI").is_some() {
+        panic!("CI is set but the broker was not started with --secure (scripts/test does)");
+    }
+    ok
+}
+
+fn acl(action: &str, topic: &str) {
+    let out = Command::new(root().join("scripts/kafka-acl"))
+        .args([action, topic])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kafka-acl {action}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn produce_bounds_a_line_without_newline_and_counts_it_truncated() {
+    let Some(b) = broker() else { return };
+    let t = topic("endless");
+    // GNU time reports the peak resident set of shipper alone (%M, KiB).
+    let script = format!(
+        "head -c 200000000 /dev/zero | /usr/bin/time -f 'peak %M' {} -b {b} produce {t} --max-line-bytes 1000",
+        shipper_bin().display()
+    );
+    let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("1 records sent, 1 acked, 0 failed, 1 truncated to 1000 bytes"),
+        "{err}"
+    );
+    let peak: u64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("peak "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak in {err}"));
+    assert!(peak < 64 * 1024, "200 MB without a newline took {peak} KiB");
+    assert_eq!(topic_values(&b, &t), vec![vec![0u8; 1000]]);
+}
+
+#[test]
+fn a_dead_letter_file_keeps_what_the_topic_refuses() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("dead");
+    let t = topic("dead");
+    create_topic(&b, &t, 1, 1, &["max.message.bytes=2000"]);
+    let f = dir.join("a.log");
+    let big = format!("{}\n", "B".repeat(3000));
+    let mut data = numbered("small", 0, 5);
+    data.extend_from_slice(big.as_bytes());
+    data.extend(numbered("small", 5, 10));
+    append(&f, &data);
+    let c = ck(&dir);
+    let dl = dir.join("dead.jsonl");
+    let mut tail = Tail::start(
+        &b,
+        &[
+            f.to_str().unwrap(),
+            &t,
+            "--checkpoint",
+            &c,
+            "--dead-letter",
+            dl.to_str().unwrap(),
+        ],
+        &dir.join("err"),
+    );
+    let got = wait_for_records(&b, &t, 10, WAIT);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        tail.stop("TERM"),
+        Some(1),
+        "a refused line makes the exit code 1"
+    );
+    assert_eq!(
+        got,
+        lines(&[numbered("small", 0, 5), numbered("small", 5, 10)].concat())
+    );
+    let dead = std::fs::read_to_string(&dl).unwrap();
+    assert_eq!(dead.lines().count(), 1, "{dead}");
+    assert!(
+        dead.contains("MESSAGE_TOO_LARGE") && dead.contains(&"B".repeat(3000)),
+        "{dead}"
+    );
+    assert!(
+        dead.contains(&format!("\"path\":\"{}\"", f.display())),
+        "{dead}"
+    );
+}
