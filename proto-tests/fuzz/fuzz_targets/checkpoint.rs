@@ -1,0 +1,14 @@
+//! Fuzz target: the checkpoint parser must never panic, whatever the bytes, and what it keeps must
+//! render and parse back unchanged.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use shipper::tail::checkpoint;
+
+fuzz_target!(|data: &[u8]| {
+    let (entries, _dropped) = checkpoint::parse(data);
+    let text = checkpoint::render(entries.iter());
+    let (again, dropped) = checkpoint::parse(text.as_bytes());
+    assert_eq!(dropped, 0);
+    assert_eq!(again, entries);
+});
