@@ -133,41 +133,14 @@ impl Run<'_> {
 
 /// Runs the command; returns the exit code.
 pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
-    let mut cfg = producer_config(&args.producer);
     let headers_owned = parse_headers(&args.producer.headers)?;
-    let kafka = KafkaSettings::from_flags(common, Some(Duration::from_secs(30)))?;
-    cfg.delivery_timeout = kafka.timeout;
-    cfg.on_permanent = OnPermanent::Fail;
-    if args.sync {
-        cfg.linger = Duration::ZERO;
-        cfg.max_in_flight = 1;
-    }
     let input: Box<dyn Read + Send> = match &args.file {
         Some(p) => Box::new(
             std::fs::File::open(p).with_context(|| format!("cannot open {}", Esc::path(p)))?,
         ),
         None => Box::new(std::io::stdin()),
     };
-    let cluster = kafka.cluster();
-    let meta = cluster.topic(&args.topic, true).await?;
-    if let Some(p) = args.partition {
-        if p as usize >= meta.partitions.len() {
-            return Err(crate::error::Error::UnknownPartition {
-                topic: args.topic.clone(),
-                partition: p,
-                count: meta.partitions.len(),
-            }
-            .into());
-        }
-        cfg.partition = Some(p);
-    }
-    if args.print_offsets && cfg.acks == 0 {
-        crate::log::warn(format_args!(
-            "--print-offsets: with --acks 0 the broker reports no offsets"
-        ));
-    }
-    let mut producer = Producer::for_topic(cluster.clone(), meta, cfg);
-    producer.init().await?;
+    let producer = start_producer(common, args).await?;
     let mut run = Run {
         producer,
         shape: Shape {
@@ -185,46 +158,7 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
         print_offsets: args.print_offsets,
         deliveries: Vec::new(),
     };
-    let mut rx = spawn_reader(input);
-    // Only an incomplete line is carried between chunks (at most --max-line-bytes), never a chunk.
-    let mut carry: Vec<u8> = Vec::new();
-    loop {
-        tokio::select! {
-            chunk = rx.recv() => match chunk {
-                Some(Ok(c)) => {
-                    let mut rest: &[u8] = &c;
-                    if !carry.is_empty() {
-                        match memchr::memchr(b'\n', rest) {
-                            Some(nl) => {
-                                carry.extend_from_slice(&rest[..=nl]);
-                                let line = std::mem::take(&mut carry);
-                                run.feed(&line, false).await?;
-                                rest = &rest[nl + 1..];
-                            }
-                            None => {
-                                carry.extend_from_slice(rest);
-                                let line = std::mem::take(&mut carry);
-                                let used = run.feed(&line, false).await?;
-                                carry = line[used..].to_vec();
-                                continue;
-                            }
-                        }
-                    }
-                    let used = run.feed(rest, false).await?;
-                    carry.extend_from_slice(&rest[used..]);
-                }
-                Some(Err(e)) => anyhow::bail!("cannot read input: {e}"),
-                None => break,
-            },
-            r = run.producer.drive(&mut run.deliveries), if !run.producer.is_idle() => {
-                r?;
-                run.report();
-            }
-        }
-    }
-    if !carry.is_empty() {
-        run.feed(&carry, true).await?;
-    }
+    run.ship(spawn_reader(input)).await?;
     run.producer.flush(&mut run.deliveries).await?;
     run.report();
     let t = &run.tally;
@@ -249,6 +183,92 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
     }
     crate::log::info(format_args!("{summary}"));
     Ok(0)
+}
+
+/// The producer for this run: settings from the flags, the topic's metadata, a producer id.
+async fn start_producer(common: &Common, args: &ProduceArgs) -> anyhow::Result<Producer> {
+    let mut cfg = producer_config(&args.producer);
+    let kafka = KafkaSettings::from_flags(common, Some(Duration::from_secs(30)))?;
+    cfg.delivery_timeout = kafka.timeout;
+    cfg.on_permanent = OnPermanent::Fail;
+    if args.sync {
+        cfg.linger = Duration::ZERO;
+        cfg.max_in_flight = 1;
+    }
+    let cluster = kafka.cluster();
+    let meta = cluster.topic(&args.topic, true).await?;
+    if let Some(p) = args.partition {
+        if p as usize >= meta.partitions.len() {
+            return Err(crate::error::Error::UnknownPartition {
+                topic: args.topic.clone(),
+                partition: p,
+                count: meta.partitions.len(),
+            }
+            .into());
+        }
+        cfg.partition = Some(p);
+    }
+    if args.print_offsets && cfg.acks == 0 {
+        crate::log::warn(format_args!(
+            "--print-offsets: with --acks 0 the broker reports no offsets"
+        ));
+    }
+    let mut producer = Producer::for_topic(cluster, meta, cfg);
+    producer.init().await?;
+    Ok(producer)
+}
+
+impl Run<'_> {
+    /// Ships every line of the input, collecting deliveries as they come.
+    async fn ship(
+        &mut self,
+        mut rx: mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    ) -> anyhow::Result<()> {
+        // Only an incomplete line is carried between chunks (at most --max-line-bytes), never a chunk.
+        let mut carry: Vec<u8> = Vec::new();
+        loop {
+            tokio::select! {
+                chunk = rx.recv() => match chunk {
+                    Some(Ok(c)) => self.take_chunk(&c, &mut carry).await?,
+                    Some(Err(e)) => anyhow::bail!("cannot read input: {e}"),
+                    None => break,
+                },
+                r = self.producer.drive(&mut self.deliveries), if !self.producer.is_idle() => {
+                    r?;
+                    self.report();
+                }
+            }
+        }
+        if !carry.is_empty() {
+            self.feed(&carry, true).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the lines of one chunk; the incomplete line at its end goes to `carry`.
+    async fn take_chunk(&mut self, chunk: &[u8], carry: &mut Vec<u8>) -> anyhow::Result<()> {
+        let mut rest = chunk;
+        if !carry.is_empty() {
+            match memchr::memchr(b'\n', rest) {
+                Some(nl) => {
+                    carry.extend_from_slice(&rest[..=nl]);
+                    let line = std::mem::take(carry);
+                    self.feed(&line, false).await?;
+                    rest = &rest[nl + 1..];
+                }
+                None => {
+                    carry.extend_from_slice(rest);
+                    let line = std::mem::take(carry);
+                    let used = self.feed(&line, false).await?;
+                    *carry = line[used..].to_vec();
+                    return Ok(());
+                }
+            }
+        }
+        let used = self.feed(rest, false).await?;
+        carry.extend_from_slice(&rest[used..]);
+        Ok(())
+    }
 }
 
 fn report(deliveries: &mut Vec<Delivery>, tally: &mut Tally, print_offsets: bool) {

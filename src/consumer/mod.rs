@@ -9,13 +9,14 @@
 //! backoff. Errors are classified once: retriable ones refresh metadata and back off until the retry
 //! limit; others end the read with a clear message.
 
+mod fetched;
 pub mod offsets;
+mod start;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
@@ -26,64 +27,12 @@ use crate::backoff::{gave_up, Backoff};
 use crate::cluster::{Cluster, TopicMeta};
 use crate::error::{classify, code, Class, Code, Error, Result, Target};
 use crate::escape::Esc;
-use crate::wire::records::{self, Record, RecordError};
+pub use fetched::Fetched;
 pub use offsets::{list_offsets, EARLIEST, LATEST};
+pub use start::StartOffset;
 
 /// Fetch version: 12, the last that names topics (Kafka 2.7+; 4.x still serves it).
 const FETCH_VERSIONS: VersionRange = VersionRange { min: 12, max: 12 };
-
-/// Where to start reading each partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartOffset {
-    /// The log start.
-    Beginning,
-    /// The end: only new records.
-    End,
-    /// This absolute offset (clamped to what exists).
-    Absolute(i64),
-    /// This many records before the end of each partition.
-    FromEnd(i64),
-    /// The first record at or after this timestamp (ms).
-    Timestamp(i64),
-}
-
-impl StartOffset {
-    /// Parses `beginning`, `end`, `N`, `-N`, `s@TIMESTAMP_MS`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "beginning" | "earliest" => Some(StartOffset::Beginning),
-            "end" | "latest" => Some(StartOffset::End),
-            _ => {
-                if let Some(ts) = s.strip_prefix("s@") {
-                    return ts.parse().ok().map(StartOffset::Timestamp);
-                }
-                let n: i64 = s.parse().ok()?;
-                Some(if n < 0 {
-                    StartOffset::FromEnd(n.checked_neg()?)
-                } else {
-                    StartOffset::Absolute(n)
-                })
-            }
-        }
-    }
-
-    /// The offset to start at, given the partition's earliest and latest offsets and (for a
-    /// timestamp) the offset ListOffsets found. A broker whose earliest is past its latest is taken at
-    /// its latest.
-    pub fn resolve(self, earliest: i64, latest: i64, by_time: Option<i64>) -> i64 {
-        let hi = latest.max(0);
-        let lo = earliest.clamp(0, hi);
-        match self {
-            StartOffset::Beginning => lo,
-            StartOffset::End => hi,
-            StartOffset::Absolute(n) => n.clamp(lo, hi),
-            StartOffset::FromEnd(n) => hi.saturating_sub(n).max(lo),
-            StartOffset::Timestamp(_) => {
-                by_time.filter(|&o| o >= 0).map_or(hi, |o| o.clamp(lo, hi))
-            }
-        }
-    }
-}
 
 /// Fetch sizes and waits.
 #[derive(Debug, Clone)]
@@ -109,58 +58,6 @@ impl Default for FetchConfig {
             partition_max_bytes: 8 * 1024 * 1024,
             max_decompressed_bytes: 256 * 1024 * 1024,
         }
-    }
-}
-
-/// One partition's share of a fetch response.
-#[derive(Debug, Clone)]
-pub struct Fetched {
-    /// Topic index (order of [`Consumer::assign`] calls).
-    pub topic: usize,
-    /// Partition.
-    pub partition: i32,
-    /// The offset asked for: records below it are dropped.
-    pub fetch_offset: i64,
-    /// Raw batches (the last may be truncated).
-    pub records: Bytes,
-    /// High watermark at the time of the response.
-    pub high_watermark: i64,
-}
-
-impl Fetched {
-    /// Calls `f` for each record at or after the fetch offset, skipping control batches. `scratch` is
-    /// reused for decompression.
-    pub fn for_each_record(
-        &self,
-        scratch: &mut Vec<u8>,
-        max_decompressed: usize,
-        mut f: impl FnMut(&Record<'_>),
-    ) -> std::result::Result<(), RecordError> {
-        for b in records::split_batches(&self.records) {
-            let (h, batch) = b?;
-            if h.next_offset() <= self.fetch_offset || h.is_control() {
-                continue;
-            }
-            records::verify_crc(&h, batch)?;
-            let section = records::records_section(&h, batch, scratch, max_decompressed)?;
-            for r in records::records(&h, section) {
-                let r = r?;
-                if r.offset >= self.fetch_offset {
-                    f(&r);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The offset after the last whole batch in this response, or the fetch offset if there is none.
-    pub fn next_offset(&self) -> std::result::Result<i64, RecordError> {
-        let mut next = self.fetch_offset;
-        for b in records::split_batches(&self.records) {
-            let (h, _) = b?;
-            next = next.max(h.next_offset());
-        }
-        Ok(next)
     }
 }
 

@@ -16,8 +16,10 @@
 //! batch not acknowledged that long after its first record was appended fails with the last error.
 
 pub mod accumulator;
+mod background;
 pub mod sender;
 pub mod sequence;
+mod settle;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -30,12 +32,12 @@ use crate::backoff::Backoff;
 use crate::cluster::{Cluster, TopicMeta};
 use crate::error::Error;
 use crate::partitioner::Partitioner;
-use crate::tasks::{join_slot, take_finished};
+use crate::tasks::join_slot;
 use crate::wire::compression::{Compression, Compressor};
 use crate::wire::records::{self, Header};
 use accumulator::{Accumulator, Batch, BatchConfig, Body};
 pub use accumulator::{Appended, RecordTooLarge};
-use sender::{Completed, InFlight, Verdict};
+use sender::{Completed, InFlight};
 use sequence::Sequences;
 
 /// Broker default `message.max.bytes`: the largest batch a default topic accepts.
@@ -332,127 +334,6 @@ impl Producer {
         Ok(())
     }
 
-    /// Takes the results of background tasks that finished (metadata refresh, producer id).
-    fn poll_background(&mut self) {
-        if take_finished(&mut self.refresh).is_some() {
-            self.refreshed();
-        }
-        if let Some(r) = take_finished(&mut self.pid_task) {
-            self.pid_answered(r);
-        }
-    }
-
-    /// A metadata refresh is done: stale topics take the cached metadata.
-    fn refreshed(&mut self) {
-        let mut all_led = true;
-        for t in std::mem::take(&mut self.stale) {
-            let name = self.acc.topics[t].name.clone();
-            match self.cluster.cached_topic(&name) {
-                Some(m) => {
-                    all_led &= m.all_led();
-                    self.acc.update_meta(t, m);
-                }
-                None => all_led = false,
-            }
-        }
-        if all_led {
-            self.refresh_backoff.reset();
-        }
-    }
-
-    /// An InitProducerId came back (`None`: its task died).
-    fn pid_answered(&mut self, r: Option<Result<(i64, i16), Error>>) {
-        match r {
-            Some(Ok(pid)) => {
-                let resets = self.seq.resets;
-                self.seq.set_pid(pid);
-                self.warn_reset(pid, resets + 1);
-            }
-            Some(Err(e)) => {
-                crate::log::debug(format_args!("new producer id not granted: {e}"));
-                self.pid_not_before = Some(self.seq.next_reset_at());
-                self.note_failure_everywhere(e);
-            }
-            None => self.pid_not_before = Some(self.seq.next_reset_at()),
-        }
-    }
-
-    fn warn_reset(&mut self, pid: (i64, i16), resets: u64) {
-        let now = Instant::now();
-        if self
-            .last_reset_warning
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60))
-        {
-            crate::log::debug(format_args!("new idempotent producer id {pid:?}"));
-            return;
-        }
-        self.last_reset_warning = Some(now);
-        crate::log::warn(format_args!(
-            "the broker lost or fenced this producer's state; new idempotent producer id {} ({resets} so far); batches resent now may be duplicates",
-            pid.0
-        ));
-    }
-
-    /// Records an error against every partition that has something to send (used while no producer id
-    /// can be had).
-    fn note_failure_everywhere(&mut self, e: Error) {
-        for (t, topic) in self.acc.topics.iter().enumerate() {
-            for (p, q) in topic.parts.iter().enumerate() {
-                if !q.ready.is_empty() {
-                    self.failing.insert((t, p as i32), e.clone());
-                }
-            }
-        }
-    }
-
-    /// Starts an InitProducerId when the broker refused our state and nothing is in flight any more.
-    fn maybe_reset_pid(&mut self, now: Instant) {
-        if !self.seq.reset_wanted() || !self.tasks.is_empty() || self.pid_task.is_some() {
-            return;
-        }
-        let at = *self
-            .pid_not_before
-            .get_or_insert_with(|| self.seq.next_reset_at());
-        if now < at {
-            return;
-        }
-        self.pid_not_before = None;
-        let cluster = self.cluster.clone();
-        let deadline = cluster.options().deadline();
-        self.pid_task = Some(tokio::spawn(async move {
-            cluster.init_producer_id_once(deadline).await
-        }));
-    }
-
-    /// Refreshes the metadata of stale topics, one request at a time, paced by a backoff.
-    fn maybe_refresh(&mut self, now: Instant) {
-        if self.stale.is_empty() || self.refresh.is_some() {
-            return;
-        }
-        let at = *self.refresh_not_before.get_or_insert_with(|| {
-            now + self
-                .refresh_backoff
-                .next_delay()
-                .unwrap_or(Duration::from_secs(1))
-        });
-        if now < at {
-            return;
-        }
-        self.refresh_not_before = None;
-        let cluster = self.cluster.clone();
-        let names: Vec<String> = self
-            .stale
-            .iter()
-            .map(|&t| self.acc.topics[t].name.clone())
-            .collect();
-        let deadline = Some(now + cluster.options().connection.request_timeout);
-        self.refresh = Some(tokio::spawn(async move {
-            if let Err(e) = cluster.fetch_metadata(Some(&names), false, deadline).await {
-                crate::log::debug(format_args!("metadata refresh failed: {e}"));
-            }
-        }));
-    }
-
     /// The next moment a waiting batch passes its delivery timeout.
     fn next_expiry(&self) -> Option<Instant> {
         let timeout = self.cfg.delivery_timeout?;
@@ -565,224 +446,6 @@ impl Producer {
             }
         }
         Ok(())
-    }
-
-    /// Fails waiting batches whose delivery timeout has passed.
-    fn expire_waiting(&mut self, now: Instant, out: &mut Vec<Delivery>) {
-        let Some(timeout) = self.cfg.delivery_timeout else {
-            return;
-        };
-        for t in 0..self.acc.topics.len() {
-            for p in 0..self.acc.topics[t].parts.len() {
-                loop {
-                    let q = &mut self.acc.topics[t].parts[p];
-                    if q.in_flight || q.ready.front().is_none_or(|b| now < b.created + timeout) {
-                        break;
-                    }
-                    let Some(b) = q.ready.pop_front() else { break };
-                    let last =
-                        self.failing
-                            .get(&(t, p as i32))
-                            .cloned()
-                            .unwrap_or(Error::NoLeader {
-                                topic: self.acc.topics[t].name.clone(),
-                                partition: p as i32,
-                            });
-                    let e = Error::Deadline {
-                        ms: now.duration_since(b.created).as_millis() as u64,
-                        last: Box::new(last),
-                    };
-                    self.fail(t, p as i32, b, e, out);
-                }
-            }
-        }
-    }
-
-    /// Handles one finished request.
-    fn complete(&mut self, c: Completed, out: &mut Vec<Delivery>) {
-        if let Some(n) = self.requests_in_flight.get_mut(&c.leader) {
-            *n = n.saturating_sub(1);
-        }
-        if let Err(e) = &c.result {
-            crate::log::debug(format_args!("produce to broker {} failed: {e}", c.leader));
-        }
-        let topics = &self.acc.topics;
-        let (verdicts, throttle_ms, endpoints) = sender::judge(&c, |t| {
-            topics.get(t).map_or(String::new(), |t| t.name.clone())
-        });
-        if throttle_ms > 0 {
-            let until = Instant::now() + Duration::from_millis(throttle_ms.min(60_000) as u64);
-            self.throttled.insert(c.leader, until);
-            crate::log::debug(format_args!(
-                "broker {} asks to wait {throttle_ms} ms (quota)",
-                c.leader
-            ));
-        }
-        for (id, addr) in endpoints {
-            self.cluster.add_broker(id, addr);
-        }
-        for (f, v) in c.batches.into_iter().zip(verdicts) {
-            self.acc.topics[f.topic].parts[f.partition as usize].in_flight = false;
-            self.settle(f, v, out);
-        }
-    }
-
-    /// Applies the verdict on one batch.
-    fn settle(&mut self, f: InFlight, v: Verdict, out: &mut Vec<Delivery>) {
-        let InFlight {
-            topic: t,
-            partition: p,
-            batch,
-        } = f;
-        match v {
-            Verdict::Acked { base_offset } => {
-                let q = &mut self.acc.topics[t].parts[p as usize];
-                q.backoff = None;
-                q.retry_at = None;
-                q.failing_since = None;
-                self.failing.remove(&(t, p));
-                self.acc.buffered = self.acc.buffered.saturating_sub(batch.size);
-                out.push(Delivery {
-                    topic: t,
-                    partition: p,
-                    base_offset,
-                    tokens: batch.tokens,
-                    error: None,
-                    batch: None,
-                });
-            }
-            Verdict::Retry {
-                error,
-                refresh,
-                leader,
-            } => {
-                if let Some((l, epoch)) = leader {
-                    let name = self.acc.topics[t].name.clone();
-                    self.cluster.set_leader(&name, p, l, epoch);
-                    if let Some(m) = self.cluster.cached_topic(&name) {
-                        self.acc.update_meta(t, m);
-                    }
-                } else if refresh {
-                    self.stale.insert(t);
-                }
-                self.retry_later(t, p, batch, error, Duration::from_secs(1), out);
-            }
-            Verdict::Refused(error) if batch.tokens.len() > 1 => {
-                self.split(t, p, batch, error, out)
-            }
-            Verdict::Refused(error) => self.fail(t, p, batch, error, out),
-            Verdict::ProducerState(error) => {
-                crate::log::debug(format_args!("{error}"));
-                self.seq.want_reset();
-                self.retry_later(t, p, batch, error, Duration::ZERO, out);
-            }
-            Verdict::Permanent(error) => match self.cfg.on_permanent {
-                OnPermanent::Fail => self.fail(t, p, batch, error, out),
-                OnPermanent::Retry => {
-                    self.retry_later(t, p, batch, error, Duration::from_secs(10), out)
-                }
-            },
-        }
-    }
-
-    /// Puts a batch back at the front of its queue (same bytes) to be retried after a backoff growing
-    /// to `max_delay`, unless its delivery timeout has passed.
-    fn retry_later(
-        &mut self,
-        t: usize,
-        p: i32,
-        b: Batch,
-        e: Error,
-        max_delay: Duration,
-        out: &mut Vec<Delivery>,
-    ) {
-        let now = Instant::now();
-        if let Some(timeout) = self.cfg.delivery_timeout {
-            if now >= b.created + timeout {
-                let e = Error::Deadline {
-                    ms: now.duration_since(b.created).as_millis() as u64,
-                    last: Box::new(e),
-                };
-                self.fail(t, p, b, e, out);
-                return;
-            }
-        }
-        crate::log::debug(format_args!("will retry: {e}"));
-        self.failing.insert((t, p), e);
-        let q = &mut self.acc.topics[t].parts[p as usize];
-        q.failing_since.get_or_insert(now);
-        let delay = if max_delay.is_zero() {
-            Duration::ZERO
-        } else {
-            q.backoff
-                .get_or_insert_with(|| Backoff::with(Duration::from_millis(100), max_delay, None))
-                .next_delay()
-                .unwrap_or(max_delay)
-        };
-        q.retry_at = Some(now + delay);
-        q.ready.push_front(b);
-    }
-
-    /// Reports a batch failed for good; its sequence numbers are given back.
-    fn fail(&mut self, t: usize, p: i32, b: Batch, e: Error, out: &mut Vec<Delivery>) {
-        self.seq.release(t, p, b.stamp());
-        self.acc.buffered = self.acc.buffered.saturating_sub(b.size);
-        let q = &mut self.acc.topics[t].parts[p as usize];
-        q.backoff = None;
-        q.retry_at = None;
-        q.failing_since = None;
-        self.failing.remove(&(t, p));
-        let bytes = b.bytes();
-        out.push(Delivery {
-            topic: t,
-            partition: p,
-            base_offset: -1,
-            tokens: b.tokens,
-            error: Some(e),
-            batch: (!bytes.is_empty()).then_some(bytes),
-        });
-    }
-
-    /// Splits a batch the broker refused into two, keeping record order; the halves go to the front of
-    /// the queue and are stamped when sent.
-    fn split(&mut self, t: usize, p: i32, b: Batch, e: Error, out: &mut Vec<Delivery>) {
-        self.seq.release(t, p, b.stamp());
-        let halves = records::split_batch(
-            &b.bytes(),
-            self.cfg.compression,
-            self.cfg.compression_level,
-            &mut self.compressor,
-        );
-        let [(first, n1), (second, _)] = match halves {
-            Ok(h) => h,
-            Err(source) => {
-                let err = Error::Records {
-                    topic: self.acc.topics[t].name.clone(),
-                    partition: p,
-                    source,
-                };
-                crate::log::error(format_args!("cannot split a refused batch: {err}"));
-                self.fail(t, p, b, e, out);
-                return;
-            }
-        };
-        crate::log::debug(format_args!(
-            "{e}: splitting a batch of {} records",
-            b.tokens.len()
-        ));
-        let mut tokens = b.tokens;
-        let rest = tokens.split_off(n1);
-        let (s1, s2) = (first.len(), second.len());
-        self.acc.buffered = (self.acc.buffered + s1 + s2).saturating_sub(b.size);
-        let q = &mut self.acc.topics[t].parts[p as usize];
-        for (bytes, tokens, size) in [(second, rest, s2), (first, tokens, s1)] {
-            q.ready.push_front(Batch {
-                body: Body::Finished(bytes.freeze()),
-                tokens,
-                created: b.created,
-                size,
-            });
-        }
     }
 }
 

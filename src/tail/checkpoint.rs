@@ -168,7 +168,10 @@ pub fn load(path: &Path) -> io::Result<Loaded> {
         Err(e) => return Err(e),
     };
     let mut bytes = Vec::new();
-    io::Read::read_to_end(&mut io::Read::take(&file, MAX_CHECKPOINT_BYTES + 1), &mut bytes)?;
+    io::Read::read_to_end(
+        &mut io::Read::take(&file, MAX_CHECKPOINT_BYTES + 1),
+        &mut bytes,
+    )?;
     let (entries, dropped) = if bytes.len() as u64 > MAX_CHECKPOINT_BYTES {
         (Vec::new(), 1)
     } else {

@@ -8,6 +8,9 @@
 //! `/proc` is mounted, the opened file's real path must lie under the pattern's directory — so a
 //! planted directory link cannot lead out either. All of this runs on a blocking thread, never on the
 //! event loop: a hung filesystem stalls a scan, not shipping.
+//!
+//! (Over 500 lines with its tests: the file policy is one piece, and its tests of hostile names and
+//! links belong next to it.)
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};

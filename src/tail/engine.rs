@@ -2,6 +2,10 @@
 //! followed and where each stands, what the checkpoint knows of files not followed now, and the
 //! counters. The loop in [`super::run`] feeds it scan results, watch events and deliveries; tests feed
 //! it directly (see the model test), with no broker and no sleeps.
+//!
+//! (Over 500 lines: one state machine whose methods all keep the same invariant on the same map of
+//! followers — each checkpoint offset is the end of an acknowledged prefix; split up, that invariant
+//! would be spread over files.)
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -142,29 +146,7 @@ impl Engine {
             }
         }
         for (key, new_path) in r.gone {
-            let Some(f) = self.followers.get_mut(&key) else {
-                continue;
-            };
-            if f.file.is_none() && new_path.is_none() {
-                // Closed, idle, read and acknowledged, and now gone: nothing more can come.
-                if let Some(f) = self.followers.remove(&key) {
-                    self.remember(&f);
-                }
-                continue;
-            }
-            if !f.rotated {
-                f.rotated = true;
-                f.last_active = now;
-                self.counters.rotations += 1;
-                crate::log::debug(format_args!(
-                    "{}: rotated or deleted; finishing it",
-                    Esc::path(&f.path)
-                ));
-            }
-            if let Some(p) = new_path {
-                f.path = p;
-            }
-            self.hot.insert(key);
+            self.gone(key, new_path, now);
         }
         for key in r.truncated {
             self.restart_truncated(key);
@@ -172,24 +154,16 @@ impl Engine {
         for (key, file, moved) in r.reopened {
             if let Some(f) = self.followers.get_mut(&key) {
                 f.file = Some(file);
-                if let Some(p) = moved {
-                    f.path = p;
-                    if !f.rotated {
-                        f.rotated = true;
-                        f.last_active = now;
-                        self.counters.rotations += 1;
-                    }
-                }
                 self.hot.insert(key);
+            }
+            if moved.is_some() {
+                self.gone(key, moved, now);
             }
         }
         for n in r.known_rotated {
             // Rotated while we were not looking: finish it from the checkpoint, then close it.
             if let Some(key) = self.start(n, now) {
-                if let Some(f) = self.followers.get_mut(&key) {
-                    f.rotated = true;
-                    self.counters.rotations += 1;
-                }
+                self.gone(key, None, now);
             }
         }
         for k in r.known_gone {
@@ -203,6 +177,34 @@ impl Engine {
         self.first_scan = false;
         // A rescan also catches what events missed: read everything once.
         self.hot.extend(self.followers.keys().copied());
+    }
+
+    /// A followed file's path no longer names it (rotated or deleted): finish it, under `new_path` if
+    /// it was found next to its old name. A closed, finished file that is gone is forgotten.
+    fn gone(&mut self, key: u64, new_path: Option<PathBuf>, now: Instant) {
+        let Some(f) = self.followers.get_mut(&key) else {
+            return;
+        };
+        if f.file.is_none() && new_path.is_none() {
+            // Closed, idle, read and acknowledged, and now gone: nothing more can come.
+            if let Some(f) = self.followers.remove(&key) {
+                self.remember(&f);
+            }
+            return;
+        }
+        if !f.rotated {
+            f.rotated = true;
+            f.last_active = now;
+            self.counters.rotations += 1;
+            crate::log::debug(format_args!(
+                "{}: rotated or deleted; finishing it",
+                Esc::path(&f.path)
+            ));
+        }
+        if let Some(p) = new_path {
+            f.path = p;
+        }
+        self.hot.insert(key);
     }
 
     fn alloc_key(&mut self) -> u64 {
@@ -312,9 +314,8 @@ impl Engine {
             match f.read(
                 sink,
                 &self.cfg.limits,
-                timestamp_ms,
+                (timestamp_ms, now),
                 finish,
-                now,
                 &mut self.counters,
             ) {
                 Ok(ReadResult::Lines { more: true, .. }) => {

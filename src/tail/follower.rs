@@ -215,21 +215,20 @@ impl Follower {
 
     /// Reads complete lines from the current position into `sink` (up to one chunk). With `finish`, a
     /// final line without newline is sent too (the file will not grow any more).
-    #[allow(clippy::too_many_arguments)]
     pub fn read(
         &mut self,
         sink: &mut dyn Sink,
         limits: &ReadLimits,
-        timestamp_ms: i64,
+        at: (i64, Instant),
         finish: bool,
-        now: Instant,
         c: &mut Counters,
     ) -> io::Result<ReadResult> {
+        const NOTHING: ReadResult = ReadResult::Lines {
+            lines: 0,
+            more: false,
+        };
         let Some(file) = self.file.clone() else {
-            return Ok(ReadResult::Lines {
-                lines: 0,
-                more: false,
-            });
+            return Ok(NOTHING);
         };
         let size = file.metadata()?.len();
         if size < self.read_pos {
@@ -244,19 +243,61 @@ impl Follower {
             return Ok(ReadResult::Truncated);
         }
         if size > self.size {
-            self.last_active = now;
+            self.last_active = at.1;
         }
         self.size = size;
         if size == self.read_pos {
-            return Ok(ReadResult::Lines {
-                lines: 0,
-                more: false,
+            return Ok(NOTHING);
+        }
+        let base = self.read_pos;
+        let len = (size - base).min(limits.chunk_bytes as u64) as usize;
+        let more = base + (len as u64) < size;
+        let region = Region::map(&file, base, len)?;
+        let mut shipping = Shipping {
+            sink,
+            timestamp_ms: at.0,
+            counters: c,
+            lines: 0,
+            faulted: false,
+            full: false,
+        };
+        self.ship_region(
+            &region,
+            limits.max_line_bytes,
+            finish && !more,
+            &mut shipping,
+        );
+        let (lines, full) = (shipping.lines, shipping.full);
+        if shipping.faulted || region.faulted() {
+            drop(region);
+            if file.metadata()?.len() < base + len as u64 {
+                return Ok(ReadResult::Truncated);
+            }
+            return Ok(ReadResult::BadPage {
+                offset: self.read_pos,
             });
         }
-        let len = (size - self.read_pos).min(limits.chunk_bytes as u64) as usize;
-        let more = (self.read_pos + len as u64) < size;
-        let region = Region::map(&file, self.read_pos, len)?;
-        let mut splitter = LineSplitter::resume(limits.max_line_bytes, self.skipping);
+        if !self.fingerprint.is_full() && !self.recheck_fingerprint()? {
+            // Rewritten while we read it: what we read may be the new content's start, which the
+            // restart from byte 0 reads again.
+            return Ok(ReadResult::Truncated);
+        }
+        Ok(ReadResult::Lines {
+            lines,
+            more: more || full,
+        })
+    }
+
+    /// Splits the mapped region into lines and ships each, until the region ends, the sink is full, or
+    /// a page of the map faulted.
+    fn ship_region(
+        &mut self,
+        region: &Region,
+        max_line_bytes: usize,
+        last: bool,
+        s: &mut Shipping<'_>,
+    ) {
+        let mut splitter = LineSplitter::resume(max_line_bytes, self.skipping);
         let base = self.read_pos;
         let route = self.route.clone();
         let headers: Vec<Header<'_>> = route
@@ -264,90 +305,88 @@ impl Follower {
             .iter()
             .map(|(k, v)| (k.as_slice(), Some(v.as_slice())))
             .collect();
-        let mut lines = 0;
-        let mut faulted = false;
-        let mut full = false;
-        splitter.split(region.bytes(), finish && !more, |piece| {
+        splitter.split(region.bytes(), last, |piece| {
             let end = base + piece.end() as u64;
-            let (bytes, truncated) = match piece {
+            match piece {
                 Piece::Skipped { .. } if region.faulted() => {
-                    faulted = true;
-                    return ControlFlow::Break(());
+                    s.faulted = true;
+                    ControlFlow::Break(())
                 }
                 Piece::Skipped { .. } => {
                     self.skip_to(end);
-                    return ControlFlow::Continue(());
+                    ControlFlow::Continue(())
                 }
                 Piece::Line {
                     bytes, truncated, ..
-                } => (bytes, truncated),
-            };
-            let before = self.read_pos;
-            let token = self.token(end);
-            self.read_pos = end;
-            let appended = sink.append(
-                route.topic,
-                route.key.as_deref(),
-                bytes,
-                &headers,
-                timestamp_ms,
-                token,
-            );
-            if region.faulted() {
-                // The copy may have read a vanished page: take the line back.
-                if let Ok(a) = appended {
-                    sink.undo_last(a);
-                }
-                self.untoken(before);
-                faulted = true;
-                return ControlFlow::Break(());
+                } => self.ship_line(bytes, truncated, end, &route, &headers, region, s),
             }
-            c.lines_read += 1;
-            match appended {
-                Ok(_) => {
-                    c.bytes_read += bytes.len() as u64;
-                    c.long_lines += truncated as u64;
-                    lines += 1;
-                }
-                Err(e) => {
-                    // max_line_bytes is below the topic's limit unless the user raised it.
-                    crate::log::warn(format_args!(
-                        "{}: line skipped: {e}",
-                        crate::escape::Esc::path(&self.path)
-                    ));
-                    c.lines_failed += 1;
-                    self.done(token);
-                }
-            }
-            if sink.is_full() {
-                full = true;
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
         });
         self.skipping = splitter.is_skipping();
-        if !faulted
-            && !region.faulted()
-            && !self.fingerprint.is_full()
-            && !self.recheck_fingerprint()?
-        {
-            // Rewritten while we read it: what we read may be the new content's start, which the
-            // restart from byte 0 reads again.
-            return Ok(ReadResult::Truncated);
-        }
-        if faulted || region.faulted() {
-            drop(region);
-            let now_size = file.metadata()?.len();
-            if now_size < base + len as u64 {
-                return Ok(ReadResult::Truncated);
-            }
-            return Ok(ReadResult::BadPage {
-                offset: self.read_pos,
-            });
-        }
-        Ok(ReadResult::Lines {
-            lines,
-            more: more || full,
-        })
     }
+
+    /// Copies one line from the map into the sink's batch; takes it back if the copy read a vanished
+    /// page.
+    #[allow(clippy::too_many_arguments)]
+    fn ship_line(
+        &mut self,
+        bytes: &[u8],
+        truncated: bool,
+        end: u64,
+        route: &Route,
+        headers: &[Header<'_>],
+        region: &Region,
+        s: &mut Shipping<'_>,
+    ) -> ControlFlow<()> {
+        let before = self.read_pos;
+        let token = self.token(end);
+        self.read_pos = end;
+        let appended = s.sink.append(
+            route.topic,
+            route.key.as_deref(),
+            bytes,
+            headers,
+            s.timestamp_ms,
+            token,
+        );
+        if region.faulted() {
+            if let Ok(a) = appended {
+                s.sink.undo_last(a);
+            }
+            self.untoken(before);
+            s.faulted = true;
+            return ControlFlow::Break(());
+        }
+        s.counters.lines_read += 1;
+        match appended {
+            Ok(_) => {
+                s.counters.bytes_read += bytes.len() as u64;
+                s.counters.long_lines += truncated as u64;
+                s.lines += 1;
+            }
+            Err(e) => {
+                // max_line_bytes is below the topic's limit unless the user raised it.
+                crate::log::warn(format_args!(
+                    "{}: line skipped: {e}",
+                    crate::escape::Esc::path(&self.path)
+                ));
+                s.counters.lines_failed += 1;
+                self.done(token);
+            }
+        }
+        if s.sink.is_full() {
+            s.full = true;
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// One read's shipping state: where lines go and what happened.
+struct Shipping<'a> {
+    sink: &'a mut dyn Sink,
+    timestamp_ms: i64,
+    counters: &'a mut Counters,
+    lines: u64,
+    faulted: bool,
+    full: bool,
 }

@@ -57,135 +57,208 @@ pub struct TailOptions {
 
 /// Follows the files until SIGINT or SIGTERM, shipping every line through `producer`; returns the exit
 /// code (1 when lines were refused for good).
-pub async fn run(
-    cfg: EngineConfig,
-    opts: TailOptions,
-    mut producer: Producer,
-) -> anyhow::Result<i32> {
-    let lock = checkpoint::Lock::take(&opts.checkpoint)
-        .with_context(|| format!("cannot lock checkpoint {}", Esc::path(&opts.checkpoint)))?;
-    let loaded = checkpoint::load(&opts.checkpoint)
-        .with_context(|| format!("cannot read checkpoint {}", Esc::path(&opts.checkpoint)))?;
+pub async fn run(cfg: EngineConfig, opts: TailOptions, producer: Producer) -> anyhow::Result<i32> {
+    let mut r = Running::start(cfg, opts, producer)?;
+    r.ship_until_signal().await?;
+    r.stop().await
+}
+
+/// Takes the checkpoint's lock and loads it, saying what was damaged.
+fn open_checkpoint(
+    path: &std::path::Path,
+) -> anyhow::Result<(checkpoint::Lock, Vec<checkpoint::Entry>)> {
+    let lock = checkpoint::Lock::take(path)
+        .with_context(|| format!("cannot lock checkpoint {}", Esc::path(path)))?;
+    let loaded = checkpoint::load(path)
+        .with_context(|| format!("cannot read checkpoint {}", Esc::path(path)))?;
     if loaded.dropped > 0 {
         crate::log::warn(format_args!(
             "checkpoint {}: {} damaged lines dropped ({} files kept); the damaged file is kept as {}; files it no longer knows are read from their start",
-            Esc::path(&opts.checkpoint),
+            Esc::path(path),
             loaded.dropped,
             loaded.entries.len(),
             loaded.moved_to.as_deref().map_or("(could not be moved)".to_string(), |p| Esc::path(p).to_string())
         ));
     }
-    let mut engine = Engine::new(cfg, loaded.entries);
-    // Refuse to start with a checkpoint that cannot be written: every restart would resend everything.
-    let text = checkpoint::render(engine.checkpoint_entries().iter());
-    checkpoint::store(&opts.checkpoint, &text).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot write checkpoint {}: {e}",
-            Esc::path(&opts.checkpoint)
-        )
-    })?;
-    let saver = saver::Saver::start(&opts.checkpoint, text)?;
-    let mut dead = match &opts.dead_letter {
-        Some(p) => Some(dead_letter::DeadLetters::open(p)?),
-        None => None,
-    };
-    let mut watch = watch::Watch::new();
-    for p in engine.patterns().iter() {
-        watch.watch_dir(&p.base, opts.scan_interval.as_millis() as u64);
-    }
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut scan_tick = tokio::time::interval(opts.scan_interval);
-    let mut ckpt_tick = tokio::time::interval(opts.checkpoint_interval);
-    let every = opts.stats_interval.unwrap_or(Duration::from_secs(3600));
-    let mut stats_tick = tokio::time::interval_at(Instant::now() + every, every);
-    let mut deliveries = Vec::new();
-    let mut stats = Stats::new(&engine);
-    let started = Instant::now();
-    let mut trouble_since: Option<Instant> = None;
-    let mut scan_task: Option<tokio::task::JoinHandle<scan::ScanResult>> = None;
-    let mut rescan = true;
-    crate::log::info(format_args!(
-        "tailing {} ; checkpoint {}",
-        engine
-            .patterns()
-            .iter()
-            .map(|p| Esc::str(&p.raw).to_string())
-            .collect::<Vec<_>>()
-            .join(" "),
-        Esc::path(&opts.checkpoint)
-    ));
-    loop {
-        let (changed, wants_rescan) = watch.take();
-        rescan |= wants_rescan;
-        for p in &changed {
-            engine.touch(p);
-            rescan |= engine.closed_at(p);
+    Ok((lock, loaded.entries))
+}
+
+/// A running `tail`: the engine, the producer, the checkpoint writer, the watcher, and the loop's state.
+struct Running {
+    engine: Engine,
+    producer: Producer,
+    saver: saver::Saver,
+    dead: Option<dead_letter::DeadLetters>,
+    watch: watch::Watch,
+    opts: TailOptions,
+    deliveries: Vec<Delivery>,
+    trouble_since: Option<Instant>,
+    scan_task: Option<tokio::task::JoinHandle<scan::ScanResult>>,
+    rescan: bool,
+    stats: Stats,
+    started: Instant,
+    _lock: checkpoint::Lock,
+}
+
+impl Running {
+    fn start(cfg: EngineConfig, opts: TailOptions, producer: Producer) -> anyhow::Result<Running> {
+        let (lock, entries) = open_checkpoint(&opts.checkpoint)?;
+        let engine = Engine::new(cfg, entries);
+        // Refuse to start with a checkpoint that cannot be written: every restart would resend all.
+        let text = checkpoint::render(engine.checkpoint_entries().iter());
+        checkpoint::store(&opts.checkpoint, &text).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot write checkpoint {}: {e}",
+                Esc::path(&opts.checkpoint)
+            )
+        })?;
+        let saver = saver::Saver::start(&opts.checkpoint, text)?;
+        let dead = match &opts.dead_letter {
+            Some(p) => Some(dead_letter::DeadLetters::open(p)?),
+            None => None,
+        };
+        let mut watch = watch::Watch::new();
+        for p in engine.patterns().iter() {
+            watch.watch_dir(&p.base, opts.scan_interval.as_millis() as u64);
         }
-        if rescan && scan_task.is_none() {
-            rescan = false;
-            let req = engine.scan_request();
-            scan_task = Some(tokio::task::spawn_blocking(move || scan::run(req)));
-        }
-        let more = !producer.is_full()
-            && engine.read_pass(&mut producer, timestamp_now_ms(), Instant::now());
-        tokio::select! {
-            biased;
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            r = producer.drive(&mut deliveries), if !producer.is_idle() => {
-                r?;
-                apply(&mut engine, &mut deliveries, &producer, dead.as_mut());
-                report_trouble(&producer, &engine, &mut trouble_since);
-            }
-            r = crate::tasks::join_slot(&mut scan_task), if scan_task.is_some() => {
-                if let Some(r) = r {
-                    engine.apply_scan(r, Instant::now());
-                    for f in engine.positions() {
-                        if let Some(dir) = f.1.parent() {
-                            watch.watch_dir(dir, opts.scan_interval.as_millis() as u64);
-                        }
-                    }
-                }
-            }
-            _ = watch.changed() => {}
-            _ = scan_tick.tick() => {
-                rescan = true;
-                engine.close_idle(Instant::now());
-            }
-            _ = ckpt_tick.tick() => saver.submit(checkpoint::render(engine.checkpoint_entries().iter())),
-            _ = stats_tick.tick(), if opts.stats_interval.is_some() => {
-                stats.print(&engine, &producer, &saver);
-            }
-            _ = tokio::task::yield_now(), if (more || engine.has_hot()) && !producer.is_full() => {}
-        }
-    }
-    crate::log::info(format_args!("stopping: flushing lines in flight"));
-    producer.seal_all();
-    let flushed =
-        tokio::time::timeout(opts.shutdown_timeout, producer.flush(&mut deliveries)).await;
-    apply(&mut engine, &mut deliveries, &producer, dead.as_mut());
-    let text = checkpoint::render(engine.checkpoint_entries().iter());
-    if let Err(e) = saver.flush(text, Duration::from_secs(10)) {
-        crate::log::error(format_args!(
-            "cannot write checkpoint {}: {e}",
+        crate::log::info(format_args!(
+            "tailing {} ; checkpoint {}",
+            engine
+                .patterns()
+                .iter()
+                .map(|p| Esc::str(&p.raw).to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
             Esc::path(&opts.checkpoint)
         ));
+        Ok(Running {
+            stats: Stats::new(&engine),
+            engine,
+            producer,
+            saver,
+            dead,
+            watch,
+            opts,
+            deliveries: Vec::new(),
+            trouble_since: None,
+            scan_task: None,
+            rescan: true,
+            started: Instant::now(),
+            _lock: lock,
+        })
     }
-    summary(&engine, started);
-    match flushed {
-        Ok(r) => r?,
-        Err(_) => crate::log::warn(format_args!(
-            "gave up waiting for acknowledgements after {} ms",
-            opts.shutdown_timeout.as_millis()
-        )),
+
+    /// Ships until SIGINT or SIGTERM.
+    async fn ship_until_signal(&mut self) -> anyhow::Result<()> {
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut scan_tick = tokio::time::interval(self.opts.scan_interval);
+        let mut ckpt_tick = tokio::time::interval(self.opts.checkpoint_interval);
+        let every = self
+            .opts
+            .stats_interval
+            .unwrap_or(Duration::from_secs(3600));
+        let mut stats_tick = tokio::time::interval_at(Instant::now() + every, every);
+        loop {
+            self.take_events();
+            let more = !self.producer.is_full()
+                && self
+                    .engine
+                    .read_pass(&mut self.producer, timestamp_now_ms(), Instant::now());
+            let busy = (more || self.engine.has_hot()) && !self.producer.is_full();
+            tokio::select! {
+                biased;
+                _ = sigint.recv() => return Ok(()),
+                _ = sigterm.recv() => return Ok(()),
+                r = self.producer.drive(&mut self.deliveries), if !self.producer.is_idle() => {
+                    r?;
+                    apply(&mut self.engine, &mut self.deliveries, &self.producer, self.dead.as_mut());
+                    report_trouble(&self.producer, &self.engine, &mut self.trouble_since);
+                }
+                r = crate::tasks::join_slot(&mut self.scan_task), if self.scan_task.is_some() => {
+                    if let Some(r) = r {
+                        self.scanned(r);
+                    }
+                }
+                _ = self.watch.changed() => {}
+                _ = scan_tick.tick() => {
+                    self.rescan = true;
+                    self.engine.close_idle(Instant::now());
+                }
+                _ = ckpt_tick.tick() => {
+                    self.saver.submit(checkpoint::render(self.engine.checkpoint_entries().iter()));
+                }
+                _ = stats_tick.tick(), if self.opts.stats_interval.is_some() => {
+                    self.stats.print(&self.engine, &self.producer, &self.saver);
+                }
+                _ = tokio::task::yield_now(), if busy => {}
+            }
+        }
     }
-    drop(lock);
-    Ok(if engine.counters.lines_failed > 0 {
-        1
-    } else {
-        0
-    })
+
+    /// Takes watch events (files to read, rescans asked for) and starts a scan when one is due.
+    fn take_events(&mut self) {
+        let (changed, wants_rescan) = self.watch.take();
+        self.rescan |= wants_rescan;
+        for p in &changed {
+            self.engine.touch(p);
+            self.rescan |= self.engine.closed_at(p);
+        }
+        if self.rescan && self.scan_task.is_none() {
+            self.rescan = false;
+            let req = self.engine.scan_request();
+            self.scan_task = Some(tokio::task::spawn_blocking(move || scan::run(req)));
+        }
+    }
+
+    /// A scan is done: the engine takes it, and the directories of new files are watched.
+    fn scanned(&mut self, r: scan::ScanResult) {
+        self.engine.apply_scan(r, Instant::now());
+        let ms = self.opts.scan_interval.as_millis() as u64;
+        for f in self.engine.positions() {
+            if let Some(dir) = f.1.parent() {
+                self.watch.watch_dir(dir, ms);
+            }
+        }
+    }
+
+    /// Flushes what is in flight (up to the shutdown timeout), writes the checkpoint, says what was
+    /// done; returns the exit code.
+    async fn stop(mut self) -> anyhow::Result<i32> {
+        crate::log::info(format_args!("stopping: flushing lines in flight"));
+        self.producer.seal_all();
+        let flushed = tokio::time::timeout(
+            self.opts.shutdown_timeout,
+            self.producer.flush(&mut self.deliveries),
+        )
+        .await;
+        apply(
+            &mut self.engine,
+            &mut self.deliveries,
+            &self.producer,
+            self.dead.as_mut(),
+        );
+        let text = checkpoint::render(self.engine.checkpoint_entries().iter());
+        if let Err(e) = self.saver.flush(text, Duration::from_secs(10)) {
+            crate::log::error(format_args!(
+                "cannot write checkpoint {}: {e}",
+                Esc::path(&self.opts.checkpoint)
+            ));
+        }
+        summary(&self.engine, self.started);
+        match flushed {
+            Ok(r) => r?,
+            Err(_) => crate::log::warn(format_args!(
+                "gave up waiting for acknowledgements after {} ms",
+                self.opts.shutdown_timeout.as_millis()
+            )),
+        }
+        Ok(if self.engine.counters.lines_failed > 0 {
+            1
+        } else {
+            0
+        })
+    }
 }
 
 /// Applies deliveries to the engine; records refused for good go to the dead-letter file.

@@ -3,7 +3,7 @@
 //! files that grew. The engine hands in a snapshot ([`ScanRequest`]) and applies the answer
 //! ([`ScanResult`]) on the event loop; nothing here touches engine state.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -106,138 +106,187 @@ fn find_in_dir(dir: &Path, id: &FileId) -> Option<PathBuf> {
     })
 }
 
+/// One scan in progress: the request, what the patterns matched, what is found so far, and how many
+/// more files may be opened.
+struct Pass<'a> {
+    req: &'a ScanRequest,
+    found: Vec<Found>,
+    out: ScanResult,
+    budget: usize,
+}
+
 /// Runs one scan. Blocking: call it on a blocking thread.
 pub fn run(req: ScanRequest) -> ScanResult {
-    let mut out = ScanResult::default();
-    let found = discover::expand(&req.patterns, &req.policy, req.first, &mut out.notices);
-    let by_ino: HashMap<(u64, u64), &Found> =
-        found.iter().map(|f| ((f.id.dev, f.id.ino), f)).collect();
-    let mut budget = req.budget;
-    let mut followed_ids = std::collections::HashSet::new();
+    let mut notices = Vec::new();
+    let found = discover::expand(&req.patterns, &req.policy, req.first, &mut notices);
+    let mut pass = Pass {
+        req: &req,
+        found,
+        out: ScanResult {
+            notices,
+            ..ScanResult::default()
+        },
+        budget: req.budget,
+    };
+    let by_ino: HashMap<(u64, u64), Found> = pass
+        .found
+        .iter()
+        .map(|f| ((f.id.dev, f.id.ino), f.clone()))
+        .collect();
     for f in &req.followed {
-        followed_ids.insert((f.id.dev, f.id.ino));
         let here = by_ino
             .get(&(f.id.dev, f.id.ino))
             .filter(|x| x.id.same(&f.id));
-        if let Some(file) = &f.file {
-            if !f.rotated && here.is_none() {
-                let still = std::fs::symlink_metadata(&f.path)
-                    .is_ok_and(|m| FileId::from_meta(&m).same(&f.id));
-                if !still {
-                    let dir = f.path.parent().unwrap_or(Path::new("."));
-                    out.gone.push((f.key, find_in_dir(dir, &f.id)));
-                    continue;
-                }
-            }
-            if !f.rotated {
-                let shrank = file.metadata().is_ok_and(|m| m.len() < f.read_pos);
-                let rewritten = !starts_with(file, f.fingerprint).unwrap_or(true);
-                if shrank || rewritten {
-                    out.truncated.push(f.key);
-                }
-            }
-            continue;
+        match &f.file {
+            Some(file) => pass.check_open(f, file, here.is_some()),
+            None => pass.check_closed(f, here),
         }
-        // Closed while idle: re-open it if it grew, or if it was rotated away (to finish it).
+    }
+    pass.open_new();
+    pass.find_known();
+    pass.out.found = std::mem::take(&mut pass.found);
+    pass.out
+}
+
+impl Pass<'_> {
+    fn pattern(&self, i: usize) -> &Pattern {
+        &self.req.patterns[i.min(self.req.patterns.len().saturating_sub(1))]
+    }
+
+    /// A followed, open file: gone from its path (rotated or deleted), or rewritten in place?
+    fn check_open(&mut self, f: &Followed, file: &File, matched: bool) {
+        if f.rotated {
+            return;
+        }
+        if !matched {
+            let still =
+                std::fs::symlink_metadata(&f.path).is_ok_and(|m| FileId::from_meta(&m).same(&f.id));
+            if !still {
+                let dir = f.path.parent().unwrap_or(Path::new("."));
+                self.out.gone.push((f.key, find_in_dir(dir, &f.id)));
+                return;
+            }
+        }
+        let shrank = file.metadata().is_ok_and(|m| m.len() < f.read_pos);
+        let rewritten = !starts_with(file, f.fingerprint).unwrap_or(true);
+        if shrank || rewritten {
+            self.out.truncated.push(f.key);
+        }
+    }
+
+    /// A file closed while idle: re-open it if it grew, or if it was rotated away (to finish it).
+    fn check_closed(&mut self, f: &Followed, here: Option<&Found>) {
         let (path, moved) = match here {
             Some(x) => (x.path.clone(), false),
-            None => {
-                let dir = f.path.parent().unwrap_or(Path::new("."));
-                match find_in_dir(dir, &f.id) {
-                    Some(p) => (p, true),
-                    None => {
-                        out.gone.push((f.key, None));
-                        continue;
-                    }
+            None => match find_in_dir(f.path.parent().unwrap_or(Path::new(".")), &f.id) {
+                Some(p) => (p, true),
+                None => {
+                    self.out.gone.push((f.key, None));
+                    return;
                 }
-            }
+            },
         };
         let grew = std::fs::symlink_metadata(&path).is_ok_and(|m| m.len() > f.read_pos);
-        if (grew || moved) && budget > 0 {
-            let probe = Found {
-                path: path.clone(),
-                id: f.id,
-                size: 0,
-                pattern: here.map_or(0, |x| x.pattern),
-            };
-            let pat = &req.patterns[probe.pattern.min(req.patterns.len().saturating_sub(1))];
-            match discover::open(&probe, pat, &req.policy) {
+        if !(grew || moved) || self.budget == 0 {
+            return;
+        }
+        let probe = Found {
+            path: path.clone(),
+            id: f.id,
+            size: 0,
+            pattern: here.map_or(0, |x| x.pattern),
+        };
+        match discover::open(&probe, self.pattern(probe.pattern), &self.req.policy) {
+            Ok((file, _)) => {
+                self.budget -= 1;
+                self.out
+                    .reopened
+                    .push((f.key, Arc::new(file), moved.then_some(path)));
+            }
+            Err(e) => self.out.notices.push(Notice {
+                key: format!("reopen:{}", f.path.display()),
+                text: format!("cannot re-open {}: {e}", Esc::path(&f.path)),
+            }),
+        }
+    }
+
+    /// Opens the matched files nobody follows yet, within the budget.
+    fn open_new(&mut self) {
+        let followed: HashSet<(u64, u64)> = self
+            .req
+            .followed
+            .iter()
+            .map(|f| (f.id.dev, f.id.ino))
+            .collect();
+        for i in 0..self.found.len() {
+            let f = self.found[i].clone();
+            if followed.contains(&(f.id.dev, f.id.ino)) {
+                continue;
+            }
+            if self.budget == 0 {
+                self.out.notices.push(Notice {
+                    key: "fd-budget".into(),
+                    text: "more files match than may be open at once; idle files are closed and the rest wait their turn (raise the open files limit, ulimit -n)".into(),
+                });
+                return;
+            }
+            match discover::open(&f, self.pattern(f.pattern), &self.req.policy) {
                 Ok((file, _)) => {
-                    budget -= 1;
-                    out.reopened
-                        .push((f.key, Arc::new(file), moved.then_some(path)));
+                    self.budget -= 1;
+                    let head = read_head(&file);
+                    self.out.opened.push(NewFile {
+                        found: f,
+                        file,
+                        head,
+                    });
                 }
-                Err(e) => out.notices.push(Notice {
-                    key: format!("reopen:{}", f.path.display()),
-                    text: format!("cannot re-open {}: {e}", Esc::path(&f.path)),
+                Err(e) => self.out.notices.push(Notice {
+                    key: format!("open:{}", f.path.display()),
+                    text: format!("cannot follow {}: {e}; skipping it", Esc::path(&f.path)),
                 }),
             }
         }
     }
-    for f in &found {
-        if followed_ids.contains(&(f.id.dev, f.id.ino)) {
-            continue;
-        }
-        if budget == 0 {
-            out.notices.push(Notice {
-                key: "fd-budget".into(),
-                text: "more files match than may be open at once; idle files are closed and the rest wait their turn (raise the open files limit, ulimit -n)".into(),
-            });
-            break;
-        }
-        let pat = &req.patterns[f.pattern];
-        match discover::open(f, pat, &req.policy) {
-            Ok((file, _)) => {
-                budget -= 1;
-                let head = read_head(&file);
-                out.opened.push(NewFile {
-                    found: f.clone(),
-                    file,
-                    head,
-                });
+
+    /// Checkpoint entries no pattern names any more: gone, or rotated next to their old path with
+    /// lines past the checkpoint (then opened, to be finished).
+    fn find_known(&mut self) {
+        let matched: HashSet<(u64, u64)> =
+            self.found.iter().map(|f| (f.id.dev, f.id.ino)).collect();
+        for (id, path, offset) in &self.req.known {
+            if matched.contains(&(id.dev, id.ino)) {
+                continue; // a pattern still names it: it resumes as a new file
             }
-            Err(e) => out.notices.push(Notice {
-                key: format!("open:{}", f.path.display()),
-                text: format!("cannot follow {}: {e}; skipping it", Esc::path(&f.path)),
-            }),
+            let there =
+                std::fs::symlink_metadata(path).is_ok_and(|m| FileId::from_meta(&m).same(id));
+            let moved = if there {
+                Some(path.clone())
+            } else {
+                self.out.known_gone.push((id.dev, id.ino));
+                find_in_dir(path.parent().unwrap_or(Path::new(".")), id)
+            };
+            let Some(moved) = moved else { continue };
+            let size = std::fs::symlink_metadata(&moved).map_or(0, |m| m.len());
+            if size <= *offset || self.budget == 0 {
+                continue;
+            }
+            let pattern = self
+                .req
+                .patterns
+                .iter()
+                .position(|p| p.matches(path))
+                .unwrap_or(0);
+            let found = Found {
+                path: moved,
+                id: *id,
+                size,
+                pattern,
+            };
+            if let Ok((file, _)) = discover::open(&found, self.pattern(pattern), &self.req.policy) {
+                self.budget -= 1;
+                let head = read_head(&file);
+                self.out.known_rotated.push(NewFile { found, file, head });
+            }
         }
     }
-    let matched: std::collections::HashSet<(u64, u64)> =
-        found.iter().map(|f| (f.id.dev, f.id.ino)).collect();
-    for (id, path, offset) in &req.known {
-        if matched.contains(&(id.dev, id.ino)) {
-            continue; // a pattern still names it: it resumes as a new file
-        }
-        let there = std::fs::symlink_metadata(path).is_ok_and(|m| FileId::from_meta(&m).same(id));
-        let moved = if there {
-            Some(path.clone())
-        } else {
-            out.known_gone.push((id.dev, id.ino));
-            find_in_dir(path.parent().unwrap_or(Path::new(".")), id)
-        };
-        let Some(moved) = moved else { continue };
-        let size = std::fs::symlink_metadata(&moved).map_or(0, |m| m.len());
-        if size <= *offset || budget == 0 {
-            continue;
-        }
-        let pattern = req
-            .patterns
-            .iter()
-            .position(|p| p.matches(path))
-            .unwrap_or(0);
-        let found = Found {
-            path: moved,
-            id: *id,
-            size,
-            pattern,
-        };
-        let pat = &req.patterns[pattern.min(req.patterns.len().saturating_sub(1))];
-        if let Ok((file, _)) = discover::open(&found, pat, &req.policy) {
-            budget -= 1;
-            let head = read_head(&file);
-            out.known_rotated.push(NewFile { found, file, head });
-        }
-    }
-    out.found = found;
-    out
 }

@@ -225,28 +225,117 @@ async fn model_random_writes_rotations_truncations_and_restarts_lose_nothing() {
     }
 }
 
-async fn run_model(seed: u64) {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let d = dir(&format!("model-{seed}"));
-    let names = ["a.log", "b.log", "c.log"];
-    let mut gen = 0u64;
-    let mut written: BTreeMap<String, Written> = BTreeMap::new();
-    let mut current: HashMap<&str, String> = HashMap::new();
-    let mut e = Engine::new(config(&d), Vec::new());
-    let mut sink = FakeSink::default();
-    let mut restarts = 0;
-    let mut rotated_n = 0;
-    // Lines read but unacknowledged when their file was copytruncated, and those of them a crash took.
-    let mut at_risk: BTreeSet<Vec<u8>> = BTreeSet::new();
-    let mut died_with: BTreeSet<Vec<u8>> = BTreeSet::new();
-    for step in 0..400 {
-        let name = names[rng.usize(..names.len())];
-        let path = d.join(name);
-        let id = current.entry(name).or_insert_with(|| {
-            gen += 1;
-            format!("{name}#{gen}")
-        });
-        let op = rng.u32(..100);
+/// The model: the files it wrote, what each line became, and the engine under test.
+struct Model {
+    d: PathBuf,
+    rng: fastrand::Rng,
+    gen: u64,
+    written: BTreeMap<String, Written>,
+    current: HashMap<&'static str, String>,
+    e: Engine,
+    sink: FakeSink,
+    restarts: u32,
+    rotated_n: u32,
+    /// Lines read but unacknowledged when their file was copytruncated or deleted...
+    at_risk: BTreeSet<Vec<u8>>,
+    /// ...and those of them a crash took before they were acknowledged.
+    died_with: BTreeSet<Vec<u8>>,
+}
+
+impl Model {
+    fn acked(&self) -> BTreeSet<Vec<u8>> {
+        self.sink.shipped.iter().cloned().collect()
+    }
+
+    fn write(&mut self, id: &str, path: &Path) {
+        let w = self
+            .written
+            .entry(id.to_string())
+            .or_insert_with(|| Written {
+                lines: Vec::new(),
+                lost: BTreeSet::new(),
+            });
+        let mut data = Vec::new();
+        for _ in 0..self.rng.usize(1..5) {
+            let v = format!("{id}:{}", w.lines.len()).into_bytes();
+            data.extend_from_slice(&v);
+            data.push(b'\n');
+            w.lines.push(v);
+        }
+        let created = !path.exists();
+        append(path, &data);
+        self.e.touch(path);
+        if created {
+            // The watcher's create event asks for a rescan at once.
+            scan_now(&mut self.e);
+        }
+    }
+
+    /// copytruncate: what was not read yet is gone with the truncation; what was read and not yet
+    /// acknowledged is gone too if the shipper dies before it is.
+    fn copytruncate(&mut self, name: &'static str, id: &str, path: &Path) {
+        let acked = self.acked();
+        let pending: BTreeSet<Vec<u8>> = self.sink.pending.iter().map(|(_, v)| v.clone()).collect();
+        fs::copy(path, self.d.join(format!("{name}.copy"))).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        if let Some(w) = self.written.get_mut(id) {
+            for l in &w.lines {
+                if pending.contains(l) {
+                    self.at_risk.insert(l.clone());
+                } else if !acked.contains(l) {
+                    w.lost.insert(l.clone());
+                }
+            }
+        }
+        // The same inode now holds new content: a new generation for the model.
+        self.current.remove(name);
+    }
+
+    /// Deleted: the open file is still read to its end, unless the shipper dies first.
+    fn delete(&mut self, name: &'static str, id: &str, path: &Path) {
+        let acked = self.acked();
+        if let Some(w) = self.written.get(id) {
+            self.at_risk
+                .extend(w.lines.iter().filter(|l| !acked.contains(*l)).cloned());
+        }
+        fs::remove_file(path).unwrap();
+        self.current.remove(name);
+    }
+
+    /// A crash: what was in flight is gone, the engine restarts from its checkpoint and scans.
+    fn crash(&mut self) {
+        self.restarts += 1;
+        let acked = self.acked();
+        for l in std::mem::take(&mut self.at_risk) {
+            if !acked.contains(&l) {
+                self.died_with.insert(l);
+            }
+        }
+        let ckpt = self.e.checkpoint_entries();
+        self.sink.pending.clear();
+        self.e = Engine::new(config(&self.d), ckpt);
+        scan_now(&mut self.e);
+    }
+
+    async fn step(&mut self, step: usize) {
+        let names = ["a.log", "b.log", "c.log"];
+        let name = names[self.rng.usize(..names.len())];
+        let path = self.d.join(name);
+        let gen = &mut self.gen;
+        let id = self
+            .current
+            .entry(name)
+            .or_insert_with(|| {
+                *gen += 1;
+                format!("{name}#{gen}")
+            })
+            .clone();
+        let op = self.rng.u32(..100);
         if std::env::var_os("MODEL_TRACE").is_some() {
             eprintln!(
                 "step {step}: op {op} on {name} ({id}) exists={}",
@@ -254,104 +343,65 @@ async fn run_model(seed: u64) {
             );
         }
         match op {
-            0..=49 => {
-                let w = written.entry(id.clone()).or_insert_with(|| Written {
-                    lines: Vec::new(),
-                    lost: BTreeSet::new(),
-                });
-                let mut data = Vec::new();
-                for _ in 0..rng.usize(1..5) {
-                    let v = format!("{id}:{}", w.lines.len()).into_bytes();
-                    data.extend_from_slice(&v);
-                    data.push(b'\n');
-                    w.lines.push(v);
-                }
-                let created = !path.exists();
-                append(&path, &data);
-                e.touch(&path);
-                if created {
-                    // The watcher's create event asks for a rescan at once.
-                    scan_now(&mut e);
-                }
-            }
+            0..=49 => self.write(&id, &path),
             50..=59 if path.exists() => {
-                rotated_n += 1;
-                fs::rename(&path, d.join(format!("{name}.{rotated_n}.old"))).unwrap();
-                current.remove(name);
+                self.rotated_n += 1;
+                fs::rename(&path, self.d.join(format!("{name}.{}.old", self.rotated_n))).unwrap();
+                self.current.remove(name);
             }
-            60..=64 if path.exists() => {
-                // copytruncate: what was not read yet is gone with the truncation; what was read and
-                // not yet acknowledged is gone too if the shipper dies before it is.
-                let acked: BTreeSet<&Vec<u8>> = sink.shipped.iter().collect();
-                let pending: BTreeSet<&Vec<u8>> = sink.pending.iter().map(|(_, v)| v).collect();
-                fs::copy(&path, d.join(format!("{name}.copy"))).unwrap();
-                OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .unwrap()
-                    .set_len(0)
-                    .unwrap();
-                if let Some(w) = written.get_mut(id.as_str()) {
-                    for l in &w.lines {
-                        if pending.contains(l) {
-                            at_risk.insert(l.clone());
-                        } else if !acked.contains(l) {
-                            w.lost.insert(l.clone());
-                        }
-                    }
-                }
-                // The same inode now holds new content: a new generation for the model.
-                current.remove(name);
-            }
-            65..=67 if path.exists() => {
-                // Deleted: the open file is still read to its end, unless the shipper dies first.
-                let acked: BTreeSet<&Vec<u8>> = sink.shipped.iter().collect();
-                if let Some(w) = written.get(id.as_str()) {
-                    at_risk.extend(w.lines.iter().filter(|l| !acked.contains(l)).cloned());
-                }
-                fs::remove_file(&path).unwrap();
-                current.remove(name);
-            }
-            68..=70 => {
-                // A crash: what was in flight is gone, the engine restarts from its checkpoint.
-                restarts += 1;
-                let acked: BTreeSet<&Vec<u8>> = sink.shipped.iter().collect();
-                for l in std::mem::take(&mut at_risk) {
-                    if !acked.contains(&l) {
-                        died_with.insert(l);
-                    }
-                }
-                let ckpt = e.checkpoint_entries();
-                sink.pending.clear();
-                e = Engine::new(config(&d), ckpt);
-                // The restarted loop scans at once.
-                scan_now(&mut e);
-            }
-            71..=85 => scan_now(&mut e),
-            _ => tokio::time::advance(Duration::from_secs(rng.u64(1..4))).await,
+            60..=64 if path.exists() => self.copytruncate(name, &id, &path),
+            65..=67 if path.exists() => self.delete(name, &id, &path),
+            68..=70 => self.crash(),
+            71..=85 => scan_now(&mut self.e),
+            _ => tokio::time::advance(Duration::from_secs(self.rng.u64(1..4))).await,
         }
-        e.read_pass(&mut sink, 1, Instant::now());
-        let n = sink.pending.len();
-        ack(&mut e, &mut sink, |i| {
+        self.e.read_pass(&mut self.sink, 1, Instant::now());
+        let n = self.sink.pending.len();
+        let rng = &mut self.rng;
+        ack(&mut self.e, &mut self.sink, |i| {
             rng.bool() || i + 1 == n && step % 7 == 0
         });
-        check_prefix(&e, &sink);
+        check_prefix(&self.e, &self.sink);
     }
-    // Settle: the writers stop, everything is read, rotated files finished, all acked.
-    for _ in 0..10 {
-        scan_now(&mut e);
-        tokio::time::advance(ROTATED_GRACE).await;
-        e.read_pass(&mut sink, 1, Instant::now());
-        ack(&mut e, &mut sink, |_| true);
+
+    /// The writers stop; everything is read, rotated files finished, all acknowledged.
+    async fn settle(&mut self) {
+        for _ in 0..10 {
+            scan_now(&mut self.e);
+            tokio::time::advance(ROTATED_GRACE).await;
+            self.e.read_pass(&mut self.sink, 1, Instant::now());
+            ack(&mut self.e, &mut self.sink, |_| true);
+        }
     }
+}
+
+async fn run_model(seed: u64) {
+    let d = dir(&format!("model-{seed}"));
+    let mut m = Model {
+        e: Engine::new(config(&d), Vec::new()),
+        d: d.clone(),
+        rng: fastrand::Rng::with_seed(seed),
+        gen: 0,
+        written: BTreeMap::new(),
+        current: HashMap::new(),
+        sink: FakeSink::default(),
+        restarts: 0,
+        rotated_n: 0,
+        at_risk: BTreeSet::new(),
+        died_with: BTreeSet::new(),
+    };
+    for step in 0..400 {
+        m.step(step).await;
+    }
+    m.settle().await;
     let shipped: BTreeMap<Vec<u8>, usize> =
-        sink.shipped.iter().fold(BTreeMap::new(), |mut m, v| {
-            *m.entry(v.clone()).or_default() += 1;
-            m
+        m.sink.shipped.iter().fold(BTreeMap::new(), |mut c, v| {
+            *c.entry(v.clone()).or_default() += 1;
+            c
         });
-    for (id, w) in &written {
+    for (id, w) in &m.written {
         for l in &w.lines {
-            if w.lost.contains(l) || died_with.contains(l) {
+            if w.lost.contains(l) || m.died_with.contains(l) {
                 continue;
             }
             assert!(
@@ -363,7 +413,7 @@ async fn run_model(seed: u64) {
     }
     let dups: usize = shipped.values().map(|c| c - 1).sum();
     assert!(
-        restarts > 0 || dups == 0,
+        m.restarts > 0 || dups == 0,
         "seed {seed}: {dups} duplicates without a restart"
     );
     fs::remove_dir_all(&d).unwrap();

@@ -7,11 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{
-    InitProducerIdRequest, MetadataRequest, MetadataResponse, ProducerId, TopicName,
-};
+use kafka_protocol::messages::{InitProducerIdRequest, MetadataRequest, ProducerId, TopicName};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 use tokio::time::Instant;
+
+mod metadata;
+
+use metadata::convert;
+pub use metadata::{BrokerMeta, Metadata, PartitionMeta, TopicMeta};
 
 use crate::backoff::retry;
 use crate::connection::{Connection, ConnectionOptions, TcpTransport, Transport};
@@ -51,88 +54,6 @@ impl ClientOptions {
     pub fn deadline(&self) -> Option<Instant> {
         self.retry_limit.map(|l| Instant::now() + l)
     }
-}
-
-/// A broker as Metadata describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerMeta {
-    /// Node id.
-    pub id: i32,
-    /// Advertised host.
-    pub host: String,
-    /// Advertised port.
-    pub port: i32,
-    /// Rack, if configured.
-    pub rack: Option<String>,
-}
-
-impl BrokerMeta {
-    /// `host:port`.
-    pub fn addr(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-}
-
-/// One partition's leadership.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionMeta {
-    /// Partition index.
-    pub id: i32,
-    /// Leader node id, -1 if none.
-    pub leader: i32,
-    /// Leader epoch.
-    pub leader_epoch: i32,
-    /// Replica node ids.
-    pub replicas: Vec<i32>,
-    /// In-sync replica node ids.
-    pub isr: Vec<i32>,
-    /// Offline replica node ids.
-    pub offline: Vec<i32>,
-    /// Error code for this partition.
-    pub error: i16,
-}
-
-/// One topic's partitions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicMeta {
-    /// Topic name.
-    pub name: String,
-    /// Topic id (all zero when the broker sent none).
-    pub id: [u8; 16],
-    /// Error code for the topic.
-    pub error: i16,
-    /// Internal topic (e.g. `__consumer_offsets`).
-    pub internal: bool,
-    /// Partitions, sorted by index; index `i` holds partition `i` (checked when the metadata arrives).
-    pub partitions: Vec<PartitionMeta>,
-}
-
-impl TopicMeta {
-    /// The leader of partition `p`, or -1.
-    pub fn leader(&self, p: i32) -> i32 {
-        usize::try_from(p)
-            .ok()
-            .and_then(|i| self.partitions.get(i))
-            .map_or(-1, |m| m.leader)
-    }
-
-    /// Whether every partition has a leader.
-    pub fn all_led(&self) -> bool {
-        self.partitions.iter().all(|p| p.leader >= 0)
-    }
-}
-
-/// The answer to one Metadata request.
-#[derive(Debug, Clone)]
-pub struct Metadata {
-    /// Cluster id.
-    pub cluster_id: Option<String>,
-    /// Controller node id.
-    pub controller: i32,
-    /// Brokers, sorted by id.
-    pub brokers: Vec<BrokerMeta>,
-    /// Topics in the broker's order.
-    pub topics: Vec<TopicMeta>,
 }
 
 #[derive(Default)]
@@ -457,116 +378,5 @@ impl Cluster {
     }
 }
 
-fn convert(resp: MetadataResponse) -> Metadata {
-    let mut brokers: Vec<BrokerMeta> = resp
-        .brokers
-        .into_iter()
-        .map(|b| BrokerMeta {
-            id: b.node_id.0,
-            host: b.host.to_string(),
-            port: b.port,
-            rack: b.rack.map(|r| r.to_string()),
-        })
-        .collect();
-    brokers.sort_by_key(|b| b.id);
-    let topics = resp
-        .topics
-        .into_iter()
-        .map(|t| {
-            let mut partitions: Vec<PartitionMeta> = t
-                .partitions
-                .into_iter()
-                .map(|p| PartitionMeta {
-                    id: p.partition_index,
-                    leader: p.leader_id.0,
-                    leader_epoch: p.leader_epoch,
-                    replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
-                    isr: p.isr_nodes.iter().map(|b| b.0).collect(),
-                    offline: p.offline_replicas.iter().map(|b| b.0).collect(),
-                    error: p.error_code,
-                })
-                .collect();
-            partitions.sort_by_key(|p| p.id);
-            let mut error = t.error_code;
-            // Partition i must be at index i: producer and consumer index by it. A broker that sends
-            // gaps, duplicates or negative ids has sent nonsense.
-            if error == 0 && partitions.iter().enumerate().any(|(i, p)| p.id != i as i32) {
-                error = Code::UnknownServerError.code();
-            }
-            TopicMeta {
-                name: t.name.map(|n| n.0.to_string()).unwrap_or_default(),
-                id: *t.topic_id.as_bytes(),
-                error,
-                internal: t.is_internal,
-                partitions,
-            }
-        })
-        .collect();
-    Metadata {
-        cluster_id: resp.cluster_id.map(|c| c.to_string()),
-        controller: resp.controller_id.0,
-        brokers,
-        topics,
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testkit::{FakeBroker, Misbehave};
-
-    fn cluster(b: &FakeBroker) -> Cluster {
-        let mut o = ClientOptions::new(&b.bootstrap());
-        o.retry_limit = Some(Duration::from_secs(5));
-        Cluster::with_transport(o, Arc::new(b.transport()))
-    }
-
-    #[tokio::test]
-    async fn topic_metadata_names_every_leader() {
-        let b = FakeBroker::new(3);
-        b.create_topic("t", 6);
-        let c = cluster(&b);
-        let t = c.topic("t", false).await.unwrap();
-        assert_eq!(t.partitions.len(), 6);
-        assert_eq!(t.leader(4), 2);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_unknown_topic_is_an_error_without_waiting_out_the_timeout() {
-        let b = FakeBroker::new(1);
-        b.auto_create(None);
-        let c = cluster(&b);
-        let start = Instant::now();
-        let e = c.topic("nope", false).await.unwrap_err();
-        assert!(matches!(e, Error::UnknownTopic { .. }), "{e}");
-        assert!(start.elapsed() < Duration::from_secs(1));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_unreachable_cluster_is_given_up_at_the_timeout() {
-        let b = FakeBroker::new(1);
-        b.stop(1);
-        let c = cluster(&b);
-        let start = Instant::now();
-        let e = c.topic("t", true).await.unwrap_err();
-        assert!(matches!(e, Error::Deadline { .. }), "{e}");
-        let took = start.elapsed();
-        assert!(
-            took >= Duration::from_secs(4) && took <= Duration::from_secs(5),
-            "{took:?}"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_metadata_response_describing_millions_of_partitions_is_refused() {
-        let b = FakeBroker::new(1);
-        b.create_topic("t", 1);
-        b.misbehave(Misbehave::HugeMetadata(1_000_000));
-        let c = cluster(&b);
-        let e = c
-            .fetch_metadata(Some(&["t".into()]), false, None)
-            .await
-            .unwrap_err();
-        assert!(e.to_string().contains("MiB"), "{e}");
-    }
-}
+mod tests;

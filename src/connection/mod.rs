@@ -9,221 +9,26 @@
 //! reader task is aborted, both halves are dropped (the socket closes) and every waiter gets the error.
 //! The owner ([`crate::cluster::Cluster`]) then opens a new one.
 
+mod error;
+mod transport;
+
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest};
 use kafka_protocol::protocol::{Request, StrBytes, VersionRange};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use crate::escape::Esc;
+pub use error::ConnError;
+pub use transport::{tcp_connect, BoxFuture, BoxIo, Io, TcpTransport, Transport};
+
 use crate::wire::codec::{self, api_name};
 use crate::wire::frame;
-
-/// A byte stream to a broker.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
-
-/// A boxed stream, as transports return it.
-pub type BoxIo = Box<dyn Io>;
-
-/// A boxed future, for the object-safe [`Transport`].
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// How streams to brokers are made: TCP (and TLS) in the product, an in-memory fake broker in unit tests.
-/// This is the seam that lets every error path above the wire be driven without a real broker.
-pub trait Transport: Send + Sync + 'static {
-    /// Opens a stream to `addr` (`host:port`), giving up at `until`.
-    fn connect<'a>(
-        &'a self,
-        addr: &'a str,
-        until: Instant,
-    ) -> BoxFuture<'a, Result<BoxIo, ConnError>>;
-}
-
-/// Plain TCP with Nagle off and TCP keepalive on (a broker host that vanishes is noticed by the kernel
-/// even on an idle connection).
-#[derive(Debug, Clone, Default)]
-pub struct TcpTransport;
-
-impl Transport for TcpTransport {
-    fn connect<'a>(
-        &'a self,
-        addr: &'a str,
-        until: Instant,
-    ) -> BoxFuture<'a, Result<BoxIo, ConnError>> {
-        Box::pin(async move {
-            let s = tcp_connect(addr, until).await?;
-            Ok(Box::new(s) as BoxIo)
-        })
-    }
-}
-
-/// Resolves `addr` and connects to the first address that answers, before `until`.
-pub async fn tcp_connect(addr: &str, until: Instant) -> Result<tokio::net::TcpStream, ConnError> {
-    let resolved = tokio::time::timeout_at(until, tokio::net::lookup_host(addr))
-        .await
-        .map_err(|_| ConnError::Resolve {
-            addr: addr.to_string(),
-            detail: "timed out".into(),
-        })?
-        .map_err(|e| ConnError::Resolve {
-            addr: addr.to_string(),
-            detail: e.to_string(),
-        })?;
-    let mut last = "no address".to_string();
-    for sa in resolved {
-        match tokio::time::timeout_at(until, tokio::net::TcpStream::connect(sa)).await {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
-                let ka = socket2::TcpKeepalive::new()
-                    .with_time(Duration::from_secs(60))
-                    .with_interval(Duration::from_secs(10))
-                    .with_retries(3);
-                let _ = socket2::SockRef::from(&s).set_tcp_keepalive(&ka);
-                return Ok(s);
-            }
-            Ok(Err(e)) => last = e.to_string(),
-            Err(_) => last = "connect timed out".into(),
-        }
-    }
-    Err(ConnError::Connect {
-        addr: addr.to_string(),
-        detail: last,
-    })
-}
-
-/// What can go wrong with one connection. Cloneable: one failure is reported to every waiter.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ConnError {
-    /// A host name did not resolve.
-    #[error("cannot resolve broker address {}: {detail}", Esc::str(.addr))]
-    Resolve {
-        /// The address.
-        addr: String,
-        /// The resolver's message.
-        detail: String,
-    },
-    /// No TCP connection could be made.
-    #[error("cannot connect to broker {}: {detail} (is Kafka running there? check -b/--brokers)", Esc::str(.addr))]
-    Connect {
-        /// The address tried.
-        addr: String,
-        /// The OS error.
-        detail: String,
-    },
-    /// Reading or writing the socket failed.
-    #[error("broker {}: connection error: {detail}", Esc::str(.addr))]
-    Io {
-        /// The broker address.
-        addr: String,
-        /// The OS error.
-        detail: String,
-    },
-    /// The broker closed the connection.
-    #[error("broker {} closed the connection", Esc::str(.addr))]
-    Closed {
-        /// The broker address.
-        addr: String,
-    },
-    /// No response came in time.
-    #[error("broker {}: no response to {api} within {ms} ms", Esc::str(.addr))]
-    Timeout {
-        /// The broker address.
-        addr: String,
-        /// The request's API.
-        api: &'static str,
-        /// How long we waited.
-        ms: u64,
-    },
-    /// The response could not be framed or decoded, or answered another request.
-    #[error("broker {}: malformed response to {api}: {detail}", Esc::str(.addr))]
-    Malformed {
-        /// The broker address.
-        addr: String,
-        /// The request's API.
-        api: &'static str,
-        /// What was wrong.
-        detail: String,
-    },
-    /// A response larger than shipper accepts (a frame over the API's limit, or one that would take
-    /// too much memory to decode): a broker bug or an attack; retrying will not help.
-    #[error("broker {}: response to {api} too large: {detail}", Esc::str(.addr))]
-    TooLarge {
-        /// The broker address.
-        addr: String,
-        /// The request's API.
-        api: &'static str,
-        /// How large, and the limit.
-        detail: String,
-    },
-    /// The broker and shipper share no version of an API.
-    #[error("broker {} supports {api} versions {broker_min}..{broker_max}, shipper needs {ours_min}..{ours_max}: upgrade the broker (Kafka 3.x or newer)", Esc::str(.addr))]
-    UnsupportedVersion {
-        /// The broker address.
-        addr: String,
-        /// The API.
-        api: &'static str,
-        /// Broker's lowest.
-        broker_min: i16,
-        /// Broker's highest.
-        broker_max: i16,
-        /// Our lowest.
-        ours_min: i16,
-        /// Our highest.
-        ours_max: i16,
-    },
-    /// The TLS handshake failed (certificate not trusted, wrong host name, not TLS at all...).
-    #[error("broker {}: TLS: {detail}", Esc::str(.addr))]
-    Tls {
-        /// The broker address.
-        addr: String,
-        /// What failed.
-        detail: String,
-    },
-    /// SASL authentication failed.
-    #[error("broker {}: authentication failed: {detail}", Esc::str(.addr))]
-    Auth {
-        /// The broker address.
-        addr: String,
-        /// What failed.
-        detail: String,
-    },
-}
-
-impl ConnError {
-    /// Whether a new connection may succeed: network trouble and protocol errors (which reset the
-    /// connection) are; a missing API version, a refused certificate or password are not.
-    pub fn is_retriable(&self) -> bool {
-        !matches!(
-            self,
-            ConnError::UnsupportedVersion { .. }
-                | ConnError::Tls { .. }
-                | ConnError::Auth { .. }
-                | ConnError::TooLarge { .. }
-        )
-    }
-
-    fn io(addr: &str, e: &io::Error) -> ConnError {
-        match e.kind() {
-            io::ErrorKind::UnexpectedEof => ConnError::Closed {
-                addr: addr.to_string(),
-            },
-            _ => ConnError::Io {
-                addr: addr.to_string(),
-                detail: e.to_string(),
-            },
-        }
-    }
-}
 
 /// How a connection behaves.
 #[derive(Debug, Clone)]
@@ -698,80 +503,4 @@ fn next_frame(buf: &mut BytesMut, shared: &Shared) -> Result<Option<(Waiter, Byt
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testkit::{FakeBroker, Misbehave};
-
-    fn opts() -> ConnectionOptions {
-        ConnectionOptions {
-            request_timeout: Duration::from_secs(5),
-            ..ConnectionOptions::default()
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_silent_broker_times_out_and_the_connection_is_closed_not_leaked() {
-        let broker = FakeBroker::new(1);
-        let t = broker.transport();
-        let conn = Connection::connect(
-            &t,
-            &broker.addr(1),
-            &opts(),
-            Instant::now() + Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
-        broker.misbehave(Misbehave::Silent);
-        let req = kafka_protocol::messages::MetadataRequest::default();
-        let until = conn.request_deadline(None);
-        let e = conn.call(&req, 12, until).await.unwrap_err();
-        assert!(matches!(e, ConnError::Timeout { .. }), "{e}");
-        assert!(conn.is_closed());
-        // The fake broker sees the stream closed: nothing of the connection is left.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(broker.open_streams(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_response_to_another_request_closes_the_connection() {
-        let broker = FakeBroker::new(1);
-        let t = broker.transport();
-        let conn = Connection::connect(
-            &t,
-            &broker.addr(1),
-            &opts(),
-            Instant::now() + Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
-        broker.misbehave(Misbehave::WrongCorrelationId);
-        let req = kafka_protocol::messages::MetadataRequest::default();
-        let e = conn
-            .call(&req, 12, conn.request_deadline(None))
-            .await
-            .unwrap_err();
-        assert!(e.to_string().contains("correlation id"), "{e}");
-        assert!(conn.is_closed());
-    }
-
-    #[tokio::test]
-    async fn an_oversized_metadata_frame_is_refused_before_it_is_buffered() {
-        let broker = FakeBroker::new(1);
-        let t = broker.transport();
-        let conn = Connection::connect(
-            &t,
-            &broker.addr(1),
-            &opts(),
-            Instant::now() + Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
-        broker.misbehave(Misbehave::FrameSize(200 * 1024 * 1024));
-        let req = kafka_protocol::messages::MetadataRequest::default();
-        let e = conn
-            .call(&req, 12, conn.request_deadline(None))
-            .await
-            .unwrap_err();
-        assert!(e.to_string().contains("exceeds the limit"), "{e}");
-    }
-}
+mod tests;

@@ -1,0 +1,59 @@
+//! The cluster view against the fake broker.
+
+use super::*;
+use crate::testkit::{FakeBroker, Misbehave};
+
+fn cluster(b: &FakeBroker) -> Cluster {
+    let mut o = ClientOptions::new(&b.bootstrap());
+    o.retry_limit = Some(Duration::from_secs(5));
+    Cluster::with_transport(o, Arc::new(b.transport()))
+}
+
+#[tokio::test]
+async fn topic_metadata_names_every_leader() {
+    let b = FakeBroker::new(3);
+    b.create_topic("t", 6);
+    let c = cluster(&b);
+    let t = c.topic("t", false).await.unwrap();
+    assert_eq!(t.partitions.len(), 6);
+    assert_eq!(t.leader(4), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_topic_is_an_error_without_waiting_out_the_timeout() {
+    let b = FakeBroker::new(1);
+    b.auto_create(None);
+    let c = cluster(&b);
+    let start = Instant::now();
+    let e = c.topic("nope", false).await.unwrap_err();
+    assert!(matches!(e, Error::UnknownTopic { .. }), "{e}");
+    assert!(start.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_cluster_is_given_up_at_the_timeout() {
+    let b = FakeBroker::new(1);
+    b.stop(1);
+    let c = cluster(&b);
+    let start = Instant::now();
+    let e = c.topic("t", true).await.unwrap_err();
+    assert!(matches!(e, Error::Deadline { .. }), "{e}");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(4) && took <= Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_metadata_response_describing_millions_of_partitions_is_refused() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    b.misbehave(Misbehave::HugeMetadata(1_000_000));
+    let c = cluster(&b);
+    let e = c
+        .fetch_metadata(Some(&["t".into()]), false, None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("MiB"), "{e}");
+}

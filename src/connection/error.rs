@@ -1,0 +1,129 @@
+//! What can go wrong with one connection, classified for retrying.
+
+use std::io;
+
+use crate::escape::Esc;
+
+/// What can go wrong with one connection. Cloneable: one failure is reported to every waiter.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConnError {
+    /// A host name did not resolve.
+    #[error("cannot resolve broker address {}: {detail}", Esc::str(.addr))]
+    Resolve {
+        /// The address.
+        addr: String,
+        /// The resolver's message.
+        detail: String,
+    },
+    /// No TCP connection could be made.
+    #[error("cannot connect to broker {}: {detail} (is Kafka running there? check -b/--brokers)", Esc::str(.addr))]
+    Connect {
+        /// The address tried.
+        addr: String,
+        /// The OS error.
+        detail: String,
+    },
+    /// Reading or writing the socket failed.
+    #[error("broker {}: connection error: {detail}", Esc::str(.addr))]
+    Io {
+        /// The broker address.
+        addr: String,
+        /// The OS error.
+        detail: String,
+    },
+    /// The broker closed the connection.
+    #[error("broker {} closed the connection", Esc::str(.addr))]
+    Closed {
+        /// The broker address.
+        addr: String,
+    },
+    /// No response came in time.
+    #[error("broker {}: no response to {api} within {ms} ms", Esc::str(.addr))]
+    Timeout {
+        /// The broker address.
+        addr: String,
+        /// The request's API.
+        api: &'static str,
+        /// How long we waited.
+        ms: u64,
+    },
+    /// The response could not be framed or decoded, or answered another request.
+    #[error("broker {}: malformed response to {api}: {detail}", Esc::str(.addr))]
+    Malformed {
+        /// The broker address.
+        addr: String,
+        /// The request's API.
+        api: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A response larger than shipper accepts (a frame over the API's limit, or one that would take
+    /// too much memory to decode): a broker bug or an attack; retrying will not help.
+    #[error("broker {}: response to {api} too large: {detail}", Esc::str(.addr))]
+    TooLarge {
+        /// The broker address.
+        addr: String,
+        /// The request's API.
+        api: &'static str,
+        /// How large, and the limit.
+        detail: String,
+    },
+    /// The broker and shipper share no version of an API.
+    #[error("broker {} supports {api} versions {broker_min}..{broker_max}, shipper needs {ours_min}..{ours_max}: upgrade the broker (Kafka 3.x or newer)", Esc::str(.addr))]
+    UnsupportedVersion {
+        /// The broker address.
+        addr: String,
+        /// The API.
+        api: &'static str,
+        /// Broker's lowest.
+        broker_min: i16,
+        /// Broker's highest.
+        broker_max: i16,
+        /// Our lowest.
+        ours_min: i16,
+        /// Our highest.
+        ours_max: i16,
+    },
+    /// The TLS handshake failed (certificate not trusted, wrong host name, not TLS at all...).
+    #[error("broker {}: TLS: {detail}", Esc::str(.addr))]
+    Tls {
+        /// The broker address.
+        addr: String,
+        /// What failed.
+        detail: String,
+    },
+    /// SASL authentication failed.
+    #[error("broker {}: authentication failed: {detail}", Esc::str(.addr))]
+    Auth {
+        /// The broker address.
+        addr: String,
+        /// What failed.
+        detail: String,
+    },
+}
+
+impl ConnError {
+    /// Whether a new connection may succeed: network trouble and protocol errors (which reset the
+    /// connection) are; a missing API version, a refused certificate or password are not.
+    pub fn is_retriable(&self) -> bool {
+        !matches!(
+            self,
+            ConnError::UnsupportedVersion { .. }
+                | ConnError::Tls { .. }
+                | ConnError::Auth { .. }
+                | ConnError::TooLarge { .. }
+        )
+    }
+
+    pub(crate) fn io(addr: &str, e: &io::Error) -> ConnError {
+        match e.kind() {
+            io::ErrorKind::UnexpectedEof => ConnError::Closed {
+                addr: addr.to_string(),
+            },
+            _ => ConnError::Io {
+                addr: addr.to_string(),
+                detail: e.to_string(),
+            },
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The producer's background work: metadata refreshes for topics whose leaders moved, and new
+//! producer ids when the broker lost or fenced ours — each a task of its own, paced by a backoff, so
+//! `drive` never blocks on them and stays cancel-safe.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Producer;
+use crate::error::Error;
+use crate::tasks::take_finished;
+
+impl Producer {
+    /// Takes the results of background tasks that finished (metadata refresh, producer id).
+    pub(super) fn poll_background(&mut self) {
+        if take_finished(&mut self.refresh).is_some() {
+            self.refreshed();
+        }
+        if let Some(r) = take_finished(&mut self.pid_task) {
+            self.pid_answered(r);
+        }
+    }
+
+    /// A metadata refresh is done: stale topics take the cached metadata.
+    pub(super) fn refreshed(&mut self) {
+        let mut all_led = true;
+        for t in std::mem::take(&mut self.stale) {
+            let name = self.acc.topics[t].name.clone();
+            match self.cluster.cached_topic(&name) {
+                Some(m) => {
+                    all_led &= m.all_led();
+                    self.acc.update_meta(t, m);
+                }
+                None => all_led = false,
+            }
+        }
+        if all_led {
+            self.refresh_backoff.reset();
+        }
+    }
+
+    /// An InitProducerId came back (`None`: its task died).
+    pub(super) fn pid_answered(&mut self, r: Option<Result<(i64, i16), Error>>) {
+        match r {
+            Some(Ok(pid)) => {
+                let resets = self.seq.resets;
+                self.seq.set_pid(pid);
+                self.warn_reset(pid, resets + 1);
+            }
+            Some(Err(e)) => {
+                crate::log::debug(format_args!("new producer id not granted: {e}"));
+                self.pid_not_before = Some(self.seq.next_reset_at());
+                self.note_failure_everywhere(e);
+            }
+            None => self.pid_not_before = Some(self.seq.next_reset_at()),
+        }
+    }
+
+    pub(super) fn warn_reset(&mut self, pid: (i64, i16), resets: u64) {
+        let now = Instant::now();
+        if self
+            .last_reset_warning
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60))
+        {
+            crate::log::debug(format_args!("new idempotent producer id {pid:?}"));
+            return;
+        }
+        self.last_reset_warning = Some(now);
+        crate::log::warn(format_args!(
+            "the broker lost or fenced this producer's state; new idempotent producer id {} ({resets} so far); batches resent now may be duplicates",
+            pid.0
+        ));
+    }
+
+    /// Records an error against every partition that has something to send (used while no producer id
+    /// can be had).
+    pub(super) fn note_failure_everywhere(&mut self, e: Error) {
+        for (t, topic) in self.acc.topics.iter().enumerate() {
+            for (p, q) in topic.parts.iter().enumerate() {
+                if !q.ready.is_empty() {
+                    self.failing.insert((t, p as i32), e.clone());
+                }
+            }
+        }
+    }
+
+    /// Starts an InitProducerId when the broker refused our state and nothing is in flight any more.
+    pub(super) fn maybe_reset_pid(&mut self, now: Instant) {
+        if !self.seq.reset_wanted() || !self.tasks.is_empty() || self.pid_task.is_some() {
+            return;
+        }
+        let at = *self
+            .pid_not_before
+            .get_or_insert_with(|| self.seq.next_reset_at());
+        if now < at {
+            return;
+        }
+        self.pid_not_before = None;
+        let cluster = self.cluster.clone();
+        let deadline = cluster.options().deadline();
+        self.pid_task = Some(tokio::spawn(async move {
+            cluster.init_producer_id_once(deadline).await
+        }));
+    }
+
+    /// Refreshes the metadata of stale topics, one request at a time, paced by a backoff.
+    pub(super) fn maybe_refresh(&mut self, now: Instant) {
+        if self.stale.is_empty() || self.refresh.is_some() {
+            return;
+        }
+        let at = *self.refresh_not_before.get_or_insert_with(|| {
+            now + self
+                .refresh_backoff
+                .next_delay()
+                .unwrap_or(Duration::from_secs(1))
+        });
+        if now < at {
+            return;
+        }
+        self.refresh_not_before = None;
+        let cluster = self.cluster.clone();
+        let names: Vec<String> = self
+            .stale
+            .iter()
+            .map(|&t| self.acc.topics[t].name.clone())
+            .collect();
+        let deadline = Some(now + cluster.options().connection.request_timeout);
+        self.refresh = Some(tokio::spawn(async move {
+            if let Err(e) = cluster.fetch_metadata(Some(&names), false, deadline).await {
+                crate::log::debug(format_args!("metadata refresh failed: {e}"));
+            }
+        }));
+    }
+}

@@ -1,0 +1,233 @@
+//! What happens to a batch when its request comes back: acknowledged, retried (same bytes) after a
+//! backoff, split because the broker refused a record in it, failed for good, or expired.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::accumulator::{Batch, Body};
+use super::sender::{self, Completed, InFlight, Verdict};
+use super::{Delivery, OnPermanent, Producer};
+use crate::backoff::Backoff;
+use crate::error::Error;
+use crate::wire::records;
+
+impl Producer {
+    /// Fails waiting batches whose delivery timeout has passed.
+    pub(super) fn expire_waiting(&mut self, now: Instant, out: &mut Vec<Delivery>) {
+        let Some(timeout) = self.cfg.delivery_timeout else {
+            return;
+        };
+        for t in 0..self.acc.topics.len() {
+            for p in 0..self.acc.topics[t].parts.len() {
+                loop {
+                    let q = &mut self.acc.topics[t].parts[p];
+                    if q.in_flight || q.ready.front().is_none_or(|b| now < b.created + timeout) {
+                        break;
+                    }
+                    let Some(b) = q.ready.pop_front() else { break };
+                    let last =
+                        self.failing
+                            .get(&(t, p as i32))
+                            .cloned()
+                            .unwrap_or(Error::NoLeader {
+                                topic: self.acc.topics[t].name.clone(),
+                                partition: p as i32,
+                            });
+                    let e = Error::Deadline {
+                        ms: now.duration_since(b.created).as_millis() as u64,
+                        last: Box::new(last),
+                    };
+                    self.fail(t, p as i32, b, e, out);
+                }
+            }
+        }
+    }
+
+    /// Handles one finished request.
+    pub(super) fn complete(&mut self, c: Completed, out: &mut Vec<Delivery>) {
+        if let Some(n) = self.requests_in_flight.get_mut(&c.leader) {
+            *n = n.saturating_sub(1);
+        }
+        if let Err(e) = &c.result {
+            crate::log::debug(format_args!("produce to broker {} failed: {e}", c.leader));
+        }
+        let topics = &self.acc.topics;
+        let (verdicts, throttle_ms, endpoints) = sender::judge(&c, |t| {
+            topics.get(t).map_or(String::new(), |t| t.name.clone())
+        });
+        if throttle_ms > 0 {
+            let until = Instant::now() + Duration::from_millis(throttle_ms.min(60_000) as u64);
+            self.throttled.insert(c.leader, until);
+            crate::log::debug(format_args!(
+                "broker {} asks to wait {throttle_ms} ms (quota)",
+                c.leader
+            ));
+        }
+        for (id, addr) in endpoints {
+            self.cluster.add_broker(id, addr);
+        }
+        for (f, v) in c.batches.into_iter().zip(verdicts) {
+            self.acc.topics[f.topic].parts[f.partition as usize].in_flight = false;
+            self.settle(f, v, out);
+        }
+    }
+
+    /// Applies the verdict on one batch.
+    pub(super) fn settle(&mut self, f: InFlight, v: Verdict, out: &mut Vec<Delivery>) {
+        let InFlight {
+            topic: t,
+            partition: p,
+            batch,
+        } = f;
+        match v {
+            Verdict::Acked { base_offset } => {
+                let q = &mut self.acc.topics[t].parts[p as usize];
+                q.backoff = None;
+                q.retry_at = None;
+                q.failing_since = None;
+                self.failing.remove(&(t, p));
+                self.acc.buffered = self.acc.buffered.saturating_sub(batch.size);
+                out.push(Delivery {
+                    topic: t,
+                    partition: p,
+                    base_offset,
+                    tokens: batch.tokens,
+                    error: None,
+                    batch: None,
+                });
+            }
+            Verdict::Retry {
+                error,
+                refresh,
+                leader,
+            } => {
+                if let Some((l, epoch)) = leader {
+                    let name = self.acc.topics[t].name.clone();
+                    self.cluster.set_leader(&name, p, l, epoch);
+                    if let Some(m) = self.cluster.cached_topic(&name) {
+                        self.acc.update_meta(t, m);
+                    }
+                } else if refresh {
+                    self.stale.insert(t);
+                }
+                self.retry_later(t, p, batch, error, Duration::from_secs(1), out);
+            }
+            Verdict::Refused(error) if batch.tokens.len() > 1 => {
+                self.split(t, p, batch, error, out)
+            }
+            Verdict::Refused(error) => self.fail(t, p, batch, error, out),
+            Verdict::ProducerState(error) => {
+                crate::log::debug(format_args!("{error}"));
+                self.seq.want_reset();
+                self.retry_later(t, p, batch, error, Duration::ZERO, out);
+            }
+            Verdict::Permanent(error) => match self.cfg.on_permanent {
+                OnPermanent::Fail => self.fail(t, p, batch, error, out),
+                OnPermanent::Retry => {
+                    self.retry_later(t, p, batch, error, Duration::from_secs(10), out)
+                }
+            },
+        }
+    }
+
+    /// Puts a batch back at the front of its queue (same bytes) to be retried after a backoff growing
+    /// to `max_delay`, unless its delivery timeout has passed.
+    pub(super) fn retry_later(
+        &mut self,
+        t: usize,
+        p: i32,
+        b: Batch,
+        e: Error,
+        max_delay: Duration,
+        out: &mut Vec<Delivery>,
+    ) {
+        let now = Instant::now();
+        if let Some(timeout) = self.cfg.delivery_timeout {
+            if now >= b.created + timeout {
+                let e = Error::Deadline {
+                    ms: now.duration_since(b.created).as_millis() as u64,
+                    last: Box::new(e),
+                };
+                self.fail(t, p, b, e, out);
+                return;
+            }
+        }
+        crate::log::debug(format_args!("will retry: {e}"));
+        self.failing.insert((t, p), e);
+        let q = &mut self.acc.topics[t].parts[p as usize];
+        q.failing_since.get_or_insert(now);
+        let delay = if max_delay.is_zero() {
+            Duration::ZERO
+        } else {
+            q.backoff
+                .get_or_insert_with(|| Backoff::with(Duration::from_millis(100), max_delay, None))
+                .next_delay()
+                .unwrap_or(max_delay)
+        };
+        q.retry_at = Some(now + delay);
+        q.ready.push_front(b);
+    }
+
+    /// Reports a batch failed for good; its sequence numbers are given back.
+    pub(super) fn fail(&mut self, t: usize, p: i32, b: Batch, e: Error, out: &mut Vec<Delivery>) {
+        self.seq.release(t, p, b.stamp());
+        self.acc.buffered = self.acc.buffered.saturating_sub(b.size);
+        let q = &mut self.acc.topics[t].parts[p as usize];
+        q.backoff = None;
+        q.retry_at = None;
+        q.failing_since = None;
+        self.failing.remove(&(t, p));
+        let bytes = b.bytes();
+        out.push(Delivery {
+            topic: t,
+            partition: p,
+            base_offset: -1,
+            tokens: b.tokens,
+            error: Some(e),
+            batch: (!bytes.is_empty()).then_some(bytes),
+        });
+    }
+
+    /// Splits a batch the broker refused into two, keeping record order; the halves go to the front of
+    /// the queue and are stamped when sent.
+    pub(super) fn split(&mut self, t: usize, p: i32, b: Batch, e: Error, out: &mut Vec<Delivery>) {
+        self.seq.release(t, p, b.stamp());
+        let halves = records::split_batch(
+            &b.bytes(),
+            self.cfg.compression,
+            self.cfg.compression_level,
+            &mut self.compressor,
+        );
+        let [(first, n1), (second, _)] = match halves {
+            Ok(h) => h,
+            Err(source) => {
+                let err = Error::Records {
+                    topic: self.acc.topics[t].name.clone(),
+                    partition: p,
+                    source,
+                };
+                crate::log::error(format_args!("cannot split a refused batch: {err}"));
+                self.fail(t, p, b, e, out);
+                return;
+            }
+        };
+        crate::log::debug(format_args!(
+            "{e}: splitting a batch of {} records",
+            b.tokens.len()
+        ));
+        let mut tokens = b.tokens;
+        let rest = tokens.split_off(n1);
+        let (s1, s2) = (first.len(), second.len());
+        self.acc.buffered = (self.acc.buffered + s1 + s2).saturating_sub(b.size);
+        let q = &mut self.acc.topics[t].parts[p as usize];
+        for (bytes, tokens, size) in [(second, rest, s2), (first, tokens, s1)] {
+            q.ready.push_front(Batch {
+                body: Body::Finished(bytes.freeze()),
+                tokens,
+                created: b.created,
+                size,
+            });
+        }
+    }
+}
