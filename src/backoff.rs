@@ -92,13 +92,19 @@ where
     Fut: Future<Output = Result<T, Error>>,
 {
     let mut backoff = Backoff::until(deadline);
+    let mut telling: Option<Error> = None;
     loop {
         match op(deadline).await {
             Ok(v) => return Ok(v),
             Err(e) if e.is_retriable() => {
                 crate::log::debug(format_args!("will retry: {e}"));
+                // An attempt cut short by the deadline says less than the failure before it.
+                if !(e.is_timeout() && telling.is_some()) {
+                    telling = Some(e);
+                }
                 if !backoff.wait().await {
-                    return Err(gave_up(&backoff, e));
+                    let last = telling.take().unwrap_or(Error::NoBrokers);
+                    return Err(gave_up(&backoff, last));
                 }
             }
             Err(e) => return Err(e),

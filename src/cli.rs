@@ -52,15 +52,9 @@ pub fn parse_timeout(s: &str) -> Result<Timeout, String> {
 /// Options shared by all commands.
 #[derive(Debug, Args)]
 pub struct Common {
-    /// Bootstrap brokers, host:port[,host:port...]
-    #[arg(
-        short = 'b',
-        long,
-        global = true,
-        env = "SHIPPER_BROKERS",
-        default_value = "127.0.0.1:9092"
-    )]
-    pub brokers: String,
+    /// Bootstrap brokers, host:port[,host:port...] [default: 127.0.0.1:9092]
+    #[arg(short = 'b', long, global = true, env = "SHIPPER_BROKERS")]
+    pub brokers: Option<String>,
     /// Client id sent to the brokers
     #[arg(long, global = true, default_value = "shipper")]
     pub client_id: String,
@@ -74,6 +68,83 @@ pub struct Common {
     /// More detail on stderr: retries, leader changes, rotations, files opened and closed
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// How to reach the brokers [default: plaintext; sasl_* with SASL settings, *ssl with TLS files]
+    #[arg(long, global = true, value_enum, help_heading = "Security")]
+    pub security_protocol: Option<SecurityProtocolArg>,
+    /// SASL mechanism [default: PLAIN]
+    #[arg(long, global = true, value_enum, help_heading = "Security")]
+    pub sasl_mechanism: Option<MechanismArg>,
+    /// SASL user name
+    #[arg(long, global = true, value_name = "USER", help_heading = "Security")]
+    pub sasl_username: Option<String>,
+    /// File whose first line is the SASL password (or set SHIPPER_SASL_PASSWORD)
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Security")]
+    pub sasl_password_file: Option<std::path::PathBuf>,
+    /// PEM file of CA certificates to trust [default: the system's, else built-in roots]
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Security")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate (mutual TLS)
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Security")]
+    pub cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of the client certificate
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Security")]
+    pub key_file: Option<std::path::PathBuf>,
+    /// Do not verify the broker's certificate (encrypted, not authenticated; warned at every start)
+    #[arg(long, global = true, help_heading = "Security")]
+    pub tls_insecure: bool,
+    /// A client setting by its librdkafka/Java name, e.g. -X security.protocol=SASL_SSL (repeatable):
+    /// security.protocol, sasl.mechanism(s), sasl.username, sasl.password, sasl.jaas.config,
+    /// ssl.ca.location, ssl.certificate.location, ssl.key.location, bootstrap.servers
+    #[arg(
+        short = 'X',
+        global = true,
+        value_name = "KEY=VALUE",
+        help_heading = "Security"
+    )]
+    pub properties: Vec<String>,
+    /// A properties file with those settings (as kcat -F or a Java client.properties)
+    #[arg(
+        short = 'F',
+        global = true,
+        value_name = "FILE",
+        help_heading = "Security"
+    )]
+    pub config_file: Option<std::path::PathBuf>,
+}
+
+/// `--security-protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SecurityProtocolArg {
+    /// No TLS, no SASL
+    #[value(name = "plaintext", alias = "PLAINTEXT")]
+    Plaintext,
+    /// TLS
+    #[value(name = "ssl", alias = "SSL")]
+    Ssl,
+    /// SASL without TLS
+    #[value(
+        name = "sasl_plaintext",
+        alias = "SASL_PLAINTEXT",
+        alias = "sasl-plaintext"
+    )]
+    SaslPlaintext,
+    /// SASL over TLS
+    #[value(name = "sasl_ssl", alias = "SASL_SSL", alias = "sasl-ssl")]
+    SaslSsl,
+}
+
+/// `--sasl-mechanism`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MechanismArg {
+    /// User and password (use with TLS)
+    #[value(name = "PLAIN", alias = "plain")]
+    Plain,
+    /// SCRAM with SHA-256
+    #[value(name = "SCRAM-SHA-256", alias = "scram-sha-256")]
+    ScramSha256,
+    /// SCRAM with SHA-512
+    #[value(name = "SCRAM-SHA-512", alias = "scram-sha-512")]
+    ScramSha512,
 }
 
 /// The commands.

@@ -212,6 +212,16 @@ impl Error {
         matches!(self.class(), Class::Retriable { .. })
     }
 
+    /// Whether this is a timeout (of a connection or a request), which a deadline may cause.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Error::Conn(ConnError::Timeout { .. }) => true,
+            Error::Conn(ConnError::Connect { detail, .. }) => detail.contains("timed out"),
+            Error::Deadline { last, .. } => last.is_timeout(),
+            _ => false,
+        }
+    }
+
     /// The Kafka error code, if the broker sent one.
     pub fn code(&self) -> Option<Code> {
         match self {

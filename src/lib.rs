@@ -14,6 +14,7 @@
 //! - [`escape`]: making untrusted text safe to print; [`log`]: leveled stderr logging;
 //!   [`output`]: how records and metadata are printed (raw, kcat format, JSON).
 //! - [`cli`] (flags), [`settings`] (what they mean) and [`cmd`] (one module per subcommand).
+//! - [`secret`]: passwords that never print.
 //! - [`tasks`]: helpers for background tasks; [`testkit`]: a fake broker for tests.
 
 pub mod backoff;
@@ -28,6 +29,7 @@ pub mod log;
 pub mod output;
 pub mod partitioner;
 pub mod producer;
+pub mod secret;
 pub mod settings;
 pub mod tail;
 pub mod tasks;

@@ -30,7 +30,7 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
         },
         (None, false) => StartOffset::End,
     };
-    let cluster = KafkaSettings::from_flags(common, Some(Duration::from_secs(30)))?.cluster();
+    let cluster = KafkaSettings::from_flags(common, Some(Duration::from_secs(30)))?.cluster()?;
     let meta = cluster.topic(&args.topic, false).await?;
     let cfg = FetchConfig::default();
     let max_decompressed = cfg.max_decompressed_bytes;

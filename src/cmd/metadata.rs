@@ -10,7 +10,7 @@ use crate::settings::KafkaSettings;
 
 /// Runs the command; returns the exit code.
 pub async fn run(common: &Common, args: &MetadataArgs) -> anyhow::Result<i32> {
-    let cluster = KafkaSettings::from_flags(common, Some(Duration::from_secs(30)))?.cluster();
+    let cluster = KafkaSettings::from_flags(common, Some(Duration::from_secs(30)))?.cluster()?;
     let topics = args.topic.as_ref().map(|t| vec![t.clone()]);
     let md = cluster.metadata(topics.as_deref(), false).await?;
     if let Some(t) = &args.topic {

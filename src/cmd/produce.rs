@@ -195,7 +195,7 @@ async fn start_producer(common: &Common, args: &ProduceArgs) -> anyhow::Result<P
         cfg.linger = Duration::ZERO;
         cfg.max_in_flight = 1;
     }
-    let cluster = kafka.cluster();
+    let cluster = kafka.cluster()?;
     let meta = cluster.topic(&args.topic, true).await?;
     if let Some(p) = args.partition {
         if p as usize >= meta.partitions.len() {

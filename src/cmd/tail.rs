@@ -50,7 +50,7 @@ pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
     };
     // A log shipper keeps trying an unreachable cluster until told otherwise.
     let kafka = KafkaSettings::from_flags(common, None)?;
-    let cluster = kafka.cluster();
+    let cluster = kafka.cluster()?;
     let ckpt = args
         .checkpoint
         .clone()

@@ -37,6 +37,12 @@ pub enum ConnError {
         /// The broker address.
         addr: String,
     },
+    /// The broker closed the connection before answering the first request.
+    #[error("broker {} closed the connection before answering (does this listener want TLS or SASL? check --security-protocol)", Esc::str(.addr))]
+    ClosedEarly {
+        /// The broker address.
+        addr: String,
+    },
     /// No response came in time.
     #[error("broker {}: no response to {api} within {ms} ms", Esc::str(.addr))]
     Timeout {

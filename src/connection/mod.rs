@@ -10,6 +10,9 @@
 //! The owner ([`crate::cluster::Cluster`]) then opens a new one.
 
 mod error;
+mod sasl;
+mod scram;
+mod tls;
 mod transport;
 
 use std::collections::{HashMap, VecDeque};
@@ -25,6 +28,8 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 pub use error::ConnError;
+pub use sasl::{Mechanism, SaslSettings};
+pub use tls::{client_config, TlsSettings, TlsTransport};
 pub use transport::{tcp_connect, BoxFuture, BoxIo, Io, TcpTransport, Transport};
 
 use crate::wire::codec::{self, api_name};
@@ -39,6 +44,8 @@ pub struct ConnectionOptions {
     pub connect_timeout: Duration,
     /// Limit for each response.
     pub request_timeout: Duration,
+    /// SASL authentication after the versions are negotiated, if any.
+    pub sasl: Option<Arc<SaslSettings>>,
 }
 
 impl Default for ConnectionOptions {
@@ -47,6 +54,7 @@ impl Default for ConnectionOptions {
             client_id: "shipper".to_string(),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            sasl: None,
         }
     }
 }
@@ -78,6 +86,8 @@ struct Writer {
 
 struct Shared {
     addr: String,
+    /// Whether any frame came in yet (to recognise a TLS answer to our plaintext).
+    answered: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
     writer: tokio::sync::Mutex<Writer>,
     reader: Mutex<Option<AbortHandle>>,
@@ -125,6 +135,9 @@ pub struct Connection {
     client_id: StrBytes,
     request_timeout: Duration,
     versions: HashMap<i16, (i16, i16)>,
+    sasl: Option<Arc<SaslSettings>>,
+    /// When to authenticate again, and when the session ends (the broker's session lifetime, KIP-368).
+    reauth_at: Mutex<Option<(Instant, Instant)>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -153,7 +166,16 @@ impl Connection {
     ) -> Result<Connection, ConnError> {
         let io = transport.connect(addr, until).await?;
         let mut conn = Connection::over(io, addr, opts);
-        conn.versions = conn.negotiate_versions(until).await?;
+        conn.versions = match conn.negotiate_versions(until).await {
+            // Closed before the first answer: often a listener that wants TLS or SASL.
+            Err(ConnError::Closed { addr }) => return Err(ConnError::ClosedEarly { addr }),
+            r => r?,
+        };
+        if let Some(s) = conn.sasl.clone() {
+            let mut w = conn.shared.writer.lock().await;
+            let next = conn.authenticate_locked(&mut w, &s, until).await?;
+            *conn.reauth_at.lock().unwrap_or_else(|e| e.into_inner()) = next;
+        }
         Ok(conn)
     }
 
@@ -162,6 +184,7 @@ impl Connection {
         let (rd, wr) = tokio::io::split(io);
         let shared = Arc::new(Shared {
             addr: addr.to_string(),
+            answered: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(State::default()),
             writer: tokio::sync::Mutex::new(Writer {
                 half: Some(wr),
@@ -177,6 +200,8 @@ impl Connection {
             client_id: StrBytes::from_string(opts.client_id.clone()),
             request_timeout: opts.request_timeout,
             versions: HashMap::new(),
+            sasl: opts.sasl.clone(),
+            reauth_at: Mutex::new(None),
         }
     }
 
@@ -185,9 +210,16 @@ impl Connection {
         &self.shared.addr
     }
 
-    /// Whether the connection has been closed (by either side or by an error).
+    /// Whether the connection has been closed (by either side or by an error), or its SASL session
+    /// ran out while it was idle (the broker would close it at the next request, even one that
+    /// authenticates again): the cluster then opens a new one.
     pub fn is_closed(&self) -> bool {
-        self.shared.lock().closed.is_some()
+        let expired = self
+            .reauth_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|(_, end)| Instant::now() >= end);
+        expired || self.shared.lock().closed.is_some()
     }
 
     /// Closes the connection; waiters get `Closed`.
@@ -298,14 +330,47 @@ impl Connection {
         until: Instant,
     ) -> Result<Option<PendingResponse>, ConnError> {
         let api = api_name(R::KEY);
+        let mut w = tokio::time::timeout_at(until, self.shared.writer.lock())
+            .await
+            .map_err(|_| ConnError::Timeout {
+                addr: self.addr().to_string(),
+                api,
+                ms: self.request_timeout.as_millis() as u64,
+            })?;
+        if let Some(s) = self.sasl.clone() {
+            let due = self
+                .reauth_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some_and(|(t, _)| Instant::now() >= t);
+            if due {
+                crate::log::debug(format_args!(
+                    "broker {}: authenticating again (session lifetime)",
+                    crate::escape::Esc::str(self.addr())
+                ));
+                let next = self.authenticate_locked(&mut w, &s, until).await?;
+                *self.reauth_at.lock().unwrap_or_else(|e| e.into_inner()) = next;
+            }
+        }
+        self.write_locked(&mut w, req, version, expect_response, until)
+            .await
+    }
+
+    /// Writes one request with the writer held.
+    async fn write_locked<R: Request>(
+        &self,
+        w: &mut Writer,
+        req: &R,
+        version: i16,
+        expect_response: bool,
+        until: Instant,
+    ) -> Result<Option<PendingResponse>, ConnError> {
+        let api = api_name(R::KEY);
         let timeout_err = || ConnError::Timeout {
             addr: self.addr().to_string(),
             api,
             ms: self.request_timeout.as_millis() as u64,
         };
-        let mut w = tokio::time::timeout_at(until, self.shared.writer.lock())
-            .await
-            .map_err(|_| timeout_err())?;
         if let Some(e) = self.shared.closed() {
             w.half = None;
             return Err(e);
@@ -327,7 +392,7 @@ impl Connection {
         } else {
             None
         };
-        let Writer { half, buf, .. } = &mut *w;
+        let Writer { half, buf, .. } = w;
         let Some(io) = half.as_mut() else {
             return Err(self.shared.closed().unwrap_or(ConnError::Closed {
                 addr: self.addr().to_string(),
@@ -446,16 +511,35 @@ async fn read_loop(mut rd: ReadHalf<BoxIo>, shared: Arc<Shared>) {
                 }
             }
             Ok(_) => {}
-            Err(e) => break ConnError::io(&shared.addr, &e),
+            Err(e) => {
+                break tls::read_error(&shared.addr, &e)
+                    .unwrap_or_else(|| ConnError::io(&shared.addr, &e))
+            }
         }
     };
     shared.close(err);
+}
+
+/// Whether the first bytes a broker sent are a TLS record (handshake or alert), not a Kafka frame: a
+/// frame that size (hundreds of MB) is never a first answer.
+fn looks_like_tls(buf: &[u8]) -> bool {
+    buf.len() >= 3 && (0x14..=0x17).contains(&buf[0]) && buf[1] == 0x03 && buf[2] <= 0x04
 }
 
 /// The next whole frame in `buf` with the waiter it answers, `None` when more bytes are needed.
 fn next_frame(buf: &mut BytesMut, shared: &Shared) -> Result<Option<(Waiter, Bytes)>, ConnError> {
     if buf.is_empty() {
         return Ok(None);
+    }
+    if !shared
+        .answered
+        .swap(true, std::sync::atomic::Ordering::Relaxed)
+        && looks_like_tls(buf)
+    {
+        return Err(ConnError::Tls {
+            addr: shared.addr.clone(),
+            detail: "the broker answered with TLS: this listener wants --security-protocol ssl or sasl_ssl".into(),
+        });
     }
     let (api, limit) = {
         let st = shared.lock();

@@ -1,5 +1,7 @@
 //! Connection behaviour against the fake broker.
 
+use kafka_protocol::messages::ApiKey;
+
 use super::*;
 use crate::testkit::{FakeBroker, Misbehave};
 
@@ -60,4 +62,106 @@ async fn an_oversized_metadata_frame_is_refused_before_it_is_buffered() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("exceeds the limit"), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn sessions_are_renewed_in_line_without_dropping_requests_in_flight() {
+    let broker = FakeBroker::new(1);
+    broker.require_sasl("alice", "wonder", 1000);
+    let t = broker.transport();
+    let o = ConnectionOptions {
+        sasl: Some(Arc::new(SaslSettings {
+            mechanism: Mechanism::Plain,
+            username: "alice".into(),
+            password: crate::secret::Secret::new("wonder"),
+        })),
+        ..opts()
+    };
+    let conn = Connection::connect(
+        &t,
+        &broker.addr(1),
+        &o,
+        Instant::now() + Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let req = kafka_protocol::messages::MetadataRequest::default();
+    // Keep requests in flight while sessions expire under them, for 10 sessions.
+    let mut pending = std::collections::VecDeque::new();
+    for _ in 0..100 {
+        let until = conn.request_deadline(None);
+        pending.push_back(conn.send(&req, 12, true, until).await.unwrap());
+        if pending.len() > 3 {
+            let p = pending.pop_front().unwrap();
+            conn.wait(p, conn.request_deadline(None)).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    while let Some(p) = pending.pop_front() {
+        conn.wait(p, conn.request_deadline(None)).await.unwrap();
+    }
+    assert!(!conn.is_closed());
+    let auths = broker.requests(ApiKey::SaslAuthenticate);
+    assert!(
+        (9..=13).contains(&auths),
+        "{auths} authentications for 10 s of 1 s sessions"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_a_permanent_error_naming_the_user() {
+    let broker = FakeBroker::new(1);
+    broker.require_sasl("alice", "wonder", 0);
+    let o = ConnectionOptions {
+        sasl: Some(Arc::new(SaslSettings {
+            mechanism: Mechanism::Plain,
+            username: "alice".into(),
+            password: crate::secret::Secret::new("guess"),
+        })),
+        ..opts()
+    };
+    let e = Connection::connect(
+        &broker.transport(),
+        &broker.addr(1),
+        &o,
+        Instant::now() + Duration::from_secs(5),
+    )
+    .await
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        matches!(e, ConnError::Auth { .. }) && !e.is_retriable(),
+        "{e}"
+    );
+    assert!(
+        text.contains("'alice'") && !text.contains("guess"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_mechanism_the_broker_does_not_offer_is_named_with_what_it_offers() {
+    let broker = FakeBroker::new(1);
+    broker.require_sasl("alice", "wonder", 0);
+    let o = ConnectionOptions {
+        sasl: Some(Arc::new(SaslSettings {
+            mechanism: Mechanism::ScramSha256,
+            username: "alice".into(),
+            password: crate::secret::Secret::new("wonder"),
+        })),
+        ..opts()
+    };
+    let e = Connection::connect(
+        &broker.transport(),
+        &broker.addr(1),
+        &o,
+        Instant::now() + Duration::from_secs(5),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("not enabled on the broker (it offers: PLAIN)"),
+        "{e}"
+    );
 }

@@ -20,6 +20,8 @@ impl FakeBroker {
             (ApiKey::Metadata, 0, 12),
             (ApiKey::ApiVersions, 0, 3),
             (ApiKey::InitProducerId, 0, 5),
+            (ApiKey::SaslHandshake, 0, 1),
+            (ApiKey::SaslAuthenticate, 0, 2),
         ] {
             let mut v = api_versions_response::ApiVersion::default();
             v.api_key = k as i16;
@@ -387,6 +389,8 @@ pub(super) enum Reply {
 }
 
 pub(super) enum Body {
+    SaslHandshake(SaslHandshakeResponse),
+    SaslAuthenticate(SaslAuthenticateResponse),
     ApiVersions(ApiVersionsResponse),
     Metadata(MetadataResponse),
     InitProducerId(InitProducerIdResponse),
@@ -402,6 +406,8 @@ impl Body {
             // versions we can (0..=3).
             Body::ApiVersions(r) => r.encode(out, version.min(3)),
             Body::Metadata(r) => r.encode(out, version),
+            Body::SaslHandshake(r) => r.encode(out, version),
+            Body::SaslAuthenticate(r) => r.encode(out, version),
             Body::InitProducerId(r) => r.encode(out, version),
             Body::Produce(r) => r.encode(out, version),
             Body::ListOffsets(r) => r.encode(out, version),

@@ -91,6 +91,8 @@ struct State {
     auto_create_partitions: Option<usize>,
     rules: Vec<Rule>,
     requests: HashMap<i16, usize>,
+    /// SASL PLAIN user and password the brokers require, and the session they grant (ms, 0: none).
+    sasl: Option<(String, String, i64)>,
     next_producer_id: i64,
     open_streams: usize,
 }
@@ -262,6 +264,12 @@ impl FakeBroker {
             p.leader = leader;
             p.leader_epoch += 1;
         }
+    }
+
+    /// Requires SASL PLAIN with this user and password on every connection, granting sessions of
+    /// `session_ms` (0: unlimited); like Kafka, a request after the session ended closes the stream.
+    pub fn require_sasl(&self, user: &str, password: &str, session_ms: i64) {
+        self.lock().sasl = Some((user.into(), password.into(), session_ms));
     }
 
     /// Stops a broker: its connections close, new ones are refused.

@@ -33,6 +33,7 @@ impl FakeBroker {
 
     async fn serve_stream(&self, node: i32, mut io: BoxIo) -> std::io::Result<()> {
         let mut buf = BytesMut::new();
+        let mut session = Session::default();
         loop {
             while buf.len() < 4 || buf.len() < 4 + (&buf[..4]).get_i32() as usize {
                 if io.read_buf(&mut buf).await? == 0 {
@@ -42,7 +43,7 @@ impl FakeBroker {
             let size = (&buf[..4]).get_i32() as usize;
             buf.advance(4);
             let frame = buf.split_to(size).freeze();
-            match self.handle(node, frame) {
+            match self.handle(node, frame, &mut session) {
                 Reply::Bytes(out) => io.write_all(&out).await?,
                 Reply::Later(out, wait) => {
                     tokio::time::sleep(wait).await;
@@ -60,7 +61,7 @@ impl FakeBroker {
         }
     }
 
-    fn handle(&self, node: i32, mut frame: Bytes) -> Reply {
+    fn handle(&self, node: i32, mut frame: Bytes, session: &mut Session) -> Reply {
         if frame.len() < 8 {
             return Reply::Close;
         }
@@ -74,6 +75,9 @@ impl FakeBroker {
         let Ok(header) = RequestHeader::decode(&mut frame, header_version) else {
             return Reply::Close;
         };
+        if !self.sasl_allows(api, session) {
+            return Reply::Close;
+        }
         if self.take_rule(|m| *m == Misbehave::Silent).is_some() {
             return Reply::Hang;
         }
@@ -103,6 +107,17 @@ impl FakeBroker {
             ApiKey::ApiVersions => self.api_versions(),
             ApiKey::Metadata => decode(&mut frame, version).map(|r| self.metadata(r)),
             ApiKey::InitProducerId => Some(self.init_producer_id()),
+            ApiKey::SaslHandshake => decode::<SaslHandshakeRequest>(&mut frame, version).map(|r| {
+                let mut resp = SaslHandshakeResponse::default();
+                resp.mechanisms =
+                    vec![kafka_protocol::protocol::StrBytes::from_static_str("PLAIN")];
+                if r.mechanism.as_str() != "PLAIN" {
+                    resp.error_code = 33;
+                }
+                Body::SaslHandshake(resp)
+            }),
+            ApiKey::SaslAuthenticate => decode::<SaslAuthenticateRequest>(&mut frame, version)
+                .map(|r| self.sasl_authenticate(r, session)),
             ApiKey::Produce => match decode::<ProduceRequest>(&mut frame, version) {
                 Some(r) if r.acks == 0 => {
                     self.produce(node, r);
@@ -147,4 +162,45 @@ impl FakeBroker {
             _ => Reply::Bytes(out.freeze()),
         }
     }
+
+    /// Whether a request of `api` may be served on this stream: SASL first when required, and
+    /// nothing but SASL once the session ended.
+    fn sasl_allows(&self, api: ApiKey, session: &Session) -> bool {
+        if self.lock().sasl.is_none()
+            || matches!(
+                api,
+                ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+            )
+        {
+            return true;
+        }
+        session.authenticated && session.ends.is_none_or(|t| tokio::time::Instant::now() < t)
+    }
+
+    fn sasl_authenticate(&self, r: SaslAuthenticateRequest, session: &mut Session) -> Body {
+        let mut resp = SaslAuthenticateResponse::default();
+        let Some((user, pass, ms)) = self.lock().sasl.clone() else {
+            resp.error_code = 34;
+            return Body::SaslAuthenticate(resp);
+        };
+        if r.auth_bytes.as_ref() != format!("\0{user}\0{pass}").as_bytes() {
+            resp.error_code = 58;
+            resp.error_message = Some(kafka_protocol::protocol::StrBytes::from_static_str(
+                "Authentication failed: Invalid username or password",
+            ));
+            return Body::SaslAuthenticate(resp);
+        }
+        session.authenticated = true;
+        session.ends = (ms > 0)
+            .then(|| tokio::time::Instant::now() + std::time::Duration::from_millis(ms as u64));
+        resp.session_lifetime_ms = ms;
+        Body::SaslAuthenticate(resp)
+    }
+}
+
+/// One stream's SASL state.
+#[derive(Debug, Default)]
+pub(super) struct Session {
+    authenticated: bool,
+    ends: Option<tokio::time::Instant>,
 }

@@ -19,6 +19,8 @@ enum F {
     Uuid,
     /// Compact (nullable) string: unsigned varint length + 1, then bytes.
     Str,
+    /// Classic (nullable) string: i16 length (-1 = null), then bytes.
+    Str16,
     /// Compact nullable bytes, as records are carried.
     Bytes,
     /// Compact (nullable) array of elements of this layout.
@@ -127,6 +129,9 @@ const LIST_OFFSETS_V6: &[F] = &[
 
 const INIT_PRODUCER_ID_V2: &[F] = &[I32, I16, I64, I16, NO_TAGS];
 
+const SASL_HANDSHAKE_V1: &[F] = &[I16, Arr32(&[Str16])];
+const SASL_AUTHENTICATE_V2: &[F] = &[I16, Str, Bytes, I64, NO_TAGS];
+
 /// The layout of a response body, for the versions shipper negotiates.
 fn layout(api: ApiKey, version: i16) -> Option<&'static [F]> {
     Some(match (api, version) {
@@ -139,6 +144,8 @@ fn layout(api: ApiKey, version: i16) -> Option<&'static [F]> {
         (ApiKey::Fetch, 12) => FETCH_V12,
         (ApiKey::ListOffsets, 6..=7) => LIST_OFFSETS_V6,
         (ApiKey::InitProducerId, 2..=5) => INIT_PRODUCER_ID_V2,
+        (ApiKey::SaslHandshake, 1) => SASL_HANDSHAKE_V1,
+        (ApiKey::SaslAuthenticate, 2) => SASL_AUTHENTICATE_V2,
         _ => return None,
     })
 }
@@ -179,7 +186,7 @@ fn struct_bytes(layout: &[F]) -> usize {
         .map(|f| match f {
             I8 | I16 | I32 | I64 => 8,
             Uuid => 16,
-            Str | Bytes => 32,
+            Str | Str16 | Bytes => 32,
             Arr(_) | Arr32(_) | Tags(_) => 24,
         })
         .sum()
@@ -225,6 +232,14 @@ fn walk(b: &mut &[u8], layout: &[F], decoded: &mut usize) -> Result<(), String> 
                 if n > 0 {
                     take(b, (n - 1) as usize, "string")?;
                 }
+            }
+            Str16 => {
+                let raw = take(b, 2, "string length")?;
+                let n = i16::from_be_bytes([raw[0], raw[1]]);
+                if n < -1 {
+                    return Err(format!("string length {n}"));
+                }
+                take(b, n.max(0) as usize, "string")?;
             }
             Arr(elem) => {
                 let n = uvarint(b)?;

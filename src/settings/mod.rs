@@ -1,14 +1,20 @@
 //! Resolved settings: what the flags (and, for `tail`, a config file) mean, decided in one place. The
 //! commands take these; nothing below them sees clap.
+//!
+//! - [`security`]: TLS and SASL from flags, `-X` and `-F`.
+
+pub mod security;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::{AcksArg, Common, CompressionArg, PartitionerArg, ProducerFlags};
 use crate::cluster::{ClientOptions, Cluster};
+use crate::connection::{client_config, TcpTransport, TlsTransport, Transport};
 use crate::partitioner::Partitioner;
 use crate::producer::ProducerConfig;
 use crate::wire::compression::Compression;
+pub use security::{Protocol, Security};
 
 /// A usage error found after parsing (exit code 2, like clap's own).
 #[derive(Debug, thiserror::Error)]
@@ -29,13 +35,20 @@ pub struct KafkaSettings {
     pub client_id: String,
     /// How long to retry an unreachable cluster or a partition without leader; `None` = forever.
     pub timeout: Option<Duration>,
+    /// TLS and SASL.
+    pub security: Security,
 }
 
 impl KafkaSettings {
     /// From the common flags; `default_timeout` when `--timeout` is not given.
     pub fn from_flags(c: &Common, default_timeout: Option<Duration>) -> anyhow::Result<Self> {
-        let brokers: Vec<String> = c
+        let security = security::resolve(c)?;
+        let raw = c
             .brokers
+            .clone()
+            .or_else(|| security.brokers.clone())
+            .unwrap_or_else(|| "127.0.0.1:9092".to_string());
+        let brokers: Vec<String> = raw
             .split(',')
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
@@ -53,20 +66,29 @@ impl KafkaSettings {
             brokers,
             client_id: c.client_id.clone(),
             timeout: c.timeout.map_or(default_timeout, |t| t.0),
+            security,
         })
     }
 
-    /// The cluster these settings describe (nothing is connected yet).
-    pub fn cluster(&self) -> Arc<Cluster> {
+    /// The cluster these settings describe (nothing is connected yet); an error if the TLS files
+    /// cannot be used.
+    pub fn cluster(&self) -> anyhow::Result<Arc<Cluster>> {
         let mut opts = ClientOptions::new(&self.brokers.join(","));
         opts.connection.client_id = self.client_id.clone();
+        opts.connection.sasl = self.security.sasl.clone().map(Arc::new);
         opts.retry_limit = self.timeout;
         if let Some(t) = self.timeout {
             // A request or a connection attempt never waits longer than the whole operation may.
             opts.connection.request_timeout = opts.connection.request_timeout.min(t);
             opts.connection.connect_timeout = opts.connection.connect_timeout.min(t);
         }
-        Arc::new(Cluster::new(opts))
+        let transport: Arc<dyn Transport> = match &self.security.tls {
+            Some(tls) => Arc::new(TlsTransport::new(
+                client_config(tls).map_err(anyhow::Error::msg)?,
+            )),
+            None => Arc::new(TcpTransport),
+        };
+        Ok(Arc::new(Cluster::with_transport(opts, transport)))
     }
 }
 

@@ -1,0 +1,297 @@
+//! TLS to brokers with rustls (pure Rust, so the static binary has it too): TLS 1.2 and 1.3, host
+//! names (and IP addresses) always verified against the trust anchors — `--ca-file`, else the
+//! system's CA bundle, else the Mozilla roots built in — unless `--tls-insecure` says otherwise
+//! (loudly). A client certificate and key make it mutual TLS. SNI is sent for host names.
+//!
+//! Handshake failures become one line saying what to do: an untrusted certificate, a name it is not
+//! for, an expired one, a broker that wants a client certificate, or a listener that does not speak
+//! TLS at all.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use tokio::time::Instant;
+
+use super::transport::{tcp_connect, BoxFuture, BoxIo, Transport};
+use super::ConnError;
+use crate::escape::Esc;
+
+/// Where TLS trust and identity come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM file of trusted CA certificates; `None`: the system's bundle, else the built-in roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain (mutual TLS).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub key_file: Option<PathBuf>,
+    /// Accept any certificate for any name (an explicit opt-out, warned about at every start).
+    pub insecure: bool,
+}
+
+/// Where systems keep their CA bundle.
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", Esc::path(path)))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: not a PEM certificate file: {e}", Esc::path(path)))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", Esc::path(path)));
+    }
+    Ok(certs)
+}
+
+/// The trust anchors: the CA file, or the system bundle, or the built-in Mozilla roots.
+fn roots(ca_file: Option<&Path>) -> Result<(RootCertStore, String), String> {
+    let mut store = RootCertStore::empty();
+    if let Some(p) = ca_file {
+        let (added, _) = store.add_parsable_certificates(load_certs(p)?);
+        if added == 0 {
+            return Err(format!("{}: no usable CA certificate", Esc::path(p)));
+        }
+        return Ok((store, format!("CA file {}", Esc::path(p))));
+    }
+    let env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
+    for p in env
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(SYSTEM_BUNDLES.iter().map(Path::new))
+    {
+        if let Ok(certs) = load_certs(p) {
+            let (added, _) = store.add_parsable_certificates(certs);
+            if added > 0 {
+                return Ok((store, format!("system CA bundle {}", Esc::path(p))));
+            }
+        }
+    }
+    store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    Ok((store, "built-in Mozilla roots".into()))
+}
+
+/// The rustls client configuration for these settings.
+pub fn client_config(s: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?;
+    let builder = if s.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnything(provider)))
+    } else {
+        let (store, from) = roots(s.ca_file.as_deref())?;
+        crate::log::debug(format_args!("TLS trust anchors: {from}"));
+        builder.with_root_certificates(store)
+    };
+    let config = match (&s.cert_file, &s.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = load_certs(cert)?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("{}: not a PEM private key: {e}", Esc::path(key)))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client certificate {}: {e}", Esc::path(cert)))?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => return Err("a client certificate needs both --cert-file and --key-file".into()),
+    };
+    Ok(Arc::new(config))
+}
+
+/// TCP, then TLS.
+#[derive(Clone)]
+pub struct TlsTransport {
+    config: Arc<ClientConfig>,
+}
+
+impl std::fmt::Debug for TlsTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsTransport")
+    }
+}
+
+impl TlsTransport {
+    /// A transport using `config` for every connection.
+    pub fn new(config: Arc<ClientConfig>) -> Self {
+        TlsTransport { config }
+    }
+}
+
+/// The host part of `host:port` (brackets of an IPv6 literal removed).
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+impl Transport for TlsTransport {
+    fn connect<'a>(
+        &'a self,
+        addr: &'a str,
+        until: Instant,
+    ) -> BoxFuture<'a, Result<BoxIo, ConnError>> {
+        Box::pin(async move {
+            let tls_err = |detail: String| ConnError::Tls {
+                addr: addr.to_string(),
+                detail,
+            };
+            let host = host_of(addr);
+            let name = ServerName::try_from(host.to_string())
+                .map_err(|_| tls_err(format!("'{}' is not a valid host name", Esc::str(host))))?;
+            let tcp = tcp_connect(addr, until).await?;
+            let connector = tokio_rustls::TlsConnector::from(self.config.clone());
+            match tokio::time::timeout_at(until, connector.connect(name, tcp)).await {
+                Ok(Ok(s)) => Ok(Box::new(s) as BoxIo),
+                Ok(Err(e)) => Err(tls_err(describe(&e, host))),
+                Err(_) => Err(tls_err(
+                    "no TLS handshake before the timeout (is this a TLS listener?)".into(),
+                )),
+            }
+        })
+    }
+}
+
+/// A read error that is really the broker refusing us over TLS (with TLS 1.3 a missing client
+/// certificate is refused after the handshake, on the first read).
+pub(super) fn read_error(addr: &str, e: &std::io::Error) -> Option<ConnError> {
+    let r = e.get_ref()?.downcast_ref::<rustls::Error>()?;
+    Some(ConnError::Tls {
+        addr: addr.to_string(),
+        detail: describe_rustls(r, host_of(addr)),
+    })
+}
+
+/// One line saying what a failed handshake means and what to do.
+fn describe(e: &std::io::Error, host: &str) -> String {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(r) => describe_rustls(r, host),
+        None if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the broker closed the connection during the TLS handshake (a plaintext listener? check --security-protocol)".into()
+        }
+        None => format!("handshake failed: {e}"),
+    }
+}
+
+fn describe_rustls(e: &rustls::Error, host: &str) -> String {
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            CertificateError::UnknownIssuer => {
+                "the broker's certificate is not signed by a trusted CA (give its CA with --ca-file)".into()
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => format!(
+                "the broker's certificate is not valid for the name '{}' (connect with a name it holds, or fix the certificate)",
+                Esc::str(host)
+            ),
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "the broker's certificate has expired".into()
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "the broker's certificate is not valid yet (is this machine's clock right?)".into()
+            }
+            other => format!("the broker's certificate was refused: {other:?}"),
+        },
+        rustls::Error::AlertReceived(a) => format!(
+            "the broker refused the connection ({a:?}): does it require a client certificate (--cert-file, --key-file), or one it trusts?"
+        ),
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            "the broker does not speak TLS here (a plaintext listener? check --security-protocol)".into()
+        }
+        other => format!("handshake failed: {other}"),
+    }
+}
+
+/// `--tls-insecure`: any certificate for any name. Handshake signatures are still checked, so the
+/// connection is at least encrypted to whoever holds the presented key.
+#[derive(Debug)]
+struct AcceptAnything(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnything {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_come_out_of_addresses() {
+        assert_eq!(host_of("kafka1:9093"), "kafka1");
+        assert_eq!(host_of("[::1]:9093"), "::1");
+        assert_eq!(host_of("127.0.0.1:9095"), "127.0.0.1");
+    }
+
+    #[test]
+    fn a_missing_or_empty_ca_file_is_a_clear_error() {
+        let e = client_config(&TlsSettings {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..TlsSettings::default()
+        })
+        .unwrap_err();
+        assert!(e.contains("cannot read /nonexistent/ca.pem"), "{e}");
+        let e = client_config(&TlsSettings {
+            cert_file: Some("/x".into()),
+            ..TlsSettings::default()
+        })
+        .unwrap_err();
+        assert!(e.contains("--key-file"), "{e}");
+    }
+
+    #[test]
+    fn the_system_or_builtin_roots_are_used_without_a_ca_file() {
+        assert!(client_config(&TlsSettings::default()).is_ok());
+    }
+}

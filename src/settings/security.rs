@@ -1,0 +1,340 @@
+//! Security settings — TLS and SASL — from the dedicated flags, `-X key=value` and `-F FILE` (a
+//! properties file), which take the names kcat (librdkafka) and the Java client use, so existing
+//! client configurations work as they are. A `-F` file gives defaults, `-X` overrides it, and the
+//! dedicated flags override both. An unknown key is a usage error naming it.
+//!
+//! Passwords come from `--sasl-password-file`, `SHIPPER_SASL_PASSWORD`, `sasl.password` or
+//! `sasl.jaas.config`; they are kept in a [`Secret`] (never printed), a password given on the command
+//! line is overwritten in the process title, and a password or properties file that other users may
+//! read is warned about.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::{usage, UsageError};
+use crate::cli::{Common, MechanismArg, SecurityProtocolArg};
+use crate::connection::{Mechanism, SaslSettings, TlsSettings};
+use crate::escape::Esc;
+use crate::secret::{hide_in_process_title, Secret};
+
+/// How connections to brokers are secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// No TLS, no SASL.
+    #[default]
+    Plaintext,
+    /// TLS.
+    Ssl,
+    /// SASL without TLS.
+    SaslPlaintext,
+    /// SASL over TLS.
+    SaslSsl,
+}
+
+impl Protocol {
+    fn parse(s: &str) -> Option<Protocol> {
+        match s.to_ascii_lowercase().as_str() {
+            "plaintext" => Some(Protocol::Plaintext),
+            "ssl" => Some(Protocol::Ssl),
+            "sasl_plaintext" => Some(Protocol::SaslPlaintext),
+            "sasl_ssl" => Some(Protocol::SaslSsl),
+            _ => None,
+        }
+    }
+
+    /// Whether connections use TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, Protocol::Ssl | Protocol::SaslSsl)
+    }
+
+    /// Whether connections authenticate with SASL.
+    pub fn sasl(self) -> bool {
+        matches!(self, Protocol::SaslPlaintext | Protocol::SaslSsl)
+    }
+}
+
+/// The resolved security settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Security {
+    /// The protocol.
+    pub protocol: Protocol,
+    /// TLS settings, with a TLS protocol.
+    pub tls: Option<TlsSettings>,
+    /// SASL settings, with a SASL protocol.
+    pub sasl: Option<SaslSettings>,
+    /// Brokers named by the properties (`bootstrap.servers`, `metadata.broker.list`).
+    pub brokers: Option<String>,
+}
+
+/// The keys `-X` and `-F` accept (librdkafka and Java names).
+const KNOWN_KEYS: &[&str] = &[
+    "security.protocol",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+    "sasl.jaas.config",
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "enable.ssl.certificate.verification",
+    "ssl.endpoint.identification.algorithm",
+    "bootstrap.servers",
+    "metadata.broker.list",
+];
+
+/// Parses a Java properties file: `key=value` or `key: value`, `#`/`!` comments, blank lines.
+pub fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let Some(i) = line.find(['=', ':']) else {
+            return Err(format!("line {}: expected key=value", n + 1));
+        };
+        out.insert(
+            line[..i].trim().to_string(),
+            line[i + 1..].trim().to_string(),
+        );
+    }
+    Ok(out)
+}
+
+/// Warns when a file holding secrets may be read by other users.
+fn warn_if_readable(path: &Path, what: &str) {
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.permissions().mode() & 0o077 != 0 {
+            crate::log::warn(format_args!(
+                "{what} {} is readable by other users (mode {:o}); chmod 600 it",
+                Esc::path(path),
+                m.permissions().mode() & 0o777
+            ));
+        }
+    }
+}
+
+/// `username="..."` and `password="..."` out of a JAAS line (PlainLoginModule, ScramLoginModule).
+fn jaas_field(jaas: &str, name: &str) -> Option<String> {
+    let i = jaas.find(&format!("{name}="))?;
+    let rest = jaas[i + name.len() + 1..].trim_start();
+    let rest = rest.strip_prefix('"')?;
+    Some(rest[..rest.find('"')?].to_string())
+}
+
+/// The properties from `-F` then `-X` (later wins), checked against the known keys.
+fn properties(c: &Common) -> anyhow::Result<(BTreeMap<String, String>, bool)> {
+    let mut props = BTreeMap::new();
+    if let Some(f) = &c.config_file {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| anyhow::anyhow!("cannot read -F {}: {e}", Esc::path(f)))?;
+        let parsed =
+            parse_properties(&text).map_err(|e| UsageError(format!("-F {}: {e}", Esc::path(f))))?;
+        if parsed.contains_key("sasl.password") || parsed.contains_key("sasl.jaas.config") {
+            warn_if_readable(f, "properties file");
+        }
+        props.extend(parsed);
+    }
+    let mut password_on_command_line = false;
+    for kv in &c.properties {
+        let Some((k, v)) = kv.split_once('=') else {
+            return usage(format!(
+                "-X {}: expected key=value",
+                Esc::str(kv.split('=').next().unwrap_or(""))
+            ));
+        };
+        password_on_command_line |= k == "sasl.password" || k == "sasl.jaas.config";
+        props.insert(k.trim().to_string(), v.to_string());
+    }
+    if let Some(k) = props.keys().find(|k| !KNOWN_KEYS.contains(&k.as_str())) {
+        return usage(format!(
+            "unknown configuration key '{}' (shipper takes: {})",
+            Esc::str(k),
+            KNOWN_KEYS.join(", ")
+        ));
+    }
+    Ok((props, password_on_command_line))
+}
+
+/// The password: `--sasl-password-file`, else `SHIPPER_SASL_PASSWORD`, else the properties.
+fn password(
+    c: &Common,
+    props: &BTreeMap<String, String>,
+    on_command_line: bool,
+) -> anyhow::Result<Option<Secret>> {
+    if let Some(f) = &c.sasl_password_file {
+        warn_if_readable(f, "password file");
+        let text = std::fs::read_to_string(f).map_err(|e| {
+            anyhow::anyhow!("cannot read --sasl-password-file {}: {e}", Esc::path(f))
+        })?;
+        let pw = text.lines().next().unwrap_or_default().to_string();
+        if pw.is_empty() {
+            return usage(format!("--sasl-password-file {} is empty", Esc::path(f)));
+        }
+        return Ok(Some(Secret::new(pw)));
+    }
+    if let Ok(pw) = std::env::var("SHIPPER_SASL_PASSWORD") {
+        return Ok(Some(Secret::new(pw)));
+    }
+    let pw = props.get("sasl.password").cloned().or_else(|| {
+        props
+            .get("sasl.jaas.config")
+            .and_then(|j| jaas_field(j, "password"))
+    });
+    if let (Some(p), true) = (&pw, on_command_line) {
+        hide_in_process_title(p);
+        crate::log::warn(format_args!(
+            "a password on the command line can be read by other users until shipper starts; use --sasl-password-file or SHIPPER_SASL_PASSWORD"
+        ));
+    }
+    Ok(pw.map(Secret::new))
+}
+
+/// Resolves the security settings of the common flags.
+pub fn resolve(c: &Common) -> anyhow::Result<Security> {
+    let (props, on_command_line) = properties(c)?;
+    let prop = |k: &str| props.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let mechanism = match (
+        c.sasl_mechanism,
+        prop("sasl.mechanism").or(prop("sasl.mechanisms")),
+    ) {
+        (Some(m), _) => Some(m.mechanism()),
+        (None, Some(m)) => Some(Mechanism::parse(m).ok_or_else(|| {
+            UsageError(format!(
+                "unknown SASL mechanism '{}' (use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)",
+                Esc::str(m)
+            ))
+        })?),
+        (None, None) => None,
+    };
+    let username = c
+        .sasl_username
+        .clone()
+        .or_else(|| prop("sasl.username").map(str::to_string))
+        .or_else(|| prop("sasl.jaas.config").and_then(|j| jaas_field(j, "username")));
+    let path =
+        |flag: &Option<PathBuf>, key: &str| flag.clone().or_else(|| prop(key).map(PathBuf::from));
+    let ca_file = path(&c.ca_file, "ssl.ca.location");
+    let cert_file = path(&c.cert_file, "ssl.certificate.location");
+    let key_file = path(&c.key_file, "ssl.key.location");
+    let insecure = c.tls_insecure
+        || prop("enable.ssl.certificate.verification")
+            .is_some_and(|v| v.eq_ignore_ascii_case("false"))
+        || props
+            .get("ssl.endpoint.identification.algorithm")
+            .is_some_and(|v| v.is_empty() || v == "none");
+    let wants_sasl = username.is_some() || mechanism.is_some();
+    let wants_tls = ca_file.is_some() || cert_file.is_some() || key_file.is_some() || insecure;
+    let protocol = match (c.security_protocol, prop("security.protocol")) {
+        (Some(p), _) => p.protocol(),
+        (None, Some(p)) => Protocol::parse(p).ok_or_else(|| {
+            UsageError(format!(
+                "unknown security.protocol '{}' (use plaintext, ssl, sasl_plaintext or sasl_ssl)",
+                Esc::str(p)
+            ))
+        })?,
+        (None, None) => match (wants_sasl, wants_tls) {
+            (true, true) => Protocol::SaslSsl,
+            (true, false) => Protocol::SaslPlaintext,
+            (false, true) => Protocol::Ssl,
+            (false, false) => Protocol::Plaintext,
+        },
+    };
+    if wants_sasl && !protocol.sasl() {
+        return usage("SASL settings need --security-protocol sasl_plaintext or sasl_ssl");
+    }
+    let sasl = if protocol.sasl() {
+        let Some(username) = username else {
+            return usage("SASL needs a user name (--sasl-username or -X sasl.username=...)");
+        };
+        let Some(password) = password(c, &props, on_command_line)? else {
+            return usage(
+                "SASL needs a password: --sasl-password-file FILE or SHIPPER_SASL_PASSWORD",
+            );
+        };
+        Some(SaslSettings {
+            mechanism: mechanism.unwrap_or(Mechanism::Plain),
+            username,
+            password,
+        })
+    } else {
+        None
+    };
+    if wants_tls && !protocol.tls() {
+        return usage("TLS settings need --security-protocol ssl or sasl_ssl");
+    }
+    if insecure && protocol.tls() {
+        crate::log::warn(format_args!(
+            "TLS certificate verification is off (--tls-insecure): traffic is encrypted, but the broker is not authenticated"
+        ));
+    }
+    if sasl
+        .as_ref()
+        .is_some_and(|s| s.mechanism == Mechanism::Plain)
+        && !protocol.tls()
+    {
+        crate::log::debug(format_args!(
+            "SASL PLAIN without TLS sends the password in the clear"
+        ));
+    }
+    let tls = protocol.tls().then_some(TlsSettings {
+        ca_file,
+        cert_file,
+        key_file,
+        insecure,
+    });
+    Ok(Security {
+        protocol,
+        tls,
+        sasl,
+        brokers: prop("bootstrap.servers")
+            .or(prop("metadata.broker.list"))
+            .map(str::to_string),
+    })
+}
+
+impl SecurityProtocolArg {
+    fn protocol(self) -> Protocol {
+        match self {
+            SecurityProtocolArg::Plaintext => Protocol::Plaintext,
+            SecurityProtocolArg::Ssl => Protocol::Ssl,
+            SecurityProtocolArg::SaslPlaintext => Protocol::SaslPlaintext,
+            SecurityProtocolArg::SaslSsl => Protocol::SaslSsl,
+        }
+    }
+}
+
+impl MechanismArg {
+    fn mechanism(self) -> Mechanism {
+        match self {
+            MechanismArg::Plain => Mechanism::Plain,
+            MechanismArg::ScramSha256 => Mechanism::ScramSha256,
+            MechanismArg::ScramSha512 => Mechanism::ScramSha512,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_files_parse_like_java_ones() {
+        let p = parse_properties(
+            "# comment\n! also\nsecurity.protocol=SASL_SSL\nsasl.mechanism : SCRAM-SHA-512\n\n",
+        )
+        .unwrap();
+        assert_eq!(p.get("security.protocol").unwrap(), "SASL_SSL");
+        assert_eq!(p.get("sasl.mechanism").unwrap(), "SCRAM-SHA-512");
+        assert!(parse_properties("novalue").is_err());
+    }
+
+    #[test]
+    fn jaas_lines_give_user_and_password() {
+        let j = r#"org.apache.kafka.common.security.scram.ScramLoginModule required username="alice" password="s3cr=t";"#;
+        assert_eq!(jaas_field(j, "username").as_deref(), Some("alice"));
+        assert_eq!(jaas_field(j, "password").as_deref(), Some("s3cr=t"));
+    }
+}
