@@ -8,5 +8,6 @@ mod fake;
 mod harness;
 mod hostile;
 mod kcat_harness;
+mod secure;
 mod tail;
 mod wire;
