@@ -3,10 +3,13 @@
   python3 benchtables.py RESULTS_TSV
 
 RESULTS_TSV has bench-lib's RESULT_COLUMNS, one row per measured run. Prints one
-table per (kind, size, acks, codec), in the order the configurations first
+table per (kind, size, acks, codec, security), in the order the configurations first
 appear, one row per tool: records/s and CPU s/GB as min / median / max over the
 successful rounds (exit code 0 and a wall time > 0), MB/s median, peak RSS max,
 the medians' ratios against the first kcat tool, and the correctness checks.
+A security other than PLAINTEXT (BENCH_SECURITY=sasl_ssl, e.g. "SASL_SSL (PLAIN,
+TLS 1.3)") ends the table's title with "over ..."; older .tsv files without the
+security column count as PLAINTEXT.
 """
 import csv
 import statistics
@@ -52,12 +55,22 @@ def size_name(size):
     return "1 KB" if size == "1k" else size + " B"
 
 
+def security(r):
+    return r.get("security") or "PLAINTEXT"
+
+
+def config(r):
+    return (r["kind"], r["size"], r["acks"], r["codec"], security(r))
+
+
 def table(key, rs, tools):
-    kind, size, acks, codec = key
+    kind, size, acks, codec, sec = key
     if kind == "produce":
         title = "produce, ~%s lines, acks=%s, compression=%s" % (size_name(size), acks, codec)
     else:
         title = "consume, ~%s lines, topic compressed with %s" % (size_name(size), codec)
+    if sec != "PLAINTEXT":
+        title += ", over " + sec
     print("### " + title)
     print()
     print("| tool | records | records/s (min / median / max) | MB/s (median) | CPU s/GB (min / median / max)"
@@ -92,14 +105,14 @@ def main(path):
         rows = list(csv.DictReader(fh, delimiter="\t"))
     configs, tools = [], {}
     for r in rows:
-        key = (r["kind"], r["size"], r["acks"], r["codec"])
+        key = config(r)
         if key not in configs:
             configs.append(key)
         tools.setdefault(key, [])
         if r["tool"] not in tools[key]:
             tools[key].append(r["tool"])
     for key in configs:
-        table(key, [r for r in rows if (r["kind"], r["size"], r["acks"], r["codec"]) == key], tools[key])
+        table(key, [r for r in rows if config(r) == key], tools[key])
 
 
 if __name__ == "__main__":

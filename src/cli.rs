@@ -50,7 +50,7 @@ pub fn parse_timeout(s: &str) -> Result<Timeout, String> {
 }
 
 /// Options shared by all commands.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Common {
     /// Bootstrap brokers, host:port[,host:port...] [default: 127.0.0.1:9092]
     #[arg(short = 'b', long, global = true, env = "SHIPPER_BROKERS")]
@@ -166,8 +166,18 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         shipper tail /var/log/app/app.log app-logs\n  \
         shipper tail '/var/log/app/*.log' '/var/log/nginx/*.log' app-logs --stats 10\n  \
-        shipper tail '/var/log/*.log' logs --path-header source --compression zstd --checkpoint /var/lib/shipper/logs.ckpt")]
+        shipper tail '/var/log/*.log' logs --path-header source --compression zstd --checkpoint /var/lib/shipper/logs.ckpt\n  \
+        shipper tail --config /etc/shipper/agent.toml --metrics-listen 127.0.0.1:9898\n\n\
+        A config file has Kafka settings at the top and any number of [[input]]s (paths, exclude, topic\n\
+        and key templates with {file_name} {file_stem} {dir} {path} {hostname}, headers, multiline);\n\
+        check one with `shipper check-config FILE`. The README's agent section has a full example.")]
     Tail(TailArgs),
+    /// Check a tail config file: every mistake with its line, then the inputs and the files they match now
+    #[command(
+        name = "check-config",
+        after_help = "Examples:\n  shipper check-config /etc/shipper/agent.toml"
+    )]
+    CheckConfig(CheckConfigArgs),
     /// Show brokers, topics and partitions, like kcat -L
     #[command(after_help = "Examples:\n  shipper metadata\n  shipper metadata app-logs -J")]
     Metadata(MetadataArgs),
@@ -320,12 +330,26 @@ pub struct MetadataArgs {
     pub json: bool,
 }
 
+/// `shipper check-config`.
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// The config file
+    pub file: std::path::PathBuf,
+}
+
 /// `shipper tail`.
 #[derive(Debug, Args)]
 pub struct TailArgs {
-    /// Files or quoted globs to follow, then the topic: PATH... TOPIC
-    #[arg(required = true, num_args = 2.., value_name = "PATH... TOPIC")]
+    /// Files or quoted globs to follow, then the topic: PATH... TOPIC (or --config)
+    #[arg(required_unless_present = "config", num_args = 2.., value_name = "PATH... TOPIC")]
     pub paths_and_topic: Vec<String>,
+    /// Run from a TOML config file with any number of inputs (see the README's agent section);
+    /// SIGHUP reloads it
+    #[arg(long, value_name = "FILE", conflicts_with = "paths_and_topic")]
+    pub config: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics on http://ADDR/metrics and health on /healthz (e.g. 127.0.0.1:9898)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// Where to keep the acknowledged offsets [default: $XDG_STATE_HOME/shipper/tail-TOPIC.checkpoint]
     #[arg(long, value_name = "PATH")]
     pub checkpoint: Option<std::path::PathBuf>,

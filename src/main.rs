@@ -53,6 +53,7 @@ fn main() {
             Command::Consume(a) => cmd::consume::run(&cli.common, a).await,
             Command::Metadata(a) => cmd::metadata::run(&cli.common, a).await,
             Command::Tail(a) => cmd::tail::run(&cli.common, a).await,
+            Command::CheckConfig(a) => cmd::check_config::run(&cli.common, a).await,
         }
     });
     let code = match result {

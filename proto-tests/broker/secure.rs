@@ -17,7 +17,8 @@ const PASSWORD: &str = "shipper-secret";
 /// The secure broker's certificate directory, or `None` (skipped) outside CI when it is not running.
 fn secure() -> Option<PathBuf> {
     let b = broker()?;
-    let dir = PathBuf::from(std::env::var("SHIPPER_RUN").unwrap_or("/tmp/shipper-kafka".into())).join("secure");
+    let dir = PathBuf::from(std::env::var("SHIPPER_RUN").unwrap_or("/tmp/shipper-kafka".into()))
+        .join("secure");
     let up = dir.join("ca.pem").exists() && std::net::TcpStream::connect(SASL_SSL).is_ok();
     if !up {
         if std::env::var_os("CI").is_some() {
@@ -44,11 +45,23 @@ fn ways(dir: &Path) -> Vec<(&'static str, Vec<String>)> {
     let ca = dir.join("ca.pem").display().to_string();
     let pw = password_file().display().to_string();
     let sasl = |mech: &str, protocol: &str, addr: &str| {
-        let mut v: Vec<String> = vec!["-b", addr, "--security-protocol", protocol, "--sasl-mechanism", mech]
-            .into_iter()
-            .map(String::from)
-            .collect();
-        v.extend(["--sasl-username".into(), "shipper".into(), "--sasl-password-file".into(), pw.clone()]);
+        let mut v: Vec<String> = vec![
+            "-b",
+            addr,
+            "--security-protocol",
+            protocol,
+            "--sasl-mechanism",
+            mech,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        v.extend([
+            "--sasl-username".into(),
+            "shipper".into(),
+            "--sasl-password-file".into(),
+            pw.clone(),
+        ]);
         if protocol == "sasl_ssl" {
             v.extend(["--ca-file".into(), ca.clone()]);
         }
@@ -56,9 +69,18 @@ fn ways(dir: &Path) -> Vec<(&'static str, Vec<String>)> {
     };
     vec![
         ("sasl_ssl PLAIN", sasl("PLAIN", "sasl_ssl", SASL_SSL)),
-        ("sasl_ssl SCRAM-SHA-256", sasl("SCRAM-SHA-256", "sasl_ssl", SASL_SSL)),
-        ("sasl_ssl SCRAM-SHA-512", sasl("SCRAM-SHA-512", "sasl_ssl", SASL_SSL)),
-        ("sasl_plaintext SCRAM-SHA-512", sasl("SCRAM-SHA-512", "sasl_plaintext", SASL_PLAINTEXT)),
+        (
+            "sasl_ssl SCRAM-SHA-256",
+            sasl("SCRAM-SHA-256", "sasl_ssl", SASL_SSL),
+        ),
+        (
+            "sasl_ssl SCRAM-SHA-512",
+            sasl("SCRAM-SHA-512", "sasl_ssl", SASL_SSL),
+        ),
+        (
+            "sasl_plaintext SCRAM-SHA-512",
+            sasl("SCRAM-SHA-512", "sasl_plaintext", SASL_PLAINTEXT),
+        ),
         (
             "ssl with a client certificate",
             vec![
@@ -85,7 +107,10 @@ fn run(args: &[String], stdin: &[u8]) -> std::process::Output {
 }
 
 fn with(base: &[String], more: &[&str]) -> Vec<String> {
-    base.iter().cloned().chain(more.iter().map(|s| s.to_string())).collect()
+    base.iter()
+        .cloned()
+        .chain(more.iter().map(|s| s.to_string()))
+        .collect()
 }
 
 #[test]
@@ -93,11 +118,27 @@ fn produce_consume_and_metadata_work_over_every_listener_and_mechanism() {
     let Some(dir) = secure() else { return };
     for (name, flags) in ways(&dir) {
         let t = topic("sec");
-        let input: Vec<u8> = (0..200).flat_map(|i| format!("{name} line {i}\n").into_bytes()).collect();
-        let out = run(&with(&flags, &["produce", &t, "--compression", "zstd"]), &input);
-        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
-        let out = run(&with(&flags, &["consume", &t, "--from-beginning", "-e"]), b"");
-        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let input: Vec<u8> = (0..200)
+            .flat_map(|i| format!("{name} line {i}\n").into_bytes())
+            .collect();
+        let out = run(
+            &with(&flags, &["produce", &t, "--compression", "zstd"]),
+            &input,
+        );
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = run(
+            &with(&flags, &["consume", &t, "--from-beginning", "-e"]),
+            b"",
+        );
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(out.stdout, input, "{name}");
         let out = run(&with(&flags, &["metadata", &t, "-J"]), b"");
         assert!(out.status.success(), "{name}");
@@ -113,8 +154,14 @@ fn kcat_flags(dir: &Path, mtls: bool) -> Vec<String> {
     let mut v = Vec::new();
     if mtls {
         v.extend(x("security.protocol=SSL".into()));
-        v.extend(x(format!("ssl.certificate.location={}", dir.join("client.pem").display())));
-        v.extend(x(format!("ssl.key.location={}", dir.join("client.key").display())));
+        v.extend(x(format!(
+            "ssl.certificate.location={}",
+            dir.join("client.pem").display()
+        )));
+        v.extend(x(format!(
+            "ssl.key.location={}",
+            dir.join("client.key").display()
+        )));
     } else {
         v.extend(x("security.protocol=SASL_SSL".into()));
         v.extend(x("sasl.mechanisms=PLAIN".into()));
@@ -129,7 +176,11 @@ fn kcat_at(addr: &str, flags: &[String], args: &[&str], stdin: &[u8]) -> Vec<u8>
     let mut c = Command::new("kcat");
     c.arg("-b").arg(addr).args(flags).args(args);
     let out = run_with_input(c, stdin);
-    assert!(out.status.success(), "kcat {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kcat {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -137,7 +188,11 @@ fn kcat_at(addr: &str, flags: &[String], args: &[&str], stdin: &[u8]) -> Vec<u8>
 fn kcat_reads_what_shipper_wrote_and_shipper_reads_what_kcat_wrote_over_tls() {
     let Some(dir) = secure() else { return };
     for (mtls, addr) in [(false, SASL_SSL), (true, MTLS)] {
-        let ours = if mtls { &ways(&dir)[4].1 } else { &ways(&dir)[0].1 };
+        let ours = if mtls {
+            &ways(&dir)[4].1
+        } else {
+            &ways(&dir)[0].1
+        };
         let theirs = kcat_flags(&dir, mtls);
         let t = topic("sec-kcat");
         let input = b"alpha\nbeta\ngamma\n";
@@ -146,7 +201,10 @@ fn kcat_reads_what_shipper_wrote_and_shipper_reads_what_kcat_wrote_over_tls() {
         assert_eq!(got, input, "kcat reading shipper (mtls={mtls})");
         let t2 = topic("sec-kcat2");
         kcat_at(addr, &theirs, &["-P", "-t", &t2], input);
-        let out = run(&with(ours, &["consume", &t2, "--from-beginning", "-e"]), b"");
+        let out = run(
+            &with(ours, &["consume", &t2, "--from-beginning", "-e"]),
+            b"",
+        );
         assert_eq!(out.stdout, input, "shipper reading kcat (mtls={mtls})");
     }
 }
@@ -166,17 +224,48 @@ fn kcat_style_properties_work_with_dash_x_and_dash_f() {
     .unwrap();
     std::fs::set_permissions(&props, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let f = props.display().to_string();
-    let out = run(&["-F".into(), f.clone(), "produce".into(), t.clone()], b"from -F\n");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(
+        &["-F".into(), f.clone(), "produce".into(), t.clone()],
+        b"from -F\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // -X overrides -F.
     let out = run(
-        &["-F".into(), f.clone(), "-X".into(), "sasl.mechanism=SCRAM-SHA-256".into(), "consume".into(), t.clone(), "--from-beginning".into(), "-e".into()],
+        &[
+            "-F".into(),
+            f.clone(),
+            "-X".into(),
+            "sasl.mechanism=SCRAM-SHA-256".into(),
+            "consume".into(),
+            t.clone(),
+            "--from-beginning".into(),
+            "-e".into(),
+        ],
         b"",
     );
-    assert_eq!(out.stdout, b"from -F\n", "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run(&["-F".into(), f, "-X".into(), "socket.timeout.ms=5".into(), "metadata".into()], b"");
+    assert_eq!(
+        out.stdout,
+        b"from -F\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(
+        &[
+            "-F".into(),
+            f,
+            "-X".into(),
+            "socket.timeout.ms=5".into(),
+            "metadata".into(),
+        ],
+        b"",
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown configuration key 'socket.timeout.ms'"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("unknown configuration key 'socket.timeout.ms'"));
 }
 
 /// Runs one failing command and checks its exit code, message and time.
@@ -186,8 +275,15 @@ fn fails(args: &[String], want: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
     assert!(err.contains(want), "{args:?}: want '{want}' in: {err}");
-    assert!(start.elapsed() < Duration::from_secs(15), "{args:?} took {:?}: {err}", start.elapsed());
-    assert!(!err.contains(PASSWORD) && !err.contains("wrong-pass"), "a password leaked: {err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "{args:?} took {:?}: {err}",
+        start.elapsed()
+    );
+    assert!(
+        !err.contains(PASSWORD) && !err.contains("wrong-pass"),
+        "a password leaked: {err}"
+    );
 }
 
 #[test]
@@ -200,16 +296,79 @@ fn every_security_failure_is_one_clear_line_and_exit_1() {
     let wrong = wrong.display().to_string();
     for mech in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] {
         fails(
-            &s(&["-b", SASL_SSL, "--security-protocol", "sasl_ssl", "--sasl-mechanism", mech, "--sasl-username", "shipper", "--sasl-password-file", &wrong, "--ca-file", &ca, "produce", "t"]),
+            &s(&[
+                "-b",
+                SASL_SSL,
+                "--security-protocol",
+                "sasl_ssl",
+                "--sasl-mechanism",
+                mech,
+                "--sasl-username",
+                "shipper",
+                "--sasl-password-file",
+                &wrong,
+                "--ca-file",
+                &ca,
+                "produce",
+                "t",
+            ]),
             "authentication failed",
         );
     }
     let other = dir.join("other-ca.pem").display().to_string();
-    fails(&s(&["-b", MTLS, "--security-protocol", "ssl", "--ca-file", &other, "produce", "t"]), "not signed by a trusted CA");
-    fails(&s(&["-b", MTLS, "--security-protocol", "ssl", "--ca-file", &ca, "produce", "t"]), "client certificate");
-    fails(&s(&["-b", "127.0.0.1:9092", "--security-protocol", "ssl", "--ca-file", &ca, "produce", "t"]), "plaintext listener");
+    fails(
+        &s(&[
+            "-b",
+            MTLS,
+            "--security-protocol",
+            "ssl",
+            "--ca-file",
+            &other,
+            "produce",
+            "t",
+        ]),
+        "not signed by a trusted CA",
+    );
+    fails(
+        &s(&[
+            "-b",
+            MTLS,
+            "--security-protocol",
+            "ssl",
+            "--ca-file",
+            &ca,
+            "produce",
+            "t",
+        ]),
+        "client certificate",
+    );
+    fails(
+        &s(&[
+            "-b",
+            "127.0.0.1:9092",
+            "--security-protocol",
+            "ssl",
+            "--ca-file",
+            &ca,
+            "produce",
+            "t",
+        ]),
+        "plaintext listener",
+    );
     fails(&s(&["-b", SASL_SSL, "produce", "t"]), "answered with TLS");
-    fails(&s(&["-b", SASL_SSL, "--security-protocol", "ssl", "--ca-file", "/nonexistent/ca.pem", "produce", "t"]), "cannot read /nonexistent/ca.pem");
+    fails(
+        &s(&[
+            "-b",
+            SASL_SSL,
+            "--security-protocol",
+            "ssl",
+            "--ca-file",
+            "/nonexistent/ca.pem",
+            "produce",
+            "t",
+        ]),
+        "cannot read /nonexistent/ca.pem",
+    );
 }
 
 #[test]
@@ -227,10 +386,16 @@ fn a_certificate_for_another_name_is_refused() {
         dir.join("client.pem").display(),
         dir.join("client.key").display()
     );
-    let out = Command::new("unshare").args(["-m", "sh", "-c", &script]).output().unwrap();
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("not valid for the name 'wrong-host.test'"), "{err}");
+    assert!(
+        err.contains("not valid for the name 'wrong-host.test'"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -238,8 +403,17 @@ fn an_expired_certificate_is_refused() {
     let Some(dir) = secure() else { return };
     let work = scratch_dir("expired");
     let sh = |cmd: &str| {
-        let out = Command::new("sh").arg("-c").arg(cmd).current_dir(&work).output().unwrap();
-        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(&work)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     sh("openssl req -new -newkey rsa:2048 -nodes -keyout k.pem -subj /CN=localhost -out r.csr");
     sh("printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext.cnf");
@@ -248,9 +422,22 @@ fn an_expired_certificate_is_refused() {
         dir.display()
     ));
     // A real TLS server (OpenSSL's) presenting the expired certificate.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut server = Command::new("openssl")
-        .args(["s_server", "-quiet", "-accept", &format!("127.0.0.1:{port}"), "-cert", "c.pem", "-key", "k.pem"])
+        .args([
+            "s_server",
+            "-quiet",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-cert",
+            "c.pem",
+            "-key",
+            "k.pem",
+        ])
         .current_dir(&work)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -262,7 +449,18 @@ fn an_expired_certificate_is_refused() {
     }
     let ca = dir.join("ca.pem").display().to_string();
     let addr = format!("127.0.0.1:{port}");
-    let out = run(&["-b".into(), addr, "--security-protocol".into(), "ssl".into(), "--ca-file".into(), ca, "metadata".into()], b"");
+    let out = run(
+        &[
+            "-b".into(),
+            addr,
+            "--security-protocol".into(),
+            "ssl".into(),
+            "--ca-file".into(),
+            ca,
+            "metadata".into(),
+        ],
+        b"",
+    );
     let _ = server.kill();
     let _ = server.wait();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -296,7 +494,11 @@ fn tail_ships_through_sessions_that_expire_every_three_seconds() {
         dir.join("ck").display().to_string(),
     ];
     let err = std::fs::File::create(dir.join("err")).unwrap();
-    let mut child = Command::new(shipper_bin()).args(&args).stderr(err).spawn().unwrap();
+    let mut child = Command::new(shipper_bin())
+        .args(&args)
+        .stderr(err)
+        .spawn()
+        .unwrap();
     let mut want = Vec::new();
     for i in 0..150 {
         let line = format!("reauth {i}\n");
@@ -305,11 +507,16 @@ fn tail_ships_through_sessions_that_expire_every_three_seconds() {
         std::thread::sleep(Duration::from_millis(80));
     }
     std::thread::sleep(Duration::from_secs(2));
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     assert!(child.wait().unwrap().success());
     let log = std::fs::read_to_string(dir.join("err")).unwrap();
     let renewals = log.matches("authenticating again").count();
-    assert!(renewals >= 2, "{renewals} renewals in 12 s of 3 s sessions: {log}");
+    assert!(
+        renewals >= 2,
+        "{renewals} renewals in 12 s of 3 s sessions: {log}"
+    );
     assert!(!log.contains(PASSWORD), "the password reached -v output");
     // Read back over the plaintext listener: every line, once, in order.
     let b = broker().unwrap();
@@ -350,14 +557,30 @@ fn passwords_never_reach_help_verbose_output_or_the_process_title() {
         dir2.join("ck").display().to_string(),
     ];
     let err = std::fs::File::create(dir2.join("err")).unwrap();
-    let mut child = Command::new(shipper_bin()).args(&args).stderr(err).spawn().unwrap();
+    let mut child = Command::new(shipper_bin())
+        .args(&args)
+        .stderr(err)
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_secs(3));
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap();
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
     let log = std::fs::read_to_string(dir2.join("err")).unwrap();
-    assert!(!String::from_utf8_lossy(&cmdline).contains(PASSWORD), "ps shows the password");
-    assert!(String::from_utf8_lossy(&cmdline).contains("sasl.password=***"), "{}", String::from_utf8_lossy(&cmdline));
-    assert!(!log.contains(PASSWORD), "the password reached the log: {log}");
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains(PASSWORD),
+        "ps shows the password"
+    );
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("sasl.password=***"),
+        "{}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    assert!(
+        !log.contains(PASSWORD),
+        "the password reached the log: {log}"
+    );
     assert!(log.contains("password on the command line"), "{log}");
 }

@@ -248,7 +248,7 @@ impl Cluster {
         name: &str,
         auto_create: bool,
         deadline: Option<Instant>,
-        unknown_seen: &std::cell::Cell<u32>,
+        unknown_seen: &std::sync::atomic::AtomicU32,
     ) -> Result<Arc<TopicMeta>> {
         let md = self
             .fetch_metadata(Some(&[name.to_string()]), auto_create, deadline)
@@ -270,9 +270,9 @@ impl Cluster {
                 None => Ok(Arc::new(t)),
             },
             Some(Code::UnknownTopicOrPartition) => {
-                unknown_seen.set(unknown_seen.get() + 1);
+                let seen = unknown_seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 // Auto-creation may answer "unknown" a few times while the topic is being made.
-                if auto_create && unknown_seen.get() <= 3 {
+                if auto_create && seen <= 3 {
                     Err(Error::NoLeader {
                         topic: name.into(),
                         partition: 0,
@@ -303,7 +303,7 @@ impl Cluster {
                 return Ok(t);
             }
         }
-        let unknown_seen = std::cell::Cell::new(0);
+        let unknown_seen = std::sync::atomic::AtomicU32::new(0);
         retry(deadline, |d| {
             self.topic_once(name, auto_create, d, &unknown_seen)
         })
@@ -354,9 +354,14 @@ impl Cluster {
         if self.generation() != seen_generation {
             return Ok(());
         }
-        self.topic_once(topic, false, deadline, &std::cell::Cell::new(0))
-            .await
-            .map(|_| ())
+        self.topic_once(
+            topic,
+            false,
+            deadline,
+            &std::sync::atomic::AtomicU32::new(0),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Notes a leader change we learnt from a response (KIP-951), sparing a Metadata round trip.

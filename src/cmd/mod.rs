@@ -1,6 +1,7 @@
 //! One file per subcommand, wiring resolved settings to the library. Errors here are `anyhow`, for the
 //! user; usage errors are [`crate::settings::UsageError`] (exit code 2).
 
+pub mod check_config;
 pub mod consume;
 pub mod metadata;
 pub mod produce;

@@ -1,98 +1,71 @@
-//! `shipper tail PATH... TOPIC`: follow log files and ship every new line, losing nothing.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! `shipper tail PATH... TOPIC` or `shipper tail --config FILE`: follow log files and ship every new
+//! line, losing nothing.
 
 use crate::cli::{Common, TailArgs};
+use crate::error::Error;
 use crate::escape::Esc;
-use crate::producer::{OnPermanent, Producer};
-use crate::settings::{
-    parse_headers, producer_config, raise_open_files_limit, usage, KafkaSettings,
-};
-use crate::tail::checkpoint;
-use crate::tail::discover::{resolve_owners, FilePolicy, Pattern};
-use crate::tail::follower::{ReadLimits, Route};
-use crate::tail::{EngineConfig, TailOptions};
+use crate::producer::Producer;
+use crate::settings::config;
+use crate::settings::raise_open_files_limit;
+use crate::settings::tail::TailSettings;
 
 /// Descriptors kept free for sockets, the checkpoint and the dead-letter file.
 const FD_RESERVE: u64 = 64;
 
+/// The settings this command runs with: from the config file, or from the flags.
+pub fn settings(common: &Common, args: &TailArgs) -> anyhow::Result<TailSettings> {
+    match &args.config {
+        Some(path) => config::load(path, common, args.metrics_listen.clone()),
+        None => TailSettings::from_flags(common, args),
+    }
+}
+
 /// Runs the command; returns the exit code.
 pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
-    let Some((topic, raw_patterns)) = args.paths_and_topic.split_last() else {
-        return usage("give at least one PATH and a TOPIC");
-    };
-    if raw_patterns.is_empty() {
-        return usage("give at least one PATH and a TOPIC");
+    let mut s = settings(common, args)?;
+    let cluster = s.kafka.cluster()?;
+    let mut producer = Producer::new(cluster.clone(), s.producer.clone());
+    // Topics named without placeholders must exist (or be creatable) now: a typo is said at once.
+    for input in &s.engine.inputs {
+        if input.route.topic.is_constant() {
+            let name =
+                String::from_utf8_lossy(&input.route.topic.render(std::path::Path::new(""), ""))
+                    .into_owned();
+            if producer.topic_index(&name).is_none() {
+                let meta = cluster.topic(&name, s.producer.auto_create_topics).await?;
+                producer.add_topic(meta);
+            }
+        }
     }
-    let mut pcfg = producer_config(&args.producer);
-    if !parse_headers(&args.producer.headers)?.is_empty() {
-        return usage("tail does not take -H; use --path-header to tag records with their file");
-    }
-    pcfg.buffer_bytes = args.buffer_bytes as usize;
-    // A log shipper never drops lines because a timer expired: the file is the buffer.
-    pcfg.delivery_timeout = None;
-    pcfg.on_permanent = OnPermanent::Retry;
-    let patterns = raw_patterns
-        .iter()
-        .map(|p| Pattern::new(p, &[]))
-        .collect::<Result<Vec<_>, _>>()
-        .or_else(usage)?;
-    let owners = if args.owner.is_empty() {
-        None
-    } else {
-        Some(resolve_owners(&args.owner).or_else(usage)?)
-    };
-    let policy = FilePolicy {
-        follow_symlinks: args.follow_symlinks,
-        symlink_roots: args.symlink_root.clone(),
-        owners,
-    };
-    // A log shipper keeps trying an unreachable cluster until told otherwise.
-    let kafka = KafkaSettings::from_flags(common, None)?;
-    let cluster = kafka.cluster()?;
-    let ckpt = args
-        .checkpoint
-        .clone()
-        .unwrap_or_else(|| checkpoint::default_path(topic));
-    let meta = cluster.topic(topic, true).await?;
-    let mut producer = Producer::new(cluster.clone(), pcfg);
-    let t = producer.add_topic(meta);
-    let max_line = (args.max_line_bytes as usize).min(producer.max_value_bytes(0, 0));
-    if max_line < args.max_line_bytes as usize {
+    let max_line = s
+        .engine
+        .limits
+        .max_line_bytes
+        .min(producer.max_value_bytes(0, 0));
+    if max_line < s.engine.limits.max_line_bytes {
         crate::log::info(format_args!(
             "lines longer than {max_line} bytes will be truncated (largest record the topic takes)"
         ));
     }
-    producer.init().await?;
+    s.engine.limits.max_line_bytes = max_line;
+    s.engine.limits.chunk_bytes = (1 << 20).max(max_line + 2);
+    producer
+        .init()
+        .await
+        .map_err(|e: Error| anyhow::anyhow!(e))?;
     let limit = raise_open_files_limit();
-    let cfg = EngineConfig {
-        routes: vec![
-            Route {
-                topic: t,
-                key: None,
-                headers: Vec::new()
-            };
-            patterns.len()
-        ],
-        patterns: Arc::new(patterns),
-        policy: Arc::new(policy),
-        path_header: args.path_header.clone(),
-        from_end: args.from_end,
-        limits: ReadLimits {
-            max_line_bytes: max_line,
-            chunk_bytes: (1 << 20).max(max_line + 2),
-        },
-        max_open_files: limit.saturating_sub(FD_RESERVE).max(16) as usize,
-    };
-    let opts = TailOptions {
-        checkpoint: ckpt,
-        scan_interval: Duration::from_millis(args.scan_ms),
-        checkpoint_interval: Duration::from_millis(args.checkpoint_ms),
-        stats_interval: args.stats.map(Duration::from_secs),
-        shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
-        dead_letter: args.dead_letter.clone(),
-    };
-    crate::log::debug(format_args!("into topic '{}'", Esc::str(topic)));
-    crate::tail::run(cfg, opts, producer).await
+    s.engine.max_open_files = limit.saturating_sub(FD_RESERVE).max(16) as usize;
+    for i in &s.engine.inputs {
+        crate::log::debug(format_args!(
+            "input '{}': {} path(s)",
+            Esc::str(&i.name),
+            i.patterns.len()
+        ));
+    }
+    let reload: Option<crate::tail::Reloader> = args.config.clone().map(|path| {
+        let common = common.clone();
+        let metrics = args.metrics_listen.clone();
+        Box::new(move || config::load(&path, &common, metrics.clone())) as crate::tail::Reloader
+    });
+    crate::tail::run(s, producer, reload).await
 }

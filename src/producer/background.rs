@@ -131,4 +131,57 @@ impl Producer {
             }
         }));
     }
+
+    /// Starts metadata lookups for topics asked for by name that are due.
+    pub(super) fn resolve_topics(&mut self, now: Instant) {
+        let due: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| !p.in_flight && p.not_before.is_none_or(|t| now >= t))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            if let Some(p) = self.pending.get_mut(&name) {
+                p.in_flight = true;
+            }
+            let cluster = self.cluster.clone();
+            let auto_create = self.cfg.auto_create_topics;
+            let deadline = Some(now + cluster.options().connection.request_timeout);
+            self.resolving.spawn(async move {
+                let r = cluster.topic_until(&name, auto_create, deadline).await;
+                (name, r)
+            });
+        }
+    }
+
+    /// A topic lookup is done: the topic is added, or retried later (said once per topic).
+    pub(super) fn topic_resolved(
+        &mut self,
+        name: String,
+        r: Result<std::sync::Arc<crate::cluster::TopicMeta>, Error>,
+    ) {
+        match r {
+            Ok(meta) => {
+                self.pending.remove(&name);
+                self.acc.add_topic(meta);
+                self.newly_ready.push(name);
+            }
+            Err(e) => {
+                let Some(p) = self.pending.get_mut(&name) else {
+                    return;
+                };
+                if p.error.is_none() {
+                    crate::log::warn(format_args!(
+                        "{e}; lines routed to topic '{}' wait in their files until it can be used",
+                        crate::escape::Esc::str(&name)
+                    ));
+                }
+                p.in_flight = false;
+                p.not_before = Some(
+                    Instant::now() + p.backoff.next_delay().unwrap_or(Duration::from_secs(30)),
+                );
+                p.error = Some(e);
+            }
+        }
+    }
 }

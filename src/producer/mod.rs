@@ -86,6 +86,8 @@ pub struct ProducerConfig {
     pub idempotence: bool,
     /// What a permanent error does to a batch.
     pub on_permanent: OnPermanent,
+    /// Ask the broker to create topics asked for by name that do not exist (if it allows).
+    pub auto_create_topics: bool,
 }
 
 impl Default for ProducerConfig {
@@ -105,6 +107,7 @@ impl Default for ProducerConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             idempotence: true,
             on_permanent: OnPermanent::Fail,
+            auto_create_topics: true,
         }
     }
 }
@@ -148,6 +151,30 @@ pub struct Producer {
     failing: Failing,
     last_reset_warning: Option<Instant>,
     fatal: Option<Error>,
+    /// Topics asked for by name whose metadata is being fetched (or retried later).
+    pending: HashMap<String, PendingTopic>,
+    resolving: JoinSet<(String, Result<Arc<TopicMeta>, Error>)>,
+    /// Topics that became ready since the caller last asked.
+    newly_ready: Vec<String>,
+}
+
+/// A topic asked for by name, not yet known.
+struct PendingTopic {
+    /// When to ask again (after a failure).
+    not_before: Option<Instant>,
+    backoff: Backoff,
+    in_flight: bool,
+    /// Why it is not ready, once an attempt failed.
+    error: Option<Error>,
+}
+
+/// Where a topic asked for by name stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicState {
+    /// Known: its index for [`Producer::append`].
+    Ready(usize),
+    /// Its metadata is being fetched (or retried: the text says why it is not ready).
+    Pending(Option<String>),
 }
 
 impl Producer {
@@ -178,6 +205,9 @@ impl Producer {
             failing: HashMap::new(),
             last_reset_warning: None,
             fatal: None,
+            pending: HashMap::new(),
+            resolving: JoinSet::new(),
+            newly_ready: Vec::new(),
         }
     }
 
@@ -196,6 +226,29 @@ impl Producer {
     /// The index of a topic already added.
     pub fn topic_index(&self, name: &str) -> Option<usize> {
         self.acc.topics.iter().position(|t| t.name == name)
+    }
+
+    /// A topic by name: ready (its index), or pending while [`Producer::drive`] fetches its metadata
+    /// in the background (creating it when the broker allows), retrying with a backoff when it cannot.
+    pub fn topic(&mut self, name: &str) -> TopicState {
+        if let Some(i) = self.topic_index(name) {
+            return TopicState::Ready(i);
+        }
+        let p = self
+            .pending
+            .entry(name.to_string())
+            .or_insert_with(|| PendingTopic {
+                not_before: None,
+                backoff: Backoff::with(Duration::from_millis(500), Duration::from_secs(30), None),
+                in_flight: false,
+                error: None,
+            });
+        TopicState::Pending(p.error.as_ref().map(|e| e.to_string()))
+    }
+
+    /// Topics that became ready since the last call.
+    pub fn take_newly_ready(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.newly_ready)
     }
 
     /// The name of topic `i`.
@@ -242,9 +295,9 @@ impl Producer {
         self.acc.buffered >= self.cfg.buffer_bytes
     }
 
-    /// Whether nothing is buffered or in flight.
+    /// Whether nothing is buffered or in flight (topics being looked up count as work).
     pub fn is_idle(&self) -> bool {
-        self.acc.is_empty() && self.tasks.is_empty()
+        self.acc.is_empty() && self.tasks.is_empty() && self.pending.is_empty()
     }
 
     /// The largest value (with the given key and headers) that fits in a batch of its own.
@@ -291,6 +344,7 @@ impl Producer {
         let now = Instant::now();
         self.acc.seal_due(now, false);
         self.maybe_reset_pid(now);
+        self.resolve_topics(now);
         let before = out.len();
         self.dispatch(now, out);
         self.maybe_refresh(now);
@@ -305,6 +359,11 @@ impl Producer {
                 .filter(|_| self.refresh.is_none() && !self.stale.is_empty()),
             self.throttled.values().min().copied(),
             self.next_expiry(),
+            self.pending
+                .values()
+                .filter(|p| !p.in_flight)
+                .filter_map(|p| p.not_before)
+                .min(),
         ]
         .into_iter()
         .flatten()
@@ -319,6 +378,11 @@ impl Producer {
             }
             Some(()) = join_slot(&mut self.refresh), if self.refresh.is_some() => self.refreshed(),
             r = join_slot(&mut self.pid_task), if self.pid_task.is_some() => self.pid_answered(r),
+            Some(r) = self.resolving.join_next(), if !self.resolving.is_empty() => {
+                if let Ok((name, r)) = r {
+                    self.topic_resolved(name, r);
+                }
+            }
             _ = sleep_until(wake) => {}
         }
         self.poll_background();

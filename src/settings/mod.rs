@@ -2,8 +2,11 @@
 //! commands take these; nothing below them sees clap.
 //!
 //! - [`security`]: TLS and SASL from flags, `-X` and `-F`.
+//! - [`tail`]: `tail`'s one settings model; [`config`]: the same from a TOML file.
 
+pub mod config;
 pub mod security;
+pub mod tail;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,10 +45,24 @@ pub struct KafkaSettings {
 impl KafkaSettings {
     /// From the common flags; `default_timeout` when `--timeout` is not given.
     pub fn from_flags(c: &Common, default_timeout: Option<Duration>) -> anyhow::Result<Self> {
-        let security = security::resolve(c)?;
-        let raw = c
-            .brokers
-            .clone()
+        let flags = security::SecurityFlags::from_common(c);
+        KafkaSettings::resolve(
+            c.brokers.clone(),
+            &flags,
+            c.client_id.clone(),
+            c.timeout.map_or(default_timeout, |t| t.0),
+        )
+    }
+
+    /// From brokers (`host:port,...`), security settings, a client id and a timeout.
+    pub fn resolve(
+        brokers: Option<String>,
+        flags: &security::SecurityFlags,
+        client_id: String,
+        timeout: Option<Duration>,
+    ) -> anyhow::Result<Self> {
+        let security = security::resolve(flags)?;
+        let raw = brokers
             .or_else(|| security.brokers.clone())
             .unwrap_or_else(|| "127.0.0.1:9092".to_string());
         let brokers: Vec<String> = raw
@@ -64,8 +81,8 @@ impl KafkaSettings {
         }
         Ok(KafkaSettings {
             brokers,
-            client_id: c.client_id.clone(),
-            timeout: c.timeout.map_or(default_timeout, |t| t.0),
+            client_id,
+            timeout,
             security,
         })
     }

@@ -14,6 +14,73 @@ use std::path::{Path, PathBuf};
 
 use super::{usage, UsageError};
 use crate::cli::{Common, MechanismArg, SecurityProtocolArg};
+
+/// The security settings as given (flags, or a config file), before resolution.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityFlags {
+    /// `--security-protocol`.
+    pub protocol: Option<Protocol>,
+    /// `--sasl-mechanism`.
+    pub mechanism: Option<Mechanism>,
+    /// `--sasl-username`.
+    pub username: Option<String>,
+    /// `--sasl-password-file`.
+    pub password_file: Option<PathBuf>,
+    /// A password given directly (a config file's `sasl_password`, after `${VAR}` expansion).
+    pub password: Option<Secret>,
+    /// `--ca-file`.
+    pub ca_file: Option<PathBuf>,
+    /// `--cert-file`.
+    pub cert_file: Option<PathBuf>,
+    /// `--key-file`.
+    pub key_file: Option<PathBuf>,
+    /// `--tls-insecure`.
+    pub insecure: bool,
+    /// `-X key=value`.
+    pub properties: Vec<String>,
+    /// `-F FILE`.
+    pub properties_file: Option<PathBuf>,
+}
+
+impl SecurityFlags {
+    /// The flags of the command line.
+    pub fn from_common(c: &Common) -> SecurityFlags {
+        SecurityFlags {
+            protocol: c.security_protocol.map(SecurityProtocolArg::protocol),
+            mechanism: c.sasl_mechanism.map(MechanismArg::mechanism),
+            username: c.sasl_username.clone(),
+            password_file: c.sasl_password_file.clone(),
+            password: None,
+            ca_file: c.ca_file.clone(),
+            cert_file: c.cert_file.clone(),
+            key_file: c.key_file.clone(),
+            insecure: c.tls_insecure,
+            properties: c.properties.clone(),
+            properties_file: c.config_file.clone(),
+        }
+    }
+
+    /// These settings, with every one `over` gives replacing ours (the command line over a file).
+    pub fn overridden_by(mut self, over: &SecurityFlags) -> SecurityFlags {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if over.$f.is_some() { self.$f = over.$f.clone(); } )* };
+        }
+        take!(
+            protocol,
+            mechanism,
+            username,
+            password_file,
+            password,
+            ca_file,
+            cert_file,
+            key_file,
+            properties_file
+        );
+        self.insecure |= over.insecure;
+        self.properties.extend(over.properties.iter().cloned());
+        self
+    }
+}
 use crate::connection::{Mechanism, SaslSettings, TlsSettings};
 use crate::escape::Esc;
 use crate::secret::{hide_in_process_title, Secret};
@@ -33,7 +100,8 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    fn parse(s: &str) -> Option<Protocol> {
+    /// Parses `plaintext`, `ssl`, `sasl_plaintext`, `sasl_ssl` (any case).
+    pub fn parse(s: &str) -> Option<Protocol> {
         match s.to_ascii_lowercase().as_str() {
             "plaintext" => Some(Protocol::Plaintext),
             "ssl" => Some(Protocol::Ssl),
@@ -125,9 +193,9 @@ fn jaas_field(jaas: &str, name: &str) -> Option<String> {
 }
 
 /// The properties from `-F` then `-X` (later wins), checked against the known keys.
-fn properties(c: &Common) -> anyhow::Result<(BTreeMap<String, String>, bool)> {
+fn properties(c: &SecurityFlags) -> anyhow::Result<(BTreeMap<String, String>, bool)> {
     let mut props = BTreeMap::new();
-    if let Some(f) = &c.config_file {
+    if let Some(f) = &c.properties_file {
         let text = std::fs::read_to_string(f)
             .map_err(|e| anyhow::anyhow!("cannot read -F {}: {e}", Esc::path(f)))?;
         let parsed =
@@ -160,11 +228,11 @@ fn properties(c: &Common) -> anyhow::Result<(BTreeMap<String, String>, bool)> {
 
 /// The password: `--sasl-password-file`, else `SHIPPER_SASL_PASSWORD`, else the properties.
 fn password(
-    c: &Common,
+    c: &SecurityFlags,
     props: &BTreeMap<String, String>,
     on_command_line: bool,
 ) -> anyhow::Result<Option<Secret>> {
-    if let Some(f) = &c.sasl_password_file {
+    if let Some(f) = &c.password_file {
         warn_if_readable(f, "password file");
         let text = std::fs::read_to_string(f).map_err(|e| {
             anyhow::anyhow!("cannot read --sasl-password-file {}: {e}", Esc::path(f))
@@ -177,6 +245,9 @@ fn password(
     }
     if let Ok(pw) = std::env::var("SHIPPER_SASL_PASSWORD") {
         return Ok(Some(Secret::new(pw)));
+    }
+    if let Some(p) = &c.password {
+        return Ok(Some(p.clone()));
     }
     let pw = props.get("sasl.password").cloned().or_else(|| {
         props
@@ -193,14 +264,14 @@ fn password(
 }
 
 /// Resolves the security settings of the common flags.
-pub fn resolve(c: &Common) -> anyhow::Result<Security> {
+pub fn resolve(c: &SecurityFlags) -> anyhow::Result<Security> {
     let (props, on_command_line) = properties(c)?;
     let prop = |k: &str| props.get(k).map(String::as_str).filter(|v| !v.is_empty());
     let mechanism = match (
-        c.sasl_mechanism,
+        c.mechanism,
         prop("sasl.mechanism").or(prop("sasl.mechanisms")),
     ) {
-        (Some(m), _) => Some(m.mechanism()),
+        (Some(m), _) => Some(m),
         (None, Some(m)) => Some(Mechanism::parse(m).ok_or_else(|| {
             UsageError(format!(
                 "unknown SASL mechanism '{}' (use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)",
@@ -210,7 +281,7 @@ pub fn resolve(c: &Common) -> anyhow::Result<Security> {
         (None, None) => None,
     };
     let username = c
-        .sasl_username
+        .username
         .clone()
         .or_else(|| prop("sasl.username").map(str::to_string))
         .or_else(|| prop("sasl.jaas.config").and_then(|j| jaas_field(j, "username")));
@@ -219,7 +290,7 @@ pub fn resolve(c: &Common) -> anyhow::Result<Security> {
     let ca_file = path(&c.ca_file, "ssl.ca.location");
     let cert_file = path(&c.cert_file, "ssl.certificate.location");
     let key_file = path(&c.key_file, "ssl.key.location");
-    let insecure = c.tls_insecure
+    let insecure = c.insecure
         || prop("enable.ssl.certificate.verification")
             .is_some_and(|v| v.eq_ignore_ascii_case("false"))
         || props
@@ -227,8 +298,8 @@ pub fn resolve(c: &Common) -> anyhow::Result<Security> {
             .is_some_and(|v| v.is_empty() || v == "none");
     let wants_sasl = username.is_some() || mechanism.is_some();
     let wants_tls = ca_file.is_some() || cert_file.is_some() || key_file.is_some() || insecure;
-    let protocol = match (c.security_protocol, prop("security.protocol")) {
-        (Some(p), _) => p.protocol(),
+    let protocol = match (c.protocol, prop("security.protocol")) {
+        (Some(p), _) => p,
         (None, Some(p)) => Protocol::parse(p).ok_or_else(|| {
             UsageError(format!(
                 "unknown security.protocol '{}' (use plaintext, ssl, sasl_plaintext or sasl_ssl)",
@@ -296,7 +367,8 @@ pub fn resolve(c: &Common) -> anyhow::Result<Security> {
 }
 
 impl SecurityProtocolArg {
-    fn protocol(self) -> Protocol {
+    /// The protocol this flag value names.
+    pub fn protocol(self) -> Protocol {
         match self {
             SecurityProtocolArg::Plaintext => Protocol::Plaintext,
             SecurityProtocolArg::Ssl => Protocol::Ssl,
@@ -307,7 +379,8 @@ impl SecurityProtocolArg {
 }
 
 impl MechanismArg {
-    fn mechanism(self) -> Mechanism {
+    /// The mechanism this flag value names.
+    pub fn mechanism(self) -> Mechanism {
         match self {
             MechanismArg::Plain => Mechanism::Plain,
             MechanismArg::ScramSha256 => Mechanism::ScramSha256,

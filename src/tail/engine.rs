@@ -7,7 +7,7 @@
 //! followers — each checkpoint offset is the end of an acknowledged prefix; split up, that invariant
 //! would be spread over files.)
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,37 +18,70 @@ use super::checkpoint::Entry;
 use super::discover::{FilePolicy, Pattern};
 use super::follower::{Counters, Follower, ReadLimits, ReadResult, Route, MAX_KEY, SEQ_BITS};
 use super::identity::{FileId, Fingerprint};
+use super::multiline::MultilineConfig;
+use super::route::RouteSpec;
 use super::scan::{Followed, ScanRequest, ScanResult};
 use super::sink::Sink;
 use crate::escape::Esc;
+use crate::producer::TopicState;
 
 /// How long a rotated-away or deleted file, read to its end, stays open in case its writer adds more;
 /// after this long quiet its last line is sent even without a newline.
 pub const ROTATED_GRACE: Duration = Duration::from_secs(5);
 
+/// One input: its paths, and where and how their lines go.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// Its name, for messages, metrics and reloads (the config's `name`, else its first path).
+    pub name: String,
+    /// Paths and globs, with their exclusions.
+    pub patterns: Vec<Pattern>,
+    /// Topic, key and headers of its records.
+    pub route: RouteSpec,
+    /// Lines joined into events, if set.
+    pub multiline: Option<Arc<MultilineConfig>>,
+    /// Start files found at the first scan at their end (unless the checkpoint knows them).
+    pub from_end: bool,
+}
+
 /// How the engine reads.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Paths and globs, with their exclusions.
-    pub patterns: Arc<Vec<Pattern>>,
+    /// The inputs; a file matched by several goes to the first.
+    pub inputs: Vec<Input>,
     /// Which files may be followed.
     pub policy: Arc<FilePolicy>,
-    /// Where each pattern's lines go: the route of a file found by pattern `i` is `routes[i]`; the
-    /// path header (if any) is added per file.
-    pub routes: Vec<Route>,
-    /// Header name carrying the source path, if any.
-    pub path_header: Option<String>,
-    /// Start files found at the first scan at their end (unless the checkpoint knows them).
-    pub from_end: bool,
     /// Reading limits.
     pub limits: ReadLimits,
     /// Most files open at once.
     pub max_open_files: usize,
+    /// This host's name, for `{hostname}`.
+    pub hostname: String,
+}
+
+impl EngineConfig {
+    /// Every input's patterns in one list, and for each the input it belongs to.
+    fn flat_patterns(&self) -> (Arc<Vec<Pattern>>, Vec<usize>) {
+        let mut patterns = Vec::new();
+        let mut owner = Vec::new();
+        for (i, input) in self.inputs.iter().enumerate() {
+            for p in &input.patterns {
+                patterns.push(p.clone());
+                owner.push(i);
+            }
+        }
+        (Arc::new(patterns), owner)
+    }
 }
 
 /// The state of `tail`.
 pub struct Engine {
     cfg: EngineConfig,
+    /// Every input's patterns, flattened, and the input of each.
+    patterns: Arc<Vec<Pattern>>,
+    pattern_input: Vec<usize>,
+    /// Line counters per (input name, topic), for metrics; files fold theirs in here.
+    routes: BTreeMap<(String, String), Counters>,
     followers: HashMap<u64, Follower>,
     /// Acknowledged positions of files not followed now, by (dev, ino): loaded from the checkpoint,
     /// and kept for files closed after rotation.
@@ -58,6 +91,8 @@ pub struct Engine {
     warned: BTreeSet<String>,
     /// Followers to read at the next pass (events, more data, a rescan).
     hot: BTreeSet<u64>,
+    /// Followers waiting for their topic to be known.
+    waiting: BTreeSet<u64>,
     /// Line and event counters.
     pub counters: Counters,
 }
@@ -65,8 +100,12 @@ pub struct Engine {
 impl Engine {
     /// An engine resuming from `known` (the loaded checkpoint).
     pub fn new(cfg: EngineConfig, known: Vec<Entry>) -> Self {
+        let (patterns, pattern_input) = cfg.flat_patterns();
         Engine {
             cfg,
+            patterns,
+            pattern_input,
+            routes: BTreeMap::new(),
             followers: HashMap::new(),
             known: known
                 .into_iter()
@@ -76,13 +115,19 @@ impl Engine {
             first_scan: true,
             warned: BTreeSet::new(),
             hot: BTreeSet::new(),
+            waiting: BTreeSet::new(),
             counters: Counters::default(),
         }
     }
 
     /// The patterns followed.
     pub fn patterns(&self) -> &Arc<Vec<Pattern>> {
-        &self.cfg.patterns
+        &self.patterns
+    }
+
+    /// The inputs.
+    pub fn inputs(&self) -> &[Input] {
+        &self.cfg.inputs
     }
 
     /// Says something once per key.
@@ -117,7 +162,7 @@ impl Engine {
             .map(|e| (e.id, e.path.clone(), e.offset))
             .collect();
         ScanRequest {
-            patterns: self.cfg.patterns.clone(),
+            patterns: self.patterns.clone(),
             policy: self.cfg.policy.clone(),
             first: self.first_scan,
             followed,
@@ -217,20 +262,38 @@ impl Engine {
         }
     }
 
-    /// The route of a file found by pattern `pattern`.
-    fn route(&self, pattern: usize, path: &std::path::Path) -> Route {
-        let mut r = self.cfg.routes.get(pattern).cloned().unwrap_or_default();
-        if let Some(h) = &self.cfg.path_header {
-            use std::os::unix::ffi::OsStrExt;
-            r.headers
-                .push((h.as_bytes().to_vec(), path.as_os_str().as_bytes().to_vec()));
+    /// The input of pattern `pattern`.
+    fn input_of(&self, pattern: usize) -> usize {
+        self.pattern_input.get(pattern).copied().unwrap_or(0)
+    }
+
+    /// The route of a file of input `input`.
+    fn route(&mut self, input: usize, path: &std::path::Path) -> Route {
+        let Some(i) = self.cfg.inputs.get(input) else {
+            return Route::default();
+        };
+        let r = i.route.resolve(path, &self.cfg.hostname);
+        let (topic_name, key, headers) = (r.topic, r.key, r.headers);
+        if r.renamed {
+            let shown = Esc::path(path).to_string();
+            self.warn_once(
+                format!("topic-name:{topic_name}"),
+                format_args!("the topic for {shown} is '{topic_name}' (only [a-zA-Z0-9._-] are allowed in topic names; others became '_')"),
+            );
         }
-        r
+        Route {
+            topic_name,
+            topic: None,
+            key,
+            headers,
+        }
     }
 
     /// Starts following a newly opened file; returns its key.
     fn start(&mut self, n: super::scan::NewFile, now: Instant) -> Option<u64> {
         let size = n.file.metadata().map_or(n.found.size, |m| m.len());
+        let input = self.input_of(n.found.pattern);
+        let from_end = self.cfg.inputs.get(input).is_some_and(|i| i.from_end);
         let entry = self.known.get(&(n.found.id.dev, n.found.id.ino));
         let start = match entry {
             // Same file (inode, birth time, first bytes): resume where Kafka acknowledged.
@@ -242,21 +305,22 @@ impl Engine {
                     e.offset
                 }
             }
-            _ if self.first_scan && self.cfg.from_end => size,
+            _ if self.first_scan && from_end => size,
             _ => 0,
         };
         let key = self.alloc_key();
-        let route = self.route(n.found.pattern, &n.found.path);
+        let route = self.route(input, &n.found.path);
         match Follower::new(
             key,
             n.found.path.clone(),
             Arc::new(n.file),
             n.found.id,
             start,
-            n.found.pattern,
+            input,
             route,
         ) {
             Ok(mut f) => {
+                f.multiline = self.cfg.inputs.get(input).and_then(|i| i.multiline.clone());
                 crate::log::debug(format_args!(
                     "following {} from byte {start}",
                     Esc::path(&f.path)
@@ -273,6 +337,95 @@ impl Engine {
                     format_args!("cannot follow {}: {e}", Esc::path(&n.found.path)),
                 );
                 None
+            }
+        }
+    }
+
+    /// Applies a new configuration (a reload): followers of inputs that are gone are retired (nothing
+    /// more is read; they close once acknowledged), followers of inputs that stay take the input's new
+    /// route and multiline settings for what they read from now on, new patterns are found by the next
+    /// scan. Limits and the descriptor budget stay as they were. Returns a summary for the log.
+    pub fn reconfigure(&mut self, mut new: EngineConfig) -> String {
+        new.limits = self.cfg.limits.clone();
+        new.max_open_files = self.cfg.max_open_files;
+        let old_names: Vec<String> = self.cfg.inputs.iter().map(|i| i.name.clone()).collect();
+        let new_names: Vec<String> = new.inputs.iter().map(|i| i.name.clone()).collect();
+        let added = new_names.iter().filter(|n| !old_names.contains(n)).count();
+        let removed = old_names.iter().filter(|n| !new_names.contains(n)).count();
+        let changed = self
+            .cfg
+            .inputs
+            .iter()
+            .filter(|old| {
+                new.inputs.iter().any(|n| {
+                    n.name == old.name
+                        && (n.route != old.route
+                            || n.multiline.is_some() != old.multiline.is_some()
+                            || n.patterns
+                                .iter()
+                                .map(|p| &p.raw)
+                                .ne(old.patterns.iter().map(|p| &p.raw)))
+                })
+            })
+            .count();
+        let hostname = new.hostname.clone();
+        let mut warnings = Vec::new();
+        for f in self.followers.values_mut() {
+            let old_name = self
+                .cfg
+                .inputs
+                .get(f.input)
+                .map(|i| i.name.clone())
+                .unwrap_or_default();
+            match new.inputs.iter().position(|i| i.name == old_name) {
+                None => f.retired = true,
+                Some(ni) => {
+                    let input = &new.inputs[ni];
+                    f.input = ni;
+                    f.multiline = input.multiline.clone();
+                    let r = input.route.resolve(&f.path, &hostname);
+                    let (topic_name, key, headers) = (r.topic, r.key, r.headers);
+                    if r.renamed {
+                        warnings.push(topic_name.clone());
+                    }
+                    if topic_name != f.route.topic_name
+                        || key != f.route.key
+                        || headers != f.route.headers
+                    {
+                        f.route = Route {
+                            topic_name,
+                            topic: None,
+                            key,
+                            headers,
+                        };
+                    }
+                }
+            }
+        }
+        for t in warnings {
+            self.warn_once(
+                format!("topic-name:{t}"),
+                format_args!(
+                    "topic name '{t}' had characters Kafka does not allow; they became '_'"
+                ),
+            );
+        }
+        let (patterns, owner) = new.flat_patterns();
+        self.patterns = patterns;
+        self.pattern_input = owner;
+        self.cfg = new;
+        self.hot.extend(self.followers.keys().copied());
+        format!(
+            "{} inputs ({added} added, {removed} removed, {changed} changed)",
+            self.cfg.inputs.len()
+        )
+    }
+
+    /// Marks the followers of multiline inputs for reading (their last event may be complete now).
+    pub fn touch_multiline(&mut self) {
+        for f in self.followers.values() {
+            if f.multiline.is_some() && !f.retired {
+                self.hot.insert(f.key);
             }
         }
     }
@@ -310,14 +463,28 @@ impl Engine {
             let Some(f) = self.followers.get_mut(&key) else {
                 continue;
             };
+            if f.retired {
+                continue;
+            }
+            if f.route.topic.is_none() {
+                match sink.topic(&f.route.topic_name) {
+                    TopicState::Ready(i) => f.route.topic = Some(i),
+                    TopicState::Pending(_) => {
+                        // Read when the topic is known (see `topic_ready`): the file is the buffer.
+                        self.waiting.insert(key);
+                        continue;
+                    }
+                }
+            }
             let finish = f.rotated && now.duration_since(f.last_active) >= ROTATED_GRACE;
-            match f.read(
-                sink,
-                &self.cfg.limits,
-                (timestamp_ms, now),
-                finish,
-                &mut self.counters,
-            ) {
+            let mut c = Counters::default();
+            let r = f.read(sink, &self.cfg.limits, (timestamp_ms, now), finish, &mut c);
+            let route = self.route_key(key);
+            self.count(route, &c);
+            let Some(f) = self.followers.get(&key) else {
+                continue;
+            };
+            match r {
                 Ok(ReadResult::Lines { more: true, .. }) => {
                     self.hot.insert(key);
                 }
@@ -337,6 +504,43 @@ impl Engine {
             }
         }
         !self.hot.is_empty()
+    }
+
+    /// A topic became known: the files waiting for it are read.
+    pub fn topic_ready(&mut self, name: &str) {
+        let ready: Vec<u64> = self
+            .waiting
+            .iter()
+            .copied()
+            .filter(|k| {
+                self.followers
+                    .get(k)
+                    .is_some_and(|f| f.route.topic_name == name)
+            })
+            .collect();
+        for k in ready {
+            self.waiting.remove(&k);
+            self.hot.insert(k);
+        }
+    }
+
+    /// The (input name, topic) a follower's lines are counted under.
+    fn route_key(&self, key: u64) -> Option<(String, String)> {
+        let f = self.followers.get(&key)?;
+        let input = self
+            .cfg
+            .inputs
+            .get(f.input)
+            .map_or(String::new(), |i| i.name.clone());
+        Some((input, f.route.topic_name.clone()))
+    }
+
+    /// Adds line counts to the totals and to their route's.
+    fn count(&mut self, route: Option<(String, String)>, c: &Counters) {
+        self.counters.add(c);
+        if let Some(r) = route {
+            self.routes.entry(r).or_default().add(c);
+        }
     }
 
     /// A file shrank or was rewritten in place: follow it again from byte 0 under a new key, so acks
@@ -381,21 +585,37 @@ impl Engine {
         tokens: &[u64],
         error: Option<&crate::error::Error>,
     ) -> Option<PathBuf> {
-        let n = tokens.len() as u64;
-        match error {
-            None => self.counters.lines_acked += n,
-            Some(_) => self.counters.lines_failed += n,
-        }
         let mut path = None;
+        let mut route = None;
         for &t in tokens {
-            if let Some(f) = self.followers.get_mut(&(t >> SEQ_BITS)) {
+            let key = t >> SEQ_BITS;
+            if let Some(f) = self.followers.get_mut(&key) {
                 f.done(t);
                 if path.is_none() {
                     path = Some(f.path.clone());
+                    route = Some(key);
                 }
             }
         }
+        let n = tokens.len() as u64;
+        let c = match error {
+            None => Counters {
+                lines_acked: n,
+                ..Counters::default()
+            },
+            Some(_) => Counters {
+                lines_failed: n,
+                ..Counters::default()
+            },
+        };
+        let route = route.and_then(|k| self.route_key(k));
+        self.count(route, &c);
         path
+    }
+
+    /// Lines counted per (input name, topic).
+    pub fn route_counters(&self) -> &BTreeMap<(String, String), Counters> {
+        &self.routes
     }
 
     /// Closes rotated or deleted files that were read to the end, acknowledged and quiet for a while;
@@ -406,12 +626,13 @@ impl Engine {
             .followers
             .values()
             .filter(|f| {
-                f.rotated
-                    && now.duration_since(f.last_active) >= ROTATED_GRACE * 2
-                    && f.all_acked()
-                    && f.file
-                        .as_ref()
-                        .is_none_or(|file| file.metadata().is_ok_and(|m| m.len() <= f.read_pos))
+                (f.retired && f.all_acked())
+                    || f.rotated
+                        && now.duration_since(f.last_active) >= ROTATED_GRACE * 2
+                        && f.all_acked()
+                        && f.file
+                            .as_ref()
+                            .is_none_or(|file| file.metadata().is_ok_and(|m| m.len() <= f.read_pos))
             })
             .map(|f| f.key)
             .collect();

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::identity::{fingerprint, FileId, Fingerprint};
 use super::lines::{LineSplitter, Piece};
 use super::map::Region;
+use super::multiline::{self, MultilineConfig};
 use super::sink::Sink;
 use crate::wire::records::Header;
 
@@ -45,6 +46,17 @@ pub struct Counters {
     pub rotations: u64,
 }
 
+impl Counters {
+    /// Adds another's line counts (not truncations or rotations, which are the engine's).
+    pub fn add(&mut self, o: &Counters) {
+        self.lines_read += o.lines_read;
+        self.bytes_read += o.bytes_read;
+        self.lines_acked += o.lines_acked;
+        self.long_lines += o.long_lines;
+        self.lines_failed += o.lines_failed;
+    }
+}
+
 /// Limits for reading.
 #[derive(Debug, Clone)]
 pub struct ReadLimits {
@@ -54,11 +66,13 @@ pub struct ReadLimits {
     pub chunk_bytes: usize,
 }
 
-/// Where a file's lines go: topic index, key and headers, fixed when the file is first followed.
+/// Where a file's lines go: topic, key and headers, resolved when the file is first followed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Route {
-    /// Topic index in the sink.
-    pub topic: usize,
+    /// The topic's name.
+    pub topic_name: String,
+    /// The topic's index in the sink, once the sink knows the topic.
+    pub topic: Option<usize>,
     /// Record key.
     pub key: Option<Vec<u8>>,
     /// Record headers.
@@ -106,6 +120,10 @@ pub struct Follower {
     pub last_active: Instant,
     /// Which input found it.
     pub input: usize,
+    /// Its input was removed by a reload: nothing more is read, it is closed once acknowledged.
+    pub retired: bool,
+    /// Lines joined into events, if its input says so.
+    pub multiline: Option<Arc<MultilineConfig>>,
     /// Where its lines go.
     pub route: Route,
     next_seq: u64,
@@ -141,6 +159,8 @@ impl Follower {
             rotated: false,
             last_active: Instant::now(),
             input,
+            retired: false,
+            multiline: None,
             route,
             next_seq: 0,
             base_seq: 0,
@@ -261,12 +281,24 @@ impl Follower {
             faulted: false,
             full: false,
         };
-        self.ship_region(
-            &region,
-            limits.max_line_bytes,
-            finish && !more,
-            &mut shipping,
-        );
+        match self.multiline.clone() {
+            Some(m) => {
+                let quiet = at.1.duration_since(self.last_active) >= m.timeout;
+                self.ship_events(
+                    &region,
+                    limits.max_line_bytes,
+                    &m,
+                    (finish || quiet) && !more,
+                    &mut shipping,
+                )
+            }
+            None => self.ship_region(
+                &region,
+                limits.max_line_bytes,
+                finish && !more,
+                &mut shipping,
+            ),
+        }
         let (lines, full) = (shipping.lines, shipping.full);
         if shipping.faulted || region.faulted() {
             drop(region);
@@ -324,6 +356,96 @@ impl Follower {
         self.skipping = splitter.is_skipping();
     }
 
+    /// Joins the region's lines into events and ships the complete ones; an event that may still grow
+    /// stays in the file, to be read again (`last`: the file is quiet or finished, so it is complete).
+    fn ship_events(
+        &mut self,
+        region: &Region,
+        max_line_bytes: usize,
+        m: &MultilineConfig,
+        last: bool,
+        s: &mut Shipping<'_>,
+    ) {
+        let mut splitter = LineSplitter::resume(max_line_bytes, self.skipping);
+        let mut lines = Vec::new();
+        let used = splitter.split(region.bytes(), last, |piece| {
+            if let Piece::Line {
+                bytes,
+                end,
+                truncated,
+            } = piece
+            {
+                lines.push(multiline::Line {
+                    bytes,
+                    end,
+                    truncated,
+                });
+            }
+            ControlFlow::Continue(())
+        });
+        let (events, pending) = m.group(&lines, last);
+        if region.faulted() {
+            // The lines were read from a vanished page: nothing of them may be shipped.
+            s.faulted = true;
+            return;
+        }
+        let base = self.read_pos;
+        let route = self.route.clone();
+        let headers: Vec<Header<'_>> = route
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_slice(), Some(v.as_slice())))
+            .collect();
+        for e in &events {
+            let token = self.token(base + e.end as u64);
+            // An event ends at a line end, where no over-long line is being skipped.
+            self.read_pos = base + e.end as u64;
+            self.skipping = false;
+            s.counters.lines_read += 1;
+            let topic = route.topic.unwrap_or(0);
+            match s.sink.append(
+                topic,
+                route.key.as_deref(),
+                &e.value,
+                &headers,
+                s.timestamp_ms,
+                token,
+            ) {
+                Ok(_) => {
+                    s.counters.bytes_read += e.value.len() as u64;
+                    s.counters.long_lines += e.truncated as u64;
+                    s.lines += 1;
+                }
+                Err(err) => {
+                    crate::log::warn(format_args!(
+                        "{}: event skipped: {err}",
+                        crate::escape::Esc::path(&self.path)
+                    ));
+                    s.counters.lines_failed += 1;
+                    self.done(token);
+                }
+            }
+            if s.sink.is_full() {
+                s.full = true;
+                return;
+            }
+        }
+        match pending {
+            // The unfinished event waits in the file, from its first line.
+            Some(begins) => {
+                self.read_pos = base + begins as u64;
+                self.skipping = false;
+            }
+            // Everything the splitter took is in shipped events, or skipped bytes after them.
+            None => {
+                if base + used as u64 > self.read_pos {
+                    self.skip_to(base + used as u64);
+                }
+                self.skipping = splitter.is_skipping();
+            }
+        }
+    }
+
     /// Copies one line from the map into the sink's batch; takes it back if the copy read a vanished
     /// page.
     #[allow(clippy::too_many_arguments)]
@@ -341,7 +463,7 @@ impl Follower {
         let token = self.token(end);
         self.read_pos = end;
         let appended = s.sink.append(
-            route.topic,
+            route.topic.unwrap_or(0),
             route.key.as_deref(),
             bytes,
             headers,

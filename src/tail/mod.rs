@@ -9,6 +9,7 @@
 //! - [`scan`]: one pass over the file system, on a blocking thread.
 //! - [`watch`]: inotify events that make files hot or ask for a rescan.
 //! - [`follower`]: one followed file: read position, lines in flight, acknowledged watermark.
+//! - [`route`]: topic, key and headers from templates; [`multiline`]: lines joined into events.
 //! - [`engine`]: the state of all followed files; [`run`] is its loop.
 //! - [`checkpoint`] and [`saver`]: the checkpoint file, its lock, and the thread that writes it.
 //! - [`sink`]: what lines are shipped into.
@@ -22,6 +23,8 @@ pub mod follower;
 pub mod identity;
 pub mod lines;
 pub mod map;
+pub mod multiline;
+pub mod route;
 pub mod saver;
 pub mod scan;
 pub mod sink;
@@ -36,7 +39,7 @@ use tokio::time::Instant;
 
 use crate::escape::Esc;
 use crate::producer::{timestamp_now_ms, Delivery, Producer};
-pub use engine::{Engine, EngineConfig};
+pub use engine::{Engine, EngineConfig, Input};
 
 /// How `tail` runs, besides what the engine reads.
 #[derive(Debug, Clone)]
@@ -53,12 +56,24 @@ pub struct TailOptions {
     pub shutdown_timeout: Duration,
     /// Where records refused for good are appended, if anywhere.
     pub dead_letter: Option<PathBuf>,
+    /// Where to serve metrics and health, if anywhere.
+    pub metrics_listen: Option<String>,
+    /// Delivery failing this long makes /healthz answer 503.
+    pub unhealthy_after: Duration,
 }
 
+/// Reads the settings again (SIGHUP): from the config file, with the same command-line overrides.
+pub type Reloader = Box<dyn Fn() -> anyhow::Result<crate::settings::tail::TailSettings> + Send>;
+
 /// Follows the files until SIGINT or SIGTERM, shipping every line through `producer`; returns the exit
-/// code (1 when lines were refused for good).
-pub async fn run(cfg: EngineConfig, opts: TailOptions, producer: Producer) -> anyhow::Result<i32> {
-    let mut r = Running::start(cfg, opts, producer)?;
+/// code (1 when lines were refused for good). With a reloader, SIGHUP applies a changed config.
+pub async fn run(
+    s: crate::settings::tail::TailSettings,
+    producer: Producer,
+    reload: Option<Reloader>,
+) -> anyhow::Result<i32> {
+    let mut r = Running::start(s.engine, s.options, producer)?;
+    r.reloader = reload;
     r.ship_until_signal().await?;
     r.stop().await
 }
@@ -97,6 +112,7 @@ struct Running {
     rescan: bool,
     stats: Stats,
     started: Instant,
+    reloader: Option<Reloader>,
     _lock: checkpoint::Lock,
 }
 
@@ -144,6 +160,7 @@ impl Running {
             scan_task: None,
             rescan: true,
             started: Instant::now(),
+            reloader: None,
             _lock: lock,
         })
     }
@@ -152,6 +169,18 @@ impl Running {
     async fn ship_until_signal(&mut self) -> anyhow::Result<()> {
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sighup = signal(SignalKind::hangup())?;
+        // Multiline events complete after some quiet: look at those files that often.
+        let quiet = self
+            .engine
+            .inputs()
+            .iter()
+            .filter_map(|i| i.multiline.as_ref().map(|m| m.timeout))
+            .min()
+            .map_or(Duration::from_secs(3600), |t| {
+                (t / 2).clamp(Duration::from_millis(20), Duration::from_secs(1))
+            });
+        let mut multiline_tick = tokio::time::interval(quiet);
         let mut scan_tick = tokio::time::interval(self.opts.scan_interval);
         let mut ckpt_tick = tokio::time::interval(self.opts.checkpoint_interval);
         let every = self
@@ -170,11 +199,16 @@ impl Running {
                 biased;
                 _ = sigint.recv() => return Ok(()),
                 _ = sigterm.recv() => return Ok(()),
+                _ = sighup.recv() => self.reload(),
                 r = self.producer.drive(&mut self.deliveries), if !self.producer.is_idle() => {
                     r?;
                     apply(&mut self.engine, &mut self.deliveries, &self.producer, self.dead.as_mut());
                     report_trouble(&self.producer, &self.engine, &mut self.trouble_since);
+                    for t in self.producer.take_newly_ready() {
+                        self.engine.topic_ready(&t);
+                    }
                 }
+                _ = multiline_tick.tick() => self.engine.touch_multiline(),
                 r = crate::tasks::join_slot(&mut self.scan_task), if self.scan_task.is_some() => {
                     if let Some(r) = r {
                         self.scanned(r);
@@ -208,6 +242,32 @@ impl Running {
             self.rescan = false;
             let req = self.engine.scan_request();
             self.scan_task = Some(tokio::task::spawn_blocking(move || scan::run(req)));
+        }
+    }
+
+    /// SIGHUP: reads the config again; a config that does not load is refused with its reason and the
+    /// running one stays. Inputs added start, inputs removed finish what they read, inputs changed take
+    /// their new routes for lines read from now on; nothing is lost or sent twice.
+    fn reload(&mut self) {
+        let Some(reload) = &self.reloader else {
+            crate::log::info(format_args!(
+                "SIGHUP: no config file to reload (tail runs from flags)"
+            ));
+            return;
+        };
+        match reload() {
+            Err(e) => crate::log::error(format_args!(
+                "config not reloaded, the running one stays: {e:#}"
+            )),
+            Ok(new) => {
+                let summary = self.engine.reconfigure(new.engine);
+                crate::log::info(format_args!("config reloaded: {summary}"));
+                for p in self.engine.patterns().clone().iter() {
+                    self.watch
+                        .watch_dir(&p.base, self.opts.scan_interval.as_millis() as u64);
+                }
+                self.rescan = true;
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 //! What the tail engine ships lines into: the producer in the product, a recording fake in tests.
 
-use crate::producer::{Appended, Producer, RecordTooLarge};
+use crate::producer::{Appended, Producer, RecordTooLarge, TopicState};
 use crate::wire::records::Header;
 
 /// Where lines go. A record appended can be taken back with [`Sink::undo_last`] until the next append:
@@ -23,6 +23,9 @@ pub trait Sink {
 
     /// Whether the buffer is full: stop reading until deliveries free room.
     fn is_full(&self) -> bool;
+
+    /// The topic `name`: its index once known, else pending (looked up in the background).
+    fn topic(&mut self, name: &str) -> TopicState;
 }
 
 impl Sink for Producer {
@@ -44,5 +47,9 @@ impl Sink for Producer {
 
     fn is_full(&self) -> bool {
         Producer::is_full(self)
+    }
+
+    fn topic(&mut self, name: &str) -> TopicState {
+        Producer::topic(self, name)
     }
 }

@@ -14,9 +14,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::*;
-use crate::producer::{Appended, RecordTooLarge};
+use crate::producer::{Appended, RecordTooLarge, TopicState};
 use crate::tail::discover::{FilePolicy, Pattern};
-use crate::tail::follower::{ReadLimits, Route};
+use crate::tail::follower::ReadLimits;
+use crate::tail::route::{RouteSpec, Template};
 use crate::tail::scan;
 use crate::wire::records::Header;
 
@@ -53,6 +54,10 @@ impl Sink for FakeSink {
     fn is_full(&self) -> bool {
         self.full_at.is_some_and(|n| self.pending.len() >= n)
     }
+
+    fn topic(&mut self, _name: &str) -> TopicState {
+        TopicState::Ready(0)
+    }
 }
 
 fn dir(name: &str) -> PathBuf {
@@ -64,18 +69,24 @@ fn dir(name: &str) -> PathBuf {
 
 fn config(d: &Path) -> EngineConfig {
     EngineConfig {
-        patterns: Arc::new(vec![
-            Pattern::new(&format!("{}/*.log", d.display()), &[]).unwrap()
-        ]),
+        inputs: vec![Input {
+            name: "model".into(),
+            patterns: vec![Pattern::new(&format!("{}/*.log", d.display()), &[]).unwrap()],
+            route: RouteSpec {
+                topic: Template::literal("t"),
+                key: None,
+                headers: Vec::new(),
+            },
+            multiline: None,
+            from_end: false,
+        }],
         policy: Arc::new(FilePolicy::default()),
-        routes: vec![Route::default()],
-        path_header: None,
-        from_end: false,
         limits: ReadLimits {
             max_line_bytes: 1000,
             chunk_bytes: 4096,
         },
         max_open_files: 1000,
+        hostname: "test".into(),
     }
 }
 

@@ -1,0 +1,76 @@
+//! `shipper check-config FILE`: every mistake in a tail config with its line (exit 2), or the inputs
+//! as they resolve and the files each glob matches now.
+
+use std::io::Write;
+
+use crate::cli::{CheckConfigArgs, Common};
+use crate::escape::Esc;
+use crate::settings::config;
+use crate::tail::discover::{self, Pattern};
+
+/// Runs the command; returns the exit code.
+pub async fn run(common: &Common, args: &CheckConfigArgs) -> anyhow::Result<i32> {
+    let s = config::load(&args.file, common, None)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}: ok", Esc::path(&args.file))?;
+    writeln!(
+        out,
+        "brokers: {} ({:?})",
+        s.kafka.brokers.join(","),
+        s.kafka.security.protocol
+    )?;
+    writeln!(out, "checkpoint: {}", Esc::path(&s.options.checkpoint))?;
+    if let Some(m) = &s.options.metrics_listen {
+        writeln!(out, "metrics: http://{m}/metrics")?;
+    }
+    for (n, input) in s.engine.inputs.iter().enumerate() {
+        writeln!(out, "input {} '{}':", n + 1, Esc::str(&input.name))?;
+        let show = |t: &crate::tail::route::Template| {
+            String::from_utf8_lossy(
+                &t.render(std::path::Path::new("/DIR/FILE.log"), &s.engine.hostname),
+            )
+            .into_owned()
+        };
+        writeln!(
+            out,
+            "  topic: {} (for /DIR/FILE.log)",
+            Esc::str(&show(&input.route.topic))
+        )?;
+        if let Some(k) = &input.route.key {
+            writeln!(out, "  key: {}", Esc::str(&show(k)))?;
+        }
+        for (h, v) in &input.route.headers {
+            writeln!(out, "  header {}: {}", Esc::str(h), Esc::str(&show(v)))?;
+        }
+        if let Some(m) = &input.multiline {
+            writeln!(
+                out,
+                "  multiline: start /{}/, at most {} lines, {} bytes, complete after {} ms quiet",
+                Esc::str(m.start.as_str()),
+                m.max_lines,
+                m.max_bytes,
+                m.timeout.as_millis()
+            )?;
+        }
+        for p in &input.patterns {
+            let files = discover::expand(
+                std::slice::from_ref::<Pattern>(p),
+                &s.engine.policy,
+                false,
+                &mut Vec::new(),
+            );
+            writeln!(
+                out,
+                "  {} matches {} file(s) now",
+                Esc::str(&p.raw),
+                files.len()
+            )?;
+            for f in files {
+                let topic = input.route.resolve(&f.path, &s.engine.hostname).topic;
+                writeln!(out, "    {} -> {}", Esc::path(&f.path), Esc::str(&topic))?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(0)
+}

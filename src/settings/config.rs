@@ -1,0 +1,476 @@
+//! `shipper tail --config FILE`: the agent's TOML file — Kafka settings at the top, any number of
+//! `[[input]]`s — read into the same [`TailSettings`] the flags make. Every mistake is an error naming
+//! the file and line: an unknown key, a wrong type, a bad regex, a template with an unknown
+//! placeholder, a topic name Kafka would refuse, an unset `${VARIABLE}`.
+//!
+//! ```toml
+//! brokers = ["kafka1:9092", "kafka2:9092"]
+//! sasl_password = "${KAFKA_PASSWORD}"
+//! [[input]]
+//! paths = ["/var/log/app/*.log"]
+//! topic = "app-{file_stem}"
+//! key = "{hostname}"
+//! headers = { source = "{path}", env = "prod" }
+//! multiline = { start = '^\d{4}-\d{2}-\d{2}', max_lines = 500, timeout_ms = 1000 }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::security::SecurityFlags;
+use super::tail::{check_topic, tail_producer, TailSettings};
+use super::{KafkaSettings, Protocol, UsageError};
+use crate::cli::{parse_timeout, Common};
+use crate::connection::Mechanism;
+use crate::escape::Esc;
+use crate::partitioner::Partitioner;
+use crate::producer::ProducerConfig;
+use crate::secret::Secret;
+use crate::tail::discover::{resolve_owners, FilePolicy, Pattern};
+use crate::tail::follower::ReadLimits;
+use crate::tail::multiline::MultilineConfig;
+use crate::tail::route::{RouteSpec, Template};
+use crate::tail::{checkpoint, EngineConfig, Input, TailOptions};
+use crate::wire::compression::Compression;
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    brokers: Option<Spanned<Vec<String>>>,
+    client_id: Option<String>,
+    timeout: Option<Spanned<String>>,
+    security_protocol: Option<Spanned<String>>,
+    sasl_mechanism: Option<Spanned<String>>,
+    sasl_username: Option<Spanned<String>>,
+    sasl_password: Option<Spanned<String>>,
+    sasl_password_file: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
+    cert_file: Option<Spanned<String>>,
+    key_file: Option<Spanned<String>>,
+    #[serde(default)]
+    tls_insecure: bool,
+    acks: Option<Spanned<String>>,
+    compression: Option<Spanned<String>>,
+    compression_level: Option<i32>,
+    linger_ms: Option<u64>,
+    batch_bytes: Option<usize>,
+    max_in_flight: Option<usize>,
+    partitioner: Option<Spanned<String>>,
+    idempotence: Option<bool>,
+    auto_create_topics: Option<bool>,
+    checkpoint: Option<Spanned<String>>,
+    buffer_bytes: Option<usize>,
+    scan_ms: Option<u64>,
+    checkpoint_ms: Option<u64>,
+    shutdown_timeout_ms: Option<u64>,
+    stats: Option<u64>,
+    max_line_bytes: Option<usize>,
+    dead_letter: Option<Spanned<String>>,
+    #[serde(default)]
+    follow_symlinks: bool,
+    #[serde(default)]
+    symlink_roots: Vec<String>,
+    #[serde(default)]
+    owners: Vec<String>,
+    metrics_listen: Option<String>,
+    unhealthy_after: Option<Spanned<String>>,
+    #[serde(rename = "input", default)]
+    inputs: Vec<Spanned<InputFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputFile {
+    name: Option<String>,
+    paths: Spanned<Vec<String>>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    topic: Spanned<String>,
+    key: Option<Spanned<String>>,
+    #[serde(default)]
+    headers: BTreeMap<String, Spanned<String>>,
+    multiline: Option<Spanned<MultilineFile>>,
+    #[serde(default)]
+    from_end: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MultilineFile {
+    start: Spanned<String>,
+    max_lines: Option<usize>,
+    max_bytes: Option<usize>,
+    timeout_ms: Option<u64>,
+}
+
+/// A mistake in a config file, with where it is.
+#[derive(Debug, thiserror::Error)]
+#[error("{}:{line}: {message}", Esc::path(.path))]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// Its line (1-based).
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Reads and checks a config file, with command-line flags given explicitly taking precedence
+/// (`-b`, `--timeout`, the security options, `--metrics-listen`).
+pub fn load(
+    path: &Path,
+    common: &Common,
+    metrics_listen: Option<String>,
+) -> anyhow::Result<TailSettings> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| UsageError(format!("cannot read {}: {e}", Esc::path(path))))?;
+    let mut s = Reader { path, text: &text }.settings(common)?;
+    if metrics_listen.is_some() {
+        s.options.metrics_listen = metrics_listen;
+    }
+    Ok(s)
+}
+
+struct Reader<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Reader<'_> {
+    fn err(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> anyhow::Error {
+        let line = self.text[..span.start.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1;
+        UsageError(
+            ConfigError {
+                path: self.path.to_path_buf(),
+                line,
+                message: message.into(),
+            }
+            .to_string(),
+        )
+        .into()
+    }
+
+    /// `${NAME}` replaced by the environment variable (an error if unset); `$$` is a `$`.
+    fn expand(&self, v: &Spanned<String>) -> anyhow::Result<String> {
+        let s = v.get_ref();
+        let mut out = String::with_capacity(s.len());
+        let mut rest = s.as_str();
+        while let Some(i) = rest.find('$') {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 1..];
+            if let Some(r) = after.strip_prefix('$') {
+                out.push('$');
+                rest = r;
+            } else if let Some(r) = after.strip_prefix('{') {
+                let end = r
+                    .find('}')
+                    .ok_or_else(|| self.err(v.span(), "unclosed ${ in a value"))?;
+                let name = &r[..end];
+                let val = std::env::var(name).map_err(|_| {
+                    self.err(v.span(), format!("environment variable {name} is not set"))
+                })?;
+                out.push_str(&val);
+                rest = &r[end + 1..];
+            } else {
+                out.push('$');
+                rest = after;
+            }
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    fn path_of(&self, v: &Option<Spanned<String>>) -> anyhow::Result<Option<PathBuf>> {
+        v.as_ref()
+            .map(|s| self.expand(s).map(PathBuf::from))
+            .transpose()
+    }
+
+    fn template(&self, v: &Spanned<String>) -> anyhow::Result<Template> {
+        Template::parse(v.get_ref()).map_err(|e| self.err(v.span(), e))
+    }
+
+    fn settings(&self, common: &Common) -> anyhow::Result<TailSettings> {
+        let f: File = toml::from_str(self.text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            self.err(span, e.message().trim().to_string())
+        })?;
+        if f.inputs.is_empty() {
+            return Err(self.err(
+                0..0,
+                "no [[input]]: give at least one, with paths and a topic",
+            ));
+        }
+        let kafka = self.kafka(&f, common)?;
+        let producer = tail_producer(
+            self.producer(&f)?,
+            f.buffer_bytes.unwrap_or(4 << 20).max(65536),
+        );
+        let inputs = f
+            .inputs
+            .iter()
+            .map(|i| self.input(i))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut names = std::collections::BTreeSet::new();
+        for (i, input) in inputs.iter().enumerate() {
+            if !names.insert(input.name.clone()) {
+                return Err(self.err(
+                    f.inputs[i].span(),
+                    format!("two inputs are named '{}'; names must differ", input.name),
+                ));
+            }
+        }
+        let owners = if f.owners.is_empty() {
+            None
+        } else {
+            Some(resolve_owners(&f.owners).map_err(|e| self.err(0..0, e))?)
+        };
+        let stem = self
+            .path
+            .file_stem()
+            .map_or("agent".into(), |s| s.to_string_lossy().into_owned());
+        let unhealthy_after = match &f.unhealthy_after {
+            Some(v) => parse_timeout(v.get_ref())
+                .map_err(|e| self.err(v.span(), e))?
+                .0
+                .unwrap_or(Duration::from_secs(60)),
+            None => Duration::from_secs(60),
+        };
+        Ok(TailSettings {
+            kafka,
+            producer,
+            engine: EngineConfig {
+                inputs,
+                policy: Arc::new(FilePolicy {
+                    follow_symlinks: f.follow_symlinks,
+                    symlink_roots: f.symlink_roots.iter().map(PathBuf::from).collect(),
+                    owners,
+                }),
+                limits: ReadLimits {
+                    max_line_bytes: f.max_line_bytes.unwrap_or(1_000_000).max(1),
+                    chunk_bytes: 1 << 20,
+                },
+                max_open_files: 0,
+                hostname: crate::tail::route::hostname(),
+            },
+            options: TailOptions {
+                checkpoint: self
+                    .path_of(&f.checkpoint)?
+                    .unwrap_or_else(|| checkpoint::default_path(&stem)),
+                scan_interval: Duration::from_millis(f.scan_ms.unwrap_or(1000).max(10)),
+                checkpoint_interval: Duration::from_millis(f.checkpoint_ms.unwrap_or(250).max(10)),
+                stats_interval: f.stats.map(|s| Duration::from_secs(s.max(1))),
+                shutdown_timeout: Duration::from_millis(f.shutdown_timeout_ms.unwrap_or(10_000)),
+                dead_letter: self.path_of(&f.dead_letter)?,
+                metrics_listen: f.metrics_listen.clone(),
+                unhealthy_after,
+            },
+            config_file: Some(self.path.to_path_buf()),
+        })
+    }
+
+    fn kafka(&self, f: &File, common: &Common) -> anyhow::Result<KafkaSettings> {
+        let protocol = match &f.security_protocol {
+            Some(v) => Some(Protocol::parse(v.get_ref()).ok_or_else(|| {
+                self.err(
+                    v.span(),
+                    format!(
+                        "unknown security_protocol '{}' (plaintext, ssl, sasl_plaintext, sasl_ssl)",
+                        v.get_ref()
+                    ),
+                )
+            })?),
+            None => None,
+        };
+        let mechanism = match &f.sasl_mechanism {
+            Some(v) => Some(Mechanism::parse(v.get_ref()).ok_or_else(|| {
+                self.err(
+                    v.span(),
+                    format!(
+                        "unknown sasl_mechanism '{}' (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)",
+                        v.get_ref()
+                    ),
+                )
+            })?),
+            None => None,
+        };
+        let from_file = SecurityFlags {
+            protocol,
+            mechanism,
+            username: f
+                .sasl_username
+                .as_ref()
+                .map(|v| self.expand(v))
+                .transpose()?,
+            password_file: self.path_of(&f.sasl_password_file)?,
+            password: f
+                .sasl_password
+                .as_ref()
+                .map(|v| self.expand(v).map(Secret::new))
+                .transpose()?,
+            ca_file: self.path_of(&f.ca_file)?,
+            cert_file: self.path_of(&f.cert_file)?,
+            key_file: self.path_of(&f.key_file)?,
+            insecure: f.tls_insecure,
+            properties: Vec::new(),
+            properties_file: None,
+        };
+        let flags = from_file.overridden_by(&SecurityFlags::from_common(common));
+        let brokers = match (&common.brokers, &f.brokers) {
+            (Some(b), _) => Some(b.clone()),
+            (None, Some(list)) => Some(
+                list.get_ref()
+                    .iter()
+                    .map(|b| self.expand(&Spanned::new(list.span(), b.clone())))
+                    .collect::<anyhow::Result<Vec<_>>>()?
+                    .join(","),
+            ),
+            (None, None) => None,
+        };
+        let timeout = match (&common.timeout, &f.timeout) {
+            (Some(t), _) => t.0,
+            (None, Some(v)) => {
+                parse_timeout(v.get_ref())
+                    .map_err(|e| self.err(v.span(), e))?
+                    .0
+            }
+            (None, None) => None,
+        };
+        if f.sasl_password.is_some() {
+            warn_if_readable(self.path);
+        }
+        KafkaSettings::resolve(
+            brokers,
+            &flags,
+            f.client_id
+                .clone()
+                .unwrap_or_else(|| common.client_id.clone()),
+            timeout,
+        )
+    }
+
+    fn producer(&self, f: &File) -> anyhow::Result<ProducerConfig> {
+        let mut p = ProducerConfig::default();
+        if let Some(v) = &f.acks {
+            p.acks = match v.get_ref().as_str() {
+                "all" | "-1" => -1,
+                "1" => 1,
+                "0" => 0,
+                other => {
+                    return Err(self.err(v.span(), format!("unknown acks '{other}' (all, 1, 0)")))
+                }
+            };
+        }
+        if let Some(v) = &f.compression {
+            p.compression = Compression::parse(v.get_ref()).ok_or_else(|| {
+                self.err(
+                    v.span(),
+                    format!(
+                        "unknown compression '{}' (none, gzip, snappy, lz4, zstd)",
+                        v.get_ref()
+                    ),
+                )
+            })?;
+        }
+        if let Some(v) = &f.partitioner {
+            p.partitioner = Partitioner::parse(v.get_ref()).ok_or_else(|| {
+                self.err(
+                    v.span(),
+                    format!(
+                        "unknown partitioner '{}' (default, sticky, random, murmur2)",
+                        v.get_ref()
+                    ),
+                )
+            })?;
+        }
+        p.compression_level = f.compression_level;
+        if let Some(ms) = f.linger_ms {
+            p.linger = Duration::from_millis(ms);
+        }
+        p.batch_bytes = f.batch_bytes.unwrap_or(p.batch_bytes).clamp(1024, 64 << 20);
+        p.max_in_flight = f.max_in_flight.unwrap_or(p.max_in_flight).clamp(1, 100);
+        p.idempotence = f.idempotence.unwrap_or(true);
+        p.auto_create_topics = f.auto_create_topics.unwrap_or(true);
+        Ok(p)
+    }
+
+    fn input(&self, i: &Spanned<InputFile>) -> anyhow::Result<Input> {
+        let inp = i.get_ref();
+        if inp.paths.get_ref().is_empty() {
+            return Err(self.err(inp.paths.span(), "an input needs at least one path"));
+        }
+        let mut patterns = Vec::new();
+        for p in inp.paths.get_ref() {
+            let raw = self.expand(&Spanned::new(inp.paths.span(), p.clone()))?;
+            patterns
+                .push(Pattern::new(&raw, &inp.exclude).map_err(|e| self.err(inp.paths.span(), e))?);
+        }
+        let topic = self.template(&inp.topic)?;
+        check_topic(&topic, inp.topic.get_ref()).map_err(|e| self.err(inp.topic.span(), e))?;
+        let key = inp.key.as_ref().map(|k| self.template(k)).transpose()?;
+        let headers = inp
+            .headers
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), self.template(v)?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let multiline = inp
+            .multiline
+            .as_ref()
+            .map(|m| self.multiline(m))
+            .transpose()?;
+        Ok(Input {
+            name: inp
+                .name
+                .clone()
+                .unwrap_or_else(|| inp.paths.get_ref().join(" ")),
+            patterns,
+            route: RouteSpec {
+                topic,
+                key,
+                headers,
+            },
+            multiline: multiline.map(Arc::new),
+            from_end: inp.from_end,
+        })
+    }
+
+    fn multiline(&self, m: &Spanned<MultilineFile>) -> anyhow::Result<MultilineConfig> {
+        let mf = m.get_ref();
+        let start = regex::bytes::Regex::new(mf.start.get_ref()).map_err(|e| {
+            self.err(
+                mf.start.span(),
+                format!("bad regex: {}", e.to_string().lines().last().unwrap_or("")),
+            )
+        })?;
+        Ok(MultilineConfig {
+            start,
+            max_lines: mf.max_lines.unwrap_or(500).max(1),
+            max_bytes: mf.max_bytes.unwrap_or(1_000_000).max(1),
+            timeout: Duration::from_millis(mf.timeout_ms.unwrap_or(1000)),
+        })
+    }
+}
+
+fn warn_if_readable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.permissions().mode() & 0o077 != 0 {
+            crate::log::warn(format_args!(
+                "config file {} holds a password and is readable by other users; chmod 600 it",
+                Esc::path(path)
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

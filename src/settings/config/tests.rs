@@ -1,0 +1,140 @@
+//! The config file: a full example, and every mistake with its line.
+
+use clap::Parser;
+
+use super::*;
+use crate::cli::Cli;
+
+fn common() -> Common {
+    Cli::parse_from(["shipper", "metadata"]).common
+}
+
+fn write(name: &str, text: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("shipper-config-{name}-{}.toml", std::process::id()));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn error(name: &str, text: &str) -> String {
+    let p = write(name, text);
+    let e = load(&p, &common(), None).unwrap_err();
+    assert!(
+        e.downcast_ref::<UsageError>().is_some(),
+        "a config mistake is a usage error: {e}"
+    );
+    e.to_string()
+}
+
+const FULL: &str = r#"
+brokers = ["kafka1:9092", "kafka2:9092"]
+acks = "all"
+compression = "zstd"
+checkpoint = "/var/lib/shipper/agent.checkpoint"
+sasl_username = "shipper"
+sasl_password = "${SHIPPER_TEST_CONFIG_PW}"
+security_protocol = "sasl_plaintext"
+metrics_listen = "127.0.0.1:9898"
+
+[[input]]
+paths = ["/var/log/nginx/*.log"]
+exclude = ["*.gz"]
+topic = "nginx"
+
+[[input]]
+name = "app"
+paths = ["/var/log/app/*.log"]
+topic = "app-{file_stem}"
+key = "{hostname}"
+headers = { source = "{path}", env = "prod" }
+multiline = { start = '^\d{4}-\d{2}-\d{2}', max_lines = 500, timeout_ms = 1000 }
+"#;
+
+#[test]
+fn the_readme_example_loads() {
+    std::env::set_var("SHIPPER_TEST_CONFIG_PW", "s3cret");
+    let s = load(&write("full", FULL), &common(), None).unwrap();
+    assert_eq!(s.kafka.brokers, vec!["kafka1:9092", "kafka2:9092"]);
+    assert_eq!(
+        s.kafka.security.sasl.as_ref().unwrap().password.expose(),
+        "s3cret"
+    );
+    assert_eq!(s.engine.inputs.len(), 2);
+    let app = &s.engine.inputs[1];
+    assert_eq!(app.name, "app");
+    let r = app.route.resolve(Path::new("/var/log/app/web.log"), "h1");
+    assert_eq!(r.topic, "app-web");
+    assert_eq!(r.key.as_deref(), Some(&b"h1"[..]));
+    assert!(r.headers.contains(&(b"env".to_vec(), b"prod".to_vec())));
+    assert_eq!(app.multiline.as_ref().unwrap().max_lines, 500);
+    assert!(s.engine.inputs[0].patterns[0].matches(Path::new("/var/log/nginx/a.log")));
+    assert!(!s.engine.inputs[0].patterns[0].matches(Path::new("/var/log/nginx/a.log.gz")));
+    assert_eq!(s.options.metrics_listen.as_deref(), Some("127.0.0.1:9898"));
+    assert!(
+        !format!("{s:?}").contains("s3cret"),
+        "the password must not print"
+    );
+}
+
+#[test]
+fn an_unknown_key_is_an_error_on_its_line() {
+    let e = error(
+        "unknown",
+        "brokers = [\"a:1\"]\n\n[[input]]\npaths = [\"/x\"]\ntopic = \"t\"\ntopik = \"oops\"\n",
+    );
+    assert!(e.contains(":6:") && e.contains("topik"), "{e}");
+}
+
+#[test]
+fn a_wrong_type_is_an_error_on_its_line() {
+    let e = error(
+        "type",
+        "linger_ms = \"five\"\n[[input]]\npaths = [\"/x\"]\ntopic = \"t\"\n",
+    );
+    assert!(e.contains(":1:"), "{e}");
+}
+
+#[test]
+fn a_bad_regex_is_an_error_on_its_line() {
+    let e = error(
+        "regex",
+        "[[input]]\npaths = [\"/x\"]\ntopic = \"t\"\nmultiline = { start = '([' }\n",
+    );
+    assert!(e.contains(":4:") && e.contains("bad regex"), "{e}");
+}
+
+#[test]
+fn a_template_that_cannot_resolve_is_an_error_on_its_line() {
+    let e = error(
+        "template",
+        "[[input]]\npaths = [\"/x\"]\ntopic = \"app-{file_steam}\"\n",
+    );
+    assert!(
+        e.contains(":3:") && e.contains("unknown placeholder {file_steam}"),
+        "{e}"
+    );
+    let e = error(
+        "topicname",
+        "[[input]]\npaths = [\"/x\"]\ntopic = \"my topic\"\n",
+    );
+    assert!(
+        e.contains(":3:") && e.contains("not a valid topic name"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_unset_variable_is_an_error_naming_it() {
+    let e = error("env", "sasl_password = \"${SHIPPER_TEST_UNSET_VARIABLE}\"\n[[input]]\npaths = [\"/x\"]\ntopic = \"t\"\n");
+    assert!(
+        e.contains(":1:") && e.contains("SHIPPER_TEST_UNSET_VARIABLE is not set"),
+        "{e}"
+    );
+}
+
+#[test]
+fn inputs_need_paths_a_topic_and_distinct_names() {
+    assert!(error("noinput", "brokers = [\"a:1\"]\n").contains("no [[input]]"));
+    assert!(error("notopic", "[[input]]\npaths = [\"/x\"]\n").contains("topic"));
+    let e = error("dup", "[[input]]\nname = \"a\"\npaths = [\"/x\"]\ntopic = \"t\"\n[[input]]\nname = \"a\"\npaths = [\"/y\"]\ntopic = \"t\"\n");
+    assert!(e.contains("two inputs are named 'a'"), "{e}");
+}

@@ -1,0 +1,133 @@
+//! `tail`'s settings: one model, from flags (one input) or from a config file (any number of inputs,
+//! see [`super::config`]). The command runs whichever it gets the same way.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{parse_headers, producer_config, usage, KafkaSettings};
+use crate::cli::{Common, TailArgs};
+use crate::producer::{OnPermanent, ProducerConfig};
+use crate::tail::checkpoint;
+use crate::tail::discover::{resolve_owners, FilePolicy, Pattern};
+use crate::tail::follower::ReadLimits;
+use crate::tail::route::{topic_name, RouteSpec, Template};
+use crate::tail::{EngineConfig, Input, TailOptions};
+
+/// Everything `tail` runs with.
+#[derive(Debug, Clone)]
+pub struct TailSettings {
+    /// The cluster.
+    pub kafka: KafkaSettings,
+    /// Batching and acknowledgements.
+    pub producer: ProducerConfig,
+    /// Inputs, file policy, limits.
+    pub engine: EngineConfig,
+    /// Checkpoint, intervals, dead letters, metrics.
+    pub options: TailOptions,
+    /// The config file these came from (SIGHUP reloads it).
+    pub config_file: Option<PathBuf>,
+}
+
+/// Producer settings `tail` imposes: the file is the buffer, nothing is dropped because of a timer or
+/// an error not about the records.
+pub fn tail_producer(mut p: ProducerConfig, buffer_bytes: usize) -> ProducerConfig {
+    p.buffer_bytes = buffer_bytes;
+    p.delivery_timeout = None;
+    p.on_permanent = OnPermanent::Retry;
+    p
+}
+
+/// Checks a topic name given as it is (no placeholders).
+pub fn check_topic(t: &Template, raw: &str) -> Result<(), String> {
+    if t.is_constant() && topic_name(raw.as_bytes()).1 {
+        return Err(format!(
+            "'{}' is not a valid topic name (use letters, digits, '.', '_' and '-', at most 249)",
+            crate::escape::Esc::str(raw)
+        ));
+    }
+    Ok(())
+}
+
+impl TailSettings {
+    /// The one-input case: `shipper tail PATH... TOPIC` and its flags.
+    pub fn from_flags(common: &Common, args: &TailArgs) -> anyhow::Result<TailSettings> {
+        let Some((topic, paths)) = args.paths_and_topic.split_last() else {
+            return usage("give at least one PATH and a TOPIC, or --config FILE");
+        };
+        if paths.is_empty() {
+            return usage("give at least one PATH and a TOPIC, or --config FILE");
+        }
+        if !parse_headers(&args.producer.headers)?.is_empty() {
+            return usage(
+                "tail does not take -H; use --path-header, or headers in a --config file",
+            );
+        }
+        let template = Template::literal(topic);
+        check_topic(&template, topic).or_else(usage)?;
+        let patterns = paths
+            .iter()
+            .map(|p| Pattern::new(p, &[]))
+            .collect::<Result<Vec<_>, _>>()
+            .or_else(usage)?;
+        let headers = args
+            .path_header
+            .iter()
+            .map(|h| {
+                (
+                    h.clone(),
+                    Template::parse("{path}").unwrap_or_else(|_| Template::literal("")),
+                )
+            })
+            .collect();
+        let input = Input {
+            name: paths.join(" "),
+            patterns,
+            route: RouteSpec {
+                topic: template,
+                key: None,
+                headers,
+            },
+            multiline: None,
+            from_end: args.from_end,
+        };
+        let owners = if args.owner.is_empty() {
+            None
+        } else {
+            Some(resolve_owners(&args.owner).or_else(usage)?)
+        };
+        Ok(TailSettings {
+            // A log shipper keeps trying an unreachable cluster until told otherwise.
+            kafka: KafkaSettings::from_flags(common, None)?,
+            producer: tail_producer(producer_config(&args.producer), args.buffer_bytes as usize),
+            engine: EngineConfig {
+                inputs: vec![input],
+                policy: Arc::new(FilePolicy {
+                    follow_symlinks: args.follow_symlinks,
+                    symlink_roots: args.symlink_root.clone(),
+                    owners,
+                }),
+                limits: ReadLimits {
+                    max_line_bytes: args.max_line_bytes as usize,
+                    chunk_bytes: 1 << 20,
+                },
+                max_open_files: 0,
+                hostname: crate::tail::route::hostname(),
+            },
+            options: TailOptions {
+                checkpoint: args
+                    .checkpoint
+                    .clone()
+                    .unwrap_or_else(|| checkpoint::default_path(topic)),
+                scan_interval: Duration::from_millis(args.scan_ms),
+                checkpoint_interval: Duration::from_millis(args.checkpoint_ms),
+                stats_interval: args.stats.map(Duration::from_secs),
+                shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
+                dead_letter: args.dead_letter.clone(),
+                metrics_listen: args.metrics_listen.clone(),
+                unhealthy_after: Duration::from_secs(60),
+            },
+            config_file: None,
+        })
+    }
+}

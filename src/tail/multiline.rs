@@ -1,0 +1,171 @@
+//! Multiline events: a line matching `start` begins an event, the lines after it join it (with `\n`)
+//! until the next start line, `max_lines` or `max_bytes` is reached, or the file has been quiet for
+//! `timeout`. A Java stack trace under its log line becomes one record.
+//!
+//! Like single lines, events are never buffered: the file is the buffer. An event that may still grow
+//! (its last line is the last complete line read) is left in the file, and read again next time; so
+//! the checkpoint only ever moves past whole events, once they are acknowledged. Lines before the first
+//! start line of a file form an event of their own.
+
+use std::time::Duration;
+
+use regex::bytes::Regex;
+
+/// How lines are joined into events.
+#[derive(Debug, Clone)]
+pub struct MultilineConfig {
+    /// What the first line of an event looks like.
+    pub start: Regex,
+    /// Most lines in one event; the next line starts another.
+    pub max_lines: usize,
+    /// Most bytes in one event (without the final newline); the rest of a longer event starts another.
+    pub max_bytes: usize,
+    /// Quiet time after which the last event is complete.
+    pub timeout: Duration,
+}
+
+/// One line of the input: its bytes (without newline), the offset after it, and whether it was cut.
+#[derive(Debug, Clone, Copy)]
+pub struct Line<'a> {
+    /// The line.
+    pub bytes: &'a [u8],
+    /// Offset just after its newline.
+    pub end: usize,
+    /// Whether it was longer than the line limit and cut.
+    pub truncated: bool,
+}
+
+/// One complete event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The lines joined with `\n`.
+    pub value: Vec<u8>,
+    /// Offset just after its last line.
+    pub end: usize,
+    /// How many lines it has.
+    pub lines: usize,
+    /// Whether a line in it was cut, or the event itself at `max_bytes`.
+    pub truncated: bool,
+}
+
+impl MultilineConfig {
+    /// Groups complete lines into events. With `last`, the final event is complete too (the file has
+    /// been quiet long enough, or is finished). Returns the complete events and the offset where the
+    /// unfinished event begins (`None`: every line is in an event).
+    pub fn group(&self, lines: &[Line<'_>], last: bool) -> (Vec<Event>, Option<usize>) {
+        let mut events = Vec::new();
+        let mut cur: Option<(Event, usize)> = None; // the event and the offset where it begins
+        let mut prev_end = 0;
+        for l in lines {
+            let starts = self.start.is_match(l.bytes);
+            let full = cur
+                .as_ref()
+                .is_some_and(|(e, _)| e.lines >= self.max_lines || e.value.len() >= self.max_bytes);
+            if starts || full {
+                if let Some((e, _)) = cur.take() {
+                    events.push(e);
+                }
+            }
+            let (e, _) = cur.get_or_insert_with(|| {
+                (
+                    Event {
+                        value: Vec::new(),
+                        end: prev_end,
+                        lines: 0,
+                        truncated: false,
+                    },
+                    prev_end,
+                )
+            });
+            if e.lines > 0 {
+                e.value.push(b'\n');
+            }
+            let room = self.max_bytes.saturating_sub(e.value.len());
+            e.value
+                .extend_from_slice(&l.bytes[..l.bytes.len().min(room)]);
+            e.truncated |= l.truncated || l.bytes.len() > room;
+            e.lines += 1;
+            e.end = l.end;
+            prev_end = l.end;
+        }
+        match cur {
+            Some((e, _)) if last => {
+                events.push(e);
+                (events, None)
+            }
+            Some((_, begins)) => (events, Some(begins)),
+            None => (events, None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(max_lines: usize, max_bytes: usize) -> MultilineConfig {
+        MultilineConfig {
+            start: Regex::new(r"^\d{4}-\d{2}-\d{2}").unwrap(),
+            max_lines,
+            max_bytes,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn lines(text: &[u8]) -> Vec<Line<'_>> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        for l in text.split_inclusive(|&b| b == b'\n') {
+            pos += l.len();
+            out.push(Line {
+                bytes: l.strip_suffix(b"\n").unwrap_or(l),
+                end: pos,
+                truncated: false,
+            });
+        }
+        out
+    }
+
+    const TRACE: &[u8] = b"2026-11-27 ERROR boom\njava.lang.IllegalStateException: x\n\tat a.B.c(B.java:1)\n\tat a.B.d(B.java:2)\n2026-11-27 INFO next\n";
+
+    #[test]
+    fn a_stack_trace_joins_its_log_line_and_the_last_event_waits() {
+        let ls = lines(TRACE);
+        let (events, pending) = cfg(500, 1 << 20).group(&ls, false);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].lines, 4);
+        assert!(events[0]
+            .value
+            .starts_with(b"2026-11-27 ERROR boom\njava.lang"));
+        assert!(events[0].value.ends_with(b"(B.java:2)"));
+        assert_eq!(
+            pending,
+            Some(events[0].end),
+            "the last event may still grow"
+        );
+        let (events, pending) = cfg(500, 1 << 20).group(&ls, true);
+        assert_eq!((events.len(), pending), (2, None));
+        assert_eq!(events[1].value, b"2026-11-27 INFO next");
+    }
+
+    #[test]
+    fn max_lines_and_max_bytes_cut_an_event() {
+        let ls = lines(TRACE);
+        let (events, _) = cfg(2, 1 << 20).group(&ls, true);
+        assert_eq!(
+            events.iter().map(|e| e.lines).collect::<Vec<_>>(),
+            vec![2, 2, 1]
+        );
+        let (events, _) = cfg(500, 30).group(&ls, true);
+        assert!(events.iter().all(|e| e.value.len() <= 30));
+        assert!(events[0].truncated);
+    }
+
+    #[test]
+    fn lines_before_the_first_start_are_an_event_of_their_own() {
+        let ls = lines(b"orphan 1\norphan 2\n2026-11-27 first\n");
+        let (events, pending) = cfg(500, 1 << 20).group(&ls, false);
+        assert_eq!(events[0].value, b"orphan 1\norphan 2");
+        assert_eq!(pending, Some(18));
+    }
+}
