@@ -14,7 +14,7 @@
 //! - [`escape`]: making untrusted text safe to print; [`log`]: leveled stderr logging;
 //!   [`output`]: how records and metadata are printed (raw, kcat format, JSON).
 //! - [`cli`] (flags), [`settings`] (what they mean) and [`cmd`] (one module per subcommand).
-//! - [`secret`]: passwords that never print.
+//! - [`secret`]: passwords that never print; [`metrics`]: Prometheus text and the `/metrics` server.
 //! - [`tasks`]: helpers for background tasks; [`testkit`]: a fake broker for tests.
 
 pub mod backoff;
@@ -26,6 +26,7 @@ pub mod consumer;
 pub mod error;
 pub mod escape;
 pub mod log;
+pub mod metrics;
 pub mod output;
 pub mod partitioner;
 pub mod producer;

@@ -205,6 +205,19 @@ impl Tail {
         self.child.as_ref().map_or(0, |c| c.id())
     }
 
+    /// Sends a signal (e.g. "HUP") and returns at once.
+    #[allow(dead_code)]
+    pub fn signal(&self, signal: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(c.id().to_string())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill -{signal} failed");
+        }
+    }
+
     /// Sends a signal (e.g. "INT", "KILL") and waits for the exit; returns the exit code if any.
     pub fn stop(&mut self, signal: &str) -> Option<i32> {
         let mut c = self.child.take()?;

@@ -2,6 +2,7 @@
 //! single broker and the three-broker cluster). Under CI a missing broker fails the test; elsewhere the
 //! test says SKIPPED and returns.
 
+mod agent;
 mod capture;
 mod cli;
 mod fake;

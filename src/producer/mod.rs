@@ -156,6 +156,38 @@ pub struct Producer {
     resolving: JoinSet<(String, Result<Arc<TopicMeta>, Error>)>,
     /// Topics that became ready since the caller last asked.
     newly_ready: Vec<String>,
+    stats: ProducerStats,
+}
+
+/// What the producer measured, for metrics.
+#[derive(Debug, Clone)]
+pub struct ProducerStats {
+    /// Bytes of each batch when first sent (after compression).
+    pub batch_bytes: crate::metrics::Histogram,
+    /// Seconds from sending a Produce request (connecting included) to its response.
+    pub request_seconds: crate::metrics::Histogram,
+    /// Produce requests completed (answered or failed).
+    pub requests: u64,
+    /// Produce requests that failed as a whole (connection, timeout).
+    pub request_errors: u64,
+    /// Batches put back to be sent again.
+    pub retries: u64,
+}
+
+impl Default for ProducerStats {
+    fn default() -> Self {
+        ProducerStats {
+            batch_bytes: crate::metrics::Histogram::new(&[
+                1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+            ]),
+            request_seconds: crate::metrics::Histogram::new(&[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            requests: 0,
+            request_errors: 0,
+            retries: 0,
+        }
+    }
 }
 
 /// A topic asked for by name, not yet known.
@@ -208,7 +240,13 @@ impl Producer {
             pending: HashMap::new(),
             resolving: JoinSet::new(),
             newly_ready: Vec::new(),
+            stats: ProducerStats::default(),
         }
+    }
+
+    /// What was measured so far.
+    pub fn stats(&self) -> &ProducerStats {
+        &self.stats
     }
 
     /// A producer for one topic whose metadata is known (topic index 0).
@@ -500,6 +538,7 @@ impl Producer {
                     stamp,
                     &mut self.compressor,
                 )?;
+                self.stats.batch_bytes.observe(b.bytes().len() as f64);
             }
             Body::Finished(_) => {
                 let current = b.stamp().is_some_and(|s| self.seq.is_current(s));

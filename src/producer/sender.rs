@@ -29,6 +29,8 @@ pub(crate) struct Completed {
     pub(crate) leader: i32,
     pub(crate) batches: Vec<InFlight>,
     pub(crate) result: Result<Option<ProduceResponse>, Error>,
+    /// From the start of the send (connecting included) to the response.
+    pub(crate) took: std::time::Duration,
 }
 
 /// What the broker said about one batch.
@@ -79,6 +81,7 @@ pub(crate) struct Send {
 /// Builds the request for `batches` (finished) and sends it; the future resolves when the response is
 /// in or the request failed.
 pub(crate) async fn send(s: Send, batches: Vec<InFlight>) -> Completed {
+    let started = Instant::now();
     let result = async {
         let conn = s.cluster.broker(s.leader, s.deadline).await?;
         let version = conn.version::<ProduceRequest>(PRODUCE_VERSIONS)?;
@@ -96,6 +99,7 @@ pub(crate) async fn send(s: Send, batches: Vec<InFlight>) -> Completed {
         leader: s.leader,
         batches,
         result,
+        took: started.elapsed(),
     }
 }
 

@@ -49,7 +49,10 @@ impl Producer {
         if let Some(n) = self.requests_in_flight.get_mut(&c.leader) {
             *n = n.saturating_sub(1);
         }
+        self.stats.requests += 1;
+        self.stats.request_seconds.observe(c.took.as_secs_f64());
         if let Err(e) = &c.result {
+            self.stats.request_errors += 1;
             crate::log::debug(format_args!("produce to broker {} failed: {e}", c.leader));
         }
         let topics = &self.acc.topics;
@@ -154,6 +157,7 @@ impl Producer {
             }
         }
         crate::log::debug(format_args!("will retry: {e}"));
+        self.stats.retries += 1;
         self.failing.insert((t, p), e);
         let q = &mut self.acc.topics[t].parts[p as usize];
         q.failing_since.get_or_insert(now);

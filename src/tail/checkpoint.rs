@@ -5,8 +5,12 @@
 //!
 //! ```text
 //! shipper-checkpoint 2
-//! <dev> <ino> <birth ns or -> <fingerprint bytes> <fingerprint hex> <acked offset> <path, %-encoded>
+//! <dev> <ino> <birth ns or -> <fingerprint bytes> <fingerprint hex> <acked offset> <path, %-encoded> [<origin, %-encoded>]
 //! ```
+//!
+//! The origin is the path under which a pattern matched the file, written when it differs from where
+//! the file is now (a rotated file being finished): on restart the file is finished only if a pattern
+//! of the config still names its origin, and its lines keep the route of that pattern's input.
 //!
 //! Loading never stops `tail`: a damaged line is dropped (and said), the damaged file is moved aside
 //! for inspection, and the good entries are kept. Version 1 files (round 1) are read too.
@@ -36,6 +40,8 @@ pub struct Entry {
     pub offset: u64,
     /// Where the file was when last seen.
     pub path: PathBuf,
+    /// Where a pattern matched it (its name before a rotation); usually `path`.
+    pub origin: PathBuf,
 }
 
 /// What loading found.
@@ -92,6 +98,10 @@ fn parse_v2(line: &str) -> Option<Entry> {
     let fp_hash = u64::from_str_radix(f.next()?, 16).ok()?;
     let offset = f.next()?.parse().ok()?;
     let path = decode_path(f.next()?)?;
+    let origin = match f.next() {
+        Some(o) => decode_path(o)?,
+        None => path.clone(),
+    };
     if f.next().is_some() || fp_len as usize > super::identity::FINGERPRINT_BYTES {
         return None;
     }
@@ -103,6 +113,7 @@ fn parse_v2(line: &str) -> Option<Entry> {
         },
         offset,
         path,
+        origin,
     })
 }
 
@@ -114,6 +125,7 @@ fn parse_v1(line: &str) -> Option<Entry> {
     let fp = f.next()?;
     let offset = f.next()?.parse().ok()?;
     let path = PathBuf::from(f.next()?);
+    let origin = path.clone();
     // A v1 fingerprint is a hash of 256 bytes; without one, the file was shorter: unknown, so take
     // the empty fingerprint (it matches any file) and rely on the inode and the offset.
     let fingerprint = match fp {
@@ -132,6 +144,7 @@ fn parse_v1(line: &str) -> Option<Entry> {
         fingerprint,
         offset,
         path,
+        origin,
     })
 }
 
@@ -204,7 +217,7 @@ pub fn render<'a>(entries: impl Iterator<Item = &'a Entry>) -> String {
     for e in entries {
         let born = e.id.born.map_or("-".to_string(), |b| b.to_string());
         text.push_str(&format!(
-            "{} {} {born} {} {:016x} {} {}\n",
+            "{} {} {born} {} {:016x} {} {}",
             e.id.dev,
             e.id.ino,
             e.fingerprint.len,
@@ -212,6 +225,11 @@ pub fn render<'a>(entries: impl Iterator<Item = &'a Entry>) -> String {
             e.offset,
             encode_path(&e.path)
         ));
+        if e.origin != e.path {
+            text.push(' ');
+            text.push_str(&encode_path(&e.origin));
+        }
+        text.push('\n');
     }
     text
 }
@@ -351,6 +369,7 @@ mod tests {
     }
 
     fn entry(path: &str) -> Entry {
+        let path = PathBuf::from(std::ffi::OsString::from_vec(path.as_bytes().to_vec()));
         Entry {
             id: FileId {
                 dev: 1,
@@ -359,7 +378,8 @@ mod tests {
             },
             fingerprint: Fingerprint::of(b"abc"),
             offset: 77,
-            path: PathBuf::from(std::ffi::OsString::from_vec(path.as_bytes().to_vec())),
+            origin: path.clone(),
+            path,
         }
     }
 
@@ -376,6 +396,9 @@ mod tests {
         store(&p, &render([e1.clone(), e2.clone()].iter())).unwrap();
         let text = fs::read_to_string(&p).unwrap();
         assert_eq!(text.lines().count(), 3, "{text}");
+        // e2 was renamed (rotated): its origin is written after its path; e1's is not.
+        let fields: Vec<usize> = text.lines().skip(1).map(|l| l.split(' ').count()).collect();
+        assert_eq!(fields, vec![7, 8], "{text}");
         let got = load(&p).unwrap();
         assert_eq!(got.entries, vec![e1, e2]);
         assert_eq!(got.dropped, 0);

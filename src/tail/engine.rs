@@ -60,6 +60,18 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
+    /// Caps each input's multiline event size at the line limit (the largest record the topic takes).
+    fn cap_events(&mut self) {
+        let cap = self.limits.max_line_bytes;
+        for i in &mut self.inputs {
+            if let Some(m) = &mut i.multiline {
+                if m.max_bytes > cap {
+                    Arc::make_mut(m).max_bytes = cap;
+                }
+            }
+        }
+    }
+
     /// Every input's patterns in one list, and for each the input it belongs to.
     fn flat_patterns(&self) -> (Arc<Vec<Pattern>>, Vec<usize>) {
         let mut patterns = Vec::new();
@@ -93,13 +105,16 @@ pub struct Engine {
     hot: BTreeSet<u64>,
     /// Followers waiting for their topic to be known.
     waiting: BTreeSet<u64>,
+    /// Bumped by each reload: a scan asked for before it is dropped (its pattern numbers are stale).
+    generation: u64,
     /// Line and event counters.
     pub counters: Counters,
 }
 
 impl Engine {
     /// An engine resuming from `known` (the loaded checkpoint).
-    pub fn new(cfg: EngineConfig, known: Vec<Entry>) -> Self {
+    pub fn new(mut cfg: EngineConfig, known: Vec<Entry>) -> Self {
+        cfg.cap_events();
         let (patterns, pattern_input) = cfg.flat_patterns();
         Engine {
             cfg,
@@ -116,6 +131,7 @@ impl Engine {
             warned: BTreeSet::new(),
             hot: BTreeSet::new(),
             waiting: BTreeSet::new(),
+            generation: 0,
             counters: Counters::default(),
         }
     }
@@ -159,7 +175,7 @@ impl Engine {
         let known = self
             .known
             .values()
-            .map(|e| (e.id, e.path.clone(), e.offset))
+            .map(|e| (e.id, e.path.clone(), e.origin.clone(), e.offset))
             .collect();
         ScanRequest {
             patterns: self.patterns.clone(),
@@ -168,11 +184,16 @@ impl Engine {
             followed,
             known,
             budget: self.cfg.max_open_files.saturating_sub(self.open_files()),
+            generation: self.generation,
         }
     }
 
-    /// Applies what a scan found: renames, rotations, truncations, new files.
-    pub fn apply_scan(&mut self, r: ScanResult, now: Instant) {
+    /// Applies what a scan found: renames, rotations, truncations, new files. Returns false when the
+    /// scan was asked for before a reload and is dropped (scan again).
+    pub fn apply_scan(&mut self, r: ScanResult, now: Instant) -> bool {
+        if r.generation != self.generation {
+            return false;
+        }
         for n in r.notices {
             self.warn_once(n.key, format_args!("{}", n.text));
         }
@@ -188,6 +209,7 @@ impl Engine {
                     Esc::path(&f.path)
                 ));
                 fl.path = f.path.clone();
+                fl.origin = f.path.clone();
             }
         }
         for (key, new_path) in r.gone {
@@ -222,6 +244,7 @@ impl Engine {
         self.first_scan = false;
         // A rescan also catches what events missed: read everything once.
         self.hot.extend(self.followers.keys().copied());
+        true
     }
 
     /// A followed file's path no longer names it (rotated or deleted): finish it, under `new_path` if
@@ -321,6 +344,9 @@ impl Engine {
         ) {
             Ok(mut f) => {
                 f.multiline = self.cfg.inputs.get(input).and_then(|i| i.multiline.clone());
+                if let Some(o) = n.origin {
+                    f.origin = o;
+                }
                 crate::log::debug(format_args!(
                     "following {} from byte {start}",
                     Esc::path(&f.path)
@@ -348,6 +374,7 @@ impl Engine {
     pub fn reconfigure(&mut self, mut new: EngineConfig) -> String {
         new.limits = self.cfg.limits.clone();
         new.max_open_files = self.cfg.max_open_files;
+        new.cap_events();
         let old_names: Vec<String> = self.cfg.inputs.iter().map(|i| i.name.clone()).collect();
         let new_names: Vec<String> = new.inputs.iter().map(|i| i.name.clone()).collect();
         let added = new_names.iter().filter(|n| !old_names.contains(n)).count();
@@ -368,6 +395,7 @@ impl Engine {
                 })
             })
             .count();
+        self.generation += 1;
         let hostname = new.hostname.clone();
         let mut warnings = Vec::new();
         for f in self.followers.values_mut() {
@@ -568,6 +596,7 @@ impl Engine {
         ) {
             Ok(mut f) => {
                 f.last_active = old.last_active;
+                f.origin = old.origin.clone();
                 self.hot.insert(k);
                 self.followers.insert(k, f);
             }
@@ -675,6 +704,7 @@ impl Engine {
                 fingerprint: f.fingerprint,
                 offset: f.acked_pos,
                 path: f.path.clone(),
+                origin: f.origin.clone(),
             },
         );
     }
@@ -689,6 +719,7 @@ impl Engine {
                 fingerprint: f.fingerprint,
                 offset: f.acked_pos,
                 path: f.path.clone(),
+                origin: f.origin.clone(),
             })
             .collect();
         let live: BTreeSet<(u64, u64)> = self
@@ -725,6 +756,17 @@ impl Engine {
             .sum()
     }
 
+    /// Every followed file's input name, path and bytes not acknowledged yet.
+    pub fn behind_by_file(&self) -> Vec<(&str, &std::path::Path, u64)> {
+        self.followers
+            .values()
+            .map(|f| {
+                let input = self.cfg.inputs.get(f.input).map_or("", |i| i.name.as_str());
+                (input, f.path.as_path(), f.size.saturating_sub(f.acked_pos))
+            })
+            .collect()
+    }
+
     /// The followed file furthest behind and by how many bytes, if any is.
     pub fn most_behind(&self) -> Option<(String, u64)> {
         self.followers
@@ -754,5 +796,7 @@ fn head_matches(head: &[u8], fp: Fingerprint) -> bool {
     head.len() >= fp.len as usize && Fingerprint::of(&head[..fp.len as usize]) == fp
 }
 
+#[cfg(test)]
+mod reload_tests;
 #[cfg(test)]
 mod tests;

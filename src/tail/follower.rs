@@ -102,8 +102,10 @@ pub enum ReadResult {
 pub struct Follower {
     /// Unique key of this follower (a truncated file gets a new one).
     pub key: u64,
-    /// The path the file was found under.
+    /// The path the file is at (its new name once rotated).
     pub path: PathBuf,
+    /// The path a pattern matched it under (checkpointed, so a restart knows its input).
+    pub origin: PathBuf,
     /// The open file, shared with scans; `None` while closed for idleness.
     pub file: Option<Arc<File>>,
     /// Identity.
@@ -150,6 +152,7 @@ impl Follower {
         let size = file.metadata()?.len();
         Ok(Follower {
             key,
+            origin: path.clone(),
             path,
             file: Some(file),
             id,
@@ -270,7 +273,17 @@ impl Follower {
             return Ok(NOTHING);
         }
         let base = self.read_pos;
-        let len = (size - base).min(limits.chunk_bytes as u64) as usize;
+        // An unfinished event is read again from its start: the region must hold a whole event and
+        // the line after it, or a long event would never complete.
+        let chunk = match &self.multiline {
+            Some(m) => limits.chunk_bytes.max(
+                m.max_bytes
+                    .saturating_add(limits.max_line_bytes)
+                    .saturating_add(2),
+            ),
+            None => limits.chunk_bytes,
+        };
+        let len = (size - base).min(chunk as u64) as usize;
         let more = base + (len as u64) < size;
         let region = Region::map(&file, base, len)?;
         let mut shipping = Shipping {

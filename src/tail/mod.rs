@@ -14,11 +14,13 @@
 //! - [`checkpoint`] and [`saver`]: the checkpoint file, its lock, and the thread that writes it.
 //! - [`sink`]: what lines are shipped into.
 //! - [`dead_letter`]: where lines Kafka refuses for good are kept.
+//! - [`exposition`]: what `--metrics-listen` serves (`/metrics`, `/healthz`).
 
 pub mod checkpoint;
 pub mod dead_letter;
 pub mod discover;
 pub mod engine;
+pub mod exposition;
 pub mod follower;
 pub mod identity;
 pub mod lines;
@@ -74,6 +76,18 @@ pub async fn run(
 ) -> anyhow::Result<i32> {
     let mut r = Running::start(s.engine, s.options, producer)?;
     r.reloader = reload;
+    if let Some(addr) = r.opts.metrics_listen.clone() {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let server = crate::metrics::serve(&addr, tx)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot serve metrics on {}: {e}", Esc::str(&addr)))?;
+        crate::log::info(format_args!(
+            "metrics on http://{}/metrics, health on /healthz",
+            Esc::str(&addr)
+        ));
+        r.asks = Some(rx);
+        r.server = Some(server);
+    }
     r.ship_until_signal().await?;
     r.stop().await
 }
@@ -113,6 +127,10 @@ struct Running {
     stats: Stats,
     started: Instant,
     reloader: Option<Reloader>,
+    /// Questions from the metrics server, when it runs.
+    asks: Option<tokio::sync::mpsc::Receiver<crate::metrics::Ask>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    started_unix: f64,
     _lock: checkpoint::Lock,
 }
 
@@ -161,6 +179,11 @@ impl Running {
             rescan: true,
             started: Instant::now(),
             reloader: None,
+            asks: None,
+            server: None,
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
             _lock: lock,
         })
     }
@@ -200,6 +223,7 @@ impl Running {
                 _ = sigint.recv() => return Ok(()),
                 _ = sigterm.recv() => return Ok(()),
                 _ = sighup.recv() => self.reload(),
+                Some(ask) = recv(&mut self.asks) => self.answer(ask),
                 r = self.producer.drive(&mut self.deliveries), if !self.producer.is_idle() => {
                     r?;
                     apply(&mut self.engine, &mut self.deliveries, &self.producer, self.dead.as_mut());
@@ -226,6 +250,23 @@ impl Running {
                     self.stats.print(&self.engine, &self.producer, &self.saver);
                 }
                 _ = tokio::task::yield_now(), if busy => {}
+            }
+        }
+    }
+
+    /// Answers the metrics server.
+    fn answer(&self, ask: crate::metrics::Ask) {
+        let view = exposition::View {
+            engine: &self.engine,
+            producer: &self.producer,
+            saver: &self.saver,
+            delivery_failing: self.trouble_since.map(|t| t.elapsed()),
+            started_unix: self.started_unix,
+        };
+        match ask {
+            crate::metrics::Ask::Metrics(r) => drop(r.send(exposition::render(&view))),
+            crate::metrics::Ask::Health(r) => {
+                drop(r.send(exposition::health(&view, self.opts.unhealthy_after)))
             }
         }
     }
@@ -273,7 +314,10 @@ impl Running {
 
     /// A scan is done: the engine takes it, and the directories of new files are watched.
     fn scanned(&mut self, r: scan::ScanResult) {
-        self.engine.apply_scan(r, Instant::now());
+        if !self.engine.apply_scan(r, Instant::now()) {
+            self.rescan = true; // asked for before a reload
+            return;
+        }
         let ms = self.opts.scan_interval.as_millis() as u64;
         for f in self.engine.positions() {
             if let Some(dir) = f.1.parent() {
@@ -286,6 +330,9 @@ impl Running {
     /// done; returns the exit code.
     async fn stop(mut self) -> anyhow::Result<i32> {
         crate::log::info(format_args!("stopping: flushing lines in flight"));
+        if let Some(s) = self.server.take() {
+            s.abort();
+        }
         self.producer.seal_all();
         let flushed = tokio::time::timeout(
             self.opts.shutdown_timeout,
@@ -318,6 +365,16 @@ impl Running {
         } else {
             0
         })
+    }
+}
+
+/// The next question from the metrics server; never, when it does not run.
+async fn recv(
+    asks: &mut Option<tokio::sync::mpsc::Receiver<crate::metrics::Ask>>,
+) -> Option<crate::metrics::Ask> {
+    match asks {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

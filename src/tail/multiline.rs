@@ -18,7 +18,8 @@ pub struct MultilineConfig {
     pub start: Regex,
     /// Most lines in one event; the next line starts another.
     pub max_lines: usize,
-    /// Most bytes in one event (without the final newline); the rest of a longer event starts another.
+    /// Most bytes in one event (without the final newline): the line that would pass it starts the
+    /// next event; a single line longer than this is cut.
     pub max_bytes: usize,
     /// Quiet time after which the last event is complete.
     pub timeout: Duration,
@@ -58,9 +59,11 @@ impl MultilineConfig {
         let mut prev_end = 0;
         for l in lines {
             let starts = self.start.is_match(l.bytes);
-            let full = cur
-                .as_ref()
-                .is_some_and(|(e, _)| e.lines >= self.max_lines || e.value.len() >= self.max_bytes);
+            // A line that would take the event past max_bytes starts the next one (a line longer
+            // than max_bytes on its own is cut).
+            let full = cur.as_ref().is_some_and(|(e, _)| {
+                e.lines >= self.max_lines || e.value.len() + 1 + l.bytes.len() > self.max_bytes
+            });
             if starts || full {
                 if let Some((e, _)) = cur.take() {
                     events.push(e);
@@ -158,7 +161,10 @@ mod tests {
         );
         let (events, _) = cfg(500, 30).group(&ls, true);
         assert!(events.iter().all(|e| e.value.len() <= 30));
-        assert!(events[0].truncated);
+        // Lines that do not fit start the next event; only the one line over 30 bytes is cut.
+        let cut: Vec<bool> = events.iter().map(|e| e.truncated).collect();
+        assert_eq!(cut, vec![false, true, false, false, false]);
+        assert_eq!(events[2].value, b"\tat a.B.c(B.java:1)");
     }
 
     #[test]

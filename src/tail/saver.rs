@@ -104,6 +104,14 @@ impl Saver {
         })
     }
 
+    /// How long writing has been failing, if it is.
+    pub fn failing_for(&self) -> Option<Duration> {
+        self.lock()
+            .failing
+            .as_ref()
+            .map(|(since, _)| since.elapsed())
+    }
+
     /// The checkpoint's path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -42,9 +42,12 @@ pub struct ScanRequest {
     pub first: bool,
     /// Files followed now.
     pub followed: Vec<Followed>,
-    /// Checkpoint entries of files not followed: identity, last path and acknowledged offset, to learn
-    /// which still exist and which were rotated away (renamed in their directory) with lines unread.
-    pub known: Vec<(FileId, PathBuf, u64)>,
+    /// Checkpoint entries of files not followed: identity, last path, origin (where a pattern matched
+    /// it) and acknowledged offset, to learn which still exist and which were rotated away (renamed in
+    /// their directory) with lines unread.
+    pub known: Vec<(FileId, PathBuf, PathBuf, u64)>,
+    /// The engine's configuration generation; a result of an older one is dropped.
+    pub generation: u64,
     /// How many more files may be opened.
     pub budget: usize,
 }
@@ -58,11 +61,15 @@ pub struct NewFile {
     pub file: File,
     /// Its first bytes (up to the fingerprint length), to compare with the checkpoint.
     pub head: Vec<u8>,
+    /// For a file finished from the checkpoint: where a pattern matched it before it was rotated.
+    pub origin: Option<PathBuf>,
 }
 
 /// What one scan found.
 #[derive(Debug, Default)]
 pub struct ScanResult {
+    /// The generation of the request.
+    pub generation: u64,
     /// Every matching file that may be followed.
     pub found: Vec<Found>,
     /// Files opened now (not followed before).
@@ -123,6 +130,7 @@ pub fn run(req: ScanRequest) -> ScanResult {
         req: &req,
         found,
         out: ScanResult {
+            generation: req.generation,
             notices,
             ..ScanResult::default()
         },
@@ -238,6 +246,7 @@ impl Pass<'_> {
                         found: f,
                         file,
                         head,
+                        origin: None,
                     });
                 }
                 Err(e) => self.out.notices.push(Notice {
@@ -249,11 +258,12 @@ impl Pass<'_> {
     }
 
     /// Checkpoint entries no pattern names any more: gone, or rotated next to their old path with
-    /// lines past the checkpoint (then opened, to be finished).
+    /// lines past the checkpoint (then opened, to be finished, if a pattern still names the path it
+    /// was found under: a file whose input was removed from the config is left alone).
     fn find_known(&mut self) {
         let matched: HashSet<(u64, u64)> =
             self.found.iter().map(|f| (f.id.dev, f.id.ino)).collect();
-        for (id, path, offset) in &self.req.known {
+        for (id, path, origin, offset) in &self.req.known {
             if matched.contains(&(id.dev, id.ino)) {
                 continue; // a pattern still names it: it resumes as a new file
             }
@@ -270,12 +280,9 @@ impl Pass<'_> {
             if size <= *offset || self.budget == 0 {
                 continue;
             }
-            let pattern = self
-                .req
-                .patterns
-                .iter()
-                .position(|p| p.matches(path))
-                .unwrap_or(0);
+            let Some(pattern) = self.req.patterns.iter().position(|p| p.matches(origin)) else {
+                continue; // no input names it now
+            };
             let found = Found {
                 path: moved,
                 id: *id,
@@ -285,7 +292,12 @@ impl Pass<'_> {
             if let Ok((file, _)) = discover::open(&found, self.pattern(pattern), &self.req.policy) {
                 self.budget -= 1;
                 let head = read_head(&file);
-                self.out.known_rotated.push(NewFile { found, file, head });
+                self.out.known_rotated.push(NewFile {
+                    found,
+                    file,
+                    head,
+                    origin: Some(origin.clone()),
+                });
             }
         }
     }

@@ -1,0 +1,609 @@
+//! `shipper tail --config`: the agent run from a TOML file, against the real broker, checked with kcat
+//! and Prometheus' own parser — routing templates, multiline events, SIGHUP reloads under load, the
+//! metrics and health endpoints, and `check-config`.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+/// Writes a file atomically (the agent may read it at any moment).
+fn write_config(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET `path` from the agent's metrics server: (status code, body).
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map_or("", |x| x.1).to_string();
+    (code, body)
+}
+
+/// Waits until the metrics server answers.
+fn wait_listening(port: u16, tail: &Tail) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "metrics never served: {}",
+            tail.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The metrics text parsed by Prometheus' Python client: one "name{labels} value" per sample, labels
+/// sorted, so the test reads what a real scraper would.
+fn parse_with_prometheus_client(text: &str) -> BTreeMap<String, f64> {
+    let script = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        labels = ",".join(f'{k}={v}' for k, v in sorted(s.labels.items()))
+        print(f"{s.name}{{{labels}}} {s.value}")
+"#;
+    let mut c = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with prometheus_client (scripts/install-deps installs it)");
+    c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client refused the text: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+fn sum_of(m: &BTreeMap<String, f64>, name: &str) -> f64 {
+    m.iter()
+        .filter(|(k, _)| k.split('{').next() == Some(name))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+fn kafka_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn two_inputs_route_by_file_name_with_key_and_headers_seen_by_kcat() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("agent-route");
+    let prefix = topic("agent-route");
+    for t in ["web-access", "web-error", "db"] {
+        create_topic(&b, &format!("{prefix}-{t}"), 1, 1, &[]);
+    }
+    std::fs::create_dir_all(dir.join("web")).unwrap();
+    std::fs::create_dir_all(dir.join("db")).unwrap();
+    append(&dir.join("web/access.log"), b"GET /\nGET /x\n");
+    append(&dir.join("web/error.log"), b"oops\n");
+    append(&dir.join("db/slow.log"), b"select 1\n");
+    let cfg = dir.join("agent.toml");
+    write_config(
+        &cfg,
+        &format!(
+            r#"checkpoint = "{d}/ckpt"
+[[input]]
+name = "web"
+paths = ["{d}/web/*.log"]
+topic = "{prefix}-web-{{file_stem}}"
+key = "{{hostname}}"
+headers = {{ source = "{{path}}", env = "test" }}
+[[input]]
+name = "db"
+paths = ["{d}/db/*.log"]
+topic = "{prefix}-db"
+"#,
+            d = dir.display()
+        ),
+    );
+    let mut tail = Tail::start(&b, &["--config", cfg.to_str().unwrap()], &dir.join("log"));
+    let host = kafka_hostname();
+    let fmt = ["-f", "%k|%h|%s\n"];
+    let got = |t: &str, n: usize| {
+        let topic = format!("{prefix}-{t}");
+        wait_for_records(&b, &topic, n, Duration::from_secs(30));
+        let mut args = vec!["-C", "-t", topic.as_str(), "-e"];
+        args.extend(fmt);
+        String::from_utf8(kcat(&b, &args, b"")).unwrap()
+    };
+    let access = dir.join("web/access.log");
+    assert_eq!(
+        got("web-access", 2),
+        format!(
+            "{host}|env=test,source={p}|GET /\n{host}|env=test,source={p}|GET /x\n",
+            p = access.display()
+        ),
+        "{}",
+        tail.stderr()
+    );
+    assert_eq!(
+        got("web-error", 1),
+        format!(
+            "{host}|env=test,source={}|oops\n",
+            dir.join("web/error.log").display()
+        )
+    );
+    // No key and no headers: kcat prints empty fields.
+    assert_eq!(got("db", 1), "||select 1\n");
+    assert_eq!(tail.stop("INT"), Some(0), "{}", tail.stderr());
+}
+
+/// A Java service's log: loghub's Hadoop lines (each starts with a date) with stack traces after some
+/// ERROR lines; returns the text and its events.
+fn java_log(n: usize) -> (Vec<u8>, Vec<String>) {
+    let sample = std::fs::read_to_string(root().join("../shared/logs/loghub/Hadoop_2k.log"))
+        .expect("../shared/logs/loghub/Hadoop_2k.log");
+    let mut events = Vec::new();
+    for (i, line) in sample.lines().cycle().take(n).enumerate() {
+        let mut e = line.trim_end().to_string();
+        if i % 7 == 3 {
+            e.push_str(&format!(
+                "\njava.io.IOException: Connection reset by peer (event {i})\n\tat sun.nio.ch.FileDispatcherImpl.read0(Native Method)\n\tat org.apache.hadoop.ipc.Client$Connection.run(Client.java:{i})\nCaused by: java.net.SocketException: reset\n\t... 12 more"
+            ));
+        }
+        events.push(e);
+    }
+    let mut text = Vec::new();
+    for e in &events {
+        text.extend_from_slice(e.as_bytes());
+        text.push(b'\n');
+    }
+    (text, events)
+}
+
+#[test]
+fn each_java_stack_trace_is_one_record() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("agent-multiline");
+    let t = topic("agent-multiline");
+    create_topic(&b, &t, 1, 1, &[]);
+    let cfg = dir.join("agent.toml");
+    write_config(
+        &cfg,
+        &format!(
+            r#"checkpoint = "{d}/ckpt"
+[[input]]
+paths = ["{d}/app.log"]
+topic = "{t}"
+multiline = {{ start = '^\d{{4}}-\d{{2}}-\d{{2}} ', timeout_ms = 300 }}
+"#,
+            d = dir.display()
+        ),
+    );
+    let (text, events) = java_log(3000);
+    // Half written before the agent starts, half while it runs, in odd-sized pieces.
+    let half = text.len() / 2;
+    append(&dir.join("app.log"), &text[..half]);
+    let mut tail = Tail::start(&b, &["--config", cfg.to_str().unwrap()], &dir.join("log"));
+    for chunk in text[half..].chunks(7777) {
+        append(&dir.join("app.log"), chunk);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        let out = kcat(&b, &["-C", "-t", &t, "-e", "-f", "%s\u{1e}"], b"");
+        let got: Vec<String> = String::from_utf8(out)
+            .unwrap()
+            .split('\u{1e}')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        if got.len() >= events.len() || Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(got.len(), events.len(), "{}", tail.stderr());
+    for (g, e) in got.iter().zip(&events) {
+        assert_eq!(g, e);
+    }
+    assert_eq!(tail.stop("INT"), Some(0), "{}", tail.stderr());
+}
+
+/// Writes `prefix-N` lines to each file at about `per_sec` lines a second in total until stopped;
+/// returns how many lines each file got.
+fn writer(
+    files: Vec<std::path::PathBuf>,
+    per_sec: usize,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<usize>> {
+    std::thread::spawn(move || {
+        let mut n = vec![0usize; files.len()];
+        let tick = Duration::from_millis(10);
+        let per_tick = (per_sec / 100 / files.len()).max(1);
+        while !stop.load(Ordering::Relaxed) {
+            for (i, f) in files.iter().enumerate() {
+                let stem = f.file_stem().unwrap().to_str().unwrap().to_string();
+                let mut buf = Vec::new();
+                for _ in 0..per_tick {
+                    buf.extend_from_slice(format!("{stem}-{}\n", n[i]).as_bytes());
+                    n[i] += 1;
+                }
+                append(f, &buf);
+            }
+            std::thread::sleep(tick);
+        }
+        n
+    })
+}
+
+fn expected(stem: &str, n: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|i| format!("{stem}-{i}").into_bytes()).collect()
+}
+
+/// Asserts `got` is `stem-0` .. `stem-(n-1)` in order, saying where it is not (not dumping it all).
+fn assert_lines(got: &[Vec<u8>], stem: &str, n: usize, what: &str) {
+    let want = expected(stem, n);
+    if got == want.as_slice() {
+        return;
+    }
+    let mut seen = std::collections::HashSet::new();
+    let dups = got.iter().filter(|g| !seen.insert(*g)).count();
+    let missing = want.iter().filter(|w| !seen.contains(w)).count();
+    let first = got.iter().zip(&want).position(|(g, w)| g != w);
+    panic!(
+        "{what}: {} records for {n} lines, {dups} duplicated, {missing} missing, first difference at {first:?}: {:?}",
+        got.len(),
+        first.map(|i| String::from_utf8_lossy(&got[i]).into_owned())
+    );
+}
+
+fn two_inputs(d: &Path, first: (&str, &str), second: (&str, &str)) -> String {
+    format!(
+        r#"checkpoint = "{d}/ckpt"
+[[input]]
+name = "{}"
+paths = ["{d}/{}.log"]
+topic = "{}"
+[[input]]
+name = "{}"
+paths = ["{d}/{}.log"]
+topic = "{}"
+"#,
+        first.0,
+        first.0,
+        first.1,
+        second.0,
+        second.0,
+        second.1,
+        d = d.display()
+    )
+}
+
+#[test]
+fn sighup_adds_and_removes_inputs_under_load_and_every_line_arrives_once() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("agent-reload");
+    let [ta, tb, tc] = ["a", "b", "c"].map(|s| topic(&format!("agent-reload-{s}")));
+    for t in [&ta, &tb, &tc] {
+        create_topic(&b, t, 1, 1, &[]);
+    }
+    let cfg = dir.join("agent.toml");
+    write_config(&cfg, &two_inputs(&dir, ("a", &ta), ("b", &tb)));
+    let files: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|s| dir.join(format!("{s}.log")))
+        .collect();
+    for f in &files {
+        append(f, b"");
+    }
+    let mut tail = Tail::start(&b, &["--config", cfg.to_str().unwrap()], &dir.join("log"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = writer(files.clone(), 5000, stop.clone());
+    std::thread::sleep(Duration::from_millis(1500));
+    // b goes, c comes; a stays.
+    write_config(&cfg, &two_inputs(&dir, ("a", &ta), ("c", &tc)));
+    tail.signal("HUP");
+    std::thread::sleep(Duration::from_millis(2500));
+    stop.store(true, Ordering::Relaxed);
+    let n = w.join().unwrap();
+    let limit = Duration::from_secs(60);
+    let a = wait_for_records(&b, &ta, n[0], limit);
+    let c = wait_for_records(&b, &tc, n[2], limit);
+    let log = tail.stderr();
+    assert!(
+        log.contains("config reloaded: 2 inputs (1 added, 1 removed, 0 changed)"),
+        "{log}"
+    );
+    assert_lines(&a, "a", n[0], "input a, kept");
+    assert_lines(&c, "c", n[2], "input c, added");
+    // b, removed: a prefix of its lines (those read before the reload), each once.
+    let bv = topic_values(&b, &tb);
+    assert!(
+        !bv.is_empty() && bv.len() < n[1],
+        "{} of {}",
+        bv.len(),
+        n[1]
+    );
+    assert_lines(&bv, "b", bv.len(), "input b, removed");
+    assert_eq!(tail.stop("INT"), Some(0), "{}", tail.stderr());
+}
+
+#[test]
+fn a_broken_config_on_sighup_is_refused_and_a_changed_topic_takes_the_next_lines() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("agent-broken");
+    let [t1, t2, tx] = ["1", "2", "x"].map(|s| topic(&format!("agent-broken-{s}")));
+    for t in [&t1, &t2, &tx] {
+        create_topic(&b, t, 1, 1, &[]);
+    }
+    let cfg = dir.join("agent.toml");
+    let good = two_inputs(&dir, ("a", &t1), ("x", &tx));
+    write_config(&cfg, &good);
+    let a = dir.join("a.log");
+    append(&a, &numbered_lines("a", 0, 100));
+    let mut tail = Tail::start(&b, &["--config", cfg.to_str().unwrap()], &dir.join("log"));
+    assert_eq!(
+        wait_for_records(&b, &t1, 100, Duration::from_secs(30)).len(),
+        100
+    );
+    // Line 4 names an unknown key: refused, the running config stays.
+    write_config(&cfg, &good.replace("topic = ", "topik = "));
+    tail.signal("HUP");
+    wait_for_log(&tail, "config not reloaded");
+    let log = tail.stderr();
+    assert!(
+        log.contains("agent.toml:5:"),
+        "the line of the mistake: {log}"
+    );
+    append(&a, &numbered_lines("a", 100, 200));
+    assert_lines(
+        &wait_for_records(&b, &t1, 200, Duration::from_secs(30)),
+        "a",
+        200,
+        "t1",
+    );
+    // Now input a's topic changes: lines read from here on go to the new one.
+    write_config(&cfg, &two_inputs(&dir, ("a", &t2), ("x", &tx)));
+    tail.signal("HUP");
+    wait_for_log(&tail, "config reloaded");
+    append(&a, &numbered_lines("a", 200, 300));
+    let moved = wait_for_records(&b, &t2, 100, Duration::from_secs(30));
+    assert_eq!(moved, expected("a", 300)[200..].to_vec());
+    assert_lines(&topic_values(&b, &t1), "a", 200, "t1 after the change");
+    assert_eq!(tail.stop("INT"), Some(0), "{}", tail.stderr());
+}
+
+fn numbered_lines(stem: &str, from: usize, to: usize) -> Vec<u8> {
+    (from..to)
+        .flat_map(|i| format!("{stem}-{i}\n").into_bytes())
+        .collect()
+}
+
+fn wait_for_log(tail: &Tail, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !tail.stderr().contains(what) {
+        assert!(Instant::now() < deadline, "no '{what}': {}", tail.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn metrics_parse_with_prometheus_client_and_agree_with_the_summary_and_kafka() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("agent-metrics");
+    let [t1, t2] = ["1", "2"].map(|s| topic(&format!("agent-metrics-{s}")));
+    create_topic(&b, &t1, 3, 1, &[]);
+    create_topic(&b, &t2, 1, 1, &[]);
+    let port = free_port();
+    let cfg = dir.join("agent.toml");
+    write_config(
+        &cfg,
+        &format!(
+            "metrics_listen = \"127.0.0.1:{port}\"\n{}",
+            two_inputs(&dir, ("one", &t1), ("two", &t2))
+        ),
+    );
+    append(&dir.join("one.log"), &numbered_lines("one", 0, 1500));
+    append(&dir.join("two.log"), &numbered_lines("two", 0, 500));
+    let mut tail = Tail::start(&b, &["--config", cfg.to_str().unwrap()], &dir.join("log"));
+    wait_listening(port, &tail);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let m = loop {
+        let (code, text) = http_get(port, "/metrics");
+        assert_eq!(code, 200);
+        let m = parse_with_prometheus_client(&text);
+        if sum_of(&m, "shipper_lines_acked_total") >= 2000.0 || Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let bytes_one: usize = (0..1500).map(|i| format!("one-{i}").len()).sum();
+    let want = [
+        (
+            format!("shipper_lines_read_total{{input=one,topic={t1}}}"),
+            1500.0,
+        ),
+        (
+            format!("shipper_lines_acked_total{{input=one,topic={t1}}}"),
+            1500.0,
+        ),
+        (
+            format!("shipper_lines_acked_total{{input=two,topic={t2}}}"),
+            500.0,
+        ),
+        (
+            format!("shipper_bytes_read_total{{input=one,topic={t1}}}"),
+            bytes_one as f64,
+        ),
+        (
+            format!("shipper_lines_failed_total{{input=one,topic={t1}}}"),
+            0.0,
+        ),
+        ("shipper_files_followed{}".to_string(), 2.0),
+        ("shipper_bytes_behind{input=one}".to_string(), 0.0),
+        ("shipper_delivery_failing{}".to_string(), 0.0),
+        ("shipper_checkpoint_failing{}".to_string(), 0.0),
+    ];
+    for (k, v) in want {
+        assert_eq!(m.get(&k), Some(&v), "{k} in {m:#?}");
+    }
+    let requests = m["shipper_produce_requests_total{}"];
+    // One request may carry both topics' batches (one broker).
+    assert!(requests >= 1.0, "{requests}");
+    assert_eq!(m["shipper_produce_request_seconds_count{}"], requests);
+    assert!(
+        m["shipper_produce_batch_bytes_count{}"] >= 2.0,
+        "two topics"
+    );
+    assert!(m["process_resident_memory_bytes{}"] > 1e6);
+    assert_eq!(http_get(port, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(http_get(port, "/nope").0, 404);
+    assert_eq!(tail.stop("INT"), Some(0));
+    let log = tail.stderr();
+    assert!(
+        log.contains("shipped 2000 lines") && log.contains("2000 acked"),
+        "{log}"
+    );
+    let in_kafka = lines(&kcat(&b, &["-C", "-t", &t1, "-e"], b"")).len();
+    assert_eq!(in_kafka, 1500);
+}
+
+#[test]
+fn check_config_names_the_line_of_each_mistake_and_exits_2() {
+    let dir = scratch_dir("agent-check");
+    let cfg = dir.join("agent.toml");
+    let cases: [(&str, &str); 5] = [
+        ("[[input]]\npaths = [\"/x\"]\ntopic = \"t\"\ncolour = 1\n", ":4:"),
+        ("[[input]]\npaths = [\"/x\"]\ntopic = \"t-{filestem}\"\n", ":3:"),
+        ("[[input]]\npaths = [\"/x\"]\ntopic = \"t\"\nmultiline = { start = '(' }\n", ":4:"),
+        (
+            "brokers = [\"k:9092\"]\nsasl_password = \"${SHIPPER_TEST_UNSET_VAR}\"\n[[input]]\npaths = [\"/x\"]\ntopic = \"t\"\n",
+            ":2:",
+        ),
+        ("[[input]]\npaths = [\"/x\"]\ntopic = \"bad topic!\"\n", ":3:"),
+    ];
+    for (text, line) in cases {
+        write_config(&cfg, text);
+        let out = Command::new(shipper_bin())
+            .args(["check-config", cfg.to_str().unwrap()])
+            .env_remove("SHIPPER_TEST_UNSET_VAR")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {err}");
+        assert!(err.contains(&format!("agent.toml{line}")), "{text}: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+    }
+    write_config(
+        &cfg,
+        &format!(
+            "brokers = [\"k:9092\"]\n{}",
+            two_inputs(&dir, ("a", "t-a"), ("b", "t-b"))
+        ),
+    );
+    let out = Command::new(shipper_bin())
+        .args(["check-config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("input 2 'b'") && text.contains("topic: t-b"),
+        "{text}"
+    );
+}
+
+#[test]
+fn healthz_turns_503_with_the_reason_while_kafka_is_down_and_200_when_it_is_back() {
+    // The broker going away on cue: the fake one (a real broker is killed in the failover tests).
+    let (fake, boot) = shipper::testkit::FakeBroker::start_tcp(1);
+    fake.create_topic("t", 1);
+    let dir = scratch_dir("agent-health");
+    let port = free_port();
+    let cfg = dir.join("agent.toml");
+    write_config(
+        &cfg,
+        &format!(
+            "metrics_listen = \"127.0.0.1:{port}\"\nunhealthy_after = \"1s\"\ncheckpoint = \"{d}/ckpt\"\n[[input]]\npaths = [\"{d}/a.log\"]\ntopic = \"t\"\n",
+            d = dir.display()
+        ),
+    );
+    append(&dir.join("a.log"), &numbered_lines("a", 0, 10));
+    let mut tail = Tail::start(
+        &boot,
+        &["--config", cfg.to_str().unwrap()],
+        &dir.join("log"),
+    );
+    wait_listening(port, &tail);
+    let until = |what: &dyn Fn() -> bool, why: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !what() {
+            assert!(Instant::now() < deadline, "{why}: {}", tail.stderr());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    until(&|| fake.values("t").len() == 10, "first lines delivered");
+    assert_eq!(http_get(port, "/healthz").0, 200);
+    fake.stop(1);
+    append(&dir.join("a.log"), &numbered_lines("a", 10, 20));
+    until(&|| http_get(port, "/healthz").0 == 503, "healthz never 503");
+    let (_, why) = http_get(port, "/healthz");
+    assert!(why.starts_with("delivery to Kafka failing for"), "{why}");
+    let m = parse_with_prometheus_client(&http_get(port, "/metrics").1);
+    assert_eq!(m["shipper_delivery_failing{}"], 1.0);
+    assert!(sum_of(&m, "shipper_bytes_behind") > 0.0, "{m:#?}");
+    fake.start(1);
+    until(
+        &|| http_get(port, "/healthz").0 == 200,
+        "healthz never 200 again",
+    );
+    until(
+        &|| fake.values("t").len() == 20,
+        "lines after the outage delivered",
+    );
+    assert_eq!(
+        fake.values("t"),
+        (0..20)
+            .map(|i| format!("a-{i}").into_bytes())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(tail.stop("INT"), Some(0), "{}", tail.stderr());
+}

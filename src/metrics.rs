@@ -1,0 +1,271 @@
+//! Prometheus text format (version 0.0.4) and a small, bounded HTTP server for `/metrics` and
+//! `/healthz`. The server answers GET only, reads at most 8 KiB of request head within 5 s, serves at
+//! most 32 connections at once, and closes each after one answer: a scraper, not the internet.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+/// Value buckets and their counts, as Prometheus histograms have them.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    bounds: Vec<f64>,
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    /// A histogram with these upper bounds (ascending; `+Inf` is implied).
+    pub fn new(bounds: &[f64]) -> Histogram {
+        Histogram {
+            bounds: bounds.to_vec(),
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    /// Records one value.
+    pub fn observe(&mut self, v: f64) {
+        for (b, c) in self.bounds.iter().zip(&mut self.counts) {
+            if v <= *b {
+                *c += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    /// How many values were recorded.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+/// Text in the exposition format, one family at a time.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    out: String,
+}
+
+/// A label value escaped as the format wants (`\\`, `\"`, `\n`).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn labels(l: &[(&str, &str)]) -> String {
+    if l.is_empty() {
+        return String::new();
+    }
+    let inner: Vec<String> = l
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", label(v)))
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+impl Exposition {
+    /// Starts a family: its help text and type (`counter`, `gauge`, `histogram`).
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    /// One sample.
+    pub fn sample(&mut self, name: &str, l: &[(&str, &str)], v: f64) {
+        let _ = writeln!(self.out, "{name}{} {v}", labels(l));
+    }
+
+    /// A whole histogram family.
+    pub fn histogram(&mut self, name: &str, help: &str, h: &Histogram) {
+        self.family(name, "histogram", help);
+        for (b, c) in h.bounds.iter().zip(&h.counts) {
+            let le = b.to_string();
+            self.sample(&format!("{name}_bucket"), &[("le", &le)], *c as f64);
+        }
+        self.sample(&format!("{name}_bucket"), &[("le", "+Inf")], h.count as f64);
+        self.sample(&format!("{name}_sum"), &[], h.sum);
+        self.sample(&format!("{name}_count"), &[], h.count as f64);
+    }
+
+    /// The text.
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+/// What the server asks of whoever holds the state.
+#[derive(Debug)]
+pub enum Ask {
+    /// The metrics text.
+    Metrics(oneshot::Sender<String>),
+    /// Whether things are healthy, and why not.
+    Health(oneshot::Sender<Result<(), String>>),
+}
+
+const MAX_HEAD: usize = 8192;
+
+/// Binds `addr` and serves until the returned task is aborted; each request is turned into an [`Ask`].
+pub async fn serve(
+    addr: &str,
+    asks: mpsc::Sender<Ask>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(32));
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                // Out of descriptors, most likely: wait instead of spinning.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                continue; // too many at once: this one is dropped (closed)
+            };
+            let asks = asks.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(10), answer(&mut s, asks)).await;
+                drop(permit);
+            });
+        }
+    }))
+}
+
+async fn answer(s: &mut tokio::net::TcpStream, asks: mpsc::Sender<Ask>) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).await?;
+        if n == 0 || head.len() + n > MAX_HEAD {
+            return respond(s, 400, "text/plain", "bad request\n").await;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, target) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    if method != b"GET" && method != b"HEAD" {
+        return respond(s, 405, "text/plain", "only GET\n").await;
+    }
+    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+    match path {
+        b"/metrics" => {
+            let (tx, rx) = oneshot::channel();
+            if asks.send(Ask::Metrics(tx)).await.is_err() {
+                return respond(s, 503, "text/plain", "stopping\n").await;
+            }
+            let text = rx.await.unwrap_or_default();
+            respond(s, 200, "text/plain; version=0.0.4; charset=utf-8", &text).await
+        }
+        b"/healthz" => {
+            let (tx, rx) = oneshot::channel();
+            if asks.send(Ask::Health(tx)).await.is_err() {
+                return respond(s, 503, "text/plain", "stopping\n").await;
+            }
+            match rx.await.unwrap_or(Err("stopping".into())) {
+                Ok(()) => respond(s, 200, "text/plain", "ok\n").await,
+                Err(why) => respond(s, 503, "text/plain", &format!("{why}\n")).await,
+            }
+        }
+        _ => respond(s, 404, "text/plain", "try /metrics or /healthz\n").await,
+    }
+}
+
+async fn respond(
+    s: &mut tokio::net::TcpStream,
+    code: u16,
+    kind: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let reason = match code {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    };
+    let head = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(body.as_bytes()).await?;
+    s.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_count_cumulatively() {
+        let mut h = Histogram::new(&[1.0, 10.0]);
+        for v in [0.5, 5.0, 50.0] {
+            h.observe(v);
+        }
+        let mut e = Exposition::default();
+        e.histogram("x", "test", &h);
+        let t = e.finish();
+        assert!(t.contains("x_bucket{le=\"1\"} 1\n"), "{t}");
+        assert!(t.contains("x_bucket{le=\"10\"} 2\n"), "{t}");
+        assert!(t.contains("x_bucket{le=\"+Inf\"} 3\n"), "{t}");
+        assert!(t.contains("x_count 3\n"), "{t}");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(
+            labels(&[("path", "a\"b\\c\nd")]),
+            "{path=\"a\\\"b\\\\c\\nd\"}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_server_answers_metrics_health_and_refuses_the_rest() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let server = serve(&addr, tx).await.unwrap();
+        tokio::spawn(async move {
+            while let Some(a) = rx.recv().await {
+                match a {
+                    Ask::Metrics(r) => drop(r.send("m 1\n".into())),
+                    Ask::Health(r) => drop(r.send(Err("kafka down".into()))),
+                }
+            }
+        });
+        let get = |path: &'static str| {
+            let addr = addr.clone();
+            async move {
+                let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                    .await
+                    .unwrap();
+                let mut out = String::new();
+                s.read_to_string(&mut out).await.unwrap();
+                out
+            }
+        };
+        assert!(get("/metrics").await.ends_with("\r\n\r\nm 1\n"));
+        let h = get("/healthz").await;
+        assert!(
+            h.starts_with("HTTP/1.1 503") && h.ends_with("kafka down\n"),
+            "{h}"
+        );
+        assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+        server.abort();
+    }
+}

@@ -1,0 +1,334 @@
+//! The engine with several inputs: routes per input, reloads (inputs added, removed, changed), files
+//! finished from the checkpoint under their input, topics not known yet, multiline events.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use regex::bytes::Regex;
+use tokio::time::Instant;
+
+use super::*;
+use crate::producer::{Appended, RecordTooLarge, TopicState};
+use crate::tail::discover::{FilePolicy, Pattern};
+use crate::tail::follower::ReadLimits;
+use crate::tail::route::{RouteSpec, Template};
+use crate::tail::scan;
+use crate::wire::records::Header;
+
+/// A sink that knows topics by name: those in `pending` are not known yet.
+#[derive(Default)]
+struct Topics {
+    names: Vec<String>,
+    pending: BTreeSet<String>,
+    /// Appended and not yet acknowledged: token, topic, value.
+    unacked: Vec<(u64, String, Vec<u8>)>,
+    /// Acknowledged: topic, value.
+    acked: Vec<(String, String)>,
+}
+
+impl Sink for Topics {
+    fn append(
+        &mut self,
+        topic: usize,
+        _key: Option<&[u8]>,
+        value: &[u8],
+        _headers: &[Header<'_>],
+        _ts: i64,
+        token: u64,
+    ) -> Result<Appended, RecordTooLarge> {
+        self.unacked
+            .push((token, self.names[topic].clone(), value.to_vec()));
+        Ok(Appended {
+            topic,
+            partition: 0,
+        })
+    }
+
+    fn undo_last(&mut self, _a: Appended) {
+        self.unacked.pop();
+    }
+
+    fn is_full(&self) -> bool {
+        false
+    }
+
+    fn topic(&mut self, name: &str) -> TopicState {
+        if self.pending.contains(name) {
+            return TopicState::Pending(None);
+        }
+        match self.names.iter().position(|n| n == name) {
+            Some(i) => TopicState::Ready(i),
+            None => {
+                self.names.push(name.to_string());
+                TopicState::Ready(self.names.len() - 1)
+            }
+        }
+    }
+}
+
+impl Topics {
+    /// Acknowledges everything appended.
+    fn ack_all(&mut self, e: &mut Engine) {
+        for (t, topic, v) in std::mem::take(&mut self.unacked) {
+            e.on_delivery(&[t], None);
+            self.acked.push((topic, String::from_utf8(v).unwrap()));
+        }
+    }
+
+    /// Takes what was acknowledged so far, as "topic:value".
+    fn take(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.acked)
+            .into_iter()
+            .map(|(t, v)| format!("{t}:{v}"))
+            .collect()
+    }
+}
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("shipper-reload-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn append(path: &Path, data: &[u8]) {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(data)
+        .unwrap();
+}
+
+/// An input named `name` following `d/<name>.log` into `topic`.
+fn input(d: &Path, name: &str, topic: &str) -> Input {
+    Input {
+        name: name.into(),
+        patterns: vec![Pattern::new(&format!("{}/{name}.log", d.display()), &[]).unwrap()],
+        route: RouteSpec {
+            topic: Template::parse(topic).unwrap(),
+            key: None,
+            headers: Vec::new(),
+        },
+        multiline: None,
+        from_end: false,
+    }
+}
+
+fn config(inputs: Vec<Input>) -> EngineConfig {
+    EngineConfig {
+        inputs,
+        policy: Arc::new(FilePolicy::default()),
+        limits: ReadLimits {
+            max_line_bytes: 1000,
+            chunk_bytes: 4096,
+        },
+        max_open_files: 1000,
+        hostname: "test".into(),
+    }
+}
+
+/// Scans, reads everything and acknowledges it.
+fn cycle(e: &mut Engine, sink: &mut Topics) -> Vec<String> {
+    let r = scan::run(e.scan_request());
+    assert!(e.apply_scan(r, Instant::now()));
+    while e.read_pass(sink, 1, Instant::now()) {}
+    sink.ack_all(e);
+    sink.take()
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_retires_removed_inputs_reroutes_kept_ones_and_starts_new_ones() {
+    let d = dir("reload");
+    let (a, b, c) = (d.join("a.log"), d.join("b.log"), d.join("c.log"));
+    append(&a, b"a1\n");
+    append(&b, b"b1\n");
+    append(&c, b"c1\n");
+    let mut e = Engine::new(
+        config(vec![input(&d, "a", "ta"), input(&d, "b", "tb")]),
+        Vec::new(),
+    );
+    let mut sink = Topics::default();
+    let mut got = cycle(&mut e, &mut sink);
+    got.sort();
+    assert_eq!(got, strings(&["ta:a1", "tb:b1"]));
+    append(&a, b"a2\n");
+    append(&b, b"b2\n");
+    // a's topic changes, b goes, c comes; lines written before the reload but not read yet take the
+    // new configuration (they are read after it).
+    let summary = e.reconfigure(config(vec![
+        input(&d, "a", "ta-{file_stem}"),
+        input(&d, "c", "tc"),
+    ]));
+    assert_eq!(summary, "2 inputs (1 added, 1 removed, 1 changed)");
+    let mut got = cycle(&mut e, &mut sink);
+    got.sort();
+    assert_eq!(got, strings(&["ta-a:a2", "tc:c1"]));
+    // b is retired: closed once acknowledged, never read again, its offset kept.
+    e.close_idle(Instant::now());
+    append(&b, b"b3\n");
+    for _ in 0..3 {
+        assert_eq!(cycle(&mut e, &mut sink), Vec::<String>::new());
+    }
+    let kept = e
+        .checkpoint_entries()
+        .into_iter()
+        .find(|x| x.path == b)
+        .expect("b's checkpoint entry is kept");
+    assert_eq!(kept.offset, 3, "b1 acknowledged, b2 and b3 never read");
+    // b comes back: it resumes after b1.
+    e.reconfigure(config(vec![input(&d, "a", "ta"), input(&d, "b", "tb")]));
+    assert_eq!(cycle(&mut e, &mut sink), strings(&["tb:b2", "tb:b3"]));
+    fs::remove_dir_all(&d).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scan_asked_for_before_a_reload_is_dropped() {
+    let d = dir("stale");
+    append(&d.join("b.log"), b"b1\n");
+    let mut e = Engine::new(
+        config(vec![input(&d, "a", "ta"), input(&d, "b", "tb")]),
+        Vec::new(),
+    );
+    let old = scan::run(e.scan_request());
+    e.reconfigure(config(vec![input(&d, "a", "ta"), input(&d, "c", "tc")]));
+    // The old scan opened b.log under pattern 1, which is now c's.
+    assert!(!e.apply_scan(old, Instant::now()));
+    assert_eq!(e.file_count(), 0);
+    let mut sink = Topics::default();
+    assert_eq!(cycle(&mut e, &mut sink), Vec::<String>::new());
+    fs::remove_dir_all(&d).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rotated_file_finished_after_a_restart_keeps_its_inputs_route() {
+    let d = dir("origin");
+    let b = d.join("b.log");
+    append(&b, b"b1\n");
+    let cfg = || config(vec![input(&d, "a", "ta"), input(&d, "b", "tb")]);
+    let mut e = Engine::new(cfg(), Vec::new());
+    let mut sink = Topics::default();
+    assert_eq!(cycle(&mut e, &mut sink), strings(&["tb:b1"]));
+    // Rotated; the engine sees it, then the writer adds a line to the rotated file just before the
+    // agent stops, unread.
+    fs::rename(&b, d.join("b.log.1")).unwrap();
+    assert_eq!(cycle(&mut e, &mut sink), Vec::<String>::new());
+    append(&d.join("b.log.1"), b"b2\n");
+    let ckpt = e.checkpoint_entries();
+    assert_eq!(ckpt[0].path, d.join("b.log.1"));
+    assert_eq!(ckpt[0].origin, b);
+    let text = crate::tail::checkpoint::render(ckpt.iter());
+    let (loaded, dropped) = crate::tail::checkpoint::parse(text.as_bytes());
+    assert_eq!((loaded.clone(), dropped), (ckpt, 0));
+    // Restart: b.log.1 matches no pattern, but its origin is input b's.
+    let mut e = Engine::new(cfg(), loaded.clone());
+    assert_eq!(cycle(&mut e, &mut sink), strings(&["tb:b2"]));
+    // With input b gone from the config, nothing of it is read.
+    let mut e = Engine::new(config(vec![input(&d, "a", "ta")]), loaded);
+    assert_eq!(cycle(&mut e, &mut sink), Vec::<String>::new());
+    fs::remove_dir_all(&d).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn lines_for_a_topic_not_known_yet_wait_in_their_file() {
+    let d = dir("pending");
+    let a = d.join("a.log");
+    append(&a, b"a1\na2\n");
+    let mut e = Engine::new(config(vec![input(&d, "a", "ta")]), Vec::new());
+    let mut sink = Topics::default();
+    sink.pending.insert("ta".into());
+    assert_eq!(cycle(&mut e, &mut sink), Vec::<String>::new());
+    assert_eq!(e.checkpoint_entries()[0].offset, 0);
+    sink.pending.clear();
+    e.topic_ready("ta");
+    while e.read_pass(&mut sink, 1, Instant::now()) {}
+    sink.ack_all(&mut e);
+    assert_eq!(sink.take(), strings(&["ta:a1", "ta:a2"]));
+    assert_eq!(e.checkpoint_entries()[0].offset, 6);
+    fs::remove_dir_all(&d).unwrap();
+}
+
+fn multiline(max_bytes: usize) -> Arc<crate::tail::multiline::MultilineConfig> {
+    Arc::new(crate::tail::multiline::MultilineConfig {
+        start: Regex::new(r"^\d{4}-").unwrap(),
+        max_lines: 10_000,
+        max_bytes,
+        timeout: Duration::from_millis(500),
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_multiline_event_ships_after_the_quiet_time_and_the_checkpoint_waits_for_it() {
+    let d = dir("multiline");
+    let a = d.join("a.log");
+    append(&a, b"2026- one\n  at x\n2026- two\n  at y\n");
+    let mut i = input(&d, "a", "ta");
+    i.multiline = Some(multiline(1_000_000));
+    let mut e = Engine::new(config(vec![i]), Vec::new());
+    let mut sink = Topics::default();
+    assert_eq!(cycle(&mut e, &mut sink), strings(&["ta:2026- one\n  at x"]));
+    assert_eq!(
+        e.checkpoint_entries()[0].offset,
+        17,
+        "the second event may still grow"
+    );
+    append(&a, b"  at z\n");
+    tokio::time::advance(Duration::from_millis(200)).await;
+    e.touch_multiline();
+    while e.read_pass(&mut sink, 1, Instant::now()) {}
+    assert!(sink.unacked.is_empty(), "not quiet long enough yet");
+    tokio::time::advance(Duration::from_millis(600)).await;
+    e.touch_multiline();
+    while e.read_pass(&mut sink, 1, Instant::now()) {}
+    sink.ack_all(&mut e);
+    assert_eq!(sink.take(), strings(&["ta:2026- two\n  at y\n  at z"]));
+    assert_eq!(e.checkpoint_entries()[0].offset, 41);
+    fs::remove_dir_all(&d).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_multiline_event_longer_than_a_read_chunk_still_ships() {
+    let d = dir("multiline-long");
+    let a = d.join("a.log");
+    // One event of ~20 KiB (the read chunk here is 4 KiB), then the next event's start.
+    let mut text = b"2026- big\n".to_vec();
+    for n in 0..2000 {
+        text.extend_from_slice(format!("  at {n:04}\n").as_bytes());
+    }
+    text.extend_from_slice(b"2026- next\n");
+    append(&a, &text);
+    let mut i = input(&d, "a", "ta");
+    i.multiline = Some(multiline(1_000_000));
+    let mut cfg = config(vec![i]);
+    cfg.limits.max_line_bytes = 100_000;
+    let mut e = Engine::new(cfg, Vec::new());
+    let mut sink = Topics::default();
+    let got = cycle(&mut e, &mut sink);
+    assert_eq!(
+        got.len(),
+        1,
+        "{:?}",
+        got.iter().map(|g| g.len()).collect::<Vec<_>>()
+    );
+    assert_eq!(got[0].lines().count(), 2001);
+    // Events are capped at the line limit (the largest record the topic takes): cut, not lost.
+    let mut cfg = config(vec![input(&d, "a", "ta")]);
+    cfg.inputs[0].multiline = Some(multiline(1_000_000));
+    let mut e = Engine::new(cfg, Vec::new());
+    let got = cycle(&mut e, &mut sink);
+    assert!(got.iter().all(|g| g.len() <= "ta:".len() + 1000));
+    let joined: String = got.iter().map(|g| &g[3..]).collect::<Vec<_>>().join("\n");
+    assert!(
+        format!("{joined}\n").as_bytes() == &text[..text.len() - b"2026- next\n".len()],
+        "the pieces of the event are not the event"
+    );
+    fs::remove_dir_all(&d).unwrap();
+}

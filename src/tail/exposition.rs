@@ -1,0 +1,260 @@
+//! What `tail --metrics-listen` serves: the engine's, the producer's and the process's numbers in the
+//! Prometheus text format, and whether the agent is healthy.
+//!
+//! Per-file series are bounded: only the [`MAX_FILE_SERIES`] files furthest behind get one, so a
+//! directory of ten thousand logs does not make ten thousand series; the per-input totals count all.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::engine::Engine;
+use super::saver::Saver;
+use crate::metrics::Exposition;
+use crate::producer::Producer;
+
+/// At most this many `shipper_file_bytes_behind` series (the files furthest behind).
+pub const MAX_FILE_SERIES: usize = 100;
+
+/// Everything the text is made of.
+pub struct View<'a> {
+    /// The tail engine.
+    pub engine: &'a Engine,
+    /// The producer.
+    pub producer: &'a Producer,
+    /// The checkpoint writer.
+    pub saver: &'a Saver,
+    /// How long delivery has been failing, if it is.
+    pub delivery_failing: Option<Duration>,
+    /// Seconds since the Unix epoch when the agent started.
+    pub started_unix: f64,
+}
+
+/// The metrics text.
+pub fn render(v: &View<'_>) -> String {
+    let mut e = Exposition::default();
+    e.family(
+        "shipper_build_info",
+        "gauge",
+        "Version of the running shipper.",
+    );
+    e.sample(
+        "shipper_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1.0,
+    );
+    routes(&mut e, v.engine);
+    files(&mut e, v.engine);
+    producer(&mut e, v);
+    let ckpt = v.saver.failing_for();
+    gauge(
+        &mut e,
+        "shipper_checkpoint_failing",
+        "1 while the checkpoint cannot be written.",
+        f64::from(u8::from(ckpt.is_some())),
+    );
+    process(&mut e, v.started_unix);
+    e.finish()
+}
+
+/// `Ok` when healthy; else why not. Unhealthy: delivery or the checkpoint failing for longer than
+/// `after`.
+pub fn health(v: &View<'_>, after: Duration) -> Result<(), String> {
+    if let Some(t) = v.delivery_failing.filter(|t| *t >= after) {
+        let why = v.producer.trouble().unwrap_or_default();
+        return Err(format!(
+            "delivery to Kafka failing for {:.0}s: {why}",
+            t.as_secs_f64()
+        ));
+    }
+    if v.saver.failing_for().is_some_and(|t| t >= after) {
+        return Err(v.saver.trouble().unwrap_or_default());
+    }
+    Ok(())
+}
+
+fn gauge(e: &mut Exposition, name: &str, help: &str, value: f64) {
+    e.family(name, "gauge", help);
+    e.sample(name, &[], value);
+}
+
+fn counter(e: &mut Exposition, name: &str, help: &str, value: u64) {
+    e.family(name, "counter", help);
+    e.sample(name, &[], value as f64);
+}
+
+/// Line counters per (input, topic).
+fn routes(e: &mut Exposition, engine: &Engine) {
+    type Pick = fn(&super::follower::Counters) -> u64;
+    let families: [(&str, &str, Pick); 5] = [
+        (
+            "shipper_lines_read_total",
+            "Lines read and handed to the producer.",
+            |c| c.lines_read,
+        ),
+        (
+            "shipper_bytes_read_total",
+            "Bytes of those lines, without newlines.",
+            |c| c.bytes_read,
+        ),
+        (
+            "shipper_lines_acked_total",
+            "Lines Kafka acknowledged.",
+            |c| c.lines_acked,
+        ),
+        (
+            "shipper_lines_failed_total",
+            "Lines Kafka refused for good (skipped).",
+            |c| c.lines_failed,
+        ),
+        (
+            "shipper_long_lines_total",
+            "Lines over the size limit, sent truncated.",
+            |c| c.long_lines,
+        ),
+    ];
+    for (name, help, pick) in families {
+        e.family(name, "counter", help);
+        for ((input, topic), c) in engine.route_counters() {
+            e.sample(name, &[("input", input), ("topic", topic)], pick(c) as f64);
+        }
+    }
+    counter(
+        e,
+        "shipper_rotations_total",
+        "Rotations seen (a path named another file).",
+        engine.counters.rotations,
+    );
+    counter(
+        e,
+        "shipper_truncations_total",
+        "Files that shrank or were rewritten in place; read again from byte 0.",
+        engine.counters.truncations,
+    );
+}
+
+/// Files followed and how far behind they are.
+fn files(e: &mut Exposition, engine: &Engine) {
+    gauge(
+        e,
+        "shipper_files_followed",
+        "Files followed.",
+        engine.file_count() as f64,
+    );
+    gauge(
+        e,
+        "shipper_files_open",
+        "Files open.",
+        engine.open_count() as f64,
+    );
+    let mut files = engine.behind_by_file();
+    let mut per_input: BTreeMap<&str, u64> = BTreeMap::new();
+    for (input, _, b) in &files {
+        *per_input.entry(input).or_default() += b;
+    }
+    e.family(
+        "shipper_bytes_behind",
+        "gauge",
+        "Bytes written to followed files and not acknowledged by Kafka yet, per input.",
+    );
+    for (input, b) in per_input {
+        e.sample("shipper_bytes_behind", &[("input", input)], b as f64);
+    }
+    files.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.1.cmp(b.1)));
+    e.family(
+        "shipper_file_bytes_behind",
+        "gauge",
+        "Bytes not acknowledged yet, for the files furthest behind (at most 100 series).",
+    );
+    for (input, path, b) in files.into_iter().take(MAX_FILE_SERIES) {
+        let p = path.to_string_lossy();
+        e.sample(
+            "shipper_file_bytes_behind",
+            &[("input", input), ("path", &p)],
+            b as f64,
+        );
+    }
+}
+
+fn producer(e: &mut Exposition, v: &View<'_>) {
+    let s = v.producer.stats();
+    gauge(
+        e,
+        "shipper_buffered_bytes",
+        "Record bytes held by the producer (batching or in flight).",
+        v.producer.buffered_bytes() as f64,
+    );
+    gauge(
+        e,
+        "shipper_delivery_failing",
+        "1 while deliveries to Kafka fail (lines wait in their files).",
+        f64::from(u8::from(v.delivery_failing.is_some())),
+    );
+    gauge(
+        e,
+        "shipper_delivery_failing_seconds",
+        "How long deliveries have been failing (0 when they work).",
+        v.delivery_failing.map_or(0.0, |d| d.as_secs_f64()),
+    );
+    counter(
+        e,
+        "shipper_produce_requests_total",
+        "Produce requests completed.",
+        s.requests,
+    );
+    counter(
+        e,
+        "shipper_produce_request_errors_total",
+        "Produce requests that failed as a whole (connection, timeout).",
+        s.request_errors,
+    );
+    counter(
+        e,
+        "shipper_produce_retries_total",
+        "Batches put back to be sent again.",
+        s.retries,
+    );
+    e.histogram(
+        "shipper_produce_batch_bytes",
+        "Size of record batches when first sent, after compression.",
+        &s.batch_bytes,
+    );
+    e.histogram(
+        "shipper_produce_request_seconds",
+        "Time from sending a Produce request to its response.",
+        &s.request_seconds,
+    );
+}
+
+/// The standard process series (Linux).
+fn process(e: &mut Exposition, started_unix: f64) {
+    gauge(
+        e,
+        "process_start_time_seconds",
+        "Start time of the process since the Unix epoch in seconds.",
+        started_unix,
+    );
+    if let Some(rss) = resident_bytes() {
+        gauge(
+            e,
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            rss as f64,
+        );
+    }
+    if let Ok(d) = std::fs::read_dir("/proc/self/fd") {
+        gauge(
+            e,
+            "process_open_fds",
+            "Number of open file descriptors.",
+            d.count() as f64,
+        );
+    }
+}
+
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions; it only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok().filter(|p| *p > 0).unwrap_or(4096))
+}
