@@ -395,6 +395,41 @@ pub struct TailArgs {
     pub producer: ProducerFlags,
 }
 
+impl Cli {
+    /// Parses the command line, exiting with clap's message (code 2) on a mistake. `tail --config`
+    /// refuses the tail flags the file sets (a flag silently ignored would surprise); `-b`, the
+    /// security options and `--metrics-listen` still override the file.
+    pub fn parse_checked() -> Cli {
+        use clap::{parser::ValueSource, CommandFactory, FromArgMatches};
+        let mut cmd = Cli::command();
+        let m = cmd.get_matches_mut();
+        if let Some(("tail", t)) = m.subcommand() {
+            if t.value_source("config") == Some(ValueSource::CommandLine) {
+                let tail = cmd.find_subcommand("tail");
+                let given = tail.into_iter().flat_map(|c| c.get_arguments()).find(|a| {
+                    let id = a.get_id().as_str();
+                    !a.is_global_set()
+                        && !matches!(id, "config" | "metrics_listen")
+                        && t.value_source(id) == Some(ValueSource::CommandLine)
+                });
+                if let Some(a) = given {
+                    let flag = a
+                        .get_long()
+                        .map_or_else(|| a.get_id().as_str().to_string(), |l| format!("--{l}"));
+                    cmd.error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        format!(
+                            "{flag} cannot be combined with --config: set it in the config file"
+                        ),
+                    )
+                    .exit();
+                }
+            }
+        }
+        Cli::from_arg_matches(&m).unwrap_or_else(|e| e.exit())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,6 @@
 //! the error line explains (a broker, a topic, a file, records not written); 2 a usage error (a bad
 //! flag or value, from clap or from settings resolution).
 
-use clap::Parser;
 use shipper::cli::{Cli, Command};
 use shipper::cmd;
 
@@ -31,7 +30,7 @@ fn tune_allocator() {}
 
 fn main() {
     tune_allocator();
-    let cli = Cli::parse();
+    let cli = Cli::parse_checked();
     shipper::log::set_level(if cli.common.quiet {
         0
     } else {

@@ -549,6 +549,24 @@ fn check_config_names_the_line_of_each_mistake_and_exits_2() {
         text.contains("input 2 'b'") && text.contains("topic: t-b"),
         "{text}"
     );
+    // A tail flag the file sets is refused next to --config, not silently ignored.
+    for flag in [
+        &["--from-end"][..],
+        &["--acks", "1"],
+        &["--checkpoint", "/tmp/x"],
+    ] {
+        let out = Command::new(shipper_bin())
+            .args(["tail", "--config", cfg.to_str().unwrap()])
+            .args(flag)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag:?}: {err}");
+        assert!(
+            err.contains(&format!("{} cannot be combined with --config", flag[0])),
+            "{err}"
+        );
+    }
 }
 
 #[test]
