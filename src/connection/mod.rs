@@ -8,6 +8,9 @@
 //! frame, a response that answers another request, a timeout — closes the connection for good: the
 //! reader task is aborted, both halves are dropped (the socket closes) and every waiter gets the error.
 //! The owner ([`crate::cluster::Cluster`]) then opens a new one.
+//!
+//! (Over 500 lines: the reader task, the writer lock and the waiter queue share one close-for-good rule;
+//! kept together so that rule is visible in one place. Transport and error types are submodules.)
 
 mod error;
 mod sasl;

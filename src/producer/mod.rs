@@ -14,6 +14,10 @@
 //! errors take a new producer id; anything else either fails the batch (a one-shot command) or is
 //! retried with a longer backoff (`tail`, where the file is the buffer). With a delivery timeout, a
 //! batch not acknowledged that long after its first record was appended fails with the last error.
+//!
+//! (Over 500 lines: `Producer` is one state machine — batches, in-flight requests, producer id and
+//! retry decisions all read and change the same per-partition state; its parts that stand alone already
+//! live in the submodules.)
 
 pub mod accumulator;
 mod background;

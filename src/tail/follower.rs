@@ -5,6 +5,10 @@
 //! straight from the map into a batch: one copy from the page cache. After each line the map's fault
 //! flag is checked; if a page vanished (the file was truncated under us), that line is taken back out
 //! of the batch and the file is re-examined, so zeros are never shipped.
+//!
+//! (Over 500 lines: reading, in-flight tracking and acknowledgement of one file keep one invariant —
+//! the acked offset is the end of a shipped prefix — and `read` is one loop over the map whose fault,
+//! multiline and batch-full exits must all restore it; it is tested through the engine's tests.)
 
 use std::collections::VecDeque;
 use std::fs::File;
