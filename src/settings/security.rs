@@ -267,19 +267,10 @@ fn password(
 pub fn resolve(c: &SecurityFlags) -> anyhow::Result<Security> {
     let (props, on_command_line) = properties(c)?;
     let prop = |k: &str| props.get(k).map(String::as_str).filter(|v| !v.is_empty());
-    let mechanism = match (
+    let mechanism = mechanism_of(
         c.mechanism,
         prop("sasl.mechanism").or(prop("sasl.mechanisms")),
-    ) {
-        (Some(m), _) => Some(m),
-        (None, Some(m)) => Some(Mechanism::parse(m).ok_or_else(|| {
-            UsageError(format!(
-                "unknown SASL mechanism '{}' (use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)",
-                Esc::str(m)
-            ))
-        })?),
-        (None, None) => None,
-    };
+    )?;
     let username = c
         .username
         .clone()
@@ -298,21 +289,7 @@ pub fn resolve(c: &SecurityFlags) -> anyhow::Result<Security> {
             .is_some_and(|v| v.is_empty() || v == "none");
     let wants_sasl = username.is_some() || mechanism.is_some();
     let wants_tls = ca_file.is_some() || cert_file.is_some() || key_file.is_some() || insecure;
-    let protocol = match (c.protocol, prop("security.protocol")) {
-        (Some(p), _) => p,
-        (None, Some(p)) => Protocol::parse(p).ok_or_else(|| {
-            UsageError(format!(
-                "unknown security.protocol '{}' (use plaintext, ssl, sasl_plaintext or sasl_ssl)",
-                Esc::str(p)
-            ))
-        })?,
-        (None, None) => match (wants_sasl, wants_tls) {
-            (true, true) => Protocol::SaslSsl,
-            (true, false) => Protocol::SaslPlaintext,
-            (false, true) => Protocol::Ssl,
-            (false, false) => Protocol::Plaintext,
-        },
-    };
+    let protocol = protocol_of(c.protocol, prop("security.protocol"), wants_sasl, wants_tls)?;
     if wants_sasl && !protocol.sasl() {
         return usage("SASL settings need --security-protocol sasl_plaintext or sasl_ssl");
     }
@@ -336,20 +313,7 @@ pub fn resolve(c: &SecurityFlags) -> anyhow::Result<Security> {
     if wants_tls && !protocol.tls() {
         return usage("TLS settings need --security-protocol ssl or sasl_ssl");
     }
-    if insecure && protocol.tls() {
-        crate::log::warn(format_args!(
-            "TLS certificate verification is off (--tls-insecure): traffic is encrypted, but the broker is not authenticated"
-        ));
-    }
-    if sasl
-        .as_ref()
-        .is_some_and(|s| s.mechanism == Mechanism::Plain)
-        && !protocol.tls()
-    {
-        crate::log::debug(format_args!(
-            "SASL PLAIN without TLS sends the password in the clear"
-        ));
-    }
+    warn_weak(protocol, insecure, sasl.as_ref());
     let tls = protocol.tls().then_some(TlsSettings {
         ca_file,
         cert_file,
@@ -364,6 +328,59 @@ pub fn resolve(c: &SecurityFlags) -> anyhow::Result<Security> {
             .or(prop("metadata.broker.list"))
             .map(str::to_string),
     })
+}
+
+/// The SASL mechanism: the flag, else the property (a usage error if it names none we know).
+fn mechanism_of(flag: Option<Mechanism>, prop: Option<&str>) -> anyhow::Result<Option<Mechanism>> {
+    match (flag, prop) {
+        (Some(m), _) => Ok(Some(m)),
+        (None, Some(m)) => Mechanism::parse(m).map(Some).ok_or_else(|| {
+            UsageError(format!(
+                "unknown SASL mechanism '{}' (use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)",
+                Esc::str(m)
+            ))
+            .into()
+        }),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The security protocol: the flag, else the property, else what the other settings imply.
+fn protocol_of(
+    flag: Option<Protocol>,
+    prop: Option<&str>,
+    wants_sasl: bool,
+    wants_tls: bool,
+) -> anyhow::Result<Protocol> {
+    Ok(match (flag, prop) {
+        (Some(p), _) => p,
+        (None, Some(p)) => Protocol::parse(p).ok_or_else(|| {
+            UsageError(format!(
+                "unknown security.protocol '{}' (use plaintext, ssl, sasl_plaintext or sasl_ssl)",
+                Esc::str(p)
+            ))
+        })?,
+        (None, None) => match (wants_sasl, wants_tls) {
+            (true, true) => Protocol::SaslSsl,
+            (true, false) => Protocol::SaslPlaintext,
+            (false, true) => Protocol::Ssl,
+            (false, false) => Protocol::Plaintext,
+        },
+    })
+}
+
+/// Says so when the settings authenticate nothing or send a password in the clear.
+fn warn_weak(protocol: Protocol, insecure: bool, sasl: Option<&SaslSettings>) {
+    if insecure && protocol.tls() {
+        crate::log::warn(format_args!(
+            "TLS certificate verification is off (--tls-insecure): traffic is encrypted, but the broker is not authenticated"
+        ));
+    }
+    if sasl.is_some_and(|s| s.mechanism == Mechanism::Plain) && !protocol.tls() {
+        crate::log::debug(format_args!(
+            "SASL PLAIN without TLS sends the password in the clear"
+        ));
+    }
 }
 
 impl SecurityProtocolArg {

@@ -7,8 +7,9 @@
 //! of the batch and the file is re-examined, so zeros are never shipped.
 //!
 //! (Over 500 lines: reading, in-flight tracking and acknowledgement of one file keep one invariant —
-//! the acked offset is the end of a shipped prefix — and `read` is one loop over the map whose fault,
-//! multiline and batch-full exits must all restore it; it is tested through the engine's tests.)
+//! the acked offset is the end of a shipped prefix — and `read` and `ship_events` (each ~90 lines) are
+//! one loop over the map whose fault, multiline and batch-full exits must all restore it; split, the
+//! exits would no longer sit next to the state they restore. Tested through the engine's tests.)
 
 use std::collections::VecDeque;
 use std::fs::File;

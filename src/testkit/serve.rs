@@ -1,5 +1,7 @@
 //! Serving one stream: frames in, the request header and body decoded, the rules in force applied,
 //! the answer (or silence, or a closed stream) out.
+//!
+//! (`handle` is ~100 lines: one arm per API the fake answers, read as a table of what the fake does.)
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::*;
