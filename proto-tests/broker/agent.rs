@@ -403,6 +403,28 @@ fn a_broken_config_on_sighup_is_refused_and_a_changed_topic_takes_the_next_lines
     let moved = wait_for_records(&b, &t2, 100, Duration::from_secs(30));
     assert_eq!(moved, expected("a", 300)[200..].to_vec());
     assert_lines(&topic_values(&b, &t1), "a", 200, "t1 after the change");
+    assert!(
+        !tail.stderr().contains("next restart"),
+        "a topic change is a reload's job: {}",
+        tail.stderr()
+    );
+    // A setting read at start only (compression, the checkpoint) is said to wait for a restart.
+    let fixed = two_inputs(&dir, ("a", &t2), ("x", &tx))
+        .replace("checkpoint = ", "compression = \"zstd\"\ncheckpoint = ")
+        .replace("/ckpt\"", "/ckpt2\"");
+    write_config(&cfg, &fixed);
+    tail.signal("HUP");
+    wait_for_log(&tail, "next restart");
+    let log = tail.stderr();
+    assert!(
+        log.contains("producer settings") && log.contains("checkpoint"),
+        "{log}"
+    );
+    append(&a, &numbered_lines("a", 300, 310));
+    assert_eq!(
+        wait_for_records(&b, &t2, 110, Duration::from_secs(30)).len(),
+        110
+    );
     assert_eq!(tail.stop("INT"), Some(0), "{}", tail.stderr());
 }
 

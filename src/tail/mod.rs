@@ -74,8 +74,9 @@ pub async fn run(
     producer: Producer,
     reload: Option<Reloader>,
 ) -> anyhow::Result<i32> {
+    let fixed = fixed_settings(&s);
     let mut r = Running::start(s.engine, s.options, producer)?;
-    r.reloader = reload;
+    r.reloader = reload.map(|f| (f, fixed));
     if let Some(addr) = r.opts.metrics_listen.clone() {
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let server = crate::metrics::serve(&addr, tx)
@@ -90,6 +91,19 @@ pub async fn run(
     }
     r.ship_until_signal().await?;
     r.stop().await
+}
+
+/// The settings a reload cannot change (read at start only), by name, each in a comparable form
+/// (secrets are redacted in it, so a changed password alone is not noticed).
+fn fixed_settings(s: &crate::settings::tail::TailSettings) -> Vec<(&'static str, String)> {
+    vec![
+        ("Kafka connection settings", format!("{:?}", s.kafka)),
+        ("producer settings", format!("{:?}", s.producer)),
+        (
+            "checkpoint, interval, dead-letter or metrics settings",
+            format!("{:?}", s.options),
+        ),
+    ]
 }
 
 /// Takes the checkpoint's lock and loads it, saying what was damaged.
@@ -126,7 +140,8 @@ struct Running {
     rescan: bool,
     stats: Stats,
     started: Instant,
-    reloader: Option<Reloader>,
+    /// The reloader, and what of the settings a reload cannot change (as [`fixed_settings`] gives).
+    reloader: Option<(Reloader, Vec<(&'static str, String)>)>,
     /// Questions from the metrics server, when it runs.
     asks: Option<tokio::sync::mpsc::Receiver<crate::metrics::Ask>>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -290,7 +305,7 @@ impl Running {
     /// running one stays. Inputs added start, inputs removed finish what they read, inputs changed take
     /// their new routes for lines read from now on; nothing is lost or sent twice.
     fn reload(&mut self) {
-        let Some(reload) = &self.reloader else {
+        let Some((reload, fixed)) = &self.reloader else {
             crate::log::info(format_args!(
                 "SIGHUP: no config file to reload (tail runs from flags)"
             ));
@@ -301,6 +316,18 @@ impl Running {
                 "config not reloaded, the running one stays: {e:#}"
             )),
             Ok(new) => {
+                let changed: Vec<&str> = fixed_settings(&new)
+                    .iter()
+                    .zip(fixed)
+                    .filter(|(a, b)| a.1 != b.1)
+                    .map(|(a, _)| a.0)
+                    .collect();
+                if !changed.is_empty() {
+                    crate::log::warn(format_args!(
+                        "config reload: {} changed in the file; they take effect at the next restart, the running ones stay",
+                        changed.join(", ")
+                    ));
+                }
                 let summary = self.engine.reconfigure(new.engine);
                 crate::log::info(format_args!("config reloaded: {summary}"));
                 for p in self.engine.patterns().clone().iter() {
