@@ -160,7 +160,8 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         shipper consume app-logs --from-beginning -e\n  \
         shipper consume app-logs -o -10 -p 0 -f '%p:%o %k=%s\\n'\n  \
-        shipper consume app-logs -o s@1700000000000 -J | jq .")]
+        shipper consume app-logs -o s@1700000000000 -J | jq .\n  \
+        shipper consume app-logs nginx -G indexer --from-beginning")]
     Consume(ConsumeArgs),
     /// Follow log files and ship every new line to a topic
     #[command(after_help = "Examples:\n  \
@@ -181,6 +182,11 @@ pub enum Command {
     /// Show brokers, topics and partitions, like kcat -L
     #[command(after_help = "Examples:\n  shipper metadata\n  shipper metadata app-logs -J")]
     Metadata(MetadataArgs),
+    /// Show consumer groups: members, assigned partitions, committed offsets and lag
+    #[command(
+        after_help = "Examples:\n  shipper groups\n  shipper groups indexer\n  shipper groups indexer -J"
+    )]
+    Groups(GroupsArgs),
 }
 
 /// `--acks`.
@@ -291,8 +297,29 @@ pub struct ProduceArgs {
 /// `shipper consume`.
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
-    /// Topic to read
-    pub topic: String,
+    /// Topics to read
+    #[arg(required = true, value_name = "TOPIC")]
+    pub topics: Vec<String>,
+    /// Read as a member of this consumer group: only the partitions the group assigns, starting from
+    /// its committed offsets (else from -o's rule, default end), committing what was printed
+    #[arg(short = 'G', long, value_name = "GROUP", conflicts_with = "partitions")]
+    pub group: Option<String>,
+    /// With -G: commit nothing (read from the committed offsets, leave them as they are)
+    #[arg(long, requires = "group")]
+    pub no_commit: bool,
+    /// With -G: when to commit: async (every --commit-interval, and when partitions are given back
+    /// and on exit) or sync (after every batch of records written, waiting for the broker)
+    #[arg(long, value_enum, default_value_t = CommitMode::Async, requires = "group")]
+    pub commit: CommitMode,
+    /// With -G: how often to commit in async mode, in ms
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..), requires = "group")]
+    pub commit_interval_ms: u64,
+    /// With -G: the group protocol (auto: the consumer protocol of KIP-848 when the broker offers it)
+    #[arg(long, value_enum, default_value_t = crate::group::GroupProtocol::Auto, requires = "group")]
+    pub group_protocol: crate::group::GroupProtocol,
+    /// With -G and the classic protocol: the session timeout, in ms
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1000..=3_600_000), requires = "group")]
+    pub session_timeout_ms: u64,
     /// Start at the beginning (same as -o beginning)
     #[arg(long, conflicts_with = "offset")]
     pub from_beginning: bool,
@@ -316,6 +343,25 @@ pub struct ConsumeArgs {
     #[arg(short, long, conflicts_with = "json")]
     pub format: Option<String>,
     /// One JSON object per record
+    #[arg(short = 'J', long)]
+    pub json: bool,
+}
+
+/// `consume -G --commit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CommitMode {
+    /// At an interval, when partitions are given back, and on exit.
+    Async,
+    /// After every batch of records written, waiting for the broker's answer.
+    Sync,
+}
+
+/// `shipper groups`.
+#[derive(Debug, Args)]
+pub struct GroupsArgs {
+    /// The group to describe (members, assignments, committed offsets and lag); all groups when absent
+    pub group: Option<String>,
+    /// JSON output
     #[arg(short = 'J', long)]
     pub json: bool,
 }

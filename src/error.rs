@@ -28,6 +28,8 @@ pub enum Target {
     Topic(String),
     /// One partition of a topic.
     Partition(String, i32),
+    /// A consumer group.
+    Group(String),
 }
 
 impl std::fmt::Display for Target {
@@ -36,6 +38,7 @@ impl std::fmt::Display for Target {
             Target::Broker(a) => write!(f, "broker {}", Esc::str(a)),
             Target::Topic(t) => write!(f, "topic '{}'", Esc::str(t)),
             Target::Partition(t, p) => write!(f, "topic '{}' partition {p}", Esc::str(t)),
+            Target::Group(g) => write!(f, "group '{}'", Esc::str(g)),
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod connection;
 pub mod consumer;
 pub mod error;
 pub mod escape;
+pub mod group;
 pub mod log;
 pub mod metrics;
 pub mod output;

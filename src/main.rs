@@ -51,6 +51,7 @@ fn main() {
             Command::Produce(a) => cmd::produce::run(&cli.common, a).await,
             Command::Consume(a) => cmd::consume::run(&cli.common, a).await,
             Command::Metadata(a) => cmd::metadata::run(&cli.common, a).await,
+            Command::Groups(a) => cmd::groups::run(&cli.common, a).await,
             Command::Tail(a) => cmd::tail::run(&cli.common, a).await,
             Command::CheckConfig(a) => cmd::check_config::run(&cli.common, a).await,
         }

@@ -7,6 +7,9 @@ use crate::cluster::Metadata;
 use crate::escape::{json_quoted, json_str, Esc};
 use crate::wire::records::Record;
 
+mod groups;
+pub use groups::{write_describe_json, write_describe_text, write_list_json, write_list_text};
+
 /// One piece of a compiled format string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Token {

@@ -28,3 +28,20 @@ pub async fn join_slot<T>(slot: &mut Option<JoinHandle<T>>) -> Option<T> {
     *slot = None;
     r.ok()
 }
+
+/// Resolves at the first SIGINT or SIGTERM (never, if the handlers cannot be installed).
+pub async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}

@@ -6,6 +6,7 @@ mod agent;
 mod capture;
 mod cli;
 mod fake;
+mod groups;
 mod harness;
 mod hostile;
 mod kcat_harness;

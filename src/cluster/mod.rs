@@ -150,6 +150,17 @@ impl Cluster {
         Ok(c)
     }
 
+    /// A new connection to `addr` of its own, not shared with other callers: for requests the broker may
+    /// hold for long (a group join waits for the whole group), which would stall whatever else shares a
+    /// connection, since a broker answers one connection's requests one at a time.
+    pub async fn dedicated(&self, addr: &str, deadline: Option<Instant>) -> Result<Connection> {
+        let mut until = Instant::now() + self.opts.connection.connect_timeout;
+        if let Some(d) = deadline {
+            until = until.min(d);
+        }
+        Ok(Connection::connect(&*self.transport, addr, &self.opts.connection, until).await?)
+    }
+
     /// The connection to broker `id`, as known from metadata.
     pub async fn broker(&self, id: i32, deadline: Option<Instant>) -> Result<Arc<Connection>> {
         let addr = self.lock().brokers.get(&id).cloned();

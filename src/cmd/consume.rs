@@ -1,10 +1,18 @@
-//! `shipper consume TOPIC`: print a topic's records, like `kcat -C` or kafka-console-consumer.
+//! `shipper consume TOPIC...`: print topics' records, like `kcat -C` or kafka-console-consumer; with
+//! `-G GROUP`, as a member of a consumer group, like `kcat -G`.
 
-use std::io::{BufWriter, Write};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufWriter, StdoutLock, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::{Common, ConsumeArgs};
-use crate::consumer::{Consumer, FetchConfig, StartOffset};
+use tokio::time::Instant;
+
+use crate::cli::{CommitMode, Common, ConsumeArgs};
+use crate::cluster::Cluster;
+use crate::consumer::{Consumer, FetchConfig, Fetched, StartOffset};
+use crate::escape::Esc;
+use crate::group::{offsets, Assignment, Event, GroupConfig, Member, Offsets};
 use crate::output::Format;
 use crate::settings::{usage, KafkaSettings};
 
@@ -31,64 +39,292 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
         (None, false) => StartOffset::End,
     };
     let cluster = KafkaSettings::from_flags(common, Some(Duration::from_secs(30)))?.cluster()?;
-    let meta = cluster.topic(&args.topic, false).await?;
     let cfg = FetchConfig::default();
-    let max_decompressed = cfg.max_decompressed_bytes;
-    let mut consumer = Consumer::new(cluster.clone(), cfg);
-    consumer.assign(meta, &args.partitions, start).await?;
-    let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-    let mut count: u64 = 0;
-    let mut scratch = Vec::new();
-    let idle_limit = args.timeout_ms.map(Duration::from_millis);
-    let mut last_record = tokio::time::Instant::now();
-    let max = args.max_messages.unwrap_or(u64::MAX);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    loop {
-        if count >= max || (args.exit_at_end && consumer.at_end_of_start()) {
-            break;
+    let mut r = Reader {
+        max_decompressed: cfg.max_decompressed_bytes,
+        consumer: Consumer::new(cluster.clone(), cfg),
+        cluster: cluster.clone(),
+        out: BufWriter::with_capacity(1 << 20, std::io::stdout().lock()),
+        format,
+        start,
+        count: 0,
+        max: args.max_messages.unwrap_or(u64::MAX),
+        positions: Offsets::new(),
+        given_back: Offsets::new(),
+        member: None,
+        commit: (!args.no_commit).then_some(args.commit),
+        assigned: false,
+    };
+    match &args.group {
+        Some(g) => {
+            let mut gc = GroupConfig::new(g, &args.topics);
+            gc.protocol = args.group_protocol;
+            gc.session_timeout = Duration::from_millis(args.session_timeout_ms);
+            gc.heartbeat_interval = gc.session_timeout / 3;
+            r.member = Some(Member::join(cluster.clone(), gc).await?);
         }
-        let idle_deadline = idle_limit.map(|d| last_record + d);
-        let fetched = tokio::select! {
-            r = consumer.poll() => r?,
-            _ = &mut ctrl_c => break,
-            _ = async {
-                match idle_deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
+        None => {
+            for t in &args.topics {
+                let meta = cluster.topic(t, false).await?;
+                r.consumer.assign(meta, &args.partitions, start).await?;
+            }
+            r.assigned = true;
+        }
+    }
+    let result = r.read(args).await;
+    r.finish(result).await
+}
+
+/// The reading loop's state.
+struct Reader {
+    consumer: Consumer,
+    cluster: Arc<Cluster>,
+    out: BufWriter<StdoutLock<'static>>,
+    format: Format,
+    start: StartOffset,
+    max_decompressed: usize,
+    count: u64,
+    max: u64,
+    /// The next offset to read of every partition read from, as far as records were written out.
+    positions: Offsets,
+    /// Where partitions given back to the group stood: if one comes back before anyone else read
+    /// further, reading goes on from here (never printing a record twice, even when a commit failed).
+    given_back: Offsets,
+    member: Option<Member>,
+    /// Commit mode; `None` with --no-commit.
+    commit: Option<CommitMode>,
+    /// Whether partitions were assigned yet (at once without a group).
+    assigned: bool,
+}
+
+impl Reader {
+    /// Reads until a limit, a signal or an error.
+    async fn read(&mut self, args: &ConsumeArgs) -> anyhow::Result<()> {
+        let idle_limit = args.timeout_ms.map(Duration::from_millis);
+        let mut last_record = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(args.commit_interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stop = std::pin::pin!(crate::tasks::stop_signal());
+        loop {
+            if self.count >= self.max
+                || (args.exit_at_end && self.assigned && self.consumer.at_end_of_start())
+            {
+                return Ok(());
+            }
+            let idle_deadline = idle_limit.map(|d| last_record + d);
+            let fetched = tokio::select! {
+                r = self.consumer.poll() => r?,
+                ev = next_event(&mut self.member) => {
+                    self.on_event(ev).await?;
+                    continue;
                 }
-            } => break,
-        };
-        let mut write_err = None;
-        for f in &fetched {
-            let topic = consumer.topic_name(f.topic);
-            let res = f.for_each_record(&mut scratch, max_decompressed, |r| {
-                if count >= max || write_err.is_some() {
+                _ = tick.tick(), if self.commit == Some(CommitMode::Async) => {
+                    self.commit_all(false).await;
+                    continue;
+                }
+                _ = &mut stop => return Ok(()),
+                _ = until(idle_deadline) => return Ok(()),
+            };
+            self.write(&fetched)?;
+            if fetched.iter().any(|f| !f.records.is_empty()) {
+                last_record = Instant::now();
+                if self.commit == Some(CommitMode::Sync) {
+                    self.commit_all(true).await;
+                }
+            }
+        }
+    }
+
+    /// Writes the records out, noting how far each partition got.
+    fn write(&mut self, fetched: &[Fetched]) -> anyhow::Result<()> {
+        let mut scratch = Vec::new();
+        for f in fetched {
+            let topic = self.consumer.topic_name(f.topic).to_string();
+            let mut write_err = None;
+            let mut last = None;
+            let (count, max, format, out) =
+                (&mut self.count, self.max, &self.format, &mut self.out);
+            let res = f.for_each_record(&mut scratch, self.max_decompressed, |r| {
+                if *count >= max || write_err.is_some() {
                     return;
                 }
-                if let Err(e) = format.write(&mut out, topic, f.partition, r) {
-                    write_err = Some(e);
+                match format.write(out, &topic, f.partition, r) {
+                    Ok(()) => last = Some(r.offset + 1),
+                    Err(e) => write_err = Some(e),
                 }
-                count += 1;
+                *count += 1;
             });
             res.map_err(|source| crate::error::Error::Records {
-                topic: topic.to_string(),
+                topic: topic.clone(),
                 partition: f.partition,
                 source,
             })?;
+            if let Some(e) = write_err {
+                return Err(e.into());
+            }
+            // All of it written: the position is past the batches (control records, compacted gaps).
+            let pos = if self.count < self.max {
+                f.next_offset().ok()
+            } else {
+                last
+            };
+            if let Some(p) = pos.or(last) {
+                self.positions.insert((topic, f.partition), p);
+            }
         }
-        if let Some(e) = write_err {
-            return Err(e.into());
-        }
-        if fetched.iter().any(|f| !f.records.is_empty()) {
-            last_record = tokio::time::Instant::now();
-        }
-        out.flush()?;
+        self.out.flush()?;
+        Ok(())
     }
-    out.flush()?;
-    crate::log::info(format_args!(
-        "consumed {count} records from '{}'",
-        crate::escape::Esc::str(&args.topic)
-    ));
-    Ok(0)
+
+    /// A membership event: partitions to start reading, or to give back.
+    async fn on_event(&mut self, ev: Option<crate::error::Result<Event>>) -> anyhow::Result<()> {
+        match ev {
+            None => anyhow::bail!("the group membership ended unexpectedly"),
+            Some(Err(e)) => Err(e.into()),
+            Some(Ok(Event::Assigned(a))) => self.take(&a).await,
+            Some(Ok(Event::Revoke { parts, lost, done })) => {
+                self.out.flush()?;
+                if let Some(m) = &self.member {
+                    crate::log::info(format_args!(
+                        "group '{}': giving back {}{}",
+                        Esc::str(m.group()),
+                        crate::group::describe(&parts),
+                        if lost {
+                            " (membership lost: not committed)"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+                if !lost {
+                    let mine = self.positions_of(&parts);
+                    self.commit_these(&mine, true).await;
+                }
+                for (t, ps) in &parts {
+                    let ps: Vec<i32> = ps.iter().copied().collect();
+                    for (p, at) in self.consumer.unassign(t, &ps) {
+                        let key = (t.clone(), p);
+                        let pos = self.positions.remove(&key).unwrap_or(at);
+                        self.given_back.insert(key, pos);
+                    }
+                }
+                let _ = done.send(());
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts reading newly assigned partitions: from the committed offset, or where this process
+    /// stopped if it read further, else by the start rule.
+    async fn take(&mut self, a: &Assignment) -> anyhow::Result<()> {
+        let Some(m) = &self.member else {
+            return Ok(());
+        };
+        let committed = m.committed(a).await?;
+        for (t, ps) in a {
+            let meta = self.cluster.topic(t, false).await?;
+            let mut from = HashMap::new();
+            for &p in ps {
+                let key = (t.clone(), p);
+                let c = committed.get(&key).copied();
+                let back = self.given_back.remove(&key);
+                if let Some(o) = c.into_iter().chain(back).max() {
+                    from.insert(p, o);
+                }
+            }
+            let ps: Vec<i32> = ps.iter().copied().collect();
+            let ti = self
+                .consumer
+                .assign_from(meta, &ps, &from, self.start)
+                .await?;
+            // Where each starts is a position too: committed as it is until records move it, so the
+            // start rule is applied once, at the group's first read, as the Java consumer does.
+            for (i, p, o) in self.consumer.positions() {
+                if i == ti && ps.contains(&p) {
+                    self.positions.insert((t.clone(), p), o);
+                }
+            }
+        }
+        self.assigned = true;
+        crate::log::info(format_args!(
+            "group '{}': reading {}",
+            Esc::str(m.group()),
+            crate::group::describe(a)
+        ));
+        Ok(())
+    }
+
+    fn positions_of(&self, parts: &Assignment) -> Offsets {
+        self.positions
+            .iter()
+            .filter(|((t, p), _)| parts.get(t).is_some_and(|ps| ps.contains(p)))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    async fn commit_all(&mut self, loud: bool) {
+        let all = self.positions.clone();
+        self.commit_these(&all, loud).await;
+    }
+
+    /// Commits (when committing is on); a failure is said (at debug level when the group merely
+    /// moved on and the next commit will do), never fatal: the records are printed already.
+    async fn commit_these(&mut self, offsets: &Offsets, loud: bool) {
+        let (Some(m), Some(_)) = (&self.member, self.commit) else {
+            return;
+        };
+        match m.commit(offsets).await {
+            Ok(_) => {}
+            Err(e) if !loud || offsets::is_stale(&e) => {
+                crate::log::debug(format_args!("commit: {e}"))
+            }
+            Err(e) => crate::log::warn(format_args!(
+                "group '{}': offsets not committed ({e}); whoever reads these partitions next starts at the last commit",
+                Esc::str(m.group())
+            )),
+        }
+    }
+
+    /// Flushes, commits and leaves the group; the exit code.
+    async fn finish(mut self, result: anyhow::Result<()>) -> anyhow::Result<i32> {
+        self.out.flush()?;
+        if result.is_ok() {
+            self.commit_all(true).await;
+        }
+        if let Some(m) = self.member.take() {
+            m.leave().await;
+        }
+        result?;
+        let topics: BTreeMap<&str, ()> = self
+            .positions
+            .keys()
+            .map(|(t, _)| (t.as_str(), ()))
+            .collect();
+        crate::log::info(format_args!(
+            "consumed {} records from {}",
+            self.count,
+            topics
+                .keys()
+                .map(|t| format!("'{}'", Esc::str(t)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        Ok(0)
+    }
+}
+
+/// The member's next event, or never without a group.
+async fn next_event(m: &mut Option<Member>) -> Option<crate::error::Result<Event>> {
+    match m {
+        Some(m) => m.event().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `d`, or forever.
+async fn until(d: Option<Instant>) {
+    match d {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }

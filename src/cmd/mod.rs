@@ -3,6 +3,7 @@
 
 pub mod check_config;
 pub mod consume;
+pub mod groups;
 pub mod metadata;
 pub mod produce;
 pub mod tail;

@@ -80,7 +80,8 @@ struct TopicState {
 }
 
 type Key = (usize, i32);
-type FetchOutcome = (i32, Vec<Key>, Result<FetchResponse>);
+/// A fetch's answer: the leader, what was asked (partition and offset), and the response.
+type FetchOutcome = (i32, Vec<(Key, i64)>, Result<FetchResponse>);
 
 /// Reads partitions of some topics from their leaders.
 pub struct Consumer {
@@ -115,6 +116,19 @@ impl Consumer {
         partitions: &[i32],
         start: StartOffset,
     ) -> Result<usize> {
+        self.assign_from(meta, partitions, &HashMap::new(), start)
+            .await
+    }
+
+    /// Like [`Consumer::assign`], but a partition with an offset in `from` (a group's committed
+    /// offset) starts there (kept within the log's bounds) instead of at `start`.
+    pub async fn assign_from(
+        &mut self,
+        meta: Arc<TopicMeta>,
+        partitions: &[i32],
+        from: &HashMap<i32, i64>,
+        start: StartOffset,
+    ) -> Result<usize> {
         let count = meta.partitions.len();
         let ids: Vec<i32> = if partitions.is_empty() {
             meta.partitions.iter().map(|p| p.id).collect()
@@ -138,7 +152,19 @@ impl Consumer {
             }
             _ => None,
         };
-        let topic = self.topics.len();
+        let topic = match self.topics.iter().position(|t| t.name == meta.name) {
+            Some(i) => {
+                self.topics[i].meta = meta.clone();
+                i
+            }
+            None => {
+                self.topics.push(TopicState {
+                    name: meta.name.clone(),
+                    meta: meta.clone(),
+                });
+                self.topics.len() - 1
+            }
+        };
         for id in ids {
             let lo = earliest.get(&id).copied().unwrap_or(0);
             let hi = latest.get(&id).copied().unwrap_or(lo);
@@ -152,7 +178,10 @@ impl Consumer {
                     ),
                 );
             }
-            let offset = start.resolve(lo, hi, by_time.as_ref().and_then(|m| m.get(&id).copied()));
+            let offset = match from.get(&id) {
+                Some(&o) => StartOffset::Absolute(o).resolve(lo, hi, None),
+                None => start.resolve(lo, hi, by_time.as_ref().and_then(|m| m.get(&id).copied())),
+            };
             self.parts.insert(
                 (topic, id),
                 PartitionState {
@@ -165,11 +194,24 @@ impl Consumer {
                 },
             );
         }
-        self.topics.push(TopicState {
-            name: meta.name.clone(),
-            meta,
-        });
         Ok(topic)
+    }
+
+    /// Stops reading these partitions of topic `name`; returns where each stood (the next offset to
+    /// read). Data of a fetch already in flight for them is dropped when it comes.
+    pub fn unassign(&mut self, name: &str, partitions: &[i32]) -> Vec<(i32, i64)> {
+        let Some(t) = self.topics.iter().position(|t| t.name == name) else {
+            return Vec::new();
+        };
+        partitions
+            .iter()
+            .filter_map(|&p| self.parts.remove(&(t, p)).map(|s| (p, s.offset)))
+            .collect()
+    }
+
+    /// Whether any partition is assigned.
+    pub fn has_partitions(&self) -> bool {
+        !self.parts.is_empty()
     }
 
     /// The name of topic `i`.
@@ -213,8 +255,9 @@ impl Consumer {
                 None => return Ok(Vec::new()),
             }
         };
-        for k in &asked {
-            if let Some(s) = self.parts.get_mut(k) {
+        for (k, at) in &asked {
+            // A partition given up and assigned again meanwhile may have its own fetch out.
+            if let Some(s) = self.parts.get_mut(k).filter(|s| s.offset == *at) {
                 s.in_flight = false;
             }
         }
@@ -246,7 +289,11 @@ impl Consumer {
     }
 
     /// The partitions' data in a response, believing only what was asked for.
-    async fn take_response(&mut self, resp: FetchResponse, asked: &[Key]) -> Result<Vec<Fetched>> {
+    async fn take_response(
+        &mut self,
+        resp: FetchResponse,
+        asked: &[(Key, i64)],
+    ) -> Result<Vec<Fetched>> {
         let mut out = Vec::new();
         let mut stale: Option<Error> = None;
         for t in resp.responses {
@@ -256,8 +303,8 @@ impl Consumer {
                 let key = asked
                     .iter()
                     .copied()
-                    .find(|(ti, pi)| *pi == p && self.topics[*ti].name == name);
-                let Some(key) = key else {
+                    .find(|((ti, pi), _)| *pi == p && self.topics[*ti].name == name);
+                let Some((key, at)) = key else {
                     self.warn_once(
                         format!("foreign:{name}:{p}"),
                         format_args!(
@@ -267,7 +314,8 @@ impl Consumer {
                     );
                     continue;
                 };
-                let Some(state) = self.parts.get(&key).cloned() else {
+                // Given up since (or given up and assigned again at another offset): not ours.
+                let Some(state) = self.parts.get(&key).filter(|s| s.offset == at).cloned() else {
                     continue;
                 };
                 let target = Target::Partition(name.clone(), p);
@@ -428,9 +476,11 @@ impl Consumer {
         }
         for (leader, keys) in by_leader {
             let req = self.request(&keys);
+            let mut asked = Vec::with_capacity(keys.len());
             for k in &keys {
                 if let Some(s) = self.parts.get_mut(k) {
                     s.in_flight = true;
+                    asked.push((*k, s.offset));
                 }
             }
             let cluster = self.cluster.clone();
@@ -444,7 +494,7 @@ impl Consumer {
                     Ok(conn.call(&req, version, until).await?)
                 }
                 .await;
-                (leader, keys, r)
+                (leader, asked, r)
             });
         }
     }

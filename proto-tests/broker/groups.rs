@@ -1,0 +1,418 @@
+//! Consumer groups against the real cluster: members share partitions (every line printed by exactly
+//! one member), a killed member's partitions move to the others, committed offsets are where a restart
+//! goes on, kcat members share a group with shipper ones, and `shipper groups` agrees with Kafka's own
+//! ConsumerGroupCommand.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+/// A `shipper consume -G` (or kcat -G) process writing `PARTITION VALUE` lines to a file.
+struct Member {
+    child: Option<Child>,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Member {
+    fn spawn(mut cmd: Command, dir: &Path, name: &str) -> Member {
+        let out = dir.join(format!("{name}.out"));
+        let err = dir.join(format!("{name}.err"));
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        Member {
+            child: Some(child),
+            out,
+            err,
+        }
+    }
+
+    fn shipper(
+        brokers: &str,
+        topic: &str,
+        group: &str,
+        extra: &[&str],
+        dir: &Path,
+        name: &str,
+    ) -> Member {
+        let mut c = Command::new(shipper_bin());
+        c.args([
+            "-b", brokers, "consume", topic, "-G", group, "-f", "%p %s\\n",
+        ])
+        .args(extra);
+        Member::spawn(c, dir, name)
+    }
+
+    fn kcat(brokers: &str, topic: &str, group: &str, dir: &Path, name: &str) -> Member {
+        let mut c = Command::new("kcat");
+        c.args(["-b", brokers, "-G", group, "-q", "-u", "-f", "%p %s\\n"])
+            .args(["-X", "auto.offset.reset=earliest", topic]);
+        Member::spawn(c, dir, name)
+    }
+
+    /// The values printed so far.
+    fn values(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' ').map(|(_, v)| v.to_string()))
+            .collect()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    /// Sends a signal and waits for the exit; the exit code.
+    fn stop(&mut self, signal: &str) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(c.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit after SIG{signal}: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `shipper groups GROUP` rows: (topic, partition) -> (current, end, lag, consumer id).
+fn describe(brokers: &str, group: &str) -> BTreeMap<(String, i32), [String; 4]> {
+    let out = shipper(brokers, &["groups", group], b"");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut rows = BTreeMap::new();
+    for l in text.lines().skip(2) {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() >= 6 && f[0] != "-" {
+            rows.insert(
+                (f[0].to_string(), f[1].parse().unwrap()),
+                [f[2], f[3], f[4], f[5]].map(String::from),
+            );
+        }
+    }
+    rows
+}
+
+/// Waits until the group has `members` members sharing every one of `partitions` partitions.
+fn wait_for_members(brokers: &str, group: &str, members: usize, partitions: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = describe(brokers, group);
+        let owners: BTreeSet<&String> =
+            rows.values().map(|r| &r[3]).filter(|c| *c != "-").collect();
+        let assigned = rows.values().filter(|r| r[3] != "-").count();
+        if owners.len() == members && assigned == partitions {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group {group} never had {members} members over {partitions} partitions: {rows:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn numbered(from: usize, to: usize) -> Vec<u8> {
+    (from..to)
+        .map(|i| format!("line-{i:07}\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+fn produce(brokers: &str, topic: &str, from: usize, to: usize) {
+    shipper_ok(
+        brokers,
+        &["produce", topic, "--partitioner", "random"],
+        &numbered(from, to),
+    );
+}
+
+/// Waits until the members together printed every line in `from..to`; returns how often each
+/// value of that range was printed.
+fn wait_for_lines(
+    members: &[&Member],
+    from: usize,
+    to: usize,
+    limit: Duration,
+) -> BTreeMap<String, usize> {
+    let want: BTreeSet<String> = (from..to).map(|i| format!("line-{i:07}")).collect();
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for m in members {
+            for v in m.values() {
+                if want.contains(&v) {
+                    *seen.entry(v).or_default() += 1;
+                }
+            }
+        }
+        if seen.len() == want.len() || Instant::now() > deadline {
+            let errs: Vec<String> = members.iter().map(|m| m.stderr()).collect();
+            assert_eq!(
+                seen.len(),
+                want.len(),
+                "lines {from}..{to} missing; stderr: {errs:?}"
+            );
+            return seen;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn assert_once(seen: &BTreeMap<String, usize>, what: &str) {
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(
+        twice.is_empty(),
+        "{what}: printed more than once: {twice:?}"
+    );
+}
+
+#[test]
+fn three_members_share_a_topic_and_a_killed_one_is_taken_over_and_commits_hold() {
+    let Some(b) = cluster() else { return };
+    let dir = scratch_dir("groups-three");
+    let t = topic("groups-three");
+    create_topic(&b, &t, 12, 3, &[]);
+    let g = topic("g");
+    let mut ms: Vec<Member> = (0..3)
+        .map(|i| Member::shipper(&b, &t, &g, &["--from-beginning"], &dir, &format!("m{i}")))
+        .collect();
+    wait_for_members(&b, &g, 3, 12);
+    produce(&b, &t, 0, 200_000);
+    let refs: Vec<&Member> = ms.iter().collect();
+    let seen = wait_for_lines(&refs, 0, 200_000, Duration::from_secs(120));
+    assert_once(&seen, "three members");
+    for m in &ms {
+        assert!(
+            !m.values().is_empty(),
+            "a member read nothing: {}",
+            m.stderr()
+        );
+    }
+
+    // kill -9 one member: the other two take its partitions once the session times out (10 s).
+    let victim = ms.remove(0);
+    let mut victim = victim;
+    let killed = Instant::now();
+    victim.stop("KILL");
+    produce(&b, &t, 200_000, 220_000);
+    let refs: Vec<&Member> = ms.iter().collect();
+    let seen = wait_for_lines(&refs, 200_000, 220_000, Duration::from_secs(60));
+    assert_once(&seen, "after the kill");
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(40), "takeover took {took:?}");
+
+    // Stopped cleanly (commit, leave), a new member goes on from the committed offsets: nothing
+    // committed is read again.
+    for m in &mut ms {
+        assert_eq!(m.stop("TERM"), Some(0), "{}", m.stderr());
+    }
+    let fresh = Member::shipper(&b, &t, &g, &["--from-beginning"], &dir, "fresh");
+    wait_for_members(&b, &g, 1, 12);
+    produce(&b, &t, 220_000, 221_000);
+    let seen = wait_for_lines(&[&fresh], 220_000, 221_000, Duration::from_secs(60));
+    assert_once(&seen, "after the restart");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        fresh.values().len(),
+        1000,
+        "a committed line was read again: {}",
+        fresh.stderr()
+    );
+}
+
+#[test]
+fn kcat_and_shipper_share_one_group_on_either_protocol() {
+    let Some(b) = cluster() else { return };
+    for protocol in ["classic", "auto"] {
+        let dir = scratch_dir(&format!("groups-mixed-{protocol}"));
+        let t = topic("groups-mixed");
+        create_topic(&b, &t, 12, 3, &[]);
+        let g = topic("gm");
+        let s = Member::shipper(
+            &b,
+            &t,
+            &g,
+            &["--from-beginning", "--group-protocol", protocol],
+            &dir,
+            "shipper",
+        );
+        let k = Member::kcat(&b, &t, &g, &dir, "kcat");
+        wait_for_members(&b, &g, 2, 12);
+        produce(&b, &t, 0, 20_000);
+        let seen = wait_for_lines(&[&s, &k], 0, 20_000, Duration::from_secs(60));
+        assert_once(&seen, protocol);
+        assert!(
+            !s.values().is_empty() && !k.values().is_empty(),
+            "{protocol}: one member read nothing"
+        );
+    }
+}
+
+#[test]
+fn groups_agrees_with_kafkas_consumer_group_command() {
+    let Some(b) = cluster() else { return };
+    let t = topic("groups-describe");
+    create_topic(&b, &t, 4, 3, &[]);
+    let g = topic("gd");
+    produce(&b, &t, 0, 1000);
+    // Read 600 of them as the group and commit: lag remains on some partitions.
+    let out = shipper_ok(
+        &b,
+        &["consume", &t, "-G", &g, "--from-beginning", "-c", "600"],
+        b"",
+    );
+    assert_eq!(lines(&out).len(), 600);
+    let ours = describe(&b, &g);
+    let theirs = String::from_utf8_lossy(&kafka_tool(
+        "ConsumerGroupCommand",
+        &["--bootstrap-server", &b, "--describe", "--group", &g],
+        b"",
+    ))
+    .to_string();
+    let mut rows = BTreeMap::new();
+    for l in theirs.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() >= 6 && f[0] == g {
+            rows.insert(
+                (f[1].to_string(), f[2].parse::<i32>().unwrap()),
+                [f[3], f[4], f[5]].map(String::from),
+            );
+        }
+    }
+    assert_eq!(rows.len(), 4, "{theirs}");
+    let ours3: BTreeMap<_, _> = ours
+        .iter()
+        .map(|(k, v)| (k.clone(), [v[0].clone(), v[1].clone(), v[2].clone()]))
+        .collect();
+    assert_eq!(
+        ours3, rows,
+        "shipper groups vs kafka-consumer-groups --describe"
+    );
+    let committed: i64 = ours.values().map(|r| r[0].parse::<i64>().unwrap()).sum();
+    assert_eq!(committed, 600, "the commit is exactly what was printed");
+    // The listing shows the group; -J is JSON.
+    let list = shipper_ok(&b, &["groups"], b"");
+    assert!(String::from_utf8_lossy(&list).contains(&g));
+    for args in [vec!["groups", "-J"], vec!["groups", &g, "-J"]] {
+        let out = shipper_ok(&b, &args, b"");
+        let check = run_with_input(
+            {
+                let mut c = Command::new("/usr/bin/python3");
+                c.args(["-c", "import json,sys; json.load(sys.stdin)"]);
+                c
+            },
+            &out,
+        );
+        assert!(
+            check.status.success(),
+            "not JSON: {}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+    let missing = shipper(&b, &["groups", "no-such-group-anywhere"], b"");
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
+}
+
+#[test]
+fn commits_are_exactly_what_was_printed_and_no_commit_commits_nothing() {
+    let Some(b) = cluster() else { return };
+    let t = topic("groups-commit");
+    create_topic(&b, &t, 3, 3, &[]);
+    produce(&b, &t, 0, 3000);
+    for mode in ["async", "sync"] {
+        let g = topic(&format!("gc-{mode}"));
+        let first = lines(&shipper_ok(
+            &b,
+            &[
+                "consume",
+                &t,
+                "-G",
+                &g,
+                "--from-beginning",
+                "-c",
+                "1234",
+                "--commit",
+                mode,
+            ],
+            b"",
+        ));
+        assert_eq!(first.len(), 1234);
+        let rest = lines(&shipper_ok(&b, &["consume", &t, "-G", &g, "-e"], b""));
+        let all: BTreeSet<Vec<u8>> = first.iter().chain(rest.iter()).cloned().collect();
+        assert_eq!(
+            first.len() + rest.len(),
+            3000,
+            "{mode}: a record twice or missing"
+        );
+        assert_eq!(all.len(), 3000, "{mode}");
+    }
+    // One partition, so that "the first 10" is the same set on every run.
+    let t = topic("groups-nocommit");
+    create_topic(&b, &t, 1, 3, &[]);
+    produce(&b, &t, 0, 100);
+    let g = topic("gc-none");
+    let a = shipper_ok(
+        &b,
+        &[
+            "consume",
+            &t,
+            "-G",
+            &g,
+            "--from-beginning",
+            "-c",
+            "10",
+            "--no-commit",
+        ],
+        b"",
+    );
+    let again = shipper_ok(
+        &b,
+        &[
+            "consume",
+            &t,
+            "-G",
+            &g,
+            "--from-beginning",
+            "-c",
+            "10",
+            "--no-commit",
+        ],
+        b"",
+    );
+    assert_eq!(lines(&a).len(), 10);
+    let (a, again): (BTreeSet<_>, BTreeSet<_>) = (
+        lines(&a).into_iter().collect(),
+        lines(&again).into_iter().collect(),
+    );
+    assert_eq!(
+        a, again,
+        "--no-commit: the second run starts where the first did"
+    );
+}

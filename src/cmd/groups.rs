@@ -1,0 +1,45 @@
+//! `shipper groups [GROUP]`: the consumer groups of a cluster, or one group's members, assignments,
+//! committed offsets and lag, like `kafka-consumer-groups --list` / `--describe`.
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::cli::{Common, GroupsArgs};
+use crate::escape::Esc;
+use crate::group::describe;
+use crate::output;
+use crate::settings::KafkaSettings;
+
+/// Runs the command; returns the exit code.
+pub async fn run(common: &Common, args: &GroupsArgs) -> anyhow::Result<i32> {
+    let cluster = KafkaSettings::from_flags(common, Some(Duration::from_secs(30)))?.cluster()?;
+    let mut out = std::io::stdout().lock();
+    match &args.group {
+        None => {
+            let groups = describe::list(&cluster).await?;
+            if args.json {
+                output::write_list_json(&mut out, &groups)?;
+            } else {
+                output::write_list_text(&mut out, &groups)?;
+            }
+        }
+        Some(g) => {
+            let d = match describe::describe(&cluster, g).await {
+                Err(e) if e.code() == Some(crate::error::Code::GroupIdNotFound) => {
+                    anyhow::bail!("group '{}' does not exist", Esc::str(g))
+                }
+                r => r?,
+            };
+            if d.state == "Dead" && d.members.is_empty() && d.partitions.is_empty() {
+                anyhow::bail!("group '{}' does not exist", Esc::str(g));
+            }
+            if args.json {
+                output::write_describe_json(&mut out, &d)?;
+            } else {
+                output::write_describe_text(&mut out, &d)?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(0)
+}

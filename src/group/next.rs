@@ -1,0 +1,282 @@
+//! The consumer group protocol of KIP-848 (Kafka 4.0+): one ConsumerGroupHeartbeat carries the
+//! subscription up and the member's target assignment down; the broker assigns. The member gives back
+//! what left its target (committed first), takes what joined it, and says what it owns in the next
+//! heartbeat; the broker only hands a partition over once its previous owner has said it let go.
+//! <https://cwiki.apache.org/confluence/x/HhD1D>
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
+use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, GroupId, TopicName};
+use kafka_protocol::protocol::{StrBytes, VersionRange};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::assign::describe;
+use super::coordinator::Coordinator;
+use super::{Assignment, Ctx, Event, Generation};
+use crate::backoff::Backoff;
+use crate::error::{code, Code, Error, Result};
+use crate::escape::Esc;
+
+const HEARTBEAT_VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
+
+/// Partitions by topic id, as the broker speaks of them.
+type ById = BTreeMap<Uuid, BTreeSet<i32>>;
+
+/// The membership task. With `fallback`, a coordinator that turns the protocol down (Kafka 3.x with
+/// it disabled) makes the member use the classic one instead.
+pub(super) async fn run(ctx: Ctx, fallback: bool) {
+    match member(&ctx).await {
+        Ok(()) => {}
+        Err(e) if fallback && e.code() == Some(Code::UnsupportedVersion) => {
+            crate::log::debug(format_args!(
+                "group '{}': the consumer protocol is not enabled on the coordinator; using the classic one",
+                Esc::str(&ctx.cfg.group)
+            ));
+            super::classic::run(ctx).await;
+        }
+        Err(e) => {
+            let _ = ctx.events.send(Err(e)).await;
+        }
+    }
+}
+
+/// A random member id (KIP-1082: version 1 members choose their own).
+fn new_member_id() -> String {
+    let mut b = [0u8; 16];
+    for x in &mut b {
+        *x = fastrand::u8(..);
+    }
+    Uuid::from_bytes(b).to_string()
+}
+
+async fn member(ctx: &Ctx) -> Result<()> {
+    let deadline = ctx.coord.cluster().options().deadline();
+    let mut member_id = new_member_id();
+    let mut epoch = 0;
+    let mut owned = ById::new();
+    let mut names: HashMap<Uuid, String> = HashMap::new();
+    // Until the first answer (and after being fenced) the request carries everything.
+    let mut full = true;
+    let mut report_owned = true;
+    let mut interval = Duration::from_secs(3);
+    let mut trouble: Option<Backoff> = None;
+    loop {
+        let mut req = ConsumerGroupHeartbeatRequest::default();
+        req.group_id = GroupId(StrBytes::from_string(ctx.cfg.group.clone()));
+        req.member_id = StrBytes::from_string(member_id.clone());
+        req.member_epoch = epoch;
+        if full {
+            req.rebalance_timeout_ms = ctx.cfg.rebalance_timeout.as_millis() as i32;
+            req.subscribed_topic_names = Some(
+                ctx.cfg
+                    .topics
+                    .iter()
+                    .map(|t| TopicName(StrBytes::from_string(t.clone())))
+                    .collect(),
+            );
+        } else {
+            req.rebalance_timeout_ms = -1;
+        }
+        if full || report_owned {
+            req.topic_partitions = Some(
+                owned
+                    .iter()
+                    .map(|(id, ps)| {
+                        let mut tp = TopicPartitions::default();
+                        tp.topic_id = *id;
+                        tp.partitions = ps.iter().copied().collect();
+                        tp
+                    })
+                    .collect(),
+            );
+        }
+        let until = if epoch == 0 {
+            deadline
+        } else {
+            Some(Instant::now() + interval * 3)
+        };
+        let resp = match ctx
+            .coord
+            .call(&req, HEARTBEAT_VERSIONS, until, None, |r| r.error_code)
+            .await
+        {
+            Ok((r, version)) => {
+                if version == 0 && epoch == 0 {
+                    member_id.clear(); // version 0: the broker names us
+                }
+                r
+            }
+            Err(e) if e.is_retriable() && epoch != 0 => {
+                crate::log::debug(format_args!("heartbeat: {e}"));
+                let b = trouble.get_or_insert_with(|| Backoff::until(None));
+                b.wait().await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        trouble = None;
+        match code(resp.error_code) {
+            None => {}
+            Some(c @ (Code::FencedMemberEpoch | Code::UnknownMemberId)) => {
+                crate::log::warn(format_args!(
+                    "group '{}': the coordinator fenced this member ({}); rejoining",
+                    Esc::str(&ctx.cfg.group),
+                    crate::error::name(c)
+                ));
+                ctx.shared.set_gen(None);
+                let lost = to_names(&owned, &names);
+                if !ctx.revoke(lost, true).await {
+                    return Ok(());
+                }
+                owned.clear();
+                epoch = 0;
+                full = true;
+                if c == Code::UnknownMemberId {
+                    member_id = new_member_id();
+                }
+                continue;
+            }
+            Some(c) => return Err(ctx.coord.error("ConsumerGroupHeartbeat", c)),
+        }
+        if let Some(id) = resp.member_id.as_ref().filter(|m| !m.is_empty()) {
+            member_id = id.to_string();
+        }
+        epoch = resp.member_epoch;
+        interval = Duration::from_millis(resp.heartbeat_interval_ms.clamp(100, 60_000) as u64);
+        full = false;
+        report_owned = false;
+        ctx.shared.set_gen(Some(Generation {
+            member_id: member_id.clone(),
+            generation: epoch,
+        }));
+        if let Some(a) = resp.assignment {
+            let target: ById = a
+                .topic_partitions
+                .into_iter()
+                .map(|tp| (tp.topic_id, tp.partitions.into_iter().collect()))
+                .collect();
+            learn_names(ctx, &target, &mut names).await;
+            if !reconcile(ctx, &mut owned, target, &names).await {
+                return Ok(());
+            }
+            report_owned = true;
+            continue; // say at once what we own now
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Gives back what left the target, takes what joined it. False when the reading loop is gone.
+async fn reconcile(
+    ctx: &Ctx,
+    owned: &mut ById,
+    target: ById,
+    names: &HashMap<Uuid, String>,
+) -> bool {
+    let mut gone = ById::new();
+    let mut new = ById::new();
+    for (id, ps) in owned.iter() {
+        let keep = target.get(id);
+        let g: BTreeSet<i32> = ps
+            .iter()
+            .filter(|p| keep.is_none_or(|k| !k.contains(p)))
+            .copied()
+            .collect();
+        if !g.is_empty() {
+            gone.insert(*id, g);
+        }
+    }
+    for (id, ps) in &target {
+        if !names.contains_key(id) {
+            continue; // a topic we cannot name (deleted, or metadata lags): taken when we can
+        }
+        let have = owned.get(id);
+        let n: BTreeSet<i32> = ps
+            .iter()
+            .filter(|p| have.is_none_or(|h| !h.contains(p)))
+            .copied()
+            .collect();
+        if !n.is_empty() {
+            new.insert(*id, n);
+        }
+    }
+    if !gone.is_empty() {
+        if !ctx.revoke(to_names(&gone, names), false).await {
+            return false;
+        }
+        for (id, ps) in &gone {
+            if let Some(o) = owned.get_mut(id) {
+                o.retain(|p| !ps.contains(p));
+            }
+        }
+        owned.retain(|_, ps| !ps.is_empty());
+    }
+    if !new.is_empty() {
+        let a = to_names(&new, names);
+        crate::log::debug(format_args!(
+            "group '{}': assigned {}",
+            Esc::str(&ctx.cfg.group),
+            describe(&a)
+        ));
+        if ctx.events.send(Ok(Event::Assigned(a))).await.is_err() {
+            return false;
+        }
+        for (id, ps) in new {
+            owned.entry(id).or_default().extend(ps);
+        }
+    }
+    true
+}
+
+/// Looks up the names of topic ids not known yet (one metadata request for the subscribed topics).
+async fn learn_names(ctx: &Ctx, target: &ById, names: &mut HashMap<Uuid, String>) {
+    if target.keys().all(|id| names.contains_key(id)) {
+        return;
+    }
+    let cluster = ctx.coord.cluster();
+    match cluster.metadata(Some(&ctx.cfg.topics), false).await {
+        Ok(md) => {
+            for t in md.topics {
+                names.insert(Uuid::from_bytes(t.id), t.name);
+            }
+        }
+        Err(e) => crate::log::warn(format_args!(
+            "group '{}': cannot name the assigned topics: {e}",
+            Esc::str(&ctx.cfg.group)
+        )),
+    }
+}
+
+fn to_names(by_id: &ById, names: &HashMap<Uuid, String>) -> Assignment {
+    by_id
+        .iter()
+        .filter_map(|(id, ps)| names.get(id).map(|n| (n.clone(), ps.clone())))
+        .collect()
+}
+
+/// Leaves the group: a heartbeat with epoch -1.
+pub(super) async fn leave(
+    coord: &Coordinator,
+    member_id: &str,
+    until: Option<Instant>,
+) -> Result<()> {
+    let mut req = ConsumerGroupHeartbeatRequest::default();
+    req.group_id = GroupId(StrBytes::from_string(coord.group().to_string()));
+    req.member_id = StrBytes::from_string(member_id.to_string());
+    req.member_epoch = -1;
+    req.rebalance_timeout_ms = -1;
+    let (resp, _) = coord
+        .call(&req, HEARTBEAT_VERSIONS, until, None, |r| r.error_code)
+        .await?;
+    match code(resp.error_code) {
+        None | Some(Code::UnknownMemberId | Code::FencedMemberEpoch) => Ok(()),
+        Some(c) => Err(Error::Kafka {
+            api: "ConsumerGroupHeartbeat",
+            target: coord.target(),
+            code: c,
+        }),
+    }
+}
