@@ -137,6 +137,25 @@ fn wait_for_members(brokers: &str, group: &str, members: usize, partitions: usiz
     }
 }
 
+/// Waits until every broker of `brokers` knows `topic` (a broker's metadata may lag the controller's
+/// for a moment after a create; kcat gives up on a group topic it cannot see).
+fn wait_visible(brokers: &str, topic: &str) {
+    for addr in brokers.split(',') {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new("kcat")
+                .args(["-L", "-b", addr, "-t", topic])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&out.stdout).contains("partition 0,") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{addr} never knew {topic}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
 fn numbered(from: usize, to: usize) -> Vec<u8> {
     (from..to)
         .map(|i| format!("line-{i:07}\n"))
@@ -254,6 +273,7 @@ fn kcat_and_shipper_share_one_group_on_either_protocol() {
         let t = topic("groups-mixed");
         create_topic(&b, &t, 12, 3, &[]);
         let g = topic("gm");
+        wait_visible(&b, &t);
         let s = Member::shipper(
             &b,
             &t,
@@ -415,4 +435,35 @@ fn commits_are_exactly_what_was_printed_and_no_commit_commits_nothing() {
         a, again,
         "--no-commit: the second run starts where the first did"
     );
+}
+
+#[test]
+fn a_group_refused_by_an_acl_is_one_clear_line_on_either_protocol() {
+    let Some(b) = broker() else { return };
+    if !crate::hostile::acl_capable() {
+        return;
+    }
+    let t = topic("groups-acl");
+    create_topic(&b, &t, 1, 1, &[]);
+    let g = topic("gacl");
+    crate::hostile::acl("deny-group", &g);
+    for protocol in ["classic", "auto"] {
+        let started = Instant::now();
+        let out = shipper(
+            &b,
+            &["consume", &t, "-G", &g, "--group-protocol", protocol],
+            b"",
+        );
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(1), "{protocol}: {err}");
+        assert_eq!(err.lines().count(), 1, "{protocol}: one line: {err}");
+        assert!(
+            err.contains(&format!("group '{g}'")) && err.contains("GROUP_AUTHORIZATION_FAILED"),
+            "{protocol}: {err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{protocol}: not retried"
+        );
+    }
 }

@@ -375,7 +375,7 @@ fn an_acl_refusal_holds_lines_in_the_file_until_it_is_lifted_and_loses_none() {
 }
 
 /// Whether the broker has an authorizer (scripts/kafka-up --secure).
-fn acl_capable() -> bool {
+pub fn acl_capable() -> bool {
     let ok = Path::new("/tmp/shipper-kafka/secure/ca.pem").exists();
     if !ok && std::env::var_os("CI").is_some() {
         panic!("CI is set but the broker was not started with --secure (scripts/test does)");
@@ -383,7 +383,7 @@ fn acl_capable() -> bool {
     ok
 }
 
-fn acl(action: &str, topic: &str) {
+pub fn acl(action: &str, topic: &str) {
     let out = Command::new(root().join("scripts/kafka-acl"))
         .args([action, topic])
         .output()

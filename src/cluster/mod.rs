@@ -282,8 +282,10 @@ impl Cluster {
             },
             Some(Code::UnknownTopicOrPartition) => {
                 let seen = unknown_seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                // Auto-creation may answer "unknown" a few times while the topic is being made.
-                if auto_create && seen <= 3 {
+                // Auto-creation may answer "unknown" a few times while the topic is being made, and
+                // a broker may not know a topic created a moment ago (its metadata lags the
+                // controller's): a few quick tries, on any broker, before saying it does not exist.
+                if seen <= 3 {
                     Err(Error::NoLeader {
                         topic: name.into(),
                         partition: 0,

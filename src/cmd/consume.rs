@@ -61,6 +61,10 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
             gc.protocol = args.group_protocol;
             gc.session_timeout = Duration::from_millis(args.session_timeout_ms);
             gc.heartbeat_interval = gc.session_timeout / 3;
+            // A topic that does not exist is an error here, as without a group (not a silent wait).
+            for t in &args.topics {
+                cluster.topic(t, false).await?;
+            }
             r.member = Some(Member::join(cluster.clone(), gc).await?);
         }
         None => {

@@ -86,7 +86,13 @@ pub(super) async fn run(ctx: Ctx) {
 
 /// Joins and syncs until this member has an assignment for a generation.
 async fn join_and_sync(ctx: &Ctx, member_id: &mut String) -> Result<(Generation, Assignment)> {
-    let deadline = ctx.coord.cluster().options().deadline();
+    // The retry limit, plus the time the coordinator may hold a join waiting for the others.
+    let deadline = ctx
+        .coord
+        .cluster()
+        .options()
+        .deadline()
+        .map(|d| d + ctx.cfg.rebalance_timeout);
     let mut backoff = Backoff::until(deadline);
     loop {
         let joined = join(ctx, member_id, deadline).await?;
@@ -130,6 +136,7 @@ async fn join(
     deadline: Option<Instant>,
 ) -> Result<JoinGroupResponse> {
     let mut backoff = Backoff::until(deadline);
+    let mut id_given = false;
     loop {
         let mut p = JoinGroupRequestProtocol::default();
         p.name = StrBytes::from_static_str(RANGE);
@@ -147,16 +154,28 @@ async fn join(
             .coord
             .call(&req, JOIN_GROUP_VERSIONS, deadline, hold, |r| r.error_code)
             .await?;
-        match code(resp.error_code) {
+        let c = match code(resp.error_code) {
             None => return Ok(resp),
+            c
+            @ Some(Code::MemberIdRequired | Code::UnknownMemberId | Code::RebalanceInProgress) => c,
+            Some(c) => return Err(ctx.coord.error("JoinGroup", c)),
+        };
+        match c {
+            // The id the coordinator hands out (KIP-394): join again at once with it, the first time.
+            Some(Code::MemberIdRequired) if !id_given && !resp.member_id.is_empty() => {
+                *member_id = resp.member_id.to_string();
+                id_given = true;
+                continue;
+            }
             Some(Code::MemberIdRequired) => *member_id = resp.member_id.to_string(),
             Some(Code::UnknownMemberId) => member_id.clear(),
-            Some(Code::RebalanceInProgress) => {
-                if !backoff.wait().await {
-                    return Err(ctx.coord.error("JoinGroup", Code::RebalanceInProgress));
-                }
-            }
-            Some(c) => return Err(ctx.coord.error("JoinGroup", c)),
+            _ => {}
+        }
+        // Anything else, or the same again: paced, and given up at the deadline.
+        if !backoff.wait().await {
+            return Err(ctx
+                .coord
+                .error("JoinGroup", c.unwrap_or(Code::RebalanceInProgress)));
         }
     }
 }

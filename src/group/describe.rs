@@ -206,7 +206,8 @@ async fn consumer_group(
     };
     match code(g.error_code) {
         None => {}
-        Some(Code::GroupIdNotFound) => return Ok(None),
+        // Not a consumer-protocol group, or (Kafka 3.x) the protocol is not enabled.
+        Some(Code::GroupIdNotFound | Code::UnsupportedVersion) => return Ok(None),
         Some(c) => return Err(coord.error("ConsumerGroupDescribe", c)),
     }
     let members = g

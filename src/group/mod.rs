@@ -97,6 +97,9 @@ struct Shared {
     gen: Mutex<Option<Generation>>,
     /// The member id, once the coordinator knows one (for leaving).
     member_id: Mutex<Option<String>>,
+    /// Whether the member speaks the consumer protocol (KIP-848); false after falling back to the
+    /// classic one.
+    consumer_protocol: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -114,6 +117,20 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+    fn set_consumer_protocol(&self, on: bool) {
+        self.consumer_protocol
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn protocol(&self) -> GroupProtocol {
+        if self
+            .consumer_protocol
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            GroupProtocol::Consumer
+        } else {
+            GroupProtocol::Classic
+        }
     }
 }
 
@@ -153,7 +170,6 @@ pub struct Member {
     shared: Arc<Shared>,
     /// Commits and offset fetches: a connection apart from the membership's, which a join may hold.
     offsets: Coordinator,
-    protocol: GroupProtocol,
 }
 
 impl Member {
@@ -173,6 +189,7 @@ impl Member {
             p => p,
         };
         let shared = Arc::new(Shared::default());
+        shared.set_consumer_protocol(protocol == GroupProtocol::Consumer);
         let (tx, rx) = mpsc::channel(4);
         let ctx = Ctx {
             cfg: cfg.clone(),
@@ -201,7 +218,6 @@ impl Member {
             events: rx,
             task,
             shared,
-            protocol,
         })
     }
 
@@ -216,7 +232,7 @@ impl Member {
             .iter()
             .map(|(t, ps)| (t.clone(), ps.iter().copied().collect()))
             .collect();
-        let gen = match self.protocol {
+        let gen = match self.shared.protocol() {
             GroupProtocol::Consumer => self.shared.gen(),
             _ => None,
         };
@@ -247,7 +263,7 @@ impl Member {
             return;
         };
         let until = Some(Instant::now() + Duration::from_secs(5));
-        let r = match self.protocol {
+        let r = match self.shared.protocol() {
             GroupProtocol::Consumer => next::leave(&self.offsets, &member_id, until).await,
             _ => classic::leave(&self.offsets, &member_id, until).await,
         };
@@ -259,3 +275,6 @@ impl Member {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -35,6 +35,7 @@ pub(super) async fn run(ctx: Ctx, fallback: bool) {
                 "group '{}': the consumer protocol is not enabled on the coordinator; using the classic one",
                 Esc::str(&ctx.cfg.group)
             ));
+            ctx.shared.set_consumer_protocol(false);
             super::classic::run(ctx).await;
         }
         Err(e) => {

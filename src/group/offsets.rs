@@ -40,6 +40,16 @@ pub async fn fetch(
     member: Option<&Generation>,
     deadline: Option<Instant>,
 ) -> Result<Offsets> {
+    // UNSTABLE_OFFSET_COMMIT (a transaction's offsets pending) and the like are retried.
+    crate::backoff::retry(deadline, |d| fetch_once(coord, topics, member, d)).await
+}
+
+async fn fetch_once(
+    coord: &Coordinator,
+    topics: Option<&[(String, Vec<i32>)]>,
+    member: Option<&Generation>,
+    deadline: Option<Instant>,
+) -> Result<Offsets> {
     let mut g = OffsetFetchRequestGroup::default();
     g.group_id = GroupId(StrBytes::from_string(coord.group().to_string()));
     g.member_id = member.map(|m| StrBytes::from_string(m.member_id.clone()));

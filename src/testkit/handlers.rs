@@ -22,6 +22,13 @@ impl FakeBroker {
             (ApiKey::InitProducerId, 0, 5),
             (ApiKey::SaslHandshake, 0, 1),
             (ApiKey::SaslAuthenticate, 0, 2),
+            (ApiKey::FindCoordinator, 0, 6),
+            (ApiKey::JoinGroup, 0, 9),
+            (ApiKey::SyncGroup, 0, 5),
+            (ApiKey::Heartbeat, 0, 4),
+            (ApiKey::LeaveGroup, 0, 5),
+            (ApiKey::OffsetCommit, 2, 9),
+            (ApiKey::OffsetFetch, 1, 9),
         ] {
             let mut v = api_versions_response::ApiVersion::default();
             v.api_key = k as i16;
@@ -386,7 +393,15 @@ pub(super) enum Reply {
     Nothing,
     Hang,
     Close,
+    /// Not yet: handle the same request again after [`HOLD_STEP`] (a follower's SyncGroup waiting for
+    /// the leader's).
+    Wait,
 }
+
+/// How often a held request is looked at again.
+pub(super) const HOLD_STEP: std::time::Duration = std::time::Duration::from_millis(50);
+/// How long a request is held at most.
+pub(super) const HOLD_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub(super) enum Body {
     SaslHandshake(SaslHandshakeResponse),
@@ -397,6 +412,13 @@ pub(super) enum Body {
     Produce(ProduceResponse),
     ListOffsets(ListOffsetsResponse),
     Fetch(FetchResponse),
+    FindCoordinator(FindCoordinatorResponse),
+    JoinGroup(JoinGroupResponse),
+    SyncGroup(SyncGroupResponse),
+    Heartbeat(HeartbeatResponse),
+    LeaveGroup(LeaveGroupResponse),
+    OffsetCommit(OffsetCommitResponse),
+    OffsetFetch(OffsetFetchResponse),
 }
 
 impl Body {
@@ -412,6 +434,13 @@ impl Body {
             Body::Produce(r) => r.encode(out, version),
             Body::ListOffsets(r) => r.encode(out, version),
             Body::Fetch(r) => r.encode(out, version),
+            Body::FindCoordinator(r) => r.encode(out, version),
+            Body::JoinGroup(r) => r.encode(out, version),
+            Body::SyncGroup(r) => r.encode(out, version),
+            Body::Heartbeat(r) => r.encode(out, version),
+            Body::LeaveGroup(r) => r.encode(out, version),
+            Body::OffsetCommit(r) => r.encode(out, version),
+            Body::OffsetFetch(r) => r.encode(out, version),
         }
     }
 }

@@ -9,7 +9,8 @@
 //!
 //! Served: ApiVersions, Metadata, InitProducerId, Produce (offsets assigned, idempotent sequences checked
 //! like a broker: duplicates answered DUPLICATE_SEQUENCE_NUMBER, gaps OUT_OF_ORDER_SEQUENCE_NUMBER),
-//! ListOffsets, Fetch.
+//! ListOffsets, Fetch, and a minimal classic group coordinator (FindCoordinator, JoinGroup, SyncGroup,
+//! Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch; see `group.rs`).
 
 #![allow(missing_docs)]
 
@@ -21,6 +22,7 @@ use kafka_protocol::messages::*;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+mod group;
 mod handlers;
 mod serve;
 
@@ -65,6 +67,13 @@ pub enum Misbehave {
     HugeMetadata(usize),
     /// Metadata says this topic does not exist.
     UnknownTopic,
+    /// Answer a group API (FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit,
+    /// OffsetFetch) with this error code: at the top level, on each coordinator key (FindCoordinator),
+    /// on each partition (OffsetCommit), on the group (OffsetFetch). A JoinGroup, SyncGroup or
+    /// Heartbeat answered UNKNOWN_MEMBER_ID (25) also drops the member from the group.
+    GroupError { api: ApiKey, code: i16 },
+    /// Answer a successful SyncGroup with these assignment bytes instead of the leader's.
+    SyncAssignment(Vec<u8>),
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +104,10 @@ struct State {
     sasl: Option<(String, String, i64)>,
     next_producer_id: i64,
     open_streams: usize,
+    /// Consumer groups, by id (broker 1 coordinates them all).
+    groups: BTreeMap<String, group::Group>,
+    /// The last member id handed out.
+    next_member: u64,
 }
 
 #[derive(Debug, Default)]

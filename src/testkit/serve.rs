@@ -8,7 +8,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::handlers::{decode, fetch_is_empty, Body, Reply};
+use super::handlers::{decode, fetch_is_empty, Body, Reply, HOLD_MAX, HOLD_STEP};
 use super::{FakeBroker, Misbehave};
 use crate::connection::BoxIo;
 
@@ -45,7 +45,17 @@ impl FakeBroker {
             let size = (&buf[..4]).get_i32() as usize;
             buf.advance(4);
             let frame = buf.split_to(size).freeze();
-            match self.handle(node, frame, &mut session) {
+            let mut held = std::time::Duration::ZERO;
+            let reply = loop {
+                match self.handle(node, frame.clone(), &mut session, held) {
+                    Reply::Wait => {
+                        tokio::time::sleep(HOLD_STEP).await;
+                        held += HOLD_STEP;
+                    }
+                    r => break r,
+                }
+            };
+            match reply {
                 Reply::Bytes(out) => io.write_all(&out).await?,
                 Reply::Later(out, wait) => {
                     tokio::time::sleep(wait).await;
@@ -58,18 +68,27 @@ impl FakeBroker {
                     while io.read(&mut sink).await? > 0 {}
                     return Ok(());
                 }
-                Reply::Close => return Ok(()),
+                Reply::Close | Reply::Wait => return Ok(()),
             }
         }
     }
 
-    fn handle(&self, node: i32, mut frame: Bytes, session: &mut Session) -> Reply {
+    /// Answers one request; `held` is how long it has been held already (counted once, not per look).
+    fn handle(
+        &self,
+        node: i32,
+        mut frame: Bytes,
+        session: &mut Session,
+        held: std::time::Duration,
+    ) -> Reply {
         if frame.len() < 8 {
             return Reply::Close;
         }
         let key = i16::from_be_bytes([frame[0], frame[1]]);
         let version = i16::from_be_bytes([frame[2], frame[3]]);
-        *self.lock().requests.entry(key).or_default() += 1;
+        if held.is_zero() {
+            *self.lock().requests.entry(key).or_default() += 1;
+        }
         let Ok(api) = ApiKey::try_from(key) else {
             return Reply::Close;
         };
@@ -79,6 +98,12 @@ impl FakeBroker {
         };
         if !self.sasl_allows(api, session) {
             return Reply::Close;
+        }
+        if api == ApiKey::SyncGroup && held < HOLD_MAX {
+            let req = decode::<SyncGroupRequest>(&mut frame.clone(), version);
+            if req.is_some_and(|r| self.sync_must_wait(&r)) {
+                return Reply::Wait;
+            }
         }
         if self.take_rule(|m| *m == Misbehave::Silent).is_some() {
             return Reply::Hang;
@@ -129,6 +154,15 @@ impl FakeBroker {
                 None => None,
             },
             ApiKey::ListOffsets => decode(&mut frame, version).map(|r| self.list_offsets(node, r)),
+            ApiKey::FindCoordinator => {
+                decode(&mut frame, version).map(|r| self.find_coordinator(r))
+            }
+            ApiKey::JoinGroup => decode(&mut frame, version).map(|r| self.join_group(r)),
+            ApiKey::SyncGroup => decode(&mut frame, version).map(|r| self.sync_group(r)),
+            ApiKey::Heartbeat => decode(&mut frame, version).map(|r| self.heartbeat(r)),
+            ApiKey::LeaveGroup => decode(&mut frame, version).map(|r| self.leave_group(r)),
+            ApiKey::OffsetCommit => decode(&mut frame, version).map(|r| self.offset_commit(r)),
+            ApiKey::OffsetFetch => decode(&mut frame, version).map(|r| self.offset_fetch(r)),
             ApiKey::Fetch => match decode::<FetchRequest>(&mut frame, version) {
                 Some(r) => {
                     long_poll = Some(std::time::Duration::from_millis(r.max_wait_ms.max(0) as u64));
