@@ -182,6 +182,12 @@ pub enum Command {
     /// Show brokers, topics and partitions, like kcat -L
     #[command(after_help = "Examples:\n  shipper metadata\n  shipper metadata app-logs -J")]
     Metadata(MetadataArgs),
+    /// Serve a web page that shows topics live (and /api/records for scripts)
+    #[command(after_help = "Examples:\n  \
+        shipper web app-logs nginx                       # then open http://127.0.0.1:8080/\n  \
+        SHIPPER_WEB_TOKEN=s3cret shipper web app-logs --listen 0.0.0.0:8080\n  \
+        curl 'http://127.0.0.1:8080/api/records?topic=app-logs&from=-10&limit=50'")]
+    Web(WebArgs),
     /// Show consumer groups: members, assigned partitions, committed offsets and lag
     #[command(
         after_help = "Examples:\n  shipper groups\n  shipper groups indexer\n  shipper groups indexer -J"
@@ -364,6 +370,27 @@ pub struct GroupsArgs {
     /// JSON output
     #[arg(short = 'J', long)]
     pub json: bool,
+}
+
+/// `shipper web`.
+#[derive(Debug, Args)]
+pub struct WebArgs {
+    /// Topics the page may show (only these)
+    #[arg(required = true, value_name = "TOPIC")]
+    pub topics: Vec<String>,
+    /// Address to serve on; anything but loopback also needs --token/--token-file or --no-auth
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: String,
+    /// Require this token on every request (visible to other users in `ps`: prefer --token-file or
+    /// SHIPPER_WEB_TOKEN)
+    #[arg(long, value_name = "T", conflicts_with_all = ["token_file", "no_auth"], hide_env_values = true)]
+    pub token: Option<String>,
+    /// Read the token from this file (first line)
+    #[arg(long, value_name = "FILE", conflicts_with = "no_auth")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Serve a non-loopback address without a token (anyone who can reach it reads the topics)
+    #[arg(long)]
+    pub no_auth: bool,
 }
 
 /// `shipper metadata`.

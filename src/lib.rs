@@ -26,6 +26,7 @@ pub mod consumer;
 pub mod error;
 pub mod escape;
 pub mod group;
+pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod output;
@@ -37,4 +38,5 @@ pub mod tail;
 pub mod tasks;
 #[doc(hidden)]
 pub mod testkit;
+pub mod web;
 pub mod wire;

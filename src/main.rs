@@ -52,6 +52,7 @@ fn main() {
             Command::Consume(a) => cmd::consume::run(&cli.common, a).await,
             Command::Metadata(a) => cmd::metadata::run(&cli.common, a).await,
             Command::Groups(a) => cmd::groups::run(&cli.common, a).await,
+            Command::Web(a) => cmd::web::run(&cli.common, a).await,
             Command::Tail(a) => cmd::tail::run(&cli.common, a).await,
             Command::CheckConfig(a) => cmd::check_config::run(&cli.common, a).await,
         }

@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::http;
 
 /// Value buckets and their counts, as Prometheus histograms have them.
 #[derive(Debug, Clone)]
@@ -109,8 +110,6 @@ pub enum Ask {
     Health(oneshot::Sender<Result<(), String>>),
 }
 
-const MAX_HEAD: usize = 8192;
-
 /// Binds `addr` and serves until the returned task is aborted; each request is turned into an [`Ask`].
 pub async fn serve(
     addr: &str,
@@ -138,73 +137,41 @@ pub async fn serve(
 }
 
 async fn answer(s: &mut tokio::net::TcpStream, asks: mpsc::Sender<Ask>) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = s.read(&mut buf).await?;
-        if n == 0 || head.len() + n > MAX_HEAD {
-            return respond(s, 400, "text/plain", "bad request\n").await;
-        }
-        head.extend_from_slice(&buf[..n]);
+    let text = "text/plain";
+    let Some(req) = http::read_request(s).await? else {
+        return http::respond(s, 400, text, b"bad request\n").await;
+    };
+    if req.method != "GET" && req.method != "HEAD" {
+        return http::respond(s, 405, text, b"only GET\n").await;
     }
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let mut parts = line.split(|&b| b == b' ');
-    let (method, target) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    );
-    if method != b"GET" && method != b"HEAD" {
-        return respond(s, 405, "text/plain", "only GET\n").await;
-    }
-    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
-    match path {
-        b"/metrics" => {
+    match req.path.as_str() {
+        "/metrics" => {
             let (tx, rx) = oneshot::channel();
             if asks.send(Ask::Metrics(tx)).await.is_err() {
-                return respond(s, 503, "text/plain", "stopping\n").await;
+                return http::respond(s, 503, text, b"stopping\n").await;
             }
-            let text = rx.await.unwrap_or_default();
-            respond(s, 200, "text/plain; version=0.0.4; charset=utf-8", &text).await
+            let body = rx.await.unwrap_or_default();
+            let kind = "text/plain; version=0.0.4; charset=utf-8";
+            http::respond(s, 200, kind, body.as_bytes()).await
         }
-        b"/healthz" => {
+        "/healthz" => {
             let (tx, rx) = oneshot::channel();
             if asks.send(Ask::Health(tx)).await.is_err() {
-                return respond(s, 503, "text/plain", "stopping\n").await;
+                return http::respond(s, 503, text, b"stopping\n").await;
             }
             match rx.await.unwrap_or(Err("stopping".into())) {
-                Ok(()) => respond(s, 200, "text/plain", "ok\n").await,
-                Err(why) => respond(s, 503, "text/plain", &format!("{why}\n")).await,
+                Ok(()) => http::respond(s, 200, text, b"ok\n").await,
+                Err(why) => http::respond(s, 503, text, format!("{why}\n").as_bytes()).await,
             }
         }
-        _ => respond(s, 404, "text/plain", "try /metrics or /healthz\n").await,
+        _ => http::respond(s, 404, text, b"try /metrics or /healthz\n").await,
     }
-}
-
-async fn respond(
-    s: &mut tokio::net::TcpStream,
-    code: u16,
-    kind: &str,
-    body: &str,
-) -> std::io::Result<()> {
-    let reason = match code {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Service Unavailable",
-    };
-    let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).await?;
-    s.write_all(body.as_bytes()).await?;
-    s.shutdown().await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn histograms_count_cumulatively() {

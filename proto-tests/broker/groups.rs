@@ -119,7 +119,8 @@ fn describe(brokers: &str, group: &str) -> BTreeMap<(String, i32), [String; 4]> 
 }
 
 /// Waits until the group has `members` members sharing every one of `partitions` partitions.
-fn wait_for_members(brokers: &str, group: &str, members: usize, partitions: usize) {
+fn wait_for_members(brokers: &str, group: &str, who: &[&Member], partitions: usize) {
+    let members = who.len();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let rows = describe(brokers, group);
@@ -129,10 +130,10 @@ fn wait_for_members(brokers: &str, group: &str, members: usize, partitions: usiz
         if owners.len() == members && assigned == partitions {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "group {group} never had {members} members over {partitions} partitions: {rows:?}"
-        );
+        if Instant::now() > deadline {
+            let logs: Vec<String> = who.iter().map(|m| m.stderr()).collect();
+            panic!("group {group} never had {members} members over {partitions} partitions: {rows:?}\nmembers' stderr: {logs:#?}");
+        }
         std::thread::sleep(Duration::from_millis(300));
     }
 }
@@ -221,7 +222,7 @@ fn three_members_share_a_topic_and_a_killed_one_is_taken_over_and_commits_hold()
     let mut ms: Vec<Member> = (0..3)
         .map(|i| Member::shipper(&b, &t, &g, &["--from-beginning"], &dir, &format!("m{i}")))
         .collect();
-    wait_for_members(&b, &g, 3, 12);
+    wait_for_members(&b, &g, &ms.iter().collect::<Vec<_>>(), 12);
     produce(&b, &t, 0, 200_000);
     let refs: Vec<&Member> = ms.iter().collect();
     let seen = wait_for_lines(&refs, 0, 200_000, Duration::from_secs(120));
@@ -252,7 +253,7 @@ fn three_members_share_a_topic_and_a_killed_one_is_taken_over_and_commits_hold()
         assert_eq!(m.stop("TERM"), Some(0), "{}", m.stderr());
     }
     let fresh = Member::shipper(&b, &t, &g, &["--from-beginning"], &dir, "fresh");
-    wait_for_members(&b, &g, 1, 12);
+    wait_for_members(&b, &g, &[&fresh], 12);
     produce(&b, &t, 220_000, 221_000);
     let seen = wait_for_lines(&[&fresh], 220_000, 221_000, Duration::from_secs(60));
     assert_once(&seen, "after the restart");
@@ -283,7 +284,7 @@ fn kcat_and_shipper_share_one_group_on_either_protocol() {
             "shipper",
         );
         let k = Member::kcat(&b, &t, &g, &dir, "kcat");
-        wait_for_members(&b, &g, 2, 12);
+        wait_for_members(&b, &g, &[&s, &k], 12);
         produce(&b, &t, 0, 20_000);
         let seen = wait_for_lines(&[&s, &k], 0, 20_000, Duration::from_secs(60));
         assert_once(&seen, protocol);

@@ -12,4 +12,5 @@ mod hostile;
 mod kcat_harness;
 mod secure;
 mod tail;
+mod web;
 mod wire;

@@ -102,12 +102,14 @@ struct Reader {
 }
 
 impl Reader {
-    /// Reads until a limit, a signal or an error.
+    /// Reads until a limit, a signal or an error. A poll is never interrupted but to stop (it may hold
+    /// records already taken from the partitions): group events and commits are handled between
+    /// polls, which end within the fetch wait (500 ms) or at once without partitions.
     async fn read(&mut self, args: &ConsumeArgs) -> anyhow::Result<()> {
         let idle_limit = args.timeout_ms.map(Duration::from_millis);
         let mut last_record = Instant::now();
-        let mut tick = tokio::time::interval(Duration::from_millis(args.commit_interval_ms));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let interval = Duration::from_millis(args.commit_interval_ms);
+        let mut last_commit = Instant::now();
         let mut stop = std::pin::pin!(crate::tasks::stop_signal());
         loop {
             if self.count >= self.max
@@ -115,17 +117,16 @@ impl Reader {
             {
                 return Ok(());
             }
+            while let Some(ev) = self.member.as_mut().and_then(Member::try_event) {
+                self.on_event(ev).await?;
+            }
+            if self.commit == Some(CommitMode::Async) && last_commit.elapsed() >= interval {
+                self.commit_all(false).await;
+                last_commit = Instant::now();
+            }
             let idle_deadline = idle_limit.map(|d| last_record + d);
             let fetched = tokio::select! {
                 r = self.consumer.poll() => r?,
-                ev = next_event(&mut self.member) => {
-                    self.on_event(ev).await?;
-                    continue;
-                }
-                _ = tick.tick(), if self.commit == Some(CommitMode::Async) => {
-                    self.commit_all(false).await;
-                    continue;
-                }
                 _ = &mut stop => return Ok(()),
                 _ = until(idle_deadline) => return Ok(()),
             };
@@ -314,14 +315,6 @@ impl Reader {
                 .join(", ")
         ));
         Ok(0)
-    }
-}
-
-/// The member's next event, or never without a group.
-async fn next_event(m: &mut Option<Member>) -> Option<crate::error::Result<Event>> {
-    match m {
-        Some(m) => m.event().await,
-        None => std::future::pending().await,
     }
 }
 

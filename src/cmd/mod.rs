@@ -7,3 +7,4 @@ pub mod groups;
 pub mod metadata;
 pub mod produce;
 pub mod tail;
+pub mod web;

@@ -226,6 +226,16 @@ impl Member {
         self.events.recv().await
     }
 
+    /// The next event if there is one now: `None` when there is none, `Some(None)` when the
+    /// membership task has ended.
+    pub fn try_event(&mut self) -> Option<Option<Result<Event>>> {
+        match self.events.try_recv() {
+            Ok(e) => Some(Some(e)),
+            Err(mpsc::error::TryRecvError::Empty) => None,
+            Err(mpsc::error::TryRecvError::Disconnected) => Some(None),
+        }
+    }
+
     /// The committed offsets of these partitions (those with none are left out).
     pub async fn committed(&self, parts: &Assignment) -> Result<Offsets> {
         let topics: Vec<(String, Vec<i32>)> = parts

@@ -172,7 +172,7 @@ pub fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, String> 
 }
 
 /// Warns when a file holding secrets may be read by other users.
-fn warn_if_readable(path: &Path, what: &str) {
+pub fn warn_if_readable(path: &Path, what: &str) {
     if let Ok(m) = std::fs::metadata(path) {
         if m.permissions().mode() & 0o077 != 0 {
             crate::log::warn(format_args!(

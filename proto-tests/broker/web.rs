@@ -1,0 +1,92 @@
+//! `shipper web` against the real broker: the page in a real headless Chromium driven by Selenium
+//! (proto-tests/web/browser.py: lines appear, filters, pause, `<script>` as text, two tabs, 10,000
+//! records/s with clicks timed, the API, 401s), and the command's refusals.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::*;
+
+fn browser_available() -> bool {
+    let ok = std::path::Path::new("/usr/bin/chromium").exists()
+        && std::path::Path::new("/usr/bin/chromedriver").exists();
+    if !ok && std::env::var_os("CI").is_some() {
+        panic!(
+            "CI is set but chromium/chromedriver are missing (scripts/install-deps installs them)"
+        );
+    }
+    ok
+}
+
+#[test]
+fn the_page_works_in_a_real_browser() {
+    let Some(b) = broker() else { return };
+    if !browser_available() {
+        eprintln!("SKIPPED: no chromium");
+        return;
+    }
+    let t = topic("web");
+    create_topic(&b, &t, 3, 1, &[]);
+    let shot = std::env::var("SHIPPER_WEB_SCREENSHOT").unwrap_or_else(|_| {
+        root()
+            .join("target/web-screenshot.png")
+            .to_string_lossy()
+            .into_owned()
+    });
+    let out = Command::new("/usr/bin/python3")
+        .arg(root().join("proto-tests/web/browser.py"))
+        .arg(shipper_bin())
+        .arg(&b)
+        .arg(&t)
+        .arg(&shot)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn web_refuses_to_serve_the_network_without_a_token_and_unknown_topics() {
+    let Some(b) = broker() else { return };
+    let out = shipper(&b, &["web", "x", "--listen", "0.0.0.0:0"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--token-file") && err.contains("--no-auth"),
+        "{err}"
+    );
+    let missing = topic("web-absent");
+    let out = shipper(&b, &["web", &missing, "--listen", "127.0.0.1:0"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    // A token on the command line stays out of ps.
+    let t = topic("web-ps");
+    create_topic(&b, &t, 1, 1, &[]);
+    let mut child = Command::new(shipper_bin())
+        .args([
+            "-b",
+            &b,
+            "web",
+            &t,
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            "sekrit-123",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains("sekrit-123"),
+        "the token shows in ps"
+    );
+}

@@ -1,0 +1,174 @@
+//! The little HTTP/1.1 that shipper serves (`/metrics`, the web view): one bounded request head read,
+//! a query string decoded, one answer written. No keep-alive, no request bodies: every connection is
+//! one request, so a slow or hostile client holds at most one small buffer for a bounded time.
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The largest request head accepted.
+pub const MAX_HEAD: usize = 8192;
+
+/// A request head.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Request {
+    /// GET, HEAD, ...
+    pub method: String,
+    /// The path, percent-decoded.
+    pub path: String,
+    /// Query parameters in order, percent-decoded (`+` is a space).
+    pub query: Vec<(String, String)>,
+    /// Header names (lower case) and values.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    /// The first query parameter named `k`.
+    pub fn param(&self, k: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first header named `k` (lower case).
+    pub fn header(&self, k: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one request head (at most [`MAX_HEAD`] bytes); `Ok(None)` when it is too large, cut short or
+/// not HTTP.
+pub async fn read_request<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Option<Request>> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).await?;
+        if n == 0 || head.len() + n > MAX_HEAD {
+            return Ok(None);
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Ok(parse_head(&head))
+}
+
+/// Parses a request head (request line and headers).
+pub fn parse_head(head: &[u8]) -> Option<Request> {
+    let text = std::str::from_utf8(head).ok()?;
+    let mut lines = text.split("\r\n");
+    let mut first = lines.next()?.split(' ');
+    let method = first.next()?.to_string();
+    let target = first.next()?;
+    if !first.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let query = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect();
+    let headers = lines
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Some(Request {
+        method,
+        path: decode(path),
+        query,
+        headers,
+    })
+}
+
+/// Percent-decoding (and `+` as a space); invalid escapes are kept as they are.
+pub fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+/// The reason phrase of a status code.
+fn reason(code: u16) -> &'static str {
+    match code {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        429 => "Too Many Requests",
+        _ => "Service Unavailable",
+    }
+}
+
+/// Writes a whole answer and closes the connection's write side.
+pub async fn respond<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    code: u16,
+    kind: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {code} {}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
+        reason(code),
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(body).await?;
+    s.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_parse_with_decoded_query_and_headers() {
+        let r = parse_head(
+            b"GET /api/records?topic=app%2Dlogs&q=a+b&re=1&x HTTP/1.1\r\nAuthorization: Bearer t0k\r\nHost: h\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.method, "GET");
+        assert_eq!(r.path, "/api/records");
+        assert_eq!(r.param("topic"), Some("app-logs"));
+        assert_eq!(r.param("q"), Some("a b"));
+        assert_eq!(r.param("x"), Some(""));
+        assert_eq!(r.header("authorization"), Some("Bearer t0k"));
+    }
+
+    #[test]
+    fn bad_heads_and_escapes_do_not_panic() {
+        assert!(parse_head(b"\xff\xfe\r\n\r\n").is_none());
+        assert!(parse_head(b"GET /\r\n\r\n").is_none());
+        assert_eq!(decode("%"), "%");
+        assert_eq!(decode("%4"), "%4");
+        assert_eq!(decode("%zz1"), "%zz1");
+        assert_eq!(decode("a%41%"), "aA%");
+        assert_eq!(decode("%ff"), "\u{fffd}");
+        assert_eq!(decode("%\u{e9}x"), "%\u{e9}x");
+    }
+}

@@ -1,0 +1,172 @@
+//! One live read per topic, shared by every view of it: a hub follows the end of each partition with
+//! one Fetch per leader and hands each response (still encoded, reference-counted) to every
+//! subscriber. A subscriber whose queue is full — a browser that does not keep up — is dropped and
+//! told so, so the server holds a bounded amount whatever the number of tabs. A hub with no
+//! subscribers left stops.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::cluster::Cluster;
+use crate::consumer::{Consumer, FetchConfig, Fetched, StartOffset};
+
+/// Responses a subscriber may have queued before it counts as too slow.
+const QUEUE: usize = 64;
+
+/// Fetch sizes for live reads: small responses, often, so a queue of them stays small.
+pub fn live_fetch() -> FetchConfig {
+    FetchConfig {
+        max_wait_ms: 100,
+        max_bytes: 4 * 1024 * 1024,
+        partition_max_bytes: 1024 * 1024,
+        ..FetchConfig::default()
+    }
+}
+
+/// A subscription to a topic's hub.
+pub struct Subscription {
+    /// The next offset the hub will hand out, per partition, as of subscribing.
+    pub next: BTreeMap<i32, i64>,
+    /// The responses, from then on.
+    pub rx: mpsc::Receiver<Arc<Fetched>>,
+    /// Set when the hub dropped this subscriber for being too slow.
+    pub dropped: Arc<AtomicBool>,
+}
+
+struct Subscriber {
+    tx: mpsc::Sender<Arc<Fetched>>,
+    dropped: Arc<AtomicBool>,
+}
+
+type Ask = oneshot::Sender<Subscription>;
+
+/// The hubs of a server, by topic.
+pub struct Hubs {
+    cluster: Arc<Cluster>,
+    hubs: Mutex<HashMap<String, mpsc::Sender<Ask>>>,
+}
+
+impl Hubs {
+    /// No hubs yet; they start on first use.
+    pub fn new(cluster: Arc<Cluster>) -> Self {
+        Hubs {
+            cluster,
+            hubs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Subscribes to `topic`'s live records, starting its hub if none runs.
+    pub async fn subscribe(&self, topic: &str) -> crate::error::Result<Subscription> {
+        for _ in 0..2 {
+            let tx = self.hub(topic).await?;
+            let (reply, rx) = oneshot::channel();
+            if tx.send(reply).await.is_ok() {
+                if let Ok(s) = rx.await {
+                    return Ok(s);
+                }
+            }
+            // The hub had just stopped (its last subscriber left): start another.
+            self.hubs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(topic);
+        }
+        Err(crate::error::Error::Incomplete {
+            api: "Fetch",
+            target: crate::error::Target::Topic(topic.into()),
+            what: "the live reader stopped",
+        })
+    }
+
+    async fn hub(&self, topic: &str) -> crate::error::Result<mpsc::Sender<Ask>> {
+        if let Some(tx) = self
+            .hubs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+            .filter(|tx| !tx.is_closed())
+        {
+            return Ok(tx.clone());
+        }
+        let meta = self.cluster.topic(topic, false).await?;
+        let mut consumer = Consumer::new(self.cluster.clone(), live_fetch());
+        consumer.assign(meta, &[], StartOffset::End).await?;
+        let (tx, rx) = mpsc::channel(8);
+        crate::log::debug(format_args!(
+            "web: live read of '{}' started",
+            crate::escape::Esc::str(topic)
+        ));
+        tokio::spawn(run(consumer, rx, topic.to_string()));
+        self.hubs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(topic.to_string(), tx.clone());
+        Ok(tx)
+    }
+}
+
+/// The hub's loop: take new subscribers, fetch, hand out; stop when none is left. A fetch is never
+/// interrupted (it may hold records already taken from the partitions): subscribers are taken
+/// between fetches, which the broker answers within 100 ms.
+async fn run(mut consumer: Consumer, mut asks: mpsc::Receiver<Ask>, topic: String) {
+    let mut subs: Vec<Subscriber> = Vec::new();
+    loop {
+        if subs.is_empty() {
+            match asks.recv().await {
+                Some(reply) => add(&consumer, &mut subs, reply),
+                None => return,
+            }
+        }
+        while let Ok(reply) = asks.try_recv() {
+            add(&consumer, &mut subs, reply);
+        }
+        match consumer.poll().await {
+            Ok(fetched) => {
+                for f in fetched.into_iter().filter(|f| !f.records.is_empty()) {
+                    let f = Arc::new(f);
+                    subs.retain(|s| match s.tx.try_send(f.clone()) {
+                        Ok(()) => true,
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            s.dropped.store(true, Ordering::Relaxed);
+                            false
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => false,
+                    });
+                }
+                subs.retain(|s| !s.tx.is_closed());
+                if subs.is_empty() {
+                    return;
+                }
+            }
+            Err(e) => {
+                crate::log::warn(format_args!(
+                    "web: live read of '{}' failed: {e}",
+                    crate::escape::Esc::str(&topic)
+                ));
+                return; // subscribers see their queue end; a new view starts a new hub
+            }
+        }
+    }
+}
+
+/// Adds a subscriber, telling it where the hub stands.
+fn add(consumer: &Consumer, subs: &mut Vec<Subscriber>, reply: Ask) {
+    let next = consumer
+        .positions()
+        .into_iter()
+        .map(|(_, p, o)| (p, o))
+        .collect();
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let dropped = Arc::new(AtomicBool::new(false));
+    let s = Subscription {
+        next,
+        rx,
+        dropped: dropped.clone(),
+    };
+    if reply.send(s).is_ok() {
+        subs.push(Subscriber { tx, dropped });
+    }
+}

@@ -1,0 +1,238 @@
+//! `shipper web`: the seed's web page, from the same binary. A page embedded in the binary shows the
+//! records of the topics given on the command line as they arrive (server-sent events), with the
+//! filtering done here; `/api/records` answers scripts with the envelope of `consume -J`.
+//!
+//! Safe by default: only the topics named on the command line can be read; a token, when set, is
+//! required on every request (header `Authorization: Bearer T` or `?token=T`); values reach the page
+//! as JSON strings that it only ever puts in text nodes. Bounded: at most 64 connections and 32 live
+//! views at once, one request per connection, a request head of 8 KiB read within 10 s.
+
+mod hub;
+pub mod row;
+mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::cluster::Cluster;
+use crate::consumer::{list_offsets, Consumer, StartOffset, LATEST};
+use crate::http::{self, Request};
+use crate::secret::Secret;
+use hub::Hubs;
+use row::Filter;
+
+/// The page, embedded.
+const PAGE: &str = include_str!("page.html");
+/// The most records `/api/records` returns.
+pub const API_MAX: usize = 10_000;
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// The topics that may be read.
+    pub topics: Vec<String>,
+    /// Required on every request when set.
+    pub token: Option<Secret>,
+}
+
+struct Server {
+    cfg: WebConfig,
+    cluster: Arc<Cluster>,
+    hubs: Hubs,
+    views: Arc<tokio::sync::Semaphore>,
+}
+
+/// Serves on `listener` until the future is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, cluster: Arc<Cluster>, cfg: WebConfig) {
+    let server = Arc::new(Server {
+        hubs: Hubs::new(cluster.clone()),
+        cluster,
+        cfg,
+        views: Arc::new(tokio::sync::Semaphore::new(32)),
+    });
+    let slots = Arc::new(tokio::sync::Semaphore::new(64));
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            let _ = http::respond(&mut s, 503, "text/plain", b"too many connections\n").await;
+            continue;
+        };
+        let server = server.clone();
+        tokio::spawn(async move {
+            let _ = s.set_nodelay(true);
+            let _ = server.answer(&mut s).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Where a view or an API call starts: `end`, `beginning`, `-N` (the last N of each partition),
+/// `N`, `s@MS`, or a time `t@MS`.
+pub fn parse_from(s: Option<&str>, default: StartOffset) -> Result<StartOffset, String> {
+    match s.filter(|s| !s.is_empty()) {
+        None => Ok(default),
+        Some(s) => StartOffset::parse(&s.replace("t@", "s@"))
+            .ok_or_else(|| format!("from={s}: use end, beginning, -N, N or s@TIMESTAMP_MS")),
+    }
+}
+
+impl Server {
+    fn authorized(&self, req: &Request) -> bool {
+        let Some(token) = &self.cfg.token else {
+            return true;
+        };
+        let given = req
+            .header("authorization")
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .or(req.param("token"))
+            .unwrap_or_default();
+        constant_time_eq(given.as_bytes(), token.expose().as_bytes())
+    }
+
+    async fn answer(&self, s: &mut TcpStream) -> std::io::Result<()> {
+        let req = match tokio::time::timeout(Duration::from_secs(10), http::read_request(s)).await {
+            Ok(Ok(Some(r))) => r,
+            _ => return http::respond(s, 400, "text/plain", b"bad request\n").await,
+        };
+        if req.method != "GET" {
+            return http::respond(s, 405, "text/plain", b"only GET\n").await;
+        }
+        if !self.authorized(&req) {
+            return http::respond(
+                s,
+                401,
+                "text/plain",
+                b"a valid token is required (?token=...)\n",
+            )
+            .await;
+        }
+        match req.path.as_str() {
+            "/" | "/index.html" => {
+                http::respond(s, 200, "text/html; charset=utf-8", PAGE.as_bytes()).await
+            }
+            "/healthz" => http::respond(s, 200, "text/plain", b"ok\n").await,
+            "/api/topics" => {
+                let list: Vec<String> = self
+                    .cfg
+                    .topics
+                    .iter()
+                    .map(|t| crate::escape::json_quoted(t))
+                    .collect();
+                let body = format!("[{}]\n", list.join(","));
+                http::respond(s, 200, "application/json", body.as_bytes()).await
+            }
+            "/api/records" => self.records(s, &req).await,
+            "/stream" => self.stream(s, &req).await,
+            _ => http::respond(s, 404, "text/plain", b"not found\n").await,
+        }
+    }
+
+    /// The topic, start and filter of a request, or the reason it is refused.
+    fn view(&self, req: &Request, default: StartOffset) -> Result<session::View, String> {
+        let topic = match req.param("topic") {
+            Some(t) => t.to_string(),
+            None if self.cfg.topics.len() == 1 => self.cfg.topics[0].clone(),
+            None => return Err("topic=... is required".into()),
+        };
+        if !self.cfg.topics.contains(&topic) {
+            return Err(format!(
+                "topic '{}' is not served here (start shipper web with it)",
+                crate::escape::Esc::str(&topic)
+            ));
+        }
+        Ok(session::View {
+            topic,
+            start: parse_from(req.param("from"), default)?,
+            filter: Filter::parse(req.param("p"), req.param("q"), req.param("re") == Some("1"))?,
+        })
+    }
+
+    async fn stream(&self, s: &mut TcpStream, req: &Request) -> std::io::Result<()> {
+        let view = match self.view(req, StartOffset::End) {
+            Ok(v) => v,
+            Err(why) => {
+                return http::respond(s, 400, "text/plain", format!("{why}\n").as_bytes()).await
+            }
+        };
+        let Ok(_permit) = self.views.clone().try_acquire_owned() else {
+            return http::respond(s, 429, "text/plain", b"too many live views at once (32)\n")
+                .await;
+        };
+        session::stream(s, &self.cluster, &self.hubs, view).await
+    }
+
+    /// `/api/records`: up to `limit` records (default 100, at most 10,000) from `from` (default
+    /// beginning) up to the end as of the request, as a JSON array of `consume -J` objects.
+    async fn records(&self, s: &mut TcpStream, req: &Request) -> std::io::Result<()> {
+        let view = match self.view(req, StartOffset::Beginning) {
+            Ok(v) => v,
+            Err(why) => {
+                return http::respond(s, 400, "text/plain", format!("{why}\n").as_bytes()).await
+            }
+        };
+        let limit = match req.param("limit").map(str::parse::<usize>) {
+            None => 100,
+            Some(Ok(n)) if n <= API_MAX => n,
+            Some(_) => {
+                let why = format!("limit must be a number up to {API_MAX}\n");
+                return http::respond(s, 400, "text/plain", why.as_bytes()).await;
+            }
+        };
+        let work = read_records(&self.cluster, &view, limit);
+        match tokio::time::timeout(Duration::from_secs(30), work).await {
+            Ok(Ok(body)) => http::respond(s, 200, "application/json", &body).await,
+            Ok(Err(e)) => http::respond(s, 502, "text/plain", format!("{e}\n").as_bytes()).await,
+            Err(_) => http::respond(s, 503, "text/plain", b"timed out reading the topic\n").await,
+        }
+    }
+}
+
+/// Reads up to `limit` records of the view (from its start to the end as of now) as a JSON array.
+async fn read_records(
+    cluster: &Arc<Cluster>,
+    view: &session::View,
+    limit: usize,
+) -> crate::error::Result<Vec<u8>> {
+    let meta = cluster.topic(&view.topic, false).await?;
+    let parts = view.partitions(&meta);
+    let ends = list_offsets(cluster, &view.topic, &parts, LATEST).await?;
+    let mut consumer = Consumer::new(cluster.clone(), hub::live_fetch());
+    consumer.assign(meta, &parts, view.start).await?;
+    let mut body = b"[".to_vec();
+    let mut n = 0;
+    let mut scratch = Vec::new();
+    while n < limit && !consumer.at_end_of_start() {
+        for f in consumer.poll().await? {
+            let end = ends.get(&f.partition).copied().unwrap_or(0);
+            let res = f.for_each_record(&mut scratch, 64 * 1024 * 1024, |r| {
+                if n >= limit || r.offset >= end || !view.filter.wants(r) {
+                    return;
+                }
+                if n > 0 {
+                    body.push(b',');
+                }
+                let _ = crate::output::Format::Json.write(&mut body, &view.topic, f.partition, r);
+                n += 1;
+            });
+            res.map_err(|source| crate::error::Error::Records {
+                topic: view.topic.clone(),
+                partition: f.partition,
+                source,
+            })?;
+        }
+    }
+    body.extend_from_slice(b"]\n");
+    Ok(body)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

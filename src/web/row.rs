@@ -1,0 +1,156 @@
+//! Records as the page receives them: one compact JSON object per record, every byte string made
+//! displayable (valid UTF-8 kept, every other byte as `\xNN`), long values cut, and the filter that
+//! picks which records a view receives.
+
+use std::io::Write;
+
+use crate::escape::json_str;
+use crate::wire::records::Record;
+
+/// The longest key, value or header shown in the page; the rest is counted, not sent.
+pub const MAX_SHOWN: usize = 16 * 1024;
+
+/// What a view wants: some partitions, records matching a pattern.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only these partitions (all when empty).
+    pub partitions: Vec<i32>,
+    /// Only records whose key or value matches (a literal text, or a regex).
+    pub pattern: Option<regex::bytes::Regex>,
+}
+
+impl Filter {
+    /// The filter from `p=0,3`, `q=TEXT` and `re=1` (q is then a regular expression).
+    pub fn parse(p: Option<&str>, q: Option<&str>, re: bool) -> Result<Filter, String> {
+        let mut f = Filter::default();
+        if let Some(p) = p.filter(|p| !p.is_empty()) {
+            for s in p.split(',') {
+                let n: i32 = s
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("partition '{s}' is not a number"))?;
+                f.partitions.push(n);
+            }
+        }
+        if let Some(q) = q.filter(|q| !q.is_empty()) {
+            let src = if re { q.to_string() } else { regex::escape(q) };
+            let r = regex::bytes::RegexBuilder::new(&src)
+                .size_limit(1 << 20)
+                .dfa_size_limit(1 << 20)
+                .build()
+                .map_err(|e| format!("bad regular expression: {e}"))?;
+            f.pattern = Some(r);
+        }
+        Ok(f)
+    }
+
+    /// Whether the view wants this partition at all.
+    pub fn wants_partition(&self, p: i32) -> bool {
+        self.partitions.is_empty() || self.partitions.contains(&p)
+    }
+
+    /// Whether the view wants this record.
+    pub fn wants(&self, r: &Record<'_>) -> bool {
+        match &self.pattern {
+            None => true,
+            Some(re) => {
+                r.value.is_some_and(|v| re.is_match(v)) || r.key.is_some_and(|k| re.is_match(k))
+            }
+        }
+    }
+}
+
+/// Writes `b` as a JSON string for display: valid UTF-8 as is, other bytes as `\xNN`, cut at
+/// [`MAX_SHOWN`] with the number of bytes left out.
+fn shown<W: Write>(w: &mut W, b: &[u8]) -> std::io::Result<()> {
+    let cut = b.len().min(MAX_SHOWN);
+    let mut s = String::with_capacity(cut + 16);
+    for chunk in b[..cut].utf8_chunks() {
+        s.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            s.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    if cut < b.len() {
+        s.push_str(&format!(" \u{2026} ({} more bytes)", b.len() - cut));
+    }
+    w.write_all(b"\"")?;
+    json_str(w, &s)?;
+    w.write_all(b"\"")
+}
+
+fn shown_opt<W: Write>(w: &mut W, b: Option<&[u8]>) -> std::io::Result<()> {
+    match b {
+        None => w.write_all(b"null"),
+        Some(b) => shown(w, b),
+    }
+}
+
+/// Writes one record for the page: `{"p":..,"o":..,"ts":..,"k":..,"v":..,"h":[[k,v],..]}`.
+pub fn write_row<W: Write>(w: &mut W, partition: i32, r: &Record<'_>) -> std::io::Result<()> {
+    write!(
+        w,
+        "{{\"p\":{partition},\"o\":{},\"ts\":{},\"k\":",
+        r.offset, r.timestamp
+    )?;
+    shown_opt(w, r.key)?;
+    w.write_all(b",\"v\":")?;
+    shown_opt(w, r.value)?;
+    w.write_all(b",\"h\":[")?;
+    for (i, (k, v)) in r.headers().enumerate() {
+        if i > 0 {
+            w.write_all(b",")?;
+        }
+        w.write_all(b"[")?;
+        shown(w, k)?;
+        w.write_all(b",")?;
+        shown_opt(w, v)?;
+        w.write_all(b"]")?;
+    }
+    w.write_all(b"]}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec<'a>(key: Option<&'a [u8]>, value: Option<&'a [u8]>) -> Record<'a> {
+        Record {
+            offset: 7,
+            timestamp: 1,
+            key,
+            value,
+            header_count: 0,
+            headers_raw: &[],
+        }
+    }
+
+    #[test]
+    fn rows_escape_bytes_that_are_not_utf8_and_cut_long_values() {
+        let mut out = Vec::new();
+        write_row(&mut out, 2, &rec(None, Some(b"ok \xff\xfe <script>\"\n"))).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        assert_eq!(
+            s,
+            "{\"p\":2,\"o\":7,\"ts\":1,\"k\":null,\"v\":\"ok \\\\xff\\\\xfe <script>\\\"\\n\",\"h\":[]}"
+        );
+        let big = vec![b'a'; MAX_SHOWN + 10];
+        let mut out = Vec::new();
+        write_row(&mut out, 0, &rec(Some(b"k"), Some(&big))).unwrap();
+        assert!(String::from_utf8(out).unwrap().contains("(10 more bytes)"));
+    }
+
+    #[test]
+    fn filters_match_text_literally_or_as_a_regex() {
+        let lit = Filter::parse(Some("0,2"), Some("a.c"), false).unwrap();
+        assert!(lit.wants(&rec(None, Some(b"xa.cx"))));
+        assert!(!lit.wants(&rec(None, Some(b"abc"))));
+        assert!(lit.wants_partition(2) && !lit.wants_partition(1));
+        let re = Filter::parse(None, Some("^ERR|a.c"), true).unwrap();
+        assert!(re.wants(&rec(Some(b"abc"), Some(b"x"))));
+        assert!(re.wants(&rec(None, Some(b"ERROR 1"))));
+        assert!(!re.wants(&rec(None, None)));
+        assert!(Filter::parse(None, Some("("), true).is_err());
+        assert!(Filter::parse(Some("x"), None, false).is_err());
+    }
+}

@@ -1,0 +1,249 @@
+//! One browser's view of a topic, streamed as server-sent events: first what lies between the chosen
+//! start and the live end (read on its own), then the topic's hub, each record once, filtered here so
+//! that only what the view shows crosses the network. Records go out in batches (an event every
+//! 100 ms at most, or sooner past 256 KiB), each an array of rows.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use super::hub::{live_fetch, Hubs};
+use super::row::{write_row, Filter};
+use crate::cluster::Cluster;
+use crate::consumer::{list_offsets, Consumer, Fetched, StartOffset, LATEST};
+
+/// A batch is sent when it reaches this size, or after [`FLUSH_EVERY`].
+const BATCH_BYTES: usize = 256 * 1024;
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// A write the browser does not take within this long ends the view.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Offsets by partition.
+type Offsets = BTreeMap<i32, i64>;
+
+/// What one view asks for.
+pub struct View {
+    /// The topic.
+    pub topic: String,
+    /// Where to start.
+    pub start: StartOffset,
+    /// Which records.
+    pub filter: Filter,
+}
+
+impl View {
+    /// The topic's partitions this view shows.
+    pub fn partitions(&self, meta: &crate::cluster::TopicMeta) -> Vec<i32> {
+        meta.partitions
+            .iter()
+            .map(|p| p.id)
+            .filter(|p| self.filter.wants_partition(*p))
+            .collect()
+    }
+}
+
+/// Builds the events of a view and writes them.
+struct Out<'a, S> {
+    s: &'a mut S,
+    batch: Vec<u8>,
+    rows: usize,
+    last_flush: Instant,
+    scratch: Vec<u8>,
+}
+
+impl<S: AsyncWrite + Unpin> Out<'_, S> {
+    async fn event(&mut self, name: &str, data: &str) -> std::io::Result<()> {
+        let e = format!("event: {name}\ndata: {data}\n\n");
+        self.write(e.as_bytes()).await
+    }
+
+    async fn write(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.s.write_all(b)).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the browser does not read",
+            )),
+        }
+    }
+
+    /// Sends the batch if it is due (or `force`).
+    async fn flush(&mut self, force: bool) -> std::io::Result<()> {
+        let due = self.batch.len() >= BATCH_BYTES || self.last_flush.elapsed() >= FLUSH_EVERY;
+        if self.rows == 0 || !(force || due) {
+            return Ok(());
+        }
+        self.batch.push(b']');
+        let mut e = Vec::with_capacity(self.batch.len() + 16);
+        e.extend_from_slice(b"data: ");
+        e.extend_from_slice(&self.batch);
+        e.extend_from_slice(b"\n\n");
+        self.batch.clear();
+        self.rows = 0;
+        self.last_flush = Instant::now();
+        self.write(&e).await
+    }
+}
+
+/// Streams `view` to `s` until the browser goes away, the hub drops it, or `stop` resolves.
+pub async fn stream<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    cluster: &Arc<Cluster>,
+    hubs: &Hubs,
+    view: View,
+) -> std::io::Result<()> {
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n";
+    let mut out = Out {
+        s,
+        batch: Vec::new(),
+        rows: 0,
+        last_flush: Instant::now(),
+        scratch: Vec::new(),
+    };
+    out.write(head.as_bytes()).await?;
+    let fail = |e: crate::error::Error| std::io::Error::other(e.to_string());
+    // Up to the end as of now, on our own; then from the hub, whatever it is past that.
+    let mut next = match catch_up(&mut out, cluster, &view, None).await {
+        Ok(n) => n,
+        Err(e) => {
+            return out
+                .event("failed", &crate::escape::json_quoted(&e.to_string()))
+                .await
+        }
+    };
+    let mut sub = hubs.subscribe(&view.topic).await.map_err(fail)?;
+    let behind: BTreeMap<i32, i64> = sub
+        .next
+        .iter()
+        .filter(|(p, h)| view.filter.wants_partition(**p) && next.get(p).is_some_and(|n| n < *h))
+        .map(|(p, h)| (*p, *h))
+        .collect();
+    if !behind.is_empty() {
+        let more = catch_up(&mut out, cluster, &view, Some((&next, &behind)))
+            .await
+            .map_err(fail)?;
+        next.extend(more);
+    }
+    out.event("live", "{}").await?;
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    let mut ping = Instant::now();
+    loop {
+        tokio::select! {
+            f = sub.rx.recv() => {
+                let Some(f) = f else {
+                    let why = if sub.dropped.load(Ordering::Relaxed) {
+                        "this view fell too far behind the topic (the browser or the network is too slow for its rate); narrow the filter and reconnect"
+                    } else {
+                        "the live read of the topic stopped; reconnect"
+                    };
+                    out.flush(true).await?;
+                    return out.event("bye", &crate::escape::json_quoted(why)).await;
+                };
+                if !view.filter.wants_partition(f.partition) {
+                    continue;
+                }
+                let from = next.get(&f.partition).copied().unwrap_or(0);
+                let n = out.add_until(&f, from, i64::MAX, &view.filter);
+                next.insert(f.partition, n.max(from));
+                out.flush(false).await?;
+            }
+            _ = tick.tick() => {
+                out.flush(false).await?;
+                if ping.elapsed() > Duration::from_secs(15) {
+                    out.write(b": ping\n\n").await?;
+                    ping = Instant::now();
+                }
+            }
+        }
+    }
+}
+
+/// Reads the view's partitions from their start (or from `range`'s starts) up to the end as of now
+/// (or `range`'s ends); returns each partition's next offset.
+async fn catch_up<S: AsyncWrite + Unpin>(
+    out: &mut Out<'_, S>,
+    cluster: &Arc<Cluster>,
+    view: &View,
+    range: Option<(&Offsets, &Offsets)>,
+) -> crate::error::Result<BTreeMap<i32, i64>> {
+    let meta = cluster.topic(&view.topic, false).await?;
+    let parts: Vec<i32> = view
+        .partitions(&meta)
+        .into_iter()
+        .filter(|p| range.is_none_or(|(_, ends)| ends.contains_key(p)))
+        .collect();
+    let mut consumer = Consumer::new(cluster.clone(), live_fetch());
+    let from: HashMap<i32, i64> = range
+        .map(|(starts, _)| starts.iter().map(|(p, o)| (*p, *o)).collect())
+        .unwrap_or_default();
+    consumer
+        .assign_from(meta.clone(), &parts, &from, view.start)
+        .await?;
+    let ends: BTreeMap<i32, i64> = match range {
+        Some((_, ends)) => ends.clone(),
+        None => list_offsets(cluster, &view.topic, &parts, LATEST)
+            .await?
+            .into_iter()
+            .collect(),
+    };
+    let mut next: BTreeMap<i32, i64> = consumer
+        .positions()
+        .into_iter()
+        .map(|(_, p, o)| (p, o))
+        .collect();
+    loop {
+        let done: Vec<i32> = next
+            .iter()
+            .filter(|(p, o)| **o >= ends.get(p).copied().unwrap_or(0))
+            .map(|(p, _)| *p)
+            .collect();
+        if !done.is_empty() {
+            consumer.unassign(&view.topic, &done);
+        }
+        if !consumer.has_partitions() {
+            break;
+        }
+        for f in consumer.poll().await? {
+            let end = ends.get(&f.partition).copied().unwrap_or(0);
+            let from = next.get(&f.partition).copied().unwrap_or(0);
+            let n = out.add_until(&f, from, end, &view.filter);
+            next.insert(f.partition, n);
+            out.flush(false)
+                .await
+                .map_err(|e| crate::error::Error::Incomplete {
+                    api: "Fetch",
+                    target: crate::error::Target::Topic(format!(
+                        "{} (browser gone: {e})",
+                        view.topic
+                    )),
+                    what: "the view",
+                })?;
+        }
+    }
+    Ok(next)
+}
+
+impl<S: AsyncWrite + Unpin> Out<'_, S> {
+    /// Like [`Out::add`], but only records before `end`; returns the next offset (at most `end`).
+    fn add_until(&mut self, f: &Fetched, from: i64, end: i64, filter: &Filter) -> i64 {
+        let mut next = from;
+        let (batch, rows) = (&mut self.batch, &mut self.rows);
+        let _ = f.for_each_record(&mut self.scratch, 64 * 1024 * 1024, |r| {
+            if r.offset < from || r.offset >= end {
+                return;
+            }
+            next = r.offset + 1;
+            if filter.wants(r) {
+                batch.push(if *rows == 0 { b'[' } else { b',' });
+                let _ = write_row(batch, f.partition, r);
+                *rows += 1;
+            }
+        });
+        // Past the batches (control records, compaction gaps), but never past the end.
+        next.max(f.next_offset().unwrap_or(next)).min(end)
+    }
+}
