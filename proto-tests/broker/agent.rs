@@ -19,7 +19,7 @@ fn write_config(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -28,7 +28,7 @@ fn free_port() -> u16 {
 }
 
 /// GET `path` from the agent's metrics server: (status code, body).
-fn http_get(port: u16, path: &str) -> (u16, String) {
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();

@@ -15,7 +15,7 @@ const REAUTH: &str = "127.0.0.1:9098";
 const PASSWORD: &str = "shipper-secret";
 
 /// The secure broker's certificate directory, or `None` (skipped) outside CI when it is not running.
-fn secure() -> Option<PathBuf> {
+pub fn secure() -> Option<PathBuf> {
     let b = broker()?;
     let dir = PathBuf::from(std::env::var("SHIPPER_RUN").unwrap_or("/tmp/shipper-kafka".into()))
         .join("secure");
@@ -41,7 +41,7 @@ fn password_file() -> PathBuf {
 }
 
 /// The flags for each way in.
-fn ways(dir: &Path) -> Vec<(&'static str, Vec<String>)> {
+pub fn ways(dir: &Path) -> Vec<(&'static str, Vec<String>)> {
     let ca = dir.join("ca.pem").display().to_string();
     let pw = password_file().display().to_string();
     let sasl = |mech: &str, protocol: &str, addr: &str| {

@@ -90,3 +90,39 @@ fn web_refuses_to_serve_the_network_without_a_token_and_unknown_topics() {
         "the token shows in ps"
     );
 }
+
+#[test]
+fn web_reads_a_topic_over_sasl_ssl() {
+    let Some(dir) = crate::secure::secure() else {
+        return;
+    };
+    let Some(b) = broker() else { return };
+    let t = topic("web-tls");
+    create_topic(&b, &t, 1, 1, &[]);
+    shipper_ok(&b, &["produce", &t], b"over tls 1\nover tls 2\n");
+    let (_, flags) = crate::secure::ways(&dir)
+        .into_iter()
+        .find(|(name, _)| *name == "sasl_ssl SCRAM-SHA-512")
+        .unwrap();
+    let port = crate::agent::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(shipper_bin())
+        .args(&flags)
+        .args(["web", &t, "--listen", &listen])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(std::time::Instant::now() < deadline, "web never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, body) = crate::agent::http_get(port, &format!("/api/records?topic={t}"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("\"value\":\"over tls 1\"") && body.contains("over tls 2"),
+        "{body}"
+    );
+}

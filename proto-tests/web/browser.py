@@ -155,6 +155,30 @@ try:
     driver.find_element(By.ID, "pause").click()
     wait_for(lambda: "while-paused" in shown_values(), 2, "resume renders what came")
 
+    # Headers: a click on a row shows the whole record.
+    subprocess.run([SHIPPER, "-b", BROKER, "-q", "produce", TOPIC, "-H", "trace=abc123", "-H", "env=<i>prod</i>"],
+                   input=b"with-headers\n", check=True)
+    wait_for(lambda: "with-headers" in shown_values(), 5, "a record with headers arrives")
+    driver.execute_script(
+        "Array.from(document.querySelectorAll('#spacer .row'))"
+        ".find(e => e.lastChild.textContent === 'with-headers').click()")
+    detail = driver.find_element(By.ID, "detail").text
+    check("trace = abc123" in detail and "env = <i>prod</i>" in detail, "a click shows the headers, as text")
+
+    # Follow stops when the user scrolls up, and Clear empties the view.
+    produce([b"filler %d" % i for i in range(200)])
+    wait_for(lambda: "filler 199" in shown_values(), 5, "200 more lines")
+    driver.execute_script("document.getElementById('list').scrollTop = 0")
+    wait_for(lambda: not driver.find_element(By.ID, "follow").is_selected(), 2, "scrolling up turns follow off")
+    produce([b"after-scroll"])
+    wait_for(lambda: driver.execute_script("return rows.some(r => r.v === 'after-scroll')"), 5, "line stored")
+    time.sleep(0.2)
+    check(driver.execute_script("return document.getElementById('list').scrollTop") == 0,
+          "a new line does not move a view the user scrolled up")
+    driver.find_element(By.ID, "clear").click()
+    wait_for(lambda: driver.execute_script("return rows.length") == 0, 2, "Clear empties the view")
+    driver.find_element(By.ID, "follow").click()
+
     # Two tabs share one live read (one hub per topic on the server).
     server_log.flush()
     starts_before = open(server_log.name).read().count("live read of")
@@ -272,6 +296,16 @@ try:
           f"/api/records: {len(recs)} records in consume -J's envelope")
     code, body = http_status(f"/api/records?topic={TOPIC}&from=beginning&q=ERROR&limit=100&token={TOKEN}")
     check([r["value"] for r in json.loads(body)] == ["ERROR disk full", "ERROR again"], "/api/records filters")
+    code, body = http_status(f"/api/records?topic={TOPIC}&from=beginning&p=1&limit=10000&token={TOKEN}")
+    parts = {r["partition"] for r in json.loads(body)}
+    check(code == 200 and parts <= {1}, f"/api/records?p=1: partitions {parts}")
+    since = int(time.time() * 1000) + 1000
+    time.sleep(1.2)
+    produce([b"after-the-mark"])
+    code, body = http_status(f"/api/records?topic={TOPIC}&from=s@{since}&limit=100&token={TOKEN}")
+    check([r["value"] for r in json.loads(body)] == ["after-the-mark"], "/api/records from a time")
+    code, _ = http_status(f"/api/records?topic={TOPIC}&from=yesterday&token={TOKEN}")
+    check(code == 400, "a bad from= is a 400")
 finally:
     if driver:
         driver.quit()
