@@ -51,6 +51,40 @@ fn the_page_works_in_a_real_browser() {
 }
 
 #[test]
+fn the_page_works_in_firefox() {
+    let Some(b) = broker() else { return };
+    let gecko = std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+        .join(".cargo/bin/geckodriver");
+    let ok = gecko.exists() && std::path::Path::new("/usr/bin/firefox-esr").exists();
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but firefox-esr or geckodriver is missing (scripts/install-deps installs them)"
+        );
+        eprintln!("SKIPPED: no firefox");
+        return;
+    }
+    let t = topic("web-ff");
+    create_topic(&b, &t, 3, 1, &[]);
+    let out = Command::new("/usr/bin/python3")
+        .arg(root().join("proto-tests/web/browser.py"))
+        .arg(shipper_bin())
+        .arg(&b)
+        .arg(&t)
+        .arg("")
+        .arg("firefox")
+        .env("GECKODRIVER", &gecko)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn web_refuses_to_serve_the_network_without_a_token_and_unknown_topics() {
     let Some(b) = broker() else { return };
     let out = shipper(&b, &["web", "x", "--listen", "0.0.0.0:0"], b"");

@@ -1,7 +1,10 @@
 #!/usr/bin/python3
 """Drives `shipper web` in a real headless Chromium (Debian's chromium + chromium-driver, Selenium).
 
-Usage: browser.py SHIPPER_BIN BROKER TOPIC [SCREENSHOT.png]
+Usage: browser.py SHIPPER_BIN BROKER TOPIC [SCREENSHOT.png] [firefox]
+
+With `firefox` (Debian's firefox-esr driven by geckodriver), a smoke run: the page goes live, lines
+appear, values stay text, the URL's filter applies. Without, the whole run in Chromium.
 
 Run by proto-tests/broker/web.rs against the real broker; exits non-zero with the failed check.
 Each check prints one line: what was seen and how long it took.
@@ -23,7 +26,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 SHIPPER, BROKER, TOPIC = sys.argv[1], sys.argv[2], sys.argv[3]
-SHOT = sys.argv[4] if len(sys.argv) > 4 else None
+SHOT = sys.argv[4] if len(sys.argv) > 4 and sys.argv[4] else None
+FIREFOX = len(sys.argv) > 5 and sys.argv[5] == "firefox"
 TOKEN = "t0k-" + str(os.getpid())
 
 
@@ -85,12 +89,21 @@ try:
         check(http_status(path)[0] == 401, f"{path} without the right token: 401")
     check(http_status(f"/stream?topic=other&token={TOKEN}")[0] == 400, "a topic not served: 400")
 
-    opts = Options()
-    opts.binary_location = "/usr/bin/chromium"
-    for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--window-size=1400,900"]:
-        opts.add_argument(a)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    if FIREFOX:
+        from selenium.webdriver.firefox.options import Options as FirefoxOptions
+        from selenium.webdriver.firefox.service import Service as FirefoxService
+        fopts = FirefoxOptions()
+        fopts.binary_location = "/usr/bin/firefox-esr"
+        fopts.add_argument("-headless")
+        gecko = os.environ.get("GECKODRIVER", os.path.expanduser("~/.cargo/bin/geckodriver"))
+        driver = webdriver.Firefox(service=FirefoxService(gecko), options=fopts)
+    else:
+        opts = Options()
+        opts.binary_location = "/usr/bin/chromium"
+        for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                  "--window-size=1400,900"]:
+            opts.add_argument(a)
+        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
     driver.set_script_timeout(10)
 
     def status():
@@ -102,7 +115,7 @@ try:
             ".filter(e => e.style.display !== 'none').map(e => e.lastChild.textContent)")
 
     def stored_values():
-        return driver.execute_script("return rows.map(r => r.v)")
+        return driver.execute_script("return window.shipper.rows.map(r => r.v)")
 
     driver.get(f"{BASE}/?topic={TOPIC}&token={TOKEN}")
     wait_for(lambda: "live" in status(), 20, "the page goes live")
@@ -123,6 +136,12 @@ try:
     check(driver.execute_script("return document.querySelectorAll('#spacer b, #spacer img, #spacer script').length") == 0,
           "no element was made from a value")
     wait_for(lambda: "bin \\xff\\xfe end" in shown_values(), 5, "non-UTF-8 bytes shown as \\xff\\xfe")
+
+    if FIREFOX:
+        driver.get(f"{BASE}/?topic={TOPIC}&from=beginning&q=hello&token={TOKEN}")
+        wait_for(lambda: sorted(stored_values()) == sorted(m.decode() for m in marks), 10,
+                 "firefox: the URL's filter and start apply")
+        raise SystemExit(0)
 
     # Server-side filter, carried in the URL.
     q = driver.find_element(By.ID, "q")
@@ -171,12 +190,12 @@ try:
     driver.execute_script("document.getElementById('list').scrollTop = 0")
     wait_for(lambda: not driver.find_element(By.ID, "follow").is_selected(), 2, "scrolling up turns follow off")
     produce([b"after-scroll"])
-    wait_for(lambda: driver.execute_script("return rows.some(r => r.v === 'after-scroll')"), 5, "line stored")
+    wait_for(lambda: driver.execute_script("return window.shipper.rows.some(r => r.v === 'after-scroll')"), 5, "line stored")
     time.sleep(0.2)
     check(driver.execute_script("return document.getElementById('list').scrollTop") == 0,
           "a new line does not move a view the user scrolled up")
     driver.find_element(By.ID, "clear").click()
-    wait_for(lambda: driver.execute_script("return rows.length") == 0, 2, "Clear empties the view")
+    wait_for(lambda: driver.execute_script("return window.shipper.rows.length") == 0, 2, "Clear empties the view")
     driver.find_element(By.ID, "follow").click()
 
     # Two tabs share one live read (one hub per topic on the server).
@@ -282,7 +301,7 @@ try:
           f"max {idle[-1] * 1000:.0f} ms)", flush=True)
     check(lat[-1] < 1.0, "every click took effect within 1 s under load")
     wait_for(lambda: "dropped from view" in status(), 10, "the capped list says how many it dropped")
-    n_rows = driver.execute_script("return rows.length")
+    n_rows = driver.execute_script("return window.shipper.rows.length")
     n_dom = driver.execute_script("return document.querySelectorAll('#spacer .row').length")
     check(n_rows == 10000 and n_dom < 200, f"10,000 rows kept, {n_dom} in the DOM")
     if SHOT:
