@@ -96,7 +96,8 @@ try:
         fopts.binary_location = "/usr/bin/firefox-esr"
         fopts.add_argument("-headless")
         gecko = os.environ.get("GECKODRIVER", os.path.expanduser("~/.cargo/bin/geckodriver"))
-        driver = webdriver.Firefox(service=FirefoxService(gecko), options=fopts)
+        log = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"geckodriver-{os.getpid()}.log")
+        driver = webdriver.Firefox(service=FirefoxService(gecko, log_path=log), options=fopts)
     else:
         opts = Options()
         opts.binary_location = "/usr/bin/chromium"
