@@ -193,7 +193,7 @@ impl Reader {
                     crate::log::info(format_args!(
                         "group '{}': giving back {}{}",
                         Esc::str(m.group()),
-                        crate::group::describe(&parts),
+                        crate::group::assignment_text(&parts),
                         if lost {
                             " (membership lost: not committed)"
                         } else {
@@ -254,7 +254,7 @@ impl Reader {
         crate::log::info(format_args!(
             "group '{}': reading {}",
             Esc::str(m.group()),
-            crate::group::describe(a)
+            crate::group::assignment_text(a)
         ));
         Ok(())
     }

@@ -46,7 +46,7 @@ pub fn encode_assignment(a: &Assignment) -> Bytes {
 }
 
 /// Partitions by topic, for messages.
-pub fn describe(a: &Assignment) -> String {
+pub fn assignment_text(a: &Assignment) -> String {
     if a.is_empty() {
         return "nothing".into();
     }

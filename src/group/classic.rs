@@ -15,7 +15,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 use tokio::time::Instant;
 
-use super::assign::{self, describe, Assignment, RANGE};
+use super::assign::{self, assignment_text, Assignment, RANGE};
 use super::coordinator::Coordinator;
 use super::{Ctx, Event, Generation};
 use crate::backoff::Backoff;
@@ -113,7 +113,7 @@ async fn join_and_sync(ctx: &Ctx, member_id: &mut String) -> Result<(Generation,
                     Esc::str(&ctx.cfg.group),
                     gen.generation,
                     Esc::str(&gen.member_id),
-                    describe(&mine)
+                    assignment_text(&mine)
                 ));
                 return Ok((gen, mine));
             }

@@ -111,7 +111,7 @@ impl Coordinator {
     /// can fix: an unreachable or moved coordinator, one still loading. `error_of` reads the answer's
     /// top-level error code. The answer is returned with its error when that is not a coordinator
     /// problem, for the caller to judge.
-    pub async fn call<R: Request + Clone>(
+    pub async fn call<R: Request>(
         &self,
         req: &R,
         versions: VersionRange,

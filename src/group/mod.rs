@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-pub use assign::{describe, Assignment};
+pub use assign::{assignment_text, Assignment};
 use coordinator::Coordinator;
 pub use offsets::{Generation, Offsets};
 

@@ -13,7 +13,7 @@ use kafka_protocol::protocol::{StrBytes, VersionRange};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::assign::describe;
+use super::assign::assignment_text;
 use super::coordinator::Coordinator;
 use super::{Assignment, Ctx, Event, Generation};
 use crate::backoff::Backoff;
@@ -220,7 +220,7 @@ async fn reconcile(
         crate::log::debug(format_args!(
             "group '{}': assigned {}",
             Esc::str(&ctx.cfg.group),
-            describe(&a)
+            assignment_text(&a)
         ));
         if ctx.events.send(Ok(Event::Assigned(a))).await.is_err() {
             return false;

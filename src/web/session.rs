@@ -71,6 +71,30 @@ impl<S: AsyncWrite + Unpin> Out<'_, S> {
         }
     }
 
+    /// Adds the records of `f` in `from..end` that the filter wants; returns the next offset (at most
+    /// `end`). A batch that does not decode is skipped (and said at debug level): a view shows what it
+    /// can, `consume` is the tool that fails on it.
+    fn add_until(&mut self, f: &Fetched, from: i64, end: i64, filter: &Filter) -> i64 {
+        let mut next = from;
+        let (batch, rows) = (&mut self.batch, &mut self.rows);
+        let res = f.for_each_record(&mut self.scratch, 64 * 1024 * 1024, |r| {
+            if r.offset < from || r.offset >= end {
+                return;
+            }
+            next = r.offset + 1;
+            if filter.wants(r) {
+                batch.push(if *rows == 0 { b'[' } else { b',' });
+                let _ = write_row(batch, f.partition, r);
+                *rows += 1;
+            }
+        });
+        if let Err(e) = res {
+            crate::log::debug(format_args!("web: partition {}: {e}", f.partition));
+        }
+        // Past the batches (control records, compaction gaps), but never past the end.
+        next.max(f.next_offset().unwrap_or(next)).min(end)
+    }
+
     /// Sends the batch if it is due (or `force`).
     async fn flush(&mut self, force: bool) -> std::io::Result<()> {
         let due = self.batch.len() >= BATCH_BYTES || self.last_flush.elapsed() >= FLUSH_EVERY;
@@ -225,25 +249,4 @@ async fn catch_up<S: AsyncWrite + Unpin>(
         }
     }
     Ok(next)
-}
-
-impl<S: AsyncWrite + Unpin> Out<'_, S> {
-    /// Like [`Out::add`], but only records before `end`; returns the next offset (at most `end`).
-    fn add_until(&mut self, f: &Fetched, from: i64, end: i64, filter: &Filter) -> i64 {
-        let mut next = from;
-        let (batch, rows) = (&mut self.batch, &mut self.rows);
-        let _ = f.for_each_record(&mut self.scratch, 64 * 1024 * 1024, |r| {
-            if r.offset < from || r.offset >= end {
-                return;
-            }
-            next = r.offset + 1;
-            if filter.wants(r) {
-                batch.push(if *rows == 0 { b'[' } else { b',' });
-                let _ = write_row(batch, f.partition, r);
-                *rows += 1;
-            }
-        });
-        // Past the batches (control records, compaction gaps), but never past the end.
-        next.max(f.next_offset().unwrap_or(next)).min(end)
-    }
 }
