@@ -175,3 +175,10 @@ fn fault_lines_over_max_message_bytes() {
         faults::lines_over_max_message_bytes();
     }
 }
+
+#[test]
+fn fault_exactly_once_under_kills() {
+    if cluster().is_some() {
+        faults::exactly_once_under_kills();
+    }
+}

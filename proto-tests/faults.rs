@@ -187,6 +187,19 @@ fn scenario(
     topic_configs: &[&str],
     fault: impl FnOnce(&Ctx),
 ) -> Row {
+    scenario_with(name, rotation, big_every, topic_configs, None, fault)
+}
+
+/// Like [`scenario`]; with `tail` (a path pattern and flags), `shipper tail` follows that pattern
+/// (relative to the scenario's directory) with those flags instead of `app.log`.
+fn scenario_with(
+    name: &'static str,
+    rotation: Rotation,
+    big_every: Option<(usize, usize)>,
+    topic_configs: &[&str],
+    tail: Option<(&str, &[&str])>,
+    fault: impl FnOnce(&Ctx),
+) -> Row {
     let c = cluster().expect("the cluster is up");
     let lines = env_num("SHIPPER_FAULT_LINES", 30_000) as usize;
     let rate = env_num("SHIPPER_FAULT_RATE", 5_000);
@@ -204,6 +217,8 @@ fn scenario(
         tail: std::sync::Mutex::new(None),
         note: std::sync::Mutex::new(String::new()),
         started: AtomicUsize::new(0),
+        pattern: tail.map_or("app.log".to_string(), |t| t.0.to_string()),
+        flags: tail.map_or(Vec::new(), |t| t.1.iter().map(|s| s.to_string()).collect()),
     };
     ctx.start_tail();
     let writer = start_writer(
@@ -239,8 +254,32 @@ fn scenario(
             lost += 1;
         }
     }
-    let dups = counts.values().map(|n| n - 1).sum();
-    let note = ctx.note.lock().unwrap().clone();
+    let dups: usize = counts.values().map(|n| n - 1).sum();
+    let mut note = ctx.note.lock().unwrap().clone();
+    if tail.is_some() {
+        // Counted again by an independent client: every line once in kcat's view too.
+        let out = kcat(&c, &["-C", "-t", &t, "-e", "-q", "-f", "%s\\n"], b"");
+        let seen = crate::harness::lines(&out);
+        let mut kc: HashMap<&[u8], usize> = HashMap::new();
+        for v in &seen {
+            *kc.entry(v.as_slice()).or_default() += 1;
+        }
+        let kcat_dups: usize = kc.values().map(|n| n - 1).sum();
+        let kcat_lost = written
+            .lines
+            .iter()
+            .filter(|l| !kc.contains_key(l.as_bytes()))
+            .count();
+        note.push_str(&format!(
+            "; kcat: {} records, {kcat_lost} lost, {kcat_dups} duplicated",
+            seen.len()
+        ));
+        assert_eq!(
+            (kcat_lost, kcat_dups),
+            (0, 0),
+            "{name}: kcat's count\n{note}"
+        );
+    }
     let row = Row {
         scenario: name,
         written: written.lines.len(),
@@ -273,26 +312,31 @@ struct Ctx {
     tail: std::sync::Mutex<Option<Tail>>,
     note: std::sync::Mutex<String>,
     started: AtomicUsize,
+    /// What `shipper tail` follows (relative to `dir`), and its extra flags.
+    pattern: String,
+    flags: Vec<String>,
 }
 
 impl Ctx {
     fn start_tail(&self) {
         let n = self.started.fetch_add(1, Ordering::Relaxed);
-        let file = self.dir.join("app.log");
-        let ck = self.dir.join("checkpoint").display().to_string();
-        let tail = Tail::start(
-            &self.c,
-            &[
-                file.to_str().unwrap(),
-                &self.t,
-                "--checkpoint",
-                &ck,
-                "--buffer-bytes",
-                "4000000",
-            ],
-            &self.dir.join(format!("tail-{n}.err")),
-        );
+        let file = self.dir.join(&self.pattern);
+        let ck = self.checkpoint().display().to_string();
+        let mut args = vec![
+            file.to_str().unwrap(),
+            &self.t,
+            "--checkpoint",
+            &ck,
+            "--buffer-bytes",
+            "4000000",
+        ];
+        args.extend(self.flags.iter().map(String::as_str));
+        let tail = Tail::start(&self.c, &args, &self.dir.join(format!("tail-{n}.err")));
         *self.tail.lock().unwrap() = Some(tail);
+    }
+
+    fn checkpoint(&self) -> PathBuf {
+        self.dir.join("checkpoint")
     }
 
     fn kill_tail(&self) {
@@ -417,4 +461,79 @@ pub fn lines_over_max_message_bytes() {
         row.written / 500,
         "exactly the oversized lines fail"
     );
+}
+
+/// Issue #16: `tail --exactly-once` killed with -9 many times at random moments — some right at a
+/// rotation, some followed by deleting the checkpoint or putting back an older copy — with a
+/// partition leader killed and restarted in between: every line once, by shipper's count and kcat's.
+pub fn exactly_once_under_kills() {
+    let kills = env_num("SHIPPER_FAULT_KILLS", 10) as usize;
+    let row = scenario_with(
+        "exactly-once",
+        Rotation::Rename,
+        None,
+        &[],
+        Some(("app.log*", &["--exactly-once"])),
+        |ctx| {
+            let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+            let mut next = || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            let rotate_every = (ctx.lines / 6).max(1);
+            let (mut deleted, mut rolled_back, mut at_rotation) = (0, 0, 0);
+            let mut older: Option<Vec<u8>> = None;
+            let mut leader = None;
+            for k in 0..kills {
+                let fraction = 0.05 + 0.85 * k as f64 / kills as f64;
+                // Every fourth kill lands just after a rotation (logrotate runs at these counts).
+                let target = if k % 4 == 1 {
+                    at_rotation += 1;
+                    ((ctx.lines as f64 * fraction) as usize / rotate_every + 1) * rotate_every
+                } else {
+                    (ctx.lines as f64 * fraction) as usize
+                };
+                ctx.at(target.min(ctx.lines) as f64 / ctx.lines as f64);
+                if k % 4 != 1 {
+                    std::thread::sleep(Duration::from_millis(next() % 300));
+                }
+                if k == kills / 2 {
+                    let l = leader_of(&ctx.c, &ctx.t);
+                    node("kill", l);
+                    leader = Some(l);
+                }
+                if k == kills / 2 + kills / 5 + 1 {
+                    if let Some(l) = leader {
+                        node("start", l);
+                    }
+                }
+                ctx.kill_tail();
+                let ck = ctx.checkpoint();
+                match k % 5 {
+                    2 => {
+                        let _ = std::fs::remove_file(&ck);
+                        deleted += 1;
+                    }
+                    4 => {
+                        if let Some(old) = &older {
+                            std::fs::write(&ck, old).unwrap();
+                            rolled_back += 1;
+                        }
+                    }
+                    _ => older = std::fs::read(&ck).ok(),
+                }
+                ctx.start_tail();
+            }
+            if let Some(l) = leader {
+                node("start", l);
+            }
+            ctx.note(format!(
+                "--exactly-once; kill -9 shipper {kills} times ({at_rotation} right after a rotation, checkpoint then deleted {deleted} times, an older copy put back {rolled_back} times), partition leader {} killed and restarted midway; rename rotation",
+                leader.map_or("?".to_string(), |l| l.to_string())
+            ));
+        },
+    );
+    assert_eq!(row.dups, 0, "exactly-once: {} duplicates", row.dups);
 }

@@ -463,6 +463,13 @@ pub struct TailArgs {
     /// Append records Kafka refuses for good (too large, invalid) to this file, as JSON lines
     #[arg(long, value_name = "PATH")]
     pub dead_letter: Option<std::path::PathBuf>,
+    /// Ship every line exactly once across crashes (kill -9, OOM, power loss), a lost or older
+    /// checkpoint, broker failover: each file goes to one partition, records carry their file
+    /// position (header shipper.pos where needed), and a restart reads back what Kafka holds before
+    /// sending. Needs --acks all, idempotence, and read access to the topic. Not kept for a file
+    /// rewritten or copytruncated while shipper is down.
+    #[arg(long)]
+    pub exactly_once: bool,
     /// Batching, acks, compression.
     #[command(flatten)]
     pub producer: ProducerFlags,

@@ -109,6 +109,10 @@ pub enum Error {
         /// The decoding error.
         source: RecordError,
     },
+    /// Exactly-once cannot go on in this process: the broker lost or fenced the producer's state, and
+    /// a batch whose first attempt may have been written would be resent under a new producer id.
+    #[error("exactly-once: {0}; stopping so that a restart reads back what Kafka holds and goes on exactly once (run under a supervisor that restarts it)")]
+    ProducerStateLost(Box<Error>),
     /// Compression of a batch failed.
     #[error("compression failed: {0}")]
     Compression(#[from] CompressionError),

@@ -53,13 +53,61 @@ pub struct Appended {
     pub partition: i32,
 }
 
+/// A source and the byte offset a record of it ended at.
+type At = (Arc<str>, u64);
+
 pub(crate) struct OpenBatch {
     buf: BytesMut,
     builder: BatchBuilder,
     tokens: Vec<u64>,
     created: Instant,
-    /// The last record's mark and size, to take it back.
-    last: Option<(RecordMark, usize)>,
+    /// The last record's mark and size, and the source position before it, to take it back.
+    last: Option<(RecordMark, usize, Option<At>)>,
+    /// Source and end of the last record that came with a [`SourcePos`] (exactly-once).
+    at: Option<At>,
+}
+
+/// Where a record comes from, for exactly-once: the source's identity and the byte offset in it just
+/// after the record. A record whose position does not follow from the one before it in its batch
+/// carries it in a [`POSITION_HEADER`] header, so a restart can read back from Kafka what each source
+/// has there (see `crate::tail::exactly`).
+#[derive(Debug, Clone)]
+pub struct SourcePos {
+    /// The source's identity (host and file identity).
+    pub source: Arc<str>,
+    /// Byte offset after the record in its source.
+    pub end: u64,
+    /// The record is the head of an over-long line whose rest, after `end`, is skipped.
+    pub skipping: bool,
+}
+
+/// The header that carries a record's [`SourcePos`]: `<source>@<end>`, with `+` after the end when the
+/// rest of an over-long line is skipped.
+pub const POSITION_HEADER: &str = "shipper.pos";
+
+impl SourcePos {
+    /// The header value.
+    pub fn header_value(&self) -> String {
+        format!(
+            "{}@{}{}",
+            self.source,
+            self.end,
+            if self.skipping { "+" } else { "" }
+        )
+    }
+
+    /// Whether a record of `value_len` bytes at this position continues `prev` (same source, starting
+    /// where the previous record ended, one newline between): then it needs no header.
+    fn continues(&self, prev: Option<&(Arc<str>, u64)>, value_len: usize) -> bool {
+        match prev {
+            Some((s, end)) => {
+                !self.skipping
+                    && (Arc::ptr_eq(s, &self.source) || **s == *self.source)
+                    && end.checked_add(value_len as u64 + 1) == Some(self.end)
+            }
+            None => false,
+        }
+    }
 }
 
 /// The body of a sealed batch: records not yet finished, or the bytes as first sent.
@@ -190,11 +238,20 @@ impl Accumulator {
         }
     }
 
-    fn choose_partition(&mut self, topic: usize, key: Option<&[u8]>) -> i32 {
+    fn choose_partition(
+        &mut self,
+        topic: usize,
+        key: Option<&[u8]>,
+        pos: Option<&SourcePos>,
+    ) -> i32 {
         let t = &self.topics[topic];
         let n = t.parts.len();
         if let Some(p) = self.cfg.partition {
             return p;
+        }
+        if let Some(pos) = pos {
+            // Exactly-once: a source's records all go to one partition, in order.
+            return partition_for_key(key.unwrap_or(pos.source.as_bytes()), n);
         }
         match (self.cfg.partitioner, key) {
             (Partitioner::Default | Partitioner::Murmur2, Some(k)) => partition_for_key(k, n),
@@ -210,6 +267,7 @@ impl Accumulator {
 
     /// Adds one record. The record stays the last of its open batch until the next append, so it can be
     /// taken back with [`Accumulator::undo_last`].
+    #[cfg(test)]
     pub(crate) fn append(
         &mut self,
         topic: usize,
@@ -219,16 +277,54 @@ impl Accumulator {
         timestamp_ms: i64,
         token: u64,
     ) -> Result<Appended, RecordTooLarge> {
-        let p = self.choose_partition(topic, key);
+        self.append_at(topic, key, value, headers, timestamp_ms, token, None)
+    }
+
+    /// Adds one record, from `pos` in its source when exactly-once: the record then goes to its
+    /// source's partition, with a position header unless it continues the record before it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn append_at(
+        &mut self,
+        topic: usize,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header<'_>],
+        timestamp_ms: i64,
+        token: u64,
+        pos: Option<&SourcePos>,
+    ) -> Result<Appended, RecordTooLarge> {
+        let p = self.choose_partition(topic, key, pos);
         let limit = self.limit();
         let max_message = self.cfg.max_message_bytes;
         let idx = p as usize;
+        let value_len = value.map_or(0, <[u8]>::len);
+        let positioned = |open: Option<&OpenBatch>| {
+            pos.filter(|pos| !pos.continues(open.and_then(|o| o.at.as_ref()), value_len))
+                .map(SourcePos::header_value)
+        };
+        let mut header_value = positioned(self.topics[topic].parts[idx].open.as_ref());
         if let Some(open) = &self.topics[topic].parts[idx].open {
-            let add = open.builder.record_size(timestamp_ms, key, value, headers);
+            let add = match &header_value {
+                None => open.builder.record_size(timestamp_ms, key, value, headers),
+                Some(v) => {
+                    let hs = with_position(headers, v);
+                    open.builder.record_size(timestamp_ms, key, value, &hs)
+                }
+            };
             if open.builder.len(&open.buf) + add > limit {
                 self.seal(topic, idx);
+                // The record now opens a batch: it carries its position.
+                header_value = positioned(None);
             }
         }
+        let extended;
+        let headers = match &header_value {
+            Some(v) => {
+                extended = with_position(headers, v);
+                &extended[..]
+            }
+            None => headers,
+        };
         let q = &mut self.topics[topic].parts[idx];
         let open = q.open.get_or_insert_with(|| {
             // Full size at once: untouched pages cost no memory, and growth by doubling would copy.
@@ -240,6 +336,7 @@ impl Accumulator {
                 tokens: Vec::new(),
                 created: Instant::now(),
                 last: None,
+                at: None,
             }
         });
         let add = open.builder.record_size(timestamp_ms, key, value, headers);
@@ -254,7 +351,11 @@ impl Accumulator {
             .builder
             .push(&mut open.buf, timestamp_ms, key, value, headers);
         open.tokens.push(token);
-        open.last = Some((mark, add));
+        let before = match pos {
+            Some(pos) => open.at.replace((pos.source.clone(), pos.end)),
+            None => open.at.clone(),
+        };
+        open.last = Some((mark, add, before));
         self.buffered += add;
         Ok(Appended {
             topic,
@@ -272,9 +373,10 @@ impl Accumulator {
             return;
         };
         let Some(open) = q.open.as_mut() else { return };
-        let Some((mark, size)) = open.last.take() else {
+        let Some((mark, size, before)) = open.last.take() else {
             return;
         };
+        open.at = before;
         open.builder.pop(&mut open.buf, mark);
         open.tokens.pop();
         self.buffered = self.buffered.saturating_sub(size);
@@ -344,6 +446,13 @@ impl Accumulator {
     pub(crate) fn is_empty(&self) -> bool {
         self.buffered == 0
     }
+}
+
+/// `headers` and the position header with value `v`.
+fn with_position<'a>(headers: &[Header<'a>], v: &'a str) -> Vec<Header<'a>> {
+    let mut hs = headers.to_vec();
+    hs.push((POSITION_HEADER.as_bytes(), Some(v.as_bytes())));
+    hs
 }
 
 #[cfg(test)]
@@ -447,5 +556,88 @@ mod tests {
         let t = a.add_topic(meta(1));
         assert!(a.append(t, None, Some(&[0; 2000]), &[], 1, 1).is_err());
         assert_eq!(a.buffered, 0);
+    }
+
+    #[test]
+    fn positions_written_with_records_are_read_back_exactly() {
+        use crate::tail::exactly::Positions;
+        let mut a = acc(1 << 20);
+        let t = a.add_topic(meta(1));
+        let src = |s: &str| -> Arc<str> { Arc::from(s) };
+        let (x, y) = (src("h:1:1:0"), src("h:1:2:0"));
+        let pos = |s: &Arc<str>, end: u64, skipping: bool| SourcePos {
+            source: s.clone(),
+            end,
+            skipping,
+        };
+        // x: "aa\n" "b\n", then y: "ccc\n", then x again after 10 skipped bytes, then a truncated head.
+        let recs: Vec<(&[u8], SourcePos)> = vec![
+            (b"aa", pos(&x, 3, false)),
+            (b"b", pos(&x, 5, false)),
+            (b"ccc", pos(&y, 4, false)),
+            (b"d", pos(&x, 17, false)),
+            (b"e", pos(&x, 19, false)),
+            (b"ffff", pos(&x, 23, true)),
+        ];
+        for (i, (v, p)) in recs.iter().enumerate() {
+            a.append_at(t, None, Some(v), &[], 1, i as u64, Some(p))
+                .unwrap();
+        }
+        // Taking back the last record restores the position it continued from.
+        let undo = a
+            .append_at(t, None, Some(b"zz"), &[], 1, 99, Some(&pos(&x, 100, false)))
+            .unwrap();
+        a.undo_last(undo);
+        a.seal_due(Instant::now(), true);
+        let mut b = a.topics[t].parts[0].ready.pop_front().unwrap();
+        b.finish(
+            Compression::None,
+            None,
+            ProducerStamp::NONE,
+            &mut Compressor::default(),
+        )
+        .unwrap();
+        let bytes = b.bytes();
+        let (h, batch) = records::split_batches(&bytes).next().unwrap().unwrap();
+        let mut scratch = Vec::new();
+        let section = records::records_section(&h, batch, &mut scratch, 1 << 20).unwrap();
+        let mut with_header = 0;
+        let mut rs = Vec::new();
+        for r in records::records(&h, section) {
+            let r = r.unwrap();
+            let p = r
+                .headers()
+                .find(|(k, _)| *k == POSITION_HEADER.as_bytes())
+                .and_then(|(_, v)| v);
+            with_header += p.is_some() as usize;
+            rs.push((r.value.map_or(0, <[u8]>::len), p));
+        }
+        assert_eq!(
+            with_header, 4,
+            "first of x, y, x after a gap, the truncated head"
+        );
+        let mut found = Positions::new("h:".into());
+        found.batch(rs.into_iter());
+        assert_eq!(found.ends["h:1:1:0"], (23, true));
+        assert_eq!(found.ends["h:1:2:0"], (4, false));
+        // Records of one source all go to one partition of a topic with several.
+        let mut a = acc(1 << 20);
+        let t = a.add_topic(meta(8));
+        let parts: std::collections::BTreeSet<i32> = (0..50)
+            .map(|i| {
+                a.append_at(
+                    t,
+                    None,
+                    Some(b"v"),
+                    &[],
+                    1,
+                    i,
+                    Some(&pos(&x, 2 * i + 2, false)),
+                )
+                .unwrap()
+                .partition
+            })
+            .collect();
+        assert_eq!(parts.len(), 1);
     }
 }

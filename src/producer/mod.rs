@@ -40,7 +40,7 @@ use crate::tasks::join_slot;
 use crate::wire::compression::{Compression, Compressor};
 use crate::wire::records::{self, Header};
 use accumulator::{Accumulator, Batch, BatchConfig, Body};
-pub use accumulator::{Appended, RecordTooLarge};
+pub use accumulator::{Appended, RecordTooLarge, SourcePos, POSITION_HEADER};
 use sender::{Completed, InFlight};
 use sequence::Sequences;
 
@@ -92,6 +92,9 @@ pub struct ProducerConfig {
     pub on_permanent: OnPermanent,
     /// Ask the broker to create topics asked for by name that do not exist (if it allows).
     pub auto_create_topics: bool,
+    /// Exactly-once: when the broker loses or fences the producer state, stop with
+    /// [`Error::ProducerStateLost`] instead of taking a new producer id.
+    pub stop_on_state_loss: bool,
 }
 
 impl Default for ProducerConfig {
@@ -112,6 +115,7 @@ impl Default for ProducerConfig {
             idempotence: true,
             on_permanent: OnPermanent::Fail,
             auto_create_topics: true,
+            stop_on_state_loss: false,
         }
     }
 }
@@ -312,6 +316,16 @@ impl Producer {
         Ok(())
     }
 
+    /// The cluster it writes to.
+    pub fn cluster(&self) -> Arc<Cluster> {
+        self.cluster.clone()
+    }
+
+    /// The producer id and epoch batches are stamped with now, if idempotent.
+    pub fn producer_id(&self) -> Option<(i64, i16)> {
+        self.seq.pid()
+    }
+
     /// Why deliveries are failing right now, if they are: for a caller to say so once.
     pub fn trouble(&self) -> Option<String> {
         self.failing.values().next().map(|e| e.to_string())
@@ -362,7 +376,24 @@ impl Producer {
         token: u64,
     ) -> Result<Appended, RecordTooLarge> {
         self.acc
-            .append(topic, key, value, headers, timestamp_ms, token)
+            .append_at(topic, key, value, headers, timestamp_ms, token, None)
+    }
+
+    /// Like [`Producer::append`], for a record from `pos` in its source (exactly-once): it goes to
+    /// its source's partition and carries its position where the batch needs it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn append_at(
+        &mut self,
+        topic: usize,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header<'_>],
+        timestamp_ms: i64,
+        token: u64,
+        pos: Option<&SourcePos>,
+    ) -> Result<Appended, RecordTooLarge> {
+        self.acc
+            .append_at(topic, key, value, headers, timestamp_ms, token, pos)
     }
 
     /// Takes back the record just appended.

@@ -49,6 +49,11 @@ impl Sequences {
         self.pid.is_some()
     }
 
+    /// The producer id and epoch, when idempotent.
+    pub(crate) fn pid(&self) -> Option<(i64, i16)> {
+        self.pid
+    }
+
     /// Takes a (new) producer id: sequences start at 0 everywhere.
     pub(crate) fn set_pid(&mut self, pid: (i64, i16)) {
         if self.pid.is_some() {

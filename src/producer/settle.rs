@@ -120,6 +120,10 @@ impl Producer {
                 self.split(t, p, batch, error, out)
             }
             Verdict::Refused(error) => self.fail(t, p, batch, error, out),
+            Verdict::ProducerState(error) if self.cfg.stop_on_state_loss => {
+                self.fatal = Some(Error::ProducerStateLost(Box::new(error.clone())));
+                self.retry_later(t, p, batch, error, Duration::from_secs(3600), out);
+            }
             Verdict::ProducerState(error) => {
                 crate::log::debug(format_args!("{error}"));
                 self.seq.want_reset();

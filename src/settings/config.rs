@@ -63,6 +63,7 @@ struct File {
     max_in_flight: Option<usize>,
     partitioner: Option<Spanned<String>>,
     idempotence: Option<bool>,
+    exactly_once: Option<Spanned<bool>>,
     auto_create_topics: Option<bool>,
     checkpoint: Option<Spanned<String>>,
     buffer_bytes: Option<usize>,
@@ -211,10 +212,15 @@ impl Reader<'_> {
             ));
         }
         let kafka = self.kafka(&f, common)?;
-        let producer = tail_producer(
+        let mut producer = tail_producer(
             self.producer(&f)?,
             f.buffer_bytes.unwrap_or(4 << 20).max(65536),
         );
+        let exactly_once = f.exactly_once.as_ref().is_some_and(|v| *v.get_ref());
+        if let Some(v) = f.exactly_once.as_ref().filter(|v| *v.get_ref()) {
+            super::tail::check_exactly_once(&mut producer).map_err(|e| self.err(v.span(), e))?;
+        }
+        let hostname = crate::tail::route::hostname();
         let inputs = f
             .inputs
             .iter()
@@ -260,7 +266,8 @@ impl Reader<'_> {
                     chunk_bytes: 1 << 20,
                 },
                 max_open_files: 0,
-                hostname: crate::tail::route::hostname(),
+                exactly_once: exactly_once.then(|| hostname.clone()),
+                hostname,
             },
             options: TailOptions {
                 checkpoint: self

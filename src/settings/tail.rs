@@ -38,6 +38,19 @@ pub fn tail_producer(mut p: ProducerConfig, buffer_bytes: usize) -> ProducerConf
     p
 }
 
+/// Exactly-once needs acks=all and idempotence (the broker must refuse what it already has), and a
+/// partition per file (not random); the producer then stops rather than change its id mid-run.
+pub fn check_exactly_once(p: &mut ProducerConfig) -> Result<(), String> {
+    if p.acks != -1 || !p.idempotence {
+        return Err("exactly-once needs acks=all and idempotence (drop --acks/--no-idempotence or the config's acks/idempotence)".into());
+    }
+    if p.partitioner == crate::partitioner::Partitioner::Random {
+        return Err("exactly-once sends each file to one partition; the random partitioner cannot be used with it".into());
+    }
+    p.stop_on_state_loss = true;
+    Ok(())
+}
+
 /// Checks a topic name given as it is (no placeholders).
 pub fn check_topic(t: &Template, raw: &str) -> Result<(), String> {
     if t.is_constant() && topic_name(raw.as_bytes()).1 {
@@ -96,10 +109,16 @@ impl TailSettings {
         } else {
             Some(resolve_owners(&args.owner).or_else(usage)?)
         };
+        let mut producer =
+            tail_producer(producer_config(&args.producer), args.buffer_bytes as usize);
+        if args.exactly_once {
+            check_exactly_once(&mut producer).or_else(usage)?;
+        }
+        let hostname = crate::tail::route::hostname();
         Ok(TailSettings {
             // A log shipper keeps trying an unreachable cluster until told otherwise.
             kafka: KafkaSettings::from_flags(common, None)?,
-            producer: tail_producer(producer_config(&args.producer), args.buffer_bytes as usize),
+            producer,
             engine: EngineConfig {
                 inputs: vec![input],
                 policy: Arc::new(FilePolicy {
@@ -112,7 +131,8 @@ impl TailSettings {
                     chunk_bytes: 1 << 20,
                 },
                 max_open_files: 0,
-                hostname: crate::tail::route::hostname(),
+                exactly_once: args.exactly_once.then(|| hostname.clone()),
+                hostname,
             },
             options: TailOptions {
                 checkpoint: args

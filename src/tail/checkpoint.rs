@@ -6,6 +6,8 @@
 //! ```text
 //! shipper-checkpoint 2
 //! <dev> <ino> <birth ns or -> <fingerprint bytes> <fingerprint hex> <acked offset> <path, %-encoded> [<origin, %-encoded>]
+//! eo-producer <producer id> <epoch>                       (with --exactly-once)
+//! eo-mark <topic, %-encoded> <partition> <offset>          (with --exactly-once)
 //! ```
 //!
 //! The origin is the path under which a pattern matched the file, written when it differs from where
@@ -26,6 +28,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::exactly::EoState;
 use super::identity::{FileId, Fingerprint};
 use crate::escape::Esc;
 
@@ -52,6 +55,8 @@ pub struct Entry {
 pub struct Loaded {
     /// The good entries.
     pub entries: Vec<Entry>,
+    /// What exactly-once keeps (nothing without it).
+    pub eo: EoState,
     /// Damaged lines dropped.
     pub dropped: usize,
     /// Where a damaged file was moved, if it was.
@@ -157,6 +162,13 @@ const MAX_CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
 /// Parses a checkpoint's bytes: the good entries and how many lines were damaged (an unknown header
 /// counts as one). Never fails, never panics, whatever the bytes.
 pub fn parse(bytes: &[u8]) -> (Vec<Entry>, usize) {
+    let (entries, _, dropped) = parse_all(bytes);
+    (entries, dropped)
+}
+
+/// Like [`parse`], with the exactly-once lines (`eo-…`, version 2 only).
+pub fn parse_all(bytes: &[u8]) -> (Vec<Entry>, EoState, usize) {
+    let mut eo = EoState::default();
     let text = String::from_utf8_lossy(bytes);
     let mut lines = text.split('\n');
     let header = lines.next().unwrap_or_default();
@@ -167,12 +179,18 @@ pub fn parse(bytes: &[u8]) -> (Vec<Entry>, usize) {
     };
     let mut entries = Vec::new();
     for line in lines.filter(|l| !l.is_empty()) {
+        if line.starts_with("eo-") && header == HEADER_V2 {
+            if !eo.parse_line(line) {
+                dropped += 1;
+            }
+            continue;
+        }
         match parse_line(line) {
             Some(e) => entries.push(e),
             None => dropped += 1,
         }
     }
-    (entries, dropped)
+    (entries, eo, dropped)
 }
 
 /// Reads a checkpoint file; a missing file is an empty checkpoint. Damage is repaired, not fatal: the
@@ -188,10 +206,10 @@ pub fn load(path: &Path) -> io::Result<Loaded> {
         &mut io::Read::take(&file, MAX_CHECKPOINT_BYTES + 1),
         &mut bytes,
     )?;
-    let (entries, dropped) = if bytes.len() as u64 > MAX_CHECKPOINT_BYTES {
-        (Vec::new(), 1)
+    let (entries, eo, dropped) = if bytes.len() as u64 > MAX_CHECKPOINT_BYTES {
+        (Vec::new(), EoState::default(), 1)
     } else {
-        parse(&bytes)
+        parse_all(&bytes)
     };
     let mut moved_to = None;
     if dropped > 0 {
@@ -208,6 +226,7 @@ pub fn load(path: &Path) -> io::Result<Loaded> {
     }
     Ok(Loaded {
         entries,
+        eo,
         dropped,
         moved_to,
     })
@@ -215,8 +234,16 @@ pub fn load(path: &Path) -> io::Result<Loaded> {
 
 /// The checkpoint's text.
 pub fn render<'a>(entries: impl Iterator<Item = &'a Entry>) -> String {
+    render_all(entries, None)
+}
+
+/// Like [`render`], with the exactly-once lines.
+pub fn render_all<'a>(entries: impl Iterator<Item = &'a Entry>, eo: Option<&EoState>) -> String {
     let mut text = String::from(HEADER_V2);
     text.push('\n');
+    if let Some(eo) = eo {
+        eo.render_into(&mut text);
+    }
     for e in entries {
         let born = e.id.born.map_or("-".to_string(), |b| b.to_string());
         text.push_str(&format!(

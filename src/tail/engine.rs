@@ -57,6 +57,9 @@ pub struct EngineConfig {
     pub max_open_files: usize,
     /// This host's name, for `{hostname}`.
     pub hostname: String,
+    /// With exactly-once, the name records' positions are given under (this host's, unless set): no
+    /// line of a topic is read before the topic has been read back ([`super::exactly`]).
+    pub exactly_once: Option<String>,
 }
 
 impl EngineConfig {
@@ -107,6 +110,11 @@ pub struct Engine {
     waiting: BTreeSet<u64>,
     /// Bumped by each reload: a scan asked for before it is dropped (its pattern numbers are stale).
     generation: u64,
+    /// Exactly-once: topics read back (their files may be read), topics to read back, and where
+    /// each source stands in Kafka.
+    resumed: BTreeSet<String>,
+    to_resume: BTreeSet<String>,
+    in_kafka: HashMap<String, (u64, bool)>,
     /// Line and event counters.
     pub counters: Counters,
 }
@@ -132,8 +140,66 @@ impl Engine {
             hot: BTreeSet::new(),
             waiting: BTreeSet::new(),
             generation: 0,
+            resumed: BTreeSet::new(),
+            to_resume: BTreeSet::new(),
+            in_kafka: HashMap::new(),
             counters: Counters::default(),
         }
+    }
+
+    /// Exactly-once: topics to read back before their files are read, each with the birth (ms) of the
+    /// oldest file waiting for it (`None` when one has no birth time): where reading back starts in a
+    /// partition the checkpoint has no mark for.
+    pub fn take_to_resume(&mut self) -> Vec<(String, Option<i64>)> {
+        let topics = std::mem::take(&mut self.to_resume);
+        topics
+            .into_iter()
+            .map(|t| {
+                let born = self
+                    .followers
+                    .values()
+                    .filter(|f| f.route.topic_name == t)
+                    .map(|f| f.id.born.map(|ns| (ns / 1_000_000) as i64))
+                    .try_fold(i64::MAX, |m, b| b.map(|b| m.min(b)));
+                (t, born.filter(|&b| b != i64::MAX))
+            })
+            .collect()
+    }
+
+    /// Exactly-once: the host name sources are named under.
+    pub fn exactly_once_host(&self) -> Option<String> {
+        self.cfg.exactly_once.clone()
+    }
+
+    /// Exactly-once: reading topic `name` back failed; it is asked for again.
+    pub fn resume_again(&mut self, name: &str) {
+        self.to_resume.insert(name.to_string());
+    }
+
+    /// Exactly-once: topic `name` was read back; `ends` says where this host's sources stand in it.
+    /// Its files start there, then are read.
+    pub fn resumed(&mut self, name: &str, ends: HashMap<String, (u64, bool)>) {
+        self.in_kafka.extend(ends);
+        let mut moved = Vec::new();
+        for f in self.followers.values_mut() {
+            if f.route.topic_name != name {
+                continue;
+            }
+            let Some((end, skipping)) = f.source.as_ref().and_then(|s| self.in_kafka.get(&**s))
+            else {
+                continue;
+            };
+            if *end != f.read_pos && f.advance_to(*end, *skipping) {
+                moved.push((Esc::path(&f.path).to_string(), *end));
+            }
+        }
+        for (p, end) in moved {
+            crate::log::info(format_args!(
+                "{p}: Kafka holds it up to byte {end}; continuing there (exactly-once)"
+            ));
+        }
+        self.resumed.insert(name.to_string());
+        self.topic_ready(name);
     }
 
     /// The patterns followed.
@@ -347,6 +413,13 @@ impl Engine {
                 if let Some(o) = n.origin {
                     f.origin = o;
                 }
+                if let Some(host) = &self.cfg.exactly_once {
+                    let source = super::exactly::source_id(host, &f.id);
+                    if let Some(&(end, skipping)) = self.in_kafka.get(&*source) {
+                        f.advance_to(end, skipping);
+                    }
+                    f.source = Some(source);
+                }
                 crate::log::debug(format_args!(
                     "following {} from byte {start}",
                     Esc::path(&f.path)
@@ -494,6 +567,14 @@ impl Engine {
             if f.retired {
                 continue;
             }
+            if f.route.topic.is_none()
+                && self.cfg.exactly_once.is_some()
+                && !self.resumed.contains(&f.route.topic_name)
+            {
+                self.to_resume.insert(f.route.topic_name.clone());
+                self.waiting.insert(key);
+                continue;
+            }
             if f.route.topic.is_none() {
                 match sink.topic(&f.route.topic_name) {
                     TopicState::Ready(i) => f.route.topic = Some(i),
@@ -597,6 +678,7 @@ impl Engine {
             Ok(mut f) => {
                 f.last_active = old.last_active;
                 f.origin = old.origin.clone();
+                f.source = old.source.clone();
                 self.hot.insert(k);
                 self.followers.insert(k, f);
             }

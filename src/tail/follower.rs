@@ -25,6 +25,7 @@ use super::lines::{LineSplitter, Piece};
 use super::map::Region;
 use super::multiline::{self, MultilineConfig};
 use super::sink::Sink;
+use crate::producer::SourcePos;
 use crate::wire::records::Header;
 
 /// Bits of a delivery token that hold the line's sequence number; the rest hold the follower key.
@@ -140,6 +141,8 @@ pub struct Follower {
     pub acked_pos: u64,
     /// Size at the last read.
     pub size: u64,
+    /// With exactly-once, the identity its records' positions are given under.
+    pub source: Option<Arc<str>>,
 }
 
 impl Follower {
@@ -175,6 +178,33 @@ impl Follower {
             inflight: VecDeque::new(),
             acked_pos: start,
             size,
+            source: None,
+        })
+    }
+
+    /// Moves a file nothing is in flight from to `pos` (where Kafka has it, found by exactly-once's
+    /// read-back); a file now shorter than that was truncated and starts again at 0. `false` if it
+    /// cannot move (lines in flight).
+    pub fn advance_to(&mut self, pos: u64, skipping: bool) -> bool {
+        if !self.all_acked() || !self.inflight.is_empty() {
+            return false;
+        }
+        let (pos, skipping) = if pos > self.size {
+            (0, false)
+        } else {
+            (pos, skipping)
+        };
+        self.read_pos = pos;
+        self.acked_pos = pos;
+        self.skipping = skipping;
+        true
+    }
+
+    fn position(&self, end: u64, skipping: bool) -> Option<SourcePos> {
+        self.source.as_ref().map(|s| SourcePos {
+            source: s.clone(),
+            end,
+            skipping,
         })
     }
 
@@ -367,8 +397,23 @@ impl Follower {
                     ControlFlow::Continue(())
                 }
                 Piece::Line {
-                    bytes, truncated, ..
-                } => self.ship_line(bytes, truncated, end, &route, &headers, region, s),
+                    bytes,
+                    truncated,
+                    end: rel,
+                } => {
+                    // The head of a line whose newline has not come: its rest is skipped.
+                    let skipping =
+                        truncated && region.bytes().get(rel.wrapping_sub(1)) != Some(&b'\n');
+                    self.ship_line(
+                        bytes,
+                        (truncated, skipping),
+                        end,
+                        &route,
+                        &headers,
+                        region,
+                        s,
+                    )
+                }
             }
         });
         self.skipping = splitter.is_skipping();
@@ -416,6 +461,7 @@ impl Follower {
             .collect();
         for e in &events {
             let token = self.token(base + e.end as u64);
+            let pos = self.position(base + e.end as u64, false);
             // An event ends at a line end, where no over-long line is being skipped.
             self.read_pos = base + e.end as u64;
             self.skipping = false;
@@ -428,6 +474,7 @@ impl Follower {
                 &headers,
                 s.timestamp_ms,
                 token,
+                pos.as_ref(),
             ) {
                 Ok(_) => {
                     s.counters.bytes_read += e.value.len() as u64;
@@ -470,7 +517,7 @@ impl Follower {
     fn ship_line(
         &mut self,
         bytes: &[u8],
-        truncated: bool,
+        (truncated, skipping): (bool, bool),
         end: u64,
         route: &Route,
         headers: &[Header<'_>],
@@ -480,6 +527,7 @@ impl Follower {
         let before = self.read_pos;
         let token = self.token(end);
         self.read_pos = end;
+        let pos = self.position(end, skipping);
         let appended = s.sink.append(
             route.topic.unwrap_or(0),
             route.key.as_deref(),
@@ -487,6 +535,7 @@ impl Follower {
             headers,
             s.timestamp_ms,
             token,
+            pos.as_ref(),
         );
         if region.faulted() {
             if let Ok(a) = appended {

@@ -20,6 +20,7 @@ pub mod checkpoint;
 pub mod dead_letter;
 pub mod discover;
 pub mod engine;
+pub mod exactly;
 pub mod exposition;
 pub mod follower;
 pub mod identity;
@@ -76,6 +77,25 @@ pub async fn run(
 ) -> anyhow::Result<i32> {
     let fixed = fixed_settings(&s);
     let mut r = Running::start(s.engine, s.options, producer)?;
+    if let Some(eo) = &mut r.eo {
+        // The last run's producer id: its batches not yet visible are waited for when reading back.
+        r.previous_producer = eo.producer.map(|p| p.0);
+        eo.producer = r.producer.producer_id();
+        crate::log::info(format_args!(
+            "exactly-once: producer id {}; each topic is read back before its files are sent",
+            eo.producer.map_or(-1, |p| p.0),
+        ));
+        // Written now, not by the saver later: a run that dies before its first checkpoint must still
+        // leave its producer id for the next run's read-back to wait on.
+        let text = r.checkpoint_text();
+        checkpoint::store(&r.opts.checkpoint, &text).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot write checkpoint {}: {e}",
+                Esc::path(&r.opts.checkpoint)
+            )
+        })?;
+        r.saver.submit(text);
+    }
     r.reloader = reload.map(|f| (f, fixed));
     if let Some(addr) = r.opts.metrics_listen.clone() {
         let (tx, rx) = tokio::sync::mpsc::channel(8);
@@ -109,7 +129,7 @@ fn fixed_settings(s: &crate::settings::tail::TailSettings) -> Vec<(&'static str,
 /// Takes the checkpoint's lock and loads it, saying what was damaged.
 fn open_checkpoint(
     path: &std::path::Path,
-) -> anyhow::Result<(checkpoint::Lock, Vec<checkpoint::Entry>)> {
+) -> anyhow::Result<(checkpoint::Lock, checkpoint::Loaded)> {
     let lock = checkpoint::Lock::take(path)
         .with_context(|| format!("cannot lock checkpoint {}", Esc::path(path)))?;
     let loaded = checkpoint::load(path)
@@ -123,7 +143,7 @@ fn open_checkpoint(
             loaded.moved_to.as_deref().map_or("(could not be moved)".to_string(), |p| Esc::path(p).to_string())
         ));
     }
-    Ok((lock, loaded.entries))
+    Ok((lock, loaded))
 }
 
 /// A running `tail`: the engine, the producer, the checkpoint writer, the watcher, and the loop's state.
@@ -146,15 +166,22 @@ struct Running {
     asks: Option<tokio::sync::mpsc::Receiver<crate::metrics::Ask>>,
     server: Option<tokio::task::JoinHandle<()>>,
     started_unix: f64,
+    /// Exactly-once: the producer id and marks the checkpoint keeps, and the topics being read back.
+    eo: Option<exactly::EoState>,
+    reading_back: tokio::task::JoinSet<(String, Result<exactly::ReadBack, crate::error::Error>)>,
+    read_back_retry: std::collections::HashMap<String, crate::backoff::Backoff>,
+    reading: std::collections::BTreeSet<String>,
+    previous_producer: Option<i64>,
     _lock: checkpoint::Lock,
 }
 
 impl Running {
     fn start(cfg: EngineConfig, opts: TailOptions, producer: Producer) -> anyhow::Result<Running> {
-        let (lock, entries) = open_checkpoint(&opts.checkpoint)?;
-        let engine = Engine::new(cfg, entries);
+        let (lock, loaded) = open_checkpoint(&opts.checkpoint)?;
+        let eo = cfg.exactly_once.is_some().then_some(loaded.eo);
+        let engine = Engine::new(cfg, loaded.entries);
         // Refuse to start with a checkpoint that cannot be written: every restart would resend all.
-        let text = checkpoint::render(engine.checkpoint_entries().iter());
+        let text = checkpoint::render_all(engine.checkpoint_entries().iter(), eo.as_ref());
         checkpoint::store(&opts.checkpoint, &text).map_err(|e| {
             anyhow::anyhow!(
                 "cannot write checkpoint {}: {e}",
@@ -199,6 +226,11 @@ impl Running {
             started_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
+            eo,
+            reading_back: tokio::task::JoinSet::new(),
+            read_back_retry: std::collections::HashMap::new(),
+            reading: std::collections::BTreeSet::new(),
+            previous_producer: None,
             _lock: lock,
         })
     }
@@ -233,15 +265,21 @@ impl Running {
                     .engine
                     .read_pass(&mut self.producer, timestamp_now_ms(), Instant::now());
             let busy = (more || self.engine.has_hot()) && !self.producer.is_full();
+            self.start_read_backs();
             tokio::select! {
                 biased;
                 _ = sigint.recv() => return Ok(()),
                 _ = sigterm.recv() => return Ok(()),
                 _ = sighup.recv() => self.reload(),
                 Some(ask) = recv(&mut self.asks) => self.answer(ask),
+                Some(r) = self.reading_back.join_next(), if !self.reading_back.is_empty() => {
+                    if let Ok((topic, r)) = r {
+                        self.read_back_done(topic, r);
+                    }
+                }
                 r = self.producer.drive(&mut self.deliveries), if !self.producer.is_idle() => {
                     r?;
-                    apply(&mut self.engine, &mut self.deliveries, &self.producer, self.dead.as_mut());
+                    apply(&mut self.engine, &mut self.deliveries, &self.producer, self.dead.as_mut(), self.eo.as_mut());
                     report_trouble(&self.producer, &self.engine, &mut self.trouble_since);
                     for t in self.producer.take_newly_ready() {
                         self.engine.topic_ready(&t);
@@ -259,12 +297,97 @@ impl Running {
                     self.engine.close_idle(Instant::now());
                 }
                 _ = ckpt_tick.tick() => {
-                    self.saver.submit(checkpoint::render(self.engine.checkpoint_entries().iter()));
+                    let text = self.checkpoint_text();
+                    self.saver.submit(text);
                 }
                 _ = stats_tick.tick(), if self.opts.stats_interval.is_some() => {
                     self.stats.print(&self.engine, &self.producer, &self.saver);
                 }
                 _ = tokio::task::yield_now(), if busy => {}
+            }
+        }
+    }
+
+    /// The checkpoint as it stands (with exactly-once's producer id and marks).
+    fn checkpoint_text(&mut self) -> String {
+        if let Some(eo) = &mut self.eo {
+            eo.producer = self.producer.producer_id();
+        }
+        checkpoint::render_all(self.engine.checkpoint_entries().iter(), self.eo.as_ref())
+    }
+
+    /// Exactly-once: starts reading back each topic whose files wait for it.
+    fn start_read_backs(&mut self) {
+        let Some(eo) = &self.eo else { return };
+        let host = self.engine.exactly_once_host().unwrap_or_default();
+        for (topic, born_ms) in self.engine.take_to_resume() {
+            let from: std::collections::HashMap<i32, i64> = eo
+                .marks
+                .iter()
+                .filter(|((t, _), _)| *t == topic)
+                .map(|((_, p), o)| (*p, *o))
+                .collect();
+            // With no mark (the checkpoint was lost), from a minute before the oldest file's birth.
+            let since = born_ms.map(|b| b.saturating_sub(60_000));
+            if !self.reading.insert(topic.clone()) {
+                continue; // already being read back
+            }
+            let cluster = self.producer.cluster();
+            let not_before = self
+                .read_back_retry
+                .get_mut(&topic)
+                .and_then(|b| b.next_delay());
+            let host = host.clone();
+            let previous = self.previous_producer;
+            self.reading_back.spawn(async move {
+                if let Some(d) = not_before {
+                    tokio::time::sleep(d).await;
+                }
+                let started = Instant::now();
+                let r = exactly::read_back(cluster, topic.clone(), from, since, host, previous).await;
+                if let Ok(rb) = &r {
+                    crate::log::info(format_args!(
+                        "exactly-once: read back {} records of topic '{}' in {:.2}s; {} of this host's files found in it",
+                        rb.records,
+                        Esc::str(&rb.topic),
+                        started.elapsed().as_secs_f64(),
+                        rb.positions.ends.len()
+                    ));
+                }
+                (topic, r)
+            });
+        }
+    }
+
+    /// Exactly-once: a topic was read back; its files start where Kafka has them. A failure is said
+    /// and the read-back tried again later (the files wait: they are the buffer).
+    fn read_back_done(&mut self, topic: String, r: Result<exactly::ReadBack, crate::error::Error>) {
+        self.reading.remove(&topic);
+        match r {
+            Ok(rb) => {
+                self.read_back_retry.remove(&topic);
+                if let Some(eo) = &mut self.eo {
+                    for (p, end) in &rb.ends {
+                        eo.marks.entry((topic.clone(), *p)).or_insert(*end);
+                    }
+                }
+                self.engine.resumed(&topic, rb.positions.ends);
+            }
+            Err(e) => {
+                crate::log::warn(format_args!(
+                    "exactly-once: cannot read back topic '{}' ({e}); its files wait, trying again",
+                    Esc::str(&topic)
+                ));
+                self.read_back_retry
+                    .entry(topic.clone())
+                    .or_insert_with(|| {
+                        crate::backoff::Backoff::with(
+                            Duration::from_secs(1),
+                            Duration::from_secs(30),
+                            None,
+                        )
+                    });
+                self.engine.resume_again(&topic);
             }
         }
     }
@@ -371,8 +494,9 @@ impl Running {
             &mut self.deliveries,
             &self.producer,
             self.dead.as_mut(),
+            self.eo.as_mut(),
         );
-        let text = checkpoint::render(self.engine.checkpoint_entries().iter());
+        let text = self.checkpoint_text();
         if let Err(e) = self.saver.flush(text, Duration::from_secs(10)) {
             crate::log::error(format_args!(
                 "cannot write checkpoint {}: {e}",
@@ -411,10 +535,14 @@ fn apply(
     deliveries: &mut Vec<Delivery>,
     producer: &Producer,
     dead: Option<&mut dead_letter::DeadLetters>,
+    mut eo: Option<&mut exactly::EoState>,
 ) {
     let mut dead = dead;
     for d in deliveries.drain(..) {
         let path = engine.on_delivery(&d.tokens, d.error.as_ref());
+        if let (Some(eo), None) = (eo.as_deref_mut(), &d.error) {
+            eo.acked(producer.topic_name(d.topic), d.partition, d.base_offset);
+        }
         if let Some(e) = &d.error {
             let n = d.tokens.len();
             let shown = path

@@ -1,13 +1,15 @@
 //! What the tail engine ships lines into: the producer in the product, a recording fake in tests.
 
-use crate::producer::{Appended, Producer, RecordTooLarge, TopicState};
+use crate::producer::{Appended, Producer, RecordTooLarge, SourcePos, TopicState};
 use crate::wire::records::Header;
 
 /// Where lines go. A record appended can be taken back with [`Sink::undo_last`] until the next append:
 /// the reader copies a line straight from a memory map into a batch and takes it back if a page of the
 /// map vanished during the copy.
 pub trait Sink {
-    /// Adds one record to topic `topic`; `token` comes back with its delivery.
+    /// Adds one record to topic `topic`; `token` comes back with its delivery. With exactly-once,
+    /// `pos` is where the record ends in its file.
+    #[allow(clippy::too_many_arguments)]
     fn append(
         &mut self,
         topic: usize,
@@ -16,6 +18,7 @@ pub trait Sink {
         headers: &[Header<'_>],
         timestamp_ms: i64,
         token: u64,
+        pos: Option<&SourcePos>,
     ) -> Result<Appended, RecordTooLarge>;
 
     /// Takes back the record just appended.
@@ -37,8 +40,18 @@ impl Sink for Producer {
         headers: &[Header<'_>],
         timestamp_ms: i64,
         token: u64,
+        pos: Option<&SourcePos>,
     ) -> Result<Appended, RecordTooLarge> {
-        Producer::append(self, topic, key, Some(value), headers, timestamp_ms, token)
+        Producer::append_at(
+            self,
+            topic,
+            key,
+            Some(value),
+            headers,
+            timestamp_ms,
+            token,
+            pos,
+        )
     }
 
     fn undo_last(&mut self, a: Appended) {

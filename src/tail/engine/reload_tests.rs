@@ -11,7 +11,7 @@ use regex::bytes::Regex;
 use tokio::time::Instant;
 
 use super::*;
-use crate::producer::{Appended, RecordTooLarge, TopicState};
+use crate::producer::{Appended, RecordTooLarge, SourcePos, TopicState};
 use crate::tail::discover::{FilePolicy, Pattern};
 use crate::tail::follower::ReadLimits;
 use crate::tail::route::{RouteSpec, Template};
@@ -38,6 +38,7 @@ impl Sink for Topics {
         _headers: &[Header<'_>],
         _ts: i64,
         token: u64,
+        _pos: Option<&SourcePos>,
     ) -> Result<Appended, RecordTooLarge> {
         self.unacked
             .push((token, self.names[topic].clone(), value.to_vec()));
@@ -129,6 +130,7 @@ fn config(inputs: Vec<Input>) -> EngineConfig {
         },
         max_open_files: 1000,
         hostname: "test".into(),
+        exactly_once: None,
     }
 }
 

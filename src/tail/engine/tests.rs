@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::*;
-use crate::producer::{Appended, RecordTooLarge, TopicState};
+use crate::producer::{Appended, RecordTooLarge, SourcePos, TopicState};
 use crate::tail::discover::{FilePolicy, Pattern};
 use crate::tail::follower::ReadLimits;
 use crate::tail::route::{RouteSpec, Template};
@@ -28,6 +28,8 @@ struct FakeSink {
     pending: Vec<(u64, Vec<u8>)>,
     shipped: Vec<Vec<u8>>,
     full_at: Option<usize>,
+    /// Positions given with records (exactly-once).
+    ends: Vec<(u64, bool)>,
 }
 
 impl Sink for FakeSink {
@@ -39,8 +41,12 @@ impl Sink for FakeSink {
         _headers: &[Header<'_>],
         _ts: i64,
         token: u64,
+        pos: Option<&SourcePos>,
     ) -> Result<Appended, RecordTooLarge> {
         self.pending.push((token, value.to_vec()));
+        if let Some(p) = pos {
+            self.ends.push((p.end, p.skipping));
+        }
         Ok(Appended {
             topic: 0,
             partition: 0,
@@ -87,6 +93,7 @@ fn config(d: &Path) -> EngineConfig {
         },
         max_open_files: 1000,
         hostname: "test".into(),
+        exactly_once: None,
     }
 }
 
@@ -464,4 +471,50 @@ fn check_prefix(e: &Engine, sink: &FakeSink) {
             );
         }
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn exactly_once_reads_nothing_before_the_read_back_then_starts_where_kafka_has_the_file() {
+    let d = dir("eo");
+    let f = d.join("a.log");
+    append(&f, b"one\ntwo\nthree\n");
+    let mut cfg = config(&d);
+    cfg.exactly_once = Some("h".into());
+    let mut e = Engine::new(cfg, Vec::new());
+    let mut sink = FakeSink::default();
+    scan_now(&mut e);
+    e.read_pass(&mut sink, 1, Instant::now());
+    assert!(
+        sink.pending.is_empty(),
+        "read before the topic was read back"
+    );
+    let asked = e.take_to_resume();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].0, "t");
+    assert!(e.take_to_resume().is_empty());
+    let id = FileId::of(&fs::File::open(&f).unwrap()).unwrap();
+    let source = crate::tail::exactly::source_id("h", &id).to_string();
+    // Kafka holds "one" and "two" (8 bytes); another host's file of the same identity is not ours.
+    e.resumed("t", HashMap::from([(source, (8, false))]));
+    e.read_pass(&mut sink, 1, Instant::now());
+    ack(&mut e, &mut sink, |_| true);
+    assert_eq!(sink.shipped, vec![b"three".to_vec()]);
+    assert_eq!(sink.ends, vec![(14, false)]);
+    assert_eq!(e.checkpoint_entries()[0].offset, 14);
+    // A file Kafka holds more of than it has now was truncated while we were away: from 0.
+    let g = d.join("b.log");
+    append(&g, b"x\n");
+    let gid = FileId::of(&fs::File::open(&g).unwrap()).unwrap();
+    e.resumed(
+        "t",
+        HashMap::from([(
+            crate::tail::exactly::source_id("h", &gid).to_string(),
+            (500, false),
+        )]),
+    );
+    scan_now(&mut e);
+    e.read_pass(&mut sink, 1, Instant::now());
+    ack(&mut e, &mut sink, |_| true);
+    assert_eq!(sink.shipped.last().unwrap(), b"x");
+    fs::remove_dir_all(&d).unwrap();
 }

@@ -275,6 +275,22 @@ const CONSUMER_GROUP_DESCRIBE_V1: &[F] = &[
     NO_TAGS,
 ];
 
+const DESCRIBE_PRODUCERS_V0: &[F] = &[
+    I32,
+    Arr(&[
+        Str,
+        Arr(&[
+            I32,
+            I16,
+            Str,
+            Arr(&[I64, I32, I32, I64, I32, I64, NO_TAGS]),
+            NO_TAGS,
+        ]),
+        NO_TAGS,
+    ]),
+    NO_TAGS,
+];
+
 /// The layout of a response body, for the versions shipper negotiates.
 pub(super) fn layout(api: ApiKey, version: i16) -> Option<&'static [F]> {
     Some(match (api, version) {
@@ -286,6 +302,7 @@ pub(super) fn layout(api: ApiKey, version: i16) -> Option<&'static [F]> {
         (ApiKey::Produce, 9..=12) => PRODUCE_V9,
         (ApiKey::Fetch, 12) => FETCH_V12,
         (ApiKey::ListOffsets, 6..=7) => LIST_OFFSETS_V6,
+        (ApiKey::DescribeProducers, 0) => DESCRIBE_PRODUCERS_V0,
         (ApiKey::InitProducerId, 2..=5) => INIT_PRODUCER_ID_V2,
         (ApiKey::SaslHandshake, 1) => SASL_HANDSHAKE_V1,
         (ApiKey::SaslAuthenticate, 2) => SASL_AUTHENTICATE_V2,

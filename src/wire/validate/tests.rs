@@ -433,3 +433,34 @@ fn group_versions_outside_the_layouts_are_not_checked() {
         assert!(is_checked(api, above - 1), "{api:?} v{}", above - 1);
     }
 }
+
+#[test]
+fn describe_producers_v0() {
+    use kafka_protocol::messages::describe_producers_response::{
+        PartitionResponse, ProducerState, TopicResponse,
+    };
+    use kafka_protocol::messages::{DescribeProducersResponse, ProducerId, TopicName};
+    let resp = DescribeProducersResponse::default()
+        .with_throttle_time_ms(3)
+        .with_topics(vec![TopicResponse::default()
+            .with_name(TopicName(s("logs")))
+            .with_partitions(vec![
+                PartitionResponse::default()
+                    .with_partition_index(0)
+                    .with_active_producers(vec![
+                        ProducerState::default()
+                            .with_producer_id(ProducerId(4001))
+                            .with_producer_epoch(2)
+                            .with_last_sequence(977)
+                            .with_last_timestamp(1_700_000_000_000)
+                            .with_coordinator_epoch(-1)
+                            .with_current_txn_start_offset(-1),
+                        ProducerState::default().with_producer_id(ProducerId(9)),
+                    ]),
+                PartitionResponse::default()
+                    .with_partition_index(1)
+                    .with_error_code(6)
+                    .with_error_message(Some(s("not the leader"))),
+            ])]);
+    assert_layout_matches(ApiKey::DescribeProducers, 0, &resp);
+}
