@@ -474,3 +474,153 @@ fn real_logrotate_copytruncate_mode_loses_at_most_the_copy_window() {
     // followed: that window is documented; it must stay a small fraction.
     assert!(lost * 20 < total, "lost {lost} of {total}");
 }
+
+/// Issue #16 on the single broker: `--exactly-once` killed twice (once with the checkpoint deleted
+/// after) while three files grow: every line once for shipper, kcat and Kafka's console consumer with
+/// read_committed; position headers only where a batch needs them.
+#[test]
+fn tail_exactly_once_survives_kill_9_and_a_deleted_checkpoint_without_duplicates() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("tail-eo");
+    let t = topic("tail-eo");
+    create_topic(&b, &t, 3, 1, &[]);
+    let pattern = dir.join("*.log");
+    let ck = ckpt_arg(&dir);
+    let args = [
+        pattern.to_str().unwrap(),
+        &t,
+        "--checkpoint",
+        &ck,
+        "--exactly-once",
+    ];
+    let d = dir.clone();
+    let writer = std::thread::spawn(move || {
+        for chunk in 0..40 {
+            for f in 0..3 {
+                let name = format!("f{f}");
+                append(
+                    &d.join(format!("{name}.log")),
+                    &numbered(&name, chunk * 250, chunk * 250 + 250),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    for round in 0..2 {
+        let mut tail = Tail::start(&b, &args, &dir.join(format!("err{round}")));
+        std::thread::sleep(Duration::from_millis(1200));
+        tail.stop("KILL");
+        if round == 1 {
+            std::fs::remove_file(dir.join("checkpoint")).unwrap();
+        }
+    }
+    writer.join().unwrap();
+    let mut tail = Tail::start(&b, &args, &dir.join("err-final"));
+    wait_for_records(&b, &t, 30_000, WAIT);
+    std::thread::sleep(Duration::from_millis(1000));
+    tail.stop("INT");
+    let mut want: Vec<Vec<u8>> = (0..3)
+        .flat_map(|f| lines(&numbered(&format!("f{f}"), 0, 10_000)))
+        .collect();
+    want.sort();
+    let mut got = topic_values(&b, &t);
+    got.sort();
+    assert_eq!(got.len(), want.len(), "shipper's count");
+    assert!(got == want, "shipper: every line exactly once");
+    let mut kc = lines(&kcat(&b, &["-C", "-t", &t, "-e", "-q", "-f", "%s\\n"], b""));
+    kc.sort();
+    assert!(
+        kc == want,
+        "kcat: every line exactly once ({} records)",
+        kc.len()
+    );
+    let java = kafka_tool(
+        "org.apache.kafka.tools.consumer.ConsoleConsumer",
+        &[
+            "--bootstrap-server",
+            &b,
+            "--topic",
+            &t,
+            "--from-beginning",
+            "--isolation-level",
+            "read_committed",
+            "--max-messages",
+            "30000",
+            "--timeout-ms",
+            "20000",
+        ],
+        b"",
+    );
+    let mut jv = lines(&java);
+    jv.sort();
+    assert!(
+        jv == want,
+        "read_committed: every line exactly once ({} records)",
+        jv.len()
+    );
+    // One file per partition; a header on few records (one per file per batch, plus after restarts).
+    let hs = kcat(&b, &["-C", "-t", &t, "-e", "-q", "-f", "%p %h\\n"], b"");
+    let text = String::from_utf8_lossy(&hs);
+    let with = text.lines().filter(|l| l.contains("shipper.pos=")).count();
+    assert!(with > 0 && with < 1_000, "{with} records carry a position");
+    let per_record = kcat(&b, &["-C", "-t", &t, "-e", "-q", "-f", "%p %s\\n"], b"");
+    let mut partition_of: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for l in String::from_utf8_lossy(&per_record).lines() {
+        let mut it = l.splitn(3, ' ');
+        let (p, file) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
+        partition_of
+            .entry(file.to_string())
+            .or_default()
+            .insert(p.to_string());
+    }
+    for (file, ps) in &partition_of {
+        assert_eq!(ps.len(), 1, "{file} went to partitions {ps:?}");
+    }
+}
+
+#[test]
+fn tail_exactly_once_refuses_settings_that_cannot_keep_it() {
+    let dir = scratch_dir("tail-eo-usage");
+    let p = dir.join("a.log");
+    for flags in [
+        &["--acks", "1"][..],
+        &["--no-idempotence"],
+        &["--partitioner", "random"],
+    ] {
+        let out = std::process::Command::new(shipper_bin())
+            .args([
+                "-b",
+                "127.0.0.1:1",
+                "tail",
+                p.to_str().unwrap(),
+                "t",
+                "--exactly-once",
+            ])
+            .args(flags)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.contains("exactly-once"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    let cfg = dir.join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "brokers = [\"127.0.0.1:1\"]\nacks = \"1\"\nexactly_once = true\n[[input]]\npaths = [\"{}\"]\ntopic = \"t\"\n",
+            p.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(shipper_bin())
+        .args(["check-config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("agent.toml:3:") && err.contains("acks=all"),
+        "{err}"
+    );
+}

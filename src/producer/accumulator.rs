@@ -56,13 +56,22 @@ pub struct Appended {
 /// A source and the byte offset a record of it ended at.
 type At = (Arc<str>, u64);
 
+/// What an append changed of [`OpenBatch::at`], to undo it.
+enum PrevAt {
+    Unchanged,
+    /// Same source: its previous end.
+    End(u64),
+    /// Another source (or none) before.
+    At(Option<At>),
+}
+
 pub(crate) struct OpenBatch {
     buf: BytesMut,
     builder: BatchBuilder,
     tokens: Vec<u64>,
     created: Instant,
     /// The last record's mark and size, and the source position before it, to take it back.
-    last: Option<(RecordMark, usize, Option<At>)>,
+    last: Option<(RecordMark, usize, PrevAt)>,
     /// Source and end of the last record that came with a [`SourcePos`] (exactly-once).
     at: Option<At>,
 }
@@ -72,9 +81,9 @@ pub(crate) struct OpenBatch {
 /// carries it in a [`POSITION_HEADER`] header, so a restart can read back from Kafka what each source
 /// has there (see `crate::tail::exactly`).
 #[derive(Debug, Clone)]
-pub struct SourcePos {
+pub struct SourcePos<'a> {
     /// The source's identity (host and file identity).
-    pub source: Arc<str>,
+    pub source: &'a Arc<str>,
     /// Byte offset after the record in its source.
     pub end: u64,
     /// The record is the head of an over-long line whose rest, after `end`, is skipped.
@@ -85,7 +94,7 @@ pub struct SourcePos {
 /// rest of an over-long line is skipped.
 pub const POSITION_HEADER: &str = "shipper.pos";
 
-impl SourcePos {
+impl SourcePos<'_> {
     /// The header value.
     pub fn header_value(&self) -> String {
         format!(
@@ -102,7 +111,7 @@ impl SourcePos {
         match prev {
             Some((s, end)) => {
                 !self.skipping
-                    && (Arc::ptr_eq(s, &self.source) || **s == *self.source)
+                    && (Arc::ptr_eq(s, self.source) || **s == **self.source)
                     && end.checked_add(value_len as u64 + 1) == Some(self.end)
             }
             None => false,
@@ -205,6 +214,8 @@ pub(crate) struct Accumulator {
     pub(crate) topics: Vec<TopicQueues>,
     /// Bytes appended and not yet delivered.
     pub(crate) buffered: usize,
+    /// The last source placed (exactly-once), its topic and partition.
+    last_source: Option<(Arc<str>, usize, i32)>,
 }
 
 impl Accumulator {
@@ -213,6 +224,7 @@ impl Accumulator {
             cfg,
             topics: Vec::new(),
             buffered: 0,
+            last_source: None,
         }
     }
 
@@ -242,7 +254,7 @@ impl Accumulator {
         &mut self,
         topic: usize,
         key: Option<&[u8]>,
-        pos: Option<&SourcePos>,
+        pos: Option<&SourcePos<'_>>,
     ) -> i32 {
         let t = &self.topics[topic];
         let n = t.parts.len();
@@ -250,8 +262,19 @@ impl Accumulator {
             return p;
         }
         if let Some(pos) = pos {
-            // Exactly-once: a source's records all go to one partition, in order.
-            return partition_for_key(key.unwrap_or(pos.source.as_bytes()), n);
+            // Exactly-once: a source's records all go to one partition, in order. The hash of the
+            // source is kept while the same source (the same Arc) keeps coming.
+            if let Some(k) = key {
+                return partition_for_key(k, n);
+            }
+            if let Some((s, t, p)) = &self.last_source {
+                if Arc::ptr_eq(s, pos.source) && *t == topic {
+                    return *p;
+                }
+            }
+            let p = partition_for_key(pos.source.as_bytes(), n);
+            self.last_source = Some((pos.source.clone(), topic, p));
+            return p;
         }
         match (self.cfg.partitioner, key) {
             (Partitioner::Default | Partitioner::Murmur2, Some(k)) => partition_for_key(k, n),
@@ -291,7 +314,7 @@ impl Accumulator {
         headers: &[Header<'_>],
         timestamp_ms: i64,
         token: u64,
-        pos: Option<&SourcePos>,
+        pos: Option<&SourcePos<'_>>,
     ) -> Result<Appended, RecordTooLarge> {
         let p = self.choose_partition(topic, key, pos);
         let limit = self.limit();
@@ -351,9 +374,12 @@ impl Accumulator {
             .builder
             .push(&mut open.buf, timestamp_ms, key, value, headers);
         open.tokens.push(token);
-        let before = match pos {
-            Some(pos) => open.at.replace((pos.source.clone(), pos.end)),
-            None => open.at.clone(),
+        let before = match (pos, &mut open.at) {
+            (None, _) => PrevAt::Unchanged,
+            (Some(pos), Some((s, end))) if Arc::ptr_eq(s, pos.source) => {
+                PrevAt::End(std::mem::replace(end, pos.end))
+            }
+            (Some(pos), at) => PrevAt::At(at.replace((pos.source.clone(), pos.end))),
         };
         open.last = Some((mark, add, before));
         self.buffered += add;
@@ -376,7 +402,15 @@ impl Accumulator {
         let Some((mark, size, before)) = open.last.take() else {
             return;
         };
-        open.at = before;
+        match before {
+            PrevAt::Unchanged => {}
+            PrevAt::End(e) => {
+                if let Some(at) = &mut open.at {
+                    at.1 = e;
+                }
+            }
+            PrevAt::At(a) => open.at = a,
+        }
         open.builder.pop(&mut open.buf, mark);
         open.tokens.pop();
         self.buffered = self.buffered.saturating_sub(size);
@@ -565,11 +599,13 @@ mod tests {
         let t = a.add_topic(meta(1));
         let src = |s: &str| -> Arc<str> { Arc::from(s) };
         let (x, y) = (src("h:1:1:0"), src("h:1:2:0"));
-        let pos = |s: &Arc<str>, end: u64, skipping: bool| SourcePos {
-            source: s.clone(),
-            end,
-            skipping,
-        };
+        fn pos(source: &Arc<str>, end: u64, skipping: bool) -> SourcePos<'_> {
+            SourcePos {
+                source,
+                end,
+                skipping,
+            }
+        }
         // x: "aa\n" "b\n", then y: "ccc\n", then x again after 10 skipped bytes, then a truncated head.
         let recs: Vec<(&[u8], SourcePos)> = vec![
             (b"aa", pos(&x, 3, false)),

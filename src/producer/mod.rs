@@ -390,7 +390,7 @@ impl Producer {
         headers: &[Header<'_>],
         timestamp_ms: i64,
         token: u64,
-        pos: Option<&SourcePos>,
+        pos: Option<&SourcePos<'_>>,
     ) -> Result<Appended, RecordTooLarge> {
         self.acc
             .append_at(topic, key, value, headers, timestamp_ms, token, pos)

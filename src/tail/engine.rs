@@ -114,7 +114,7 @@ pub struct Engine {
     /// each source stands in Kafka.
     resumed: BTreeSet<String>,
     to_resume: BTreeSet<String>,
-    in_kafka: HashMap<String, (u64, bool)>,
+    in_kafka: HashMap<(String, String), (u64, bool)>,
     /// Line and event counters.
     pub counters: Counters,
 }
@@ -179,18 +179,23 @@ impl Engine {
     /// Exactly-once: topic `name` was read back; `ends` says where this host's sources stand in it.
     /// Its files start there, then are read.
     pub fn resumed(&mut self, name: &str, ends: HashMap<String, (u64, bool)>) {
-        self.in_kafka.extend(ends);
+        self.in_kafka
+            .extend(ends.into_iter().map(|(s, e)| ((name.to_string(), s), e)));
         let mut moved = Vec::new();
         for f in self.followers.values_mut() {
             if f.route.topic_name != name {
                 continue;
             }
-            let Some((end, skipping)) = f.source.as_ref().and_then(|s| self.in_kafka.get(&**s))
+            // Taken once: later the follower's own position is newer than what was read back.
+            let Some((end, skipping)) = f
+                .source
+                .as_ref()
+                .and_then(|s| self.in_kafka.remove(&(name.to_string(), s.to_string())))
             else {
                 continue;
             };
-            if *end != f.read_pos && f.advance_to(*end, *skipping) {
-                moved.push((Esc::path(&f.path).to_string(), *end));
+            if end != f.read_pos && f.advance_to(end, skipping) {
+                moved.push((Esc::path(&f.path).to_string(), end));
             }
         }
         for (p, end) in moved {
@@ -415,7 +420,8 @@ impl Engine {
                 }
                 if let Some(host) = &self.cfg.exactly_once {
                     let source = super::exactly::source_id(host, &f.id);
-                    if let Some(&(end, skipping)) = self.in_kafka.get(&*source) {
+                    let key = (f.route.topic_name.clone(), source.to_string());
+                    if let Some((end, skipping)) = self.in_kafka.remove(&key) {
                         f.advance_to(end, skipping);
                     }
                     f.source = Some(source);

@@ -200,9 +200,9 @@ impl Follower {
         true
     }
 
-    fn position(&self, end: u64, skipping: bool) -> Option<SourcePos> {
-        self.source.as_ref().map(|s| SourcePos {
-            source: s.clone(),
+    fn position(source: Option<&Arc<str>>, end: u64, skipping: bool) -> Option<SourcePos<'_>> {
+        source.map(|source| SourcePos {
+            source,
             end,
             skipping,
         })
@@ -380,6 +380,7 @@ impl Follower {
         let mut splitter = LineSplitter::resume(max_line_bytes, self.skipping);
         let base = self.read_pos;
         let route = self.route.clone();
+        let source = self.source.clone();
         let headers: Vec<Header<'_>> = route
             .headers
             .iter()
@@ -407,7 +408,7 @@ impl Follower {
                     self.ship_line(
                         bytes,
                         (truncated, skipping),
-                        end,
+                        (end, source.as_ref()),
                         &route,
                         &headers,
                         region,
@@ -454,6 +455,7 @@ impl Follower {
         }
         let base = self.read_pos;
         let route = self.route.clone();
+        let source = self.source.clone();
         let headers: Vec<Header<'_>> = route
             .headers
             .iter()
@@ -461,7 +463,7 @@ impl Follower {
             .collect();
         for e in &events {
             let token = self.token(base + e.end as u64);
-            let pos = self.position(base + e.end as u64, false);
+            let pos = Self::position(source.as_ref(), base + e.end as u64, false);
             // An event ends at a line end, where no over-long line is being skipped.
             self.read_pos = base + e.end as u64;
             self.skipping = false;
@@ -518,7 +520,7 @@ impl Follower {
         &mut self,
         bytes: &[u8],
         (truncated, skipping): (bool, bool),
-        end: u64,
+        (end, source): (u64, Option<&Arc<str>>),
         route: &Route,
         headers: &[Header<'_>],
         region: &Region,
@@ -527,7 +529,7 @@ impl Follower {
         let before = self.read_pos;
         let token = self.token(end);
         self.read_pos = end;
-        let pos = self.position(end, skipping);
+        let pos = Self::position(source, end, skipping);
         let appended = s.sink.append(
             route.topic.unwrap_or(0),
             route.key.as_deref(),

@@ -123,6 +123,7 @@ fn fixed_settings(s: &crate::settings::tail::TailSettings) -> Vec<(&'static str,
             "checkpoint, interval, dead-letter or metrics settings",
             format!("{:?}", s.options),
         ),
+        ("exactly_once", format!("{:?}", s.engine.exactly_once)),
     ]
 }
 
@@ -451,7 +452,10 @@ impl Running {
                         changed.join(", ")
                     ));
                 }
-                let summary = self.engine.reconfigure(new.engine);
+                let mut engine = new.engine;
+                // Exactly-once is on or off for the whole run (the producer and checkpoint follow it).
+                engine.exactly_once = self.engine.exactly_once_host();
+                let summary = self.engine.reconfigure(engine);
                 crate::log::info(format_args!("config reloaded: {summary}"));
                 for p in self.engine.patterns().clone().iter() {
                     self.watch

@@ -18,7 +18,7 @@ pub trait Sink {
         headers: &[Header<'_>],
         timestamp_ms: i64,
         token: u64,
-        pos: Option<&SourcePos>,
+        pos: Option<&SourcePos<'_>>,
     ) -> Result<Appended, RecordTooLarge>;
 
     /// Takes back the record just appended.
@@ -40,7 +40,7 @@ impl Sink for Producer {
         headers: &[Header<'_>],
         timestamp_ms: i64,
         token: u64,
-        pos: Option<&SourcePos>,
+        pos: Option<&SourcePos<'_>>,
     ) -> Result<Appended, RecordTooLarge> {
         Producer::append_at(
             self,

@@ -38,7 +38,7 @@ impl Sink for Topics {
         _headers: &[Header<'_>],
         _ts: i64,
         token: u64,
-        _pos: Option<&SourcePos>,
+        _pos: Option<&SourcePos<'_>>,
     ) -> Result<Appended, RecordTooLarge> {
         self.unacked
             .push((token, self.names[topic].clone(), value.to_vec()));

@@ -41,7 +41,7 @@ impl Sink for FakeSink {
         _headers: &[Header<'_>],
         _ts: i64,
         token: u64,
-        pos: Option<&SourcePos>,
+        pos: Option<&SourcePos<'_>>,
     ) -> Result<Appended, RecordTooLarge> {
         self.pending.push((token, value.to_vec()));
         if let Some(p) = pos {
