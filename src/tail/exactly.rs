@@ -202,7 +202,13 @@ pub async fn read_back(
     let mut at = from;
     let deadline = Instant::now() + SETTLE_LIMIT;
     loop {
-        let mut consumer = Consumer::new(cluster.clone(), FetchConfig::default());
+        // No long polls: a fetch held at the end of a partition would hold up, for its whole wait, the
+        // Produce requests queued behind it on the same broker connection.
+        let fetch = FetchConfig {
+            max_wait_ms: 0,
+            ..FetchConfig::default()
+        };
+        let mut consumer = Consumer::new(cluster.clone(), fetch);
         consumer.assign_from(meta.clone(), &[], &at, start).await?;
         while !consumer.at_end_of_start() {
             for f in consumer.poll().await? {
