@@ -202,6 +202,43 @@ async fn out_of_order_sequence_takes_a_new_producer_id_and_resends() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn exactly_once_stops_instead_of_taking_a_new_producer_id() {
+    // A new id would resend under it batches whose first attempt may already be written.
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    let cfg = ProducerConfig {
+        stop_on_state_loss: true,
+        ..tail_config()
+    };
+    let mut p = producer(&b, "t", cfg).await;
+    b.misbehave_times(
+        Misbehave::ProduceError {
+            code: 45,
+            leader_hint: None,
+        },
+        1,
+    );
+    p.append(0, None, Some(b"x"), &[], timestamp_now_ms(), 0)
+        .unwrap();
+    p.seal_all();
+    let mut out = Vec::new();
+    let mut stopped = None;
+    for _ in 0..20 {
+        if let Err(e) = p.drive(&mut out).await {
+            stopped = Some(e);
+            break;
+        }
+    }
+    let e = stopped.expect("the producer stops").to_string();
+    assert!(
+        e.contains("exactly-once") && e.contains("OUT_OF_ORDER_SEQUENCE_NUMBER"),
+        "{e}"
+    );
+    assert_eq!(b.requests(ApiKey::InitProducerId), 1);
+    assert!(b.partition_values("t", 0).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_broker_that_keeps_refusing_producer_state_is_paced_and_the_timeout_holds() {
     let b = FakeBroker::new(1);
     b.create_topic("t", 1);
