@@ -653,9 +653,10 @@ mod tests {
             "first of x, y, x after a gap, the truncated head"
         );
         let mut found = Positions::new("h:".into());
-        found.batch(rs.into_iter());
-        assert_eq!(found.ends["h:1:1:0"], (23, true));
-        assert_eq!(found.ends["h:1:2:0"], (4, false));
+        found.batch(0, 1, rs.into_iter());
+        let ends = found.into_ends();
+        assert_eq!(ends["h:1:1:0"], (23, true));
+        assert_eq!(ends["h:1:2:0"], (4, false));
         // Records of one source all go to one partition of a topic with several.
         let mut a = acc(1 << 20);
         let t = a.add_topic(meta(8));

@@ -116,13 +116,14 @@ pub fn parse_position(v: &[u8]) -> Option<(&str, u64, bool)> {
     Some((source, end.parse().ok()?, skipping))
 }
 
-/// Where each source stands in what was read back: the last position found wins (a file truncated
-/// and shipped again from its start has a smaller position later).
+/// Where each source stands in what was read back. Within a partition the last position wins (a file
+/// truncated and shipped again from its start has a smaller position later); across partitions (a
+/// file whose partition changed: more partitions, another key) the batch written last wins.
 #[derive(Debug, Default)]
 pub struct Positions {
-    /// Per source: byte offset after its last record in Kafka, and whether an over-long line's rest
-    /// is being skipped there.
-    pub ends: HashMap<String, (u64, bool)>,
+    /// Per source: partition, batch timestamp, byte offset after its last record in Kafka, and
+    /// whether an over-long line's rest is being skipped there.
+    found: HashMap<String, (i32, i64, u64, bool)>,
     /// Only sources starting with this (this host's) are kept.
     prefix: String,
 }
@@ -131,19 +132,26 @@ impl Positions {
     /// Positions of sources whose identity starts with `prefix` (`<host>:`).
     pub fn new(prefix: String) -> Self {
         Positions {
-            ends: HashMap::new(),
+            found: HashMap::new(),
             prefix,
         }
     }
 
-    /// Takes one batch's records, in order: each as its value length and position header, if any.
-    pub fn batch<'a>(&mut self, records: impl Iterator<Item = (usize, Option<&'a [u8]>)>) {
+    /// Takes one batch of `partition` (with its largest timestamp), its records in order: each as its
+    /// value length and position header, if any. Returns whether it held a position of ours.
+    pub fn batch<'a>(
+        &mut self,
+        partition: i32,
+        timestamp: i64,
+        records: impl Iterator<Item = (usize, Option<&'a [u8]>)>,
+    ) -> bool {
+        let mut last: HashMap<String, (u64, bool)> = HashMap::new();
         let mut current: Option<(String, u64)> = None;
         for (len, header) in records {
             match header.and_then(parse_position) {
                 Some((source, end, skipping)) => {
                     if source.starts_with(&self.prefix) {
-                        self.ends.insert(source.to_string(), (end, skipping));
+                        last.insert(source.to_string(), (end, skipping));
                         current = Some((source.to_string(), end));
                     } else {
                         current = None;
@@ -152,11 +160,42 @@ impl Positions {
                 None => {
                     if let Some((source, end)) = &mut current {
                         *end += len as u64 + 1;
-                        self.ends.insert(source.clone(), (*end, false));
+                        last.insert(source.clone(), (*end, false));
                     }
                 }
             }
         }
+        let ours = !last.is_empty();
+        for (source, (end, skipping)) in last {
+            let replace = self
+                .found
+                .get(&source)
+                .is_none_or(|&(p, ts, _, _)| p == partition || timestamp >= ts);
+            if replace {
+                self.found
+                    .insert(source, (partition, timestamp, end, skipping));
+            }
+        }
+        ours
+    }
+
+    /// How many sources were found.
+    pub fn len(&self) -> usize {
+        self.found.len()
+    }
+
+    /// Whether none was.
+    pub fn is_empty(&self) -> bool {
+        self.found.is_empty()
+    }
+
+    /// Per source: byte offset after its last record in Kafka, and whether an over-long line's rest is
+    /// being skipped there.
+    pub fn into_ends(self) -> HashMap<String, (u64, bool)> {
+        self.found
+            .into_iter()
+            .map(|(s, (_, _, end, skipping))| (s, (end, skipping)))
+            .collect()
     }
 }
 
@@ -196,6 +235,7 @@ pub async fn read_back(
         positions: Positions::new(format!("{host}:")),
         seen: HashMap::new(),
         previous,
+        latest: None,
         scratch: Vec::new(),
         records: 0,
     };
@@ -220,13 +260,20 @@ pub async fn read_back(
             .into_iter()
             .map(|(_, p, o)| (p, o))
             .collect();
-        let Some(pid) = previous else { break };
+        // With no checkpoint, the producer of the latest batch holding our positions.
+        let Some(pid) = previous.or(r.latest.map(|l| l.1)) else {
+            break;
+        };
         let pending = last_sequences(&cluster, &topic, &meta, pid)
             .await
             .map(|broker| {
                 broker
                     .into_iter()
-                    .filter(|(p, seq)| r.seen.get(p).is_none_or(|s| s < seq))
+                    .filter(|(p, (seq, ts))| {
+                        // A found producer's batch older than where reading began is not pending.
+                        let before = previous.is_none() && since_ms.is_some_and(|s| *ts < s);
+                        !before && r.seen.get(&(*p, pid)).is_none_or(|s| s < seq)
+                    })
                     .map(|(p, _)| p)
                     .collect::<Vec<_>>()
             });
@@ -269,9 +316,13 @@ pub async fn read_back(
 /// The state of one read-back.
 struct Reading {
     positions: Positions,
-    /// Per partition, the last sequence seen of the previous producer.
-    seen: HashMap<i32, i32>,
+    /// Per (partition, producer id), the last sequence seen of batches holding our positions (and of
+    /// every batch of the previous producer).
+    seen: HashMap<(i32, i64), i32>,
     previous: Option<i64>,
+    /// The producer of the latest batch holding our positions (timestamp, id): with no checkpoint, the
+    /// last run's producer is this one.
+    latest: Option<(i64, i64)>,
     scratch: Vec<u8>,
     records: u64,
 }
@@ -284,9 +335,9 @@ impl Reading {
                 continue;
             }
             records::verify_crc(&h, batch).map_err(|e| bad(topic, f.partition, e))?;
+            let last_seq = h.base_sequence.wrapping_add(h.record_count - 1);
             if Some(h.producer_id) == self.previous && h.base_sequence >= 0 {
-                let last = h.base_sequence.wrapping_add(h.record_count - 1);
-                self.seen.insert(f.partition, last);
+                self.seen.insert((f.partition, h.producer_id), last_seq);
             }
             let section = records::records_section(&h, batch, &mut self.scratch, 256 << 20)
                 .map_err(|e| bad(topic, f.partition, e))?;
@@ -300,20 +351,30 @@ impl Reading {
                 rs.push((r.value.map_or(0, <[u8]>::len), pos));
             }
             self.records += rs.len() as u64;
-            self.positions.batch(rs.into_iter());
+            if self
+                .positions
+                .batch(f.partition, h.max_timestamp, rs.into_iter())
+                && h.producer_id >= 0
+                && h.base_sequence >= 0
+            {
+                self.seen.insert((f.partition, h.producer_id), last_seq);
+                if self.latest.is_none_or(|(ts, _)| h.max_timestamp >= ts) {
+                    self.latest = Some((h.max_timestamp, h.producer_id));
+                }
+            }
         }
         Ok(())
     }
 }
 
-/// DescribeProducers: the last sequence each partition's leader has appended for producer `pid`
-/// (partitions where it has none are left out).
+/// DescribeProducers: the last sequence (and its batch's timestamp) each partition's leader has
+/// appended for producer `pid` (partitions where it has none are left out).
 async fn last_sequences(
     cluster: &Cluster,
     topic: &str,
     meta: &TopicMeta,
     pid: i64,
-) -> Result<HashMap<i32, i32>, Error> {
+) -> Result<HashMap<i32, (i32, i64)>, Error> {
     let mut by_leader: HashMap<i32, Vec<i32>> = HashMap::new();
     for p in &meta.partitions {
         by_leader.entry(meta.leader(p.id)).or_default().push(p.id);
@@ -351,7 +412,7 @@ async fn last_sequences(
                     });
                 }
                 if let Some(s) = p.active_producers.iter().find(|s| s.producer_id.0 == pid) {
-                    out.insert(p.partition_index, s.last_sequence);
+                    out.insert(p.partition_index, (s.last_sequence, s.last_timestamp));
                 }
             }
         }
@@ -380,6 +441,8 @@ mod tests {
         // a: record ending at 10, then two continuing records (5 and 0 bytes), then b, then a record of
         // another host with one continuation that must not be counted for anyone.
         p.batch(
+            0,
+            1,
             [
                 (9, Some(a)),
                 (5, None),
@@ -390,16 +453,22 @@ mod tests {
             ]
             .into_iter(),
         );
-        assert_eq!(p.ends["h:1:2:3"], (17, false));
-        assert_eq!(p.ends["h:1:9:3"], (100, true));
-        assert_eq!(p.ends.len(), 2);
+        assert_eq!(p.len(), 2);
         // A later batch of a truncated file: its smaller position wins, it is later.
         let again: &[u8] = b"h:1:2:3@4";
-        p.batch([(3, Some(again))].into_iter());
-        assert_eq!(p.ends["h:1:2:3"], (4, false));
+        assert!(p.batch(0, 1, [(3, Some(again))].into_iter()));
         // Records without a header at the start of a batch belong to no one (another producer).
-        p.batch([(3, None)].into_iter());
-        assert_eq!(p.ends["h:1:2:3"], (4, false));
+        assert!(!p.batch(0, 2, [(3, None)].into_iter()));
+        // In another partition, an older batch does not win; a newer one does.
+        let moved: &[u8] = b"h:1:9:3@50";
+        p.batch(1, 0, [(3, Some(moved))].into_iter());
+        let e = p.into_ends();
+        assert_eq!(e["h:1:2:3"], (4, false));
+        assert_eq!(e["h:1:9:3"], (100, true));
+        let mut p = Positions::new("h:".into());
+        p.batch(0, 5, [(3, Some(b))].into_iter());
+        p.batch(1, 9, [(3, Some(moved))].into_iter());
+        assert_eq!(p.into_ends()["h:1:9:3"], (50, false));
     }
 
     #[test]

@@ -352,7 +352,7 @@ impl Running {
                         rb.records,
                         Esc::str(&rb.topic),
                         started.elapsed().as_secs_f64(),
-                        rb.positions.ends.len()
+                        rb.positions.len()
                     ));
                 }
                 (topic, r)
@@ -372,7 +372,7 @@ impl Running {
                         eo.marks.entry((topic.clone(), *p)).or_insert(*end);
                     }
                 }
-                self.engine.resumed(&topic, rb.positions.ends);
+                self.engine.resumed(&topic, rb.positions.into_ends());
             }
             Err(e) => {
                 crate::log::warn(format_args!(
