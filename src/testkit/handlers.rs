@@ -20,6 +20,7 @@ impl FakeBroker {
             (ApiKey::Metadata, 0, 12),
             (ApiKey::ApiVersions, 0, 3),
             (ApiKey::InitProducerId, 0, 5),
+            (ApiKey::DescribeProducers, 0, 0),
             (ApiKey::SaslHandshake, 0, 1),
             (ApiKey::SaslAuthenticate, 0, 2),
             (ApiKey::FindCoordinator, 0, 6),
@@ -234,6 +235,41 @@ impl FakeBroker {
         (0, base)
     }
 
+    /// Each partition's producers and the last sequence appended for each (held or not).
+    pub(super) fn describe_producers(&self, node: i32, req: DescribeProducersRequest) -> Body {
+        let st = self.lock();
+        let mut r = DescribeProducersResponse::default();
+        for t in req.topics {
+            let mut tr = describe_producers_response::TopicResponse::default();
+            tr.name = t.name.clone();
+            let logs = st.topics.get(&t.name.0.to_string());
+            for p in t.partition_indexes {
+                let mut pr = describe_producers_response::PartitionResponse::default();
+                pr.partition_index = p;
+                match logs.and_then(|l| l.get(p as usize)) {
+                    None => pr.error_code = 3,
+                    Some(log) if log.leader != node => pr.error_code = 6,
+                    Some(log) => {
+                        for (id, batches) in &log.producers {
+                            if let Some(&(_, last, _)) = batches.last() {
+                                let mut s = describe_producers_response::ProducerState::default();
+                                s.producer_id = ProducerId(*id);
+                                s.last_sequence = last;
+                                s.last_timestamp = -1;
+                                s.coordinator_epoch = -1;
+                                s.current_txn_start_offset = -1;
+                                pr.active_producers.push(s);
+                            }
+                        }
+                    }
+                }
+                tr.partitions.push(pr);
+            }
+            r.topics.push(tr);
+        }
+        Body::DescribeProducers(r)
+    }
+
     pub(super) fn list_offsets(&self, node: i32, req: ListOffsetsRequest) -> Body {
         let forced = match self.take_rule(|m| matches!(m, Misbehave::Offsets { .. })) {
             Some(Misbehave::Offsets { earliest, latest }) => Some((earliest, latest)),
@@ -258,7 +294,7 @@ impl FakeBroker {
                             (-2, Some((e, _))) => e,
                             (-1, Some((_, l))) => l,
                             (-2, None) => earliest,
-                            _ => log.next_offset,
+                            _ => log.high_watermark(),
                         };
                     }
                 }
@@ -297,9 +333,10 @@ impl FakeBroker {
                     Some(log) if log.leader != node => pd.error_code = 6,
                     Some(_) if error.is_some() => pd.error_code = error.unwrap_or(0),
                     Some(log) => {
-                        pd.high_watermark = log.next_offset;
+                        let hw = log.high_watermark();
+                        pd.high_watermark = hw;
                         let earliest = log.batches.first().map_or(log.next_offset, |(o, _)| *o);
-                        if p.fetch_offset < earliest || p.fetch_offset > log.next_offset {
+                        if p.fetch_offset < earliest || p.fetch_offset > hw {
                             pd.error_code = 1;
                         } else if no_progress {
                             let mut b = BytesMut::new();
@@ -309,7 +346,7 @@ impl FakeBroker {
                             pd.records = Some(b.freeze());
                         } else {
                             let mut out = BytesMut::new();
-                            for (base, b) in &log.batches {
+                            for (base, b) in log.batches.iter().filter(|(base, _)| *base < hw) {
                                 let h = BatchHeader::parse(b).ok();
                                 if h.is_some_and(|h| h.next_offset() > p.fetch_offset)
                                     || *base >= p.fetch_offset
@@ -419,6 +456,7 @@ pub(super) enum Body {
     LeaveGroup(LeaveGroupResponse),
     OffsetCommit(OffsetCommitResponse),
     OffsetFetch(OffsetFetchResponse),
+    DescribeProducers(DescribeProducersResponse),
 }
 
 impl Body {
@@ -441,6 +479,7 @@ impl Body {
             Body::LeaveGroup(r) => r.encode(out, version),
             Body::OffsetCommit(r) => r.encode(out, version),
             Body::OffsetFetch(r) => r.encode(out, version),
+            Body::DescribeProducers(r) => r.encode(out, version),
         }
     }
 }

@@ -91,6 +91,16 @@ struct PartitionLog {
     next_offset: i64,
     /// Per producer id: the last five batches' (first sequence, last sequence, base offset).
     producers: HashMap<i64, Vec<(i32, i32, i64)>>,
+    /// The high watermark while commits are held: batches from here on are appended but not yet
+    /// visible to Fetch and ListOffsets (acks=all waiting for followers).
+    held_at: Option<i64>,
+}
+
+impl PartitionLog {
+    /// The high watermark: what readers see.
+    fn high_watermark(&self) -> i64 {
+        self.held_at.unwrap_or(self.next_offset)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -307,6 +317,32 @@ impl FakeBroker {
     }
 
     /// How many requests of this API arrived.
+    /// From now on, batches appended to this partition stay invisible to readers (appended, not yet
+    /// committed) until [`FakeBroker::commit`].
+    pub fn hold_commits(&self, topic: &str, partition: i32) {
+        let mut st = self.lock();
+        if let Some(log) = st
+            .topics
+            .get_mut(topic)
+            .and_then(|t| t.get_mut(partition as usize))
+        {
+            log.held_at = Some(log.next_offset);
+        }
+    }
+
+    /// Makes every batch of the partition visible again.
+    pub fn commit(&self, topic: &str, partition: i32) {
+        let mut st = self.lock();
+        if let Some(log) = st
+            .topics
+            .get_mut(topic)
+            .and_then(|t| t.get_mut(partition as usize))
+        {
+            log.held_at = None;
+        }
+    }
+
+    /// Requests of `api` answered so far.
     pub fn requests(&self, api: ApiKey) -> usize {
         self.lock()
             .requests

@@ -154,6 +154,9 @@ impl FakeBroker {
                 None => None,
             },
             ApiKey::ListOffsets => decode(&mut frame, version).map(|r| self.list_offsets(node, r)),
+            ApiKey::DescribeProducers => {
+                decode(&mut frame, version).map(|r| self.describe_producers(node, r))
+            }
             ApiKey::FindCoordinator => {
                 decode(&mut frame, version).map(|r| self.find_coordinator(r))
             }
