@@ -466,8 +466,9 @@ pub struct TailArgs {
     /// Ship every line exactly once across crashes (kill -9, OOM, power loss), a lost or older
     /// checkpoint, broker failover: each file goes to one partition, records carry their file
     /// position (header shipper.pos where needed), and a restart reads back what Kafka holds before
-    /// sending. Needs --acks all, idempotence, and read access to the topic. Not kept for a file
-    /// rewritten or copytruncated while shipper is down.
+    /// sending. Needs --acks all, idempotence, and read access to the topic. Not kept: a file rewritten
+    /// or copytruncated while shipper is down; with the checkpoint lost, a file renamed meanwhile to a
+    /// name no pattern matches; two hosts with the same host name writing one topic (see the README).
     #[arg(long)]
     pub exactly_once: bool,
     /// Batching, acks, compression.

@@ -1,0 +1,119 @@
+"""benchfiles — `shipper tail` over many files: the table of scripts/bench-files.
+
+  python3 benchfiles.py SHIPPER BROKER COUNTS IDLE_S PROBES
+
+For each count in COUNTS (comma-separated, e.g. 1,100,1000,10000): COUNT files of 10 lines in a directory
+tree (100 files per directory) followed by one `shipper tail 'DIR/**/*.log' TOPIC` (fresh 3-partition
+topic, created by scripts/kafka-topic). Once every line is in Kafka: CPU of tail over IDLE_S seconds of
+nothing happening (utime+stime from /proc/PID/stat), its RssAnon and open descriptors; then PROBES times a
+line carrying its write time is appended to a random file and timed when `shipper consume` (following
+the topic) prints it. Prints a Markdown table; memory per file = (RssAnon - RssAnon with 1 file) / files.
+"""
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_anon_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    return 0
+
+
+def end_offsets(shipper, broker, topic):
+    out = subprocess.run([shipper, "-b", broker, "-q", "consume", topic, "-o", "-1", "-e", "-f", "%o\n"],
+                         capture_output=True, text=True).stdout
+    return sum(int(x) + 1 for x in out.split())
+
+
+def one(shipper, broker, count, idle_s, probes):
+    d = tempfile.mkdtemp(prefix=f"bench-files-{count}-")
+    paths = []
+    for i in range(count):
+        sub = os.path.join(d, f"d{i // 100:03d}")
+        os.makedirs(sub, exist_ok=True)
+        p = os.path.join(sub, f"f{i:05d}.log")
+        with open(p, "w") as f:
+            f.write("".join(f"file {i} line {k} {'x' * 60}\n" for k in range(10)))
+        paths.append(p)
+    topic = f"bench-files-{count}-{os.getpid()}-{random.randrange(1 << 30)}"
+    subprocess.run([os.path.join(HERE, "kafka-topic"), "create", topic, "--partitions", "3", "--brokers", broker],
+                   check=True, capture_output=True)
+    tail = subprocess.Popen([shipper, "-b", broker, "tail", os.path.join(d, "**", "*.log"), topic,
+                             "--checkpoint", os.path.join(d, "checkpoint")],
+                            stderr=open(os.path.join(d, "tail.err"), "w"))
+    started = time.time()
+    want = count * 10
+    while end_offsets(shipper, broker, topic) < want:
+        if time.time() - started > 300:
+            tail.kill()
+            raise SystemExit(f"{count} files: not all {want} lines in Kafka after 300 s")
+        time.sleep(0.2)
+    shipped_in = time.time() - started
+    time.sleep(2)  # let the first scans and checkpoint writes settle
+    c0 = cpu_s(tail.pid)
+    time.sleep(idle_s)
+    idle_pct = (cpu_s(tail.pid) - c0) / idle_s * 100
+    rss = rss_anon_kib(tail.pid)
+    fds = len(os.listdir(f"/proc/{tail.pid}/fd"))
+    # Latency: a consumer follows the topic from its end; each probe line carries its write time.
+    cons = subprocess.Popen([shipper, "-b", broker, "-q", "consume", topic, "-o", "end", "-f", "%s\n"],
+                            stdout=subprocess.PIPE)
+    lat = []
+    seen = threading.Event()
+
+    def follow():
+        for line in cons.stdout:
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == b"probe":
+                lat.append((time.time_ns() - int(parts[1])) / 1e6)
+                seen.set()
+
+    threading.Thread(target=follow, daemon=True).start()
+    time.sleep(1.5)  # the consumer is at the end
+    for _ in range(probes):
+        seen.clear()
+        with open(random.choice(paths), "a") as f:
+            f.write(f"probe {time.time_ns()}\n")
+        seen.wait(10)
+        time.sleep(random.uniform(0.05, 0.15))
+    cons.kill()
+    tail.send_signal(2)
+    tail.wait(30)
+    subprocess.run(["rm", "-rf", d])
+    lat.sort()
+    q = lambda p: lat[min(len(lat) - 1, int(len(lat) * p))] if lat else float("nan")
+    return dict(count=count, shipped_in=shipped_in, idle_pct=idle_pct, rss=rss, fds=fds,
+                p50=q(0.5), p99=q(0.99), got=len(lat), probes=probes)
+
+
+def main(argv):
+    shipper, broker, counts, idle_s, probes = argv[0], argv[1], argv[2], float(argv[3]), int(argv[4])
+    rows = [one(shipper, broker, int(c), idle_s, probes) for c in counts.split(",")]
+    base = rows[0]["rss"]
+    print(f"| files | all lines in Kafka after | idle CPU (% of a core, {idle_s:.0f} s) | RssAnon MiB | "
+          f"KiB per file | open fds | new line -> consumer p50 / p99 ms ({probes} probes) |")
+    print("|--:|--:|--:|--:|--:|--:|--:|")
+    for r in rows:
+        per = (r["rss"] - base) / r["count"] if r["count"] > rows[0]["count"] else float("nan")
+        print(f"| {r['count']:,} | {r['shipped_in']:.1f} s | {r['idle_pct']:.2f} | {r['rss'] / 1024:.1f} | "
+              f"{per:.2f} | {r['fds']} | {r['p50']:.1f} / {r['p99']:.1f} ({r['got']}/{r['probes']} seen) |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
