@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use crate::wire::records::{self, Record, RecordError};
+use crate::wire::records::{self, BatchHeader, Record, RecordError};
 
 /// One partition's share of a fetch response.
 #[derive(Debug, Clone)]
@@ -29,6 +29,26 @@ impl Fetched {
         max_decompressed: usize,
         mut f: impl FnMut(&Record<'_>),
     ) -> std::result::Result<(), RecordError> {
+        let from = self.fetch_offset;
+        self.for_each_batch(scratch, max_decompressed, |h, section| {
+            for r in records::records(h, section) {
+                let r = r?;
+                if r.offset >= from {
+                    f(&r);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Calls `f` for each whole batch reaching past the fetch offset (control batches skipped, CRC
+    /// checked) with its header and its records section, decompressed into `scratch` when needed.
+    pub fn for_each_batch(
+        &self,
+        scratch: &mut Vec<u8>,
+        max_decompressed: usize,
+        mut f: impl FnMut(&BatchHeader, &[u8]) -> std::result::Result<(), RecordError>,
+    ) -> std::result::Result<(), RecordError> {
         for b in records::split_batches(&self.records) {
             let (h, batch) = b?;
             if h.next_offset() <= self.fetch_offset || h.is_control() {
@@ -36,12 +56,7 @@ impl Fetched {
             }
             records::verify_crc(&h, batch)?;
             let section = records::records_section(&h, batch, scratch, max_decompressed)?;
-            for r in records::records(&h, section) {
-                let r = r?;
-                if r.offset >= self.fetch_offset {
-                    f(&r);
-                }
-            }
+            f(&h, section)?;
         }
         Ok(())
     }

@@ -364,21 +364,16 @@ impl Reading {
     }
 
     fn take(&mut self, topic: &str, f: &crate::consumer::Fetched) -> Result<(), Error> {
-        for b in records::split_batches(&f.records) {
-            let (h, batch) = b.map_err(|e| bad(topic, f.partition, e))?;
-            if h.next_offset() <= f.fetch_offset || h.is_control() {
-                continue;
-            }
-            records::verify_crc(&h, batch).map_err(|e| bad(topic, f.partition, e))?;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let r = f.for_each_batch(&mut scratch, 256 << 20, |h, section| {
             let last_seq = h.base_sequence.wrapping_add(h.record_count - 1);
             if Some(h.producer_id) == self.previous && h.base_sequence >= 0 {
                 self.seen.insert((f.partition, h.producer_id), last_seq);
             }
-            let section = records::records_section(&h, batch, &mut self.scratch, 256 << 20)
-                .map_err(|e| bad(topic, f.partition, e))?;
+            // Whole batches: a position header opens the batch, before any fetch offset inside it.
             let mut rs = Vec::new();
-            for r in records::records(&h, section) {
-                let r = r.map_err(|e| bad(topic, f.partition, e))?;
+            for r in records::records(h, section) {
+                let r = r?;
                 let pos = r
                     .headers()
                     .find(|(k, _)| *k == POSITION_HEADER.as_bytes())
@@ -397,8 +392,10 @@ impl Reading {
                     self.latest = Some((h.max_timestamp, h.producer_id));
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        });
+        self.scratch = scratch;
+        r.map_err(|e| bad(topic, f.partition, e))
     }
 }
 
