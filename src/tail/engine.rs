@@ -389,14 +389,17 @@ impl Engine {
         let input = self.input_of(n.found.pattern);
         let from_end = self.cfg.inputs.get(input).is_some_and(|i| i.from_end);
         let entry = self.known.get(&(n.found.id.dev, n.found.id.ino));
+        // A known file truncated while we were away: where we were in it, and its first bytes then.
+        let mut was = None;
         let start = match entry {
             // Same file (inode, birth time, first bytes): resume where Kafka acknowledged.
-            Some(e) if e.id.same(&n.found.id) && head_matches(&n.head, e.fingerprint) => {
-                if e.offset > size {
-                    self.counters.truncations += 1;
-                    0
-                } else {
+            Some(e) if e.id.same(&n.found.id) => {
+                if head_matches(&n.head, e.fingerprint) && e.offset <= size {
                     e.offset
+                } else {
+                    self.counters.truncations += 1;
+                    was = Some((e.offset, e.fingerprint));
+                    0
                 }
             }
             _ if self.first_scan && from_end => size,
@@ -423,6 +426,11 @@ impl Engine {
                     let key = (f.route.topic_name.clone(), source.to_string());
                     if let Some((end, skipping)) = self.in_kafka.remove(&key) {
                         f.advance_to(end, skipping);
+                        // Kafka is the record: past the file's end, it was truncated after `end`.
+                        if end > f.size {
+                            let fp = was.map_or(f.fingerprint, |(_, fp)| fp);
+                            was = Some((end, fp)).filter(|_| !skipping);
+                        }
                     }
                     f.source = Some(source);
                 }
@@ -434,6 +442,9 @@ impl Engine {
                 self.known.remove(&(f.id.dev, f.id.ino));
                 self.hot.insert(key);
                 self.followers.insert(key, f);
+                if let Some((pos, fp)) = was {
+                    self.finish_copy(key, fp, pos, false);
+                }
                 Some(key)
             }
             Err(e) => {
@@ -687,10 +698,62 @@ impl Engine {
                 f.source = old.source.clone();
                 self.hot.insert(k);
                 self.followers.insert(k, f);
+                if !old.retired && !old.rotated {
+                    self.finish_copy(k, old.fingerprint, old.read_pos, old.skipping());
+                }
             }
             Err(e) => crate::log::warn(format_args!(
                 "cannot follow {} again: {e}",
                 Esc::path(&old.path)
+            )),
+        }
+    }
+
+    /// A copytruncate rotation copied the file before truncating it: what we had not read of it is in
+    /// the copy. `like` is the follower of the truncated file (read again from 0), `fp` its first
+    /// bytes before and `pos` where we were (`skipping` inside an over-long line). Found next to it
+    /// (see [`super::copytruncate`]), the copy is read from there to its end and then closed, like a
+    /// file renamed away.
+    fn finish_copy(&mut self, like: u64, fp: Fingerprint, pos: u64, skipping: bool) {
+        let Some(t) = self.followers.get(&like) else {
+            return;
+        };
+        let Some(copy) = super::copytruncate::find(&t.path, fp, pos, t.id, &self.cfg.policy) else {
+            return;
+        };
+        if self.followers.values().any(|f| f.id.same(&copy.id)) {
+            return; // A pattern matches the copy too: it is followed already.
+        }
+        let (input, route, multiline, origin) = (
+            t.input,
+            t.route.clone(),
+            t.multiline.clone(),
+            t.origin.clone(),
+        );
+        let shown = Esc::path(&t.path).to_string();
+        let k = self.alloc_key();
+        let path = copy.path.clone();
+        match Follower::new(k, path, Arc::new(copy.file), copy.id, pos, input, route) {
+            Ok(mut f) => {
+                crate::log::info(format_args!(
+                    "{shown}: reading the rest of it from its copy {} (from byte {pos})",
+                    Esc::path(&copy.path)
+                ));
+                f.advance_to(pos, skipping);
+                f.multiline = multiline;
+                f.origin = origin;
+                f.rotated = true;
+                f.last_active = Instant::now();
+                if let Some(host) = &self.cfg.exactly_once {
+                    f.source = Some(super::exactly::source_id(host, &f.id));
+                }
+                self.counters.copies_read += 1;
+                self.hot.insert(k);
+                self.followers.insert(k, f);
+            }
+            Err(e) => crate::log::warn(format_args!(
+                "cannot read the copy {} of {shown}: {e}",
+                Esc::path(&copy.path)
             )),
         }
     }

@@ -130,6 +130,12 @@ fn routes(e: &mut Exposition, engine: &Engine) {
         "Files that shrank or were rewritten in place; read again from byte 0.",
         engine.counters.truncations,
     );
+    counter(
+        e,
+        "shipper_copytruncate_copies_read_total",
+        "Truncated files whose unread rest was read from the copy made before the truncation.",
+        engine.counters.copies_read,
+    );
 }
 
 /// Files followed and how far behind they are.

@@ -48,6 +48,8 @@ pub struct Counters {
     pub lines_failed: u64,
     /// Times a file shrank or was replaced in place (copytruncate); reading restarted at 0.
     pub truncations: u64,
+    /// Truncated files whose unread rest was found in their copy (copytruncate) and read from there.
+    pub copies_read: u64,
     /// Rotations seen (the path now names another file).
     pub rotations: u64,
 }
@@ -198,6 +200,11 @@ impl Follower {
         self.acked_pos = pos;
         self.skipping = skipping;
         true
+    }
+
+    /// Whether it is inside a line longer than the limit (its rest is being skipped).
+    pub fn skipping(&self) -> bool {
+        self.skipping
     }
 
     fn position(source: Option<&Arc<str>>, end: u64, skipping: bool) -> Option<SourcePos<'_>> {

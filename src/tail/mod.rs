@@ -6,6 +6,7 @@
 //! - [`map`]: reading a region through a memory map, safe when the file is truncated under us.
 //! - [`identity`]: (device, inode, birth time) plus a fingerprint of the first bytes.
 //! - [`discover`]: which paths may be followed, and opening them safely.
+//! - [`copytruncate`]: after a copytruncate rotation, the copy holding what was not read yet.
 //! - [`scan`]: one pass over the file system, on a blocking thread.
 //! - [`watch`]: inotify events that make files hot or ask for a rescan.
 //! - [`follower`]: one followed file: read position, lines in flight, acknowledged watermark.
@@ -17,6 +18,7 @@
 //! - [`exposition`]: what `--metrics-listen` serves (`/metrics`, `/healthz`).
 
 pub mod checkpoint;
+pub mod copytruncate;
 pub mod dead_letter;
 pub mod discover;
 pub mod engine;
@@ -590,7 +592,7 @@ fn summary(engine: &Engine, started: Instant) {
     let c = &engine.counters;
     let unacked = engine.lines_in_flight();
     crate::log::info(format_args!(
-        "shipped {} lines ({} bytes) in {:.1}s: {} acked, {} long lines truncated, {} failed and skipped, {} truncations, {} rotations{}",
+        "shipped {} lines ({} bytes) in {:.1}s: {} acked, {} long lines truncated, {} failed and skipped, {} truncations ({} read on from their copy), {} rotations{}",
         c.lines_read,
         c.bytes_read,
         started.elapsed().as_secs_f64(),
@@ -598,6 +600,7 @@ fn summary(engine: &Engine, started: Instant) {
         c.long_lines,
         c.lines_failed,
         c.truncations,
+        c.copies_read,
         c.rotations,
         if unacked > 0 {
             format!("; {unacked} lines not acknowledged yet will be sent again on restart")
