@@ -4,8 +4,8 @@
 
 For each count in COUNTS (comma-separated, e.g. 1,100,1000,10000): COUNT files of 10 lines in a directory
 tree (100 files per directory) followed by one `shipper tail 'DIR/**/*.log' TOPIC` (fresh 3-partition
-topic, created by scripts/kafka-topic). Once every line is in Kafka: CPU of tail over IDLE_S seconds of
-nothing happening (utime+stime from /proc/PID/stat), its RssAnon and open descriptors; then PROBES times a
+topic, created by scripts/kafka-topic). Once every line is in Kafka (and, past 1,024 files, a minute more,
+after which quiet files may be closed): CPU of tail over IDLE_S seconds of nothing happening (utime+stime from /proc/PID/stat), its RssAnon and open descriptors; then PROBES times a
 line carrying its write time is appended to a random file and timed when `shipper consume` (following
 the topic) prints it. Prints a Markdown table; memory per file = (RssAnon - RssAnon with 1 file) / files.
 """
@@ -65,7 +65,9 @@ def one(shipper, broker, count, idle_s, probes):
             raise SystemExit(f"{count} files: not all {want} lines in Kafka after 300 s")
         time.sleep(0.2)
     shipped_in = time.time() - started
-    time.sleep(2)  # let the first scans and checkpoint writes settle
+    # Let the first scans and checkpoint writes settle; past 1,024 files, wait until quiet files may be
+    # closed (a minute without a change), so that the idle window shows the steady state.
+    time.sleep(65 if count > 1024 else 2)
     c0 = cpu_s(tail.pid)
     time.sleep(idle_s)
     idle_pct = (cpu_s(tail.pid) - c0) / idle_s * 100

@@ -58,6 +58,7 @@ pub async fn run(common: &Common, args: &CheckConfigArgs) -> anyhow::Result<i32>
                 &s.engine.policy,
                 false,
                 &mut Vec::new(),
+                &mut Vec::new(),
             );
             writeln!(
                 out,

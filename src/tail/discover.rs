@@ -114,6 +114,8 @@ pub struct Found {
     pub id: FileId,
     /// Its size when found.
     pub size: u64,
+    /// Its modification time when found (nanoseconds since the epoch; 0 when not known).
+    pub mtime_ns: i128,
     /// Which pattern found it (index).
     pub pattern: usize,
 }
@@ -128,17 +130,20 @@ pub struct Notice {
 }
 
 /// Expands every pattern: the regular files they match now that the policy allows, by path order.
+/// `dirs` gets the directories where a new match could appear (those a glob read, and directories it
+/// matched on the way): watching them tells of new files without a rescan.
 pub fn expand(
     patterns: &[Pattern],
     policy: &FilePolicy,
     first: bool,
     notices: &mut Vec<Notice>,
+    dirs: &mut Vec<PathBuf>,
 ) -> Vec<Found> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     for (i, p) in patterns.iter().enumerate() {
         let paths: Vec<PathBuf> = if p.is_glob {
-            glob_paths(&p.raw)
+            glob_paths(&p.raw, dirs)
         } else {
             let path = PathBuf::from(&p.raw);
             match std::fs::symlink_metadata(&path) {
@@ -162,10 +167,11 @@ pub fn expand(
                 continue;
             }
             match check(&path, p, policy, !p.is_glob) {
-                Ok(Some((id, size))) => out.push(Found {
+                Ok(Some((id, size, mtime_ns))) => out.push(Found {
                     path,
                     id,
                     size,
+                    mtime_ns,
                     pattern: i,
                 }),
                 Ok(None) => {}
@@ -181,8 +187,9 @@ pub fn expand(
 
 /// The paths a glob matches, walking the directories itself so that names that are not UTF-8 (which
 /// the glob crate skips) are found too: each name is matched as lossy text, kept as its real bytes.
-/// `**` matches any number of directories (not following directory links). Sorted.
-fn glob_paths(pattern: &str) -> Vec<PathBuf> {
+/// `**` matches any number of directories (not following directory links). Sorted. The directories
+/// read, and those matched on the way, are added to `dirs`.
+fn glob_paths(pattern: &str, dirs: &mut Vec<PathBuf>) -> Vec<PathBuf> {
     use std::path::Component;
     let opts = glob::MatchOptions::new();
     let mut current: Vec<PathBuf> = vec![PathBuf::new()];
@@ -200,6 +207,7 @@ fn glob_paths(pattern: &str) -> Vec<PathBuf> {
             for dir in &current {
                 walk_dirs(dir, &mut next);
             }
+            dirs.extend(next.iter().cloned());
         } else {
             let Ok(pat) = glob::Pattern::new(&text) else {
                 return Vec::new();
@@ -213,9 +221,14 @@ fn glob_paths(pattern: &str) -> Vec<PathBuf> {
                 let Ok(rd) = std::fs::read_dir(base) else {
                     continue;
                 };
+                dirs.push(base.to_path_buf());
                 for e in rd.flatten() {
                     if pat.matches_with(&e.file_name().to_string_lossy(), opts) {
-                        next.push(dir.join(e.file_name()));
+                        let path = dir.join(e.file_name());
+                        if e.file_type().is_ok_and(|t| t.is_dir()) {
+                            dirs.push(path.clone());
+                        }
+                        next.push(path);
                     }
                 }
             }
@@ -252,7 +265,7 @@ fn check(
     p: &Pattern,
     policy: &FilePolicy,
     named: bool,
-) -> Result<Option<(FileId, u64)>, String> {
+) -> Result<Option<(FileId, u64, i128)>, String> {
     let shown = Esc::path(path);
     let lm = std::fs::symlink_metadata(path)
         .map_err(|e| format!("cannot read {shown}: {e}; skipping it"))?;
@@ -308,7 +321,12 @@ fn check(
             ));
         }
     }
-    Ok(Some((FileId::from_meta(&m), m.len())))
+    Ok(Some((FileId::from_meta(&m), m.len(), mtime_ns(&m))))
+}
+
+/// A file's modification time in nanoseconds since the epoch.
+pub fn mtime_ns(m: &std::fs::Metadata) -> i128 {
+    m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128
 }
 
 fn allowed(target: &Path, p: &Pattern, policy: &FilePolicy) -> bool {
@@ -422,7 +440,7 @@ mod tests {
     fn found_names(d: &Path, policy: &FilePolicy) -> (Vec<String>, Vec<Notice>) {
         let p = Pattern::new(&format!("{}/*.log", d.display()), &[]).unwrap();
         let mut notices = Vec::new();
-        let f = expand(&[p], policy, true, &mut notices);
+        let f = expand(&[p], policy, true, &mut notices, &mut Vec::new());
         (
             f.iter()
                 .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
@@ -478,6 +496,7 @@ mod tests {
             &FilePolicy::default(),
             true,
             &mut Vec::new(),
+            &mut Vec::new(),
         );
         std::fs::remove_file(&path).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", &path).unwrap();
@@ -507,9 +526,12 @@ mod tests {
         std::fs::create_dir_all(d.join("a/b")).unwrap();
         std::fs::write(d.join("a/b/deep.log"), "x\n").unwrap();
         std::fs::write(d.join("other.txt"), "x\n").unwrap();
-        assert_eq!(glob_paths(&format!("{}/*.log", d.display())), vec![odd]);
         assert_eq!(
-            glob_paths(&format!("{}/**/*.log", d.display())).len(),
+            glob_paths(&format!("{}/*.log", d.display()), &mut Vec::new()),
+            vec![odd]
+        );
+        assert_eq!(
+            glob_paths(&format!("{}/**/*.log", d.display()), &mut Vec::new()).len(),
             2,
             "** matches zero or more directories"
         );

@@ -29,6 +29,13 @@ use crate::producer::TopicState;
 /// after this long quiet its last line is sent even without a newline.
 pub const ROTATED_GRACE: Duration = Duration::from_secs(5);
 
+/// Open files kept at most, however high the descriptor limit, once files are quiet for
+/// [`OPEN_SOFT_QUIET`]: a closed file is re-opened by its next event.
+pub const OPEN_SOFT_TARGET: usize = 1024;
+
+/// How long a file is quiet before it may be closed to keep [`OPEN_SOFT_TARGET`].
+pub const OPEN_SOFT_QUIET: Duration = Duration::from_secs(60);
+
 /// One input: its paths, and where and how their lines go.
 #[derive(Debug, Clone)]
 pub struct Input {
@@ -115,6 +122,11 @@ pub struct Engine {
     resumed: BTreeSet<String>,
     to_resume: BTreeSet<String>,
     in_kafka: HashMap<(String, String), (u64, bool)>,
+    /// Followers by path, for events; rebuilt when `None` (a follower came, went or moved).
+    by_path: Option<HashMap<PathBuf, Vec<u64>>>,
+    /// Bumped by whatever may change the checkpoint (acks, files coming, going, moving): an idle
+    /// engine's checkpoint is not rendered again.
+    version: u64,
     /// Line and event counters.
     pub counters: Counters,
 }
@@ -143,6 +155,8 @@ impl Engine {
             resumed: BTreeSet::new(),
             to_resume: BTreeSet::new(),
             in_kafka: HashMap::new(),
+            by_path: None,
+            version: 0,
             counters: Counters::default(),
         }
     }
@@ -179,6 +193,7 @@ impl Engine {
     /// Exactly-once: topic `name` was read back; `ends` says where this host's sources stand in it.
     /// Its files start there, then are read.
     pub fn resumed(&mut self, name: &str, ends: HashMap<String, (u64, bool)>) {
+        self.version += 1;
         self.in_kafka
             .extend(ends.into_iter().map(|(s, e)| ((name.to_string(), s), e)));
         let mut moved = Vec::new();
@@ -228,11 +243,12 @@ impl Engine {
         self.followers.values().filter(|f| f.file.is_some()).count()
     }
 
-    /// A snapshot for the next scan.
-    pub fn scan_request(&self) -> ScanRequest {
+    /// A snapshot for the next scan: a full one, or `only` re-opening these closed followers.
+    pub fn scan_request(&self, only: Option<Vec<u64>>) -> ScanRequest {
         let followed = self
             .followers
             .values()
+            .filter(|f| only.as_ref().is_none_or(|keys| keys.contains(&f.key)))
             .map(|f| Followed {
                 key: f.key,
                 path: f.path.clone(),
@@ -241,13 +257,17 @@ impl Engine {
                 fingerprint: f.fingerprint,
                 read_pos: f.read_pos,
                 rotated: f.rotated,
+                seen: f.seen,
             })
             .collect();
-        let known = self
-            .known
-            .values()
-            .map(|e| (e.id, e.path.clone(), e.origin.clone(), e.offset))
-            .collect();
+        let known = match only {
+            Some(_) => Vec::new(),
+            None => self
+                .known
+                .values()
+                .map(|e| (e.id, e.path.clone(), e.origin.clone(), e.offset))
+                .collect(),
+        };
         ScanRequest {
             patterns: self.patterns.clone(),
             policy: self.cfg.policy.clone(),
@@ -256,24 +276,71 @@ impl Engine {
             known,
             budget: self.cfg.max_open_files.saturating_sub(self.open_files()),
             generation: self.generation,
+            only,
         }
     }
 
+    /// Changes when what [`Engine::checkpoint_entries`] would give may have changed.
+    pub fn checkpoint_version(&self) -> u64 {
+        self.version
+    }
+
+    fn insert_follower(&mut self, key: u64, f: Follower) {
+        self.version += 1;
+        self.by_path = None;
+        self.followers.insert(key, f);
+    }
+
+    fn remove_follower(&mut self, key: u64) -> Option<Follower> {
+        self.version += 1;
+        self.by_path = None;
+        self.followers.remove(&key)
+    }
+
+    /// The followers at `path`.
+    fn at_path(&mut self, path: &std::path::Path) -> &[u64] {
+        let index = self.by_path.get_or_insert_with(|| {
+            let mut m: HashMap<PathBuf, Vec<u64>> = HashMap::new();
+            for f in self.followers.values() {
+                m.entry(f.path.clone()).or_default().push(f.key);
+            }
+            m
+        });
+        index.get(path).map_or(&[], Vec::as_slice)
+    }
+
     /// Applies what a scan found: renames, rotations, truncations, new files. Returns false when the
-    /// scan was asked for before a reload and is dropped (scan again).
-    pub fn apply_scan(&mut self, r: ScanResult, now: Instant) -> bool {
+    /// scan was asked for before a reload and is dropped (scan again). With `read_all` (file events
+    /// cannot be trusted: no inotify, or a directory not watched), every file is read once after a
+    /// full scan; otherwise only those the scan found changed, and files rotated away (to finish).
+    pub fn apply_scan(&mut self, r: ScanResult, now: Instant, read_all: bool) -> bool {
         if r.generation != self.generation {
             return false;
+        }
+        self.version += 1;
+        for (key, size, mtime) in r.changed {
+            if let Some(f) = self.followers.get_mut(&key) {
+                f.seen = (size, mtime);
+                self.hot.insert(key);
+            }
         }
         for n in r.notices {
             self.warn_once(n.key, format_args!("{}", n.text));
         }
-        for f in &r.found {
-            if let Some(fl) = self
+        let by_id: HashMap<(u64, u64), u64> = match r.found.is_empty() {
+            true => HashMap::new(),
+            false => self
                 .followers
-                .values_mut()
-                .find(|x| x.id.same(&f.id) && x.path != f.path)
-            {
+                .values()
+                .map(|f| ((f.id.dev, f.id.ino), f.key))
+                .collect(),
+        };
+        for f in &r.found {
+            let fl = by_id
+                .get(&(f.id.dev, f.id.ino))
+                .and_then(|k| self.followers.get_mut(k))
+                .filter(|x| x.id.same(&f.id) && x.path != f.path);
+            if let Some(fl) = fl {
                 crate::log::debug(format_args!(
                     "{} is now {}",
                     Esc::path(&fl.path),
@@ -281,6 +348,7 @@ impl Engine {
                 ));
                 fl.path = f.path.clone();
                 fl.origin = f.path.clone();
+                self.by_path = None;
             }
         }
         for (key, new_path) in r.gone {
@@ -312,9 +380,15 @@ impl Engine {
         for n in r.opened {
             self.start(n, now);
         }
+        if !r.full {
+            return true;
+        }
         self.first_scan = false;
-        // A rescan also catches what events missed: read everything once.
-        self.hot.extend(self.followers.keys().copied());
+        for f in self.followers.values() {
+            if read_all || f.rotated {
+                self.hot.insert(f.key);
+            }
+        }
         true
     }
 
@@ -326,7 +400,7 @@ impl Engine {
         };
         if f.file.is_none() && new_path.is_none() {
             // Closed, idle, read and acknowledged, and now gone: nothing more can come.
-            if let Some(f) = self.followers.remove(&key) {
+            if let Some(f) = self.remove_follower(key) {
                 self.remember(&f);
             }
             return;
@@ -342,7 +416,9 @@ impl Engine {
         }
         if let Some(p) = new_path {
             f.path = p;
+            self.by_path = None;
         }
+        self.version += 1;
         self.hot.insert(key);
     }
 
@@ -441,7 +517,7 @@ impl Engine {
                 f.last_active = now;
                 self.known.remove(&(f.id.dev, f.id.ino));
                 self.hot.insert(key);
-                self.followers.insert(key, f);
+                self.insert_follower(key, f);
                 if let Some((pos, fp)) = was {
                     self.finish_copy(key, fp, pos, false);
                 }
@@ -462,6 +538,7 @@ impl Engine {
     /// route and multiline settings for what they read from now on, new patterns are found by the next
     /// scan. Limits and the descriptor budget stay as they were. Returns a summary for the log.
     pub fn reconfigure(&mut self, mut new: EngineConfig) -> String {
+        self.version += 1;
         new.limits = self.cfg.limits.clone();
         new.max_open_files = self.cfg.max_open_files;
         new.cap_events();
@@ -550,11 +627,8 @@ impl Engine {
 
     /// Marks the followers of `path` for reading (a watch event said it changed).
     pub fn touch(&mut self, path: &std::path::Path) {
-        for f in self.followers.values() {
-            if f.path == path {
-                self.hot.insert(f.key);
-            }
-        }
+        let keys = self.at_path(path).to_vec();
+        self.hot.extend(keys);
     }
 
     /// Whether some follower waits to be read.
@@ -562,11 +636,12 @@ impl Engine {
         !self.hot.is_empty()
     }
 
-    /// Whether a closed follower's path changed (it may need re-opening at the next scan).
-    pub fn closed_at(&self, path: &std::path::Path) -> bool {
-        self.followers
-            .values()
-            .any(|f| f.file.is_none() && f.path == path)
+    /// The closed followers at `path` (a change there may need them re-opened).
+    pub fn closed_at(&mut self, path: &std::path::Path) -> Vec<u64> {
+        let keys = self.at_path(path).to_vec();
+        keys.into_iter()
+            .filter(|k| self.followers.get(k).is_some_and(|f| f.file.is_none()))
+            .collect()
     }
 
     /// Reads new lines of the hot files into `sink` until it is full or they are read to their end.
@@ -672,7 +747,7 @@ impl Engine {
     /// A file shrank or was rewritten in place: follow it again from byte 0 under a new key, so acks
     /// of lines from its old content no longer move its checkpoint.
     fn restart_truncated(&mut self, key: u64) {
-        let Some(old) = self.followers.remove(&key) else {
+        let Some(old) = self.remove_follower(key) else {
             return;
         };
         self.counters.truncations += 1;
@@ -697,7 +772,7 @@ impl Engine {
                 f.origin = old.origin.clone();
                 f.source = old.source.clone();
                 self.hot.insert(k);
-                self.followers.insert(k, f);
+                self.insert_follower(k, f);
                 if !old.retired && !old.rotated {
                     self.finish_copy(k, old.fingerprint, old.read_pos, old.skipping());
                 }
@@ -749,7 +824,7 @@ impl Engine {
                 }
                 self.counters.copies_read += 1;
                 self.hot.insert(k);
-                self.followers.insert(k, f);
+                self.insert_follower(k, f);
             }
             Err(e) => crate::log::warn(format_args!(
                 "cannot read the copy {} of {shown}: {e}",
@@ -765,6 +840,7 @@ impl Engine {
         tokens: &[u64],
         error: Option<&crate::error::Error>,
     ) -> Option<PathBuf> {
+        self.version += 1;
         let mut path = None;
         let mut route = None;
         for &t in tokens {
@@ -817,16 +893,22 @@ impl Engine {
             .map(|f| f.key)
             .collect();
         for k in done {
-            if let Some(f) = self.followers.remove(&k) {
+            if let Some(f) = self.remove_follower(k) {
                 crate::log::debug(format_args!("closed {}", Esc::path(&f.path)));
                 self.remember(&f);
             }
         }
-        let target = self.cfg.max_open_files * 3 / 4;
+        // Near the descriptor limit, files quiet for a second are closed; past OPEN_SOFT_TARGET, those
+        // quiet for a minute (a file written now and then stays open; 10,000 idle files do not).
         let open = self.open_files();
-        if open <= target {
+        let hard = self.cfg.max_open_files * 3 / 4;
+        let (target, quiet) = if open > hard {
+            (hard, Duration::from_secs(1))
+        } else if open > OPEN_SOFT_TARGET {
+            (OPEN_SOFT_TARGET, OPEN_SOFT_QUIET)
+        } else {
             return;
-        }
+        };
         let mut idle: Vec<(Instant, u64)> = self
             .followers
             .values()
@@ -835,7 +917,7 @@ impl Engine {
                     && !f.rotated
                     && f.all_acked()
                     && f.size == f.read_pos
-                    && now.duration_since(f.last_active) >= Duration::from_secs(1)
+                    && now.duration_since(f.last_active) >= quiet
             })
             .map(|f| (f.last_active, f.key))
             .collect();
@@ -848,6 +930,7 @@ impl Engine {
     }
 
     fn remember(&mut self, f: &Follower) {
+        self.version += 1;
         self.known.insert(
             (f.id.dev, f.id.ino),
             Entry {

@@ -145,6 +145,9 @@ pub struct Follower {
     pub size: u64,
     /// With exactly-once, the identity its records' positions are given under.
     pub source: Option<Arc<str>>,
+    /// Size and modification time the last scan saw (a scan passes over a file where both are
+    /// unchanged).
+    pub seen: (u64, i128),
 }
 
 impl Follower {
@@ -159,7 +162,8 @@ impl Follower {
         route: Route,
     ) -> io::Result<Self> {
         let fp = fingerprint(&file)?;
-        let size = file.metadata()?.len();
+        let meta = file.metadata()?;
+        let size = meta.len();
         Ok(Follower {
             key,
             origin: path.clone(),
@@ -181,6 +185,7 @@ impl Follower {
             acked_pos: start,
             size,
             source: None,
+            seen: (size, super::discover::mtime_ns(&meta)),
         })
     }
 

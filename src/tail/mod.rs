@@ -149,6 +149,21 @@ fn open_checkpoint(
     Ok((lock, loaded))
 }
 
+/// While every directory is watched, a full rescan runs at least every this many `--scan-ms` (a safety
+/// net for events the kernel did not deliver).
+const SAFETY_RESCAN_FACTOR: u32 = 30;
+
+/// The checkpoint is rendered at least this often even when nothing seems to have changed.
+const CHECKPOINT_REFRESH: Duration = Duration::from_secs(10);
+
+/// Sleeps until `at` (forever when `None`).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A running `tail`: the engine, the producer, the checkpoint writer, the watcher, and the loop's state.
 struct Running {
     engine: Engine,
@@ -160,7 +175,14 @@ struct Running {
     deliveries: Vec<Delivery>,
     trouble_since: Option<Instant>,
     scan_task: Option<tokio::task::JoinHandle<scan::ScanResult>>,
-    rescan: bool,
+    /// When the next full scan is due (events asked for one, or the periodic rescan).
+    rescan_at: Option<Instant>,
+    /// When the last full scan started.
+    last_full: Instant,
+    /// Closed followers whose paths had events: re-opened by the next (small) scan.
+    reopen: std::collections::BTreeSet<u64>,
+    /// The engine's checkpoint version last rendered, and when.
+    rendered: (u64, Instant),
     stats: Stats,
     started: Instant,
     /// The reloader, and what of the settings a reload cannot change (as [`fixed_settings`] gives).
@@ -221,7 +243,10 @@ impl Running {
             deliveries: Vec::new(),
             trouble_since: None,
             scan_task: None,
-            rescan: true,
+            rescan_at: Some(Instant::now()),
+            last_full: Instant::now(),
+            reopen: std::collections::BTreeSet::new(),
+            rendered: (u64::MAX, Instant::now()),
             started: Instant::now(),
             reloader: None,
             asks: None,
@@ -295,13 +320,25 @@ impl Running {
                     }
                 }
                 _ = self.watch.changed() => {}
+                _ = sleep_until(self.rescan_at), if self.rescan_at.is_some() && self.scan_task.is_none() => {}
                 _ = scan_tick.tick() => {
-                    self.rescan = true;
-                    self.engine.close_idle(Instant::now());
+                    let now = Instant::now();
+                    let safety = self.opts.scan_interval * SAFETY_RESCAN_FACTOR;
+                    if self.watch.degraded() || now.duration_since(self.last_full) >= safety {
+                        self.rescan_at.get_or_insert(now);
+                    }
+                    self.engine.close_idle(now);
                 }
                 _ = ckpt_tick.tick() => {
-                    let text = self.checkpoint_text();
-                    self.saver.submit(text);
+                    // Rendered only when something changed (10,000 idle files cost nothing here), and
+                    // every CHECKPOINT_REFRESH anyway.
+                    let now = Instant::now();
+                    let version = self.engine.checkpoint_version();
+                    if version != self.rendered.0 || now.duration_since(self.rendered.1) >= CHECKPOINT_REFRESH {
+                        self.rendered = (version, now);
+                        let text = self.checkpoint_text();
+                        self.saver.submit(text);
+                    }
                 }
                 _ = stats_tick.tick(), if self.opts.stats_interval.is_some() => {
                     self.stats.print(&self.engine, &self.producer, &self.saver);
@@ -412,19 +449,36 @@ impl Running {
         }
     }
 
-    /// Takes watch events (files to read, rescans asked for) and starts a scan when one is due.
+    /// Takes watch events (files to read, rescans asked for) and starts a scan when one is due: a full
+    /// one (a directory changed, or the periodic rescan), else a small one re-opening closed files
+    /// that changed.
     fn take_events(&mut self) {
         let (changed, wants_rescan) = self.watch.take();
-        self.rescan |= wants_rescan;
+        let now = Instant::now();
+        if wants_rescan {
+            // At once: a file created and deleted again soon after must still be read.
+            self.rescan_at = Some(now);
+        }
         for p in &changed {
             self.engine.touch(p);
-            self.rescan |= self.engine.closed_at(p);
+            let closed = self.engine.closed_at(p);
+            self.reopen.extend(closed);
         }
-        if self.rescan && self.scan_task.is_none() {
-            self.rescan = false;
-            let req = self.engine.scan_request();
-            self.scan_task = Some(tokio::task::spawn_blocking(move || scan::run(req)));
+        if self.scan_task.is_some() {
+            return;
         }
+        let req = if self.rescan_at.is_some_and(|t| t <= now) {
+            self.rescan_at = None;
+            self.last_full = now;
+            self.reopen.clear();
+            self.engine.scan_request(None)
+        } else if !self.reopen.is_empty() {
+            let keys = std::mem::take(&mut self.reopen).into_iter().collect();
+            self.engine.scan_request(Some(keys))
+        } else {
+            return;
+        };
+        self.scan_task = Some(tokio::task::spawn_blocking(move || scan::run(req)));
     }
 
     /// SIGHUP: reads the config again; a config that does not load is refused with its reason and the
@@ -463,23 +517,37 @@ impl Running {
                     self.watch
                         .watch_dir(&p.base, self.opts.scan_interval.as_millis() as u64);
                 }
-                self.rescan = true;
+                self.rescan_at = Some(Instant::now());
             }
         }
     }
 
-    /// A scan is done: the engine takes it, and the directories of new files are watched.
-    fn scanned(&mut self, r: scan::ScanResult) {
-        if !self.engine.apply_scan(r, Instant::now()) {
-            self.rescan = true; // asked for before a reload
+    /// A scan is done: the engine takes it; after a full scan, the directories where files are or
+    /// may appear are watched.
+    fn scanned(&mut self, mut r: scan::ScanResult) {
+        let (full, dirs) = (r.full, std::mem::take(&mut r.dirs));
+        if !self
+            .engine
+            .apply_scan(r, Instant::now(), self.watch.degraded())
+        {
+            self.rescan_at = Some(Instant::now()); // asked for before a reload
             return;
         }
-        let ms = self.opts.scan_interval.as_millis() as u64;
+        if !full {
+            return;
+        }
+        let mut wanted: std::collections::HashSet<PathBuf> = dirs.into_iter().collect();
+        wanted.extend(self.engine.patterns().iter().map(|p| p.base.clone()));
         for f in self.engine.positions() {
             if let Some(dir) = f.1.parent() {
-                self.watch.watch_dir(dir, ms);
+                wanted.insert(dir.to_path_buf());
             }
         }
+        let ms = self.opts.scan_interval.as_millis() as u64;
+        for dir in &wanted {
+            self.watch.watch_dir(dir, ms);
+        }
+        self.watch.want_only(&wanted);
     }
 
     /// Flushes what is in flight (up to the shutdown timeout), writes the checkpoint, says what was

@@ -1,7 +1,9 @@
 //! File events: inotify (through notify) on the directories that hold followed files and patterns, so
 //! new lines are read within milliseconds. Events only mark work: a changed path makes its followers
-//! hot, anything else (create, delete, rename, an overflowed queue) asks for a rescan. The periodic
-//! rescan in the loop catches whatever events miss (filesystems without inotify, a full queue).
+//! hot, anything else (create, delete, rename, an overflowed queue) asks for a rescan. While every
+//! directory is watched, the loop rescans only on such events and, as a safety net, rarely; when a
+//! directory cannot be watched (no inotify, the watch limit reached, a directory not there yet) the
+//! watch is *degraded* and the loop rescans every `--scan-ms`, reading every file, as without events.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -18,6 +20,7 @@ const MAX_PENDING_PATHS: usize = 65_536;
 #[derive(Default)]
 struct Shared {
     changed: Mutex<HashSet<PathBuf>>,
+    removed: Mutex<Vec<PathBuf>>,
     rescan: AtomicBool,
     wake: tokio::sync::Notify,
 }
@@ -27,6 +30,8 @@ pub struct Watch {
     watcher: Option<notify::RecommendedWatcher>,
     shared: Arc<Shared>,
     watched: BTreeSet<PathBuf>,
+    /// Directories wanted but not watched (the watch failed): events may be missed there.
+    failed: BTreeSet<PathBuf>,
 }
 
 impl Watch {
@@ -50,6 +55,14 @@ impl Watch {
                     }
                 }
                 Ok(ev) if matches!(ev.kind, EventKind::Access(_)) => return,
+                Ok(ev) if matches!(ev.kind, EventKind::Remove(_)) => {
+                    // A watched directory removed loses its watch: it is watched again if it returns.
+                    let mut r = s.removed.lock().unwrap_or_else(|e| e.into_inner());
+                    if r.len() < MAX_PENDING_PATHS {
+                        r.extend(ev.paths);
+                    }
+                    s.rescan.store(true, Ordering::Relaxed);
+                }
                 _ => s.rescan.store(true, Ordering::Relaxed),
             }
             s.wake.notify_one();
@@ -67,22 +80,53 @@ impl Watch {
             watcher,
             shared,
             watched: BTreeSet::new(),
+            failed: BTreeSet::new(),
         }
     }
 
-    /// Watches a directory (once). A failure is said once and left to rescans.
+    /// Watches a directory (once; a failed one is tried again at the next call). A failure makes the
+    /// watch degraded until it succeeds or [`Watch::want_only`] drops the directory.
     pub fn watch_dir(&mut self, dir: &Path, scan_ms: u64) {
-        if !self.watched.insert(dir.to_path_buf()) {
+        if self.watched.contains(dir) {
             return;
         }
-        if let Some(w) = self.watcher.as_mut() {
-            if let Err(e) = w.watch(dir, RecursiveMode::NonRecursive) {
+        let Some(w) = self.watcher.as_mut() else {
+            return;
+        };
+        if let Some(kind) = remote_filesystem(dir) {
+            // inotify sees only this host's writes there: rescan it as if it had no events.
+            if self.failed.insert(dir.to_path_buf()) {
                 crate::log::debug(format_args!(
-                    "cannot watch {} ({e}); relying on the {scan_ms} ms rescan",
+                    "{} is on {kind}, where other hosts' writes raise no events; rescanning every {scan_ms} ms",
                     Esc::path(dir)
                 ));
             }
+            return;
         }
+        match w.watch(dir, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                self.failed.remove(dir);
+                self.watched.insert(dir.to_path_buf());
+            }
+            Err(e) => {
+                if self.failed.insert(dir.to_path_buf()) {
+                    crate::log::debug(format_args!(
+                        "cannot watch {} ({e}); rescanning every {scan_ms} ms",
+                        Esc::path(dir)
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Forgets failures for directories no longer wanted (`wanted` says which are).
+    pub fn want_only(&mut self, wanted: &HashSet<PathBuf>) {
+        self.failed.retain(|d| wanted.contains(d));
+    }
+
+    /// Whether events may be missed: no inotify, or a wanted directory is not watched.
+    pub fn degraded(&self) -> bool {
+        self.watcher.is_none() || !self.failed.is_empty()
     }
 
     /// Directories watched.
@@ -91,7 +135,7 @@ impl Watch {
     }
 
     /// Takes what happened since the last call: paths whose data changed, and whether a rescan is due.
-    pub fn take(&self) -> (Vec<PathBuf>, bool) {
+    pub fn take(&mut self) -> (Vec<PathBuf>, bool) {
         let paths: Vec<PathBuf> = {
             let mut c = self
                 .shared
@@ -100,12 +144,49 @@ impl Watch {
                 .unwrap_or_else(|e| e.into_inner());
             c.drain().collect()
         };
+        let removed: Vec<PathBuf> = {
+            let mut r = self
+                .shared
+                .removed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            std::mem::take(&mut *r)
+        };
+        for d in removed {
+            self.watched.remove(&d);
+        }
         (paths, self.shared.rescan.swap(false, Ordering::Relaxed))
     }
 
     /// Waits for the next event.
     pub async fn changed(&self) {
         self.shared.wake.notified().await
+    }
+}
+
+/// The kind of network or user-space filesystem `dir` is on, where file events miss changes made
+/// elsewhere; `None` for a local one (or when it cannot be told).
+fn remote_filesystem(dir: &Path) -> Option<&'static str> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statfs fills the zeroed struct we own from a NUL-terminated path; nothing is kept.
+    let magic = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        if libc::statfs(c.as_ptr(), &mut st) != 0 {
+            return None;
+        }
+        st.f_type as i64 as u32
+    };
+    match magic {
+        0x6969 => Some("NFS"),
+        0x517B | 0xFE53_4D42 | 0xFF53_4D42 => Some("SMB/CIFS"),
+        0x6573_5546 => Some("FUSE"),
+        0x00C3_6400 => Some("CephFS"),
+        0x5346_414F => Some("AFS"),
+        0x0102_1997 => Some("9P"),
+        0x4750_4653 => Some("GPFS"),
+        0x0BD0_0BD0 => Some("Lustre"),
+        _ => None,
     }
 }
 

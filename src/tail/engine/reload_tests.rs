@@ -136,8 +136,8 @@ fn config(inputs: Vec<Input>) -> EngineConfig {
 
 /// Scans, reads everything and acknowledges it.
 fn cycle(e: &mut Engine, sink: &mut Topics) -> Vec<String> {
-    let r = scan::run(e.scan_request());
-    assert!(e.apply_scan(r, Instant::now()));
+    let r = scan::run(e.scan_request(None));
+    assert!(e.apply_scan(r, Instant::now(), false));
     while e.read_pass(sink, 1, Instant::now()) {}
     sink.ack_all(e);
     sink.take()
@@ -200,10 +200,10 @@ async fn a_scan_asked_for_before_a_reload_is_dropped() {
         config(vec![input(&d, "a", "ta"), input(&d, "b", "tb")]),
         Vec::new(),
     );
-    let old = scan::run(e.scan_request());
+    let old = scan::run(e.scan_request(None));
     e.reconfigure(config(vec![input(&d, "a", "ta"), input(&d, "c", "tc")]));
     // The old scan opened b.log under pattern 1, which is now c's.
-    assert!(!e.apply_scan(old, Instant::now()));
+    assert!(!e.apply_scan(old, Instant::now(), false));
     assert_eq!(e.file_count(), 0);
     let mut sink = Topics::default();
     assert_eq!(cycle(&mut e, &mut sink), Vec::<String>::new());

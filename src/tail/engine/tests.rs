@@ -98,8 +98,8 @@ fn config(d: &Path) -> EngineConfig {
 }
 
 fn scan_now(e: &mut Engine) {
-    let r = scan::run(e.scan_request());
-    e.apply_scan(r, Instant::now());
+    let r = scan::run(e.scan_request(None));
+    e.apply_scan(r, Instant::now(), false);
 }
 
 fn append(path: &Path, data: &[u8]) {
@@ -516,5 +516,50 @@ async fn exactly_once_reads_nothing_before_the_read_back_then_starts_where_kafka
     e.read_pass(&mut sink, 1, Instant::now());
     ack(&mut e, &mut sink, |_| true);
     assert_eq!(sink.shipped.last().unwrap(), b"x");
+    fs::remove_dir_all(&d).unwrap();
+}
+
+/// Issue #17: a rescan reads only files whose size or modification time changed (10,000 idle files
+/// cost one `lstat` each, no read); a closed file is re-opened by a small scan of its path alone.
+#[tokio::test(start_paused = true)]
+async fn a_rescan_reads_only_changed_files_and_a_closed_file_is_reopened_by_its_event() {
+    let d = dir("idle");
+    for i in 0..20 {
+        append(
+            &d.join(format!("f{i}.log")),
+            format!("line {i}\n").as_bytes(),
+        );
+    }
+    let mut e = Engine::new(config(&d), Vec::new());
+    let mut sink = FakeSink::default();
+    scan_now(&mut e);
+    e.read_pass(&mut sink, 1, Instant::now());
+    ack(&mut e, &mut sink, |_| true);
+    assert_eq!(sink.shipped.len(), 20);
+    assert!(!e.has_hot());
+    scan_now(&mut e);
+    assert!(!e.has_hot(), "nothing changed: nothing to read");
+    let f3 = d.join("f3.log");
+    append(&f3, b"more\n");
+    scan_now(&mut e);
+    let hot: Vec<u64> = e.hot.iter().copied().collect();
+    assert_eq!(hot.len(), 1, "only the changed file");
+    assert_eq!(e.followers[&hot[0]].path, f3);
+    e.read_pass(&mut sink, 1, Instant::now());
+    ack(&mut e, &mut sink, |_| true);
+    assert_eq!(sink.shipped.last().unwrap(), b"more");
+    // Closed while idle (as past the open-files target), then written: its event re-opens it.
+    let key = hot[0];
+    e.followers.get_mut(&key).unwrap().file = None;
+    append(&f3, b"after close\n");
+    let closed = e.closed_at(&f3);
+    assert_eq!(closed, vec![key]);
+    let r = scan::run(e.scan_request(Some(closed)));
+    assert!(!r.full && r.found.is_empty(), "no pattern expanded");
+    e.apply_scan(r, Instant::now(), false);
+    assert!(e.followers[&key].file.is_some());
+    e.read_pass(&mut sink, 1, Instant::now());
+    ack(&mut e, &mut sink, |_| true);
+    assert_eq!(sink.shipped.last().unwrap(), b"after close");
     fs::remove_dir_all(&d).unwrap();
 }
