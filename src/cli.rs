@@ -438,7 +438,8 @@ pub struct TailArgs {
     /// Put the source file path in a record header with this name
     #[arg(long, value_name = "NAME")]
     pub path_header: Option<String>,
-    /// Rescan the paths this often even without file events, in ms
+    /// Rescan the paths this often, in ms, where file events cannot be trusted (a directory that
+    /// cannot be watched, or on NFS/SMB/FUSE); with events, every 30 times this as a safety net
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
     pub scan_ms: u64,
     /// Bytes read and not yet acknowledged before reading pauses (the file is the buffer)
