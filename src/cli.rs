@@ -439,7 +439,7 @@ pub struct TailArgs {
     #[arg(long, value_name = "NAME")]
     pub path_header: Option<String>,
     /// Rescan the paths this often, in ms, where file events cannot be trusted (a directory that
-    /// cannot be watched, or on NFS/SMB/FUSE); with events, every 30 times this as a safety net
+    /// cannot be watched, or on NFS/SMB/FUSE); with events, every 60 times this as a safety net
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
     pub scan_ms: u64,
     /// Bytes read and not yet acknowledged before reading pauses (the file is the buffer)

@@ -34,10 +34,12 @@ pub struct Copy {
     pub file: File,
     /// Its identity.
     pub id: FileId,
+    /// Its size when found.
+    pub len: u64,
 }
 
 /// Finds the copy of `path` (whose first bytes were `fp`, read up to `pos`) a copytruncate rotation
-/// just made, if there is one. `not` is the truncated file itself.
+/// just made, if there is one: it holds at least `pos` bytes. `not` is the truncated file itself.
 pub fn find(
     path: &Path,
     fp: Fingerprint,
@@ -86,7 +88,7 @@ fn candidate(
     let m = file.metadata().ok()?;
     let id = FileId::from_meta(&m);
     let owner_ok = policy.owners.as_ref().is_none_or(|o| o.contains(&m.uid()));
-    if !m.file_type().is_file() || !owner_ok || id.same(&not) || m.len() <= pos {
+    if !m.file_type().is_file() || !owner_ok || id.same(&not) || m.len() < pos {
         return None;
     }
     if !starts_with(&file, fp).ok()? || !line_ends_before(&file, pos) {
@@ -98,6 +100,7 @@ fn candidate(
             path: p.to_path_buf(),
             file,
             id,
+            len: m.len(),
         },
         modified,
     ))
@@ -147,8 +150,12 @@ mod tests {
         std::fs::write(&log, b"").unwrap();
         let c = find(&log, fp, 8, id, &FilePolicy::default()).expect("found");
         assert_eq!(c.path, d.join("app.log.1"));
-        // Not longer than what we read, or not at a line end: nothing.
-        assert!(find(&log, fp, 14, id, &FilePolicy::default()).is_none());
+        // Shorter than what we read, or not at a line end: nothing.
+        assert_eq!(
+            find(&log, fp, 14, id, &FilePolicy::default()).unwrap().len,
+            14
+        );
+        assert!(find(&log, fp, 15, id, &FilePolicy::default()).is_none());
         assert!(find(&log, fp, 7, id, &FilePolicy::default()).is_none());
         assert!(find(&log, fp, 0, id, &FilePolicy::default()).is_none());
         std::fs::remove_dir_all(&d).unwrap();

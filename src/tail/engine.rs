@@ -327,35 +327,26 @@ impl Engine {
         for n in r.notices {
             self.warn_once(n.key, format_args!("{}", n.text));
         }
-        let by_id: HashMap<(u64, u64), u64> = match r.found.is_empty() {
-            true => HashMap::new(),
-            false => self
-                .followers
-                .values()
-                .map(|f| ((f.id.dev, f.id.ino), f.key))
-                .collect(),
-        };
-        for f in &r.found {
-            let fl = by_id
-                .get(&(f.id.dev, f.id.ino))
-                .and_then(|k| self.followers.get_mut(k))
-                .filter(|x| x.id.same(&f.id) && x.path != f.path);
-            if let Some(fl) = fl {
+        for (key, path) in r.renamed {
+            if let Some(fl) = self.followers.get_mut(&key) {
                 crate::log::debug(format_args!(
                     "{} is now {}",
                     Esc::path(&fl.path),
-                    Esc::path(&f.path)
+                    Esc::path(&path)
                 ));
-                fl.path = f.path.clone();
-                fl.origin = f.path.clone();
+                fl.origin = path.clone();
+                fl.path = path;
                 self.by_path = None;
             }
         }
         for (key, new_path) in r.gone {
             self.gone(key, new_path, now);
         }
-        for key in r.truncated {
-            self.restart_truncated(key);
+        for (key, id) in r.truncated {
+            // Still the file the scan looked at (not, meanwhile, gone on in its copy).
+            if self.followers.get(&key).is_some_and(|f| f.id.same(&id)) {
+                self.restart_truncated(key);
+            }
         }
         for (key, file, moved) in r.reopened {
             if let Some(f) = self.followers.get_mut(&key) {
@@ -746,7 +737,26 @@ impl Engine {
 
     /// A file shrank or was rewritten in place: follow it again from byte 0 under a new key, so acks
     /// of lines from its old content no longer move its checkpoint.
+    ///
+    /// The old follower goes on in the copy a copytruncate rotation made, when there is one: what it
+    /// had not read is read there, and its lines in flight keep its position (and the checkpoint's)
+    /// until Kafka has them — a crash meanwhile resends them from the copy instead of losing them.
     fn restart_truncated(&mut self, key: u64) {
+        let Some(old) = self.followers.get(&key) else {
+            return;
+        };
+        let copy = match old.retired || old.rotated {
+            true => None,
+            false => super::copytruncate::find(
+                &old.path,
+                old.fingerprint,
+                old.read_pos,
+                old.id,
+                &self.cfg.policy,
+            )
+            .filter(|c| !self.followers.values().any(|f| f.id.same(&c.id))),
+        };
+        let k = self.alloc_key();
         let Some(old) = self.remove_follower(key) else {
             return;
         };
@@ -757,7 +767,6 @@ impl Engine {
         ));
         self.known.remove(&(old.id.dev, old.id.ino));
         let Some(file) = old.file.clone() else { return };
-        let k = self.alloc_key();
         match Follower::new(
             k,
             old.path.clone(),
@@ -773,15 +782,45 @@ impl Engine {
                 f.source = old.source.clone();
                 self.hot.insert(k);
                 self.insert_follower(k, f);
-                if !old.retired && !old.rotated {
-                    self.finish_copy(k, old.fingerprint, old.read_pos, old.skipping());
-                }
             }
             Err(e) => crate::log::warn(format_args!(
                 "cannot follow {} again: {e}",
                 Esc::path(&old.path)
             )),
         }
+        if let Some(c) = copy {
+            self.continue_in_copy(old, c);
+        }
+    }
+
+    /// A truncated file's follower goes on in its copy: same key, positions and lines in flight (the
+    /// copy holds the same bytes), now at the copy's path and identity, finished and closed like a
+    /// file renamed away. Nothing to read and nothing in flight: it is dropped.
+    fn continue_in_copy(&mut self, mut f: Follower, copy: super::copytruncate::Copy) {
+        let unread = copy.len > f.read_pos;
+        if !unread && f.all_acked() {
+            return;
+        }
+        let shown = Esc::path(&f.path).to_string();
+        if unread {
+            crate::log::info(format_args!(
+                "{shown}: reading the rest of it from its copy {} (from byte {})",
+                Esc::path(&copy.path),
+                f.read_pos
+            ));
+            self.counters.copies_read += 1;
+        }
+        f.path = copy.path;
+        f.file = Some(Arc::new(copy.file));
+        f.id = copy.id;
+        f.rotated = true;
+        f.last_active = Instant::now();
+        if let Some(host) = &self.cfg.exactly_once {
+            f.source = Some(super::exactly::source_id(host, &f.id));
+        }
+        let key = f.key;
+        self.hot.insert(key);
+        self.insert_follower(key, f);
     }
 
     /// A copytruncate rotation copied the file before truncating it: what we had not read of it is in
@@ -793,7 +832,9 @@ impl Engine {
         let Some(t) = self.followers.get(&like) else {
             return;
         };
-        let Some(copy) = super::copytruncate::find(&t.path, fp, pos, t.id, &self.cfg.policy) else {
+        let Some(copy) = super::copytruncate::find(&t.path, fp, pos, t.id, &self.cfg.policy)
+            .filter(|c| c.len > pos)
+        else {
             return;
         };
         if self.followers.values().any(|f| f.id.same(&copy.id)) {

@@ -151,10 +151,10 @@ fn open_checkpoint(
 
 /// While every directory is watched, a full rescan runs at least every this many `--scan-ms` (a safety
 /// net for events the kernel did not deliver).
-const SAFETY_RESCAN_FACTOR: u32 = 30;
+const SAFETY_RESCAN_FACTOR: u32 = 60;
 
 /// The checkpoint is rendered at least this often even when nothing seems to have changed.
-const CHECKPOINT_REFRESH: Duration = Duration::from_secs(10);
+const CHECKPOINT_REFRESH: Duration = Duration::from_secs(60);
 
 /// Sleeps until `at` (forever when `None`).
 async fn sleep_until(at: Option<Instant>) {

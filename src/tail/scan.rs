@@ -76,15 +76,15 @@ pub struct NewFile {
 pub struct ScanResult {
     /// The generation of the request.
     pub generation: u64,
-    /// Every matching file that may be followed.
-    pub found: Vec<Found>,
+    /// Followed files a pattern now matches under another path (renamed within the patterns).
+    pub renamed: Vec<(u64, PathBuf)>,
     /// Files opened now (not followed before).
     pub opened: Vec<NewFile>,
     /// Followed files no longer at their path nor matched anywhere: rotated away or deleted, with the
     /// path they now have if they were found next to it.
     pub gone: Vec<(u64, Option<PathBuf>)>,
     /// Followed files rewritten in place (shorter than read, or their first bytes changed).
-    pub truncated: Vec<u64>,
+    pub truncated: Vec<(u64, FileId)>,
     /// Open followed files whose size or modification time changed since the last scan, with both.
     pub changed: Vec<(u64, u64, i128)>,
     /// Directories where new matches could appear (to watch).
@@ -169,6 +169,9 @@ pub fn run(req: ScanRequest) -> ScanResult {
         let here = by_ino
             .get(&(f.id.dev, f.id.ino))
             .filter(|x| x.id.same(&f.id));
+        if let Some(x) = here.filter(|x| x.path != f.path) {
+            pass.out.renamed.push((f.key, x.path.clone()));
+        }
         match &f.file {
             Some(file) => pass.check_open(f, file, here),
             None => pass.check_closed(f, here),
@@ -176,7 +179,6 @@ pub fn run(req: ScanRequest) -> ScanResult {
     }
     pass.open_new();
     pass.find_known();
-    pass.out.found = std::mem::take(&mut pass.found);
     pass.out
 }
 
@@ -244,7 +246,7 @@ impl Pass<'_> {
         self.out.changed.push((f.key, now.0, now.1));
         let shrank = now.0 < f.read_pos;
         if shrank || !starts_with(file, f.fingerprint).unwrap_or(true) {
-            self.out.truncated.push(f.key);
+            self.out.truncated.push((f.key, f.id));
         }
     }
 

@@ -555,7 +555,7 @@ async fn a_rescan_reads_only_changed_files_and_a_closed_file_is_reopened_by_its_
     let closed = e.closed_at(&f3);
     assert_eq!(closed, vec![key]);
     let r = scan::run(e.scan_request(Some(closed)));
-    assert!(!r.full && r.found.is_empty(), "no pattern expanded");
+    assert!(!r.full && r.opened.is_empty(), "no pattern expanded");
     e.apply_scan(r, Instant::now(), false);
     assert!(e.followers[&key].file.is_some());
     e.read_pass(&mut sink, 1, Instant::now());
