@@ -179,6 +179,8 @@ struct Running {
     rescan_at: Option<Instant>,
     /// When the last full scan started.
     last_full: Instant,
+    /// The last scan left files unopened for want of descriptors: rescan every `--scan-ms`.
+    starved: bool,
     /// Closed followers whose paths had events: re-opened by the next (small) scan.
     reopen: std::collections::BTreeSet<u64>,
     /// The engine's checkpoint version last rendered, and when.
@@ -245,6 +247,7 @@ impl Running {
             scan_task: None,
             rescan_at: Some(Instant::now()),
             last_full: Instant::now(),
+            starved: false,
             reopen: std::collections::BTreeSet::new(),
             rendered: (u64::MAX, Instant::now()),
             started: Instant::now(),
@@ -324,7 +327,10 @@ impl Running {
                 _ = scan_tick.tick() => {
                     let now = Instant::now();
                     let safety = self.opts.scan_interval * SAFETY_RESCAN_FACTOR;
-                    if self.watch.degraded() || now.duration_since(self.last_full) >= safety {
+                    if self.watch.degraded()
+                        || self.starved
+                        || now.duration_since(self.last_full) >= safety
+                    {
                         self.rescan_at.get_or_insert(now);
                     }
                     self.engine.close_idle(now);
@@ -526,6 +532,10 @@ impl Running {
     /// may appear are watched.
     fn scanned(&mut self, mut r: scan::ScanResult) {
         let (full, dirs) = (r.full, std::mem::take(&mut r.dirs));
+        self.starved |= r.starved;
+        if full {
+            self.starved = r.starved;
+        }
         if !self
             .engine
             .apply_scan(r, Instant::now(), self.watch.degraded())

@@ -91,6 +91,8 @@ pub struct ScanResult {
     pub dirs: Vec<PathBuf>,
     /// Whether this was a full scan (patterns expanded), not only re-opening files.
     pub full: bool,
+    /// Files wait to be opened for want of descriptors: rescan soon, not only on events.
+    pub starved: bool,
     /// Closed files re-opened because they grew (or rotated away and must be finished).
     pub reopened: Vec<(u64, Arc<File>, Option<PathBuf>)>,
     /// Checkpoint entries whose file no longer exists at their path.
@@ -263,6 +265,9 @@ impl Pass<'_> {
             },
         };
         let grew = std::fs::symlink_metadata(&path).is_ok_and(|m| m.len() > f.read_pos);
+        if (grew || moved) && self.budget == 0 {
+            self.out.starved = true;
+        }
         if !(grew || moved) || self.budget == 0 {
             return;
         }
@@ -301,6 +306,7 @@ impl Pass<'_> {
                 continue;
             }
             if self.budget == 0 {
+                self.out.starved = true;
                 self.out.notices.push(Notice {
                     key: "fd-budget".into(),
                     text: "more files match than may be open at once; idle files are closed and the rest wait their turn (raise the open files limit, ulimit -n)".into(),
@@ -346,6 +352,9 @@ impl Pass<'_> {
             };
             let Some(moved) = moved else { continue };
             let size = std::fs::symlink_metadata(&moved).map_or(0, |m| m.len());
+            if size > *offset && self.budget == 0 {
+                self.out.starved = true;
+            }
             if size <= *offset || self.budget == 0 {
                 continue;
             }
