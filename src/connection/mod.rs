@@ -37,6 +37,7 @@ pub use transport::{tcp_connect, BoxFuture, BoxIo, Io, TcpTransport, Transport};
 
 use crate::wire::codec::{self, api_name};
 use crate::wire::frame;
+use crate::wire::produce as wire_produce;
 
 /// How a connection behaves.
 #[derive(Debug, Clone)]
@@ -332,31 +333,72 @@ impl Connection {
         expect_response: bool,
         until: Instant,
     ) -> Result<Option<PendingResponse>, ConnError> {
-        let api = api_name(R::KEY);
-        let mut w = tokio::time::timeout_at(until, self.shared.writer.lock())
+        let mut w = self.writer_before(until, api_name(R::KEY)).await?;
+        self.reauthenticate_if_due(&mut w, until).await?;
+        self.write_locked(&mut w, req, version, expect_response, until)
+            .await
+    }
+
+    /// Takes the writer lock before `until`.
+    async fn writer_before(
+        &self,
+        until: Instant,
+        api: &'static str,
+    ) -> Result<tokio::sync::MutexGuard<'_, Writer>, ConnError> {
+        tokio::time::timeout_at(until, self.shared.writer.lock())
             .await
             .map_err(|_| ConnError::Timeout {
                 addr: self.addr().to_string(),
                 api,
                 ms: self.request_timeout.as_millis() as u64,
-            })?;
-        if let Some(s) = self.sasl.clone() {
-            let due = self
-                .reauth_at
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_some_and(|(t, _)| Instant::now() >= t);
-            if due {
-                crate::log::debug(format_args!(
-                    "broker {}: authenticating again (session lifetime)",
-                    crate::escape::Esc::str(self.addr())
-                ));
-                let next = self.authenticate_locked(&mut w, &s, until).await?;
-                *self.reauth_at.lock().unwrap_or_else(|e| e.into_inner()) = next;
-            }
+            })
+    }
+
+    /// Authenticates again, with the writer held, when the SASL session's lifetime is up.
+    async fn reauthenticate_if_due(&self, w: &mut Writer, until: Instant) -> Result<(), ConnError> {
+        let Some(s) = self.sasl.clone() else {
+            return Ok(());
+        };
+        let due = self
+            .reauth_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|(t, _)| Instant::now() >= t);
+        if due {
+            crate::log::debug(format_args!(
+                "broker {}: authenticating again (session lifetime)",
+                crate::escape::Esc::str(self.addr())
+            ));
+            let next = self.authenticate_locked(w, &s, until).await?;
+            *self.reauth_at.lock().unwrap_or_else(|e| e.into_inner()) = next;
         }
-        self.write_locked(&mut w, req, version, expect_response, until)
-            .await
+        Ok(())
+    }
+
+    /// Writes one Produce request, encoded around its batches (see [`crate::wire::produce`]): the
+    /// batches go to the socket from where they are, in one vectored write, not copied into a buffer.
+    /// `(acks, timeout_ms)` as in the request; acks=0 expects no response.
+    pub async fn send_produce(
+        &self,
+        version: i16,
+        (acks, timeout_ms): (i16, i32),
+        topics: &[wire_produce::TopicBatches<'_>],
+        until: Instant,
+    ) -> Result<Option<PendingResponse>, ConnError> {
+        let mut w = self.writer_before(until, api_name(0)).await?;
+        self.reauthenticate_if_due(&mut w, until).await?;
+        let client_id: &str = &self.client_id;
+        self.write_frame_locked(&mut w, 0, acks != 0, until, |buf, correlation_id| {
+            let head = wire_produce::ProduceHead {
+                version,
+                correlation_id,
+                client_id,
+                acks,
+                timeout_ms,
+            };
+            wire_produce::encode(buf, &head, topics).map(Some)
+        })
+        .await
     }
 
     /// Writes one request with the writer held.
@@ -368,7 +410,27 @@ impl Connection {
         expect_response: bool,
         until: Instant,
     ) -> Result<Option<PendingResponse>, ConnError> {
-        let api = api_name(R::KEY);
+        let client_id = &self.client_id;
+        self.write_frame_locked(w, R::KEY, expect_response, until, |buf, id| {
+            codec::encode_request(buf, req, version, id, client_id).map(|()| None)
+        })
+        .await
+    }
+
+    /// Writes one request with the writer held: `encode` gets the buffer and the correlation id and
+    /// either fills the buffer with the whole frame (`None`) or returns the frame as parts.
+    async fn write_frame_locked(
+        &self,
+        w: &mut Writer,
+        key: i16,
+        expect_response: bool,
+        until: Instant,
+        encode: impl FnOnce(
+            &mut BytesMut,
+            i32,
+        ) -> Result<Option<wire_produce::Parts>, codec::CodecError>,
+    ) -> Result<Option<PendingResponse>, ConnError> {
+        let api = api_name(key);
         let timeout_err = || ConnError::Timeout {
             addr: self.addr().to_string(),
             api,
@@ -381,14 +443,13 @@ impl Connection {
         let id = w.next_id;
         w.next_id = w.next_id.wrapping_add(1).max(1);
         w.buf.clear();
-        codec::encode_request(&mut w.buf, req, version, id, &self.client_id)
-            .map_err(|e| self.malformed(api, e))?;
+        let parts = encode(&mut w.buf, id).map_err(|e| self.malformed(api, e))?;
         let handle = if expect_response {
             let (tx, rx) = oneshot::channel();
             self.shared.lock().queue.push_back(Waiter {
                 id,
                 api,
-                max_frame_bytes: codec::max_response_bytes(R::KEY),
+                max_frame_bytes: codec::max_response_bytes(key),
                 tx,
             });
             Some(PendingResponse { rx, api })
@@ -404,7 +465,10 @@ impl Connection {
         // A write cut short (timeout, or this future dropped) would leave half a request on the wire:
         // the guard closes the connection unless the write completes.
         let guard = CloseOnDrop(Some(&self.shared));
-        let written = tokio::time::timeout_at(until, io.write_all(buf)).await;
+        let written = match &parts {
+            None => tokio::time::timeout_at(until, io.write_all(buf)).await,
+            Some(p) => tokio::time::timeout_at(until, write_all_parts(io, &p.parts)).await,
+        };
         let err = match written {
             Ok(Ok(())) => {
                 std::mem::forget(guard);
@@ -493,6 +557,22 @@ impl Drop for CloseOnDrop<'_> {
 
 /// Takes frames off the stream and hands each to the waiter it answers. Ends at the first error,
 /// closing the connection.
+/// Writes `parts` in order with vectored writes (the kernel takes up to IOV_MAX slices per call; a
+/// short write goes on where it stopped).
+async fn write_all_parts(io: &mut WriteHalf<BoxIo>, parts: &[Bytes]) -> std::io::Result<()> {
+    let mut slices: Vec<std::io::IoSlice<'_>> =
+        parts.iter().map(|p| std::io::IoSlice::new(p)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let n = io.write_vectored(rest).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        std::io::IoSlice::advance_slices(&mut rest, n);
+    }
+    io.flush().await
+}
+
 async fn read_loop(mut rd: ReadHalf<BoxIo>, shared: Arc<Shared>) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let err = loop {

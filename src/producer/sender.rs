@@ -5,14 +5,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
-use kafka_protocol::protocol::{StrBytes, VersionRange};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::VersionRange;
 use tokio::time::Instant;
 
 use super::accumulator::Batch;
 use crate::cluster::Cluster;
 use crate::error::{classify, code, Class, Error, Target};
+use crate::wire::produce::TopicBatches;
 
 /// Produce versions we speak: flexible (9+, Kafka 2.4+) up to 12, the last that names topics.
 pub(crate) const PRODUCE_VERSIONS: VersionRange = VersionRange { min: 9, max: 12 };
@@ -85,9 +85,11 @@ pub(crate) async fn send(s: Send, batches: Vec<InFlight>) -> Completed {
     let result = async {
         let conn = s.cluster.broker(s.leader, s.deadline).await?;
         let version = conn.version::<ProduceRequest>(PRODUCE_VERSIONS)?;
-        let req = request(&s, &batches);
+        let topics = topics(&s, &batches);
         let until = conn.request_deadline(s.deadline);
-        let pending = conn.send(&req, version, s.acks != 0, until).await?;
+        let pending = conn
+            .send_produce(version, (s.acks, s.ack_timeout_ms), &topics, until)
+            .await?;
         if s.acks == 0 {
             return Ok(None);
         }
@@ -103,32 +105,30 @@ pub(crate) async fn send(s: Send, batches: Vec<InFlight>) -> Completed {
     }
 }
 
-fn request(s: &Send, batches: &[InFlight]) -> ProduceRequest {
-    let mut by_topic: Vec<TopicProduceData> = Vec::new();
+/// The request's topics, each with its partitions' batches (shared, not copied).
+fn topics<'a>(s: &'a Send, batches: &[InFlight]) -> Vec<TopicBatches<'a>> {
+    let mut by_topic: Vec<(usize, TopicBatches<'a>)> = Vec::new();
     for b in batches {
-        let name = s
-            .topic_names
-            .iter()
-            .find(|(i, _)| *i == b.topic)
-            .map_or("", |(_, n)| n.as_str());
-        let mut d = PartitionProduceData::default();
-        d.index = b.partition;
-        d.records = Some(b.batch.bytes());
-        match by_topic.iter_mut().find(|t| t.name.0.as_str() == name) {
-            Some(t) => t.partition_data.push(d),
+        let entry = (b.partition, b.batch.bytes());
+        match by_topic.iter_mut().find(|(t, _)| *t == b.topic) {
+            Some((_, t)) => t.batches.push(entry),
             None => {
-                let mut t = TopicProduceData::default();
-                t.name = TopicName(StrBytes::from_string(name.to_string()));
-                t.partition_data = vec![d];
-                by_topic.push(t);
+                let name = s
+                    .topic_names
+                    .iter()
+                    .find(|(i, _)| *i == b.topic)
+                    .map_or("", |(_, n)| n.as_str());
+                by_topic.push((
+                    b.topic,
+                    TopicBatches {
+                        name,
+                        batches: vec![entry],
+                    },
+                ));
             }
         }
     }
-    let mut req = ProduceRequest::default();
-    req.acks = s.acks;
-    req.timeout_ms = s.ack_timeout_ms;
-    req.topic_data = by_topic;
-    req
+    by_topic.into_iter().map(|(_, t)| t).collect()
 }
 
 /// The verdict on every batch of a completed request, in the order of `c.batches`; also the throttle

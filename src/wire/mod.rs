@@ -2,6 +2,7 @@
 //!
 //! - [`frame`]: the 4-byte size prefix around every request and response, with size limits.
 //! - [`codec`]: the one place that calls kafka-protocol's message codecs and wraps their errors.
+//! - [`produce`]: the Produce request encoded around its batches (no copy of them).
 //! - [`records`]: our own RecordBatch v2 encoder and decoder (crc32c), the hot path.
 //! - [`compression`]: the four codecs Kafka batches may use.
 //! - [`validate`]: a structural check of responses before kafka-protocol allocates for them.
@@ -9,5 +10,6 @@
 pub mod codec;
 pub mod compression;
 pub mod frame;
+pub mod produce;
 pub mod records;
 pub mod validate;
