@@ -26,11 +26,21 @@ struct Tally {
     errors_shown: u64,
 }
 
+/// Chunks read from the input, and a way to hand their buffers back.
+struct Chunks {
+    rx: mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    /// Read buffers given back for reuse: a fresh 256 KB buffer is a fresh mapping with musl's
+    /// allocator, whose pages all fault on the first read into it.
+    spent: std::sync::mpsc::SyncSender<Vec<u8>>,
+}
+
 /// Reads `input` in chunks on a thread of its own, so a slow or interactive stdin never stalls acks.
-fn spawn_reader(mut input: Box<dyn Read + Send>) -> mpsc::Receiver<std::io::Result<Vec<u8>>> {
+fn spawn_reader(mut input: Box<dyn Read + Send>) -> Chunks {
     let (tx, rx) = mpsc::channel(4);
+    let (spent, reuse) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
     std::thread::spawn(move || loop {
-        let mut buf = vec![0u8; CHUNK_BYTES];
+        let mut buf = reuse.try_recv().unwrap_or_default();
+        buf.resize(CHUNK_BYTES, 0);
         match input.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => {
@@ -46,7 +56,7 @@ fn spawn_reader(mut input: Box<dyn Read + Send>) -> mpsc::Receiver<std::io::Resu
             }
         }
     });
-    rx
+    Chunks { rx, spent }
 }
 
 /// What every line is sent with.
@@ -220,16 +230,17 @@ async fn start_producer(common: &Common, args: &ProduceArgs) -> anyhow::Result<P
 
 impl Run<'_> {
     /// Ships every line of the input, collecting deliveries as they come.
-    async fn ship(
-        &mut self,
-        mut rx: mpsc::Receiver<std::io::Result<Vec<u8>>>,
-    ) -> anyhow::Result<()> {
+    async fn ship(&mut self, mut chunks: Chunks) -> anyhow::Result<()> {
         // Only an incomplete line is carried between chunks (at most --max-line-bytes), never a chunk.
         let mut carry: Vec<u8> = Vec::new();
         loop {
             tokio::select! {
-                chunk = rx.recv() => match chunk {
-                    Some(Ok(c)) => self.take_chunk(&c, &mut carry).await?,
+                chunk = chunks.rx.recv() => match chunk {
+                    Some(Ok(c)) => {
+                        self.take_chunk(&c, &mut carry).await?;
+                        // Full (the reader has spares) or gone: then the buffer is just freed.
+                        let _ = chunks.spent.try_send(c);
+                    }
                     Some(Err(e)) => anyhow::bail!("cannot read input: {e}"),
                     None => break,
                 },

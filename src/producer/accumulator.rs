@@ -216,7 +216,12 @@ pub(crate) struct Accumulator {
     pub(crate) buffered: usize,
     /// The last source placed (exactly-once), its topic and partition.
     last_source: Option<(Arc<str>, usize, i32)>,
+    /// Buffers of acknowledged batches, reused for new ones (see [`Accumulator::recycle`]).
+    free: Vec<BytesMut>,
 }
+
+/// At most this many batch buffers are kept for reuse.
+const FREE_BUFFERS: usize = 4;
 
 impl Accumulator {
     pub(crate) fn new(cfg: BatchConfig) -> Self {
@@ -225,6 +230,24 @@ impl Accumulator {
             topics: Vec::new(),
             buffered: 0,
             last_source: None,
+            free: Vec::new(),
+        }
+    }
+
+    /// Takes back the buffer of a batch Kafka has acknowledged, for the next batch. A fresh
+    /// batch-sized buffer is a fresh mapping with most allocators (musl's always): every page of it
+    /// faults on first write, and freeing it unmaps it again — as much kernel work as filling it.
+    /// A buffer still shared (a request not yet dropped) or too small is left to be freed.
+    pub(crate) fn recycle(&mut self, body: Body) {
+        let Body::Finished(b) = body else { return };
+        if self.free.len() >= FREE_BUFFERS {
+            return;
+        }
+        if let Ok(mut m) = b.try_into_mut() {
+            if m.capacity() >= self.limit() + 64 {
+                m.clear();
+                self.free.push(m);
+            }
         }
     }
 
@@ -348,10 +371,14 @@ impl Accumulator {
             }
             None => headers,
         };
+        let free = &mut self.free;
         let q = &mut self.topics[topic].parts[idx];
         let open = q.open.get_or_insert_with(|| {
             // Full size at once: untouched pages cost no memory, and growth by doubling would copy.
-            let mut buf = BytesMut::with_capacity(limit + 64);
+            let mut buf = free
+                .pop()
+                .filter(|b| b.capacity() >= limit + 64)
+                .unwrap_or_else(|| BytesMut::with_capacity(limit + 64));
             let builder = BatchBuilder::begin(&mut buf, timestamp_ms);
             OpenBatch {
                 buf,
@@ -581,6 +608,38 @@ mod tests {
         let (h, batch) = records::split_batches(&bytes).next().unwrap().unwrap();
         records::verify_crc(&h, batch).unwrap();
         assert_eq!((h.record_count, h.max_timestamp), (1, 1));
+    }
+
+    #[test]
+    fn an_acknowledged_batch_buffer_carries_the_next_batch_unless_still_shared() {
+        let mut a = acc(1 << 20);
+        let t = a.add_topic(meta(1));
+        let sealed = |a: &mut Accumulator, token| {
+            a.append(t, None, Some(b"line"), &[], 1, token).unwrap();
+            a.seal_due(Instant::now(), true);
+            let mut b = a.topics[t].parts[0].ready.pop_front().unwrap();
+            b.finish(
+                Compression::Zstd,
+                None,
+                ProducerStamp::NONE,
+                &mut Compressor::default(),
+            )
+            .unwrap();
+            b
+        };
+        let first = sealed(&mut a, 1);
+        let at = first.bytes().as_ptr();
+        a.recycle(first.body);
+        let second = sealed(&mut a, 2);
+        assert_eq!(second.bytes().as_ptr(), at, "the buffer was reused");
+        let held = second.bytes();
+        let (h, batch) = records::split_batches(&held).next().unwrap().unwrap();
+        records::verify_crc(&h, batch).unwrap();
+        assert_eq!(h.record_count, 1);
+        // Still held (a request not yet dropped): not taken.
+        a.recycle(second.body);
+        let third = sealed(&mut a, 3);
+        assert_ne!(third.bytes().as_ptr(), held.as_ptr());
     }
 
     #[test]

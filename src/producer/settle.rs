@@ -91,11 +91,13 @@ impl Producer {
                 q.failing_since = None;
                 self.failing.remove(&(t, p));
                 self.acc.buffered = self.acc.buffered.saturating_sub(batch.size);
+                let Batch { body, tokens, .. } = batch;
+                self.acc.recycle(body);
                 out.push(Delivery {
                     topic: t,
                     partition: p,
                     base_offset,
-                    tokens: batch.tokens,
+                    tokens,
                     error: None,
                     batch: None,
                 });
