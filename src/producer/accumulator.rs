@@ -218,6 +218,9 @@ pub(crate) struct Accumulator {
     last_source: Option<(Arc<str>, usize, i32)>,
     /// Buffers of acknowledged batches, reused for new ones (see [`Accumulator::recycle`]).
     free: Vec<BytesMut>,
+    /// Records in the last batch sealed: a new batch's token list starts that large, not grown by
+    /// doubling (each step a copy, and with musl past 128 KB a fresh mapping).
+    tokens_hint: usize,
 }
 
 /// At most this many batch buffers are kept for reuse.
@@ -231,6 +234,7 @@ impl Accumulator {
             buffered: 0,
             last_source: None,
             free: Vec::new(),
+            tokens_hint: 0,
         }
     }
 
@@ -371,7 +375,7 @@ impl Accumulator {
             }
             None => headers,
         };
-        let free = &mut self.free;
+        let (free, tokens_hint) = (&mut self.free, self.tokens_hint);
         let q = &mut self.topics[topic].parts[idx];
         let open = q.open.get_or_insert_with(|| {
             // Full size at once: untouched pages cost no memory, and growth by doubling would copy.
@@ -383,7 +387,7 @@ impl Accumulator {
             OpenBatch {
                 buf,
                 builder,
-                tokens: Vec::new(),
+                tokens: Vec::with_capacity(tokens_hint),
                 created: Instant::now(),
                 last: None,
                 at: None,
@@ -454,6 +458,7 @@ impl Accumulator {
             return;
         };
         let size = open.builder.len(&open.buf) - records::BATCH_HEADER_BYTES;
+        self.tokens_hint = open.tokens.len();
         t.parts[idx].ready.push_back(Batch {
             body: Body::Records {
                 buf: open.buf,
