@@ -25,6 +25,7 @@ pub mod connection;
 pub mod consumer;
 pub mod error;
 pub mod escape;
+pub mod fastcopy;
 pub mod group;
 pub mod http;
 pub mod log;

@@ -2,7 +2,7 @@
 //! `-G GROUP`, as a member of a consumer group, like `kcat -G`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufWriter, StdoutLock, Write};
+use std::io::{StdoutLock, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use crate::cli::{CommitMode, Common, ConsumeArgs};
 use crate::cluster::Cluster;
 use crate::consumer::{Consumer, FetchConfig, Fetched, StartOffset};
 use crate::escape::Esc;
+use crate::fastcopy::OutBuf;
 use crate::group::{offsets, Assignment, Event, GroupConfig, Member, Offsets};
 use crate::output::Format;
 use crate::settings::{usage, KafkaSettings};
@@ -44,7 +45,7 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
         max_decompressed: cfg.max_decompressed_bytes,
         consumer: Consumer::new(cluster.clone(), cfg),
         cluster: cluster.clone(),
-        out: BufWriter::with_capacity(1 << 20, std::io::stdout().lock()),
+        out: OutBuf::with_capacity(1 << 20, std::io::stdout().lock()),
         format,
         start,
         count: 0,
@@ -83,7 +84,7 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
 struct Reader {
     consumer: Consumer,
     cluster: Arc<Cluster>,
-    out: BufWriter<StdoutLock<'static>>,
+    out: OutBuf<StdoutLock<'static>>,
     format: Format,
     start: StartOffset,
     max_decompressed: usize,
