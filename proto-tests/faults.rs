@@ -147,6 +147,47 @@ fn report(row: &Row) {
     }
 }
 
+/// For the lines of the copytruncate window that did not arrive: how many are still in a file of
+/// `dir` (the log or a copy logrotate left), and which (line numbers, as ranges), so a run that lost
+/// lines still on disk leaves the evidence in its report.
+fn on_disk_note(dir: &Path, lines: &[String], missing: impl Fn(usize) -> bool) -> String {
+    let mut on_disk: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with("app.log") {
+            for l in std::fs::read(e.path())
+                .unwrap_or_default()
+                .split(|&b| b == b'\n')
+            {
+                on_disk.insert(l.to_vec());
+            }
+        }
+    }
+    let idx: Vec<usize> = (0..lines.len())
+        .filter(|&i| missing(i) && on_disk.contains(lines[i].as_bytes()))
+        .collect();
+    let mut ranges: Vec<String> = Vec::new();
+    let mut k = 0;
+    while k < idx.len() {
+        let start = idx[k];
+        while k + 1 < idx.len() && idx[k + 1] == idx[k] + 1 {
+            k += 1;
+        }
+        ranges.push(if idx[k] == start {
+            start.to_string()
+        } else {
+            format!("{start}-{}", idx[k])
+        });
+        k += 1;
+    }
+    format!(
+        "; of the window's missing lines {} are still on disk{}{}",
+        idx.len(),
+        if ranges.is_empty() { "" } else { ": lines " },
+        ranges.join(", ")
+    )
+}
+
 /// Waits until the topic stops growing and holds at least `min` records; returns every value.
 fn settle(c: &str, t: &str, min: usize, limit: Duration) -> Vec<Vec<u8>> {
     let deadline = Instant::now() + limit;
@@ -256,6 +297,11 @@ fn scenario_with(
     }
     let dups: usize = counts.values().map(|n| n - 1).sum();
     let mut note = ctx.note.lock().unwrap().clone();
+    if lost_in_window > 0 {
+        note.push_str(&on_disk_note(&dir, &written.lines, |i| {
+            written.lossy[i] && !counts.contains_key(written.lines[i].as_bytes())
+        }));
+    }
     if tail.is_some() {
         // Counted again by an independent client: every line once in kcat's view too.
         let out = kcat(&c, &["-C", "-t", &t, "-e", "-q", "-f", "%s\\n"], b"");
