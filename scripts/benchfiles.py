@@ -55,7 +55,8 @@ def one(shipper, broker, count, idle_s, probes):
     subprocess.run([os.path.join(HERE, "kafka-topic"), "create", topic, "--partitions", "3", "--brokers", broker],
                    check=True, capture_output=True)
     tail = subprocess.Popen([shipper, "-b", broker, "tail", os.path.join(d, "**", "*.log"), topic,
-                             "--checkpoint", os.path.join(d, "checkpoint")],
+                             "--checkpoint", os.path.join(d, "checkpoint")]
+                            + os.environ.get("BENCH_TAIL_FLAGS", "").split(),
                             stderr=open(os.path.join(d, "tail.err"), "w"))
     started = time.time()
     want = count * 10
