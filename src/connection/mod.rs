@@ -575,14 +575,20 @@ async fn write_all_parts(io: &mut WriteHalf<BoxIo>, parts: &[Bytes]) -> std::io:
 
 async fn read_loop(mut rd: ReadHalf<BoxIo>, shared: Arc<Shared>) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut spent = SpentFrames::default();
     let err = loop {
         match next_frame(&mut buf, &shared) {
             Ok(Some((w, f))) => {
+                spent.keep(&f);
                 let _ = w.tx.send(Ok(f));
                 continue;
             }
             Ok(None) => {}
             Err(e) => break e,
+        }
+        // The size was checked against the limit by next_frame: room for the rest of the frame.
+        if let Some(need) = frame::missing(&buf) {
+            spent.make_room(&mut buf, need);
         }
         if buf.capacity() - buf.len() < 16 * 1024 {
             buf.reserve(64 * 1024);
@@ -601,6 +607,56 @@ async fn read_loop(mut rd: ReadHalf<BoxIo>, shared: Arc<Shared>) {
         }
     };
     shared.close(err);
+}
+
+/// Large frames handed to waiters, whose memory the reader takes back for a later frame once every
+/// user dropped them. Without this, every fetch response of megabytes is read into fresh memory:
+/// with musl's allocator a fresh mapping each time, every page faulting on first write (glibc's
+/// `malloc` keeps freed memory around itself). Two are kept — a consumer holds one response while
+/// the next arrives — and their memory is sized in whole MiB so one fits the next frame.
+#[derive(Default)]
+struct SpentFrames(VecDeque<Bytes>);
+
+/// Frames from this size on are read into memory that is taken back.
+const SPENT_FRAME_BYTES: usize = 256 * 1024;
+
+impl SpentFrames {
+    fn keep(&mut self, f: &Bytes) {
+        if f.len() >= SPENT_FRAME_BYTES {
+            if self.0.len() == 2 {
+                self.0.pop_front();
+            }
+            self.0.push_back(f.clone());
+        }
+    }
+
+    /// Gives `buf` room for `need` more bytes: in a spent frame's memory when one is free and large
+    /// enough (the bytes already read are moved over), else in new memory rounded up to whole MiB.
+    fn make_room(&mut self, buf: &mut BytesMut, need: usize) {
+        if buf.capacity() - buf.len() >= need {
+            return;
+        }
+        if need < SPENT_FRAME_BYTES {
+            buf.reserve(need);
+            return;
+        }
+        let want = buf.len() + need;
+        while let Some(i) = self.0.iter().position(|f| f.is_unique()) {
+            let Some(f) = self.0.remove(i) else { break };
+            if let Ok(mut m) = f.try_into_mut() {
+                m.clear();
+                // Room from the frame's start to its memory's end (its size prefix came before).
+                if m.capacity() >= want {
+                    m.extend_from_slice(buf);
+                    *buf = m;
+                    return;
+                }
+            }
+        }
+        let mut m = BytesMut::with_capacity((want + 64 * 1024).next_multiple_of(1 << 20));
+        m.extend_from_slice(buf);
+        *buf = m;
+    }
 }
 
 /// Whether the first bytes a broker sent are a TLS record (handshake or alert), not a Kafka frame: a

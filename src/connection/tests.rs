@@ -165,3 +165,32 @@ async fn a_mechanism_the_broker_does_not_offer_is_named_with_what_it_offers() {
         "{e}"
     );
 }
+
+#[test]
+fn a_large_frame_s_memory_carries_a_later_frame_once_its_reader_dropped_it() {
+    use bytes::{Bytes, BytesMut};
+    let mut spent = super::SpentFrames::default();
+    let mut buf = BytesMut::from(&[0u8, 8, 0, 0, 1, 2][..]);
+    spent.make_room(&mut buf, 1 << 19);
+    assert_eq!(buf.capacity(), 1 << 20, "new memory in whole MiB");
+    buf.resize(4 + (1 << 19), 7);
+    let frame: Bytes = buf.split_to(4 + (1 << 19)).freeze().slice(4..);
+    let at = frame.as_ptr();
+    spent.keep(&frame);
+    // Still held by its reader: the next frame gets memory of its own.
+    let mut next = BytesMut::from(&[0u8, 8, 0, 0, 3][..]);
+    spent.make_room(&mut next, 1 << 19);
+    assert_ne!(next.as_ptr(), at);
+    // The reader's buffer moved on to other memory (as `next` did); the frame's reader is done.
+    drop(buf);
+    drop(frame);
+    let mut third = BytesMut::from(&[0u8, 8, 0, 0, 5][..]);
+    spent.make_room(&mut third, 1 << 19);
+    assert_eq!(third.as_ptr(), at, "the dropped frame's memory is reused");
+    assert_eq!(
+        &third[..],
+        &[0u8, 8, 0, 0, 5],
+        "with the bytes read so far moved over"
+    );
+    assert!(third.capacity() >= 5 + (1 << 19));
+}

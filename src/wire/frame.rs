@@ -26,10 +26,17 @@ pub enum FrameError {
     },
 }
 
+/// How many more bytes `buf` needs to hold the frame that starts it, when known and not all there.
+pub fn missing(buf: &[u8]) -> Option<usize> {
+    let size = buf.first_chunk::<4>().map(|b| i32::from_be_bytes(*b))?;
+    let want = 4 + usize::try_from(size).ok()?;
+    want.checked_sub(buf.len()).filter(|&n| n > 0)
+}
+
 /// Takes one whole frame (without its size prefix) off the front of `buf`.
 ///
-/// Returns `Ok(None)` when `buf` does not yet hold a whole frame; the buffer is left untouched then, and
-/// reserves room for the rest so the caller's next read fills it.
+/// Returns `Ok(None)` when `buf` does not yet hold a whole frame; the buffer is left untouched then
+/// (the caller makes room for the rest: [`missing`] says how much).
 pub fn parse(buf: &mut BytesMut, max_frame_bytes: usize) -> Result<Option<Bytes>, FrameError> {
     if buf.len() < 4 {
         return Ok(None);
@@ -46,7 +53,6 @@ pub fn parse(buf: &mut BytesMut, max_frame_bytes: usize) -> Result<Option<Bytes>
         });
     }
     if buf.len() < 4 + size {
-        buf.reserve(4 + size - buf.len());
         return Ok(None);
     }
     buf.advance(4);
@@ -56,6 +62,16 @@ pub fn parse(buf: &mut BytesMut, max_frame_bytes: usize) -> Result<Option<Bytes>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_counts_what_the_front_frame_still_needs() {
+        assert_eq!(missing(b""), None);
+        assert_eq!(missing(&[0, 0, 0]), None);
+        assert_eq!(missing(&[0, 0, 0, 5, 1, 2]), Some(3));
+        assert_eq!(missing(&[0, 0, 0, 2, 1, 2]), None);
+        assert_eq!(missing(&[0, 0, 0, 2, 1, 2, 9]), None);
+        assert_eq!(missing(&[0xff, 0xff, 0xff, 0xff]), None);
+    }
 
     #[test]
     fn frame_waits_for_the_whole_body() {
