@@ -647,3 +647,73 @@ fn healthz_turns_503_with_the_reason_while_kafka_is_down_and_200_when_it_is_back
     );
     assert_eq!(tail.stop("INT"), Some(0), "{}", tail.stderr());
 }
+
+/// A log directory where other programs create and rename files (and where the checkpoint itself is
+/// written) costs no full scan per event: only a name a pattern may find, or a followed file renamed,
+/// does. Counted by `shipper_scans_total`; the lines of a new matching file and of a rotated one
+/// still all arrive (read back with kcat).
+#[test]
+fn unrelated_files_created_and_renamed_in_a_watched_directory_cost_no_scan() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("agent-names");
+    let t = topic("agent-names");
+    create_topic(&b, &t, 1, 1, &[]);
+    let port = free_port();
+    append(&dir.join("a.log"), &numbered_lines("a", 0, 10));
+    let pattern = format!("{}/*.log", dir.display());
+    let ckpt = dir.join("ckpt");
+    let port_s = format!("127.0.0.1:{port}");
+    let mut tail = Tail::start(
+        &b,
+        &[
+            &pattern,
+            &t,
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--checkpoint-ms",
+            "20",
+            "--metrics-listen",
+            &port_s,
+        ],
+        &dir.join("log"),
+    );
+    wait_listening(port, &tail);
+    let scans =
+        || parse_with_prometheus_client(&http_get(port, "/metrics").1)["shipper_scans_total{}"];
+    wait_for_records(&b, &t, 10, Duration::from_secs(30));
+    let before = scans();
+    // Unrelated names: written, renamed, rotated as .gz, in the watched directory — while the file
+    // followed takes lines (so the checkpoint is rewritten next to them every 20 ms, too).
+    for i in 0..30 {
+        std::fs::write(dir.join(format!(".tmp-{i}")), "x").unwrap();
+        std::fs::rename(
+            dir.join(format!(".tmp-{i}")),
+            dir.join(format!("other-{i}.txt")),
+        )
+        .unwrap();
+        std::fs::write(dir.join(format!("a.log.{i}.gz")), "x").unwrap();
+        append(&dir.join("a.log"), &numbered_lines("a", 10 + i, 11 + i));
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    wait_for_records(&b, &t, 40, Duration::from_secs(30));
+    let after = scans();
+    assert!(
+        after - before <= 1.0,
+        "unrelated names caused {} full scans (one safety rescan allowed): {}",
+        after - before,
+        tail.stderr()
+    );
+    // A name the pattern finds, and a rotation of the followed file, are still seen at once.
+    append(&dir.join("b.log"), &numbered_lines("b", 0, 5));
+    std::fs::rename(dir.join("a.log"), dir.join("a.log.1")).unwrap();
+    append(&dir.join("a.log"), &numbered_lines("a", 40, 45));
+    let got = wait_for_records(&b, &t, 50, Duration::from_secs(30));
+    assert!(scans() > after, "a new matching file scans");
+    let mut want: Vec<Vec<u8>> = lines(&numbered_lines("a", 0, 45));
+    want.extend(lines(&numbered_lines("b", 0, 5)));
+    let mut got = got;
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "{}", tail.stderr());
+    assert_eq!(tail.stop("INT"), Some(0));
+}

@@ -43,6 +43,16 @@ pub struct Pattern {
     is_glob: bool,
     glob: Option<glob::Pattern>,
     excludes: Vec<glob::Pattern>,
+    /// What a matching file's name must be: its last component, as a literal name or a glob (`None`:
+    /// any name, for a last component of `**` or one that is not a name).
+    name: Option<NamePart>,
+}
+
+/// The last component of a pattern.
+#[derive(Debug, Clone)]
+enum NamePart {
+    Literal(std::ffi::OsString),
+    Glob(glob::Pattern),
 }
 
 impl Pattern {
@@ -75,13 +85,43 @@ impl Pattern {
                     .map_err(|err| format!("invalid exclude '{}': {err}", Esc::str(e)))
             })
             .collect::<Result<_, _>>()?;
+        let name = match Path::new(raw).components().next_back() {
+            Some(std::path::Component::Normal(n)) if !raw.ends_with('/') => {
+                let text = n.to_string_lossy();
+                if !text.contains(['*', '?', '[']) {
+                    Some(NamePart::Literal(n.to_os_string()))
+                } else if text == "**" {
+                    None
+                } else {
+                    glob::Pattern::new(&text).ok().map(NamePart::Glob)
+                }
+            }
+            _ => None,
+        };
         Ok(Pattern {
             raw: raw.to_string(),
             base,
             is_glob,
             glob,
             excludes,
+            name,
         })
+    }
+
+    /// Whether a file at `path` could be one this pattern finds, judged by its name alone (the last
+    /// component, matched as a scan matches it). Cheap, and never wrong in the direction that matters:
+    /// a name this says no to is never found by a scan, so a file created or renamed under it needs none.
+    pub fn may_name(&self, path: &Path) -> bool {
+        let Some(name) = path.file_name() else {
+            return true;
+        };
+        match &self.name {
+            None => true,
+            Some(NamePart::Literal(n)) => n == name,
+            Some(NamePart::Glob(g)) => {
+                g.matches_with(&name.to_string_lossy(), glob::MatchOptions::new())
+            }
+        }
     }
 
     fn excluded(&self, path: &Path) -> bool {
@@ -536,6 +576,35 @@ mod tests {
             "** matches zero or more directories"
         );
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn may_name_judges_the_last_component_as_a_scan_does() {
+        use std::os::unix::ffi::OsStrExt;
+        let p = Pattern::new("/var/log/**/app-*.log", &[]).unwrap();
+        assert!(p.may_name(Path::new("/var/log/x/y/app-1.log")));
+        assert!(
+            p.may_name(Path::new("/elsewhere/app-2.log")),
+            "the name alone"
+        );
+        assert!(!p.may_name(Path::new("/var/log/x/.ckpt.tmp-1-2")));
+        assert!(!p.may_name(Path::new("/var/log/x/app-1.log.gz")));
+        assert!(!p.may_name(Path::new("/var/log/x")), "a directory's name");
+        let odd = Path::new(std::ffi::OsStr::from_bytes(b"/var/log/app-\xff.log"));
+        assert!(
+            p.may_name(odd),
+            "names that are not UTF-8, lossily as a scan reads them"
+        );
+        let lit = Pattern::new("/var/log/app.log", &[]).unwrap();
+        assert!(lit.may_name(Path::new("/var/log/app.log")));
+        assert!(!lit.may_name(Path::new("/var/log/app.log.1")));
+        for any in ["/var/log/**", "/var/log/*", "/var/log/"] {
+            let p = Pattern::new(any, &[]).unwrap();
+            assert!(p.may_name(Path::new("/var/log/anything")), "{any}");
+        }
+        assert!(Pattern::new("/var/log/[ab]?.log", &[])
+            .unwrap()
+            .may_name(Path::new("/x/a1.log")));
     }
 
     #[test]

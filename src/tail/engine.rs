@@ -96,6 +96,9 @@ impl EngineConfig {
     }
 }
 
+/// Created or renamed names judged one by one at most per look; beyond, a full scan.
+const MAX_NAMES_JUDGED: usize = 64;
+
 /// The state of `tail`.
 pub struct Engine {
     cfg: EngineConfig,
@@ -318,6 +321,9 @@ impl Engine {
             return false;
         }
         self.version += 1;
+        if r.full {
+            self.counters.full_scans += 1;
+        }
         for (key, size, mtime) in r.changed {
             if let Some(f) = self.followers.get_mut(&key) {
                 f.seen = (size, mtime);
@@ -625,6 +631,20 @@ impl Engine {
     /// Whether some follower waits to be read.
     pub fn has_hot(&self) -> bool {
         !self.hot.is_empty()
+    }
+
+    /// Whether files created or renamed under these names call for a full scan: a name a pattern may
+    /// find, or the path of a followed file or of a directory above one (renamed away). More names
+    /// than are worth checking one by one also say yes.
+    pub fn names_concern(&mut self, names: &[PathBuf]) -> bool {
+        if names.len() > MAX_NAMES_JUDGED {
+            return true;
+        }
+        names.iter().any(|n| {
+            self.patterns.iter().any(|p| p.may_name(n))
+                || !self.at_path(n).is_empty()
+                || self.followers.values().any(|f| f.path.starts_with(n))
+        })
     }
 
     /// The closed followers at `path` (a change there may need them re-opened).

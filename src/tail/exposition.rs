@@ -132,6 +132,12 @@ fn routes(e: &mut Exposition, engine: &Engine) {
     );
     counter(
         e,
+        "shipper_scans_total",
+        "Full scans: the patterns expanded (at start, when a created or renamed name may concern a pattern or a followed file, and as a safety net).",
+        engine.counters.full_scans,
+    );
+    counter(
+        e,
         "shipper_copytruncate_copies_read_total",
         "Truncated files whose unread rest was read from the copy made before the truncation.",
         engine.counters.copies_read,

@@ -52,6 +52,8 @@ pub struct Counters {
     pub copies_read: u64,
     /// Rotations seen (the path now names another file).
     pub rotations: u64,
+    /// Full scans (the patterns expanded: a walk of every directory they cover).
+    pub full_scans: u64,
 }
 
 impl Counters {

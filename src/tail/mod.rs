@@ -459,7 +459,12 @@ impl Running {
     /// one (a directory changed, or the periodic rescan), else a small one re-opening closed files
     /// that changed.
     fn take_events(&mut self) {
-        let (changed, wants_rescan) = self.watch.take();
+        let ev = self.watch.take();
+        let changed = ev.changed;
+        let wants_rescan = ev.rescan
+            || (!ev.named.is_empty()
+                && (self.engine.names_concern(&ev.named)
+                    || ev.named.iter().any(|n| self.watch.is_watched(n))));
         let now = Instant::now();
         if wants_rescan {
             // At once: a file created and deleted again soon after must still be read.

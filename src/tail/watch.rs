@@ -1,6 +1,9 @@
 //! File events: inotify (through notify) on the directories that hold followed files and patterns, so
 //! new lines are read within milliseconds. Events only mark work: a changed path makes its followers
-//! hot, anything else (create, delete, rename, an overflowed queue) asks for a rescan. While every
+//! hot; a file created or renamed is handed to the loop, which rescans only if the name may concern a
+//! pattern or a followed file (a log directory where other programs create and rename files — or the
+//! checkpoint lives — must not cost a walk of ten thousand files each time); anything else (a
+//! directory or link created or renamed, a delete, an overflowed queue) asks for a rescan. While every
 //! directory is watched, the loop rescans only on such events and, as a safety net, rarely; when a
 //! directory cannot be watched (no inotify, the watch limit reached, a directory not there yet) the
 //! watch is *degraded* and the loop rescans every `--scan-ms`, reading every file, as without events.
@@ -21,6 +24,8 @@ const MAX_PENDING_PATHS: usize = 65_536;
 struct Shared {
     changed: Mutex<HashSet<PathBuf>>,
     removed: Mutex<Vec<PathBuf>>,
+    /// Names of files created or renamed (old and new names), none of them a directory or a link now.
+    named: Mutex<Vec<PathBuf>>,
     rescan: AtomicBool,
     wake: tokio::sync::Notify,
 }
@@ -55,6 +60,14 @@ impl Watch {
                     }
                 }
                 Ok(ev) if matches!(ev.kind, EventKind::Access(_)) => return,
+                Ok(ev) if names_only(&ev.kind) && !ev.paths.iter().any(|p| may_hold_files(p)) => {
+                    let mut n = s.named.lock().unwrap_or_else(|e| e.into_inner());
+                    if n.len() + ev.paths.len() <= MAX_PENDING_PATHS {
+                        n.extend(ev.paths);
+                    } else {
+                        s.rescan.store(true, Ordering::Relaxed);
+                    }
+                }
                 Ok(ev) if matches!(ev.kind, EventKind::Remove(_)) => {
                     // A watched directory removed loses its watch: it is watched again if it returns.
                     let mut r = s.removed.lock().unwrap_or_else(|e| e.into_inner());
@@ -134,8 +147,13 @@ impl Watch {
         self.watched.len()
     }
 
-    /// Takes what happened since the last call: paths whose data changed, and whether a rescan is due.
-    pub fn take(&mut self) -> (Vec<PathBuf>, bool) {
+    /// Whether `dir` is watched.
+    pub fn is_watched(&self, dir: &Path) -> bool {
+        self.watched.contains(dir)
+    }
+
+    /// Takes what happened since the last call.
+    pub fn take(&mut self) -> Events {
         let paths: Vec<PathBuf> = {
             let mut c = self
                 .shared
@@ -155,12 +173,49 @@ impl Watch {
         for d in removed {
             self.watched.remove(&d);
         }
-        (paths, self.shared.rescan.swap(false, Ordering::Relaxed))
+        let named =
+            std::mem::take(&mut *self.shared.named.lock().unwrap_or_else(|e| e.into_inner()));
+        Events {
+            changed: paths,
+            named,
+            rescan: self.shared.rescan.swap(false, Ordering::Relaxed),
+        }
     }
 
     /// Waits for the next event.
     pub async fn changed(&self) {
         self.shared.wake.notified().await
+    }
+}
+
+/// What happened since the last look.
+#[derive(Debug, Default)]
+pub struct Events {
+    /// Paths whose data changed.
+    pub changed: Vec<PathBuf>,
+    /// Names of files created or renamed (old and new): a rescan is due if one may concern a pattern
+    /// or a followed file.
+    pub named: Vec<PathBuf>,
+    /// A rescan is due.
+    pub rescan: bool,
+}
+
+/// A file (not a directory) created, or a name renamed: the loop judges the names.
+fn names_only(kind: &EventKind) -> bool {
+    use notify::event::{CreateKind, ModifyKind};
+    matches!(
+        kind,
+        EventKind::Create(CreateKind::File) | EventKind::Modify(ModifyKind::Name(_))
+    )
+}
+
+/// Whether the name now holds a directory or a link (new files may be found through it), or cannot be
+/// looked at. A name no longer there (renamed away) holds nothing new; the loop checks it against the
+/// followed files.
+fn may_hold_files(path: &Path) -> bool {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => m.is_dir() || m.file_type().is_symlink(),
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
     }
 }
 
@@ -193,5 +248,58 @@ fn remote_filesystem(dir: &Path) -> Option<&'static str> {
 impl Default for Watch {
     fn default() -> Self {
         Watch::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// Takes events until `done` says enough (or 5 s pass), gathering them.
+    fn gather(w: &mut Watch, done: impl Fn(&Events) -> bool) -> Events {
+        let mut all = Events::default();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && !done(&all) {
+            std::thread::sleep(Duration::from_millis(20));
+            let e = w.take();
+            all.changed.extend(e.changed);
+            all.named.extend(e.named);
+            all.rescan |= e.rescan;
+        }
+        all
+    }
+
+    #[test]
+    fn files_created_or_renamed_are_named_and_directories_or_links_ask_for_a_rescan() {
+        let d = std::env::temp_dir().join(format!("shipper-watch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let mut w = Watch::new();
+        w.watch_dir(&d, 1000);
+        assert!(w.is_watched(&d) && !w.degraded());
+
+        std::fs::write(d.join(".ckpt.tmp-1"), "x").unwrap();
+        std::fs::rename(d.join(".ckpt.tmp-1"), d.join("ckpt")).unwrap();
+        let e = gather(&mut w, |e| e.named.contains(&d.join("ckpt")));
+        assert!(
+            !e.rescan,
+            "a file created and renamed is judged by name: {e:?}"
+        );
+        assert!(e.named.contains(&d.join(".ckpt.tmp-1")), "{e:?}");
+        assert!(e.named.contains(&d.join("ckpt")), "{e:?}");
+
+        std::fs::create_dir(d.join("sub")).unwrap();
+        assert!(
+            gather(&mut w, |e| e.rescan).rescan,
+            "a new directory may hold files"
+        );
+        std::os::unix::fs::symlink("/etc", d.join("link")).unwrap();
+        assert!(gather(&mut w, |e| e.rescan).rescan, "so may a link");
+        std::fs::create_dir(d.join("moved-in-later")).unwrap();
+        let _ = gather(&mut w, |e| e.rescan);
+        std::fs::rename(d.join("moved-in-later"), d.join("renamed-dir")).unwrap();
+        assert!(gather(&mut w, |e| e.rescan).rescan, "a directory renamed");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

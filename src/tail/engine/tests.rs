@@ -563,3 +563,42 @@ async fn a_rescan_reads_only_changed_files_and_a_closed_file_is_reopened_by_its_
     assert_eq!(sink.shipped.last().unwrap(), b"after close");
     fs::remove_dir_all(&d).unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn only_names_a_pattern_may_find_or_followed_paths_call_for_a_full_scan() {
+    let d = dir("names");
+    fs::create_dir_all(d.join("sub")).unwrap();
+    append(&d.join("a.log"), b"x\n");
+    let mut e = Engine::new(config(&d), Vec::new());
+    scan_now(&mut e);
+    assert_eq!(e.counters.full_scans, 1);
+    let concern = |e: &mut Engine, names: &[&str]| {
+        let names: Vec<PathBuf> = names.iter().map(|n| d.join(n)).collect();
+        e.names_concern(&names)
+    };
+    assert!(!concern(
+        &mut e,
+        &[".ckpt.tmp-1-2", "ckpt", "app.log.1.gz", "sub"]
+    ));
+    assert!(concern(&mut e, &["b.log"]), "a name the pattern finds");
+    assert!(
+        concern(&mut e, &["ckpt", "a.log"]),
+        "a followed file's path"
+    );
+    // A directory above a followed file, renamed away (the pattern walks it only through `**`).
+    let mut deep = config(&d);
+    deep.inputs[0].patterns =
+        vec![Pattern::new(&format!("{}/**/*.log", d.display()), &[]).unwrap()];
+    append(&d.join("sub/deep.log"), b"y\n");
+    let mut e = Engine::new(deep, Vec::new());
+    scan_now(&mut e);
+    assert!(
+        concern(&mut e, &["sub"]),
+        "a directory holding a followed file"
+    );
+    assert!(!concern(&mut e, &["other"]));
+    let many: Vec<String> = (0..=MAX_NAMES_JUDGED).map(|i| format!("x{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    assert!(concern(&mut e, &many), "too many names to judge: scan");
+    fs::remove_dir_all(&d).unwrap();
+}
