@@ -66,14 +66,32 @@ pub struct Loaded {
 /// `%`-encodes every byte that is not a printable, non-space ASCII character (and `%` itself).
 pub fn encode_path(p: &Path) -> String {
     let mut s = String::new();
-    for &b in p.as_os_str().as_bytes() {
-        if b.is_ascii_graphic() && b != b'%' {
-            s.push(b as char);
+    encode_path_into(&mut s, p);
+    s
+}
+
+/// [`encode_path`], appending to `out`.
+pub fn encode_path_into(out: &mut String, p: &Path) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let bytes = p.as_os_str().as_bytes();
+    out.reserve(bytes.len());
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let plain = rest
+            .iter()
+            .position(|&b| !b.is_ascii_graphic() || b == b'%')
+            .unwrap_or(rest.len());
+        // The run is printable ASCII: valid UTF-8 by construction.
+        out.push_str(std::str::from_utf8(&rest[..plain]).unwrap_or_default());
+        if let Some(&b) = rest.get(plain) {
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+            rest = &rest[plain + 1..];
         } else {
-            s.push_str(&format!("%{b:02X}"));
+            rest = &[];
         }
     }
-    s
 }
 
 /// Reverses [`encode_path`]; `None` for a malformed encoding.
@@ -245,19 +263,23 @@ pub fn render_all<'a>(entries: impl Iterator<Item = &'a Entry>, eo: Option<&EoSt
         eo.render_into(&mut text);
     }
     for e in entries {
-        let born = e.id.born.map_or("-".to_string(), |b| b.to_string());
-        text.push_str(&format!(
-            "{} {} {born} {} {:016x} {} {}",
-            e.id.dev,
-            e.id.ino,
-            e.fingerprint.len,
-            e.fingerprint.hash,
-            e.offset,
-            encode_path(&e.path)
-        ));
+        use std::fmt::Write as _;
+        let _ = write!(text, "{} {} ", e.id.dev, e.id.ino);
+        match e.id.born {
+            Some(b) => {
+                let _ = write!(text, "{b}");
+            }
+            None => text.push('-'),
+        }
+        let _ = write!(
+            text,
+            " {} {:016x} {} ",
+            e.fingerprint.len, e.fingerprint.hash, e.offset
+        );
+        encode_path_into(&mut text, &e.path);
         if e.origin != e.path {
             text.push(' ');
-            text.push_str(&encode_path(&e.origin));
+            encode_path_into(&mut text, &e.origin);
         }
         text.push('\n');
     }
@@ -410,6 +432,28 @@ mod tests {
             offset: 77,
             origin: path.clone(),
             path,
+        }
+    }
+
+    #[test]
+    fn every_byte_is_encoded_plain_or_as_percent_hex_and_decoded_back() {
+        for b in 0..=255u8 {
+            let raw = [b'a', b, b'%', b, b'z'];
+            let path = PathBuf::from(std::ffi::OsString::from_vec(raw.to_vec()));
+            let want: String = raw
+                .iter()
+                .map(|&c| {
+                    if c.is_ascii_graphic() && c != b'%' {
+                        (c as char).to_string()
+                    } else {
+                        format!("%{c:02X}")
+                    }
+                })
+                .collect();
+            let mut out = String::from("x ");
+            encode_path_into(&mut out, &path);
+            assert_eq!(out, format!("x {want}"), "byte {b}");
+            assert_eq!(decode_path(&want), Some(path), "byte {b}");
         }
     }
 
