@@ -117,14 +117,7 @@ pub fn compress(
                 out.truncate(at + 4 + n);
             }
         }
-        Compression::Lz4 => {
-            let info = lz4_flex::frame::FrameInfo::new()
-                .block_size(lz4_flex::frame::BlockSize::Max64KB)
-                .block_mode(lz4_flex::frame::BlockMode::Independent);
-            let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, out);
-            enc.write_all(input).map_err(|e| corrupt(e.to_string()))?;
-            enc.finish().map_err(|e| corrupt(e.to_string()))?;
-        }
+        Compression::Lz4 => lz4_frame(input, out).map_err(|e| corrupt(e.to_string()))?,
         Compression::Zstd => {
             let lvl = level.unwrap_or(3);
             let mut enc =
@@ -133,6 +126,42 @@ pub fn compress(
             enc.finish().map_err(|e| corrupt(e.to_string()))?;
         }
     }
+    Ok(())
+}
+
+/// The LZ4 frame header Kafka's clients write: magic, FLG 0x60 (version 01, independent blocks, no
+/// block or content checksum, no content size, no dictionary), BD 0x40 (blocks of at most 64 KiB),
+/// and the header checksum (the second byte of xxh32 over FLG and BD; a test checks it against
+/// lz4_flex's own frame encoder).
+const LZ4_FRAME_HEADER: [u8; 7] = [0x04, 0x22, 0x4d, 0x18, 0x60, 0x40, 0x82];
+/// Input bytes per LZ4 block (BD's 64 KiB).
+const LZ4_BLOCK: usize = 64 * 1024;
+/// A block's size word with this bit set holds the block uncompressed.
+const LZ4_STORED: u32 = 0x8000_0000;
+
+/// An LZ4 frame around lz4_flex's block compressor, written straight into `out`. lz4_flex's own frame
+/// encoder copies every block in and out of buffers of its own: 390 against 510 MB/s here on 1 KB log
+/// lines (a scratch benchmark of the musl build; C lz4 1.10 compresses at the same 510).
+fn lz4_frame(input: &[u8], out: &mut Vec<u8>) -> Result<(), lz4_flex::block::CompressError> {
+    out.extend_from_slice(&LZ4_FRAME_HEADER);
+    for block in input.chunks(LZ4_BLOCK) {
+        let at = out.len();
+        out.resize(
+            at + 4 + lz4_flex::block::get_maximum_output_size(block.len()),
+            0,
+        );
+        let n = lz4_flex::block::compress_into(block, &mut out[at + 4..])?;
+        if n < block.len() {
+            out[at..at + 4].copy_from_slice(&(n as u32).to_le_bytes());
+            out.truncate(at + 4 + n);
+        } else {
+            // Incompressible: stored as it is (the frame format's escape), never larger than the input.
+            out.truncate(at);
+            out.extend_from_slice(&(block.len() as u32 | LZ4_STORED).to_le_bytes());
+            out.extend_from_slice(block);
+        }
+    }
+    out.extend_from_slice(&0u32.to_le_bytes());
     Ok(())
 }
 
@@ -309,6 +338,64 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn lz4_frames_are_what_lz4_flex_and_kafka_protocol_read_and_share_their_header() {
+        use std::io::{Read, Write};
+        // Text that compresses, random bytes that do not (stored blocks), and the block edges.
+        let mut seed = 7u64;
+        let noise: Vec<u8> = (0..200_000)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                (seed >> 56) as u8
+            })
+            .collect();
+        let text: Vec<u8> = (0..20_000)
+            .flat_map(|i| {
+                format!("2024-05-01T10:40:{i:05} host app[{i}]: request done\n").into_bytes()
+            })
+            .collect();
+        let mut inputs = vec![Vec::new(), b"x".to_vec(), noise.clone(), text.clone()];
+        for n in [LZ4_BLOCK - 1, LZ4_BLOCK, LZ4_BLOCK + 1, 3 * LZ4_BLOCK] {
+            inputs.push(text[..n].to_vec());
+            inputs.push(noise[..n].to_vec());
+        }
+        for input in &inputs {
+            let mut ours = Vec::new();
+            compress(Compression::Lz4, None, input, &mut ours).unwrap();
+            let mut back = Vec::new();
+            lz4_flex::frame::FrameDecoder::new(&ours[..])
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(
+                &back,
+                input,
+                "lz4_flex reads it back ({} bytes)",
+                input.len()
+            );
+            assert!(ours.len() <= input.len() + input.len() / LZ4_BLOCK * 4 + 15);
+            // kafka-protocol's codec (the C lz4 library's frame decoder) reads it too.
+            use kafka_protocol::compression::Decompressor;
+            let c = kafka_protocol::compression::Lz4::decompress(
+                &mut bytes::Bytes::from(ours.clone()),
+                |b| Ok(b.to_vec()),
+            )
+            .unwrap();
+            assert_eq!(&c, input, "C lz4 reads it back ({} bytes)", input.len());
+        }
+        let info = lz4_flex::frame::FrameInfo::new()
+            .block_size(lz4_flex::frame::BlockSize::Max64KB)
+            .block_mode(lz4_flex::frame::BlockMode::Independent);
+        let mut theirs = Vec::new();
+        let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, &mut theirs);
+        enc.write_all(&text).unwrap();
+        enc.finish().unwrap();
+        assert_eq!(
+            theirs[..7],
+            LZ4_FRAME_HEADER,
+            "the same header, checksum included"
+        );
     }
 
     #[test]
