@@ -457,6 +457,9 @@ pub fn shipper_killed_ten_times() {
 pub fn whole_cluster_down() {
     let outage = Duration::from_secs(env_num("SHIPPER_FAULT_OUTAGE_S", 10));
     scenario("cluster-outage", Rotation::None, None, &[], |ctx| {
+        // Beside tail: `shipper produce` fed from a pipe at the writer's rate, and `shipper consume` (following)
+        // following a topic, both through the outage; their memory is watched too.
+        let side = side_clients(&ctx.c);
         ctx.at(0.2);
         let pid = ctx
             .tail
@@ -465,28 +468,132 @@ pub fn whole_cluster_down() {
             .as_ref()
             .map(|t| t.pid())
             .unwrap_or(0);
-        let before = rss_anon_kib(pid);
+        let pids = [pid, side.produce.id(), side.consume.id()];
+        let before = pids.map(rss_anon_kib);
         for id in 1..=3 {
             node("kill", id);
         }
         let end = Instant::now() + outage;
         let mut peak = before;
         while Instant::now() < end {
-            peak = peak.max(rss_anon_kib(pid));
+            for (p, pid) in peak.iter_mut().zip(pids) {
+                *p = (*p).max(rss_anon_kib(pid));
+            }
             std::thread::sleep(Duration::from_millis(250));
         }
         for id in 1..=3 {
             node("start", id);
         }
+        let (produced, consumed) = side.finish(&ctx.c);
         ctx.note(format!(
-            "all brokers down {}s; tail RssAnon {before} KiB before, peak {peak} KiB during",
-            outage.as_secs()
+            "all brokers down {}s; RssAnon KiB before / peak during: tail {} / {}, produce {} / {}, consume {} / {}; produce {produced} lines all delivered, consume saw {consumed} of them",
+            outage.as_secs(),
+            before[0],
+            peak[0],
+            before[1],
+            peak[1],
+            before[2],
+            peak[2],
         ));
-        assert!(
-            peak < before + 16 * 1024,
-            "memory grew from {before} to {peak} KiB"
-        );
+        for (i, what) in ["tail", "produce", "consume"].iter().enumerate() {
+            assert!(
+                peak[i] < before[i] + 16 * 1024,
+                "{what}: memory grew from {} to {} KiB",
+                before[i],
+                peak[i]
+            );
+        }
     });
+}
+
+/// `shipper produce` and `shipper consume` (following) on a topic of their own, running through a fault.
+struct SideClients {
+    topic: String,
+    produce: std::process::Child,
+    consume: std::process::Child,
+    feeder: std::thread::JoinHandle<usize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Lines consume has printed so far.
+    seen: Arc<AtomicUsize>,
+}
+
+fn side_clients(c: &str) -> SideClients {
+    use std::io::{BufRead, Write};
+    use std::process::{Command, Stdio};
+    let topic = topic("fault-side");
+    create_topic(c, &topic, 3, 3, &[]);
+    let spawn = |args: &[&str], stdin: Stdio| {
+        Command::new(shipper_bin())
+            .args(["-b", c, "-q", "--timeout", "0"])
+            .args(args)
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
+    };
+    let mut produce = spawn(&["produce", &topic, "--acks", "all"], Stdio::piped());
+    let mut consume = spawn(&["consume", &topic, "--from-beginning"], Stdio::null());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut input = produce.stdin.take().unwrap();
+    let feeding = stop.clone();
+    let feeder = std::thread::spawn(move || {
+        let mut n = 0;
+        while !feeding.load(Ordering::Relaxed) {
+            // 1,000 lines/s in 10 ms steps; a full pipe (produce holding back) just waits.
+            let chunk: String = (n..n + 10).map(|i| format!("side-{i}\n")).collect();
+            if input.write_all(chunk.as_bytes()).is_err() {
+                break;
+            }
+            n += 10;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        n
+    });
+    let out = consume.stdout.take().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counting = seen.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if line.starts_with("side-") {
+                counting.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    SideClients {
+        topic,
+        produce,
+        consume,
+        feeder,
+        stop,
+        seen,
+    }
+}
+
+impl SideClients {
+    /// Stops feeding, waits for produce to deliver everything and exit 0, checks the topic holds every
+    /// line (kcat), and that consume kept following (it saw lines written after the fault ended).
+    /// Returns (lines produced, lines consume printed).
+    fn finish(mut self, c: &str) -> (usize, usize) {
+        std::thread::sleep(Duration::from_secs(3));
+        self.stop.store(true, Ordering::Relaxed);
+        let n = self.feeder.join().unwrap();
+        let status = self.produce.wait().unwrap();
+        assert!(status.success(), "produce exited with {status}");
+        let got = wait_for_records(c, &self.topic, n, Duration::from_secs(60));
+        let distinct: std::collections::HashSet<&Vec<u8>> = got.iter().collect();
+        assert_eq!(distinct.len(), n, "produce lost lines through the outage");
+        // consume follows forever: stopped once it has caught up (or given a minute).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.seen.load(Ordering::Relaxed) < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = self.consume.kill();
+        let _ = self.consume.wait();
+        let seen = self.seen.load(Ordering::Relaxed);
+        assert!(seen >= n, "consume printed {seen} of {n} lines");
+        (n, seen)
+    }
 }
 
 pub fn lines_over_max_message_bytes() {
