@@ -29,37 +29,30 @@ pub trait Spare {
     fn extend_plain(&mut self, b: &[u8]);
 }
 
-impl Spare for Vec<u8> {
-    fn reserve_more(&mut self, n: usize) {
-        self.reserve(n);
-    }
-    fn spare(&mut self) -> &mut [MaybeUninit<u8>] {
-        self.spare_capacity_mut()
-    }
-    unsafe fn advance(&mut self, n: usize) {
-        // SAFETY: the caller wrote the first n spare bytes, and reserve_more(n) made them capacity.
-        unsafe { self.set_len(self.len() + n) }
-    }
-    fn extend_plain(&mut self, b: &[u8]) {
-        self.extend_from_slice(b);
-    }
+/// The same four methods for each growable buffer type (both have inherent methods of these names).
+macro_rules! spare_impl {
+    ($t:ty) => {
+        impl Spare for $t {
+            fn reserve_more(&mut self, n: usize) {
+                self.reserve(n);
+            }
+            fn spare(&mut self) -> &mut [MaybeUninit<u8>] {
+                self.spare_capacity_mut()
+            }
+            unsafe fn advance(&mut self, n: usize) {
+                // SAFETY: the caller wrote the first n spare bytes, and reserve_more(n) made them
+                // capacity.
+                unsafe { self.set_len(self.len() + n) }
+            }
+            fn extend_plain(&mut self, b: &[u8]) {
+                self.extend_from_slice(b);
+            }
+        }
+    };
 }
 
-impl Spare for BytesMut {
-    fn reserve_more(&mut self, n: usize) {
-        self.reserve(n);
-    }
-    fn spare(&mut self) -> &mut [MaybeUninit<u8>] {
-        self.spare_capacity_mut()
-    }
-    unsafe fn advance(&mut self, n: usize) {
-        // SAFETY: the caller wrote the first n spare bytes, and reserve_more(n) made them capacity.
-        unsafe { self.set_len(self.len() + n) }
-    }
-    fn extend_plain(&mut self, b: &[u8]) {
-        self.extend_from_slice(b);
-    }
-}
+spare_impl!(Vec<u8>);
+spare_impl!(BytesMut);
 
 /// Appends `b` to `buf`: [`extend_short`] in the static (musl) build, the plain copy otherwise.
 #[inline]

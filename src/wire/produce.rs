@@ -73,9 +73,11 @@ pub fn encode(
     }
     let client_id = i16::try_from(head.client_id.len())
         .map_err(|_| err("client id longer than 32767 bytes".into()))?;
+    let size = frame_size(head, topics);
+    let size = i32::try_from(size).map_err(|_| err(format!("request of {size} bytes")))?;
     scratch.clear();
     let mut out = Parts::default();
-    scratch.put_i32(0); // size prefix, set at the end
+    scratch.put_i32(size);
     scratch.put_i16(PRODUCE_KEY);
     scratch.put_i16(head.version);
     scratch.put_i32(head.correlation_id);
@@ -101,14 +103,35 @@ pub fn encode(
     }
     put_uvarint(scratch, 0); // request tagged fields
     out.push(scratch.split().freeze());
-    let size =
-        i32::try_from(out.len - 4).map_err(|_| err(format!("request of {} bytes", out.len - 4)))?;
-    // The first part (header and the first names and lengths, tens of bytes) starts with the size
-    // prefix: written as 0 above, set now that the length is known.
-    let mut head_part = BytesMut::from(&out.parts[0][..]);
-    head_part[..4].copy_from_slice(&size.to_be_bytes());
-    out.parts[0] = head_part.freeze();
+    if out.len != size as usize + 4 {
+        // A broken invariant, but the connection must not send a frame whose prefix lies.
+        return Err(err(format!(
+            "encoded {} bytes, computed {size}",
+            out.len - 4
+        )));
+    }
     Ok(out)
+}
+
+/// The size the request's frame will have (after its 4-byte prefix), computed before encoding so that
+/// the prefix is written first.
+fn frame_size(head: &ProduceHead<'_>, topics: &[TopicBatches<'_>]) -> usize {
+    let mut n = 2 + 2 + 4 + 2 + head.client_id.len() + 1 + 1 + 2 + 4;
+    n += uvarint_len(topics.len() as u64 + 1);
+    for t in topics {
+        n += uvarint_len(t.name.len() as u64 + 1) + t.name.len();
+        n += uvarint_len(t.batches.len() as u64 + 1);
+        for (_, records) in &t.batches {
+            n += 4 + uvarint_len(records.len() as u64 + 1) + records.len() + 1;
+        }
+        n += 1;
+    }
+    n + 1
+}
+
+/// Bytes [`put_uvarint`] writes for `v`.
+fn uvarint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 impl Parts {
@@ -132,6 +155,18 @@ fn put_uvarint(out: &mut BytesMut, mut v: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uvarint_len_is_what_put_uvarint_writes() {
+        let mut b = BytesMut::new();
+        for shift in 0..64 {
+            for v in [(1u64 << shift) - 1, 1u64 << shift, (1u64 << shift) + 1, u64::MAX] {
+                b.clear();
+                put_uvarint(&mut b, v);
+                assert_eq!(uvarint_len(v), b.len(), "{v}");
+            }
+        }
+    }
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{ProduceRequest, TopicName};
     use kafka_protocol::protocol::StrBytes;
