@@ -156,6 +156,18 @@ const SAFETY_RESCAN_FACTOR: u32 = 60;
 /// The checkpoint is rendered at least this often even when nothing seems to have changed.
 const CHECKPOINT_REFRESH: Duration = Duration::from_secs(60);
 
+/// The checkpoint is written at most this many bytes per second: at 10,000 files (860 KB) about once a
+/// second instead of every `--checkpoint-ms`, so that one busy file among thousands does not rewrite
+/// megabytes a second (more lines resent after a crash, never one lost).
+const CHECKPOINT_BYTES_PER_SEC: f64 = 1_000_000.0;
+
+/// How long after writing a checkpoint of `len` bytes the next may be written, given the interval.
+fn checkpoint_gap(interval: Duration, len: usize) -> Duration {
+    interval.max(Duration::from_secs_f64(
+        len as f64 / CHECKPOINT_BYTES_PER_SEC,
+    ))
+}
+
 /// Sleeps until `at` (forever when `None`).
 async fn sleep_until(at: Option<Instant>) {
     match at {
@@ -183,8 +195,8 @@ struct Running {
     starved: bool,
     /// Closed followers whose paths had events: re-opened by the next (small) scan.
     reopen: std::collections::BTreeSet<u64>,
-    /// The engine's checkpoint version last rendered, and when.
-    rendered: (u64, Instant),
+    /// The engine's checkpoint version last rendered, when, and the text's length.
+    rendered: (u64, Instant, usize),
     stats: Stats,
     started: Instant,
     /// The reloader, and what of the settings a reload cannot change (as [`fixed_settings`] gives).
@@ -249,7 +261,7 @@ impl Running {
             last_full: Instant::now(),
             starved: false,
             reopen: std::collections::BTreeSet::new(),
-            rendered: (u64::MAX, Instant::now()),
+            rendered: (u64::MAX, Instant::now(), 0),
             started: Instant::now(),
             reloader: None,
             asks: None,
@@ -340,9 +352,11 @@ impl Running {
                     // every CHECKPOINT_REFRESH anyway.
                     let now = Instant::now();
                     let version = self.engine.checkpoint_version();
-                    if version != self.rendered.0 || now.duration_since(self.rendered.1) >= CHECKPOINT_REFRESH {
-                        self.rendered = (version, now);
+                    let since = now.duration_since(self.rendered.1);
+                    let due = since >= checkpoint_gap(self.opts.checkpoint_interval, self.rendered.2);
+                    if (version != self.rendered.0 && due) || since >= CHECKPOINT_REFRESH {
                         let text = self.checkpoint_text();
+                        self.rendered = (version, now, text.len());
                         self.saver.submit(text);
                     }
                 }
@@ -735,5 +749,26 @@ impl Stats {
         );
         self.at = now;
         self.last = c.clone();
+    }
+}
+
+#[cfg(test)]
+mod checkpoint_rate_tests {
+    use super::*;
+
+    #[test]
+    fn a_large_checkpoint_is_written_at_most_a_megabyte_a_second() {
+        let every = Duration::from_millis(250);
+        assert_eq!(
+            checkpoint_gap(every, 86_000),
+            every,
+            "1,000 files: as asked"
+        );
+        assert_eq!(checkpoint_gap(every, 860_000), Duration::from_millis(860));
+        assert_eq!(
+            checkpoint_gap(Duration::from_secs(5), 860_000),
+            Duration::from_secs(5)
+        );
+        assert_eq!(checkpoint_gap(every, 0), every);
     }
 }

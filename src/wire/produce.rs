@@ -160,7 +160,12 @@ mod tests {
     fn uvarint_len_is_what_put_uvarint_writes() {
         let mut b = BytesMut::new();
         for shift in 0..64 {
-            for v in [(1u64 << shift) - 1, 1u64 << shift, (1u64 << shift) + 1, u64::MAX] {
+            for v in [
+                (1u64 << shift) - 1,
+                1u64 << shift,
+                (1u64 << shift) + 1,
+                u64::MAX,
+            ] {
                 b.clear();
                 put_uvarint(&mut b, v);
                 assert_eq!(uvarint_len(v), b.len(), "{v}");
