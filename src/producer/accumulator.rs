@@ -2,7 +2,10 @@
 //! written into in place, a queue of sealed batches, and the accounting of bytes buffered. No I/O.
 //!
 //! A record goes to its partition (fixed, murmur2 of its key, or the topic's sticky partition), into the
-//! open batch, which is sealed when the next record would not fit or when it has lingered long enough.
+//! open batch, which is sealed when the next record would not fit, or when it has lingered long enough
+//! and no sealed batch of its partition is still waiting to be sent (as the Java producer, which closes
+//! a batch only when it is drained or full: while the broker is away or slow, records fill one batch
+//! instead of making thousands of small ones, each with a buffer of its own).
 //! A sealed batch keeps its records uncompressed and unstamped until it is first sent: then it is
 //! compressed, stamped (idempotence) and checksummed once, and its bytes never change again.
 
@@ -475,15 +478,16 @@ impl Accumulator {
         }
     }
 
-    /// Seals every open batch that has lingered long enough (all of them with `force`).
+    /// Seals every open batch that has lingered long enough while nothing of its partition waits to be
+    /// sent (all of them with `force`).
     pub(crate) fn seal_due(&mut self, now: Instant, force: bool) {
         let linger = self.cfg.linger;
         for t in 0..self.topics.len() {
             for i in 0..self.topics[t].parts.len() {
-                let due = self.topics[t].parts[i]
-                    .open
-                    .as_ref()
-                    .is_some_and(|o| force || now.duration_since(o.created) >= linger);
+                let q = &self.topics[t].parts[i];
+                let due = q.open.as_ref().is_some_and(|o| {
+                    force || (q.ready.is_empty() && now.duration_since(o.created) >= linger)
+                });
                 if due {
                     self.seal(t, i);
                 }
@@ -498,7 +502,13 @@ impl Accumulator {
         let mut d: Option<Instant> = None;
         for t in &self.topics {
             for q in &t.parts {
-                let linger = q.open.as_ref().map(|o| o.created + self.cfg.linger);
+                // An open batch behind a waiting one is sealed when that one goes (its response or
+                // retry wakes the caller), not at its linger.
+                let linger = q
+                    .open
+                    .as_ref()
+                    .filter(|_| q.ready.is_empty())
+                    .map(|o| o.created + self.cfg.linger);
                 let retry = q.retry_at.filter(|_| !q.ready.is_empty() && !q.in_flight);
                 for x in [linger, retry].into_iter().flatten().filter(|x| *x > now) {
                     d = Some(d.map_or(x, |y| y.min(x)));
@@ -586,6 +596,51 @@ mod tests {
             .ready
             .iter()
             .all(|b| b.size + records::BATCH_HEADER_BYTES <= 2048));
+    }
+
+    #[test]
+    fn a_lingered_batch_behind_a_waiting_one_keeps_filling_until_that_one_goes() {
+        let mut a = acc(4096);
+        let t = a.add_topic(meta(1));
+        let later = Instant::now() + Duration::from_secs(1);
+        a.append(t, None, Some(b"first"), &[], 1, 0).unwrap();
+        a.seal_due(later, false);
+        assert_eq!(
+            a.topics[t].parts[0].ready.len(),
+            1,
+            "lingered, nothing waiting: sealed"
+        );
+        // The broker is away: the sealed batch waits; records keep coming for a long time.
+        for i in 1..200 {
+            a.append(t, None, Some(&[b'x'; 100]), &[], 1, i).unwrap();
+            a.seal_due(later + Duration::from_millis(10 * i), false);
+        }
+        let q = &a.topics[t].parts[0];
+        // Only full batches were sealed behind the waiting one: 4 KiB each, never one per linger.
+        assert!(q
+            .ready
+            .iter()
+            .skip(1)
+            .all(|b| b.size + 110 > 4096 - records::BATCH_HEADER_BYTES));
+        assert!(
+            q.ready.len() <= 1 + 199 * 110 / 3900 + 1,
+            "{}",
+            q.ready.len()
+        );
+        assert!(
+            a.next_deadline(later).is_none(),
+            "no wake-ups for a batch that cannot go"
+        );
+        // The waiting batches go: the lingered open one is sealed at once.
+        let waiting = a.topics[t].parts[0].ready.len();
+        a.topics[t].parts[0].ready.clear();
+        a.seal_due(later + Duration::from_secs(3), false);
+        let q = &a.topics[t].parts[0];
+        assert!(
+            q.open.is_none() && q.ready.len() == 1,
+            "{waiting} then {}",
+            q.ready.len()
+        );
     }
 
     #[test]
