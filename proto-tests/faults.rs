@@ -456,10 +456,17 @@ pub fn shipper_killed_ten_times() {
 
 pub fn whole_cluster_down() {
     let outage = Duration::from_secs(env_num("SHIPPER_FAULT_OUTAGE_S", 10));
-    scenario("cluster-outage", Rotation::None, None, &[], |ctx| {
-        // Beside tail: `shipper produce` fed from a pipe at the writer's rate, and `shipper consume` (following)
-        // following a topic, both through the outage; their memory is watched too.
-        let side = side_clients(&ctx.c);
+    // Beside tail: `shipper produce` fed from a pipe at 1,000 lines/s, and `shipper consume` following
+    // its topic, both through the outage; their memory is watched too. Started first and measured
+    // "before" once at work (consume printed a line produce delivered), so that their start does not
+    // delay the outage past the writer's end.
+    let side = side_clients(&cluster().expect("the cluster is up"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while side.seen.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let side_before = [side.produce.id(), side.consume.id()].map(rss_anon_kib);
+    scenario("cluster-outage", Rotation::None, None, &[], move |ctx| {
         ctx.at(0.2);
         let pid = ctx
             .tail
@@ -469,7 +476,7 @@ pub fn whole_cluster_down() {
             .map(|t| t.pid())
             .unwrap_or(0);
         let pids = [pid, side.produce.id(), side.consume.id()];
-        let before = pids.map(rss_anon_kib);
+        let before = [rss_anon_kib(pid), side_before[0], side_before[1]];
         for id in 1..=3 {
             node("kill", id);
         }
