@@ -220,7 +220,7 @@ impl Running {
         let eo = cfg.exactly_once.is_some().then_some(loaded.eo);
         let engine = Engine::new(cfg, loaded.entries);
         // Refuse to start with a checkpoint that cannot be written: every restart would resend all.
-        let text = checkpoint::render_all(engine.checkpoint_entries().iter(), eo.as_ref());
+        let text = checkpoint::render_all(&engine.checkpoint_refs(), eo.as_ref());
         checkpoint::store(&opts.checkpoint, &text).map_err(|e| {
             anyhow::anyhow!(
                 "cannot write checkpoint {}: {e}",
@@ -373,7 +373,7 @@ impl Running {
         if let Some(eo) = &mut self.eo {
             eo.producer = self.producer.producer_id();
         }
-        checkpoint::render_all(self.engine.checkpoint_entries().iter(), self.eo.as_ref())
+        checkpoint::render_all(&self.engine.checkpoint_refs(), self.eo.as_ref())
     }
 
     /// Exactly-once: starts reading back each topic whose files wait for it.
