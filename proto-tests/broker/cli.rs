@@ -492,3 +492,108 @@ fn a_broker_given_by_host_name_resolves() {
         b"via localhost\n"
     );
 }
+
+/// Lines of many lengths (some longer than 1,000 bytes, some empty, some CRLF) across several 4 MiB map
+/// regions, ending without a newline.
+fn uneven_lines(n: usize) -> Vec<u8> {
+    let mut v = Vec::new();
+    for i in 0..n {
+        let len = if i == n / 2 { 5000 } else { (i * 37) % 1500 };
+        let c = b'a' + (i % 26) as u8;
+        v.extend(std::iter::repeat_n(c, len));
+        v.extend_from_slice(format!(" #{i}").as_bytes());
+        v.extend_from_slice(if i % 7 == 0 { b"\r\n" } else { b"\n" });
+        if i % 50 == 0 {
+            v.push(b'\n');
+        }
+    }
+    v.extend_from_slice(b"last line without a newline");
+    v
+}
+
+#[test]
+fn a_file_is_produced_through_its_map_exactly_as_through_a_pipe() {
+    let Some(b) = broker() else { return };
+    let input = uneven_lines(12_000);
+    assert!(input.len() > 8 << 20, "several map regions");
+    let d = scratch_dir("mapped");
+    let path = d.join("in.log");
+    std::fs::write(&path, &input).unwrap();
+    let read = |t: &str| kcat(&b, &["-C", "-t", t, "-e", "-q", "-f", "%s\n"], b"");
+    let piped = topic("mapped-pipe");
+    create_topic(&b, &piped, 1, 1, &[]);
+    shipper_ok(&b, &["produce", &piped, "--max-line-bytes", "1000"], &input);
+    let want = read(&piped);
+    assert_eq!(lines(&want).len(), 12_000 + 12_000 / 50 + 1);
+    let file = topic("mapped-file");
+    create_topic(&b, &file, 1, 1, &[]);
+    let p = path.to_str().unwrap();
+    shipper_ok(
+        &b,
+        &["produce", &file, "--file", p, "--max-line-bytes", "1000"],
+        b"",
+    );
+    assert!(read(&file) == want, "--file differs from the pipe");
+    // stdin redirected from the file is mapped too.
+    let redirected = topic("mapped-stdin");
+    create_topic(&b, &redirected, 1, 1, &[]);
+    let out = std::process::Command::new(shipper_bin())
+        .args(["-b", &b, "produce", &redirected, "--max-line-bytes", "1000"])
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        read(&redirected) == want,
+        "stdin from a file differs from the pipe"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_file_that_shrinks_while_produced_stops_the_run_and_no_zeros_are_sent() {
+    let Some(b) = broker() else { return };
+    let d = scratch_dir("shrinks");
+    let path = d.join("in.log");
+    let input = sample_lines(20_000);
+    std::fs::write(&path, &input).unwrap();
+    let t = topic("shrinks");
+    create_topic(&b, &t, 1, 1, &[]);
+    // --sync: one line at a time, so the truncation lands while the file is being read.
+    let child = std::process::Command::new(shipper_bin())
+        .args(["-b", &b, "produce", &t, "--sync", "--file"])
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("shrank while it was read"), "{err}");
+    let got = topic_values(&b, &t);
+    let all = lines(&input);
+    assert!(
+        !got.is_empty() && got.len() < all.len(),
+        "{} lines",
+        got.len()
+    );
+    assert_eq!(got, all[..got.len()], "a prefix of the file, no zeros");
+    assert!(
+        err.contains(&format!("{} records sent, {} acked", got.len(), got.len())),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}

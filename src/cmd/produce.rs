@@ -9,12 +9,16 @@ use tokio::sync::mpsc;
 
 use crate::cli::{Common, ProduceArgs};
 use crate::escape::Esc;
-use crate::producer::{timestamp_now_ms, Delivery, OnPermanent, Producer};
+use crate::producer::{timestamp_now_ms, Appended, Delivery, OnPermanent, Producer};
 use crate::settings::{parse_headers, producer_config, KafkaSettings};
 use crate::tail::lines::{LineSplitter, Piece};
+use crate::tail::map::Region;
 use crate::wire::records::Header;
 
 const CHUNK_BYTES: usize = 256 * 1024;
+/// A regular file is read through a memory map, this much at a time: its lines are copied from the
+/// page cache straight into batches, with no `read` copying them into a buffer first.
+const MAP_BYTES: usize = 4 << 20;
 
 /// Counters of one produce run.
 #[derive(Debug, Default)]
@@ -26,33 +30,128 @@ struct Tally {
     errors_shown: u64,
 }
 
-/// Chunks read from the input, and a way to hand their buffers back.
+/// Input bytes: read into a buffer (a pipe, a terminal), or a mapped region of a regular file.
+enum Chunk {
+    Read(Vec<u8>),
+    Mapped(Region),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Read(b) => b,
+            Chunk::Mapped(r) => r.bytes(),
+        }
+    }
+
+    /// A page of a mapped region faulted (the file shrank under us, or the disk failed): what was
+    /// copied out of it since may be zeros.
+    fn faulted(&self) -> bool {
+        matches!(self, Chunk::Mapped(r) if r.faulted())
+    }
+}
+
+/// Chunks of the input, and a way to hand read buffers back.
 struct Chunks {
-    rx: mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    rx: mpsc::Receiver<std::io::Result<Chunk>>,
     /// Read buffers given back for reuse: a fresh 256 KB buffer is a fresh mapping with musl's
     /// allocator, whose pages all fault on the first read into it.
     spent: std::sync::mpsc::SyncSender<Vec<u8>>,
 }
 
-/// Reads `input` in chunks on a thread of its own, so a slow or interactive stdin never stalls acks.
-fn spawn_reader(mut input: Box<dyn Read + Send>) -> Chunks {
-    let (tx, rx) = mpsc::channel(4);
-    let (spent, reuse) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
-    std::thread::spawn(move || loop {
-        let mut buf = reuse.try_recv().unwrap_or_default();
-        buf.resize(CHUNK_BYTES, 0);
-        match input.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => {
-                buf.truncate(n);
-                if tx.blocking_send(Ok(buf)).is_err() {
-                    return;
-                }
+/// The input: a regular file (`--file`, or stdin redirected from one) is mapped; anything else is read.
+enum Input {
+    Mapped(std::fs::File),
+    Read(Box<dyn Read + Send>),
+}
+
+impl Input {
+    fn open(file: Option<&std::path::Path>) -> anyhow::Result<Input> {
+        use std::os::fd::AsFd;
+        let f = match file {
+            Some(p) => {
+                std::fs::File::open(p).with_context(|| format!("cannot open {}", Esc::path(p)))?
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            None => match std::io::stdin().as_fd().try_clone_to_owned() {
+                Ok(fd) => std::fs::File::from(fd),
+                Err(_) => return Ok(Input::Read(Box::new(std::io::stdin()))),
+            },
+        };
+        // A size of 0 may be a file that only reads have content for (/proc): read those.
+        let mappable = f.metadata().is_ok_and(|m| m.is_file() && m.len() > 0);
+        Ok(if mappable {
+            Input::Mapped(f)
+        } else if file.is_none() {
+            Input::Read(Box::new(std::io::stdin()))
+        } else {
+            Input::Read(Box::new(f))
+        })
+    }
+}
+
+/// Maps `file` region by region from its current offset (stdin may have been read from already) to
+/// its end as it grows while read, leaving the offset there as reading would; falls back to reading
+/// from where the map stopped if a region cannot be mapped.
+fn map_regions(
+    mut file: std::fs::File,
+    tx: &mpsc::Sender<std::io::Result<Chunk>>,
+) -> Option<std::fs::File> {
+    use std::io::{Seek, SeekFrom};
+    let mut pos = file.stream_position().unwrap_or(0);
+    loop {
+        let size = match file.metadata() {
+            Ok(m) => m.len(),
             Err(e) => {
                 let _ = tx.blocking_send(Err(e));
-                return;
+                return None;
+            }
+        };
+        if pos >= size {
+            let _ = file.seek(SeekFrom::Start(pos));
+            return None;
+        }
+        let len = (size - pos).min(MAP_BYTES as u64) as usize;
+        match Region::map(&file, pos, len) {
+            Ok(r) => {
+                pos += len as u64;
+                if tx.blocking_send(Ok(Chunk::Mapped(r))).is_err() {
+                    let _ = file.seek(SeekFrom::Start(pos));
+                    return None;
+                }
+            }
+            Err(_) => return file.seek(SeekFrom::Start(pos)).is_ok().then_some(file),
+        }
+    }
+}
+
+/// Reads `input` in chunks on a thread of its own, so a slow or interactive stdin never stalls acks.
+fn spawn_reader(input: Input) -> Chunks {
+    let (tx, rx) = mpsc::channel(4);
+    let (spent, reuse) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+    std::thread::spawn(move || {
+        let mut input: Box<dyn Read + Send> = match input {
+            Input::Mapped(f) => match map_regions(f, &tx) {
+                Some(rest) => Box::new(rest),
+                None => return,
+            },
+            Input::Read(r) => r,
+        };
+        loop {
+            let mut buf = reuse.try_recv().unwrap_or_default();
+            buf.resize(CHUNK_BYTES, 0);
+            match input.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.blocking_send(Ok(Chunk::Read(buf))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
             }
         }
     });
@@ -76,10 +175,12 @@ struct Run<'a> {
     sync: bool,
     print_offsets: bool,
     deliveries: Vec<Delivery>,
+    /// The mapped input file shrank while it was read: the run stops at `line_no`.
+    shrank: bool,
 }
 
 impl Run<'_> {
-    fn send_line(&mut self, line: &[u8], truncated: bool, ts: i64) {
+    fn send_line(&mut self, line: &[u8], truncated: bool, ts: i64) -> Option<Appended> {
         self.line_no += 1;
         let (key, value) = match (self.shape.key, self.shape.key_separator) {
             (Some(k), _) => (Some(k), line),
@@ -91,17 +192,28 @@ impl Run<'_> {
         };
         self.tally.sent += 1;
         self.tally.truncated += truncated as u64;
-        if let Err(e) =
-            self.producer
-                .append(0, key, Some(value), &self.shape.headers, ts, self.line_no)
+        match self
+            .producer
+            .append(0, key, Some(value), &self.shape.headers, ts, self.line_no)
         {
-            self.tally.failed += 1;
-            crate::log::error(format_args!("line {}: {e}; not sent", self.line_no));
+            Ok(a) => Some(a),
+            Err(e) => {
+                self.tally.failed += 1;
+                crate::log::error(format_args!("line {}: {e}; not sent", self.line_no));
+                None
+            }
         }
     }
 
-    /// Splits `data` into lines and sends them; returns the offset of an incomplete last line.
-    async fn feed(&mut self, data: &[u8], last: bool) -> anyhow::Result<usize> {
+    /// Splits `data` into lines and sends them; returns the offset of an incomplete last line. With
+    /// `mapped`, the region `data` lies in is checked after each line: a line holding zeros from a page
+    /// that vanished (the file shrank) is taken back and the run stops (`self.shrank`).
+    async fn feed(
+        &mut self,
+        data: &[u8],
+        last: bool,
+        mapped: Option<&Chunk>,
+    ) -> anyhow::Result<usize> {
         let mut pos = 0;
         loop {
             let ts = timestamp_now_ms();
@@ -112,7 +224,15 @@ impl Run<'_> {
                     bytes, truncated, ..
                 } = piece
                 {
-                    self.send_line(bytes, truncated, ts);
+                    let appended = self.send_line(bytes, truncated, ts);
+                    if mapped.is_some_and(Chunk::faulted) {
+                        if let Some(a) = appended {
+                            self.producer.undo_last(a);
+                        }
+                        self.tally.sent -= 1;
+                        self.shrank = true;
+                        return ControlFlow::Break(());
+                    }
                     sent_one = true;
                     if self.sync || self.producer.is_full() {
                         return ControlFlow::Break(());
@@ -122,6 +242,9 @@ impl Run<'_> {
             });
             self.splitter = splitter;
             pos += used;
+            if self.shrank {
+                return Ok(pos);
+            }
             if self.sync && sent_one {
                 self.producer.flush(&mut self.deliveries).await?;
                 self.report();
@@ -144,12 +267,7 @@ impl Run<'_> {
 /// Runs the command; returns the exit code.
 pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
     let headers_owned = parse_headers(&args.producer.headers)?;
-    let input: Box<dyn Read + Send> = match &args.file {
-        Some(p) => Box::new(
-            std::fs::File::open(p).with_context(|| format!("cannot open {}", Esc::path(p)))?,
-        ),
-        None => Box::new(std::io::stdin()),
-    };
+    let input = Input::open(args.file.as_deref())?;
     let producer = start_producer(common, args).await?;
     let mut run = Run {
         producer,
@@ -167,8 +285,10 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
         sync: args.sync,
         print_offsets: args.print_offsets,
         deliveries: Vec::new(),
+        shrank: false,
     };
     run.ship(spawn_reader(input)).await?;
+    // What was read before the input shrank is still delivered, then the run fails.
     run.producer.flush(&mut run.deliveries).await?;
     run.report();
     let t = &run.tally;
@@ -187,6 +307,13 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
         t.acked,
         t.failed
     );
+    if run.shrank {
+        crate::log::error(format_args!(
+            "{summary}; stopped after {} lines: the input file shrank while it was read (truncated or rewritten in place), the rest was not sent",
+            t.sent
+        ));
+        return Ok(1);
+    }
     if t.failed > 0 || t.acked != t.sent {
         crate::log::error(format_args!("{summary}"));
         return Ok(1);
@@ -229,17 +356,20 @@ async fn start_producer(common: &Common, args: &ProduceArgs) -> anyhow::Result<P
 }
 
 impl Run<'_> {
-    /// Ships every line of the input, collecting deliveries as they come.
+    /// Ships every line of the input, collecting deliveries as they come. Stops early, with `shrank`
+    /// set, if a mapped input file shrank under it.
     async fn ship(&mut self, mut chunks: Chunks) -> anyhow::Result<()> {
         // Only an incomplete line is carried between chunks (at most --max-line-bytes), never a chunk.
         let mut carry: Vec<u8> = Vec::new();
-        loop {
+        while !self.shrank {
             tokio::select! {
                 chunk = chunks.rx.recv() => match chunk {
                     Some(Ok(c)) => {
                         self.take_chunk(&c, &mut carry).await?;
                         // Full (the reader has spares) or gone: then the buffer is just freed.
-                        let _ = chunks.spent.try_send(c);
+                        if let Chunk::Read(b) = c {
+                            let _ = chunks.spent.try_send(b);
+                        }
                     }
                     Some(Err(e)) => anyhow::bail!("cannot read input: {e}"),
                     None => break,
@@ -250,34 +380,37 @@ impl Run<'_> {
                 }
             }
         }
-        if !carry.is_empty() {
-            self.feed(&carry, true).await?;
+        if !carry.is_empty() && !self.shrank {
+            self.feed(&carry, true, None).await?;
         }
         Ok(())
     }
 
     /// Sends the lines of one chunk; the incomplete line at its end goes to `carry`.
-    async fn take_chunk(&mut self, chunk: &[u8], carry: &mut Vec<u8>) -> anyhow::Result<()> {
-        let mut rest = chunk;
+    async fn take_chunk(&mut self, chunk: &Chunk, carry: &mut Vec<u8>) -> anyhow::Result<()> {
+        let mut rest = chunk.bytes();
         if !carry.is_empty() {
-            match memchr::memchr(b'\n', rest) {
-                Some(nl) => {
-                    carry.extend_from_slice(&rest[..=nl]);
-                    let line = std::mem::take(carry);
-                    self.feed(&line, false).await?;
-                    rest = &rest[nl + 1..];
-                }
-                None => {
-                    carry.extend_from_slice(rest);
-                    let line = std::mem::take(carry);
-                    let used = self.feed(&line, false).await?;
-                    *carry = line[used..].to_vec();
-                    return Ok(());
-                }
+            let nl = memchr::memchr(b'\n', rest);
+            let end = nl.map_or(rest.len(), |nl| nl + 1);
+            carry.extend_from_slice(&rest[..end]);
+            // Copied out of the map: zeros if a page vanished meanwhile.
+            if chunk.faulted() {
+                self.shrank = true;
+                return Ok(());
             }
+            let line = std::mem::take(carry);
+            let used = self.feed(&line, false, None).await?;
+            if nl.is_none() {
+                *carry = line[used..].to_vec();
+                return Ok(());
+            }
+            rest = &rest[end..];
         }
-        let used = self.feed(rest, false).await?;
-        carry.extend_from_slice(&rest[used..]);
+        let used = self.feed(rest, false, Some(chunk)).await?;
+        if !self.shrank {
+            carry.extend_from_slice(&rest[used..]);
+            self.shrank = chunk.faulted();
+        }
         Ok(())
     }
 }
