@@ -653,7 +653,7 @@ fn healthz_turns_503_with_the_reason_while_kafka_is_down_and_200_when_it_is_back
 /// does. Counted by `shipper_scans_total`; the lines of a new matching file and of a rotated one
 /// still all arrive (read back with kcat).
 #[test]
-fn unrelated_files_created_and_renamed_in_a_watched_directory_cost_no_scan() {
+fn unrelated_and_new_files_in_a_watched_directory_cost_no_full_scan() {
     let Some(b) = broker() else { return };
     let dir = scratch_dir("agent-names");
     let t = topic("agent-names");
@@ -703,14 +703,27 @@ fn unrelated_files_created_and_renamed_in_a_watched_directory_cost_no_scan() {
         after - before,
         tail.stderr()
     );
-    // A name the pattern finds, and a rotation of the followed file, are still seen at once.
+    // New files the pattern finds, created or renamed in, are followed at once without a full
+    // scan (each looked at alone); a rotation of the followed file still scans.
     append(&dir.join("b.log"), &numbered_lines("b", 0, 5));
+    std::thread::sleep(Duration::from_millis(200)); // two events, apart
+    std::fs::write(dir.join(".c.tmp"), numbered_lines("c", 0, 5)).unwrap();
+    std::fs::rename(dir.join(".c.tmp"), dir.join("c.log")).unwrap();
+    let got = wait_for_records(&b, &t, 50, Duration::from_secs(30));
+    assert_eq!(got.len(), 50, "{}", tail.stderr());
+    let new_files = scans();
+    assert!(
+        new_files - after <= 1.0,
+        "new files caused {} full scans (one safety rescan allowed)",
+        new_files - after
+    );
     std::fs::rename(dir.join("a.log"), dir.join("a.log.1")).unwrap();
     append(&dir.join("a.log"), &numbered_lines("a", 40, 45));
-    let got = wait_for_records(&b, &t, 50, Duration::from_secs(30));
-    assert!(scans() > after, "a new matching file scans");
+    let got = wait_for_records(&b, &t, 55, Duration::from_secs(30));
+    assert!(scans() > new_files, "a rotation scans");
     let mut want: Vec<Vec<u8>> = lines(&numbered_lines("a", 0, 45));
     want.extend(lines(&numbered_lines("b", 0, 5)));
+    want.extend(lines(&numbered_lines("c", 0, 5)));
     let mut got = got;
     got.sort();
     want.sort();

@@ -124,6 +124,22 @@ impl Pattern {
         }
     }
 
+    /// Whether a full scan would find `path` through this pattern (not excluded): components matched
+    /// one by one as the directory walk matches them, `**` standing for any number of directories.
+    /// For a file created or renamed in a watched directory, so that it is followed without expanding
+    /// every pattern again.
+    pub fn finds(&self, path: &Path) -> bool {
+        if self.excluded(path) {
+            return false;
+        }
+        if !self.is_glob {
+            return Path::new(&self.raw) == path;
+        }
+        let pat: Vec<std::path::Component<'_>> = Path::new(&self.raw).components().collect();
+        let got: Vec<std::path::Component<'_>> = path.components().collect();
+        components_match(&pat, &got)
+    }
+
     fn excluded(&self, path: &Path) -> bool {
         let name = path.file_name().map(Path::new).unwrap_or(path);
         self.excludes.iter().any(|e| {
@@ -143,6 +159,34 @@ impl Pattern {
         };
         hit && !self.excluded(path)
     }
+}
+
+/// [`Pattern::finds`]: pattern components against path components, as `glob_paths` walks them.
+fn components_match(pat: &[std::path::Component<'_>], path: &[std::path::Component<'_>]) -> bool {
+    use std::path::Component;
+    let Some((first, rest)) = pat.split_first() else {
+        return path.is_empty();
+    };
+    let text = first.as_os_str().to_string_lossy();
+    let is_glob = matches!(first, Component::Normal(_)) && text.contains(['*', '?', '[']);
+    if is_glob && text == "**" {
+        // Zero or more directories: every split that leaves the rest something to match.
+        return (0..path.len()).any(|k| components_match(rest, &path[k..]));
+    }
+    let Some((name, path_rest)) = path.split_first() else {
+        return false;
+    };
+    let hit = if is_glob {
+        glob::Pattern::new(&text).is_ok_and(|g| {
+            g.matches_with(
+                &name.as_os_str().to_string_lossy(),
+                glob::MatchOptions::new(),
+            )
+        })
+    } else {
+        first == name
+    };
+    hit && components_match(rest, path_rest)
 }
 
 /// A regular file a pattern matched.
@@ -223,6 +267,29 @@ pub fn expand(
         }
     }
     out
+}
+
+/// What a full scan would find at `path` alone: the first pattern that finds it (see
+/// [`Pattern::finds`]) and the file if the policy allows it; `None` if no pattern finds it or it is not
+/// a file (a directory), the reason if it is skipped.
+pub fn look_at(
+    path: &Path,
+    patterns: &[Pattern],
+    policy: &FilePolicy,
+) -> Option<Result<Found, String>> {
+    let i = patterns.iter().position(|p| p.finds(path))?;
+    let p = &patterns[i];
+    match check(path, p, policy, !p.is_glob) {
+        Ok(Some((id, size, mtime_ns))) => Some(Ok(Found {
+            path: path.to_path_buf(),
+            id,
+            size,
+            mtime_ns,
+            pattern: i,
+        })),
+        Ok(None) => None,
+        Err(text) => Some(Err(text)),
+    }
 }
 
 /// The paths a glob matches, walking the directories itself so that names that are not UTF-8 (which
@@ -478,6 +545,82 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    /// Every regular file under `d`, walked without following links.
+    fn all_files(d: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                all_files(&e.path(), out);
+            } else if t.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+
+    #[test]
+    fn a_pattern_finds_a_path_alone_exactly_when_a_full_scan_finds_it() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = dir("finds");
+        for f in [
+            "a.log",
+            "b.txt",
+            ".hidden.log",
+            "sub/c.log",
+            "sub/deep/e.log",
+            "sub/deep/f.txt",
+            "x.log.d/inner.log",
+            "sub2/deep/g.log",
+            "[ab].log",
+        ] {
+            let p = d.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, b"x\n").unwrap();
+        }
+        let odd = d.join(std::ffi::OsStr::from_bytes(b"sub/\xff odd.log"));
+        std::fs::write(&odd, b"x\n").unwrap();
+        let mut files = Vec::new();
+        all_files(&d, &mut files);
+        let b = d.display();
+        let patterns = [
+            (format!("{b}/*.log"), vec![]),
+            (format!("{b}/**/*.log"), vec![]),
+            (format!("{b}/*/*.log"), vec![]),
+            (format!("{b}/sub/**/e.log"), vec![]),
+            (format!("{b}/**/deep/*"), vec![]),
+            (format!("{b}/[ab].log"), vec![]),
+            (format!("{b}/a.log"), vec![]),
+            (
+                format!("{b}/**/*.log"),
+                vec!["c*".to_string(), "*/deep/*".to_string()],
+            ),
+            (format!("{b}/s*/*"), vec![]),
+        ];
+        for (raw, excludes) in patterns {
+            let p = Pattern::new(&raw, &excludes).unwrap();
+            let (mut notices, mut dirs) = (Vec::new(), Vec::new());
+            let found: HashSet<PathBuf> = expand(
+                std::slice::from_ref(&p),
+                &FilePolicy::default(),
+                false,
+                &mut notices,
+                &mut dirs,
+            )
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+            assert!(!found.is_empty(), "{raw} finds something");
+            for f in &files {
+                assert_eq!(
+                    p.finds(f),
+                    found.contains(f),
+                    "{raw} {excludes:?}: {}",
+                    f.display()
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     fn found_names(d: &Path, policy: &FilePolicy) -> (Vec<String>, Vec<Notice>) {

@@ -134,6 +134,17 @@ pub struct Engine {
     pub counters: Counters,
 }
 
+/// What created or renamed names call for ([`Engine::judge_names`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Names {
+    /// Nothing: no pattern finds them and no followed file is concerned.
+    Nothing,
+    /// New files a pattern finds: to be looked at alone.
+    New(Vec<PathBuf>),
+    /// A full scan.
+    Rescan,
+}
+
 /// Where the followed files are: by path, and every directory above one (a name renamed away that was
 /// such a directory takes followed files with it).
 struct PathIndex {
@@ -273,6 +284,16 @@ impl Engine {
 
     /// A snapshot for the next scan: a full one, or `only` re-opening these closed followers.
     pub fn scan_request(&self, only: Option<Vec<u64>>) -> ScanRequest {
+        self.scan_request_with(only, Vec::new())
+    }
+
+    /// A request re-opening the closed followers `keys` and looking at the new `names` alone, without
+    /// expanding the patterns.
+    pub fn partial_scan_request(&self, keys: Vec<u64>, names: Vec<PathBuf>) -> ScanRequest {
+        self.scan_request_with(Some(keys), names)
+    }
+
+    fn scan_request_with(&self, only: Option<Vec<u64>>, names: Vec<PathBuf>) -> ScanRequest {
         // A re-open asks for a few files: looked up, not filtered out of 10,000.
         let chosen: Vec<&Follower> = match &only {
             Some(keys) => keys.iter().filter_map(|k| self.followers.get(k)).collect(),
@@ -308,6 +329,7 @@ impl Engine {
             budget: self.cfg.max_open_files.saturating_sub(self.open_files()),
             generation: self.generation,
             only,
+            names,
         }
     }
 
@@ -401,6 +423,11 @@ impl Engine {
             }
         }
         for n in r.opened {
+            // A partial scan does not know every follower: a new name may be a hard link to a
+            // followed file.
+            if !r.full && self.followers.values().any(|f| f.id.same(&n.found.id)) {
+                continue;
+            }
             self.start(n, now);
         }
         if !r.full {
@@ -659,12 +686,14 @@ impl Engine {
         !self.hot.is_empty()
     }
 
-    /// Whether files created or renamed under these names call for a full scan: a name a pattern may
-    /// find, or the path of a followed file or of a directory above one (renamed away). More names
-    /// than are worth checking one by one also say yes.
-    pub fn names_concern(&mut self, names: &[PathBuf]) -> bool {
-        if names.len() > MAX_NAMES_JUDGED {
-            return true;
+    /// What files created or renamed under these names call for. The path of a followed file or of a
+    /// directory above one (renamed away) needs a full scan (a rotation, a move); so does any name
+    /// before the first full scan, or more names than are worth judging one by one. A name a pattern
+    /// finds, and nothing else, is only looked at ([`Engine::scan_request`] with names): a new log file
+    /// in a tree of 10,000 costs one `lstat`, not 10,000. Other names need nothing.
+    pub fn judge_names(&mut self, names: &[PathBuf]) -> Names {
+        if names.len() > MAX_NAMES_JUDGED || (self.first_scan && !names.is_empty()) {
+            return Names::Rescan;
         }
         // One lookup per name: with 10,000 followed files, comparing each name with every path took
         // milliseconds per checkpoint write in the watched tree.
@@ -672,11 +701,20 @@ impl Engine {
         let index = self
             .by_path
             .get_or_insert_with(|| PathIndex::new(self.followers.values()));
-        names.iter().any(|n| {
-            patterns.iter().any(|p| p.may_name(n))
-                || index.files.contains_key(n.as_path())
-                || index.dirs.contains(n.as_path())
-        })
+        let mut new = Vec::new();
+        for n in names {
+            if index.files.contains_key(n.as_path()) || index.dirs.contains(n.as_path()) {
+                return Names::Rescan;
+            }
+            if patterns.iter().any(|p| p.may_name(n) && p.finds(n)) {
+                new.push(n.clone());
+            }
+        }
+        if new.is_empty() {
+            Names::Nothing
+        } else {
+            Names::New(new)
+        }
     }
 
     /// The closed followers at `path` (a change there may need them re-opened).

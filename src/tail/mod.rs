@@ -44,7 +44,7 @@ use tokio::time::Instant;
 
 use crate::escape::Esc;
 use crate::producer::{timestamp_now_ms, Delivery, Producer};
-pub use engine::{Engine, EngineConfig, Input};
+pub use engine::{Engine, EngineConfig, Input, Names};
 
 /// How `tail` runs, besides what the engine reads.
 #[derive(Debug, Clone)]
@@ -152,6 +152,8 @@ fn open_checkpoint(
 /// While every directory is watched, a full rescan runs at least every this many `--scan-ms` (a safety
 /// net for events the kernel did not deliver).
 const SAFETY_RESCAN_FACTOR: u32 = 60;
+/// New names waiting to be looked at alone; past this many, one full scan looks at them all.
+const MAX_NEW_NAMES: usize = 64;
 
 /// The checkpoint is rendered at least this often even when nothing seems to have changed.
 const CHECKPOINT_REFRESH: Duration = Duration::from_secs(60);
@@ -195,6 +197,8 @@ struct Running {
     starved: bool,
     /// Closed followers whose paths had events: re-opened by the next (small) scan.
     reopen: std::collections::BTreeSet<u64>,
+    /// New files named by events, to look at alone (see [`Engine::judge_names`]).
+    new_names: std::collections::BTreeSet<PathBuf>,
     /// The engine's checkpoint version last rendered, when, and the text's length.
     rendered: (u64, Instant, usize),
     stats: Stats,
@@ -261,6 +265,7 @@ impl Running {
             last_full: Instant::now(),
             starved: false,
             reopen: std::collections::BTreeSet::new(),
+            new_names: std::collections::BTreeSet::new(),
             rendered: (u64::MAX, Instant::now(), 0),
             started: Instant::now(),
             reloader: None,
@@ -475,14 +480,26 @@ impl Running {
     fn take_events(&mut self) {
         let ev = self.watch.take();
         let changed = ev.changed;
-        let wants_rescan = ev.rescan
-            || (!ev.named.is_empty()
-                && (self.engine.names_concern(&ev.named)
-                    || ev.named.iter().any(|n| self.watch.is_watched(n))));
+        let judged = if ev.rescan || ev.named.iter().any(|n| self.watch.is_watched(n)) {
+            Names::Rescan
+        } else if ev.named.is_empty() {
+            Names::Nothing
+        } else {
+            self.engine.judge_names(&ev.named)
+        };
         let now = Instant::now();
-        if wants_rescan {
+        match judged {
             // At once: a file created and deleted again soon after must still be read.
-            self.rescan_at = Some(now);
+            Names::Rescan => {
+                self.rescan_at = Some(now);
+            }
+            Names::New(names) if self.new_names.len() + names.len() <= MAX_NEW_NAMES => {
+                self.new_names.extend(names);
+            }
+            Names::New(_) => {
+                self.rescan_at = Some(now);
+            }
+            Names::Nothing => {}
         }
         for p in &changed {
             self.engine.touch(p);
@@ -496,10 +513,12 @@ impl Running {
             self.rescan_at = None;
             self.last_full = now;
             self.reopen.clear();
+            self.new_names.clear();
             self.engine.scan_request(None)
-        } else if !self.reopen.is_empty() {
+        } else if !self.reopen.is_empty() || !self.new_names.is_empty() {
             let keys = std::mem::take(&mut self.reopen).into_iter().collect();
-            self.engine.scan_request(Some(keys))
+            let names = std::mem::take(&mut self.new_names).into_iter().collect();
+            self.engine.partial_scan_request(keys, names)
         } else {
             return;
         };

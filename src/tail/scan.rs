@@ -56,6 +56,8 @@ pub struct ScanRequest {
     /// Only these closed followers, whose paths had events: re-open those that grew or moved, without
     /// expanding the patterns. `None`: a full scan.
     pub only: Option<Vec<u64>>,
+    /// With `only`: new files created or renamed under these names, each looked at alone.
+    pub names: Vec<PathBuf>,
 }
 
 /// A file opened for the first time.
@@ -185,7 +187,8 @@ pub fn run(req: ScanRequest) -> ScanResult {
 }
 
 /// Re-opens the closed followers `keys` whose paths had events (they grew, or were rotated away and
-/// must be finished): no pattern is expanded, each path is looked at alone.
+/// must be finished), and opens the new files named in the request: no pattern is expanded, each
+/// path is looked at alone.
 fn reopen_only(req: &ScanRequest, keys: &[u64]) -> ScanResult {
     let mut pass = Pass {
         req,
@@ -216,6 +219,17 @@ fn reopen_only(req: &ScanRequest, keys: &[u64]) -> ScanResult {
             });
         pass.check_closed(f, here.as_ref());
     }
+    for n in &req.names {
+        match discover::look_at(n, &req.patterns, &req.policy) {
+            Some(Ok(found)) => pass.found.push(found),
+            Some(Err(text)) => pass.out.notices.push(Notice {
+                key: format!("skip:{}", n.display()),
+                text,
+            }),
+            None => {}
+        }
+    }
+    pass.open_new();
     pass.out
 }
 

@@ -565,25 +565,61 @@ async fn a_rescan_reads_only_changed_files_and_a_closed_file_is_reopened_by_its_
 }
 
 #[tokio::test(start_paused = true)]
-async fn only_names_a_pattern_may_find_or_followed_paths_call_for_a_full_scan() {
+async fn new_files_are_looked_at_alone_and_followed_paths_call_for_a_full_scan() {
     let d = dir("names");
     fs::create_dir_all(d.join("sub")).unwrap();
     append(&d.join("a.log"), b"x\n");
     let mut e = Engine::new(config(&d), Vec::new());
+    let judge = |e: &mut Engine, names: &[&str]| {
+        let names: Vec<PathBuf> = names.iter().map(|n| d.join(n)).collect();
+        e.judge_names(&names)
+    };
+    assert_eq!(
+        judge(&mut e, &["x"]),
+        Names::Rescan,
+        "before the first scan"
+    );
     scan_now(&mut e);
     assert_eq!(e.counters.full_scans, 1);
-    let concern = |e: &mut Engine, names: &[&str]| {
-        let names: Vec<PathBuf> = names.iter().map(|n| d.join(n)).collect();
-        e.names_concern(&names)
-    };
-    assert!(!concern(
-        &mut e,
-        &[".ckpt.tmp-1-2", "ckpt", "app.log.1.gz", "sub"]
-    ));
-    assert!(concern(&mut e, &["b.log"]), "a name the pattern finds");
-    assert!(
-        concern(&mut e, &["ckpt", "a.log"]),
+    assert_eq!(
+        judge(&mut e, &[".ckpt.tmp-1-2", "ckpt", "app.log.1.gz", "sub"]),
+        Names::Nothing
+    );
+    assert_eq!(
+        judge(&mut e, &["b.log", "ckpt"]),
+        Names::New(vec![d.join("b.log")]),
+        "a name the pattern finds"
+    );
+    assert_eq!(
+        judge(&mut e, &["sub/c.log"]),
+        Names::Nothing,
+        "'*' does not cross a directory"
+    );
+    assert_eq!(
+        judge(&mut e, &["b.log", "a.log"]),
+        Names::Rescan,
         "a followed file's path"
+    );
+    // A new file, and a hard link to a followed one: looked at alone, the new one followed once.
+    append(&d.join("b.log"), b"new\n");
+    fs::hard_link(d.join("a.log"), d.join("link.log")).unwrap();
+    let Names::New(names) = judge(&mut e, &["b.log", "link.log"]) else {
+        panic!("new names")
+    };
+    let r = scan::run(e.partial_scan_request(Vec::new(), names));
+    assert!(!r.full);
+    e.apply_scan(r, Instant::now(), false);
+    assert_eq!(e.counters.full_scans, 1, "no full scan");
+    let mut paths: Vec<PathBuf> = e.followers.values().map(|f| f.path.clone()).collect();
+    paths.sort();
+    assert_eq!(paths, vec![d.join("a.log"), d.join("b.log")]);
+    let mut sink = FakeSink::default();
+    e.read_pass(&mut sink, 1, Instant::now());
+    ack(&mut e, &mut sink, |_| true);
+    assert!(
+        sink.shipped.iter().any(|l| l == b"new"),
+        "read from its start: {:?}",
+        sink.shipped
     );
     // A directory above a followed file, renamed away (the pattern walks it only through `**`).
     let mut deep = config(&d);
@@ -592,13 +628,22 @@ async fn only_names_a_pattern_may_find_or_followed_paths_call_for_a_full_scan() 
     append(&d.join("sub/deep.log"), b"y\n");
     let mut e = Engine::new(deep, Vec::new());
     scan_now(&mut e);
-    assert!(
-        concern(&mut e, &["sub"]),
+    assert_eq!(
+        judge(&mut e, &["sub"]),
+        Names::Rescan,
         "a directory holding a followed file"
     );
-    assert!(!concern(&mut e, &["other"]));
+    assert_eq!(judge(&mut e, &["other"]), Names::Nothing);
+    assert_eq!(
+        judge(&mut e, &["sub/more/x.log"]),
+        Names::New(vec![d.join("sub/more/x.log")])
+    );
     let many: Vec<String> = (0..=MAX_NAMES_JUDGED).map(|i| format!("x{i}")).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
-    assert!(concern(&mut e, &many), "too many names to judge: scan");
+    assert_eq!(
+        judge(&mut e, &many),
+        Names::Rescan,
+        "too many names to judge: scan"
+    );
     fs::remove_dir_all(&d).unwrap();
 }
