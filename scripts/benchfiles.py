@@ -95,14 +95,30 @@ def one(shipper, broker, count, idle_s, probes):
             f.write(f"probe {time.time_ns()}\n")
         seen.wait(10)
         time.sleep(random.uniform(0.05, 0.15))
+    # New files: one line each in a file that did not exist, created in a random directory of the tree
+    # (a new log file: found by its directory's event).
+    new_lat = []
+    for i in range(max(probes // 5, 10)):
+        seen.clear()
+        n0 = len(lat)
+        p = os.path.join(os.path.dirname(random.choice(paths)), f"new-{i:04d}.log")
+        with open(p, "w") as f:
+            f.write(f"probe {time.time_ns()}\n")
+        seen.wait(10)
+        if len(lat) > n0:
+            new_lat.append(lat.pop())
+        time.sleep(random.uniform(0.05, 0.15))
     cons.kill()
     tail.send_signal(2)
     tail.wait(30)
     subprocess.run(["rm", "-rf", d])
     lat.sort()
-    q = lambda p: lat[min(len(lat) - 1, int(len(lat) * p))] if lat else float("nan")
+    new_lat.sort()
+    q = lambda v, p: v[min(len(v) - 1, int(len(v) * p))] if v else float("nan")
     return dict(count=count, shipped_in=shipped_in, idle_pct=idle_pct, rss=rss, fds=fds,
-                p50=q(0.5), p99=q(0.99), got=len(lat), probes=probes)
+                p50=q(lat, 0.5), p99=q(lat, 0.99), got=len(lat), probes=probes,
+                new_p50=q(new_lat, 0.5), new_max=q(new_lat, 1.0), new_got=len(new_lat),
+                new_probes=max(probes // 5, 10))
 
 
 def main(argv):
@@ -110,12 +126,14 @@ def main(argv):
     rows = [one(shipper, broker, int(c), idle_s, probes) for c in counts.split(",")]
     base = rows[0]["rss"]
     print(f"| files | all lines in Kafka after | idle CPU (% of a core, {idle_s:.0f} s) | RssAnon MiB | "
-          f"KiB per file | open fds | new line -> consumer p50 / p99 ms ({probes} probes) |")
-    print("|--:|--:|--:|--:|--:|--:|--:|")
+          f"KiB per file | open fds | new line -> consumer p50 / p99 ms ({probes} probes) | "
+          f"new file -> consumer p50 / max ms |")
+    print("|--:|--:|--:|--:|--:|--:|--:|--:|")
     for r in rows:
         per = (r["rss"] - base) / r["count"] if r["count"] > rows[0]["count"] else float("nan")
         print(f"| {r['count']:,} | {r['shipped_in']:.1f} s | {r['idle_pct']:.2f} | {r['rss'] / 1024:.1f} | "
-              f"{per:.2f} | {r['fds']} | {r['p50']:.1f} / {r['p99']:.1f} ({r['got']}/{r['probes']} seen) |")
+              f"{per:.2f} | {r['fds']} | {r['p50']:.1f} / {r['p99']:.1f} ({r['got']}/{r['probes']} seen) | "
+              f"{r['new_p50']:.1f} / {r['new_max']:.1f} ({r['new_got']}/{r['new_probes']} seen) |")
 
 
 if __name__ == "__main__":

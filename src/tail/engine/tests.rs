@@ -613,6 +613,11 @@ async fn new_files_are_looked_at_alone_and_followed_paths_call_for_a_full_scan()
     let mut paths: Vec<PathBuf> = e.followers.values().map(|f| f.path.clone()).collect();
     paths.sort();
     assert_eq!(paths, vec![d.join("a.log"), d.join("b.log")]);
+    assert_eq!(
+        judge(&mut e, &["b.log"]),
+        Names::Rescan,
+        "followed now: the index kept up"
+    );
     let mut sink = FakeSink::default();
     e.read_pass(&mut sink, 1, Instant::now());
     ack(&mut e, &mut sink, |_| true);
