@@ -161,14 +161,19 @@ impl Pattern {
     }
 }
 
+/// Whether a pattern component is matched as a glob (else literally), in a walk and alone alike.
+fn is_glob_component(comp: &std::path::Component<'_>) -> bool {
+    matches!(comp, std::path::Component::Normal(_))
+        && comp.as_os_str().to_string_lossy().contains(['*', '?', '['])
+}
+
 /// [`Pattern::finds`]: pattern components against path components, as `glob_paths` walks them.
 fn components_match(pat: &[std::path::Component<'_>], path: &[std::path::Component<'_>]) -> bool {
-    use std::path::Component;
     let Some((first, rest)) = pat.split_first() else {
         return path.is_empty();
     };
     let text = first.as_os_str().to_string_lossy();
-    let is_glob = matches!(first, Component::Normal(_)) && text.contains(['*', '?', '[']);
+    let is_glob = is_glob_component(first);
     if is_glob && text == "**" {
         // Zero or more directories: every split that leaves the rest something to match.
         return (0..path.len()).any(|k| components_match(rest, &path[k..]));
@@ -297,13 +302,11 @@ pub fn look_at(
 /// `**` matches any number of directories (not following directory links). Sorted. The directories
 /// read, and those matched on the way, are added to `dirs`.
 fn glob_paths(pattern: &str, dirs: &mut Vec<PathBuf>) -> Vec<PathBuf> {
-    use std::path::Component;
     let opts = glob::MatchOptions::new();
     let mut current: Vec<PathBuf> = vec![PathBuf::new()];
     for comp in Path::new(pattern).components() {
         let text = comp.as_os_str().to_string_lossy();
-        let is_glob = matches!(comp, Component::Normal(_)) && text.contains(['*', '?', '[']);
-        if !is_glob {
+        if !is_glob_component(&comp) {
             for c in &mut current {
                 c.push(comp.as_os_str());
             }

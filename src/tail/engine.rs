@@ -164,6 +164,14 @@ impl PathIndex {
         index
     }
 
+    /// The index kept in `slot`, built from `followers` if it was dropped.
+    fn of<'a>(
+        slot: &'a mut Option<PathIndex>,
+        followers: &HashMap<u64, Follower>,
+    ) -> &'a PathIndex {
+        slot.get_or_insert_with(|| PathIndex::new(followers.values()))
+    }
+
     /// Adds a follower (removing one rebuilds the index: a directory may hold others).
     fn add(&mut self, f: &Follower) {
         self.files.entry(f.path.clone()).or_default().push(f.key);
@@ -368,12 +376,10 @@ impl Engine {
 
     /// The followers at `path`.
     fn at_path(&mut self, path: &std::path::Path) -> &[u64] {
-        self.path_index().files.get(path).map_or(&[], Vec::as_slice)
-    }
-
-    fn path_index(&mut self) -> &PathIndex {
-        self.by_path
-            .get_or_insert_with(|| PathIndex::new(self.followers.values()))
+        PathIndex::of(&mut self.by_path, &self.followers)
+            .files
+            .get(path)
+            .map_or(&[], Vec::as_slice)
     }
 
     /// Applies what a scan found: renames, rotations, truncations, new files. Returns false when the
@@ -705,7 +711,7 @@ impl Engine {
     /// What files created or renamed under these names call for. The path of a followed file or of a
     /// directory above one (renamed away) needs a full scan (a rotation, a move); so does any name
     /// before the first full scan, or more names than are worth judging one by one. A name a pattern
-    /// finds, and nothing else, is only looked at ([`Engine::scan_request`] with names): a new log file
+    /// finds, and nothing else, is only looked at ([`Engine::partial_scan_request`]): a new log file
     /// in a tree of 10,000 costs one `lstat`, not 10,000. Other names need nothing.
     pub fn judge_names(&mut self, names: &[PathBuf]) -> Names {
         if names.len() > MAX_NAMES_JUDGED || (self.first_scan && !names.is_empty()) {
@@ -713,10 +719,8 @@ impl Engine {
         }
         // One lookup per name: with 10,000 followed files, comparing each name with every path took
         // milliseconds per checkpoint write in the watched tree.
+        let index = PathIndex::of(&mut self.by_path, &self.followers);
         let patterns = &self.patterns;
-        let index = self
-            .by_path
-            .get_or_insert_with(|| PathIndex::new(self.followers.values()));
         let mut new = Vec::new();
         for n in names {
             if index.files.contains_key(n.as_path()) || index.dirs.contains(n.as_path()) {
