@@ -284,6 +284,16 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     d
 }
 
+/// Truncates a file to nothing in place (as copytruncate does, or a user with `: > file`).
+pub fn truncate_in_place(path: &std::path::Path) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+}
+
 /// Appends bytes to a file (creating it).
 pub fn append(path: &std::path::Path, data: &[u8]) {
     use std::io::Write as _;

@@ -300,12 +300,7 @@ fn a_stray_sigbus_does_not_disarm_the_truncation_guard() {
     for round in 0..20 {
         append(&f, &vec![b'x'; 64 * 1024]);
         append(&f, b"\n");
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&f)
-            .unwrap()
-            .set_len(0)
-            .unwrap();
+        truncate_in_place(&f);
         append(&f, format!("after {round}\n").as_bytes());
     }
     std::thread::sleep(Duration::from_millis(2000));

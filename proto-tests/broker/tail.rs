@@ -138,12 +138,7 @@ fn tail_restarts_a_truncated_file_from_its_start() {
         &dir.join("err"),
     );
     wait_for_records(&b, &t, 50, WAIT);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&f)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate_in_place(&f);
     std::thread::sleep(Duration::from_millis(1500));
     append(&f, &numbered("after", 0, 20));
     let got = wait_for_records(&b, &t, 70, WAIT);
@@ -180,12 +175,7 @@ fn tail_reads_what_it_missed_from_the_copytruncate_copy() {
     append(&dir.join("app.log.2"), &numbered("old", 0, 500));
     std::os::unix::fs::symlink(dir.join("app.log.2"), dir.join("app.log-link")).unwrap();
     std::fs::copy(&f, dir.join("app.log.1")).unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&f)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate_in_place(&f);
     append(&f, &numbered("c", 0, 30));
     tail.signal("CONT");
     let got = wait_for_records(&b, &t, 230, WAIT);
@@ -210,12 +200,7 @@ fn tail_reads_what_it_missed_from_the_copytruncate_copy() {
     tail.stop("INT");
     std::fs::rename(dir.join("app.log.1"), dir.join("app.log.3")).unwrap();
     std::fs::copy(&f, dir.join("app.log.1")).unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&f)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate_in_place(&f);
     append(&f, &numbered("e", 0, 20));
     let mut tail = Tail::start(
         &b,
@@ -427,12 +412,7 @@ fn model_random_file_operations_lose_nothing_outside_the_truncation_window() {
             "copytruncate" if path.exists() => {
                 // As logrotate does it: copy away (not followed: no .log suffix), then truncate in place.
                 std::fs::copy(&path, dir.join(format!("m{file}.{seq}.old"))).unwrap();
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .unwrap()
-                    .set_len(0)
-                    .unwrap();
+                truncate_in_place(&path);
                 for i in current.remove(&file).unwrap_or_default() {
                     written[i].1 = true;
                 }
