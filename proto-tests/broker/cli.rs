@@ -551,6 +551,54 @@ fn a_file_is_produced_through_its_map_exactly_as_through_a_pipe() {
         read(&redirected) == want,
         "stdin from a file differs from the pipe"
     );
+    // Mapped from where stdin stands (a script read its first line), and left at its end.
+    let from_second = topic("mapped-offset");
+    create_topic(&b, &from_second, 1, 1, &[]);
+    let script = format!(
+        "read -r first; {} -b {b} produce {from_second} --max-line-bytes 1000 && cat",
+        shipper_bin().display()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "stdin's offset left at its end");
+    let all = lines(&want);
+    assert!(
+        lines(&read(&from_second)) == all[1..],
+        "from the second line"
+    );
+    // Not mapped: a file whose size says 0 but reads hold content (/proc), and a directory.
+    let proc_topic = topic("mapped-proc");
+    create_topic(&b, &proc_topic, 1, 1, &[]);
+    shipper_ok(
+        &b,
+        &["produce", &proc_topic, "--file", "/proc/version"],
+        b"",
+    );
+    let version = std::fs::read("/proc/version").unwrap();
+    assert_eq!(
+        lines(&read(&proc_topic)),
+        lines(&version),
+        "/proc read, not mapped"
+    );
+    let out = shipper(
+        &b,
+        &["produce", &proc_topic, "--file", d.to_str().unwrap()],
+        b"",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot read input") && err.lines().count() == 1,
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 
