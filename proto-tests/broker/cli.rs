@@ -252,6 +252,18 @@ fn offsets_relative_absolute_and_by_timestamp() {
     assert_eq!(c(&["-o", &format!("s@{mid}")]), "10 \n11 \n");
     assert_eq!(c(&["-o", "end"]), "");
     assert_eq!(c(&["--from-beginning", "-c", "2"]), "0 \n1 \n");
+    // A partition named twice is read once (a ListOffsets asking for it twice is refused by Kafka).
+    assert_eq!(c(&["-o", "-2", "-p", "0", "-p", "0"]), "10 \n11 \n");
+    // The summary names the topic even when nothing was read.
+    for offset in ["end", "99999"] {
+        let out = shipper(&b, &["consume", &t, "-e", "-o", offset], b"");
+        assert!(out.status.success(), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("consumed 0 records from '{t}'")),
+            "{err}"
+        );
+    }
 }
 
 #[test]

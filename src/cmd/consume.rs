@@ -77,7 +77,7 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
         }
     }
     let result = r.read(args).await;
-    r.finish(result).await
+    r.finish(result, &args.topics).await
 }
 
 /// The reading loop's state.
@@ -292,7 +292,11 @@ impl Reader {
     }
 
     /// Flushes, commits and leaves the group; the exit code.
-    async fn finish(mut self, result: anyhow::Result<()>) -> anyhow::Result<i32> {
+    async fn finish(
+        mut self,
+        result: anyhow::Result<()>,
+        topics: &[String],
+    ) -> anyhow::Result<i32> {
         self.out.flush()?;
         if result.is_ok() {
             self.commit_all(true).await;
@@ -301,11 +305,8 @@ impl Reader {
             m.leave().await;
         }
         result?;
-        let topics: BTreeMap<&str, ()> = self
-            .positions
-            .keys()
-            .map(|(t, _)| (t.as_str(), ()))
-            .collect();
+        // The topics asked for, each once (not only those a fetch reached: `-o end -e` reads none).
+        let topics: BTreeMap<&str, ()> = topics.iter().map(|t| (t.as_str(), ())).collect();
         crate::log::info(format_args!(
             "consumed {} records from {}",
             self.count,

@@ -149,7 +149,11 @@ impl Consumer {
                     });
                 }
             }
-            partitions.to_vec()
+            // `-p 0 -p 0` names one partition: asked twice in one ListOffsets, a broker refuses it.
+            let mut ids = partitions.to_vec();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
         };
         let earliest = list_offsets(&self.cluster, &meta.name, &ids, EARLIEST).await?;
         let latest = list_offsets(&self.cluster, &meta.name, &ids, LATEST).await?;
