@@ -344,6 +344,10 @@ pub struct ConsumeArgs {
     /// Exit after this long without a record, in ms
     #[arg(long)]
     pub timeout_ms: Option<u64>,
+    /// read_committed (kcat's default) leaves out aborted transactions and reads only up to the last
+    /// stable offset; read_uncommitted (the Java console consumer's) shows every record
+    #[arg(long, value_enum, default_value_t = Isolation::ReadCommitted)]
+    pub isolation_level: Isolation,
     /// Output format with kcat's tokens: %t topic %p partition %o offset %k key %s value %S value size
     /// %K key size %T timestamp %h headers, \n \t escapes
     #[arg(short, long, conflicts_with = "json")]
@@ -351,6 +355,17 @@ pub struct ConsumeArgs {
     /// One JSON object per record
     #[arg(short = 'J', long)]
     pub json: bool,
+}
+
+/// `consume --isolation-level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Isolation {
+    /// Committed records only: no aborted transactions, nothing past an open one.
+    #[value(name = "read_committed")]
+    ReadCommitted,
+    /// Every record, as written.
+    #[value(name = "read_uncommitted")]
+    ReadUncommitted,
 }
 
 /// `consume -G --commit`.

@@ -652,3 +652,76 @@ fn a_file_that_shrinks_while_produced_stops_the_run_and_no_zeros_are_sent() {
     );
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// What consume shows of a topic a transactional Java producer wrote, by default (read_committed, as
+/// kcat) and with --isolation-level read_uncommitted (as the Java console consumer), while a
+/// transaction is open and after it was aborted; kcat reads the same each time.
+#[test]
+fn aborted_and_open_transactions_are_shown_as_kcat_shows_them() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let Some(b) = broker() else { return };
+    let t = topic("txn");
+    create_topic(&b, &t, 1, 1, &[]);
+    shipper_ok(&b, &["produce", &t], b"plain-1\n");
+    let mut java = Command::new(root().join("scripts/kafka-tool"))
+        .arg(root().join("fixtures/java/TxnProducer.java"))
+        .args([&b, &t])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = BufReader::new(java.stdout.take().unwrap()).lines();
+    assert_eq!(said.next().unwrap().unwrap(), "OPEN");
+    // A plain record after the open transaction: past the last stable offset until it ends.
+    shipper_ok(&b, &["produce", &t], b"plain-2\n");
+    let read = |level: &str| {
+        let ours = shipper_ok(
+            &b,
+            &[
+                "consume",
+                &t,
+                "-e",
+                "-o",
+                "beginning",
+                "--isolation-level",
+                level,
+            ],
+            b"",
+        );
+        let kcats = kcat(
+            &b,
+            &[
+                "-C",
+                "-t",
+                &t,
+                "-e",
+                "-o",
+                "beginning",
+                "-q",
+                "-X",
+                &format!("isolation.level={level}"),
+            ],
+            b"",
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&kcats),
+            "{level}: shipper vs kcat"
+        );
+        String::from_utf8(ours).unwrap()
+    };
+    let committed = "plain-1\ncommitted-1\ncommitted-2\ncommitted-3\nafter-abort-1\n";
+    assert_eq!(read("read_committed"), committed);
+    let all = "plain-1\ncommitted-1\ncommitted-2\ncommitted-3\naborted-1\naborted-2\nafter-abort-1\nopen-1\nplain-2\n";
+    assert_eq!(read("read_uncommitted"), all);
+    // The default is read_committed.
+    let default = shipper_ok(&b, &["consume", &t, "-e", "-o", "beginning"], b"");
+    assert_eq!(String::from_utf8(default).unwrap(), committed);
+
+    drop(java.stdin.take());
+    assert_eq!(said.next().unwrap().unwrap(), "DONE");
+    assert!(java.wait().unwrap().success());
+    assert_eq!(read("read_committed"), format!("{committed}plain-2\n"));
+    assert_eq!(read("read_uncommitted"), all);
+}

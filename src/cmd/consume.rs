@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::cli::{CommitMode, Common, ConsumeArgs};
+use crate::cli::{CommitMode, Common, ConsumeArgs, Isolation};
 use crate::cluster::Cluster;
 use crate::consumer::{Consumer, FetchConfig, Fetched, StartOffset};
 use crate::escape::Esc;
@@ -40,7 +40,10 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
         (None, false) => StartOffset::End,
     };
     let cluster = KafkaSettings::from_flags(common, Some(Duration::from_secs(30)))?.cluster()?;
-    let cfg = FetchConfig::default();
+    let cfg = FetchConfig {
+        read_committed: args.isolation_level == Isolation::ReadCommitted,
+        ..FetchConfig::default()
+    };
     let mut r = Reader {
         max_decompressed: cfg.max_decompressed_bytes,
         consumer: Consumer::new(cluster.clone(), cfg),

@@ -28,7 +28,7 @@ use crate::cluster::{Cluster, TopicMeta};
 use crate::error::{classify, code, Class, Code, Error, Result, Target};
 use crate::escape::Esc;
 pub use fetched::Fetched;
-pub use offsets::{list_offsets, EARLIEST, LATEST};
+pub use offsets::{list_offsets, list_offsets_as, EARLIEST, LATEST};
 pub use start::StartOffset;
 
 /// Fetch version: 12, the last that names topics (Kafka 2.7+; 4.x still serves it).
@@ -47,6 +47,9 @@ pub struct FetchConfig {
     pub partition_max_bytes: i32,
     /// Largest decompressed batch accepted.
     pub max_decompressed_bytes: usize,
+    /// Read as `isolation.level=read_committed`: only up to the last stable offset, without the
+    /// batches of aborted transactions (kcat's default); else every record (the Java consumer's).
+    pub read_committed: bool,
 }
 
 /// The largest share one partition grows to when a batch does not fit (a broker that follows KIP-74
@@ -64,6 +67,7 @@ impl Default for FetchConfig {
             max_bytes: 4 * 1024 * 1024,
             partition_max_bytes: 1024 * 1024,
             max_decompressed_bytes: 256 * 1024 * 1024,
+            read_committed: false,
         }
     }
 }
@@ -155,8 +159,9 @@ impl Consumer {
             ids.dedup();
             ids
         };
+        let committed = self.cfg.read_committed;
         let earliest = list_offsets(&self.cluster, &meta.name, &ids, EARLIEST).await?;
-        let latest = list_offsets(&self.cluster, &meta.name, &ids, LATEST).await?;
+        let latest = list_offsets_as(&self.cluster, &meta.name, &ids, LATEST, committed).await?;
         let by_time = match start {
             StartOffset::Timestamp(ts) => {
                 Some(list_offsets(&self.cluster, &meta.name, &ids, ts).await?)
@@ -355,6 +360,7 @@ impl Consumer {
                     fetch_offset: state.offset,
                     records: pd.records.unwrap_or_default(),
                     high_watermark: pd.high_watermark,
+                    aborted: aborted_of(pd.aborted_transactions),
                 };
                 let next = f.next_offset().map_err(|source| Error::Records {
                     topic: name.clone(),
@@ -438,7 +444,8 @@ impl Consumer {
         let name = self.topics[key.0].name.clone();
         let p = key.1;
         let lo = list_offsets(&self.cluster, &name, &[p], EARLIEST).await?;
-        let hi = list_offsets(&self.cluster, &name, &[p], LATEST).await?;
+        let hi =
+            list_offsets_as(&self.cluster, &name, &[p], LATEST, self.cfg.read_committed).await?;
         let Some(s) = self.parts.get_mut(&key) else {
             return Ok(());
         };
@@ -545,12 +552,25 @@ impl Consumer {
             .max()
             .unwrap_or(0);
         req.max_bytes = self.cfg.max_bytes.max(largest);
-        req.isolation_level = 0;
+        req.isolation_level = i8::from(self.cfg.read_committed);
         req.session_id = 0;
         req.session_epoch = -1;
         req.topics = topics;
         req
     }
+}
+
+/// A response's aborted transactions as (producer id, first offset), sorted by first offset.
+fn aborted_of(
+    list: Option<Vec<kafka_protocol::messages::fetch_response::AbortedTransaction>>,
+) -> Vec<(i64, i64)> {
+    let mut v: Vec<(i64, i64)> = list
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| (a.producer_id.0, a.first_offset))
+        .collect();
+    v.sort_unstable_by_key(|&(_, first)| first);
+    v
 }
 
 #[cfg(test)]

@@ -27,6 +27,18 @@ pub async fn list_offsets(
     partitions: &[i32],
     timestamp: i64,
 ) -> Result<HashMap<i32, i64>> {
+    list_offsets_as(cluster, topic, partitions, timestamp, false).await
+}
+
+/// [`list_offsets`] as a read_committed consumer sees the log when `read_committed`: [`LATEST`] is
+/// then the last stable offset (before the first open transaction), not the high watermark.
+pub async fn list_offsets_as(
+    cluster: &Cluster,
+    topic: &str,
+    partitions: &[i32],
+    timestamp: i64,
+    read_committed: bool,
+) -> Result<HashMap<i32, i64>> {
     let mut backoff = Backoff::until(cluster.options().deadline());
     let mut result = HashMap::new();
     let mut todo: Vec<i32> = partitions.to_vec();
@@ -47,7 +59,15 @@ pub async fn list_offsets(
                     topic: topic.into(),
                     partition: ps[0],
                 }),
-                l => list_offsets_at(cluster, topic, l, &ps, timestamp, backoff.deadline()).await,
+                l => {
+                    let ask = Ask {
+                        topic,
+                        partitions: &ps,
+                        timestamp,
+                        read_committed,
+                    };
+                    list_offsets_at(cluster, l, ask, backoff.deadline()).await
+                }
             };
             let got = match got {
                 Ok(g) => g,
@@ -96,14 +116,26 @@ pub async fn list_offsets(
 
 type OffsetResults = HashMap<i32, Result<i64>>;
 
+/// What one ListOffsets request asks.
+struct Ask<'a> {
+    topic: &'a str,
+    partitions: &'a [i32],
+    timestamp: i64,
+    read_committed: bool,
+}
+
 async fn list_offsets_at(
     cluster: &Cluster,
-    topic: &str,
     leader: i32,
-    partitions: &[i32],
-    timestamp: i64,
+    ask: Ask<'_>,
     deadline: Option<Instant>,
 ) -> Result<OffsetResults> {
+    let Ask {
+        topic,
+        partitions,
+        timestamp,
+        read_committed,
+    } = ask;
     let conn = cluster.broker(leader, deadline).await?;
     let version = conn.version::<ListOffsetsRequest>(LIST_OFFSETS_VERSIONS)?;
     let mut t = ListOffsetsTopic::default();
@@ -118,7 +150,7 @@ async fn list_offsets_at(
     let mut req = ListOffsetsRequest::default();
     // The crate defaults replica_id to 0, which asks as a follower and gets the log end, not the HW.
     req.replica_id = BrokerId(-1);
-    req.isolation_level = 0;
+    req.isolation_level = i8::from(read_committed);
     req.topics = vec![t];
     let resp = conn
         .call(&req, version, conn.request_deadline(deadline))

@@ -16,9 +16,11 @@ use crate::consumer::{Consumer, FetchConfig, Fetched, StartOffset};
 /// Responses a subscriber may have queued before it counts as too slow.
 const QUEUE: usize = 64;
 
-/// Fetch sizes for live reads: small responses, often, so a queue of them stays small.
+/// Fetch sizes for live reads: small responses, often, so a queue of them stays small. The page shows
+/// what `consume` shows by default: committed records (read_committed, as kcat).
 pub fn live_fetch() -> FetchConfig {
     FetchConfig {
+        read_committed: true,
         max_wait_ms: 100,
         max_bytes: 4 * 1024 * 1024,
         partition_max_bytes: 1024 * 1024,

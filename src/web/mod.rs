@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use crate::cluster::Cluster;
-use crate::consumer::{list_offsets, Consumer, StartOffset, LATEST};
+use crate::consumer::{list_offsets_as, Consumer, StartOffset, LATEST};
 use crate::http::{self, Request};
 use crate::secret::Secret;
 use hub::Hubs;
@@ -200,7 +200,7 @@ async fn read_records(
 ) -> crate::error::Result<Vec<u8>> {
     let meta = cluster.topic(&view.topic, false).await?;
     let parts = view.partitions(&meta);
-    let ends = list_offsets(cluster, &view.topic, &parts, LATEST).await?;
+    let ends = list_offsets_as(cluster, &view.topic, &parts, LATEST, true).await?;
     let mut consumer = Consumer::new(cluster.clone(), hub::live_fetch());
     consumer.assign(meta, &parts, view.start).await?;
     let mut body = b"[".to_vec();

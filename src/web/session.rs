@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::hub::{live_fetch, Hubs};
 use super::row::{write_row, Filter};
 use crate::cluster::Cluster;
-use crate::consumer::{list_offsets, Consumer, Fetched, StartOffset, LATEST};
+use crate::consumer::{list_offsets_as, Consumer, Fetched, StartOffset, LATEST};
 
 /// A batch is sent when it reaches this size, or after [`FLUSH_EVERY`].
 const BATCH_BYTES: usize = 256 * 1024;
@@ -209,7 +209,7 @@ async fn catch_up<S: AsyncWrite + Unpin>(
         .await?;
     let ends: BTreeMap<i32, i64> = match range {
         Some((_, ends)) => ends.clone(),
-        None => list_offsets(cluster, &view.topic, &parts, LATEST)
+        None => list_offsets_as(cluster, &view.topic, &parts, LATEST, true)
             .await?
             .into_iter()
             .collect(),
