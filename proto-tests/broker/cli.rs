@@ -365,6 +365,45 @@ fn unreachable_broker_fails_with_the_address() {
 }
 
 #[test]
+fn a_port_that_is_not_kafka_fails_at_once_saying_what_answered() {
+    use std::io::{Read, Write};
+    for (banner, want) in [
+        (
+            &b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"[..],
+            "is not a Kafka broker: it answered in HTTP (\"HTTP/1.1 400 Bad Request\")",
+        ),
+        (
+            &b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"[..],
+            "its first answer begins \"SSH-2.0-OpenSSH_9.2p1 Debian-2\"",
+        ),
+    ] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || {
+            // Every connection the client makes gets the banner (it should make one).
+            listener.set_nonblocking(false).unwrap();
+            let (mut c, _) = listener.accept().unwrap();
+            let mut req = [0u8; 64];
+            let _ = c.read(&mut req);
+            c.write_all(banner).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        });
+        let start = std::time::Instant::now();
+        let out = shipper(&addr, &["produce", "t"], b"x\n");
+        server.join().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(&addr) && err.contains(want), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        // Not retried until the 30 s timeout: it is no broker.
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn partition_out_of_range_fails() {
     let Some(b) = broker() else { return };
     let t = topic("range");

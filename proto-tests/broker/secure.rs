@@ -356,6 +356,16 @@ fn every_security_failure_is_one_clear_line_and_exit_1() {
         "plaintext listener",
     );
     fails(&s(&["-b", SASL_SSL, "produce", "t"]), "answered with TLS");
+    // A SASL listener answers ApiVersions, then closes at the next request (retried until --timeout).
+    fails(
+        &s(&["--timeout", "3s", "-b", SASL_PLAINTEXT, "produce", "t"]),
+        "a SASL listener? check --security-protocol",
+    );
+    // The KRaft controller's listener of the single broker (scripts/kafka-up): not a broker.
+    fails(
+        &s(&["-b", "127.0.0.1:9093", "produce", "t"]),
+        "does not offer the Metadata API (a KRaft controller's listener?",
+    );
     fails(
         &s(&[
             "-b",

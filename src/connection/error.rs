@@ -43,6 +43,12 @@ pub enum ConnError {
         /// The broker address.
         addr: String,
     },
+    /// The broker answered ApiVersions, then closed the connection at the next request.
+    #[error("broker {} closed the connection at the first request after ApiVersions (a SASL listener? check --security-protocol and the SASL settings)", Esc::str(.addr))]
+    ClosedAfterVersions {
+        /// The broker address.
+        addr: String,
+    },
     /// No response came in time.
     #[error("broker {}: no response to {api} within {ms} ms", Esc::str(.addr))]
     Timeout {
@@ -90,6 +96,23 @@ pub enum ConnError {
         /// Our highest.
         ours_max: i16,
     },
+    /// What answered is no Kafka broker: an HTTP server, an SSH daemon, a KRaft controller's
+    /// listener... Retrying will not help.
+    #[error("{} is not a Kafka broker: {detail}", Esc::str(.addr))]
+    NotKafka {
+        /// The address.
+        addr: String,
+        /// What it answered.
+        detail: String,
+    },
+    /// The broker does not offer an API at all.
+    #[error("broker {} does not offer the {api} API: upgrade the broker (Kafka 3.x or newer)", Esc::str(.addr))]
+    MissingApi {
+        /// The broker address.
+        addr: String,
+        /// The API.
+        api: &'static str,
+    },
     /// The TLS handshake failed (certificate not trusted, wrong host name, not TLS at all...).
     #[error("broker {}: TLS: {detail}", Esc::str(.addr))]
     Tls {
@@ -115,6 +138,8 @@ impl ConnError {
         !matches!(
             self,
             ConnError::UnsupportedVersion { .. }
+                | ConnError::NotKafka { .. }
+                | ConnError::MissingApi { .. }
                 | ConnError::Tls { .. }
                 | ConnError::Auth { .. }
                 | ConnError::TooLarge { .. }

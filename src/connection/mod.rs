@@ -92,6 +92,9 @@ struct Shared {
     addr: String,
     /// Whether any frame came in yet (to recognise a TLS answer to our plaintext).
     answered: std::sync::atomic::AtomicBool,
+    /// Responses handed to waiters so far (to recognise a SASL listener closing on our first request
+    /// after ApiVersions).
+    responses: std::sync::atomic::AtomicU32,
     state: Mutex<State>,
     writer: tokio::sync::Mutex<Writer>,
     reader: Mutex<Option<AbortHandle>>,
@@ -189,6 +192,7 @@ impl Connection {
         let shared = Arc::new(Shared {
             addr: addr.to_string(),
             answered: std::sync::atomic::AtomicBool::new(false),
+            responses: std::sync::atomic::AtomicU32::new(0),
             state: Mutex::new(State::default()),
             writer: tokio::sync::Mutex::new(Writer {
                 half: Some(wr),
@@ -299,7 +303,22 @@ impl Connection {
     /// The highest version of `R` that both sides support within `ours` (and shipper can check).
     pub fn version<R: Request>(&self, ours: VersionRange) -> Result<i16, ConnError> {
         let ours = ours.intersect(&R::VERSIONS);
-        let (bmin, bmax) = self.versions.get(&R::KEY).copied().unwrap_or((0, -1));
+        let Some(&(bmin, bmax)) = self.versions.get(&R::KEY) else {
+            let addr = self.addr().to_string();
+            let api = api_name(R::KEY);
+            // Every broker serves Produce, Fetch, ListOffsets and Metadata; a KRaft controller's
+            // listener answers ApiVersions with its own APIs and none of these.
+            return Err(if (0..=3).contains(&R::KEY) {
+                ConnError::NotKafka {
+                    addr,
+                    detail: format!(
+                        "it does not offer the {api} API (a KRaft controller's listener? point -b at a broker's)"
+                    ),
+                }
+            } else {
+                ConnError::MissingApi { addr, api }
+            });
+        };
         let v = ours.max.min(bmax);
         let checked =
             ApiKey::try_from(R::KEY).is_ok_and(|k| crate::wire::validate::is_checked(k, v));
@@ -581,6 +600,9 @@ async fn read_loop(mut rd: ReadHalf<BoxIo>, shared: Arc<Shared>) {
             Ok(Some((w, f))) => {
                 spent.keep(&f);
                 let _ = w.tx.send(Ok(f));
+                shared
+                    .responses
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 continue;
             }
             Ok(None) => {}
@@ -595,9 +617,16 @@ async fn read_loop(mut rd: ReadHalf<BoxIo>, shared: Arc<Shared>) {
         }
         match rd.read_buf(&mut buf).await {
             Ok(0) => {
-                break ConnError::Closed {
-                    addr: shared.addr.clone(),
-                }
+                let addr = shared.addr.clone();
+                // A SASL listener answers ApiVersions, then closes on any request but SASL's.
+                let after_versions = shared.responses.load(std::sync::atomic::Ordering::Relaxed)
+                    == 1
+                    && !shared.lock().queue.is_empty();
+                break if after_versions {
+                    ConnError::ClosedAfterVersions { addr }
+                } else {
+                    ConnError::Closed { addr }
+                };
             }
             Ok(_) => {}
             Err(e) => {
@@ -665,20 +694,63 @@ fn looks_like_tls(buf: &[u8]) -> bool {
     buf.len() >= 3 && (0x14..=0x17).contains(&buf[0]) && buf[1] == 0x03 && buf[2] <= 0x04
 }
 
+/// Bytes of a first answer looked at before it is taken for Kafka (a frame's size and correlation id).
+const FIRST_BYTES_JUDGED: usize = 8;
+
+/// Why the first bytes a server sent cannot begin a Kafka response, if they cannot: text where a
+/// frame size would be (an HTTP server, an SSH daemon), or a size no first answer has. A first
+/// answer (ApiVersions, or SaslHandshake) is a few hundred bytes; 64 MiB is far beyond any.
+fn not_kafka(buf: &[u8]) -> Option<String> {
+    let head = &buf[..buf.len().min(40)];
+    let line = head
+        .split(|b| *b == b'\r' || *b == b'\n')
+        .next()
+        .unwrap_or(head);
+    if head.starts_with(b"HTTP/") {
+        return Some(format!(
+            "it answered in HTTP (\"{}\"): a web server or proxy on this port? check -b/--brokers",
+            crate::escape::Esc(line)
+        ));
+    }
+    let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let printable = line.len() >= 4 && line.iter().all(|b| b.is_ascii_graphic() || *b == b' ');
+    if printable || !(0..64 << 20).contains(&size) {
+        return Some(format!(
+            "its first answer begins \"{}\", not a Kafka response: check -b/--brokers",
+            crate::escape::Esc(line)
+        ));
+    }
+    None
+}
+
 /// The next whole frame in `buf` with the waiter it answers, `None` when more bytes are needed.
 fn next_frame(buf: &mut BytesMut, shared: &Shared) -> Result<Option<(Waiter, Bytes)>, ConnError> {
+    // The first answer is judged on its first bytes (a size and a correlation id in Kafka): wait for
+    // enough of them.
+    // (A TLS alert is 7 bytes: it is recognised from its first 3.)
+    let first = !shared.answered.load(std::sync::atomic::Ordering::Relaxed);
     if buf.is_empty() {
         return Ok(None);
     }
-    if !shared
-        .answered
-        .swap(true, std::sync::atomic::Ordering::Relaxed)
-        && looks_like_tls(buf)
-    {
-        return Err(ConnError::Tls {
-            addr: shared.addr.clone(),
-            detail: "the broker answered with TLS: this listener wants --security-protocol ssl or sasl_ssl".into(),
-        });
+    if first {
+        if looks_like_tls(buf) {
+            return Err(ConnError::Tls {
+                addr: shared.addr.clone(),
+                detail: "the broker answered with TLS: this listener wants --security-protocol ssl or sasl_ssl".into(),
+            });
+        }
+        if buf.len() < FIRST_BYTES_JUDGED {
+            return Ok(None);
+        }
+        shared
+            .answered
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(detail) = not_kafka(buf) {
+            return Err(ConnError::NotKafka {
+                addr: shared.addr.clone(),
+                detail,
+            });
+        }
     }
     let (api, limit) = {
         let st = shared.lock();

@@ -194,3 +194,64 @@ fn a_large_frame_s_memory_carries_a_later_frame_once_its_reader_dropped_it() {
     );
     assert!(third.capacity() >= 5 + (1 << 19));
 }
+
+#[test]
+fn first_bytes_that_cannot_begin_a_kafka_response_are_named() {
+    let http = not_kafka(b"HTTP/1.1 400 Bad Request\r\nServer: x\r\n").unwrap();
+    assert!(
+        http.contains("in HTTP (\"HTTP/1.1 400 Bad Request\")"),
+        "{http}"
+    );
+    let ssh = not_kafka(b"SSH-2.0-OpenSSH_9.2\r\n").unwrap();
+    assert!(ssh.contains("begins \"SSH-2.0-OpenSSH_9.2\""), "{ssh}");
+    // Control bytes are shown escaped, on one line.
+    let odd = not_kafka(&[0x7f, 0xff, 0x1b, b'[', 0, 0, 0, 1]).unwrap();
+    assert!(odd.contains("\\x"), "{odd}");
+    assert!(!odd.contains('\u{1b}'), "{odd}");
+    // A real first answer: a small size, then a correlation id.
+    assert_eq!(not_kafka(&[0, 0, 1, 44, 0, 0, 0, 1, 0, 0]), None);
+    assert_eq!(not_kafka(&[3, 255, 255, 255, 0, 0, 0, 1]), None);
+    assert!(not_kafka(&[4, 0, 0, 0, 0, 0, 0, 1]).is_some());
+    assert!(not_kafka(&[0x80, 0, 0, 0, 0, 0, 0, 1]).is_some());
+}
+
+#[tokio::test]
+async fn a_broker_without_an_api_is_named_and_a_listener_without_metadata_is_no_broker() {
+    let broker = FakeBroker::new(1);
+    let t = broker.transport();
+    let mut conn = connected(&t, &broker).await;
+    conn.versions.remove(&(ApiKey::DescribeProducers as i16));
+    let e = conn
+        .version::<kafka_protocol::messages::DescribeProducersRequest>(VersionRange {
+            min: 0,
+            max: 0,
+        })
+        .unwrap_err();
+    assert!(matches!(e, ConnError::MissingApi { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("does not offer the DescribeProducers API"),
+        "{e}"
+    );
+    conn.versions.remove(&(ApiKey::Metadata as i16));
+    let e = conn
+        .version::<kafka_protocol::messages::MetadataRequest>(VersionRange { min: 9, max: 12 })
+        .unwrap_err();
+    assert!(matches!(e, ConnError::NotKafka { .. }), "{e}");
+    assert!(!e.is_retriable());
+}
+
+#[tokio::test]
+async fn a_listener_that_closes_at_the_first_request_after_api_versions_says_sasl() {
+    let broker = FakeBroker::new(1);
+    let t = broker.transport();
+    let conn = connected(&t, &broker).await;
+    broker.misbehave(Misbehave::DropOn(ApiKey::Metadata));
+    let req = kafka_protocol::messages::MetadataRequest::default();
+    let e = conn
+        .call(&req, 12, conn.request_deadline(None))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ConnError::ClosedAfterVersions { .. }), "{e}");
+    assert!(e.to_string().contains("a SASL listener?"), "{e}");
+}

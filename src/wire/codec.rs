@@ -47,6 +47,7 @@ pub fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::ListGroups) => "ListGroups",
         Ok(ApiKey::ConsumerGroupHeartbeat) => "ConsumerGroupHeartbeat",
         Ok(ApiKey::ConsumerGroupDescribe) => "ConsumerGroupDescribe",
+        Ok(ApiKey::DescribeProducers) => "DescribeProducers",
         _ => "request",
     }
 }
