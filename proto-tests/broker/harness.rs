@@ -182,12 +182,15 @@ pub struct Tail {
 impl Tail {
     /// Starts `shipper -b BROKERS tail ARGS...`, logging to `log`.
     pub fn start(brokers: &str, args: &[&str], log: &std::path::Path) -> Tail {
+        let mut c = Command::new(shipper_bin());
+        c.arg("-b").arg(brokers).arg("tail").args(args);
+        Tail::spawn(c, log)
+    }
+
+    /// Starts a prepared command (a `shipper tail`, perhaps under another user), logging to `log`.
+    pub fn spawn(mut c: Command, log: &std::path::Path) -> Tail {
         let err = std::fs::File::create(log).unwrap();
-        let child = Command::new(shipper_bin())
-            .arg("-b")
-            .arg(brokers)
-            .arg("tail")
-            .args(args)
+        let child = c
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)

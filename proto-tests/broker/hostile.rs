@@ -104,6 +104,83 @@ fn a_fifo_among_the_files_blocks_nothing_and_sigterm_still_stops_tail() {
     assert!(tail.stderr().contains("a FIFO"), "{}", tail.stderr());
 }
 
+/// shipper run as a user that other users' files and directories shut out (`nobody`, through
+/// setpriv, when the tests run as root; the test's own user otherwise): an unreadable file and an
+/// unreadable directory are each said once, the rest ships, and both are followed once readable.
+#[test]
+fn unreadable_files_and_directories_are_said_once_and_followed_once_readable() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("perm");
+    let t = topic("perm");
+    let mode = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    };
+    let logs = dir.join("logs");
+    let private = logs.join("private");
+    std::fs::create_dir_all(&private).unwrap();
+    for d in [&dir, &logs] {
+        mode(d, 0o755);
+    }
+    append(&logs.join("open.log"), b"open-1\n");
+    append(&logs.join("closed.log"), b"closed-1\n");
+    append(&private.join("inner.log"), b"inner-1\n");
+    mode(&logs.join("open.log"), 0o644);
+    mode(&logs.join("closed.log"), 0o600);
+    mode(&private.join("inner.log"), 0o644);
+    mode(&private, 0o700);
+    // The binary and the checkpoint where the other user can reach them.
+    let bin = dir.join("shipper");
+    std::fs::copy(shipper_bin(), &bin).unwrap();
+    mode(&bin, 0o755);
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    mode(&state, 0o777);
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut c = if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .arg(&bin);
+        c
+    } else {
+        Command::new(&bin)
+    };
+    let pattern = format!("{}/**/*.log", logs.display());
+    let ckpt = state.join("ck");
+    c.args(["-b", &b, "tail", &pattern, &t, "--checkpoint"])
+        .arg(&ckpt);
+    let mut tail = Tail::spawn(c, &dir.join("err"));
+    let got = wait_for_records(&b, &t, 1, WAIT);
+    assert_eq!(got, lines(b"open-1\n"), "{}", tail.stderr());
+    std::thread::sleep(Duration::from_millis(1500));
+    let err = tail.stderr();
+    let file_said = format!(
+        "cannot follow {}: Permission denied",
+        logs.join("closed.log").display()
+    );
+    let dir_said = format!(
+        "cannot read directory {}: Permission denied",
+        private.display()
+    );
+    assert_eq!(err.matches(&file_said).count(), 1, "{err}");
+    assert_eq!(err.matches(&dir_said).count(), 1, "{err}");
+    // Readable now: both are followed from their start.
+    mode(&logs.join("closed.log"), 0o644);
+    mode(&private, 0o755);
+    append(&logs.join("closed.log"), b"closed-2\n");
+    let mut got = wait_for_records(&b, &t, 4, WAIT);
+    assert_eq!(tail.stop("TERM"), Some(0), "{}", tail.stderr());
+    got.sort();
+    assert_eq!(
+        got,
+        lines(b"closed-1\nclosed-2\ninner-1\nopen-1\n"),
+        "{}",
+        tail.stderr()
+    );
+    assert_eq!(tail.stderr().matches(&dir_said).count(), 1);
+}
+
 #[test]
 fn a_file_named_with_a_newline_and_escapes_is_shipped_resumed_and_printed_escaped() {
     let Some(b) = broker() else { return };

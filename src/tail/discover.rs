@@ -232,7 +232,7 @@ pub fn expand(
     let mut seen = HashSet::new();
     for (i, p) in patterns.iter().enumerate() {
         let paths: Vec<PathBuf> = if p.is_glob {
-            glob_paths(&p.raw, dirs)
+            glob_paths(&p.raw, dirs, notices)
         } else {
             let path = PathBuf::from(&p.raw);
             match std::fs::symlink_metadata(&path) {
@@ -300,8 +300,9 @@ pub fn look_at(
 /// The paths a glob matches, walking the directories itself so that names that are not UTF-8 (which
 /// the glob crate skips) are found too: each name is matched as lossy text, kept as its real bytes.
 /// `**` matches any number of directories (not following directory links). Sorted. The directories
-/// read, and those matched on the way, are added to `dirs`.
-fn glob_paths(pattern: &str, dirs: &mut Vec<PathBuf>) -> Vec<PathBuf> {
+/// read, and those matched on the way, are added to `dirs`; a directory that cannot be read (not
+/// one that is missing) is said in `notices`.
+fn glob_paths(pattern: &str, dirs: &mut Vec<PathBuf>, notices: &mut Vec<Notice>) -> Vec<PathBuf> {
     let opts = glob::MatchOptions::new();
     let mut current: Vec<PathBuf> = vec![PathBuf::new()];
     for comp in Path::new(pattern).components() {
@@ -315,7 +316,7 @@ fn glob_paths(pattern: &str, dirs: &mut Vec<PathBuf>) -> Vec<PathBuf> {
         let mut next = Vec::new();
         if text == "**" {
             for dir in &current {
-                walk_dirs(dir, &mut next);
+                walk_dirs(dir, &mut next, notices);
             }
             dirs.extend(next.iter().cloned());
         } else {
@@ -328,8 +329,12 @@ fn glob_paths(pattern: &str, dirs: &mut Vec<PathBuf>) -> Vec<PathBuf> {
                 } else {
                     dir.as_path()
                 };
-                let Ok(rd) = std::fs::read_dir(base) else {
-                    continue;
+                let rd = match std::fs::read_dir(base) {
+                    Ok(rd) => rd,
+                    Err(e) => {
+                        unreadable(base, &e, notices);
+                        continue;
+                    }
                 };
                 dirs.push(base.to_path_buf());
                 for e in rd.flatten() {
@@ -354,21 +359,44 @@ fn glob_paths(pattern: &str, dirs: &mut Vec<PathBuf>) -> Vec<PathBuf> {
 }
 
 /// `dir` and every directory under it, without following links.
-fn walk_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+fn walk_dirs(dir: &Path, out: &mut Vec<PathBuf>, notices: &mut Vec<Notice>) {
     out.push(dir.to_path_buf());
     let base = if dir.as_os_str().is_empty() {
         Path::new(".")
     } else {
         dir
     };
-    let Ok(rd) = std::fs::read_dir(base) else {
-        return;
+    let rd = match std::fs::read_dir(base) {
+        Ok(rd) => rd,
+        Err(e) => {
+            unreadable(base, &e, notices);
+            return;
+        }
     };
     for e in rd.flatten() {
         if e.file_type().is_ok_and(|t| t.is_dir()) {
-            walk_dirs(&dir.join(e.file_name()), out);
+            walk_dirs(&dir.join(e.file_name()), out, notices);
         }
     }
+}
+
+/// Says once that a directory a pattern goes through cannot be read (permissions, most often: shipper
+/// runs as a user the directory shuts out), so nothing under it is followed — not silence. A missing
+/// directory, or a file where a directory was expected, is not worth a word.
+fn unreadable(dir: &Path, e: &io::Error, notices: &mut Vec<Notice>) {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    ) {
+        return;
+    }
+    notices.push(Notice {
+        key: format!("dir:{}", dir.display()),
+        text: format!(
+            "cannot read directory {}: {e}; files under it are not followed until it can be read",
+            Esc::path(dir)
+        ),
+    });
 }
 
 /// Whether `path` may be followed: its identity and size if so, `None` to pass over it quietly (a
@@ -716,11 +744,20 @@ mod tests {
         std::fs::write(d.join("a/b/deep.log"), "x\n").unwrap();
         std::fs::write(d.join("other.txt"), "x\n").unwrap();
         assert_eq!(
-            glob_paths(&format!("{}/*.log", d.display()), &mut Vec::new()),
+            glob_paths(
+                &format!("{}/*.log", d.display()),
+                &mut Vec::new(),
+                &mut Vec::new()
+            ),
             vec![odd]
         );
         assert_eq!(
-            glob_paths(&format!("{}/**/*.log", d.display()), &mut Vec::new()).len(),
+            glob_paths(
+                &format!("{}/**/*.log", d.display()),
+                &mut Vec::new(),
+                &mut Vec::new()
+            )
+            .len(),
             2,
             "** matches zero or more directories"
         );
