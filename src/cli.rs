@@ -171,7 +171,10 @@ pub enum Command {
         shipper tail --config /etc/shipper/agent.toml --metrics-listen 127.0.0.1:9898\n\n\
         A config file has Kafka settings at the top and any number of [[input]]s (paths, exclude, topic\n\
         and key templates with {file_name} {file_stem} {dir} {path} {hostname}, headers, multiline);\n\
-        check one with `shipper check-config FILE`. The README's agent section has a full example.")]
+        check one with `shipper check-config FILE`. The README's agent section has a full example.",
+        // One topic, last; several topics take a --config file. (Clap's own rendering of PATH... TOPIC
+        // with num_args 2.. repeated the group, as if several groups were accepted.)
+        override_usage = "shipper tail [OPTIONS] PATH... TOPIC\n       shipper tail [OPTIONS] --config FILE")]
     Tail(TailArgs),
     /// Check a tail config file: every mistake with its line, then the inputs and the files they match now
     #[command(
@@ -429,7 +432,7 @@ pub struct CheckConfigArgs {
 #[derive(Debug, Args)]
 pub struct TailArgs {
     /// Files or quoted globs to follow, then the topic: PATH... TOPIC (or --config)
-    #[arg(required_unless_present = "config", num_args = 2.., value_name = "PATH... TOPIC")]
+    #[arg(required_unless_present = "config", num_args = 1.., value_name = "PATH... TOPIC")]
     pub paths_and_topic: Vec<String>,
     /// Run from a TOML config file with any number of inputs (see the README's agent section);
     /// SIGHUP reloads it
