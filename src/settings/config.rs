@@ -42,7 +42,7 @@ use crate::wire::compression::Compression;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
-    brokers: Option<Spanned<Vec<String>>>,
+    brokers: Option<Spanned<OneOrMany>>,
     client_id: Option<String>,
     timeout: Option<Spanned<String>>,
     security_protocol: Option<Spanned<String>>,
@@ -76,22 +76,53 @@ struct File {
     #[serde(default)]
     follow_symlinks: bool,
     #[serde(default)]
-    symlink_roots: Vec<String>,
+    symlink_roots: OneOrMany,
     #[serde(default)]
-    owners: Vec<String>,
+    owners: OneOrMany,
     metrics_listen: Option<String>,
     unhealthy_after: Option<Spanned<String>>,
     #[serde(rename = "input", default)]
     inputs: Vec<Spanned<InputFile>>,
 }
 
+/// A list of strings that may also be written as one string (`paths = "/var/log/*.log"`,
+/// `brokers = "kafka1:9092,kafka2:9092"` as with -b).
+#[derive(Debug, Clone, Default)]
+struct OneOrMany(Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![s.to_string()]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<OneOrMany, A::Error> {
+                let mut v = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    v.push(s);
+                }
+                Ok(OneOrMany(v))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct InputFile {
     name: Option<String>,
-    paths: Spanned<Vec<String>>,
+    paths: Spanned<OneOrMany>,
     #[serde(default)]
-    exclude: Vec<String>,
+    exclude: OneOrMany,
     topic: Spanned<String>,
     key: Option<Spanned<String>>,
     #[serde(default)]
@@ -235,10 +266,10 @@ impl Reader<'_> {
                 ));
             }
         }
-        let owners = if f.owners.is_empty() {
+        let owners = if f.owners.0.is_empty() {
             None
         } else {
-            Some(resolve_owners(&f.owners).map_err(|e| self.err(0..0, e))?)
+            Some(resolve_owners(&f.owners.0).map_err(|e| self.err(0..0, e))?)
         };
         let stem = self
             .path
@@ -258,7 +289,7 @@ impl Reader<'_> {
                 inputs,
                 policy: Arc::new(FilePolicy {
                     follow_symlinks: f.follow_symlinks,
-                    symlink_roots: f.symlink_roots.iter().map(PathBuf::from).collect(),
+                    symlink_roots: f.symlink_roots.0.iter().map(PathBuf::from).collect(),
                     owners,
                 }),
                 limits: ReadLimits {
@@ -336,6 +367,7 @@ impl Reader<'_> {
             (Some(b), _) => Some(b.clone()),
             (None, Some(list)) => Some(
                 list.get_ref()
+                    .0
                     .iter()
                     .map(|b| self.expand(&Spanned::new(list.span(), b.clone())))
                     .collect::<anyhow::Result<Vec<_>>>()?
@@ -412,14 +444,15 @@ impl Reader<'_> {
 
     fn input(&self, i: &Spanned<InputFile>) -> anyhow::Result<Input> {
         let inp = i.get_ref();
-        if inp.paths.get_ref().is_empty() {
+        if inp.paths.get_ref().0.is_empty() {
             return Err(self.err(inp.paths.span(), "an input needs at least one path"));
         }
         let mut patterns = Vec::new();
-        for p in inp.paths.get_ref() {
+        for p in &inp.paths.get_ref().0 {
             let raw = self.expand(&Spanned::new(inp.paths.span(), p.clone()))?;
-            patterns
-                .push(Pattern::new(&raw, &inp.exclude).map_err(|e| self.err(inp.paths.span(), e))?);
+            patterns.push(
+                Pattern::new(&raw, &inp.exclude.0).map_err(|e| self.err(inp.paths.span(), e))?,
+            );
         }
         let topic = self.template(&inp.topic)?;
         check_topic(&topic, inp.topic.get_ref()).map_err(|e| self.err(inp.topic.span(), e))?;
@@ -438,7 +471,7 @@ impl Reader<'_> {
             name: inp
                 .name
                 .clone()
-                .unwrap_or_else(|| inp.paths.get_ref().join(" ")),
+                .unwrap_or_else(|| inp.paths.get_ref().0.join(" ")),
             patterns,
             route: RouteSpec {
                 topic,

@@ -76,6 +76,24 @@ fn the_readme_example_loads() {
 }
 
 #[test]
+fn brokers_paths_and_exclude_may_each_be_one_string() {
+    let text = "brokers = \"kafka1:9092,kafka2:9092\"\n[[input]]\npaths = \"/var/log/app/*.log\"\nexclude = \"*.gz\"\ntopic = \"t\"\n";
+    let s = load(&write("strings", text), &common(), None).unwrap();
+    assert_eq!(s.kafka.brokers, vec!["kafka1:9092", "kafka2:9092"]);
+    let p = &s.engine.inputs[0].patterns[0];
+    assert!(p.matches(Path::new("/var/log/app/a.log")));
+    assert!(!p.matches(Path::new("/var/log/app/a.log.gz")));
+    // Neither a string nor a list: an error on its line that says what is expected.
+    let e = error("number", "[[input]]\npaths = 5\ntopic = \"t\"\n");
+    assert!(
+        e.contains(":2:") && e.contains("a string or a list of strings"),
+        "{e}"
+    );
+    let e = error("empty", "[[input]]\npaths = []\ntopic = \"t\"\n");
+    assert!(e.contains("at least one path"), "{e}");
+}
+
+#[test]
 fn an_unknown_key_is_an_error_on_its_line() {
     let e = error(
         "unknown",
