@@ -85,6 +85,47 @@ struct File {
     inputs: Vec<Spanned<InputFile>>,
 }
 
+/// serde's "unknown field `x`, expected one of `a`, `b`..." with the closest key put first, when one
+/// is close (a typo: at most two edits, or one for short names), as clap does for flags.
+fn did_you_mean(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_string();
+    };
+    let Some((unknown, expected)) = rest.split_once('`') else {
+        return message.to_string();
+    };
+    let best = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|k| (edit_distance(unknown, k), k))
+        .min();
+    match best {
+        Some((d, k)) if d <= if unknown.len() <= 4 { 1 } else { 2 } => {
+            format!("unknown field `{unknown}`: did you mean `{k}`?")
+        }
+        _ => message.to_string(),
+    }
+}
+
+/// Levenshtein distance between two short ASCII-ish keys.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1)
+                .min(row[j] + 1)
+                .min(diag + usize::from(ca != *cb));
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
 /// A list of strings that may also be written as one string (`paths = "/var/log/*.log"`,
 /// `brokers = "kafka1:9092,kafka2:9092"` as with -b).
 #[derive(Debug, Clone, Default)]
@@ -234,7 +275,7 @@ impl Reader<'_> {
     fn settings(&self, common: &Common) -> anyhow::Result<TailSettings> {
         let f: File = toml::from_str(self.text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            self.err(span, e.message().trim().to_string())
+            self.err(span, did_you_mean(e.message().trim()))
         })?;
         if f.inputs.is_empty() {
             return Err(self.err(

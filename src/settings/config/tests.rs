@@ -94,6 +94,29 @@ fn brokers_paths_and_exclude_may_each_be_one_string() {
 }
 
 #[test]
+fn a_misspelt_key_suggests_the_closest_one() {
+    let e = error(
+        "typo",
+        "compresion = \"zstd\"\n[[input]]\npaths = [\"/x\"]\ntopic = \"t\"\n",
+    );
+    assert!(
+        e.contains(":1:") && e.contains("unknown field `compresion`: did you mean `compression`?"),
+        "{e}"
+    );
+    let e = error("typo2", "[[input]]\npaths = [\"/x\"]\ntopik = \"t\"\n");
+    assert!(e.contains("did you mean `topic`?"), "{e}");
+    // Nothing close: the whole list, as before.
+    let e = error(
+        "far",
+        "frobnicate = 1\n[[input]]\npaths = [\"/x\"]\ntopic = \"t\"\n",
+    );
+    assert!(e.contains("expected one of `brokers`"), "{e}");
+    assert_eq!(edit_distance("kitten", "sitting"), 3);
+    assert_eq!(edit_distance("", "abc"), 3);
+    assert_eq!(edit_distance("same", "same"), 0);
+}
+
+#[test]
 fn an_unknown_key_is_an_error_on_its_line() {
     let e = error(
         "unknown",
