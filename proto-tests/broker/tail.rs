@@ -451,27 +451,35 @@ fn model_random_file_operations_lose_nothing_outside_the_truncation_window() {
     );
 }
 
-fn logrotate_while_writing(mode: &str) -> (usize, usize) {
+/// With `compress`, logrotate gzips each rotated file and shipper follows the glob `app.log*`, which
+/// matches the compressed files too (and one left from before it started).
+fn logrotate_while_writing(mode: &str, compress: bool) -> (usize, usize) {
     let b = broker().expect("checked by caller");
-    let dir = scratch_dir(&format!("tail-logrotate-{mode}"));
-    let t = topic(&format!("tail-logrotate-{mode}"));
+    let name = format!("tail-logrotate-{mode}{}", if compress { "-gz" } else { "" });
+    let dir = scratch_dir(&name);
+    let t = topic(&name);
     let f = dir.join("app.log");
     append(&f, b"");
     let conf = dir.join("logrotate.conf");
     std::fs::write(
         &conf,
         format!(
-            "{} {{\n  rotate 5\n  {mode}\n  missingok\n  nocompress\n}}\n",
-            f.display()
+            "{} {{\n  rotate 5\n  {mode}\n  missingok\n  {}\n}}\n",
+            f.display(),
+            if compress { "compress" } else { "nocompress" }
         ),
     )
     .unwrap();
+    let followed = if compress {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, b"old line 1\nold line 2\n").unwrap();
+        std::fs::write(dir.join("app.log.9.gz"), gz.finish().unwrap()).unwrap();
+        format!("{}/app.log*", dir.display())
+    } else {
+        f.display().to_string()
+    };
     let ck = ckpt_arg(&dir);
-    let mut tail = Tail::start(
-        &b,
-        &[f.to_str().unwrap(), &t, "--checkpoint", &ck],
-        &dir.join("err"),
-    );
+    let mut tail = Tail::start(&b, &[&followed, &t, "--checkpoint", &ck], &dir.join("err"));
     std::thread::sleep(Duration::from_millis(500));
     let total = 6000;
     let writer_path = f.clone();
@@ -501,6 +509,25 @@ fn logrotate_while_writing(mode: &str) -> (usize, usize) {
     writer.join().unwrap();
     let got = wait_for_records(&b, &t, total, WAIT);
     tail.stop("INT");
+    // Lines only: no compressed bytes, no line of a file compressed before the start.
+    let strays: Vec<&Vec<u8>> = got.iter().filter(|r| !r.starts_with(b"rot ")).collect();
+    assert!(
+        strays.is_empty(),
+        "{} records are no written line, e.g. {:?}: {}",
+        strays.len(),
+        String::from_utf8_lossy(strays[0]),
+        tail.stderr()
+    );
+    if compress {
+        let err = tail.stderr();
+        let said = err.matches("-compressed (a rotated log?)").count();
+        assert!(said >= 2, "the compressed files are said: {err}");
+        assert_eq!(
+            err.matches("app.log.9.gz is gzip-compressed").count(),
+            1,
+            "{err}"
+        );
+    }
     let have: std::collections::BTreeSet<Vec<u8>> = got.into_iter().collect();
     // What is on disk after the rotations: the file and its rotated copies.
     let mut on_disk = std::collections::BTreeSet::new();
@@ -530,7 +557,18 @@ fn real_logrotate_create_mode_loses_nothing() {
     if broker().is_none() {
         return;
     }
-    let (lost, _) = logrotate_while_writing("create");
+    let (lost, _) = logrotate_while_writing("create", false);
+    assert_eq!(lost, 0);
+}
+
+/// logrotate's `compress` under a glob that matches the compressed files too (`app.log*`): every line
+/// once, and no record of compressed bytes (gzip writes each .gz after creating it empty).
+#[test]
+fn real_logrotate_with_compress_under_a_glob_ships_lines_not_compressed_bytes() {
+    if broker().is_none() {
+        return;
+    }
+    let (lost, _) = logrotate_while_writing("create", true);
     assert_eq!(lost, 0);
 }
 
@@ -542,7 +580,7 @@ fn real_logrotate_copytruncate_mode_loses_only_what_logrotate_lost() {
     if broker().is_none() {
         return;
     }
-    let (lost, on_disk) = logrotate_while_writing("copytruncate");
+    let (lost, on_disk) = logrotate_while_writing("copytruncate", false);
     assert_eq!(
         on_disk, 0,
         "{on_disk} lines on disk never reached Kafka ({lost} missing in all)"

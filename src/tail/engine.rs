@@ -792,6 +792,13 @@ impl Engine {
                 }
                 Ok(ReadResult::Lines { .. }) => {}
                 Ok(ReadResult::Truncated) => self.restart_truncated(key),
+                Ok(ReadResult::Compressed(kind)) => {
+                    let n = super::scan::compressed_notice(&f.path, kind);
+                    self.warn_once(n.key, format_args!("{}", n.text));
+                    // Nothing of it was read: it is dropped, and scans pass over it (judged again).
+                    self.remove_follower(key);
+                    self.hot.remove(&key);
+                }
                 Ok(ReadResult::BadPage { offset }) => {
                     let p = Esc::path(&f.path).to_string();
                     self.warn_once(

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::identity::{fingerprint, FileId, Fingerprint};
+use super::identity::{fingerprint, FileId, Fingerprint, Head};
 use super::lines::{LineSplitter, Piece};
 use super::map::Region;
 use super::multiline::{self, MultilineConfig};
@@ -101,6 +101,9 @@ pub enum ReadResult {
     },
     /// The file is shorter than what we read: it was truncated.
     Truncated,
+    /// The file begins with a compression format's header (a rotated log compressed by logrotate):
+    /// not lines. Nothing of it was shipped.
+    Compressed(&'static str),
     /// A page faulted but the file is not shorter: the disk could not read it.
     BadPage {
         /// Where the unreadable region starts.
@@ -320,6 +323,15 @@ impl Follower {
         self.size = size;
         if size == self.read_pos {
             return Ok(NOTHING);
+        }
+        // Before its first line ships, a file is judged by its first bytes: a compressed file created
+        // empty (gzip writing a rotated log) is only told once its header is written.
+        if self.read_pos == 0 {
+            match super::identity::judge_head(&super::identity::first_bytes(&file)?) {
+                Head::Compressed(kind) => return Ok(ReadResult::Compressed(kind)),
+                Head::Unsure if !finish => return Ok(NOTHING),
+                _ => {}
+            }
         }
         let base = self.read_pos;
         // An unfinished event is read again from its start: the region must hold a whole event and

@@ -111,6 +111,65 @@ fn head(file: &File, n: usize) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// What a file's first bytes say about it, before any of its lines are shipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// Text, or anything else that is not a compressed file: read as lines.
+    Lines,
+    /// A compressed file (a rotated log that logrotate compressed): its bytes are no lines, and its
+    /// lines were read from the file before it was rotated.
+    Compressed(&'static str),
+    /// Too few bytes yet to tell (they begin like a compressed file's header).
+    Unsure,
+}
+
+/// Bytes [`judge_head`] looks at.
+pub const HEAD_JUDGED: usize = 10;
+
+/// Tells a compressed file by its format's magic bytes: gzip, bzip2, xz, zstd and lz4 frames.
+pub fn judge_head(head: &[u8]) -> Head {
+    const MAGIC: [(&str, &[u8]); 4] = [
+        ("gzip", &[0x1f, 0x8b, 0x08]),
+        ("zstd", &[0x28, 0xb5, 0x2f, 0xfd]),
+        ("xz", &[0xfd, b'7', b'z', b'X', b'Z', 0]),
+        ("lz4", &[0x04, 0x22, 0x4d, 0x18]),
+    ];
+    let mut unsure = false;
+    for (name, m) in MAGIC {
+        if head.starts_with(m) {
+            return Head::Compressed(name);
+        }
+        unsure |= head.len() < m.len() && m.starts_with(head);
+    }
+    // bzip2: "BZh", a block size digit, then a block's or the end's magic (pi or sqrt(pi)).
+    let mut bz = [0u8; 10];
+    for (digit, block) in [
+        [0x31, 0x41, 0x59, 0x26, 0x53, 0x59],
+        [0x17, 0x72, 0x45, 0x38, 0x50, 0x90],
+    ]
+    .iter()
+    .flat_map(|b| (b'1'..=b'9').map(move |d| (d, b)))
+    {
+        bz[..3].copy_from_slice(b"BZh");
+        bz[3] = digit;
+        bz[4..].copy_from_slice(block);
+        if head.starts_with(&bz) {
+            return Head::Compressed("bzip2");
+        }
+        unsure |= head.len() < bz.len() && bz.starts_with(head);
+    }
+    if unsure {
+        Head::Unsure
+    } else {
+        Head::Lines
+    }
+}
+
+/// The first [`HEAD_JUDGED`] bytes of a file (fewer if it is shorter), for [`judge_head`].
+pub fn first_bytes(file: &File) -> io::Result<Vec<u8>> {
+    head(file, HEAD_JUDGED)
+}
+
 /// The fingerprint of the file's first bytes, as many as there are up to [`FINGERPRINT_BYTES`].
 pub fn fingerprint(file: &File) -> io::Result<Fingerprint> {
     Ok(Fingerprint::of(&head(file, FINGERPRINT_BYTES)?))
@@ -127,6 +186,49 @@ pub fn starts_with(file: &File, fp: Fingerprint) -> io::Result<bool> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn compressed_files_are_told_by_their_first_bytes() {
+        let gz = [0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 3];
+        assert_eq!(judge_head(&gz), Head::Compressed("gzip"));
+        assert_eq!(judge_head(&gz[..2]), Head::Unsure);
+        assert_eq!(
+            judge_head(&[0x28, 0xb5, 0x2f, 0xfd, 0x24]),
+            Head::Compressed("zstd")
+        );
+        assert_eq!(
+            judge_head(&[0xfd, b'7', b'z', b'X', b'Z', 0, 0]),
+            Head::Compressed("xz")
+        );
+        assert_eq!(
+            judge_head(&[0x04, 0x22, 0x4d, 0x18, 0x64]),
+            Head::Compressed("lz4")
+        );
+        assert_eq!(judge_head(b"BZh91AY&SY\x00"), Head::Compressed("bzip2"));
+        assert_eq!(judge_head(b"BZh9"), Head::Unsure);
+        // Text that merely starts like bzip2's header is text.
+        assert_eq!(judge_head(b"BZh9 started\n"), Head::Lines);
+        assert_eq!(judge_head(b"2026-11-28 INFO hello\n"), Head::Lines);
+        assert_eq!(judge_head(b"\x1f\n"), Head::Lines);
+        // Real output of the tools where installed.
+        for (tool, name) in [
+            ("gzip", "gzip"),
+            ("bzip2", "bzip2"),
+            ("xz", "xz"),
+            ("zstd", "zstd"),
+        ] {
+            let Ok(out) = std::process::Command::new(tool)
+                .arg("-c")
+                .arg("/etc/hostname")
+                .output()
+            else {
+                continue;
+            };
+            if out.status.success() {
+                assert_eq!(judge_head(&out.stdout), Head::Compressed(name), "{tool}");
+            }
+        }
+    }
 
     #[test]
     fn a_small_file_has_a_fingerprint_that_grows_with_it() {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::discover::{self, FilePolicy, Found, Notice, Pattern};
-use super::identity::{starts_with, FileId, Fingerprint, FINGERPRINT_BYTES};
+use super::identity::{judge_head, starts_with, FileId, Fingerprint, Head, FINGERPRINT_BYTES};
 use crate::escape::Esc;
 
 /// A followed file, as the scan needs to know it.
@@ -104,6 +104,17 @@ pub struct ScanResult {
     pub known_rotated: Vec<NewFile>,
     /// Things to say once.
     pub notices: Vec<Notice>,
+}
+
+/// Said once per path: a compressed file a pattern matches is not followed.
+pub fn compressed_notice(path: &Path, kind: &str) -> Notice {
+    Notice {
+        key: format!("compressed:{}", path.display()),
+        text: format!(
+            "{} is {kind}-compressed (a rotated log?): not followed; its lines were read from the log before it was compressed",
+            Esc::path(path)
+        ),
+    }
 }
 
 fn read_head(file: &File) -> Vec<u8> {
@@ -329,8 +340,12 @@ impl Pass<'_> {
             }
             match discover::open(&f, self.pattern(f.pattern), &self.req.policy) {
                 Ok((file, _)) => {
-                    self.budget -= 1;
                     let head = read_head(&file);
+                    if let Head::Compressed(kind) = judge_head(&head) {
+                        self.out.notices.push(compressed_notice(&f.path, kind));
+                        continue;
+                    }
+                    self.budget -= 1;
                     self.out.opened.push(NewFile {
                         found: f,
                         file,
