@@ -94,7 +94,8 @@ pub struct Common {
     pub tls_insecure: bool,
     /// A client setting by its librdkafka/Java name, e.g. -X security.protocol=SASL_SSL (repeatable):
     /// security.protocol, sasl.mechanism(s), sasl.username, sasl.password, sasl.jaas.config,
-    /// ssl.ca.location, ssl.certificate.location, ssl.key.location, bootstrap.servers
+    /// ssl.ca.location, ssl.certificate.location, ssl.key.location, bootstrap.servers; for consume
+    /// isolation.level
     #[arg(
         short = 'X',
         global = true,
@@ -348,9 +349,10 @@ pub struct ConsumeArgs {
     #[arg(long)]
     pub timeout_ms: Option<u64>,
     /// read_committed (kcat's default) leaves out aborted transactions and reads only up to the last
-    /// stable offset; read_uncommitted (the Java console consumer's) shows every record
-    #[arg(long, value_enum, default_value_t = Isolation::ReadCommitted)]
-    pub isolation_level: Isolation,
+    /// stable offset; read_uncommitted (the Java console consumer's) shows every record [default:
+    /// read_committed, or -X isolation.level]
+    #[arg(long, value_enum)]
+    pub isolation_level: Option<Isolation>,
     /// Output format with kcat's tokens: %t topic %p partition %o offset %k key %s value %S value size
     /// %K key size %T timestamp %h headers, \n \t escapes
     #[arg(short, long, conflicts_with = "json")]

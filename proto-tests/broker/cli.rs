@@ -748,6 +748,14 @@ fn aborted_and_open_transactions_are_shown_as_kcat_shows_them() {
             String::from_utf8_lossy(&kcats),
             "{level}: shipper vs kcat"
         );
+        // The same by kcat's own words.
+        let prop = format!("isolation.level={level}");
+        let by_x = shipper_ok(
+            &b,
+            &["consume", &t, "-e", "-o", "beginning", "-X", &prop],
+            b"",
+        );
+        assert_eq!(by_x, ours, "-X {prop}");
         String::from_utf8(ours).unwrap()
     };
     let committed = "plain-1\ncommitted-1\ncommitted-2\ncommitted-3\nafter-abort-1\n";

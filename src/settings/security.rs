@@ -150,6 +150,9 @@ const KNOWN_KEYS: &[&str] = &[
     "ssl.endpoint.identification.algorithm",
     "bootstrap.servers",
     "metadata.broker.list",
+    // A consumer setting: `consume` takes it as its --isolation-level; other commands pass over it,
+    // as librdkafka passes over a consumer property given to a producer.
+    "isolation.level",
 ];
 
 /// Parses a Java properties file: `key=value` or `key: value`, `#`/`!` comments, blank lines.
@@ -224,6 +227,11 @@ fn properties(c: &SecurityFlags) -> anyhow::Result<(BTreeMap<String, String>, bo
         ));
     }
     Ok((props, password_on_command_line))
+}
+
+/// The value `-X`/`-F` give `key` (one of the known keys), if any.
+pub fn property(c: &SecurityFlags, key: &str) -> anyhow::Result<Option<String>> {
+    Ok(properties(c)?.0.remove(key))
 }
 
 /// The password: `--sasl-password-file`, else `SHIPPER_SASL_PASSWORD`, else the properties.
