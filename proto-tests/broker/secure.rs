@@ -361,6 +361,22 @@ fn every_security_failure_is_one_clear_line_and_exit_1() {
         &s(&["--timeout", "3s", "-b", SASL_PLAINTEXT, "produce", "t"]),
         "a SASL listener? check --security-protocol",
     );
+    // SASL asked of the plaintext listener: it offers no mechanism.
+    fails(
+        &s(&[
+            "-b",
+            "127.0.0.1:9092",
+            "--security-protocol",
+            "sasl_plaintext",
+            "--sasl-username",
+            "shipper",
+            "--sasl-password-file",
+            &wrong,
+            "produce",
+            "t",
+        ]),
+        "this listener offers no SASL mechanism (a plaintext or TLS listener without SASL?",
+    );
     // The KRaft controller's listener of the single broker (scripts/kafka-up): not a broker.
     fails(
         &s(&["-b", "127.0.0.1:9093", "produce", "t"]),

@@ -89,10 +89,16 @@ impl Connection {
                 .iter()
                 .map(|m| Esc::str(m).to_string())
                 .collect();
+            // A listener without SASL (PLAINTEXT or SSL) answers the handshake with no mechanism.
+            if enabled.is_empty() {
+                return Err(auth_err(
+                    "this listener offers no SASL mechanism (a plaintext or TLS listener without SASL? check --security-protocol)".into(),
+                ));
+            }
             return Err(auth_err(format!(
                 "mechanism {} is not enabled on the broker (it offers: {}); choose one with --sasl-mechanism",
                 s.mechanism.name(),
-                if enabled.is_empty() { "none".to_string() } else { enabled.join(", ") }
+                enabled.join(", ")
             )));
         }
         let lifetime = match s.mechanism {
