@@ -285,7 +285,7 @@ pub struct ProduceArgs {
     #[arg(long, conflicts_with = "key_separator")]
     pub key: Option<String>,
     /// Split each line at the first SEP into key and value
-    #[arg(long, value_name = "SEP")]
+    #[arg(long, value_name = "SEP", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub key_separator: Option<String>,
     /// Write every record to this partition
     #[arg(short = 'p', long, value_parser = clap::value_parser!(i32).range(0..))]
@@ -553,6 +553,14 @@ mod tests {
         assert_eq!(parse_timeout("0"), Ok(Timeout(None)));
         assert!(parse_timeout("soon").is_err());
         assert!(parse_timeout("3d").is_err());
+    }
+
+    #[test]
+    fn an_empty_key_separator_is_a_usage_error() {
+        let e =
+            Cli::try_parse_from(["shipper", "produce", "t", "--key-separator", ""]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(Cli::try_parse_from(["shipper", "produce", "t", "--key-separator", "::"]).is_ok());
     }
 
     #[test]
