@@ -239,10 +239,16 @@ pub fn expand(
                 Ok(_) => vec![path],
                 Err(_) => {
                     if first {
+                        // A bare name may be a second topic given on the command line.
+                        let hint = if p.raw.contains('/') {
+                            ""
+                        } else {
+                            " (if it is a topic: the topic is the last argument, and several topics take a --config file)"
+                        };
                         notices.push(Notice {
                             key: format!("missing:{}", p.raw),
                             text: format!(
-                                "{} does not exist yet; waiting for it",
+                                "{} does not exist yet; waiting for it{hint}",
                                 Esc::str(&p.raw)
                             ),
                         });
@@ -664,6 +670,28 @@ mod tests {
                 .collect(),
             notices,
         )
+    }
+
+    #[test]
+    fn a_missing_bare_name_may_be_a_second_topic_and_is_said_so() {
+        let mut notices = Vec::new();
+        let patterns = [
+            Pattern::new("app-logs-shipper-test-absent", &[]).unwrap(),
+            Pattern::new("/nonexistent/shipper/app.log", &[]).unwrap(),
+        ];
+        expand(
+            &patterns,
+            &FilePolicy::default(),
+            true,
+            &mut notices,
+            &mut Vec::new(),
+        );
+        assert_eq!(notices.len(), 2, "{notices:?}");
+        assert!(
+            notices[0].text.contains("the topic is the last argument"),
+            "{notices:?}"
+        );
+        assert!(notices[1].text.ends_with("waiting for it"), "{notices:?}");
     }
 
     #[test]
