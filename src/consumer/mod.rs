@@ -164,7 +164,7 @@ impl Consumer {
         let latest = list_offsets_as(&self.cluster, &meta.name, &ids, LATEST, committed).await?;
         let by_time = match start {
             StartOffset::Timestamp(ts) => {
-                Some(list_offsets(&self.cluster, &meta.name, &ids, ts).await?)
+                Some(list_offsets_as(&self.cluster, &meta.name, &ids, ts, committed).await?)
             }
             _ => None,
         };
