@@ -481,6 +481,9 @@ pub struct TailArgs {
     /// Only follow files owned by these users (names or uids; repeatable or comma-separated)
     #[arg(long, value_name = "USER")]
     pub owner: Vec<String>,
+    /// Leave out files matching this glob (repeatable): a file name ('*.1'), or a path ('/var/log/app/debug*')
+    #[arg(long, value_name = "GLOB", conflicts_with = "config")]
+    pub exclude: Vec<String>,
     /// Append records Kafka refuses for good (too large, invalid) to this file, as JSON lines
     #[arg(long, value_name = "PATH")]
     pub dead_letter: Option<std::path::PathBuf>,

@@ -552,6 +552,57 @@ fn logrotate_while_writing(mode: &str, compress: bool) -> (usize, usize) {
     (lost.len(), kept_by_logrotate)
 }
 
+/// `--exclude` on the command line, by file name and by path; and shipper's own files (checkpoint, its
+/// lock and temporary files, the dead-letter file) in the same directory are never followed, though
+/// the glob matches them: every line of the other files arrives, nothing else.
+#[test]
+fn exclude_leaves_out_files_by_name_and_by_path_and_shippers_own_files_are_never_followed() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("tail-exclude");
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let t = topic("tail-exclude");
+    append(&logs.join("app.log"), b"app-1\n");
+    append(&logs.join("app.log.1"), b"rotated-1\n");
+    append(&logs.join("debug.log"), b"debug-1\n");
+    let all = format!("{}/*", logs.display());
+    let debug = format!("{}/debug*", logs.display());
+    let ck = logs.join("state").display().to_string();
+    let dead = logs.join("dead.jsonl").display().to_string();
+    let args = [
+        &all[..],
+        &t,
+        "--checkpoint",
+        &ck,
+        "--dead-letter",
+        &dead,
+        "--checkpoint-ms",
+        "20",
+        "--exclude",
+        "*.1",
+        "--exclude",
+        &debug,
+    ];
+    let mut tail = Tail::start(&b, &args, &dir.join("err"));
+    wait_for_records(&b, &t, 1, WAIT);
+    append(&logs.join("app.log"), b"app-2\n");
+    append(&logs.join("other.log"), b"other-1\n");
+    append(&logs.join("debug.log"), b"debug-2\n");
+    wait_for_records(&b, &t, 3, WAIT);
+    // Checkpoint writes (every 20 ms) and rescans meanwhile: none of them may bring a record.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(tail.stop("TERM"), Some(0), "{}", tail.stderr());
+    let mut got = topic_values(&b, &t);
+    got.sort();
+    assert_eq!(got, lines(b"app-1\napp-2\nother-1\n"), "{}", tail.stderr());
+    // Named on the command line, the checkpoint is refused with a reason.
+    let mut named = Tail::start(&b, &[&ck, &t, "--checkpoint", &ck], &dir.join("err2"));
+    std::thread::sleep(Duration::from_millis(1000));
+    named.stop("TERM");
+    let err = named.stderr();
+    assert!(err.contains("a file shipper writes itself"), "{err}");
+}
+
 #[test]
 fn real_logrotate_create_mode_loses_nothing() {
     if broker().is_none() {

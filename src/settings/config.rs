@@ -332,6 +332,8 @@ impl Reader<'_> {
                     follow_symlinks: f.follow_symlinks,
                     symlink_roots: f.symlink_roots.0.iter().map(PathBuf::from).collect(),
                     owners,
+                    // Known once the checkpoint is (tail::run sets it).
+                    own: Default::default(),
                 }),
                 limits: ReadLimits {
                     max_line_bytes: f.max_line_bytes.unwrap_or(1_000_000).max(1),

@@ -80,7 +80,7 @@ impl TailSettings {
         check_topic(&template, topic).or_else(usage)?;
         let patterns = paths
             .iter()
-            .map(|p| Pattern::new(p, &[]))
+            .map(|p| Pattern::new(p, &args.exclude))
             .collect::<Result<Vec<_>, _>>()
             .or_else(usage)?;
         let headers = args
@@ -125,6 +125,8 @@ impl TailSettings {
                     follow_symlinks: args.follow_symlinks,
                     symlink_roots: args.symlink_root.clone(),
                     owners,
+                    // Known once the checkpoint is (tail::run sets it).
+                    own: Default::default(),
                 }),
                 limits: ReadLimits {
                     max_line_bytes: args.max_line_bytes as usize,

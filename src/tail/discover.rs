@@ -31,6 +31,53 @@ pub struct FilePolicy {
     pub symlink_roots: Vec<PathBuf>,
     /// Only files owned by these user ids, if set.
     pub owners: Option<Vec<u32>>,
+    /// The files shipper itself writes: never followed.
+    pub own: OwnFiles,
+}
+
+/// The files shipper itself writes — its checkpoint, the checkpoint's lock and temporary files, the
+/// dead-letter file — which a glob over the same directory would match. Following them would ship
+/// shipper's own state, which changes with every acknowledgement, in a loop. Compared as absolute
+/// paths (made so lexically, as the patterns are).
+#[derive(Debug, Clone, Default)]
+pub struct OwnFiles {
+    files: Vec<PathBuf>,
+    /// The checkpoint's directory and the prefix of its temporary files there.
+    temp: Option<(PathBuf, String)>,
+}
+
+impl OwnFiles {
+    /// The files of a checkpoint at `checkpoint` and an optional dead-letter file.
+    pub fn new(checkpoint: &Path, dead_letter: Option<&Path>) -> OwnFiles {
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let ck = abs(checkpoint);
+        let mut lock = ck.clone().into_os_string();
+        lock.push(".lock");
+        let temp = match (ck.parent(), ck.file_name()) {
+            (Some(dir), Some(name)) => Some((
+                dir.to_path_buf(),
+                format!(".{}.tmp-", name.to_string_lossy()),
+            )),
+            _ => None,
+        };
+        let mut files = vec![ck, PathBuf::from(lock)];
+        files.extend(dead_letter.map(abs));
+        OwnFiles { files, temp }
+    }
+
+    /// Whether `path` is one of them.
+    pub fn contains(&self, path: &Path) -> bool {
+        if self.files.is_empty() {
+            return false;
+        }
+        let p = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        self.files.contains(&p)
+            || self.temp.as_ref().is_some_and(|(dir, prefix)| {
+                p.parent() == Some(dir.as_path())
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(prefix.as_str()))
+            })
+    }
 }
 
 /// One path or glob to follow, with its exclusions.
@@ -414,6 +461,15 @@ fn check(
     named: bool,
 ) -> Result<Option<(FileId, u64, i128)>, String> {
     let shown = Esc::path(path);
+    if policy.own.contains(path) {
+        return if named {
+            Err(format!(
+                "{shown} is a file shipper writes itself (its checkpoint or dead-letter file); not followed"
+            ))
+        } else {
+            Ok(None)
+        };
+    }
     let lm = std::fs::symlink_metadata(path)
         .map_err(|e| format!("cannot read {shown}: {e}; skipping it"))?;
     let m = if lm.file_type().is_symlink() {
@@ -670,6 +726,24 @@ mod tests {
                 .collect(),
             notices,
         )
+    }
+
+    #[test]
+    fn shippers_own_files_are_told_by_path_relative_or_not() {
+        let own = OwnFiles::new(
+            Path::new("state/ck"),
+            Some(Path::new("/var/log/app/dead.jsonl")),
+        );
+        let cwd = std::env::current_dir().unwrap();
+        assert!(own.contains(Path::new("state/ck")));
+        assert!(own.contains(&cwd.join("state/ck")));
+        assert!(own.contains(&cwd.join("state/ck.lock")));
+        assert!(own.contains(&cwd.join("state/.ck.tmp-12-3")));
+        assert!(own.contains(Path::new("/var/log/app/dead.jsonl")));
+        assert!(!own.contains(&cwd.join("state/ck2")));
+        assert!(!own.contains(&cwd.join("other/.ck.tmp-12-3")));
+        assert!(!own.contains(Path::new("/var/log/app/app.log")));
+        assert!(!OwnFiles::default().contains(Path::new("state/ck")));
     }
 
     #[test]

@@ -67,6 +67,14 @@ pub struct TailOptions {
     pub unhealthy_after: Duration,
 }
 
+/// Tells the file policy which files are shipper's own (checkpoint, lock, temporary and dead-letter
+/// files), so that no glob makes shipper follow them.
+fn with_own_files(cfg: &mut EngineConfig, opts: &TailOptions) {
+    let mut policy = (*cfg.policy).clone();
+    policy.own = discover::OwnFiles::new(&opts.checkpoint, opts.dead_letter.as_deref());
+    cfg.policy = std::sync::Arc::new(policy);
+}
+
 /// Reads the settings again (SIGHUP): from the config file, with the same command-line overrides.
 pub type Reloader = Box<dyn Fn() -> anyhow::Result<crate::settings::tail::TailSettings> + Send>;
 
@@ -219,7 +227,12 @@ struct Running {
 }
 
 impl Running {
-    fn start(cfg: EngineConfig, opts: TailOptions, producer: Producer) -> anyhow::Result<Running> {
+    fn start(
+        mut cfg: EngineConfig,
+        opts: TailOptions,
+        producer: Producer,
+    ) -> anyhow::Result<Running> {
+        with_own_files(&mut cfg, &opts);
         let (lock, loaded) = open_checkpoint(&opts.checkpoint)?;
         let eo = cfg.exactly_once.is_some().then_some(loaded.eo);
         let engine = Engine::new(cfg, loaded.entries);
@@ -553,6 +566,7 @@ impl Running {
                     ));
                 }
                 let mut engine = new.engine;
+                with_own_files(&mut engine, &self.opts);
                 // Exactly-once is on or off for the whole run (the producer and checkpoint follow it).
                 engine.exactly_once = self.engine.exactly_once_host();
                 let summary = self.engine.reconfigure(engine);
