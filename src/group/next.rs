@@ -53,6 +53,32 @@ fn new_member_id() -> String {
     Uuid::from_bytes(b).to_string()
 }
 
+/// What a heartbeat answered with an error does next (errors the coordinator call did not handle
+/// itself: a moved or loading coordinator is found again there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnError {
+    /// Fenced: give the partitions up and join again.
+    Rejoin,
+    /// The coordinator failed on its side (Kafka 4.1 did, in CI, while a classic member joined the
+    /// same group): ask again, paced, until the retry limit; then it is the error.
+    AskAgain,
+    /// Anything else ends the membership with the error (as the Java consumer does).
+    Fail,
+}
+
+fn on_error(c: Code) -> OnError {
+    match c {
+        Code::FencedMemberEpoch | Code::UnknownMemberId => OnError::Rejoin,
+        Code::UnknownServerError => OnError::AskAgain,
+        _ => OnError::Fail,
+    }
+}
+
+/// The retry limit (`--timeout`) counted from now.
+fn deadline_from_now(ctx: &Ctx) -> Option<Instant> {
+    ctx.coord.cluster().options().deadline()
+}
+
 async fn member(ctx: &Ctx) -> Result<()> {
     let deadline = ctx.coord.cluster().options().deadline();
     let mut member_id = new_member_id();
@@ -64,6 +90,7 @@ async fn member(ctx: &Ctx) -> Result<()> {
     let mut report_owned = true;
     let mut interval = Duration::from_secs(3);
     let mut trouble: Option<Backoff> = None;
+    let mut server_trouble: Option<Backoff> = None;
     loop {
         let mut req = ConsumerGroupHeartbeatRequest::default();
         req.group_id = GroupId(StrBytes::from_string(ctx.cfg.group.clone()));
@@ -119,9 +146,9 @@ async fn member(ctx: &Ctx) -> Result<()> {
             Err(e) => return Err(e),
         };
         trouble = None;
-        match code(resp.error_code) {
+        match code(resp.error_code).map(|c| (c, on_error(c))) {
             None => {}
-            Some(c @ (Code::FencedMemberEpoch | Code::UnknownMemberId)) => {
+            Some((c, OnError::Rejoin)) => {
                 crate::log::warn(format_args!(
                     "group '{}': the coordinator fenced this member ({}); rejoining",
                     Esc::str(&ctx.cfg.group),
@@ -140,8 +167,22 @@ async fn member(ctx: &Ctx) -> Result<()> {
                 }
                 continue;
             }
-            Some(c) => return Err(ctx.coord.error("ConsumerGroupHeartbeat", c)),
+            Some((c, OnError::AskAgain)) => {
+                let b =
+                    server_trouble.get_or_insert_with(|| Backoff::until(deadline_from_now(ctx)));
+                crate::log::debug(format_args!(
+                    "group '{}': heartbeat: {}; asking again",
+                    Esc::str(&ctx.cfg.group),
+                    crate::error::name(c)
+                ));
+                if !b.wait().await {
+                    return Err(ctx.coord.error("ConsumerGroupHeartbeat", c));
+                }
+                continue;
+            }
+            Some((c, OnError::Fail)) => return Err(ctx.coord.error("ConsumerGroupHeartbeat", c)),
         }
+        server_trouble = None;
         if let Some(id) = resp.member_id.as_ref().filter(|m| !m.is_empty()) {
             member_id = id.to_string();
         }
@@ -279,5 +320,24 @@ pub(super) async fn leave(
             target: coord.target(),
             code: c,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_error_is_asked_again_fencing_rejoins_and_the_rest_ends_the_membership() {
+        assert_eq!(on_error(Code::UnknownServerError), OnError::AskAgain);
+        assert_eq!(on_error(Code::FencedMemberEpoch), OnError::Rejoin);
+        assert_eq!(on_error(Code::UnknownMemberId), OnError::Rejoin);
+        for c in [
+            Code::GroupAuthorizationFailed,
+            Code::InvalidRequest,
+            Code::UnsupportedVersion,
+        ] {
+            assert_eq!(on_error(c), OnError::Fail, "{c:?}");
+        }
     }
 }
