@@ -39,23 +39,21 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
         },
         (None, false) => StartOffset::End,
     };
-    let cluster = KafkaSettings::from_flags(common, Some(Duration::from_secs(30)))?.cluster()?;
+    let settings = KafkaSettings::from_flags(common, Some(Duration::from_secs(30)))?;
     let isolation = match args.isolation_level {
         Some(i) => i,
-        None => {
-            let flags = crate::settings::security::SecurityFlags::from_common(common);
-            match crate::settings::security::property(&flags, "isolation.level")?.as_deref() {
-                None | Some("read_committed") => Isolation::ReadCommitted,
-                Some("read_uncommitted") => Isolation::ReadUncommitted,
-                Some(v) => {
-                    return usage(format!(
-                        "isolation.level '{}': use read_committed or read_uncommitted",
-                        Esc::str(v)
-                    ))
-                }
+        None => match settings.security.isolation_level.as_deref() {
+            None | Some("read_committed") => Isolation::ReadCommitted,
+            Some("read_uncommitted") => Isolation::ReadUncommitted,
+            Some(v) => {
+                return usage(format!(
+                    "isolation.level '{}': use read_committed or read_uncommitted",
+                    Esc::str(v)
+                ))
             }
-        }
+        },
     };
+    let cluster = settings.cluster()?;
     let cfg = FetchConfig {
         read_committed: isolation == Isolation::ReadCommitted,
         ..FetchConfig::default()

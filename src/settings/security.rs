@@ -133,6 +133,8 @@ pub struct Security {
     pub sasl: Option<SaslSettings>,
     /// Brokers named by the properties (`bootstrap.servers`, `metadata.broker.list`).
     pub brokers: Option<String>,
+    /// `isolation.level` as the properties give it (for `consume`).
+    pub isolation_level: Option<String>,
 }
 
 /// The keys `-X` and `-F` accept (librdkafka and Java names).
@@ -227,11 +229,6 @@ fn properties(c: &SecurityFlags) -> anyhow::Result<(BTreeMap<String, String>, bo
         ));
     }
     Ok((props, password_on_command_line))
-}
-
-/// The value `-X`/`-F` give `key` (one of the known keys), if any.
-pub fn property(c: &SecurityFlags, key: &str) -> anyhow::Result<Option<String>> {
-    Ok(properties(c)?.0.remove(key))
 }
 
 /// The password: `--sasl-password-file`, else `SHIPPER_SASL_PASSWORD`, else the properties.
@@ -335,6 +332,7 @@ pub fn resolve(c: &SecurityFlags) -> anyhow::Result<Security> {
         brokers: prop("bootstrap.servers")
             .or(prop("metadata.broker.list"))
             .map(str::to_string),
+        isolation_level: prop("isolation.level").map(str::to_string),
     })
 }
 
