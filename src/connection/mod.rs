@@ -90,10 +90,8 @@ struct Writer {
 
 struct Shared {
     addr: String,
-    /// Whether any frame came in yet (to recognise a TLS answer to our plaintext).
-    answered: std::sync::atomic::AtomicBool,
-    /// Responses handed to waiters so far (to recognise a SASL listener closing on our first request
-    /// after ApiVersions).
+    /// Responses handed to waiters so far: none yet, the first bytes are judged (TLS, HTTP, not
+    /// Kafka); one, a close is a SASL listener's answer to our first request after ApiVersions.
     responses: std::sync::atomic::AtomicU32,
     state: Mutex<State>,
     writer: tokio::sync::Mutex<Writer>,
@@ -191,7 +189,6 @@ impl Connection {
         let (rd, wr) = tokio::io::split(io);
         let shared = Arc::new(Shared {
             addr: addr.to_string(),
-            answered: std::sync::atomic::AtomicBool::new(false),
             responses: std::sync::atomic::AtomicU32::new(0),
             state: Mutex::new(State::default()),
             writer: tokio::sync::Mutex::new(Writer {
@@ -728,7 +725,7 @@ fn next_frame(buf: &mut BytesMut, shared: &Shared) -> Result<Option<(Waiter, Byt
     // The first answer is judged on its first bytes (a size and a correlation id in Kafka): wait for
     // enough of them.
     // (A TLS alert is 7 bytes: it is recognised from its first 3.)
-    let first = !shared.answered.load(std::sync::atomic::Ordering::Relaxed);
+    let first = shared.responses.load(std::sync::atomic::Ordering::Relaxed) == 0;
     if buf.is_empty() {
         return Ok(None);
     }
@@ -742,9 +739,7 @@ fn next_frame(buf: &mut BytesMut, shared: &Shared) -> Result<Option<(Waiter, Byt
         if buf.len() < FIRST_BYTES_JUDGED {
             return Ok(None);
         }
-        shared
-            .answered
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // (Judged again, to the same verdict, while the rest of the first frame arrives.)
         if let Some(detail) = not_kafka(buf) {
             return Err(ConnError::NotKafka {
                 addr: shared.addr.clone(),
