@@ -98,7 +98,7 @@ fn did_you_mean(message: &str) -> String {
         .split('`')
         .skip(1)
         .step_by(2)
-        .map(|k| (edit_distance(unknown, k), k))
+        .map(|k| (strsim::levenshtein(unknown, k), k))
         .min();
     match best {
         Some((d, k)) if d <= if unknown.len() <= 4 { 1 } else { 2 } => {
@@ -106,24 +106,6 @@ fn did_you_mean(message: &str) -> String {
         }
         _ => message.to_string(),
     }
-}
-
-/// Levenshtein distance between two short ASCII-ish keys.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diag = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let next = (row[j + 1] + 1)
-                .min(row[j] + 1)
-                .min(diag + usize::from(ca != *cb));
-            diag = row[j + 1];
-            row[j + 1] = next;
-        }
-    }
-    row[b.len()]
 }
 
 /// A list of strings that may also be written as one string (`paths = "/var/log/*.log"`,

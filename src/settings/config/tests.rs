@@ -111,9 +111,6 @@ fn a_misspelt_key_suggests_the_closest_one() {
         "frobnicate = 1\n[[input]]\npaths = [\"/x\"]\ntopic = \"t\"\n",
     );
     assert!(e.contains("expected one of `brokers`"), "{e}");
-    assert_eq!(edit_distance("kitten", "sitting"), 3);
-    assert_eq!(edit_distance("", "abc"), 3);
-    assert_eq!(edit_distance("same", "same"), 0);
 }
 
 #[test]
