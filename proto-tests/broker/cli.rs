@@ -766,18 +766,7 @@ fn aborted_and_open_transactions_are_shown_as_kcat_shows_them() {
     let default = shipper_ok(&b, &["consume", &t, "-e", "-o", "beginning"], b"");
     assert_eq!(String::from_utf8(default).unwrap(), committed);
     // shipper web shows what consume shows by default.
-    let port = crate::agent::free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut web = Command::new(shipper_bin())
-        .args(["-b", &b, "web", &t, "--listen", &listen, "--no-auth"])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::net::TcpStream::connect(&listen).is_err() {
-        assert!(std::time::Instant::now() < deadline, "web never listened");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let (mut web, port) = crate::web::start_web(&["-b", &b], &[&t, "--no-auth"]);
     let (code, body) = crate::agent::http_get(port, &format!("/api/records?topic={t}"));
     let _ = web.kill();
     let _ = web.wait();

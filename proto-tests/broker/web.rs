@@ -138,19 +138,8 @@ fn web_reads_a_topic_over_sasl_ssl() {
         .into_iter()
         .find(|(name, _)| *name == "sasl_ssl SCRAM-SHA-512")
         .unwrap();
-    let port = crate::agent::free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut child = Command::new(shipper_bin())
-        .args(&flags)
-        .args(["web", &t, "--listen", &listen])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&listen).is_err() {
-        assert!(std::time::Instant::now() < deadline, "web never listened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let (mut child, port) = start_web(&flags, &[&t]);
     let (code, body) = crate::agent::http_get(port, &format!("/api/records?topic={t}"));
     let _ = child.kill();
     let _ = child.wait();
@@ -159,4 +148,25 @@ fn web_reads_a_topic_over_sasl_ssl() {
         body.contains("\"value\":\"over tls 1\"") && body.contains("over tls 2"),
         "{body}"
     );
+}
+
+/// Starts `shipper FLAGS... web ARGS... --listen 127.0.0.1:PORT` on a free port and waits until it
+/// listens; the process and the port.
+pub fn start_web(flags: &[&str], args: &[&str]) -> (std::process::Child, u16) {
+    let port = crate::agent::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(shipper_bin())
+        .args(flags)
+        .arg("web")
+        .args(args)
+        .args(["--listen", &listen])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(std::time::Instant::now() < deadline, "web never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, port)
 }
