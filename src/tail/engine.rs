@@ -20,7 +20,7 @@ use super::follower::{Counters, Follower, ReadLimits, ReadResult, Route, MAX_KEY
 use super::identity::{FileId, Fingerprint};
 use super::multiline::MultilineConfig;
 use super::route::RouteSpec;
-use super::scan::{Followed, ScanRequest, ScanResult};
+use super::scan::{self, Followed, ScanRequest, ScanResult};
 use super::sink::Sink;
 use crate::escape::Esc;
 use crate::producer::TopicState;
@@ -111,6 +111,9 @@ pub struct Engine {
     /// Acknowledged positions of files not followed now, by (dev, ino): loaded from the checkpoint,
     /// and kept for files closed after rotation.
     known: HashMap<(u64, u64), Entry>,
+    /// Matched files that are compressed, as the last scans saw them: not opened again while
+    /// unchanged. Replaced by each full scan, so it holds only what the patterns still match.
+    compressed: Arc<HashSet<scan::Unchanged>>,
     next_key: u64,
     first_scan: bool,
     warned: BTreeSet<String>,
@@ -200,6 +203,7 @@ impl Engine {
                 .into_iter()
                 .map(|e| ((e.id.dev, e.id.ino), e))
                 .collect(),
+            compressed: Arc::default(),
             next_key: 1,
             first_scan: true,
             warned: BTreeSet::new(),
@@ -345,6 +349,7 @@ impl Engine {
             generation: self.generation,
             only,
             names,
+            compressed: self.compressed.clone(),
         }
     }
 
@@ -393,6 +398,9 @@ impl Engine {
         self.version += 1;
         if r.full {
             self.counters.full_scans += 1;
+            self.compressed = Arc::new(r.compressed.into_iter().collect());
+        } else if !r.compressed.is_empty() {
+            Arc::make_mut(&mut self.compressed).extend(r.compressed);
         }
         for (key, size, mtime) in r.changed {
             if let Some(f) = self.followers.get_mut(&key) {

@@ -58,6 +58,17 @@ pub struct ScanRequest {
     pub only: Option<Vec<u64>>,
     /// With `only`: new files created or renamed under these names, each looked at alone.
     pub names: Vec<PathBuf>,
+    /// Files judged compressed before, as they were then: passed over unopened while unchanged.
+    pub compressed: Arc<HashSet<Unchanged>>,
+}
+
+/// A file as a scan saw it: device, inode, size and modification time. A file found with the same
+/// four is taken to be unchanged.
+pub type Unchanged = (u64, u64, u64, i128);
+
+/// What `found` is now, as an [`Unchanged`].
+fn unchanged(found: &Found) -> Unchanged {
+    (found.id.dev, found.id.ino, found.size, found.mtime_ns)
 }
 
 /// A file opened for the first time.
@@ -104,6 +115,8 @@ pub struct ScanResult {
     pub known_rotated: Vec<NewFile>,
     /// Things to say once.
     pub notices: Vec<Notice>,
+    /// The matched files that are compressed (judged now, or before and unchanged since).
+    pub compressed: Vec<Unchanged>,
 }
 
 /// Said once per path: a compressed file a pattern matches is not followed.
@@ -330,6 +343,12 @@ impl Pass<'_> {
             if followed.contains(&(f.id.dev, f.id.ino)) {
                 continue;
             }
+            // A rotated log compressed by logrotate stays as it is: judged once, not re-opened by
+            // each scan (a glob over `app.log*` matches every `.gz` of it).
+            if self.req.compressed.contains(&unchanged(&f)) {
+                self.out.compressed.push(unchanged(&f));
+                continue;
+            }
             if self.budget == 0 {
                 self.out.starved = true;
                 self.out.notices.push(Notice {
@@ -343,6 +362,7 @@ impl Pass<'_> {
                     let head = read_head(&file);
                     if let Head::Compressed(kind) = judge_head(&head) {
                         self.out.notices.push(compressed_notice(&f.path, kind));
+                        self.out.compressed.push(unchanged(&f));
                         continue;
                     }
                     self.budget -= 1;

@@ -652,3 +652,47 @@ async fn new_files_are_looked_at_alone_and_followed_paths_call_for_a_full_scan()
     );
     fs::remove_dir_all(&d).unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_compressed_file_is_judged_once_and_again_only_when_it_changes() {
+    let d = dir("compressed");
+    let gz = d.join("old.log");
+    let text = b"a line written later\n";
+    let mut head = vec![0x1f, 0x8b, 0x08, 0x00];
+    head.resize(text.len(), 0);
+    fs::write(&gz, &head).unwrap();
+    let mtime = fs::metadata(&gz).unwrap().modified().unwrap();
+    let mut e = Engine::new(config(&d), Vec::new());
+    scan_now(&mut e);
+    assert!(e.followers.is_empty(), "a gzip file is not followed");
+    assert_eq!(e.compressed.len(), 1);
+    // Its bytes replaced behind the scan's back, size and modification time kept: taken as the same
+    // compressed file, not opened again (which shows that the memory is used).
+    fs::write(&gz, text).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&gz)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    scan_now(&mut e);
+    assert!(e.followers.is_empty(), "remembered, not judged again");
+    // A change of its modification time: judged again, and now it holds lines.
+    fs::File::options()
+        .write(true)
+        .open(&gz)
+        .unwrap()
+        .set_modified(mtime + Duration::from_secs(1))
+        .unwrap();
+    scan_now(&mut e);
+    assert_eq!(e.followers.len(), 1, "judged again: lines");
+    assert!(
+        e.compressed.is_empty(),
+        "a file that is not compressed is forgotten"
+    );
+    let mut sink = FakeSink::default();
+    e.read_pass(&mut sink, 1, Instant::now());
+    ack(&mut e, &mut sink, |_| true);
+    assert_eq!(sink.shipped, vec![b"a line written later".to_vec()]);
+    fs::remove_dir_all(&d).unwrap();
+}
