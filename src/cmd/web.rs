@@ -13,7 +13,7 @@ use crate::web::{serve, WebConfig};
 fn token(args: &WebArgs) -> anyhow::Result<Option<Secret>> {
     if let Some(f) = &args.token_file {
         warn_if_readable(f, "token file");
-        let text = std::fs::read_to_string(f)
+        let text = crate::settings::read_text_bounded(f, crate::settings::MAX_SETTINGS_FILE)
             .map_err(|e| anyhow::anyhow!("cannot read --token-file {}: {e}", Esc::path(f)))?;
         let t = text.lines().next().unwrap_or_default().trim().to_string();
         if t.is_empty() {

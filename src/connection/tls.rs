@@ -44,9 +44,15 @@ const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/ssl/cert.pem",
 ];
 
+/// A PEM file's bytes, read whole but bounded (a path to /dev/zero must not fill memory).
+fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
+    crate::settings::read_bounded(path, crate::settings::MAX_PEM_FILE)
+        .map_err(|e| format!("cannot read {}: {e}", Esc::path(path)))
+}
+
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {}: {e}", Esc::path(path)))?
+    let pem = read_pem(path)?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: not a PEM certificate file: {e}", Esc::path(path)))?;
     if certs.is_empty() {
@@ -100,7 +106,7 @@ pub fn client_config(s: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
     let config = match (&s.cert_file, &s.key_file) {
         (Some(cert), Some(key)) => {
             let chain = load_certs(cert)?;
-            let key = PrivateKeyDer::from_pem_file(key)
+            let key = PrivateKeyDer::from_pem_slice(&read_pem(key)?)
                 .map_err(|e| format!("{}: not a PEM private key: {e}", Esc::path(key)))?;
             builder
                 .with_client_auth_cert(chain, key)
@@ -282,6 +288,21 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.contains("cannot read /nonexistent/ca.pem"), "{e}");
+        for path in ["/dev/zero", "/tmp"] {
+            let e = client_config(&TlsSettings {
+                ca_file: Some(path.into()),
+                ..TlsSettings::default()
+            })
+            .unwrap_err();
+            assert!(e.starts_with(&format!("cannot read {path}: it is")), "{e}");
+        }
+        let e = client_config(&TlsSettings {
+            cert_file: Some("/dev/zero".into()),
+            key_file: Some("/dev/zero".into()),
+            ..TlsSettings::default()
+        })
+        .unwrap_err();
+        assert!(e.contains("larger than"), "{e}");
         let e = client_config(&TlsSettings {
             cert_file: Some("/x".into()),
             ..TlsSettings::default()

@@ -183,7 +183,7 @@ pub fn load(
     common: &Common,
     metrics_listen: Option<String>,
 ) -> anyhow::Result<TailSettings> {
-    let text = std::fs::read_to_string(path)
+    let text = super::read_text_bounded(path, super::MAX_SETTINGS_FILE)
         .map_err(|e| UsageError(format!("cannot read {}: {e}", Esc::path(path))))?;
     let mut s = Reader { path, text: &text }.settings(common)?;
     if metrics_listen.is_some() {

@@ -29,6 +29,44 @@ pub fn usage<T>(msg: impl Into<String>) -> anyhow::Result<T> {
     Err(UsageError(msg.into()).into())
 }
 
+/// The most a settings file (a config, `-F` properties, a password or token) may hold.
+pub const MAX_SETTINGS_FILE: u64 = 1 << 20;
+
+/// The most a PEM file (a CA bundle, a certificate chain, a key) may hold.
+pub const MAX_PEM_FILE: u64 = 16 << 20;
+
+/// Reads a small file whole, refusing one larger than `limit` bytes: a settings path pointing at
+/// `/dev/zero`, a log or a disk image fails at once instead of filling memory.
+pub fn read_bounded(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.is_dir() {
+        return Err(std::io::Error::other("it is a directory"));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        let size = match limit {
+            l if l >= 1 << 20 && l % (1 << 20) == 0 => format!("{} MiB", l >> 20),
+            l => format!("{l} bytes"),
+        };
+        return Err(std::io::Error::other(format!(
+            "it is larger than {size} (the wrong file?)"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// [`read_bounded`], as UTF-8 text.
+pub fn read_text_bounded(path: &std::path::Path, limit: u64) -> std::io::Result<String> {
+    String::from_utf8(read_bounded(path, limit)?).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "it is not UTF-8 text (the wrong file?)",
+        )
+    })
+}
+
 /// Where the cluster is and how to talk to it.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {

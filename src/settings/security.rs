@@ -201,7 +201,7 @@ fn jaas_field(jaas: &str, name: &str) -> Option<String> {
 fn properties(c: &SecurityFlags) -> anyhow::Result<(BTreeMap<String, String>, bool)> {
     let mut props = BTreeMap::new();
     if let Some(f) = &c.properties_file {
-        let text = std::fs::read_to_string(f)
+        let text = super::read_text_bounded(f, super::MAX_SETTINGS_FILE)
             .map_err(|e| anyhow::anyhow!("cannot read -F {}: {e}", Esc::path(f)))?;
         let parsed =
             parse_properties(&text).map_err(|e| UsageError(format!("-F {}: {e}", Esc::path(f))))?;
@@ -239,7 +239,7 @@ fn password(
 ) -> anyhow::Result<Option<Secret>> {
     if let Some(f) = &c.password_file {
         warn_if_readable(f, "password file");
-        let text = std::fs::read_to_string(f).map_err(|e| {
+        let text = super::read_text_bounded(f, super::MAX_SETTINGS_FILE).map_err(|e| {
             anyhow::anyhow!("cannot read --sasl-password-file {}: {e}", Esc::path(f))
         })?;
         let pw = text.lines().next().unwrap_or_default().to_string();

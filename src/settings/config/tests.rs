@@ -176,3 +176,22 @@ fn inputs_need_paths_a_topic_and_distinct_names() {
     let e = error("dup", "[[input]]\nname = \"a\"\npaths = [\"/x\"]\ntopic = \"t\"\n[[input]]\nname = \"a\"\npaths = [\"/y\"]\ntopic = \"t\"\n");
     assert!(e.contains("two inputs are named 'a'"), "{e}");
 }
+
+#[test]
+fn a_config_path_to_an_endless_or_huge_file_fails_at_once_without_filling_memory() {
+    for (path, why) in [
+        ("/dev/zero", "larger than 1 MiB"),
+        ("/tmp", "is a directory"),
+    ] {
+        let e = load(Path::new(path), &common(), None).unwrap_err();
+        assert!(e.downcast_ref::<UsageError>().is_some(), "{e}");
+        let e = e.to_string();
+        assert!(e.starts_with(&format!("cannot read {path}: ")), "{e}");
+        assert!(e.contains(why), "{e}");
+    }
+    let binary = std::env::temp_dir().join(format!("shipper-config-bin-{}", std::process::id()));
+    std::fs::write(&binary, [0xff, 0xfe, 0x00]).unwrap();
+    let e = load(&binary, &common(), None).unwrap_err().to_string();
+    assert!(e.contains("not UTF-8 text"), "{e}");
+    std::fs::remove_file(&binary).unwrap();
+}
