@@ -310,6 +310,34 @@ fn a_checkpoint_that_cannot_be_written_refuses_to_start() {
 }
 
 #[test]
+fn a_checkpoint_that_cannot_be_written_at_the_end_makes_tail_exit_1() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("unwritable-end");
+    let t = topic("unwritable-end");
+    append(&dir.join("a.log"), &numbered("a", 0, 10));
+    let ckdir = dir.join("state");
+    std::fs::create_dir(&ckdir).unwrap();
+    let c = ckdir.join("checkpoint");
+    let mut tail = Tail::start(
+        &b,
+        &[&glob(&dir), &t, "--checkpoint", c.to_str().unwrap()],
+        &dir.join("err"),
+    );
+    assert_eq!(wait_for_records(&b, &t, 10, WAIT).len(), 10);
+    // Its directory gone (as root, the one sure way to make every write fail): lines still ship,
+    // and the stop that cannot record them says so with exit 1, for systemd to see.
+    std::fs::remove_dir_all(&ckdir).unwrap();
+    append(&dir.join("a.log"), &numbered("a", 10, 20));
+    assert_eq!(wait_for_records(&b, &t, 20, WAIT).len(), 20);
+    assert_eq!(tail.stop("TERM"), Some(1));
+    let err = tail.stderr();
+    assert!(
+        err.contains("cannot write checkpoint") && err.contains("the next start sends again"),
+        "{err}"
+    );
+}
+
+#[test]
 fn more_files_than_the_open_files_limit_all_ship_and_the_checkpoint_is_written() {
     let Some(b) = broker() else { return };
     let dir = scratch_dir("fdlimit");

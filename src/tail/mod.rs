@@ -633,9 +633,12 @@ impl Running {
             self.eo.as_mut(),
         );
         let text = self.checkpoint_text();
-        if let Err(e) = self.saver.flush(text, Duration::from_secs(10)) {
+        // Exit 1 when it cannot be written: the next start would send again what this run shipped
+        // since the last checkpoint written, and a supervisor should see that.
+        let saved = self.saver.flush(text, Duration::from_secs(10));
+        if let Err(e) = &saved {
             crate::log::error(format_args!(
-                "cannot write checkpoint {}: {e}",
+                "cannot write checkpoint {}: {e}; the next start sends again what was shipped since it was last written",
                 Esc::path(&self.opts.checkpoint)
             ));
         }
@@ -647,7 +650,7 @@ impl Running {
                 self.opts.shutdown_timeout.as_millis()
             )),
         }
-        Ok(if self.engine.counters.lines_failed > 0 {
+        Ok(if self.engine.counters.lines_failed > 0 || saved.is_err() {
             1
         } else {
             0
