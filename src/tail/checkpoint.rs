@@ -438,6 +438,17 @@ impl Lock {
         if let Some(dir) = checkpoint.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir)?;
         }
+        // The checkpoint is replaced by a rename, which would replace a link by a file, and a link
+        // would lock its own name, not the file's: a second tail through another name would run.
+        if fs::symlink_metadata(checkpoint).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is a symbolic link; give the checkpoint's own path",
+                    Esc::path(checkpoint)
+                ),
+            ));
+        }
         let path = PathBuf::from(format!("{}.lock", checkpoint.display()));
         let file = OpenOptions::new()
             .read(true)
@@ -446,7 +457,17 @@ impl Lock {
             .truncate(false)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)?;
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::PermissionDenied => io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot create {}: {e}; its directory must be writable by the user running shipper",
+                        Esc::path(&path)
+                    ),
+                ),
+                _ => e,
+            })?;
         // SAFETY: flock on a descriptor we own; no memory is involved.
         let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if r != 0 {
@@ -705,6 +726,12 @@ mod tests {
             e.to_string().contains("in use by another shipper tail"),
             "{e}"
         );
+        // Nor through a link to it, whose lock file would have another name.
+        fs::write(&p, "").unwrap();
+        let link = d.join("link");
+        std::os::unix::fs::symlink(&p, &link).unwrap();
+        let e = Lock::take(&link).unwrap_err();
+        assert!(e.to_string().contains("is a symbolic link"), "{e}");
         drop(first);
         Lock::take(&p).unwrap();
         fs::remove_dir_all(&d).unwrap();
