@@ -176,6 +176,7 @@ pub fn run(req: ScanRequest) -> ScanResult {
         &mut notices,
         &mut dirs,
     );
+    let found = one_name_per_file(found, &req.followed, &mut notices);
     let mut pass = Pass {
         req: &req,
         found,
@@ -253,8 +254,61 @@ fn reopen_only(req: &ScanRequest, keys: &[u64]) -> ScanResult {
             None => {}
         }
     }
+    pass.found = one_name_per_file(
+        std::mem::take(&mut pass.found),
+        &req.followed,
+        &mut pass.out.notices,
+    );
     pass.open_new();
     pass.out
+}
+
+/// Several names of one file (hard links; with `--follow-symlinks`, a link and its target) make one
+/// follower, or each line would ship once per name and the checkpoint, which has one entry per file,
+/// would start the other name over at each start. The name kept: the one a follower has, else one
+/// that is not a symbolic link (`app-2026-11-28.log`, not `current.log`), else the first. Each name
+/// passed over is said once.
+fn one_name_per_file(
+    found: Vec<Found>,
+    followed: &[Followed],
+    notices: &mut Vec<Notice>,
+) -> Vec<Found> {
+    let mut at: HashMap<(u64, u64), usize> = HashMap::new();
+    let mut dropped = vec![false; found.len()];
+    for i in 0..found.len() {
+        let key = (found[i].id.dev, found[i].id.ino);
+        let Some(&k) = at.get(&key) else {
+            at.insert(key, i);
+            continue;
+        };
+        let has_follower = |f: &Found| {
+            followed
+                .iter()
+                .any(|x| x.path == f.path && x.id.same(&f.id))
+        };
+        let is_link = |f: &Found| {
+            std::fs::symlink_metadata(&f.path).is_ok_and(|m| m.file_type().is_symlink())
+        };
+        let take_new = !has_follower(&found[k])
+            && (has_follower(&found[i]) || (is_link(&found[k]) && !is_link(&found[i])));
+        let (keep, drop) = if take_new { (i, k) } else { (k, i) };
+        at.insert(key, keep);
+        dropped[drop] = true;
+        notices.push(Notice {
+            key: format!("alias:{}", found[drop].path.display()),
+            text: format!(
+                "{} is another name of {} (a link): the file is followed once, as {}",
+                Esc::path(&found[drop].path),
+                Esc::path(&found[keep].path),
+                Esc::path(&found[keep].path)
+            ),
+        });
+    }
+    found
+        .into_iter()
+        .zip(dropped)
+        .filter_map(|(f, d)| (!d).then_some(f))
+        .collect()
 }
 
 impl Pass<'_> {

@@ -696,3 +696,54 @@ async fn a_compressed_file_is_judged_once_and_again_only_when_it_changes() {
     assert_eq!(sink.shipped, vec![b"a line written later".to_vec()]);
     fs::remove_dir_all(&d).unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_file_with_several_names_is_followed_once_and_not_read_again_at_a_restart() {
+    let d = dir("aliases");
+    append(&d.join("app-1.log"), b"one\ntwo\n");
+    // `current.log` links to it (the usual layout), and a hard link is a third name.
+    std::os::unix::fs::symlink(d.join("app-1.log"), d.join("current.log")).unwrap();
+    fs::hard_link(d.join("app-1.log"), d.join("hard.log")).unwrap();
+    // A link found before the file (in name order) does not win either.
+    std::os::unix::fs::symlink(d.join("app-1.log"), d.join("a.log")).unwrap();
+    let cfg = || {
+        let mut c = config(&d);
+        c.policy = Arc::new(FilePolicy {
+            follow_symlinks: true,
+            ..FilePolicy::default()
+        });
+        c
+    };
+    let mut e = Engine::new(cfg(), Vec::new());
+    let mut sink = FakeSink::default();
+    scan_now(&mut e);
+    let paths: Vec<PathBuf> = e.followers.values().map(|f| f.path.clone()).collect();
+    assert_eq!(
+        paths,
+        vec![d.join("app-1.log")],
+        "one follower, not the link"
+    );
+    assert!(
+        e.warned.iter().any(|w| w.ends_with("current.log")),
+        "{:?}",
+        e.warned
+    );
+    e.read_pass(&mut sink, 1, Instant::now());
+    ack(&mut e, &mut sink, |_| true);
+    assert_eq!(sink.shipped, vec![b"one".to_vec(), b"two".to_vec()]);
+    // A second scan keeps the follower's name; a restart from the checkpoint reads nothing again,
+    // and what is written later ships once.
+    scan_now(&mut e);
+    assert_eq!(e.followers.len(), 1);
+    let mut e = Engine::new(cfg(), e.checkpoint_entries());
+    scan_now(&mut e);
+    append(&d.join("current.log"), b"three\n");
+    let mut sink = FakeSink::default();
+    for f in e.followers.keys().copied().collect::<Vec<_>>() {
+        e.hot.insert(f);
+    }
+    e.read_pass(&mut sink, 1, Instant::now());
+    ack(&mut e, &mut sink, |_| true);
+    assert_eq!(sink.shipped, vec![b"three".to_vec()]);
+    fs::remove_dir_all(&d).unwrap();
+}
