@@ -537,6 +537,17 @@ fn allowed(target: &Path, p: &Pattern, policy: &FilePolicy) -> bool {
     under(&p.base) || policy.symlink_roots.iter().any(|r| under(r))
 }
 
+/// The error of [`open`] when the path names another file than the one found: it was replaced
+/// (rotated) between the look and the open.
+#[derive(Debug, thiserror::Error)]
+#[error("replaced while being opened")]
+pub struct Replaced;
+
+/// Whether `e` is [`Replaced`].
+pub fn is_replaced(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Replaced>())
+}
+
 /// Opens a found file for reading, safely: no link followed (unless allowed), no blocking on a FIFO,
 /// and it must still be the regular file `expected` (when given) that was found.
 pub fn open(
@@ -567,10 +578,7 @@ pub fn open(
         ));
     }
     if !FileId::from_meta(&m).same(&found.id) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "replaced while being opened",
-        ));
+        return Err(io::Error::other(Replaced));
     }
     if let Some(real) = real_path(&file) {
         if !allowed(&real, p, policy) {

@@ -384,6 +384,29 @@ impl Pass<'_> {
         }
     }
 
+    /// Opens `f`. A file replaced at its path between the look and the open (rotated at that moment)
+    /// leaves another file there, which is then the one to follow: looked at and opened in its turn,
+    /// a few times at most. `None`: nothing to open (gone, or a file already followed).
+    fn open_found(
+        &self,
+        mut f: Found,
+        followed: &HashSet<(u64, u64)>,
+    ) -> Option<(Found, std::io::Result<(File, std::fs::Metadata)>)> {
+        for _ in 0..3 {
+            match discover::open(&f, self.pattern(f.pattern), &self.req.policy) {
+                Err(e) if discover::is_replaced(&e) => {
+                    f = discover::look_at(&f.path, &self.req.patterns, &self.req.policy)?.ok()?;
+                    if followed.contains(&(f.id.dev, f.id.ino)) {
+                        return None;
+                    }
+                }
+                r => return Some((f, r)),
+            }
+        }
+        let r = discover::open(&f, self.pattern(f.pattern), &self.req.policy);
+        Some((f, r))
+    }
+
     /// Opens the matched files nobody follows yet, within the budget.
     fn open_new(&mut self) {
         let followed: HashSet<(u64, u64)> = self
@@ -411,7 +434,11 @@ impl Pass<'_> {
                 });
                 return;
             }
-            match discover::open(&f, self.pattern(f.pattern), &self.req.policy) {
+            let Some((f, opened)) = self.open_found(f, &followed) else {
+                continue;
+            };
+            self.found[i] = f.clone();
+            match opened {
                 Ok((file, _)) => {
                     let head = read_head(&file);
                     if let Head::Compressed(kind) = judge_head(&head) {
@@ -482,5 +509,52 @@ impl Pass<'_> {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_replaced_between_the_look_and_the_open_leaves_the_new_one_followed() {
+        let d = std::env::temp_dir().join(format!("shipper-scan-replaced-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let log = d.join("app.log");
+        std::fs::write(&log, "old\n").unwrap();
+        let patterns = vec![Pattern::new(log.to_str().unwrap(), &[]).unwrap()];
+        let policy = FilePolicy::default();
+        let Some(Ok(stale)) = discover::look_at(&log, &patterns, &policy) else {
+            panic!("found")
+        };
+        // Rotated after the look: the path names a new file when it is opened.
+        std::fs::rename(&log, d.join("app.log.1")).unwrap();
+        std::fs::write(&log, "new\n").unwrap();
+        let req = ScanRequest {
+            patterns: Arc::new(patterns),
+            policy: Arc::new(policy),
+            first: false,
+            followed: Vec::new(),
+            known: Vec::new(),
+            generation: 0,
+            budget: 10,
+            only: Some(Vec::new()),
+            names: Vec::new(),
+            compressed: Arc::default(),
+        };
+        let mut pass = Pass {
+            req: &req,
+            found: vec![stale.clone()],
+            out: ScanResult::default(),
+            budget: 10,
+        };
+        pass.open_new();
+        assert_eq!(pass.out.notices, Vec::new());
+        assert_eq!(pass.out.opened.len(), 1);
+        let opened = &pass.out.opened[0];
+        assert!(!opened.found.id.same(&stale.id), "the new file");
+        assert_eq!(opened.head, b"new\n");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }
