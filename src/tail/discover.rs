@@ -279,6 +279,16 @@ pub fn expand(
     let mut seen = HashSet::new();
     for (i, p) in patterns.iter().enumerate() {
         let paths: Vec<PathBuf> = if p.is_glob {
+            if first && std::fs::symlink_metadata(&p.base).is_err() {
+                notices.push(Notice {
+                    key: format!("missing:{}", p.raw),
+                    text: format!(
+                        "{} does not exist yet; files of {} are followed once it does",
+                        Esc::path(&p.base),
+                        Esc::str(&p.raw)
+                    ),
+                });
+            }
             glob_paths(&p.raw, dirs, notices)
         } else {
             let path = PathBuf::from(&p.raw);
@@ -646,6 +656,25 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn a_glob_under_a_missing_directory_is_said_once_at_the_first_scan() {
+        let d = dir("missing").join("not-yet");
+        let p = vec![Pattern::new(&format!("{}/*.log", d.display()), &[]).unwrap()];
+        let (mut notices, mut dirs) = (Vec::new(), Vec::new());
+        let policy = FilePolicy::default();
+        assert!(expand(&p, &policy, true, &mut notices, &mut dirs).is_empty());
+        assert_eq!(notices.len(), 1, "{notices:?}");
+        assert!(
+            notices[0]
+                .text
+                .contains("not-yet does not exist yet; files of"),
+            "{notices:?}"
+        );
+        notices.clear();
+        expand(&p, &policy, false, &mut notices, &mut dirs);
+        assert!(notices.is_empty(), "not at later scans: {notices:?}");
     }
 
     /// Every regular file under `d`, walked without following links.

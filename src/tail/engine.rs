@@ -528,7 +528,7 @@ impl Engine {
             let shown = Esc::path(path).to_string();
             self.warn_once(
                 format!("topic-name:{topic_name}"),
-                format_args!("the topic for {shown} is '{topic_name}' (only [a-zA-Z0-9._-] are allowed in topic names; others became '_')"),
+                format_args!("the topic for {shown} is '{topic_name}' (a topic name holds only [a-zA-Z0-9._-], at most 249 of them: other bytes became '_', and a longer name was cut)"),
             );
         }
         Route {
