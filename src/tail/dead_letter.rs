@@ -23,17 +23,35 @@ pub struct DeadLetters {
 }
 
 impl DeadLetters {
-    /// Opens (creating, mode 0600, never through a symbolic link) `path` for appending.
+    /// Opens (creating, mode 0600, never through a symbolic link) `path` for appending. An existing
+    /// file must be a regular file holding dead letters already (or nothing): a mistyped path such as
+    /// `/etc/passwd` or a log is refused, not appended to.
     pub fn open(path: &Path) -> anyhow::Result<DeadLetters> {
+        let refuse = |why: &dyn std::fmt::Display| {
+            anyhow::anyhow!("cannot open dead-letter file {}: {why}", Esc::path(path))
+        };
+        // O_NONBLOCK: a FIFO at the path fails at once instead of blocking until a reader comes.
         let file = OpenOptions::new()
+            .read(true)
             .append(true)
             .create(true)
             .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
             .open(path)
-            .map_err(|e| {
-                anyhow::anyhow!("cannot open dead-letter file {}: {e}", Esc::path(path))
-            })?;
+            .map_err(|e| refuse(&e))?;
+        let meta = file.metadata().map_err(|e| refuse(&e))?;
+        if !meta.file_type().is_file() {
+            return Err(refuse(&"not a regular file"));
+        }
+        let mut first = [0u8; 1];
+        if meta.len() > 0 {
+            std::os::unix::fs::FileExt::read_at(&file, &mut first, 0).map_err(|e| refuse(&e))?;
+        }
+        if meta.len() > 0 && first[0] != b'{' {
+            return Err(refuse(
+                &"it holds something else than dead letters (JSON lines); give a new path",
+            ));
+        }
         Ok(DeadLetters { file })
     }
 
@@ -72,5 +90,33 @@ impl DeadLetters {
             }
         }
         self.file.write_all(&out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_new_file_or_one_of_dead_letters_is_appended_to() {
+        let d = std::env::temp_dir().join(format!("shipper-dead-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let new = d.join("dead.jsonl");
+        DeadLetters::open(&new).unwrap();
+        std::fs::write(&new, "{\"time\":1}\n").unwrap();
+        DeadLetters::open(&new).unwrap();
+        let passwd = d.join("passwd");
+        std::fs::write(&passwd, "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+        let e = DeadLetters::open(&passwd).err().unwrap().to_string();
+        assert!(e.contains("something else than dead letters"), "{e}");
+        let fifo = d.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = DeadLetters::open(&fifo).err().unwrap().to_string();
+        assert!(e.contains("cannot open dead-letter file"), "{e}");
+        assert_eq!(std::fs::read(&passwd).unwrap().len(), 32, "untouched");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }
