@@ -29,9 +29,14 @@ pub fn free_port() -> u16 {
 
 /// GET `path` from the agent's metrics server: (status code, body).
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    http_get_as(port, path, "localhost", "")
+}
+
+/// GET `path` with this Host header and more header lines (each ending in CRLF).
+pub fn http_get_as(port: u16, path: &str, host: &str, headers: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}\r\n").unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let code = out

@@ -123,6 +123,44 @@ fn web_refuses_to_serve_the_network_without_a_token_and_unknown_topics() {
         !String::from_utf8_lossy(&cmdline).contains("sekrit-123"),
         "the token shows in ps"
     );
+    // `--token "$TOKEN"` with TOKEN unset is refused, not a server without a token.
+    let out = shipper(
+        &b,
+        &["web", &t, "--listen", "127.0.0.1:0", "--token", ""],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--token is empty"));
+}
+
+#[test]
+fn web_on_loopback_without_a_token_answers_only_to_local_names() {
+    let Some(b) = broker() else { return };
+    let t = topic("web-rebind");
+    create_topic(&b, &t, 1, 1, &[]);
+    let (mut child, port) = start_web(&["-b", &b], &[&t]);
+    let get = |host: &str| crate::agent::http_get_as(port, "/api/topics", host, "").0;
+    // A DNS-rebinding page sends its own domain name.
+    assert_eq!(get(&format!("attacker.example:{port}")), 403);
+    assert_eq!(get("attacker.example"), 403);
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        "[::1]".to_string(),
+    ] {
+        assert_eq!(get(&host), 200, "{host}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // With a token, any name (a proxy's, the machine's) is fine; the scheme's case is not checked.
+    let (mut child, port) = start_web(&["-b", &b], &[&t, "--token", "tok-1"]);
+    let get = |auth: &str| crate::agent::http_get_as(port, "/api/topics", "logs.example", auth).0;
+    assert_eq!(get(""), 401);
+    assert_eq!(get("Authorization: Bearer tok-1\r\n"), 200);
+    assert_eq!(get("Authorization: bearer tok-1\r\n"), 200);
+    assert_eq!(get("Authorization: Bearer tok-2\r\n"), 401);
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[test]

@@ -23,6 +23,10 @@ fn token(args: &WebArgs) -> anyhow::Result<Option<Secret>> {
     }
     if let Some(t) = &args.token {
         hide_in_process_title(t);
+        // `--token "$TOKEN"` with TOKEN unset must not serve the topics to anyone.
+        if t.trim().is_empty() {
+            return usage("--token is empty; give a token (or --no-auth to serve without one)");
+        }
         return Ok(Some(Secret::new(t.clone())));
     }
     Ok(std::env::var("SHIPPER_WEB_TOKEN")

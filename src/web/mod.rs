@@ -39,6 +39,9 @@ pub struct WebConfig {
 
 struct Server {
     cfg: WebConfig,
+    /// Listening on loopback without a token: the page is for this machine alone, so a request
+    /// must name it as such (see [`local_host`]).
+    local_only: bool,
     cluster: Arc<Cluster>,
     hubs: Hubs,
     views: Arc<tokio::sync::Semaphore>,
@@ -46,7 +49,9 @@ struct Server {
 
 /// Serves on `listener` until the future is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, cluster: Arc<Cluster>, cfg: WebConfig) {
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     let server = Arc::new(Server {
+        local_only: loopback && cfg.token.is_none(),
         hubs: Hubs::new(cluster.clone()),
         cluster,
         cfg,
@@ -81,6 +86,21 @@ pub fn parse_from(s: Option<&str>, default: StartOffset) -> Result<StartOffset, 
     }
 }
 
+/// Whether a Host header names this machine as only a local client would: `localhost` or an IP
+/// address (with or without a port). A domain name is what a DNS-rebinding page sends.
+fn local_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => {
+            return v6
+                .split(']')
+                .next()
+                .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok())
+        }
+        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
 impl Server {
     fn authorized(&self, req: &Request) -> bool {
         let Some(token) = &self.cfg.token else {
@@ -88,7 +108,9 @@ impl Server {
         };
         let given = req
             .header("authorization")
-            .and_then(|h| h.strip_prefix("Bearer "))
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
             .or(req.param("token"))
             .unwrap_or_default();
         constant_time_eq(given.as_bytes(), token.expose().as_bytes())
@@ -101,6 +123,17 @@ impl Server {
         };
         if req.method != "GET" {
             return http::respond(s, 405, "text/plain", b"only GET\n").await;
+        }
+        if self.local_only && !req.header("host").is_none_or(local_host) {
+            // DNS rebinding: a web page elsewhere whose name now resolves to 127.0.0.1 would
+            // otherwise read these topics through the browser of whoever opens it.
+            return http::respond(
+                s,
+                403,
+                "text/plain",
+                b"this server answers only to localhost or an IP address (the Host header names another)\n",
+            )
+            .await;
         }
         if !self.authorized(&req) {
             return http::respond(
