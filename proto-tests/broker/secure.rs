@@ -609,4 +609,16 @@ fn passwords_never_reach_help_verbose_output_or_the_process_title() {
         "the password reached the log: {log}"
     );
     assert!(log.contains("password on the command line"), "{log}");
+    // A typo for the separator: the error names the key, not the rest.
+    let typo = Command::new(shipper_bin())
+        .args(["-X", &format!("sasl.password:{PASSWORD}"), "metadata"])
+        .output()
+        .unwrap();
+    assert_eq!(typo.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&typo.stderr);
+    assert!(
+        err.contains("-X sasl.password...: expected key=value"),
+        "{err}"
+    );
+    assert!(!err.contains(PASSWORD), "{err}");
 }

@@ -213,10 +213,10 @@ fn properties(c: &SecurityFlags) -> anyhow::Result<(BTreeMap<String, String>, bo
     let mut password_on_command_line = false;
     for kv in &c.properties {
         let Some((k, v)) = kv.split_once('=') else {
-            return usage(format!(
-                "-X {}: expected key=value",
-                Esc::str(kv.split('=').next().unwrap_or(""))
-            ));
+            // Only what may be the key is shown: `sasl.password:SECRET` must not echo the secret.
+            let key = kv.split([':', ' ', '\t']).next().unwrap_or("");
+            let rest = if key.len() < kv.len() { "..." } else { "" };
+            return usage(format!("-X {}{rest}: expected key=value", Esc::str(key)));
         };
         password_on_command_line |= k == "sasl.password" || k == "sasl.jaas.config";
         props.insert(k.trim().to_string(), v.to_string());
