@@ -20,6 +20,43 @@ fn ckpt_arg(dir: &Path) -> String {
 }
 
 #[test]
+fn relative_paths_and_globs_ship_appended_lines_at_once() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("tail-relative");
+    let t = topic("tail-relative");
+    std::fs::create_dir_all(dir.join("b1")).unwrap();
+    std::fs::create_dir_all(dir.join("g")).unwrap();
+    append(&dir.join("b1/app.log"), b"first\n");
+    append(&dir.join("here.log"), b"here first\n");
+    append(&dir.join("g/x.log"), b"glob first\n");
+    let mut c = std::process::Command::new(shipper_bin());
+    c.current_dir(&dir)
+        .args(["-b", &b, "tail", "b1/app.log", "./here.log", "g/*.log", &t])
+        .args(["--checkpoint", "ck"]);
+    let mut tail = Tail::spawn(c, &dir.join("err"));
+    assert_eq!(
+        wait_for_records(&b, &t, 3, WAIT).len(),
+        3,
+        "{}",
+        tail.stderr()
+    );
+    // Events name absolute paths: a relative one must still be found by them, not by the 60 s
+    // safety rescan.
+    append(&dir.join("b1/app.log"), b"second\n");
+    append(&dir.join("here.log"), b"here second\n");
+    append(&dir.join("g/x.log"), b"glob second\n");
+    let got = wait_for_records(&b, &t, 6, Duration::from_secs(15));
+    tail.stop("INT");
+    assert_eq!(got.len(), 6, "{:?} {}", got, tail.stderr());
+    // The checkpoint names absolute paths: it means the same files from any directory.
+    let ck = std::fs::read_to_string(dir.join("ck")).unwrap();
+    assert!(
+        ck.contains(&format!("{}/b1/app.log", dir.display())),
+        "{ck}"
+    );
+}
+
+#[test]
 fn tail_ships_existing_and_appended_lines_and_holds_a_partial_line_until_its_newline() {
     let Some(b) = broker() else { return };
     let dir = scratch_dir("tail-basic");

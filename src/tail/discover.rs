@@ -83,8 +83,11 @@ impl OwnFiles {
 /// One path or glob to follow, with its exclusions.
 #[derive(Debug, Clone)]
 pub struct Pattern {
-    /// As the user gave it.
+    /// As the user gave it, made absolute (a relative one joined to the working directory at start:
+    /// file events name absolute paths, and a checkpoint must mean the same files from anywhere).
     pub raw: String,
+    /// Exactly as the user gave it.
+    given: String,
     /// The directory of its literal prefix: watched, and where its files must really be.
     pub base: PathBuf,
     is_glob: bool,
@@ -93,6 +96,35 @@ pub struct Pattern {
     /// What a matching file's name must be: its last component, as a literal name or a glob (`None`:
     /// any name, for a last component of `**` or one that is not a name).
     name: Option<NamePart>,
+}
+
+/// `path` made absolute against the working directory, lexically (`./` dropped, links and `..` left
+/// to the kernel); in a glob, the directory's own metacharacters are escaped.
+fn absolute(path: &str, is_glob: bool) -> Result<String, String> {
+    if path.starts_with('/') {
+        return Ok(path.to_string());
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| format!("'{}': cannot resolve a relative path: {e}", Esc::str(path)))?;
+    let Some(cwd) = cwd.to_str() else {
+        return Err(format!(
+            "'{}': the working directory's name is not UTF-8; give an absolute path",
+            Esc::str(path)
+        ));
+    };
+    let cwd = if is_glob {
+        glob::Pattern::escape(cwd)
+    } else {
+        cwd.to_string()
+    };
+    let mut rest = path;
+    while let Some(r) = rest.strip_prefix("./") {
+        rest = r.trim_start_matches('/');
+    }
+    Ok(match rest {
+        "" | "." => cwd,
+        _ => format!("{}/{rest}", cwd.trim_end_matches('/')),
+    })
 }
 
 /// The last component of a pattern.
@@ -105,8 +137,16 @@ enum NamePart {
 impl Pattern {
     /// Parses a path or glob and exclusion globs (matched against the whole path, or against the file
     /// name when they hold no `/`).
-    pub fn new(raw: &str, excludes: &[String]) -> Result<Pattern, String> {
-        let is_glob = raw.contains(['*', '?', '[']);
+    pub fn new(given: &str, excludes: &[String]) -> Result<Pattern, String> {
+        let is_glob = given.contains(['*', '?', '[']);
+        let raw = &absolute(given, is_glob)?;
+        let excludes: Vec<String> = excludes
+            .iter()
+            .map(|e| match e.contains('/') {
+                true => absolute(e, true),
+                false => Ok(e.clone()),
+            })
+            .collect::<Result<_, _>>()?;
         let glob = if is_glob {
             Some(
                 glob::Pattern::new(raw)
@@ -147,6 +187,7 @@ impl Pattern {
         };
         Ok(Pattern {
             raw: raw.to_string(),
+            given: given.to_string(),
             base,
             is_glob,
             glob,
@@ -297,7 +338,7 @@ pub fn expand(
                 Err(_) => {
                     if first {
                         // A bare name may be a second topic given on the command line.
-                        let hint = if p.raw.contains('/') {
+                        let hint = if p.given.contains('/') {
                             ""
                         } else {
                             " (if it is a topic: the topic is the last argument, and several topics take a --config file)"
@@ -306,7 +347,7 @@ pub fn expand(
                             key: format!("missing:{}", p.raw),
                             text: format!(
                                 "{} does not exist yet; waiting for it{hint}",
-                                Esc::str(&p.raw)
+                                Esc::str(&p.given)
                             ),
                         });
                     }
