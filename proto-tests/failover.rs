@@ -130,6 +130,73 @@ fn producer_follows_the_new_leader_when_the_leader_is_killed() {
     leader_move("kill");
 }
 
+/// Resumes a paused node even if the test fails.
+struct Resume(i32);
+impl Drop for Resume {
+    fn drop(&mut self) {
+        node("resume", self.0);
+    }
+}
+
+/// `shipper produce` (default --timeout, 30 s) while the partition leader hangs (SIGSTOP) for 30 s:
+/// Kafka elects another leader within ~10 s, and each attempt waits only its share of the timeout,
+/// so the records reach the new leader in time instead of failing on the hung one.
+#[test]
+fn produce_delivers_everything_through_a_leader_that_hangs_for_30_s() {
+    use std::io::Write;
+    let Some(c) = cluster() else { return };
+    let t = topic("failover-hang");
+    create_topic(&c, &t, 1, 3, &[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let leader = rt.block_on(async {
+        let cluster = Cluster::new(ClientOptions::new(&c));
+        cluster.topic(&t, false).await.unwrap().partitions[0].leader
+    });
+    let mut child = Command::new(shipper_bin())
+        .args(["-b", &c, "produce", &t])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let sent = 40_000u64;
+    let start = std::time::Instant::now();
+    let mut resume = None;
+    for i in 0..sent {
+        writeln!(stdin, "hang {i}").unwrap();
+        if i % 100 == 99 {
+            // 1,000 lines a second: 40 s of input.
+            let due = start + Duration::from_millis(i);
+            std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+        }
+        if i == 5_000 {
+            node("pause", leader);
+            resume = Some((Resume(leader), std::time::Instant::now()));
+        }
+        if resume
+            .as_ref()
+            .is_some_and(|r| r.1.elapsed() >= Duration::from_secs(30))
+        {
+            resume = None;
+        }
+    }
+    drop(resume);
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let got = shipper_ok(&c, &["consume", &t, "--from-beginning", "-e"], b"");
+    let mut counts: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
+    for l in lines(&got) {
+        *counts.entry(l).or_default() += 1;
+    }
+    assert_eq!(counts.len() as u64, sent, "{err}");
+    assert!(counts.values().all(|&n| n == 1), "duplicates");
+}
+
 pub(crate) fn rss_anon_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use crate::cli::{Common, ProduceArgs};
 use crate::escape::Esc;
 use crate::producer::{timestamp_now_ms, Appended, Delivery, OnPermanent, Producer};
-use crate::settings::{parse_headers, producer_config, KafkaSettings};
+use crate::settings::{parse_headers, producer_config, usage, KafkaSettings};
 use crate::tail::lines::{LineSplitter, Piece};
 use crate::tail::map::Region;
 use crate::wire::records::Header;
@@ -327,6 +327,23 @@ async fn start_producer(common: &Common, args: &ProduceArgs) -> anyhow::Result<P
     let mut cfg = producer_config(&args.producer);
     let kafka = KafkaSettings::from_flags(common, Some(Duration::from_secs(30)))?;
     cfg.delivery_timeout = kafka.timeout;
+    if let Some(t) = kafka.timeout {
+        // A record waits up to the linger before it is sent: it could never be delivered in time.
+        if cfg.linger >= t {
+            return usage(format!(
+                "--linger-ms {} is not shorter than --timeout ({} ms): records would time out before they are sent",
+                cfg.linger.as_millis(),
+                t.as_millis()
+            ));
+        }
+        // At least three attempts fit in the timeout (a hung leader is left for the one Kafka
+        // elects instead), each waiting at most the default ack timeout.
+        let attempt = (t / 3).clamp(
+            Duration::from_secs(1),
+            Duration::from_millis(cfg.ack_timeout_ms as u64),
+        );
+        cfg.ack_timeout_ms = attempt.as_millis() as i32;
+    }
     cfg.on_permanent = OnPermanent::Fail;
     if args.sync {
         cfg.linger = Duration::ZERO;

@@ -47,6 +47,9 @@ use sequence::Sequences;
 /// Broker default `message.max.bytes`: the largest batch a default topic accepts.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
 
+/// How much longer than its ack timeout one Produce request is waited for (transit, a busy broker).
+const ATTEMPT_MARGIN: Duration = Duration::from_secs(1);
+
 /// What to do with a batch that fails with an error retrying will not soon fix (authorization, an
 /// unknown server error, a response that makes no sense).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +112,7 @@ impl Default for ProducerConfig {
             buffer_bytes: 4 * 1024 * 1024,
             partition: None,
             partitioner: Partitioner::Default,
-            ack_timeout_ms: 25_000,
+            ack_timeout_ms: 10_000,
             delivery_timeout: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             idempotence: true,
@@ -535,16 +538,23 @@ impl Producer {
             if batches.is_empty() {
                 continue;
             }
+            // One attempt waits as long as the broker may take to answer (its ack timeout, plus
+            // transit), never the whole delivery timeout: a leader that hangs is given up on in time
+            // to retry on the leader Kafka elects instead.
+            let attempt = Instant::now()
+                + Duration::from_millis(self.cfg.ack_timeout_ms.max(0) as u64)
+                + ATTEMPT_MARGIN;
             let deadline = self
                 .cfg
                 .delivery_timeout
-                .and_then(|d| batches.iter().map(|b| b.batch.created + d).min());
+                .and_then(|d| batches.iter().map(|b| b.batch.created + d).min())
+                .map_or(attempt, |d| d.min(attempt));
             let s = sender::Send {
                 cluster: self.cluster.clone(),
                 leader,
                 acks: self.cfg.acks,
                 ack_timeout_ms: self.cfg.ack_timeout_ms,
-                deadline,
+                deadline: Some(deadline),
                 topic_names: batches
                     .iter()
                     .map(|b| (b.topic, self.acc.topics[b.topic].name.clone()))
