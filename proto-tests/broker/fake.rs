@@ -94,6 +94,42 @@ fn a_topic_refused_by_acl_fails_produce_at_once_with_the_reason() {
 }
 
 #[test]
+fn produce_names_every_failed_line_and_tells_unanswered_from_refused() {
+    let (b, boot) = FakeBroker::start_tcp(1);
+    b.create_topic("t", 1);
+    b.misbehave(Misbehave::ProduceError {
+        code: 29,
+        leader_hint: None,
+    });
+    let input: String = (1..=1000).map(|i| format!("line {i}\n")).collect();
+    let (code, _, err, _) = run(
+        &boot,
+        &["produce", "t", "--batch-bytes", "1024"],
+        input.as_bytes(),
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("more records failed; their lines are listed at the end")
+            && err.contains("lines not written: 1..1000\n")
+            && !err.contains("may hold them"),
+        "{err}"
+    );
+    // Sent, written, and the answer lost: not "not written".
+    let (b, boot) = FakeBroker::start_tcp(1);
+    b.create_topic("t", 1);
+    b.misbehave(Misbehave::DropAfter(
+        kafka_protocol::messages::ApiKey::Produce,
+    ));
+    let (code, _, err, _) = run(&boot, &["produce", "t", "--timeout", "3s"], b"a\nb\n");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("lines sent but not acknowledged (Kafka may hold them): 1..2")
+            && !err.contains("lines not written"),
+        "{err}"
+    );
+}
+
+#[test]
 fn consume_survives_a_broker_that_keeps_saying_out_of_range() {
     let (b, boot) = FakeBroker::start_tcp(1);
     b.create_topic("t", 1);

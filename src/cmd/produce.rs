@@ -28,6 +28,79 @@ struct Tally {
     failed: u64,
     truncated: u64,
     errors_shown: u64,
+    /// The lines of failed records Kafka refused or never saw.
+    not_written: LineRanges,
+    /// The lines of failed records that were sent but never answered (a timeout, a broken
+    /// connection): Kafka may hold them after all.
+    unanswered: LineRanges,
+}
+
+/// Line numbers as sorted ranges, bounded: past [`LineRanges::MAX_RUNS`] runs even after merging,
+/// further lines are only counted.
+#[derive(Debug, Default)]
+struct LineRanges {
+    runs: Vec<(u64, u64)>,
+    untracked: u64,
+    /// Merging no longer frees much room: not tried again (it sorts every run).
+    saturated: bool,
+}
+
+impl LineRanges {
+    const MAX_RUNS: usize = 100_000;
+
+    fn add(&mut self, lines: &[u64]) {
+        for &l in lines {
+            if let Some((_, end)) = self.runs.last_mut().filter(|(_, end)| *end + 1 == l) {
+                *end = l;
+                continue;
+            }
+            if self.runs.len() >= Self::MAX_RUNS && !self.saturated {
+                self.compact();
+                self.saturated = self.runs.len() > Self::MAX_RUNS / 2;
+            }
+            if self.runs.len() >= Self::MAX_RUNS {
+                self.untracked += 1;
+            } else {
+                self.runs.push((l, l));
+            }
+        }
+    }
+
+    fn compact(&mut self) {
+        self.runs.sort_unstable();
+        let mut out: Vec<(u64, u64)> = Vec::with_capacity(self.runs.len());
+        for &(a, b) in &self.runs {
+            match out.last_mut() {
+                Some((_, end)) if a <= *end + 1 => *end = (*end).max(b),
+                _ => out.push((a, b)),
+            }
+        }
+        self.runs = out;
+    }
+
+    /// `5..7, 9, 12..40 and 3 more ranges`, the first `shown` ranges.
+    fn describe(&mut self, shown: usize) -> String {
+        self.compact();
+        let mut text: Vec<String> = self
+            .runs
+            .iter()
+            .take(shown)
+            .map(|&(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}..{b}")
+                }
+            })
+            .collect();
+        if self.runs.len() > shown {
+            text.push(format!("and {} more ranges", self.runs.len() - shown));
+        }
+        if self.untracked > 0 {
+            text.push(format!("and {} more lines", self.untracked));
+        }
+        text.join(", ")
+    }
 }
 
 /// Input bytes: read into a buffer (a pipe, a terminal), or a mapped region of a regular file.
@@ -315,6 +388,19 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
         return Ok(1);
     }
     if t.failed > 0 || t.acked != t.sent {
+        let t = &mut run.tally;
+        if !t.not_written.runs.is_empty() || t.not_written.untracked > 0 {
+            crate::log::error(format_args!(
+                "lines not written: {}",
+                t.not_written.describe(20)
+            ));
+        }
+        if !t.unanswered.runs.is_empty() || t.unanswered.untracked > 0 {
+            crate::log::error(format_args!(
+                "lines sent but not acknowledged (Kafka may hold them): {}",
+                t.unanswered.describe(20)
+            ));
+        }
         crate::log::error(format_args!("{summary}"));
         return Ok(1);
     }
@@ -432,6 +518,17 @@ impl Run<'_> {
     }
 }
 
+/// Whether a failed request's error leaves open that Kafka wrote it: no answer refused it (a
+/// timeout, a broken connection), as opposed to an error code in a response.
+fn unanswered(e: &crate::error::Error) -> bool {
+    use crate::error::Error;
+    match e {
+        Error::Deadline { last, .. } => unanswered(last),
+        Error::Conn(_) => true,
+        _ => false,
+    }
+}
+
 fn report(deliveries: &mut Vec<Delivery>, tally: &mut Tally, print_offsets: bool) {
     use std::io::Write;
     let stdout = std::io::stdout();
@@ -441,14 +538,27 @@ fn report(deliveries: &mut Vec<Delivery>, tally: &mut Tally, print_offsets: bool
         match d.error {
             Some(e) => {
                 tally.failed += n;
+                let unsure = d.batch.is_some() && unanswered(&e);
+                let what = match unsure {
+                    true => "not acknowledged (sent, but no answer came: Kafka may hold them)",
+                    false => "not written",
+                };
                 if tally.errors_shown < 5 {
                     crate::log::error(format_args!(
-                        "{n} records (lines {}..{}) not written: {e}",
+                        "{n} records (lines {}..{}) {what}: {e}",
                         d.tokens.first().unwrap_or(&0),
                         d.tokens.last().unwrap_or(&0)
                     ));
+                } else if tally.errors_shown == 5 {
+                    crate::log::error(format_args!(
+                        "more records failed; their lines are listed at the end"
+                    ));
                 }
                 tally.errors_shown += 1;
+                match unsure {
+                    true => tally.unanswered.add(&d.tokens),
+                    false => tally.not_written.add(&d.tokens),
+                }
             }
             None => {
                 tally.acked += n;
@@ -466,4 +576,30 @@ fn report(deliveries: &mut Vec<Delivery>, tally: &mut Tally, print_offsets: bool
         }
     }
     let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LineRanges;
+
+    #[test]
+    fn failed_lines_are_told_as_merged_ranges_within_a_bound() {
+        let mut r = LineRanges::default();
+        r.add(&[7, 8, 9]);
+        r.add(&[1, 2]);
+        r.add(&[3, 12]);
+        r.add(&[10]);
+        assert_eq!(r.describe(20), "1..3, 7..10, 12");
+        assert_eq!(r.describe(1), "1..3, and 2 more ranges");
+        let mut r = LineRanges::default();
+        let odd: Vec<u64> = (0..(LineRanges::MAX_RUNS as u64 + 10))
+            .map(|i| 2 * i)
+            .collect();
+        r.add(&odd);
+        assert_eq!(r.runs.len(), LineRanges::MAX_RUNS);
+        assert_eq!(r.untracked, 10);
+        assert!(r
+            .describe(2)
+            .ends_with("and 99998 more ranges, and 10 more lines"));
+    }
 }
