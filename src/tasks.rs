@@ -29,8 +29,9 @@ pub async fn join_slot<T>(slot: &mut Option<JoinHandle<T>>) -> Option<T> {
     r.ok()
 }
 
-/// Resolves at the first SIGINT or SIGTERM (never, if the handlers cannot be installed).
-pub async fn stop_signal() {
+/// Resolves at the first SIGINT or SIGTERM with its number (never, if the handlers cannot be
+/// installed).
+pub async fn stop_signal() -> i32 {
     use tokio::signal::unix::{signal, SignalKind};
     match (
         signal(SignalKind::interrupt()),
@@ -38,8 +39,8 @@ pub async fn stop_signal() {
     ) {
         (Ok(mut int), Ok(mut term)) => {
             tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
+                _ = int.recv() => libc::SIGINT,
+                _ = term.recv() => libc::SIGTERM,
             }
         }
         _ => std::future::pending().await,

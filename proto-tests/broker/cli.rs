@@ -2,6 +2,8 @@
 //! Kafka's own console tools.
 
 use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::harness::*;
 
@@ -560,6 +562,41 @@ fn uneven_lines(n: usize) -> Vec<u8> {
     }
     v.extend_from_slice(b"last line without a newline");
     v
+}
+
+#[test]
+fn sigterm_or_sigint_stops_produce_after_what_was_read_is_delivered() {
+    use std::io::Write;
+    let Some(b) = broker() else { return };
+    for (sig, code) in [("TERM", 143), ("INT", 130)] {
+        let t = topic(&format!("produce-sig{sig}"));
+        // A long linger: without the flush at the signal, the lines would still wait in the batch.
+        let mut child = Command::new(shipper_bin())
+            .args(["-b", &b, "produce", &t, "--linger-ms", "10000"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"1\n2\n3\nunfinished").unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        Command::new("kill")
+            .args([&format!("-{sig}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        drop(stdin);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{err}");
+        assert!(
+            err.contains(&format!("stopped by SIG{sig} after 3 lines")),
+            "{err}"
+        );
+        assert_eq!(
+            topic_values(&b, &t),
+            vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]
+        );
+    }
 }
 
 #[test]

@@ -250,6 +250,8 @@ struct Run<'a> {
     deliveries: Vec<Delivery>,
     /// The mapped input file shrank while it was read: the run stops at `line_no`.
     shrank: bool,
+    /// Stopped by this signal (SIGINT, SIGTERM): input no longer read, what was read delivered.
+    interrupted: Option<i32>,
 }
 
 impl Run<'_> {
@@ -359,6 +361,7 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
         print_offsets: args.print_offsets,
         deliveries: Vec::new(),
         shrank: false,
+        interrupted: None,
     };
     run.ship(spawn_reader(input)).await?;
     // What was read before the input shrank is still delivered, then the run fails.
@@ -387,7 +390,7 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
         ));
         return Ok(1);
     }
-    if t.failed > 0 || t.acked != t.sent {
+    if t.failed > 0 || t.acked != t.sent || run.interrupted.is_some() {
         let t = &mut run.tally;
         if !t.not_written.runs.is_empty() || t.not_written.untracked > 0 {
             crate::log::error(format_args!(
@@ -400,6 +403,20 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
                 "lines sent but not acknowledged (Kafka may hold them): {}",
                 t.unanswered.describe(20)
             ));
+        }
+        // Stopped by a signal: what was read is delivered (or named above), and the exit code
+        // is the shell's for that signal, since the rest of the input was not read.
+        if let Some(sig) = run.interrupted {
+            let name = if sig == libc::SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            };
+            crate::log::error(format_args!(
+                "{summary}; stopped by {name} after {} lines: the rest of the input was not read",
+                t.sent
+            ));
+            return Ok(128 + sig);
         }
         crate::log::error(format_args!("{summary}"));
         return Ok(1);
@@ -464,8 +481,16 @@ impl Run<'_> {
     async fn ship(&mut self, mut chunks: Chunks) -> anyhow::Result<()> {
         // Only an incomplete line is carried between chunks (at most --max-line-bytes), never a chunk.
         let mut carry: Vec<u8> = Vec::new();
+        let stop = crate::tasks::stop_signal();
+        tokio::pin!(stop);
         while !self.shrank {
             tokio::select! {
+                sig = &mut stop => {
+                    // What was read is delivered (the flush that follows); an unfinished last line
+                    // is not a line yet.
+                    self.interrupted = Some(sig);
+                    return Ok(());
+                }
                 chunk = chunks.rx.recv() => match chunk {
                     Some(Ok(c)) => {
                         self.take_chunk(&c, &mut carry).await?;
