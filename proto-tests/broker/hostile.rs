@@ -527,10 +527,13 @@ fn a_dead_letter_file_keeps_what_the_topic_refuses() {
     let t = topic("dead");
     create_topic(&b, &t, 1, 1, &["max.message.bytes=2000"]);
     let f = dir.join("a.log");
+    // 30 lines the topic refuses, each alone between two it takes.
     let big = format!("{}\n", "B".repeat(3000));
-    let mut data = numbered("small", 0, 5);
-    data.extend_from_slice(big.as_bytes());
-    data.extend(numbered("small", 5, 10));
+    let mut data = Vec::new();
+    for i in 0..30 {
+        data.extend(numbered("small", i, i + 1));
+        data.extend_from_slice(big.as_bytes());
+    }
     append(&f, &data);
     let c = ck(&dir);
     let dl = dir.join("dead.jsonl");
@@ -546,19 +549,26 @@ fn a_dead_letter_file_keeps_what_the_topic_refuses() {
         ],
         &dir.join("err"),
     );
-    let got = wait_for_records(&b, &t, 10, WAIT);
+    let got = wait_for_records(&b, &t, 30, WAIT);
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(
         tail.stop("TERM"),
         Some(1),
         "a refused line makes the exit code 1"
     );
-    assert_eq!(
-        got,
-        lines(&[numbered("small", 0, 5), numbered("small", 5, 10)].concat())
-    );
+    assert_eq!(got, lines(&numbered("small", 0, 30)));
     let dead = std::fs::read_to_string(&dl).unwrap();
-    assert_eq!(dead.lines().count(), 1, "{dead}");
+    assert_eq!(dead.lines().count(), 30, "{dead}");
+    // Said, but not once per line: the first ten, then counted.
+    let err = tail.stderr();
+    let said = err
+        .lines()
+        .filter(|l| l.contains("refused by Kafka"))
+        .count();
+    assert!((10..=12).contains(&said), "{said} lines: {err}");
+    assert!(err.contains("further refused lines are counted"), "{err}");
+    assert!(err.contains("20 more lines refused by Kafka"), "{err}");
+    assert!(err.contains("30 failed and skipped"), "{err}");
     assert!(
         dead.contains("MESSAGE_TOO_LARGE") && dead.contains(&"B".repeat(3000)),
         "{dead}"

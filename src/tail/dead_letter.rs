@@ -17,6 +17,86 @@ use crate::escape::Esc;
 use crate::output::json_bytes;
 use crate::wire::records;
 
+/// Where refused records go: said (the first ten one by one, then one line every 10 s counting
+/// the rest, so that a topic whose `max.message.bytes` fell below its lines does not flood the log),
+/// and written to the dead-letter file if there is one.
+pub struct Refused {
+    /// The dead-letter file, if `--dead-letter` is set.
+    pub file: Option<DeadLetters>,
+    said: u32,
+    quiet: u64,
+    next: Option<std::time::Instant>,
+}
+
+impl Refused {
+    /// Said one by one before they are counted.
+    const ONE_BY_ONE: u32 = 10;
+    /// At most one line this often after that.
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// Says what is refused into `file` (if any).
+    pub fn new(file: Option<DeadLetters>) -> Refused {
+        Refused {
+            file,
+            said: 0,
+            quiet: 0,
+            next: None,
+        }
+    }
+
+    /// Says the refused lines not said yet (at the stop).
+    pub fn finish(&mut self) {
+        if self.quiet > 0 {
+            crate::log::error(format_args!(
+                "{} more lines refused by Kafka, skipped",
+                self.quiet
+            ));
+            self.quiet = 0;
+        }
+    }
+
+    /// `n` lines of `source` refused by Kafka for good with `error`: said (paced) and kept.
+    pub fn refused(
+        &mut self,
+        topic: &str,
+        source: Option<&Path>,
+        error: &Error,
+        batch: Option<&[u8]>,
+        n: usize,
+    ) {
+        let shown = source.map_or("?".to_string(), |p| Esc::path(p).to_string());
+        let now = std::time::Instant::now();
+        if self.said < Self::ONE_BY_ONE {
+            self.said += 1;
+            crate::log::error(format_args!(
+                "{n} lines of {shown} refused by Kafka, skipped: {error}"
+            ));
+            if self.said == Self::ONE_BY_ONE {
+                crate::log::error(format_args!(
+                    "further refused lines are counted and said every {} s",
+                    Self::EVERY.as_secs()
+                ));
+                self.next = Some(now + Self::EVERY);
+            }
+        } else {
+            self.quiet += n as u64;
+            if self.next.is_none_or(|t| now >= t) {
+                crate::log::error(format_args!(
+                    "{} more lines refused by Kafka, skipped (the last: {n} lines of {shown}: {error})",
+                    self.quiet
+                ));
+                self.quiet = 0;
+                self.next = Some(now + Self::EVERY);
+            }
+        }
+        if let (Some(dl), Some(batch)) = (self.file.as_mut(), batch) {
+            if let Err(err) = dl.write(topic, source, error, batch) {
+                crate::log::error(format_args!("cannot write to the dead-letter file: {err}"));
+            }
+        }
+    }
+}
+
 /// An open dead-letter file.
 pub struct DeadLetters {
     file: File,

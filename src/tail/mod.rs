@@ -191,7 +191,7 @@ struct Running {
     engine: Engine,
     producer: Producer,
     saver: saver::Saver,
-    dead: Option<dead_letter::DeadLetters>,
+    dead: dead_letter::Refused,
     watch: watch::Watch,
     opts: TailOptions,
     deliveries: Vec<Delivery>,
@@ -245,10 +245,10 @@ impl Running {
             )
         })?;
         let saver = saver::Saver::start(&opts.checkpoint, text)?;
-        let dead = match &opts.dead_letter {
+        let dead = dead_letter::Refused::new(match &opts.dead_letter {
             Some(p) => Some(dead_letter::DeadLetters::open(p)?),
             None => None,
-        };
+        });
         let mut watch = watch::Watch::new();
         for p in engine.patterns().iter() {
             watch.watch_dir(&p.base, opts.scan_interval.as_millis() as u64);
@@ -340,7 +340,7 @@ impl Running {
                 }
                 r = self.producer.drive(&mut self.deliveries), if !self.producer.is_idle() => {
                     r?;
-                    apply(&mut self.engine, &mut self.deliveries, &self.producer, self.dead.as_mut(), self.eo.as_mut());
+                    apply(&mut self.engine, &mut self.deliveries, &self.producer, &mut self.dead, self.eo.as_mut());
                     report_trouble(&self.producer, &self.engine, &mut self.trouble_since);
                     for t in self.producer.take_newly_ready() {
                         self.engine.topic_ready(&t);
@@ -629,9 +629,10 @@ impl Running {
             &mut self.engine,
             &mut self.deliveries,
             &self.producer,
-            self.dead.as_mut(),
+            &mut self.dead,
             self.eo.as_mut(),
         );
+        self.dead.finish();
         let text = self.checkpoint_text();
         // Exit 1 when it cannot be written: the next start would send again what this run shipped
         // since the last checkpoint written, and a supervisor should see that.
@@ -673,29 +674,22 @@ fn apply(
     engine: &mut Engine,
     deliveries: &mut Vec<Delivery>,
     producer: &Producer,
-    dead: Option<&mut dead_letter::DeadLetters>,
+    dead: &mut dead_letter::Refused,
     mut eo: Option<&mut exactly::EoState>,
 ) {
-    let mut dead = dead;
     for d in deliveries.drain(..) {
         let path = engine.on_delivery(&d.tokens, d.error.as_ref());
         if let (Some(eo), None) = (eo.as_deref_mut(), &d.error) {
             eo.acked(producer.topic_name(d.topic), d.partition, d.base_offset);
         }
         if let Some(e) = &d.error {
-            let n = d.tokens.len();
-            let shown = path
-                .as_deref()
-                .map_or("?".to_string(), |p| Esc::path(p).to_string());
-            crate::log::error(format_args!(
-                "{n} lines of {shown} refused by Kafka, skipped: {e}"
-            ));
-            if let (Some(dl), Some(batch)) = (dead.as_deref_mut(), &d.batch) {
-                if let Err(err) = dl.write(producer.topic_name(d.topic), path.as_deref(), e, batch)
-                {
-                    crate::log::error(format_args!("cannot write to the dead-letter file: {err}"));
-                }
-            }
+            dead.refused(
+                producer.topic_name(d.topic),
+                path.as_deref(),
+                e,
+                d.batch.as_deref(),
+                d.tokens.len(),
+            );
         }
     }
 }
