@@ -310,6 +310,31 @@ fn a_checkpoint_that_cannot_be_written_refuses_to_start() {
 }
 
 #[test]
+fn tail_started_while_kafka_is_unreachable_says_so() {
+    let dir = scratch_dir("unreachable");
+    append(&dir.join("a.log"), b"x\n");
+    let c = ck(&dir);
+    let mut cmd = Command::new(shipper_bin());
+    cmd.args([
+        "-b",
+        "127.0.0.1:1",
+        "tail",
+        &glob(&dir),
+        "t",
+        "--checkpoint",
+        &c,
+    ]);
+    let mut tail = Tail::spawn(cmd, &dir.join("err"));
+    std::thread::sleep(Duration::from_secs(7));
+    tail.stop("KILL");
+    let err = tail.stderr();
+    assert!(
+        err.contains("no answer from Kafka (127.0.0.1:1) after 5 s; still trying"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_checkpoint_that_cannot_be_written_at_the_end_makes_tail_exit_1() {
     let Some(b) = broker() else { return };
     let dir = scratch_dir("unwritable-end");
