@@ -259,6 +259,10 @@ pub struct ProducerFlags {
     /// Largest batch in bytes (before compression)
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
     pub batch_bytes: u64,
+    /// Largest record batch sent, in bytes: Kafka's default max.message.bytes; raise it (with
+    /// --max-line-bytes) for a topic that takes larger records
+    #[arg(long, default_value_t = 1_048_588, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    pub max_message_bytes: u64,
     /// Produce requests in flight per broker
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub max_in_flight: u64,

@@ -565,6 +565,50 @@ fn uneven_lines(n: usize) -> Vec<u8> {
 }
 
 #[test]
+fn records_over_a_megabyte_go_to_a_topic_that_takes_them_with_max_message_bytes() {
+    let Some(b) = broker() else { return };
+    let t = topic("produce-big");
+    create_topic(&b, &t, 1, 1, &["max.message.bytes=6000000"]);
+    let line = format!("{}\n", "x".repeat(2_000_000));
+    let out = shipper(
+        &b,
+        &["produce", &t, "--max-line-bytes", "3000000"],
+        line.as_bytes(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("raise --max-message-bytes"), "{err}");
+    shipper_ok(
+        &b,
+        &[
+            "produce",
+            &t,
+            "--max-line-bytes",
+            "3000000",
+            "--max-message-bytes",
+            "5000000",
+        ],
+        line.as_bytes(),
+    );
+    let got = kcat(
+        &b,
+        &[
+            "-C",
+            "-t",
+            &t,
+            "-e",
+            "-q",
+            "-X",
+            "fetch.message.max.bytes=10000000",
+        ],
+        b"",
+    );
+    assert_eq!(got.len(), line.len(), "kcat reads the 2 MB record");
+    let got = shipper_ok(&b, &["consume", &t, "--from-beginning", "-e"], b"");
+    assert_eq!(got, line.as_bytes());
+}
+
+#[test]
 fn sigterm_or_sigint_stops_produce_after_what_was_read_is_delivered() {
     use std::io::Write;
     let Some(b) = broker() else { return };

@@ -39,7 +39,7 @@ pub struct BatchConfig {
 
 /// A record that can never be sent: alone it is larger than the topic accepts.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("record of {size} bytes exceeds the largest batch the topic accepts ({limit} bytes)")]
+#[error("record of {size} bytes exceeds the largest batch shipper sends ({limit} bytes; if the topic's max.message.bytes allows more, raise --max-message-bytes)")]
 pub struct RecordTooLarge {
     /// Encoded size of the record in a batch of its own.
     pub size: usize,

@@ -60,6 +60,7 @@ struct File {
     compression_level: Option<i32>,
     linger_ms: Option<u64>,
     batch_bytes: Option<usize>,
+    max_message_bytes: Option<usize>,
     max_in_flight: Option<usize>,
     partitioner: Option<Spanned<String>>,
     idempotence: Option<bool>,
@@ -461,6 +462,10 @@ impl Reader<'_> {
             p.linger = Duration::from_millis(ms);
         }
         p.batch_bytes = f.batch_bytes.unwrap_or(p.batch_bytes).clamp(1024, 64 << 20);
+        p.max_message_bytes = f
+            .max_message_bytes
+            .unwrap_or(p.max_message_bytes)
+            .clamp(1024, 64 << 20);
         p.max_in_flight = f.max_in_flight.unwrap_or(p.max_in_flight).clamp(1, 100);
         p.idempotence = f.idempotence.unwrap_or(true);
         p.auto_create_topics = f.auto_create_topics.unwrap_or(true);

@@ -165,6 +165,9 @@ pub fn producer_config(f: &ProducerFlags) -> ProducerConfig {
         compression_level: f.compression_level,
         linger: Duration::from_millis(f.linger_ms),
         batch_bytes: f.batch_bytes as usize,
+        max_message_bytes: f.max_message_bytes as usize,
+        // Room for two of the largest batches at least.
+        buffer_bytes: (4usize << 20).max(2 * f.max_message_bytes as usize),
         max_in_flight: f.max_in_flight as usize,
         partitioner: match f.partitioner {
             PartitionerArg::Default => Partitioner::Default,

@@ -32,7 +32,7 @@ pub struct TailSettings {
 /// Producer settings `tail` imposes: the file is the buffer, nothing is dropped because of a timer or
 /// an error not about the records.
 pub fn tail_producer(mut p: ProducerConfig, buffer_bytes: usize) -> ProducerConfig {
-    p.buffer_bytes = buffer_bytes;
+    p.buffer_bytes = buffer_bytes.max(2 * p.max_message_bytes);
     p.delivery_timeout = None;
     p.on_permanent = OnPermanent::Retry;
     p
