@@ -33,7 +33,7 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
             Some(s) => s,
             None => {
                 return usage(format!(
-                    "invalid --offset '{o}' (use beginning, end, N, -N or s@TIMESTAMP_MS)"
+                    "invalid --offset '{o}' (use beginning, end, N, -N or s@TIMESTAMP_MS, a time in ms since the epoch, not negative)"
                 ))
             }
         },

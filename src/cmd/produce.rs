@@ -376,13 +376,23 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
     } else {
         String::new()
     };
-    let summary = format!(
-        "topic '{}': {} records sent, {} acked, {} failed{truncated}",
-        Esc::str(&args.topic),
-        t.sent,
-        t.acked,
-        t.failed
-    );
+    let summary = if matches!(args.producer.acks, crate::cli::AcksArg::None) {
+        // Kafka answers nothing with acks=0: "acked" would claim what nobody knows.
+        format!(
+            "topic '{}': {} records sent, {} failed{truncated} (--acks 0: Kafka does not answer, so a refusal goes unseen)",
+            Esc::str(&args.topic),
+            t.sent,
+            t.failed
+        )
+    } else {
+        format!(
+            "topic '{}': {} records sent, {} acked, {} failed{truncated}",
+            Esc::str(&args.topic),
+            t.sent,
+            t.acked,
+            t.failed
+        )
+    };
     if run.shrank {
         crate::log::error(format_args!(
             "{summary}; stopped after {} lines: the input file shrank while it was read (truncated or rewritten in place), the rest was not sent",
@@ -427,7 +437,7 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
 
 /// The producer for this run: settings from the flags, the topic's metadata, a producer id.
 async fn start_producer(common: &Common, args: &ProduceArgs) -> anyhow::Result<Producer> {
-    let mut cfg = producer_config(&args.producer);
+    let mut cfg = producer_config(&args.producer)?;
     let kafka = KafkaSettings::from_flags(common, Some(Duration::from_secs(30)))?;
     cfg.delivery_timeout = kafka.timeout;
     if let Some(t) = kafka.timeout {

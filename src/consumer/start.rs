@@ -23,7 +23,12 @@ impl StartOffset {
             "end" | "latest" => Some(StartOffset::End),
             _ => {
                 if let Some(ts) = s.strip_prefix("s@") {
-                    return ts.parse().ok().map(StartOffset::Timestamp);
+                    // Kafka reserves negative timestamps (-1 latest, -2 earliest, -3 max).
+                    return ts
+                        .parse()
+                        .ok()
+                        .filter(|t: &i64| *t >= 0)
+                        .map(StartOffset::Timestamp);
                 }
                 let n: i64 = s.parse().ok()?;
                 Some(if n < 0 {

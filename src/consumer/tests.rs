@@ -56,6 +56,10 @@ fn start_offsets_resolve_within_what_exists_even_when_the_broker_lies() {
     assert_eq!(StartOffset::Beginning.resolve(10, 5, None), 5);
     assert_eq!(StartOffset::Timestamp(1).resolve(-1, -1, Some(-1)), 0);
     assert_eq!(StartOffset::parse(&i64::MIN.to_string()), None);
+    // Negative timestamps are Kafka's markers (-1 latest, -2 earliest), not times.
+    assert_eq!(StartOffset::parse("s@-5"), None);
+    assert_eq!(StartOffset::parse("s@-3"), None);
+    assert_eq!(StartOffset::parse("s@0"), Some(StartOffset::Timestamp(0)));
 }
 
 #[tokio::test(start_paused = true)]

@@ -458,6 +458,11 @@ impl Reader<'_> {
             })?;
         }
         p.compression_level = f.compression_level;
+        if let Some(level) = f.compression_level {
+            p.compression.check_level(level).map_err(|e| {
+                UsageError(format!("{}: compression_level: {e}", Esc::path(self.path)))
+            })?;
+        }
         if let Some(ms) = f.linger_ms {
             p.linger = Duration::from_millis(ms);
         }

@@ -148,8 +148,8 @@ impl KafkaSettings {
 }
 
 /// The producer settings from the shared producer flags.
-pub fn producer_config(f: &ProducerFlags) -> ProducerConfig {
-    ProducerConfig {
+pub fn producer_config(f: &ProducerFlags) -> anyhow::Result<ProducerConfig> {
+    let cfg = ProducerConfig {
         acks: match f.acks {
             AcksArg::All => -1,
             AcksArg::Leader => 1,
@@ -177,7 +177,13 @@ pub fn producer_config(f: &ProducerFlags) -> ProducerConfig {
         },
         idempotence: !f.no_idempotence,
         ..ProducerConfig::default()
+    };
+    if let Some(level) = cfg.compression_level {
+        if let Err(e) = cfg.compression.check_level(level) {
+            return usage(format!("--compression-level: {e}"));
+        }
     }
+    Ok(cfg)
 }
 
 /// Parses repeated `-H key=value` flags.

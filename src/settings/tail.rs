@@ -110,7 +110,7 @@ impl TailSettings {
             Some(resolve_owners(&args.owner).or_else(usage)?)
         };
         let mut producer =
-            tail_producer(producer_config(&args.producer), args.buffer_bytes as usize);
+            tail_producer(producer_config(&args.producer)?, args.buffer_bytes as usize);
         if args.exactly_once {
             check_exactly_once(&mut producer).or_else(usage)?;
         }

@@ -67,6 +67,17 @@ impl Compression {
         })
     }
 
+    /// The codec's name as users type it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+
     /// Parses a codec name as users type it (`none`, `gzip`, `snappy`, `lz4`, `zstd`).
     pub fn parse(name: &str) -> Option<Self> {
         Some(match name {
@@ -77,6 +88,29 @@ impl Compression {
             "zstd" => Compression::Zstd,
             _ => return None,
         })
+    }
+
+    /// Whether `level` means something for this codec: gzip 1-9, zstd 1-22; the others take none.
+    pub fn check_level(self, level: i32) -> Result<(), String> {
+        let range = match self {
+            Compression::Gzip => 1..=9,
+            Compression::Zstd => 1..=22,
+            _ => {
+                return Err(format!(
+                    "a compression level applies to gzip (1-9) and zstd (1-22), not to {}",
+                    self.name()
+                ))
+            }
+        };
+        match range.contains(&level) {
+            true => Ok(()),
+            false => Err(format!(
+                "compression level {level} is outside {}'s {}-{}",
+                self.name(),
+                range.start(),
+                range.end()
+            )),
+        }
     }
 }
 
@@ -322,6 +356,19 @@ mod tests {
             decompress(codec, &c, &mut d, 1 << 20).unwrap();
             assert_eq!(d, input, "{codec:?}");
         }
+    }
+
+    #[test]
+    fn levels_are_checked_against_the_codec() {
+        assert!(Compression::Gzip.check_level(9).is_ok());
+        assert!(Compression::Zstd.check_level(22).is_ok());
+        let e = Compression::Gzip.check_level(10).unwrap_err();
+        assert_eq!(e, "compression level 10 is outside gzip's 1-9");
+        assert!(Compression::Zstd.check_level(23).is_err());
+        assert!(Compression::Gzip.check_level(0).is_err());
+        let e = Compression::Lz4.check_level(3).unwrap_err();
+        assert!(e.contains("not to lz4"), "{e}");
+        assert!(Compression::None.check_level(1).is_err());
     }
 
     #[test]
