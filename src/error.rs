@@ -70,7 +70,7 @@ pub enum Error {
         what: &'static str,
     },
     /// The topic does not exist (and was not created).
-    #[error("topic '{}' does not exist (create it, or enable auto.create.topics.enable on the broker)", Esc::str(.topic))]
+    #[error("topic '{}' does not exist (create it; a broker creates topics at a producer's first write only with auto.create.topics.enable, never for a reader)", Esc::str(.topic))]
     UnknownTopic {
         /// The topic.
         topic: String,
