@@ -222,6 +222,20 @@ fn properties(c: &SecurityFlags) -> anyhow::Result<(BTreeMap<String, String>, bo
         props.insert(k.trim().to_string(), v.to_string());
     }
     if let Some(k) = props.keys().find(|k| !KNOWN_KEYS.contains(&k.as_str())) {
+        // A Java client's stores: name the PEM settings that replace them.
+        let pem = if k.starts_with("ssl.truststore.") {
+            Some("the CA certificates as PEM in ssl.ca.location (openssl pkcs12 -in truststore.p12 -nokeys -out ca.pem)")
+        } else if k.starts_with("ssl.keystore.") || k == "ssl.key.password" {
+            Some("the client certificate and key as PEM in ssl.certificate.location and ssl.key.location (openssl pkcs12 -in keystore.p12 -nodes ...)")
+        } else {
+            None
+        };
+        if let Some(pem) = pem {
+            return usage(format!(
+                "'{}' is a Java keystore setting (PKCS12/JKS); shipper reads PEM files: give {pem}",
+                Esc::str(k)
+            ));
+        }
         return usage(format!(
             "unknown configuration key '{}' (shipper takes: {})",
             Esc::str(k),
@@ -425,6 +439,25 @@ mod tests {
         assert_eq!(p.get("security.protocol").unwrap(), "SASL_SSL");
         assert_eq!(p.get("sasl.mechanism").unwrap(), "SCRAM-SHA-512");
         assert!(parse_properties("novalue").is_err());
+    }
+
+    #[test]
+    fn java_keystore_settings_name_the_pem_settings_instead() {
+        for (key, want) in [
+            ("ssl.truststore.location=/x.p12", "ssl.ca.location"),
+            ("ssl.keystore.location=/x.p12", "ssl.certificate.location"),
+            ("ssl.key.password=k", "ssl.key.location"),
+        ] {
+            let flags = SecurityFlags {
+                properties: vec![key.into()],
+                ..SecurityFlags::default()
+            };
+            let e = properties(&flags).unwrap_err().to_string();
+            assert!(
+                e.contains("Java keystore setting") && e.contains(want),
+                "{e}"
+            );
+        }
     }
 
     #[test]
