@@ -134,6 +134,28 @@ fn web_refuses_to_serve_the_network_without_a_token_and_unknown_topics() {
 }
 
 #[test]
+fn api_records_stops_at_8_mib_of_json_instead_of_gathering_every_large_record() {
+    let Some(b) = broker() else { return };
+    let t = topic("web-large");
+    create_topic(&b, &t, 1, 1, &[]);
+    let line = format!("{}\n", "x".repeat(1_000_000));
+    shipper_ok(&b, &["produce", &t], line.repeat(12).as_bytes());
+    let (mut child, port) = start_web(&["-b", &b], &[&t]);
+    let (code, body) = crate::agent::http_get_as(
+        port,
+        &format!("/api/records?topic={t}&limit=100"),
+        "localhost",
+        "",
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(code, 200);
+    let n = body.matches("\"offset\":").count();
+    assert!((8..12).contains(&n), "{n} records in {} bytes", body.len());
+    assert!(body.len() < (8 << 20) + 1_100_000, "{} bytes", body.len());
+}
+
+#[test]
 fn web_on_loopback_without_a_token_answers_only_to_local_names() {
     let Some(b) = broker() else { return };
     let t = topic("web-rebind");

@@ -28,6 +28,13 @@ const PAGE: &str = include_str!("page.html");
 /// The most records `/api/records` returns.
 pub const API_MAX: usize = 10_000;
 
+/// The most JSON one `/api/records` answer holds: past it, no more records are added (at least one
+/// is, whatever its size), so 10,000 records of 1 MB are not gathered in memory.
+pub const API_MAX_BYTES: usize = 8 << 20;
+
+/// `/api/records` answers built at once (each up to [`API_MAX_BYTES`]); more get 429.
+const API_AT_ONCE: usize = 4;
+
 /// How the server runs.
 #[derive(Debug, Clone)]
 pub struct WebConfig {
@@ -45,6 +52,7 @@ struct Server {
     cluster: Arc<Cluster>,
     hubs: Hubs,
     views: Arc<tokio::sync::Semaphore>,
+    api: Arc<tokio::sync::Semaphore>,
 }
 
 /// Serves on `listener` until the future is dropped.
@@ -56,6 +64,7 @@ pub async fn serve(listener: tokio::net::TcpListener, cluster: Arc<Cluster>, cfg
         cluster,
         cfg,
         views: Arc::new(tokio::sync::Semaphore::new(32)),
+        api: Arc::new(tokio::sync::Semaphore::new(API_AT_ONCE)),
     });
     let slots = Arc::new(tokio::sync::Semaphore::new(64));
     loop {
@@ -216,6 +225,10 @@ impl Server {
                 return http::respond(s, 400, "text/plain", why.as_bytes()).await;
             }
         };
+        let Ok(_permit) = self.api.clone().try_acquire_owned() else {
+            let why = format!("too many /api/records requests at once ({API_AT_ONCE})\n");
+            return http::respond(s, 429, "text/plain", why.as_bytes()).await;
+        };
         let work = read_records(&self.cluster, &view, limit);
         match tokio::time::timeout(Duration::from_secs(30), work).await {
             Ok(Ok(body)) => http::respond(s, 200, "application/json", &body).await,
@@ -239,11 +252,12 @@ async fn read_records(
     let mut body = b"[".to_vec();
     let mut n = 0;
     let mut scratch = Vec::new();
-    while n < limit && !consumer.at_end_of_start() {
+    let full = |n: usize, body: &Vec<u8>| n >= limit || (n > 0 && body.len() >= API_MAX_BYTES);
+    while !full(n, &body) && !consumer.at_end_of_start() {
         for f in consumer.poll().await? {
             let end = ends.get(&f.partition).copied().unwrap_or(0);
             let res = f.for_each_record(&mut scratch, 64 * 1024 * 1024, |r| {
-                if n >= limit || r.offset >= end || !view.filter.wants(r) {
+                if full(n, &body) || r.offset >= end || !view.filter.wants(r) {
                     return;
                 }
                 if n > 0 {
