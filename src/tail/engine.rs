@@ -1154,10 +1154,16 @@ impl Engine {
 
     /// Bytes written to followed files that Kafka has not acknowledged yet (as of the last reads).
     pub fn bytes_behind(&self) -> u64 {
-        self.followers
-            .values()
-            .map(|f| f.size.saturating_sub(f.acked_pos))
-            .sum()
+        self.followers.values().map(Follower::behind).sum()
+    }
+
+    /// Looks at the size of every open file, for the lag: while Kafka is away reading stops, and
+    /// the lag as of the last reads would stand still while the files grow. An `fstat` each, at a
+    /// stats line or a metrics scrape.
+    pub fn observe_sizes(&mut self) {
+        for f in self.followers.values_mut() {
+            f.observe();
+        }
     }
 
     /// Every followed file's input name, path and bytes not acknowledged yet.
@@ -1166,7 +1172,7 @@ impl Engine {
             .values()
             .map(|f| {
                 let input = self.cfg.inputs.get(f.input).map_or("", |i| i.name.as_str());
-                (input, f.path.as_path(), f.size.saturating_sub(f.acked_pos))
+                (input, f.path.as_path(), f.behind())
             })
             .collect()
     }
@@ -1175,7 +1181,7 @@ impl Engine {
     pub fn most_behind(&self) -> Option<(String, u64)> {
         self.followers
             .values()
-            .map(|f| (f, f.size.saturating_sub(f.acked_pos)))
+            .map(|f| (f, f.behind()))
             .filter(|(_, b)| *b > 0)
             .max_by_key(|(_, b)| *b)
             .map(|(f, b)| (Esc::path(&f.path).to_string(), b))

@@ -148,6 +148,9 @@ pub struct Follower {
     pub acked_pos: u64,
     /// Size at the last read.
     pub size: u64,
+    /// Size the last look for the lag saw, without reading ([`Follower::observe`]): while Kafka is
+    /// away reading stops, but the lag keeps growing.
+    pub observed: u64,
     /// With exactly-once, the identity its records' positions are given under.
     pub source: Option<Arc<str>>,
     /// Size and modification time the last scan saw (a scan passes over a file where both are
@@ -156,6 +159,18 @@ pub struct Follower {
 }
 
 impl Follower {
+    /// Bytes written that Kafka has not acknowledged, as far as is known.
+    pub fn behind(&self) -> u64 {
+        self.size.max(self.observed).saturating_sub(self.acked_pos)
+    }
+
+    /// Looks at an open file's size for the lag, without reading it (an `fstat`).
+    pub fn observe(&mut self) {
+        if let Some(m) = self.file.as_ref().and_then(|f| f.metadata().ok()) {
+            self.observed = m.len();
+        }
+    }
+
     /// Starts following `file` (found at `path`) from byte `start`.
     pub fn new(
         key: u64,
@@ -189,6 +204,7 @@ impl Follower {
             inflight: VecDeque::new(),
             acked_pos: start,
             size,
+            observed: 0,
             source: None,
             seen: (size, super::discover::mtime_ns(&meta)),
         })

@@ -332,7 +332,10 @@ impl Running {
                 _ = sigint.recv() => return Ok(()),
                 _ = sigterm.recv() => return Ok(()),
                 _ = sighup.recv() => self.reload(),
-                Some(ask) = recv(&mut self.asks) => self.answer(ask),
+                Some(ask) = recv(&mut self.asks) => {
+                    self.engine.observe_sizes();
+                    self.answer(ask)
+                }
                 Some(r) = self.reading_back.join_next(), if !self.reading_back.is_empty() => {
                     if let Ok((topic, r)) = r {
                         self.read_back_done(topic, r);
@@ -379,6 +382,7 @@ impl Running {
                     }
                 }
                 _ = stats_tick.tick(), if self.opts.stats_interval.is_some() => {
+                    self.engine.observe_sizes();
                     self.stats.print(&self.engine, &self.producer, &self.saver);
                 }
                 _ = tokio::task::yield_now(), if busy => {}

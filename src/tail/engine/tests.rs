@@ -219,6 +219,37 @@ async fn a_full_sink_stops_reading_and_nothing_is_skipped() {
     fs::remove_dir_all(&d).unwrap();
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_lag_keeps_growing_while_kafka_holds_reading_back() {
+    let d = dir("lag");
+    let f = d.join("a.log");
+    append(&f, b"0123456789\n");
+    let mut e = Engine::new(config(&d), Vec::new());
+    // Kafka away: nothing is acknowledged and the sink takes one line, then is full.
+    let mut sink = FakeSink {
+        full_at: Some(1),
+        ..FakeSink::default()
+    };
+    scan_now(&mut e);
+    e.read_pass(&mut sink, 1, Instant::now());
+    assert_eq!(e.bytes_behind(), 11);
+    append(&f, &[b'x'; 1000]);
+    e.touch(&f);
+    e.read_pass(&mut sink, 1, Instant::now());
+    assert_eq!(
+        e.bytes_behind(),
+        11,
+        "not read: the full sink holds reading"
+    );
+    e.observe_sizes();
+    assert_eq!(
+        e.bytes_behind(),
+        1011,
+        "but the file grew, and the lag says so"
+    );
+    fs::remove_dir_all(&d).unwrap();
+}
+
 /// What the model knows of one file it wrote.
 struct Written {
     /// Lines in write order: value.
