@@ -195,7 +195,7 @@ struct Running {
     watch: watch::Watch,
     opts: TailOptions,
     deliveries: Vec<Delivery>,
-    trouble_since: Option<Instant>,
+    trouble: Trouble,
     scan_task: Option<tokio::task::JoinHandle<scan::ScanResult>>,
     /// When the next full scan is due (events asked for one, or the periodic rescan).
     rescan_at: Option<Instant>,
@@ -272,7 +272,7 @@ impl Running {
             watch,
             opts,
             deliveries: Vec::new(),
-            trouble_since: None,
+            trouble: Trouble::default(),
             scan_task: None,
             rescan_at: Some(Instant::now()),
             last_full: Instant::now(),
@@ -344,7 +344,7 @@ impl Running {
                 r = self.producer.drive(&mut self.deliveries), if !self.producer.is_idle() => {
                     r?;
                     apply(&mut self.engine, &mut self.deliveries, &self.producer, &mut self.dead, self.eo.as_mut());
-                    report_trouble(&self.producer, &self.engine, &mut self.trouble_since);
+                    report_trouble(&self.producer, &self.engine, &mut self.trouble);
                     for t in self.producer.take_newly_ready() {
                         self.engine.topic_ready(&t);
                     }
@@ -480,7 +480,7 @@ impl Running {
             engine: &self.engine,
             producer: &self.producer,
             saver: &self.saver,
-            delivery_failing: self.trouble_since.map(|t| t.elapsed()),
+            delivery_failing: self.trouble.since.map(|t| t.elapsed()),
             started_unix: self.started_unix,
         };
         match ask {
@@ -699,21 +699,35 @@ fn apply(
 }
 
 /// Says once when deliveries start failing (lines then wait in their files) and once when they recover.
-fn report_trouble(producer: &Producer, engine: &Engine, since: &mut Option<Instant>) {
-    match (producer.trouble(), since.as_ref()) {
-        (Some(e), None) => {
+/// Failing for less than this is not said (a leader move is retried on the new leader within it),
+/// and what is said is the error at that moment, the lasting one.
+const TROUBLE_SAID_AFTER: Duration = Duration::from_secs(2);
+
+/// Delivery trouble: since when it fails, and whether that was said.
+#[derive(Default)]
+struct Trouble {
+    since: Option<Instant>,
+    said: bool,
+}
+
+fn report_trouble(producer: &Producer, engine: &Engine, t: &mut Trouble) {
+    match (producer.trouble(), t.since) {
+        (Some(_), None) => t.since = Some(Instant::now()),
+        (Some(e), Some(since)) if !t.said && since.elapsed() >= TROUBLE_SAID_AFTER => {
             crate::log::warn(format_args!(
                 "cannot deliver to Kafka ({e}); lines wait in their files and are retried until it works"
             ));
-            *since = Some(Instant::now());
+            t.said = true;
         }
-        (None, Some(t)) => {
-            crate::log::info(format_args!(
-                "delivering to Kafka again after {:.1}s; {} bytes behind",
-                t.elapsed().as_secs_f64(),
-                engine.bytes_behind()
-            ));
-            *since = None;
+        (None, Some(since)) => {
+            if t.said {
+                crate::log::info(format_args!(
+                    "delivering to Kafka again after {:.1}s; {} bytes behind",
+                    since.elapsed().as_secs_f64(),
+                    engine.bytes_behind()
+                ));
+            }
+            *t = Trouble::default();
         }
         _ => {}
     }
