@@ -167,6 +167,29 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_lookup_cut_short_by_the_deadline_does_not_hide_the_failure_before_it() {
+        let start = Instant::now();
+        let mut attempts = 0;
+        let r: Result<(), Error> = retry(Some(start + Duration::from_secs(3)), |_| {
+            attempts += 1;
+            let detail = if attempts == 1 {
+                "Name does not resolve"
+            } else {
+                "timed out"
+            };
+            async move {
+                Err(Error::Conn(crate::connection::ConnError::Resolve {
+                    addr: "nosuchhost:9092".into(),
+                    detail: detail.into(),
+                }))
+            }
+        })
+        .await;
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("Name does not resolve"), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn retry_returns_a_permanent_error_at_once() {
         let mut attempts = 0;
         let r: Result<(), Error> = retry(None, |_| {

@@ -223,7 +223,8 @@ impl Error {
     pub fn is_timeout(&self) -> bool {
         match self {
             Error::Conn(ConnError::Timeout { .. }) => true,
-            Error::Conn(ConnError::Connect { detail, .. }) => detail.contains("timed out"),
+            Error::Conn(ConnError::Connect { detail, .. })
+            | Error::Conn(ConnError::Resolve { detail, .. }) => detail.contains("timed out"),
             Error::Deadline { last, .. } => last.is_timeout(),
             _ => false,
         }
