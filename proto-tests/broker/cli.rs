@@ -265,6 +265,12 @@ fn offsets_relative_absolute_and_by_timestamp() {
             err.contains(&format!("consumed 0 records from '{t}'")),
             "{err}"
         );
+        // An offset that is not there is said, as kcat says it.
+        assert_eq!(
+            offset == "99999",
+            err.contains("offset 99999 is past the end; starting at the end, offset 12"),
+            "{err}"
+        );
     }
 }
 

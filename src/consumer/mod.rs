@@ -198,6 +198,23 @@ impl Consumer {
                 Some(&o) => StartOffset::Absolute(o).resolve(lo, hi, None),
                 None => start.resolve(lo, hi, by_time.as_ref().and_then(|m| m.get(&id).copied())),
             };
+            // An offset asked for that is not there (kcat says "Offset out of range" too).
+            if let (StartOffset::Absolute(o), None) = (start, from.get(&id)) {
+                if o != offset && lo <= hi {
+                    let what = if o > hi {
+                        "is past the end; starting at the end, offset"
+                    } else {
+                        "is before the log start (older records were deleted); starting at"
+                    };
+                    self.warn_once(
+                        format!("offset:{}:{id}", meta.name),
+                        format_args!(
+                            "topic '{}' partition {id}: offset {o} {what} {offset}",
+                            Esc::str(&meta.name)
+                        ),
+                    );
+                }
+            }
             self.parts.insert(
                 (topic, id),
                 PartitionState {
