@@ -221,6 +221,14 @@ fn properties(c: &SecurityFlags) -> anyhow::Result<(BTreeMap<String, String>, bo
         password_on_command_line |= k == "sasl.password" || k == "sasl.jaas.config";
         props.insert(k.trim().to_string(), v.to_string());
     }
+    // Its value holds the password: said wrong, never shown.
+    if let Some(j) = props.get("sasl.jaas.config") {
+        if jaas_field(j, "username").is_none() || jaas_field(j, "password").is_none() {
+            return usage(
+                "sasl.jaas.config: expected username=\"...\" and password=\"...\" (as a Java client's PlainLoginModule or ScramLoginModule line has them)",
+            );
+        }
+    }
     if let Some(k) = props.keys().find(|k| !KNOWN_KEYS.contains(&k.as_str())) {
         // A Java client's stores: name the PEM settings that replace them.
         let pem = if k.starts_with("ssl.truststore.") {
@@ -458,6 +466,19 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn a_malformed_jaas_line_is_said_without_its_password() {
+        let flags = SecurityFlags {
+            properties: vec![
+                "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=alice password=s3cret;".into(),
+            ],
+            ..SecurityFlags::default()
+        };
+        let e = properties(&flags).unwrap_err().to_string();
+        assert!(e.contains("expected username=\"...\""), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
     }
 
     #[test]
