@@ -172,6 +172,12 @@ fn web_on_loopback_without_a_token_answers_only_to_local_names() {
     ] {
         assert_eq!(get(&host), 200, "{host}");
     }
+    // A partition the topic does not have is said, not answered with an empty list.
+    for p in ["9", "-1"] {
+        let (code, body) = crate::agent::http_get(port, &format!("/api/records?topic={t}&p={p}"));
+        assert_eq!(code, 400, "{body}");
+        assert!(body.contains(&format!("has no partition {p}")), "{body}");
+    }
     let _ = child.kill();
     let _ = child.wait();
     // With a token, any name (a proxy's, the machine's) is fine; the scheme's case is not checked.

@@ -232,6 +232,9 @@ impl Server {
         let work = read_records(&self.cluster, &view, limit);
         match tokio::time::timeout(Duration::from_secs(30), work).await {
             Ok(Ok(body)) => http::respond(s, 200, "application/json", &body).await,
+            Ok(Err(e @ crate::error::Error::UnknownPartition { .. })) => {
+                http::respond(s, 400, "text/plain", format!("{e}\n").as_bytes()).await
+            }
             Ok(Err(e)) => http::respond(s, 502, "text/plain", format!("{e}\n").as_bytes()).await,
             Err(_) => http::respond(s, 503, "text/plain", b"timed out reading the topic\n").await,
         }
@@ -246,6 +249,19 @@ async fn read_records(
 ) -> crate::error::Result<Vec<u8>> {
     let meta = cluster.topic(&view.topic, false).await?;
     let parts = view.partitions(&meta);
+    // Asked for by number and not there: said, as consume -p says it, not an empty answer.
+    if let Some(&p) = view
+        .filter
+        .partitions
+        .iter()
+        .find(|p| !meta.partitions.iter().any(|m| m.id == **p))
+    {
+        return Err(crate::error::Error::UnknownPartition {
+            topic: view.topic.clone(),
+            partition: p,
+            count: meta.partitions.len(),
+        });
+    }
     let ends = list_offsets_as(cluster, &view.topic, &parts, LATEST, true).await?;
     let mut consumer = Consumer::new(cluster.clone(), hub::live_fetch());
     consumer.assign(meta, &parts, view.start).await?;
