@@ -130,6 +130,46 @@ fn produce_names_every_failed_line_and_tells_unanswered_from_refused() {
 }
 
 #[test]
+fn a_second_signal_stops_produce_without_waiting_for_a_silent_broker() {
+    use std::io::Write;
+    let (b, boot) = FakeBroker::start_tcp(1);
+    b.create_topic("t", 1);
+    let mut child = Command::new(shipper_bin())
+        .args(["-b", &boot, "produce", "t", "--timeout", "0"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"one\n").unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    // The broker goes silent: the next line can never be acknowledged, and --timeout 0 waits for
+    // ever; a first SIGTERM waits for it, a second does not.
+    b.misbehave(Misbehave::Silent);
+    stdin.write_all(b"two\n").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let kill = || {
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+    };
+    kill();
+    std::thread::sleep(Duration::from_millis(1000));
+    let second = Instant::now();
+    kill();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(second.elapsed() < Duration::from_secs(5), "{err}");
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    assert!(
+        err.contains("a second signal") && err.contains("2 records sent, 1 acked"),
+        "{err}"
+    );
+}
+
+#[test]
 fn consume_survives_a_broker_that_keeps_saying_out_of_range() {
     let (b, boot) = FakeBroker::start_tcp(1);
     b.create_topic("t", 1);

@@ -365,7 +365,18 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
     };
     run.ship(spawn_reader(input)).await?;
     // What was read before the input shrank is still delivered, then the run fails.
-    run.producer.flush(&mut run.deliveries).await?;
+    if run.interrupted.is_some() {
+        // A second signal does not wait for what is in flight (with --timeout 0 and Kafka away,
+        // the flush would wait for ever); what was not acknowledged is then counted as not.
+        tokio::select! {
+            r = run.producer.flush(&mut run.deliveries) => r?,
+            _ = crate::tasks::stop_signal() => crate::log::warn(format_args!(
+                "a second signal: not waiting for the records in flight"
+            )),
+        }
+    } else {
+        run.producer.flush(&mut run.deliveries).await?;
+    }
     run.report();
     let t = &run.tally;
     let truncated = if t.truncated > 0 {

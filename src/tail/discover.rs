@@ -140,11 +140,16 @@ impl Pattern {
     pub fn new(given: &str, excludes: &[String]) -> Result<Pattern, String> {
         let is_glob = given.contains(['*', '?', '[']);
         let raw = &absolute(given, is_glob)?;
+        // A relative exclude naming a directory (`old/*.log`) is made absolute like the patterns; one
+        // that begins with a glob (`*/tmp/*`, `**/x`) matches anywhere and stays as it is.
         let excludes: Vec<String> = excludes
             .iter()
-            .map(|e| match e.contains('/') {
-                true => absolute(e, true),
-                false => Ok(e.clone()),
+            .map(|e| {
+                let first = e.split('/').next().unwrap_or("");
+                match e.contains('/') && !first.contains(['*', '?', '[']) {
+                    true => absolute(e, true),
+                    false => Ok(e.clone()),
+                }
             })
             .collect::<Result<_, _>>()?;
         let glob = if is_glob {
@@ -697,6 +702,33 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn relative_patterns_and_excludes_are_made_absolute_and_leading_globs_kept() {
+        let cwd = std::env::current_dir().unwrap();
+        let cwd = cwd.to_str().unwrap();
+        let p = Pattern::new(
+            "./logs/*.log",
+            &["old/*".into(), "*/tmp/*".into(), "x.log".into()],
+        )
+        .unwrap();
+        assert_eq!(p.raw, format!("{}/logs/*.log", glob::Pattern::escape(cwd)));
+        assert!(p.excluded(Path::new(&format!("{cwd}/old/a.log"))));
+        assert!(
+            p.excluded(Path::new("/var/tmp/a.log")),
+            "a leading glob matches anywhere"
+        );
+        assert!(
+            p.excluded(Path::new("/any/x.log")),
+            "a name alone matches the file name"
+        );
+        assert!(!p.excluded(Path::new(&format!("{cwd}/logs/a.log"))));
+        assert_eq!(Pattern::new("/abs/a.log", &[]).unwrap().raw, "/abs/a.log");
+        assert_eq!(
+            Pattern::new("a.log", &[]).unwrap().raw,
+            format!("{cwd}/a.log")
+        );
     }
 
     #[test]
