@@ -17,7 +17,7 @@ use metadata::convert;
 pub use metadata::{BrokerMeta, Metadata, PartitionMeta, TopicMeta};
 
 use crate::backoff::retry;
-use crate::connection::{Connection, ConnectionOptions, TcpTransport, Transport};
+use crate::connection::{ConnError, Connection, ConnectionOptions, TcpTransport, Transport};
 use crate::error::{code, Code, Error, Result, Target};
 
 /// Metadata versions we speak: the flexible ones (9+, Kafka 2.4+); 12 on Kafka 3.x and 4.x.
@@ -131,7 +131,20 @@ impl Cluster {
             .entry(addr.to_string())
             .or_default()
             .clone();
-        let _g = gate.lock().await;
+        // Another caller connecting to the same broker (a metadata refresh with a later deadline)
+        // must not hold this one past its own deadline.
+        let waited = Instant::now();
+        let _g =
+            match deadline {
+                Some(d) => tokio::time::timeout_at(d, gate.lock()).await.map_err(|_| {
+                    ConnError::Timeout {
+                        addr: addr.to_string(),
+                        api: "ApiVersions (another connection attempt was under way)",
+                        ms: waited.elapsed().as_millis() as u64,
+                    }
+                })?,
+                None => gate.lock().await,
+            };
         if let Some(c) = self.open_connection(addr) {
             return Ok(c);
         }

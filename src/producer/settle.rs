@@ -154,9 +154,14 @@ impl Producer {
         let now = Instant::now();
         if let Some(timeout) = self.cfg.delivery_timeout {
             if now >= b.created + timeout {
+                // An attempt cut short by the deadline says less than the failure before it.
+                let last = match self.failing.get(&(t, p)) {
+                    Some(before) if e.is_timeout() => before.clone(),
+                    _ => e,
+                };
                 let e = Error::Deadline {
                     ms: now.duration_since(b.created).as_millis() as u64,
-                    last: Box::new(e),
+                    last: Box::new(last),
                 };
                 self.fail(t, p, b, e, out);
                 return;
