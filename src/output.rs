@@ -90,6 +90,19 @@ impl Format {
                     Some('r') => lit.push(b'\r'),
                     Some('0') => lit.push(0),
                     Some('\\') => lit.push(b'\\'),
+                    // `\xNN`: one byte in hex, as kcat reads it.
+                    Some('x') => {
+                        let hex: String = chars.clone().take(2).collect();
+                        match u8::from_str_radix(&hex, 16) {
+                            Ok(b)
+                                if hex.len() == 2 && hex.bytes().all(|c| c.is_ascii_hexdigit()) =>
+                            {
+                                lit.push(b);
+                                chars.nth(1);
+                            }
+                            _ => lit.extend_from_slice(b"\\x"),
+                        }
+                    }
                     Some(o) => {
                         lit.push(b'\\');
                         lit.extend_from_slice(o.to_string().as_bytes());
@@ -141,7 +154,8 @@ impl Format {
                                 }
                                 w.write_all(k)?;
                                 w.write_all(b"=")?;
-                                w.write_all(v.unwrap_or_default())?;
+                                // A null value, as kcat shows it.
+                                w.write_all(v.unwrap_or(b"NULL"))?;
                             }
                         }
                     }
@@ -348,6 +362,14 @@ mod tests {
         f.write(&mut out, "t", 2, &rec(Some(b"k"), Some(b"v")))
             .unwrap();
         assert_eq!(out, b"t/2/7 k=v (1,1) 1000\n");
+    }
+
+    #[test]
+    fn hex_escapes_are_one_byte_and_others_stay_as_written() {
+        let f = Format::parse("\\x41\\x0a|\\xZZ|\\x+4|\\x4").unwrap();
+        let mut out = Vec::new();
+        f.write(&mut out, "t", 0, &rec(None, None)).unwrap();
+        assert_eq!(out, b"A\n|\\xZZ|\\x+4|\\x4");
     }
 
     #[test]

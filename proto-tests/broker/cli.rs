@@ -96,6 +96,23 @@ fn kcat_produce_with_every_codec_is_read_identically_by_shipper() {
     }
 }
 
+#[test]
+fn null_headers_hex_escapes_and_c_0_read_as_kcat_reads_them() {
+    let Some(b) = broker() else { return };
+    let t = topic("kc-fmt");
+    // `-H h2` (no '='): a header whose value is null.
+    kcat(&b, &["-P", "-t", &t, "-H", "h1=v1", "-H", "h2"], b"a\nb\n");
+    let fmt = "%h|\\x41|%s\\n";
+    let theirs = kcat(&b, &["-C", "-t", &t, "-e", "-q", "-c", "0", "-f", fmt], b"");
+    let ours = shipper_ok(
+        &b,
+        &["consume", &t, "-o", "beginning", "-e", "-c", "0", "-f", fmt],
+        b"",
+    );
+    assert_eq!(theirs, b"h1=v1,h2=NULL|A|a\nh1=v1,h2=NULL|A|b\n");
+    assert_eq!(ours, theirs);
+}
+
 fn sample_keyed(input: &[u8]) -> Vec<u8> {
     lines(input)
         .iter()

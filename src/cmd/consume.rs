@@ -66,7 +66,8 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
         format,
         start,
         count: 0,
-        max: args.max_messages.unwrap_or(u64::MAX),
+        // `-c 0` is no limit, as in kcat.
+        max: args.max_messages.filter(|&n| n > 0).unwrap_or(u64::MAX),
         positions: Offsets::new(),
         given_back: Offsets::new(),
         member: None,
