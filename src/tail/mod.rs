@@ -332,10 +332,7 @@ impl Running {
                 _ = sigint.recv() => return Ok(()),
                 _ = sigterm.recv() => return Ok(()),
                 _ = sighup.recv() => self.reload(),
-                Some(ask) = recv(&mut self.asks) => {
-                    self.engine.observe_sizes();
-                    self.answer(ask)
-                }
+                Some(ask) = recv(&mut self.asks) => self.answer(ask),
                 Some(r) = self.reading_back.join_next(), if !self.reading_back.is_empty() => {
                     if let Ok((topic, r)) = r {
                         self.read_back_done(topic, r);
@@ -475,7 +472,11 @@ impl Running {
     }
 
     /// Answers the metrics server.
-    fn answer(&self, ask: crate::metrics::Ask) {
+    fn answer(&mut self, ask: crate::metrics::Ask) {
+        if matches!(ask, crate::metrics::Ask::Metrics(_)) {
+            // The lag gauges want each open file's size now; a health check needs none of it.
+            self.engine.observe_sizes();
+        }
         let view = exposition::View {
             engine: &self.engine,
             producer: &self.producer,
