@@ -532,10 +532,7 @@ mod tests {
     use super::*;
 
     fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("shipper-ckpt-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        d
+        crate::testkit::scratch_dir(&format!("ckpt-{name}"))
     }
 
     fn entry(path: &str) -> Entry {

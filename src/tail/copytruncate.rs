@@ -124,10 +124,7 @@ mod tests {
     use crate::tail::identity::fingerprint;
 
     fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("shipper-ct-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        crate::testkit::scratch_dir(&format!("ct-{name}"))
     }
 
     fn fp_and_id(p: &Path) -> (Fingerprint, FileId) {

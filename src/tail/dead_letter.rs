@@ -179,9 +179,7 @@ mod tests {
 
     #[test]
     fn only_a_new_file_or_one_of_dead_letters_is_appended_to() {
-        let d = std::env::temp_dir().join(format!("shipper-dead-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
+        let d = crate::testkit::scratch_dir("dead");
         let new = d.join("dead.jsonl");
         DeadLetters::open(&new).unwrap();
         std::fs::write(&new, "{\"time\":1}\n").unwrap();

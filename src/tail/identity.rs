@@ -232,8 +232,7 @@ mod tests {
 
     #[test]
     fn a_small_file_has_a_fingerprint_that_grows_with_it() {
-        let dir = std::env::temp_dir().join(format!("shipper-id-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testkit::scratch_dir("id");
         let p = dir.join("small");
         let mut f = File::create(&p).unwrap();
         f.write_all(b"hello\n").unwrap();

@@ -167,9 +167,7 @@ mod tests {
     use std::io::Write;
 
     fn scratch(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("shipper-map-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+        crate::testkit::scratch_dir(&format!("map-{name}"))
     }
 
     #[test]

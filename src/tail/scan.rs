@@ -518,9 +518,7 @@ mod tests {
 
     #[test]
     fn a_file_replaced_between_the_look_and_the_open_leaves_the_new_one_followed() {
-        let d = std::env::temp_dir().join(format!("shipper-scan-replaced-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
+        let d = crate::testkit::scratch_dir("scan-replaced");
         let log = d.join("app.log");
         std::fs::write(&log, "old\n").unwrap();
         let patterns = vec![Pattern::new(log.to_str().unwrap(), &[]).unwrap()];

@@ -272,9 +272,7 @@ mod tests {
 
     #[test]
     fn files_created_or_renamed_are_named_and_directories_or_links_ask_for_a_rescan() {
-        let d = std::env::temp_dir().join(format!("shipper-watch-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
+        let d = crate::testkit::scratch_dir("watch");
         let mut w = Watch::new();
         w.watch_dir(&d, 1000);
         assert!(w.is_watched(&d) && !w.degraded());

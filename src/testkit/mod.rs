@@ -455,3 +455,11 @@ impl Transport for FakeTransport {
         })
     }
 }
+
+/// A fresh, empty directory for one test: `<temp dir>/shipper-<name>-<pid>`, emptied first.
+pub fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("shipper-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("a scratch directory under the temp dir");
+    d
+}

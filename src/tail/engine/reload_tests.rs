@@ -89,10 +89,7 @@ impl Topics {
 }
 
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("shipper-reload-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&d);
-    fs::create_dir_all(&d).unwrap();
-    d
+    crate::testkit::scratch_dir(&format!("reload-{name}"))
 }
 
 fn append(path: &Path, data: &[u8]) {

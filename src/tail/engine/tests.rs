@@ -67,10 +67,7 @@ impl Sink for FakeSink {
 }
 
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("shipper-model-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&d);
-    fs::create_dir_all(&d).unwrap();
-    d
+    crate::testkit::scratch_dir(&format!("model-{name}"))
 }
 
 fn config(d: &Path) -> EngineConfig {
