@@ -288,7 +288,7 @@ pub struct ProduceArgs {
     /// Fixed key for every record
     #[arg(long, conflicts_with = "key_separator")]
     pub key: Option<String>,
-    /// Split each line at the first SEP into key and value
+    /// Split each line at the first SEP into key and value (escapes as in kcat's -K: \t, \xNN)
     #[arg(long, value_name = "SEP", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub key_separator: Option<String>,
     /// Write every record to this partition
@@ -358,7 +358,7 @@ pub struct ConsumeArgs {
     #[arg(long, value_enum)]
     pub isolation_level: Option<Isolation>,
     /// Output format with kcat's tokens: %t topic %p partition %o offset %k key %s value %S value size
-    /// %K key size %T timestamp %h headers, \n \t escapes
+    /// %R value size as 4 bytes big-endian %K key size %T timestamp %h headers, \n \t \xNN escapes
     #[arg(short, long, conflicts_with = "json")]
     pub format: Option<String>,
     /// One JSON object per record

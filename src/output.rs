@@ -29,6 +29,8 @@ pub enum Token {
     Value,
     /// `%S`
     ValueSize,
+    /// `%R`: the value size as a 32-bit big-endian integer (-1 for null), for framing binary values.
+    ValueSizeBinary,
     /// `%T`
     Timestamp,
     /// `%h`
@@ -68,47 +70,22 @@ impl Format {
                         Some('K') => Token::KeySize,
                         Some('s') => Token::Value,
                         Some('S') => Token::ValueSize,
+                        Some('R') => Token::ValueSizeBinary,
                         Some('T') => Token::Timestamp,
                         Some('h') => Token::Headers,
                         Some('%') => {
                             lit.push(b'%');
                             continue;
                         }
-                        other => {
-                            return Err(format!(
-                                "unknown format token '%{}' (known: %t %p %o %k %K %s %S %T %h %%)",
-                                other.map(String::from).unwrap_or_default()
-                            ))
-                        }
+                        other => return Err(format!(
+                            "unknown format token '%{}' (known: %t %p %o %k %K %s %S %R %T %h %%)",
+                            other.map(String::from).unwrap_or_default()
+                        )),
                     };
                     flush(&mut lit, &mut toks);
                     toks.push(t);
                 }
-                '\\' => match chars.next() {
-                    Some('n') => lit.push(b'\n'),
-                    Some('t') => lit.push(b'\t'),
-                    Some('r') => lit.push(b'\r'),
-                    Some('0') => lit.push(0),
-                    Some('\\') => lit.push(b'\\'),
-                    // `\xNN`: one byte in hex, as kcat reads it.
-                    Some('x') => {
-                        let hex: String = chars.clone().take(2).collect();
-                        match u8::from_str_radix(&hex, 16) {
-                            Ok(b)
-                                if hex.len() == 2 && hex.bytes().all(|c| c.is_ascii_hexdigit()) =>
-                            {
-                                lit.push(b);
-                                chars.nth(1);
-                            }
-                            _ => lit.extend_from_slice(b"\\x"),
-                        }
-                    }
-                    Some(o) => {
-                        lit.push(b'\\');
-                        lit.extend_from_slice(o.to_string().as_bytes());
-                    }
-                    None => lit.push(b'\\'),
-                },
+                '\\' => backslash(&mut chars, &mut lit),
                 c => {
                     let mut b = [0u8; 4];
                     lit.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
@@ -146,6 +123,12 @@ impl Format {
                         Token::ValueSize => {
                             write!(w, "{}", r.value.map_or(-1, |v| v.len() as i64))?
                         }
+                        Token::ValueSizeBinary => {
+                            let n = r
+                                .value
+                                .map_or(-1, |v| i32::try_from(v.len()).unwrap_or(i32::MAX));
+                            w.write_all(&n.to_be_bytes())?
+                        }
                         Token::Timestamp => write!(w, "{}", r.timestamp)?,
                         Token::Headers => {
                             for (i, (k, v)) in r.headers().enumerate() {
@@ -163,6 +146,54 @@ impl Format {
                 Ok(())
             }
         }
+    }
+}
+
+/// Turns kcat's escapes into bytes: `\n \t \r \0 \\` and `\xN`/`\xNN` (one byte in hex). Anything
+/// else after a backslash is kept as written, backslash included.
+pub fn unescape(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            backslash(&mut chars, &mut out);
+        } else {
+            let mut b = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+        }
+    }
+    out
+}
+
+/// One escape, its backslash already taken from `chars`.
+fn backslash(chars: &mut std::str::Chars<'_>, out: &mut Vec<u8>) {
+    match chars.next() {
+        Some('n') => out.push(b'\n'),
+        Some('t') => out.push(b'\t'),
+        Some('r') => out.push(b'\r'),
+        Some('0') => out.push(0),
+        Some('\\') => out.push(b'\\'),
+        Some('x') => {
+            let digits = chars
+                .as_str()
+                .bytes()
+                .take(2)
+                .take_while(u8::is_ascii_hexdigit)
+                .count();
+            match u8::from_str_radix(&chars.as_str()[..digits], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    chars.nth(digits - 1);
+                }
+                Err(_) => out.extend_from_slice(b"\\x"),
+            }
+        }
+        Some(o) => {
+            out.push(b'\\');
+            let mut b = [0u8; 4];
+            out.extend_from_slice(o.encode_utf8(&mut b).as_bytes());
+        }
+        None => out.push(b'\\'),
     }
 }
 
@@ -366,10 +397,23 @@ mod tests {
 
     #[test]
     fn hex_escapes_are_one_byte_and_others_stay_as_written() {
-        let f = Format::parse("\\x41\\x0a|\\xZZ|\\x+4|\\x4").unwrap();
+        let f = Format::parse("\\x41\\x0a|\\xZZ|\\x+4|\\x4|\\x4G|\\x414|\\q|\\é|\\").unwrap();
         let mut out = Vec::new();
         f.write(&mut out, "t", 0, &rec(None, None)).unwrap();
-        assert_eq!(out, b"A\n|\\xZZ|\\x+4|\\x4");
+        assert_eq!(
+            out,
+            "A\n|\\xZZ|\\x+4|\x04|\x04G|\x414|\\q|\\é|\\".as_bytes()
+        );
+        assert_eq!(unescape("k\\tv\\x3a\\\\"), b"k\tv:\\");
+    }
+
+    #[test]
+    fn binary_value_size_is_four_bytes_big_endian_and_minus_one_for_null() {
+        let f = Format::parse("%R%s").unwrap();
+        let mut out = Vec::new();
+        f.write(&mut out, "t", 0, &rec(None, Some(b"abc"))).unwrap();
+        f.write(&mut out, "t", 0, &rec(None, None)).unwrap();
+        assert_eq!(out, b"\0\0\0\x03abc\xff\xff\xff\xff");
     }
 
     #[test]

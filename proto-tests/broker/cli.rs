@@ -102,15 +102,30 @@ fn null_headers_hex_escapes_and_c_0_read_as_kcat_reads_them() {
     let t = topic("kc-fmt");
     // `-H h2` (no '='): a header whose value is null.
     kcat(&b, &["-P", "-t", &t, "-H", "h1=v1", "-H", "h2"], b"a\nb\n");
-    let fmt = "%h|\\x41|%s\\n";
+    let fmt = "%h|\\x41|%R%s\\x4\\n";
     let theirs = kcat(&b, &["-C", "-t", &t, "-e", "-q", "-c", "0", "-f", fmt], b"");
     let ours = shipper_ok(
         &b,
         &["consume", &t, "-o", "beginning", "-e", "-c", "0", "-f", fmt],
         b"",
     );
-    assert_eq!(theirs, b"h1=v1,h2=NULL|A|a\nh1=v1,h2=NULL|A|b\n");
+    assert_eq!(
+        theirs,
+        b"h1=v1,h2=NULL|A|\0\0\0\x01a\x04\nh1=v1,h2=NULL|A|\0\0\0\x01b\x04\n"
+    );
     assert_eq!(ours, theirs);
+}
+
+#[test]
+fn key_separator_takes_kcats_escapes() {
+    let Some(b) = broker() else { return };
+    let (ours, theirs) = (topic("ksep-shipper"), topic("ksep-kcat"));
+    let input = b"k1\tv1\nk2\tv:2\nno-key\n";
+    shipper_ok(&b, &["produce", &ours, "--key-separator", "\\t"], input);
+    kcat(&b, &["-P", "-t", &theirs, "-K", "\\t"], input);
+    let read = |t: &str| kcat(&b, &["-C", "-t", t, "-e", "-q", "-f", "%K:%k|%s\\n"], b"");
+    assert_eq!(read(&ours), b"2:k1|v1\n2:k2|v:2\n-1:|no-key\n");
+    assert_eq!(read(&ours), read(&theirs));
 }
 
 fn sample_keyed(input: &[u8]) -> Vec<u8> {

@@ -343,12 +343,14 @@ impl Run<'_> {
 pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
     let headers_owned = parse_headers(&args.producer.headers)?;
     let input = Input::open(args.file.as_deref())?;
+    // kcat's escapes, as in -K: `\t` is a tab.
+    let key_separator = args.key_separator.as_deref().map(crate::output::unescape);
     let producer = start_producer(common, args).await?;
     let mut run = Run {
         producer,
         shape: Shape {
             key: args.key.as_deref().map(str::as_bytes),
-            key_separator: args.key_separator.as_deref().map(str::as_bytes),
+            key_separator: key_separator.as_deref(),
             headers: headers_owned
                 .iter()
                 .map(|(k, v)| (k.as_slice(), Some(v.as_slice())))
