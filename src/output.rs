@@ -77,10 +77,12 @@ impl Format {
                             lit.push(b'%');
                             continue;
                         }
-                        other => return Err(format!(
+                        other => {
+                            return Err(format!(
                             "unknown format token '%{}' (known: %t %p %o %k %K %s %S %R %T %h %%)",
                             other.map(String::from).unwrap_or_default()
-                        )),
+                        ))
+                        }
                     };
                     flush(&mut lit, &mut toks);
                     toks.push(t);

@@ -603,3 +603,73 @@ fn a_dead_letter_file_keeps_what_the_topic_refuses() {
         "{dead}"
     );
 }
+
+#[test]
+fn a_followed_link_ships_its_targets_lines_as_they_are_written_across_switches() {
+    // `current.log -> logs/app-1.log`: writes are seen under the target's name, in another directory.
+    // With --scan-ms 10000 the safety rescan comes only after 10 minutes, so every line below reaching
+    // Kafka in time came from a file event.
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("link-switch");
+    let t = topic("link-switch");
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let (one, two, link) = (
+        dir.join("logs/app-1.log"),
+        dir.join("logs/app-2.log"),
+        dir.join("current.log"),
+    );
+    append(&one, b"one 0\n");
+    append(&two, b"two 0\n");
+    std::os::unix::fs::symlink("logs/app-1.log", &link).unwrap();
+    let switch = |to: &str| {
+        let tmp = dir.join("current.tmp");
+        std::os::unix::fs::symlink(to, &tmp).unwrap();
+        std::fs::rename(&tmp, &link).unwrap();
+    };
+    let c = ck(&dir);
+    let args = [
+        link.to_str().unwrap(),
+        &t,
+        "--checkpoint",
+        &c,
+        "--follow-symlinks",
+        "--scan-ms",
+        "10000",
+    ];
+    let mut tail = Tail::start(&b, &args, &dir.join("err"));
+    assert_eq!(
+        wait_for_records(&b, &t, 1, WAIT).len(),
+        1,
+        "{}",
+        tail.stderr()
+    );
+    append(&one, b"one 1\n");
+    assert_eq!(
+        wait_for_records(&b, &t, 2, WAIT).len(),
+        2,
+        "{}",
+        tail.stderr()
+    );
+    switch("logs/app-2.log");
+    assert_eq!(
+        wait_for_records(&b, &t, 3, WAIT).len(),
+        3,
+        "{}",
+        tail.stderr()
+    );
+    append(&two, b"two 1\n");
+    assert_eq!(
+        wait_for_records(&b, &t, 4, WAIT).len(),
+        4,
+        "{}",
+        tail.stderr()
+    );
+    switch("logs/app-1.log");
+    std::thread::sleep(Duration::from_millis(500));
+    append(&one, b"one 2\n");
+    let mut got = wait_for_records(&b, &t, 5, WAIT);
+    assert_eq!(tail.stop("TERM"), Some(0));
+    got.sort();
+    let want: Vec<&[u8]> = vec![b"one 0", b"one 1", b"one 2", b"two 0", b"two 1"];
+    assert_eq!(got, want, "{}", tail.stderr());
+}

@@ -653,7 +653,7 @@ pub fn open(
 }
 
 /// The path the kernel knows an open file by, where `/proc` is mounted.
-fn real_path(file: &File) -> Option<PathBuf> {
+pub(crate) fn real_path(file: &File) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()
 }
 

@@ -178,6 +178,10 @@ impl PathIndex {
     /// Adds a follower (removing one rebuilds the index: a directory may hold others).
     fn add(&mut self, f: &Follower) {
         self.files.entry(f.path.clone()).or_default().push(f.key);
+        // Followed through a link: writes, renames and deletes are seen under the real path.
+        if let Some(t) = &f.target {
+            self.files.entry(t.clone()).or_default().push(f.key);
+        }
         let mut up = f.path.parent();
         while let Some(d) = up.filter(|d| !d.as_os_str().is_empty()) {
             if !self.dirs.insert(d.to_path_buf()) {
@@ -577,6 +581,7 @@ impl Engine {
                 if let Some(o) = n.origin {
                     f.origin = o;
                 }
+                f.target = n.target;
                 if let Some(host) = &self.cfg.exactly_once {
                     let source = super::exactly::source_id(host, &f.id);
                     let key = (f.route.topic_name.clone(), source.to_string());
@@ -1190,6 +1195,14 @@ impl Engine {
     /// Lines sent and not acknowledged, over all files.
     pub fn lines_in_flight(&self) -> usize {
         self.followers.values().map(|f| f.in_flight()).sum()
+    }
+
+    /// Every followed file's path, and the real path of those followed through a link: where their
+    /// events come from.
+    pub fn followed_paths(&self) -> impl Iterator<Item = &std::path::Path> {
+        self.followers
+            .values()
+            .flat_map(|f| std::iter::once(f.path.as_path()).chain(f.target.as_deref()))
     }
 
     /// Every follower's identity, path and acknowledged offset (for tests and stats).

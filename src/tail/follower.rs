@@ -119,6 +119,8 @@ pub struct Follower {
     pub path: PathBuf,
     /// The path a pattern matched it under (checkpointed, so a restart knows its input).
     pub origin: PathBuf,
+    /// When `path` is a link to it (--follow-symlinks): its real path, where its writes are seen.
+    pub target: Option<PathBuf>,
     /// The open file, shared with scans; `None` while closed for idleness.
     pub file: Option<Arc<File>>,
     /// Identity.
@@ -187,6 +189,7 @@ impl Follower {
         Ok(Follower {
             key,
             origin: path.clone(),
+            target: None,
             path,
             file: Some(file),
             id,

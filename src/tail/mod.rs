@@ -605,8 +605,8 @@ impl Running {
         }
         let mut wanted: std::collections::HashSet<PathBuf> = dirs.into_iter().collect();
         wanted.extend(self.engine.patterns().iter().map(|p| p.base.clone()));
-        for f in self.engine.positions() {
-            if let Some(dir) = f.1.parent() {
+        for f in self.engine.followed_paths() {
+            if let Some(dir) = f.parent() {
                 wanted.insert(dir.to_path_buf());
             }
         }

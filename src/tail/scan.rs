@@ -82,6 +82,8 @@ pub struct NewFile {
     pub head: Vec<u8>,
     /// For a file finished from the checkpoint: where a pattern matched it before it was rotated.
     pub origin: Option<PathBuf>,
+    /// Found as a link (--follow-symlinks): the file's real path, where its writes are seen.
+    pub target: Option<PathBuf>,
 }
 
 /// What one scan found.
@@ -407,6 +409,15 @@ impl Pass<'_> {
         Some((f, r))
     }
 
+    /// With --follow-symlinks, the real path of `file` when `path` is a link to it: its writes are
+    /// reported under that path.
+    fn link_target(&self, path: &Path, file: &File) -> Option<PathBuf> {
+        if !self.req.policy.follow_symlinks {
+            return None;
+        }
+        discover::real_path(file).filter(|r| r != path)
+    }
+
     /// Opens the matched files nobody follows yet, within the budget.
     fn open_new(&mut self) {
         let followed: HashSet<(u64, u64)> = self
@@ -447,11 +458,13 @@ impl Pass<'_> {
                         continue;
                     }
                     self.budget -= 1;
+                    let target = self.link_target(&f.path, &file);
                     self.out.opened.push(NewFile {
                         found: f,
                         file,
                         head,
                         origin: None,
+                        target,
                     });
                 }
                 Err(e) => self.out.notices.push(Notice {
@@ -501,11 +514,13 @@ impl Pass<'_> {
             if let Ok((file, _)) = discover::open(&found, self.pattern(pattern), &self.req.policy) {
                 self.budget -= 1;
                 let head = read_head(&file);
+                let target = self.link_target(&found.path, &file);
                 self.out.known_rotated.push(NewFile {
                     found,
                     file,
                     head,
                     origin: Some(origin.clone()),
+                    target,
                 });
             }
         }
