@@ -397,31 +397,51 @@ fn every_security_failure_is_one_clear_line_and_exit_1() {
     );
 }
 
-#[test]
-fn a_certificate_for_another_name_is_refused() {
-    let Some(dir) = secure() else { return };
-    // A private mount namespace with its own /etc/hosts: wrong-host.test is 127.0.0.1, a name the
-    // broker's certificate does not hold (as root, like CI; unshare is in util-linux).
+/// `shipper metadata` over mTLS to the broker as `wrong-host.test`, a name its certificate does not
+/// hold, trusting `ca`: in a private mount namespace with its own /etc/hosts where that name is
+/// 127.0.0.1 (as root, like CI; unshare is in util-linux).
+fn metadata_as_wrong_host(dir: &Path, ca: &str, more: &str) -> std::process::Output {
     let hosts = std::env::temp_dir().join(format!("shipper-hosts-{}", std::process::id()));
     std::fs::write(&hosts, "127.0.0.1 localhost wrong-host.test\n").unwrap();
     let script = format!(
-        "mount --bind {} /etc/hosts && exec {} -b wrong-host.test:9096 --security-protocol ssl --ca-file {} --cert-file {} --key-file {} metadata",
+        "mount --bind {} /etc/hosts && exec {} -b wrong-host.test:9096 --security-protocol ssl --ca-file {} --cert-file {} --key-file {} {more} metadata",
         hosts.display(),
         shipper_bin().display(),
-        dir.join("ca.pem").display(),
+        dir.join(ca).display(),
         dir.join("client.pem").display(),
         dir.join("client.key").display()
     );
-    let out = Command::new("unshare")
+    Command::new("unshare")
         .args(["-m", "sh", "-c", &script])
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn a_certificate_for_another_name_is_refused() {
+    let Some(dir) = secure() else { return };
+    let out = metadata_as_wrong_host(&dir, "ca.pem", "");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("not valid for the name 'wrong-host.test'"),
         "{err}"
     );
+}
+
+#[test]
+fn an_empty_endpoint_identification_algorithm_skips_only_the_host_name_check() {
+    // As in Java and librdkafka (a common line in client.properties): any name, but a trusted CA.
+    let Some(dir) = secure() else { return };
+    let skip = "-X ssl.endpoint.identification.algorithm=";
+    let out = metadata_as_wrong_host(&dir, "ca.pem", skip);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("host name verification is off"), "{err}");
+    let out = metadata_as_wrong_host(&dir, "other-ca.pem", skip);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not signed by a trusted CA"), "{err}");
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{
@@ -33,6 +34,9 @@ pub struct TlsSettings {
     pub key_file: Option<PathBuf>,
     /// Accept any certificate for any name (an explicit opt-out, warned about at every start).
     pub insecure: bool,
+    /// Accept a trusted certificate whatever names it holds (an empty
+    /// `ssl.endpoint.identification.algorithm`, as in Java and librdkafka).
+    pub no_hostname_check: bool,
 }
 
 /// Where systems keep their CA bundle.
@@ -101,7 +105,16 @@ pub fn client_config(s: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
     } else {
         let (store, from) = roots(s.ca_file.as_deref())?;
         crate::log::debug(format_args!("TLS trust anchors: {from}"));
-        builder.with_root_certificates(store)
+        if s.no_hostname_check {
+            let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider)
+                .build()
+                .map_err(|e| format!("TLS: {e}"))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyName(chain)))
+        } else {
+            builder.with_root_certificates(store)
+        }
     };
     let config = match (&s.cert_file, &s.key_file) {
         (Some(cert), Some(key)) => {
@@ -216,6 +229,55 @@ fn describe_rustls(e: &rustls::Error, host: &str) -> String {
             "the broker does not speak TLS here (a plaintext listener? check --security-protocol)".into()
         }
         other => format!("handshake failed: {other}"),
+    }
+}
+
+/// No host name check: the chain must lead to a trusted CA as usual, but the certificate may name
+/// any host.
+#[derive(Debug)]
+struct AnyName(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        use rustls::{CertificateError, Error};
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            r => r,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
     }
 }
 

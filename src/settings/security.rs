@@ -308,14 +308,24 @@ pub fn resolve(c: &SecurityFlags) -> anyhow::Result<Security> {
     let ca_file = path(&c.ca_file, "ssl.ca.location");
     let cert_file = path(&c.cert_file, "ssl.certificate.location");
     let key_file = path(&c.key_file, "ssl.key.location");
-    let insecure = c.insecure
-        || prop("enable.ssl.certificate.verification")
-            .is_some_and(|v| v.eq_ignore_ascii_case("false"))
-        || props
-            .get("ssl.endpoint.identification.algorithm")
-            .is_some_and(|v| v.is_empty() || v == "none");
+    let insecure = if c.insecure {
+        Some("--tls-insecure")
+    } else {
+        prop("enable.ssl.certificate.verification")
+            .filter(|v| v.eq_ignore_ascii_case("false"))
+            .map(|_| "enable.ssl.certificate.verification=false")
+    };
+    // As in Java and librdkafka: an empty algorithm (or librdkafka's `none`) skips only the check that
+    // the certificate names the broker's host; it must still be signed by a trusted CA.
+    let no_hostname_check = props
+        .get("ssl.endpoint.identification.algorithm")
+        .is_some_and(|v| v.is_empty() || v.eq_ignore_ascii_case("none"));
     let wants_sasl = username.is_some() || mechanism.is_some();
-    let wants_tls = ca_file.is_some() || cert_file.is_some() || key_file.is_some() || insecure;
+    let wants_tls = ca_file.is_some()
+        || cert_file.is_some()
+        || key_file.is_some()
+        || insecure.is_some()
+        || no_hostname_check;
     let protocol = protocol_of(c.protocol, prop("security.protocol"), wants_sasl, wants_tls)?;
     if wants_sasl && !protocol.sasl() {
         return usage("SASL settings need --security-protocol sasl_plaintext or sasl_ssl");
@@ -340,12 +350,13 @@ pub fn resolve(c: &SecurityFlags) -> anyhow::Result<Security> {
     if wants_tls && !protocol.tls() {
         return usage("TLS settings need --security-protocol ssl or sasl_ssl");
     }
-    warn_weak(protocol, insecure, sasl.as_ref());
+    warn_weak(protocol, insecure, no_hostname_check, sasl.as_ref());
     let tls = protocol.tls().then_some(TlsSettings {
         ca_file,
         cert_file,
         key_file,
-        insecure,
+        insecure: insecure.is_some(),
+        no_hostname_check,
     });
     Ok(Security {
         protocol,
@@ -398,11 +409,20 @@ fn protocol_of(
 }
 
 /// Says so when the settings authenticate nothing or send a password in the clear.
-fn warn_weak(protocol: Protocol, insecure: bool, sasl: Option<&SaslSettings>) {
-    if insecure && protocol.tls() {
-        crate::log::warn(format_args!(
-            "TLS certificate verification is off (--tls-insecure): traffic is encrypted, but the broker is not authenticated"
-        ));
+fn warn_weak(
+    protocol: Protocol,
+    insecure: Option<&str>,
+    no_hostname_check: bool,
+    sasl: Option<&SaslSettings>,
+) {
+    match insecure {
+        Some(why) if protocol.tls() => crate::log::warn(format_args!(
+            "TLS certificate verification is off ({why}): traffic is encrypted, but the broker is not authenticated"
+        )),
+        None if no_hostname_check && protocol.tls() => crate::log::warn(format_args!(
+            "TLS host name verification is off (ssl.endpoint.identification.algorithm is empty): a certificate from a trusted CA is accepted for any broker name"
+        )),
+        _ => {}
     }
     if sasl.is_some_and(|s| s.mechanism == Mechanism::Plain) && !protocol.tls() {
         crate::log::debug(format_args!(
