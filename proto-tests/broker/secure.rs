@@ -572,6 +572,7 @@ fn tail_ships_through_sessions_that_expire_every_three_seconds() {
 #[test]
 fn passwords_never_reach_help_verbose_output_or_the_process_title() {
     let Some(dir) = secure() else { return };
+    let b = broker().unwrap();
     let dir2 = scratch_dir("title");
     let t = topic("title");
     let f = dir2.join("a.log");
@@ -619,10 +620,28 @@ fn passwords_never_reach_help_verbose_output_or_the_process_title() {
         !String::from_utf8_lossy(&cmdline).contains(PASSWORD),
         "ps shows the password"
     );
+    // Not even its length shows: the rest of the arguments moved up.
     assert!(
-        String::from_utf8_lossy(&cmdline).contains("sasl.password=***"),
+        String::from_utf8_lossy(&cmdline).contains("sasl.password=***\0-X\0ssl.ca.location="),
         "{}",
         String::from_utf8_lossy(&cmdline)
+    );
+    // A password that is not the one used (the protocol needs none) is hidden all the same.
+    let mut unused = Command::new(shipper_bin())
+        .args(["-b", &b, "-X", &format!("sasl.password={PASSWORD}"), "tail"])
+        .arg(&f)
+        .args([&topic("title-unused"), "--checkpoint"])
+        .arg(dir2.join("ck2"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", unused.id())).unwrap();
+    let _ = unused.kill();
+    let _ = unused.wait();
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains(PASSWORD),
+        "ps shows the unused password"
     );
     assert!(
         !log.contains(PASSWORD),

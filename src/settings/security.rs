@@ -198,7 +198,7 @@ fn jaas_field(jaas: &str, name: &str) -> Option<String> {
 }
 
 /// The properties from `-F` then `-X` (later wins), checked against the known keys.
-fn properties(c: &SecurityFlags) -> anyhow::Result<(BTreeMap<String, String>, bool)> {
+fn properties(c: &SecurityFlags) -> anyhow::Result<BTreeMap<String, String>> {
     let mut props = BTreeMap::new();
     if let Some(f) = &c.properties_file {
         let text = super::read_text_bounded(f, super::MAX_SETTINGS_FILE)
@@ -218,8 +218,23 @@ fn properties(c: &SecurityFlags) -> anyhow::Result<(BTreeMap<String, String>, bo
             let rest = if key.len() < kv.len() { "..." } else { "" };
             return usage(format!("-X {}{rest}: expected key=value", Esc::str(key)));
         };
-        password_on_command_line |= k == "sasl.password" || k == "sasl.jaas.config";
+        let secret = match k.trim() {
+            "sasl.password" => Some(v.to_string()),
+            "sasl.jaas.config" => jaas_field(v, "password"),
+            _ => None,
+        };
+        // Hidden at once, whether it is the password used or not (a password file or the
+        // environment may win, or the protocol may need none): `ps` must not show it either way.
+        if let Some(s) = secret.filter(|s| !s.is_empty()) {
+            hide_in_process_title(&s);
+            password_on_command_line = true;
+        }
         props.insert(k.trim().to_string(), v.to_string());
+    }
+    if password_on_command_line {
+        crate::log::warn(format_args!(
+            "a password on the command line can be read by other users until shipper starts; use --sasl-password-file or SHIPPER_SASL_PASSWORD"
+        ));
     }
     // Its value holds the password: said wrong, never shown.
     if let Some(j) = props.get("sasl.jaas.config") {
@@ -250,15 +265,11 @@ fn properties(c: &SecurityFlags) -> anyhow::Result<(BTreeMap<String, String>, bo
             KNOWN_KEYS.join(", ")
         ));
     }
-    Ok((props, password_on_command_line))
+    Ok(props)
 }
 
 /// The password: `--sasl-password-file`, else `SHIPPER_SASL_PASSWORD`, else the properties.
-fn password(
-    c: &SecurityFlags,
-    props: &BTreeMap<String, String>,
-    on_command_line: bool,
-) -> anyhow::Result<Option<Secret>> {
+fn password(c: &SecurityFlags, props: &BTreeMap<String, String>) -> anyhow::Result<Option<Secret>> {
     if let Some(f) = &c.password_file {
         warn_if_readable(f, "password file");
         let text = super::read_text_bounded(f, super::MAX_SETTINGS_FILE).map_err(|e| {
@@ -281,18 +292,12 @@ fn password(
             .get("sasl.jaas.config")
             .and_then(|j| jaas_field(j, "password"))
     });
-    if let (Some(p), true) = (&pw, on_command_line) {
-        hide_in_process_title(p);
-        crate::log::warn(format_args!(
-            "a password on the command line can be read by other users until shipper starts; use --sasl-password-file or SHIPPER_SASL_PASSWORD"
-        ));
-    }
     Ok(pw.map(Secret::new))
 }
 
 /// Resolves the security settings of the common flags.
 pub fn resolve(c: &SecurityFlags) -> anyhow::Result<Security> {
-    let (props, on_command_line) = properties(c)?;
+    let props = properties(c)?;
     let prop = |k: &str| props.get(k).map(String::as_str).filter(|v| !v.is_empty());
     let mechanism = mechanism_of(
         c.mechanism,
@@ -334,7 +339,7 @@ pub fn resolve(c: &SecurityFlags) -> anyhow::Result<Security> {
         let Some(username) = username else {
             return usage("SASL needs a user name (--sasl-username or -X sasl.username=...)");
         };
-        let Some(password) = password(c, &props, on_command_line)? else {
+        let Some(password) = password(c, &props)? else {
             return usage(
                 "SASL needs a password: --sasl-password-file FILE or SHIPPER_SASL_PASSWORD",
             );
