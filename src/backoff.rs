@@ -84,6 +84,18 @@ impl Backoff {
     }
 }
 
+/// The last failure [`retry`] is retrying after, in this process (for "still trying" messages that
+/// would otherwise only say that something fails, not what).
+static LAST_FAILURE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// The last failure a retry loop is waiting out, if any has been seen.
+pub fn last_failure() -> Option<String> {
+    LAST_FAILURE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
 /// Runs `op` until it succeeds, fails with an error that is not retriable, or `deadline` passes (then
 /// [`Error::Deadline`] wraps the last error). Each attempt is given the deadline, to bound its own waits.
 pub async fn retry<T, F, Fut>(deadline: Option<Instant>, mut op: F) -> Result<T, Error>
@@ -98,6 +110,7 @@ where
             Ok(v) => return Ok(v),
             Err(e) if e.is_retriable() => {
                 crate::log::debug(format_args!("will retry: {e}"));
+                *LAST_FAILURE.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
                 // An attempt cut short by the deadline says less than the failure before it.
                 if !(e.is_timeout() && telling.is_some()) {
                     telling = Some(e);

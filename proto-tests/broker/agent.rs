@@ -653,6 +653,61 @@ fn healthz_turns_503_with_the_reason_while_kafka_is_down_and_200_when_it_is_back
     assert_eq!(tail.stop("INT"), Some(0), "{}", tail.stderr());
 }
 
+#[test]
+fn before_kafka_first_answers_metrics_are_served_and_sighup_or_sigterm_do_not_kill_the_agent() {
+    // `systemctl reload` during an outage at boot used to end the agent (SIGHUP's default action),
+    // and monitoring saw no server at all until Kafka answered.
+    let (fake, boot) = shipper::testkit::FakeBroker::start_tcp(1);
+    fake.create_topic("t", 1);
+    fake.stop(1);
+    let dir = scratch_dir("agent-boot");
+    let port = free_port();
+    let cfg = dir.join("agent.toml");
+    let config = |topic: &str| {
+        format!(
+            "metrics_listen = \"127.0.0.1:{port}\"\nunhealthy_after = \"1s\"\ncheckpoint = \"{d}/ckpt\"\n[[input]]\npaths = [\"{d}/a.log\"]\ntopic = \"{topic}\"\n",
+            d = dir.display()
+        )
+    };
+    write_config(&cfg, &config("t"));
+    append(&dir.join("a.log"), &numbered_lines("a", 0, 10));
+    let args = ["--config", cfg.to_str().unwrap()];
+    // SIGTERM while waiting: a clean stop, at once.
+    let mut tail = Tail::start(&boot, &args, &dir.join("log1"));
+    wait_listening(port, &tail);
+    let start = Instant::now();
+    assert_eq!(tail.stop("TERM"), Some(0), "{}", tail.stderr());
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(tail.stderr().contains("stopping before Kafka answered"));
+    // SIGHUP while waiting: remembered, applied once running.
+    let mut tail = Tail::start(&boot, &args, &dir.join("log2"));
+    wait_listening(port, &tail);
+    let until = |what: &dyn Fn() -> bool, why: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !what() {
+            assert!(Instant::now() < deadline, "{why}: {}", tail.stderr());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    until(&|| http_get(port, "/healthz").0 == 503, "healthz never 503");
+    let (_, why) = http_get(port, "/healthz");
+    assert!(why.starts_with("no answer from Kafka for"), "{why}");
+    let m = parse_with_prometheus_client(&http_get(port, "/metrics").1);
+    assert_eq!(m["shipper_delivery_failing{}"], 1.0);
+    fake.create_topic("t2", 1);
+    write_config(&cfg, &config("t2"));
+    tail.signal("HUP");
+    until(
+        &|| tail.stderr().contains("read again once Kafka answers"),
+        "SIGHUP not taken",
+    );
+    fake.start(1);
+    until(&|| fake.values("t2").len() == 10, "lines after the wait");
+    until(&|| http_get(port, "/healthz").0 == 200, "healthz never 200");
+    assert!(fake.values("t").is_empty());
+    assert_eq!(tail.stop("INT"), Some(0), "{}", tail.stderr());
+}
+
 /// A log directory where other programs create and rename files (and where the checkpoint itself is
 /// written) costs no full scan per event: only a name a pattern may find, or a followed file renamed,
 /// does. Counted by `shipper_scans_total`; the lines of a new matching file and of a rotated one

@@ -20,30 +20,20 @@ pub fn settings(common: &Common, args: &TailArgs) -> anyhow::Result<TailSettings
     }
 }
 
-/// Awaits `f`, a first question to the cluster, saying so when the cluster makes it wait (after 5 s,
-/// then every minute): a tail started during an outage is not silent until Kafka answers.
-async fn said_while_waiting<T>(brokers: &str, f: impl std::future::Future<Output = T>) -> T {
-    let start = tokio::time::Instant::now();
-    let mut next = start + std::time::Duration::from_secs(5);
-    let mut f = std::pin::pin!(f);
-    loop {
-        tokio::select! {
-            r = &mut f => return r,
-            _ = tokio::time::sleep_until(next) => {
-                crate::log::warn(format_args!(
-                    "no answer from Kafka ({}) after {} s; still trying, and files are followed once it answers (-v shows each attempt)",
-                    Esc::str(brokers),
-                    start.elapsed().as_secs()
-                ));
-                next += std::time::Duration::from_secs(60);
-            }
-        }
-    }
-}
-
 /// Runs the command; returns the exit code.
 pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
     let mut s = settings(common, args)?;
+    let mut startup = crate::tail::startup::Startup::new(
+        s.options.metrics_listen.as_deref(),
+        s.options.unhealthy_after,
+    )
+    .await?;
+    let stopped = || {
+        crate::log::info(format_args!(
+            "stopping before Kafka answered: nothing was read yet"
+        ));
+        Ok(0)
+    };
     let cluster = s.kafka.cluster()?;
     let mut producer = Producer::new(cluster.clone(), s.producer.clone());
     // Topics named without placeholders must exist (or be creatable) now: a typo is said at once.
@@ -54,11 +44,16 @@ pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
                 String::from_utf8_lossy(&input.route.topic.render(std::path::Path::new(""), ""))
                     .into_owned();
             if producer.topic_index(&name).is_none() {
-                let meta = said_while_waiting(
-                    &brokers,
-                    cluster.topic(&name, s.producer.auto_create_topics),
-                )
-                .await?;
+                let Some(meta) = startup
+                    .wait(
+                        &brokers,
+                        cluster.topic(&name, s.producer.auto_create_topics),
+                    )
+                    .await
+                else {
+                    return stopped();
+                };
+                let meta = meta?;
                 producer.add_topic(meta);
             }
         }
@@ -75,9 +70,10 @@ pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
     }
     s.engine.limits.max_line_bytes = max_line;
     s.engine.limits.chunk_bytes = (1 << 20).max(max_line + 2);
-    said_while_waiting(&brokers, producer.init())
-        .await
-        .map_err(|e: Error| anyhow::anyhow!(e))?;
+    match startup.wait(&brokers, producer.init()).await {
+        None => return stopped(),
+        Some(r) => r.map_err(|e: Error| anyhow::anyhow!(e))?,
+    }
     let limit = raise_open_files_limit();
     s.engine.max_open_files = limit.saturating_sub(FD_RESERVE).max(16) as usize;
     for i in &s.engine.inputs {
@@ -92,5 +88,5 @@ pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
         let metrics = args.metrics_listen.clone();
         Box::new(move || config::load(&path, &common, metrics.clone())) as crate::tail::Reloader
     });
-    crate::tail::run(s, producer, reload).await
+    crate::tail::run(s, producer, reload, startup).await
 }

@@ -32,16 +32,7 @@ pub struct View<'a> {
 /// The metrics text.
 pub fn render(v: &View<'_>) -> String {
     let mut e = Exposition::default();
-    e.family(
-        "shipper_build_info",
-        "gauge",
-        "Version of the running shipper.",
-    );
-    e.sample(
-        "shipper_build_info",
-        &[("version", env!("CARGO_PKG_VERSION"))],
-        1.0,
-    );
+    build_info(&mut e);
     routes(&mut e, v.engine);
     files(&mut e, v.engine);
     producer(&mut e, v);
@@ -53,6 +44,17 @@ pub fn render(v: &View<'_>) -> String {
         f64::from(u8::from(ckpt.is_some())),
     );
     process(&mut e, v.started_unix);
+    e.finish()
+}
+
+/// The metrics text before Kafka has answered once: nothing is followed yet, and delivery counts as
+/// failing since the start (an alert on `shipper_delivery_failing_seconds` fires for an agent that
+/// never reached Kafka too).
+pub fn starting(waited: Duration, started_unix: f64) -> String {
+    let mut e = Exposition::default();
+    build_info(&mut e);
+    delivery_failing(&mut e, Some(waited));
+    process(&mut e, started_unix);
     e.finish()
 }
 
@@ -70,6 +72,34 @@ pub fn health(v: &View<'_>, after: Duration) -> Result<(), String> {
         return Err(v.saver.trouble().unwrap_or_default());
     }
     Ok(())
+}
+
+fn build_info(e: &mut Exposition) {
+    e.family(
+        "shipper_build_info",
+        "gauge",
+        "Version of the running shipper.",
+    );
+    e.sample(
+        "shipper_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1.0,
+    );
+}
+
+fn delivery_failing(e: &mut Exposition, failing: Option<Duration>) {
+    gauge(
+        e,
+        "shipper_delivery_failing",
+        "1 while deliveries to Kafka fail (lines wait in their files).",
+        f64::from(u8::from(failing.is_some())),
+    );
+    gauge(
+        e,
+        "shipper_delivery_failing_seconds",
+        "How long deliveries have been failing (0 when they work).",
+        failing.map_or(0.0, |d| d.as_secs_f64()),
+    );
 }
 
 fn gauge(e: &mut Exposition, name: &str, help: &str, value: f64) {
@@ -195,18 +225,7 @@ fn producer(e: &mut Exposition, v: &View<'_>) {
         "Record bytes held by the producer (batching or in flight).",
         v.producer.buffered_bytes() as f64,
     );
-    gauge(
-        e,
-        "shipper_delivery_failing",
-        "1 while deliveries to Kafka fail (lines wait in their files).",
-        f64::from(u8::from(v.delivery_failing.is_some())),
-    );
-    gauge(
-        e,
-        "shipper_delivery_failing_seconds",
-        "How long deliveries have been failing (0 when they work).",
-        v.delivery_failing.map_or(0.0, |d| d.as_secs_f64()),
-    );
+    delivery_failing(e, v.delivery_failing);
     counter(
         e,
         "shipper_produce_requests_total",

@@ -33,13 +33,13 @@ pub mod route;
 pub mod saver;
 pub mod scan;
 pub mod sink;
+pub mod startup;
 pub mod watch;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::Instant;
 
 use crate::escape::Esc;
@@ -84,9 +84,11 @@ pub async fn run(
     s: crate::settings::tail::TailSettings,
     producer: Producer,
     reload: Option<Reloader>,
+    startup: startup::Startup,
 ) -> anyhow::Result<i32> {
     let fixed = fixed_settings(&s);
     let mut r = Running::start(s.engine, s.options, producer)?;
+    r.started_unix = startup.started_unix;
     if let Some(eo) = &mut r.eo {
         // The last run's producer id: its batches not yet visible are waited for when reading back.
         r.previous_producer = eo.producer.map(|p| p.0);
@@ -107,19 +109,13 @@ pub async fn run(
         r.saver.submit(text);
     }
     r.reloader = reload.map(|f| (f, fixed));
-    if let Some(addr) = r.opts.metrics_listen.clone() {
-        let (tx, rx) = tokio::sync::mpsc::channel(8);
-        let server = crate::metrics::serve(&addr, tx)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot serve metrics on {}: {e}", Esc::str(&addr)))?;
-        crate::log::info(format_args!(
-            "metrics on http://{}/metrics, health on /healthz",
-            Esc::str(&addr)
-        ));
-        r.asks = Some(rx);
-        r.server = Some(server);
+    r.asks = startup.asks;
+    r.server = startup.server;
+    let mut signals = startup.signals;
+    if startup.reload_pending {
+        r.reload();
     }
-    r.ship_until_signal().await?;
+    r.ship_until_signal(&mut signals).await?;
     r.stop().await
 }
 
@@ -297,10 +293,7 @@ impl Running {
     }
 
     /// Ships until SIGINT or SIGTERM.
-    async fn ship_until_signal(&mut self) -> anyhow::Result<()> {
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigterm = signal(SignalKind::terminate())?;
-        let mut sighup = signal(SignalKind::hangup())?;
+    async fn ship_until_signal(&mut self, signals: &mut startup::Signals) -> anyhow::Result<()> {
         // Multiline events complete after some quiet: look at those files that often.
         let quiet = self
             .engine
@@ -329,10 +322,10 @@ impl Running {
             self.start_read_backs();
             tokio::select! {
                 biased;
-                _ = sigint.recv() => return Ok(()),
-                _ = sigterm.recv() => return Ok(()),
-                _ = sighup.recv() => self.reload(),
-                Some(ask) = recv(&mut self.asks) => self.answer(ask),
+                _ = signals.int.recv() => return Ok(()),
+                _ = signals.term.recv() => return Ok(()),
+                _ = signals.hup.recv() => self.reload(),
+                Some(ask) = startup::recv(&mut self.asks) => self.answer(ask),
                 Some(r) = self.reading_back.join_next(), if !self.reading_back.is_empty() => {
                     if let Ok((topic, r)) = r {
                         self.read_back_done(topic, r);
@@ -661,16 +654,6 @@ impl Running {
         } else {
             0
         })
-    }
-}
-
-/// The next question from the metrics server; never, when it does not run.
-async fn recv(
-    asks: &mut Option<tokio::sync::mpsc::Receiver<crate::metrics::Ask>>,
-) -> Option<crate::metrics::Ask> {
-    match asks {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
     }
 }
 

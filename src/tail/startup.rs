@@ -1,0 +1,138 @@
+//! What `tail` does before Kafka has answered once: it already handles SIGINT, SIGTERM and SIGHUP (a
+//! `systemctl reload` or `stop` during an outage must not kill it with the default action), and its
+//! metrics server already answers (bound at once, so a bad address fails the start, and monitoring
+//! sees a process waiting for Kafka rather than no process).
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::escape::Esc;
+use crate::metrics::Ask;
+
+/// The signals tail handles, registered once for the whole run.
+pub struct Signals {
+    /// SIGINT: stop.
+    pub int: Signal,
+    /// SIGTERM: stop.
+    pub term: Signal,
+    /// SIGHUP: reload the config.
+    pub hup: Signal,
+}
+
+/// The signals and the metrics server, from the start of the run.
+pub struct Startup {
+    /// Handled from now on.
+    pub signals: Signals,
+    /// Questions from the metrics server, when it runs.
+    pub asks: Option<mpsc::Receiver<Ask>>,
+    /// The metrics server.
+    pub server: Option<tokio::task::JoinHandle<()>>,
+    /// A SIGHUP came while waiting: the config is read again once running.
+    pub reload_pending: bool,
+    /// Seconds since the Unix epoch at start.
+    pub started_unix: f64,
+    since: Instant,
+    unhealthy_after: Duration,
+}
+
+impl Startup {
+    /// Handles the signals and binds the metrics server (if `metrics_listen`), now.
+    pub async fn new(
+        metrics_listen: Option<&str>,
+        unhealthy_after: Duration,
+    ) -> anyhow::Result<Startup> {
+        let signals = Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        };
+        let (mut asks, mut server) = (None, None);
+        if let Some(addr) = metrics_listen {
+            let (tx, rx) = mpsc::channel(8);
+            let s = crate::metrics::serve(addr, tx)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot serve metrics on {}: {e}", Esc::str(addr)))?;
+            crate::log::info(format_args!(
+                "metrics on http://{}/metrics, health on /healthz",
+                Esc::str(addr)
+            ));
+            (asks, server) = (Some(rx), Some(s));
+        }
+        Ok(Startup {
+            signals,
+            asks,
+            server,
+            reload_pending: false,
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            since: Instant::now(),
+            unhealthy_after,
+        })
+    }
+
+    /// Awaits `f`, a first question to the cluster, meanwhile answering metrics and signals, and saying
+    /// so when the cluster makes it wait (after 5 s, then every minute, with the last failure): a
+    /// tail started during an outage is not silent until Kafka answers. `None` when SIGINT or SIGTERM
+    /// came first.
+    pub async fn wait<T>(&mut self, brokers: &str, f: impl Future<Output = T>) -> Option<T> {
+        let start = Instant::now();
+        let mut next = start + Duration::from_secs(5);
+        let mut f = std::pin::pin!(f);
+        loop {
+            tokio::select! {
+                r = &mut f => return Some(r),
+                _ = self.signals.int.recv() => return None,
+                _ = self.signals.term.recv() => return None,
+                _ = self.signals.hup.recv() => {
+                    self.reload_pending = true;
+                    crate::log::info(format_args!(
+                        "SIGHUP: the config is read again once Kafka answers"
+                    ));
+                }
+                Some(ask) = recv(&mut self.asks) => self.answer(ask),
+                _ = tokio::time::sleep_until(next) => {
+                    let why = crate::backoff::last_failure()
+                        .map(|e| format!(" (last: {e})"))
+                        .unwrap_or_default();
+                    crate::log::warn(format_args!(
+                        "no answer from Kafka ({}) after {} s{why}; still trying, and files are followed once it answers",
+                        Esc::str(brokers),
+                        start.elapsed().as_secs()
+                    ));
+                    next += Duration::from_secs(60);
+                }
+            }
+        }
+    }
+
+    fn answer(&self, ask: Ask) {
+        let waited = self.since.elapsed();
+        match ask {
+            Ask::Metrics(r) => drop(r.send(super::exposition::starting(waited, self.started_unix))),
+            Ask::Health(r) => drop(r.send(if waited >= self.unhealthy_after {
+                Err(format!(
+                    "no answer from Kafka for {:.0}s since the start{}",
+                    waited.as_secs_f64(),
+                    crate::backoff::last_failure()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                ))
+            } else {
+                Ok(())
+            })),
+        }
+    }
+}
+
+/// The next question, if there is a server (else never).
+pub async fn recv<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
