@@ -59,20 +59,20 @@ struct File {
     compression: Option<Spanned<String>>,
     compression_level: Option<i32>,
     linger_ms: Option<u64>,
-    batch_bytes: Option<usize>,
-    max_message_bytes: Option<usize>,
-    max_in_flight: Option<usize>,
+    batch_bytes: Option<Spanned<u64>>,
+    max_message_bytes: Option<Spanned<u64>>,
+    max_in_flight: Option<Spanned<u64>>,
     partitioner: Option<Spanned<String>>,
     idempotence: Option<bool>,
     exactly_once: Option<Spanned<bool>>,
     auto_create_topics: Option<bool>,
     checkpoint: Option<Spanned<String>>,
-    buffer_bytes: Option<usize>,
-    scan_ms: Option<u64>,
-    checkpoint_ms: Option<u64>,
+    buffer_bytes: Option<Spanned<u64>>,
+    scan_ms: Option<Spanned<u64>>,
+    checkpoint_ms: Option<Spanned<u64>>,
     shutdown_timeout_ms: Option<u64>,
-    stats: Option<u64>,
-    max_line_bytes: Option<usize>,
+    stats: Option<Spanned<u64>>,
+    max_line_bytes: Option<Spanned<u64>>,
     dead_letter: Option<Spanned<String>>,
     #[serde(default)]
     follow_symlinks: bool,
@@ -80,7 +80,7 @@ struct File {
     symlink_roots: OneOrMany,
     #[serde(default)]
     owners: OneOrMany,
-    metrics_listen: Option<String>,
+    metrics_listen: Option<Spanned<String>>,
     unhealthy_after: Option<Spanned<String>>,
     #[serde(rename = "input", default)]
     inputs: Vec<Spanned<InputFile>>,
@@ -160,8 +160,8 @@ struct InputFile {
 #[serde(deny_unknown_fields)]
 struct MultilineFile {
     start: Spanned<String>,
-    max_lines: Option<usize>,
-    max_bytes: Option<usize>,
+    max_lines: Option<Spanned<u64>>,
+    max_bytes: Option<Spanned<u64>>,
     timeout_ms: Option<u64>,
 }
 
@@ -245,10 +245,62 @@ impl Reader<'_> {
         Ok(out)
     }
 
-    fn path_of(&self, v: &Option<Spanned<String>>) -> anyhow::Result<Option<PathBuf>> {
+    fn path_of(&self, v: &Option<Spanned<String>>, key: &str) -> anyhow::Result<Option<PathBuf>> {
         v.as_ref()
-            .map(|s| self.expand(s).map(PathBuf::from))
+            .map(|s| {
+                let p = self.expand(s)?;
+                if p.is_empty() {
+                    return Err(self.err(s.span(), format!("{key} is an empty path")));
+                }
+                Ok(PathBuf::from(p))
+            })
             .transpose()
+    }
+
+    /// A file setting (a CA, a certificate, a key, a password file): it must be there and readable
+    /// now, so that check-config finds what would stop the agent at start.
+    fn file_of(&self, v: &Option<Spanned<String>>, key: &str) -> anyhow::Result<Option<PathBuf>> {
+        let p = self.path_of(v, key)?;
+        if let (Some(p), Some(s)) = (&p, v) {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Not blocking on a FIFO with no writer: only whether it opens is asked.
+            let opened = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(p);
+            if let Err(e) = opened {
+                return Err(self.err(
+                    s.span(),
+                    format!("{key}: cannot read {}: {e}", Esc::path(p)),
+                ));
+            }
+        }
+        Ok(p)
+    }
+
+    /// A number within what the matching flag accepts (`key = 0` must not mean "1" silently), else
+    /// `default`.
+    fn num(
+        &self,
+        v: &Option<Spanned<u64>>,
+        key: &str,
+        range: std::ops::RangeInclusive<u64>,
+        default: u64,
+    ) -> anyhow::Result<u64> {
+        let Some(v) = v else { return Ok(default) };
+        let n = *v.get_ref();
+        if range.contains(&n) {
+            return Ok(n);
+        }
+        let (lo, hi) = (*range.start(), *range.end());
+        Err(self.err(
+            v.span(),
+            if hi == u64::MAX {
+                format!("{key} = {n}: must be at least {lo}")
+            } else {
+                format!("{key} = {n}: must be from {lo} to {hi}")
+            },
+        ))
     }
 
     fn template(&self, v: &Spanned<String>) -> anyhow::Result<Template> {
@@ -269,7 +321,7 @@ impl Reader<'_> {
         let kafka = self.kafka(&f, common)?;
         let mut producer = tail_producer(
             self.producer(&f)?,
-            f.buffer_bytes.unwrap_or(4 << 20).max(65536),
+            self.num(&f.buffer_bytes, "buffer_bytes", 65536..=u64::MAX, 4 << 20)? as usize,
         );
         let exactly_once = f.exactly_once.as_ref().is_some_and(|v| *v.get_ref());
         if let Some(v) = f.exactly_once.as_ref().filter(|v| *v.get_ref()) {
@@ -319,7 +371,12 @@ impl Reader<'_> {
                     own: Default::default(),
                 }),
                 limits: ReadLimits {
-                    max_line_bytes: f.max_line_bytes.unwrap_or(1_000_000).max(1),
+                    max_line_bytes: self.num(
+                        &f.max_line_bytes,
+                        "max_line_bytes",
+                        1..=u64::MAX,
+                        1_000_000,
+                    )? as usize,
                     chunk_bytes: 1 << 20,
                 },
                 max_open_files: 0,
@@ -328,14 +385,32 @@ impl Reader<'_> {
             },
             options: TailOptions {
                 checkpoint: self
-                    .path_of(&f.checkpoint)?
+                    .path_of(&f.checkpoint, "checkpoint")?
                     .unwrap_or_else(|| checkpoint::default_path(&stem)),
-                scan_interval: Duration::from_millis(f.scan_ms.unwrap_or(1000).max(10)),
-                checkpoint_interval: Duration::from_millis(f.checkpoint_ms.unwrap_or(250).max(10)),
-                stats_interval: f.stats.map(|s| Duration::from_secs(s.max(1))),
+                scan_interval: Duration::from_millis(self.num(
+                    &f.scan_ms,
+                    "scan_ms",
+                    10..=u64::MAX,
+                    1000,
+                )?),
+                checkpoint_interval: Duration::from_millis(self.num(
+                    &f.checkpoint_ms,
+                    "checkpoint_ms",
+                    10..=u64::MAX,
+                    250,
+                )?),
+                stats_interval: match &f.stats {
+                    Some(_) => Some(Duration::from_secs(self.num(
+                        &f.stats,
+                        "stats",
+                        1..=u64::MAX,
+                        0,
+                    )?)),
+                    None => None,
+                },
                 shutdown_timeout: Duration::from_millis(f.shutdown_timeout_ms.unwrap_or(10_000)),
-                dead_letter: self.path_of(&f.dead_letter)?,
-                metrics_listen: f.metrics_listen.clone(),
+                dead_letter: self.path_of(&f.dead_letter, "dead_letter")?,
+                metrics_listen: self.listen_address(&f.metrics_listen)?,
                 unhealthy_after,
             },
             config_file: Some(self.path.to_path_buf()),
@@ -375,15 +450,15 @@ impl Reader<'_> {
                 .as_ref()
                 .map(|v| self.expand(v))
                 .transpose()?,
-            password_file: self.path_of(&f.sasl_password_file)?,
+            password_file: self.file_of(&f.sasl_password_file, "sasl_password_file")?,
             password: f
                 .sasl_password
                 .as_ref()
                 .map(|v| self.expand(v).map(Secret::new))
                 .transpose()?,
-            ca_file: self.path_of(&f.ca_file)?,
-            cert_file: self.path_of(&f.cert_file)?,
-            key_file: self.path_of(&f.key_file)?,
+            ca_file: self.file_of(&f.ca_file, "ca_file")?,
+            cert_file: self.file_of(&f.cert_file, "cert_file")?,
+            key_file: self.file_of(&f.key_file, "key_file")?,
             insecure: f.tls_insecure,
             properties: Vec::new(),
             properties_file: None,
@@ -466,12 +541,24 @@ impl Reader<'_> {
         if let Some(ms) = f.linger_ms {
             p.linger = Duration::from_millis(ms);
         }
-        p.batch_bytes = f.batch_bytes.unwrap_or(p.batch_bytes).clamp(1024, 64 << 20);
-        p.max_message_bytes = f
-            .max_message_bytes
-            .unwrap_or(p.max_message_bytes)
-            .clamp(1024, 64 << 20);
-        p.max_in_flight = f.max_in_flight.unwrap_or(p.max_in_flight).clamp(1, 100);
+        p.batch_bytes = self.num(
+            &f.batch_bytes,
+            "batch_bytes",
+            1024..=64 << 20,
+            p.batch_bytes as u64,
+        )? as usize;
+        p.max_message_bytes = self.num(
+            &f.max_message_bytes,
+            "max_message_bytes",
+            1024..=64 << 20,
+            p.max_message_bytes as u64,
+        )? as usize;
+        p.max_in_flight = self.num(
+            &f.max_in_flight,
+            "max_in_flight",
+            1..=100,
+            p.max_in_flight as u64,
+        )? as usize;
         p.idempotence = f.idempotence.unwrap_or(true);
         p.auto_create_topics = f.auto_create_topics.unwrap_or(true);
         Ok(p)
@@ -518,6 +605,25 @@ impl Reader<'_> {
         })
     }
 
+    /// `metrics_listen`: host:port (a bad one would stop the agent at start).
+    fn listen_address(&self, v: &Option<Spanned<String>>) -> anyhow::Result<Option<String>> {
+        let Some(v) = v else { return Ok(None) };
+        let a = v.get_ref();
+        let ok = a.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && !host.contains(char::is_whitespace) && port.parse::<u16>().is_ok()
+        });
+        if !ok {
+            return Err(self.err(
+                v.span(),
+                format!(
+                    "metrics_listen = '{}': expected host:port, such as 127.0.0.1:9898",
+                    Esc::str(a)
+                ),
+            ));
+        }
+        Ok(Some(a.clone()))
+    }
+
     fn multiline(&self, m: &Spanned<MultilineFile>) -> anyhow::Result<MultilineConfig> {
         let mf = m.get_ref();
         let start = regex::bytes::Regex::new(mf.start.get_ref()).map_err(|e| {
@@ -528,8 +634,13 @@ impl Reader<'_> {
         })?;
         Ok(MultilineConfig {
             start,
-            max_lines: mf.max_lines.unwrap_or(500).max(1),
-            max_bytes: mf.max_bytes.unwrap_or(1_000_000).max(1),
+            max_lines: self.num(&mf.max_lines, "multiline.max_lines", 1..=u64::MAX, 500)? as usize,
+            max_bytes: self.num(
+                &mf.max_bytes,
+                "multiline.max_bytes",
+                1..=u64::MAX,
+                1_000_000,
+            )? as usize,
             timeout: Duration::from_millis(mf.timeout_ms.unwrap_or(1000)),
         })
     }

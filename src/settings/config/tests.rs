@@ -195,3 +195,55 @@ fn a_config_path_to_an_endless_or_huge_file_fails_at_once_without_filling_memory
     assert!(e.contains("not UTF-8 text"), "{e}");
     std::fs::remove_file(&binary).unwrap();
 }
+
+#[test]
+fn numbers_outside_what_the_flags_take_are_refused_not_quietly_changed() {
+    // `max_line_bytes = 0` used to ship every line as its first byte.
+    let input = "[[input]]\npaths = [\"/tmp/x.log\"]\ntopic = \"t\"\n";
+    for (line, want) in [
+        (
+            "max_line_bytes = 0",
+            "max_line_bytes = 0: must be at least 1",
+        ),
+        (
+            "buffer_bytes = 100",
+            "buffer_bytes = 100: must be at least 65536",
+        ),
+        ("scan_ms = 0", "scan_ms = 0: must be at least 10"),
+        (
+            "checkpoint_ms = 1",
+            "checkpoint_ms = 1: must be at least 10",
+        ),
+        ("stats = 0", "stats = 0: must be at least 1"),
+        (
+            "batch_bytes = 0",
+            "batch_bytes = 0: must be from 1024 to 67108864",
+        ),
+        (
+            "max_message_bytes = 0",
+            "max_message_bytes = 0: must be from 1024",
+        ),
+        (
+            "max_in_flight = 101",
+            "max_in_flight = 101: must be from 1 to 100",
+        ),
+        ("metrics_listen = \"9898\"", "expected host:port"),
+        ("metrics_listen = \"127.0.0.1:99999\"", "expected host:port"),
+        ("checkpoint = \"\"", "checkpoint is an empty path"),
+        (
+            "ca_file = \"/nonexistent/ca.pem\"",
+            "ca_file: cannot read /nonexistent/ca.pem",
+        ),
+    ] {
+        let e = error("range", &format!("\n{line}\n{input}"));
+        assert!(e.contains(".toml:2: ") && e.contains(want), "{line}: {e}");
+    }
+    let e = error(
+        "range-ml",
+        &format!("{input}multiline = {{ start = '^x', max_bytes = 0 }}\n"),
+    );
+    assert!(
+        e.contains(":4: multiline.max_bytes = 0: must be at least 1"),
+        "{e}"
+    );
+}
