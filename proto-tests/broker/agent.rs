@@ -708,6 +708,49 @@ fn before_kafka_first_answers_metrics_are_served_and_sighup_or_sigterm_do_not_ki
     assert_eq!(tail.stop("INT"), Some(0), "{}", tail.stderr());
 }
 
+#[test]
+fn a_topic_that_does_not_exist_turns_healthz_503_until_it_is_created() {
+    // The cluster does not create topics: lines for a templated topic wait in their file. They used
+    // to wait with /healthz at 200 and nothing but the lag to show it.
+    let Some(c) = cluster() else { return };
+    let dir = scratch_dir("agent-missing");
+    let t = topic("agent-missing");
+    let port = free_port();
+    let cfg = dir.join("agent.toml");
+    write_config(
+        &cfg,
+        &format!(
+            "metrics_listen = \"127.0.0.1:{port}\"\nunhealthy_after = \"1s\"\nauto_create_topics = false\ncheckpoint = \"{d}/ckpt\"\n[[input]]\npaths = [\"{d}/*.log\"]\ntopic = \"{t}-{{file_stem}}\"\n",
+            d = dir.display()
+        ),
+    );
+    append(&dir.join("app.log"), &numbered_lines("app", 0, 10));
+    let mut tail = Tail::start(&c, &["--config", cfg.to_str().unwrap()], &dir.join("log"));
+    wait_listening(port, &tail);
+    let until = |what: &dyn Fn() -> bool, why: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !what() {
+            assert!(Instant::now() < deadline, "{why}: {}", tail.stderr());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    until(&|| http_get(port, "/healthz").0 == 503, "healthz never 503");
+    let (_, why) = http_get(port, "/healthz");
+    assert!(
+        why.starts_with(&format!("topic '{t}-app' not available for")),
+        "{why}"
+    );
+    let m = parse_with_prometheus_client(&http_get(port, "/metrics").1);
+    assert!(m["shipper_topic_waiting_seconds{}"] >= 1.0, "{m:#?}");
+    create_topic(&c, &format!("{t}-app"), 1, 3, &[]);
+    until(
+        &|| topic_values(&c, &format!("{t}-app")).len() == 10,
+        "lines once the topic exists",
+    );
+    until(&|| http_get(port, "/healthz").0 == 200, "healthz never 200");
+    assert_eq!(tail.stop("TERM"), Some(0), "{}", tail.stderr());
+}
+
 /// A log directory where other programs create and rename files (and where the checkpoint itself is
 /// written) costs no full scan per event: only a name a pattern may find, or a followed file renamed,
 /// does. Counted by `shipper_scans_total`; the lines of a new matching file and of a rotated one

@@ -209,6 +209,8 @@ struct PendingTopic {
     in_flight: bool,
     /// Why it is not ready, once an attempt failed.
     error: Option<Error>,
+    /// When it was first asked for.
+    since: Instant,
 }
 
 /// Where a topic asked for by name stands.
@@ -291,6 +293,7 @@ impl Producer {
                 backoff: Backoff::with(Duration::from_millis(500), Duration::from_secs(30), None),
                 in_flight: false,
                 error: None,
+                since: Instant::now(),
             });
         TopicState::Pending(p.error.as_ref().map(|e| e.to_string()))
     }
@@ -332,6 +335,16 @@ impl Producer {
     /// Why deliveries are failing right now, if they are: for a caller to say so once.
     pub fn trouble(&self) -> Option<String> {
         self.failing.values().next().map(|e| e.to_string())
+    }
+
+    /// The topic asked for by name that has waited longest and failed (it does not exist and may not
+    /// be created, or may not be described): its name, how long, and why. Lines for it wait.
+    pub fn topic_waiting(&self) -> Option<(&str, Duration, String)> {
+        self.pending
+            .iter()
+            .filter_map(|(name, p)| Some((name.as_str(), p.since.elapsed(), p.error.as_ref()?)))
+            .max_by_key(|(_, waited, _)| *waited)
+            .map(|(name, waited, e)| (name, waited, e.to_string()))
     }
 
     /// Whether batches carry a producer id and sequences.

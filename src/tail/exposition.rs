@@ -71,6 +71,13 @@ pub fn health(v: &View<'_>, after: Duration) -> Result<(), String> {
     if v.saver.failing_for().is_some_and(|t| t >= after) {
         return Err(v.saver.trouble().unwrap_or_default());
     }
+    if let Some((topic, waited, why)) = v.producer.topic_waiting().filter(|t| t.1 >= after) {
+        return Err(format!(
+            "topic '{}' not available for {:.0}s, its lines wait in their files: {why}",
+            crate::escape::Esc::str(topic),
+            waited.as_secs_f64()
+        ));
+    }
     Ok(())
 }
 
@@ -226,6 +233,12 @@ fn producer(e: &mut Exposition, v: &View<'_>) {
         v.producer.buffered_bytes() as f64,
     );
     delivery_failing(e, v.delivery_failing);
+    gauge(
+        e,
+        "shipper_topic_waiting_seconds",
+        "How long lines have waited for a topic that is not available (does not exist, may not be created or described); 0 when none waits.",
+        v.producer.topic_waiting().map_or(0.0, |t| t.1.as_secs_f64()),
+    );
     counter(
         e,
         "shipper_produce_requests_total",
