@@ -379,7 +379,15 @@ fn multi_partition_consume_reads_every_partition() {
 fn unknown_topic_fails_with_its_name_when_auto_creation_is_off() {
     let Some(c) = cluster() else { return };
     let t = topic("absent");
-    for args in [vec!["produce", &t[..]], vec!["consume", &t[..], "-e"]] {
+    // tail from the command line too (a typo is said at once; from a config file it is waited for).
+    let dir = scratch_dir("absent");
+    append(&dir.join("a.log"), b"x\n");
+    let (log, ck) = (
+        dir.join("a.log").display().to_string(),
+        dir.join("ck").display().to_string(),
+    );
+    let tail = vec!["tail", &log[..], &t[..], "--checkpoint", &ck[..]];
+    for args in [vec!["produce", &t[..]], vec!["consume", &t[..], "-e"], tail] {
         let out = shipper(&c, &args, b"x\n");
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);

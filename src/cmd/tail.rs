@@ -20,6 +20,13 @@ pub fn settings(common: &Common, args: &TailArgs) -> anyhow::Result<TailSettings
     }
 }
 
+/// Whether a topic the cluster refuses now may become usable without a restart: created, or allowed
+/// by the ACLs.
+fn topic_may_come(e: &Error) -> bool {
+    matches!(e, Error::UnknownTopic { .. })
+        || e.code() == Some(crate::error::Code::TopicAuthorizationFailed)
+}
+
 /// Runs the command; returns the exit code.
 pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
     let mut s = settings(common, args)?;
@@ -53,7 +60,18 @@ pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
                 else {
                     return stopped();
                 };
-                let meta = meta?;
+                let meta = match meta {
+                    Ok(m) => m,
+                    // From a config file (a service), a topic missing or refused at start is waited
+                    // for, as one a template names or a reload adds (said when its lines come):
+                    // a systemd unit must not restart-loop on it. From the command line it is an
+                    // error at once (a typo).
+                    Err(e) if args.config.is_some() && topic_may_come(&e) => {
+                        crate::log::debug(format_args!("at start: {e}"));
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 producer.add_topic(meta);
             }
         }
