@@ -165,6 +165,13 @@ try:
              "from=beginning&q=ERROR in the URL shows the history, filtered")
     check(driver.find_element(By.ID, "q").get_attribute("value") == "ERROR", "the URL's state fills the controls")
 
+    # A view the server refuses shows the server's reason (EventSource alone hides the answer), and
+    # a partition the topic lacks is refused as /api/records refuses it.
+    driver.get(f"{BASE}/?topic={TOPIC}&q=(&re=1&token={TOKEN}")
+    wait_for(lambda: "refused (400)" in status(), 10, "a refused view shows the server's reason")
+    check("regex" in status(), f"the reason names the regex: {status()}")
+    check(http_status(f"/stream?topic={TOPIC}&p=9&token={TOKEN}")[0] == 400, "a partition the topic lacks: 400")
+
     # Pause and resume.
     driver.get(f"{BASE}/?topic={TOPIC}&token={TOKEN}")
     wait_for(lambda: "live" in status(), 10, "live again")

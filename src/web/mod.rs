@@ -201,11 +201,23 @@ impl Server {
                 return http::respond(s, 400, "text/plain", format!("{why}\n").as_bytes()).await
             }
         };
+        // A partition the topic lacks: said, as /api/records and consume -p say it, not an empty view.
+        match self.cluster.topic(&view.topic, false).await {
+            Ok(meta) => {
+                if let Some(e) = unknown_partition(&meta, &view) {
+                    return http::respond(s, 400, "text/plain", format!("{e}\n").as_bytes()).await;
+                }
+            }
+            Err(e) => {
+                return http::respond(s, 502, "text/plain", format!("{e}\n").as_bytes()).await
+            }
+        }
         let Ok(_permit) = self.views.clone().try_acquire_owned() else {
             return http::respond(s, 429, "text/plain", b"too many live views at once (32)\n")
                 .await;
         };
-        session::stream(s, &self.cluster, &self.hubs, view).await
+        let (mut rd, mut wr) = s.split();
+        session::stream(&mut wr, &mut rd, &self.cluster, &self.hubs, view).await
     }
 
     /// `/api/records`: up to `limit` records (default 100, at most 10,000) from `from` (default
@@ -249,18 +261,8 @@ async fn read_records(
 ) -> crate::error::Result<Vec<u8>> {
     let meta = cluster.topic(&view.topic, false).await?;
     let parts = view.partitions(&meta);
-    // Asked for by number and not there: said, as consume -p says it, not an empty answer.
-    if let Some(&p) = view
-        .filter
-        .partitions
-        .iter()
-        .find(|p| !meta.partitions.iter().any(|m| m.id == **p))
-    {
-        return Err(crate::error::Error::UnknownPartition {
-            topic: view.topic.clone(),
-            partition: p,
-            count: meta.partitions.len(),
-        });
+    if let Some(e) = unknown_partition(&meta, view) {
+        return Err(e);
     }
     let ends = list_offsets_as(cluster, &view.topic, &parts, LATEST, true).await?;
     let mut consumer = Consumer::new(cluster.clone(), hub::live_fetch());
@@ -268,19 +270,28 @@ async fn read_records(
     let mut body = b"[".to_vec();
     let mut n = 0;
     let mut scratch = Vec::new();
-    let full = |n: usize, body: &Vec<u8>| n >= limit || (n > 0 && body.len() >= API_MAX_BYTES);
-    while !full(n, &body) && !consumer.at_end_of_start() {
+    // Full at `limit` records, or at the first record that would take the answer past
+    // API_MAX_BYTES (left out: the cap holds; the first record always goes, whatever its size).
+    let mut full = limit == 0;
+    while !full && !consumer.at_end_of_start() {
         for f in consumer.poll().await? {
             let end = ends.get(&f.partition).copied().unwrap_or(0);
             let res = f.for_each_record(&mut scratch, 64 * 1024 * 1024, |r| {
-                if full(n, &body) || r.offset >= end || !view.filter.wants(r) {
+                if full || r.offset >= end || !view.filter.wants(r) {
                     return;
                 }
+                let before = body.len();
                 if n > 0 {
                     body.push(b',');
                 }
                 let _ = crate::output::Format::Json.write(&mut body, &view.topic, f.partition, r);
+                if n > 0 && body.len() + 2 > API_MAX_BYTES {
+                    body.truncate(before);
+                    full = true;
+                    return;
+                }
                 n += 1;
+                full = n >= limit;
             });
             res.map_err(|source| crate::error::Error::Records {
                 topic: view.topic.clone(),
@@ -291,6 +302,23 @@ async fn read_records(
     }
     body.extend_from_slice(b"]\n");
     Ok(body)
+}
+
+/// The first partition the view asks for by number that the topic lacks, as an error.
+fn unknown_partition(
+    meta: &crate::cluster::TopicMeta,
+    view: &session::View,
+) -> Option<crate::error::Error> {
+    let p = *view
+        .filter
+        .partitions
+        .iter()
+        .find(|p| !meta.partitions.iter().any(|m| m.id == **p))?;
+    Some(crate::error::Error::UnknownPartition {
+        topic: view.topic.clone(),
+        partition: p,
+        count: meta.partitions.len(),
+    })
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

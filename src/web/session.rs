@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::hub::{live_fetch, Hubs};
@@ -18,6 +18,9 @@ use crate::consumer::{list_offsets_as, Consumer, Fetched, StartOffset, LATEST};
 
 /// A batch is sent when it reaches this size, or after [`FLUSH_EVERY`].
 const BATCH_BYTES: usize = 256 * 1024;
+/// Rows of one fetched response are added up to this much, then sent before the rest is added: a
+/// response of highly compressed records must not become tens of MB of JSON per view.
+const BATCH_CAP: usize = 1024 * 1024;
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// A write the browser does not take within this long ends the view.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,14 +74,20 @@ impl<S: AsyncWrite + Unpin> Out<'_, S> {
         }
     }
 
-    /// Adds the records of `f` in `from..end` that the filter wants; returns the next offset (at most
-    /// `end`). A batch that does not decode is skipped (and said at debug level): a view shows what it
-    /// can, `consume` is the tool that fails on it.
-    fn add_until(&mut self, f: &Fetched, from: i64, end: i64, filter: &Filter) -> i64 {
+    /// Adds the records of `f` in `from..end` that the filter wants, until the batch holds
+    /// [`BATCH_CAP`]; returns the next offset (at most `end`) and whether it stopped for the cap (then
+    /// send the batch and add again from there). A batch that does not decode is skipped (and said at
+    /// debug level): a view shows what it can, `consume` is the tool that fails on it.
+    fn add_until(&mut self, f: &Fetched, from: i64, end: i64, filter: &Filter) -> (i64, bool) {
         let mut next = from;
+        let mut capped = false;
         let (batch, rows) = (&mut self.batch, &mut self.rows);
         let res = f.for_each_record(&mut self.scratch, 64 * 1024 * 1024, |r| {
-            if r.offset < from || r.offset >= end {
+            if capped || r.offset < from || r.offset >= end {
+                return;
+            }
+            if batch.len() >= BATCH_CAP {
+                capped = true;
                 return;
             }
             next = r.offset + 1;
@@ -91,8 +100,30 @@ impl<S: AsyncWrite + Unpin> Out<'_, S> {
         if let Err(e) = res {
             crate::log::debug(format_args!("web: partition {}: {e}", f.partition));
         }
+        if capped {
+            return (next, true);
+        }
         // Past the batches (control records, compaction gaps), but never past the end.
-        next.max(f.next_offset().unwrap_or(next)).min(end)
+        (next.max(f.next_offset().unwrap_or(next)).min(end), false)
+    }
+
+    /// Adds all of `f` in `from..end` (see [`Out::add_until`]), sending the batch each time it
+    /// reaches the cap; returns the next offset.
+    async fn add_all(
+        &mut self,
+        f: &Fetched,
+        mut from: i64,
+        end: i64,
+        filter: &Filter,
+    ) -> std::io::Result<i64> {
+        loop {
+            let (next, capped) = self.add_until(f, from, end, filter);
+            self.flush(capped).await?;
+            if !capped || next <= from {
+                return Ok(next);
+            }
+            from = next;
+        }
     }
 
     /// Sends the batch if it is due (or `force`).
@@ -113,8 +144,28 @@ impl<S: AsyncWrite + Unpin> Out<'_, S> {
     }
 }
 
-/// Streams `view` to `s` until the browser goes away, the hub drops it, or `stop` resolves.
-pub async fn stream<S: AsyncWrite + Unpin>(
+/// Streams `view` to `s` until the browser goes away (it closes its side of `peer`, or stops
+/// reading), or the hub drops it.
+pub async fn stream<S: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
+    s: &mut S,
+    peer: &mut R,
+    cluster: &Arc<Cluster>,
+    hubs: &Hubs,
+    view: View,
+) -> std::io::Result<()> {
+    // A browser that closed the view (a reload, Apply, a closed tab) frees its slot now, whatever
+    // the view is doing (catching up, live and quiet), not when a write finally fails.
+    let gone = async {
+        let mut discard = [0u8; 512];
+        while matches!(peer.read(&mut discard).await, Ok(n) if n > 0) {}
+    };
+    tokio::select! {
+        r = serve(s, cluster, hubs, view) => r,
+        _ = gone => Ok(()),
+    }
+}
+
+async fn serve<S: AsyncWrite + Unpin>(
     s: &mut S,
     cluster: &Arc<Cluster>,
     hubs: &Hubs,
@@ -171,9 +222,8 @@ pub async fn stream<S: AsyncWrite + Unpin>(
                     continue;
                 }
                 let from = next.get(&f.partition).copied().unwrap_or(0);
-                let n = out.add_until(&f, from, i64::MAX, &view.filter);
+                let n = out.add_all(&f, from, i64::MAX, &view.filter).await?;
                 next.insert(f.partition, n.max(from));
-                out.flush(false).await?;
             }
             _ = tick.tick() => {
                 out.flush(false).await?;
@@ -200,7 +250,14 @@ async fn catch_up<S: AsyncWrite + Unpin>(
         .into_iter()
         .filter(|p| range.is_none_or(|(_, ends)| ends.contains_key(p)))
         .collect();
-    let mut consumer = Consumer::new(cluster.clone(), live_fetch());
+    // Smaller responses than the live read's: up to 32 views catch up at once, each at a browser's
+    // pace, and each holds two responses (one decoded while the next arrives).
+    let fetch = crate::consumer::FetchConfig {
+        max_bytes: 1024 * 1024,
+        partition_max_bytes: 512 * 1024,
+        ..live_fetch()
+    };
+    let mut consumer = Consumer::new(cluster.clone(), fetch);
     let from: HashMap<i32, i64> = range
         .map(|(starts, _)| starts.iter().map(|(p, o)| (*p, *o)).collect())
         .unwrap_or_default();
@@ -234,9 +291,8 @@ async fn catch_up<S: AsyncWrite + Unpin>(
         for f in consumer.poll().await? {
             let end = ends.get(&f.partition).copied().unwrap_or(0);
             let from = next.get(&f.partition).copied().unwrap_or(0);
-            let n = out.add_until(&f, from, end, &view.filter);
-            next.insert(f.partition, n);
-            out.flush(false)
+            let n = out
+                .add_all(&f, from, end, &view.filter)
                 .await
                 .map_err(|e| crate::error::Error::Incomplete {
                     api: "Fetch",
@@ -246,6 +302,7 @@ async fn catch_up<S: AsyncWrite + Unpin>(
                     )),
                     what: "the view",
                 })?;
+            next.insert(f.partition, n);
         }
     }
     Ok(next)
