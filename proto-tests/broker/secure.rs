@@ -395,6 +395,38 @@ fn every_security_failure_is_one_clear_line_and_exit_1() {
         ]),
         "cannot read /nonexistent/ca.pem",
     );
+    // A key that is not the certificate's, and an encrypted one: the key file is named.
+    let mtls = |key: &str| {
+        s(&[
+            "-b",
+            "127.0.0.1:9096",
+            "--ca-file",
+            &ca,
+            "--cert-file",
+            &dir.join("client.pem").display().to_string(),
+            "--key-file",
+            key,
+            "metadata",
+        ])
+    };
+    let other = dir.join("other-ca.key").display().to_string();
+    fails(
+        &mtls(&other),
+        &format!("{other}: it is not the key of the certificate in"),
+    );
+    let enc = std::env::temp_dir().join(format!("shipper-enc-{}.key", std::process::id()));
+    let made = Command::new("openssl")
+        .args(["pkcs8", "-topk8", "-passout", "pass:x", "-in"])
+        .arg(dir.join("client.key"))
+        .arg("-out")
+        .arg(&enc)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    fails(
+        &mtls(&enc.display().to_string()),
+        "an encrypted private key; shipper reads unencrypted PEM keys",
+    );
 }
 
 /// `shipper metadata` over mTLS to the broker as `wrong-host.test`, a name its certificate does not

@@ -101,14 +101,15 @@ pub fn client_config(s: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
     let builder = if s.insecure {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnything(provider)))
+            .with_custom_certificate_verifier(Arc::new(AcceptAnything(provider.clone())))
     } else {
         let (store, from) = roots(s.ca_file.as_deref())?;
         crate::log::debug(format_args!("TLS trust anchors: {from}"));
         if s.no_hostname_check {
-            let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider)
-                .build()
-                .map_err(|e| format!("TLS: {e}"))?;
+            let chain =
+                WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())
+                    .build()
+                    .map_err(|e| format!("TLS: {e}"))?;
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AnyName(chain)))
@@ -117,10 +118,34 @@ pub fn client_config(s: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
         }
     };
     let config = match (&s.cert_file, &s.key_file) {
-        (Some(cert), Some(key)) => {
+        (Some(cert), Some(key_file)) => {
             let chain = load_certs(cert)?;
-            let key = PrivateKeyDer::from_pem_slice(&read_pem(key)?)
-                .map_err(|e| format!("{}: not a PEM private key: {e}", Esc::path(key)))?;
+            let pem = read_pem(key_file)?;
+            let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+                let shown = Esc::path(key_file);
+                if pem.windows(9).any(|w| w == b"ENCRYPTED") {
+                    format!("{shown}: an encrypted private key; shipper reads unencrypted PEM keys (openssl pkey -in {shown} -out key.pem, then chmod 600 key.pem)")
+                } else {
+                    format!("{shown}: not a PEM private key: {e}")
+                }
+            })?;
+            // A key rustls cannot use, or one that is not the certificate's: name the key file.
+            let signing = provider
+                .key_provider
+                .load_private_key(key.clone_key())
+                .map_err(|e| format!("{}: unusable private key: {e}", Esc::path(key_file)))?;
+            let certified = rustls::sign::CertifiedKey::new(chain.clone(), signing);
+            if let Err(e) = certified.keys_match() {
+                let why = match e {
+                    rustls::Error::InconsistentKeys(_) => "it is not the key of".to_string(),
+                    other => format!("cannot be checked against ({other})"),
+                };
+                return Err(format!(
+                    "{}: {why} the certificate in {}",
+                    Esc::path(key_file),
+                    Esc::path(cert)
+                ));
+            }
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| format!("client certificate {}: {e}", Esc::path(cert)))?
