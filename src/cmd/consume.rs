@@ -326,8 +326,9 @@ impl Reader {
         // The topics asked for, each once (not only those a fetch reached: `-o end -e` reads none).
         let topics: BTreeMap<&str, ()> = topics.iter().map(|t| (t.as_str(), ())).collect();
         crate::log::info(format_args!(
-            "consumed {} records from {}",
+            "consumed {} record{} from {}",
             self.count,
+            if self.count == 1 { "" } else { "s" },
             topics
                 .keys()
                 .map(|t| format!("'{}'", Esc::str(t)))

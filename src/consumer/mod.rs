@@ -104,6 +104,9 @@ pub struct Consumer {
     /// Backoff after errors that need a metadata refresh; gives up at the retry limit.
     trouble: Option<Backoff>,
     warned: BTreeSet<String>,
+    /// Warnings about this reader's start go to the debug log (a server's reader: any client could
+    /// fill its stderr otherwise).
+    quiet: bool,
 }
 
 impl Consumer {
@@ -117,7 +120,14 @@ impl Consumer {
             tasks: JoinSet::new(),
             trouble: None,
             warned: BTreeSet::new(),
+            quiet: false,
         }
+    }
+
+    /// This consumer's warnings about where it starts are debug lines only (see `quiet`).
+    pub fn quiet(mut self) -> Self {
+        self.quiet = true;
+        self
     }
 
     /// Adds `partitions` (all when empty) of a topic, each starting at `start`; returns the topic index.
@@ -253,7 +263,9 @@ impl Consumer {
     }
 
     fn warn_once(&mut self, key: String, msg: std::fmt::Arguments<'_>) {
-        if self.warned.insert(key) {
+        if self.quiet {
+            crate::log::debug(msg);
+        } else if self.warned.insert(key) {
             crate::log::warn(msg);
         }
     }

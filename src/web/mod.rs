@@ -265,7 +265,7 @@ async fn read_records(
         return Err(e);
     }
     let ends = list_offsets_as(cluster, &view.topic, &parts, LATEST, true).await?;
-    let mut consumer = Consumer::new(cluster.clone(), hub::live_fetch());
+    let mut consumer = Consumer::new(cluster.clone(), hub::live_fetch()).quiet();
     consumer.assign(meta, &parts, view.start).await?;
     let mut body = b"[".to_vec();
     let mut n = 0;

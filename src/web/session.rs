@@ -257,7 +257,7 @@ async fn catch_up<S: AsyncWrite + Unpin>(
         partition_max_bytes: 512 * 1024,
         ..live_fetch()
     };
-    let mut consumer = Consumer::new(cluster.clone(), fetch);
+    let mut consumer = Consumer::new(cluster.clone(), fetch).quiet();
     let from: HashMap<i32, i64> = range
         .map(|(starts, _)| starts.iter().map(|(p, o)| (*p, *o)).collect())
         .unwrap_or_default();
