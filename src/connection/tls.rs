@@ -120,6 +120,7 @@ pub fn client_config(s: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
     let config = match (&s.cert_file, &s.key_file) {
         (Some(cert), Some(key_file)) => {
             let chain = load_certs(cert)?;
+            crate::settings::security::warn_if_readable(key_file, "private key file");
             let pem = read_pem(key_file)?;
             let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
                 let shown = Esc::path(key_file);

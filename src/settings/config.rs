@@ -486,7 +486,7 @@ impl Reader<'_> {
             (None, None) => None,
         };
         if f.sasl_password.is_some() {
-            warn_if_readable(self.path);
+            super::security::warn_if_readable(self.path, "config file holding a password");
         }
         KafkaSettings::resolve(
             brokers,
@@ -643,18 +643,6 @@ impl Reader<'_> {
             )? as usize,
             timeout: Duration::from_millis(mf.timeout_ms.unwrap_or(1000)),
         })
-    }
-}
-
-fn warn_if_readable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(m) = std::fs::metadata(path) {
-        if m.permissions().mode() & 0o077 != 0 {
-            crate::log::warn(format_args!(
-                "config file {} holds a password and is readable by other users; chmod 600 it",
-                Esc::path(path)
-            ));
-        }
     }
 }
 

@@ -189,12 +189,14 @@ pub fn warn_if_readable(path: &Path, what: &str) {
     }
 }
 
-/// `username="..."` and `password="..."` out of a JAAS line (PlainLoginModule, ScramLoginModule).
+/// `username="..."` and `password="..."` out of a JAAS line (PlainLoginModule, ScramLoginModule),
+/// in double or single quotes (Java's JAAS parser takes both).
 fn jaas_field(jaas: &str, name: &str) -> Option<String> {
     let i = jaas.find(&format!("{name}="))?;
     let rest = jaas[i + name.len() + 1..].trim_start();
-    let rest = rest.strip_prefix('"')?;
-    Some(rest[..rest.find('"')?].to_string())
+    let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let rest = &rest[1..];
+    Some(rest[..rest.find(quote)?].to_string())
 }
 
 /// The properties from `-F` then `-X` (later wins), checked against the known keys.
@@ -240,7 +242,7 @@ fn properties(c: &SecurityFlags) -> anyhow::Result<BTreeMap<String, String>> {
     if let Some(j) = props.get("sasl.jaas.config") {
         if jaas_field(j, "username").is_none() || jaas_field(j, "password").is_none() {
             return usage(
-                "sasl.jaas.config: expected username=\"...\" and password=\"...\" (as a Java client's PlainLoginModule or ScramLoginModule line has them)",
+                "sasl.jaas.config: expected username=\"...\" and password=\"...\" (as a Java client's PlainLoginModule or ScramLoginModule line has them; single quotes work too)",
             );
         }
     }
@@ -511,5 +513,8 @@ mod tests {
         let j = r#"org.apache.kafka.common.security.scram.ScramLoginModule required username="alice" password="s3cr=t";"#;
         assert_eq!(jaas_field(j, "username").as_deref(), Some("alice"));
         assert_eq!(jaas_field(j, "password").as_deref(), Some("s3cr=t"));
+        let j = r#"...PlainLoginModule required username='bob' password='it"s';"#;
+        assert_eq!(jaas_field(j, "username").as_deref(), Some("bob"));
+        assert_eq!(jaas_field(j, "password").as_deref(), Some("it\"s"));
     }
 }

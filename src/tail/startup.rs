@@ -116,7 +116,7 @@ impl Startup {
             Ask::Metrics(r) => drop(r.send(super::exposition::starting(waited, self.started_unix))),
             Ask::Health(r) => drop(r.send(if waited >= self.unhealthy_after {
                 Err(format!(
-                    "no answer from Kafka for {:.0}s since the start{}",
+                    "waiting for Kafka for {:.0}s since the start{}",
                     waited.as_secs_f64(),
                     crate::backoff::last_failure()
                         .map(|e| format!(": {e}"))

@@ -201,6 +201,10 @@ impl Server {
                 return http::respond(s, 400, "text/plain", format!("{why}\n").as_bytes()).await
             }
         };
+        let Ok(_permit) = self.views.clone().try_acquire_owned() else {
+            return http::respond(s, 429, "text/plain", b"too many live views at once (32)\n")
+                .await;
+        };
         // A partition the topic lacks: said, as /api/records and consume -p say it, not an empty view.
         match self.cluster.topic(&view.topic, false).await {
             Ok(meta) => {
@@ -212,10 +216,6 @@ impl Server {
                 return http::respond(s, 502, "text/plain", format!("{e}\n").as_bytes()).await
             }
         }
-        let Ok(_permit) = self.views.clone().try_acquire_owned() else {
-            return http::respond(s, 429, "text/plain", b"too many live views at once (32)\n")
-                .await;
-        };
         let (mut rd, mut wr) = s.split();
         session::stream(&mut wr, &mut rd, &self.cluster, &self.hubs, view).await
     }
