@@ -278,19 +278,18 @@ impl Reader<'_> {
         Ok(p)
     }
 
-    /// A number within what the matching flag accepts (`key = 0` must not mean "1" silently), else
-    /// `default`.
+    /// A number within what the matching flag accepts (`key = 0` must not mean "1" silently), if
+    /// given.
     fn num(
         &self,
         v: &Option<Spanned<u64>>,
         key: &str,
         range: std::ops::RangeInclusive<u64>,
-        default: u64,
-    ) -> anyhow::Result<u64> {
-        let Some(v) = v else { return Ok(default) };
+    ) -> anyhow::Result<Option<u64>> {
+        let Some(v) = v else { return Ok(None) };
         let n = *v.get_ref();
         if range.contains(&n) {
-            return Ok(n);
+            return Ok(Some(n));
         }
         let (lo, hi) = (*range.start(), *range.end());
         Err(self.err(
@@ -301,6 +300,17 @@ impl Reader<'_> {
                 format!("{key} = {n}: must be from {lo} to {hi}")
             },
         ))
+    }
+
+    /// [`Reader::num`] for a size, else `default`.
+    fn size(
+        &self,
+        v: &Option<Spanned<u64>>,
+        key: &str,
+        range: std::ops::RangeInclusive<u64>,
+        default: usize,
+    ) -> anyhow::Result<usize> {
+        Ok(self.num(v, key, range)?.map_or(default, |n| n as usize))
     }
 
     fn template(&self, v: &Spanned<String>) -> anyhow::Result<Template> {
@@ -321,7 +331,7 @@ impl Reader<'_> {
         let kafka = self.kafka(&f, common)?;
         let mut producer = tail_producer(
             self.producer(&f)?,
-            self.num(&f.buffer_bytes, "buffer_bytes", 65536..=u64::MAX, 4 << 20)? as usize,
+            self.size(&f.buffer_bytes, "buffer_bytes", 65536..=u64::MAX, 4 << 20)?,
         );
         let exactly_once = f.exactly_once.as_ref().is_some_and(|v| *v.get_ref());
         if let Some(v) = f.exactly_once.as_ref().filter(|v| *v.get_ref()) {
@@ -371,12 +381,12 @@ impl Reader<'_> {
                     own: Default::default(),
                 }),
                 limits: ReadLimits {
-                    max_line_bytes: self.num(
+                    max_line_bytes: self.size(
                         &f.max_line_bytes,
                         "max_line_bytes",
                         1..=u64::MAX,
                         1_000_000,
-                    )? as usize,
+                    )?,
                     chunk_bytes: 1 << 20,
                 },
                 max_open_files: 0,
@@ -387,27 +397,17 @@ impl Reader<'_> {
                 checkpoint: self
                     .path_of(&f.checkpoint, "checkpoint")?
                     .unwrap_or_else(|| checkpoint::default_path(&stem)),
-                scan_interval: Duration::from_millis(self.num(
-                    &f.scan_ms,
-                    "scan_ms",
-                    10..=u64::MAX,
-                    1000,
-                )?),
-                checkpoint_interval: Duration::from_millis(self.num(
-                    &f.checkpoint_ms,
-                    "checkpoint_ms",
-                    10..=u64::MAX,
-                    250,
-                )?),
-                stats_interval: match &f.stats {
-                    Some(_) => Some(Duration::from_secs(self.num(
-                        &f.stats,
-                        "stats",
-                        1..=u64::MAX,
-                        0,
-                    )?)),
-                    None => None,
-                },
+                scan_interval: Duration::from_millis(
+                    self.num(&f.scan_ms, "scan_ms", 10..=u64::MAX)?
+                        .unwrap_or(1000),
+                ),
+                checkpoint_interval: Duration::from_millis(
+                    self.num(&f.checkpoint_ms, "checkpoint_ms", 10..=u64::MAX)?
+                        .unwrap_or(250),
+                ),
+                stats_interval: self
+                    .num(&f.stats, "stats", 1..=u64::MAX)?
+                    .map(Duration::from_secs),
                 shutdown_timeout: Duration::from_millis(f.shutdown_timeout_ms.unwrap_or(10_000)),
                 dead_letter: self.path_of(&f.dead_letter, "dead_letter")?,
                 metrics_listen: self.listen_address(&f.metrics_listen)?,
@@ -541,24 +541,19 @@ impl Reader<'_> {
         if let Some(ms) = f.linger_ms {
             p.linger = Duration::from_millis(ms);
         }
-        p.batch_bytes = self.num(
+        p.batch_bytes = self.size(
             &f.batch_bytes,
             "batch_bytes",
             1024..=64 << 20,
-            p.batch_bytes as u64,
-        )? as usize;
-        p.max_message_bytes = self.num(
+            p.batch_bytes,
+        )?;
+        p.max_message_bytes = self.size(
             &f.max_message_bytes,
             "max_message_bytes",
             1024..=64 << 20,
-            p.max_message_bytes as u64,
-        )? as usize;
-        p.max_in_flight = self.num(
-            &f.max_in_flight,
-            "max_in_flight",
-            1..=100,
-            p.max_in_flight as u64,
-        )? as usize;
+            p.max_message_bytes,
+        )?;
+        p.max_in_flight = self.size(&f.max_in_flight, "max_in_flight", 1..=100, p.max_in_flight)?;
         p.idempotence = f.idempotence.unwrap_or(true);
         p.auto_create_topics = f.auto_create_topics.unwrap_or(true);
         Ok(p)
@@ -634,13 +629,13 @@ impl Reader<'_> {
         })?;
         Ok(MultilineConfig {
             start,
-            max_lines: self.num(&mf.max_lines, "multiline.max_lines", 1..=u64::MAX, 500)? as usize,
-            max_bytes: self.num(
+            max_lines: self.size(&mf.max_lines, "multiline.max_lines", 1..=u64::MAX, 500)?,
+            max_bytes: self.size(
                 &mf.max_bytes,
                 "multiline.max_bytes",
                 1..=u64::MAX,
                 1_000_000,
-            )? as usize,
+            )?,
             timeout: Duration::from_millis(mf.timeout_ms.unwrap_or(1000)),
         })
     }
