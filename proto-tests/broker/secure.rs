@@ -474,6 +474,14 @@ fn an_empty_endpoint_identification_algorithm_skips_only_the_host_name_check() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("not signed by a trusted CA"), "{err}");
+    // --tls-insecure: any certificate (another CA, another name), warned.
+    let out = metadata_as_wrong_host(&dir, "other-ca.pem", "--tls-insecure");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("TLS certificate verification is off (--tls-insecure)"),
+        "{err}"
+    );
 }
 
 #[test]
