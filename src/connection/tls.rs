@@ -101,7 +101,10 @@ pub fn client_config(s: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
     let builder = if s.insecure {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnything(provider.clone())))
+            .with_custom_certificate_verifier(Arc::new(Relaxed {
+                chain: None,
+                provider: provider.clone(),
+            }))
     } else {
         let (store, from) = roots(s.ca_file.as_deref())?;
         crate::log::debug(format_args!("TLS trust anchors: {from}"));
@@ -112,7 +115,10 @@ pub fn client_config(s: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
                     .map_err(|e| format!("TLS: {e}"))?;
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyName(chain)))
+                .with_custom_certificate_verifier(Arc::new(Relaxed {
+                    chain: Some(chain),
+                    provider: provider.clone(),
+                }))
         } else {
             builder.with_root_certificates(store)
         }
@@ -258,12 +264,17 @@ fn describe_rustls(e: &rustls::Error, host: &str) -> String {
     }
 }
 
-/// No host name check: the chain must lead to a trusted CA as usual, but the certificate may name
-/// any host.
+/// A verifier looser than webpki's, for what the operator asked for. With a chain (an empty
+/// `ssl.endpoint.identification.algorithm`) the certificate must lead to a trusted CA but may name
+/// any host; without one (`--tls-insecure`) any certificate is taken. Handshake signatures are always
+/// checked, so the connection is at least encrypted to whoever holds the presented key.
 #[derive(Debug)]
-struct AnyName(Arc<WebPkiServerVerifier>);
+struct Relaxed {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
 
-impl ServerCertVerifier for AnyName {
+impl ServerCertVerifier for Relaxed {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -273,10 +284,10 @@ impl ServerCertVerifier for AnyName {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         use rustls::{CertificateError, Error};
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -290,51 +301,11 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `--tls-insecure`: any certificate for any name. Handshake signatures are still checked, so the
-/// connection is at least encrypted to whoever holds the presented key.
-#[derive(Debug)]
-struct AcceptAnything(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnything {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -348,12 +319,14 @@ impl ServerCertVerifier for AcceptAnything {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
