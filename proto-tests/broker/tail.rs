@@ -567,16 +567,37 @@ fn logrotate_while_writing(mode: &str, compress: bool) -> (usize, usize) {
     }
     let have: std::collections::BTreeSet<Vec<u8>> = got.into_iter().collect();
     // What is on disk after the rotations: the file and its rotated copies.
+    // A writer that creates the file by itself between logrotate's rename and its create (as this one,
+    // opening by path with O_CREAT for each line) has its file moved aside by logrotate, as
+    // `app.log-DATE.backup`, before the new one is created: a name the followed path does not match,
+    // and a file shipper may never have seen open (it lives for microseconds under the path).
     let mut on_disk = std::collections::BTreeSet::new();
+    let mut set_aside = std::collections::BTreeSet::new();
     for e in std::fs::read_dir(&dir).unwrap().flatten() {
-        if e.file_name().to_string_lossy().starts_with("app.log") {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("app.log") {
             let text = std::fs::read(e.path()).unwrap();
-            on_disk.extend(text.split(|&b| b == b'\n').map(<[u8]>::to_vec));
+            let lines = text
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec);
+            if name.ends_with(".backup") && !compress {
+                set_aside.extend(lines);
+            } else {
+                on_disk.extend(lines);
+            }
         }
     }
     let lost: Vec<usize> = (0..total)
         .filter(|i| !have.contains(format!("rot {i}").as_bytes()))
+        .filter(|i| !set_aside.contains(format!("rot {i}").as_bytes()))
         .collect();
+    if !set_aside.is_empty() {
+        eprintln!(
+            "logrotate {mode}: {} lines set aside by logrotate in a .backup file",
+            set_aside.len()
+        );
+    }
     let kept_by_logrotate = lost
         .iter()
         .filter(|i| on_disk.contains(format!("rot {i}").as_bytes()))
