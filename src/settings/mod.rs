@@ -39,7 +39,22 @@ pub const MAX_PEM_FILE: u64 = 16 << 20;
 /// `/dev/zero`, a log or a disk image fails at once instead of filling memory.
 pub fn read_bounded(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
-    let file = std::fs::File::open(path)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    // Opened without blocking: a FIFO nobody writes to would block the open forever. Then blocking
+    // again, so that a pipe with a writer (`--config <(...)`) is read to its end, and one without
+    // reads as empty at once.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    // SAFETY: F_GETFL and F_SETFL on a descriptor this function owns; no memory is passed.
+    unsafe {
+        let fl = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+        if fl < 0 || libc::fcntl(file.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
     if file.metadata()?.is_dir() {
         return Err(std::io::Error::other("it is a directory"));
     }
@@ -219,4 +234,37 @@ pub fn raise_open_files_limit() -> u64 {
         }
     }
     rl.rlim_cur
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_settings_file_that_is_a_fifo_or_a_device_is_a_bounded_outcome() {
+        let dir = crate::testkit::scratch_dir("settings-fifo");
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Nobody writes to it: read as empty at once, where the open used to wait forever.
+        assert_eq!(read_text_bounded(&fifo, 100).unwrap(), "");
+        // A writer (as with `--config <(...)`), already there but slow: read to its end.
+        let mut w = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .unwrap();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            std::io::Write::write_all(&mut w, b"brokers = [\"k:9092\"]\n").unwrap();
+        });
+        let got = read_text_bounded(&fifo, 100).unwrap();
+        writer.join().unwrap();
+        assert_eq!(got, "brokers = [\"k:9092\"]\n");
+        let e = read_bounded(std::path::Path::new("/dev/zero"), 1 << 20).unwrap_err();
+        assert_eq!(e.to_string(), "it is larger than 1 MiB (the wrong file?)");
+        let e = read_bounded(&dir, 100).unwrap_err();
+        assert_eq!(e.to_string(), "it is a directory");
+    }
 }
