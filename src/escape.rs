@@ -53,6 +53,24 @@ impl Display for Esc<'_> {
     }
 }
 
+/// Displays a regular expression on one line: as [`Esc`], except that a backslash stays one backslash
+/// (the pattern's own escape). The control characters are shown as `\n`, `\t` or `\u{1b}`, which the
+/// regex syntax reads as those characters, so what is shown is the same pattern.
+#[derive(Debug, Clone, Copy)]
+pub struct EscRegex<'a>(pub &'a str);
+
+impl Display for EscRegex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, part) in self.0.split('\\').enumerate() {
+            if i > 0 {
+                f.write_char('\\')?;
+            }
+            Esc::str(part).fmt(f)?;
+        }
+        Ok(())
+    }
+}
+
 /// An owned, escaped rendering of a path, for messages that outlive the path.
 pub fn path(p: &Path) -> String {
     Esc::path(p).to_string()
@@ -104,6 +122,21 @@ mod tests {
         let s = Esc(b"a\nb\x1b[31mred\xff\\").to_string();
         assert_eq!(s, "a\\nb\\u{1b}[31mred\\xff\\\\");
         assert!(!s.contains('\n'));
+    }
+
+    #[test]
+    fn a_regex_is_shown_as_the_same_pattern_on_one_line() {
+        let src = "^\\d{4}-\\d\\d [\t]\u{1b}\\\\x";
+        let shown = EscRegex(src).to_string();
+        assert_eq!(shown, "^\\d{4}-\\d\\d [\\t]\\u{1b}\\\\x");
+        let (a, b) = (
+            regex::Regex::new(src).unwrap(),
+            regex::Regex::new(&shown).unwrap(),
+        );
+        assert!(a.is_match("2024-01 \t\u{1b}\\x"));
+        for s in ["2024-01 \t\u{1b}\\x", "2024-01  \u{1b}\\x", "x"] {
+            assert_eq!(a.is_match(s), b.is_match(s), "{s:?}");
+        }
     }
 
     #[test]

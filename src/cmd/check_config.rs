@@ -46,7 +46,7 @@ pub async fn run(common: &Common, args: &CheckConfigArgs) -> anyhow::Result<i32>
             writeln!(
                 out,
                 "  multiline: start /{}/, at most {} lines, {} bytes, complete after {} ms quiet",
-                Esc::str(m.start.as_str()),
+                crate::escape::EscRegex(m.start.as_str()),
                 m.max_lines,
                 m.max_bytes,
                 m.timeout.as_millis()

@@ -178,8 +178,9 @@ pub fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, String> 
 
 /// Warns when a file holding secrets may be read by other users.
 pub fn warn_if_readable(path: &Path, what: &str) {
+    // Only a regular file: reading anything else fails next, with its own error.
     if let Ok(m) = std::fs::metadata(path) {
-        if m.permissions().mode() & 0o077 != 0 {
+        if m.is_file() && m.permissions().mode() & 0o077 != 0 {
             crate::log::warn(format_args!(
                 "{what} {} is readable by other users (mode {:o}); chmod 600 it",
                 Esc::path(path),
