@@ -214,6 +214,12 @@ fn web_on_loopback_without_a_token_answers_only_to_local_names() {
         assert_eq!(code, 400, "{body}");
         assert!(body.contains(&format!("has no partition {p}")), "{body}");
     }
+    let (code, body) = crate::agent::http_get(port, &format!("/api/records?topic={t}&p=0&p=1"));
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("p=... is given more than once (partitions: p=0,1)"),
+        "{body}"
+    );
     let _ = child.kill();
     let _ = child.wait();
     // With a token, any name (a proxy's, the machine's) is fine; the scheme's case is not checked.

@@ -176,6 +176,13 @@ impl Server {
 
     /// The topic, start and filter of a request, or the reason it is refused.
     fn view(&self, req: &Request, default: StartOffset) -> Result<session::View, String> {
+        // Only the first of a repeated name would count: `p=0&p=1` would show partition 0 alone.
+        for k in ["topic", "from", "p", "q", "re"] {
+            if req.query.iter().filter(|(n, _)| n == k).count() > 1 {
+                let hint = if k == "p" { " (partitions: p=0,1)" } else { "" };
+                return Err(format!("{k}=... is given more than once{hint}"));
+            }
+        }
         let topic = match req.param("topic") {
             Some(t) => t.to_string(),
             None if self.cfg.topics.len() == 1 => self.cfg.topics[0].clone(),
