@@ -9,9 +9,14 @@
 //! The copy is recognised, never guessed: a regular file (opened `O_NOFOLLOW | O_NONBLOCK`, checked
 //! with `fstat`, owned by an allowed user) in the same directory, named after the file plus a
 //! separator (`.`, `-`, `_`) and a suffix, that starts with exactly the bytes our fingerprint was taken
-//! of, is longer than our position, and has a line end just before it. Among several, the most
-//! recently modified wins (an older rotated copy with the same first bytes is older). The directory
-//! listing is bounded.
+//! of, and has a line end just before our position (or at its end, when it is shorter: then all of it
+//! was read, and it is only remembered as read, so that a pattern matching it does not read it
+//! again). Among several, the most recently modified wins (an older rotated copy with the same first
+//! bytes is older). The directory listing is bounded.
+//!
+//! A pattern may match the copies too (`app.log*`). A new file that starts like a followed one and
+//! holds the same bytes as far as that one was read is such a copy: it waits, and is read on from that
+//! position when the original is truncated (`Engine::judge_copy`), instead of from its start.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -72,7 +77,9 @@ pub fn find(
     best.map(|(_, c)| c)
 }
 
-/// `p` opened, if it is a copy of the file `fp` was taken of holding more than `pos` bytes.
+/// `p` opened, if it is a copy of the file `fp` was taken of, up to `pos` bytes or to its end if it
+/// is shorter (a copy made before the writer added lines that we read too: nothing left in it to
+/// read, but known for what it is).
 fn candidate(
     p: &Path,
     fp: Fingerprint,
@@ -88,10 +95,10 @@ fn candidate(
     let m = file.metadata().ok()?;
     let id = FileId::from_meta(&m);
     let owner_ok = policy.owners.as_ref().is_none_or(|o| o.contains(&m.uid()));
-    if !m.file_type().is_file() || !owner_ok || id.same(&not) || m.len() < pos {
+    if !m.file_type().is_file() || !owner_ok || id.same(&not) || m.len() == 0 {
         return None;
     }
-    if !starts_with(&file, fp).ok()? || !line_ends_before(&file, pos) {
+    if !starts_with(&file, fp).ok()? || !line_ends_before(&file, pos.min(m.len())) {
         return None;
     }
     let modified = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
@@ -116,6 +123,18 @@ fn line_ends_before(file: &File, pos: u64) -> bool {
             _ => return false,
         }
     }
+}
+
+/// Bytes compared, at most, to tell that a file is a copy of another up to some position.
+const COMPARED: u64 = 4096;
+
+/// Whether `a` and `b` hold the same bytes just before `n` (the last [`COMPARED`] of them, all of them
+/// when `n` is smaller): with the same first bytes, the sign of a copy of `b` up to `n`. `false` when
+/// either is shorter or cannot be read.
+pub fn same_before(a: &File, b: &File, n: u64) -> bool {
+    let k = n.min(COMPARED);
+    let (mut x, mut y) = (vec![0u8; k as usize], vec![0u8; k as usize]);
+    a.read_exact_at(&mut x, n - k).is_ok() && b.read_exact_at(&mut y, n - k).is_ok() && x == y
 }
 
 #[cfg(test)]
@@ -147,14 +166,35 @@ mod tests {
         std::fs::write(&log, b"").unwrap();
         let c = find(&log, fp, 8, id, &FilePolicy::default()).expect("found");
         assert_eq!(c.path, d.join("app.log.1"));
-        // Shorter than what we read, or not at a line end: nothing.
-        assert_eq!(
-            find(&log, fp, 14, id, &FilePolicy::default()).unwrap().len,
-            14
-        );
-        assert!(find(&log, fp, 15, id, &FilePolicy::default()).is_none());
+        // Shorter than what we read: found (all of it was read); not at a line end: nothing.
+        for pos in [14, 15, 100] {
+            let c = find(&log, fp, pos, id, &FilePolicy::default()).unwrap();
+            assert_eq!((c.path, c.len), (d.join("app.log.1"), 14));
+        }
         assert!(find(&log, fp, 7, id, &FilePolicy::default()).is_none());
         assert!(find(&log, fp, 0, id, &FilePolicy::default()).is_none());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn same_before_compares_the_bytes_before_a_position() {
+        let d = dir("same-before");
+        let (a, b) = (d.join("a"), d.join("b"));
+        let body: Vec<u8> = (0..10_000u32)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect();
+        std::fs::write(&a, &body).unwrap();
+        let mut other = body.clone();
+        other[9_000] = b'x';
+        std::fs::write(&b, &other).unwrap();
+        let (fa, fb) = (File::open(&a).unwrap(), File::open(&b).unwrap());
+        assert!(same_before(&fa, &fb, 9_000));
+        assert!(!same_before(&fa, &fb, 9_001));
+        assert!(
+            !same_before(&fa, &fb, body.len() as u64 + 1),
+            "past the end"
+        );
+        assert!(same_before(&fa, &fb, 0));
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -16,7 +16,9 @@ use tokio::time::Instant;
 
 use super::checkpoint::{Entry, EntryRef};
 use super::discover::{FilePolicy, Pattern};
-use super::follower::{Counters, Follower, ReadLimits, ReadResult, Route, MAX_KEY, SEQ_BITS};
+use super::follower::{
+    CopyOf, Counters, Follower, ReadLimits, ReadResult, Route, MAX_KEY, SEQ_BITS,
+};
 use super::identity::{FileId, Fingerprint};
 use super::multiline::MultilineConfig;
 use super::route::RouteSpec;
@@ -28,6 +30,11 @@ use crate::producer::TopicState;
 /// How long a rotated-away or deleted file, read to its end, stays open in case its writer adds more;
 /// after this long quiet its last line is sent even without a newline.
 pub const ROTATED_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a copy of a followed file (see [`CopyOf`]) may stay unchanged while the original is not
+/// truncated: past it, it is no copytruncate copy (a backup made with `cp`, or a file that only
+/// starts like another) and is read from its start.
+pub const COPY_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Open files kept at most, however high the descriptor limit, once files are quiet for
 /// [`OPEN_SOFT_QUIET`]: a closed file is re-opened by its next event.
@@ -121,6 +128,8 @@ pub struct Engine {
     hot: BTreeSet<u64>,
     /// Followers waiting for their topic to be known.
     waiting: BTreeSet<u64>,
+    /// Copies waiting while their original is followed (looked at again at each scan tick).
+    copies: BTreeSet<u64>,
     /// Bumped by each reload: a scan asked for before it is dropped (its pattern numbers are stale).
     generation: u64,
     /// Exactly-once: topics read back (their files may be read), topics to read back, and where
@@ -213,6 +222,7 @@ impl Engine {
             warned: BTreeSet::new(),
             hot: BTreeSet::new(),
             waiting: BTreeSet::new(),
+            copies: BTreeSet::new(),
             generation: 0,
             resumed: BTreeSet::new(),
             to_resume: BTreeSet::new(),
@@ -380,7 +390,192 @@ impl Engine {
     fn remove_follower(&mut self, key: u64) -> Option<Follower> {
         self.version += 1;
         self.by_path = None;
-        self.followers.remove(&key)
+        let gone = self.followers.remove(&key)?;
+        self.copies.remove(&key);
+        self.release_copies(&gone);
+        Some(gone)
+    }
+
+    /// Judges a file nothing was read of yet that starts like another followed file: a copy of it (a
+    /// copytruncate copy that a pattern matches too, holding the same bytes as far as the original was
+    /// read) waits, instead of being read from its start, which would ship those lines again. It is
+    /// read on from the original's position once the original is gone (truncated or closed: see
+    /// [`Engine::release_copies`]), and from its start if it turns out different or stays unchanged for
+    /// [`COPY_PATIENCE`] while the original is not truncated. Returns whether to read it now.
+    fn judge_copy(&mut self, key: u64, now: Instant) -> bool {
+        let Some(f) = self.followers.get(&key) else {
+            return false;
+        };
+        let (was, path) = (f.copy, f.path.clone());
+        let Some(file) = f.file.clone() else {
+            return true;
+        };
+        let size = file.metadata().map_or(0, |m| m.len());
+        if size == 0 || was == CopyOf::No {
+            return true; // nothing to judge yet
+        }
+        let verdict = match was {
+            CopyOf::Of {
+                key: g,
+                size: before,
+                grew,
+                ..
+            } => match self.followers.get(&g) {
+                Some(o) if size == before && now.duration_since(grew) >= COPY_PATIENCE => {
+                    crate::log::info(format_args!(
+                        "{}: unchanged for {}s while {} was not truncated: no copytruncate copy after all, read from its start",
+                        Esc::path(&path),
+                        COPY_PATIENCE.as_secs(),
+                        Esc::path(&o.path)
+                    ));
+                    CopyOf::No
+                }
+                Some(o) => match o.file.as_ref() {
+                    Some(of)
+                        if super::copytruncate::same_before(&file, of, size.min(o.read_pos)) =>
+                    {
+                        CopyOf::Of {
+                            key: g,
+                            size,
+                            grew: if size == before { grew } else { now },
+                        }
+                    }
+                    _ => {
+                        crate::log::info(format_args!(
+                            "{}: no longer the same bytes as {}: read from its start",
+                            Esc::path(&path),
+                            Esc::path(&o.path)
+                        ));
+                        CopyOf::No
+                    }
+                },
+                None => CopyOf::No,
+            },
+            _ => match self.original_of(key, &file, size) {
+                // Judged again once that file's truncation is told.
+                Err(()) => {
+                    self.copies.insert(key);
+                    return false;
+                }
+                Ok(Some(g)) => {
+                    if let Some(o) = self.followers.get(&g) {
+                        crate::log::info(format_args!(
+                            "{}: a copy of {} (the same bytes as far as that was read): not read from its start",
+                            Esc::path(&path),
+                            Esc::path(&o.path)
+                        ));
+                    }
+                    CopyOf::Of {
+                        key: g,
+                        size,
+                        grew: now,
+                    }
+                }
+                Ok(None) => CopyOf::No,
+            },
+        };
+        if let Some(f) = self.followers.get_mut(&key) {
+            f.copy = verdict;
+        }
+        if verdict == CopyOf::No {
+            self.copies.remove(&key);
+            true
+        } else {
+            self.copies.insert(key);
+            false
+        }
+    }
+
+    /// Which followed file `file` (of `size` bytes, follower `key`) is a copy of: one read past its
+    /// start whose first bytes `file` starts with, and whose bytes before where it was read to (or
+    /// before `size`) are the same in both. `Err` when such a one is shorter now than where it was
+    /// read to: truncated by the copytruncate that made this copy, which its next read tells (it is
+    /// made hot), and which then finds this copy ([`Engine::restart_truncated`]).
+    fn original_of(
+        &mut self,
+        key: u64,
+        file: &std::fs::File,
+        size: u64,
+    ) -> Result<Option<u64>, ()> {
+        let Some(f) = self.followers.get(&key) else {
+            return Ok(None);
+        };
+        let Ok(head) = super::identity::head(file, super::identity::FINGERPRINT_BYTES) else {
+            return Ok(None);
+        };
+        let mut truncated = None;
+        for o in self.followers.values() {
+            let fp = o.fingerprint;
+            let candidate = o.key != key
+                && o.read_pos > 0
+                && fp.len > 0
+                && head.len() >= fp.len as usize
+                && !o.id.same(&f.id)
+                && Fingerprint::of(&head[..fp.len as usize]) == fp;
+            let Some(of) = o.file.as_ref().filter(|_| candidate) else {
+                continue;
+            };
+            if of.metadata().is_ok_and(|m| m.len() < o.read_pos) {
+                truncated = Some(o.key);
+            } else if super::copytruncate::same_before(file, of, size.min(o.read_pos)) {
+                return Ok(Some(o.key));
+            }
+        }
+        match truncated {
+            Some(o) => {
+                self.hot.insert(o);
+                Err(())
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The copies waiting on `gone` (truncated, closed, retired: see [`Engine::judge_copy`]) are read on
+    /// from where it was read to: up to there they hold its bytes, which were shipped from it. Compared
+    /// again where it still holds them; where it was truncated, the copy holds what it had.
+    fn release_copies(&mut self, gone: &Follower) {
+        let waiting: Vec<u64> = self
+            .followers
+            .values()
+            .filter(|f| matches!(f.copy, CopyOf::Of { key, .. } if key == gone.key))
+            .map(|f| f.key)
+            .collect();
+        for k in waiting {
+            self.copies.remove(&k);
+            self.hot.insert(k);
+            let Some(f) = self.followers.get_mut(&k) else {
+                continue;
+            };
+            f.copy = CopyOf::No;
+            let Some(file) = f.file.clone() else { continue };
+            let size = file.metadata().map_or(0, |m| m.len());
+            let n = size.min(gone.read_pos);
+            let start = match gone.file.as_ref() {
+                Some(of) if of.metadata().is_ok_and(|m| m.len() >= n) => {
+                    if super::copytruncate::same_before(&file, of, n) {
+                        n
+                    } else {
+                        0
+                    }
+                }
+                _ => n,
+            };
+            f.size = size;
+            if f.advance_to(start, false) && start > 0 {
+                crate::log::info(format_args!(
+                    "{}: reading its copy {} from byte {start} (what is before was read from it)",
+                    Esc::path(&gone.path),
+                    Esc::path(&f.path)
+                ));
+                self.counters.copies_read += 1;
+            }
+        }
+    }
+
+    /// Copies waiting while their original is followed are looked at again (they may have stayed
+    /// unchanged long enough to be read from their start).
+    pub fn wake_copies(&mut self) {
+        self.hot.extend(self.copies.iter().copied());
     }
 
     /// The followers at `path`.
@@ -554,7 +749,17 @@ impl Engine {
         let start = match entry {
             // Same file (inode, birth time, first bytes): resume where Kafka acknowledged.
             Some(e) if e.id.same(&n.found.id) => {
-                if head_matches(&n.head, e.fingerprint) && e.offset <= size {
+                // The scan may have looked while it was being written (a copy being made): its
+                // first bytes now.
+                let now_head;
+                let head = if n.head.len() < e.fingerprint.len as usize {
+                    now_head = super::identity::head(&n.file, super::identity::FINGERPRINT_BYTES)
+                        .unwrap_or_default();
+                    &now_head
+                } else {
+                    &n.head
+                };
+                if head_matches(head, e.fingerprint) && e.offset <= size {
                     e.offset
                 } else {
                     self.counters.truncations += 1;
@@ -577,6 +782,10 @@ impl Engine {
             route,
         ) {
             Ok(mut f) => {
+                // Found at the start, no file is known to have been read: none is judged a copy.
+                if self.first_scan {
+                    f.copy = CopyOf::No;
+                }
                 f.multiline = self.cfg.inputs.get(input).and_then(|i| i.multiline.clone());
                 if let Some(o) = n.origin {
                     f.origin = o;
@@ -791,6 +1000,12 @@ impl Engine {
                     }
                 }
             }
+            if f.read_pos == 0 && f.copy != CopyOf::No && !self.judge_copy(key, now) {
+                continue;
+            }
+            let Some(f) = self.followers.get_mut(&key) else {
+                continue;
+            };
             let finish = f.rotated && now.duration_since(f.last_active) >= ROTATED_GRACE;
             let mut c = Counters::default();
             let r = f.read(sink, &self.cfg.limits, (timestamp_ms, now), finish, &mut c);
@@ -883,18 +1098,37 @@ impl Engine {
                 old.read_pos,
                 old.id,
                 &self.cfg.policy,
-            )
-            .filter(|c| !self.followers.values().any(|f| f.id.same(&c.id))),
+            ),
         };
+        // A copy that a pattern follows too is read by its own follower: if nothing of it was read
+        // yet, from where this file was read to (as this follower is removed, below).
+        let copy =
+            copy.and_then(
+                |c| match self.followers.values_mut().find(|f| f.id.same(&c.id)) {
+                    Some(f) => {
+                        if f.read_pos == 0 && f.copy != CopyOf::No {
+                            f.copy = CopyOf::Of {
+                                key,
+                                size: 0,
+                                grew: Instant::now(),
+                            };
+                        }
+                        None
+                    }
+                    None => Some(c),
+                },
+            );
         let k = self.alloc_key();
+        if let Some(old) = self.followers.get(&key) {
+            crate::log::info(format_args!(
+                "{}: truncated (copytruncate?); reading again from the start",
+                Esc::path(&old.path)
+            ));
+        }
         let Some(old) = self.remove_follower(key) else {
             return;
         };
         self.counters.truncations += 1;
-        crate::log::info(format_args!(
-            "{}: truncated (copytruncate?); reading again from the start",
-            Esc::path(&old.path)
-        ));
         self.known.remove(&(old.id.dev, old.id.ino));
         let Some(file) = old.file.clone() else { return };
         match Follower::new(
@@ -928,7 +1162,21 @@ impl Engine {
     /// file renamed away. Nothing to read and nothing in flight: it is dropped.
     fn continue_in_copy(&mut self, mut f: Follower, copy: super::copytruncate::Copy) {
         let unread = copy.len > f.read_pos;
-        if !unread && f.all_acked() {
+        if (!unread && f.all_acked()) || copy.len < f.read_pos {
+            // Nothing to read in it (or it is shorter than what we read: made before lines that we
+            // read too): not kept open, but known as read to its end, so that a pattern that matches
+            // it (`app.log*`) finds it read, not new.
+            self.version += 1;
+            self.known.insert(
+                (copy.id.dev, copy.id.ino),
+                Entry {
+                    id: copy.id,
+                    fingerprint: f.fingerprint,
+                    offset: copy.len,
+                    path: copy.path,
+                    origin: f.origin,
+                },
+            );
             return;
         }
         let shown = Esc::path(&f.path).to_string();

@@ -111,6 +111,27 @@ pub enum ReadResult {
     },
 }
 
+/// Whether a file nothing was read of yet is a copy of another followed file (a copytruncate copy
+/// that a pattern matches too): a copy is not read from its start, which would ship again what was
+/// read from the original (see `Engine::judge_copy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyOf {
+    /// Not judged yet: judged before its first line is read.
+    Unjudged,
+    /// Not a copy (or read from its start anyway).
+    No,
+    /// The same bytes as the follower `key`'s file, as far as that was read; it had `size` bytes,
+    /// and last grew at `grew`.
+    Of {
+        /// The original's follower.
+        key: u64,
+        /// Its size at the last look.
+        size: u64,
+        /// When it last grew.
+        grew: Instant,
+    },
+}
+
 /// A file being followed.
 pub struct Follower {
     /// Unique key of this follower (a truncated file gets a new one).
@@ -137,6 +158,8 @@ pub struct Follower {
     pub last_active: Instant,
     /// Which input found it.
     pub input: usize,
+    /// Whether it is a copy of another followed file (only while nothing of it was read).
+    pub copy: CopyOf,
     /// Its input was removed by a reload: nothing more is read, it is closed once acknowledged.
     pub retired: bool,
     /// Lines joined into events, if its input says so.
@@ -199,6 +222,11 @@ impl Follower {
             rotated: false,
             last_active: Instant::now(),
             input,
+            copy: if start == 0 {
+                CopyOf::Unjudged
+            } else {
+                CopyOf::No
+            },
             retired: false,
             multiline: None,
             route,

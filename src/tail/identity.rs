@@ -96,7 +96,7 @@ impl Fingerprint {
 }
 
 /// Reads the first `n` bytes of `file` (fewer if it is shorter).
-fn head(file: &File, n: usize) -> io::Result<Vec<u8>> {
+pub fn head(file: &File, n: usize) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; n];
     let mut got = 0;
     while got < n {

@@ -357,6 +357,7 @@ impl Running {
                         self.rescan_at.get_or_insert(now);
                     }
                     self.engine.close_idle(now);
+                    self.engine.wake_copies();
                 }
                 _ = ckpt_tick.tick() => {
                     // Rendered only when something changed (10,000 idle files cost nothing here), and

@@ -775,3 +775,127 @@ async fn a_file_with_several_names_is_followed_once_and_not_read_again_at_a_rest
     assert_eq!(sink.shipped, vec![b"three".to_vec()]);
     fs::remove_dir_all(&d).unwrap();
 }
+
+fn lines_of(prefix: &str, n: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| format!("{prefix} line {i:04} of a log with some words in it\n").into_bytes())
+        .collect()
+}
+
+/// Reads and acknowledges until nothing is left to read.
+fn drain(e: &mut Engine, sink: &mut FakeSink, now: Instant) {
+    for _ in 0..100 {
+        let more = e.read_pass(sink, 1, now);
+        ack(e, sink, |_| true);
+        if !more && !e.has_hot() {
+            return;
+        }
+    }
+    panic!("still reading after 100 passes");
+}
+
+fn shipped_text(sink: &FakeSink) -> Vec<String> {
+    sink.shipped
+        .iter()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+/// copytruncate with a glob that matches the copy: the copy, found by a scan before the truncation,
+/// waits and is then read on from where the original was read to: the lines written before the copy
+/// that were not read yet arrive once, the others are not shipped again.
+#[tokio::test(start_paused = true)]
+async fn a_copy_matched_by_the_glob_is_read_on_from_where_its_original_was() {
+    let d = dir("copy-judged");
+    let f = d.join("a.log");
+    append(&f, &lines_of("a", 100));
+    let mut e = Engine::new(config(&d), Vec::new());
+    let mut sink = FakeSink::default();
+    scan_now(&mut e);
+    drain(&mut e, &mut sink, Instant::now());
+    assert_eq!(sink.shipped.len(), 100);
+    // Written, not read yet; then copied (named like logrotate's dateext, matched by *.log).
+    let more = lines_of("b", 10);
+    append(&f, &more);
+    fs::copy(&f, d.join("a.log-1.log")).unwrap();
+    scan_now(&mut e);
+    // The copy is judged before the original is read again: it waits.
+    let copy_key = e
+        .followers
+        .values()
+        .find(|x| x.path.ends_with("a.log-1.log"))
+        .unwrap()
+        .key;
+    assert!(!e.judge_copy(copy_key, Instant::now()), "a copy waits");
+    drain(&mut e, &mut sink, Instant::now());
+    // The original read its 10 new lines itself, then is truncated and written again.
+    OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&f, b"after\n");
+    e.touch(&f);
+    drain(&mut e, &mut sink, Instant::now());
+    let got = shipped_text(&sink);
+    let unique: BTreeSet<&String> = got.iter().collect();
+    assert_eq!(got.len(), unique.len(), "no line twice: {got:?}");
+    assert_eq!(got.len(), 111, "{got:?}");
+    assert_eq!(got.last().unwrap(), "after");
+    fs::remove_dir_all(&d).unwrap();
+}
+
+/// A new file that only starts like a followed one (the same banner) is read from its start: at
+/// once when it differs before where the other was read to, and as soon as it differs when it was
+/// the banner alone at first. A copy left unchanged while its original is not truncated (a `cp`
+/// backup) is read from its start after COPY_PATIENCE, as any new file.
+#[tokio::test(start_paused = true)]
+async fn a_file_that_only_starts_like_another_or_a_backup_copy_is_read_from_its_start() {
+    let d = dir("copy-not");
+    let banner = lines_of("banner", 8);
+    let a = d.join("a.log");
+    append(&a, &banner);
+    append(&a, &lines_of("a", 50));
+    let mut e = Engine::new(config(&d), Vec::new());
+    let mut sink = FakeSink::default();
+    scan_now(&mut e);
+    drain(&mut e, &mut sink, Instant::now());
+    sink.shipped.clear();
+    // The same banner, then other lines: not a copy.
+    let b = d.join("b.log");
+    append(&b, &banner);
+    append(&b, &lines_of("b", 5));
+    scan_now(&mut e);
+    drain(&mut e, &mut sink, Instant::now());
+    assert_eq!(sink.shipped.len(), 13, "{:?}", shipped_text(&sink));
+    sink.shipped.clear();
+    // The banner alone: it waits, then is read whole as soon as it differs.
+    let c = d.join("c.log");
+    append(&c, &banner);
+    scan_now(&mut e);
+    e.read_pass(&mut sink, 1, Instant::now());
+    assert!(sink.pending.is_empty(), "the banner alone waits");
+    append(&c, &lines_of("c", 3));
+    e.touch(&c);
+    drain(&mut e, &mut sink, Instant::now());
+    assert_eq!(sink.shipped.len(), 11, "{:?}", shipped_text(&sink));
+    sink.shipped.clear();
+    // A backup copy that stays as it is: read from its start once COPY_PATIENCE has passed.
+    fs::copy(&a, d.join("a.log.bak.log")).unwrap();
+    scan_now(&mut e);
+    let t0 = Instant::now();
+    e.read_pass(&mut sink, 1, t0);
+    assert!(sink.pending.is_empty(), "a copy waits");
+    e.wake_copies();
+    e.read_pass(&mut sink, 1, t0 + COPY_PATIENCE / 2);
+    assert!(sink.pending.is_empty(), "still");
+    e.wake_copies();
+    drain(
+        &mut e,
+        &mut sink,
+        t0 + COPY_PATIENCE + Duration::from_secs(1),
+    );
+    assert_eq!(sink.shipped.len(), 58, "the backup, whole");
+    fs::remove_dir_all(&d).unwrap();
+}
