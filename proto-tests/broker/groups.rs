@@ -468,3 +468,54 @@ fn a_group_refused_by_an_acl_is_one_clear_line_on_either_protocol() {
         );
     }
 }
+
+/// Partitions added to a topic while a member reads it: the coordinator (KIP-848) assigns them at
+/// once, and the member reads them too. It used to exit at once ("topic has no partition 2 (it has
+/// 2)"), its metadata cached from before. On the classic protocol (Kafka 3.9) the member keeps
+/// reading the partitions it has (the new ones once it restarts, as documented).
+#[test]
+fn a_member_reads_partitions_added_to_its_topic() {
+    let Some(b) = cluster() else { return };
+    let dir = scratch_dir("groups-grow");
+    let t = topic("groups-grow");
+    create_topic(&b, &t, 2, 3, &[]);
+    wait_visible(&b, &t);
+    let g = topic("gg");
+    let mut m = Member::shipper(&b, &t, &g, &["--from-beginning", "-v"], &dir, "m");
+    wait_for_members(&b, &g, &[&m], 2);
+    produce(&b, &t, 0, 1000);
+    wait_for_lines(&[&m], 0, 1000, Duration::from_secs(60));
+    kafka_tool(
+        "org.apache.kafka.tools.TopicCommand",
+        &[
+            "--bootstrap-server",
+            &b,
+            "--alter",
+            "--topic",
+            &t,
+            "--partitions",
+            "4",
+        ],
+        b"",
+    );
+    if m.stderr().contains("the classic protocol") {
+        std::thread::sleep(Duration::from_secs(3));
+        shipper_ok(&b, &["produce", &t, "-p", "0"], &numbered(1000, 2000));
+        let seen = wait_for_lines(&[&m], 1000, 2000, Duration::from_secs(60));
+        assert_once(&seen, "classic, after the partitions were added");
+        assert_eq!(m.stop("TERM"), Some(0), "{}", m.stderr());
+        return;
+    }
+    assert!(
+        m.stderr().contains("the consumer protocol"),
+        "{}",
+        m.stderr()
+    );
+    wait_for_members(&b, &g, &[&m], 4);
+    for (p, from) in [("2", 1000), ("3", 2000)] {
+        shipper_ok(&b, &["produce", &t, "-p", p], &numbered(from, from + 1000));
+    }
+    let seen = wait_for_lines(&[&m], 1000, 3000, Duration::from_secs(60));
+    assert_once(&seen, "after the partitions were added");
+    assert_eq!(m.stop("TERM"), Some(0), "{}", m.stderr());
+}

@@ -188,6 +188,14 @@ impl Member {
             }
             p => p,
         };
+        crate::log::debug(format_args!(
+            "group '{}': {}",
+            crate::escape::Esc::str(&cfg.group),
+            match protocol {
+                GroupProtocol::Consumer => "the consumer protocol (KIP-848: the broker assigns)",
+                _ => "the classic protocol",
+            }
+        ));
         let shared = Arc::new(Shared::default());
         shared.set_consumer_protocol(protocol == GroupProtocol::Consumer);
         let (tx, rx) = mpsc::channel(4);
