@@ -1293,10 +1293,27 @@ impl Engine {
         &self.routes
     }
 
-    /// Closes rotated or deleted files that were read to the end, acknowledged and quiet for a while;
+    /// Reads once more rotated or deleted files quiet for [`ROTATED_GRACE`] that still have bytes (a
+    /// last line without its newline, which that read ships); closes those read to the end,
+    /// acknowledged and quiet for a while;
     /// and, past `target` open files, closes the longest-idle finished ones (re-opened by identity when
     /// they change).
     pub fn close_idle(&mut self, now: Instant) {
+        // A rotated file quiet for ROTATED_GRACE with bytes left (a last line without its newline) is
+        // read once more, which ships them: no event may ever come for it again.
+        let due: Vec<u64> = self
+            .followers
+            .values()
+            .filter(|f| {
+                f.rotated
+                    && now.duration_since(f.last_active) >= ROTATED_GRACE
+                    && f.file
+                        .as_ref()
+                        .is_some_and(|file| file.metadata().is_ok_and(|m| m.len() > f.read_pos))
+            })
+            .map(|f| f.key)
+            .collect();
+        self.hot.extend(due);
         let done: Vec<u64> = self
             .followers
             .values()

@@ -899,3 +899,30 @@ async fn a_file_that_only_starts_like_another_or_a_backup_copy_is_read_from_its_
     assert_eq!(sink.shipped.len(), 58, "the backup, whole");
     fs::remove_dir_all(&d).unwrap();
 }
+
+/// A file renamed away with a last line without its newline: that line is sent once the file has been
+/// quiet for ROTATED_GRACE, by the next tick, with no event for it (it used to wait for the safety
+/// rescan, a minute).
+#[tokio::test(start_paused = true)]
+async fn a_rotated_files_unfinished_last_line_is_sent_after_the_grace_without_an_event() {
+    let d = dir("rotated-partial");
+    let f = d.join("q.log");
+    append(&f, b"q1\nq2-partial");
+    let mut e = Engine::new(config(&d), Vec::new());
+    let mut sink = FakeSink::default();
+    scan_now(&mut e);
+    drain(&mut e, &mut sink, Instant::now());
+    assert_eq!(shipped_text(&sink), ["q1"]);
+    fs::rename(&f, d.join("q.old")).unwrap();
+    scan_now(&mut e);
+    let t0 = Instant::now();
+    drain(&mut e, &mut sink, t0);
+    e.close_idle(t0 + ROTATED_GRACE / 2);
+    drain(&mut e, &mut sink, t0 + ROTATED_GRACE / 2);
+    assert_eq!(shipped_text(&sink), ["q1"], "not quiet long enough yet");
+    let later = t0 + ROTATED_GRACE + Duration::from_secs(1);
+    e.close_idle(later);
+    drain(&mut e, &mut sink, later);
+    assert_eq!(shipped_text(&sink), ["q1", "q2-partial"]);
+    fs::remove_dir_all(&d).unwrap();
+}
