@@ -759,7 +759,13 @@ impl Engine {
                 } else {
                     &n.head
                 };
-                if head_matches(head, e.fingerprint) && e.offset <= size {
+                // A position not at a line start (unless it is the end, a last line without its
+                // newline) means the file was rewritten while we were away, with the same first
+                // bytes: read from its start, rather than lose lines and ship a fragment.
+                let at_line_start = e.offset == 0
+                    || e.offset >= size
+                    || byte_at(&n.file, e.offset - 1).is_some_and(|b| b == b'\n');
+                if head_matches(head, e.fingerprint) && e.offset <= size && at_line_start {
                     e.offset
                 } else {
                     self.counters.truncations += 1;
@@ -1480,6 +1486,13 @@ impl Engine {
 }
 
 /// Whether a file's first bytes `head` match a checkpointed fingerprint (taken over `fp.len` bytes).
+/// The byte at `pos` of `file`, if it has one.
+fn byte_at(file: &std::fs::File, pos: u64) -> Option<u8> {
+    let mut b = [0u8; 1];
+    std::os::unix::fs::FileExt::read_exact_at(file, &mut b, pos).ok()?;
+    Some(b[0])
+}
+
 fn head_matches(head: &[u8], fp: Fingerprint) -> bool {
     head.len() >= fp.len as usize && Fingerprint::of(&head[..fp.len as usize]) == fp
 }

@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::ops::ControlFlow;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -132,6 +133,9 @@ pub enum CopyOf {
     },
 }
 
+/// Bytes before the read position whose fingerprint is kept (see `Follower::before`).
+pub const BEFORE_BYTES: u64 = 64;
+
 /// A file being followed.
 pub struct Follower {
     /// Unique key of this follower (a truncated file gets a new one).
@@ -150,6 +154,10 @@ pub struct Follower {
     pub fingerprint: Fingerprint,
     /// Next byte to read: the start of the first line not yet sent.
     pub read_pos: u64,
+    /// Fingerprint of the bytes just before `read_pos` (up to [`BEFORE_BYTES`]; none yet when it
+    /// covers 0 bytes): a file rewritten in place and grown past our position with the same first
+    /// bytes (a banner) is told by them.
+    before: Fingerprint,
     /// Inside a line longer than the limit: its rest is being skipped.
     skipping: bool,
     /// The path no longer names this file (renamed away or deleted): finish it, then close.
@@ -218,6 +226,7 @@ impl Follower {
             id,
             fingerprint: fp,
             read_pos: start,
+            before: Fingerprint::EMPTY,
             skipping: false,
             rotated: false,
             last_active: Instant::now(),
@@ -256,6 +265,7 @@ impl Follower {
         self.read_pos = pos;
         self.acked_pos = pos;
         self.skipping = skipping;
+        self.before = Fingerprint::EMPTY;
         true
     }
 
@@ -335,6 +345,32 @@ impl Follower {
         Ok(true)
     }
 
+    /// Whether the bytes before `read_pos` are still those we read there (or none were noted).
+    fn before_unchanged(&self, file: &File) -> io::Result<bool> {
+        let k = u64::from(self.before.len);
+        if k == 0 || k > self.read_pos {
+            return Ok(true);
+        }
+        let mut buf = vec![0u8; k as usize];
+        match file.read_exact_at(&mut buf, self.read_pos - k) {
+            Ok(()) => Ok(Fingerprint::of(&buf) == self.before),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Notes the bytes before `read_pos` (see [`Follower::before`]).
+    fn note_before(&mut self, file: &File) -> io::Result<()> {
+        let k = self.read_pos.min(BEFORE_BYTES);
+        let mut buf = vec![0u8; k as usize];
+        self.before = match file.read_exact_at(&mut buf, self.read_pos - k) {
+            Ok(()) => Fingerprint::of(&buf),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Fingerprint::EMPTY,
+            Err(e) => return Err(e),
+        };
+        Ok(())
+    }
+
     /// Reads complete lines from the current position into `sink` (up to one chunk). With `finish`, a
     /// final line without newline is sent too (the file will not grow any more).
     pub fn read(
@@ -362,6 +398,12 @@ impl Follower {
             && (size != self.size || !self.fingerprint.is_full())
             && !self.recheck_fingerprint()?
         {
+            return Ok(ReadResult::Truncated);
+        }
+        // Rewritten in place and grown past our position with the same first bytes (a banner, a
+        // header): the bytes just before our position tell. Reading on would lose the new lines
+        // before it and ship a fragment of one.
+        if self.read_pos > 0 && size != self.size && !self.before_unchanged(&file)? {
             return Ok(ReadResult::Truncated);
         }
         if size > self.size {
@@ -434,6 +476,9 @@ impl Follower {
             // Rewritten while we read it: what we read may be the new content's start, which the
             // restart from byte 0 reads again.
             return Ok(ReadResult::Truncated);
+        }
+        if self.read_pos != base {
+            self.note_before(&file)?;
         }
         Ok(ReadResult::Lines {
             lines,

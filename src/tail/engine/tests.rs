@@ -926,3 +926,58 @@ async fn a_rotated_files_unfinished_last_line_is_sent_after_the_grace_without_an
     assert_eq!(shipped_text(&sink), ["q1", "q2-partial"]);
     fs::remove_dir_all(&d).unwrap();
 }
+
+/// A file rewritten in place with the same first bytes (a banner longer than the fingerprint) and
+/// grown past our position before we look: read again from its start, while running (the bytes
+/// before our position changed) and after a restart (our position is no line start). It used to go on
+/// from the old position: the new lines before it lost, a fragment of one shipped.
+#[tokio::test(start_paused = true)]
+async fn a_file_rewritten_with_the_same_banner_past_our_position_is_read_from_its_start() {
+    let d = dir("rewritten");
+    let f = d.join("app.log");
+    let banner = format!("{}\n", "#".repeat(300));
+    let body = |c: char, n: usize, w: usize| -> String {
+        (0..n)
+            .map(|i| format!("{c} {i:06} {}\n", "y".repeat(w)))
+            .collect()
+    };
+    fs::write(&f, format!("{banner}{}", body('A', 100, 40))).unwrap();
+    let mut e = Engine::new(config(&d), Vec::new());
+    let mut sink = FakeSink::default();
+    scan_now(&mut e);
+    drain(&mut e, &mut sink, Instant::now());
+    assert_eq!(sink.shipped.len(), 101);
+    sink.shipped.clear();
+    // Rewritten (lines of the same length: every line end where an old one was) and grown.
+    fs::write(&f, format!("{banner}{}", body('B', 300, 40))).unwrap();
+    e.touch(&f);
+    drain(&mut e, &mut sink, Instant::now());
+    let got = shipped_text(&sink);
+    assert_eq!(
+        got.len(),
+        301,
+        "every line of the new content: {:?}",
+        &got[..3]
+    );
+    assert!(got
+        .iter()
+        .all(|l| l.starts_with('#') || l.starts_with("B ")));
+    // Stopped, rewritten again (lines of another length), restarted from the checkpoint.
+    let ckpt = e.checkpoint_entries();
+    fs::write(&f, format!("{banner}{}", body('C', 400, 47))).unwrap();
+    let mut e2 = Engine::new(config(&d), ckpt);
+    let mut sink2 = FakeSink::default();
+    scan_now(&mut e2);
+    drain(&mut e2, &mut sink2, Instant::now());
+    let got = shipped_text(&sink2);
+    assert_eq!(
+        got.len(),
+        401,
+        "every line of the new content: {:?}",
+        &got[..3]
+    );
+    assert!(got
+        .iter()
+        .all(|l| l.starts_with('#') || l.starts_with("C ")));
+    fs::remove_dir_all(&d).unwrap();
+}
