@@ -503,6 +503,8 @@ impl Engine {
         let Ok(head) = super::identity::head(file, super::identity::FINGERPRINT_BYTES) else {
             return Ok(None);
         };
+        // Most fingerprints are full: compared with ours at once, no hashing per follower.
+        let full = Fingerprint::of(&head);
         let mut truncated = None;
         for o in self.followers.values() {
             let fp = o.fingerprint;
@@ -511,7 +513,11 @@ impl Engine {
                 && fp.len > 0
                 && head.len() >= fp.len as usize
                 && !o.id.same(&f.id)
-                && Fingerprint::of(&head[..fp.len as usize]) == fp;
+                && if fp.len as usize == head.len() {
+                    full == fp
+                } else {
+                    Fingerprint::of(&head[..fp.len as usize]) == fp
+                };
             let Some(of) = o.file.as_ref().filter(|_| candidate) else {
                 continue;
             };
