@@ -657,10 +657,22 @@ impl Engine {
                 self.known.remove(&k);
             }
         }
+        // The scan ran while the engine went on: a file it found new may be followed meanwhile (a
+        // copy a truncated file's follower went on in), and a partial scan does not know every
+        // follower (a new name may be a hard link to a followed file).
+        let followed: HashSet<(u64, u64)> = match r.opened.is_empty() {
+            true => HashSet::new(),
+            false => self
+                .followers
+                .values()
+                .map(|f| (f.id.dev, f.id.ino))
+                .collect(),
+        };
         for n in r.opened {
-            // A partial scan does not know every follower: a new name may be a hard link to a
-            // followed file.
-            if !r.full && self.followers.values().any(|f| f.id.same(&n.found.id)) {
+            let id = n.found.id;
+            if followed.contains(&(id.dev, id.ino))
+                && self.followers.values().any(|f| f.id.same(&id))
+            {
                 continue;
             }
             self.start(n, now);
