@@ -80,7 +80,9 @@ fn deadline_from_now(ctx: &Ctx) -> Option<Instant> {
 }
 
 async fn member(ctx: &Ctx) -> Result<()> {
-    let deadline = ctx.coord.cluster().options().deadline();
+    // How long a join may be retried: `--timeout` from the join, and again from each rejoin (a
+    // member fenced after hours must not find its budget spent).
+    let mut deadline = deadline_from_now(ctx);
     let mut member_id = new_member_id();
     let mut epoch = 0;
     let mut owned = ById::new();
@@ -162,6 +164,7 @@ async fn member(ctx: &Ctx) -> Result<()> {
                 owned.clear();
                 epoch = 0;
                 full = true;
+                deadline = deadline_from_now(ctx);
                 if c == Code::UnknownMemberId {
                     member_id = new_member_id();
                 }
