@@ -22,6 +22,10 @@ use crate::error::{code, Code, Error, Result, Target};
 
 /// Metadata versions we speak: the flexible ones (9+, Kafka 2.4+); 12 on Kafka 3.x and 4.x.
 const METADATA_VERSIONS: VersionRange = VersionRange { min: 9, max: 12 };
+
+/// How long a connection's oldest request may go unanswered before [`Cluster::any_connection`] asks
+/// the other brokers first.
+const STALLED_AFTER: Duration = Duration::from_secs(2);
 /// InitProducerId versions: flexible (2+).
 const INIT_PRODUCER_ID_VERSIONS: VersionRange = VersionRange { min: 2, max: 5 };
 
@@ -195,6 +199,14 @@ impl Cluster {
         let mut boot = self.opts.bootstrap.clone();
         fastrand::shuffle(&mut boot);
         addrs.extend(boot);
+        // A broker whose connection has left a request unanswered for a while (paused, overloaded)
+        // is asked last: a request of ours would wait behind that one (a metadata refresh waiting
+        // out a paused leader's Produce, while the others could say where the leader went).
+        let stalled = |a: &String| {
+            self.open_connection(a)
+                .is_some_and(|c| c.stalled(STALLED_AFTER))
+        };
+        addrs.sort_by_key(stalled);
         if addrs.is_empty() {
             return Err(Error::NoBrokers);
         }

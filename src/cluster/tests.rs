@@ -57,3 +57,38 @@ async fn a_metadata_response_describing_millions_of_partitions_is_refused() {
         .unwrap_err();
     assert!(e.to_string().contains("MiB"), "{e}");
 }
+
+/// A broker that stopped answering (paused) is asked last: a metadata request on its connection would
+/// wait behind the request it left unanswered, while another broker answers at once.
+#[tokio::test(start_paused = true)]
+async fn a_connection_with_a_request_unanswered_for_a_while_is_asked_last() {
+    let b = FakeBroker::new(3);
+    b.create_topic("t", 3);
+    let c = Arc::new(cluster(&b));
+    c.topic("t", false).await.unwrap();
+    let addr = b.addr(1);
+    let conn = c.connection(&addr, None).await.unwrap();
+    b.misbehave_times(Misbehave::Silent, 1);
+    let hung = tokio::spawn({
+        let conn = conn.clone();
+        async move {
+            let req = MetadataRequest::default();
+            conn.call(&req, 12, Instant::now() + Duration::from_secs(600))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!conn.stalled(STALLED_AFTER), "not yet");
+    tokio::time::sleep(STALLED_AFTER).await;
+    assert!(conn.stalled(STALLED_AFTER));
+    for _ in 0..20 {
+        let other = c.any_connection(None).await.unwrap();
+        assert_ne!(other.addr(), addr, "the stalled broker was picked");
+    }
+    let start = Instant::now();
+    c.fetch_metadata(Some(&["t".into()]), false, None)
+        .await
+        .unwrap();
+    assert!(start.elapsed() < Duration::from_secs(1));
+    hung.abort();
+}

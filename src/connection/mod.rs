@@ -71,6 +71,8 @@ const UNSUPPORTED_VERSION: i16 = kafka_protocol::error::ResponseError::Unsupport
 struct Waiter {
     id: i32,
     api: &'static str,
+    /// When the request was written (see [`Connection::stalled`]).
+    sent: Instant,
     max_frame_bytes: usize,
     tx: oneshot::Sender<Reply>,
 }
@@ -225,6 +227,16 @@ impl Connection {
             .unwrap_or_else(|e| e.into_inner())
             .is_some_and(|(_, end)| Instant::now() >= end);
         expired || self.shared.lock().closed.is_some()
+    }
+
+    /// Whether its oldest unanswered request has waited longer than `limit` (responses come in order:
+    /// a paused or overloaded broker, which a request of our own would wait behind).
+    pub fn stalled(&self, limit: Duration) -> bool {
+        self.shared
+            .lock()
+            .queue
+            .front()
+            .is_some_and(|w| w.sent.elapsed() > limit)
     }
 
     /// Closes the connection; waiters get `Closed`.
@@ -465,6 +477,7 @@ impl Connection {
             self.shared.lock().queue.push_back(Waiter {
                 id,
                 api,
+                sent: Instant::now(),
                 max_frame_bytes: codec::max_response_bytes(key),
                 tx,
             });
