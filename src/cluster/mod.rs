@@ -26,6 +26,10 @@ const METADATA_VERSIONS: VersionRange = VersionRange { min: 9, max: 12 };
 /// How long a connection's oldest request may go unanswered before [`Cluster::any_connection`] asks
 /// the other brokers first.
 const STALLED_AFTER: Duration = Duration::from_secs(2);
+
+/// How long after a failed connection attempt [`Cluster::any_connection`] asks the other brokers
+/// first.
+const FAILED_RECENTLY: Duration = Duration::from_secs(30);
 /// InitProducerId versions: flexible (2+).
 const INIT_PRODUCER_ID_VERSIONS: VersionRange = VersionRange { min: 2, max: 5 };
 
@@ -76,6 +80,8 @@ pub struct Cluster {
     /// One lock per broker address, so that concurrent callers share one connection per broker and a
     /// slow broker does not hold up connections to the others.
     connecting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// When a connection to an address last failed to open (cleared when one opens).
+    failed: Mutex<HashMap<String, Instant>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -99,6 +105,7 @@ impl Cluster {
             transport,
             state: Mutex::new(State::default()),
             connecting: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -156,9 +163,15 @@ impl Cluster {
         if let Some(d) = deadline {
             until = until.min(d);
         }
-        let c = Arc::new(
-            Connection::connect(&*self.transport, addr, &self.opts.connection, until).await?,
-        );
+        let c =
+            match Connection::connect(&*self.transport, addr, &self.opts.connection, until).await {
+                Ok(c) => Arc::new(c),
+                Err(e) => {
+                    self.failed_lock().insert(addr.to_string(), Instant::now());
+                    return Err(e.into());
+                }
+            };
+        self.failed_lock().remove(addr);
         crate::log::debug(format_args!(
             "connected to broker {}",
             crate::escape::Esc::str(addr)
@@ -178,6 +191,10 @@ impl Cluster {
         Ok(Connection::connect(&*self.transport, addr, &self.opts.connection, until).await?)
     }
 
+    fn failed_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.failed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The connection to broker `id`, as known from metadata.
     pub async fn broker(&self, id: i32, deadline: Option<Instant>) -> Result<Arc<Connection>> {
         let addr = self.lock().brokers.get(&id).cloned();
@@ -192,7 +209,9 @@ impl Cluster {
         self.lock().brokers.insert(id, addr);
     }
 
-    /// Any reachable broker: known brokers first (in random order), then the bootstrap list.
+    /// Any reachable broker: known brokers first (in random order), then the bootstrap list; brokers
+    /// that seem in trouble (a request unanswered for 2 s, a connection attempt under way or failed
+    /// in the last 30 s) last.
     pub async fn any_connection(&self, deadline: Option<Instant>) -> Result<Arc<Connection>> {
         let mut addrs: Vec<String> = self.lock().brokers.values().cloned().collect();
         fastrand::shuffle(&mut addrs);
@@ -202,11 +221,25 @@ impl Cluster {
         // A broker whose connection has left a request unanswered for a while (paused, overloaded)
         // is asked last: a request of ours would wait behind that one (a metadata refresh waiting
         // out a paused leader's Produce, while the others could say where the leader went).
-        let stalled = |a: &String| {
-            self.open_connection(a)
-                .is_some_and(|c| c.stalled(STALLED_AFTER))
+        // So is one being connected to by another caller (we would wait for that attempt), or whose
+        // last connection attempt failed a moment ago.
+        let suspect = |a: &String| {
+            let stalled = self
+                .open_connection(a)
+                .is_some_and(|c| c.stalled(STALLED_AFTER));
+            let connecting = self
+                .connecting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(a)
+                .is_some_and(|g| g.try_lock().is_err());
+            let failed = self
+                .failed_lock()
+                .get(a)
+                .is_some_and(|t| t.elapsed() < FAILED_RECENTLY);
+            stalled || connecting || failed
         };
-        addrs.sort_by_key(stalled);
+        addrs.sort_by_key(suspect);
         if addrs.is_empty() {
             return Err(Error::NoBrokers);
         }
