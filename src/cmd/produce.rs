@@ -398,8 +398,17 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
             t.failed
         )
     } else {
+        // Left in flight at a second signal: neither acknowledged nor failed, and Kafka may hold
+        // some of them.
+        let abandoned = t.sent.saturating_sub(t.acked + t.failed);
+        let abandoned = match abandoned {
+            0 => String::new(),
+            n => {
+                format!(", {n} abandoned in flight (not acknowledged: Kafka may hold some of them)")
+            }
+        };
         format!(
-            "topic '{}': {} records sent, {} acked, {} failed{truncated}",
+            "topic '{}': {} records sent, {} acked, {} failed{abandoned}{truncated}",
             Esc::str(&args.topic),
             t.sent,
             t.acked,
