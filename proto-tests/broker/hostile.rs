@@ -264,6 +264,67 @@ fn a_damaged_checkpoint_never_stops_tail() {
     );
 }
 
+/// A checkpoint path naming something else (a log given by mistake, a FIFO, a device like
+/// /dev/null) is refused at once, and left as it is: it used to be moved aside and replaced by a
+/// checkpoint (as root, /dev/null became a 0600 file), and a FIFO blocked the start for ever.
+#[test]
+fn a_checkpoint_path_naming_something_else_is_refused_and_left_alone() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("ck-other");
+    let t = topic("ck-other");
+    append(&dir.join("a.log"), b"x\n");
+    let log = dir.join("app.log");
+    std::fs::write(&log, "important line 1\nline 2\n").unwrap();
+    let fifo = dir.join("fifo");
+    let dev = dir.join("null");
+    for (p, kind) in [(&fifo, "p"), (&dev, "c")] {
+        let mut c = Command::new("mknod");
+        c.arg(p).arg(kind);
+        if kind == "c" {
+            c.args(["1", "3"]);
+        }
+        assert!(c.status().unwrap().success());
+    }
+    for (path, why) in [
+        (&log, "it exists and is no shipper checkpoint"),
+        (&fifo, "it is a FIFO, not a checkpoint file"),
+        (&dev, "it is a device, not a checkpoint file"),
+    ] {
+        let started = std::time::Instant::now();
+        let out = shipper(
+            &b,
+            &[
+                "tail",
+                &glob(&dir),
+                &t,
+                "--checkpoint",
+                path.to_str().unwrap(),
+            ],
+            b"",
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(why), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "important line 1\nline 2\n"
+    );
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata(&dev)
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".damaged-") || n.ends_with(".lock"))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+}
+
 #[test]
 fn a_checkpoint_that_cannot_be_written_refuses_to_start() {
     let Some(b) = broker() else { return };
@@ -299,7 +360,7 @@ fn a_checkpoint_that_cannot_be_written_refuses_to_start() {
     let want = if immutable {
         "cannot write checkpoint"
     } else {
-        "cannot read checkpoint"
+        "it is a directory, not a checkpoint file"
     };
     assert!(err.contains(want), "{err}");
     assert_eq!(

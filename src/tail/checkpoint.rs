@@ -254,6 +254,46 @@ pub fn parse_all(bytes: &[u8]) -> (Vec<Entry>, EoState, usize) {
 
 /// Reads a checkpoint file; a missing file is an empty checkpoint. Damage is repaired, not fatal: the
 /// good entries are kept and the damaged file is moved aside.
+/// Refuses a checkpoint path that names something else than a checkpoint: not a regular file (a FIFO
+/// would block the start, `/dev/null` would be replaced by a file), or a file with other content (a
+/// log or `/etc/passwd` given by mistake would be moved aside and replaced). A missing or empty file
+/// is fine. Checked before the lock file is made.
+pub fn check_path(path: &Path) -> Result<(), String> {
+    let m = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let ft = m.file_type();
+    if !ft.is_file() {
+        use std::os::unix::fs::FileTypeExt;
+        let kind = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(format!("it is {kind}, not a checkpoint file"));
+    }
+    if m.len() == 0 {
+        return Ok(());
+    }
+    let mut head = [0u8; 19];
+    let n = io::Read::read(&mut File::open(path).map_err(|e| e.to_string())?, &mut head)
+        .map_err(|e| e.to_string())?;
+    if head[..n] != HEADER_V2.as_bytes()[..19] {
+        return Err(
+            "it exists and is no shipper checkpoint (it does not start with 'shipper-checkpoint'): not overwritten; give the checkpoint a path of its own".into(),
+        );
+    }
+    Ok(())
+}
+
 pub fn load(path: &Path) -> io::Result<Loaded> {
     let file = match File::open(path) {
         Ok(f) => f,

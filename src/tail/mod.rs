@@ -137,6 +137,8 @@ fn fixed_settings(s: &crate::settings::tail::TailSettings) -> Vec<(&'static str,
 fn open_checkpoint(
     path: &std::path::Path,
 ) -> anyhow::Result<(checkpoint::Lock, checkpoint::Loaded)> {
+    checkpoint::check_path(path)
+        .map_err(|why| anyhow::anyhow!("checkpoint {}: {why}", Esc::path(path)))?;
     let lock = checkpoint::Lock::take(path)
         .with_context(|| format!("cannot lock checkpoint {}", Esc::path(path)))?;
     let loaded = checkpoint::load(path)
