@@ -4,6 +4,7 @@
 //! read in a journal next to other services.
 
 use std::fmt::Arguments;
+use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 static LEVEL: AtomicU8 = AtomicU8::new(2);
@@ -17,28 +18,35 @@ fn enabled(level: u8) -> bool {
     LEVEL.load(Ordering::Relaxed) >= level
 }
 
+/// Writes one line to stderr. A failed write is ignored: stderr may be a pipe whose reader is gone (a
+/// `| logger` restarted, a closed terminal), and the agent must go on shipping, not abort as
+/// `eprintln!` does.
+pub fn line(prefix: &str, args: Arguments<'_>) {
+    let _ = writeln!(std::io::stderr().lock(), "shipper: {prefix}{args}");
+}
+
 /// An error line (always shown).
 pub fn error(args: Arguments<'_>) {
-    eprintln!("shipper: error: {args}");
+    line("error: ", args);
 }
 
 /// A warning line.
 pub fn warn(args: Arguments<'_>) {
     if enabled(1) {
-        eprintln!("shipper: warning: {args}");
+        line("warning: ", args);
     }
 }
 
 /// An informational line.
 pub fn info(args: Arguments<'_>) {
     if enabled(2) {
-        eprintln!("shipper: {args}");
+        line("", args);
     }
 }
 
 /// A debug line, shown with -v.
 pub fn debug(args: Arguments<'_>) {
     if enabled(3) {
-        eprintln!("shipper: debug: {args}");
+        line("debug: ", args);
     }
 }

@@ -734,3 +734,39 @@ fn a_followed_link_ships_its_targets_lines_as_they_are_written_across_switches()
     let want: Vec<&[u8]> = vec![b"one 0", b"one 1", b"one 2", b"two 0", b"two 1"];
     assert_eq!(got, want, "{}", tail.stderr());
 }
+
+/// stderr turning into a pipe nobody reads (a `| logger` restarted, a closed terminal) does not stop
+/// the agent: the next stats or warning line used to abort it ("failed printing to stderr", SIGABRT).
+#[test]
+fn stderr_closed_under_the_agent_does_not_stop_it() {
+    use std::io::Read;
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("stderr-closed");
+    let t = topic("stderr-closed");
+    append(&dir.join("a.log"), &numbered("a", 0, 5));
+    let mut child = Command::new(shipper_bin())
+        .args(["-b", &b, "tail", &glob(&dir), &t, "--checkpoint", &ck(&dir)])
+        .args(["--stats", "1", "--checkpoint-ms", "100"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let mut first = [0u8; 10];
+    err.read_exact(&mut first).unwrap();
+    drop(err);
+    wait_for_records(&b, &t, 5, Duration::from_secs(30));
+    // Two stats lines into the closed pipe, then a new line to ship.
+    std::thread::sleep(Duration::from_millis(2500));
+    append(&dir.join("a.log"), &numbered("a", 5, 6));
+    let got = wait_for_records(&b, &t, 6, Duration::from_secs(30));
+    assert_eq!(got.len(), 6);
+    assert!(child.try_wait().unwrap().is_none(), "the agent died");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let ckpt = std::fs::read_to_string(ck(&dir)).unwrap();
+    assert!(ckpt.contains("a.log"), "{ckpt}");
+}

@@ -770,8 +770,10 @@ impl Stats {
         if let Some(t) = saver.trouble() {
             trouble.push_str(&format!("; {t}"));
         }
-        eprintln!(
-            "shipper: stats: {:.0} lines/s, {:.2} MB/s, {} files ({} open), {} bytes behind{worst}, {} acked, {} truncations, {} long lines, {} failed{trouble}",
+        crate::log::line(
+            "stats: ",
+            format_args!(
+            "{:.0} lines/s, {:.2} MB/s, {} files ({} open), {} bytes behind{worst}, {} acked, {} truncations, {} long lines, {} failed{trouble}",
             (c.lines_read - self.last.lines_read) as f64 / secs,
             (c.bytes_read - self.last.bytes_read) as f64 / secs / 1e6,
             engine.file_count(),
@@ -781,6 +783,7 @@ impl Stats {
             c.truncations,
             c.long_lines,
             c.lines_failed
+        ),
         );
         self.at = now;
         self.last = c.clone();
