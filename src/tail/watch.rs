@@ -8,7 +8,8 @@
 //! directory cannot be watched (no inotify, the watch limit reached, a directory not there yet) the
 //! watch is *degraded* and the loop rescans every `--scan-ms`, reading every file, as without events.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,7 +35,8 @@ struct Shared {
 pub struct Watch {
     watcher: Option<notify::RecommendedWatcher>,
     shared: Arc<Shared>,
-    watched: BTreeSet<PathBuf>,
+    /// Watched directories, with the (device, inode) they had when the watch was set.
+    watched: BTreeMap<PathBuf, Option<(u64, u64)>>,
     /// Directories wanted but not watched (the watch failed): events may be missed there.
     failed: BTreeSet<PathBuf>,
 }
@@ -92,7 +94,7 @@ impl Watch {
         Watch {
             watcher,
             shared,
-            watched: BTreeSet::new(),
+            watched: BTreeMap::new(),
             failed: BTreeSet::new(),
         }
     }
@@ -100,12 +102,23 @@ impl Watch {
     /// Watches a directory (once; a failed one is tried again at the next call). A failure makes the
     /// watch degraded until it succeeds or [`Watch::want_only`] drops the directory.
     pub fn watch_dir(&mut self, dir: &Path, scan_ms: u64) {
-        if self.watched.contains(dir) {
-            return;
-        }
         let Some(w) = self.watcher.as_mut() else {
             return;
         };
+        let id = std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()));
+        if let Some(had) = self.watched.get(dir) {
+            if *had == id {
+                return;
+            }
+            // Replaced (moved away, or removed and made again): the watch follows the old directory,
+            // and the new one would be seen only by the safety rescan.
+            crate::log::debug(format_args!(
+                "{} was replaced: watching the new directory",
+                Esc::path(dir)
+            ));
+            let _ = w.unwatch(dir);
+            self.watched.remove(dir);
+        }
         if let Some(kind) = remote_filesystem(dir) {
             // inotify sees only this host's writes there: rescan it as if it had no events.
             if self.failed.insert(dir.to_path_buf()) {
@@ -119,7 +132,7 @@ impl Watch {
         match w.watch(dir, RecursiveMode::NonRecursive) {
             Ok(()) => {
                 self.failed.remove(dir);
-                self.watched.insert(dir.to_path_buf());
+                self.watched.insert(dir.to_path_buf(), id);
             }
             Err(e) => {
                 if self.failed.insert(dir.to_path_buf()) {
@@ -149,7 +162,7 @@ impl Watch {
 
     /// Whether `dir` is watched.
     pub fn is_watched(&self, dir: &Path) -> bool {
-        self.watched.contains(dir)
+        self.watched.contains_key(dir)
     }
 
     /// Takes what happened since the last call.
@@ -268,6 +281,32 @@ mod tests {
             all.rescan |= e.rescan;
         }
         all
+    }
+
+    /// A watched directory moved away (or removed) and made again is watched again at the next full
+    /// scan: its watch had followed the old directory, and the new one's writes raised no event.
+    #[test]
+    fn a_directory_replaced_by_another_is_watched_again() {
+        let top = crate::testkit::scratch_dir("watch-replaced");
+        let d = top.join("logs");
+        std::fs::create_dir(&d).unwrap();
+        let mut w = Watch::new();
+        w.watch_dir(&d, 1000);
+        std::fs::rename(&d, top.join("logs.old")).unwrap();
+        std::fs::create_dir(&d).unwrap();
+        gather(&mut w, |e| e.rescan);
+        // The loop's full scan calls watch_dir for every wanted directory.
+        w.watch_dir(&d, 1000);
+        assert!(w.is_watched(&d) && !w.degraded());
+        let f = d.join("a.log");
+        std::fs::write(&f, "x").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&f)
+            .and_then(|mut h| std::io::Write::write_all(&mut h, b"y\n"))
+            .unwrap();
+        let e = gather(&mut w, |e| e.changed.contains(&f));
+        assert!(e.changed.contains(&f), "{e:?}");
     }
 
     #[test]
