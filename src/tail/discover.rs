@@ -526,8 +526,12 @@ fn check(
             Ok(None)
         };
     }
-    let lm = std::fs::symlink_metadata(path)
-        .map_err(|e| format!("cannot read {shown}: {e}; skipping it"))?;
+    let lm = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        // Listed, then gone (logrotate's compress removes a file it just wrote): nothing to say.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => return Ok(None),
+        Err(e) => return Err(format!("cannot read {shown}: {e}; skipping it")),
+    };
     let m = if lm.file_type().is_symlink() {
         if !policy.follow_symlinks {
             return Err(format!(
