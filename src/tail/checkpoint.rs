@@ -266,19 +266,10 @@ pub fn check_path(path: &Path) -> Result<(), String> {
     };
     let ft = m.file_type();
     if !ft.is_file() {
-        use std::os::unix::fs::FileTypeExt;
-        let kind = if ft.is_dir() {
-            "a directory"
-        } else if ft.is_fifo() {
-            "a FIFO"
-        } else if ft.is_char_device() || ft.is_block_device() {
-            "a device"
-        } else if ft.is_socket() {
-            "a socket"
-        } else {
-            "not a regular file"
-        };
-        return Err(format!("it is {kind}, not a checkpoint file"));
+        return Err(format!(
+            "it is {}, not a checkpoint file",
+            super::discover::kind_of(ft)
+        ));
     }
     if m.len() == 0 {
         return Ok(());

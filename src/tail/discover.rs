@@ -563,17 +563,9 @@ fn check(
         };
     }
     if !ft.is_file() {
-        let kind = if ft.is_fifo() {
-            "a FIFO"
-        } else if ft.is_socket() {
-            "a socket"
-        } else if ft.is_char_device() || ft.is_block_device() {
-            "a device"
-        } else {
-            "not a regular file"
-        };
         return Err(format!(
-            "{shown} is {kind}; only regular files are followed"
+            "{shown} is {}; only regular files are followed",
+            kind_of(ft)
         ));
     }
     if let Some(owners) = &policy.owners {
@@ -585,6 +577,22 @@ fn check(
         }
     }
     Ok(Some((FileId::from_meta(&m), m.len(), mtime_ns(&m))))
+}
+
+/// What a file that is not a regular file is, for a message: "a directory", "a FIFO", "a socket",
+/// "a device", else "not a regular file".
+pub fn kind_of(ft: std::fs::FileType) -> &'static str {
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_char_device() || ft.is_block_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
 }
 
 /// A file's modification time in nanoseconds since the epoch.
