@@ -1190,17 +1190,13 @@ impl Engine {
             // Nothing to read in it (or it is shorter than what we read: made before lines that we
             // read too): not kept open, but known as read to its end, so that a pattern that matches
             // it (`app.log*`) finds it read, not new.
-            self.version += 1;
-            self.known.insert(
-                (copy.id.dev, copy.id.ino),
-                Entry {
-                    id: copy.id,
-                    fingerprint: f.fingerprint,
-                    offset: copy.len,
-                    path: copy.path,
-                    origin: f.origin,
-                },
-            );
+            self.know(Entry {
+                id: copy.id,
+                fingerprint: f.fingerprint,
+                offset: copy.len,
+                path: copy.path,
+                origin: f.origin,
+            });
             return;
         }
         let shown = Esc::path(&f.path).to_string();
@@ -1390,17 +1386,19 @@ impl Engine {
     }
 
     fn remember(&mut self, f: &Follower) {
+        self.know(Entry {
+            id: f.id,
+            fingerprint: f.fingerprint,
+            offset: f.acked_pos,
+            path: f.path.clone(),
+            origin: f.origin.clone(),
+        });
+    }
+
+    /// Keeps `e` among the known files (checkpointed while the file stays at its path).
+    fn know(&mut self, e: Entry) {
         self.version += 1;
-        self.known.insert(
-            (f.id.dev, f.id.ino),
-            Entry {
-                id: f.id,
-                fingerprint: f.fingerprint,
-                offset: f.acked_pos,
-                path: f.path.clone(),
-                origin: f.origin.clone(),
-            },
-        );
+        self.known.insert((e.id.dev, e.id.ino), e);
     }
 
     /// The entries to checkpoint: every followed file, plus known files still at their path, sorted.
