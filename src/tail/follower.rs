@@ -359,9 +359,21 @@ impl Follower {
         }
     }
 
-    /// Notes the bytes before `read_pos` (see [`Follower::before`]).
-    fn note_before(&mut self, file: &File) -> io::Result<()> {
+    /// Notes the bytes before `read_pos` (see [`Follower::before`]): from `region` (mapped from
+    /// `base`) when it holds them, else read from the file.
+    fn note_before(&mut self, file: &File, region: &Region, base: u64) -> io::Result<()> {
         let k = self.read_pos.min(BEFORE_BYTES);
+        let in_region = (self.read_pos - k).checked_sub(base).and_then(|from| {
+            let from = usize::try_from(from).ok()?;
+            region.bytes().get(from..from + k as usize)
+        });
+        if let Some(bytes) = in_region {
+            let fp = Fingerprint::of(bytes);
+            if !region.faulted() {
+                self.before = fp;
+                return Ok(());
+            }
+        }
         let mut buf = vec![0u8; k as usize];
         self.before = match file.read_exact_at(&mut buf, self.read_pos - k) {
             Ok(()) => Fingerprint::of(&buf),
@@ -478,7 +490,7 @@ impl Follower {
             return Ok(ReadResult::Truncated);
         }
         if self.read_pos != base {
-            self.note_before(&file)?;
+            self.note_before(&file, &region, base)?;
         }
         Ok(ReadResult::Lines {
             lines,
