@@ -387,6 +387,29 @@ impl Cluster {
             .await
     }
 
+    /// The topic's metadata (as [`Cluster::topic`]) once it knows at least `least` partitions: a
+    /// group may be assigned partitions added since the topic was cached (a KIP-848 coordinator does
+    /// so at once), and brokers learn of them one after the other, so it is asked again for ~5 s
+    /// before the caller is given fewer.
+    pub async fn topic_with_partitions(&self, name: &str, least: usize) -> Result<Arc<TopicMeta>> {
+        let mut meta = self.topic(name, false).await?;
+        for _ in 0..20 {
+            if meta.partitions.len() >= least {
+                break;
+            }
+            crate::log::debug(format_args!(
+                "'{}' has fewer partitions than asked for ({least}): asking its metadata again",
+                crate::escape::Esc::str(name)
+            ));
+            self.refresh(name, self.generation(), None).await?;
+            meta = self.topic(name, false).await?;
+            if meta.partitions.len() < least {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        Ok(meta)
+    }
+
     /// One InitProducerId request (idempotent producer, no transactional id), to any broker.
     /// <https://cwiki.apache.org/confluence/x/jR5CB> (KIP-98).
     pub async fn init_producer_id_once(&self, deadline: Option<Instant>) -> Result<(i64, i16)> {

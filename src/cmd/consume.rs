@@ -238,38 +238,6 @@ impl Reader {
         }
     }
 
-    /// The metadata of topic `t` that knows partitions `ps`: the group may assign partitions added
-    /// since it was cached (a KIP-848 coordinator does so at once), so it is asked again, for a while
-    /// (brokers learn of new partitions one after the other), before one is called unknown.
-    async fn topic_with(
-        &self,
-        t: &str,
-        ps: &std::collections::BTreeSet<i32>,
-    ) -> anyhow::Result<std::sync::Arc<crate::cluster::TopicMeta>> {
-        let knows = |m: &crate::cluster::TopicMeta| {
-            ps.iter()
-                .all(|&p| usize::try_from(p).is_ok_and(|p| p < m.partitions.len()))
-        };
-        let mut meta = self.cluster.topic(t, false).await?;
-        for _ in 0..20 {
-            if knows(&meta) {
-                break;
-            }
-            crate::log::debug(format_args!(
-                "group: partitions of '{}' assigned that the metadata lacks: asking again",
-                Esc::str(t)
-            ));
-            self.cluster
-                .refresh(t, self.cluster.generation(), None)
-                .await?;
-            meta = self.cluster.topic(t, false).await?;
-            if !knows(&meta) {
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            }
-        }
-        Ok(meta)
-    }
-
     /// Starts reading newly assigned partitions: from the committed offset, or where this process
     /// stopped if it read further, else by the start rule.
     async fn take(&mut self, a: &Assignment) -> anyhow::Result<()> {
@@ -278,7 +246,10 @@ impl Reader {
         };
         let committed = m.committed(a).await?;
         for (t, ps) in a {
-            let meta = self.topic_with(t, ps).await?;
+            let least = ps
+                .last()
+                .map_or(0, |&p| usize::try_from(p).map_or(0, |p| p + 1));
+            let meta = self.cluster.topic_with_partitions(t, least).await?;
             let mut from = HashMap::new();
             for &p in ps {
                 let key = (t.clone(), p);
