@@ -2,6 +2,7 @@
 //! and [`retry`], the one loop every "try again until it works or the time is up" site uses.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -96,6 +97,52 @@ pub fn last_failure() -> Option<String> {
         .clone()
 }
 
+/// Whether retry loops say, after [`STILL_TRYING_AFTER`], that they are waiting out an
+/// unreachable cluster (the one-shot commands; the agent says it its own way).
+static TELL_WAITS: AtomicBool = AtomicBool::new(false);
+
+/// When the last "still trying" line was written: at most one every [`STILL_TRYING_EVERY`].
+static TOLD: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+
+/// How long a retry loop waits out connection failures before it says so.
+pub const STILL_TRYING_AFTER: Duration = Duration::from_secs(5);
+
+/// The least time between two "still trying" lines of the process.
+const STILL_TRYING_EVERY: Duration = Duration::from_secs(30);
+
+/// Makes retry loops tell, once they have failed to reach Kafka for a few seconds,
+/// what fails and how long they go on trying: a command given a wrong address or a stopped broker
+/// is not silent until its --timeout.
+pub fn tell_waits() {
+    TELL_WAITS.store(true, Ordering::Relaxed);
+}
+
+/// The "still trying" line for `e`, if one is due now (see [`tell_waits`]); `told` is when the
+/// last one was written.
+fn still_trying(
+    backoff: &Backoff,
+    e: &Error,
+    told: &std::sync::Mutex<Option<Instant>>,
+) -> Option<String> {
+    let unreachable = matches!(e, Error::Conn(_) | Error::NoBrokers);
+    if !unreachable || backoff.elapsed() < STILL_TRYING_AFTER {
+        return None;
+    }
+    let now = Instant::now();
+    let mut told = told.lock().unwrap_or_else(|e| e.into_inner());
+    if told.is_some_and(|t| now.duration_since(t) < STILL_TRYING_EVERY) {
+        return None;
+    }
+    *told = Some(now);
+    Some(match backoff.deadline() {
+        Some(d) => format!(
+            "{e}; still trying for up to {} s (--timeout)",
+            d.saturating_duration_since(now).as_secs_f64().ceil()
+        ),
+        None => format!("{e}; still trying (--timeout 0: until it answers)"),
+    })
+}
+
 /// Runs `op` until it succeeds, fails with an error that is not retriable, or `deadline` passes (then
 /// [`Error::Deadline`] wraps the last error). Each attempt is given the deadline, to bound its own waits.
 pub async fn retry<T, F, Fut>(deadline: Option<Instant>, mut op: F) -> Result<T, Error>
@@ -111,6 +158,10 @@ where
             Err(e) if e.is_retriable() => {
                 crate::log::debug(format_args!("will retry: {e}"));
                 *LAST_FAILURE.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                let tell = TELL_WAITS.load(Ordering::Relaxed);
+                if let Some(line) = tell.then(|| still_trying(&backoff, &e, &TOLD)).flatten() {
+                    crate::log::warn(format_args!("{line}"));
+                }
                 // An attempt cut short by the deadline says less than the failure before it.
                 if !(e.is_timeout() && telling.is_some()) {
                     telling = Some(e);
@@ -200,6 +251,38 @@ mod tests {
         .await;
         let e = r.unwrap_err().to_string();
         assert!(e.contains("Name does not resolve"), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_cluster_is_told_after_a_few_seconds_and_then_seldom() {
+        let told = std::sync::Mutex::new(None);
+        let backoff = Backoff::until(Some(Instant::now() + Duration::from_secs(30)));
+        let unbounded = Backoff::until(None);
+        let refused = Error::Conn(crate::connection::ConnError::Connect {
+            addr: "127.0.0.1:1".into(),
+            detail: "Connection refused".into(),
+        });
+        assert_eq!(still_trying(&backoff, &refused, &told), None);
+        tokio::time::advance(STILL_TRYING_AFTER).await;
+        let unknown = Error::UnknownTopic { topic: "t".into() };
+        assert_eq!(still_trying(&backoff, &unknown, &told), None);
+        let line = still_trying(&backoff, &refused, &told).expect("told after 5 s");
+        assert!(
+            line.contains("127.0.0.1:1") && line.contains("Connection refused"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("still trying for up to 25 s (--timeout)"),
+            "{line}"
+        );
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(still_trying(&backoff, &refused, &told), None);
+        tokio::time::advance(STILL_TRYING_EVERY).await;
+        let line = still_trying(&unbounded, &refused, &told).expect("told again after 30 s");
+        assert!(
+            line.ends_with("still trying (--timeout 0: until it answers)"),
+            "{line}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -46,6 +46,12 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if matches!(
+        cli.command,
+        Command::Produce(_) | Command::Consume(_) | Command::Metadata(_) | Command::Groups(_)
+    ) {
+        shipper::backoff::tell_waits();
+    }
     let result = rt.block_on(async {
         match &cli.command {
             Command::Produce(a) => cmd::produce::run(&cli.common, a).await,
