@@ -10,6 +10,33 @@ use crate::wire::records::Record;
 mod groups;
 pub use groups::{write_describe_json, write_describe_text, write_list_json, write_list_text};
 
+/// Standard output, whose write errors say they are standard output's ("cannot write to standard
+/// output: No space left on device"), keeping their kind (a closed pipe is still told apart).
+pub struct Stdout(io::StdoutLock<'static>);
+
+/// Standard output, locked for this thread (see [`Stdout`]).
+pub fn stdout() -> Stdout {
+    Stdout(io::stdout().lock())
+}
+
+fn on_stdout(e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("cannot write to standard output: {e}"))
+}
+
+impl Write for Stdout {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0.write(b).map_err(on_stdout)
+    }
+
+    fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
+        self.0.write_all(b).map_err(on_stdout)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush().map_err(on_stdout)
+    }
+}
+
 /// One piece of a compiled format string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Token {

@@ -416,7 +416,9 @@ fn unreachable_broker_fails_with_the_address_and_says_it_is_still_trying_meanwhi
         "{err}"
     );
     assert!(
-        lines[1].starts_with("shipper: error: gave up after 7.0s: cannot connect to broker 127.0.0.1:1"),
+        lines[1].starts_with(
+            "shipper: error: gave up after 7.0s: cannot connect to broker 127.0.0.1:1"
+        ),
         "{err}"
     );
 }
@@ -513,6 +515,28 @@ fn consume_into_a_closed_pipe_exits_quietly() {
     assert!(text.starts_with("line 0 with some text"), "{text}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("error"), "{err}");
+}
+
+#[test]
+fn consume_into_a_full_device_says_standard_output_is_what_failed() {
+    let Some(b) = broker() else { return };
+    let t = topic("full");
+    shipper_ok(&b, &["produce", &t], &sample_lines(10));
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = std::process::Command::new(shipper_bin())
+        .args(["-b", &b, "consume", &t, "--from-beginning", "-e"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error: cannot write to standard output: No space left on device"),
+        "{err}"
+    );
 }
 
 #[test]

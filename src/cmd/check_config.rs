@@ -11,7 +11,7 @@ use crate::tail::discover::{self, Pattern};
 /// Runs the command; returns the exit code.
 pub async fn run(common: &Common, args: &CheckConfigArgs) -> anyhow::Result<i32> {
     let s = config::load(&args.file, common, None)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     writeln!(out, "{}: ok", Esc::path(&args.file))?;
     writeln!(
         out,

@@ -2,7 +2,7 @@
 //! `-G GROUP`, as a member of a consumer group, like `kcat -G`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{StdoutLock, Write};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,7 +62,7 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
         max_decompressed: cfg.max_decompressed_bytes,
         consumer: Consumer::new(cluster.clone(), cfg),
         cluster: cluster.clone(),
-        out: OutBuf::with_capacity(1 << 20, std::io::stdout().lock()),
+        out: OutBuf::with_capacity(1 << 20, crate::output::stdout()),
         format,
         start,
         count: 0,
@@ -102,7 +102,7 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
 struct Reader {
     consumer: Consumer,
     cluster: Arc<Cluster>,
-    out: OutBuf<StdoutLock<'static>>,
+    out: OutBuf<crate::output::Stdout>,
     format: Format,
     start: StartOffset,
     max_decompressed: usize,

@@ -13,7 +13,7 @@ use crate::settings::KafkaSettings;
 /// Runs the command; returns the exit code.
 pub async fn run(common: &Common, args: &GroupsArgs) -> anyhow::Result<i32> {
     let cluster = KafkaSettings::from_flags(common, Some(Duration::from_secs(30)))?.cluster()?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     match &args.group {
         None => {
             let groups = describe::list(&cluster).await?;

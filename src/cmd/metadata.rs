@@ -22,7 +22,7 @@ pub async fn run(common: &Common, args: &MetadataArgs) -> anyhow::Result<i32> {
             return Err(Error::UnknownTopic { topic: t.clone() }.into());
         }
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     if args.json {
         write_metadata_json(&mut out, &md)?;
     } else {
