@@ -43,6 +43,27 @@ pub struct Copy {
     pub len: u64,
 }
 
+/// Whether the file name `copy` is named after `original` as rotations name copies: the name, then
+/// `.`, `-` or `_`, then a suffix (`app.log.1`, `app.log-20261128`, `app.log_old`).
+fn named_after(original: &[u8], copy: &[u8]) -> bool {
+    copy.len() > original.len() + 1
+        && copy.starts_with(original)
+        && matches!(copy[original.len()], b'.' | b'-' | b'_')
+}
+
+/// Whether `copy` could be a rotation's copy of `original`: in the same directory and
+/// [named after](named_after) it. Only such a file is ever taken for a copy; a file that merely
+/// holds the same bytes (another instance's log with the same banner) is a file of its own.
+pub fn could_be_copy(original: &Path, copy: &Path) -> bool {
+    match (original.file_name(), copy.file_name()) {
+        (Some(o), Some(c)) => {
+            original.parent() == copy.parent()
+                && named_after(o.as_encoded_bytes(), c.as_encoded_bytes())
+        }
+        _ => false,
+    }
+}
+
 /// Finds the copy of `path` (whose first bytes were `fp`, read up to `pos`) a copytruncate rotation
 /// just made, if there is one: it holds at least `pos` bytes. `not` is the truncated file itself.
 pub fn find(
@@ -59,12 +80,7 @@ pub fn find(
     let name = path.file_name()?.as_encoded_bytes();
     let mut best: Option<(SystemTime, Copy)> = None;
     for entry in std::fs::read_dir(dir).ok()?.take(MAX_ENTRIES).flatten() {
-        let other = entry.file_name();
-        let other = other.as_encoded_bytes();
-        let named_after = other.len() > name.len() + 1
-            && other.starts_with(name)
-            && matches!(other[name.len()], b'.' | b'-' | b'_');
-        if !named_after {
+        if !named_after(name, entry.file_name().as_encoded_bytes()) {
             continue;
         }
         let Some((copy, modified)) = candidate(&entry.path(), fp, pos, not, policy) else {

@@ -509,6 +509,8 @@ impl Engine {
         for o in self.followers.values() {
             let fp = o.fingerprint;
             let candidate = o.key != key
+                && o.input == f.input
+                && super::copytruncate::could_be_copy(&o.path, &f.path)
                 && o.read_pos > 0
                 && fp.len > 0
                 && head.len() >= fp.len as usize

@@ -847,8 +847,8 @@ async fn a_copy_matched_by_the_glob_is_read_on_from_where_its_original_was() {
 }
 
 /// A new file that only starts like a followed one (the same banner) is read from its start: at
-/// once when it differs before where the other was read to, and as soon as it differs when it was
-/// the banner alone at first. A copy left unchanged while its original is not truncated (a `cp`
+/// once when it differs before where the other was read to or is not named as its copy would be,
+/// and as soon as it differs when it was the banner alone at first. A copy left unchanged while its original is not truncated (a `cp`
 /// backup) is read from its start after COPY_PATIENCE, as any new file.
 #[tokio::test(start_paused = true)]
 async fn a_file_that_only_starts_like_another_or_a_backup_copy_is_read_from_its_start() {
@@ -870,8 +870,16 @@ async fn a_file_that_only_starts_like_another_or_a_backup_copy_is_read_from_its_
     drain(&mut e, &mut sink, Instant::now());
     assert_eq!(sink.shipped.len(), 13, "{:?}", shipped_text(&sink));
     sink.shipped.clear();
-    // The banner alone: it waits, then is read whole as soon as it differs.
-    let c = d.join("c.log");
+    // The same bytes under a name that is not a copy's (another instance's log, a twin): read at
+    // once, whole, and not credited with the other's lines when that one is truncated.
+    fs::copy(&a, d.join("twin.log")).unwrap();
+    scan_now(&mut e);
+    drain(&mut e, &mut sink, Instant::now());
+    assert_eq!(sink.shipped.len(), 58, "{:?}", shipped_text(&sink));
+    sink.shipped.clear();
+    // The banner alone, named as a copy would be: it waits, then is read whole as soon as it
+    // differs.
+    let c = d.join("a.log-c.log");
     append(&c, &banner);
     scan_now(&mut e);
     e.read_pass(&mut sink, 1, Instant::now());
