@@ -129,6 +129,13 @@ fn still_trying(
         return None;
     }
     let now = Instant::now();
+    // The error itself comes soon: no line just before it.
+    if backoff
+        .deadline()
+        .is_some_and(|d| d.saturating_duration_since(now) < Duration::from_secs(2))
+    {
+        return None;
+    }
     let mut told = told.lock().unwrap_or_else(|e| e.into_inner());
     if told.is_some_and(|t| now.duration_since(t) < STILL_TRYING_EVERY) {
         return None;
@@ -277,6 +284,13 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(still_trying(&backoff, &refused, &told), None);
+        let soon_over = Backoff::until(Some(Instant::now() + Duration::from_secs(1)));
+        tokio::time::advance(STILL_TRYING_EVERY).await;
+        assert_eq!(
+            still_trying(&soon_over, &refused, &told),
+            None,
+            "not just before the error"
+        );
         tokio::time::advance(STILL_TRYING_EVERY).await;
         let line = still_trying(&unbounded, &refused, &told).expect("told again after 30 s");
         assert!(

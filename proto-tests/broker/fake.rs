@@ -93,6 +93,57 @@ fn a_topic_refused_by_acl_fails_produce_at_once_with_the_reason() {
     );
 }
 
+/// An input that does not end (`tail -F app.log | shipper produce t`): an ACL refusal stops the
+/// reading and the run at once, instead of dropping every line while the refusal lasts.
+#[test]
+fn an_acl_refusal_stops_produce_reading_an_endless_input() {
+    use std::io::Write;
+    let (b, boot) = FakeBroker::start_tcp(1);
+    b.create_topic("t", 1);
+    let mut child = Command::new(shipper_bin())
+        .args(["-b", &boot, "produce", "t"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"one\n").unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    b.misbehave(Misbehave::ProduceError {
+        code: 29,
+        leader_hint: None,
+    });
+    stdin.write_all(b"two\n").unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            break None;
+        }
+        // More input keeps coming; none of it is read after the refusal.
+        let _ = stdin.write_all(b"more\n");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "still reading: {err}"
+    );
+    assert!(
+        err.contains("TOPIC_AUTHORIZATION_FAILED")
+            && err.contains("records sent, 1 acked,")
+            && err.contains("stopped at a refusal no retry fixes")
+            && err.contains("the rest of the input was not read"),
+        "{err}"
+    );
+}
+
 #[test]
 fn produce_names_every_failed_line_and_tells_unanswered_from_refused() {
     let (b, boot) = FakeBroker::start_tcp(1);

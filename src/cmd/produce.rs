@@ -33,6 +33,8 @@ struct Tally {
     /// The lines of failed records that were sent but never answered (a timeout, a broken
     /// connection): Kafka may hold them after all.
     unanswered: LineRanges,
+    /// The first failure no retry will fix for any record (an ACL refusal): reading stops there.
+    refused: Option<String>,
 }
 
 /// Line numbers as sorted ranges, bounded: past [`LineRanges::MAX_RUNS`] runs even after merging,
@@ -450,6 +452,13 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
             ));
             return Ok(128 + sig);
         }
+        if t.refused.is_some() {
+            crate::log::error(format_args!(
+                "{summary}; stopped at a refusal no retry fixes, after {} lines: the rest of the input was not read",
+                t.sent
+            ));
+            return Ok(1);
+        }
         crate::log::error(format_args!("{summary}"));
         return Ok(1);
     }
@@ -515,7 +524,7 @@ impl Run<'_> {
         let mut carry: Vec<u8> = Vec::new();
         let stop = crate::tasks::stop_signal();
         tokio::pin!(stop);
-        while !self.shrank {
+        while !self.shrank && self.tally.refused.is_none() {
             tokio::select! {
                 sig = &mut stop => {
                     // What was read is delivered (the flush that follows); an unfinished last line
@@ -540,7 +549,7 @@ impl Run<'_> {
                 }
             }
         }
-        if !carry.is_empty() && !self.shrank {
+        if !carry.is_empty() && !self.shrank && self.tally.refused.is_none() {
             self.feed(&carry, true, None).await?;
         }
         Ok(())
@@ -575,6 +584,29 @@ impl Run<'_> {
     }
 }
 
+/// Whether a delivery's failure ends the run (the rest of the input is not read): a refusal no retry
+/// fixes for any record, such as an ACL's. Not a failure after retries for --timeout (Kafka away for a
+/// while: later records may go through), nor one of the record itself (too large, invalid).
+fn ends_the_run(e: &crate::error::Error) -> bool {
+    use crate::error::{Code, Error};
+    match e {
+        Error::Deadline { .. } | Error::Compression(_) => false,
+        Error::Kafka { code, .. } => {
+            !e.is_retriable()
+                && !matches!(
+                    code,
+                    Code::MessageTooLarge
+                        | Code::RecordListTooLarge
+                        | Code::InvalidRecord
+                        | Code::InvalidTimestamp
+                        | Code::CorruptMessage
+                        | Code::InvalidRequiredAcks
+                )
+        }
+        e => !e.is_retriable(),
+    }
+}
+
 /// Whether a failed request's error leaves open that Kafka wrote it: no answer refused it (a
 /// timeout, a broken connection), as opposed to an error code in a response.
 fn unanswered(e: &crate::error::Error) -> bool {
@@ -595,6 +627,9 @@ fn report(deliveries: &mut Vec<Delivery>, tally: &mut Tally, print_offsets: bool
         match d.error {
             Some(e) => {
                 tally.failed += n;
+                if tally.refused.is_none() && ends_the_run(&e) {
+                    tally.refused = Some(e.to_string());
+                }
                 let unsure = d.batch.is_some() && unanswered(&e);
                 let what = match unsure {
                     true => "not acknowledged (sent, but no answer came: Kafka may hold them)",
