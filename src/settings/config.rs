@@ -86,6 +86,17 @@ struct File {
     inputs: Vec<Spanned<InputFile>>,
 }
 
+/// The key of the line holding byte `at`, when it is one whose value is a secret (`sasl_password`):
+/// an error there must not quote the value.
+fn secret_key_at(text: &str, at: usize) -> Option<&str> {
+    let at = at.min(text.len());
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = &text[start..];
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
+    key.contains("password").then_some(key)
+}
+
 /// serde's "unknown field `x`, expected one of `a`, `b`..." with the closest key put first, when one
 /// is close (a typo: at most two edits, or one for short names), as clap does for flags.
 fn did_you_mean(message: &str) -> String {
@@ -320,7 +331,14 @@ impl Reader<'_> {
     fn settings(&self, common: &Common) -> anyhow::Result<TailSettings> {
         let f: File = toml::from_str(self.text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            self.err(span, did_you_mean(e.message().trim()))
+            match secret_key_at(self.text, span.start) {
+                // serde's message quotes the value ("invalid type: integer `1234`"): not a password.
+                Some(key) => self.err(
+                    span,
+                    format!("{key} must be a string in quotes (its value is not shown)"),
+                ),
+                None => self.err(span, did_you_mean(e.message().trim())),
+            }
         })?;
         if f.inputs.is_empty() {
             return Err(self.err(

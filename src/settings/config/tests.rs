@@ -132,6 +132,27 @@ fn a_wrong_type_is_an_error_on_its_line() {
 }
 
 #[test]
+fn a_password_of_the_wrong_type_is_not_quoted_in_the_error() {
+    for (value, secret) in [
+        ("20261129", "20261129"),
+        ("0x5ec7e7", "6211559"),
+        ("3.14159", "3.14159"),
+    ] {
+        let e = error(
+            "pw-type",
+            &format!(
+                "brokers = [\"a:1\"]\nsasl_username = \"u\"\nsasl_password = {value}\n[[input]]\npaths = [\"/x\"]\ntopic = \"t\"\n"
+            ),
+        );
+        assert!(
+            e.contains(":3:") && e.contains("sasl_password must be a string in quotes"),
+            "{e}"
+        );
+        assert!(!e.contains(secret), "{e}");
+    }
+}
+
+#[test]
 fn a_bad_regex_is_an_error_on_its_line() {
     let e = error(
         "regex",
