@@ -160,20 +160,93 @@ const KNOWN_KEYS: &[&str] = &[
 /// Parses a Java properties file: `key=value` or `key: value`, `#`/`!` comments, blank lines.
 pub fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, String> {
     let mut out = BTreeMap::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
+    let mut lines = text.lines().enumerate();
+    while let Some((n, first)) = lines.next() {
+        let line = first.trim_start();
         if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
             continue;
         }
-        let Some(i) = line.find(['=', ':']) else {
-            return Err(format!("line {}: expected key=value", n + 1));
-        };
-        out.insert(
-            line[..i].trim().to_string(),
-            line[i + 1..].trim().to_string(),
-        );
+        // A line ending in an odd number of backslashes goes on in the next one (Java's
+        // `key=value \` continuations, as multi-line JAAS settings are written), whose leading
+        // blanks are dropped.
+        let mut logical = line.to_string();
+        while logical.bytes().rev().take_while(|&b| b == b'\\').count() % 2 == 1 {
+            logical.pop();
+            match lines.next() {
+                Some((_, next)) => logical.push_str(next.trim_start()),
+                None => break,
+            }
+        }
+        let (key, value) = split_property(&logical)
+            .ok_or_else(|| format!("line {}: expected key=value", n + 1))?;
+        out.insert(key, value);
     }
     Ok(out)
+}
+
+/// A properties line's key and value: the key ends at the first unescaped `=`, `:` or blank (then an
+/// `=` or `:` after blanks is the separator); both have Java's escapes (`\t`, `\n`, `\uXXXX`, `\\`,
+/// `\=`...), but a backslash before another character is kept, as in a kcat config, which has no
+/// escapes (a password `ab\cd`). `None` for a key alone.
+fn split_property(line: &str) -> Option<(String, String)> {
+    let mut key_end = None;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '=' | ':' | ' ' | '\t' | '\x0c' => {
+                key_end = Some(i);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let i = key_end?;
+    let rest = line[i..].trim_start_matches([' ', '\t', '\x0c']);
+    let rest = rest
+        .strip_prefix(['=', ':'])
+        .unwrap_or(rest)
+        .trim_start_matches([' ', '\t', '\x0c']);
+    Some((
+        unescape_property(&line[..i]),
+        unescape_property(rest.trim_end()),
+    ))
+}
+
+fn unescape_property(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('f') => out.push('\x0c'),
+            Some('u') => {
+                let hex: String = chars.clone().take(4).collect();
+                match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                    Some(u) if hex.len() == 4 => {
+                        out.push(u);
+                        chars.nth(3);
+                    }
+                    _ => out.push('u'),
+                }
+            }
+            Some(c @ ('\\' | '=' | ':' | ' ' | '#' | '!')) => out.push(c),
+            // Java drops the backslash; kept, as a kcat config (no escapes) means it.
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 /// Warns when a file holding secrets may be read by other users.
@@ -190,14 +263,45 @@ pub fn warn_if_readable(path: &Path, what: &str) {
     }
 }
 
-/// `username="..."` and `password="..."` out of a JAAS line (PlainLoginModule, ScramLoginModule),
-/// in double or single quotes (Java's JAAS parser takes both).
+/// `username="..."` and `password="..."` out of a JAAS line (PlainLoginModule, ScramLoginModule):
+/// an option of exactly that name, blanks allowed around its `=`, its value in double or single
+/// quotes (Java's JAAS parser takes both).
 fn jaas_field(jaas: &str, name: &str) -> Option<String> {
-    let i = jaas.find(&format!("{name}="))?;
-    let rest = jaas[i + name.len() + 1..].trim_start();
-    let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
-    let rest = &rest[1..];
-    Some(rest[..rest.find(quote)?].to_string())
+    let mut rest = jaas;
+    while !rest.is_empty() {
+        // The next word: the login module, the flag (`required`), or an option's name.
+        let start = rest.find(|c: char| !c.is_whitespace() && c != ';')?;
+        rest = &rest[start..];
+        if let Some(q) = rest.chars().next().filter(|c| *c == '"' || *c == '\'') {
+            // A quoted value of another option: skipped whole (it may hold `name=`).
+            let end = rest[1..].find(q)?;
+            rest = &rest[end + 2..];
+            continue;
+        }
+        let end = rest
+            .find(|c: char| c.is_whitespace() || c == '=' || c == ';')
+            .unwrap_or(rest.len());
+        let word = &rest[..end];
+        rest = rest[end..].trim_start();
+        let Some(after) = rest.strip_prefix('=') else {
+            continue;
+        };
+        rest = after.trim_start();
+        let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'');
+        let Some(q) = quote else {
+            if word == name {
+                return None;
+            }
+            continue;
+        };
+        let close = rest[1..].find(q)?;
+        let value = &rest[1..close + 1];
+        if word == name {
+            return Some(value.to_string());
+        }
+        rest = &rest[close + 2..];
+    }
+    None
 }
 
 /// The properties from `-F` then `-X` (later wins), checked against the known keys.
@@ -272,7 +376,11 @@ fn properties(c: &SecurityFlags) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 /// The password: `--sasl-password-file`, else `SHIPPER_SASL_PASSWORD`, else the properties.
-fn password(c: &SecurityFlags, props: &BTreeMap<String, String>) -> anyhow::Result<Option<Secret>> {
+fn password(
+    c: &SecurityFlags,
+    props: &BTreeMap<String, String>,
+    env: Option<&str>,
+) -> anyhow::Result<Option<Secret>> {
     if let Some(f) = &c.password_file {
         warn_if_readable(f, "password file");
         let text = super::read_text_bounded(f, super::MAX_SETTINGS_FILE).map_err(|e| {
@@ -280,12 +388,24 @@ fn password(c: &SecurityFlags, props: &BTreeMap<String, String>) -> anyhow::Resu
         })?;
         let pw = text.lines().next().unwrap_or_default().to_string();
         if pw.is_empty() {
-            return usage(format!("--sasl-password-file {} is empty", Esc::path(f)));
+            let what = if text.is_empty() {
+                "is empty"
+            } else {
+                "has an empty first line (the password)"
+            };
+            return usage(format!("--sasl-password-file {} {what}", Esc::path(f)));
         }
         return Ok(Some(Secret::new(pw)));
     }
-    if let Ok(pw) = std::env::var("SHIPPER_SASL_PASSWORD") {
-        return Ok(Some(Secret::new(pw)));
+    // Set but empty (a unit's `Environment=SHIPPER_SASL_PASSWORD=`, `export V="$UNSET"`): as if
+    // unset, so the password given elsewhere is used. A line end at its end is not part of the
+    // password, as in the file.
+    let env = env.map(|v| {
+        v.strip_suffix('\n')
+            .map_or(v, |v| v.strip_suffix('\r').unwrap_or(v))
+    });
+    if let Some(pw) = env.filter(|v| !v.is_empty()) {
+        return Ok(Some(Secret::new(pw.to_string())));
     }
     if let Some(p) = &c.password {
         return Ok(Some(p.clone()));
@@ -342,10 +462,16 @@ pub fn resolve(c: &SecurityFlags) -> anyhow::Result<Security> {
         let Some(username) = username else {
             return usage("SASL needs a user name (--sasl-username or -X sasl.username=...)");
         };
-        let Some(password) = password(c, &props)? else {
-            return usage(
-                "SASL needs a password: --sasl-password-file FILE or SHIPPER_SASL_PASSWORD",
-            );
+        let env = std::env::var("SHIPPER_SASL_PASSWORD").ok();
+        let Some(password) = password(c, &props, env.as_deref())? else {
+            let empty = if env.is_some() {
+                " (SHIPPER_SASL_PASSWORD is set but empty)"
+            } else {
+                ""
+            };
+            return usage(format!(
+                "SASL needs a password: --sasl-password-file FILE or SHIPPER_SASL_PASSWORD{empty}"
+            ));
         };
         Some(SaslSettings {
             mechanism: mechanism.unwrap_or(Mechanism::Plain),
@@ -507,6 +633,62 @@ mod tests {
         let e = properties(&flags).unwrap_err().to_string();
         assert!(e.contains("expected username=\"...\""), "{e}");
         assert!(!e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn java_properties_continuations_blanks_and_escapes_are_read() {
+        let p = parse_properties(concat!(
+            "security.protocol SASL_PLAINTEXT\n",
+            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \\\n",
+            "    username = \"alice\" \\\n",
+            "    password = \"s3cr=t\";\n",
+            "path=C:\\\\logs\\\\x\n",
+            "ends.in.escaped.backslash=a\\\\\n",
+            "next=1\n",
+            "uni=caf\\u00e9\n",
+            "kcat.style=ab\\cd\n",
+        ))
+        .unwrap();
+        assert_eq!(p["security.protocol"], "SASL_PLAINTEXT");
+        let j = &p["sasl.jaas.config"];
+        assert_eq!(jaas_field(j, "username").as_deref(), Some("alice"));
+        assert_eq!(jaas_field(j, "password").as_deref(), Some("s3cr=t"));
+        assert_eq!(p["path"], "C:\\logs\\x");
+        assert_eq!(p["ends.in.escaped.backslash"], "a\\");
+        assert_eq!(p["next"], "1");
+        assert_eq!(p["uni"], "café");
+        assert_eq!(p["kcat.style"], "ab\\cd");
+    }
+
+    #[test]
+    fn an_empty_password_variable_is_as_if_unset_and_its_line_end_is_dropped() {
+        let flags = SecurityFlags {
+            properties: vec!["sasl.password=from-x".into()],
+            ..SecurityFlags::default()
+        };
+        let props = properties(&flags).unwrap();
+        let pw = |env| password(&flags, &props, env).unwrap().unwrap();
+        assert_eq!(pw(Some("")).expose(), "from-x");
+        assert_eq!(pw(Some("\n")).expose(), "from-x");
+        assert_eq!(pw(None).expose(), "from-x");
+        assert_eq!(pw(Some("env-pw\n")).expose(), "env-pw");
+        assert_eq!(pw(Some("env-pw\r\n")).expose(), "env-pw");
+        let none = SecurityFlags::default();
+        assert!(password(&none, &BTreeMap::new(), Some(""))
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn a_jaas_option_is_matched_by_its_whole_name() {
+        let j = r#"x.PlainLoginModule required serviceusername="x" username="shipper" password='p "username=y"';"#;
+        assert_eq!(jaas_field(j, "username").as_deref(), Some("shipper"));
+        assert_eq!(
+            jaas_field(j, "password").as_deref(),
+            Some("p \"username=y\"")
+        );
+        let j = r#"x.PlainLoginModule required note="username=evil" username="ok" password="p";"#;
+        assert_eq!(jaas_field(j, "username").as_deref(), Some("ok"));
     }
 
     #[test]
