@@ -484,6 +484,57 @@ fn an_empty_endpoint_identification_algorithm_skips_only_the_host_name_check() {
     );
 }
 
+/// An X.509 v1 client certificate (what `openssl x509 -req` makes without extensions) is sent as
+/// it is, and the broker takes it, as it does from kcat; it was refused before the handshake.
+#[test]
+fn a_version_1_client_certificate_is_sent_and_taken() {
+    let Some(dir) = secure() else { return };
+    let work = scratch_dir("v1-cert");
+    let sh = |cmd: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(&work)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    sh("openssl req -new -newkey rsa:2048 -nodes -keyout k.pem -subj /CN=shipper-v1 -out r.csr");
+    sh(&format!(
+        "openssl x509 -req -in r.csr -CA {0}/ca.pem -CAkey {0}/ca.key -CAcreateserial -CAserial serial -days 2 -out c.pem",
+        dir.display()
+    ));
+    assert!(sh("openssl x509 -in c.pem -noout -text").contains("Version: 1 (0x0)"));
+    let t = topic("v1cert");
+    let args = |more: &[&str]| {
+        let mut a: Vec<String> = [
+            "-b",
+            MTLS,
+            "--ca-file",
+            &dir.join("ca.pem").display().to_string(),
+            "--cert-file",
+            &work.join("c.pem").display().to_string(),
+            "--key-file",
+            &work.join("k.pem").display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(more.iter().map(|s| s.to_string()));
+        a
+    };
+    let out = run(&args(&["produce", &t]), b"through a v1 certificate\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let out = run(&args(&["consume", &t, "--from-beginning", "-e"]), b"");
+    assert_eq!(out.stdout, b"through a v1 certificate\n");
+}
+
 #[test]
 fn an_expired_certificate_is_refused() {
     let Some(dir) = secure() else { return };

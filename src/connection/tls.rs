@@ -141,26 +141,49 @@ pub fn client_config(s: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
                 .key_provider
                 .load_private_key(key.clone_key())
                 .map_err(|e| format!("{}: unusable private key: {e}", Esc::path(key_file)))?;
-            let certified = rustls::sign::CertifiedKey::new(chain.clone(), signing);
-            if let Err(e) = certified.keys_match() {
-                let why = match e {
-                    rustls::Error::InconsistentKeys(_) => "it is not the key of".to_string(),
-                    other => format!("cannot be checked against ({other})"),
-                };
-                return Err(format!(
-                    "{}: {why} the certificate in {}",
-                    Esc::path(key_file),
+            let certified = rustls::sign::CertifiedKey::new(chain, signing);
+            match certified.keys_match() {
+                Ok(()) => {}
+                Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+                    return Err(format!(
+                        "{}: it is not the key of the certificate in {}",
+                        Esc::path(key_file),
+                        Esc::path(cert)
+                    ));
+                }
+                // Not checkable here: an X.509 v1 certificate (`openssl x509 -req` without
+                // extensions), which webpki does not read, or a key that cannot tell its public
+                // key. Sent as it is; the broker judges it, as it does for kcat and Java.
+                Err(e) => crate::log::debug(format_args!(
+                    "client certificate {}: not checked against its key here ({e}); the broker judges it",
                     Esc::path(cert)
-                ));
+                )),
             }
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("client certificate {}: {e}", Esc::path(cert)))?
+            builder.with_client_cert_resolver(Arc::new(OneCert(Arc::new(certified))))
         }
         (None, None) => builder.with_no_client_auth(),
         _ => return Err("a client certificate needs both --cert-file and --key-file".into()),
     };
     Ok(Arc::new(config))
+}
+
+/// The one client certificate, sent whenever the broker asks for one. rustls's own
+/// `with_client_auth_cert` refuses a certificate it cannot parse (X.509 v1) that brokers accept.
+#[derive(Debug)]
+struct OneCert(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for OneCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 /// TCP, then TLS.
