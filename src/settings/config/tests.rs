@@ -268,3 +268,35 @@ fn numbers_outside_what_the_flags_take_are_refused_not_quietly_changed() {
         "{e}"
     );
 }
+
+/// The README's systemd unit: systemd takes only whole lines as comments, so a `# ...` after a value
+/// becomes part of it (a unit that does not start: "Invalid user/group name").
+#[test]
+fn the_readme_systemd_unit_has_comments_on_their_own_lines_only() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("```ini\n[Unit]")
+        .expect("the unit is in the README");
+    let unit = &readme[start + 7..];
+    let unit = &unit[..unit.find("```").unwrap()];
+    let mut settings = 0;
+    for line in unit.lines() {
+        let line = line.trim();
+        if line.is_empty()
+            || line.starts_with('#')
+            || line.starts_with(';')
+            || line.starts_with('[')
+        {
+            continue;
+        }
+        let (key, value) = line.split_once('=').expect(line);
+        assert!(key.chars().all(|c| c.is_ascii_alphanumeric()), "{line}");
+        assert!(
+            !value.contains('#'),
+            "an inline comment is part of the value: {line}"
+        );
+        settings += 1;
+    }
+    assert!(settings >= 10, "{unit}");
+}
