@@ -268,7 +268,7 @@ impl Engine {
         self.version += 1;
         self.in_kafka
             .extend(ends.into_iter().map(|(s, e)| ((name.to_string(), s), e)));
-        let mut moved = Vec::new();
+        let (mut moved, mut behind) = (Vec::new(), Vec::new());
         for f in self.followers.values_mut() {
             if f.route.topic_name != name {
                 continue;
@@ -281,13 +281,24 @@ impl Engine {
             else {
                 continue;
             };
-            if end != f.read_pos && f.advance_to(end, skipping) {
+            // Behind the checkpoint's acknowledged position: what lies between was acknowledged
+            // to another topic (the input's topic changed and changed back) or lost by Kafka.
+            // Never read again: it would be sent twice.
+            if end < f.acked_pos {
+                behind.push((Esc::path(&f.path).to_string(), end, f.acked_pos));
+            } else if end != f.read_pos && f.advance_to(end, skipping) {
                 moved.push((Esc::path(&f.path).to_string(), end));
             }
         }
         for (p, end) in moved {
             crate::log::info(format_args!(
                 "{p}: Kafka holds it up to byte {end}; continuing there (exactly-once)"
+            ));
+        }
+        for (p, end, at) in behind {
+            crate::log::warn(format_args!(
+                "{p}: topic '{}' holds it only up to byte {end}, and bytes up to {at} were acknowledged (to another topic before a change of the input's topic, or lost by Kafka): not sent again; continuing at {at} (exactly-once)",
+                Esc::str(name)
             ));
         }
         self.resumed.insert(name.to_string());

@@ -11,7 +11,8 @@
 //! On start, before any line of a topic is sent, each partition is read from the checkpoint's mark
 //! (the base offset of the last batch acknowledged when the checkpoint was written; with no mark — the
 //! checkpoint was lost — from the birth of the oldest file waiting for the topic, or the start of the
-//! partition), to its end; the last position found for each file wins over the checkpoint's. A batch
+//! partition), to its end; the last position found for each file wins over the checkpoint's when it is
+//! further (behind it, the lines between were acknowledged to another topic). A batch
 //! the dead run had appended but that was not committed yet is invisible to that read, so each leader
 //! is asked for the last run's producer (DescribeProducers) and reading goes on until every batch the
 //! broker appended for it is visible (at most [`SETTLE_LIMIT`]). Each run takes a fresh producer id:

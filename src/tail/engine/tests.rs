@@ -547,6 +547,39 @@ async fn exactly_once_reads_nothing_before_the_read_back_then_starts_where_kafka
     fs::remove_dir_all(&d).unwrap();
 }
 
+/// The read-back finds the file behind the checkpoint's acknowledged position (its lines went to
+/// another topic while the input's topic was changed, then changed back): not read again from there.
+#[tokio::test(start_paused = true)]
+async fn exactly_once_never_goes_back_behind_the_acknowledged_checkpoint() {
+    let d = dir("eo-behind");
+    let f = d.join("a.log");
+    append(&f, b"one\ntwo\nthree\n");
+    let mut cfg = config(&d);
+    cfg.exactly_once = Some("h".into());
+    let mut e = Engine::new(cfg.clone(), Vec::new());
+    let mut sink = FakeSink::default();
+    scan_now(&mut e);
+    let id = FileId::of(&fs::File::open(&f).unwrap()).unwrap();
+    let source = crate::tail::exactly::source_id("h", &id).to_string();
+    e.take_to_resume();
+    e.resumed("t", HashMap::new());
+    e.read_pass(&mut sink, 1, Instant::now());
+    ack(&mut e, &mut sink, |_| true);
+    let ckpt = e.checkpoint_entries();
+    assert_eq!(ckpt[0].offset, 14);
+    append(&f, b"four\n");
+    let mut e2 = Engine::new(cfg, ckpt);
+    let mut sink2 = FakeSink::default();
+    scan_now(&mut e2);
+    e2.take_to_resume();
+    // This topic holds the file only up to "one\n".
+    e2.resumed("t", HashMap::from([(source, (4, false))]));
+    e2.read_pass(&mut sink2, 1, Instant::now());
+    ack(&mut e2, &mut sink2, |_| true);
+    assert_eq!(sink2.shipped, vec![b"four".to_vec()]);
+    fs::remove_dir_all(&d).unwrap();
+}
+
 /// Issue #17: a rescan reads only files whose size or modification time changed (10,000 idle files
 /// cost one `lstat` each, no read); a closed file is re-opened by a small scan of its path alone.
 #[tokio::test(start_paused = true)]
