@@ -119,11 +119,19 @@ pub async fn run(
     r.stop().await
 }
 
-/// The settings a reload cannot change (read at start only), by name, each in a comparable form
-/// (secrets are redacted in it, so a changed password alone is not noticed).
+/// The settings a reload cannot change (read at start only), by name, each in a comparable form.
+/// Secrets are redacted in their debug form, so the password is compared by a hash of it (kept in
+/// memory only, never printed): a rotated password must be said to wait for a restart.
 fn fixed_settings(s: &crate::settings::tail::TailSettings) -> Vec<(&'static str, String)> {
+    use std::hash::{Hash, Hasher};
+    let password = s.kafka.security.sasl.as_ref().map(|sasl| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        sasl.password.expose().hash(&mut h);
+        h.finish()
+    });
     vec![
         ("Kafka connection settings", format!("{:?}", s.kafka)),
+        ("the SASL password", format!("{password:?}")),
         ("producer settings", format!("{:?}", s.producer)),
         (
             "checkpoint, interval, dead-letter or metrics settings",
@@ -808,5 +816,46 @@ mod checkpoint_rate_tests {
             Duration::from_secs(5)
         );
         assert_eq!(checkpoint_gap(every, 0), every);
+    }
+}
+
+#[cfg(test)]
+mod fixed_settings_tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// A password changed in the config file is a change a reload must tell (it waits for a
+    /// restart), though its debug form is redacted; the comparable form never holds the password.
+    #[test]
+    fn a_changed_password_is_a_fixed_setting_that_changed_and_is_never_shown() {
+        let common = crate::cli::Cli::parse_from(["shipper", "metadata"]).common;
+        let settings = |pw: &str| {
+            let p = std::env::temp_dir().join(format!("shipper-fixed-{}.toml", std::process::id()));
+            std::fs::write(
+                &p,
+                format!("brokers = [\"a:1\"]\nsecurity_protocol = \"sasl_plaintext\"\nsasl_username = \"u\"\nsasl_password = \"{pw}\"\n[[input]]\npaths = [\"/x/*.log\"]\ntopic = \"t\"\n"),
+            )
+            .unwrap();
+            let s = crate::settings::config::load(&p, &common, None).unwrap();
+            std::fs::remove_file(&p).unwrap();
+            fixed_settings(&s)
+        };
+        let (old, new) = (settings("first-secret"), settings("second-secret"));
+        let changed: Vec<&str> = old
+            .iter()
+            .zip(&new)
+            .filter(|(a, b)| a.1 != b.1)
+            .map(|(a, _)| a.0)
+            .collect();
+        assert_eq!(changed, ["the SASL password"]);
+        for (_, shown) in old.iter().chain(&new) {
+            assert!(!shown.contains("secret"), "{shown}");
+        }
+        assert_eq!(
+            settings("first-secret"),
+            old,
+            "the same password: no change"
+        );
     }
 }
