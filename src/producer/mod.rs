@@ -298,6 +298,13 @@ impl Producer {
         TopicState::Pending(p.error.as_ref().map(|e| e.to_string()))
     }
 
+    /// Stops looking up the topics asked for by name that `keep` does not keep (no line waits for
+    /// them any more: a reload removed or re-routed their input), so they are no longer reported
+    /// as waited for.
+    pub fn forget_topics(&mut self, keep: impl Fn(&str) -> bool) {
+        self.pending.retain(|name, _| keep(name));
+    }
+
     /// Topics that became ready since the last call.
     pub fn take_newly_ready(&mut self) -> Vec<String> {
         std::mem::take(&mut self.newly_ready)

@@ -1080,6 +1080,17 @@ impl Engine {
         !self.hot.is_empty()
     }
 
+    /// The topics files wait for (their names; not those of retired inputs): after a reload, a
+    /// topic no file waits for any more is no longer looked up, nor reported as waited for.
+    pub fn waited_topics(&self) -> std::collections::HashSet<String> {
+        self.waiting
+            .iter()
+            .filter_map(|k| self.followers.get(k))
+            .filter(|f| !f.retired && f.route.topic.is_none())
+            .map(|f| f.route.topic_name.clone())
+            .collect()
+    }
+
     /// A topic became known: the files waiting for it are read.
     pub fn topic_ready(&mut self, name: &str) {
         let ready: Vec<u64> = self

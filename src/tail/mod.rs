@@ -580,6 +580,8 @@ impl Running {
                 engine.exactly_once = self.engine.exactly_once_host();
                 let summary = self.engine.reconfigure(engine);
                 crate::log::info(format_args!("config reloaded: {summary}"));
+                let waited = self.engine.waited_topics();
+                self.producer.forget_topics(|t| waited.contains(t));
                 for p in self.engine.patterns().clone().iter() {
                     self.watch
                         .watch_dir(&p.base, self.opts.scan_interval.as_millis() as u64);

@@ -255,6 +255,37 @@ async fn lines_for_a_topic_not_known_yet_wait_in_their_file() {
     fs::remove_dir_all(&d).unwrap();
 }
 
+/// A reload that removes or re-routes the input whose topic is missing leaves no file waiting for
+/// that topic: it is no longer looked up, nor reported as waited for (health stayed 503).
+#[tokio::test(start_paused = true)]
+async fn a_topic_no_file_waits_for_after_a_reload_is_no_longer_waited_for() {
+    let d = dir("waited");
+    append(&d.join("a.log"), b"a1\n");
+    append(&d.join("b.log"), b"b1\n");
+    let mut e = Engine::new(
+        config(vec![input(&d, "a", "missing"), input(&d, "b", "gone")]),
+        Vec::new(),
+    );
+    let mut sink = Topics::default();
+    sink.pending
+        .extend(["missing".to_string(), "gone".to_string()]);
+    assert_eq!(cycle(&mut e, &mut sink), Vec::<String>::new());
+    assert_eq!(
+        e.waited_topics(),
+        ["missing", "gone"].map(String::from).into()
+    );
+    // a re-routed to a topic that exists, b removed.
+    e.reconfigure(config(vec![input(&d, "a", "ta")]));
+    assert!(
+        !e.waited_topics().contains("missing") && !e.waited_topics().contains("gone"),
+        "{:?}",
+        e.waited_topics()
+    );
+    assert_eq!(cycle(&mut e, &mut sink), strings(&["ta:a1"]));
+    assert!(e.waited_topics().is_empty());
+    fs::remove_dir_all(&d).unwrap();
+}
+
 fn multiline(max_bytes: usize) -> Arc<crate::tail::multiline::MultilineConfig> {
     Arc::new(crate::tail::multiline::MultilineConfig {
         start: Regex::new(r"^\d{4}-").unwrap(),
