@@ -22,7 +22,7 @@ fn token(args: &WebArgs) -> anyhow::Result<Option<Secret>> {
         return Ok(Some(Secret::new(t)));
     }
     if let Some(t) = &args.token {
-        hide_in_process_title(t);
+        hide_in_process_title(t, t);
         // `--token "$TOKEN"` with TOKEN unset must not serve the topics to anyone.
         if t.trim().is_empty() {
             return usage("--token is empty; give a token (or --no-auth to serve without one)");

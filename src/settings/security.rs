@@ -333,7 +333,7 @@ fn properties(c: &SecurityFlags) -> anyhow::Result<BTreeMap<String, String>> {
         // Hidden at once, whether it is the password used or not (a password file or the
         // environment may win, or the protocol may need none): `ps` must not show it either way.
         if let Some(s) = secret.filter(|s| !s.is_empty()) {
-            hide_in_process_title(&s);
+            hide_in_process_title(kv, &s);
             password_on_command_line = true;
         }
         props.insert(k.trim().to_string(), v.to_string());
