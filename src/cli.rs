@@ -510,6 +510,14 @@ impl Cli {
     /// security options and `--metrics-listen` still override the file.
     pub fn parse_checked() -> Cli {
         use clap::{parser::ValueSource, CommandFactory, FromArgMatches};
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        if let Some(key) = secret_without_equals(&args) {
+            // Before clap, which would print the password as an unexpected argument.
+            crate::log::error(format_args!(
+                "-X {key}: expected key=value (-X {key}=VALUE); the word after it was not shown"
+            ));
+            std::process::exit(2);
+        }
         let mut cmd = Cli::command();
         let m = cmd.get_matches_mut();
         if let Some(("tail", t)) = m.subcommand() {
@@ -579,5 +587,43 @@ mod tests {
             text.contains("all") && text.contains("possible values"),
             "{text}"
         );
+    }
+}
+
+/// A secret setting given as `-X sasl.password SECRET` (a blank for the `=`): its key, so that the
+/// usage error can name it without printing the word after it, which is the password.
+fn secret_without_equals(args: &[std::ffi::OsString]) -> Option<&'static str> {
+    const SECRET_KEYS: [&str; 2] = ["sasl.password", "sasl.jaas.config"];
+    args.windows(2).find_map(|w| {
+        let (flag, value) = (w[0].to_str()?, w[1].to_str()?);
+        let key = match flag {
+            "-X" => value,
+            _ => flag.strip_prefix("-X")?,
+        };
+        SECRET_KEYS.into_iter().find(|k| key.trim() == *k)
+    })
+}
+
+#[cfg(test)]
+mod secret_argument_tests {
+    use super::secret_without_equals;
+
+    #[test]
+    fn a_password_given_after_a_blank_instead_of_equals_is_caught_before_clap() {
+        let args = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        for bad in [
+            &["shipper", "-X", "sasl.password", "pw", "metadata"][..],
+            &["shipper", "produce", "t", "-Xsasl.password", "pw"],
+            &["shipper", "-X", "sasl.jaas.config", "x"],
+        ] {
+            assert!(secret_without_equals(&args(bad)).is_some(), "{bad:?}");
+        }
+        for fine in [
+            &["shipper", "-X", "sasl.password=pw", "metadata"][..],
+            &["shipper", "-X", "sasl.username", "u"],
+            &["shipper", "consume", "sasl.password"],
+        ] {
+            assert!(secret_without_equals(&args(fine)).is_none(), "{fine:?}");
+        }
     }
 }
