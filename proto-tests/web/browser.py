@@ -165,6 +165,14 @@ try:
              "from=beginning&q=ERROR in the URL shows the history, filtered")
     check(driver.find_element(By.ID, "q").get_attribute("value") == "ERROR", "the URL's state fills the controls")
 
+    # A shared URL starting at an offset keeps it (it used to be rewritten to from=end).
+    driver.get(f"{BASE}/?topic={TOPIC}&from=1&token={TOKEN}")
+    wait_for(lambda: "live" in status(), 10, "from=1 goes live")
+    check("from=1" in driver.current_url, f"the URL keeps from=1: {driver.current_url}")
+    offsets = lambda: driver.execute_script("return window.shipper.rows.map(r => r.o)")
+    wait_for(lambda: len(offsets()) > 0, 10, "records from offset 1 arrive")
+    check(min(offsets()) == 1, f"records from offset 1 of each partition: {offsets()}")
+
     # A view the server refuses shows the server's reason (EventSource alone hides the answer), and
     # a partition the topic lacks is refused as /api/records refuses it.
     driver.get(f"{BASE}/?topic={TOPIC}&q=(&re=1&token={TOKEN}")
