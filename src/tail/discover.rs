@@ -245,6 +245,12 @@ impl Pattern {
     }
 
     /// Whether `path` is one this pattern names (for watch events).
+    /// Whether it is the same pattern with the same exclusions (a reload that changes either
+    /// changes its input).
+    pub fn same_as(&self, other: &Pattern) -> bool {
+        self.raw == other.raw && self.excludes == other.excludes
+    }
+
     pub fn matches(&self, path: &Path) -> bool {
         let hit = match &self.glob {
             Some(g) => g.matches(&path.to_string_lossy()),

@@ -886,10 +886,11 @@ impl Engine {
                     n.name == old.name
                         && (n.route != old.route
                             || n.multiline.is_some() != old.multiline.is_some()
+                            || n.patterns.len() != old.patterns.len()
                             || n.patterns
                                 .iter()
-                                .map(|p| &p.raw)
-                                .ne(old.patterns.iter().map(|p| &p.raw)))
+                                .zip(&old.patterns)
+                                .any(|(a, b)| !a.same_as(b)))
                 })
             })
             .count();
@@ -897,17 +898,20 @@ impl Engine {
         let hostname = new.hostname.clone();
         let mut warnings = Vec::new();
         for f in self.followers.values_mut() {
-            let old_name = self
-                .cfg
+            // The file belongs to the first input whose patterns match the path it was found at, as
+            // a scan would decide: an input renamed, or removed while another's glob covers its
+            // files, hands them over at once (they waited for the minute's rescan); a file its
+            // input's narrowed paths or new exclude no longer match is let go.
+            let owner = new
                 .inputs
-                .get(f.input)
-                .map(|i| i.name.clone())
-                .unwrap_or_default();
-            match new.inputs.iter().position(|i| i.name == old_name) {
+                .iter()
+                .position(|i| i.patterns.iter().any(|p| p.matches(&f.origin)));
+            match owner {
                 None => f.retired = true,
                 Some(ni) => {
                     let input = &new.inputs[ni];
                     f.input = ni;
+                    f.retired = false;
                     f.multiline = input.multiline.clone();
                     let r = input.route.resolve(&f.path, &hostname);
                     let (topic_name, key, headers) = (r.topic, r.key, r.headers);

@@ -255,6 +255,43 @@ async fn lines_for_a_topic_not_known_yet_wait_in_their_file() {
     fs::remove_dir_all(&d).unwrap();
 }
 
+/// A renamed input keeps its files (they waited for the minute's rescan, unread), and an exclude
+/// added by a reload lets a followed file go.
+#[tokio::test(start_paused = true)]
+async fn a_renamed_input_keeps_its_files_and_a_new_exclude_lets_one_go() {
+    let d = dir("rename");
+    let a = d.join("a.log");
+    append(&a, b"a1\n");
+    let mut e = Engine::new(config(vec![input(&d, "a", "ta")]), Vec::new());
+    let mut sink = Topics::default();
+    assert_eq!(cycle(&mut e, &mut sink), strings(&["ta:a1"]));
+    let renamed = |topic: &str, exclude: &[String]| Input {
+        name: "renamed".into(),
+        patterns: vec![Pattern::new(&format!("{}/*.log", d.display()), exclude).unwrap()],
+        ..input(&d, "a", topic)
+    };
+    let summary = e.reconfigure(config(vec![renamed("tb", &[])]));
+    assert_eq!(summary, "1 inputs (1 added, 1 removed, 0 changed)");
+    append(&a, b"a2\n");
+    e.touch(&a);
+    while e.read_pass(&mut sink, 1, Instant::now()) {}
+    sink.ack_all(&mut e);
+    assert_eq!(
+        sink.take(),
+        strings(&["tb:a2"]),
+        "read at once by the renamed input"
+    );
+    let summary = e.reconfigure(config(vec![renamed("tb", &["a.log".to_string()])]));
+    assert_eq!(summary, "1 inputs (0 added, 0 removed, 1 changed)");
+    append(&a, b"a3\n");
+    assert_eq!(
+        cycle(&mut e, &mut sink),
+        Vec::<String>::new(),
+        "excluded now"
+    );
+    fs::remove_dir_all(&d).unwrap();
+}
+
 /// A reload that removes or re-routes the input whose topic is missing leaves no file waiting for
 /// that topic: it is no longer looked up, nor reported as waited for (health stayed 503).
 #[tokio::test(start_paused = true)]
