@@ -137,16 +137,29 @@ fn web_refuses_to_serve_the_network_without_a_token_and_unknown_topics() {
 fn api_records_stops_at_8_mib_of_json_instead_of_gathering_every_large_record() {
     let Some(b) = broker() else { return };
     let t = topic("web-large");
-    create_topic(&b, &t, 1, 1, &[]);
+    create_topic(&b, &t, 1, 1, &["max.message.bytes=12000000"]);
     let line = format!("{}\n", "x".repeat(1_000_000));
     shipper_ok(&b, &["produce", &t], line.repeat(12).as_bytes());
-    let (mut child, port) = start_web(&["-b", &b], &[&t]);
-    let (code, body) = crate::agent::http_get_as(
-        port,
-        &format!("/api/records?topic={t}&limit=100"),
-        "localhost",
-        "",
+    // One record larger than an answer holds.
+    let huge = format!("{}\n", "y".repeat(9_000_000));
+    shipper_ok(
+        &b,
+        &[
+            "produce",
+            &t,
+            "--max-line-bytes",
+            "10000000",
+            "--max-message-bytes",
+            "12000000",
+        ],
+        huge.as_bytes(),
     );
+    let (mut child, port) = start_web(&["-b", &b], &[&t]);
+    let get = |q: &str| {
+        crate::agent::http_get_as(port, &format!("/api/records?topic={t}{q}"), "localhost", "")
+    };
+    let (code, body) = get("&limit=100");
+    let (huge_code, huge_body) = get("&from=12");
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(code, 200);
@@ -154,6 +167,13 @@ fn api_records_stops_at_8_mib_of_json_instead_of_gathering_every_large_record() 
     assert!((7..=8).contains(&n), "{n} records in {} bytes", body.len());
     // The cap holds: the record that would pass it is left out (it went past by one record).
     assert!(body.len() <= 8 << 20, "{} bytes", body.len());
+    // A first record that alone passes it is refused, saying where it is (it was sent whole).
+    assert_eq!(huge_code, 413, "{} bytes", huge_body.len());
+    assert!(
+        huge_body.contains("partition 0 offset 12")
+            && huge_body.contains(&format!("shipper consume {t} -p 0 -o 12 -c 1")),
+        "{huge_body}"
+    );
 }
 
 #[test]

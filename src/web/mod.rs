@@ -28,8 +28,9 @@ const PAGE: &str = include_str!("page.html");
 /// The most records `/api/records` returns.
 pub const API_MAX: usize = 10_000;
 
-/// The most JSON one `/api/records` answer holds: past it, no more records are added (at least one
-/// is, whatever its size), so 10,000 records of 1 MB are not gathered in memory.
+/// The most JSON one `/api/records` answer holds: past it, no more records are added, so 10,000
+/// records of 1 MB are not gathered in memory; a first record that alone is larger is refused (413),
+/// naming where it is, for `consume` to read.
 pub const API_MAX_BYTES: usize = 8 << 20;
 
 /// `/api/records` answers built at once (each up to [`API_MAX_BYTES`]); more get 429.
@@ -250,7 +251,10 @@ impl Server {
         };
         let work = read_records(&self.cluster, &view, limit);
         match tokio::time::timeout(Duration::from_secs(30), work).await {
-            Ok(Ok(body)) => http::respond(s, 200, "application/json", &body).await,
+            Ok(Ok(Ok(body))) => http::respond(s, 200, "application/json", &body).await,
+            Ok(Ok(Err(why))) => {
+                http::respond(s, 413, "text/plain", format!("{why}\n").as_bytes()).await
+            }
             Ok(Err(e @ crate::error::Error::UnknownPartition { .. })) => {
                 http::respond(s, 400, "text/plain", format!("{e}\n").as_bytes()).await
             }
@@ -260,12 +264,13 @@ impl Server {
     }
 }
 
-/// Reads up to `limit` records of the view (from its start to the end as of now) as a JSON array.
+/// Reads up to `limit` records of the view (from its start to the end as of now) as a JSON array;
+/// `Err` (inside) when the first record alone is larger than an answer holds.
 async fn read_records(
     cluster: &Arc<Cluster>,
     view: &session::View,
     limit: usize,
-) -> crate::error::Result<Vec<u8>> {
+) -> crate::error::Result<Result<Vec<u8>, String>> {
     let meta = cluster.topic(&view.topic, false).await?;
     let parts = view.partitions(&meta);
     if let Some(e) = unknown_partition(&meta, view) {
@@ -278,8 +283,9 @@ async fn read_records(
     let mut n = 0;
     let mut scratch = Vec::new();
     // Full at `limit` records, or at the first record that would take the answer past
-    // API_MAX_BYTES (left out: the cap holds; the first record always goes, whatever its size).
+    // API_MAX_BYTES (left out: the cap holds, also for a first record that alone is larger).
     let mut full = limit == 0;
+    let mut too_large = None;
     while !full && !consumer.at_end_of_start() {
         for f in consumer.poll().await? {
             let end = ends.get(&f.partition).copied().unwrap_or(0);
@@ -292,7 +298,10 @@ async fn read_records(
                     body.push(b',');
                 }
                 let _ = crate::output::Format::Json.write(&mut body, &view.topic, f.partition, r);
-                if n > 0 && body.len() + 2 > API_MAX_BYTES {
+                if body.len() + 2 > API_MAX_BYTES {
+                    if n == 0 {
+                        too_large = Some((f.partition, r.offset, body.len() - before));
+                    }
                     body.truncate(before);
                     full = true;
                     return;
@@ -307,8 +316,15 @@ async fn read_records(
             })?;
         }
     }
+    if let Some((p, offset, bytes)) = too_large {
+        return Ok(Err(format!(
+            "the record at partition {p} offset {offset} takes {bytes} bytes of JSON, more than one answer holds ({} MiB); read it with: shipper consume {} -p {p} -o {offset} -c 1",
+            API_MAX_BYTES >> 20,
+            crate::escape::Esc::str(&view.topic)
+        )));
+    }
     body.extend_from_slice(b"]\n");
-    Ok(body)
+    Ok(Ok(body))
 }
 
 /// The first partition the view asks for by number that the topic lacks, as an error.
