@@ -576,6 +576,49 @@ fn check_config_names_the_line_of_each_mistake_and_exits_2() {
         text.contains("input 2 'b'") && text.contains("topic: t-b"),
         "{text}"
     );
+    // A file two inputs match is shown under the first, which ships it.
+    let overlap = dir.join("overlap");
+    std::fs::create_dir_all(&overlap).unwrap();
+    std::fs::write(overlap.join("x.log"), b"x\n").unwrap();
+    write_config(
+        &cfg,
+        &format!(
+            "[[input]]\nname = \"all\"\npaths = [\"{0}/*.log\"]\ntopic = \"t-all\"\n[[input]]\nname = \"x\"\npaths = [\"{0}/x.log\"]\ntopic = \"t-x\"\n",
+            overlap.display()
+        ),
+    );
+    let out = Command::new(shipper_bin())
+        .args(["check-config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let x = overlap.join("x.log").display().to_string();
+    assert!(
+        text.contains(&format!("{x} -> t-all"))
+            && text.contains(&format!("{x} -> not here: input 'all' matches it first")),
+        "{text}"
+    );
+    // A key that is not the certificate's fails here, as it would at the start.
+    if let Some(sec) = crate::secure::secure() {
+        write_config(
+            &cfg,
+            &format!(
+                "brokers = [\"127.0.0.1:9096\"]\nsecurity_protocol = \"ssl\"\nca_file = \"{0}/ca.pem\"\ncert_file = \"{0}/client.pem\"\nkey_file = \"{0}/other-ca.key\"\n[[input]]\npaths = [\"/x\"]\ntopic = \"t\"\n",
+                sec.display()
+            ),
+        );
+        let out = Command::new(shipper_bin())
+            .args(["check-config", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("agent.toml: TLS:")
+                && err.contains("it is not the key of the certificate"),
+            "{err}"
+        );
+    }
     // A tail flag the file sets is refused next to --config, not silently ignored.
     for flag in [
         &["--from-end"][..],

@@ -11,6 +11,13 @@ use crate::tail::discover::{self, Pattern};
 /// Runs the command; returns the exit code.
 pub async fn run(common: &Common, args: &CheckConfigArgs) -> anyhow::Result<i32> {
     let s = config::load(&args.file, common, None)?;
+    // The certificate, key and CA are read as the start reads them: a key that is not the
+    // certificate's must fail here (ExecStartPre), not at the start.
+    if let Some(tls) = &s.kafka.security.tls {
+        crate::connection::client_config(tls).map_err(|e| {
+            crate::settings::UsageError(format!("{}: TLS: {e}", Esc::path(&args.file)))
+        })?;
+    }
     let mut out = crate::output::stdout();
     writeln!(out, "{}: ok", Esc::path(&args.file))?;
     writeln!(
@@ -67,6 +74,19 @@ pub async fn run(common: &Common, args: &CheckConfigArgs) -> anyhow::Result<i32>
                 files.len()
             )?;
             for f in files {
+                // A file belongs to the first input that matches it (as the agent decides).
+                let first = s.engine.inputs[..n]
+                    .iter()
+                    .find(|i| i.patterns.iter().any(|q| q.matches(&f.path)));
+                if let Some(owner) = first {
+                    writeln!(
+                        out,
+                        "    {} -> not here: input '{}' matches it first and ships it",
+                        Esc::path(&f.path),
+                        Esc::str(&owner.name)
+                    )?;
+                    continue;
+                }
                 let topic = input.route.resolve(&f.path, &s.engine.hostname).topic;
                 writeln!(out, "    {} -> {}", Esc::path(&f.path), Esc::str(&topic))?;
             }
