@@ -144,6 +144,52 @@ fn an_acl_refusal_stops_produce_reading_an_endless_input() {
     );
 }
 
+/// Records that never reached a broker (the password was rotated: every connection since was
+/// refused at authentication) are "not written", not "Kafka may hold them": resending them cannot
+/// duplicate.
+#[test]
+fn records_no_broker_ever_received_are_told_not_written() {
+    use std::io::Write;
+    let (b, boot) = FakeBroker::start_tcp(1);
+    b.create_topic("t", 1);
+    b.require_sasl("u", "old-password", 1500);
+    let mut child = Command::new(shipper_bin())
+        .args([
+            "-b",
+            &boot,
+            "--security-protocol",
+            "sasl_plaintext",
+            "--sasl-mechanism",
+            "PLAIN",
+            "--sasl-username",
+            "u",
+            "produce",
+            "t",
+            "--timeout",
+            "3s",
+        ])
+        .env("SHIPPER_SASL_PASSWORD", "old-password")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"one\n").unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    // The password is rotated: the session ends, and re-authenticating is refused.
+    b.require_sasl("u", "new-password", 1500);
+    std::thread::sleep(Duration::from_millis(2000));
+    stdin.write_all(b"two\nthree\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("lines not written: 2..3") && !err.contains("may hold"),
+        "{err}"
+    );
+}
+
 #[test]
 fn produce_names_every_failed_line_and_tells_unanswered_from_refused() {
     let (b, boot) = FakeBroker::start_tcp(1);

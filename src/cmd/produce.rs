@@ -607,17 +607,6 @@ fn ends_the_run(e: &crate::error::Error) -> bool {
     }
 }
 
-/// Whether a failed request's error leaves open that Kafka wrote it: no answer refused it (a
-/// timeout, a broken connection), as opposed to an error code in a response.
-fn unanswered(e: &crate::error::Error) -> bool {
-    use crate::error::Error;
-    match e {
-        Error::Deadline { last, .. } => unanswered(last),
-        Error::Conn(_) => true,
-        _ => false,
-    }
-}
-
 fn report(deliveries: &mut Vec<Delivery>, tally: &mut Tally, print_offsets: bool) {
     use std::io::Write;
     let stdout = std::io::stdout();
@@ -630,7 +619,7 @@ fn report(deliveries: &mut Vec<Delivery>, tally: &mut Tally, print_offsets: bool
                 if tally.refused.is_none() && ends_the_run(&e) {
                     tally.refused = Some(e.to_string());
                 }
-                let unsure = d.batch.is_some() && unanswered(&e);
+                let unsure = d.maybe_written;
                 let what = match unsure {
                     true => "not acknowledged (sent, but no answer came: Kafka may hold them)",
                     false => "not written",

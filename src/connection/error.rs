@@ -146,6 +146,17 @@ impl ConnError {
         )
     }
 
+    /// Whether a request that failed with this may still have reached the broker and been written
+    /// (no answer came after it was sent), as opposed to failing before it was sent: while
+    /// connecting, at TLS or SASL, or waiting for a setup request (ApiVersions, SaslHandshake).
+    pub fn may_have_sent(&self, api: &str) -> bool {
+        match self {
+            ConnError::Io { .. } | ConnError::Closed { .. } => true,
+            ConnError::Timeout { api: a, .. } | ConnError::Malformed { api: a, .. } => *a == api,
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(addr: &str, e: &io::Error) -> ConnError {
         match e.kind() {
             io::ErrorKind::UnexpectedEof => ConnError::Closed {

@@ -140,6 +140,9 @@ pub(crate) struct Batch {
     pub(crate) created: Instant,
     /// Bytes it counts for in the buffer.
     pub(crate) size: usize,
+    /// An attempt failed without an answer after the request may have been sent: Kafka may hold
+    /// it, whatever later attempts say.
+    pub(crate) maybe_written: bool,
 }
 
 impl Batch {
@@ -470,6 +473,7 @@ impl Accumulator {
             tokens: open.tokens,
             created: open.created,
             size,
+            maybe_written: false,
         });
         let n = t.parts.len() as i32;
         if idx as i32 == t.sticky && !fixed && n > 1 {

@@ -138,6 +138,8 @@ pub struct Delivery {
     pub error: Option<Error>,
     /// The batch's bytes when it was not written (for a dead-letter file).
     pub batch: Option<bytes::Bytes>,
+    /// Failed, but an attempt went unanswered after it was sent: Kafka may hold the records.
+    pub maybe_written: bool,
 }
 
 /// Per partition, the last error while its front batch is failing.

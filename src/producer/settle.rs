@@ -100,6 +100,7 @@ impl Producer {
                     tokens,
                     error: None,
                     batch: None,
+                    maybe_written: true,
                 });
             }
             Verdict::Retry {
@@ -168,6 +169,8 @@ impl Producer {
             }
         }
         crate::log::debug(format_args!("will retry: {e}"));
+        let mut b = b;
+        b.maybe_written |= may_have_sent(&e);
         self.stats.retries += 1;
         self.failing.insert((t, p), e);
         let q = &mut self.acc.topics[t].parts[p as usize];
@@ -194,6 +197,7 @@ impl Producer {
         q.failing_since = None;
         self.failing.remove(&(t, p));
         let bytes = b.bytes();
+        let maybe_written = !bytes.is_empty() && (b.maybe_written || may_have_sent(&e));
         out.push(Delivery {
             topic: t,
             partition: p,
@@ -201,6 +205,7 @@ impl Producer {
             tokens: b.tokens,
             error: Some(e),
             batch: (!bytes.is_empty()).then_some(bytes),
+            maybe_written,
         });
     }
 
@@ -242,7 +247,18 @@ impl Producer {
                 tokens,
                 created: b.created,
                 size,
+                maybe_written: b.maybe_written,
             });
         }
+    }
+}
+
+/// Whether a Produce that failed with `e` may have been written by the broker all the same: no
+/// answer came after it was sent (see [`crate::connection::ConnError::may_have_sent`]).
+fn may_have_sent(e: &Error) -> bool {
+    match e {
+        Error::Conn(c) => c.may_have_sent("Produce"),
+        Error::Deadline { last, .. } => may_have_sent(last),
+        _ => false,
     }
 }
