@@ -752,6 +752,58 @@ fn before_kafka_first_answers_metrics_are_served_and_sighup_or_sigterm_do_not_ki
 }
 
 #[test]
+fn an_exactly_once_read_back_refused_turns_healthz_503_until_it_works() {
+    // Its files wait while the topic cannot be read back (Read denied): /healthz said 200 and the
+    // waiting gauge 0 for as long as that lasted.
+    use shipper::testkit::Misbehave;
+    let (fake, boot) = shipper::testkit::FakeBroker::start_tcp(1);
+    fake.create_topic("t", 1);
+    // A record of now: the read-back has to fetch it.
+    shipper_ok(&boot, &["produce", "t"], b"from before\n");
+    fake.misbehave(Misbehave::FetchError(29));
+    let dir = scratch_dir("agent-eo-refused");
+    let port = free_port();
+    let cfg = dir.join("agent.toml");
+    write_config(
+        &cfg,
+        &format!(
+            "metrics_listen = \"127.0.0.1:{port}\"\nunhealthy_after = \"1s\"\nexactly_once = true\ncheckpoint = \"{d}/ckpt\"\n[[input]]\npaths = [\"{d}/a.log\"]\ntopic = \"t\"\n",
+            d = dir.display()
+        ),
+    );
+    append(&dir.join("a.log"), &numbered_lines("a", 0, 10));
+    let mut tail = Tail::start(
+        &boot,
+        &["--config", cfg.to_str().unwrap()],
+        &dir.join("log"),
+    );
+    let until = |what: &dyn Fn() -> bool, why: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !what() {
+            assert!(Instant::now() < deadline, "{why}: {}", tail.stderr());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_listening(port, &tail);
+    until(&|| http_get(port, "/healthz").0 == 503, "healthz never 503");
+    let (_, why) = http_get(port, "/healthz");
+    assert!(
+        why.contains("topic 't' not available")
+            && why.contains("exactly-once: cannot read it back"),
+        "{why}"
+    );
+    let m = parse_with_prometheus_client(&http_get(port, "/metrics").1);
+    assert!(m["shipper_topic_waiting_seconds{}"] >= 1.0, "{m:?}");
+    fake.behave();
+    until(
+        &|| fake.values("t").len() == 11,
+        "lines after the read-back",
+    );
+    until(&|| http_get(port, "/healthz").0 == 200, "healthz never 200");
+    assert_eq!(tail.stop("TERM"), Some(0), "{}", tail.stderr());
+}
+
+#[test]
 fn a_topic_that_does_not_exist_turns_healthz_503_until_it_is_created() {
     // The cluster does not create topics: lines for a templated topic wait in their file. They used
     // to wait with /healthz at 200 and nothing but the lag to show it. A topic named as it is (no

@@ -27,6 +27,31 @@ pub struct View<'a> {
     pub delivery_failing: Option<Duration>,
     /// Seconds since the Unix epoch when the agent started.
     pub started_unix: f64,
+    /// Exactly-once: the topic whose reading back has failed longest (its files wait), how long,
+    /// and why.
+    pub read_back_failing: Option<(&'a str, Duration, &'a str)>,
+}
+
+impl View<'_> {
+    /// The topic lines have waited for longest, as the producer (it is not available) or the
+    /// exactly-once read-back (it cannot be read) sees it: its name, how long, why.
+    fn topic_waiting(&self) -> Option<(String, Duration, String)> {
+        let produce = self
+            .producer
+            .topic_waiting()
+            .map(|(t, w, why)| (t.to_string(), w, why));
+        let read_back = self.read_back_failing.map(|(t, w, why)| {
+            (
+                t.to_string(),
+                w,
+                format!("exactly-once: cannot read it back: {why}"),
+            )
+        });
+        [produce, read_back]
+            .into_iter()
+            .flatten()
+            .max_by_key(|x| x.1)
+    }
 }
 
 /// The metrics text.
@@ -71,10 +96,10 @@ pub fn health(v: &View<'_>, after: Duration) -> Result<(), String> {
     if v.saver.failing_for().is_some_and(|t| t >= after) {
         return Err(v.saver.trouble().unwrap_or_default());
     }
-    if let Some((topic, waited, why)) = v.producer.topic_waiting().filter(|t| t.1 >= after) {
+    if let Some((topic, waited, why)) = v.topic_waiting().filter(|t| t.1 >= after) {
         return Err(format!(
             "topic '{}' not available for {:.0}s, its lines wait in their files: {why}",
-            crate::escape::Esc::str(topic),
+            crate::escape::Esc::str(&topic),
             waited.as_secs_f64()
         ));
     }
@@ -236,8 +261,8 @@ fn producer(e: &mut Exposition, v: &View<'_>) {
     gauge(
         e,
         "shipper_topic_waiting_seconds",
-        "How long lines have waited for a topic that is not available (does not exist, may not be created or described); 0 when none waits.",
-        v.producer.topic_waiting().map_or(0.0, |t| t.1.as_secs_f64()),
+        "How long lines have waited for a topic that is not available (does not exist, may not be created, described or, with exactly-once, read back); 0 when none waits.",
+        v.topic_waiting().map_or(0.0, |t| t.1.as_secs_f64()),
     );
     counter(
         e,

@@ -227,6 +227,8 @@ struct Running {
     eo: Option<exactly::EoState>,
     reading_back: tokio::task::JoinSet<(String, Result<exactly::ReadBack, crate::error::Error>)>,
     read_back_retry: std::collections::HashMap<String, crate::backoff::Backoff>,
+    /// Exactly-once: why reading a topic back last failed, while it does (for health and metrics).
+    read_back_failing: std::collections::HashMap<String, String>,
     reading: std::collections::BTreeSet<String>,
     previous_producer: Option<i64>,
     _lock: checkpoint::Lock,
@@ -296,6 +298,7 @@ impl Running {
             eo,
             reading_back: tokio::task::JoinSet::new(),
             read_back_retry: std::collections::HashMap::new(),
+            read_back_failing: std::collections::HashMap::new(),
             reading: std::collections::BTreeSet::new(),
             previous_producer: None,
             _lock: lock,
@@ -449,6 +452,7 @@ impl Running {
         match r {
             Ok(rb) => {
                 self.read_back_retry.remove(&topic);
+                self.read_back_failing.remove(&topic);
                 if let Some(eo) = &mut self.eo {
                     for (p, end) in &rb.ends {
                         eo.marks.entry((topic.clone(), *p)).or_insert(*end);
@@ -461,6 +465,7 @@ impl Running {
                     "exactly-once: cannot read back topic '{}' ({e}); its files wait, trying again",
                     Esc::str(&topic)
                 ));
+                self.read_back_failing.insert(topic.clone(), e.to_string());
                 self.read_back_retry
                     .entry(topic.clone())
                     .or_insert_with(|| {
@@ -487,6 +492,14 @@ impl Running {
             saver: &self.saver,
             delivery_failing: self.trouble.since.map(|t| t.elapsed()),
             started_unix: self.started_unix,
+            read_back_failing: self
+                .read_back_failing
+                .iter()
+                .filter_map(|(t, why)| {
+                    let waited = self.read_back_retry.get(t)?.elapsed();
+                    Some((t.as_str(), waited, why.as_str()))
+                })
+                .max_by_key(|x| x.1),
         };
         match ask {
             crate::metrics::Ask::Metrics(r) => drop(r.send(exposition::render(&view))),

@@ -294,6 +294,16 @@ impl FakeBroker {
                             (-2, Some((e, _))) => e,
                             (-1, Some((_, l))) => l,
                             (-2, None) => earliest,
+                            // By time: the first batch whose largest timestamp is at or after it.
+                            (ts, None) if ts >= 0 => log
+                                .batches
+                                .iter()
+                                .find(|(_, b)| {
+                                    b.get(35..43)
+                                        .and_then(|t| t.try_into().ok())
+                                        .is_some_and(|t| i64::from_be_bytes(t) >= ts)
+                                })
+                                .map_or(log.high_watermark(), |(o, _)| *o),
                             _ => log.high_watermark(),
                         };
                     }
