@@ -907,11 +907,17 @@ impl Engine {
                 .iter()
                 .position(|i| i.patterns.iter().any(|p| p.matches(&f.origin)));
             match owner {
-                None => f.retired = true,
+                None => {
+                    if !f.retired {
+                        f.retired_from = self.cfg.inputs.get(f.input).map(|i| i.name.clone());
+                    }
+                    f.retired = true;
+                }
                 Some(ni) => {
                     let input = &new.inputs[ni];
                     f.input = ni;
                     f.retired = false;
+                    f.retired_from = None;
                     f.multiline = input.multiline.clone();
                     let r = input.route.resolve(&f.path, &hostname);
                     let (topic_name, key, headers) = (r.topic, r.key, r.headers);
@@ -1116,11 +1122,14 @@ impl Engine {
     /// The (input name, topic) a follower's lines are counted under.
     fn route_key(&self, key: u64) -> Option<(String, String)> {
         let f = self.followers.get(&key)?;
-        let input = self
-            .cfg
-            .inputs
-            .get(f.input)
-            .map_or(String::new(), |i| i.name.clone());
+        let input = match &f.retired_from {
+            Some(name) => name.clone(),
+            None => self
+                .cfg
+                .inputs
+                .get(f.input)
+                .map_or(String::new(), |i| i.name.clone()),
+        };
         Some((input, f.route.topic_name.clone()))
     }
 
@@ -1302,37 +1311,47 @@ impl Engine {
 
     /// Applies deliveries: acknowledged lines (and lines failed for good, counted) move watermarks.
     /// `failed` is called for each failed batch with its error and the path of its file.
+    /// `topic` is the topic the batch went to: the lines are counted there, and under the input of
+    /// their own file (a batch holds lines of every file routed to its partition).
     pub fn on_delivery(
         &mut self,
         tokens: &[u64],
         error: Option<&crate::error::Error>,
+        topic: &str,
     ) -> Option<PathBuf> {
         self.version += 1;
         let mut path = None;
-        let mut route = None;
+        // Lines per file, in a batch's order (a file's lines are together or few runs).
+        let mut per_file: Vec<(u64, u64)> = Vec::new();
         for &t in tokens {
             let key = t >> SEQ_BITS;
             if let Some(f) = self.followers.get_mut(&key) {
                 f.done(t);
                 if path.is_none() {
                     path = Some(f.path.clone());
-                    route = Some(key);
                 }
             }
+            match per_file.last_mut() {
+                Some((k, n)) if *k == key => *n += 1,
+                _ => per_file.push((key, 1)),
+            }
         }
-        let n = tokens.len() as u64;
-        let c = match error {
-            None => Counters {
-                lines_acked: n,
-                ..Counters::default()
-            },
-            Some(_) => Counters {
-                lines_failed: n,
-                ..Counters::default()
-            },
-        };
-        let route = route.and_then(|k| self.route_key(k));
-        self.count(route, &c);
+        for (key, n) in per_file {
+            let c = match error {
+                None => Counters {
+                    lines_acked: n,
+                    ..Counters::default()
+                },
+                Some(_) => Counters {
+                    lines_failed: n,
+                    ..Counters::default()
+                },
+            };
+            let route = self
+                .route_key(key)
+                .map(|(input, _)| (input, topic.to_string()));
+            self.count(route, &c);
+        }
         path
     }
 

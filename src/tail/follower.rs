@@ -170,6 +170,8 @@ pub struct Follower {
     pub copy: CopyOf,
     /// Its input was removed by a reload: nothing more is read, it is closed once acknowledged.
     pub retired: bool,
+    /// The name of the input a reload retired it from (its acknowledgements are counted there).
+    pub retired_from: Option<String>,
     /// Lines joined into events, if its input says so.
     pub multiline: Option<Arc<MultilineConfig>>,
     /// Where its lines go.
@@ -237,6 +239,7 @@ impl Follower {
                 CopyOf::No
             },
             retired: false,
+            retired_from: None,
             multiline: None,
             route,
             next_seq: 0,

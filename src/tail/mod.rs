@@ -692,7 +692,7 @@ fn apply(
     mut eo: Option<&mut exactly::EoState>,
 ) {
     for d in deliveries.drain(..) {
-        let path = engine.on_delivery(&d.tokens, d.error.as_ref());
+        let path = engine.on_delivery(&d.tokens, d.error.as_ref(), producer.topic_name(d.topic));
         if let (Some(eo), None) = (eo.as_deref_mut(), &d.error) {
             eo.acked(producer.topic_name(d.topic), d.partition, d.base_offset);
         }

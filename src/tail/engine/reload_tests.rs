@@ -74,7 +74,7 @@ impl Topics {
     /// Acknowledges everything appended.
     fn ack_all(&mut self, e: &mut Engine) {
         for (t, topic, v) in std::mem::take(&mut self.unacked) {
-            e.on_delivery(&[t], None);
+            e.on_delivery(&[t], None, &topic);
             self.acked.push((topic, String::from_utf8(v).unwrap()));
         }
     }
@@ -289,6 +289,43 @@ async fn a_renamed_input_keeps_its_files_and_a_new_exclude_lets_one_go() {
         Vec::<String>::new(),
         "excluded now"
     );
+    fs::remove_dir_all(&d).unwrap();
+}
+
+/// Acknowledged lines are counted under their own file's input and the topic they went to: in a
+/// batch holding lines of two inputs, and for a file whose input a reload removed while its lines
+/// were in flight (the inputs after it move up a place).
+#[tokio::test(start_paused = true)]
+async fn acks_are_counted_under_each_lines_own_input_and_topic() {
+    let d = dir("ack-count");
+    append(&d.join("a.log"), b"a1\n");
+    append(&d.join("b.log"), b"b1\n");
+    let mut e = Engine::new(
+        config(vec![input(&d, "a", "t"), input(&d, "b", "t")]),
+        Vec::new(),
+    );
+    let mut sink = Topics::default();
+    let r = scan::run(e.scan_request(None));
+    assert!(e.apply_scan(r, Instant::now(), false));
+    while e.read_pass(&mut sink, 1, Instant::now()) {}
+    // One batch with both lines.
+    let tokens: Vec<u64> = sink.unacked.drain(..).map(|(t, _, _)| t).collect();
+    e.on_delivery(&tokens, None, "t");
+    let acked = |e: &Engine, input: &str, topic: &str| {
+        e.route_counters()
+            .get(&(input.to_string(), topic.to_string()))
+            .map_or(0, |c| c.lines_acked)
+    };
+    assert_eq!((acked(&e, "a", "t"), acked(&e, "b", "t")), (1, 1));
+    // a removed while its next line is in flight; b moves up to the first place.
+    append(&d.join("a.log"), b"a2\n");
+    append(&d.join("b.log"), b"b2\n");
+    e.touch(&d.join("a.log"));
+    e.touch(&d.join("b.log"));
+    while e.read_pass(&mut sink, 1, Instant::now()) {}
+    e.reconfigure(config(vec![input(&d, "b", "t")]));
+    sink.ack_all(&mut e);
+    assert_eq!((acked(&e, "a", "t"), acked(&e, "b", "t")), (2, 2));
     fs::remove_dir_all(&d).unwrap();
 }
 

@@ -114,7 +114,7 @@ fn ack(e: &mut Engine, sink: &mut FakeSink, mut pick: impl FnMut(usize) -> bool)
     let mut keep = Vec::new();
     for (i, (t, v)) in std::mem::take(&mut sink.pending).into_iter().enumerate() {
         if pick(i) {
-            e.on_delivery(&[t], None);
+            e.on_delivery(&[t], None, "t");
             sink.shipped.push(v);
         } else {
             keep.push((t, v));
