@@ -177,6 +177,50 @@ fn api_records_stops_at_8_mib_of_json_instead_of_gathering_every_large_record() 
 }
 
 #[test]
+fn partitions_added_to_a_served_topic_are_seen_by_new_views_and_the_api() {
+    // The topic's metadata was taken from the cache: partitions added were refused ("it has 1")
+    // until the server was restarted.
+    let Some(b) = broker() else { return };
+    let t = topic("web-grow");
+    create_topic(&b, &t, 1, 1, &[]);
+    shipper_ok(&b, &["produce", &t, "-p", "0"], b"p0\n");
+    let (mut child, port) = start_web(&["-b", &b], &[&t]);
+    let (code, _) = crate::agent::http_get(port, &format!("/api/records?topic={t}"));
+    assert_eq!(code, 200);
+    kafka_tool(
+        "org.apache.kafka.tools.TopicCommand",
+        &[
+            "--bootstrap-server",
+            &b,
+            "--alter",
+            "--topic",
+            &t,
+            "--partitions",
+            "2",
+        ],
+        b"",
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !shipper(&b, &["produce", &t, "-p", "1"], b"p1\n")
+        .status
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "partition 1 never writable"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (code, body) = crate::agent::http_get(port, &format!("/api/records?topic={t}&p=1"));
+    let (_, all) = crate::agent::http_get(port, &format!("/api/records?topic={t}"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"p1\""), "{body}");
+    assert!(all.contains("\"p0\"") && all.contains("\"p1\""), "{all}");
+}
+
+#[test]
 fn a_closed_live_view_frees_its_slot_at_once() {
     // 32 views at most: views whose browsers left held their slots until a ping failed (~45 s).
     use std::io::{Read, Write};

@@ -387,6 +387,20 @@ impl Cluster {
             .await
     }
 
+    /// The topic's metadata as the cluster has it now (asked, not taken from the cache), for a new
+    /// reader that must see partitions added since the topic was cached; when that request fails,
+    /// [`Cluster::topic`] (the cache, else retries) says why.
+    pub async fn topic_current(&self, name: &str) -> Result<Arc<TopicMeta>> {
+        let deadline = Instant::now() + self.opts.connection.request_timeout;
+        if let Err(e) = self.refresh(name, self.generation(), Some(deadline)).await {
+            crate::log::debug(format_args!(
+                "metadata of '{}' not refreshed: {e}",
+                crate::escape::Esc::str(name)
+            ));
+        }
+        self.topic(name, false).await
+    }
+
     /// The topic's metadata (as [`Cluster::topic`]) once it knows at least `least` partitions: a
     /// group may be assigned partitions added since the topic was cached (a KIP-848 coordinator does
     /// so at once), and brokers learn of them one after the other, so it is asked again for ~5 s

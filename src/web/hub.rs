@@ -48,7 +48,8 @@ type Ask = oneshot::Sender<Subscription>;
 /// The hubs of a server, by topic.
 pub struct Hubs {
     cluster: Arc<Cluster>,
-    hubs: Mutex<HashMap<String, mpsc::Sender<Ask>>>,
+    /// Each topic's hub, with the number of partitions it reads.
+    hubs: Mutex<HashMap<String, (mpsc::Sender<Ask>, usize)>>,
 }
 
 impl Hubs {
@@ -83,17 +84,20 @@ impl Hubs {
         })
     }
 
+    /// The topic's hub; a new one when the topic has more partitions than the running one reads
+    /// (partitions added: the running one goes on for its subscribers until they leave).
     async fn hub(&self, topic: &str) -> crate::error::Result<mpsc::Sender<Ask>> {
-        if let Some(tx) = self
+        let meta = self.cluster.topic_current(topic).await?;
+        let count = meta.partitions.len();
+        if let Some((tx, _)) = self
             .hubs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(topic)
-            .filter(|tx| !tx.is_closed())
+            .filter(|(tx, n)| !tx.is_closed() && *n >= count)
         {
             return Ok(tx.clone());
         }
-        let meta = self.cluster.topic(topic, false).await?;
         let mut consumer = Consumer::new(self.cluster.clone(), live_fetch());
         consumer.assign(meta, &[], StartOffset::End).await?;
         let (tx, rx) = mpsc::channel(8);
@@ -105,7 +109,7 @@ impl Hubs {
         self.hubs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(topic.to_string(), tx.clone());
+            .insert(topic.to_string(), (tx.clone(), count));
         Ok(tx)
     }
 }

@@ -214,7 +214,7 @@ impl Server {
                 .await;
         };
         // A partition the topic lacks: said, as /api/records and consume -p say it, not an empty view.
-        match self.cluster.topic(&view.topic, false).await {
+        match self.cluster.topic_current(&view.topic).await {
             Ok(meta) => {
                 if let Some(e) = unknown_partition(&meta, &view) {
                     return http::respond(s, 400, "text/plain", format!("{e}\n").as_bytes()).await;
@@ -271,7 +271,7 @@ async fn read_records(
     view: &session::View,
     limit: usize,
 ) -> crate::error::Result<Result<Vec<u8>, String>> {
-    let meta = cluster.topic(&view.topic, false).await?;
+    let meta = cluster.topic_current(&view.topic).await?;
     let parts = view.partitions(&meta);
     if let Some(e) = unknown_partition(&meta, view) {
         return Err(e);

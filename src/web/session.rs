@@ -244,7 +244,7 @@ async fn catch_up<S: AsyncWrite + Unpin>(
     view: &View,
     range: Option<(&Offsets, &Offsets)>,
 ) -> crate::error::Result<BTreeMap<i32, i64>> {
-    let meta = cluster.topic(&view.topic, false).await?;
+    let meta = cluster.topic_current(&view.topic).await?;
     let parts: Vec<i32> = view
         .partitions(&meta)
         .into_iter()
