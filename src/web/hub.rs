@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, TopicMeta};
 use crate::consumer::{Consumer, FetchConfig, Fetched, StartOffset};
 
 /// Responses a subscriber may have queued before it counts as too slow.
@@ -61,10 +61,15 @@ impl Hubs {
         }
     }
 
-    /// Subscribes to `topic`'s live records, starting its hub if none runs.
-    pub async fn subscribe(&self, topic: &str) -> crate::error::Result<Subscription> {
+    /// Subscribes to `topic`'s live records (`meta`: its metadata as of now), starting its hub if
+    /// none runs.
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+        meta: &Arc<TopicMeta>,
+    ) -> crate::error::Result<Subscription> {
         for _ in 0..2 {
-            let tx = self.hub(topic).await?;
+            let tx = self.hub(topic, meta).await?;
             let (reply, rx) = oneshot::channel();
             if tx.send(reply).await.is_ok() {
                 if let Ok(s) = rx.await {
@@ -86,8 +91,11 @@ impl Hubs {
 
     /// The topic's hub; a new one when the topic has more partitions than the running one reads
     /// (partitions added: the running one goes on for its subscribers until they leave).
-    async fn hub(&self, topic: &str) -> crate::error::Result<mpsc::Sender<Ask>> {
-        let meta = self.cluster.topic_current(topic).await?;
+    async fn hub(
+        &self,
+        topic: &str,
+        meta: &Arc<TopicMeta>,
+    ) -> crate::error::Result<mpsc::Sender<Ask>> {
         let count = meta.partitions.len();
         if let Some((tx, _)) = self
             .hubs
@@ -99,7 +107,7 @@ impl Hubs {
             return Ok(tx.clone());
         }
         let mut consumer = Consumer::new(self.cluster.clone(), live_fetch());
-        consumer.assign(meta, &[], StartOffset::End).await?;
+        consumer.assign(meta.clone(), &[], StartOffset::End).await?;
         let (tx, rx) = mpsc::channel(8);
         crate::log::debug(format_args!(
             "web: live read of '{}' started",

@@ -214,18 +214,18 @@ impl Server {
                 .await;
         };
         // A partition the topic lacks: said, as /api/records and consume -p say it, not an empty view.
-        match self.cluster.topic_current(&view.topic).await {
-            Ok(meta) => {
-                if let Some(e) = unknown_partition(&meta, &view) {
-                    return http::respond(s, 400, "text/plain", format!("{e}\n").as_bytes()).await;
-                }
-            }
+        // Asked once here (not cached: partitions may have been added) and used by the whole view.
+        let meta = match self.cluster.topic_current(&view.topic).await {
+            Ok(meta) => meta,
             Err(e) => {
                 return http::respond(s, 502, "text/plain", format!("{e}\n").as_bytes()).await
             }
+        };
+        if let Some(e) = unknown_partition(&meta, &view) {
+            return http::respond(s, 400, "text/plain", format!("{e}\n").as_bytes()).await;
         }
         let (mut rd, mut wr) = s.split();
-        session::stream(&mut wr, &mut rd, &self.cluster, &self.hubs, view).await
+        session::stream(&mut wr, &mut rd, &self.cluster, &self.hubs, view, meta).await
     }
 
     /// `/api/records`: up to `limit` records (default 100, at most 10,000) from `from` (default

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::hub::{live_fetch, Hubs};
 use super::row::{write_row, Filter};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, TopicMeta};
 use crate::consumer::{list_offsets_as, Consumer, Fetched, StartOffset, LATEST};
 
 /// A batch is sent when it reaches this size, or after [`FLUSH_EVERY`].
@@ -145,13 +145,14 @@ impl<S: AsyncWrite + Unpin> Out<'_, S> {
 }
 
 /// Streams `view` to `s` until the browser goes away (it closes its side of `peer`, or stops
-/// reading), or the hub drops it.
+/// reading), or the hub drops it. `meta` is the topic's metadata as of the view's opening.
 pub async fn stream<S: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
     s: &mut S,
     peer: &mut R,
     cluster: &Arc<Cluster>,
     hubs: &Hubs,
     view: View,
+    meta: Arc<TopicMeta>,
 ) -> std::io::Result<()> {
     // A browser that closed the view (a reload, Apply, a closed tab) frees its slot now, whatever
     // the view is doing (catching up, live and quiet), not when a write finally fails.
@@ -160,7 +161,7 @@ pub async fn stream<S: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
         while matches!(peer.read(&mut discard).await, Ok(n) if n > 0) {}
     };
     tokio::select! {
-        r = serve(s, cluster, hubs, view) => r,
+        r = serve(s, cluster, hubs, view, meta) => r,
         _ = gone => Ok(()),
     }
 }
@@ -170,6 +171,7 @@ async fn serve<S: AsyncWrite + Unpin>(
     cluster: &Arc<Cluster>,
     hubs: &Hubs,
     view: View,
+    meta: Arc<TopicMeta>,
 ) -> std::io::Result<()> {
     let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n";
     let mut out = Out {
@@ -182,7 +184,7 @@ async fn serve<S: AsyncWrite + Unpin>(
     out.write(head.as_bytes()).await?;
     let fail = |e: crate::error::Error| std::io::Error::other(e.to_string());
     // Up to the end as of now, on our own; then from the hub, whatever it is past that.
-    let mut next = match catch_up(&mut out, cluster, &view, None).await {
+    let mut next = match catch_up(&mut out, cluster, &view, &meta, None).await {
         Ok(n) => n,
         Err(e) => {
             return out
@@ -190,7 +192,7 @@ async fn serve<S: AsyncWrite + Unpin>(
                 .await
         }
     };
-    let mut sub = hubs.subscribe(&view.topic).await.map_err(fail)?;
+    let mut sub = hubs.subscribe(&view.topic, &meta).await.map_err(fail)?;
     let behind: BTreeMap<i32, i64> = sub
         .next
         .iter()
@@ -198,12 +200,13 @@ async fn serve<S: AsyncWrite + Unpin>(
         .map(|(p, h)| (*p, *h))
         .collect();
     if !behind.is_empty() {
-        let more = catch_up(&mut out, cluster, &view, Some((&next, &behind)))
+        let more = catch_up(&mut out, cluster, &view, &meta, Some((&next, &behind)))
             .await
             .map_err(fail)?;
         next.extend(more);
     }
     out.event("live", "{}").await?;
+    let mut hub_at = sub.next.clone();
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     let mut ping = Instant::now();
     loop {
@@ -221,7 +224,7 @@ async fn serve<S: AsyncWrite + Unpin>(
                 if !view.filter.wants_partition(f.partition) {
                     continue;
                 }
-                let from = next.get(&f.partition).copied().unwrap_or(0);
+                let from = new_from(&mut next, &mut hub_at, f.partition, f.fetch_offset);
                 let n = out.add_all(&f, from, i64::MAX, &view.filter).await?;
                 next.insert(f.partition, n.max(from));
             }
@@ -236,17 +239,38 @@ async fn serve<S: AsyncWrite + Unpin>(
     }
 }
 
+/// The offset from which a hub response for `partition`, fetched at `fetch_offset`, is new to the
+/// view (`next`: where the view stands; `hub_at`: where the hub's last response started). Records
+/// below the view's position are ones it has shown (the hub may lag behind a catch-up), except when
+/// the hub's read went back: the topic was deleted and re-created (or its records deleted) and the
+/// hub was reset to the new start; the view follows it there, or the new records below its old
+/// position would never show.
+fn new_from(
+    next: &mut BTreeMap<i32, i64>,
+    hub_at: &mut BTreeMap<i32, i64>,
+    partition: i32,
+    fetch_offset: i64,
+) -> i64 {
+    if hub_at
+        .insert(partition, fetch_offset)
+        .is_some_and(|was| fetch_offset < was)
+    {
+        next.insert(partition, fetch_offset);
+    }
+    next.get(&partition).copied().unwrap_or(0)
+}
+
 /// Reads the view's partitions from their start (or from `range`'s starts) up to the end as of now
 /// (or `range`'s ends); returns each partition's next offset.
 async fn catch_up<S: AsyncWrite + Unpin>(
     out: &mut Out<'_, S>,
     cluster: &Arc<Cluster>,
     view: &View,
+    meta: &Arc<TopicMeta>,
     range: Option<(&Offsets, &Offsets)>,
 ) -> crate::error::Result<BTreeMap<i32, i64>> {
-    let meta = cluster.topic_current(&view.topic).await?;
     let parts: Vec<i32> = view
-        .partitions(&meta)
+        .partitions(meta)
         .into_iter()
         .filter(|p| range.is_none_or(|(_, ends)| ends.contains_key(p)))
         .collect();
@@ -306,4 +330,26 @@ async fn catch_up<S: AsyncWrite + Unpin>(
         }
     }
     Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hub_read_that_goes_back_takes_the_view_back_with_it() {
+        // The view caught up to 500 on partition 0; the hub stood at 480 (lagging).
+        let mut next = BTreeMap::from([(0, 500), (1, 7)]);
+        let mut hub_at = BTreeMap::from([(0, 480), (1, 7)]);
+        // Lagging responses: what the view has shown is not shown again.
+        assert_eq!(new_from(&mut next, &mut hub_at, 0, 480), 500);
+        next.insert(0, 510);
+        assert_eq!(new_from(&mut next, &mut hub_at, 0, 505), 510);
+        // The topic is re-created: the hub is reset to 0; the new records are shown from there.
+        assert_eq!(new_from(&mut next, &mut hub_at, 0, 0), 0);
+        next.insert(0, 3);
+        assert_eq!(new_from(&mut next, &mut hub_at, 0, 3), 3);
+        // The other partition is untouched.
+        assert_eq!(new_from(&mut next, &mut hub_at, 1, 7), 7);
+    }
 }
