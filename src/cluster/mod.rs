@@ -418,8 +418,7 @@ impl Cluster {
                 "'{}' has fewer partitions than asked for ({least}): asking its metadata again",
                 crate::escape::Esc::str(name)
             ));
-            self.refresh(name, self.generation(), None).await?;
-            meta = self.topic(name, false).await?;
+            meta = self.topic_current(name).await?;
             if meta.partitions.len() < least {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }

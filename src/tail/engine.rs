@@ -142,6 +142,8 @@ pub struct Engine {
     /// Bumped by whatever may change the checkpoint (acks, files coming, going, moving): an idle
     /// engine's checkpoint is not rendered again.
     version: u64,
+    /// [`Engine::on_delivery`]'s (file, lines) runs, kept to spare an allocation per batch.
+    runs: Vec<(u64, u64)>,
     /// Line and event counters.
     pub counters: Counters,
 }
@@ -211,6 +213,7 @@ impl Engine {
             patterns,
             pattern_input,
             routes: BTreeMap::new(),
+            runs: Vec::new(),
             followers: HashMap::new(),
             known: known
                 .into_iter()
@@ -1322,7 +1325,7 @@ impl Engine {
         self.version += 1;
         let mut path = None;
         // Lines per file, in a batch's order (a file's lines are together or few runs).
-        let mut per_file: Vec<(u64, u64)> = Vec::new();
+        let mut per_file = std::mem::take(&mut self.runs);
         for &t in tokens {
             let key = t >> SEQ_BITS;
             if let Some(f) = self.followers.get_mut(&key) {
@@ -1336,7 +1339,7 @@ impl Engine {
                 _ => per_file.push((key, 1)),
             }
         }
-        for (key, n) in per_file {
+        for &(key, n) in &per_file {
             let c = match error {
                 None => Counters {
                     lines_acked: n,
@@ -1352,6 +1355,8 @@ impl Engine {
                 .map(|(input, _)| (input, topic.to_string()));
             self.count(route, &c);
         }
+        per_file.clear();
+        self.runs = per_file;
         path
     }
 
