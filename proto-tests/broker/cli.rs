@@ -538,6 +538,28 @@ fn consume_into_a_full_device_says_standard_output_is_what_failed() {
         err.contains("error: cannot write to standard output: No space left on device"),
         "{err}"
     );
+    // produce --print-offsets: the records still go; the run fails, since offsets went missing.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let input = scratch_dir("full-offsets").join("in");
+    std::fs::write(&input, sample_lines(5)).unwrap();
+    let out = std::process::Command::new(shipper_bin())
+        .args(["-b", &b, "produce", &t, "--print-offsets"])
+        .stdin(std::fs::File::open(&input).unwrap())
+        .stdout(full)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot write to standard output: No space left on device")
+            && err.contains("some offsets were not printed"),
+        "{err}"
+    );
+    let got = shipper_ok(&b, &["consume", &t, "--from-beginning", "-e"], b"");
+    assert_eq!(lines(&got).len(), 15);
 }
 
 #[test]

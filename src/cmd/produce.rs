@@ -33,8 +33,12 @@ struct Tally {
     /// The lines of failed records that were sent but never answered (a timeout, a broken
     /// connection): Kafka may hold them after all.
     unanswered: LineRanges,
-    /// The first failure no retry will fix for any record (an ACL refusal): reading stops there.
-    refused: Option<String>,
+    /// Set at the first failure no retry will fix for any record (an ACL refusal): reading stops
+    /// there (the failure itself is reported with its records).
+    refused: bool,
+    /// Set when `--print-offsets` could not write to standard output (other than a closed pipe):
+    /// the run then fails, since the offsets asked for were not all printed.
+    offsets_unprinted: bool,
 }
 
 /// Line numbers as sorted ranges, bounded: past [`LineRanges::MAX_RUNS`] runs even after merging,
@@ -337,7 +341,11 @@ impl Run<'_> {
     }
 
     fn report(&mut self) {
-        report(&mut self.deliveries, &mut self.tally, self.print_offsets);
+        report(
+            &mut self.deliveries,
+            &mut self.tally,
+            &mut self.print_offsets,
+        );
     }
 }
 
@@ -452,7 +460,7 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
             ));
             return Ok(128 + sig);
         }
-        if t.refused.is_some() {
+        if t.refused {
             crate::log::error(format_args!(
                 "{summary}; stopped at a refusal no retry fixes, after {} lines: the rest of the input was not read",
                 t.sent
@@ -460,6 +468,12 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
             return Ok(1);
         }
         crate::log::error(format_args!("{summary}"));
+        return Ok(1);
+    }
+    if run.tally.offsets_unprinted {
+        crate::log::error(format_args!(
+            "{summary}; some offsets were not printed (standard output failed)"
+        ));
         return Ok(1);
     }
     crate::log::info(format_args!("{summary}"));
@@ -524,7 +538,7 @@ impl Run<'_> {
         let mut carry: Vec<u8> = Vec::new();
         let stop = crate::tasks::stop_signal();
         tokio::pin!(stop);
-        while !self.shrank && self.tally.refused.is_none() {
+        while !self.shrank && !self.tally.refused {
             tokio::select! {
                 sig = &mut stop => {
                     // What was read is delivered (the flush that follows); an unfinished last line
@@ -549,7 +563,7 @@ impl Run<'_> {
                 }
             }
         }
-        if !carry.is_empty() && !self.shrank && self.tally.refused.is_none() {
+        if !carry.is_empty() && !self.shrank && !self.tally.refused {
             self.feed(&carry, true, None).await?;
         }
         Ok(())
@@ -607,18 +621,15 @@ fn ends_the_run(e: &crate::error::Error) -> bool {
     }
 }
 
-fn report(deliveries: &mut Vec<Delivery>, tally: &mut Tally, print_offsets: bool) {
+fn report(deliveries: &mut Vec<Delivery>, tally: &mut Tally, print_offsets: &mut bool) {
     use std::io::Write;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = crate::output::stdout();
     for d in deliveries.drain(..) {
         let n = d.tokens.len() as u64;
         match d.error {
             Some(e) => {
                 tally.failed += n;
-                if tally.refused.is_none() && ends_the_run(&e) {
-                    tally.refused = Some(e.to_string());
-                }
+                tally.refused |= ends_the_run(&e);
                 let unsure = d.maybe_written;
                 let what = match unsure {
                     true => "not acknowledged (sent, but no answer came: Kafka may hold them)",
@@ -643,20 +654,39 @@ fn report(deliveries: &mut Vec<Delivery>, tally: &mut Tally, print_offsets: bool
             }
             None => {
                 tally.acked += n;
-                if print_offsets && d.base_offset >= 0 {
-                    for (i, _) in d.tokens.iter().enumerate() {
-                        let _ = writeln!(
+                if *print_offsets && d.base_offset >= 0 {
+                    let printed = (0..d.tokens.len()).try_for_each(|i| {
+                        writeln!(
                             out,
                             "partition {} offset {}",
                             d.partition,
                             d.base_offset + i as i64
-                        );
+                        )
+                    });
+                    if let Err(e) = printed {
+                        offsets_not_printed(e, tally, print_offsets);
                     }
                 }
             }
         }
     }
-    let _ = out.flush();
+    if *print_offsets {
+        if let Err(e) = out.flush() {
+            offsets_not_printed(e, tally, print_offsets);
+        }
+    }
+}
+
+/// `--print-offsets` cannot write: a closed pipe (`| head`) ends the printing quietly (the records
+/// are still sent); any other error is said, and fails the run at its end.
+fn offsets_not_printed(e: std::io::Error, tally: &mut Tally, print_offsets: &mut bool) {
+    *print_offsets = false;
+    if e.kind() != std::io::ErrorKind::BrokenPipe {
+        crate::log::error(format_args!(
+            "{e}: the offsets of later records are not printed (the records are still sent)"
+        ));
+        tally.offsets_unprinted = true;
+    }
 }
 
 #[cfg(test)]
