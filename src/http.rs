@@ -120,8 +120,13 @@ fn reason(code: u16) -> &'static str {
         401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        413 => "Payload Too Large",
         429 => "Too Many Requests",
-        _ => "Service Unavailable",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
     }
 }
 
@@ -170,5 +175,22 @@ mod tests {
         assert_eq!(decode("a%41%"), "aA%");
         assert_eq!(decode("%ff"), "\u{fffd}");
         assert_eq!(decode("%\u{e9}x"), "%\u{e9}x");
+    }
+
+    #[tokio::test]
+    async fn each_status_goes_out_with_its_own_reason_phrase() {
+        for (code, phrase) in [
+            (413, "Payload Too Large"),
+            (502, "Bad Gateway"),
+            (503, "Service Unavailable"),
+        ] {
+            let mut out = Vec::new();
+            respond(&mut out, code, "text/plain", b"x\n").await.unwrap();
+            let head = String::from_utf8(out).unwrap();
+            assert!(
+                head.starts_with(&format!("HTTP/1.1 {code} {phrase}\r\n")),
+                "{head}"
+            );
+        }
     }
 }
