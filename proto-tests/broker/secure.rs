@@ -393,7 +393,7 @@ fn every_security_failure_is_one_clear_line_and_exit_1() {
             "produce",
             "t",
         ]),
-        "cannot read /nonexistent/ca.pem",
+        "cannot read the CA file /nonexistent/ca.pem",
     );
     // A key that is not the certificate's, and an encrypted one: the key file is named.
     let mtls = |key: &str| {
@@ -484,26 +484,29 @@ fn an_empty_endpoint_identification_algorithm_skips_only_the_host_name_check() {
     );
 }
 
+/// Runs `cmd` with sh in `dir`; fails the test when it fails; returns its standard output.
+fn sh_in(dir: &std::path::Path, cmd: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// An X.509 v1 client certificate (what `openssl x509 -req` makes without extensions) is sent as
 /// it is, and the broker takes it, as it does from kcat; it was refused before the handshake.
 #[test]
 fn a_version_1_client_certificate_is_sent_and_taken() {
     let Some(dir) = secure() else { return };
     let work = scratch_dir("v1-cert");
-    let sh = |cmd: &str| {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .current_dir(&work)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let sh = |cmd: &str| sh_in(&work, cmd);
     sh("openssl req -new -newkey rsa:2048 -nodes -keyout k.pem -subj /CN=shipper-v1 -out r.csr");
     sh(&format!(
         "openssl x509 -req -in r.csr -CA {0}/ca.pem -CAkey {0}/ca.key -CAcreateserial -CAserial serial -days 2 -out c.pem",
@@ -539,19 +542,7 @@ fn a_version_1_client_certificate_is_sent_and_taken() {
 fn an_expired_certificate_is_refused() {
     let Some(dir) = secure() else { return };
     let work = scratch_dir("expired");
-    let sh = |cmd: &str| {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .current_dir(&work)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let sh = |cmd: &str| sh_in(&work, cmd);
     sh("openssl req -new -newkey rsa:2048 -nodes -keyout k.pem -subj /CN=localhost -out r.csr");
     sh("printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext.cnf");
     sh(&format!(

@@ -48,19 +48,44 @@ const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/ssl/cert.pem",
 ];
 
-/// A PEM file's bytes, read whole but bounded (a path to /dev/zero must not fill memory).
-fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
+/// A PEM file's bytes, read whole but bounded (a path to /dev/zero must not fill memory). `role`
+/// names the file in errors ("CA file", "client certificate", "private key").
+fn read_pem(path: &Path, role: &str) -> Result<Vec<u8>, String> {
     crate::settings::read_bounded(path, crate::settings::MAX_PEM_FILE)
-        .map_err(|e| format!("cannot read {}: {e}", Esc::path(path)))
+        .map_err(|e| format!("cannot read the {role} {}: {e}", Esc::path(path)))
 }
 
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = read_pem(path)?;
+/// What is wrong with a PEM file, in words (the parser's own text prints the marker as a list of
+/// byte values).
+fn pem_problem(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    let text = |b: &[u8]| Esc(b).to_string();
+    match e {
+        Error::MissingSectionEnd { end_marker } => format!(
+            "a section has no end line (-----END {}-----): the file is cut short",
+            text(end_marker)
+        ),
+        Error::IllegalSectionStart { line } => {
+            format!("a malformed section start line ({})", text(line))
+        }
+        Error::Base64Decode(why) => format!("a section's base64 text is damaged ({why})"),
+        other => other.to_string(),
+    }
+}
+
+fn load_certs(path: &Path, role: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = read_pem(path, role)?;
+    let shown = Esc::path(path);
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: not a PEM certificate file: {e}", Esc::path(path)))?;
+        .map_err(|e| {
+            format!(
+                "{role} {shown}: not a PEM certificate file: {}",
+                pem_problem(&e)
+            )
+        })?;
     if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", Esc::path(path)));
+        return Err(format!("{role} {shown} holds no PEM certificate"));
     }
     Ok(certs)
 }
@@ -69,9 +94,12 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 fn roots(ca_file: Option<&Path>) -> Result<(RootCertStore, String), String> {
     let mut store = RootCertStore::empty();
     if let Some(p) = ca_file {
-        let (added, _) = store.add_parsable_certificates(load_certs(p)?);
+        let (added, _) = store.add_parsable_certificates(load_certs(p, "CA file")?);
         if added == 0 {
-            return Err(format!("{}: no usable CA certificate", Esc::path(p)));
+            return Err(format!(
+                "CA file {}: no usable CA certificate",
+                Esc::path(p)
+            ));
         }
         return Ok((store, format!("CA file {}", Esc::path(p))));
     }
@@ -81,7 +109,7 @@ fn roots(ca_file: Option<&Path>) -> Result<(RootCertStore, String), String> {
         .map(PathBuf::as_path)
         .chain(SYSTEM_BUNDLES.iter().map(Path::new))
     {
-        if let Ok(certs) = load_certs(p) {
+        if let Ok(certs) = load_certs(p, "CA bundle") {
             let (added, _) = store.add_parsable_certificates(certs);
             if added > 0 {
                 return Ok((store, format!("system CA bundle {}", Esc::path(p))));
@@ -125,28 +153,30 @@ pub fn client_config(s: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
     };
     let config = match (&s.cert_file, &s.key_file) {
         (Some(cert), Some(key_file)) => {
-            let chain = load_certs(cert)?;
+            let chain = load_certs(cert, "client certificate")?;
             crate::settings::security::warn_if_readable(key_file, "private key file");
-            let pem = read_pem(key_file)?;
+            let pem = read_pem(key_file, "private key")?;
             let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
                 let shown = Esc::path(key_file);
                 if pem.windows(9).any(|w| w == b"ENCRYPTED") {
-                    format!("{shown}: an encrypted private key; shipper reads unencrypted PEM keys (openssl pkey -in {shown} -out key.pem, then chmod 600 key.pem)")
+                    format!("private key {shown}: an encrypted private key; shipper reads unencrypted PEM keys (openssl pkey -in {shown} -out key.pem, then chmod 600 key.pem)")
+                } else if matches!(e, rustls::pki_types::pem::Error::NoItemsFound) {
+                    format!("private key {shown}: holds no PEM private key")
                 } else {
-                    format!("{shown}: not a PEM private key: {e}")
+                    format!("private key {shown}: not a PEM private key: {}", pem_problem(&e))
                 }
             })?;
             // A key rustls cannot use, or one that is not the certificate's: name the key file.
             let signing = provider
                 .key_provider
                 .load_private_key(key.clone_key())
-                .map_err(|e| format!("{}: unusable private key: {e}", Esc::path(key_file)))?;
+                .map_err(|e| format!("private key {}: unusable: {e}", Esc::path(key_file)))?;
             let certified = rustls::sign::CertifiedKey::new(chain, signing);
             match certified.keys_match() {
                 Ok(()) => {}
                 Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
                     return Err(format!(
-                        "{}: it is not the key of the certificate in {}",
+                        "private key {}: it is not the key of the certificate in {}",
                         Esc::path(key_file),
                         Esc::path(cert)
                     ));
@@ -371,14 +401,20 @@ mod tests {
             ..TlsSettings::default()
         })
         .unwrap_err();
-        assert!(e.contains("cannot read /nonexistent/ca.pem"), "{e}");
+        assert!(
+            e.contains("cannot read the CA file /nonexistent/ca.pem"),
+            "{e}"
+        );
         for path in ["/dev/zero", "/tmp"] {
             let e = client_config(&TlsSettings {
                 ca_file: Some(path.into()),
                 ..TlsSettings::default()
             })
             .unwrap_err();
-            assert!(e.starts_with(&format!("cannot read {path}: it is")), "{e}");
+            assert!(
+                e.starts_with(&format!("cannot read the CA file {path}: it is")),
+                "{e}"
+            );
         }
         let e = client_config(&TlsSettings {
             cert_file: Some("/dev/zero".into()),
@@ -393,6 +429,33 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.contains("--key-file"), "{e}");
+    }
+
+    #[test]
+    fn a_damaged_pem_file_is_named_by_its_role_and_said_in_words() {
+        let dir = crate::testkit::scratch_dir("tls-pem");
+        let cut = dir.join("cut.pem");
+        std::fs::write(&cut, "-----BEGIN CERTIFICATE-----\nMIIB\n").unwrap();
+        let e = client_config(&TlsSettings {
+            ca_file: Some(cut.clone()),
+            ..TlsSettings::default()
+        })
+        .unwrap_err();
+        assert!(
+            e.starts_with(&format!("CA file {}: ", cut.display()))
+                && e.contains("no end line (-----END CERTIFICATE-----)"),
+            "{e}"
+        );
+        let empty = dir.join("empty.key");
+        std::fs::write(&empty, "not a key\n").unwrap();
+        let e = client_config(&TlsSettings {
+            cert_file: Some(cut.clone()),
+            key_file: Some(empty),
+            ..TlsSettings::default()
+        })
+        .unwrap_err();
+        assert!(e.starts_with("client certificate "), "{e}");
+        assert!(!e.contains("[45, 45"), "{e}");
     }
 
     #[test]
