@@ -405,8 +405,8 @@ pub struct WebArgs {
     /// Address to serve on; anything but loopback also needs --token/--token-file or --no-auth
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub listen: String,
-    /// Require this token on every request (visible to other users in `ps`: prefer --token-file or
-    /// SHIPPER_WEB_TOKEN)
+    /// Require this token on every request (masked in `ps` once shipper runs, but visible until then
+    /// and in shell history: prefer --token-file or SHIPPER_WEB_TOKEN)
     #[arg(long, value_name = "T", conflicts_with_all = ["token_file", "no_auth"], hide_env_values = true)]
     pub token: Option<String>,
     /// Read the token from this file (first line)

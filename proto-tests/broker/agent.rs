@@ -573,7 +573,9 @@ fn check_config_names_the_line_of_each_mistake_and_exits_2() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("input 2 'b'") && text.contains("topic: t-b"),
+        text.contains("input 2 'b'")
+            && text.contains("topic: t-b")
+            && text.contains("brokers: k:9092 (PLAINTEXT)"),
         "{text}"
     );
     // A file two inputs match is shown under the first, which ships it.
@@ -661,30 +663,29 @@ fn healthz_turns_503_with_the_reason_while_kafka_is_down_and_200_when_it_is_back
         &dir.join("log"),
     );
     wait_listening(port, &tail);
-    let until = |what: &dyn Fn() -> bool, why: &str| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !what() {
-            assert!(Instant::now() < deadline, "{why}: {}", tail.stderr());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    until(&|| fake.values("t").len() == 10, "first lines delivered");
+    tail.until(30, || fake.values("t").len() == 10, "first lines delivered");
     assert_eq!(http_get(port, "/healthz").0, 200);
     fake.stop(1);
     append(&dir.join("a.log"), &numbered_lines("a", 10, 20));
-    until(&|| http_get(port, "/healthz").0 == 503, "healthz never 503");
+    tail.until(
+        30,
+        || http_get(port, "/healthz").0 == 503,
+        "healthz never 503",
+    );
     let (_, why) = http_get(port, "/healthz");
     assert!(why.starts_with("delivery to Kafka failing for"), "{why}");
     let m = parse_with_prometheus_client(&http_get(port, "/metrics").1);
     assert_eq!(m["shipper_delivery_failing{}"], 1.0);
     assert!(sum_of(&m, "shipper_bytes_behind") > 0.0, "{m:#?}");
     fake.start(1);
-    until(
-        &|| http_get(port, "/healthz").0 == 200,
+    tail.until(
+        30,
+        || http_get(port, "/healthz").0 == 200,
         "healthz never 200 again",
     );
-    until(
-        &|| fake.values("t").len() == 20,
+    tail.until(
+        30,
+        || fake.values("t").len() == 20,
         "lines after the outage delivered",
     );
     assert_eq!(
@@ -725,14 +726,11 @@ fn before_kafka_first_answers_metrics_are_served_and_sighup_or_sigterm_do_not_ki
     // SIGHUP while waiting: remembered, applied once running.
     let mut tail = Tail::start(&boot, &args, &dir.join("log2"));
     wait_listening(port, &tail);
-    let until = |what: &dyn Fn() -> bool, why: &str| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !what() {
-            assert!(Instant::now() < deadline, "{why}: {}", tail.stderr());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    until(&|| http_get(port, "/healthz").0 == 503, "healthz never 503");
+    tail.until(
+        30,
+        || http_get(port, "/healthz").0 == 503,
+        "healthz never 503",
+    );
     let (_, why) = http_get(port, "/healthz");
     assert!(why.starts_with("waiting for Kafka for"), "{why}");
     let m = parse_with_prometheus_client(&http_get(port, "/metrics").1);
@@ -740,13 +738,18 @@ fn before_kafka_first_answers_metrics_are_served_and_sighup_or_sigterm_do_not_ki
     fake.create_topic("t2", 1);
     write_config(&cfg, &config("t2"));
     tail.signal("HUP");
-    until(
-        &|| tail.stderr().contains("read again once Kafka answers"),
+    tail.until(
+        30,
+        || tail.stderr().contains("read again once Kafka answers"),
         "SIGHUP not taken",
     );
     fake.start(1);
-    until(&|| fake.values("t2").len() == 10, "lines after the wait");
-    until(&|| http_get(port, "/healthz").0 == 200, "healthz never 200");
+    tail.until(30, || fake.values("t2").len() == 10, "lines after the wait");
+    tail.until(
+        30,
+        || http_get(port, "/healthz").0 == 200,
+        "healthz never 200",
+    );
     assert!(fake.values("t").is_empty());
     assert_eq!(tail.stop("INT"), Some(0), "{}", tail.stderr());
 }
@@ -777,15 +780,12 @@ fn an_exactly_once_read_back_refused_turns_healthz_503_until_it_works() {
         &["--config", cfg.to_str().unwrap()],
         &dir.join("log"),
     );
-    let until = |what: &dyn Fn() -> bool, why: &str| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !what() {
-            assert!(Instant::now() < deadline, "{why}: {}", tail.stderr());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
     wait_listening(port, &tail);
-    until(&|| http_get(port, "/healthz").0 == 503, "healthz never 503");
+    tail.until(
+        30,
+        || http_get(port, "/healthz").0 == 503,
+        "healthz never 503",
+    );
     let (_, why) = http_get(port, "/healthz");
     assert!(
         why.contains("topic 't' not available")
@@ -795,11 +795,16 @@ fn an_exactly_once_read_back_refused_turns_healthz_503_until_it_works() {
     let m = parse_with_prometheus_client(&http_get(port, "/metrics").1);
     assert!(m["shipper_topic_waiting_seconds{}"] >= 1.0, "{m:?}");
     fake.behave();
-    until(
-        &|| fake.values("t").len() == 11,
+    tail.until(
+        30,
+        || fake.values("t").len() == 11,
         "lines after the read-back",
     );
-    until(&|| http_get(port, "/healthz").0 == 200, "healthz never 200");
+    tail.until(
+        30,
+        || http_get(port, "/healthz").0 == 200,
+        "healthz never 200",
+    );
     assert_eq!(tail.stop("TERM"), Some(0), "{}", tail.stderr());
 }
 
@@ -824,17 +829,11 @@ fn a_topic_that_does_not_exist_turns_healthz_503_until_it_is_created() {
     append(&dir.join("fixed.txt"), &numbered_lines("fixed", 0, 5));
     let mut tail = Tail::start(&c, &["--config", cfg.to_str().unwrap()], &dir.join("log"));
     wait_listening(port, &tail);
-    let until = |what: &dyn Fn() -> bool, why: &str| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !what() {
-            assert!(Instant::now() < deadline, "{why}: {}", tail.stderr());
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
     // (A cluster just started may first be "waiting for Kafka": its coordinators still load.)
     let says = format!("topic '{t}-app' not available for");
-    until(
-        &|| {
+    tail.until(
+        60,
+        || {
             let (code, why) = http_get(port, "/healthz");
             code == 503 && why.starts_with(&says)
         },
@@ -844,15 +843,21 @@ fn a_topic_that_does_not_exist_turns_healthz_503_until_it_is_created() {
     assert!(m["shipper_topic_waiting_seconds{}"] >= 1.0, "{m:#?}");
     create_topic(&c, &format!("{t}-app"), 1, 3, &[]);
     create_topic(&c, &format!("{t}-fixed"), 1, 3, &[]);
-    until(
-        &|| topic_values(&c, &format!("{t}-app")).len() == 10,
+    tail.until(
+        60,
+        || topic_values(&c, &format!("{t}-app")).len() == 10,
         "lines once the topic exists",
     );
-    until(
-        &|| topic_values(&c, &format!("{t}-fixed")).len() == 5,
+    tail.until(
+        60,
+        || topic_values(&c, &format!("{t}-fixed")).len() == 5,
         "lines once the fixed topic exists",
     );
-    until(&|| http_get(port, "/healthz").0 == 200, "healthz never 200");
+    tail.until(
+        60,
+        || http_get(port, "/healthz").0 == 200,
+        "healthz never 200",
+    );
     assert_eq!(tail.stop("TERM"), Some(0), "{}", tail.stderr());
 }
 

@@ -22,9 +22,9 @@ pub async fn run(common: &Common, args: &CheckConfigArgs) -> anyhow::Result<i32>
     writeln!(out, "{}: ok", Esc::path(&args.file))?;
     writeln!(
         out,
-        "brokers: {} ({:?})",
+        "brokers: {} ({})",
         s.kafka.brokers.join(","),
-        s.kafka.security.protocol
+        s.kafka.security.protocol.kafka_name()
     )?;
     writeln!(out, "checkpoint: {}", Esc::path(&s.options.checkpoint))?;
     if let Some(m) = &s.options.metrics_listen {

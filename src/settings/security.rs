@@ -111,6 +111,16 @@ impl Protocol {
         }
     }
 
+    /// Kafka's name for it (`security.protocol`): `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT`, `SASL_SSL`.
+    pub fn kafka_name(self) -> &'static str {
+        match self {
+            Protocol::Plaintext => "PLAINTEXT",
+            Protocol::Ssl => "SSL",
+            Protocol::SaslPlaintext => "SASL_PLAINTEXT",
+            Protocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
     /// Whether connections use TLS.
     pub fn tls(self) -> bool {
         matches!(self, Protocol::Ssl | Protocol::SaslSsl)
@@ -437,7 +447,7 @@ pub fn resolve(c: &SecurityFlags) -> anyhow::Result<Security> {
     let cert_file = path(&c.cert_file, "ssl.certificate.location");
     let key_file = path(&c.key_file, "ssl.key.location");
     let insecure = if c.insecure {
-        Some("--tls-insecure")
+        Some("--tls-insecure, or tls_insecure in the config file")
     } else {
         prop("enable.ssl.certificate.verification")
             .filter(|v| v.eq_ignore_ascii_case("false"))
@@ -448,7 +458,14 @@ pub fn resolve(c: &SecurityFlags) -> anyhow::Result<Security> {
     let no_hostname_check = props
         .get("ssl.endpoint.identification.algorithm")
         .is_some_and(|v| v.is_empty() || v.eq_ignore_ascii_case("none"));
-    let wants_sasl = username.is_some() || mechanism.is_some();
+    // A password given on purpose (a file, a config key, a property) asks for SASL as a user name
+    // does: ignoring it would connect without authenticating. SHIPPER_SASL_PASSWORD alone does not
+    // (it may be set in an environment shared with commands that need none).
+    let wants_sasl = username.is_some()
+        || mechanism.is_some()
+        || c.password_file.is_some()
+        || c.password.is_some()
+        || prop("sasl.password").is_some();
     let wants_tls = ca_file.is_some()
         || cert_file.is_some()
         || key_file.is_some()
@@ -601,6 +618,31 @@ mod tests {
         assert_eq!(p.get("security.protocol").unwrap(), "SASL_SSL");
         assert_eq!(p.get("sasl.mechanism").unwrap(), "SCRAM-SHA-512");
         assert!(parse_properties("novalue").is_err());
+    }
+
+    #[test]
+    fn a_password_without_a_user_name_is_refused_not_ignored() {
+        let dir = crate::testkit::scratch_dir("pw-no-user");
+        let file = dir.join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        for flags in [
+            SecurityFlags {
+                password_file: Some(file.clone()),
+                ..SecurityFlags::default()
+            },
+            SecurityFlags {
+                password: Some(Secret::new("s3cret")),
+                ..SecurityFlags::default()
+            },
+            SecurityFlags {
+                properties: vec!["sasl.password=s3cret".into()],
+                ..SecurityFlags::default()
+            },
+        ] {
+            let e = resolve(&flags).unwrap_err().to_string();
+            assert!(e.contains("SASL needs a user name"), "{e}");
+            assert!(!e.contains("s3cret"), "{e}");
+        }
     }
 
     #[test]
