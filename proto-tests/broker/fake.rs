@@ -21,6 +21,17 @@ fn run(bootstrap: &str, args: &[&str], stdin: &[u8]) -> (Option<i32>, String, St
     )
 }
 
+/// Spawns `cmd` with its standard input and error piped; returns it and its standard input.
+fn spawn_with_stdin(cmd: &mut Command) -> (std::process::Child, std::process::ChildStdin) {
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
+}
+
 #[test]
 fn consume_from_an_offset_when_the_broker_says_earliest_is_past_latest_does_not_panic() {
     let (b, boot) = FakeBroker::start_tcp(1);
@@ -100,13 +111,8 @@ fn an_acl_refusal_stops_produce_reading_an_endless_input() {
     use std::io::Write;
     let (b, boot) = FakeBroker::start_tcp(1);
     b.create_topic("t", 1);
-    let mut child = Command::new(shipper_bin())
-        .args(["-b", &boot, "produce", "t"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
+    let (mut child, mut stdin) =
+        spawn_with_stdin(Command::new(shipper_bin()).args(["-b", &boot, "produce", "t"]));
     stdin.write_all(b"one\n").unwrap();
     std::thread::sleep(Duration::from_millis(1000));
     b.misbehave(Misbehave::ProduceError {
@@ -153,27 +159,24 @@ fn records_no_broker_ever_received_are_told_not_written() {
     let (b, boot) = FakeBroker::start_tcp(1);
     b.create_topic("t", 1);
     b.require_sasl("u", "old-password", 1500);
-    let mut child = Command::new(shipper_bin())
-        .args([
-            "-b",
-            &boot,
-            "--security-protocol",
-            "sasl_plaintext",
-            "--sasl-mechanism",
-            "PLAIN",
-            "--sasl-username",
-            "u",
-            "produce",
-            "t",
-            "--timeout",
-            "3s",
-        ])
-        .env("SHIPPER_SASL_PASSWORD", "old-password")
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
+    let (child, mut stdin) = spawn_with_stdin(
+        Command::new(shipper_bin())
+            .args([
+                "-b",
+                &boot,
+                "--security-protocol",
+                "sasl_plaintext",
+                "--sasl-mechanism",
+                "PLAIN",
+                "--sasl-username",
+                "u",
+                "produce",
+                "t",
+                "--timeout",
+                "3s",
+            ])
+            .env("SHIPPER_SASL_PASSWORD", "old-password"),
+    );
     stdin.write_all(b"one\n").unwrap();
     std::thread::sleep(Duration::from_millis(700));
     // The password is rotated: the session ends, and re-authenticating is refused.
@@ -231,13 +234,14 @@ fn a_second_signal_stops_produce_without_waiting_for_a_silent_broker() {
     use std::io::Write;
     let (b, boot) = FakeBroker::start_tcp(1);
     b.create_topic("t", 1);
-    let mut child = Command::new(shipper_bin())
-        .args(["-b", &boot, "produce", "t", "--timeout", "0"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
+    let (child, mut stdin) = spawn_with_stdin(Command::new(shipper_bin()).args([
+        "-b",
+        &boot,
+        "produce",
+        "t",
+        "--timeout",
+        "0",
+    ]));
     stdin.write_all(b"one\n").unwrap();
     std::thread::sleep(Duration::from_millis(1000));
     // The broker goes silent: the next line can never be acknowledged, and --timeout 0 waits for

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The single broker's bootstrap address, or `None` (test skipped) when unreachable outside CI.
 pub fn broker() -> Option<String> {
@@ -247,6 +247,16 @@ impl Tail {
     /// What it printed to stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits up to `secs` seconds for `what` to hold (asked ~300 times at most); fails with `why`
+    /// and what shipper said.
+    pub fn until(&self, secs: u64, what: impl Fn() -> bool, why: &str) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !what() {
+            assert!(Instant::now() < deadline, "{why}: {}", self.stderr());
+            std::thread::sleep(Duration::from_millis(secs * 1000 / 300));
+        }
     }
 }
 
