@@ -479,7 +479,7 @@ fn an_empty_endpoint_identification_algorithm_skips_only_the_host_name_check() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(
-        err.contains("TLS certificate verification is off (--tls-insecure)"),
+        err.contains("TLS certificate verification is off (--tls-insecure, or tls_insecure"),
         "{err}"
     );
 }
