@@ -327,3 +327,44 @@ fn tail_waits_through_a_broker_answering_garbage_and_ships_everything_after() {
     // recognises (idempotence), so each line is there once.
     assert_eq!(b.values("t"), vec![b"one".to_vec(), b"two".to_vec()]);
 }
+
+/// `consume -G` stopped by an error (its reads refused) commits what it printed before it exits,
+/// so the group's next reader does not print it again; it committed nothing.
+#[test]
+fn consume_in_a_group_stopped_by_an_error_commits_what_it_printed() {
+    use std::io::BufRead;
+    let (b, boot) = FakeBroker::start_tcp(1);
+    b.create_topic("t", 1);
+    b.append("t", 0, &[b"one", b"two", b"three"]);
+    let mut child = Command::new(shipper_bin())
+        .args(["-b", &boot, "consume", "t", "-G", "g", "-o", "beginning"])
+        .args(["--commit-interval-ms", "600000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    for want in ["one", "two", "three"] {
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim_end(), want);
+    }
+    // Topic authorization failed: reading stops; nothing was committed yet (a 10-minute interval).
+    b.misbehave(Misbehave::FetchError(29));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{err}");
+    assert_eq!(b.committed_offset("g", "t", 0), Some(3), "{err}");
+}

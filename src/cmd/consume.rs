@@ -321,6 +321,21 @@ impl Reader {
         self.out.flush()?;
         if result.is_ok() {
             self.commit_all(true).await;
+        } else if self.member.is_some() && self.commit.is_some() {
+            // Stopped by an error (a read refused, Kafka gone): what was printed is committed if
+            // the coordinator still answers, so the group's next reader does not print it again;
+            // said when it cannot be (a refusal is said by the commit itself).
+            let group = self.member.as_ref().map(|m| m.group().to_string());
+            let limit = Duration::from_secs(5);
+            if tokio::time::timeout(limit, self.commit_all(true))
+                .await
+                .is_err()
+            {
+                crate::log::warn(format_args!(
+                    "group '{}': the offsets of what was printed since the last commit were not committed (no answer within 5 s); the group's next reader starts at the last commit",
+                    Esc::str(group.as_deref().unwrap_or_default())
+                ));
+            }
         }
         if let Some(m) = self.member.take() {
             m.leave().await;
