@@ -173,6 +173,15 @@ try:
     wait_for(lambda: len(offsets()) > 0, 10, "records from offset 1 arrive")
     check(min(offsets()) == 1, f"records from offset 1 of each partition: {offsets()}")
 
+    # A link to a topic not served says so instead of showing another topic; from=-0 is the end.
+    driver.get(f"{BASE}/?topic=not-{TOPIC}&token={TOKEN}")
+    wait_for(lambda: "is not served here" in status(), 10, "a topic not served is said")
+    check(driver.execute_script("return window.shipper.received") == 0, "and nothing is shown")
+    driver.get(f"{BASE}/?topic={TOPIC}&from=-0&token={TOKEN}")
+    wait_for(lambda: "live" in status(), 10, "from=-0 goes live")
+    check("from=-0" in driver.current_url, f"the URL keeps from=-0: {driver.current_url}")
+    check(driver.execute_script("return window.shipper.received") == 0, "from=-0 shows only new records")
+
     # A view the server refuses shows the server's reason (EventSource alone hides the answer), and
     # a partition the topic lacks is refused as /api/records refuses it.
     driver.get(f"{BASE}/?topic={TOPIC}&q=(&re=1&token={TOKEN}")

@@ -31,7 +31,8 @@ impl StartOffset {
                         .map(StartOffset::Timestamp);
                 }
                 let n: i64 = s.parse().ok()?;
-                Some(if n < 0 {
+                // `-0` is "none before the end" (the end), not offset 0.
+                Some(if s.starts_with('-') {
                     StartOffset::FromEnd(n.checked_neg()?)
                 } else {
                     StartOffset::Absolute(n)

@@ -60,6 +60,10 @@ fn start_offsets_resolve_within_what_exists_even_when_the_broker_lies() {
     assert_eq!(StartOffset::parse("s@-5"), None);
     assert_eq!(StartOffset::parse("s@-3"), None);
     assert_eq!(StartOffset::parse("s@0"), Some(StartOffset::Timestamp(0)));
+    // -0: nothing before the end, not the beginning.
+    assert_eq!(StartOffset::parse("-0"), Some(StartOffset::FromEnd(0)));
+    assert_eq!(StartOffset::FromEnd(0).resolve(2, 10, None), 10);
+    assert_eq!(StartOffset::parse("0"), Some(StartOffset::Absolute(0)));
 }
 
 #[tokio::test(start_paused = true)]
