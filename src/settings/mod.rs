@@ -36,30 +36,49 @@ pub const MAX_SETTINGS_FILE: u64 = 1 << 20;
 pub const MAX_PEM_FILE: u64 = 16 << 20;
 
 /// Reads a small file whole, refusing one larger than `limit` bytes: a settings path pointing at
-/// `/dev/zero`, a log or a disk image fails at once instead of filling memory.
+/// `/dev/zero`, a log or a disk image fails at once instead of filling memory. A pipe or device must
+/// deliver its whole content within [`PIPE_WAIT`].
 pub fn read_bounded(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    read_bounded_within(path, limit, PIPE_WAIT)
+}
+
+/// How long a pipe or device given as a settings file (`--config <(...)`, a FIFO) may take to
+/// deliver its whole content: a writer that holds it open and writes nothing must not stop a start,
+/// or a reload, for ever.
+pub const PIPE_WAIT: Duration = Duration::from_secs(10);
+
+fn read_bounded_within(
+    path: &std::path::Path,
+    limit: u64,
+    wait: Duration,
+) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::io::AsRawFd;
-    // Opened without blocking: a FIFO nobody writes to would block the open forever. Then blocking
-    // again, so that a pipe with a writer (`--config <(...)`) is read to its end, and one without
-    // reads as empty at once.
+    // Opened without blocking: a FIFO nobody writes to would block the open forever (and reads as
+    // empty at once).
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)?;
-    // SAFETY: F_GETFL and F_SETFL on a descriptor this function owns; no memory is passed.
-    unsafe {
-        let fl = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
-        if fl < 0 || libc::fcntl(file.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    if file.metadata()?.is_dir() {
+    let meta = file.metadata()?;
+    if meta.is_dir() {
         return Err(std::io::Error::other("it is a directory"));
     }
     let mut bytes = Vec::new();
-    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if meta.is_file() {
+        // A regular file's reads wait on no one: blocking again.
+        // SAFETY: F_GETFL and F_SETFL on a descriptor this function owns; no memory is passed.
+        unsafe {
+            let fl = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+            if fl < 0 || libc::fcntl(file.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        file.take(limit + 1).read_to_end(&mut bytes)?;
+    } else {
+        read_until_end_or(&file, limit, wait, &mut bytes)?;
+    }
     if bytes.len() as u64 > limit {
         let size = match limit {
             l if l >= 1 << 20 && l % (1 << 20) == 0 => format!("{} MiB", l >> 20),
@@ -70,6 +89,59 @@ pub fn read_bounded(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u
         )));
     }
     Ok(bytes)
+}
+
+/// Reads a non-blocking pipe or device until its end, more than `limit` bytes, or `wait` (an
+/// error: a writer that neither writes nor closes).
+fn read_until_end_or(
+    mut file: &std::fs::File,
+    limit: u64,
+    wait: Duration,
+    bytes: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    use std::io::{ErrorKind, Read};
+    use std::os::unix::io::AsRawFd;
+    let deadline = std::time::Instant::now() + wait;
+    let mut buf = [0u8; 8192];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                bytes.extend_from_slice(&buf[..n]);
+                if bytes.len() as u64 > limit {
+                    return Ok(());
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(std::io::Error::new(
+                        ErrorKind::TimedOut,
+                        format!(
+                            "its end did not come within {} s (a pipe whose writer never finishes?)",
+                            wait.as_secs_f64()
+                        ),
+                    ));
+                }
+                let mut pfd = libc::pollfd {
+                    fd: file.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+                // SAFETY: one valid pollfd, on the stack for the whole call; the descriptor is
+                // this function's (borrowed from `file`, open for the call).
+                if unsafe { libc::poll(&mut pfd, 1, ms) } < 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() != ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// [`read_bounded`], as UTF-8 text.
@@ -262,6 +334,18 @@ mod tests {
         let got = read_text_bounded(&fifo, 100).unwrap();
         writer.join().unwrap();
         assert_eq!(got, "brokers = [\"k:9092\"]\n");
+        // A writer that holds it open and writes nothing: a bounded wait, then an error.
+        let idle = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .unwrap();
+        let t = std::time::Instant::now();
+        let e = read_bounded_within(&fifo, 100, Duration::from_millis(300)).unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+        assert!(e.to_string().contains("never finishes"), "{e}");
+        drop(idle);
         let e = read_bounded(std::path::Path::new("/dev/zero"), 1 << 20).unwrap_err();
         assert_eq!(e.to_string(), "it is larger than 1 MiB (the wrong file?)");
         let e = read_bounded(&dir, 100).unwrap_err();
