@@ -578,6 +578,20 @@ fn check_config_names_the_line_of_each_mistake_and_exits_2() {
             && text.contains("brokers: k:9092 (PLAINTEXT)"),
         "{text}"
     );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("writable by every user"));
+    // A config file every user may change is said (it decides what is read and where it goes).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = Command::new(shipper_bin())
+        .args(["check-config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("is writable by every user (mode 666)"),
+        "{err}"
+    );
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
     // A file two inputs match is shown under the first, which ships it.
     let overlap = dir.join("overlap");
     std::fs::create_dir_all(&overlap).unwrap();

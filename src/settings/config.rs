@@ -188,6 +188,22 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// Says so when every user may change the config file: whoever can decides which files the agent
+/// reads (with its access to the logs) and where it sends them.
+fn warn_if_anyone_may_write(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        let mode = m.permissions().mode();
+        if m.is_file() && mode & 0o002 != 0 {
+            crate::log::warn(format_args!(
+                "config file {} is writable by every user (mode {:o}): anyone can change which files are read and where they are sent; chmod o-w it",
+                Esc::path(path),
+                mode & 0o777
+            ));
+        }
+    }
+}
+
 /// Reads and checks a config file, with command-line flags given explicitly taking precedence
 /// (`-b`, `--timeout`, the security options, `--metrics-listen`).
 pub fn load(
@@ -197,6 +213,7 @@ pub fn load(
 ) -> anyhow::Result<TailSettings> {
     let text = super::read_text_bounded(path, super::MAX_SETTINGS_FILE)
         .map_err(|e| UsageError(format!("cannot read {}: {e}", Esc::path(path))))?;
+    warn_if_anyone_may_write(path);
     let mut s = Reader { path, text: &text }.settings(common)?;
     if metrics_listen.is_some() {
         s.options.metrics_listen = metrics_listen;
