@@ -462,6 +462,10 @@ pub struct TailArgs {
     /// Put the source file path in a record header with this name
     #[arg(long, value_name = "NAME")]
     pub path_header: Option<String>,
+    /// Record key for each line, a template: {path}, {file_name}, {file_stem}, {dir}, {hostname}
+    /// (--key '{path}' keeps each file's lines in one partition, in order)
+    #[arg(long, value_name = "TEMPLATE")]
+    pub key: Option<String>,
     /// Rescan the paths this often, in ms, where file events cannot be trusted (a directory that
     /// cannot be watched, or on NFS/SMB/FUSE); with events, every 60 times this as a safety net
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]

@@ -1,7 +1,7 @@
 //! `shipper tail` against the real broker: new lines, partial lines, rotation, truncation, restarts,
 //! many files, bad input, and a model test of random file operations.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -90,6 +90,58 @@ fn tail_ships_existing_and_appended_lines_and_holds_a_partial_line_until_its_new
         ck.lines()
             .any(|l| l.split(' ').nth(5) == Some(&size.to_string())),
         "{ck}"
+    );
+}
+
+/// `--key '{file_name}'`: each file's lines carry its name as key, so they sit in one partition, in
+/// order (without a key the sticky partitioner spreads a file over every partition).
+#[test]
+fn tail_key_template_keeps_each_file_in_one_partition_in_order() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("tail-key");
+    let t = topic("tail-key");
+    create_topic(&b, &t, 3, 1, &[]);
+    for name in ["a.log", "b.log", "c.log"] {
+        append(&dir.join(name), &numbered(name, 0, 300));
+    }
+    let ck = ckpt_arg(&dir);
+    let glob = format!("{}/*.log", dir.display());
+    let mut tail = Tail::start(
+        &b,
+        &[&glob, &t, "--checkpoint", &ck, "--key", "{file_name}"],
+        &dir.join("err"),
+    );
+    wait_for_records(&b, &t, 900, WAIT);
+    assert_eq!(tail.stop("INT"), Some(0), "{}", tail.stderr());
+    let got = shipper_ok(
+        &b,
+        &["consume", &t, "--from-beginning", "-e", "-f", "%p %k %s\n"],
+        b"",
+    );
+    let mut by_key: BTreeMap<String, (BTreeSet<String>, Vec<String>)> = BTreeMap::new();
+    for l in String::from_utf8(got).unwrap().lines() {
+        let mut it = l.splitn(3, ' ');
+        let (p, k, v) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+        let e = by_key.entry(k.to_string()).or_default();
+        e.0.insert(p.to_string());
+        e.1.push(v.to_string());
+    }
+    assert_eq!(by_key.len(), 3, "{by_key:?}");
+    for (k, (parts, values)) in by_key {
+        assert_eq!(parts.len(), 1, "{k}: one partition");
+        let want: Vec<String> = lines(&numbered(&k, 0, 300))
+            .into_iter()
+            .map(|l| String::from_utf8(l).unwrap())
+            .collect();
+        assert_eq!(values, want, "{k}: every line, in order");
+    }
+    // A template with an unknown placeholder is a usage error naming the flag.
+    let out = shipper(&b, &["tail", &glob, &t, "--key", "{nope}"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--key: "),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

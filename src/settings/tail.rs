@@ -93,12 +93,18 @@ impl TailSettings {
                 )
             })
             .collect();
+        let key = args
+            .key
+            .as_deref()
+            .map(Template::parse)
+            .transpose()
+            .or_else(|e| usage(format!("--key: {e}")))?;
         let input = Input {
             name: paths.join(" "),
             patterns,
             route: RouteSpec {
                 topic: template,
-                key: None,
+                key,
                 headers,
             },
             multiline: None,
