@@ -493,7 +493,22 @@ impl Pass<'_> {
                 self.out.known_gone.push((id.dev, id.ino));
                 find_in_dir(path.parent().unwrap_or(Path::new(".")), id)
             };
-            let Some(moved) = moved else { continue };
+            let Some(moved) = moved else {
+                // At start: a file that was followed under its pattern's name at the last stop
+                // (not an older rotated generation) is neither there nor renamed next to it: rotated
+                // elsewhere (logrotate's olddir) or deleted while shipper was stopped. Lines written
+                // to it after the checkpoint are lost unless a pattern finds where it went: said.
+                if self.req.first && path == origin {
+                    self.out.notices.push(Notice {
+                        key: format!("vanished:{}", path.display()),
+                        text: format!(
+                            "{}: followed at the last stop (Kafka has its first {offset} bytes), it is neither there nor renamed next to it: if it was rotated elsewhere or deleted while shipper was stopped, lines written to it after that are not shipped (a pattern matching where rotation puts it ships them)",
+                            Esc::path(path)
+                        ),
+                    });
+                }
+                continue;
+            };
             let size = std::fs::symlink_metadata(&moved).map_or(0, |m| m.len());
             if size > *offset && self.budget == 0 {
                 self.out.starved = true;
@@ -568,6 +583,60 @@ mod tests {
         let opened = &pass.out.opened[0];
         assert!(!opened.found.id.same(&stale.id), "the new file");
         assert_eq!(opened.head, b"new\n");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_followed_log_rotated_out_of_reach_while_stopped_is_said_at_start() {
+        let d = crate::testkit::scratch_dir("scan-vanished");
+        std::fs::create_dir_all(d.join("old")).unwrap();
+        let log = d.join("app.log");
+        let gen2 = d.join("app.log.2");
+        std::fs::write(&log, "a\nb\n").unwrap();
+        std::fs::write(&gen2, "x\n").unwrap();
+        let id = |p: &Path| FileId::from_meta(&std::fs::metadata(p).unwrap());
+        let known = vec![
+            // The live log, read to byte 2, then moved to old/ by a rotation (olddir).
+            (id(&log), log.clone(), log.clone(), 2),
+            // An older generation (rotated before the stop), deleted: nothing to say.
+            (id(&gen2), gen2.clone(), d.join("app.log"), 2),
+        ];
+        std::fs::rename(&log, d.join("old/app.log.1")).unwrap();
+        std::fs::write(&log, "new\n").unwrap();
+        std::fs::remove_file(&gen2).unwrap();
+        let pattern = Pattern::new(log.to_str().unwrap(), &[]).unwrap();
+        for first in [true, false] {
+            let req = ScanRequest {
+                patterns: Arc::new(vec![pattern.clone()]),
+                policy: Arc::new(FilePolicy::default()),
+                first,
+                followed: Vec::new(),
+                known: known.clone(),
+                generation: 0,
+                budget: 10,
+                only: None,
+                names: Vec::new(),
+                compressed: Arc::default(),
+            };
+            let mut pass = Pass {
+                req: &req,
+                found: Vec::new(),
+                out: ScanResult::default(),
+                budget: 10,
+            };
+            pass.find_known();
+            let said: Vec<&str> = pass.out.notices.iter().map(|n| n.text.as_str()).collect();
+            if first {
+                assert_eq!(said.len(), 1, "{said:?}");
+                assert!(
+                    said[0].starts_with(&format!("{}: followed at the last stop", log.display()))
+                        && said[0].contains("Kafka has its first 2 bytes"),
+                    "{said:?}"
+                );
+            } else {
+                assert!(said.is_empty(), "only at start: {said:?}");
+            }
+        }
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
