@@ -518,6 +518,33 @@ fn consume_into_a_closed_pipe_exits_quietly() {
     assert!(!err.contains("error"), "{err}");
 }
 
+/// `consume -G ... | head -1`: what stayed in shipper's buffer when the pipe closed was not written,
+/// so it is not committed; the group's next reader gets it (it skipped a whole fetch, ~4,500 records).
+#[test]
+fn consume_in_a_group_into_a_closed_pipe_commits_only_what_was_written() {
+    let Some(b) = broker() else { return };
+    let t = topic("pipe-group");
+    let g = format!("{t}-g");
+    let input: Vec<u8> = (0..20000)
+        .flat_map(|i| format!("{i:06} {}\n", "x".repeat(200)).into_bytes())
+        .collect();
+    shipper_ok(&b, &["produce", &t], &input);
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{}' -b {b} consume {t} -G {g} --from-beginning | head -1",
+            shipper_bin().display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.stdout.starts_with(b"000000 x"));
+    // The next reader of the group starts at most where a pipe (64 KiB) and head's read could have
+    // taken the records to (~300 and a few hundred more of these 208-byte lines), not past them.
+    let next = shipper_ok(&b, &["consume", &t, "-G", &g, "--from-beginning", "-c", "1"], b"");
+    let first: usize = String::from_utf8_lossy(&next[..6]).parse().unwrap();
+    assert!(first < 2500, "the group skipped to record {first}");
+}
+
 #[test]
 fn consume_into_a_full_device_says_standard_output_is_what_failed() {
     let Some(b) = broker() else { return };

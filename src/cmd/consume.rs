@@ -159,9 +159,12 @@ impl Reader {
         }
     }
 
-    /// Writes the records out, noting how far each partition got.
+    /// Writes the records out, noting how far each partition got once they are flushed to stdout:
+    /// a record still in the buffer when stdout fails (`| head` gone) is not written, and a position
+    /// past it would be committed and skip it for the group.
     fn write(&mut self, fetched: &[Fetched]) -> anyhow::Result<()> {
         let mut scratch = Vec::new();
+        let mut moved = Vec::new();
         for f in fetched {
             let topic = self.consumer.topic_name(f.topic).to_string();
             let mut write_err = None;
@@ -193,10 +196,11 @@ impl Reader {
                 last
             };
             if let Some(p) = pos.or(last) {
-                self.positions.insert((topic, f.partition), p);
+                moved.push(((topic, f.partition), p));
             }
         }
         self.out.flush()?;
+        self.positions.extend(moved);
         Ok(())
     }
 
