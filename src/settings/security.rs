@@ -314,6 +314,38 @@ fn jaas_field(jaas: &str, name: &str) -> Option<String> {
     None
 }
 
+/// Whether a property is about how to connect (TLS, SASL): one shipper does not know is an error,
+/// never passed over.
+fn is_security_key(k: &str) -> bool {
+    ["ssl.", "sasl.", "security."]
+        .iter()
+        .any(|p| k.starts_with(p))
+}
+
+/// The shipper flag that does the job of a Java or librdkafka client setting, if one does.
+fn flag_for(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "acks" | "request.required.acks" => "--acks",
+        "compression.type" | "compression.codec" => "--compression",
+        "compression.level" => "--compression-level",
+        "linger.ms" | "queue.buffering.max.ms" => "--linger-ms",
+        "batch.size" => "--batch-bytes",
+        "client.id" => "--client-id",
+        "enable.idempotence" => "--no-idempotence",
+        "max.in.flight.requests.per.connection" | "max.in.flight" => "--max-in-flight",
+        "max.request.size" | "message.max.bytes" => "--max-message-bytes",
+        "request.timeout.ms" | "delivery.timeout.ms" | "message.timeout.ms" => "--timeout",
+        "partitioner" | "partitioner.class" => "--partitioner",
+        "group.id" => "-G",
+        "auto.offset.reset" => "-o",
+        "enable.auto.commit" => "--commit / --no-commit",
+        "auto.commit.interval.ms" => "--commit-interval-ms",
+        "session.timeout.ms" => "--session-timeout-ms",
+        "group.protocol" => "--group-protocol",
+        _ => return None,
+    })
+}
+
 /// The properties from `-F` then `-X` (later wins), checked against the known keys.
 fn properties(c: &SecurityFlags) -> anyhow::Result<BTreeMap<String, String>> {
     let mut props = BTreeMap::new();
@@ -325,7 +357,27 @@ fn properties(c: &SecurityFlags) -> anyhow::Result<BTreeMap<String, String>> {
         if parsed.contains_key("sasl.password") || parsed.contains_key("sasl.jaas.config") {
             warn_if_readable(f, "properties file");
         }
-        props.extend(parsed);
+        // A Java client.properties shared with other tools holds their tuning too
+        // (`request.timeout.ms`, `key.deserializer`): passed over, said once. Security settings
+        // shipper does not know stay errors (below): passing over one would change how it connects.
+        let (used, passed_over): (Vec<_>, Vec<_>) = parsed
+            .into_iter()
+            .partition(|(k, _)| KNOWN_KEYS.contains(&k.as_str()) || is_security_key(k));
+        if !passed_over.is_empty() {
+            let names: Vec<String> = passed_over
+                .iter()
+                .map(|(k, _)| match flag_for(k) {
+                    Some(flag) => format!("{} (shipper's {flag})", Esc::str(k)),
+                    None => Esc::str(k).to_string(),
+                })
+                .collect();
+            crate::log::warn(format_args!(
+                "-F {}: passing over settings shipper does not read: {}",
+                Esc::path(f),
+                names.join(", ")
+            ));
+        }
+        props.extend(used);
     }
     let mut password_on_command_line = false;
     for kv in &c.properties {
@@ -375,6 +427,9 @@ fn properties(c: &SecurityFlags) -> anyhow::Result<BTreeMap<String, String>> {
                 "'{}' is a Java keystore setting (PKCS12/JKS); shipper reads PEM files: give {pem}",
                 Esc::str(k)
             ));
+        }
+        if let Some(flag) = flag_for(k) {
+            return usage(format!("-X {}: shipper sets this with {flag}", Esc::str(k)));
         }
         return usage(format!(
             "unknown configuration key '{}' (shipper takes: {})",
@@ -643,6 +698,37 @@ mod tests {
             assert!(e.contains("SASL needs a user name"), "{e}");
             assert!(!e.contains("s3cret"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_java_client_file_s_tuning_is_passed_over_and_a_flag_setting_is_named() {
+        let dir = crate::testkit::scratch_dir("props-tuning");
+        let file = dir.join("client.properties");
+        std::fs::write(
+            &file,
+            "bootstrap.servers=k:9092\nrequest.timeout.ms=20000\nkey.deserializer=org.x.StringDeserializer\n",
+        )
+        .unwrap();
+        let flags = SecurityFlags {
+            properties_file: Some(file.clone()),
+            ..SecurityFlags::default()
+        };
+        let p = properties(&flags).unwrap();
+        assert_eq!(p.keys().collect::<Vec<_>>(), ["bootstrap.servers"]);
+        // A security setting shipper does not know is not passed over: it changes how to connect.
+        std::fs::write(&file, "sasl.kerberos.service.name=kafka\n").unwrap();
+        let e = properties(&flags).unwrap_err().to_string();
+        assert!(
+            e.contains("unknown configuration key 'sasl.kerberos.service.name'"),
+            "{e}"
+        );
+        // On the command line a setting with a shipper flag names it.
+        let flags = SecurityFlags {
+            properties: vec!["acks=all".into()],
+            ..SecurityFlags::default()
+        };
+        let e = properties(&flags).unwrap_err().to_string();
+        assert_eq!(e, "-X acks: shipper sets this with --acks");
     }
 
     #[test]
