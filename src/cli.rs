@@ -523,7 +523,19 @@ impl Cli {
             std::process::exit(2);
         }
         let mut cmd = Cli::command();
-        let m = cmd.get_matches_mut();
+        let m = match cmd.try_get_matches_from_mut(&args) {
+            Ok(m) => m,
+            Err(e) => {
+                // kcat's letters: clap's tip (`use -- -K`) would make the flag a topic name.
+                if e.kind() == clap::error::ErrorKind::UnknownArgument {
+                    if let Some(hint) = kcat_habit(&args) {
+                        crate::log::error(format_args!("{hint}"));
+                        std::process::exit(2);
+                    }
+                }
+                e.exit()
+            }
+        };
         if let Some(("tail", t)) = m.subcommand() {
             if t.value_source("config") == Some(ValueSource::CommandLine) {
                 let tail = cmd.find_subcommand("tail");
@@ -583,6 +595,23 @@ mod tests {
     }
 
     #[test]
+    fn kcat_letters_and_negative_partitions_get_what_to_type_instead() {
+        let args = |a: &[&str]| -> Vec<std::ffi::OsString> {
+            std::iter::once("shipper")
+                .chain(a.iter().copied())
+                .map(Into::into)
+                .collect()
+        };
+        let hint = kcat_habit(&args(&["produce", "t", "-K", ":"])).unwrap();
+        assert!(hint.contains("--key-separator"), "{hint}");
+        let hint = kcat_habit(&args(&["consume", "t", "-p", "-1"])).unwrap();
+        assert!(hint.contains("numbered from 0"), "{hint}");
+        // After `--`, or as a value of another word, nothing is judged.
+        assert_eq!(kcat_habit(&args(&["produce", "--", "-K"])), None);
+        assert_eq!(kcat_habit(&args(&["consume", "t", "-o", "-1"])), None);
+    }
+
+    #[test]
     fn a_bad_choice_is_a_usage_error_listing_the_choices() {
         let e = Cli::try_parse_from(["shipper", "produce", "t", "--acks", "foo"]).unwrap_err();
         assert_eq!(e.exit_code(), 2);
@@ -592,6 +621,43 @@ mod tests {
             "{text}"
         );
     }
+}
+
+/// What to type instead of a kcat flag shipper does not have, or of a negative partition (for a
+/// command line clap refused: its own tip, `use -- -K`, would make the flag a topic name).
+fn kcat_habit(args: &[std::ffi::OsString]) -> Option<String> {
+    let words: Vec<&str> = args
+        .iter()
+        .skip(1)
+        .map_while(|a| a.to_str())
+        .take_while(|a| *a != "--")
+        .collect();
+    if let Some(w) = words.windows(2).find(|w| {
+        matches!(w[0], "-p" | "--partition") && w[1].starts_with('-') && w[1].parse::<i64>().is_ok()
+    }) {
+        return Some(format!(
+            "{} {}: partitions are numbered from 0 (all of them: leave out -p)",
+            w[0], w[1]
+        ));
+    }
+    words.iter().find_map(|w| {
+        let instead = match *w {
+            "-P" => "'shipper produce TOPIC' writes stdin to a topic",
+            "-C" => "'shipper consume TOPIC' reads a topic",
+            "-L" => "'shipper metadata' lists brokers and topics",
+            "-t" => "the topic is an argument: shipper produce TOPIC, shipper consume TOPIC",
+            "-K" => "use --key-separator SEP (produce)",
+            "-k" => "use --key KEY (produce)",
+            "-z" => "use --compression CODEC",
+            "-d" => "use -v (-vv for more)",
+            "-D" => "input is split at newlines (a delimiter other than \\n is not offered)",
+            "-Z" => "shipper has no NULL-value option: an empty line is an empty value (consume -J shows a null value as null, %S as -1)",
+            "-l" => "use --file FILE (produce)",
+            "-u" => "output is written as records arrive (nothing to unbuffer)",
+            _ => return None,
+        };
+        Some(format!("shipper has no kcat {w}: {instead}"))
+    })
 }
 
 /// A secret setting given as `-X sasl.password SECRET` (a blank for the `=`): its key, so that the
