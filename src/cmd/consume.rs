@@ -39,6 +39,9 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
         },
         (None, false) => StartOffset::End,
     };
+    for t in &args.topics {
+        crate::settings::check_topic_arg(t)?;
+    }
     let settings = KafkaSettings::from_flags(common, Some(Duration::from_secs(30)))?;
     let isolation = match args.isolation_level {
         Some(i) => i,

@@ -351,6 +351,7 @@ impl Run<'_> {
 
 /// Runs the command; returns the exit code.
 pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
+    crate::settings::check_topic_arg(&args.topic)?;
     let headers_owned = parse_headers(&args.producer.headers)?;
     let input = Input::open(args.file.as_deref())?;
     // kcat's escapes, as in -K: `\t` is a tab.

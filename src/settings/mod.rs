@@ -154,6 +154,31 @@ pub fn read_text_bounded(path: &std::path::Path, limit: u64) -> std::io::Result<
     })
 }
 
+/// A broker address with Kafka's default port (9092) when it names none: `kafka1`, `[::1]`.
+fn with_default_port(b: String) -> String {
+    let has_port = match b.strip_prefix('[') {
+        Some(v6) => v6.contains("]:"),
+        None => b.contains(':'),
+    };
+    match has_port {
+        true => b,
+        false => format!("{b}:9092"),
+    }
+}
+
+/// A topic named on the command line (`produce`, `consume`) is one Kafka could hold: a pattern
+/// (`'^logs-.*'`, what kcat -G and Java's `--include` take) is said to be one, rather than sent for
+/// the broker to refuse with a bare protocol error.
+pub fn check_topic_arg(raw: &str) -> anyhow::Result<()> {
+    if crate::tail::route::topic_name(raw.as_bytes()).1 {
+        return usage(format!(
+            "'{}' is not a topic name (letters, digits, '.', '_' and '-', at most 249): shipper reads and writes named topics, not patterns",
+            crate::escape::Esc::str(raw)
+        ));
+    }
+    Ok(())
+}
+
 /// Where the cluster is and how to talk to it.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
@@ -198,12 +223,8 @@ impl KafkaSettings {
         if brokers.is_empty() {
             return usage("no brokers given (-b host:port)");
         }
-        if let Some(b) = brokers.iter().find(|b| !b.contains(':')) {
-            return usage(format!(
-                "broker address '{}' needs a port (host:port)",
-                crate::escape::Esc::str(b)
-            ));
-        }
+        // Without a port, Kafka's 9092 (as kcat assumes).
+        let brokers = brokers.into_iter().map(with_default_port).collect();
         Ok(KafkaSettings {
             brokers,
             client_id,
@@ -350,5 +371,16 @@ mod tests {
         assert_eq!(e.to_string(), "it is larger than 1 MiB (the wrong file?)");
         let e = read_bounded(&dir, 100).unwrap_err();
         assert_eq!(e.to_string(), "it is a directory");
+    }
+
+    #[test]
+    fn a_broker_without_a_port_gets_kafka_s_and_a_pattern_is_not_a_topic() {
+        assert_eq!(with_default_port("kafka1".into()), "kafka1:9092");
+        assert_eq!(with_default_port("kafka1:9093".into()), "kafka1:9093");
+        assert_eq!(with_default_port("[::1]".into()), "[::1]:9092");
+        assert_eq!(with_default_port("[::1]:9093".into()), "[::1]:9093");
+        let e = check_topic_arg("^logs-.*").unwrap_err().to_string();
+        assert!(e.contains("not patterns"), "{e}");
+        assert!(check_topic_arg("app-logs.v2_x").is_ok());
     }
 }
