@@ -540,7 +540,11 @@ fn consume_in_a_group_into_a_closed_pipe_commits_only_what_was_written() {
     assert!(out.stdout.starts_with(b"000000 x"));
     // The next reader of the group starts at most where a pipe (64 KiB) and head's read could have
     // taken the records to (~300 and a few hundred more of these 208-byte lines), not past them.
-    let next = shipper_ok(&b, &["consume", &t, "-G", &g, "--from-beginning", "-c", "1"], b"");
+    let next = shipper_ok(
+        &b,
+        &["consume", &t, "-G", &g, "--from-beginning", "-c", "1"],
+        b"",
+    );
     let first: usize = String::from_utf8_lossy(&next[..6]).parse().unwrap();
     assert!(first < 2500, "the group skipped to record {first}");
 }
