@@ -45,7 +45,7 @@ pub fn read_bounded(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u
 /// How long a pipe or device given as a settings file (`--config <(...)`, a FIFO) may take to
 /// deliver its whole content: a writer that holds it open and writes nothing must not stop a start,
 /// or a reload, for ever.
-pub const PIPE_WAIT: Duration = Duration::from_secs(10);
+pub const PIPE_WAIT: Duration = Duration::from_secs(60);
 
 fn read_bounded_within(
     path: &std::path::Path,
