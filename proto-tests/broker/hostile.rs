@@ -412,7 +412,13 @@ fn a_checkpoint_that_cannot_be_written_at_the_end_makes_tail_exit_1() {
     assert_eq!(wait_for_records(&b, &t, 10, WAIT).len(), 10);
     // Its directory gone (as root, the one sure way to make every write fail): lines still ship,
     // and the stop that cannot record them says so with exit 1, for systemd to see.
-    std::fs::remove_dir_all(&ckdir).unwrap();
+    // (Retried: shipper may write its next checkpoint's temporary file there while it is removed.)
+    let mut tries = 0;
+    while let Err(e) = std::fs::remove_dir_all(&ckdir) {
+        tries += 1;
+        assert!(tries < 50, "cannot remove {}: {e}", ckdir.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     append(&dir.join("a.log"), &numbered("a", 10, 20));
     assert_eq!(wait_for_records(&b, &t, 20, WAIT).len(), 20);
     assert_eq!(tail.stop("TERM"), Some(1));
