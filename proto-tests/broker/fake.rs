@@ -32,6 +32,27 @@ fn spawn_with_stdin(cmd: &mut Command) -> (std::process::Child, std::process::Ch
     (child, stdin)
 }
 
+/// Waits up to `limit` for `child` to exit, calling `each` between looks; kills it at the limit
+/// (`None`).
+fn wait_exit(
+    child: &mut std::process::Child,
+    limit: Duration,
+    mut each: impl FnMut(),
+) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            return None;
+        }
+        each();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn consume_from_an_offset_when_the_broker_says_earliest_is_past_latest_does_not_panic() {
     let (b, boot) = FakeBroker::start_tcp(1);
@@ -120,19 +141,10 @@ fn an_acl_refusal_stops_produce_reading_an_endless_input() {
         leader_hint: None,
     });
     stdin.write_all(b"two\n").unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if start.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            break None;
-        }
-        // More input keeps coming; none of it is read after the refusal.
+    // More input keeps coming; none of it is read after the refusal.
+    let status = wait_exit(&mut child, Duration::from_secs(10), || {
         let _ = stdin.write_all(b"more\n");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    });
     let out = child.wait_with_output().unwrap();
     drop(stdin);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -352,17 +364,7 @@ fn consume_in_a_group_stopped_by_an_error_commits_what_it_printed() {
     }
     // Topic authorization failed: reading stops; nothing was committed yet (a 10-minute interval).
     b.misbehave(Misbehave::FetchError(29));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if start.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = wait_exit(&mut child, Duration::from_secs(20), || {});
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(status.and_then(|s| s.code()), Some(1), "{err}");

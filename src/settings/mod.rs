@@ -170,13 +170,20 @@ fn with_default_port(b: String) -> String {
 /// (`'^logs-.*'`, what kcat -G and Java's `--include` take) is said to be one, rather than sent for
 /// the broker to refuse with a bare protocol error.
 pub fn check_topic_arg(raw: &str) -> anyhow::Result<()> {
-    if crate::tail::route::topic_name(raw.as_bytes()).1 {
-        return usage(format!(
+    match topic_name_problem(raw) {
+        Some(problem) => usage(problem),
+        None => Ok(()),
+    }
+}
+
+/// What is wrong with `raw` as a topic name, in words; `None` when Kafka would take it.
+pub(crate) fn topic_name_problem(raw: &str) -> Option<String> {
+    crate::tail::route::topic_name(raw.as_bytes()).1.then(|| {
+        format!(
             "'{}' is not a topic name (letters, digits, '.', '_' and '-', at most 249): shipper reads and writes named topics, not patterns",
             crate::escape::Esc::str(raw)
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
 /// Where the cluster is and how to talk to it.

@@ -11,7 +11,7 @@ use crate::producer::{OnPermanent, ProducerConfig};
 use crate::tail::checkpoint;
 use crate::tail::discover::{resolve_owners, FilePolicy, Pattern};
 use crate::tail::follower::ReadLimits;
-use crate::tail::route::{topic_name, RouteSpec, Template};
+use crate::tail::route::{RouteSpec, Template};
 use crate::tail::{EngineConfig, Input, TailOptions};
 
 /// Everything `tail` runs with.
@@ -53,13 +53,10 @@ pub fn check_exactly_once(p: &mut ProducerConfig) -> Result<(), String> {
 
 /// Checks a topic name given as it is (no placeholders).
 pub fn check_topic(t: &Template, raw: &str) -> Result<(), String> {
-    if t.is_constant() && topic_name(raw.as_bytes()).1 {
-        return Err(format!(
-            "'{}' is not a valid topic name (use letters, digits, '.', '_' and '-', at most 249)",
-            crate::escape::Esc::str(raw)
-        ));
+    match super::topic_name_problem(raw) {
+        Some(problem) if t.is_constant() => Err(problem),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 impl TailSettings {
