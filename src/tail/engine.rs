@@ -799,9 +799,20 @@ impl Engine {
                 let at_line_start = e.offset == 0
                     || e.offset >= size
                     || byte_at(&n.file, e.offset - 1).is_some_and(|b| b == b'\n');
-                if head_matches(head, e.fingerprint) && e.offset <= size && at_line_start {
+                let same_head = head_matches(head, e.fingerprint);
+                if same_head && e.offset <= size && at_line_start {
                     e.offset
+                } else if !same_head && e.path != n.found.path {
+                    // Other bytes under another name: a new file that reuses the inode of one read
+                    // before and since deleted (gzip's `.gz` of a rotated log, written while the
+                    // entry of the file it replaces was still kept). Nothing was truncated.
+                    0
                 } else {
+                    crate::log::info(format_args!(
+                        "{}: shorter or rewritten since it was read to byte {}; reading again from the start",
+                        Esc::path(&n.found.path),
+                        e.offset
+                    ));
                     self.counters.truncations += 1;
                     was = Some((e.offset, e.fingerprint));
                     0
