@@ -52,6 +52,17 @@ fn main() {
     ) {
         shipper::backoff::tell_waits();
     }
+    let prints = match &cli.command {
+        Command::Consume(_) | Command::Metadata(_) | Command::Groups(_) => true,
+        Command::Produce(a) => a.print_offsets,
+        _ => false,
+    };
+    if prints {
+        if let Err(e) = shipper::output::check_stdout_open() {
+            shipper::log::error(format_args!("{e}"));
+            std::process::exit(1);
+        }
+    }
     let result = rt.block_on(async {
         match &cli.command {
             Command::Produce(a) => cmd::produce::run(&cli.common, a).await,

@@ -19,6 +19,34 @@ pub fn stdout() -> Stdout {
     Stdout(io::stdout().lock())
 }
 
+/// Fails when standard output was closed (`>&-`). Rust's runtime opens `/dev/null` read-write on a
+/// closed standard descriptor before `main`, so every write would vanish without an error and a
+/// `consume -G` would commit records nobody received; a shell's `>/dev/null` opens it write-only,
+/// which stays a deliberate way to discard.
+pub fn check_stdout_open() -> io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    // Where either cannot be looked at (no /proc), nothing is said.
+    let (Ok(null), Ok(out)) = (
+        std::fs::metadata("/dev/null"),
+        std::fs::metadata("/proc/self/fd/1"),
+    ) else {
+        return Ok(());
+    };
+    // SAFETY: F_GETFL only reads the descriptor's status flags; no memory is passed.
+    let flags = unsafe { libc::fcntl(libc::STDOUT_FILENO, libc::F_GETFL) };
+    let reopened = out.file_type().is_char_device()
+        && out.rdev() == null.rdev()
+        && flags >= 0
+        && flags & libc::O_ACCMODE == libc::O_RDWR;
+    match reopened {
+        true => Err(io::Error::new(
+            io::ErrorKind::BrokenPipe,
+            "standard output is closed (>&-, or /dev/null opened read-write, as daemon(3) does): nothing read could be printed; send it to a file, or >/dev/null to discard",
+        )),
+        false => Ok(()),
+    }
+}
+
 fn on_stdout(e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("cannot write to standard output: {e}"))
 }

@@ -593,6 +593,48 @@ fn consume_into_a_full_device_says_standard_output_is_what_failed() {
     assert_eq!(lines(&got).len(), 15);
 }
 
+/// `consume -G` with standard output closed (`>&-`) refuses to start: Rust reopens a closed standard
+/// descriptor on /dev/null before main, so the records went nowhere and were committed (exit 0).
+/// `>/dev/null` stays a way to discard, committing.
+#[test]
+fn consume_with_standard_output_closed_refuses_and_commits_nothing() {
+    let Some(b) = broker() else { return };
+    let t = topic("closed-out");
+    shipper_ok(&b, &["produce", &t], &sample_lines(3));
+    let g = topic("closed-out-g");
+    let run = |redirect: &str| {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("exec \"$0\" \"$@\" {redirect}"))
+            .arg(shipper_bin())
+            .args(["-b", &b, "consume", &t, "-G", &g, "--from-beginning", "-e"])
+            .output()
+            .unwrap()
+    };
+    let out = run(">&-");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("standard output is closed"), "{err}");
+    let out = std::process::Command::new(shipper_bin())
+        .args(["-b", &b, "groups", &g])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(&t),
+        "offsets committed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = run(">/dev/null");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let desc = shipper_ok(&b, &["groups", &g], b"");
+    assert!(String::from_utf8_lossy(&desc).contains(&t));
+}
+
 #[test]
 fn help_of_every_command_shows_an_example() {
     for cmd in ["produce", "consume", "metadata"] {
