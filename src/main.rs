@@ -52,16 +52,21 @@ fn main() {
     ) {
         shipper::backoff::tell_waits();
     }
-    let prints = match &cli.command {
-        Command::Consume(_) | Command::Metadata(_) | Command::Groups(_) => true,
-        Command::Produce(a) => a.print_offsets,
-        _ => false,
+    let (prints, reads) = match &cli.command {
+        Command::Consume(_) | Command::Metadata(_) | Command::Groups(_) => (true, false),
+        Command::Produce(a) => (a.print_offsets, a.file.is_none()),
+        _ => (false, false),
     };
-    if prints {
-        if let Err(e) = shipper::output::check_stdout_open() {
-            shipper::log::error(format_args!("{e}"));
-            std::process::exit(1);
-        }
+    let closed = if prints && shipper::output::std_fd_closed(1) {
+        Some("standard output is closed (>&-, or /dev/null opened read-write, as daemon(3) does): nothing could be printed; send it to a file, or >/dev/null to discard")
+    } else if reads && shipper::output::std_fd_closed(0) {
+        Some("standard input is closed (<&-, or /dev/null opened read-write): give the lines on standard input or with --file")
+    } else {
+        None
+    };
+    if let Some(problem) = closed {
+        shipper::log::error(format_args!("{problem}"));
+        std::process::exit(1);
     }
     let result = rt.block_on(async {
         match &cli.command {

@@ -19,32 +19,26 @@ pub fn stdout() -> Stdout {
     Stdout(io::stdout().lock())
 }
 
-/// Fails when standard output was closed (`>&-`). Rust's runtime opens `/dev/null` read-write on a
-/// closed standard descriptor before `main`, so every write would vanish without an error and a
-/// `consume -G` would commit records nobody received; a shell's `>/dev/null` opens it write-only,
-/// which stays a deliberate way to discard.
-pub fn check_stdout_open() -> io::Result<()> {
+/// Whether standard descriptor `fd` (0, 1 or 2) was closed when shipper started (`>&-`, `<&-`).
+/// Rust's runtime opens `/dev/null` read-write on a closed standard descriptor before `main`, so
+/// every write would vanish without an error (a `consume -G` would commit records nobody received)
+/// and a read would find an empty input. A shell's `>/dev/null` or `</dev/null` opens it one way
+/// only, which stays a deliberate way to discard or to give nothing.
+pub fn std_fd_closed(fd: i32) -> bool {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     // Where either cannot be looked at (no /proc), nothing is said.
-    let (Ok(null), Ok(out)) = (
+    let (Ok(null), Ok(it)) = (
         std::fs::metadata("/dev/null"),
-        std::fs::metadata("/proc/self/fd/1"),
+        std::fs::metadata(format!("/proc/self/fd/{fd}")),
     ) else {
-        return Ok(());
+        return false;
     };
     // SAFETY: F_GETFL only reads the descriptor's status flags; no memory is passed.
-    let flags = unsafe { libc::fcntl(libc::STDOUT_FILENO, libc::F_GETFL) };
-    let reopened = out.file_type().is_char_device()
-        && out.rdev() == null.rdev()
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    it.file_type().is_char_device()
+        && it.rdev() == null.rdev()
         && flags >= 0
-        && flags & libc::O_ACCMODE == libc::O_RDWR;
-    match reopened {
-        true => Err(io::Error::new(
-            io::ErrorKind::BrokenPipe,
-            "standard output is closed (>&-, or /dev/null opened read-write, as daemon(3) does): nothing read could be printed; send it to a file, or >/dev/null to discard",
-        )),
-        false => Ok(()),
-    }
+        && flags & libc::O_ACCMODE == libc::O_RDWR
 }
 
 fn on_stdout(e: io::Error) -> io::Error {
