@@ -595,9 +595,9 @@ fn consume_into_a_full_device_says_standard_output_is_what_failed() {
 
 /// `consume -G` with standard output closed (`>&-`) refuses to start: Rust reopens a closed standard
 /// descriptor on /dev/null before main, so the records went nowhere and were committed (exit 0).
-/// `>/dev/null` stays a way to discard, committing.
+/// `>/dev/null` stays a way to discard, committing. The same for produce's closed standard input.
 #[test]
-fn consume_with_standard_output_closed_refuses_and_commits_nothing() {
+fn closed_standard_output_or_input_is_refused_and_nothing_committed() {
     let Some(b) = broker() else { return };
     let t = topic("closed-out");
     shipper_ok(&b, &["produce", &t], &sample_lines(3));
@@ -633,6 +633,17 @@ fn consume_with_standard_output_closed_refuses_and_commits_nothing() {
     );
     let desc = shipper_ok(&b, &["groups", &g], b"");
     assert!(String::from_utf8_lossy(&desc).contains(&t));
+    // produce with standard input closed says so (it sent 0 records, exit 0, as if given nothing).
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("exec \"$0\" \"$@\" <&-")
+        .arg(shipper_bin())
+        .args(["-b", &b, "produce", &t])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("standard input is closed"), "{err}");
 }
 
 #[test]
