@@ -106,6 +106,13 @@ impl EngineConfig {
 /// Created or renamed names judged one by one at most per look; beyond, a full scan.
 const MAX_NAMES_JUDGED: usize = 64;
 
+/// How long after a followed file was renamed a new file under its old name makes the rename a
+/// rotation (a program that reopens its log on SIGHUP creates it a moment later).
+const ROTATION_WINDOW: Duration = Duration::from_secs(60);
+
+/// Renames remembered for [`ROTATION_WINDOW`] at most (older ones are dropped first).
+const MAX_RENAMES_KEPT: usize = 1024;
+
 /// The state of `tail`.
 pub struct Engine {
     cfg: EngineConfig,
@@ -144,6 +151,9 @@ pub struct Engine {
     version: u64,
     /// [`Engine::on_delivery`]'s (file, lines) runs, kept to spare an allocation per batch.
     runs: Vec<(u64, u64)>,
+    /// Names followed files were renamed away from, to names a pattern still matches (`app.log*`):
+    /// a new file found under one within [`ROTATION_WINDOW`] makes that rename a rotation.
+    renamed_from: HashMap<PathBuf, (u64, Instant)>,
     /// Line and event counters.
     pub counters: Counters,
 }
@@ -214,6 +224,7 @@ impl Engine {
             pattern_input,
             routes: BTreeMap::new(),
             runs: Vec::new(),
+            renamed_from: HashMap::new(),
             followers: HashMap::new(),
             known: known
                 .into_iter()
@@ -640,8 +651,15 @@ impl Engine {
                     Esc::path(&path)
                 ));
                 fl.origin = path.clone();
-                fl.path = path;
+                let old = std::mem::replace(&mut fl.path, path);
                 self.by_path = None;
+                if self.renamed_from.len() >= MAX_RENAMES_KEPT {
+                    self.renamed_from
+                        .retain(|_, (_, at)| now.duration_since(*at) < ROTATION_WINDOW);
+                }
+                if self.renamed_from.len() < MAX_RENAMES_KEPT {
+                    self.renamed_from.insert(old, (key, now));
+                }
             }
         }
         for (key, new_path) in r.gone {
@@ -721,7 +739,9 @@ impl Engine {
         if !f.rotated {
             f.rotated = true;
             f.last_active = now;
-            self.counters.rotations += 1;
+            if !f.rotation_counted {
+                self.counters.rotations += 1;
+            }
             crate::log::debug(format_args!(
                 "{}: rotated or deleted; finishing it",
                 Esc::path(&f.path)
@@ -821,6 +841,15 @@ impl Engine {
             _ if self.first_scan && from_end => size,
             _ => 0,
         };
+        // A new file under the name a followed file was just renamed away from: a rotation.
+        if let Some((k, at)) = self.renamed_from.remove(&n.found.path) {
+            if let Some(f) = self.followers.get_mut(&k) {
+                if now.duration_since(at) < ROTATION_WINDOW && !f.rotation_counted && !f.rotated {
+                    f.rotation_counted = true;
+                    self.counters.rotations += 1;
+                }
+            }
+        }
         let key = self.alloc_key();
         let route = self.route(input, &n.found.path);
         match Follower::new(

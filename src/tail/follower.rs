@@ -162,6 +162,9 @@ pub struct Follower {
     skipping: bool,
     /// The path no longer names this file (renamed away or deleted): finish it, then close.
     pub rotated: bool,
+    /// Counted among rotations already (renamed to a name a pattern still matches, and a new file
+    /// took its old name): not counted again when it leaves the patterns.
+    pub rotation_counted: bool,
     /// When the file last grew (or we last read from it).
     pub last_active: Instant,
     /// Which input found it.
@@ -231,6 +234,7 @@ impl Follower {
             before: Fingerprint::EMPTY,
             skipping: false,
             rotated: false,
+            rotation_counted: false,
             last_active: Instant::now(),
             input,
             copy: if start == 0 {

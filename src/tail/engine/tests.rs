@@ -1074,3 +1074,40 @@ async fn a_new_file_reusing_an_inode_under_another_name_is_no_truncation() {
     assert_eq!(e4.counters.truncations, 1);
     fs::remove_dir_all(&d).unwrap();
 }
+
+/// logrotate with a glob that matches the rotated names (`*.log` here, `app.log*` in life): the
+/// rename of the followed file is a rotation once a new file takes its name, counted once (not
+/// again when that generation is renamed on or deleted); a rename with no new file under the old
+/// name (an older generation moving down) is none. They went uncounted.
+#[tokio::test(start_paused = true)]
+async fn a_rename_within_the_patterns_is_a_rotation_once_a_new_file_takes_the_name() {
+    let d = dir("rename-rotation");
+    let live = d.join("app.log");
+    append(&live, &lines_of("first", 3));
+    let mut e = Engine::new(config(&d), Vec::new());
+    let mut sink = FakeSink::default();
+    scan_now(&mut e);
+    drain(&mut e, &mut sink, Instant::now());
+    assert_eq!(e.counters.rotations, 0);
+    // Rotation: app.log -> app.1.log, a new app.log.
+    fs::rename(&live, d.join("app.1.log")).unwrap();
+    append(&live, &lines_of("second", 2));
+    scan_now(&mut e);
+    drain(&mut e, &mut sink, Instant::now());
+    assert_eq!(e.counters.rotations, 1);
+    // The next rotation: app.1.log -> app.2.log (no new app.1.log of its own), app.log -> app.1.log,
+    // a new app.log: one more.
+    fs::rename(d.join("app.1.log"), d.join("app.2.log")).unwrap();
+    fs::rename(&live, d.join("app.1.log")).unwrap();
+    append(&live, &lines_of("third", 1));
+    scan_now(&mut e);
+    drain(&mut e, &mut sink, Instant::now());
+    assert_eq!(e.counters.rotations, 2);
+    // The oldest generation deleted while still followed: already counted.
+    fs::remove_file(d.join("app.2.log")).unwrap();
+    scan_now(&mut e);
+    drain(&mut e, &mut sink, Instant::now());
+    assert_eq!(e.counters.rotations, 2);
+    assert_eq!(sink.shipped.len(), 6);
+    fs::remove_dir_all(&d).unwrap();
+}
