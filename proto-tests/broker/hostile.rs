@@ -395,6 +395,22 @@ fn tail_started_while_kafka_is_unreachable_says_so() {
     );
 }
 
+/// With `--timeout 5s` the give-up is said, without a "still trying" in the same second before it.
+#[test]
+fn tail_giving_up_at_its_timeout_does_not_say_it_is_still_trying() {
+    let dir = scratch_dir("unreachable-timeout");
+    append(&dir.join("a.log"), b"x\n");
+    let c = ck(&dir);
+    let mut cmd = Command::new(shipper_bin());
+    cmd.args(["-b", "127.0.0.1:1", "tail", &glob(&dir), "t"])
+        .args(["--checkpoint", &c, "--timeout", "5s"]);
+    let out = run_with_input(cmd, b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("gave up after "), "{err}");
+    assert!(!err.contains("still trying"), "{err}");
+}
+
 #[test]
 fn a_checkpoint_that_cannot_be_written_at_the_end_makes_tail_exit_1() {
     let Some(b) = broker() else { return };

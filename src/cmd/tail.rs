@@ -33,6 +33,7 @@ pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
     let mut startup = crate::tail::startup::Startup::new(
         s.options.metrics_listen.as_deref(),
         s.options.unhealthy_after,
+        s.kafka.timeout,
     )
     .await?;
     let stopped = || {

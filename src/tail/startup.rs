@@ -37,6 +37,8 @@ pub struct Startup {
     pub started_unix: f64,
     since: Instant,
     unhealthy_after: Duration,
+    /// `--timeout`: the retries give up then (no "still trying" shortly before).
+    give_up: Option<Duration>,
 }
 
 impl Startup {
@@ -44,6 +46,7 @@ impl Startup {
     pub async fn new(
         metrics_listen: Option<&str>,
         unhealthy_after: Duration,
+        give_up: Option<Duration>,
     ) -> anyhow::Result<Startup> {
         let signals = Signals {
             int: signal(SignalKind::interrupt())?,
@@ -72,6 +75,7 @@ impl Startup {
                 .map_or(0.0, |d| d.as_secs_f64()),
             since: Instant::now(),
             unhealthy_after,
+            give_up,
         })
     }
 
@@ -85,6 +89,7 @@ impl Startup {
         let mut f = std::pin::pin!(f);
         loop {
             tokio::select! {
+                biased;
                 r = &mut f => return Some(r),
                 _ = self.signals.int.recv() => return None,
                 _ = self.signals.term.recv() => return None,
@@ -96,6 +101,11 @@ impl Startup {
                 }
                 Some(ask) = recv(&mut self.asks) => self.answer(ask),
                 _ = tokio::time::sleep_until(next) => {
+                    next += Duration::from_secs(60);
+                    // Giving up within a second: that error says it, not a "still trying".
+                    if self.give_up.is_some_and(|t| start.elapsed() + Duration::from_secs(1) >= t) {
+                        continue;
+                    }
                     let why = crate::backoff::last_failure()
                         .map(|e| format!(" (last: {e})"))
                         .unwrap_or_default();
@@ -104,7 +114,6 @@ impl Startup {
                         Esc::str(brokers),
                         start.elapsed().as_secs()
                     ));
-                    next += Duration::from_secs(60);
                 }
             }
         }
