@@ -294,6 +294,10 @@ pub struct ProduceArgs {
     /// Write every record to this partition
     #[arg(short = 'p', long, value_parser = clap::value_parser!(i32).range(0..))]
     pub partition: Option<i32>,
+    /// Send an empty value (and an empty key before --key-separator) as null, as kcat's -Z: `id42:`
+    /// with --key-separator : is a tombstone, deleting key id42 from a compacted topic
+    #[arg(short = 'Z', long)]
+    pub null_empty: bool,
     /// One record per round trip, waiting for each acknowledgement (like a synchronous producer)
     #[arg(long)]
     pub sync: bool,
@@ -651,7 +655,7 @@ fn kcat_habit(args: &[std::ffi::OsString]) -> Option<String> {
             "-z" => "use --compression CODEC",
             "-d" => "use -v (-vv for more)",
             "-D" => "input is split at newlines (a delimiter other than \\n is not offered)",
-            "-Z" => "shipper has no NULL-value option: an empty line is an empty value (consume -J shows a null value as null, %S as -1)",
+            "-Z" => "a null value prints as null with -J and as -1 with %S (produce -Z sends empty values as null)",
             "-l" => "use --file FILE (produce)",
             "-u" => "output is written as records arrive (nothing to unbuffer)",
             _ => return None,

@@ -646,6 +646,33 @@ fn closed_standard_output_or_input_is_refused_and_nothing_committed() {
     assert!(err.contains("standard input is closed"), "{err}");
 }
 
+/// `produce -Z` (kcat's -Z): an empty value or key is null, so `key:` is a tombstone; kcat reads
+/// -1 as their sizes. Without it they are empty, as before.
+#[test]
+fn produce_z_sends_empty_values_and_keys_as_null() {
+    let Some(b) = broker() else { return };
+    let t = topic("null-empty");
+    shipper_ok(
+        &b,
+        &["produce", &t, "-p", "0", "-Z", "--key-separator", ":"],
+        b"a:1\nb:\n:3\n",
+    );
+    shipper_ok(
+        &b,
+        &["produce", &t, "-p", "0", "--key-separator", ":"],
+        b"c:\n",
+    );
+    let got = kcat(
+        &b,
+        &["-C", "-t", &t, "-e", "-q", "-f", "%k|%K|%s|%S\n"],
+        b"",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "a|1|1|1\nb|1||-1\n|-1|3|1\nc|1||0\n"
+    );
+}
+
 #[test]
 fn help_of_every_command_shows_an_example() {
     for cmd in ["produce", "consume", "metadata"] {

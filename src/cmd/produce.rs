@@ -242,6 +242,8 @@ struct Shape<'a> {
     key: Option<&'a [u8]>,
     key_separator: Option<&'a [u8]>,
     headers: Vec<Header<'a>>,
+    /// `-Z`: an empty key or value is null.
+    null_empty: bool,
 }
 
 /// The producer, the line splitter and the tallies of one run.
@@ -271,11 +273,18 @@ impl Run<'_> {
             },
             (None, None) => (None, line),
         };
+        let (key, value) = match self.shape.null_empty {
+            true => (
+                key.filter(|k| !k.is_empty()),
+                Some(value).filter(|v| !v.is_empty()),
+            ),
+            false => (key, Some(value)),
+        };
         self.tally.sent += 1;
         self.tally.truncated += truncated as u64;
         match self
             .producer
-            .append(0, key, Some(value), &self.shape.headers, ts, self.line_no)
+            .append(0, key, value, &self.shape.headers, ts, self.line_no)
         {
             Ok(a) => Some(a),
             Err(e) => {
@@ -366,6 +375,7 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
                 .iter()
                 .map(|(k, v)| (k.as_slice(), Some(v.as_slice())))
                 .collect(),
+            null_empty: args.null_empty,
         },
         splitter: LineSplitter::new(args.max_line_bytes as usize),
         tally: Tally::default(),
