@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
@@ -670,6 +670,77 @@ fn produce_z_sends_empty_values_and_keys_as_null() {
     assert_eq!(
         String::from_utf8_lossy(&got),
         "a|1|1|1\nb|1||-1\n|-1|3|1\nc|1||0\n"
+    );
+}
+
+/// A topic deleted and created again under a running `consume` whose position is past the new
+/// log's end: the new topic is read from its start (it was reset to the new end, skipping it).
+#[test]
+fn consume_reads_a_topic_created_again_from_its_start() {
+    let Some(b) = cluster() else { return };
+    let t = topic("recreated");
+    create_topic(&b, &t, 1, 3, &[]);
+    let old: Vec<u8> = (0..1000)
+        .flat_map(|i| format!("old-{i}\n").into_bytes())
+        .collect();
+    shipper_ok(&b, &["produce", &t], &old);
+    let dir = scratch_dir("recreated");
+    let out = dir.join("out");
+    let mut c = std::process::Command::new(shipper_bin())
+        .args(["-b", &b, "consume", &t, "-o", "beginning"])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let read = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            < n
+        {
+            assert!(Instant::now() < deadline, "fewer than {n} records printed");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    read(1000);
+    // Stopped while the topic is deleted, created again and written: its next fetch is past the end.
+    let signal = |s: &str| {
+        std::process::Command::new("kill")
+            .args([s, &c.id().to_string()])
+            .status()
+            .unwrap()
+    };
+    signal("-STOP");
+    let kt = |verb: &str, extra: &[&str]| {
+        let mut k = std::process::Command::new(root().join("scripts/kafka-topic"));
+        k.args([verb, &t]).args(extra).args(["--brokers", &b]);
+        assert!(
+            run_with_input(k, b"").status.success(),
+            "kafka-topic {verb}"
+        );
+    };
+    kt("delete", &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    kt("create", &["--partitions", "1", "--rf", "3"]);
+    let new: Vec<u8> = (0..50)
+        .flat_map(|i| format!("new-{i}\n").into_bytes())
+        .collect();
+    shipper_ok(&b, &["produce", &t], &new);
+    signal("-CONT");
+    read(1050);
+    let _ = c.kill();
+    let err = c.wait_with_output().unwrap().stderr;
+    let printed = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(
+        printed.lines().filter(|l| l.starts_with("new-")).count(),
+        50
+    );
+    assert!(
+        String::from_utf8_lossy(&err).contains("was deleted and created again"),
+        "{}",
+        String::from_utf8_lossy(&err)
     );
 }
 

@@ -459,10 +459,52 @@ impl Consumer {
                 Err(e) => return Err(e),
             }
             if let Some(m) = self.cluster.cached_topic(&name) {
-                self.topics[i].meta = m;
+                self.take_meta(i, m).await?;
             }
         }
         Ok(())
+    }
+
+    /// Takes topic `i`'s current metadata. When its id changed (the topic was deleted and created
+    /// again), positions in the old log mean nothing in the new one: every partition of it is read
+    /// again from its start, and that is said (the new topic's first records were skipped: reset
+    /// to its end when past it, or read on from the old position when inside it).
+    async fn take_meta(&mut self, i: usize, m: Arc<TopicMeta>) -> Result<bool> {
+        let old = self.topics[i].meta.id;
+        let recreated = old != [0; 16] && m.id != [0; 16] && old != m.id;
+        self.topics[i].meta = m;
+        if !recreated {
+            return Ok(false);
+        }
+        let name = self.topics[i].name.clone();
+        let ps: Vec<i32> = self
+            .parts
+            .keys()
+            .filter(|k| k.0 == i)
+            .map(|k| k.1)
+            .collect();
+        let lo = list_offsets(&self.cluster, &name, &ps, EARLIEST).await?;
+        for p in ps {
+            if let Some(s) = self.parts.get_mut(&(i, p)) {
+                s.offset = lo.get(&p).copied().unwrap_or(0);
+                s.not_before = None;
+                s.backoff = None;
+            }
+        }
+        let id: String = self.topics[i]
+            .meta
+            .id
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.warn_once(
+            format!("recreated:{name}:{id}"),
+            format_args!(
+                "topic '{}' was deleted and created again (its topic id changed): reading it from its start",
+                Esc::str(&name)
+            ),
+        );
+        Ok(true)
     }
 
     /// OFFSET_OUT_OF_RANGE: the log moved (retention, truncation). Restart at its start if we were
@@ -472,6 +514,16 @@ impl Consumer {
     async fn reset_out_of_range(&mut self, key: Key) -> Result<()> {
         let name = self.topics[key.0].name.clone();
         let p = key.1;
+        // A log that moved may be a new topic of the same name: then it is read from its start.
+        let generation = self.cluster.generation();
+        let limit = self.cluster.options().deadline();
+        if self.cluster.refresh(&name, generation, limit).await.is_ok() {
+            if let Some(m) = self.cluster.cached_topic(&name) {
+                if self.take_meta(key.0, m).await? {
+                    return Ok(());
+                }
+            }
+        }
         let lo = list_offsets(&self.cluster, &name, &[p], EARLIEST).await?;
         let hi =
             list_offsets_as(&self.cluster, &name, &[p], LATEST, self.cfg.read_committed).await?;
