@@ -162,6 +162,51 @@ fn an_acl_refusal_stops_produce_reading_an_endless_input() {
     );
 }
 
+/// A stream whose deliveries start failing in mid-run (every Produce answered NOT_LEADER) says so
+/// after 5 s, and says when they work again; it was silent through minutes of outage (t10).
+#[test]
+fn produce_says_when_deliveries_fail_in_mid_stream_and_when_they_work_again() {
+    use std::io::{Read, Write};
+    let (b, boot) = FakeBroker::start_tcp(1);
+    b.create_topic("t", 1);
+    let (mut child, mut stdin) = spawn_with_stdin(Command::new(shipper_bin()).args([
+        "-b",
+        &boot,
+        "produce",
+        "t",
+        "--timeout",
+        "0",
+    ]));
+    stdin.write_all(b"one\n").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    b.misbehave(Misbehave::ProduceError {
+        code: 6,
+        leader_hint: None,
+    });
+    for _ in 0..70 {
+        stdin.write_all(b"more\n").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    b.behave();
+    std::thread::sleep(Duration::from_secs(3));
+    drop(stdin);
+    let status = wait_exit(&mut child, Duration::from_secs(20), || {});
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{err}");
+    assert!(
+        err.contains("cannot deliver to Kafka for 5s") && err.contains("NOT_LEADER"),
+        "{err}"
+    );
+    assert!(err.contains("delivering to Kafka again after"), "{err}");
+    assert!(err.contains("71 records sent, 71 acked, 0 failed"), "{err}");
+}
+
 /// Records that never reached a broker (the password was rotated: every connection since was
 /// refused at authentication) are "not written", not "Kafka may hold them": resending them cannot
 /// duplicate.

@@ -6,10 +6,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::cli::{Common, ProduceArgs};
 use crate::escape::Esc;
-use crate::producer::{timestamp_now_ms, Appended, Delivery, OnPermanent, Producer};
+use crate::producer::{
+    timestamp_now_ms, Appended, Delivery, OnPermanent, Producer, TroubleNews, TroubleWatch,
+};
 use crate::settings::{parse_headers, producer_config, usage, KafkaSettings};
 use crate::tail::lines::{LineSplitter, Piece};
 use crate::tail::map::Region;
@@ -260,6 +263,9 @@ struct Run<'a> {
     shrank: bool,
     /// Stopped by this signal (SIGINT, SIGTERM): input no longer read, what was read delivered.
     interrupted: Option<i32>,
+    /// Deliveries failing (an outage in mid-stream): said after 5 s, then every 30 s, and once they
+    /// work again; a stream was silent through minutes of outage.
+    trouble: TroubleWatch,
 }
 
 impl Run<'_> {
@@ -355,6 +361,17 @@ impl Run<'_> {
             &mut self.tally,
             &mut self.print_offsets,
         );
+        match self.trouble.look(self.producer.trouble(), Instant::now()) {
+            Some(TroubleNews::Failing(e, for_)) => crate::log::warn(format_args!(
+                "cannot deliver to Kafka for {}s ({e}); still trying, until --timeout",
+                for_.as_secs()
+            )),
+            Some(TroubleNews::Recovered(after)) => crate::log::info(format_args!(
+                "delivering to Kafka again after {:.1}s",
+                after.as_secs_f64()
+            )),
+            None => {}
+        }
     }
 }
 
@@ -385,6 +402,7 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
         deliveries: Vec::new(),
         shrank: false,
         interrupted: None,
+        trouble: TroubleWatch::new(Duration::from_secs(5), Some(Duration::from_secs(30))),
     };
     run.ship(spawn_reader(input)).await?;
     // What was read before the input shrank is still delivered, then the run fails.

@@ -43,7 +43,7 @@ use anyhow::Context;
 use tokio::time::Instant;
 
 use crate::escape::Esc;
-use crate::producer::{timestamp_now_ms, Delivery, Producer};
+use crate::producer::{timestamp_now_ms, Delivery, Producer, TroubleNews, TroubleWatch};
 pub use engine::{Engine, EngineConfig, Input, Names};
 
 /// How `tail` runs, besides what the engine reads.
@@ -201,7 +201,7 @@ struct Running {
     watch: watch::Watch,
     opts: TailOptions,
     deliveries: Vec<Delivery>,
-    trouble: Trouble,
+    trouble: TroubleWatch,
     scan_task: Option<tokio::task::JoinHandle<scan::ScanResult>>,
     /// When the next full scan is due (events asked for one, or the periodic rescan).
     rescan_at: Option<Instant>,
@@ -280,7 +280,7 @@ impl Running {
             watch,
             opts,
             deliveries: Vec::new(),
-            trouble: Trouble::default(),
+            trouble: TroubleWatch::new(TROUBLE_SAID_AFTER, None),
             scan_task: None,
             rescan_at: Some(Instant::now()),
             last_full: Instant::now(),
@@ -490,7 +490,7 @@ impl Running {
             engine: &self.engine,
             producer: &self.producer,
             saver: &self.saver,
-            delivery_failing: self.trouble.since.map(|t| t.elapsed()),
+            delivery_failing: self.trouble.since().map(|t| t.elapsed()),
             started_unix: self.started_unix,
             read_back_failing: self
                 .read_back_failing
@@ -713,33 +713,17 @@ fn apply(
 /// and what is said is the error at that moment, the lasting one.
 const TROUBLE_SAID_AFTER: Duration = Duration::from_secs(2);
 
-/// Delivery trouble: since when it fails, and whether that was said.
-#[derive(Default)]
-struct Trouble {
-    since: Option<Instant>,
-    said: bool,
-}
-
-fn report_trouble(producer: &Producer, engine: &Engine, t: &mut Trouble) {
-    match (producer.trouble(), t.since) {
-        (Some(_), None) => t.since = Some(Instant::now()),
-        (Some(e), Some(since)) if !t.said && since.elapsed() >= TROUBLE_SAID_AFTER => {
-            crate::log::warn(format_args!(
-                "cannot deliver to Kafka ({e}); lines wait in their files and are retried until it works"
-            ));
-            t.said = true;
-        }
-        (None, Some(since)) => {
-            if t.said {
-                crate::log::info(format_args!(
-                    "delivering to Kafka again after {:.1}s; {} bytes behind",
-                    since.elapsed().as_secs_f64(),
-                    engine.bytes_behind()
-                ));
-            }
-            *t = Trouble::default();
-        }
-        _ => {}
+fn report_trouble(producer: &Producer, engine: &Engine, t: &mut TroubleWatch) {
+    match t.look(producer.trouble(), Instant::now()) {
+        Some(TroubleNews::Failing(e, _)) => crate::log::warn(format_args!(
+            "cannot deliver to Kafka ({e}); lines wait in their files and are retried until it works"
+        )),
+        Some(TroubleNews::Recovered(after)) => crate::log::info(format_args!(
+            "delivering to Kafka again after {:.1}s; {} bytes behind",
+            after.as_secs_f64(),
+            engine.bytes_behind()
+        )),
+        None => {}
     }
 }
 
