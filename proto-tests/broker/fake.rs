@@ -32,6 +32,21 @@ fn spawn_with_stdin(cmd: &mut Command) -> (std::process::Child, std::process::Ch
     (child, stdin)
 }
 
+/// A fake broker with one topic `t`, and `shipper produce t EXTRA...` writing to it, its first line
+/// ("one") given; its standard input stays open.
+fn produce_to_fake(extra: &[&str]) -> (FakeBroker, std::process::Child, std::process::ChildStdin) {
+    use std::io::Write;
+    let (b, boot) = FakeBroker::start_tcp(1);
+    b.create_topic("t", 1);
+    let (child, mut stdin) = spawn_with_stdin(
+        Command::new(shipper_bin())
+            .args(["-b", &boot, "produce", "t"])
+            .args(extra),
+    );
+    stdin.write_all(b"one\n").unwrap();
+    (b, child, stdin)
+}
+
 /// Waits up to `limit` for `child` to exit, calling `each` between looks; kills it at the limit
 /// (`None`).
 fn wait_exit(
@@ -130,11 +145,7 @@ fn a_topic_refused_by_acl_fails_produce_at_once_with_the_reason() {
 #[test]
 fn an_acl_refusal_stops_produce_reading_an_endless_input() {
     use std::io::Write;
-    let (b, boot) = FakeBroker::start_tcp(1);
-    b.create_topic("t", 1);
-    let (mut child, mut stdin) =
-        spawn_with_stdin(Command::new(shipper_bin()).args(["-b", &boot, "produce", "t"]));
-    stdin.write_all(b"one\n").unwrap();
+    let (b, mut child, mut stdin) = produce_to_fake(&[]);
     std::thread::sleep(Duration::from_millis(1000));
     b.misbehave(Misbehave::ProduceError {
         code: 29,
@@ -167,17 +178,7 @@ fn an_acl_refusal_stops_produce_reading_an_endless_input() {
 #[test]
 fn produce_says_when_deliveries_fail_in_mid_stream_and_when_they_work_again() {
     use std::io::{Read, Write};
-    let (b, boot) = FakeBroker::start_tcp(1);
-    b.create_topic("t", 1);
-    let (mut child, mut stdin) = spawn_with_stdin(Command::new(shipper_bin()).args([
-        "-b",
-        &boot,
-        "produce",
-        "t",
-        "--timeout",
-        "0",
-    ]));
-    stdin.write_all(b"one\n").unwrap();
+    let (b, mut child, mut stdin) = produce_to_fake(&["--timeout", "0"]);
     std::thread::sleep(Duration::from_millis(500));
     b.misbehave(Misbehave::ProduceError {
         code: 6,
@@ -289,17 +290,7 @@ fn produce_names_every_failed_line_and_tells_unanswered_from_refused() {
 #[test]
 fn a_second_signal_stops_produce_without_waiting_for_a_silent_broker() {
     use std::io::Write;
-    let (b, boot) = FakeBroker::start_tcp(1);
-    b.create_topic("t", 1);
-    let (child, mut stdin) = spawn_with_stdin(Command::new(shipper_bin()).args([
-        "-b",
-        &boot,
-        "produce",
-        "t",
-        "--timeout",
-        "0",
-    ]));
-    stdin.write_all(b"one\n").unwrap();
+    let (b, child, mut stdin) = produce_to_fake(&["--timeout", "0"]);
     std::thread::sleep(Duration::from_millis(1000));
     // The broker goes silent: the next line can never be acknowledged, and --timeout 0 waits for
     // ever; a first SIGTERM waits for it, a second does not.
