@@ -169,10 +169,7 @@ where
                 if let Some(line) = tell.then(|| still_trying(&backoff, &e, &TOLD)).flatten() {
                     crate::log::warn(format_args!("{line}"));
                 }
-                // An attempt cut short by the deadline says less than the failure before it.
-                if !(e.is_timeout() && telling.is_some()) {
-                    telling = Some(e);
-                }
+                note_failure(&mut telling, e);
                 if !backoff.wait().await {
                     let last = telling.take().unwrap_or(Error::NoBrokers);
                     return Err(gave_up(&backoff, last));
@@ -180,6 +177,15 @@ where
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// Notes `e` as the failure to name if the time runs out: the last one, but an attempt cut short by
+/// the deadline (a timeout) says less than a failure before it (a broker's refusal, an unanswered
+/// request), so it does not replace one.
+pub fn note_failure(telling: &mut Option<Error>, e: Error) {
+    if !(e.is_timeout() && telling.is_some()) {
+        *telling = Some(e);
     }
 }
 
@@ -191,6 +197,86 @@ pub fn gave_up(backoff: &Backoff, last: Error) -> Error {
             ms: backoff.elapsed().as_millis() as u64,
             last: Box::new(last),
         },
+    }
+}
+
+/// What a [`TroubleWatch`] has to say.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TroubleNews {
+    /// It has failed for this long, with this error.
+    Failing(String, Duration),
+    /// It works again, after failing for this long.
+    Recovered(Duration),
+}
+
+/// Watches something that can fail for a while (a producer's deliveries, a consumer's fetches): says
+/// when it has failed for `say_after` (a leader move retried within it is not said), again every
+/// `repeat` while it fails, and once when it works again, if the failure was said.
+#[derive(Debug)]
+pub struct TroubleWatch {
+    say_after: Duration,
+    repeat: Option<Duration>,
+    since: Option<Instant>,
+    next: Option<Instant>,
+    said: bool,
+}
+
+impl TroubleWatch {
+    /// A watch saying failures after `say_after`, then every `repeat` (`None`: once).
+    pub fn new(say_after: Duration, repeat: Option<Duration>) -> Self {
+        TroubleWatch {
+            say_after,
+            repeat,
+            since: None,
+            next: None,
+            said: false,
+        }
+    }
+
+    /// Since when it fails, if it does (as of the last look).
+    pub fn since(&self) -> Option<Instant> {
+        self.since
+    }
+
+    /// Looks at the trouble now (the failure, if any); what is to be said, if anything. A failure
+    /// counts from the first look that sees it.
+    pub fn look(&mut self, trouble: Option<String>, now: Instant) -> Option<TroubleNews> {
+        self.look_at(trouble.map(|e| (e, now)), now)
+    }
+
+    /// As [`look`](Self::look), with the failure and when it began (when the watch first sees it).
+    pub fn look_at(
+        &mut self,
+        trouble: Option<(String, Instant)>,
+        now: Instant,
+    ) -> Option<TroubleNews> {
+        match trouble {
+            Some((e, began)) => {
+                let since = match self.since {
+                    Some(s) => s,
+                    None => {
+                        self.since = Some(began);
+                        self.next = Some(began + self.say_after);
+                        began
+                    }
+                };
+                if self.next.is_none_or(|t| now < t) {
+                    return None;
+                }
+                self.next = self.repeat.map(|r| now + r);
+                self.said = true;
+                Some(TroubleNews::Failing(
+                    e,
+                    now.saturating_duration_since(since),
+                ))
+            }
+            None => {
+                let since = self.since.take()?;
+                self.next = None;
+                std::mem::take(&mut self.said)
+                    .then(|| TroubleNews::Recovered(now.saturating_duration_since(since)))
+            }
+        }
     }
 }
 

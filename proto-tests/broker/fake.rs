@@ -406,3 +406,110 @@ fn consume_in_a_group_stopped_by_an_error_commits_what_it_printed() {
     assert_eq!(status.and_then(|s| s.code()), Some(1), "{err}");
     assert_eq!(b.committed_offset("g", "t", 0), Some(3), "{err}");
 }
+
+/// Spawns `shipper consume t EXTRA...` against `boot`, standard output and error piped.
+fn consume_from_fake(boot: &str, extra: &[&str]) -> std::process::Child {
+    Command::new(shipper_bin())
+        .args(["-b", boot, "consume", "t"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The standard output and error of a child that has exited.
+fn outputs(child: &mut std::process::Child) -> (String, String) {
+    use std::io::Read;
+    let (mut out, mut err) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (out, err)
+}
+
+/// A consume whose fetches start failing in mid-run says so after 5 s and when it reads again; it
+/// was silent through minutes of outage (t10).
+#[test]
+fn consume_says_when_fetches_fail_in_mid_stream_and_when_they_work_again() {
+    let (b, boot) = FakeBroker::start_tcp(1);
+    b.create_topic("t", 1);
+    b.append("t", 0, &[b"before"]);
+    let mut child = consume_from_fake(&boot, &["-o", "beginning", "--timeout", "0"]);
+    std::thread::sleep(Duration::from_secs(1));
+    b.misbehave(Misbehave::FetchError(6));
+    std::thread::sleep(Duration::from_secs(7));
+    b.behave();
+    b.append("t", 0, &[b"after"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = child.kill();
+    let _ = child.wait();
+    let (out, err) = outputs(&mut child);
+    assert_eq!(out, "before\nafter\n", "{err}");
+    assert!(
+        err.contains("cannot read from Kafka for 5s")
+            && err.contains("NOT_LEADER")
+            && err.contains("--timeout 0: until it answers"),
+        "{err}"
+    );
+    assert!(err.contains("reading from Kafka again after"), "{err}");
+}
+
+/// `--timeout` bounds how long one partition may stay unreadable, even while the others are read
+/// (t10: a consumer went on through a 2.5-minute outage of two brokers); the rest is printed
+/// meanwhile.
+#[test]
+fn consume_gives_up_on_a_partition_unreadable_for_its_timeout_while_others_are_read() {
+    let (b, boot) = FakeBroker::start_tcp(2);
+    b.create_topic("t", 2);
+    b.append("t", 0, &[b"zero"]);
+    b.append("t", 1, &[b"one"]);
+    let mut child = consume_from_fake(&boot, &["-o", "beginning", "--timeout", "4s"]);
+    std::thread::sleep(Duration::from_secs(1));
+    b.stop(2);
+    let mut n = 0;
+    let status = wait_exit(&mut child, Duration::from_secs(20), || {
+        n += 1;
+        if n % 5 == 0 {
+            b.append("t", 0, &[b"more"]);
+        }
+    });
+    let (out, err) = outputs(&mut child);
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{err}");
+    assert!(out.contains("zero\n") && out.contains("one\n"), "{out}");
+    assert!(out.contains("more\n"), "partition 0 read meanwhile: {out}");
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.contains("gave up after") && last.contains(&b.addr(2)),
+        "{err}"
+    );
+}
+
+/// A broker that holds a fetch (a paused process) is given up at --timeout, not at the request
+/// timeout (t10: 40 s with the default 30 s).
+#[test]
+fn consume_from_a_broker_that_stops_answering_gives_up_within_its_timeout() {
+    let (b, boot) = FakeBroker::start_tcp(1);
+    b.create_topic("t", 1);
+    b.append("t", 0, &[b"a"]);
+    let mut child = consume_from_fake(&boot, &["-o", "beginning", "--timeout", "4s"]);
+    std::thread::sleep(Duration::from_secs(1));
+    b.misbehave(Misbehave::Silent);
+    let start = Instant::now();
+    let status = wait_exit(&mut child, Duration::from_secs(30), || {});
+    let took = start.elapsed();
+    let (out, err) = outputs(&mut child);
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{err}");
+    assert_eq!(out, "a\n");
+    assert!(took < Duration::from_secs(8), "took {took:?}: {err}");
+    assert!(err.contains("no response to Fetch"), "{err}");
+}

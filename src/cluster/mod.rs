@@ -204,6 +204,11 @@ impl Cluster {
         }
     }
 
+    /// The address of broker `id`, as known from metadata.
+    pub fn broker_addr(&self, id: i32) -> Option<String> {
+        self.lock().brokers.get(&id).cloned()
+    }
+
     /// Records a broker address learnt outside Metadata (a Produce response's leader hint, KIP-951).
     pub fn add_broker(&self, id: i32, addr: String) {
         self.lock().brokers.insert(id, addr);

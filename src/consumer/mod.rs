@@ -23,7 +23,7 @@ use kafka_protocol::protocol::{StrBytes, VersionRange};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::backoff::{gave_up, Backoff};
+use crate::backoff::{Backoff, TroubleNews, TroubleWatch, STILL_TRYING_AFTER};
 use crate::cluster::{Cluster, TopicMeta};
 use crate::error::{classify, code, Class, Code, Error, Result, Target};
 use crate::escape::Esc;
@@ -51,6 +51,16 @@ pub struct FetchConfig {
     /// batches of aborted transactions (kcat's default); else every record (the Java consumer's).
     pub read_committed: bool,
 }
+
+/// How often a partition that cannot be read is said again while it cannot.
+const SAID_EVERY: Duration = Duration::from_secs(30);
+
+/// A fetch unanswered this long past the broker's wait counts as failing (a hung broker), for the
+/// notice and the give-up; the request's own timeout ends it later.
+const HUNG_AFTER: Duration = Duration::from_secs(2);
+
+/// How long one metadata refresh after a failed fetch may take.
+const REFRESH_FOR: Duration = Duration::from_secs(5);
 
 /// The largest share one partition grows to when a batch does not fit (a broker that follows KIP-74
 /// returns a first batch larger than the share anyway; older message formats do not).
@@ -83,6 +93,13 @@ struct PartitionState {
     /// Not fetched before this moment (after an error or a response that did not advance).
     not_before: Option<Instant>,
     backoff: Option<Backoff>,
+    /// When a broker last answered for this partition (or it was assigned): one that fails for
+    /// the retry limit after that ends the read.
+    ok_at: Instant,
+    /// Whether the last fetch of it failed (or it has no leader).
+    failing: bool,
+    /// When its fetch in flight was sent.
+    sent_at: Option<Instant>,
 }
 
 struct TopicState {
@@ -101,8 +118,13 @@ pub struct Consumer {
     topics: Vec<TopicState>,
     parts: BTreeMap<Key, PartitionState>,
     tasks: JoinSet<FetchOutcome>,
-    /// Backoff after errors that need a metadata refresh; gives up at the retry limit.
-    trouble: Option<Backoff>,
+    /// The last fetch failure, for the notice and the give-up line.
+    last_error: Option<Error>,
+    /// Metadata is not asked for again before this, after a failure (paced by `refresh_backoff`).
+    refresh_at: Option<Instant>,
+    refresh_backoff: Backoff,
+    /// Says partitions that cannot be read for a while, and when they can again.
+    watch: TroubleWatch,
     warned: BTreeSet<String>,
     /// Warnings about this reader's start go to the debug log (a server's reader: any client could
     /// fill its stderr otherwise).
@@ -118,7 +140,10 @@ impl Consumer {
             topics: Vec::new(),
             parts: BTreeMap::new(),
             tasks: JoinSet::new(),
-            trouble: None,
+            last_error: None,
+            refresh_at: None,
+            refresh_backoff: Backoff::until(None),
+            watch: TroubleWatch::new(STILL_TRYING_AFTER, Some(SAID_EVERY)),
             warned: BTreeSet::new(),
             quiet: false,
         }
@@ -234,6 +259,9 @@ impl Consumer {
                     max_bytes: self.cfg.partition_max_bytes,
                     not_before: None,
                     backoff: None,
+                    ok_at: Instant::now(),
+                    failing: false,
+                    sent_at: None,
                 },
             );
         }
@@ -286,7 +314,22 @@ impl Consumer {
     /// Sends a fetch to every leader that has none in flight, then waits for the next response. Returns
     /// the partitions' data (possibly empty after a long-poll timeout).
     pub async fn poll(&mut self) -> Result<Vec<Fetched>> {
-        self.dispatch();
+        let out = self.poll_once().await;
+        // Every poll looks at what cannot be read: said after a while, given up at the limit.
+        self.look()?;
+        out
+    }
+
+    async fn poll_once(&mut self) -> Result<Vec<Fetched>> {
+        let orphans = self.dispatch();
+        if !orphans.is_empty() {
+            let (t, p) = orphans[0];
+            let e = Error::NoLeader {
+                topic: self.topics[t].name.clone(),
+                partition: p,
+            };
+            self.failed(&orphans, e).await?;
+        }
         let (leader, asked, resp) = if self.tasks.is_empty() {
             // Everything waits for a backoff or a leader: sleep until the first may go.
             let wake = self.parts.values().filter_map(|s| s.not_before).min();
@@ -294,7 +337,12 @@ impl Consumer {
             tokio::time::sleep_until(wake).await;
             return Ok(Vec::new());
         } else {
-            match self.tasks.join_next().await {
+            // A broker that holds a fetch is noticed while it holds it (see `look`).
+            let o = tokio::select! {
+                o = self.tasks.join_next() => o,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => return Ok(Vec::new()),
+            };
+            match o {
                 Some(Ok(o)) => o,
                 Some(Err(e)) => panic!("a fetch task failed: {e}"),
                 None => return Ok(Vec::new()),
@@ -304,13 +352,15 @@ impl Consumer {
             // A partition given up and assigned again meanwhile may have its own fetch out.
             if let Some(s) = self.parts.get_mut(k).filter(|s| s.offset == *at) {
                 s.in_flight = false;
+                s.sent_at = None;
             }
         }
+        let keys: Vec<Key> = asked.iter().map(|(k, _)| *k).collect();
         let resp = match resp {
             Ok(r) => r,
             Err(e) if e.is_retriable() => {
                 crate::log::debug(format_args!("fetch from broker {leader} failed: {e}"));
-                self.recover(e).await?;
+                self.failed(&keys, e).await?;
                 return Ok(Vec::new());
             }
             Err(e) => return Err(e),
@@ -322,15 +372,105 @@ impl Consumer {
                 code: c,
             };
             if e.is_retriable() {
-                self.recover(e).await?;
+                self.failed(&keys, e).await?;
                 return Ok(Vec::new());
             }
             return Err(e);
         }
         let out = self.take_response(resp, &asked).await?;
         // Keep the broker busy: the next fetch leaves before the caller decodes this one.
-        self.dispatch();
+        // Partitions without a leader are taken up by the next poll's dispatch.
+        let _ = self.dispatch();
         Ok(out)
+    }
+
+    /// Notes partitions that cannot be read now, says so after a while (and when they can again),
+    /// and ends the read with the last failure once one has not been read for the retry limit.
+    fn look(&mut self) -> Result<()> {
+        let now = Instant::now();
+        let hung_after = Duration::from_millis(self.cfg.max_wait_ms.max(0) as u64) + HUNG_AFTER;
+        let mut began: Option<Instant> = None;
+        let mut hung: Option<(i32, Instant)> = None;
+        for (k, s) in &self.parts {
+            let held = s
+                .sent_at
+                .filter(|t| now.saturating_duration_since(*t) >= hung_after);
+            if !s.failing && held.is_none() {
+                continue;
+            }
+            began = Some(began.map_or(s.ok_at, |b| b.min(s.ok_at)));
+            if let (false, Some(t)) = (s.failing, held) {
+                hung = Some((self.topics[k.0].meta.leader(k.1), t));
+            }
+        }
+        let Some(began) = began else {
+            self.refresh_backoff.reset();
+            self.last_error = None;
+            if let Some(TroubleNews::Recovered(after)) = self.watch.look_at(None, now) {
+                self.say(
+                    false,
+                    format_args!("reading from Kafka again after {:.1}s", after.as_secs_f64()),
+                );
+            }
+            return Ok(());
+        };
+        let failure = match (&self.last_error, hung) {
+            (Some(e), _) => e.to_string(),
+            (None, Some((leader, sent))) => format!(
+                "broker {} has not answered a Fetch for {} s",
+                self.cluster
+                    .broker_addr(leader)
+                    .unwrap_or_else(|| format!("id {leader}")),
+                now.saturating_duration_since(sent).as_secs()
+            ),
+            (None, None) => "no answer".to_string(),
+        };
+        let limit = self.cluster.options().retry_limit;
+        if limit.is_some_and(|l| now.saturating_duration_since(began) >= l) {
+            let last = match self.last_error.take() {
+                Some(e) => e,
+                None => Error::Conn(crate::connection::ConnError::Timeout {
+                    addr: hung
+                        .and_then(|(l, _)| self.cluster.broker_addr(l))
+                        .unwrap_or_else(|| "?".into()),
+                    api: "Fetch",
+                    ms: hung.map_or(0, |(_, t)| {
+                        now.saturating_duration_since(t).as_millis() as u64
+                    }),
+                }),
+            };
+            return Err(Error::Deadline {
+                ms: now.saturating_duration_since(began).as_millis() as u64,
+                last: Box::new(last),
+            });
+        }
+        if let Some(TroubleNews::Failing(e, for_)) = self.watch.look_at(Some((failure, began)), now)
+        {
+            let until = match limit {
+                Some(l) => format!(
+                    "still trying for up to {} s (--timeout)",
+                    l.saturating_sub(for_).as_secs_f64().ceil()
+                ),
+                None => "still trying (--timeout 0: until it answers)".to_string(),
+            };
+            self.say(
+                true,
+                format_args!(
+                    "cannot read from Kafka for {}s ({e}); {until}",
+                    for_.as_secs()
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// A warning (or an info line), or a debug line for a quiet consumer.
+    fn say(&self, warn: bool, msg: std::fmt::Arguments<'_>) {
+        match (self.quiet, warn) {
+            (true, _) => crate::log::debug(msg),
+            (false, true) => crate::log::warn(msg),
+            (false, false) => crate::log::info(msg),
+        }
     }
 
     /// The partitions' data in a response, believing only what was asked for.
@@ -341,6 +481,7 @@ impl Consumer {
     ) -> Result<Vec<Fetched>> {
         let mut out = Vec::new();
         let mut stale: Option<Error> = None;
+        let mut stale_keys: Vec<Key> = Vec::new();
         for t in resp.responses {
             let name = t.topic.0.to_string();
             for pd in t.partitions {
@@ -364,6 +505,13 @@ impl Consumer {
                     continue;
                 };
                 let target = Target::Partition(name.clone(), p);
+                if code(pd.error_code).is_none_or(|c| c == Code::OffsetOutOfRange) {
+                    // The broker answered for it.
+                    if let Some(s) = self.parts.get_mut(&key) {
+                        s.failing = false;
+                        s.ok_at = Instant::now();
+                    }
+                }
                 match code(pd.error_code) {
                     None => {}
                     Some(Code::OffsetOutOfRange) => {
@@ -377,7 +525,10 @@ impl Consumer {
                             code: c,
                         };
                         match classify(c) {
-                            Class::Retriable { .. } => stale = Some(e),
+                            Class::Retriable { .. } => {
+                                stale = Some(e);
+                                stale_keys.push(key);
+                            }
                             _ => return Err(e),
                         }
                         continue;
@@ -409,9 +560,8 @@ impl Consumer {
                 out.push(f);
             }
         }
-        match stale {
-            Some(e) => self.recover(e).await?,
-            None => self.trouble = None,
+        if let Some(e) = stale {
+            self.failed(&stale_keys, e).await?;
         }
         Ok(out)
     }
@@ -441,15 +591,38 @@ impl Consumer {
         );
     }
 
-    /// After an error: back off (giving up at the retry limit), then refresh metadata so the next
-    /// fetches go to current leaders.
-    async fn recover(&mut self, err: Error) -> Result<()> {
-        let limit = self.cluster.options().deadline();
-        let b = self.trouble.get_or_insert_with(|| Backoff::until(limit));
-        if !b.wait().await {
-            let b = self.trouble.take().unwrap_or_else(|| Backoff::new(None));
-            return Err(gave_up(&b, err));
+    /// After a failed fetch of partitions `keys`: each backs off on its own (the others are read on
+    /// meanwhile), and metadata is asked for again, paced, so the next fetches go to current leaders.
+    /// Giving up is [`look`](Self::look)'s, at the retry limit.
+    async fn failed(&mut self, keys: &[Key], err: Error) -> Result<()> {
+        let now = Instant::now();
+        for k in keys {
+            if let Some(s) = self.parts.get_mut(k) {
+                s.failing = true;
+                let b = s.backoff.get_or_insert_with(|| Backoff::until(None));
+                s.not_before = Some(now + b.next_delay().unwrap_or(Duration::from_secs(1)));
+            }
         }
+        self.last_error = Some(err);
+        if self.refresh_at.is_some_and(|t| now < t) {
+            return Ok(());
+        }
+        let pause = self.refresh_backoff.next_delay();
+        self.refresh_at = Some(now + pause.unwrap_or(Duration::from_secs(1)));
+        // A few seconds at most (the partitions that can be read are read on meanwhile), and not
+        // past the moment the oldest failing partition is given up.
+        let oldest = self
+            .parts
+            .values()
+            .filter(|s| s.failing)
+            .map(|s| s.ok_at)
+            .min()
+            .unwrap_or(now);
+        let mut until = now + REFRESH_FOR;
+        if let Some(l) = self.cluster.options().retry_limit {
+            until = until.min((oldest + l).max(now + Duration::from_millis(100)));
+        }
+        let limit = Some(until);
         let generation = self.cluster.generation();
         for i in 0..self.topics.len() {
             let name = self.topics[i].name.clone();
@@ -552,7 +725,9 @@ impl Consumer {
         Ok(())
     }
 
-    fn dispatch(&mut self) {
+    /// Sends a fetch to each leader with partitions ready and none in flight; returns the
+    /// partitions that have no leader now (held back 200 ms).
+    fn dispatch(&mut self) -> Vec<Key> {
         let now = Instant::now();
         let mut by_leader: HashMap<i32, Vec<Key>> = HashMap::new();
         for (k, s) in &self.parts {
@@ -562,13 +737,14 @@ impl Consumer {
             let leader = self.topics[k.0].meta.leader(k.1);
             by_leader.entry(leader).or_default().push(*k);
         }
-        if let Some(orphans) = by_leader.remove(&-1) {
+        let orphans = by_leader.remove(&-1).unwrap_or_default();
+        if !orphans.is_empty() {
             crate::log::debug(format_args!(
                 "{} partitions have no leader yet",
                 orphans.len()
             ));
-            for k in orphans {
-                if let Some(s) = self.parts.get_mut(&k) {
+            for k in &orphans {
+                if let Some(s) = self.parts.get_mut(k) {
                     s.not_before = Some(now + Duration::from_millis(200));
                 }
             }
@@ -579,6 +755,7 @@ impl Consumer {
             for k in &keys {
                 if let Some(s) = self.parts.get_mut(k) {
                     s.in_flight = true;
+                    s.sent_at = Some(now);
                     asked.push((*k, s.offset));
                 }
             }
@@ -596,6 +773,7 @@ impl Consumer {
                 (leader, asked, r)
             });
         }
+        orphans
     }
 
     fn request(&self, keys: &[Key]) -> FetchRequest {

@@ -8,7 +8,7 @@ use kafka_protocol::messages::{BrokerId, ListOffsetsRequest, TopicName};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 use tokio::time::Instant;
 
-use crate::backoff::{gave_up, Backoff};
+use crate::backoff::{gave_up, note_failure, Backoff};
 use crate::cluster::Cluster;
 use crate::error::{code, Error, Result, Target};
 
@@ -42,6 +42,9 @@ pub async fn list_offsets_as(
     let mut backoff = Backoff::until(cluster.options().deadline());
     let mut result = HashMap::new();
     let mut todo: Vec<i32> = partitions.to_vec();
+    // What to name if the time runs out (not a connect the deadline cut short: t10 was told
+    // "connect timed out" after 10 s of OFFSET_NOT_AVAILABLE from a connected broker).
+    let mut telling: Option<Error> = None;
     loop {
         let meta = cluster
             .topic_until(topic, false, backoff.deadline())
@@ -107,8 +110,10 @@ pub async fn list_offsets_as(
             topic: topic.into(),
             partition: todo[0],
         });
+        note_failure(&mut telling, err);
         if !backoff.wait().await {
-            return Err(gave_up(&backoff, err));
+            let last = telling.take().unwrap_or(Error::NoBrokers);
+            return Err(gave_up(&backoff, last));
         }
         let _ = cluster.refresh(topic, generation, backoff.deadline()).await;
     }

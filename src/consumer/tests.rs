@@ -161,3 +161,60 @@ async fn an_unreachable_leader_is_given_up_at_the_retry_limit() {
         start.elapsed()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_partition_that_cannot_be_read_is_given_up_at_the_retry_limit_while_others_are_read() {
+    // Broker 1 answers for partition 0 all along: that must not restart partition 1's clock
+    // (t10: a consumer outlived its --timeout through minutes of a two-broker outage).
+    let b = FakeBroker::new(2);
+    b.create_topic("t", 2);
+    b.append("t", 0, &[b"a"]);
+    let mut k = consumer(&b, "t", StartOffset::Beginning).await;
+    b.stop(2);
+    let start = Instant::now();
+    let e = read_for(&mut k, 120).await.unwrap_err();
+    assert!(matches!(e, Error::Deadline { .. }), "{e}");
+    assert!(
+        (Duration::from_secs(29)..=Duration::from_secs(32)).contains(&start.elapsed()),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(e.to_string().contains(&b.addr(2)), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broker_that_holds_a_fetch_is_given_up_at_the_retry_limit_not_the_request_timeout() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    let mut o = ClientOptions::new(&b.bootstrap());
+    o.retry_limit = Some(Duration::from_secs(10));
+    o.connection.request_timeout = Duration::from_secs(60);
+    let c = Arc::new(Cluster::with_transport(o, Arc::new(b.transport())));
+    let meta = c.topic("t", false).await.unwrap();
+    let mut k = Consumer::new(c, FetchConfig::default());
+    k.assign(meta, &[], StartOffset::Beginning).await.unwrap();
+    b.misbehave(Misbehave::Silent);
+    let start = Instant::now();
+    let e = read_for(&mut k, 120).await.unwrap_err();
+    assert!(
+        start.elapsed() <= Duration::from_secs(12),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(e.to_string().contains("no response to Fetch"), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partition_that_fails_for_less_than_the_limit_is_read_on() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    let mut k = consumer(&b, "t", StartOffset::Beginning).await;
+    for _ in 0..3 {
+        b.misbehave(Misbehave::FetchError(6));
+        assert!(read_for(&mut k, 20).await.unwrap().is_empty());
+        b.behave();
+        assert!(read_for(&mut k, 3).await.unwrap().is_empty());
+    }
+    b.append("t", 0, &[b"after"]);
+    assert_eq!(read_for(&mut k, 3).await.unwrap(), vec![b"after".to_vec()]);
+}

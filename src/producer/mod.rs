@@ -33,6 +33,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
+pub use crate::backoff::{TroubleNews, TroubleWatch};
 use crate::cluster::{Cluster, TopicMeta};
 use crate::error::Error;
 use crate::partitioner::Partitioner;
@@ -635,65 +636,3 @@ pub fn timestamp_now_ms() -> i64 {
 
 #[cfg(test)]
 mod tests;
-
-/// What a [`TroubleWatch`] has to say.
-#[derive(Debug, PartialEq, Eq)]
-pub enum TroubleNews {
-    /// Deliveries have failed for this long, with this error.
-    Failing(String, Duration),
-    /// Deliveries work again, after failing for this long.
-    Recovered(Duration),
-}
-
-/// Watches [`Producer::trouble`]: says when deliveries have failed for `say_after` (a leader move
-/// retried within it is not said), again every `repeat` while they fail, and once when they work
-/// again, if the failure was said.
-#[derive(Debug)]
-pub struct TroubleWatch {
-    say_after: Duration,
-    repeat: Option<Duration>,
-    since: Option<Instant>,
-    next: Option<Instant>,
-    said: bool,
-}
-
-impl TroubleWatch {
-    /// A watch saying failures after `say_after`, then every `repeat` (`None`: once).
-    pub fn new(say_after: Duration, repeat: Option<Duration>) -> Self {
-        TroubleWatch {
-            say_after,
-            repeat,
-            since: None,
-            next: None,
-            said: false,
-        }
-    }
-
-    /// Since when deliveries fail, if they do (as of the last look).
-    pub fn since(&self) -> Option<Instant> {
-        self.since
-    }
-
-    /// Looks at the producer's trouble now; what is to be said, if anything.
-    pub fn look(&mut self, trouble: Option<String>, now: Instant) -> Option<TroubleNews> {
-        match (trouble, self.since) {
-            (Some(_), None) => {
-                self.since = Some(now);
-                self.next = Some(now + self.say_after);
-                None
-            }
-            (Some(e), Some(since)) if self.next.is_some_and(|t| now >= t) => {
-                self.next = self.repeat.map(|r| now + r);
-                self.said = true;
-                Some(TroubleNews::Failing(e, now.duration_since(since)))
-            }
-            (None, Some(since)) => {
-                let said = std::mem::take(&mut self.said);
-                self.since = None;
-                self.next = None;
-                said.then(|| TroubleNews::Recovered(now.duration_since(since)))
-            }
-            _ => None,
-        }
-    }
-}
