@@ -675,6 +675,15 @@ fn a_dead_letter_file_keeps_what_the_topic_refuses() {
         .count();
     assert!((10..=12).contains(&said), "{said} lines: {err}");
     assert!(err.contains("further refused lines are counted"), "{err}");
+    // Which line: the byte after it (t10: the message did not say).
+    let first_end = numbered("small", 0, 1).len() + big.len();
+    assert!(
+        err.contains(&format!(
+            "1 line of {} (ending at byte {first_end})",
+            f.display()
+        )),
+        "{err}"
+    );
     assert!(err.contains("20 more lines refused by Kafka"), "{err}");
     assert!(err.contains("30 failed and skipped"), "{err}");
     assert!(

@@ -25,6 +25,8 @@ pub struct Refused {
     pub file: Option<DeadLetters>,
     said: u32,
     quiet: u64,
+    /// The last refusal not said yet.
+    last: Option<String>,
     next: Option<std::time::Instant>,
 }
 
@@ -40,37 +42,59 @@ impl Refused {
             file,
             said: 0,
             quiet: 0,
+            last: None,
             next: None,
         }
     }
 
     /// Says the refused lines not said yet (at the stop).
     pub fn finish(&mut self) {
-        if self.quiet > 0 {
-            crate::log::error(format_args!(
-                "{} more lines refused by Kafka, skipped",
-                self.quiet
-            ));
-            self.quiet = 0;
+        self.say_counted(std::time::Instant::now());
+    }
+
+    /// Says the refused lines counted since the last such line, if it is time (called every few
+    /// seconds: the end of a burst is said without waiting for another refusal).
+    pub fn tick(&mut self, now: std::time::Instant) {
+        if self.next.is_none_or(|t| now >= t) {
+            self.say_counted(now);
         }
     }
 
-    /// `n` lines of `source` refused by Kafka for good with `error`: said (paced) and kept.
+    fn say_counted(&mut self, now: std::time::Instant) {
+        if self.quiet == 0 {
+            return;
+        }
+        let last = self.last.take().unwrap_or_default();
+        crate::log::error(format_args!(
+            "{} more lines refused by Kafka, skipped (the last: {last})",
+            self.quiet
+        ));
+        self.quiet = 0;
+        self.next = Some(now + Self::EVERY);
+    }
+
+    /// `n` lines of `source` (its path, and the byte offset after the last of them) refused by
+    /// Kafka for good with `error`: said (paced) and kept.
     pub fn refused(
         &mut self,
         topic: &str,
-        source: Option<&Path>,
+        source: Option<(&Path, Option<u64>)>,
         error: &Error,
         batch: Option<&[u8]>,
         n: usize,
     ) {
-        let shown = source.map_or("?".to_string(), |p| Esc::path(p).to_string());
+        let shown = source.map_or("?".to_string(), |(p, _)| Esc::path(p).to_string());
+        let lines = if n == 1 { "line" } else { "lines" };
+        let at = match source.and_then(|(_, end)| end) {
+            Some(end) if n == 1 => format!(" (ending at byte {end})"),
+            Some(end) => format!(" (the last ending at byte {end})"),
+            None => String::new(),
+        };
+        let what = format!("{n} {lines} of {shown}{at}");
         let now = std::time::Instant::now();
         if self.said < Self::ONE_BY_ONE {
             self.said += 1;
-            crate::log::error(format_args!(
-                "{n} lines of {shown} refused by Kafka, skipped: {error}"
-            ));
+            crate::log::error(format_args!("{what} refused by Kafka, skipped: {error}"));
             if self.said == Self::ONE_BY_ONE {
                 crate::log::error(format_args!(
                     "further refused lines are counted and said every {} s",
@@ -80,17 +104,11 @@ impl Refused {
             }
         } else {
             self.quiet += n as u64;
-            if self.next.is_none_or(|t| now >= t) {
-                crate::log::error(format_args!(
-                    "{} more lines refused by Kafka, skipped (the last: {n} lines of {shown}: {error})",
-                    self.quiet
-                ));
-                self.quiet = 0;
-                self.next = Some(now + Self::EVERY);
-            }
+            self.last = Some(format!("{what}: {error}"));
+            self.tick(now);
         }
         if let (Some(dl), Some(batch)) = (self.file.as_mut(), batch) {
-            if let Err(err) = dl.write(topic, source, error, batch) {
+            if let Err(err) = dl.write(topic, source.map(|(p, _)| p), error, batch) {
                 crate::log::error(format_args!("cannot write to the dead-letter file: {err}"));
             }
         }
@@ -196,5 +214,23 @@ mod tests {
         assert!(e.contains("cannot open dead-letter file"), "{e}");
         assert_eq!(std::fs::read(&passwd).unwrap().len(), 32, "untouched");
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_end_of_a_burst_of_refusals_is_said_without_another_refusal() {
+        // t10: 10 said one by one, then the rest only when a later refusal came.
+        let mut r = Refused::new(None);
+        let e = Error::NoBrokers;
+        let path = Path::new("/var/log/a.log");
+        for i in 0..15 {
+            r.refused("t", Some((path, Some(100 * i))), &e, None, 1);
+        }
+        assert_eq!(r.quiet, 5);
+        assert!(r.last.as_deref().unwrap().contains("ending at byte 1400"));
+        let now = std::time::Instant::now();
+        r.tick(now);
+        assert_eq!(r.quiet, 5, "not before 10 s");
+        r.tick(now + Refused::EVERY + std::time::Duration::from_secs(1));
+        assert_eq!((r.quiet, r.last.is_none()), (0, true), "said at the tick");
     }
 }

@@ -1361,17 +1361,20 @@ impl Engine {
         tokens: &[u64],
         error: Option<&crate::error::Error>,
         topic: &str,
-    ) -> Option<PathBuf> {
+    ) -> Option<(PathBuf, Option<u64>)> {
         self.version += 1;
-        let mut path = None;
+        // The first file's path, and the end of its last line here.
+        let mut path: Option<(u64, PathBuf, Option<u64>)> = None;
         // Lines per file, in a batch's order (a file's lines are together or few runs).
         let mut per_file = std::mem::take(&mut self.runs);
         for &t in tokens {
             let key = t >> SEQ_BITS;
             if let Some(f) = self.followers.get_mut(&key) {
-                f.done(t);
-                if path.is_none() {
-                    path = Some(f.path.clone());
+                let end = f.done(t);
+                match &mut path {
+                    None => path = Some((key, f.path.clone(), end)),
+                    Some((k, _, last)) if *k == key => *last = end.max(*last),
+                    Some(_) => {}
                 }
             }
             match per_file.last_mut() {
@@ -1397,7 +1400,7 @@ impl Engine {
         }
         per_file.clear();
         self.runs = per_file;
-        path
+        path.map(|(_, p, end)| (p, end))
     }
 
     /// Lines counted per (input name, topic).

@@ -307,27 +307,31 @@ impl Follower {
     }
 
     /// Marks the line with this token's sequence as done (acknowledged, or failed for good) and moves
-    /// the acknowledged watermark over the contiguous done prefix.
-    pub fn done(&mut self, token: u64) {
+    /// the acknowledged watermark over the contiguous done prefix. Returns the byte offset after the
+    /// line, if the token is still known.
+    pub fn done(&mut self, token: u64) -> Option<u64> {
         let seq = token & ((1 << SEQ_BITS) - 1);
         if seq < self.base_seq {
-            return;
+            return None;
         }
+        let mut line_end = None;
         if let Some(e) = self.inflight.get_mut((seq - self.base_seq) as usize) {
             e.1 = true;
+            line_end = Some(e.0);
         }
         while let Some(&(end, true)) = self.inflight.front() {
             self.acked_pos = end;
             self.inflight.pop_front();
             self.base_seq += 1;
         }
+        line_end
     }
 
     /// Bytes from `read_pos` passed over without a record (the rest of an over-long line): done at once.
     fn skip_to(&mut self, end: u64) {
         self.read_pos = end;
         let t = self.token(end);
-        self.done(t);
+        let _ = self.done(t);
     }
 
     /// Takes back the last token handed out (its line was taken back out of the batch).

@@ -371,6 +371,7 @@ impl Running {
                     }
                     self.engine.close_idle(now);
                     self.engine.wake_copies();
+                    self.dead.tick(now.into_std());
                 }
                 _ = ckpt_tick.tick() => {
                     // Rendered only when something changed (10,000 idle files cost nothing here), and
@@ -692,14 +693,14 @@ fn apply(
     mut eo: Option<&mut exactly::EoState>,
 ) {
     for d in deliveries.drain(..) {
-        let path = engine.on_delivery(&d.tokens, d.error.as_ref(), producer.topic_name(d.topic));
+        let source = engine.on_delivery(&d.tokens, d.error.as_ref(), producer.topic_name(d.topic));
         if let (Some(eo), None) = (eo.as_deref_mut(), &d.error) {
             eo.acked(producer.topic_name(d.topic), d.partition, d.base_offset);
         }
         if let Some(e) = &d.error {
             dead.refused(
                 producer.topic_name(d.topic),
-                path.as_deref(),
+                source.as_ref().map(|(p, end)| (p.as_path(), *end)),
                 e,
                 d.batch.as_deref(),
                 d.tokens.len(),
