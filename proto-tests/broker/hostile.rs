@@ -801,3 +801,45 @@ fn stderr_closed_under_the_agent_does_not_stop_it() {
     let ckpt = std::fs::read_to_string(ck(&dir)).unwrap();
     assert!(ckpt.contains("a.log"), "{ckpt}");
 }
+
+/// A topic deleted under a running tail and created again by the broker at its next write, with
+/// fewer partitions (the broker's default, 1 here): every line written after the deletion reaches
+/// the new topic once (t10: lines for the vanished partitions waited until a restart).
+#[test]
+fn a_topic_deleted_under_tail_is_created_again_and_gets_every_later_line() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("recreated-tail");
+    let t = topic("recreated-tail");
+    create_topic(&b, &t, 4, 1, &[]);
+    let f = dir.join("a.log");
+    append(&f, &numbered("old", 0, 400));
+    let c = ck(&dir);
+    let mut tail = Tail::start(
+        &b,
+        &[f.to_str().unwrap(), &t, "--checkpoint", &c],
+        &dir.join("err"),
+    );
+    wait_for_records(&b, &t, 400, WAIT);
+    let mut k = Command::new(root().join("scripts/kafka-topic"));
+    k.args(["delete", &t, "--brokers", &b]);
+    assert!(
+        run_with_input(k, b"").status.success(),
+        "kafka-topic delete"
+    );
+    for i in 0..20 {
+        append(&f, &numbered("new", i * 50, (i + 1) * 50));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got = wait_for_records(&b, &t, 1000, WAIT);
+    assert_eq!(tail.stop("TERM"), Some(0), "{}", tail.stderr());
+    let mut got: Vec<_> = got.into_iter().filter(|v| v.starts_with(b"new")).collect();
+    got.sort();
+    let mut want = lines(&numbered("new", 0, 1000));
+    want.sort();
+    assert_eq!(got, want, "{}", tail.stderr());
+    assert!(
+        tail.stderr().contains("has 1 partition now, 4 before"),
+        "{}",
+        tail.stderr()
+    );
+}

@@ -143,6 +143,9 @@ pub(crate) struct Batch {
     /// An attempt failed without an answer after the request may have been sent: Kafka may hold
     /// it, whatever later attempts say.
     pub(crate) maybe_written: bool,
+    /// Moved from a partition that no longer exists: its stamp (that partition's sequences) is
+    /// replaced at its next send.
+    pub(crate) moved: bool,
 }
 
 impl Batch {
@@ -214,6 +217,14 @@ pub(crate) struct TopicQueues {
     sticky: i32,
 }
 
+impl TopicQueues {
+    /// How many partitions records may go to: the topic's count now, or the count at start if the
+    /// topic grew since (records placed keep their partition; keys keep theirs within a run).
+    fn live(&self) -> usize {
+        self.parts.len().min(self.meta.partitions.len().max(1))
+    }
+}
+
 /// The batches of every topic and the bytes they hold.
 pub(crate) struct Accumulator {
     pub(crate) cfg: BatchConfig,
@@ -273,14 +284,60 @@ impl Accumulator {
         self.topics.len() - 1
     }
 
-    /// Takes newer metadata for a topic (leaders moved). The partition count is kept: records already
-    /// placed stay where they are, and keys keep their partition within a run.
-    pub(crate) fn update_meta(&mut self, topic: usize, meta: Arc<TopicMeta>) {
-        if let Some(t) = self.topics.get_mut(topic) {
-            if meta.partitions.len() >= t.parts.len() {
-                t.meta = meta;
-            }
+    /// Takes newer metadata for a topic (leaders moved). A topic that grew keeps the partition count
+    /// it had: records already placed stay where they are, and keys keep their partition within a
+    /// run. A topic with fewer partitions than before was deleted and created again: the batches of
+    /// the partitions that are gone move to those left (t10: they waited for ever on
+    /// UNKNOWN_TOPIC_OR_PARTITION). Returns the partitions emptied that way.
+    pub(crate) fn update_meta(&mut self, topic: usize, meta: Arc<TopicMeta>) -> Vec<i32> {
+        let Some(t) = self.topics.get_mut(topic) else {
+            return Vec::new();
+        };
+        let live = meta.partitions.len();
+        if live == 0 {
+            return Vec::new(); // being created: no partitions to go to yet
         }
+        let shrunk = live < t.meta.partitions.len().min(t.parts.len());
+        t.meta = meta;
+        if live >= t.parts.len() || self.cfg.partition.is_some() {
+            return Vec::new();
+        }
+        if shrunk {
+            crate::log::warn(format_args!(
+                "topic '{}' has {live} partition{} now, {} before (deleted and created again?): what waits for the others goes to {}",
+                crate::escape::Esc::str(&t.name),
+                if live == 1 { "" } else { "s" },
+                t.parts.len(),
+                if live == 1 { "it" } else { "these" }
+            ));
+        }
+        if t.sticky as usize >= live {
+            t.sticky = fastrand::i32(0..live as i32);
+        }
+        let mut emptied = Vec::new();
+        for q in live..self.topics[topic].parts.len() {
+            let t = &self.topics[topic];
+            if t.parts[q].in_flight || (t.parts[q].open.is_none() && t.parts[q].ready.is_empty()) {
+                continue; // moved once its request is back
+            }
+            self.seal(topic, q);
+            let t = &mut self.topics[topic];
+            let moved: Vec<Batch> = t.parts[q].ready.drain(..).collect();
+            let (gone, to) = (&mut t.parts[q], q % live);
+            gone.retry_at = None;
+            gone.backoff = None;
+            gone.failing_since = None;
+            for mut b in moved {
+                b.moved = true;
+                t.parts[to].ready.push_back(b);
+            }
+            emptied.push(q as i32);
+        }
+        let t = &mut self.topics[topic];
+        if t.parts[live..].iter().all(|q| !q.in_flight) {
+            t.parts.truncate(live);
+        }
+        emptied
     }
 
     fn choose_partition(
@@ -290,7 +347,7 @@ impl Accumulator {
         pos: Option<&SourcePos<'_>>,
     ) -> i32 {
         let t = &self.topics[topic];
-        let n = t.parts.len();
+        let n = t.live();
         if let Some(p) = self.cfg.partition {
             return p;
         }
@@ -474,8 +531,9 @@ impl Accumulator {
             created: open.created,
             size,
             maybe_written: false,
+            moved: false,
         });
-        let n = t.parts.len() as i32;
+        let n = t.live() as i32;
         if idx as i32 == t.sticky && !fixed && n > 1 {
             // Move on to another partition: even spread over time, large batches.
             t.sticky = (t.sticky + fastrand::i32(1..n)) % n;

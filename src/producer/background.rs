@@ -29,7 +29,9 @@ impl Producer {
             match self.cluster.cached_topic(&name) {
                 Some(m) => {
                     all_led &= m.all_led();
-                    self.acc.update_meta(t, m);
+                    for q in self.acc.update_meta(t, m) {
+                        self.failing.remove(&(t, q));
+                    }
                 }
                 None => all_led = false,
             }
@@ -125,8 +127,14 @@ impl Producer {
             .map(|&t| self.acc.topics[t].name.clone())
             .collect();
         let deadline = Some(now + cluster.options().connection.request_timeout);
+        // A topic deleted under a running producer is created again where the broker creates
+        // topics at a producer's write (as the Java producer's metadata requests allow).
+        let auto_create = self.cfg.auto_create_topics;
         self.refresh = Some(tokio::spawn(async move {
-            if let Err(e) = cluster.fetch_metadata(Some(&names), false, deadline).await {
+            if let Err(e) = cluster
+                .fetch_metadata(Some(&names), auto_create, deadline)
+                .await
+            {
                 crate::log::debug(format_args!("metadata refresh failed: {e}"));
             }
         }));

@@ -610,10 +610,11 @@ impl Producer {
             }
             Body::Finished(_) => {
                 let current = b.stamp().is_some_and(|s| self.seq.is_current(s));
-                if self.seq.is_idempotent() && !current {
+                if self.seq.is_idempotent() && (!current || b.moved) {
                     let stamp = self.seq.stamp(t, p, n);
                     b.restamp(stamp);
                 }
+                b.moved = false;
             }
         }
         Ok(())

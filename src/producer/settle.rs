@@ -112,7 +112,9 @@ impl Producer {
                     let name = self.acc.topics[t].name.clone();
                     self.cluster.set_leader(&name, p, l, epoch);
                     if let Some(m) = self.cluster.cached_topic(&name) {
-                        self.acc.update_meta(t, m);
+                        for q in self.acc.update_meta(t, m) {
+                            self.failing.remove(&(t, q));
+                        }
                     }
                 } else if refresh {
                     self.stale.insert(t);
@@ -248,6 +250,7 @@ impl Producer {
                 created: b.created,
                 size,
                 maybe_written: b.maybe_written,
+                moved: false,
             });
         }
     }

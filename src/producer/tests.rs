@@ -450,3 +450,30 @@ async fn records_for_several_topics_share_one_request_per_leader() {
     assert_eq!(b.values("a").len(), 10);
     assert_eq!(b.values("b").len(), 10);
 }
+
+#[tokio::test(start_paused = true)]
+async fn batches_for_partitions_of_a_topic_created_again_with_fewer_go_to_those_left() {
+    // t10: a topic deleted and auto-created with fewer partitions under a running tail; lines the
+    // partitioner had put on the vanished partitions waited (UNKNOWN_TOPIC_OR_PARTITION) for ever.
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 4);
+    let cfg = ProducerConfig {
+        partitioner: Partitioner::Random,
+        batch_bytes: 200,
+        ..tail_config()
+    };
+    let mut p = producer(&b, "t", cfg).await;
+    let first = values(100);
+    assert_eq!(acked(&send(&mut p, &refs(&first)).await), 100);
+    b.create_topic("t", 2);
+    let v: Vec<Vec<u8>> = (0..1000)
+        .map(|i| format!("again {i}").into_bytes())
+        .collect();
+    let d = tokio::time::timeout(Duration::from_secs(120), send(&mut p, &refs(&v)))
+        .await
+        .expect("every batch delivered to the partitions left");
+    assert_eq!(acked(&d), 1000);
+    assert_eq!(sorted(b.values("t")), sorted(v), "each once");
+    assert_eq!(p.partition_count(0), 2);
+    assert!(p.trouble().is_none());
+}
