@@ -201,7 +201,9 @@ fn produce_says_when_deliveries_fail_in_mid_stream_and_when_they_work_again() {
         .unwrap();
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{err}");
     assert!(
-        err.contains("cannot deliver to Kafka for 5s") && err.contains("NOT_LEADER"),
+        err.contains("cannot deliver to Kafka for 5s")
+            && err.contains("NOT_LEADER")
+            && err.contains("still trying, until it works (--timeout 0)"),
         "{err}"
     );
     assert!(err.contains("delivering to Kafka again after"), "{err}");
@@ -512,4 +514,41 @@ fn consume_from_a_broker_that_stops_answering_gives_up_within_its_timeout() {
     assert_eq!(out, "a\n");
     assert!(took < Duration::from_secs(8), "took {took:?}: {err}");
     assert!(err.contains("no response to Fetch"), "{err}");
+}
+
+/// A tail started in an outage says its "no answer" line once, not once per thing it waits for
+/// (t10: the 5-s line twice, for the metadata and then for the producer id).
+#[test]
+fn tail_started_in_an_outage_says_it_waits_once() {
+    let (b, boot) = FakeBroker::start_tcp(1);
+    b.create_topic("t", 1);
+    b.stop(1);
+    let dir = scratch_dir("fake-outage-start");
+    let f = dir.join("a.log");
+    std::fs::write(&f, "x\n").unwrap();
+    let c = dir.join("ck");
+    let mut cmd = Command::new(shipper_bin());
+    cmd.args([
+        "-b",
+        &boot,
+        "tail",
+        f.to_str().unwrap(),
+        "t",
+        "--checkpoint",
+    ])
+    .arg(&c);
+    let mut tail = Tail::spawn(cmd, &dir.join("err"));
+    std::thread::sleep(Duration::from_millis(6500));
+    b.misbehave(Misbehave::InitProducerIdError(14));
+    b.start(1);
+    std::thread::sleep(Duration::from_secs(7));
+    b.behave();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while b.values("t").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tail.stop("TERM");
+    let err = tail.stderr();
+    assert_eq!(b.values("t"), vec![b"x".to_vec()], "{err}");
+    assert_eq!(err.matches("no answer from Kafka").count(), 1, "{err}");
 }

@@ -363,8 +363,12 @@ impl Run<'_> {
         );
         match self.trouble.look(self.producer.trouble(), Instant::now()) {
             Some(TroubleNews::Failing(e, for_)) => crate::log::warn(format_args!(
-                "cannot deliver to Kafka for {}s ({e}); still trying, until --timeout",
-                for_.as_secs()
+                "cannot deliver to Kafka for {}s ({e}); still trying, {}",
+                for_.as_secs(),
+                match self.producer.delivery_timeout() {
+                    Some(t) => format!("each record for up to {} s (--timeout)", t.as_secs()),
+                    None => "until it works (--timeout 0)".to_string(),
+                }
             )),
             Some(TroubleNews::Recovered(after)) => crate::log::info(format_args!(
                 "delivering to Kafka again after {:.1}s",
@@ -382,7 +386,13 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
     let input = Input::open(args.file.as_deref())?;
     // kcat's escapes, as in -K: `\t` is a tab.
     let key_separator = args.key_separator.as_deref().map(crate::output::unescape);
-    let producer = start_producer(common, args).await?;
+    // Said with the error: the whole input is still to be sent (t10: no summary, no word on it).
+    let producer = start_producer(common, args).await.map_err(|e| match e
+        .downcast_ref::<crate::settings::UsageError>(
+    ) {
+        Some(_) => e,
+        None => anyhow::anyhow!("{e:#}; nothing was sent (the input was not read)"),
+    })?;
     let mut run = Run {
         producer,
         shape: Shape {

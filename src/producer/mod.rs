@@ -357,6 +357,11 @@ impl Producer {
             .map(|(name, waited, e)| (name, waited, e.to_string()))
     }
 
+    /// How long a record may wait to be acknowledged before it fails (`None`: for ever).
+    pub fn delivery_timeout(&self) -> Option<Duration> {
+        self.cfg.delivery_timeout
+    }
+
     /// Whether batches carry a producer id and sequences.
     pub fn is_idempotent(&self) -> bool {
         self.seq.is_idempotent()

@@ -650,6 +650,17 @@ impl Running {
             self.producer.flush(&mut self.deliveries),
         )
         .await;
+        // The cause before the summary it explains (t10: it came after).
+        let flushed = match flushed {
+            Ok(r) => Some(r),
+            Err(_) => {
+                crate::log::warn(format_args!(
+                    "gave up waiting for acknowledgements after {} ms (--shutdown-timeout-ms, shutdown_timeout_ms in a config)",
+                    self.opts.shutdown_timeout.as_millis()
+                ));
+                None
+            }
+        };
         apply(
             &mut self.engine,
             &mut self.deliveries,
@@ -669,12 +680,8 @@ impl Running {
             ));
         }
         summary(&self.engine, self.started);
-        match flushed {
-            Ok(r) => r?,
-            Err(_) => crate::log::warn(format_args!(
-                "gave up waiting for acknowledgements after {} ms",
-                self.opts.shutdown_timeout.as_millis()
-            )),
+        if let Some(r) = flushed {
+            r?;
         }
         Ok(if self.engine.counters.lines_failed > 0 || saved.is_err() {
             1

@@ -39,6 +39,9 @@ pub struct Startup {
     unhealthy_after: Duration,
     /// `--timeout`: the retries give up then (no "still trying" shortly before).
     give_up: Option<Duration>,
+    /// When the next "no answer" line is due: one schedule across the waits of a start (t10: a
+    /// tail started in an outage said its 5-s line twice, once per wait).
+    next_say: Instant,
 }
 
 impl Startup {
@@ -76,6 +79,7 @@ impl Startup {
             since: Instant::now(),
             unhealthy_after,
             give_up,
+            next_say: Instant::now() + Duration::from_secs(5),
         })
     }
 
@@ -85,7 +89,6 @@ impl Startup {
     /// came first.
     pub async fn wait<T>(&mut self, brokers: &str, f: impl Future<Output = T>) -> Option<T> {
         let start = Instant::now();
-        let mut next = start + Duration::from_secs(5);
         let mut f = std::pin::pin!(f);
         loop {
             tokio::select! {
@@ -100,8 +103,8 @@ impl Startup {
                     ));
                 }
                 Some(ask) = recv(&mut self.asks) => self.answer(ask),
-                _ = tokio::time::sleep_until(next) => {
-                    next += Duration::from_secs(60);
+                _ = tokio::time::sleep_until(self.next_say) => {
+                    self.next_say += Duration::from_secs(60);
                     // Giving up within a second: that error says it, not a "still trying".
                     if self.give_up.is_some_and(|t| start.elapsed() + Duration::from_secs(1) >= t) {
                         continue;
@@ -112,7 +115,7 @@ impl Startup {
                     crate::log::warn(format_args!(
                         "no answer from Kafka ({}) after {} s{why}; still trying, and files are followed once it answers",
                         Esc::str(brokers),
-                        start.elapsed().as_secs()
+                        self.since.elapsed().as_secs()
                     ));
                 }
             }
