@@ -4,6 +4,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::ApiKey;
 use shipper::testkit::{FakeBroker, Misbehave};
 
 use crate::harness::*;
@@ -551,4 +552,59 @@ fn tail_started_in_an_outage_says_it_waits_once() {
     let err = tail.stderr();
     assert_eq!(b.values("t"), vec![b"x".to_vec()], "{err}");
     assert_eq!(err.matches("no answer from Kafka").count(), 1, "{err}");
+}
+
+/// A corrupt length prefix (2 GiB) is a broken answer, retried on a new connection: a tail (which
+/// waits for ever) starts anyway (t11: it exited 1 at start), and a produce stream whose answer
+/// it was loses nor duplicates anything (t11: the batch was failed and the next one lost).
+#[test]
+fn a_corrupt_frame_length_is_retried_by_tail_at_start_and_by_produce() {
+    let (b, boot) = FakeBroker::start_tcp(1);
+    b.create_topic("t", 1);
+    b.misbehave_times(Misbehave::FrameSizeOn(ApiKey::Metadata, i32::MAX), 2);
+    let dir = scratch_dir("fake-frame-size");
+    let f = dir.join("a.log");
+    std::fs::write(&f, "x\n").unwrap();
+    let mut cmd = Command::new(shipper_bin());
+    cmd.args([
+        "-b",
+        &boot,
+        "tail",
+        f.to_str().unwrap(),
+        "t",
+        "--checkpoint",
+    ])
+    .arg(dir.join("ck"));
+    let mut tail = Tail::spawn(cmd, &dir.join("err"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while b.values("t").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(tail.stop("TERM"), Some(0), "{}", tail.stderr());
+    assert_eq!(b.values("t"), vec![b"x".to_vec()], "{}", tail.stderr());
+
+    let (b, boot) = FakeBroker::start_tcp(1);
+    b.create_topic("t", 1);
+    let input: String = (0..2000).map(|i| format!("line {i}\n")).collect();
+    let mut child = Command::new(shipper_bin())
+        .args(["-b", &boot, "produce", "t", "--batch-bytes", "2000"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    use std::io::Write;
+    stdin.write_all(&input.as_bytes()[..5000]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    b.misbehave_times(Misbehave::FrameSizeOn(ApiKey::Produce, i32::MAX), 1);
+    stdin.write_all(&input.as_bytes()[5000..]).unwrap();
+    drop(stdin);
+    let status = wait_exit(&mut child, Duration::from_secs(30), || {});
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{err}");
+    let want: Vec<Vec<u8>> = (0..2000)
+        .map(|i| format!("line {i}").into_bytes())
+        .collect();
+    assert_eq!(b.values("t"), want, "each line once, in order: {err}");
 }

@@ -69,8 +69,8 @@ pub enum ConnError {
         /// What was wrong.
         detail: String,
     },
-    /// A response larger than shipper accepts (a frame over the API's limit, or one that would take
-    /// too much memory to decode): a broker bug or an attack; retrying will not help.
+    /// A response that would take too much memory to decode (a Metadata answer describing a
+    /// million partitions): a broker bug or an attack; retrying will not help.
     #[error("broker {}: response to {api} too large: {detail}", Esc::str(.addr))]
     TooLarge {
         /// The broker address.
@@ -152,7 +152,11 @@ impl ConnError {
     pub fn may_have_sent(&self, api: &str) -> bool {
         match self {
             ConnError::Io { .. } | ConnError::Closed { .. } => true,
-            ConnError::Timeout { api: a, .. } | ConnError::Malformed { api: a, .. } => *a == api,
+            // The first request after ApiVersions may be the Produce itself, cut before its answer.
+            ConnError::ClosedAfterVersions { .. } => true,
+            ConnError::Timeout { api: a, .. }
+            | ConnError::Malformed { api: a, .. }
+            | ConnError::TooLarge { api: a, .. } => *a == api,
             _ => false,
         }
     }

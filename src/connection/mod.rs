@@ -629,8 +629,10 @@ async fn read_loop(mut rd: ReadHalf<BoxIo>, shared: Arc<Shared>) {
             Ok(0) => {
                 let addr = shared.addr.clone();
                 // A SASL listener answers ApiVersions, then closes on any request but SASL's.
+                // Not when part of a response came (t11: a cut in mid-response was blamed on SASL).
                 let after_versions = shared.responses.load(std::sync::atomic::Ordering::Relaxed)
                     == 1
+                    && buf.is_empty()
                     && !shared.lock().queue.is_empty();
                 break if after_versions {
                     ConnError::ClosedAfterVersions { addr }
@@ -778,12 +780,13 @@ fn next_frame(buf: &mut BytesMut, shared: &Shared) -> Result<Option<(Waiter, Byt
         api,
         detail,
     };
+    // A length prefix over the limit is as likely noise as a real answer (t11: one corrupt prefix
+    // stopped a tail at start): malformed, so retried on a new connection until --timeout; the
+    // frame is never buffered.
     let parsed = frame::parse(buf, limit).map_err(|e| match e {
-        frame::FrameError::TooLarge { .. } => ConnError::TooLarge {
-            addr: shared.addr.clone(),
-            api,
-            detail: e.to_string(),
-        },
+        frame::FrameError::TooLarge { .. } => malformed(format!(
+            "{e} (a broken or hostile response, or a broker answering far more than asked)"
+        )),
         e => malformed(e.to_string()),
     })?;
     let Some(f) = parsed else {

@@ -314,10 +314,10 @@ impl Consumer {
     /// Sends a fetch to every leader that has none in flight, then waits for the next response. Returns
     /// the partitions' data (possibly empty after a long-poll timeout).
     pub async fn poll(&mut self) -> Result<Vec<Fetched>> {
-        let out = self.poll_once().await;
-        // Every poll looks at what cannot be read: said after a while, given up at the limit.
+        // Every poll first looks at what cannot be read: said after a while, given up at the
+        // limit (before a fetch, so that records already taken are returned first).
         self.look()?;
-        out
+        self.poll_once().await
     }
 
     async fn poll_once(&mut self) -> Result<Vec<Fetched>> {

@@ -477,3 +477,25 @@ async fn batches_for_partitions_of_a_topic_created_again_with_fewer_go_to_those_
     assert_eq!(p.partition_count(0), 2);
     assert!(p.trouble().is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_given_up_after_the_broker_wrote_it_does_not_lend_its_sequences_to_the_next() {
+    // t11: a batch whose answers were lost (the broker wrote it) failed at its delivery timeout and
+    // gave its sequence numbers back; the next batch went out with them, the broker took it for a
+    // resend, answered success and dropped it: lines lost, reported acknowledged.
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    let cfg = ProducerConfig {
+        delivery_timeout: Some(Duration::from_secs(2)),
+        ..produce_config()
+    };
+    let mut p = producer(&b, "t", cfg).await;
+    b.misbehave(Misbehave::DropAfter(ApiKey::Produce));
+    let d = send(&mut p, &[b"first"]).await;
+    assert_eq!(acked(&d), 0);
+    assert!(d.iter().all(|d| d.maybe_written), "said as maybe written");
+    b.behave();
+    let d = send(&mut p, &[b"second"]).await;
+    assert_eq!(acked(&d), 1);
+    assert_eq!(b.values("t"), vec![b"first".to_vec(), b"second".to_vec()]);
+}

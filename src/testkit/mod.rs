@@ -40,6 +40,8 @@ pub enum Misbehave {
     WrongCorrelationId,
     /// Announce a frame of this size.
     FrameSize(i32),
+    /// Announce a frame of this size in answer to a request of this API.
+    FrameSizeOn(ApiKey, i32),
     /// Close the connection when a request of this API arrives.
     DropOn(ApiKey),
     /// Handle a request of this API, then close the connection without answering (the response is

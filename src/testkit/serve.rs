@@ -111,9 +111,10 @@ impl FakeBroker {
         if self.take_rule(|m| *m == Misbehave::DropOn(api)).is_some() {
             return Reply::Close;
         }
-        if let Some(Misbehave::FrameSize(n)) =
-            self.take_rule(|m| matches!(m, Misbehave::FrameSize(_)))
-        {
+        if let Some(Misbehave::FrameSize(n) | Misbehave::FrameSizeOn(_, n)) = self.take_rule(|m| {
+            matches!(m, Misbehave::FrameSize(_))
+                || matches!(m, Misbehave::FrameSizeOn(a, _) if *a == api)
+        }) {
             let mut out = BytesMut::new();
             out.put_i32(n);
             out.put_i32(header.correlation_id);
