@@ -125,7 +125,16 @@ fn still_trying(
     told: &std::sync::Mutex<Option<Instant>>,
 ) -> Option<String> {
     let unreachable = matches!(e, Error::Conn(_) | Error::NoBrokers);
-    if !unreachable || backoff.elapsed() < STILL_TRYING_AFTER {
+    if !unreachable {
+        return None;
+    }
+    still_trying_due(backoff, told).map(|rest| format!("{e}; {rest}"))
+}
+
+/// How long a retry loop goes on ("still trying for up to 25 s (--timeout)"), if a line saying so
+/// is due now.
+fn still_trying_due(backoff: &Backoff, told: &std::sync::Mutex<Option<Instant>>) -> Option<String> {
+    if backoff.elapsed() < STILL_TRYING_AFTER {
         return None;
     }
     let now = Instant::now();
@@ -143,10 +152,10 @@ fn still_trying(
     *told = Some(now);
     Some(match backoff.deadline() {
         Some(d) => format!(
-            "{e}; still trying for up to {} s (--timeout)",
+            "still trying for up to {} s (--timeout)",
             d.saturating_duration_since(now).as_secs_f64().ceil()
         ),
-        None => format!("{e}; still trying (--timeout 0: until it answers)"),
+        None => "still trying (--timeout 0: until it answers)".to_string(),
     })
 }
 
@@ -160,7 +169,13 @@ where
     let mut backoff = Backoff::until(deadline);
     let mut telling: Option<Error> = None;
     loop {
-        match op(deadline).await {
+        let attempt = op(deadline);
+        let outcome = if TELL_WAITS.load(Ordering::Relaxed) {
+            wait_telling(&backoff, attempt).await
+        } else {
+            attempt.await
+        };
+        match outcome {
             Ok(v) => return Ok(v),
             Err(e) if e.is_retriable() => {
                 crate::log::debug(format_args!("will retry: {e}"));
@@ -176,6 +191,35 @@ where
                 }
             }
             Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Awaits one attempt; one that gets no answer (a broker that accepts and never answers) is said
+/// after [`STILL_TRYING_AFTER`] as a failure would be (t11: `metadata` was silent for 30 s).
+async fn wait_telling<T>(
+    backoff: &Backoff,
+    attempt: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let mut attempt = std::pin::pin!(attempt);
+    let mut tick = tokio::time::interval_at(
+        Instant::now() + Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
+    loop {
+        tokio::select! {
+            r = &mut attempt => return r,
+            _ = tick.tick() => {
+                if let Some(rest) = still_trying_due(backoff, &TOLD) {
+                    let last = last_failure()
+                        .map(|e| format!(" (last failure: {e})"))
+                        .unwrap_or_default();
+                    crate::log::warn(format_args!(
+                        "no answer from Kafka for {} s{last}; {rest}",
+                        backoff.elapsed().as_secs()
+                    ));
+                }
+            }
         }
     }
 }

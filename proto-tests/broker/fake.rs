@@ -608,3 +608,32 @@ fn a_corrupt_frame_length_is_retried_by_tail_at_start_and_by_produce() {
         .collect();
     assert_eq!(b.values("t"), want, "each line once, in order: {err}");
 }
+
+/// A broker that stops answering in mid-stream (a paused process) is said while it hangs, not
+/// once a request times out, and giving up is not followed by "delivering again" (t11: the first
+/// word came at 22 s or never, and a give-up was followed by "delivering to Kafka again").
+#[test]
+fn produce_says_a_hung_broker_while_it_hangs() {
+    use std::io::Write;
+    let (b, mut child, mut stdin) = produce_to_fake(&["--timeout", "9s"]);
+    std::thread::sleep(Duration::from_millis(500));
+    b.misbehave(Misbehave::Silent);
+    let start = Instant::now();
+    for _ in 0..70 {
+        let _ = stdin.write_all(b"more\n");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(stdin);
+    let status = wait_exit(&mut child, Duration::from_secs(30), || {});
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(15), "{err}");
+    assert!(
+        err.contains("cannot deliver to Kafka for 5s")
+            && (err.contains("has not answered a Produce for 5 s")
+                || err.contains("no response to Produce")),
+        "{err}"
+    );
+    assert!(!err.contains("delivering to Kafka again"), "{err}");
+}

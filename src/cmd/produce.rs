@@ -266,6 +266,8 @@ struct Run<'a> {
     /// Deliveries failing (an outage in mid-stream): said after 5 s, then every 30 s, and once they
     /// work again; a stream was silent through minutes of outage.
     trouble: TroubleWatch,
+    /// Records acknowledged when the trouble was last said.
+    acked_when_said: u64,
 }
 
 impl Run<'_> {
@@ -361,20 +363,29 @@ impl Run<'_> {
             &mut self.tally,
             &mut self.print_offsets,
         );
-        match self.trouble.look(self.producer.trouble(), Instant::now()) {
-            Some(TroubleNews::Failing(e, for_)) => crate::log::warn(format_args!(
-                "cannot deliver to Kafka for {}s ({e}); still trying, {}",
-                for_.as_secs(),
-                match self.producer.delivery_timeout() {
-                    Some(t) => format!("each record for up to {} s (--timeout)", t.as_secs()),
-                    None => "until it works (--timeout 0)".to_string(),
-                }
-            )),
-            Some(TroubleNews::Recovered(after)) => crate::log::info(format_args!(
-                "delivering to Kafka again after {:.1}s",
-                after.as_secs_f64()
-            )),
-            None => {}
+        match self
+            .trouble
+            .look_at(self.producer.trouble_since(), Instant::now())
+        {
+            Some(TroubleNews::Failing(e, for_)) => {
+                self.acked_when_said = self.tally.acked;
+                crate::log::warn(format_args!(
+                    "cannot deliver to Kafka for {}s ({e}); still trying, {}",
+                    for_.as_secs(),
+                    match self.producer.delivery_timeout() {
+                        Some(t) => format!("each record for up to {} s (--timeout)", t.as_secs()),
+                        None => "until it works (--timeout 0)".to_string(),
+                    }
+                ))
+            }
+            // Only when something got through: the trouble may have ended by giving up (t11).
+            Some(TroubleNews::Recovered(after)) if self.tally.acked > self.acked_when_said => {
+                crate::log::info(format_args!(
+                    "delivering to Kafka again after {:.1}s",
+                    after.as_secs_f64()
+                ))
+            }
+            _ => {}
         }
     }
 }
@@ -413,6 +424,7 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
         shrank: false,
         interrupted: None,
         trouble: TroubleWatch::new(Duration::from_secs(5), Some(Duration::from_secs(30))),
+        acked_when_said: 0,
     };
     run.ship(spawn_reader(input)).await?;
     // What was read before the input shrank is still delivered, then the run fails.
@@ -588,6 +600,8 @@ impl Run<'_> {
                 chunk = chunks.rx.recv() => match chunk {
                     Some(Ok(c)) => {
                         self.take_chunk(&c, &mut carry).await?;
+                        // Said while input flows too (drive's own wake-ups are cut short by it).
+                        self.report();
                         // Full (the reader has spares) or gone: then the buffer is just freed.
                         if let Chunk::Read(b) = c {
                             let _ = chunks.spent.try_send(b);

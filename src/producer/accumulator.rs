@@ -207,6 +207,8 @@ pub(crate) struct PartitionQueue {
     pub(crate) backoff: Option<Backoff>,
     /// When its front batch first failed, for the delivery timeout and the operator's messages.
     pub(crate) failing_since: Option<Instant>,
+    /// When the batch in flight was sent.
+    pub(crate) sent_at: Option<Instant>,
 }
 
 /// One topic's partitions.

@@ -44,6 +44,13 @@ impl Producer {
     /// An InitProducerId came back (`None`: its task died).
     pub(super) fn pid_answered(&mut self, r: Option<Result<(i64, i16), Error>>) {
         match r {
+            Some(Ok(pid)) if std::mem::take(&mut self.seq.reset_for_given_up) => {
+                self.seq.set_pid(pid);
+                crate::log::info(format_args!(
+                    "new idempotent producer id {} after a batch was given up that Kafka may hold: the next batches cannot be taken for a resend of it",
+                    pid.0
+                ));
+            }
             Some(Ok(pid)) => {
                 let resets = self.seq.resets;
                 self.seq.set_pid(pid);

@@ -36,6 +36,7 @@ use crate::backoff::Backoff;
 pub use crate::backoff::{TroubleNews, TroubleWatch};
 use crate::cluster::{Cluster, TopicMeta};
 use crate::error::Error;
+use crate::escape::Esc;
 use crate::partitioner::Partitioner;
 use crate::tasks::join_slot;
 use crate::wire::compression::{Compression, Compressor};
@@ -163,6 +164,9 @@ pub struct Producer {
     pid_task: Option<JoinHandle<Result<(i64, i16), Error>>>,
     pid_not_before: Option<Instant>,
     failing: Failing,
+    /// Per partition, why its last batch failed for good: the cause named for a batch that then
+    /// expires waiting behind it (it was named "no available leader").
+    last_failed: Failing,
     last_reset_warning: Option<Instant>,
     fatal: Option<Error>,
     /// Topics asked for by name whose metadata is being fetched (or retried later).
@@ -251,6 +255,7 @@ impl Producer {
             pid_task: None,
             pid_not_before: None,
             failing: HashMap::new(),
+            last_failed: HashMap::new(),
             last_reset_warning: None,
             fatal: None,
             pending: HashMap::new(),
@@ -344,7 +349,46 @@ impl Producer {
 
     /// Why deliveries are failing right now, if they are: for a caller to say so once.
     pub fn trouble(&self) -> Option<String> {
-        self.failing.values().next().map(|e| e.to_string())
+        self.trouble_since().map(|(e, _)| e)
+    }
+
+    /// Why deliveries are failing right now, and since when: a batch failing, or a request the
+    /// broker has held for [`HELD_AFTER`] (a hung broker is said while it hangs, not once the
+    /// request times out: t11, t10).
+    pub fn trouble_since(&self) -> Option<(String, Instant)> {
+        let parts = || self.acc.topics.iter().flat_map(|t| t.parts.iter());
+        if let Some(e) = self.failing.values().next() {
+            let since = parts().filter_map(|q| q.failing_since).min();
+            return Some((e.to_string(), since.unwrap_or_else(Instant::now)));
+        }
+        let now = Instant::now();
+        let (t, p, sent) = self
+            .acc
+            .topics
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| {
+                t.parts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, q)| q.in_flight)
+                    .filter_map(move |(p, q)| Some((i, p, q.sent_at?)))
+            })
+            .filter(|(_, _, s)| now.saturating_duration_since(*s) >= HELD_AFTER)
+            .min_by_key(|(_, _, s)| *s)?;
+        let leader = self.acc.topics[t].meta.leader(p as i32);
+        let addr = self
+            .cluster
+            .broker_addr(leader)
+            .unwrap_or_else(|| format!("id {leader}"));
+        Some((
+            format!(
+                "broker {} has not answered a Produce for {} s",
+                Esc::str(&addr),
+                now.saturating_duration_since(sent).as_secs()
+            ),
+            sent,
+        ))
     }
 
     /// The topic asked for by name that has waited longest and failed (it does not exist and may not
@@ -463,6 +507,7 @@ impl Producer {
                 .filter(|_| self.refresh.is_none() && !self.stale.is_empty()),
             self.throttled.values().min().copied(),
             self.next_expiry(),
+            self.next_held_look(now),
             self.pending
                 .values()
                 .filter(|p| !p.in_flight)
@@ -491,6 +536,20 @@ impl Producer {
         }
         self.poll_background();
         Ok(())
+    }
+
+    /// When a request in flight is next to be looked at as held (see [`Producer::trouble_since`]):
+    /// once it is, every second, so the caller can say so while it lasts.
+    fn next_held_look(&self, now: Instant) -> Option<Instant> {
+        let oldest = self
+            .acc
+            .topics
+            .iter()
+            .flat_map(|t| t.parts.iter())
+            .filter(|q| q.in_flight)
+            .filter_map(|q| q.sent_at)
+            .min()?;
+        Some((oldest + HELD_AFTER).max(now + Duration::from_secs(1)))
     }
 
     /// Sends everything and waits until every record is delivered (or failed).
@@ -556,7 +615,9 @@ impl Producer {
                     self.acc.topics[t].parts[p as usize].ready.push_front(batch);
                     continue;
                 }
-                self.acc.topics[t].parts[p as usize].in_flight = true;
+                let q = &mut self.acc.topics[t].parts[p as usize];
+                q.in_flight = true;
+                q.sent_at = Some(now);
                 batches.push(InFlight {
                     topic: t,
                     partition: p,
@@ -639,6 +700,10 @@ pub fn timestamp_now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+
+/// A Produce unanswered this long counts as failing (for messages and health), until it is answered
+/// or times out.
+const HELD_AFTER: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests;

@@ -25,6 +25,8 @@ pub(crate) struct Sequences {
     next: HashMap<(usize, i32), i32>,
     /// The broker refused our state: take a new id before sending more.
     reset_wanted: bool,
+    /// The reset is ours: a batch that may have been written was given up (not the broker's refusal).
+    pub(crate) reset_for_given_up: bool,
     /// Paces resets: a new id that is refused at once waits longer before the next one.
     reset_backoff: Backoff,
     last_reset: Option<Instant>,
@@ -38,6 +40,7 @@ impl Sequences {
             pid: None,
             next: HashMap::new(),
             reset_wanted: false,
+            reset_for_given_up: false,
             reset_backoff: Backoff::with(Duration::from_millis(100), Duration::from_secs(30), None),
             last_reset: None,
             resets: 0,
@@ -98,6 +101,16 @@ impl Sequences {
     /// The broker refused our producer state.
     pub(crate) fn want_reset(&mut self) {
         if self.pid.is_some() {
+            self.reset_wanted = true;
+            self.reset_for_given_up = false;
+        }
+    }
+
+    /// A batch that may have been written was given up: its sequence numbers cannot be used again
+    /// (the broker would take the next batch for a resend of it), so a new id is taken.
+    pub(crate) fn want_reset_after_given_up(&mut self) {
+        if self.pid.is_some() {
+            self.reset_for_given_up |= !self.reset_wanted;
             self.reset_wanted = true;
         }
     }

@@ -26,14 +26,21 @@ impl Producer {
                         break;
                     }
                     let Some(b) = q.ready.pop_front() else { break };
-                    let last =
-                        self.failing
-                            .get(&(t, p as i32))
-                            .cloned()
-                            .unwrap_or(Error::NoLeader {
-                                topic: self.acc.topics[t].name.clone(),
-                                partition: p as i32,
-                            });
+                    let key = (t, p as i32);
+                    let last = self
+                        .failing
+                        .get(&key)
+                        .or_else(|| self.last_failed.get(&key))
+                        .cloned()
+                        .map(|e| match e {
+                            // Its own give-up, not wrapped again.
+                            Error::Deadline { last, .. } => *last,
+                            e => e,
+                        })
+                        .unwrap_or(Error::NoLeader {
+                            topic: self.acc.topics[t].name.clone(),
+                            partition: p as i32,
+                        });
                     let e = Error::Deadline {
                         ms: now.duration_since(b.created).as_millis() as u64,
                         last: Box::new(last),
@@ -71,6 +78,7 @@ impl Producer {
             self.cluster.add_broker(id, addr);
         }
         for (f, v) in c.batches.into_iter().zip(verdicts) {
+            // `sent_at` stays until it is acknowledged: a failure counts from the send.
             self.acc.topics[f.topic].parts[f.partition as usize].in_flight = false;
             self.settle(f, v, out);
         }
@@ -89,6 +97,7 @@ impl Producer {
                 q.backoff = None;
                 q.retry_at = None;
                 q.failing_since = None;
+                q.sent_at = None;
                 self.failing.remove(&(t, p));
                 self.acc.buffered = self.acc.buffered.saturating_sub(batch.size);
                 let Batch { body, tokens, .. } = batch;
@@ -176,7 +185,9 @@ impl Producer {
         self.stats.retries += 1;
         self.failing.insert((t, p), e);
         let q = &mut self.acc.topics[t].parts[p as usize];
-        q.failing_since.get_or_insert(now);
+        // From the attempt's send: a request the broker held failed only at its timeout.
+        q.failing_since
+            .get_or_insert(q.sent_at.unwrap_or(now).min(now));
         let delay = if max_delay.is_zero() {
             Duration::ZERO
         } else {
@@ -197,7 +208,7 @@ impl Producer {
         let bytes = b.bytes();
         let maybe_written = !bytes.is_empty() && (b.maybe_written || may_have_sent(&e));
         if maybe_written && b.stamp().is_some_and(|s| self.seq.is_current(s)) {
-            self.seq.want_reset();
+            self.seq.want_reset_after_given_up();
         } else {
             self.seq.release(t, p, b.stamp());
         }
@@ -207,6 +218,7 @@ impl Producer {
         q.retry_at = None;
         q.failing_since = None;
         self.failing.remove(&(t, p));
+        self.last_failed.insert((t, p), e.clone());
         out.push(Delivery {
             topic: t,
             partition: p,

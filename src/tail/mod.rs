@@ -722,7 +722,7 @@ fn apply(
 const TROUBLE_SAID_AFTER: Duration = Duration::from_secs(2);
 
 fn report_trouble(producer: &Producer, engine: &Engine, t: &mut TroubleWatch) {
-    match t.look(producer.trouble(), Instant::now()) {
+    match t.look_at(producer.trouble_since(), Instant::now()) {
         Some(TroubleNews::Failing(e, _)) => crate::log::warn(format_args!(
             "cannot deliver to Kafka ({e}); lines wait in their files and are retried until it works"
         )),
