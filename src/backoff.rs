@@ -97,8 +97,8 @@ pub fn last_failure() -> Option<String> {
         .clone()
 }
 
-/// Whether retry loops say, after [`STILL_TRYING_AFTER`], that they are waiting out an
-/// unreachable cluster (the one-shot commands; the agent says it its own way).
+/// Whether retry loops say, after [`STILL_TRYING_AFTER`], that they are waiting out a failure
+/// (an unreachable cluster, a partition without leader, a coordinator loading) (the one-shot commands; the agent says it its own way).
 static TELL_WAITS: AtomicBool = AtomicBool::new(false);
 
 /// When the last "still trying" line was written: at most one every [`STILL_TRYING_EVERY`].
@@ -124,11 +124,18 @@ fn still_trying(
     e: &Error,
     told: &std::sync::Mutex<Option<Instant>>,
 ) -> Option<String> {
-    let unreachable = matches!(e, Error::Conn(_) | Error::NoBrokers);
-    if !unreachable {
-        return None;
-    }
     still_trying_due(backoff, told).map(|rest| format!("{e}; {rest}"))
+}
+
+/// Says, if due (see [`tell_waits`]), that a retry loop paced by `backoff` is waiting out `e`: for
+/// loops of their own that do not go through [`retry`].
+pub fn tell_still_trying(backoff: &Backoff, e: &Error) {
+    if !TELL_WAITS.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Some(line) = still_trying(backoff, e, &TOLD) {
+        crate::log::warn(format_args!("{line}"));
+    }
 }
 
 /// How long a retry loop goes on ("still trying for up to 25 s (--timeout)"), if a line saying so
@@ -180,10 +187,7 @@ where
             Err(e) if e.is_retriable() => {
                 crate::log::debug(format_args!("will retry: {e}"));
                 *LAST_FAILURE.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
-                let tell = TELL_WAITS.load(Ordering::Relaxed);
-                if let Some(line) = tell.then(|| still_trying(&backoff, &e, &TOLD)).flatten() {
-                    crate::log::warn(format_args!("{line}"));
-                }
+                tell_still_trying(&backoff, &e);
                 note_failure(&mut telling, e);
                 if !backoff.wait().await {
                     let last = telling.take().unwrap_or(Error::NoBrokers);
@@ -401,8 +405,6 @@ mod tests {
         });
         assert_eq!(still_trying(&backoff, &refused, &told), None);
         tokio::time::advance(STILL_TRYING_AFTER).await;
-        let unknown = Error::UnknownTopic { topic: "t".into() };
-        assert_eq!(still_trying(&backoff, &unknown, &told), None);
         let line = still_trying(&backoff, &refused, &told).expect("told after 5 s");
         assert!(
             line.contains("127.0.0.1:1") && line.contains("Connection refused"),

@@ -438,7 +438,12 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
             )),
         }
     } else {
-        run.producer.flush(&mut run.deliveries).await?;
+        // Said while it waits (t11: a last line to a hung broker was silent until the give-up).
+        while !run.producer.is_idle() {
+            run.producer.seal_all();
+            run.producer.drive(&mut run.deliveries).await?;
+            run.report();
+        }
     }
     run.report();
     let t = &run.tally;

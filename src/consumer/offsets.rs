@@ -110,6 +110,7 @@ pub async fn list_offsets_as(
             topic: topic.into(),
             partition: todo[0],
         });
+        crate::backoff::tell_still_trying(&backoff, &err);
         note_failure(&mut telling, err);
         if !backoff.wait().await {
             let last = telling.take().unwrap_or(Error::NoBrokers);
