@@ -637,3 +637,20 @@ fn produce_says_a_hung_broker_while_it_hangs() {
     );
     assert!(!err.contains("delivering to Kafka again"), "{err}");
 }
+
+/// A refusal that comes after the whole input was read does not say the rest was not read (t11:
+/// "the rest of the input was not read" after all 20,000 lines were).
+#[test]
+fn a_refusal_after_the_end_of_the_input_does_not_claim_input_left_unread() {
+    let (b, boot) = FakeBroker::start_tcp(1);
+    b.create_topic("t", 1);
+    b.misbehave(Misbehave::ProduceError {
+        code: 29,
+        leader_hint: None,
+    });
+    let (code, _, err, _) = run(&boot, &["produce", "t"], b"one\ntwo\n");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("TOPIC_AUTHORIZATION_FAILED"), "{err}");
+    assert!(!err.contains("the rest of the input was not read"), "{err}");
+    assert!(err.contains("2 records sent, 0 acked, 2 failed"), "{err}");
+}

@@ -263,6 +263,8 @@ struct Run<'a> {
     shrank: bool,
     /// Stopped by this signal (SIGINT, SIGTERM): input no longer read, what was read delivered.
     interrupted: Option<i32>,
+    /// The whole input was read (its end was reached).
+    input_done: bool,
     /// Deliveries failing (an outage in mid-stream): said after 5 s, then every 30 s, and once they
     /// work again; a stream was silent through minutes of outage.
     trouble: TroubleWatch,
@@ -423,6 +425,7 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
         deliveries: Vec::new(),
         shrank: false,
         interrupted: None,
+        input_done: false,
         trouble: TroubleWatch::new(Duration::from_secs(5), Some(Duration::from_secs(30))),
         acked_when_said: 0,
     };
@@ -516,7 +519,7 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
             ));
             return Ok(128 + sig);
         }
-        if t.refused {
+        if t.refused && !run.input_done {
             crate::log::error(format_args!(
                 "{summary}; stopped at a refusal no retry fixes, after {} lines: the rest of the input was not read",
                 t.sent
@@ -613,7 +616,10 @@ impl Run<'_> {
                         }
                     }
                     Some(Err(e)) => anyhow::bail!("cannot read input: {e}"),
-                    None => break,
+                    None => {
+                        self.input_done = true;
+                        break;
+                    }
                 },
                 r = self.producer.drive(&mut self.deliveries), if !self.producer.is_idle() => {
                     r?;
