@@ -168,7 +168,21 @@ fn still_trying_due(backoff: &Backoff, told: &std::sync::Mutex<Option<Instant>>)
 
 /// Runs `op` until it succeeds, fails with an error that is not retriable, or `deadline` passes (then
 /// [`Error::Deadline`] wraps the last error). Each attempt is given the deadline, to bound its own waits.
-pub async fn retry<T, F, Fut>(deadline: Option<Instant>, mut op: F) -> Result<T, Error>
+pub async fn retry<T, F, Fut>(deadline: Option<Instant>, op: F) -> Result<T, Error>
+where
+    F: FnMut(Option<Instant>) -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    retry_held(deadline, Duration::ZERO, op).await
+}
+
+/// [`retry`] for a request the broker may hold for up to `hold` by design (a JoinGroup waiting for
+/// the other members): no "no answer" line within that time.
+pub async fn retry_held<T, F, Fut>(
+    deadline: Option<Instant>,
+    hold: Duration,
+    mut op: F,
+) -> Result<T, Error>
 where
     F: FnMut(Option<Instant>) -> Fut,
     Fut: Future<Output = Result<T, Error>>,
@@ -178,7 +192,7 @@ where
     loop {
         let attempt = op(deadline);
         let outcome = if TELL_WAITS.load(Ordering::Relaxed) {
-            wait_telling(&backoff, attempt).await
+            wait_telling(&backoff, hold, attempt).await
         } else {
             attempt.await
         };
@@ -203,13 +217,12 @@ where
 /// after [`STILL_TRYING_AFTER`] as a failure would be (t11: `metadata` was silent for 30 s).
 async fn wait_telling<T>(
     backoff: &Backoff,
+    hold: Duration,
     attempt: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
     let mut attempt = std::pin::pin!(attempt);
-    let mut tick = tokio::time::interval_at(
-        Instant::now() + Duration::from_secs(1),
-        Duration::from_secs(1),
-    );
+    let first = Instant::now() + hold + Duration::from_secs(1);
+    let mut tick = tokio::time::interval_at(first, Duration::from_secs(1));
     loop {
         tokio::select! {
             r = &mut attempt => return r,

@@ -9,7 +9,6 @@ use kafka_protocol::messages::FindCoordinatorRequest;
 use kafka_protocol::protocol::{Request, StrBytes, VersionRange};
 use tokio::time::Instant;
 
-use crate::backoff::retry;
 use crate::cluster::Cluster;
 use crate::connection::Connection;
 use crate::error::{code, Code, Error, Result, Target};
@@ -120,7 +119,7 @@ impl Coordinator {
         error_of: impl Fn(&R::Response) -> i16,
     ) -> Result<(R::Response, i16)> {
         let error_of = &error_of;
-        retry(deadline, |d| async move {
+        crate::backoff::retry_held(deadline, hold.unwrap_or_default(), |d| async move {
             let conn = self.connection(d).await?;
             let version = conn.version::<R>(versions)?;
             let mut until = conn.request_deadline(d);

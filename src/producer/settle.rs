@@ -208,6 +208,10 @@ impl Producer {
         let bytes = b.bytes();
         let maybe_written = !bytes.is_empty() && (b.maybe_written || may_have_sent(&e));
         if maybe_written && b.stamp().is_some_and(|s| self.seq.is_current(s)) {
+            if self.cfg.stop_on_state_loss {
+                // Exactly-once keeps its producer id: a restart reads back what Kafka holds.
+                self.fatal = Some(Error::ProducerStateLost(Box::new(e.clone())));
+            }
             self.seq.want_reset_after_given_up();
         } else {
             self.seq.release(t, p, b.stamp());
