@@ -1157,3 +1157,63 @@ fn aborted_and_open_transactions_are_shown_as_kcat_shows_them() {
     assert_eq!(read("read_committed"), format!("{committed}plain-2\n"));
     assert_eq!(read("read_uncommitted"), all);
 }
+
+/// `-e` after its topic was deleted and created again under it: it ends at the new log's end (it
+/// waited for ever for the old log's end).
+#[test]
+fn consume_e_ends_at_the_end_of_a_topic_created_again() {
+    use std::io::Read;
+    let Some(b) = cluster() else { return };
+    let t = topic("recreated-e");
+    create_topic(&b, &t, 1, 3, &[]);
+    let old: Vec<u8> = (0..20_000)
+        .flat_map(|i| format!("old-{i:0>95}\n").into_bytes())
+        .collect();
+    shipper_ok(&b, &["produce", &t], &old);
+    // Its output is not read: it stops, blocked, well inside the old log.
+    let mut c = std::process::Command::new(shipper_bin())
+        .args(["-b", &b, "consume", &t, "-o", "beginning", "-e"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let kt = |verb: &str, extra: &[&str]| {
+        let mut k = std::process::Command::new(root().join("scripts/kafka-topic"));
+        k.args([verb, &t]).args(extra).args(["--brokers", &b]);
+        assert!(
+            run_with_input(k, b"").status.success(),
+            "kafka-topic {verb}"
+        );
+    };
+    kt("delete", &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    kt("create", &["--partitions", "1", "--rf", "3"]);
+    let new: Vec<u8> = (0..50)
+        .flat_map(|i| format!("new-{i}\n").into_bytes())
+        .collect();
+    shipper_ok(&b, &["produce", &t], &new);
+    let mut out = String::new();
+    let mut stdout = c.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let _ = stdout.read_to_string(&mut out);
+        out
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let status = c.try_wait().unwrap();
+    let _ = c.kill();
+    let out = reader.join().unwrap();
+    let mut err = String::new();
+    let _ = c.stderr.take().unwrap().read_to_string(&mut err);
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "-e ended: {err}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("new-")).count(),
+        50,
+        "{err}"
+    );
+    // Its output blocked, not the broker: no broker is said to hang.
+    assert!(!err.contains("cannot read from Kafka"), "{err}");
+}

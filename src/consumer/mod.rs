@@ -93,9 +93,9 @@ struct PartitionState {
     /// Not fetched before this moment (after an error or a response that did not advance).
     not_before: Option<Instant>,
     backoff: Option<Backoff>,
-    /// When a broker last answered for this partition (or it was assigned): one that fails for
-    /// the retry limit after that ends the read.
-    ok_at: Instant,
+    /// Since when it cannot be read (when the first fetch that failed was sent), if `failing`: one
+    /// unreadable for the retry limit ends the read.
+    failing_since: Instant,
     /// Whether the last fetch of it failed (or it has no leader).
     failing: bool,
     /// When its fetch in flight was sent.
@@ -125,6 +125,10 @@ pub struct Consumer {
     refresh_backoff: Backoff,
     /// Says partitions that cannot be read for a while, and when they can again.
     watch: TroubleWatch,
+    /// Since when this consumer has waited for fetch answers without any coming. Only that
+    /// waiting makes a fetch count as held by its broker: a caller that stopped polling (its
+    /// output blocked, `| less` paused) must not make a broker look hung.
+    waiting_since: Option<Instant>,
     warned: BTreeSet<String>,
     /// Warnings about this reader's start go to the debug log (a server's reader: any client could
     /// fill its stderr otherwise).
@@ -144,6 +148,7 @@ impl Consumer {
             refresh_at: None,
             refresh_backoff: Backoff::until(None),
             watch: TroubleWatch::new(STILL_TRYING_AFTER, Some(SAID_EVERY)),
+            waiting_since: None,
             warned: BTreeSet::new(),
             quiet: false,
         }
@@ -259,7 +264,7 @@ impl Consumer {
                     max_bytes: self.cfg.partition_max_bytes,
                     not_before: None,
                     backoff: None,
-                    ok_at: Instant::now(),
+                    failing_since: Instant::now(),
                     failing: false,
                     sent_at: None,
                 },
@@ -328,9 +333,11 @@ impl Consumer {
                 topic: self.topics[t].name.clone(),
                 partition: p,
             };
-            self.failed(&orphans, e).await?;
+            self.failed(&orphans, e, Instant::now()).await?;
         }
+        let waited_from;
         let (leader, asked, resp) = if self.tasks.is_empty() {
+            self.waiting_since = None;
             // Everything waits for a backoff or a leader: sleep until the first may go.
             let wake = self.parts.values().filter_map(|s| s.not_before).min();
             let wake = wake.unwrap_or_else(|| Instant::now() + Duration::from_millis(100));
@@ -338,29 +345,35 @@ impl Consumer {
             return Ok(Vec::new());
         } else {
             // A broker that holds a fetch is noticed while it holds it (see `look`).
+            self.waiting_since.get_or_insert_with(Instant::now);
             let o = tokio::select! {
                 o = self.tasks.join_next() => o,
                 _ = tokio::time::sleep(Duration::from_secs(1)) => return Ok(Vec::new()),
             };
+            waited_from = self.waiting_since.take();
             match o {
                 Some(Ok(o)) => o,
                 Some(Err(e)) => panic!("a fetch task failed: {e}"),
                 None => return Ok(Vec::new()),
             }
         };
+        let mut sent = Instant::now();
         for (k, at) in &asked {
             // A partition given up and assigned again meanwhile may have its own fetch out.
             if let Some(s) = self.parts.get_mut(k).filter(|s| s.offset == *at) {
                 s.in_flight = false;
-                s.sent_at = None;
+                sent = sent.min(s.sent_at.take().unwrap_or(sent));
             }
         }
+        // A failure in this answer counts from the send, but not from before this poll's wait
+        // began (time its caller spent away is not the broker's).
+        let sent = sent.max(waited_from.unwrap_or_else(Instant::now));
         let keys: Vec<Key> = asked.iter().map(|(k, _)| *k).collect();
         let resp = match resp {
             Ok(r) => r,
             Err(e) if e.is_retriable() => {
                 crate::log::debug(format_args!("fetch from broker {leader} failed: {e}"));
-                self.failed(&keys, e).await?;
+                self.failed(&keys, e, sent).await?;
                 return Ok(Vec::new());
             }
             Err(e) => return Err(e),
@@ -372,12 +385,12 @@ impl Consumer {
                 code: c,
             };
             if e.is_retriable() {
-                self.failed(&keys, e).await?;
+                self.failed(&keys, e, sent).await?;
                 return Ok(Vec::new());
             }
             return Err(e);
         }
-        let out = self.take_response(resp, &asked).await?;
+        let out = self.take_response(resp, &asked, sent).await?;
         // Keep the broker busy: the next fetch leaves before the caller decodes this one.
         // Partitions without a leader are taken up by the next poll's dispatch.
         let _ = self.dispatch();
@@ -392,16 +405,22 @@ impl Consumer {
         let mut began: Option<Instant> = None;
         let mut hung: Option<(i32, Instant)> = None;
         for (k, s) in &self.parts {
-            let held = s
-                .sent_at
-                .filter(|t| now.saturating_duration_since(*t) >= hung_after);
-            if !s.failing && held.is_none() {
-                continue;
-            }
-            began = Some(began.map_or(s.ok_at, |b| b.min(s.ok_at)));
-            if let (false, Some(t)) = (s.failing, held) {
-                hung = Some((self.topics[k.0].meta.leader(k.1), t));
-            }
+            // Held: unanswered while this consumer waited for it (not while its caller was away).
+            let held = match (s.sent_at, self.waiting_since) {
+                (Some(t), Some(w)) if s.in_flight => {
+                    Some(t.max(w)).filter(|t| now.saturating_duration_since(*t) >= hung_after)
+                }
+                _ => None,
+            };
+            let since = match (s.failing, held) {
+                (true, _) => s.failing_since,
+                (false, Some(t)) => {
+                    hung = Some((self.topics[k.0].meta.leader(k.1), t));
+                    t
+                }
+                (false, None) => continue,
+            };
+            began = Some(began.map_or(since, |b| b.min(since)));
         }
         let Some(began) = began else {
             self.refresh_backoff.reset();
@@ -478,6 +497,7 @@ impl Consumer {
         &mut self,
         resp: FetchResponse,
         asked: &[(Key, i64)],
+        sent: Instant,
     ) -> Result<Vec<Fetched>> {
         let mut out = Vec::new();
         let mut stale: Option<Error> = None;
@@ -509,7 +529,6 @@ impl Consumer {
                     // The broker answered for it.
                     if let Some(s) = self.parts.get_mut(&key) {
                         s.failing = false;
-                        s.ok_at = Instant::now();
                     }
                 }
                 match code(pd.error_code) {
@@ -561,7 +580,7 @@ impl Consumer {
             }
         }
         if let Some(e) = stale {
-            self.failed(&stale_keys, e).await?;
+            self.failed(&stale_keys, e, sent).await?;
         }
         Ok(out)
     }
@@ -594,10 +613,14 @@ impl Consumer {
     /// After a failed fetch of partitions `keys`: each backs off on its own (the others are read on
     /// meanwhile), and metadata is asked for again, paced, so the next fetches go to current leaders.
     /// Giving up is [`look`](Self::look)'s, at the retry limit.
-    async fn failed(&mut self, keys: &[Key], err: Error) -> Result<()> {
+    /// `sent` is when the failed fetch was sent: a partition is unreadable from then on.
+    async fn failed(&mut self, keys: &[Key], err: Error, sent: Instant) -> Result<()> {
         let now = Instant::now();
         for k in keys {
             if let Some(s) = self.parts.get_mut(k) {
+                if !s.failing {
+                    s.failing_since = sent.min(now);
+                }
                 s.failing = true;
                 let b = s.backoff.get_or_insert_with(|| Backoff::until(None));
                 s.not_before = Some(now + b.next_delay().unwrap_or(Duration::from_secs(1)));
@@ -615,7 +638,7 @@ impl Consumer {
             .parts
             .values()
             .filter(|s| s.failing)
-            .map(|s| s.ok_at)
+            .map(|s| s.failing_since)
             .min()
             .unwrap_or(now);
         let mut until = now + REFRESH_FOR;
@@ -657,9 +680,13 @@ impl Consumer {
             .map(|k| k.1)
             .collect();
         let lo = list_offsets(&self.cluster, &name, &ps, EARLIEST).await?;
+        // `-e`'s goal: the new log's end now (the old log's end means nothing in it).
+        let committed = self.cfg.read_committed;
+        let hi = list_offsets_as(&self.cluster, &name, &ps, LATEST, committed).await?;
         for p in ps {
             if let Some(s) = self.parts.get_mut(&(i, p)) {
                 s.offset = lo.get(&p).copied().unwrap_or(0);
+                s.end_at_start = hi.get(&p).copied().unwrap_or(s.offset);
                 s.not_before = None;
                 s.backoff = None;
             }

@@ -218,3 +218,18 @@ async fn a_partition_that_fails_for_less_than_the_limit_is_read_on() {
     b.append("t", 0, &[b"after"]);
     assert_eq!(read_for(&mut k, 3).await.unwrap(), vec![b"after".to_vec()]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_that_stops_polling_does_not_make_a_broker_look_hung() {
+    // `consume | less` paused for a minute: the fetch answered meanwhile was not taken, and that is
+    // not the broker's doing (the first version of the hung-broker check gave up here).
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    b.append("t", 0, &[b"a"]);
+    let mut k = consumer(&b, "t", StartOffset::Beginning).await;
+    assert_eq!(read_for(&mut k, 2).await.unwrap(), vec![b"a".to_vec()]);
+    let _ = k.poll().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    b.append("t", 0, &[b"b"]);
+    assert_eq!(read_for(&mut k, 5).await.unwrap(), vec![b"b".to_vec()]);
+}
