@@ -654,3 +654,48 @@ fn a_refusal_after_the_end_of_the_input_does_not_claim_input_left_unread() {
     assert!(!err.contains("the rest of the input was not read"), "{err}");
     assert!(err.contains("2 records sent, 0 acked, 2 failed"), "{err}");
 }
+
+/// A signal while produce waits for Kafka after the end of its input stops it at once, with its
+/// summary (t12: ignored, even repeated; only SIGKILL ended a `--timeout 0` run).
+#[test]
+fn produce_stops_at_a_signal_while_waiting_after_the_end_of_its_input() {
+    use std::io::Write;
+    let (b, mut child, mut stdin) = produce_to_fake(&["--timeout", "0"]);
+    std::thread::sleep(Duration::from_millis(500));
+    b.misbehave(Misbehave::Silent);
+    stdin.write_all(b"two\n").unwrap();
+    drop(stdin);
+    std::thread::sleep(Duration::from_secs(1));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = wait_exit(&mut child, Duration::from_secs(10), || {});
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(143), "{err}");
+    assert!(
+        err.contains("stopped by SIGTERM while waiting for Kafka"),
+        "{err}"
+    );
+}
+
+/// REQUEST_TIMED_OUT under acks=all: the leader wrote the batch and its followers were slow; the
+/// lines are "sent but not acknowledged", not "not written" (t12: Kafka held them).
+#[test]
+fn a_request_timed_out_answer_is_reported_as_maybe_written() {
+    let (b, boot) = FakeBroker::start_tcp(1);
+    b.create_topic("t", 1);
+    b.misbehave(Misbehave::ProduceError {
+        code: 7,
+        leader_hint: None,
+    });
+    let (code, _, err, _) = run(&boot, &["produce", "t", "--timeout", "3s"], b"one\n");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("lines sent but not acknowledged (Kafka may hold them): 1"),
+        "{err}"
+    );
+    assert!(!err.contains("lines not written"), "{err}");
+}

@@ -441,10 +441,21 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
             )),
         }
     } else {
-        // Said while it waits (t11: a last line to a hung broker was silent until the give-up).
+        // Said while it waits (t11: a last line to a hung broker was silent until the give-up);
+        // a signal now stops at once, the input being read (t12: ignored, only SIGKILL ended it).
+        let mut stop = std::pin::pin!(crate::tasks::stop_signal());
         while !run.producer.is_idle() {
             run.producer.seal_all();
-            run.producer.drive(&mut run.deliveries).await?;
+            tokio::select! {
+                r = run.producer.drive(&mut run.deliveries) => r?,
+                sig = &mut stop => {
+                    crate::log::warn(format_args!(
+                        "a signal after the end of the input: not waiting for the records in flight"
+                    ));
+                    run.interrupted = Some(sig);
+                    break;
+                }
+            }
             run.report();
         }
     }
@@ -513,10 +524,16 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
             } else {
                 "SIGTERM"
             };
-            crate::log::error(format_args!(
-                "{summary}; stopped by {name} after {} lines: the rest of the input was not read",
-                t.sent
-            ));
+            if run.input_done {
+                crate::log::error(format_args!(
+                    "{summary}; stopped by {name} while waiting for Kafka, after the whole input was read"
+                ));
+            } else {
+                crate::log::error(format_args!(
+                    "{summary}; stopped by {name} after {} lines: the rest of the input was not read",
+                    t.sent
+                ));
+            }
             return Ok(128 + sig);
         }
         if t.refused && !run.input_done {

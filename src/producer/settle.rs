@@ -284,6 +284,13 @@ impl Producer {
 fn may_have_sent(e: &Error) -> bool {
     match e {
         Error::Conn(c) => c.may_have_sent("Produce"),
+        // The leader appended it and its followers did not confirm in time: it may well be
+        // committed later (t12: 100 and 132 such lines were in Kafka, reported "not written").
+        Error::Kafka {
+            code:
+                crate::error::Code::RequestTimedOut | crate::error::Code::NotEnoughReplicasAfterAppend,
+            ..
+        } => true,
         Error::Deadline { last, .. } => may_have_sent(last),
         _ => false,
     }
