@@ -713,14 +713,7 @@ fn consume_reads_a_topic_created_again_from_its_start() {
             .unwrap()
     };
     signal("-STOP");
-    let kt = |verb: &str, extra: &[&str]| {
-        let mut k = std::process::Command::new(root().join("scripts/kafka-topic"));
-        k.args([verb, &t]).args(extra).args(["--brokers", &b]);
-        assert!(
-            run_with_input(k, b"").status.success(),
-            "kafka-topic {verb}"
-        );
-    };
+    let kt = |verb: &str, extra: &[&str]| kafka_topic(&b, verb, &t, extra);
     kt("delete", &[]);
     std::thread::sleep(Duration::from_secs(2));
     kt("create", &["--partitions", "1", "--rf", "3"]);
@@ -1178,14 +1171,7 @@ fn consume_e_ends_at_the_end_of_a_topic_created_again() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(3));
-    let kt = |verb: &str, extra: &[&str]| {
-        let mut k = std::process::Command::new(root().join("scripts/kafka-topic"));
-        k.args([verb, &t]).args(extra).args(["--brokers", &b]);
-        assert!(
-            run_with_input(k, b"").status.success(),
-            "kafka-topic {verb}"
-        );
-    };
+    let kt = |verb: &str, extra: &[&str]| kafka_topic(&b, verb, &t, extra);
     kt("delete", &[]);
     std::thread::sleep(Duration::from_secs(2));
     kt("create", &["--partitions", "1", "--rf", "3"]);

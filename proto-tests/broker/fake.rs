@@ -421,23 +421,18 @@ fn consume_from_fake(boot: &str, extra: &[&str]) -> std::process::Child {
         .unwrap()
 }
 
+/// The standard error of a child that has exited.
+fn stderr_of(child: &mut std::process::Child) -> String {
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    err
+}
+
 /// The standard output and error of a child that has exited.
 fn outputs(child: &mut std::process::Child) -> (String, String) {
-    use std::io::Read;
-    let (mut out, mut err) = (String::new(), String::new());
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (out, err)
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    (out, stderr_of(child))
 }
 
 /// A consume whose fetches start failing in mid-run says so after 5 s and when it reads again; it
@@ -625,8 +620,7 @@ fn produce_says_a_hung_broker_while_it_hangs() {
     }
     drop(stdin);
     let status = wait_exit(&mut child, Duration::from_secs(30), || {});
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let err = stderr_of(&mut child);
     assert_eq!(status.and_then(|s| s.code()), Some(1), "{err}");
     assert!(start.elapsed() < Duration::from_secs(15), "{err}");
     assert!(
@@ -672,8 +666,7 @@ fn produce_stops_at_a_signal_while_waiting_after_the_end_of_its_input() {
         .unwrap();
     assert!(status.success());
     let status = wait_exit(&mut child, Duration::from_secs(10), || {});
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let err = stderr_of(&mut child);
     assert_eq!(status.and_then(|s| s.code()), Some(143), "{err}");
     assert!(
         err.contains("stopped by SIGTERM while waiting for Kafka"),

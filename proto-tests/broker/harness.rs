@@ -290,6 +290,18 @@ pub fn wait_for_records(brokers: &str, topic: &str, n: usize, limit: Duration) -
     }
 }
 
+/// Runs `scripts/kafka-topic VERB TOPIC EXTRA... --brokers BROKERS`; it must succeed.
+pub fn kafka_topic(brokers: &str, verb: &str, topic: &str, extra: &[&str]) {
+    let mut k = Command::new(root().join("scripts/kafka-topic"));
+    k.args([verb, topic])
+        .args(extra)
+        .args(["--brokers", brokers]);
+    assert!(
+        run_with_input(k, b"").status.success(),
+        "kafka-topic {verb} {topic}"
+    );
+}
+
 /// A fresh scratch directory for one test.
 pub fn scratch_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("shipper-test-{}", topic(name)));

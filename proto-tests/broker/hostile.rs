@@ -820,12 +820,7 @@ fn a_topic_deleted_under_tail_is_created_again_and_gets_every_later_line() {
         &dir.join("err"),
     );
     wait_for_records(&b, &t, 400, WAIT);
-    let mut k = Command::new(root().join("scripts/kafka-topic"));
-    k.args(["delete", &t, "--brokers", &b]);
-    assert!(
-        run_with_input(k, b"").status.success(),
-        "kafka-topic delete"
-    );
+    kafka_topic(&b, "delete", &t, &[]);
     for i in 0..20 {
         append(&f, &numbered("new", i * 50, (i + 1) * 50));
         std::thread::sleep(Duration::from_millis(100));
