@@ -138,6 +138,18 @@ pub fn tell_still_trying(backoff: &Backoff, e: &Error) {
     }
 }
 
+tokio::task_local! {
+    /// What bounds the current task's retry loops when it is not the command's `--timeout`.
+    static BOUND: &'static str;
+}
+
+/// Runs `fut` with the time limit of its retry loops named `what` in their "still trying" lines: a
+/// heartbeat or an offset commit has a limit of its own, and naming `--timeout` there misleads (t12:
+/// "still trying for up to 5 s (--timeout)" under `--timeout 2m`).
+pub async fn bounded_by<F: Future>(what: &'static str, fut: F) -> F::Output {
+    BOUND.scope(what, fut).await
+}
+
 /// How long a retry loop goes on ("still trying for up to 25 s (--timeout)"), if a line saying so
 /// is due now.
 fn still_trying_due(backoff: &Backoff, told: &std::sync::Mutex<Option<Instant>>) -> Option<String> {
@@ -159,8 +171,9 @@ fn still_trying_due(backoff: &Backoff, told: &std::sync::Mutex<Option<Instant>>)
     *told = Some(now);
     Some(match backoff.deadline() {
         Some(d) => format!(
-            "still trying for up to {} s (--timeout)",
-            d.saturating_duration_since(now).as_secs_f64().ceil()
+            "still trying for up to {} s ({})",
+            d.saturating_duration_since(now).as_secs_f64().ceil(),
+            BOUND.try_with(|w| *w).unwrap_or("--timeout")
         ),
         None => "still trying (--timeout 0: until it answers)".to_string(),
     })
@@ -440,6 +453,26 @@ mod tests {
         let line = still_trying(&unbounded, &refused, &told).expect("told again after 30 s");
         assert!(
             line.ends_with("still trying (--timeout 0: until it answers)"),
+            "{line}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_limit_of_its_own_is_named_not_the_timeout() {
+        let told = std::sync::Mutex::new(None);
+        let refused = Error::Conn(crate::connection::ConnError::Connect {
+            addr: "127.0.0.1:1".into(),
+            detail: "Connection refused".into(),
+        });
+        let commit = Backoff::until(Some(Instant::now() + Duration::from_secs(10)));
+        tokio::time::advance(STILL_TRYING_AFTER).await;
+        let line = bounded_by("offset commit", async {
+            still_trying(&commit, &refused, &told)
+        })
+        .await
+        .expect("told after 5 s");
+        assert!(
+            line.ends_with("still trying for up to 5 s (offset commit)"),
             "{line}"
         );
     }

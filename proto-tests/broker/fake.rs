@@ -692,3 +692,38 @@ fn a_request_timed_out_answer_is_reported_as_maybe_written() {
     );
     assert!(!err.contains("lines not written"), "{err}");
 }
+
+/// `consume -G` reads on while its periodic commit cannot get through (the coordinator away): the
+/// commit used to be awaited between polls, stopping the reading for its whole 10 s limit every
+/// commit interval (t12: the fetch warnings came late). The commit's own limit is named, not
+/// `--timeout`.
+#[test]
+fn consume_in_a_group_reads_on_while_its_commits_fail() {
+    use std::io::BufRead;
+    let (b, boot) = FakeBroker::start_tcp(1);
+    b.create_topic("t", 1);
+    b.append("t", 0, &[b"one"]);
+    let mut child = Command::new(shipper_bin())
+        .args(["-b", &boot, "consume", "t", "-G", "g", "-o", "beginning"])
+        .args(["--commit-interval-ms", "500", "--timeout", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "one\n");
+    b.misbehave(Misbehave::DropOn(ApiKey::OffsetCommit));
+    std::thread::sleep(Duration::from_secs(3));
+    b.append("t", 0, &[b"two"]);
+    std::thread::sleep(Duration::from_secs(5));
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let err = stderr_of(&mut child);
+    assert_eq!(rest, "two\n", "{err}");
+    assert!(err.contains("(offset commit)"), "{err}");
+    assert!(!err.contains("(--timeout)"), "{err}");
+}

@@ -75,6 +75,7 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
         given_back: Offsets::new(),
         member: None,
         commit: (!args.no_commit).then_some(args.commit),
+        committing: None,
         assigned: false,
     };
     match &args.group {
@@ -119,6 +120,9 @@ struct Reader {
     member: Option<Member>,
     /// Commit mode; `None` with --no-commit.
     commit: Option<CommitMode>,
+    /// The periodic commit under way, in a task of its own: reading goes on while the coordinator
+    /// is slow or away (awaited inline, it stopped the reading for up to 10 s of every 15).
+    committing: Option<tokio::task::JoinHandle<crate::error::Result<()>>>,
     /// Whether partitions were assigned yet (at once without a group).
     assigned: bool,
 }
@@ -142,8 +146,16 @@ impl Reader {
             while let Some(ev) = self.member.as_mut().and_then(Member::try_event) {
                 self.on_event(ev).await?;
             }
-            if self.commit == Some(CommitMode::Async) && last_commit.elapsed() >= interval {
-                self.commit_all(false).await;
+            if self.committing.as_ref().is_some_and(|h| h.is_finished()) {
+                self.settle_commit().await;
+            }
+            if self.commit == Some(CommitMode::Async)
+                && last_commit.elapsed() >= interval
+                && self.committing.is_none()
+            {
+                if let Some(m) = &self.member {
+                    self.committing = m.commit_later(self.positions.clone());
+                }
                 last_commit = Instant::now();
             }
             let idle_deadline = idle_limit.map(|d| last_record + d);
@@ -304,6 +316,9 @@ impl Reader {
     /// Commits (when committing is on); a failure is said (at debug level when the group merely
     /// moved on and the next commit will do), never fatal: the records are printed already.
     async fn commit_these(&mut self, offsets: &Offsets, loud: bool) {
+        // An older commit still under way ends first: landing after this one, it would move the
+        // group's offsets back.
+        self.settle_commit().await;
         let (Some(m), Some(_)) = (&self.member, self.commit) else {
             return;
         };
@@ -316,6 +331,19 @@ impl Reader {
                 "group '{}': offsets not committed ({e}); whoever reads these partitions next starts at the last commit",
                 Esc::str(m.group())
             )),
+        }
+    }
+
+    /// Waits for the periodic commit under way, if any; its failure is said at debug level (the
+    /// next commit will do, and the last one is loud).
+    async fn settle_commit(&mut self) {
+        let Some(h) = self.committing.take() else {
+            return;
+        };
+        match h.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => crate::log::debug(format_args!("commit: {e}")),
+            Err(e) => crate::log::debug(format_args!("commit task: {e}")),
         }
     }
 

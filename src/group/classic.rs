@@ -278,11 +278,10 @@ async fn heartbeat(ctx: &Ctx, gen: &Generation) -> Result<Stop> {
             return Ok(Stop::Lost { forget: false });
         }
         let until = Some(last_ok + ctx.cfg.session_timeout);
-        let resp = match ctx
+        let beat = ctx
             .coord
-            .call(&req, HEARTBEAT_VERSIONS, until, None, |r| r.error_code)
-            .await
-        {
+            .call(&req, HEARTBEAT_VERSIONS, until, None, |r| r.error_code);
+        let resp = match crate::backoff::bounded_by("heartbeat", beat).await {
             Ok((r, _)) => r,
             Err(e) if e.is_retriable() => {
                 crate::log::debug(format_args!("heartbeat: {e}"));

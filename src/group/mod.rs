@@ -169,7 +169,7 @@ pub struct Member {
     task: JoinHandle<()>,
     shared: Arc<Shared>,
     /// Commits and offset fetches: a connection apart from the membership's, which a join may hold.
-    offsets: Coordinator,
+    offsets: Arc<Coordinator>,
 }
 
 impl Member {
@@ -221,7 +221,7 @@ impl Member {
             }
         ));
         Ok(Member {
-            offsets: Coordinator::new(cluster, &cfg.group),
+            offsets: Arc::new(Coordinator::new(cluster, &cfg.group)),
             cfg,
             events: rx,
             task,
@@ -264,9 +264,19 @@ impl Member {
         let Some(gen) = self.shared.gen() else {
             return Ok(false);
         };
-        let deadline = Some(Instant::now() + Duration::from_secs(10));
-        offsets::commit(&self.offsets, Some(&gen), offsets, deadline).await?;
+        commit_as(&self.offsets, gen, offsets).await?;
         Ok(true)
+    }
+
+    /// [`Member::commit`] in a task of its own, for a caller that reads on meanwhile (a coordinator
+    /// that does not answer holds a commit for up to its 10 s limit). `None` when there is no
+    /// generation to commit as. The caller keeps commits in order: the next one after this ends.
+    pub fn commit_later(&self, offsets: Offsets) -> Option<JoinHandle<Result<()>>> {
+        let gen = self.shared.gen()?;
+        let coord = self.offsets.clone();
+        Some(tokio::spawn(async move {
+            commit_as(&coord, gen, &offsets).await
+        }))
     }
 
     /// The group id.
@@ -281,10 +291,13 @@ impl Member {
             return;
         };
         let until = Some(Instant::now() + Duration::from_secs(5));
-        let r = match self.shared.protocol() {
-            GroupProtocol::Consumer => next::leave(&self.offsets, &member_id, until).await,
-            _ => classic::leave(&self.offsets, &member_id, until).await,
-        };
+        let r = crate::backoff::bounded_by("leaving the group", async {
+            match self.shared.protocol() {
+                GroupProtocol::Consumer => next::leave(&self.offsets, &member_id, until).await,
+                _ => classic::leave(&self.offsets, &member_id, until).await,
+            }
+        })
+        .await;
         if let Err(e) = r {
             crate::log::warn(format_args!(
                 "group '{}': could not leave cleanly, its partitions move after the session timeout: {e}",
@@ -292,6 +305,16 @@ impl Member {
             ));
         }
     }
+}
+
+/// Commits `offsets` as `gen`, within the commit's own limit (10 s).
+async fn commit_as(coord: &Coordinator, gen: Generation, offsets: &Offsets) -> Result<()> {
+    let deadline = Some(Instant::now() + Duration::from_secs(10));
+    crate::backoff::bounded_by(
+        "offset commit",
+        offsets::commit(coord, Some(&gen), offsets, deadline),
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -128,11 +128,16 @@ async fn member(ctx: &Ctx) -> Result<()> {
         } else {
             Some(Instant::now() + interval * 3)
         };
-        let resp = match ctx
+        let beat = ctx
             .coord
-            .call(&req, HEARTBEAT_VERSIONS, until, None, |r| r.error_code)
-            .await
-        {
+            .call(&req, HEARTBEAT_VERSIONS, until, None, |r| r.error_code);
+        // The first heartbeat joins, within --timeout; the later ones have a limit of their own.
+        let beat = if epoch == 0 {
+            beat.await
+        } else {
+            crate::backoff::bounded_by("heartbeat", beat).await
+        };
+        let resp = match beat {
             Ok((r, version)) => {
                 if version == 0 && epoch == 0 {
                     member_id.clear(); // version 0: the broker names us

@@ -163,7 +163,8 @@ impl Producer {
             let auto_create = self.cfg.auto_create_topics;
             let deadline = Some(now + cluster.options().connection.request_timeout);
             self.resolving.spawn(async move {
-                let r = cluster.topic_until(&name, auto_create, deadline).await;
+                let lookup = cluster.topic_until(&name, auto_create, deadline);
+                let r = crate::backoff::bounded_by("topic lookup", lookup).await;
                 (name, r)
             });
         }
