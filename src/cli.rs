@@ -301,7 +301,8 @@ pub struct ProduceArgs {
     /// One record per round trip, waiting for each acknowledgement (like a synchronous producer)
     #[arg(long)]
     pub sync: bool,
-    /// Print partition and offset of each record written
+    /// Print "partition P offset O line N" for each record written (in acknowledgement order;
+    /// N is its line of the input, from 1)
     #[arg(long)]
     pub print_offsets: bool,
     /// Lines longer than this are truncated to it (and counted)

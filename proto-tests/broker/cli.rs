@@ -229,9 +229,9 @@ fn the_seeds_flow_keyed_acks_all_prints_partition_and_offset_per_line() {
     assert_eq!(
         rows,
         vec![
-            "partition 0 offset 0",
-            "partition 0 offset 1",
-            "partition 0 offset 2"
+            "partition 0 offset 0 line 1",
+            "partition 0 offset 1 line 2",
+            "partition 0 offset 2 line 3"
         ]
     );
     let got = kcat(&b, &["-C", "-t", &t, "-e", "-q", "-f", "%k=%s\n"], b"");

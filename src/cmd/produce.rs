@@ -736,10 +736,12 @@ fn report(deliveries: &mut Vec<Delivery>, tally: &mut Tally, print_offsets: &mut
             None => {
                 tally.acked += n;
                 if *print_offsets && d.base_offset >= 0 {
-                    let printed = (0..d.tokens.len()).try_for_each(|i| {
+                    // Acknowledgements come per batch, not in input order (partitions interleave):
+                    // the line number says which record each offset holds (t12).
+                    let printed = d.tokens.iter().enumerate().try_for_each(|(i, line)| {
                         writeln!(
                             out,
-                            "partition {} offset {}",
+                            "partition {} offset {} line {line}",
                             d.partition,
                             d.base_offset + i as i64
                         )
