@@ -474,7 +474,7 @@ impl Follower {
                     &region,
                     limits.max_line_bytes,
                     &m,
-                    (finish || quiet) && !more,
+                    (finish && !more, (finish || quiet) && !more),
                     &mut shipping,
                 )
             }
@@ -562,18 +562,20 @@ impl Follower {
     }
 
     /// Joins the region's lines into events and ships the complete ones; an event that may still grow
-    /// stays in the file, to be read again (`last`: the file is quiet or finished, so it is complete).
+    /// stays in the file, to be read again (`last`: the file is quiet or finished, so its last event
+    /// is complete). A line without its newline is a line only once the file is `finished`: quiet
+    /// time ends an event, never a line (t14: a line written in two pieces became two records).
     fn ship_events(
         &mut self,
         region: &Region,
         max_line_bytes: usize,
         m: &MultilineConfig,
-        last: bool,
+        (finished, last): (bool, bool),
         s: &mut Shipping<'_>,
     ) {
         let mut splitter = LineSplitter::resume(max_line_bytes, self.skipping);
         let mut lines = Vec::new();
-        let used = splitter.split(region.bytes(), last, |piece| {
+        let used = splitter.split(region.bytes(), finished, |piece| {
             if let Piece::Line {
                 bytes,
                 end,

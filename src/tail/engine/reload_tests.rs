@@ -398,6 +398,53 @@ async fn the_last_multiline_event_ships_after_the_quiet_time_and_the_checkpoint_
     fs::remove_dir_all(&d).unwrap();
 }
 
+/// Quiet time ends an event, never a line: a line written in two pieces with a pause longer than
+/// the timeout between them is one line (t14: it became two records, the first without its end).
+#[tokio::test(start_paused = true)]
+async fn quiet_time_does_not_cut_a_line_whose_newline_has_not_come() {
+    let d = dir("multiline-split");
+    let a = d.join("a.log");
+    append(
+        &a,
+        b"2026- one
+2026- two, in two pie",
+    );
+    let mut i = input(&d, "a", "ta");
+    i.multiline = Some(multiline(1_000_000));
+    let mut e = Engine::new(config(vec![i]), Vec::new());
+    let mut sink = Topics::default();
+    assert_eq!(cycle(&mut e, &mut sink), Vec::<String>::new());
+    tokio::time::advance(Duration::from_millis(600)).await;
+    e.touch_multiline();
+    while e.read_pass(&mut sink, 1, Instant::now()) {}
+    sink.ack_all(&mut e);
+    assert_eq!(
+        sink.take(),
+        strings(&["ta:2026- one"]),
+        "only the complete event"
+    );
+    assert_eq!(e.checkpoint_entries()[0].offset, 10);
+    append(
+        &a,
+        b"ces
+  at x
+2026- three
+",
+    );
+    tokio::time::advance(Duration::from_millis(600)).await;
+    e.touch_multiline();
+    while e.read_pass(&mut sink, 1, Instant::now()) {}
+    tokio::time::advance(Duration::from_millis(600)).await;
+    e.touch_multiline();
+    while e.read_pass(&mut sink, 1, Instant::now()) {}
+    sink.ack_all(&mut e);
+    assert_eq!(
+        sink.take(),
+        strings(&["ta:2026- two, in two pieces\n  at x", "ta:2026- three"])
+    );
+    fs::remove_dir_all(&d).unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_multiline_event_longer_than_a_read_chunk_still_ships() {
     let d = dir("multiline-long");
