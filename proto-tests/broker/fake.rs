@@ -727,3 +727,20 @@ fn consume_in_a_group_reads_on_while_its_commits_fail() {
     assert!(err.contains("(offset commit)"), "{err}");
     assert!(!err.contains("(--timeout)"), "{err}");
 }
+
+/// `-b` naming a port whose server waits for a request of its own protocol (an HTTP server) is said
+/// to be perhaps not a Kafka listener; it was only "no response to ApiVersions" (t14).
+#[test]
+fn a_port_that_never_answers_the_first_request_is_asked_about() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let boot = l.local_addr().unwrap().to_string();
+    let held = std::thread::spawn(move || {
+        let conns: Vec<_> = l.incoming().take(4).collect();
+        std::thread::sleep(Duration::from_secs(8));
+        drop(conns);
+    });
+    let (code, _, err, _) = run(&boot, &["--timeout", "3s", "metadata"], b"");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("is this a Kafka listener?"), "{err}");
+    drop(held);
+}

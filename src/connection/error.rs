@@ -50,7 +50,7 @@ pub enum ConnError {
         addr: String,
     },
     /// No response came in time.
-    #[error("broker {}: no response to {api} within {ms} ms", Esc::str(.addr))]
+    #[error("broker {}: no response to {api} within {ms} ms{}", Esc::str(.addr), first_request_hint(.api))]
     Timeout {
         /// The broker address.
         addr: String,
@@ -171,5 +171,15 @@ impl ConnError {
                 detail: e.to_string(),
             },
         }
+    }
+}
+
+/// What an unanswered first request of a connection may mean: a port that is not Kafka's (an HTTP
+/// server waits for a request of its own and never answers; t14 took 30 s of "no answer" for it).
+fn first_request_hint(api: &str) -> &'static str {
+    if api == "ApiVersions" {
+        " (the connection's first request: is this a Kafka listener? a server of another protocol, such as HTTP, waits without answering, as does a hung broker)"
+    } else {
+        ""
     }
 }

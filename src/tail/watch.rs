@@ -39,6 +39,8 @@ pub struct Watch {
     watched: BTreeMap<PathBuf, Option<(u64, u64)>>,
     /// Directories wanted but not watched (the watch failed): events may be missed there.
     failed: BTreeSet<PathBuf>,
+    /// Whether a watch failed on an inotify limit yet (said once).
+    told_limit: bool,
 }
 
 impl Watch {
@@ -86,7 +88,8 @@ impl Watch {
             Ok(w) => Some(w),
             Err(e) => {
                 crate::log::warn(format_args!(
-                    "cannot watch files ({e}); relying on periodic rescans"
+                    "cannot watch files ({}); relying on periodic rescans",
+                    limit_hint(&e).map_or_else(|| e.to_string(), str::to_string)
                 ));
                 None
             }
@@ -96,6 +99,7 @@ impl Watch {
             shared,
             watched: BTreeMap::new(),
             failed: BTreeSet::new(),
+            told_limit: false,
         }
     }
 
@@ -135,11 +139,20 @@ impl Watch {
                 self.watched.insert(dir.to_path_buf(), id);
             }
             Err(e) => {
+                let hint = limit_hint(&e);
                 if self.failed.insert(dir.to_path_buf()) {
-                    crate::log::debug(format_args!(
-                        "cannot watch {} ({e}); rescanning every {scan_ms} ms",
-                        Esc::path(dir)
-                    ));
+                    // A kernel limit is the operator's to raise: said once (then at debug level).
+                    let line = format!(
+                        "cannot watch {} ({}); rescanning every {scan_ms} ms",
+                        Esc::path(dir),
+                        hint.map_or_else(|| e.to_string(), str::to_string)
+                    );
+                    if hint.is_some() && !self.told_limit {
+                        self.told_limit = true;
+                        crate::log::warn(format_args!("{line} (said once for all directories)"));
+                    } else {
+                        crate::log::debug(format_args!("{line}"));
+                    }
                 }
             }
         }
@@ -258,6 +271,21 @@ fn remote_filesystem(dir: &Path) -> Option<&'static str> {
     }
 }
 
+/// Which kernel limit a watch failure hit, when it is one: inotify's own limits are per user and
+/// raised with sysctl, not `ulimit -n`, which "No file descriptors available" suggests (t14).
+fn limit_hint(e: &notify::Error) -> Option<&'static str> {
+    const WATCHES: &str =
+        "the user's inotify watches are used up: raise sysctl fs.inotify.max_user_watches";
+    match &e.kind {
+        notify::ErrorKind::Io(io) if io.raw_os_error() == Some(libc::EMFILE) => Some(
+            "the user's inotify instances are used up: raise sysctl fs.inotify.max_user_instances",
+        ),
+        notify::ErrorKind::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => Some(WATCHES),
+        notify::ErrorKind::MaxFilesWatch => Some(WATCHES),
+        _ => None,
+    }
+}
+
 impl Default for Watch {
     fn default() -> Self {
         Watch::new()
@@ -338,5 +366,15 @@ mod tests {
         std::fs::rename(d.join("moved-in-later"), d.join("renamed-dir")).unwrap();
         assert!(gather(&mut w, |e| e.rescan).rescan, "a directory renamed");
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn inotify_limits_are_named_by_their_sysctl() {
+        let instances = notify::Error::io(std::io::Error::from_raw_os_error(libc::EMFILE));
+        assert!(limit_hint(&instances).is_some_and(|h| h.contains("max_user_instances")));
+        let watches = notify::Error::new(notify::ErrorKind::MaxFilesWatch);
+        assert!(limit_hint(&watches).is_some_and(|h| h.contains("max_user_watches")));
+        let other = notify::Error::io(std::io::Error::from_raw_os_error(libc::EACCES));
+        assert_eq!(limit_hint(&other), None);
     }
 }
