@@ -534,8 +534,15 @@ fn check(
     }
     let lm = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
-        // Listed, then gone (logrotate's compress removes a file it just wrote): nothing to say.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => return Ok(None),
+        // Listed, then gone (logrotate's compress removes a file it just wrote): nothing to say. So
+        // for a pattern's directory part matched by a file (`*/app.log` against `x.log/app.log`).
+        Err(e)
+            if (e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(libc::ENOTDIR))
+                && !named =>
+        {
+            return Ok(None)
+        }
         Err(e) => return Err(format!("cannot read {shown}: {e}; skipping it")),
     };
     let m = if lm.file_type().is_symlink() {
@@ -907,6 +914,27 @@ mod tests {
         let all: String = notices.iter().map(|n| n.text.clone() + "\n").collect();
         assert!(all.contains("symbolic link"), "{all}");
         assert!(all.contains("a FIFO"), "{all}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_file_where_the_pattern_wants_a_directory_is_passed_over_quietly() {
+        let d = dir("notdir");
+        std::fs::create_dir(d.join("app")).unwrap();
+        std::fs::write(d.join("app/a.log"), "x\n").unwrap();
+        std::fs::write(d.join("a.log"), "x\n").unwrap();
+        let p = Pattern::new(&format!("{}/*/a.log", d.display()), &[]).unwrap();
+        let mut notices = Vec::new();
+        let f = expand(
+            &[p],
+            &FilePolicy::default(),
+            true,
+            &mut notices,
+            &mut Vec::new(),
+        );
+        assert_eq!(f.len(), 1);
+        assert!(f[0].path.ends_with("app/a.log"));
+        assert!(notices.is_empty(), "{notices:?}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 
