@@ -75,6 +75,13 @@ pub enum Error {
         /// The topic.
         topic: String,
     },
+    /// The topic does not exist, and the config's `auto_create_topics = false` keeps shipper from
+    /// asking for it (the broker's `auto.create.topics.enable` is not the cause: t14).
+    #[error("topic '{}' does not exist (create it; auto_create_topics = false in the config keeps shipper from asking Kafka to create it)", Esc::str(.topic))]
+    NotCreated {
+        /// The topic.
+        topic: String,
+    },
     /// The partition does not exist.
     #[error("topic '{}' has no partition {partition} (it has {count})", Esc::str(.topic))]
     UnknownPartition {

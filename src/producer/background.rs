@@ -183,6 +183,12 @@ impl Producer {
                 self.newly_ready.push(name);
             }
             Err(e) => {
+                let e = match e {
+                    Error::UnknownTopic { topic } if !self.cfg.auto_create_topics => {
+                        Error::NotCreated { topic }
+                    }
+                    e => e,
+                };
                 let Some(p) = self.pending.get_mut(&name) else {
                     return;
                 };

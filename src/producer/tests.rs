@@ -499,3 +499,25 @@ async fn a_batch_given_up_after_the_broker_wrote_it_does_not_lend_its_sequences_
     assert_eq!(acked(&d), 1);
     assert_eq!(b.values("t"), vec![b"first".to_vec(), b"second".to_vec()]);
 }
+
+/// A topic that does not exist under `auto_create_topics = false` is said to be kept from creation by
+/// that setting, not by the broker's `auto.create.topics.enable` (t14: the broker had it on).
+#[tokio::test(start_paused = true)]
+async fn a_topic_shipper_may_not_create_names_the_setting() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    b.auto_create(Some(1));
+    let cfg = ProducerConfig {
+        auto_create_topics: false,
+        ..tail_config()
+    };
+    let mut p = producer(&b, "t", cfg).await;
+    assert!(matches!(p.topic("missing"), TopicState::Pending(_)));
+    let mut out = Vec::new();
+    while p.topic_waiting().is_none() {
+        p.drive(&mut out).await.unwrap();
+    }
+    let (name, _, why) = p.topic_waiting().unwrap();
+    assert_eq!(name, "missing");
+    assert!(why.contains("auto_create_topics = false"), "{why}");
+}
