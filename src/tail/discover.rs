@@ -138,8 +138,21 @@ impl Pattern {
     /// Parses a path or glob and exclusion globs (matched against the whole path, or against the file
     /// name when they hold no `/`).
     pub fn new(given: &str, excludes: &[String]) -> Result<Pattern, String> {
+        // Made absolute, an empty path would be the working directory (t14: followed for ever,
+        // shipping nothing).
+        if given.trim().is_empty() {
+            return Err("an empty path: give a file or a glob such as '/var/log/app/*.log'".into());
+        }
         let is_glob = given.contains(['*', '?', '[']);
         let raw = &absolute(given, is_glob)?;
+        // A directory named alone is a mistake for a glob over its files: refused at start, not
+        // followed for ever with a warning (t14). One made later is warned about at each scan.
+        if !is_glob && Path::new(raw).is_dir() {
+            let shown = Esc::str(given.trim_end_matches('/'));
+            return Err(format!(
+                "{shown} is a directory, not a file; to follow its files use a glob such as '{shown}/*.log'"
+            ));
+        }
         // A relative exclude naming a directory (`old/*.log`) is made absolute like the patterns; one
         // that begins with a glob (`*/tmp/*`, `**/x`) matches anywhere and stays as it is.
         let excludes: Vec<String> = excludes
@@ -1039,10 +1052,15 @@ mod tests {
         let lit = Pattern::new("/var/log/app.log", &[]).unwrap();
         assert!(lit.may_name(Path::new("/var/log/app.log")));
         assert!(!lit.may_name(Path::new("/var/log/app.log.1")));
-        for any in ["/var/log/**", "/var/log/*", "/var/log/"] {
+        for any in ["/var/log/**", "/var/log/*"] {
             let p = Pattern::new(any, &[]).unwrap();
             assert!(p.may_name(Path::new("/var/log/anything")), "{any}");
         }
+        for dir in ["/var/log/", "/var/log"] {
+            let e = Pattern::new(dir, &[]).unwrap_err();
+            assert!(e.contains("use a glob such as '/var/log/*.log'"), "{e}");
+        }
+        assert!(Pattern::new("", &[]).unwrap_err().contains("an empty path"));
         assert!(Pattern::new("/var/log/[ab]?.log", &[])
             .unwrap()
             .may_name(Path::new("/x/a1.log")));
