@@ -614,6 +614,12 @@ mod tests {
         // After `--`, or as a value of another word, nothing is judged.
         assert_eq!(kcat_habit(&args(&["produce", "--", "-K"])), None);
         assert_eq!(kcat_habit(&args(&["consume", "t", "-o", "-1"])), None);
+        // Attached values, as kcat's own docs write them.
+        let hint = kcat_habit(&args(&["produce", "t", "-K:"])).unwrap();
+        assert!(hint.contains("--key-separator"), "{hint}");
+        let hint = kcat_habit(&args(&["produce", "t", "-zsnappy"])).unwrap();
+        assert!(hint.contains("--compression"), "{hint}");
+        assert_eq!(kcat_habit(&args(&["consume", "t", "-c5"])), None);
     }
 
     #[test]
@@ -646,7 +652,13 @@ fn kcat_habit(args: &[std::ffi::OsString]) -> Option<String> {
         ));
     }
     words.iter().find_map(|w| {
-        let instead = match *w {
+        // kcat's letters take their value attached too (`-K:`, `-zsnappy`), as its docs write them.
+        let attached = w.len() > 2 && w.starts_with('-') && !w.starts_with("--");
+        let w = match attached && w.is_char_boundary(2) {
+            true => &w[..2],
+            false => *w,
+        };
+        let instead = match w {
             "-P" => "'shipper produce TOPIC' writes stdin to a topic",
             "-C" => "'shipper consume TOPIC' reads a topic",
             "-L" => "'shipper metadata' lists brokers and topics",

@@ -323,26 +323,32 @@ fn is_security_key(k: &str) -> bool {
 }
 
 /// The shipper flag that does the job of a Java or librdkafka client setting, if one does.
-fn flag_for(key: &str) -> Option<&'static str> {
-    Some(match key {
-        "acks" | "request.required.acks" => "--acks",
-        "compression.type" | "compression.codec" => "--compression",
-        "compression.level" => "--compression-level",
-        "linger.ms" | "queue.buffering.max.ms" => "--linger-ms",
-        "batch.size" => "--batch-bytes",
-        "client.id" => "--client-id",
-        "enable.idempotence" => "--no-idempotence",
-        "max.in.flight.requests.per.connection" | "max.in.flight" => "--max-in-flight",
-        "max.request.size" | "message.max.bytes" => "--max-message-bytes",
-        "request.timeout.ms" | "delivery.timeout.ms" | "message.timeout.ms" => "--timeout",
-        "partitioner" | "partitioner.class" => "--partitioner",
-        "group.id" => "-G",
-        "auto.offset.reset" => "-o",
-        "enable.auto.commit" => "--commit / --no-commit",
-        "auto.commit.interval.ms" => "--commit-interval-ms",
-        "session.timeout.ms" => "--session-timeout-ms",
-        "group.protocol" => "--group-protocol",
+fn flag_for(key: &str) -> Option<String> {
+    const PRODUCING: &str = "produce and tail";
+    const READING: &str = "consume";
+    let (flag, commands) = match key {
+        "acks" | "request.required.acks" => ("--acks", PRODUCING),
+        "compression.type" | "compression.codec" => ("--compression", PRODUCING),
+        "compression.level" => ("--compression-level", PRODUCING),
+        "linger.ms" | "queue.buffering.max.ms" => ("--linger-ms", PRODUCING),
+        "batch.size" => ("--batch-bytes", PRODUCING),
+        "client.id" => ("--client-id", ""),
+        "enable.idempotence" => ("--no-idempotence", PRODUCING),
+        "max.in.flight.requests.per.connection" | "max.in.flight" => ("--max-in-flight", PRODUCING),
+        "max.request.size" | "message.max.bytes" => ("--max-message-bytes", PRODUCING),
+        "request.timeout.ms" | "delivery.timeout.ms" | "message.timeout.ms" => ("--timeout", ""),
+        "partitioner" | "partitioner.class" => ("--partitioner", PRODUCING),
+        "group.id" => ("-G", READING),
+        "auto.offset.reset" => ("-o", READING),
+        "enable.auto.commit" => ("--commit / --no-commit", READING),
+        "auto.commit.interval.ms" => ("--commit-interval-ms", READING),
+        "session.timeout.ms" => ("--session-timeout-ms", READING),
+        "group.protocol" => ("--group-protocol", READING),
         _ => return None,
+    };
+    Some(match commands {
+        "" => flag.to_string(),
+        c => format!("{flag} ({c})"),
     })
 }
 
@@ -728,7 +734,10 @@ mod tests {
             ..SecurityFlags::default()
         };
         let e = properties(&flags).unwrap_err().to_string();
-        assert_eq!(e, "-X acks: shipper sets this with --acks");
+        assert_eq!(
+            e,
+            "-X acks: shipper sets this with --acks (produce and tail)"
+        );
     }
 
     #[test]
