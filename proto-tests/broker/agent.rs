@@ -532,7 +532,7 @@ fn metrics_parse_with_prometheus_client_and_agree_with_the_summary_and_kafka() {
 fn check_config_names_the_line_of_each_mistake_and_exits_2() {
     let dir = scratch_dir("agent-check");
     let cfg = dir.join("agent.toml");
-    let cases: [(&str, &str); 5] = [
+    let cases: [(&str, &str); 7] = [
         ("[[input]]\npaths = [\"/x\"]\ntopic = \"t\"\ncolour = 1\n", ":4:"),
         ("[[input]]\npaths = [\"/x\"]\ntopic = \"t-{filestem}\"\n", ":3:"),
         ("[[input]]\npaths = [\"/x\"]\ntopic = \"t\"\nmultiline = { start = '(' }\n", ":4:"),
@@ -541,6 +541,9 @@ fn check_config_names_the_line_of_each_mistake_and_exits_2() {
             ":2:",
         ),
         ("[[input]]\npaths = [\"/x\"]\ntopic = \"bad topic!\"\n", ":3:"),
+        // An empty path and a directory named alone (t14: both followed for ever, shipping nothing).
+        ("[[input]]\npaths = [\"\"]\ntopic = \"t\"\n", ":2:"),
+        ("[[input]]\npaths = [\"/tmp\"]\ntopic = \"t\"\n", ":2:"),
     ];
     for (text, line) in cases {
         write_config(&cfg, text);
@@ -570,6 +573,19 @@ fn check_config_names_the_line_of_each_mistake_and_exits_2() {
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // SHIPPER_BROKERS overrides the file's brokers, as -b does, and says so (t14).
+    let env = Command::new(shipper_bin())
+        .args(["check-config", cfg.to_str().unwrap()])
+        .env("SHIPPER_BROKERS", "other:9092")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&env.stderr);
+    assert!(
+        err.contains(
+            "brokers other:9092 from -b or SHIPPER_BROKERS override the config file's k:9092"
+        ),
+        "{err}"
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -500,7 +500,20 @@ impl Reader<'_> {
         };
         let flags = from_file.overridden_by(&SecurityFlags::from_common(common));
         let brokers = match (&common.brokers, &f.brokers) {
-            (Some(b), _) => Some(b.clone()),
+            (Some(b), Some(list)) => {
+                // Said: SHIPPER_BROKERS, exported for everyday commands, overrides the file as -b
+                // does, and the agent shipped elsewhere than its file said without a word (t14).
+                let file = list.get_ref().0.join(",");
+                if *b != file {
+                    crate::log::warn(format_args!(
+                        "brokers {} from -b or SHIPPER_BROKERS override the config file's {}",
+                        Esc::str(b),
+                        Esc::str(&file)
+                    ));
+                }
+                Some(b.clone())
+            }
+            (Some(b), None) => Some(b.clone()),
             (None, Some(list)) => Some(
                 list.get_ref()
                     .0
