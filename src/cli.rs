@@ -94,8 +94,9 @@ pub struct Common {
     pub tls_insecure: bool,
     /// A client setting by its librdkafka/Java name, e.g. -X security.protocol=SASL_SSL (repeatable):
     /// security.protocol, sasl.mechanism(s), sasl.username, sasl.password, sasl.jaas.config,
-    /// ssl.ca.location, ssl.certificate.location, ssl.key.location, bootstrap.servers; for consume
-    /// isolation.level
+    /// ssl.ca.location, ssl.certificate.location, ssl.key.location,
+    /// enable.ssl.certificate.verification, ssl.endpoint.identification.algorithm,
+    /// bootstrap.servers, metadata.broker.list; for consume isolation.level
     #[arg(
         short = 'X',
         global = true,
@@ -266,7 +267,7 @@ pub struct ProducerFlags {
     /// Produce requests in flight per broker
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub max_in_flight: u64,
-    /// Partitioner for records without --partition
+    /// How records find their partition (produce: unless --partition names one)
     #[arg(long, value_enum, default_value = "default")]
     pub partitioner: PartitionerArg,
     /// Turn off idempotent produce (on by default with --acks all: retries then never duplicate)
@@ -363,7 +364,8 @@ pub struct ConsumeArgs {
     #[arg(long, value_enum)]
     pub isolation_level: Option<Isolation>,
     /// Output format with kcat's tokens: %t topic %p partition %o offset %k key %s value %S value size
-    /// %R value size as 4 bytes big-endian %K key size %T timestamp %h headers, \n \t \xNN escapes
+    /// %R value size as 4 bytes big-endian %K key size %T timestamp %h headers %% a percent sign;
+    /// escapes \n \t \r \0 \\ \xNN
     #[arg(short, long, conflicts_with = "json")]
     pub format: Option<String>,
     /// One JSON object per record
