@@ -403,7 +403,6 @@ fn tail_keeps_bytes_as_they_are_and_truncates_a_10_mb_line() {
     let ck = ckpt_arg(&dir);
     let args = [
         f.to_str().unwrap(),
-        dir.to_str().unwrap(),
         missing.to_str().unwrap(),
         &t,
         "--checkpoint",
@@ -411,6 +410,22 @@ fn tail_keeps_bytes_as_they_are_and_truncates_a_10_mb_line() {
         "--max-line-bytes",
         "1000",
     ];
+    // A directory named among the files is a mistake said at once (exit 2), not followed (t14).
+    let out = std::process::Command::new(shipper_bin())
+        .args([
+            "-b",
+            &b,
+            "tail",
+            f.to_str().unwrap(),
+            dir.to_str().unwrap(),
+            &t,
+        ])
+        .args(["--checkpoint", &ck])
+        .output()
+        .unwrap();
+    let refused = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{refused}");
+    assert!(refused.contains("is a directory, not a file"), "{refused}");
     let mut tail = Tail::start(&b, &args, &dir.join("err"));
     let got = wait_for_records(&b, &t, 6, WAIT);
     append(&missing, b"appeared later\n");
@@ -428,7 +443,6 @@ fn tail_keeps_bytes_as_they_are_and_truncates_a_10_mb_line() {
         Some(&b"appeared later"[..]),
         "{err}"
     );
-    assert!(err.contains("is a directory"), "{err}");
     assert!(err.contains("does not exist yet"), "{err}");
     assert!(err.contains("1 long lines truncated"), "{err}");
 }
