@@ -686,6 +686,12 @@ impl Engine {
                 self.gone(key, None, now);
             }
         }
+        for (k, path) in r.known_moved {
+            if let Some(e) = self.known.get_mut(&k) {
+                e.path = path;
+                self.version += 1;
+            }
+        }
         for k in r.known_gone {
             if !self.followers.values().any(|f| (f.id.dev, f.id.ino) == k) {
                 self.known.remove(&k);

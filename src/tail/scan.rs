@@ -112,6 +112,8 @@ pub struct ScanResult {
     pub reopened: Vec<(u64, Arc<File>, Option<PathBuf>)>,
     /// Checkpoint entries whose file no longer exists at their path.
     pub known_gone: Vec<(u64, u64)>,
+    /// Checkpoint entries whose file was renamed next to its old path, and its new path.
+    pub known_moved: Vec<((u64, u64), PathBuf)>,
     /// Checkpoint entries whose file was renamed next to its old path (rotated while we were not
     /// looking) and holds lines past the checkpoint: opened, to be finished.
     pub known_rotated: Vec<NewFile>,
@@ -490,8 +492,15 @@ impl Pass<'_> {
             let moved = if there {
                 Some(path.clone())
             } else {
-                self.out.known_gone.push((id.dev, id.ino));
-                find_in_dir(path.parent().unwrap_or(Path::new(".")), id)
+                // Renamed next to its path (logrotate's .2 -> .3, between this scan's listing and
+                // now): still known, under its new name. Forgotten, the next scan would take it
+                // for a new file and ship it again from byte 0 (t13: whole generations twice).
+                let moved = find_in_dir(path.parent().unwrap_or(Path::new(".")), id);
+                match &moved {
+                    Some(m) => self.out.known_moved.push(((id.dev, id.ino), m.clone())),
+                    None => self.out.known_gone.push((id.dev, id.ino)),
+                }
+                moved
             };
             let Some(moved) = moved else {
                 // At start: a file that was followed under its pattern's name at the last stop
@@ -637,6 +646,63 @@ mod tests {
                 assert!(said.is_empty(), "only at start: {said:?}");
             }
         }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A known generation renamed next to its path after the scan listed its directory (logrotate's
+    /// `.2` -> `.3`) stays known under its new name; forgotten, the next scan read it again from byte 0
+    /// (t13: 3,102 lines shipped twice).
+    #[test]
+    fn a_known_generation_renamed_while_scanned_stays_known_under_its_new_name() {
+        let d = crate::testkit::scratch_dir("scan-renamed-known");
+        let gen2 = d.join("app.log.2");
+        std::fs::write(&gen2, "a\nb\n").unwrap();
+        let id = FileId::from_meta(&std::fs::metadata(&gen2).unwrap());
+        let gen3 = d.join("app.log.3");
+        std::fs::rename(&gen2, &gen3).unwrap();
+        let req = ScanRequest {
+            patterns: Arc::new(vec![Pattern::new(
+                &format!("{}/app.log*", d.display()),
+                &[],
+            )
+            .unwrap()]),
+            policy: Arc::new(FilePolicy::default()),
+            first: false,
+            followed: Vec::new(),
+            known: vec![(id, gen2.clone(), d.join("app.log"), 4)],
+            generation: 0,
+            budget: 10,
+            only: None,
+            names: Vec::new(),
+            compressed: Arc::default(),
+        };
+        // The listing missed both names (taken before the rename, looked at after it).
+        let mut pass = Pass {
+            req: &req,
+            found: Vec::new(),
+            out: ScanResult::default(),
+            budget: 10,
+        };
+        pass.find_known();
+        assert_eq!(pass.out.known_gone, Vec::new());
+        assert_eq!(pass.out.known_moved, vec![((id.dev, id.ino), gen3.clone())]);
+        assert!(
+            pass.out.known_rotated.is_empty(),
+            "read to its end: nothing to finish"
+        );
+        std::fs::remove_file(&gen3).unwrap();
+        let mut pass = Pass {
+            req: &req,
+            found: Vec::new(),
+            out: ScanResult::default(),
+            budget: 10,
+        };
+        pass.find_known();
+        assert_eq!(
+            pass.out.known_gone,
+            vec![(id.dev, id.ino)],
+            "deleted: forgotten"
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
