@@ -41,54 +41,20 @@ pub struct Watch {
     failed: BTreeSet<PathBuf>,
     /// Whether a watch failed on an inotify limit yet (said once).
     told_limit: bool,
+    /// When to try inotify again, while there is no watcher.
+    next_try: std::time::Instant,
 }
 
 impl Watch {
-    /// Starts watching nothing yet. Without inotify (an error), only rescans find changes.
+    /// Starts watching nothing yet. Without inotify (an error), only rescans find changes, and
+    /// inotify is tried again every [`WATCHER_RETRY`] (instances used up by other programs may free).
     pub fn new() -> Watch {
         let shared = Arc::new(Shared::default());
-        let s = shared.clone();
-        let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            match ev {
-                Ok(ev)
-                    if matches!(
-                        ev.kind,
-                        EventKind::Modify(notify::event::ModifyKind::Data(_))
-                    ) =>
-                {
-                    let mut c = s.changed.lock().unwrap_or_else(|e| e.into_inner());
-                    if c.len() < MAX_PENDING_PATHS {
-                        c.extend(ev.paths);
-                    } else {
-                        s.rescan.store(true, Ordering::Relaxed);
-                    }
-                }
-                Ok(ev) if matches!(ev.kind, EventKind::Access(_)) => return,
-                Ok(ev) if names_only(&ev.kind) && !ev.paths.iter().any(|p| may_hold_files(p)) => {
-                    let mut n = s.named.lock().unwrap_or_else(|e| e.into_inner());
-                    if n.len() + ev.paths.len() <= MAX_PENDING_PATHS {
-                        n.extend(ev.paths);
-                    } else {
-                        s.rescan.store(true, Ordering::Relaxed);
-                    }
-                }
-                Ok(ev) if matches!(ev.kind, EventKind::Remove(_)) => {
-                    // A watched directory removed loses its watch: it is watched again if it returns.
-                    let mut r = s.removed.lock().unwrap_or_else(|e| e.into_inner());
-                    if r.len() < MAX_PENDING_PATHS {
-                        r.extend(ev.paths);
-                    }
-                    s.rescan.store(true, Ordering::Relaxed);
-                }
-                _ => s.rescan.store(true, Ordering::Relaxed),
-            }
-            s.wake.notify_one();
-        });
-        let watcher = match watcher {
+        let watcher = match make_watcher(&shared) {
             Ok(w) => Some(w),
             Err(e) => {
                 crate::log::warn(format_args!(
-                    "cannot watch files ({}); relying on periodic rescans",
+                    "cannot watch files ({}); relying on periodic rescans until it can",
                     limit_hint(&e).map_or_else(|| e.to_string(), str::to_string)
                 ));
                 None
@@ -100,12 +66,74 @@ impl Watch {
             watched: BTreeMap::new(),
             failed: BTreeSet::new(),
             told_limit: false,
+            next_try: std::time::Instant::now() + WATCHER_RETRY,
         }
     }
 
+    /// Without a watcher, tries to make one again when it is time (t13: after the instances were
+    /// free again, tail polled every file each second until restarted).
+    fn retry_watcher(&mut self) {
+        let now = std::time::Instant::now();
+        if self.watcher.is_some() || now < self.next_try {
+            return;
+        }
+        self.next_try = now + WATCHER_RETRY;
+        if let Ok(w) = make_watcher(&self.shared) {
+            crate::log::info(format_args!("watching files again (inotify available)"));
+            self.watcher = Some(w);
+        }
+    }
+}
+
+/// How often inotify is tried again while it cannot be had.
+const WATCHER_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// An inotify watcher whose events go to `shared`.
+fn make_watcher(shared: &Arc<Shared>) -> notify::Result<notify::RecommendedWatcher> {
+    let s = shared.clone();
+    notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        match ev {
+            Ok(ev)
+                if matches!(
+                    ev.kind,
+                    EventKind::Modify(notify::event::ModifyKind::Data(_))
+                ) =>
+            {
+                let mut c = s.changed.lock().unwrap_or_else(|e| e.into_inner());
+                if c.len() < MAX_PENDING_PATHS {
+                    c.extend(ev.paths);
+                } else {
+                    s.rescan.store(true, Ordering::Relaxed);
+                }
+            }
+            Ok(ev) if matches!(ev.kind, EventKind::Access(_)) => return,
+            Ok(ev) if names_only(&ev.kind) && !ev.paths.iter().any(|p| may_hold_files(p)) => {
+                let mut n = s.named.lock().unwrap_or_else(|e| e.into_inner());
+                if n.len() + ev.paths.len() <= MAX_PENDING_PATHS {
+                    n.extend(ev.paths);
+                } else {
+                    s.rescan.store(true, Ordering::Relaxed);
+                }
+            }
+            Ok(ev) if matches!(ev.kind, EventKind::Remove(_)) => {
+                // A watched directory removed loses its watch: it is watched again if it returns.
+                let mut r = s.removed.lock().unwrap_or_else(|e| e.into_inner());
+                if r.len() < MAX_PENDING_PATHS {
+                    r.extend(ev.paths);
+                }
+                s.rescan.store(true, Ordering::Relaxed);
+            }
+            _ => s.rescan.store(true, Ordering::Relaxed),
+        }
+        s.wake.notify_one();
+    })
+}
+
+impl Watch {
     /// Watches a directory (once; a failed one is tried again at the next call). A failure makes the
     /// watch degraded until it succeeds or [`Watch::want_only`] drops the directory.
     pub fn watch_dir(&mut self, dir: &Path, scan_ms: u64) {
+        self.retry_watcher();
         let Some(w) = self.watcher.as_mut() else {
             return;
         };
@@ -365,6 +393,24 @@ mod tests {
         let _ = gather(&mut w, |e| e.rescan);
         std::fs::rename(d.join("moved-in-later"), d.join("renamed-dir")).unwrap();
         assert!(gather(&mut w, |e| e.rescan).rescan, "a directory renamed");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn inotify_is_tried_again_while_there_is_no_watcher() {
+        let d = crate::testkit::scratch_dir("watch-retry");
+        let mut w = Watch::new();
+        // As at a start with every inotify instance taken.
+        w.watcher = None;
+        w.next_try = std::time::Instant::now() + WATCHER_RETRY;
+        w.watch_dir(&d, 1000);
+        assert!(w.degraded() && w.watched() == 0, "not before its time");
+        w.next_try = std::time::Instant::now();
+        w.watch_dir(&d, 1000);
+        assert!(!w.degraded() && w.is_watched(&d), "watched again");
+        std::fs::write(d.join("a.log"), "x\n").unwrap();
+        let e = gather(&mut w, |e| !e.named.is_empty() || e.rescan);
+        assert!(!e.named.is_empty() || e.rescan, "events flow");
         std::fs::remove_dir_all(&d).unwrap();
     }
 
