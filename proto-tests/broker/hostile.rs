@@ -472,6 +472,8 @@ fn more_files_than_the_open_files_limit_all_ship_and_the_checkpoint_is_written()
             &c,
             "--scan-ms",
             "200",
+            "--stats",
+            "1",
         ])
         .stderr(log)
         .spawn()
@@ -487,6 +489,8 @@ fn more_files_than_the_open_files_limit_all_ship_and_the_checkpoint_is_written()
     assert_eq!(got.len(), 400, "{err}");
     let ckpt = std::fs::read_to_string(dir.join("checkpoint")).unwrap();
     assert_eq!(ckpt.lines().count(), 401, "every file checkpointed: {err}");
+    // The files waiting their turn are said (t13: "0 bytes behind" while hundreds waited).
+    assert!(err.contains("waiting for a descriptor"), "{err}");
 }
 
 #[test]

@@ -119,6 +119,8 @@ pub struct Engine {
     /// Every input's patterns, flattened, and the input of each.
     patterns: Arc<Vec<Pattern>>,
     pattern_input: Vec<usize>,
+    /// Per input: matched files waiting for a descriptor and their bytes (as of the last full scan).
+    fd_waiting: BTreeMap<usize, (usize, u64)>,
     /// Line counters per (input name, topic), for metrics; files fold theirs in here.
     routes: BTreeMap<(String, String), Counters>,
     followers: HashMap<u64, Follower>,
@@ -222,6 +224,7 @@ impl Engine {
             cfg,
             patterns,
             pattern_input,
+            fd_waiting: BTreeMap::new(),
             routes: BTreeMap::new(),
             runs: Vec::new(),
             renamed_from: HashMap::new(),
@@ -628,6 +631,14 @@ impl Engine {
             return false;
         }
         self.version += 1;
+        if r.full {
+            self.fd_waiting.clear();
+            for (pattern, bytes) in &r.waiting {
+                let w = self.fd_waiting.entry(self.input_of(*pattern)).or_default();
+                w.0 += 1;
+                w.1 += bytes;
+            }
+        }
         if r.full {
             self.counters.full_scans += 1;
             self.compressed = Arc::new(r.compressed.into_iter().collect());
@@ -1545,9 +1556,25 @@ impl Engine {
         self.open_files()
     }
 
-    /// Bytes written to followed files that Kafka has not acknowledged yet (as of the last reads).
+    /// Bytes written to followed files that Kafka has not acknowledged yet (as of the last reads),
+    /// and those in matched files waiting for a descriptor (as of the last full scan).
     pub fn bytes_behind(&self) -> u64 {
-        self.followers.values().map(Follower::behind).sum()
+        self.followers.values().map(Follower::behind).sum::<u64>() + self.waiting_bytes().1
+    }
+
+    /// Matched files waiting for a descriptor (as of the last full scan), and their bytes not shipped.
+    pub fn waiting_bytes(&self) -> (usize, u64) {
+        self.fd_waiting
+            .values()
+            .fold((0, 0), |(n, b), (fw, bw)| (n + fw, b + bw))
+    }
+
+    /// [`Engine::waiting_bytes`] per input name.
+    pub fn waiting_by_input(&self) -> Vec<(&str, usize, u64)> {
+        self.fd_waiting
+            .iter()
+            .filter_map(|(i, (n, b))| Some((self.cfg.inputs.get(*i)?.name.as_str(), *n, *b)))
+            .collect()
     }
 
     /// Looks at the size of every open file, for the lag: while Kafka is away reading stops, and

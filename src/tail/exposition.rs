@@ -225,10 +225,24 @@ fn files(e: &mut Exposition, engine: &Engine) {
     for (input, _, b) in &files {
         *per_input.entry(input).or_default() += b;
     }
+    let waiting = engine.waiting_by_input();
+    for (input, _, b) in &waiting {
+        *per_input.entry(input).or_default() += b;
+    }
+    e.family(
+        "shipper_files_waiting",
+        "gauge",
+        "Matched files waiting for a file descriptor (the open files limit), as of the last full scan.",
+    );
+    e.sample(
+        "shipper_files_waiting",
+        &[],
+        waiting.iter().map(|w| w.1).sum::<usize>() as f64,
+    );
     e.family(
         "shipper_bytes_behind",
         "gauge",
-        "Bytes written to followed files and not acknowledged by Kafka yet, per input.",
+        "Bytes written to followed files (and to matched files waiting for a descriptor) and not acknowledged by Kafka yet, per input.",
     );
     for (input, b) in per_input {
         e.sample("shipper_bytes_behind", &[("input", input)], b as f64);

@@ -778,6 +778,10 @@ impl Stats {
         let worst = engine
             .most_behind()
             .map_or(String::new(), |(p, b)| format!(" (most: {p} {b})"));
+        let waiting = match engine.waiting_bytes().0 {
+            0 => String::new(),
+            n => format!(", {n} waiting for a descriptor"),
+        };
         let mut trouble = String::new();
         if let Some(t) = producer.trouble() {
             trouble.push_str(&format!("; delivery failing: {t}"));
@@ -788,7 +792,7 @@ impl Stats {
         crate::log::line(
             "stats: ",
             format_args!(
-            "{:.0} lines/s, {:.2} MB/s, {} files ({} open), {} bytes behind{worst}, {} acked, {} truncations, {} long lines, {} failed{trouble}",
+            "{:.0} lines/s, {:.2} MB/s, {} files ({} open{waiting}), {} bytes behind{worst}, {} acked, {} truncations, {} long lines, {} failed{trouble}",
             (c.lines_read - self.last.lines_read) as f64 / secs,
             (c.bytes_read - self.last.bytes_read) as f64 / secs / 1e6,
             engine.file_count(),

@@ -108,6 +108,8 @@ pub struct ScanResult {
     pub full: bool,
     /// Files wait to be opened for want of descriptors: rescan soon, not only on events.
     pub starved: bool,
+    /// The files waiting so (full scans): each one's pattern and its bytes not shipped yet.
+    pub waiting: Vec<(usize, u64)>,
     /// Closed files re-opened because they grew (or rotated away and must be finished).
     pub reopened: Vec<(u64, Arc<File>, Option<PathBuf>)>,
     /// Checkpoint entries whose file no longer exists at their path.
@@ -411,6 +413,28 @@ impl Pass<'_> {
         Some((f, r))
     }
 
+    /// Notes the matched files from `from` on that nobody follows, which wait for a descriptor, with
+    /// what they hold past their checkpoint: the lag counts them (t13: "0 bytes behind" while
+    /// hundreds of files waited unread under a low open-files limit).
+    fn count_waiting(&mut self, from: usize, followed: &HashSet<(u64, u64)>) {
+        let shipped: HashMap<(u64, u64), u64> = self
+            .req
+            .known
+            .iter()
+            .map(|(id, _, _, offset)| ((id.dev, id.ino), *offset))
+            .collect();
+        for f in &self.found[from..] {
+            let key = (f.id.dev, f.id.ino);
+            if followed.contains(&key) || self.req.compressed.contains(&unchanged(f)) {
+                continue;
+            }
+            let done = shipped.get(&key).copied().unwrap_or(0);
+            self.out
+                .waiting
+                .push((f.pattern, f.size.saturating_sub(done)));
+        }
+    }
+
     /// With --follow-symlinks, the real path of `file` when `path` is a link to it: its writes are
     /// reported under that path.
     fn link_target(&self, path: &Path, file: &File) -> Option<PathBuf> {
@@ -445,6 +469,7 @@ impl Pass<'_> {
                     key: "fd-budget".into(),
                     text: "more files match than may be open at once; idle files are closed and the rest wait their turn (raise the open files limit, ulimit -n)".into(),
                 });
+                self.count_waiting(i, &followed);
                 return;
             }
             let Some((f, opened)) = self.open_found(f, &followed) else {
@@ -521,6 +546,9 @@ impl Pass<'_> {
             let size = std::fs::symlink_metadata(&moved).map_or(0, |m| m.len());
             if size > *offset && self.budget == 0 {
                 self.out.starved = true;
+                if let Some(p) = self.req.patterns.iter().position(|p| p.matches(origin)) {
+                    self.out.waiting.push((p, size - offset));
+                }
             }
             if size <= *offset || self.budget == 0 {
                 continue;
@@ -703,6 +731,52 @@ mod tests {
             vec![(id.dev, id.ino)],
             "deleted: forgotten"
         );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Files that wait for a descriptor are counted with their bytes (past a checkpoint where known):
+    /// the lag said "0 bytes behind" while hundreds waited (t13).
+    #[test]
+    fn files_waiting_for_a_descriptor_are_counted_with_their_bytes() {
+        let d = crate::testkit::scratch_dir("scan-waiting");
+        let (a, b) = (d.join("a.log"), d.join("b.log"));
+        std::fs::write(&a, "0123456789\n").unwrap();
+        std::fs::write(&b, "01234\n").unwrap();
+        let found = |p: &Path| {
+            let m = std::fs::metadata(p).unwrap();
+            Found {
+                path: p.to_path_buf(),
+                id: FileId::from_meta(&m),
+                size: m.len(),
+                mtime_ns: 0,
+                pattern: 0,
+            }
+        };
+        let (fa, fb) = (found(&a), found(&b));
+        let req = ScanRequest {
+            patterns: Arc::new(vec![
+                Pattern::new(&format!("{}/*.log", d.display()), &[]).unwrap()
+            ]),
+            policy: Arc::new(FilePolicy::default()),
+            first: false,
+            followed: Vec::new(),
+            // b.log was shipped to byte 4 before.
+            known: vec![(fb.id, b.clone(), b.clone(), 4)],
+            generation: 0,
+            budget: 0,
+            only: None,
+            names: Vec::new(),
+            compressed: Arc::default(),
+        };
+        let mut pass = Pass {
+            req: &req,
+            found: vec![fa, fb],
+            out: ScanResult::default(),
+            budget: 0,
+        };
+        pass.open_new();
+        assert!(pass.out.starved && pass.out.opened.is_empty());
+        assert_eq!(pass.out.waiting, vec![(0, 11), (0, 2)]);
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
