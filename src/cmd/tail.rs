@@ -12,6 +12,22 @@ use crate::settings::tail::TailSettings;
 /// Descriptors kept free for sockets, the checkpoint and the dead-letter file.
 const FD_RESERVE: u64 = 64;
 
+/// The lowest open files limit tail runs under: below it, scans and the checkpoint starve (t13: at
+/// 16, nothing shipped; at 32 directory scans and the checkpoint failed). shipper itself holds ~16
+/// (runtime, inotify, connections, the checkpoint's lock), and a scan of a tree opens directories.
+const FD_FLOOR: u64 = 64;
+
+/// How many log files may be open at once under the open files `limit`: what the reserve leaves
+/// (half of a small limit). An error below [`FD_FLOOR`].
+fn files_budget(limit: u64) -> Result<usize, String> {
+    if limit < FD_FLOOR {
+        return Err(format!(
+            "the open files limit ({limit}) is too low for tail: it needs at least {FD_FLOOR} (raise ulimit -n, or LimitNOFILE= in a systemd unit)"
+        ));
+    }
+    Ok((limit - FD_RESERVE.min(limit / 2)) as usize)
+}
+
 /// The settings this command runs with: from the config file, or from the flags.
 pub fn settings(common: &Common, args: &TailArgs) -> anyhow::Result<TailSettings> {
     match &args.config {
@@ -30,6 +46,8 @@ fn topic_may_come(e: &Error) -> bool {
 /// Runs the command; returns the exit code.
 pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
     let mut s = settings(common, args)?;
+    s.engine.max_open_files =
+        files_budget(raise_open_files_limit()).map_err(|e| anyhow::anyhow!(e))?;
     let mut startup = crate::tail::startup::Startup::new(
         s.options.metrics_listen.as_deref(),
         s.options.unhealthy_after,
@@ -93,8 +111,6 @@ pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
         None => return stopped(),
         Some(r) => r.map_err(|e: Error| anyhow::anyhow!(e))?,
     }
-    let limit = raise_open_files_limit();
-    s.engine.max_open_files = limit.saturating_sub(FD_RESERVE).max(16) as usize;
     for i in &s.engine.inputs {
         crate::log::debug(format_args!(
             "input '{}': {} path(s)",
@@ -108,4 +124,18 @@ pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
         Box::new(move || config::load(&path, &common, metrics.clone())) as crate::tail::Reloader
     });
     crate::tail::run(s, producer, reload, startup).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_files_budget_leaves_room_for_scans_and_the_checkpoint() {
+        assert!(files_budget(16).unwrap_err().contains("too low for tail"));
+        assert!(files_budget(63).is_err());
+        assert_eq!(files_budget(64), Ok(32));
+        assert_eq!(files_budget(128), Ok(64));
+        assert_eq!(files_budget(1 << 20), Ok((1 << 20) - 64));
+    }
 }
