@@ -121,6 +121,8 @@ pub struct Engine {
     pattern_input: Vec<usize>,
     /// Per input: matched files waiting for a descriptor and their bytes (as of the last full scan).
     fd_waiting: BTreeMap<usize, (usize, u64)>,
+    /// Truncations and copies said at info level in the current window (copytruncate over a tree).
+    routine: RoutineLines,
     /// Line counters per (input name, topic), for metrics; files fold theirs in here.
     routes: BTreeMap<(String, String), Counters>,
     followers: HashMap<u64, Follower>,
@@ -215,6 +217,49 @@ impl PathIndex {
     }
 }
 
+/// Routine per-file lines (a truncation, a copy found): the first [`RoutineLines::PER_WINDOW`] of
+/// each 10-s window at info level, then at debug level with a count said when the window ends
+/// (t13: copytruncate over 500 files wrote 1,000 lines each night).
+#[derive(Debug, Default)]
+struct RoutineLines {
+    window: Option<std::time::Instant>,
+    said: u32,
+    held: u32,
+}
+
+impl RoutineLines {
+    const PER_WINDOW: u32 = 10;
+    const WINDOW: Duration = Duration::from_secs(10);
+
+    fn say(&mut self, msg: std::fmt::Arguments<'_>) {
+        self.tick();
+        self.window.get_or_insert_with(std::time::Instant::now);
+        if self.said < Self::PER_WINDOW {
+            self.said += 1;
+            crate::log::info(msg);
+        } else {
+            self.held += 1;
+            crate::log::debug(msg);
+        }
+    }
+
+    /// Ends the window if its time is up, saying how many lines it held back.
+    fn tick(&mut self) {
+        let Some(w) = self.window else { return };
+        if w.elapsed() < Self::WINDOW {
+            return;
+        }
+        if self.held > 0 {
+            crate::log::info(format_args!(
+                "{} more files truncated or found to be copies in the last {} s (each is listed with -v)",
+                self.held,
+                Self::WINDOW.as_secs()
+            ));
+        }
+        *self = RoutineLines::default();
+    }
+}
+
 impl Engine {
     /// An engine resuming from `known` (the loaded checkpoint).
     pub fn new(mut cfg: EngineConfig, known: Vec<Entry>) -> Self {
@@ -225,6 +270,7 @@ impl Engine {
             patterns,
             pattern_input,
             fd_waiting: BTreeMap::new(),
+            routine: RoutineLines::default(),
             routes: BTreeMap::new(),
             runs: Vec::new(),
             renamed_from: HashMap::new(),
@@ -487,7 +533,7 @@ impl Engine {
                 }
                 Ok(Some(g)) => {
                     if let Some(o) = self.followers.get(&g) {
-                        crate::log::info(format_args!(
+                        self.routine.say(format_args!(
                             "{}: a copy of {} (the same bytes as far as that was read): not read from its start",
                             Esc::path(&path),
                             Esc::path(&o.path)
@@ -598,7 +644,7 @@ impl Engine {
             };
             f.size = size;
             if f.advance_to(start, false) && start > 0 {
-                crate::log::info(format_args!(
+                self.routine.say(format_args!(
                     "{}: reading its copy {} from byte {start} (what is before was read from it)",
                     Esc::path(&gone.path),
                     Esc::path(&f.path)
@@ -1241,7 +1287,7 @@ impl Engine {
             );
         let k = self.alloc_key();
         if let Some(old) = self.followers.get(&key) {
-            crate::log::info(format_args!(
+            self.routine.say(format_args!(
                 "{}: truncated (copytruncate?); reading again from the start",
                 Esc::path(&old.path)
             ));
@@ -1431,6 +1477,7 @@ impl Engine {
     /// and, past `target` open files, closes the longest-idle finished ones (re-opened by identity when
     /// they change).
     pub fn close_idle(&mut self, now: Instant) {
+        self.routine.tick();
         // A rotated file quiet for ROTATED_GRACE with bytes left (a last line without its newline) is
         // read once more, which ships them: no event may ever come for it again.
         let due: Vec<u64> = self

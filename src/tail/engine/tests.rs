@@ -1111,3 +1111,17 @@ async fn a_rename_within_the_patterns_is_a_rotation_once_a_new_file_takes_the_na
     assert_eq!(sink.shipped.len(), 6);
     fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn routine_lines_past_ten_a_window_are_held_and_counted() {
+    let mut r = RoutineLines::default();
+    for i in 0..15 {
+        r.say(format_args!("file {i} truncated"));
+    }
+    assert_eq!((r.said, r.held), (10, 5));
+    r.tick();
+    assert_eq!(r.held, 5, "the window is not over");
+    r.window = Some(std::time::Instant::now() - Duration::from_secs(11));
+    r.tick();
+    assert_eq!((r.said, r.held, r.window), (0, 0, None), "counted, then a new window");
+}
