@@ -428,10 +428,13 @@ impl Pass<'_> {
             if followed.contains(&key) || self.req.compressed.contains(&unchanged(f)) {
                 continue;
             }
-            let done = shipped.get(&key).copied().unwrap_or(0);
-            self.out
-                .waiting
-                .push((f.pattern, f.size.saturating_sub(done)));
+            // A generation shipped to its end waits for nothing.
+            let left = f
+                .size
+                .saturating_sub(shipped.get(&key).copied().unwrap_or(0));
+            if left > 0 {
+                self.out.waiting.push((f.pattern, left));
+            }
         }
     }
 
@@ -739,9 +742,10 @@ mod tests {
     #[test]
     fn files_waiting_for_a_descriptor_are_counted_with_their_bytes() {
         let d = crate::testkit::scratch_dir("scan-waiting");
-        let (a, b) = (d.join("a.log"), d.join("b.log"));
+        let (a, b, c) = (d.join("a.log"), d.join("b.log"), d.join("c.log"));
         std::fs::write(&a, "0123456789\n").unwrap();
         std::fs::write(&b, "01234\n").unwrap();
+        std::fs::write(&c, "01\n").unwrap();
         let found = |p: &Path| {
             let m = std::fs::metadata(p).unwrap();
             Found {
@@ -752,7 +756,7 @@ mod tests {
                 pattern: 0,
             }
         };
-        let (fa, fb) = (found(&a), found(&b));
+        let (fa, fb, fc) = (found(&a), found(&b), found(&c));
         let req = ScanRequest {
             patterns: Arc::new(vec![
                 Pattern::new(&format!("{}/*.log", d.display()), &[]).unwrap()
@@ -760,8 +764,11 @@ mod tests {
             policy: Arc::new(FilePolicy::default()),
             first: false,
             followed: Vec::new(),
-            // b.log was shipped to byte 4 before.
-            known: vec![(fb.id, b.clone(), b.clone(), 4)],
+            // b.log was shipped to byte 4 before, c.log to its end.
+            known: vec![
+                (fb.id, b.clone(), b.clone(), 4),
+                (fc.id, c.clone(), c.clone(), 3),
+            ],
             generation: 0,
             budget: 0,
             only: None,
@@ -770,7 +777,7 @@ mod tests {
         };
         let mut pass = Pass {
             req: &req,
-            found: vec![fa, fb],
+            found: vec![fa, fb, fc],
             out: ScanResult::default(),
             budget: 0,
         };

@@ -1123,5 +1123,9 @@ fn routine_lines_past_ten_a_window_are_held_and_counted() {
     assert_eq!(r.held, 5, "the window is not over");
     r.window = Some(std::time::Instant::now() - Duration::from_secs(11));
     r.tick();
-    assert_eq!((r.said, r.held, r.window), (0, 0, None), "counted, then a new window");
+    assert_eq!(
+        (r.said, r.held, r.window),
+        (0, 0, None),
+        "counted, then a new window"
+    );
 }
