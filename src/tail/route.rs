@@ -58,9 +58,14 @@ impl Template {
                 "path" => Part::Path,
                 "hostname" => Part::Hostname,
                 other => {
+                    // `${VAR}` here is a Filebeat or Vector habit: say where the environment is read.
+                    let env = match lit.ends_with('$') {
+                        true => "; ${VAR} from the environment is replaced only in brokers, the SASL settings, file paths and input paths",
+                        false => "",
+                    };
                     return Err(format!(
-                        "unknown placeholder {{{other}}} in '{s}' (known: {PLACEHOLDERS})"
-                    ))
+                        "unknown placeholder {{{other}}} in '{s}' (known: {PLACEHOLDERS}){env}"
+                    ));
                 }
             };
             if !lit.is_empty() {
@@ -205,6 +210,11 @@ mod tests {
         assert!(Template::parse("{nope}")
             .unwrap_err()
             .contains("unknown placeholder {nope}"));
+        let e = Template::parse("${HOME}").unwrap_err();
+        assert!(e.contains("replaced only in brokers"), "{e}");
+        assert!(!Template::parse("{nope}")
+            .unwrap_err()
+            .contains("environment"));
         assert!(Template::parse("a{file_stem")
             .unwrap_err()
             .contains("unclosed"));
