@@ -179,8 +179,12 @@ pub fn check_topic_arg(raw: &str) -> anyhow::Result<()> {
 /// What is wrong with `raw` as a topic name, in words; `None` when Kafka would take it.
 pub(crate) fn topic_name_problem(raw: &str) -> Option<String> {
     crate::tail::route::topic_name(raw.as_bytes()).1.then(|| {
+        let template = match raw.contains('{') {
+            true => "; a topic template such as 'logs-{file_stem}' is for an input of a --config file",
+            false => "",
+        };
         format!(
-            "'{}' is not a topic name (letters, digits, '.', '_' and '-', at most 249): shipper reads and writes named topics, not patterns",
+            "'{}' is not a topic name (letters, digits, '.', '_' and '-', at most 249): shipper reads and writes named topics, not patterns{template}",
             crate::escape::Esc::str(raw)
         )
     })
@@ -388,6 +392,8 @@ mod tests {
         assert_eq!(with_default_port("[::1]:9093".into()), "[::1]:9093");
         let e = check_topic_arg("^logs-.*").unwrap_err().to_string();
         assert!(e.contains("not patterns"), "{e}");
+        let e = check_topic_arg("logs-{file_stem}").unwrap_err().to_string();
+        assert!(e.contains("is for an input of a --config file"), "{e}");
         assert!(check_topic_arg("app-logs.v2_x").is_ok());
     }
 }
