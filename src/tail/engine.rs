@@ -123,6 +123,9 @@ pub struct Engine {
     fd_waiting: BTreeMap<usize, (usize, u64)>,
     /// Truncations and copies said at info level in the current window (copytruncate over a tree).
     routine: RoutineLines,
+    /// The copy a truncated file's follower went on in, during a scan's new files (see
+    /// [`Engine::apply_scan`]).
+    copy_started: Option<(u64, u64)>,
     /// Line counters per (input name, topic), for metrics; files fold theirs in here.
     routes: BTreeMap<(String, String), Counters>,
     followers: HashMap<u64, Follower>,
@@ -271,6 +274,7 @@ impl Engine {
             pattern_input,
             fd_waiting: BTreeMap::new(),
             routine: RoutineLines::default(),
+            copy_started: None,
             routes: BTreeMap::new(),
             runs: Vec::new(),
             renamed_from: HashMap::new(),
@@ -765,14 +769,25 @@ impl Engine {
                 .map(|f| (f.id.dev, f.id.ino))
                 .collect(),
         };
-        for n in r.opened {
+        // Files the checkpoint knows go first: one truncated while we were away goes on in its
+        // copy (copytruncate), which must then not start again as a new file from byte 0 when a
+        // pattern matches it too (t15: `*.log*` shipped the copy twice after a restart).
+        let mut followed = followed;
+        let mut opened = r.opened;
+        opened.sort_by_key(|n| !self.known.contains_key(&(n.found.id.dev, n.found.id.ino)));
+        for n in opened {
             let id = n.found.id;
             if followed.contains(&(id.dev, id.ino))
                 && self.followers.values().any(|f| f.id.same(&id))
             {
                 continue;
             }
-            self.start(n, now);
+            if self.start(n, now).is_some() {
+                followed.insert((id.dev, id.ino));
+            }
+            if let Some(copy) = self.copy_started.take() {
+                followed.insert(copy);
+            }
         }
         if !r.full {
             return true;
@@ -1406,6 +1421,7 @@ impl Engine {
                 }
                 self.counters.copies_read += 1;
                 self.hot.insert(k);
+                self.copy_started = Some((f.id.dev, f.id.ino));
                 self.insert_follower(k, f);
             }
             Err(e) => crate::log::warn(format_args!(

@@ -1129,3 +1129,39 @@ fn routine_lines_past_ten_a_window_are_held_and_counted() {
         "counted, then a new window"
     );
 }
+
+/// copytruncate while shipper was stopped, with a glob that matches the copy (`a.log*`): the copy is
+/// read on from where its original was read to, and not also followed as a new file from byte 0
+/// (t15: `a0 a1 e0 b0 b1 a0 a1 b0 b1` after one copytruncate and a restart).
+#[tokio::test(start_paused = true)]
+async fn a_copy_made_while_stopped_is_read_on_once_when_the_glob_matches_it() {
+    let d = dir("copy-stopped");
+    let f = d.join("a.log");
+    let mut cfg = config(&d);
+    cfg.inputs[0].patterns = vec![Pattern::new(&format!("{}/a.log*", d.display()), &[]).unwrap()];
+    append(&f, b"a0\na1\n");
+    let mut e = Engine::new(cfg.clone(), Vec::new());
+    let mut sink = FakeSink::default();
+    scan_now(&mut e);
+    drain(&mut e, &mut sink, Instant::now());
+    let ckpt = e.checkpoint_entries();
+    drop(e);
+    // While stopped: more lines, then copytruncate, then a line in the truncated file.
+    append(&f, b"b0\nb1\n");
+    fs::copy(&f, d.join("a.log.1")).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&f, b"e0\n");
+    let mut e = Engine::new(cfg, ckpt);
+    let mut sink = FakeSink::default();
+    scan_now(&mut e);
+    drain(&mut e, &mut sink, Instant::now());
+    let mut got = shipped_text(&sink);
+    got.sort();
+    assert_eq!(got, vec!["b0", "b1", "e0"]);
+    fs::remove_dir_all(&d).unwrap();
+}
