@@ -622,6 +622,8 @@ mod tests {
         let hint = kcat_habit(&args(&["produce", "t", "-zsnappy"])).unwrap();
         assert!(hint.contains("--compression"), "{hint}");
         assert_eq!(kcat_habit(&args(&["consume", "t", "-c5"])), None);
+        let hint = kcat_habit(&args(&["consume", "t", "-s", "avro"])).unwrap();
+        assert!(hint.contains("does not decode Avro"), "{hint}");
     }
 
     #[test]
@@ -665,7 +667,7 @@ fn kcat_habit(args: &[std::ffi::OsString]) -> Option<String> {
             "-C" => "'shipper consume TOPIC' reads a topic",
             "-L" => "'shipper metadata' lists brokers and topics",
             "-t" => "the topic is an argument: shipper produce TOPIC, shipper consume TOPIC",
-            "-K" => "use --key-separator SEP (produce)",
+            "-K" => "use --key-separator SEP (produce); consume prints keys with -f '%k\\t%s\\n'",
             "-k" => "use --key KEY (produce)",
             "-z" => "use --compression CODEC",
             "-d" => "use -v (-vv for more)",
@@ -673,6 +675,8 @@ fn kcat_habit(args: &[std::ffi::OsString]) -> Option<String> {
             "-Z" => "a null value prints as null with -J and as -1 with %S (produce -Z sends empty values as null)",
             "-l" => "use --file FILE (produce)",
             "-u" => "output is written as records arrive (nothing to unbuffer)",
+            "-E" => "shipper goes on through what it can retry and stops at what it cannot (no -E)",
+            "-s" | "-r" => "values are printed as their bytes: shipper does not decode Avro or ask a schema registry",
             _ => return None,
         };
         Some(format!("shipper has no kcat {w}: {instead}"))

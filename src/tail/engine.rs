@@ -1189,7 +1189,7 @@ impl Engine {
                 Ok(ReadResult::Lines { .. }) => {}
                 Ok(ReadResult::Truncated) => self.restart_truncated(key),
                 Ok(ReadResult::Compressed(kind)) => {
-                    let n = super::scan::compressed_notice(&f.path, kind);
+                    let n = super::scan::compressed_notice(&f.path, f.id, kind);
                     self.warn_once(n.key, format_args!("{}", n.text));
                     // Nothing of it was read: it is dropped, and scans pass over it (judged again).
                     self.remove_follower(key);
@@ -1359,7 +1359,7 @@ impl Engine {
         }
         let shown = Esc::path(&f.path).to_string();
         if unread {
-            crate::log::info(format_args!(
+            self.routine.say(format_args!(
                 "{shown}: reading the rest of it from its copy {} (from byte {})",
                 Esc::path(&copy.path),
                 f.read_pos
@@ -1407,7 +1407,7 @@ impl Engine {
         let path = copy.path.clone();
         match Follower::new(k, path, Arc::new(copy.file), copy.id, pos, input, route) {
             Ok(mut f) => {
-                crate::log::info(format_args!(
+                self.routine.say(format_args!(
                     "{shown}: reading the rest of it from its copy {} (from byte {pos})",
                     Esc::path(&copy.path)
                 ));

@@ -645,6 +645,7 @@ impl Running {
             s.abort();
         }
         self.producer.seal_all();
+        self.producer.forget_pending_topics();
         let flushed = tokio::time::timeout(
             self.opts.shutdown_timeout,
             self.producer.flush(&mut self.deliveries),

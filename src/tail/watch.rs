@@ -165,6 +165,11 @@ impl Watch {
             Ok(()) => {
                 self.failed.remove(dir);
                 self.watched.insert(dir.to_path_buf(), id);
+                // Said, and a later shortage is said again (t15: the second one was silent).
+                if self.told_limit && self.failed.is_empty() {
+                    self.told_limit = false;
+                    crate::log::info(format_args!("watching every directory again"));
+                }
             }
             Err(e) => {
                 let hint = limit_hint(&e);
