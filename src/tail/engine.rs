@@ -508,6 +508,16 @@ impl Engine {
                     ));
                     CopyOf::No
                 }
+                // The original truncated (shorter than it was read to, or other first bytes), and
+                // the read that tells it not come yet: the copy waits for it, to be read on from
+                // where the original was read to. Judged against the truncated file, it was taken
+                // for another file and read from its start: every line of it twice (seen in CI's
+                // copytruncate test under load: 2,100 duplicates, "3 truncations (2 read on)").
+                Some(o) if o.file.as_ref().is_some_and(|of| truncated_under(of, o)) => {
+                    self.hot.insert(g);
+                    self.copies.insert(key);
+                    return false;
+                }
                 Some(o) => match o.file.as_ref() {
                     Some(of)
                         if super::copytruncate::same_before(&file, of, size.min(o.read_pos)) =>
@@ -637,6 +647,8 @@ impl Engine {
             let size = file.metadata().map_or(0, |m| m.len());
             let n = size.min(gone.read_pos);
             let start = match gone.file.as_ref() {
+                // Truncated and written again past `n`: the copy holds what it had up to there.
+                Some(of) if truncated_under(of, gone) => n,
                 Some(of) if of.metadata().is_ok_and(|m| m.len() >= n) => {
                     if super::copytruncate::same_before(&file, of, n) {
                         n
@@ -1698,6 +1710,17 @@ fn byte_at(file: &std::fs::File, pos: u64) -> Option<u8> {
     let mut b = [0u8; 1];
     std::os::unix::fs::FileExt::read_exact_at(file, &mut b, pos).ok()?;
     Some(b[0])
+}
+
+/// Whether follower `o`'s file `of` was truncated since `o` read it: shorter than it was read to, or
+/// no longer starting with the bytes it started with.
+fn truncated_under(of: &std::fs::File, o: &Follower) -> bool {
+    if of.metadata().is_ok_and(|m| m.len() < o.read_pos) {
+        return true;
+    }
+    o.fingerprint.len > 0
+        && super::identity::head(of, o.fingerprint.len as usize)
+            .is_ok_and(|h| !head_matches(&h, o.fingerprint))
 }
 
 fn head_matches(head: &[u8], fp: Fingerprint) -> bool {

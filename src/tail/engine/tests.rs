@@ -1165,3 +1165,51 @@ async fn a_copy_made_while_stopped_is_read_on_once_when_the_glob_matches_it() {
     assert_eq!(got, vec!["b0", "b1", "e0"]);
     fs::remove_dir_all(&d).unwrap();
 }
+
+/// A copy judged while its original has just been truncated, before the read that tells it: it
+/// waits for that read and is then read on from where the original was read to. Judged against the
+/// truncated file, it was taken for another file and read from its start (CI, under load: 2,100
+/// lines twice).
+#[tokio::test(start_paused = true)]
+async fn a_copy_judged_after_its_original_was_truncated_still_waits_for_it() {
+    let d = dir("copy-late");
+    let f = d.join("a.log");
+    append(&f, &lines_of("a", 100));
+    let mut e = Engine::new(config(&d), Vec::new());
+    let mut sink = FakeSink::default();
+    scan_now(&mut e);
+    drain(&mut e, &mut sink, Instant::now());
+    let more = lines_of("b", 10);
+    append(&f, &more);
+    fs::copy(&f, d.join("a.log-1.log")).unwrap();
+    scan_now(&mut e);
+    let copy_key = e
+        .followers
+        .values()
+        .find(|x| x.path.ends_with("a.log-1.log"))
+        .unwrap()
+        .key;
+    assert!(!e.judge_copy(copy_key, Instant::now()), "a copy waits");
+    // Truncated and written again past where it was read, before any read of it.
+    OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&f, &lines_of("c", 200));
+    assert!(
+        !e.judge_copy(copy_key, Instant::now()),
+        "still a copy: its original was truncated"
+    );
+    drain(&mut e, &mut sink, Instant::now());
+    let got = shipped_text(&sink);
+    let unique: BTreeSet<&String> = got.iter().collect();
+    let mut seen = std::collections::BTreeMap::new();
+    for g in &got {
+        *seen.entry(g[..1].to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(got.len(), unique.len(), "no line twice: {seen:?}");
+    assert_eq!(got.len(), 100 + 10 + 200, "every line once");
+    fs::remove_dir_all(&d).unwrap();
+}
