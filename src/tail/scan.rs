@@ -593,6 +593,37 @@ impl Pass<'_> {
 mod tests {
     use super::*;
 
+    /// A request over `patterns` knowing `known`, with `budget` descriptors.
+    fn request(
+        patterns: Vec<Pattern>,
+        known: Vec<(FileId, PathBuf, PathBuf, u64)>,
+        first: bool,
+        budget: usize,
+    ) -> ScanRequest {
+        ScanRequest {
+            patterns: Arc::new(patterns),
+            policy: Arc::new(FilePolicy::default()),
+            first,
+            followed: Vec::new(),
+            known,
+            generation: 0,
+            budget,
+            only: None,
+            names: Vec::new(),
+            compressed: Arc::default(),
+        }
+    }
+
+    /// A pass of `req` over the listing `found`.
+    fn pass_over(req: &ScanRequest, found: Vec<Found>) -> Pass<'_> {
+        Pass {
+            req,
+            found,
+            out: ScanResult::default(),
+            budget: req.budget,
+        }
+    }
+
     #[test]
     fn a_file_replaced_between_the_look_and_the_open_leaves_the_new_one_followed() {
         let d = crate::testkit::scratch_dir("scan-replaced");
@@ -653,24 +684,8 @@ mod tests {
         std::fs::remove_file(&gen2).unwrap();
         let pattern = Pattern::new(log.to_str().unwrap(), &[]).unwrap();
         for first in [true, false] {
-            let req = ScanRequest {
-                patterns: Arc::new(vec![pattern.clone()]),
-                policy: Arc::new(FilePolicy::default()),
-                first,
-                followed: Vec::new(),
-                known: known.clone(),
-                generation: 0,
-                budget: 10,
-                only: None,
-                names: Vec::new(),
-                compressed: Arc::default(),
-            };
-            let mut pass = Pass {
-                req: &req,
-                found: Vec::new(),
-                out: ScanResult::default(),
-                budget: 10,
-            };
+            let req = request(vec![pattern.clone()], known.clone(), first, 10);
+            let mut pass = pass_over(&req, Vec::new());
             pass.find_known();
             let said: Vec<&str> = pass.out.notices.iter().map(|n| n.text.as_str()).collect();
             if first {
@@ -698,29 +713,11 @@ mod tests {
         let id = FileId::from_meta(&std::fs::metadata(&gen2).unwrap());
         let gen3 = d.join("app.log.3");
         std::fs::rename(&gen2, &gen3).unwrap();
-        let req = ScanRequest {
-            patterns: Arc::new(vec![Pattern::new(
-                &format!("{}/app.log*", d.display()),
-                &[],
-            )
-            .unwrap()]),
-            policy: Arc::new(FilePolicy::default()),
-            first: false,
-            followed: Vec::new(),
-            known: vec![(id, gen2.clone(), d.join("app.log"), 4)],
-            generation: 0,
-            budget: 10,
-            only: None,
-            names: Vec::new(),
-            compressed: Arc::default(),
-        };
+        let pattern = Pattern::new(&format!("{}/app.log*", d.display()), &[]).unwrap();
+        let known = vec![(id, gen2.clone(), d.join("app.log"), 4)];
+        let req = request(vec![pattern], known, false, 10);
         // The listing missed both names (taken before the rename, looked at after it).
-        let mut pass = Pass {
-            req: &req,
-            found: Vec::new(),
-            out: ScanResult::default(),
-            budget: 10,
-        };
+        let mut pass = pass_over(&req, Vec::new());
         pass.find_known();
         assert_eq!(pass.out.known_gone, Vec::new());
         assert_eq!(pass.out.known_moved, vec![((id.dev, id.ino), gen3.clone())]);
@@ -729,12 +726,7 @@ mod tests {
             "read to its end: nothing to finish"
         );
         std::fs::remove_file(&gen3).unwrap();
-        let mut pass = Pass {
-            req: &req,
-            found: Vec::new(),
-            out: ScanResult::default(),
-            budget: 10,
-        };
+        let mut pass = pass_over(&req, Vec::new());
         pass.find_known();
         assert_eq!(
             pass.out.known_gone,
@@ -764,30 +756,14 @@ mod tests {
             }
         };
         let (fa, fb, fc) = (found(&a), found(&b), found(&c));
-        let req = ScanRequest {
-            patterns: Arc::new(vec![
-                Pattern::new(&format!("{}/*.log", d.display()), &[]).unwrap()
-            ]),
-            policy: Arc::new(FilePolicy::default()),
-            first: false,
-            followed: Vec::new(),
-            // b.log was shipped to byte 4 before, c.log to its end.
-            known: vec![
-                (fb.id, b.clone(), b.clone(), 4),
-                (fc.id, c.clone(), c.clone(), 3),
-            ],
-            generation: 0,
-            budget: 0,
-            only: None,
-            names: Vec::new(),
-            compressed: Arc::default(),
-        };
-        let mut pass = Pass {
-            req: &req,
-            found: vec![fa, fb, fc],
-            out: ScanResult::default(),
-            budget: 0,
-        };
+        let pattern = Pattern::new(&format!("{}/*.log", d.display()), &[]).unwrap();
+        // b.log was shipped to byte 4 before, c.log to its end.
+        let known = vec![
+            (fb.id, b.clone(), b.clone(), 4),
+            (fc.id, c.clone(), c.clone(), 3),
+        ];
+        let req = request(vec![pattern], known, false, 0);
+        let mut pass = pass_over(&req, vec![fa, fb, fc]);
         pass.open_new();
         assert!(pass.out.starved && pass.out.opened.is_empty());
         assert_eq!(pass.out.waiting, vec![(0, 11), (0, 2)]);

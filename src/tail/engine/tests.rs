@@ -827,6 +827,16 @@ fn drain(e: &mut Engine, sink: &mut FakeSink, now: Instant) {
     panic!("still reading after 100 passes");
 }
 
+/// An engine over `cfg` from checkpoint `ckpt` that has scanned and read (and acknowledged) all
+/// there is.
+fn following(cfg: EngineConfig, ckpt: Vec<Entry>) -> (Engine, FakeSink) {
+    let mut e = Engine::new(cfg, ckpt);
+    let mut sink = FakeSink::default();
+    scan_now(&mut e);
+    drain(&mut e, &mut sink, Instant::now());
+    (e, sink)
+}
+
 fn shipped_text(sink: &FakeSink) -> Vec<String> {
     sink.shipped
         .iter()
@@ -842,10 +852,7 @@ async fn a_copy_matched_by_the_glob_is_read_on_from_where_its_original_was() {
     let d = dir("copy-judged");
     let f = d.join("a.log");
     append(&f, &lines_of("a", 100));
-    let mut e = Engine::new(config(&d), Vec::new());
-    let mut sink = FakeSink::default();
-    scan_now(&mut e);
-    drain(&mut e, &mut sink, Instant::now());
+    let (mut e, mut sink) = following(config(&d), Vec::new());
     assert_eq!(sink.shipped.len(), 100);
     // Written, not read yet; then copied (named like logrotate's dateext, matched by *.log).
     let more = lines_of("b", 10);
@@ -890,10 +897,7 @@ async fn a_file_that_only_starts_like_another_or_a_backup_copy_is_read_from_its_
     let a = d.join("a.log");
     append(&a, &banner);
     append(&a, &lines_of("a", 50));
-    let mut e = Engine::new(config(&d), Vec::new());
-    let mut sink = FakeSink::default();
-    scan_now(&mut e);
-    drain(&mut e, &mut sink, Instant::now());
+    let (mut e, mut sink) = following(config(&d), Vec::new());
     sink.shipped.clear();
     // The same banner, then other lines: not a copy.
     let b = d.join("b.log");
@@ -949,10 +953,7 @@ async fn a_rotated_files_unfinished_last_line_is_sent_after_the_grace_without_an
     let d = dir("rotated-partial");
     let f = d.join("q.log");
     append(&f, b"q1\nq2-partial");
-    let mut e = Engine::new(config(&d), Vec::new());
-    let mut sink = FakeSink::default();
-    scan_now(&mut e);
-    drain(&mut e, &mut sink, Instant::now());
+    let (mut e, mut sink) = following(config(&d), Vec::new());
     assert_eq!(shipped_text(&sink), ["q1"]);
     fs::rename(&f, d.join("q.old")).unwrap();
     scan_now(&mut e);
@@ -983,10 +984,7 @@ async fn a_file_rewritten_with_the_same_banner_past_our_position_is_read_from_it
             .collect()
     };
     fs::write(&f, format!("{banner}{}", body('A', 100, 40))).unwrap();
-    let mut e = Engine::new(config(&d), Vec::new());
-    let mut sink = FakeSink::default();
-    scan_now(&mut e);
-    drain(&mut e, &mut sink, Instant::now());
+    let (mut e, mut sink) = following(config(&d), Vec::new());
     assert_eq!(sink.shipped.len(), 101);
     sink.shipped.clear();
     // Rewritten (lines of the same length: every line end where an old one was) and grown.
@@ -1006,10 +1004,7 @@ async fn a_file_rewritten_with_the_same_banner_past_our_position_is_read_from_it
     // Stopped, rewritten again (lines of another length), restarted from the checkpoint.
     let ckpt = e.checkpoint_entries();
     fs::write(&f, format!("{banner}{}", body('C', 400, 47))).unwrap();
-    let mut e2 = Engine::new(config(&d), ckpt);
-    let mut sink2 = FakeSink::default();
-    scan_now(&mut e2);
-    drain(&mut e2, &mut sink2, Instant::now());
+    let (_e2, sink2) = following(config(&d), ckpt);
     let got = shipped_text(&sink2);
     assert_eq!(
         got.len(),
@@ -1039,37 +1034,25 @@ async fn a_new_file_reusing_an_inode_under_another_name_is_no_truncation() {
     };
     let old = d.join("app-1.log");
     append(&old, &lines_of("old", 20));
-    let mut e = Engine::new(config(&d), Vec::new());
-    let mut sink = FakeSink::default();
-    scan_now(&mut e);
-    drain(&mut e, &mut sink, Instant::now());
+    let (e, sink) = following(config(&d), Vec::new());
     assert_eq!(sink.shipped.len(), 20);
     let ckpt = e.checkpoint_entries();
     // The inode under a new name with other bytes: what reuse looks like from here.
     let new = d.join("app-1.gz.log");
     fs::rename(&old, &new).unwrap();
     fs::write(&new, b"\x1f\x8b\x08\x00compressed bytes").unwrap();
-    let mut e2 = Engine::new(config(&d), ckpt.clone());
-    let mut sink2 = FakeSink::default();
-    scan_now(&mut e2);
-    drain(&mut e2, &mut sink2, Instant::now());
+    let (e2, sink2) = following(config(&d), ckpt.clone());
     assert!(sink2.shipped.is_empty(), "{:?}", shipped_text(&sink2));
     assert_eq!(e2.counters.truncations, 0);
     // Text this time: every line of the new file, still no truncation.
     fs::write(&new, lines_of("new", 5)).unwrap();
-    let mut e3 = Engine::new(config(&d), ckpt);
-    let mut sink3 = FakeSink::default();
-    scan_now(&mut e3);
-    drain(&mut e3, &mut sink3, Instant::now());
+    let (e3, sink3) = following(config(&d), ckpt);
     assert_eq!(shipped_text(&sink3), text(lines_of("new", 5)));
     assert_eq!(e3.counters.truncations, 0);
     // Under its own name, other bytes: truncated (and rewritten) while we were away.
     let ckpt = e3.checkpoint_entries();
     fs::write(&new, lines_of("newer", 3)).unwrap();
-    let mut e4 = Engine::new(config(&d), ckpt);
-    let mut sink4 = FakeSink::default();
-    scan_now(&mut e4);
-    drain(&mut e4, &mut sink4, Instant::now());
+    let (e4, sink4) = following(config(&d), ckpt);
     assert_eq!(shipped_text(&sink4), text(lines_of("newer", 3)));
     assert_eq!(e4.counters.truncations, 1);
     fs::remove_dir_all(&d).unwrap();
@@ -1084,10 +1067,7 @@ async fn a_rename_within_the_patterns_is_a_rotation_once_a_new_file_takes_the_na
     let d = dir("rename-rotation");
     let live = d.join("app.log");
     append(&live, &lines_of("first", 3));
-    let mut e = Engine::new(config(&d), Vec::new());
-    let mut sink = FakeSink::default();
-    scan_now(&mut e);
-    drain(&mut e, &mut sink, Instant::now());
+    let (mut e, mut sink) = following(config(&d), Vec::new());
     assert_eq!(e.counters.rotations, 0);
     // Rotation: app.log -> app.1.log, a new app.log.
     fs::rename(&live, d.join("app.1.log")).unwrap();
@@ -1140,10 +1120,7 @@ async fn a_copy_made_while_stopped_is_read_on_once_when_the_glob_matches_it() {
     let mut cfg = config(&d);
     cfg.inputs[0].patterns = vec![Pattern::new(&format!("{}/a.log*", d.display()), &[]).unwrap()];
     append(&f, b"a0\na1\n");
-    let mut e = Engine::new(cfg.clone(), Vec::new());
-    let mut sink = FakeSink::default();
-    scan_now(&mut e);
-    drain(&mut e, &mut sink, Instant::now());
+    let (e, _sink) = following(cfg.clone(), Vec::new());
     let ckpt = e.checkpoint_entries();
     drop(e);
     // While stopped: more lines, then copytruncate, then a line in the truncated file.
@@ -1156,10 +1133,7 @@ async fn a_copy_made_while_stopped_is_read_on_once_when_the_glob_matches_it() {
         .set_len(0)
         .unwrap();
     append(&f, b"e0\n");
-    let mut e = Engine::new(cfg, ckpt);
-    let mut sink = FakeSink::default();
-    scan_now(&mut e);
-    drain(&mut e, &mut sink, Instant::now());
+    let (_e, sink) = following(cfg, ckpt);
     let mut got = shipped_text(&sink);
     got.sort();
     assert_eq!(got, vec!["b0", "b1", "e0"]);
@@ -1175,10 +1149,7 @@ async fn a_copy_judged_after_its_original_was_truncated_still_waits_for_it() {
     let d = dir("copy-late");
     let f = d.join("a.log");
     append(&f, &lines_of("a", 100));
-    let mut e = Engine::new(config(&d), Vec::new());
-    let mut sink = FakeSink::default();
-    scan_now(&mut e);
-    drain(&mut e, &mut sink, Instant::now());
+    let (mut e, mut sink) = following(config(&d), Vec::new());
     let more = lines_of("b", 10);
     append(&f, &more);
     fs::copy(&f, d.join("a.log-1.log")).unwrap();
