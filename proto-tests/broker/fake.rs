@@ -703,13 +703,19 @@ fn consume_in_a_group_reads_on_while_its_commits_fail() {
     let (b, boot) = FakeBroker::start_tcp(1);
     b.create_topic("t", 1);
     b.append("t", 0, &[b"one"]);
-    let mut child = Command::new(shipper_bin())
-        .args(["-b", &boot, "consume", "t", "-G", "g", "-o", "beginning"])
-        .args(["--commit-interval-ms", "500", "--timeout", "0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = consume_from_fake(
+        &boot,
+        &[
+            "-G",
+            "g",
+            "-o",
+            "beginning",
+            "--commit-interval-ms",
+            "500",
+            "--timeout",
+            "0",
+        ],
+    );
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
