@@ -360,6 +360,13 @@ async fn a_topic_no_file_waits_for_after_a_reload_is_no_longer_waited_for() {
     fs::remove_dir_all(&d).unwrap();
 }
 
+/// Lets `ms` of quiet pass, then reads what the multiline inputs completed meanwhile.
+async fn quiet_for(e: &mut Engine, sink: &mut Topics, ms: u64) {
+    tokio::time::advance(Duration::from_millis(ms)).await;
+    e.touch_multiline();
+    while e.read_pass(sink, 1, Instant::now()) {}
+}
+
 fn multiline(max_bytes: usize) -> Arc<crate::tail::multiline::MultilineConfig> {
     Arc::new(crate::tail::multiline::MultilineConfig {
         start: Regex::new(r"^\d{4}-").unwrap(),
@@ -385,13 +392,9 @@ async fn the_last_multiline_event_ships_after_the_quiet_time_and_the_checkpoint_
         "the second event may still grow"
     );
     append(&a, b"  at z\n");
-    tokio::time::advance(Duration::from_millis(200)).await;
-    e.touch_multiline();
-    while e.read_pass(&mut sink, 1, Instant::now()) {}
+    quiet_for(&mut e, &mut sink, 200).await;
     assert!(sink.unacked.is_empty(), "not quiet long enough yet");
-    tokio::time::advance(Duration::from_millis(600)).await;
-    e.touch_multiline();
-    while e.read_pass(&mut sink, 1, Instant::now()) {}
+    quiet_for(&mut e, &mut sink, 600).await;
     sink.ack_all(&mut e);
     assert_eq!(sink.take(), strings(&["ta:2026- two\n  at y\n  at z"]));
     assert_eq!(e.checkpoint_entries()[0].offset, 41);
@@ -404,19 +407,13 @@ async fn the_last_multiline_event_ships_after_the_quiet_time_and_the_checkpoint_
 async fn quiet_time_does_not_cut_a_line_whose_newline_has_not_come() {
     let d = dir("multiline-split");
     let a = d.join("a.log");
-    append(
-        &a,
-        b"2026- one
-2026- two, in two pie",
-    );
+    append(&a, b"2026- one\n2026- two, in two pie");
     let mut i = input(&d, "a", "ta");
     i.multiline = Some(multiline(1_000_000));
     let mut e = Engine::new(config(vec![i]), Vec::new());
     let mut sink = Topics::default();
     assert_eq!(cycle(&mut e, &mut sink), Vec::<String>::new());
-    tokio::time::advance(Duration::from_millis(600)).await;
-    e.touch_multiline();
-    while e.read_pass(&mut sink, 1, Instant::now()) {}
+    quiet_for(&mut e, &mut sink, 600).await;
     sink.ack_all(&mut e);
     assert_eq!(
         sink.take(),
@@ -424,19 +421,9 @@ async fn quiet_time_does_not_cut_a_line_whose_newline_has_not_come() {
         "only the complete event"
     );
     assert_eq!(e.checkpoint_entries()[0].offset, 10);
-    append(
-        &a,
-        b"ces
-  at x
-2026- three
-",
-    );
-    tokio::time::advance(Duration::from_millis(600)).await;
-    e.touch_multiline();
-    while e.read_pass(&mut sink, 1, Instant::now()) {}
-    tokio::time::advance(Duration::from_millis(600)).await;
-    e.touch_multiline();
-    while e.read_pass(&mut sink, 1, Instant::now()) {}
+    append(&a, b"ces\n  at x\n2026- three\n");
+    quiet_for(&mut e, &mut sink, 600).await;
+    quiet_for(&mut e, &mut sink, 600).await;
     sink.ack_all(&mut e);
     assert_eq!(
         sink.take(),
