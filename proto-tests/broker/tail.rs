@@ -556,6 +556,21 @@ fn model_random_file_operations_lose_nothing_outside_the_truncation_window() {
 
 /// With `compress`, logrotate gzips each rotated file and shipper follows the glob `app.log*`, which
 /// matches the compressed files too (and one left from before it started).
+/// Appends to `path` once it exists, as an application whose log is created by logrotate.
+fn append_to_existing(path: &std::path::Path, data: &[u8]) {
+    use std::io::Write as _;
+    for _ in 0..2000 {
+        match std::fs::OpenOptions::new().append(true).open(path) {
+            Ok(mut f) => return f.write_all(data).unwrap(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => panic!("cannot append to {}: {e}", path.display()),
+        }
+    }
+    panic!("{} was not created again within 2 s", path.display());
+}
+
 fn logrotate_while_writing(mode: &str, compress: bool, glob: bool) -> (usize, usize, usize) {
     let b = broker().expect("checked by caller");
     let name = format!(
@@ -593,9 +608,11 @@ fn logrotate_while_writing(mode: &str, compress: bool, glob: bool) -> (usize, us
     let total = 6000;
     let writer_path = f.clone();
     let writer = std::thread::spawn(move || {
-        // Like an application that reopens its log by path for each write (as after a SIGHUP).
+        // Like an application that reopens its log by path for each write (as after a SIGHUP),
+        // but never creates it: logrotate's `create` fails if the file is back before it makes
+        // the new one ("error creating output file ... File exists"), so the writer waits.
         for i in 0..total {
-            append(&writer_path, format!("rot {i}\n").as_bytes());
+            append_to_existing(&writer_path, format!("rot {i}\n").as_bytes());
             if i % 100 == 0 {
                 std::thread::sleep(Duration::from_millis(10));
             }
