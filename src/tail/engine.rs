@@ -158,6 +158,9 @@ pub struct Engine {
     version: u64,
     /// [`Engine::on_delivery`]'s (file, lines) runs, kept to spare an allocation per batch.
     runs: Vec<(u64, u64)>,
+    /// Descriptors the scan under way may open (its budget), until its result is applied: a copy
+    /// taken up meanwhile must leave them free.
+    lent: usize,
     /// Names followed files were renamed away from, to names a pattern still matches (`app.log*`):
     /// a new file found under one within [`ROTATION_WINDOW`] makes that rename a rotation.
     renamed_from: HashMap<PathBuf, (u64, Instant)>,
@@ -277,6 +280,7 @@ impl Engine {
             copy_started: None,
             routes: BTreeMap::new(),
             runs: Vec::new(),
+            lent: 0,
             renamed_from: HashMap::new(),
             followers: HashMap::new(),
             known: known
@@ -394,21 +398,27 @@ impl Engine {
     }
 
     /// A snapshot for the next scan: a full one, or `only` re-opening these closed followers.
-    pub fn scan_request(&self, only: Option<Vec<u64>>) -> ScanRequest {
+    pub fn scan_request(&mut self, only: Option<Vec<u64>>) -> ScanRequest {
         self.scan_request_with(only, Vec::new())
     }
 
     /// A request re-opening the closed followers `keys` and looking at the new `names` alone, without
     /// expanding the patterns.
-    pub fn partial_scan_request(&self, keys: Vec<u64>, names: Vec<PathBuf>) -> ScanRequest {
+    pub fn partial_scan_request(&mut self, keys: Vec<u64>, names: Vec<PathBuf>) -> ScanRequest {
         self.scan_request_with(Some(keys), names)
     }
 
-    fn scan_request_with(&self, only: Option<Vec<u64>>, names: Vec<PathBuf>) -> ScanRequest {
+    fn scan_request_with(&mut self, only: Option<Vec<u64>>, names: Vec<PathBuf>) -> ScanRequest {
         // A re-open asks for a few files: looked up, not filtered out of 10,000.
         let chosen: Vec<&Follower> = match &only {
             Some(keys) => keys.iter().filter_map(|k| self.followers.get(k)).collect(),
-            None => self.followers.values().collect(),
+            None => {
+                // Closed files that grew are re-opened in this order while descriptors are short:
+                // the one read longest ago first, so that each has its turn.
+                let mut all: Vec<&Follower> = self.followers.values().collect();
+                all.sort_by_key(|f| f.last_active);
+                all
+            }
         };
         let followed = chosen
             .into_iter()
@@ -431,13 +441,14 @@ impl Engine {
                 .map(|e| (e.id, e.path.clone(), e.origin.clone(), e.offset))
                 .collect(),
         };
+        self.lent = self.cfg.max_open_files.saturating_sub(self.open_files());
         ScanRequest {
             patterns: self.patterns.clone(),
             policy: self.cfg.policy.clone(),
             first: self.first_scan,
             followed,
             known,
-            budget: self.cfg.max_open_files.saturating_sub(self.open_files()),
+            budget: self.lent,
             generation: self.generation,
             only,
             names,
@@ -689,6 +700,7 @@ impl Engine {
     /// cannot be trusted: no inotify, or a directory not watched), every file is read once after a
     /// full scan; otherwise only those the scan found changed, and files rotated away (to finish).
     pub fn apply_scan(&mut self, r: ScanResult, now: Instant, read_all: bool) -> bool {
+        self.lent = 0;
         if r.generation != self.generation {
             return false;
         }
@@ -1389,6 +1401,34 @@ impl Engine {
         let key = f.key;
         self.hot.insert(key);
         self.insert_follower(key, f);
+        self.close_if_over_budget(key);
+    }
+
+    /// A copy taken up at a truncation is closed again if it would take a descriptor the budget does
+    /// not have (copytruncate over more files than the limit leaves: t15, 500 files under `ulimit -n
+    /// 256`, ran shipper out of descriptors for scans and the checkpoint). Closed, it waits its turn
+    /// like any closed file with bytes to read: scans re-open it as descriptors free up.
+    fn close_if_over_budget(&mut self, key: u64) {
+        if self.open_files() + self.lent > self.cfg.max_open_files {
+            if let Some(f) = self.followers.get_mut(&key) {
+                // Its size, for the lag and to know it is not read to its end while closed.
+                if let Some(m) = f.file.take().and_then(|file| file.metadata().ok()) {
+                    f.size = m.len();
+                }
+                crate::log::debug(format_args!(
+                    "{}: closed until a descriptor is free",
+                    Esc::path(&f.path)
+                ));
+            }
+        }
+    }
+
+    /// Whether a file with bytes to read is closed for want of a descriptor (a copy taken up beyond
+    /// the budget): scans must come until it is re-opened.
+    pub fn starved(&self) -> bool {
+        self.followers
+            .values()
+            .any(|f| f.file.is_none() && f.rotated && f.size > f.read_pos)
     }
 
     /// A copytruncate rotation copied the file before truncating it: what we had not read of it is in
@@ -1435,6 +1475,7 @@ impl Engine {
                 self.hot.insert(k);
                 self.copy_started = Some((f.id.dev, f.id.ino));
                 self.insert_follower(k, f);
+                self.close_if_over_budget(k);
             }
             Err(e) => crate::log::warn(format_args!(
                 "cannot read the copy {} of {shown}: {e}",
@@ -1504,7 +1545,7 @@ impl Engine {
     /// acknowledged and quiet for a while;
     /// and, past `target` open files, closes the longest-idle finished ones (re-opened by identity when
     /// they change).
-    pub fn close_idle(&mut self, now: Instant) {
+    pub fn close_idle(&mut self, now: Instant, starved: bool) {
         self.routine.tick();
         // A rotated file quiet for ROTATED_GRACE with bytes left (a last line without its newline) is
         // read once more, which ships them: no event may ever come for it again.
@@ -1529,9 +1570,9 @@ impl Engine {
                     || f.rotated
                         && now.duration_since(f.last_active) >= ROTATED_GRACE * 2
                         && f.all_acked()
-                        && f.file
-                            .as_ref()
-                            .is_none_or(|file| file.metadata().is_ok_and(|m| m.len() <= f.read_pos))
+                        && f.file.as_ref().map_or(f.size <= f.read_pos, |file| {
+                            file.metadata().is_ok_and(|m| m.len() <= f.read_pos)
+                        })
             })
             .map(|f| f.key)
             .collect();
@@ -1545,7 +1586,12 @@ impl Engine {
         // quiet for a minute (a file written now and then stays open; 10,000 idle files do not).
         let open = self.open_files();
         let hard = self.cfg.max_open_files * 3 / 4;
-        let (target, quiet) = if open > hard {
+        let (target, quiet) = if starved {
+            // Files wait for a descriptor: every file read to its end gives its own back, written
+            // or not, and is re-opened in its turn (300 busy files under a budget of 64 each get a
+            // turn; kept until quiet, the first 64 held theirs for as long as they were written).
+            (0, Duration::ZERO)
+        } else if open > hard {
             (hard, Duration::from_secs(1))
         } else if open > OPEN_SOFT_TARGET {
             (OPEN_SOFT_TARGET, OPEN_SOFT_QUIET)

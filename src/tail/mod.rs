@@ -365,11 +365,12 @@ impl Running {
                     let safety = self.opts.scan_interval * SAFETY_RESCAN_FACTOR;
                     if self.watch.degraded()
                         || self.starved
+                        || self.engine.starved()
                         || now.duration_since(self.last_full) >= safety
                     {
                         self.rescan_at.get_or_insert(now);
                     }
-                    self.engine.close_idle(now);
+                    self.engine.close_idle(now, self.starved);
                     self.engine.wake_copies();
                     self.dead.tick(now.into_std());
                 }
@@ -552,7 +553,15 @@ impl Running {
             self.new_names.clear();
             self.engine.scan_request(None)
         } else if !self.reopen.is_empty() || !self.new_names.is_empty() {
-            let keys = std::mem::take(&mut self.reopen).into_iter().collect();
+            let mut keys: Vec<u64> = std::mem::take(&mut self.reopen).into_iter().collect();
+            if self.starved {
+                // Descriptors are handed out by the full scans (files never opened first, then
+                // the closed ones read longest ago): events do not jump the queue.
+                keys.clear();
+                if self.new_names.is_empty() {
+                    return;
+                }
+            }
             let names = std::mem::take(&mut self.new_names).into_iter().collect();
             self.engine.partial_scan_request(keys, names)
         } else {

@@ -202,6 +202,7 @@ pub fn run(req: ScanRequest) -> ScanResult {
         .iter()
         .map(|f| ((f.id.dev, f.id.ino), f.clone()))
         .collect();
+    let mut closed = Vec::new();
     for f in &req.followed {
         let here = by_ino
             .get(&(f.id.dev, f.id.ino))
@@ -211,10 +212,16 @@ pub fn run(req: ScanRequest) -> ScanResult {
         }
         match &f.file {
             Some(file) => pass.check_open(f, file, here),
-            None => pass.check_closed(f, here),
+            None => closed.push((f, here)),
         }
     }
+    // Short of descriptors, files never opened go first: a file followed before is known (a
+    // truncation or rotation of it is told when it is re-opened), one never opened is not (rotated
+    // by copytruncate while it waited, its lines would be only in a copy no pattern names).
     pass.open_new();
+    for (f, here) in closed {
+        pass.check_closed(f, here);
+    }
     pass.find_known();
     pass.out
 }
@@ -364,7 +371,9 @@ impl Pass<'_> {
                 }
             },
         };
-        let grew = std::fs::symlink_metadata(&path).is_ok_and(|m| m.len() > f.read_pos);
+        // Grew, or shrank (truncated while closed: re-opened, its read tells it and finds the copy;
+        // left closed until it grew past where it was read, a quiet file's new lines would wait).
+        let grew = std::fs::symlink_metadata(&path).is_ok_and(|m| m.len() != f.read_pos);
         if (grew || moved) && self.budget == 0 {
             self.out.starved = true;
         }
@@ -472,7 +481,7 @@ impl Pass<'_> {
                 self.out.starved = true;
                 self.out.notices.push(Notice {
                     key: "fd-budget".into(),
-                    text: "more files match than may be open at once; idle files are closed and the rest wait their turn (raise the open files limit, ulimit -n)".into(),
+                    text: "more files match than may be open at once; files read to their end are closed and the rest take turns; lines a copytruncate rotation moves out of a file while it waits are not shipped (raise the open files limit, ulimit -n)".into(),
                 });
                 self.count_waiting(i, &followed);
                 return;

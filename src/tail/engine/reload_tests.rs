@@ -172,7 +172,7 @@ async fn a_reload_retires_removed_inputs_reroutes_kept_ones_and_starts_new_ones(
     got.sort();
     assert_eq!(got, strings(&["ta-a:a2", "tc:c1"]));
     // b is retired: closed once acknowledged, never read again, its offset kept.
-    e.close_idle(Instant::now());
+    e.close_idle(Instant::now(), false);
     append(&b, b"b3\n");
     for _ in 0..3 {
         assert_eq!(cycle(&mut e, &mut sink), Vec::<String>::new());

@@ -959,11 +959,11 @@ async fn a_rotated_files_unfinished_last_line_is_sent_after_the_grace_without_an
     scan_now(&mut e);
     let t0 = Instant::now();
     drain(&mut e, &mut sink, t0);
-    e.close_idle(t0 + ROTATED_GRACE / 2);
+    e.close_idle(t0 + ROTATED_GRACE / 2, false);
     drain(&mut e, &mut sink, t0 + ROTATED_GRACE / 2);
     assert_eq!(shipped_text(&sink), ["q1"], "not quiet long enough yet");
     let later = t0 + ROTATED_GRACE + Duration::from_secs(1);
-    e.close_idle(later);
+    e.close_idle(later, false);
     drain(&mut e, &mut sink, later);
     assert_eq!(shipped_text(&sink), ["q1", "q2-partial"]);
     fs::remove_dir_all(&d).unwrap();
@@ -1182,5 +1182,115 @@ async fn a_copy_judged_after_its_original_was_truncated_still_waits_for_it() {
     }
     assert_eq!(got.len(), unique.len(), "no line twice: {seen:?}");
     assert_eq!(got.len(), 100 + 10 + 200, "every line once");
+    fs::remove_dir_all(&d).unwrap();
+}
+
+/// copytruncate over every followed file when the descriptor budget is spent: each copy taken up
+/// is closed again until a descriptor is free, and read as scans re-open them. t15: 500 files under
+/// `ulimit -n 256` opened a copy per truncation beyond the budget; scans and the checkpoint then
+/// failed with EMFILE, and lines waited unshipped until a restart.
+#[tokio::test(start_paused = true)]
+async fn copies_taken_up_at_truncations_stay_within_the_descriptor_budget() {
+    let d = dir("copy-budget");
+    let mut cfg = config(&d);
+    cfg.max_open_files = 8;
+    let names: Vec<PathBuf> = (0..8).map(|i| d.join(format!("f{i}.log"))).collect();
+    for (i, f) in names.iter().enumerate() {
+        append(f, &lines_of(&format!("a{i}"), 20));
+    }
+    let (mut e, mut sink) = following(cfg, Vec::new());
+    assert_eq!((sink.shipped.len(), e.open_files()), (160, 8));
+    // Lines not read yet, then copytruncate of every file (copies `.1`, not matched by `*.log`).
+    for (i, f) in names.iter().enumerate() {
+        append(f, &lines_of(&format!("b{i}"), 5));
+        fs::copy(f, f.with_extension("log.1")).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(f)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+    }
+    scan_now(&mut e);
+    assert!(e.open_files() <= 8, "{} open", e.open_files());
+    assert!(e.starved(), "copies wait for a descriptor");
+    let mut now = Instant::now();
+    for _ in 0..20 {
+        drain(&mut e, &mut sink, now);
+        assert!(e.open_files() <= 8, "{} open", e.open_files());
+        if sink.shipped.len() >= 200 {
+            break;
+        }
+        now += Duration::from_secs(6);
+        e.close_idle(now, false);
+        scan_now(&mut e);
+        assert!(e.open_files() <= 8, "{} open", e.open_files());
+    }
+    let got = shipped_text(&sink);
+    let unique: BTreeSet<&String> = got.iter().collect();
+    assert_eq!(got.len(), unique.len(), "no line twice");
+    assert_eq!(got.len(), 200, "every line once");
+    assert!(!e.starved());
+    fs::remove_dir_all(&d).unwrap();
+}
+
+/// More busy files than descriptors: at each rescan every file read to its end gives its
+/// descriptor back, files never opened go first, and a closed file truncated below where it was
+/// read is re-opened (its new lines did not wait for it to grow past that point). Kept until quiet,
+/// the first files held their descriptors while the others' lines waited, and were rotated away by
+/// copytruncate unread.
+#[tokio::test(start_paused = true)]
+async fn busy_files_take_turns_for_descriptors_and_files_never_opened_go_first() {
+    let d = dir("turns");
+    let mut cfg = config(&d);
+    cfg.max_open_files = 2;
+    let names: Vec<PathBuf> = (0..4).map(|i| d.join(format!("f{i}.log"))).collect();
+    for (i, f) in names.iter().enumerate() {
+        append(f, &lines_of(&format!("a{i}"), 3));
+    }
+    let (mut e, mut sink) = following(cfg, Vec::new());
+    assert_eq!((sink.shipped.len(), e.open_files()), (6, 2));
+    let now = Instant::now();
+    // Every file is written again: the two open ones are busy, never quiet.
+    for (i, f) in names.iter().enumerate() {
+        append(f, &lines_of(&format!("b{i}"), 2));
+        e.touch(f);
+    }
+    drain(&mut e, &mut sink, now);
+    assert_eq!(sink.shipped.len(), 10);
+    e.close_idle(now, true);
+    assert_eq!(e.open_files(), 0, "read to their end, busy or not: closed");
+    // Written again: the closed files grew, yet the two never opened have their turn first.
+    append(&names[0], b"c0\n");
+    append(&names[1], b"c1\n");
+    scan_now(&mut e);
+    drain(&mut e, &mut sink, now);
+    assert_eq!(
+        sink.shipped.len(),
+        20,
+        "the files never opened had their turn first: {:#?}",
+        shipped_text(&sink)
+    );
+    e.close_idle(now, true);
+    scan_now(&mut e);
+    drain(&mut e, &mut sink, now);
+    assert_eq!(sink.shipped.len(), 22, "then the closed ones that grew");
+    // A closed file truncated and written again, shorter than it was read: re-opened in its turn.
+    e.close_idle(now, true);
+    OpenOptions::new()
+        .write(true)
+        .open(&names[0])
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&names[0], b"d0\n");
+    for _ in 0..3 {
+        e.close_idle(now, true);
+        scan_now(&mut e);
+        drain(&mut e, &mut sink, now);
+    }
+    let got = shipped_text(&sink);
+    assert_eq!(got.len(), 23, "{got:?}");
+    assert_eq!(got.last().unwrap(), "d0");
     fs::remove_dir_all(&d).unwrap();
 }
