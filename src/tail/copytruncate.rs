@@ -20,6 +20,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -49,6 +50,20 @@ fn named_after(original: &[u8], copy: &[u8]) -> bool {
     copy.len() > original.len() + 1
         && copy.starts_with(original)
         && matches!(copy[original.len()], b'.' | b'-' | b'_')
+}
+
+/// The paths of which `copy` could be a rotation's copy (see [`could_be_copy`]): in its directory,
+/// its name cut before each `.`, `-` or `_` that has a suffix after it.
+pub fn possible_originals(copy: &Path) -> Vec<PathBuf> {
+    let Some(name) = copy.file_name() else {
+        return Vec::new();
+    };
+    let dir = copy.parent().unwrap_or(Path::new(""));
+    let bytes = name.as_bytes();
+    (1..bytes.len().saturating_sub(1))
+        .filter(|&i| matches!(bytes[i], b'.' | b'-' | b'_'))
+        .map(|i| dir.join(std::ffi::OsStr::from_bytes(&bytes[..i])))
+        .collect()
 }
 
 /// Whether `copy` could be a rotation's copy of `original`: in the same directory and
@@ -190,6 +205,30 @@ mod tests {
         assert!(find(&log, fp, 7, id, &FilePolicy::default()).is_none());
         assert!(find(&log, fp, 0, id, &FilePolicy::default()).is_none());
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_possible_originals_are_the_names_a_copy_is_named_after() {
+        let got = possible_originals(Path::new("/l/app.log-2026_11.1"));
+        let want: Vec<PathBuf> = [
+            "/l/app",
+            "/l/app.log",
+            "/l/app.log-2026",
+            "/l/app.log-2026_11",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        assert_eq!(got, want);
+        for (original, copy) in want.iter().zip(std::iter::repeat("/l/app.log-2026_11.1")) {
+            assert!(could_be_copy(original, Path::new(copy)), "{original:?}");
+        }
+        // A separator with nothing after it, or at the start, names no original.
+        assert!(possible_originals(Path::new("/l/app.")).is_empty());
+        assert_eq!(
+            possible_originals(Path::new(".x.1")),
+            vec![PathBuf::from(".x")]
+        );
     }
 
     #[test]
