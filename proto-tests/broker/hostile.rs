@@ -395,6 +395,34 @@ fn tail_started_while_kafka_is_unreachable_says_so() {
     );
 }
 
+/// A port that accepts and never answers (an HTTP server waits for a request of its own): the
+/// first warning, at 5 s, already asks whether it is a Kafka listener (t15: only at 65 s).
+#[test]
+fn tail_at_a_port_that_never_answers_asks_at_once_whether_it_is_kafka() {
+    let dir = scratch_dir("silent-port");
+    append(&dir.join("a.log"), b"x\n");
+    let c = ck(&dir);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    // Accepted connections are held open, unanswered, until the test ends.
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().collect();
+        drop(held);
+    });
+    let mut cmd = Command::new(shipper_bin());
+    cmd.args(["-b", &addr, "tail", &glob(&dir), "t", "--checkpoint", &c]);
+    let mut tail = Tail::spawn(cmd, &dir.join("err"));
+    std::thread::sleep(Duration::from_secs(7));
+    tail.stop("KILL");
+    let err = tail.stderr();
+    assert!(
+        err.contains(&format!(
+            "no answer from Kafka ({addr}) after 5 s (nothing failed yet"
+        )) && err.contains("is this a Kafka listener?"),
+        "{err}"
+    );
+}
+
 /// With `--timeout 5s` the give-up is said, without a "still trying" in the same second before it.
 #[test]
 fn tail_giving_up_at_its_timeout_does_not_say_it_is_still_trying() {

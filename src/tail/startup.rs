@@ -109,9 +109,13 @@ impl Startup {
                     if self.give_up.is_some_and(|t| start.elapsed() + Duration::from_secs(1) >= t) {
                         continue;
                     }
+                    // Nothing failed yet: a connection or its first request still waits (t15: the
+                    // hint that the port may not be Kafka's came with the timeout, at 65 s).
                     let why = crate::backoff::last_failure()
                         .map(|e| format!(" (last: {e})"))
-                        .unwrap_or_default();
+                        .unwrap_or_else(|| {
+                            " (nothing failed yet: a connection or its first request is still waiting; is this a Kafka listener? a server of another protocol, such as HTTP, waits without answering)".into()
+                        });
                     crate::log::warn(format_args!(
                         "no answer from Kafka ({}) after {} s{why}; still trying, and files are followed once it answers",
                         Esc::str(brokers),
