@@ -462,6 +462,38 @@ fn consume_says_when_fetches_fail_in_mid_stream_and_when_they_work_again() {
     assert!(err.contains("reading from Kafka again after"), "{err}");
 }
 
+/// A partition whose ListOffsets is refused (OFFSET_NOT_AVAILABLE: a new leader's high watermark
+/// not caught up) waits for its start while the others are printed; t10: nothing was printed, then
+/// "gave up" naming a connect timeout, while kcat read the topic.
+#[test]
+fn consume_prints_the_other_partitions_while_one_has_no_offsets_yet() {
+    let (b, boot) = FakeBroker::start_tcp(1);
+    b.create_topic("t", 2);
+    b.append("t", 0, &[b"zero"]);
+    b.append("t", 1, &[b"one"]);
+    b.misbehave(Misbehave::OffsetsError {
+        partition: 1,
+        code: 78,
+    });
+    let mut child = consume_from_fake(&boot, &["-o", "beginning", "-e", "--timeout", "30s"]);
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 5];
+    std::io::Read::read_exact(&mut out, &mut first).unwrap();
+    assert_eq!(&first, b"zero\n", "partition 0 is printed while 1 waits");
+    std::thread::sleep(Duration::from_secs(6));
+    b.behave();
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let err = stderr_of(&mut child);
+    assert_eq!(rest, "one\n", "{err}");
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("OFFSET_NOT_AVAILABLE"),
+        "said while it waits: {err}"
+    );
+}
+
 /// `--timeout` bounds how long one partition may stay unreadable, even while the others are read
 /// (t10: a consumer went on through a 2.5-minute outage of two brokers); the rest is printed
 /// meanwhile.

@@ -29,6 +29,7 @@ use crate::error::{classify, code, Class, Code, Error, Result, Target};
 use crate::escape::Esc;
 pub use fetched::Fetched;
 pub use offsets::{list_offsets, list_offsets_as, EARLIEST, LATEST};
+use offsets::{list_offsets_pass, Ask};
 pub use start::StartOffset;
 
 /// Fetch version: 12, the last that names topics (Kafka 2.7+; 4.x still serves it).
@@ -103,7 +104,25 @@ struct PartitionState {
     failing: bool,
     /// When its fetch in flight was sent.
     sent_at: Option<Instant>,
+    /// Where it starts is not known yet: its ListOffsets failed (a leader just elected whose high
+    /// watermark is not caught up, a leader away). Asked again with backoff while the other
+    /// partitions are read (t10: one such partition kept every other from being printed).
+    pending: Option<Pending>,
 }
+
+/// How a partition whose bounds are not known yet is to start, once they are.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    start: StartOffset,
+    /// A group's committed offset for it.
+    from: Option<i64>,
+}
+
+/// A partition's earliest and latest offsets, and its offset for a timestamp start.
+type Bounds = (i64, i64, Option<i64>);
+
+/// How long one attempt to learn a waiting partition's bounds may hold up the reading of the others.
+const PENDING_ATTEMPT: Duration = Duration::from_secs(2);
 
 struct TopicState {
     name: String,
@@ -202,15 +221,7 @@ impl Consumer {
             ids.dedup();
             ids
         };
-        let committed = self.cfg.read_committed;
-        let earliest = list_offsets(&self.cluster, &meta.name, &ids, EARLIEST).await?;
-        let latest = list_offsets_as(&self.cluster, &meta.name, &ids, LATEST, committed).await?;
-        let by_time = match start {
-            StartOffset::Timestamp(ts) => {
-                Some(list_offsets_as(&self.cluster, &meta.name, &ids, ts, committed).await?)
-            }
-            _ => None,
-        };
+        let (bounds, pending, why) = self.start_bounds(&meta.name, &ids, start).await?;
         let topic = match self.topics.iter().position(|t| t.name == meta.name) {
             Some(i) => {
                 self.topics[i].meta = meta.clone();
@@ -224,56 +235,238 @@ impl Consumer {
                 self.topics.len() - 1
             }
         };
+        let now = Instant::now();
         for id in ids {
-            let lo = earliest.get(&id).copied().unwrap_or(0);
-            let hi = latest.get(&id).copied().unwrap_or(lo);
-            if lo > hi {
+            let mut state = PartitionState {
+                offset: -1,
+                end_at_start: i64::MAX,
+                in_flight: false,
+                max_bytes: self.cfg.partition_max_bytes,
+                not_before: None,
+                backoff: None,
+                failing_since: now,
+                failing: false,
+                sent_at: None,
+                pending: None,
+            };
+            match bounds.get(&id) {
+                Some(&b) => {
+                    state.offset = self.place(&meta.name, id, b, start, from.get(&id).copied());
+                    state.end_at_start = b.1;
+                }
+                None => {
+                    let mut b = Backoff::until(None);
+                    state.not_before = Some(now + b.next_delay().unwrap_or(PENDING_ATTEMPT));
+                    state.backoff = Some(b);
+                    state.failing = true;
+                    state.pending = Some(Pending {
+                        start,
+                        from: from.get(&id).copied(),
+                    });
+                    debug_assert!(pending.contains(&id));
+                }
+            }
+            self.parts.insert((topic, id), state);
+        }
+        if let Some(e) = why.filter(|_| !pending.is_empty()) {
+            crate::log::debug(format_args!(
+                "topic '{}': {} partitions wait for their offsets ({e}); the others are read",
+                Esc::str(&meta.name),
+                pending.len()
+            ));
+            self.last_error = Some(e);
+        }
+        Ok(topic)
+    }
+
+    /// The bounds of partitions `ids` of `name` for a `start`, from one pass of ListOffsets (bounded
+    /// by the cluster's deadline): the partitions that failed retriably are returned apart, with the
+    /// last error, to be asked again while the others are read ([`Consumer::ask_pending`]). When none
+    /// answered, they are asked again until the retry limit, as one read cannot start otherwise.
+    async fn start_bounds(
+        &self,
+        name: &str,
+        ids: &[i32],
+        start: StartOffset,
+    ) -> Result<(HashMap<i32, Bounds>, Vec<i32>, Option<Error>)> {
+        let deadline = self.cluster.options().deadline();
+        let (bounds, why) = match self.bounds_once(name, ids, start, deadline).await {
+            Ok(r) => r,
+            Err(e) if e.is_retriable() => (HashMap::new(), Some(e)),
+            Err(e) => return Err(e),
+        };
+        if !bounds.is_empty() || ids.is_empty() {
+            let pending = ids
+                .iter()
+                .filter(|p| !bounds.contains_key(p))
+                .copied()
+                .collect();
+            return Ok((bounds, pending, why));
+        }
+        let committed = self.cfg.read_committed;
+        let earliest = list_offsets(&self.cluster, name, ids, EARLIEST).await?;
+        let latest = list_offsets_as(&self.cluster, name, ids, LATEST, committed).await?;
+        let by_time = match start {
+            StartOffset::Timestamp(ts) => {
+                Some(list_offsets_as(&self.cluster, name, ids, ts, committed).await?)
+            }
+            _ => None,
+        };
+        let bounds = ids
+            .iter()
+            .map(|&id| {
+                let lo = earliest.get(&id).copied().unwrap_or(0);
+                let hi = latest.get(&id).copied().unwrap_or(lo);
+                let t = by_time.as_ref().and_then(|m| m.get(&id).copied());
+                (id, (lo, hi, t))
+            })
+            .collect();
+        Ok((bounds, Vec::new(), None))
+    }
+
+    /// One pass of ListOffsets for the bounds of `ids`: those of the partitions that answered every
+    /// request, and the last retriable failure of the others.
+    async fn bounds_once(
+        &self,
+        topic: &str,
+        ids: &[i32],
+        start: StartOffset,
+        deadline: Option<Instant>,
+    ) -> Result<(HashMap<i32, Bounds>, Option<Error>)> {
+        let mut asks = vec![(EARLIEST, false), (LATEST, self.cfg.read_committed)];
+        if let StartOffset::Timestamp(ts) = start {
+            asks.push((ts, self.cfg.read_committed));
+        }
+        let mut left: Vec<i32> = ids.to_vec();
+        let mut found: Vec<HashMap<i32, i64>> = Vec::new();
+        let mut why = None;
+        for (timestamp, read_committed) in asks {
+            if left.is_empty() {
+                break;
+            }
+            let ask = Ask {
+                topic,
+                partitions: &left,
+                timestamp,
+                read_committed,
+            };
+            let pass = list_offsets_pass(&self.cluster, ask, deadline).await?;
+            why = pass.last_err.or(why);
+            left.retain(|p| pass.found.contains_key(p));
+            found.push(pass.found);
+        }
+        let bounds = left
+            .into_iter()
+            .map(|p| {
+                let at = |i: usize| found.get(i).and_then(|m| m.get(&p).copied());
+                (p, (at(0).unwrap_or(0), at(1).unwrap_or(0), at(2)))
+            })
+            .collect();
+        Ok((bounds, why))
+    }
+
+    /// Where partition `id` of `name` starts within `bounds`: at `from` (a group's committed offset)
+    /// if given, else at `start`; a broker's bounds that make no sense and an offset asked for that
+    /// is not there are said.
+    fn place(
+        &mut self,
+        name: &str,
+        id: i32,
+        bounds: Bounds,
+        start: StartOffset,
+        from: Option<i64>,
+    ) -> i64 {
+        let (lo, hi, by_time) = bounds;
+        if lo > hi {
+            self.warn_once(
+                format!("range:{name}:{id}"),
+                format_args!(
+                    "topic '{}' partition {id}: the broker says it starts at {lo} but ends at {hi}; starting at {}",
+                    Esc::str(name),
+                    hi.max(0)
+                ),
+            );
+        }
+        let offset = match from {
+            Some(o) => StartOffset::Absolute(o).resolve(lo, hi, None),
+            None => start.resolve(lo, hi, by_time),
+        };
+        // An offset asked for that is not there (kcat says "Offset out of range" too).
+        if let (StartOffset::Absolute(o), None) = (start, from) {
+            if o != offset && lo <= hi {
+                let what = if o > hi {
+                    "is past the end; starting at the end, offset"
+                } else {
+                    "is before the log start (older records were deleted); starting at"
+                };
                 self.warn_once(
-                    format!("range:{}:{id}", meta.name),
+                    format!("offset:{name}:{id}"),
                     format_args!(
-                        "topic '{}' partition {id}: the broker says it starts at {lo} but ends at {hi}; starting at {}",
-                        Esc::str(&meta.name),
-                        hi.max(0)
+                        "topic '{}' partition {id}: offset {o} {what} {offset}",
+                        Esc::str(name)
                     ),
                 );
             }
-            let offset = match from.get(&id) {
-                Some(&o) => StartOffset::Absolute(o).resolve(lo, hi, None),
-                None => start.resolve(lo, hi, by_time.as_ref().and_then(|m| m.get(&id).copied())),
+        }
+        offset
+    }
+
+    /// Asks again for the bounds of the partitions waiting for them whose backoff is over: one
+    /// pass per topic and start, held to [`PENDING_ATTEMPT`]; those that answer are read from then
+    /// on, the others back off again (and are given up at the retry limit, as a fetch that fails).
+    async fn ask_pending(&mut self) -> Result<()> {
+        let now = Instant::now();
+        let mut due: BTreeMap<(usize, i64), (StartOffset, Vec<i32>)> = BTreeMap::new();
+        for (&(t, p), s) in &self.parts {
+            let Some(w) = s.pending.filter(|_| s.not_before.is_none_or(|n| n <= now)) else {
+                continue;
             };
-            // An offset asked for that is not there (kcat says "Offset out of range" too).
-            if let (StartOffset::Absolute(o), None) = (start, from.get(&id)) {
-                if o != offset && lo <= hi {
-                    let what = if o > hi {
-                        "is past the end; starting at the end, offset"
-                    } else {
-                        "is before the log start (older records were deleted); starting at"
-                    };
-                    self.warn_once(
-                        format!("offset:{}:{id}", meta.name),
-                        format_args!(
-                            "topic '{}' partition {id}: offset {o} {what} {offset}",
-                            Esc::str(&meta.name)
-                        ),
-                    );
+            // Grouped by topic and start (a timestamp start is its own ListOffsets).
+            let kind = match w.start {
+                StartOffset::Timestamp(ts) => ts,
+                _ => -1,
+            };
+            due.entry((t, kind))
+                .or_insert((w.start, Vec::new()))
+                .1
+                .push(p);
+        }
+        for ((t, _), (start, ids)) in due {
+            let name = self.topics[t].name.clone();
+            let deadline = Some(Instant::now() + PENDING_ATTEMPT);
+            let (bounds, why) = match self.bounds_once(&name, &ids, start, deadline).await {
+                Ok(r) => r,
+                Err(e) if e.is_retriable() => (HashMap::new(), Some(e)),
+                Err(e) => return Err(e),
+            };
+            let mut still = Vec::new();
+            for p in ids {
+                let Some(&b) = bounds.get(&p) else {
+                    still.push((t, p));
+                    continue;
+                };
+                let Some(w) = self.parts.get(&(t, p)).and_then(|s| s.pending) else {
+                    continue;
+                };
+                let offset = self.place(&name, p, b, w.start, w.from);
+                if let Some(s) = self.parts.get_mut(&(t, p)) {
+                    s.offset = offset;
+                    s.end_at_start = b.1;
+                    s.pending = None;
+                    s.failing = false;
+                    s.not_before = None;
+                    s.backoff = None;
                 }
             }
-            self.parts.insert(
-                (topic, id),
-                PartitionState {
-                    offset,
-                    end_at_start: hi,
-                    in_flight: false,
-                    max_bytes: self.cfg.partition_max_bytes,
-                    not_before: None,
-                    backoff: None,
-                    failing_since: Instant::now(),
-                    failing: false,
-                    sent_at: None,
-                },
-            );
+            if !still.is_empty() {
+                let e = why.unwrap_or(Error::NoLeader {
+                    topic: name,
+                    partition: still[0].1,
+                });
+                self.failed(&still, e, now).await?;
+            }
         }
-        Ok(topic)
+        Ok(())
     }
 
     /// Stops reading these partitions of topic `name`; returns where each stood (the next offset to
@@ -284,7 +477,11 @@ impl Consumer {
         };
         partitions
             .iter()
-            .filter_map(|&p| self.parts.remove(&(t, p)).map(|s| (p, s.offset)))
+            .filter_map(|&p| {
+                // Removed either way; one whose start is not known yet stood nowhere.
+                let s = self.parts.remove(&(t, p))?;
+                s.pending.is_none().then_some((p, s.offset))
+            })
             .collect()
     }
 
@@ -315,6 +512,7 @@ impl Consumer {
     pub fn positions(&self) -> Vec<(usize, i32, i64)> {
         self.parts
             .iter()
+            .filter(|(_, s)| s.pending.is_none())
             .map(|((t, p), s)| (*t, *p, s.offset))
             .collect()
     }
@@ -325,6 +523,7 @@ impl Consumer {
         // Every poll first looks at what cannot be read: said after a while, given up at the
         // limit (before a fetch, so that records already taken are returned first).
         self.look()?;
+        self.ask_pending().await?;
         self.poll_once().await
     }
 
@@ -692,6 +891,7 @@ impl Consumer {
                 s.end_at_start = hi.get(&p).copied().unwrap_or(s.offset);
                 s.not_before = None;
                 s.backoff = None;
+                s.pending = None;
             }
         }
         let id: String = self.topics[i]
@@ -761,7 +961,7 @@ impl Consumer {
         let now = Instant::now();
         let mut by_leader: HashMap<i32, Vec<Key>> = HashMap::new();
         for (k, s) in &self.parts {
-            if s.in_flight || s.not_before.is_some_and(|t| t > now) {
+            if s.in_flight || s.pending.is_some() || s.not_before.is_some_and(|t| t > now) {
                 continue;
             }
             let leader = self.topics[k.0].meta.leader(k.1);

@@ -46,70 +46,19 @@ pub async fn list_offsets_as(
     // "connect timed out" after 10 s of OFFSET_NOT_AVAILABLE from a connected broker).
     let mut telling: Option<Error> = None;
     loop {
-        let meta = cluster
-            .topic_until(topic, false, backoff.deadline())
-            .await?;
-        let mut by_leader: HashMap<i32, Vec<i32>> = HashMap::new();
-        for p in &todo {
-            by_leader.entry(meta.leader(*p)).or_default().push(*p);
-        }
+        let ask = Ask {
+            topic,
+            partitions: &todo,
+            timestamp,
+            read_committed,
+        };
         let generation = cluster.generation();
-        let mut retry = Vec::new();
-        let mut last_err = None;
-        for (leader, ps) in by_leader {
-            let got = match leader {
-                l if l < 0 => Err(Error::NoLeader {
-                    topic: topic.into(),
-                    partition: ps[0],
-                }),
-                l => {
-                    let ask = Ask {
-                        topic,
-                        partitions: &ps,
-                        timestamp,
-                        read_committed,
-                    };
-                    list_offsets_at(cluster, l, ask, backoff.deadline()).await
-                }
-            };
-            let got = match got {
-                Ok(g) => g,
-                Err(e) if e.is_retriable() => {
-                    retry.extend(ps);
-                    last_err = Some(e);
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            for p in ps {
-                match got.get(&p) {
-                    Some(Ok(o)) => {
-                        result.insert(p, *o);
-                    }
-                    Some(Err(e)) if !e.is_retriable() => return Err(e.clone()),
-                    Some(Err(e)) => {
-                        retry.push(p);
-                        last_err = Some(e.clone());
-                    }
-                    None => {
-                        retry.push(p);
-                        last_err = Some(Error::Incomplete {
-                            api: "ListOffsets",
-                            target: Target::Partition(topic.into(), p),
-                            what: "no answer for this partition",
-                        });
-                    }
-                }
-            }
-        }
-        if retry.is_empty() {
+        let pass = list_offsets_pass(cluster, ask, backoff.deadline()).await?;
+        result.extend(pass.found);
+        let Some(err) = pass.last_err else {
             return Ok(result);
-        }
-        todo = retry;
-        let err = last_err.unwrap_or(Error::NoLeader {
-            topic: topic.into(),
-            partition: todo[0],
-        });
+        };
+        todo = pass.retry;
         crate::backoff::tell_still_trying(&backoff, &err);
         note_failure(&mut telling, err);
         if !backoff.wait().await {
@@ -120,14 +69,96 @@ pub async fn list_offsets_as(
     }
 }
 
+/// What one pass of ListOffsets requests found: the offsets of the partitions that answered, the
+/// partitions to ask again (a retriable error, no leader, no answer) and the last such error
+/// (`None`: nothing to ask again).
+pub struct OffsetsPass {
+    /// Offsets found.
+    pub found: HashMap<i32, i64>,
+    /// Partitions to ask again.
+    pub retry: Vec<i32>,
+    /// Why the last of them failed.
+    pub last_err: Option<Error>,
+}
+
+/// One ListOffsets request per leader of `ask.partitions`, no retry: a partition that fails
+/// retriably is in the answer's `retry`; an error that retrying cannot mend is returned.
+pub async fn list_offsets_pass(
+    cluster: &Cluster,
+    ask: Ask<'_>,
+    deadline: Option<Instant>,
+) -> Result<OffsetsPass> {
+    let topic = ask.topic;
+    let meta = cluster.topic_until(topic, false, deadline).await?;
+    let mut by_leader: HashMap<i32, Vec<i32>> = HashMap::new();
+    for p in ask.partitions {
+        by_leader.entry(meta.leader(*p)).or_default().push(*p);
+    }
+    let mut out = OffsetsPass {
+        found: HashMap::new(),
+        retry: Vec::new(),
+        last_err: None,
+    };
+    for (leader, ps) in by_leader {
+        let got = match leader {
+            l if l < 0 => Err(Error::NoLeader {
+                topic: topic.into(),
+                partition: ps[0],
+            }),
+            l => {
+                let one = Ask {
+                    partitions: &ps,
+                    ..ask
+                };
+                list_offsets_at(cluster, l, one, deadline).await
+            }
+        };
+        let got = match got {
+            Ok(g) => g,
+            Err(e) if e.is_retriable() => {
+                out.retry.extend(ps);
+                out.last_err = Some(e);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        for p in ps {
+            match got.get(&p) {
+                Some(Ok(o)) => {
+                    out.found.insert(p, *o);
+                }
+                Some(Err(e)) if !e.is_retriable() => return Err(e.clone()),
+                Some(Err(e)) => {
+                    out.retry.push(p);
+                    out.last_err = Some(e.clone());
+                }
+                None => {
+                    out.retry.push(p);
+                    out.last_err = Some(Error::Incomplete {
+                        api: "ListOffsets",
+                        target: Target::Partition(topic.into(), p),
+                        what: "no answer for this partition",
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 type OffsetResults = HashMap<i32, Result<i64>>;
 
-/// What one ListOffsets request asks.
-struct Ask<'a> {
-    topic: &'a str,
-    partitions: &'a [i32],
-    timestamp: i64,
-    read_committed: bool,
+/// What a ListOffsets request asks.
+#[derive(Clone, Copy)]
+pub struct Ask<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// Its partitions asked for.
+    pub partitions: &'a [i32],
+    /// [`EARLIEST`], [`LATEST`] or a timestamp.
+    pub timestamp: i64,
+    /// As a read_committed consumer sees the log.
+    pub read_committed: bool,
 }
 
 async fn list_offsets_at(

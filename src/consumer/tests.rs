@@ -233,3 +233,74 @@ async fn a_caller_that_stops_polling_does_not_make_a_broker_look_hung() {
     b.append("t", 0, &[b"b"]);
     assert_eq!(read_for(&mut k, 5).await.unwrap(), vec![b"b".to_vec()]);
 }
+
+/// A partition whose ListOffsets fails (a new leader whose high watermark is not caught up:
+/// OFFSET_NOT_AVAILABLE) waits for its start while the others are read, and is read once it
+/// answers. t10: nothing was printed until the retry limit, then "gave up".
+#[tokio::test(start_paused = true)]
+async fn a_partition_without_offsets_yet_does_not_hold_up_the_others() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 2);
+    b.append("t", 0, &[b"p0-a", b"p0-b"]);
+    b.append("t", 1, &[b"p1-a"]);
+    b.misbehave_times(
+        Misbehave::OffsetsError {
+            partition: 1,
+            code: 78,
+        },
+        // Asked again with backoff (jittered, 50 ms to 1 s): eight refusals take over 2 s.
+        8,
+    );
+    let mut k = consumer(&b, "t", StartOffset::Beginning).await;
+    assert_eq!(
+        k.positions(),
+        vec![(0, 0, 0)],
+        "partition 1 waits, uncommittable"
+    );
+    assert!(!k.at_end_of_start());
+    let first = read_for(&mut k, 1).await.unwrap();
+    assert_eq!(first, vec![b"p0-a".to_vec(), b"p0-b".to_vec()]);
+    let rest = read_for(&mut k, 20).await.unwrap();
+    assert_eq!(rest, vec![b"p1-a".to_vec()]);
+    assert!(k.at_end_of_start());
+    assert_eq!(k.positions(), vec![(0, 0, 2), (0, 1, 1)]);
+}
+
+/// One that never answers is given up at the retry limit with its error, after the others were read.
+#[tokio::test(start_paused = true)]
+async fn a_partition_whose_offsets_never_come_is_given_up_at_the_limit() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 2);
+    b.append("t", 0, &[b"p0"]);
+    b.misbehave_times(
+        Misbehave::OffsetsError {
+            partition: 1,
+            code: 78,
+        },
+        1_000_000,
+    );
+    let mut k = consumer(&b, "t", StartOffset::Beginning).await;
+    assert_eq!(read_for(&mut k, 5).await.unwrap(), vec![b"p0".to_vec()]);
+    // Given up at the limit with the last failure (its own, or a metadata refresh's: the fake
+    // answers on its own thread while the paused clock may jump past a short request deadline).
+    let e = read_for(&mut k, 60).await.unwrap_err();
+    assert!(e.to_string().starts_with("gave up after 30"), "{e}");
+}
+
+/// When no partition answers at all, the start waits (and gives up) as one read, as before.
+#[tokio::test(start_paused = true)]
+async fn when_no_partition_has_offsets_the_start_itself_waits() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    b.append("t", 0, &[b"x"]);
+    b.misbehave_times(
+        Misbehave::OffsetsError {
+            partition: 0,
+            code: 78,
+        },
+        3,
+    );
+    let k = consumer(&b, "t", StartOffset::Beginning).await;
+    assert_eq!(k.positions(), vec![(0, 0, 0)]);
+    assert!(!k.at_end_of_start());
+}

@@ -275,6 +275,17 @@ impl FakeBroker {
             Some(Misbehave::Offsets { earliest, latest }) => Some((earliest, latest)),
             _ => None,
         };
+        let asked: Vec<i32> = req
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.partition_index))
+            .collect();
+        let refused = match self.take_rule(
+            |m| matches!(m, Misbehave::OffsetsError { partition, .. } if asked.contains(partition)),
+        ) {
+            Some(Misbehave::OffsetsError { partition, code }) => Some((partition, code)),
+            _ => None,
+        };
         let st = self.lock();
         let mut r = ListOffsetsResponse::default();
         for t in req.topics {
@@ -286,6 +297,9 @@ impl FakeBroker {
                 pr.partition_index = p.partition_index;
                 pr.timestamp = -1;
                 match logs.and_then(|l| l.get(p.partition_index as usize)) {
+                    _ if refused.is_some_and(|(rp, _)| rp == p.partition_index) => {
+                        pr.error_code = refused.map_or(0, |(_, c)| c);
+                    }
                     None => pr.error_code = 3,
                     Some(log) if log.leader != node => pr.error_code = 6,
                     Some(log) => {

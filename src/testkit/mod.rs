@@ -65,6 +65,8 @@ pub enum Misbehave {
     FetchNoProgress,
     /// ListOffsets answers these offsets for earliest and latest.
     Offsets { earliest: i64, latest: i64 },
+    /// ListOffsets answers this partition with this error code (counted per request asking for it).
+    OffsetsError { partition: i32, code: i16 },
     /// Metadata describes this many partitions for each topic asked for.
     HugeMetadata(usize),
     /// Metadata says this topic does not exist.
