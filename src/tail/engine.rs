@@ -524,12 +524,12 @@ impl Engine {
                 // where the original was read to. Judged against the truncated file, it was taken
                 // for another file and read from its start: every line of it twice (seen in CI's
                 // copytruncate test under load: 2,100 duplicates, "3 truncations (2 read on)").
-                Some(o) if o.file.as_ref().is_some_and(|of| truncated_under(of, o)) => {
+                Some(o) if file_of(o).is_some_and(|of| truncated_under(&of, o)) => {
                     self.hot.insert(g);
                     self.copies.insert(key);
                     return false;
                 }
-                Some(o) => match o.file.as_ref() {
+                Some(o) => match file_of(o).as_deref() {
                     Some(of)
                         if super::copytruncate::same_before(&file, of, size.min(o.read_pos)) =>
                     {
@@ -629,12 +629,15 @@ impl Engine {
                 } else {
                     Fingerprint::of(&head[..fp.len as usize]) == fp
                 };
-            let Some(of) = o.file.as_ref().filter(|_| candidate) else {
+            if !candidate {
+                continue;
+            }
+            let Some(of) = file_of(o) else {
                 continue;
             };
             if of.metadata().is_ok_and(|m| m.len() < o.read_pos) {
                 truncated = Some(o.key);
-            } else if super::copytruncate::same_before(file, of, size.min(o.read_pos)) {
+            } else if super::copytruncate::same_before(file, &of, size.min(o.read_pos)) {
                 return Ok(Some(o.key));
             }
         }
@@ -664,7 +667,7 @@ impl Engine {
                 continue;
             };
             f.copy = CopyOf::No;
-            let Some(file) = f.file.clone() else { continue };
+            let Some(file) = file_of(f) else { continue };
             let size = file.metadata().map_or(0, |m| m.len());
             let n = size.min(gone.read_pos);
             let start = match gone.file.as_ref() {
@@ -1608,6 +1611,7 @@ impl Engine {
         } else {
             return;
         };
+        let copies = &self.copies;
         let mut idle: Vec<(Instant, u64)> = self
             .followers
             .values()
@@ -1615,7 +1619,9 @@ impl Engine {
                 f.file.is_some()
                     && !f.rotated
                     && f.all_acked()
-                    && f.size == f.read_pos
+                    && (f.size == f.read_pos
+                        // A copy waiting for its original, which may wait for a descriptor.
+                        || starved && f.read_pos == 0 && copies.contains(&f.key))
                     && now.duration_since(f.last_active) >= quiet
             })
             .map(|f| (f.last_active, f.key))
@@ -1770,6 +1776,24 @@ fn byte_at(file: &std::fs::File, pos: u64) -> Option<u8> {
 
 /// Whether follower `o`'s file `of` was truncated since `o` read it: shorter than it was read to, or
 /// no longer starting with the bytes it started with.
+/// The file of follower `o`, to compare a copy with its original: its own, or, closed while it
+/// waits its turn for a descriptor, opened again for the comparison if its path still names it.
+/// Compared only while open, a copy judged while its original was closed was taken for another
+/// file and read from its start (t16: 40,127 duplicates of 100,109 records under `ulimit -n 128`).
+fn file_of(o: &Follower) -> Option<Arc<std::fs::File>> {
+    if let Some(f) = &o.file {
+        return Some(f.clone());
+    }
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&o.path)
+        .ok()?;
+    let m = f.metadata().ok()?;
+    FileId::from_meta(&m).same(&o.id).then(|| Arc::new(f))
+}
+
 fn truncated_under(of: &std::fs::File, o: &Follower) -> bool {
     if of.metadata().is_ok_and(|m| m.len() < o.read_pos) {
         return true;

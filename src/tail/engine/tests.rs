@@ -1294,3 +1294,46 @@ async fn busy_files_take_turns_for_descriptors_and_files_never_opened_go_first()
     assert_eq!(got.last().unwrap(), "d0");
     fs::remove_dir_all(&d).unwrap();
 }
+
+/// A copy matched by the glob, judged while its original is closed waiting for its turn for a
+/// descriptor: the original is opened again by path for the comparison, and the copy is read on
+/// from where the original was read to. Compared only while open, it was taken for another file
+/// and read from its start (t16: 40% duplicates under `ulimit -n 128` with `*.log*`).
+#[tokio::test(start_paused = true)]
+async fn a_copy_of_a_closed_original_is_read_on_from_where_it_was() {
+    let d = dir("copy-closed");
+    let f = d.join("a.log");
+    append(&f, &lines_of("a", 100));
+    let mut cfg = config(&d);
+    cfg.max_open_files = 1;
+    let (mut e, mut sink) = following(cfg, Vec::new());
+    assert_eq!(sink.shipped.len(), 100);
+    let now = Instant::now();
+    e.close_idle(now, true);
+    assert_eq!(e.open_files(), 0);
+    // Written while closed, copied (named as dateext names it, matched by *.log), truncated.
+    append(&f, &lines_of("b", 10));
+    fs::copy(&f, d.join("a.log-1.log")).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&f, b"after\n");
+    for _ in 0..6 {
+        scan_now(&mut e);
+        drain(&mut e, &mut sink, now);
+        e.close_idle(now, true);
+    }
+    let got = shipped_text(&sink);
+    let unique: BTreeSet<&String> = got.iter().collect();
+    assert_eq!(
+        got.len(),
+        unique.len(),
+        "no line twice: {} lines",
+        got.len()
+    );
+    assert_eq!(got.len(), 111, "{got:?}");
+    fs::remove_dir_all(&d).unwrap();
+}
