@@ -414,9 +414,10 @@ impl Engine {
             Some(keys) => keys.iter().filter_map(|k| self.followers.get(k)).collect(),
             None => {
                 // Closed files that grew are re-opened in this order while descriptors are short:
-                // the one read longest ago first, so that each has its turn.
+                // the one read longest ago first, so that each has its turn; copies waiting for
+                // their original last (they cannot be read before it is).
                 let mut all: Vec<&Follower> = self.followers.values().collect();
-                all.sort_by_key(|f| f.last_active);
+                all.sort_by_key(|f| (self.copies.contains(&f.key), f.last_active, f.key));
                 all
             }
         };
