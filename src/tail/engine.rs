@@ -770,14 +770,28 @@ impl Engine {
                 self.restart_truncated(key);
             }
         }
+        let mut rewritten = Vec::new();
         for (key, file, moved) in r.reopened {
             if let Some(f) = self.followers.get_mut(&key) {
                 f.file = Some(file);
                 self.hot.insert(key);
+                // Written while closed to the very size it was read to (t16: copytruncate, then
+                // lines of one width up to that size; never re-opened, its new lines were lost):
+                // its first bytes tell.
+                if moved.is_none()
+                    && !f.rotated
+                    && f.read_pos > 0
+                    && !f.recheck_fingerprint().unwrap_or(true)
+                {
+                    rewritten.push(key);
+                }
             }
             if moved.is_some() {
                 self.gone(key, moved, now);
             }
+        }
+        for key in rewritten {
+            self.restart_truncated(key);
         }
         for n in r.known_rotated {
             // Rotated while we were not looking: finish it from the checkpoint, then close it.
@@ -1426,8 +1440,8 @@ impl Engine {
         if self.open_files() + self.lent > self.cfg.max_open_files {
             if let Some(f) = self.followers.get_mut(&key) {
                 // Its size, for the lag and to know it is not read to its end while closed.
-                if let Some(m) = f.file.take().and_then(|file| file.metadata().ok()) {
-                    f.size = m.len();
+                if let Some((size, _)) = f.close() {
+                    f.size = size;
                 }
                 crate::log::debug(format_args!(
                     "{}: closed until a descriptor is free",
@@ -1630,7 +1644,7 @@ impl Engine {
         idle.sort();
         for (_, k) in idle.into_iter().take(open - target) {
             if let Some(f) = self.followers.get_mut(&k) {
-                f.file = None;
+                f.close();
             }
         }
     }

@@ -202,6 +202,15 @@ impl Follower {
         self.size.max(self.observed).saturating_sub(self.acked_pos)
     }
 
+    /// Closes the file (a scan re-opens it by identity). What it was then, size and modification
+    /// time, is kept as what the last scan saw: a scan re-opens it when either changed, whatever its
+    /// size (truncated and written again to the very size it was read to, it looked unchanged).
+    pub fn close(&mut self) -> Option<(u64, i128)> {
+        let m = self.file.take()?.metadata().ok()?;
+        self.seen = (m.len(), super::discover::mtime_ns(&m));
+        Some(self.seen)
+    }
+
     /// Looks at an open file's size for the lag, without reading it (an `fstat`).
     pub fn observe(&mut self) {
         if let Some(m) = self.file.as_ref().and_then(|f| f.metadata().ok()) {

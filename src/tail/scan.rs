@@ -372,8 +372,10 @@ impl Pass<'_> {
             },
         };
         // Grew, or shrank (truncated while closed: re-opened, its read tells it and finds the copy;
-        // left closed until it grew past where it was read, a quiet file's new lines would wait).
-        let grew = std::fs::symlink_metadata(&path).is_ok_and(|m| m.len() != f.read_pos);
+        // left closed until it grew past where it was read, a quiet file's new lines would wait),
+        // or written since it was closed (to the very size it was read to: its first bytes tell).
+        let grew = std::fs::symlink_metadata(&path)
+            .is_ok_and(|m| m.len() != f.read_pos || (m.len(), discover::mtime_ns(&m)) != f.seen);
         if (grew || moved) && self.budget == 0 {
             self.out.starved = true;
         }
