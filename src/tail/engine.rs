@@ -1626,12 +1626,14 @@ impl Engine {
         } else {
             return;
         };
-        let copies = &self.copies;
+        let (copies, hot) = (&self.copies, &self.hot);
         let mut idle: Vec<(Instant, u64)> = self
             .followers
             .values()
             .filter(|f| {
+                // A hot file has something to read (re-opened because it grew, not read yet).
                 f.file.is_some()
+                    && !hot.contains(&f.key)
                     && !f.rotated
                     && f.all_acked()
                     && (f.size == f.read_pos
