@@ -109,6 +109,16 @@ fn append(path: &Path, data: &[u8]) {
         .unwrap();
 }
 
+/// Truncates `path` to nothing in place (the inode stays), as copytruncate does.
+fn truncate(path: &Path) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+}
+
 /// Acknowledges the pending records whose index `pick` chooses, out of order.
 fn ack(e: &mut Engine, sink: &mut FakeSink, mut pick: impl FnMut(usize) -> bool) {
     let mut keep = Vec::new();
@@ -323,12 +333,7 @@ impl Model {
         let acked = self.acked();
         let pending: BTreeSet<Vec<u8>> = self.sink.pending.iter().map(|(_, v)| v.clone()).collect();
         fs::copy(path, self.d.join(format!("{name}.copy"))).unwrap();
-        OpenOptions::new()
-            .write(true)
-            .open(path)
-            .unwrap()
-            .set_len(0)
-            .unwrap();
+        truncate(path);
         if let Some(w) = self.written.get_mut(id) {
             for l in &w.lines {
                 if pending.contains(l) {
@@ -869,12 +874,7 @@ async fn a_copy_matched_by_the_glob_is_read_on_from_where_its_original_was() {
     assert!(!e.judge_copy(copy_key, Instant::now()), "a copy waits");
     drain(&mut e, &mut sink, Instant::now());
     // The original read its 10 new lines itself, then is truncated and written again.
-    OpenOptions::new()
-        .write(true)
-        .open(&f)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate(&f);
     append(&f, b"after\n");
     e.touch(&f);
     drain(&mut e, &mut sink, Instant::now());
@@ -1126,12 +1126,7 @@ async fn a_copy_made_while_stopped_is_read_on_once_when_the_glob_matches_it() {
     // While stopped: more lines, then copytruncate, then a line in the truncated file.
     append(&f, b"b0\nb1\n");
     fs::copy(&f, d.join("a.log.1")).unwrap();
-    OpenOptions::new()
-        .write(true)
-        .open(&f)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate(&f);
     append(&f, b"e0\n");
     let (_e, sink) = following(cfg, ckpt);
     let mut got = shipped_text(&sink);
@@ -1162,12 +1157,7 @@ async fn a_copy_judged_after_its_original_was_truncated_still_waits_for_it() {
         .key;
     assert!(!e.judge_copy(copy_key, Instant::now()), "a copy waits");
     // Truncated and written again past where it was read, before any read of it.
-    OpenOptions::new()
-        .write(true)
-        .open(&f)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate(&f);
     append(&f, &lines_of("c", 200));
     assert!(
         !e.judge_copy(copy_key, Instant::now()),
@@ -1204,12 +1194,7 @@ async fn copies_taken_up_at_truncations_stay_within_the_descriptor_budget() {
     for (i, f) in names.iter().enumerate() {
         append(f, &lines_of(&format!("b{i}"), 5));
         fs::copy(f, f.with_extension("log.1")).unwrap();
-        OpenOptions::new()
-            .write(true)
-            .open(f)
-            .unwrap()
-            .set_len(0)
-            .unwrap();
+        truncate(f);
     }
     scan_now(&mut e);
     assert!(e.open_files() <= 8, "{} open", e.open_files());
@@ -1277,12 +1262,7 @@ async fn busy_files_take_turns_for_descriptors_and_files_never_opened_go_first()
     assert_eq!(sink.shipped.len(), 22, "then the closed ones that grew");
     // A closed file truncated and written again, shorter than it was read: re-opened in its turn.
     e.close_idle(now, true);
-    OpenOptions::new()
-        .write(true)
-        .open(&names[0])
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate(&names[0]);
     append(&names[0], b"d0\n");
     for _ in 0..3 {
         e.close_idle(now, true);
@@ -1314,12 +1294,7 @@ async fn a_copy_of_a_closed_original_is_read_on_from_where_it_was() {
     // Written while closed, copied (named as dateext names it, matched by *.log), truncated.
     append(&f, &lines_of("b", 10));
     fs::copy(&f, d.join("a.log-1.log")).unwrap();
-    OpenOptions::new()
-        .write(true)
-        .open(&f)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate(&f);
     append(&f, b"after\n");
     for _ in 0..6 {
         scan_now(&mut e);
@@ -1354,12 +1329,7 @@ async fn a_closed_file_rewritten_to_the_size_it_was_read_to_is_read_again() {
     assert_eq!(e.open_files(), 0);
     // The kernel's timestamps are coarse (a tick): a later write gets a later one.
     std::thread::sleep(Duration::from_millis(30));
-    OpenOptions::new()
-        .write(true)
-        .open(&f)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate(&f);
     append(&f, b"new 1\nnew 2\n");
     scan_now(&mut e);
     drain(&mut e, &mut sink, now);
