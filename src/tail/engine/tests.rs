@@ -1235,6 +1235,10 @@ async fn busy_files_take_turns_for_descriptors_and_files_never_opened_go_first()
     }
     let (mut e, mut sink) = following(cfg, Vec::new());
     assert_eq!((sink.shipped.len(), e.open_files()), (6, 2));
+    // The two left out are said, with their bytes (the stats line: "N waiting for a descriptor").
+    let one = lines_of("a0", 3).len() as u64;
+    assert_eq!(e.waiting_bytes(), (2, 2 * one));
+    assert_eq!(e.bytes_behind(), 2 * one, "what waits is behind");
     let now = Instant::now();
     // Every file is written again: the two open ones are busy, never quiet.
     for (i, f) in names.iter().enumerate() {
@@ -1260,6 +1264,7 @@ async fn busy_files_take_turns_for_descriptors_and_files_never_opened_go_first()
     scan_now(&mut e);
     drain(&mut e, &mut sink, now);
     assert_eq!(sink.shipped.len(), 22, "then the closed ones that grew");
+    assert_eq!(e.waiting_bytes(), (0, 0), "every file has had a descriptor");
     // A closed file truncated and written again, shorter than it was read: re-opened in its turn.
     e.close_idle(now, true);
     truncate(&names[0]);
