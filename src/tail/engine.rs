@@ -427,7 +427,7 @@ impl Engine {
                 key: f.key,
                 path: f.path.clone(),
                 id: f.id,
-                file: f.file.clone(),
+                file: f.file.as_ref().map(Arc::downgrade),
                 fingerprint: f.fingerprint,
                 read_pos: f.read_pos,
                 rotated: f.rotated,
@@ -1716,7 +1716,8 @@ impl Engine {
         self.followers.values().map(Follower::behind).sum::<u64>() + self.waiting_bytes().1
     }
 
-    /// Matched files waiting for a descriptor (as of the last full scan), and their bytes not shipped.
+    /// Files waiting for a descriptor (as of the last full scan): matched and never opened, or
+    /// closed and written since; and their bytes not read.
     pub fn waiting_bytes(&self) -> (usize, u64) {
         self.fd_waiting
             .values()

@@ -94,6 +94,15 @@ fn config(d: &Path) -> EngineConfig {
     }
 }
 
+/// This process's descriptors open on files under `d`.
+fn fds_under(d: &Path) -> usize {
+    fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| t.starts_with(d))
+        .count()
+}
+
 fn scan_now(e: &mut Engine) {
     let r = scan::run(e.scan_request(None));
     e.apply_scan(r, Instant::now(), false);
@@ -1247,12 +1256,26 @@ async fn busy_files_take_turns_for_descriptors_and_files_never_opened_go_first()
     }
     drain(&mut e, &mut sink, now);
     assert_eq!(sink.shipped.len(), 10);
+    // A scan under way does not keep the closed files' descriptors (t16: 192 open, stats said 0).
+    let req = e.scan_request(None);
     e.close_idle(now, true);
     assert_eq!(e.open_files(), 0, "read to their end, busy or not: closed");
+    assert_eq!(
+        fds_under(&d),
+        0,
+        "closed while a scan was asked for: given back"
+    );
+    e.apply_scan(scan::run(req), Instant::now(), false);
     // Written again: the closed files grew, yet the two never opened have their turn first.
     append(&names[0], b"c0\n");
     append(&names[1], b"c1\n");
     scan_now(&mut e);
+    assert_eq!(
+        e.waiting_bytes(),
+        (2, 6),
+        "closed files that grew and wait for their turn are counted with their new bytes"
+    );
+    assert_eq!(e.open_files(), 2);
     drain(&mut e, &mut sink, now);
     assert_eq!(
         sink.shipped.len(),
