@@ -282,6 +282,14 @@ fn reopen_only(req: &ScanRequest, keys: &[u64]) -> ScanResult {
     pass.out
 }
 
+/// Whether `a` and `b` lead to one file now (links followed).
+fn same_file_now(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => FileId::from_meta(&x).same(&FileId::from_meta(&y)),
+        _ => false,
+    }
+}
+
 /// Several names of one file (hard links; with `--follow-symlinks`, a link and its target) make one
 /// follower, or each line would ship once per name and the checkpoint, which has one entry per file,
 /// would start the other name over at each start. The name kept: the one a follower has, else one
@@ -313,6 +321,12 @@ fn one_name_per_file(
         let (keep, drop) = if take_new { (i, k) } else { (k, i) };
         at.insert(key, keep);
         dropped[drop] = true;
+        // Said only when both names still lead to it: a file renamed while the directory was
+        // listed can be seen under its old name and its new one (logrotate's `create` under a
+        // low limit said "app.log.1 is another name of app.log (a link)": t16 F5).
+        if !same_file_now(&found[keep].path, &found[drop].path) {
+            continue;
+        }
         notices.push(Notice {
             key: format!("alias:{}", found[drop].path.display()),
             text: format!(
@@ -718,6 +732,40 @@ mod tests {
         let opened = &pass.out.opened[0];
         assert!(!opened.found.id.same(&stale.id), "the new file");
         assert_eq!(opened.head, b"new\n");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_file_seen_under_its_old_and_new_name_in_one_listing_is_no_link() {
+        let d = crate::testkit::scratch_dir("scan-alias");
+        let log = d.join("app.log");
+        let gen1 = d.join("app.log.1");
+        std::fs::write(&log, "a\n").unwrap();
+        let seen = |p: &Path| Found {
+            path: p.to_path_buf(),
+            id: FileId::from_meta(&std::fs::metadata(&log).unwrap()),
+            size: 2,
+            mtime_ns: 0,
+            pattern: 0,
+        };
+        // Listed as app.log, then renamed (logrotate's create) and listed again as app.log.1.
+        let listed = vec![seen(&log), seen(&gen1)];
+        std::fs::rename(&log, &gen1).unwrap();
+        std::fs::write(&log, "new\n").unwrap();
+        let mut notices = Vec::new();
+        let kept = one_name_per_file(listed.clone(), &[], &mut notices);
+        assert_eq!(kept.len(), 1, "followed once");
+        assert_eq!(notices, Vec::new(), "no link to speak of");
+        // A real second name (a hard link) is said.
+        std::fs::remove_file(&log).unwrap();
+        std::fs::hard_link(&gen1, &log).unwrap();
+        let kept = one_name_per_file(listed, &[], &mut notices);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(notices.len(), 1, "{notices:?}");
+        assert!(
+            notices[0].text.contains("is another name of"),
+            "{notices:?}"
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 
