@@ -7,6 +7,7 @@ use crate::cluster::Metadata;
 use crate::escape::{json_quoted, json_str, Esc};
 use crate::wire::records::Record;
 
+pub mod behind;
 mod groups;
 pub use groups::{write_describe_json, write_describe_text, write_list_json, write_list_text};
 

@@ -593,6 +593,61 @@ fn consume_into_a_full_device_says_standard_output_is_what_failed() {
     assert_eq!(lines(&got).len(), 15);
 }
 
+/// `produce --print-offsets` into a pipe nobody reads for longer than `--timeout` (a pager left
+/// alone): the input waits, nothing expires. Printing from the event loop blocked it, and the
+/// records queued meanwhile failed with "not written ... no available leader" at the timeout.
+#[test]
+fn offsets_printed_to_a_pipe_read_late_cost_no_record() {
+    use std::io::{Read, Write};
+    let Some(b) = broker() else { return };
+    let t = topic("late-reader");
+    let n = 200_000;
+    let mut child = std::process::Command::new(shipper_bin())
+        .args([
+            "-b",
+            &b,
+            "produce",
+            &t,
+            "--print-offsets",
+            "--timeout",
+            "3s",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let text: String = (1..=n).map(|i| format!("line {i}\n")).collect();
+        stdin.write_all(text.as_bytes()).unwrap();
+    });
+    // Nobody reads the offsets for twice the timeout.
+    std::thread::sleep(Duration::from_secs(6));
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    feeder.join().unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{err}");
+    assert_eq!(out.lines().count(), n, "{err}");
+    assert!(
+        err.contains(&format!("{n} records sent, {n} acked, 0 failed")),
+        "{err}"
+    );
+}
+
 /// `consume -G` with standard output closed (`>&-`) refuses to start: Rust reopens a closed standard
 /// descriptor on /dev/null before main, so the records went nowhere and were committed (exit 0).
 /// `>/dev/null` stays a way to discard, committing. The same for produce's closed standard input.

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use crate::cli::{Common, ProduceArgs};
 use crate::escape::Esc;
+use crate::output::behind::Behind;
 use crate::producer::{
     timestamp_now_ms, Appended, Delivery, OnPermanent, Producer, TroubleNews, TroubleWatch,
 };
@@ -257,7 +258,8 @@ struct Run<'a> {
     tally: Tally,
     line_no: u64,
     sync: bool,
-    print_offsets: bool,
+    /// `--print-offsets`: written by a thread of its own (see [`Behind`]); `None` once it failed.
+    printer: Option<Behind>,
     deliveries: Vec<Delivery>,
     /// The mapped input file shrank while it was read: the run stops at `line_no`.
     shrank: bool,
@@ -349,8 +351,13 @@ impl Run<'_> {
                 self.producer.flush(&mut self.deliveries).await?;
                 self.report();
             }
-            while self.producer.is_full() {
-                self.producer.drive(&mut self.deliveries).await?;
+            // Held while Kafka or the reader of the offsets falls behind.
+            while self.producer.is_full() || self.printer.as_ref().is_some_and(Behind::is_full) {
+                let printer = self.printer.as_ref();
+                tokio::select! {
+                    r = self.producer.drive(&mut self.deliveries), if !self.producer.is_idle() => r?,
+                    () = async { if let Some(p) = printer { p.room().await } }, if printer.is_some_and(Behind::is_full) => {}
+                }
                 self.report();
             }
             if !sent_one || pos >= data.len() {
@@ -360,11 +367,7 @@ impl Run<'_> {
     }
 
     fn report(&mut self) {
-        report(
-            &mut self.deliveries,
-            &mut self.tally,
-            &mut self.print_offsets,
-        );
+        report(&mut self.deliveries, &mut self.tally, &mut self.printer);
         match self
             .trouble
             .look_at(self.producer.trouble_since(), Instant::now())
@@ -421,7 +424,10 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
         tally: Tally::default(),
         line_no: 0,
         sync: args.sync,
-        print_offsets: args.print_offsets,
+        printer: match args.print_offsets {
+            true => Some(Behind::stdout()?),
+            false => None,
+        },
         deliveries: Vec::new(),
         shrank: false,
         interrupted: None,
@@ -460,6 +466,24 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
         }
     }
     run.report();
+    // The offsets still queued are written before the summary; a signal stops the wait (a reader
+    // of standard output that never reads would hold the run for ever).
+    if let Some(p) = run.printer.take() {
+        let written = tokio::task::spawn_blocking(move || p.finish());
+        tokio::select! {
+            r = written => match r {
+                Ok(Err(e)) => offsets_not_printed(e, &mut run.tally, &mut None),
+                Ok(Ok(())) => {}
+                Err(e) => offsets_not_printed(std::io::Error::other(e), &mut run.tally, &mut None),
+            },
+            _ = crate::tasks::stop_signal() => {
+                crate::log::warn(format_args!(
+                    "a signal while standard output was behind: not waiting for it to take the rest of the offsets"
+                ));
+                run.tally.offsets_unprinted = true;
+            }
+        }
+    }
     let t = &run.tally;
     let truncated = if t.truncated > 0 {
         format!(
@@ -702,9 +726,9 @@ fn ends_the_run(e: &crate::error::Error) -> bool {
     }
 }
 
-fn report(deliveries: &mut Vec<Delivery>, tally: &mut Tally, print_offsets: &mut bool) {
+fn report(deliveries: &mut Vec<Delivery>, tally: &mut Tally, printer: &mut Option<Behind>) {
     use std::io::Write;
-    let mut out = crate::output::stdout();
+    let mut out = Vec::new();
     for d in deliveries.drain(..) {
         let n = d.tokens.len() as u64;
         match d.error {
@@ -735,35 +759,32 @@ fn report(deliveries: &mut Vec<Delivery>, tally: &mut Tally, print_offsets: &mut
             }
             None => {
                 tally.acked += n;
-                if *print_offsets && d.base_offset >= 0 {
+                if printer.is_some() && d.base_offset >= 0 {
                     // Acknowledgements come per batch, not in input order (partitions interleave):
                     // the line number says which record each offset holds (t12).
-                    let printed = d.tokens.iter().enumerate().try_for_each(|(i, line)| {
-                        writeln!(
+                    for (i, line) in d.tokens.iter().enumerate() {
+                        let _ = writeln!(
                             out,
                             "partition {} offset {} line {line}",
                             d.partition,
                             d.base_offset + i as i64
-                        )
-                    });
-                    if let Err(e) = printed {
-                        offsets_not_printed(e, tally, print_offsets);
+                        );
                     }
                 }
             }
         }
     }
-    if *print_offsets {
-        if let Err(e) = out.flush() {
-            offsets_not_printed(e, tally, print_offsets);
+    if let Some(p) = printer {
+        if let Err(e) = p.write(&out) {
+            offsets_not_printed(e, tally, printer);
         }
     }
 }
 
 /// `--print-offsets` cannot write: a closed pipe (`| head`) ends the printing quietly (the records
 /// are still sent); any other error is said, and fails the run at its end.
-fn offsets_not_printed(e: std::io::Error, tally: &mut Tally, print_offsets: &mut bool) {
-    *print_offsets = false;
+fn offsets_not_printed(e: std::io::Error, tally: &mut Tally, printer: &mut Option<Behind>) {
+    *printer = None;
     if e.kind() != std::io::ErrorKind::BrokenPipe {
         crate::log::error(format_args!(
             "{e}: the offsets of later records are not printed (the records are still sent)"
