@@ -100,6 +100,17 @@ pub enum Error {
         /// The partition.
         partition: i32,
     },
+    /// A batch waited for its turn with a leader known and nothing failed: the leader had not
+    /// answered the requests before it (or shipper itself was held up).
+    #[error("topic '{}' partition {partition}: not sent in time: its leader, broker {leader}, had not answered the requests before it", Esc::str(.topic))]
+    NotSent {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// Its leader.
+        leader: i32,
+    },
     /// The broker list was empty.
     #[error("no broker to connect to: the broker list is empty (-b/--brokers)")]
     NoBrokers,
@@ -215,7 +226,9 @@ impl Error {
             Error::Conn(c) if c.is_retriable() => Class::Retriable { refresh: true },
             Error::Conn(_) => Class::Permanent,
             Error::Kafka { code, .. } => classify(*code),
-            Error::NoLeader { .. } | Error::UnknownBroker(_) => Class::Retriable { refresh: true },
+            Error::NoLeader { .. } | Error::UnknownBroker(_) | Error::NotSent { .. } => {
+                Class::Retriable { refresh: true }
+            }
             Error::Deadline { last, .. } => last.class(),
             _ => Class::Permanent,
         }

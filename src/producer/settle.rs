@@ -37,9 +37,19 @@ impl Producer {
                             Error::Deadline { last, .. } => *last,
                             e => e,
                         })
-                        .unwrap_or(Error::NoLeader {
-                            topic: self.acc.topics[t].name.clone(),
-                            partition: p as i32,
+                        .unwrap_or_else(|| {
+                            let topic = &self.acc.topics[t];
+                            match topic.meta.leader(p as i32) {
+                                -1 => Error::NoLeader {
+                                    topic: topic.name.clone(),
+                                    partition: p as i32,
+                                },
+                                leader => Error::NotSent {
+                                    topic: topic.name.clone(),
+                                    partition: p as i32,
+                                    leader,
+                                },
+                            }
                         });
                     let e = Error::Deadline {
                         ms: now.duration_since(b.created).as_millis() as u64,

@@ -527,3 +527,30 @@ async fn a_topic_shipper_may_not_create_names_the_setting() {
     p.flush(&mut out).await.unwrap();
     assert!(start.elapsed() < Duration::from_secs(1));
 }
+
+/// A batch that waited past the timeout with its leader known and nothing failed (the loop was held
+/// up) names that, not a missing leader (it said "no available leader" for a healthy partition).
+#[tokio::test(start_paused = true)]
+async fn a_batch_that_waited_past_its_timeout_with_a_leader_says_so() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    let mut cfg = produce_config();
+    cfg.delivery_timeout = Some(Duration::from_secs(2));
+    let mut p = producer(&b, "t", cfg).await;
+    p.append(0, None, Some(b"late"), &[], timestamp_now_ms(), 1)
+        .unwrap();
+    // Nothing drives the producer for longer than the timeout.
+    tokio::time::advance(Duration::from_secs(3)).await;
+    let mut out = Vec::new();
+    p.flush(&mut out).await.unwrap();
+    let e = out
+        .iter()
+        .find_map(|d| d.error.as_ref())
+        .expect("given up")
+        .to_string();
+    assert!(
+        e.contains("not sent in time") && e.contains("broker"),
+        "{e}"
+    );
+    assert!(!e.contains("no available leader"), "{e}");
+}
