@@ -527,3 +527,46 @@ fn a_member_reads_partitions_added_to_its_topic() {
     assert_once(&seen, "after the partitions were added");
     assert_eq!(m.stop("TERM"), Some(0), "{}", m.stderr());
 }
+
+/// `consume -G -e` into a pipe nobody reads for longer than the group's session (10 s on the test
+/// broker): every record is printed once and the run ends at the end of the topic. A consumer
+/// fenced during the stall gave its partition back, and with none left -e took every partition to
+/// be at its end: exit 0 after 142,508 of 400,000 records.
+#[test]
+fn a_group_reader_whose_output_is_read_late_prints_everything_once() {
+    use std::io::Read;
+    let Some(b) = broker() else { return };
+    let t = topic("late-group");
+    let g = topic("late-group-g");
+    let n = 300_000;
+    shipper_ok(&b, &["produce", &t], &numbered(0, n));
+    let mut child = Command::new(shipper_bin())
+        .args(["-b", &b, "consume", &t, "-G", &g, "--from-beginning", "-e"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(16));
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{err}");
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for l in out.lines() {
+        *seen.entry(l.to_string()).or_default() += 1;
+    }
+    assert_eq!(seen.len(), n, "{err}");
+    assert_once(&seen, "late reader");
+}

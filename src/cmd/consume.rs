@@ -251,6 +251,12 @@ impl Reader {
                         self.given_back.insert(key, pos);
                     }
                 }
+                // Membership lost and nothing left: -e waits for the rejoin's assignment (with
+                // none, every partition "was at its end" and a consumer fenced while its stdout
+                // was blocked exited 0 after 142,508 of 400,000 records).
+                if lost && !self.consumer.has_partitions() {
+                    self.assigned = false;
+                }
                 let _ = done.send(());
                 Ok(())
             }
