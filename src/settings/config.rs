@@ -431,7 +431,7 @@ impl Reader<'_> {
             options: TailOptions {
                 checkpoint: self
                     .path_of(&f.checkpoint, "checkpoint")?
-                    .unwrap_or_else(|| checkpoint::default_path(&stem)),
+                    .map_or_else(|| checkpoint::default_path(&stem).or_else(super::usage), Ok)?,
                 scan_interval: Duration::from_millis(
                     self.num(&f.scan_ms, "scan_ms", 10..=u64::MAX)?
                         .unwrap_or(1000),

@@ -143,7 +143,7 @@ impl TailSettings {
                 checkpoint: args
                     .checkpoint
                     .clone()
-                    .unwrap_or_else(|| checkpoint::default_path(topic)),
+                    .map_or_else(|| checkpoint::default_path(topic).or_else(usage), Ok)?,
                 scan_interval: Duration::from_millis(args.scan_ms),
                 checkpoint_interval: Duration::from_millis(args.checkpoint_ms),
                 stats_interval: args.stats.map(Duration::from_secs),

@@ -538,13 +538,21 @@ impl Lock {
     }
 }
 
-/// The default checkpoint location: `$XDG_STATE_HOME/shipper/` or `~/.local/state/shipper/`, named
-/// after the topic so that several tails do not share one.
-pub fn default_path(topic: &str) -> PathBuf {
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-        .unwrap_or_else(|| PathBuf::from("."));
+/// The default checkpoint location, named after the topic so that several tails do not share one:
+/// systemd's `$STATE_DIRECTORY` (a unit's `StateDirectory=`), else `$XDG_STATE_HOME/shipper/`, else
+/// `~/.local/state/shipper/` when the home directory exists. Only absolute directories count: with
+/// no `HOME` (`env -i`, runit, a container) the default was `./shipper/`, one checkpoint per start
+/// directory, and a start elsewhere shipped every file again (t17 F3); with `HOME=/nonexistent`
+/// (a system user's), root created that directory. With none, the error asks for `--checkpoint`.
+pub fn default_path(topic: &str) -> Result<PathBuf, String> {
+    default_path_from(topic, |k| std::env::var_os(k))
+}
+
+fn default_path_from(
+    topic: &str,
+    var: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<PathBuf, String> {
+    let absolute = |k: &str| var(k).map(PathBuf::from).filter(|p| p.is_absolute());
     let safe: String = topic
         .chars()
         .map(|c| {
@@ -555,12 +563,90 @@ pub fn default_path(topic: &str) -> PathBuf {
             }
         })
         .collect();
-    base.join("shipper").join(format!("tail-{safe}.checkpoint"))
+    let name = format!("tail-{safe}.checkpoint");
+    // A list (several StateDirectory= entries) is separated by colons: the first is ours.
+    let state = var("STATE_DIRECTORY").and_then(|v| {
+        let first = v.as_bytes().split(|&b| b == b':').next()?.to_vec();
+        let p = PathBuf::from(std::ffi::OsString::from_vec(first));
+        p.is_absolute().then_some(p)
+    });
+    if let Some(dir) = state {
+        return Ok(dir.join(name));
+    }
+    if let Some(x) = absolute("XDG_STATE_HOME") {
+        return Ok(x.join("shipper").join(name));
+    }
+    if let Some(h) = absolute("HOME").filter(|h| h.is_dir()) {
+        return Ok(h.join(".local/state/shipper").join(name));
+    }
+    Err(format!(
+        "no place for the checkpoint: no STATE_DIRECTORY, XDG_STATE_HOME or home directory ({}); give one with --checkpoint PATH (checkpoint = \"PATH\" in a config)",
+        match var("HOME") {
+            Some(h) => format!("HOME={} is not an existing directory", Esc::path(Path::new(&h))),
+            None => "HOME is not set".to_string(),
+        }
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_checkpoint_is_never_relative_and_systemds_state_directory_comes_first() {
+        let at = |vars: &[(&str, &str)]| {
+            let vars: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            default_path_from("app logs", move |k| {
+                vars.iter()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            })
+        };
+        let home = std::env::temp_dir();
+        let h = home.to_str().unwrap();
+        assert_eq!(
+            at(&[("HOME", h)]).unwrap(),
+            home.join(".local/state/shipper/tail-app_logs.checkpoint")
+        );
+        assert_eq!(
+            at(&[("HOME", h), ("XDG_STATE_HOME", "/x/state")]).unwrap(),
+            Path::new("/x/state/shipper/tail-app_logs.checkpoint")
+        );
+        assert_eq!(
+            at(&[
+                ("HOME", h),
+                ("XDG_STATE_HOME", "/x/state"),
+                ("STATE_DIRECTORY", "/var/lib/shipper:/var/lib/other")
+            ])
+            .unwrap(),
+            Path::new("/var/lib/shipper/tail-app_logs.checkpoint")
+        );
+        // Relative values are passed over (the XDG spec says so for XDG_STATE_HOME).
+        assert_eq!(
+            at(&[
+                ("HOME", h),
+                ("XDG_STATE_HOME", "state"),
+                ("STATE_DIRECTORY", "s")
+            ])
+            .unwrap(),
+            home.join(".local/state/shipper/tail-app_logs.checkpoint")
+        );
+        // No home: an error asking for --checkpoint, not ./shipper/.
+        let e = at(&[]).unwrap_err();
+        assert!(
+            e.contains("HOME is not set") && e.contains("--checkpoint"),
+            "{e}"
+        );
+        let e = at(&[("HOME", "/nonexistent")]).unwrap_err();
+        assert!(
+            e.contains("HOME=/nonexistent is not an existing directory"),
+            "{e}"
+        );
+        assert!(at(&[("HOME", ".")]).is_err());
+    }
 
     fn dir(name: &str) -> PathBuf {
         crate::testkit::scratch_dir(&format!("ckpt-{name}"))
