@@ -254,7 +254,9 @@ fn files(e: &mut Exposition, engine: &Engine) {
         "Bytes not acknowledged yet, for the files furthest behind (at most 100 series).",
     );
     for (input, path, b) in files.into_iter().take(MAX_FILE_SERIES) {
-        let p = path.to_string_lossy();
+        // As messages show it: bytes that are not UTF-8 as `\xff` (lossy, two such names made
+        // one series twice: t17 F7), a backslash doubled, so that every file has its own.
+        let p = crate::escape::path(path);
         e.sample(
             "shipper_file_bytes_behind",
             &[("input", input), ("path", &p)],
