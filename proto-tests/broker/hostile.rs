@@ -620,6 +620,49 @@ fn an_acl_refusal_holds_lines_in_the_file_until_it_is_lifted_and_loses_none() {
     );
 }
 
+/// A second SIGINT while the stop waits for acknowledgements that cannot come (an ACL refusal)
+/// ends the wait: the first stop would wait the whole --shutdown-timeout-ms (t17 F9).
+#[test]
+fn a_second_signal_ends_the_wait_for_acknowledgements() {
+    let Some(b) = broker() else { return };
+    if !acl_capable() {
+        return;
+    }
+    let dir = scratch_dir("second-signal");
+    let t = topic("second-signal");
+    create_topic(&b, &t, 1, 1, &[]);
+    acl("deny-write", &t);
+    let f = dir.join("a.log");
+    append(&f, &numbered("held", 0, 10));
+    let c = ck(&dir);
+    let mut tail = Tail::start(
+        &b,
+        &[
+            f.to_str().unwrap(),
+            &t,
+            "--checkpoint",
+            &c,
+            "--shutdown-timeout-ms",
+            "600000",
+        ],
+        &dir.join("err"),
+    );
+    assert!(
+        wait_for_log(&tail, "TOPIC_AUTHORIZATION_FAILED", WAIT),
+        "{}",
+        tail.stderr()
+    );
+    tail.signal("INT");
+    assert!(wait_for_log(&tail, "stopping", WAIT), "{}", tail.stderr());
+    // The harness kills it after 60 s (no exit code): well short of the 600 s timeout.
+    let code = tail.stop("INT");
+    acl("allow-write", &t);
+    assert_eq!(code, Some(0), "{}", tail.stderr());
+    let err = tail.stderr();
+    assert!(err.contains("a second signal"), "{err}");
+    assert!(err.contains("10 lines not acknowledged yet"), "{err}");
+}
+
 /// Whether the broker has an authorizer (scripts/kafka-up --secure).
 pub fn acl_capable() -> bool {
     let ok = Path::new("/tmp/shipper-kafka/secure/ca.pem").exists();
