@@ -86,6 +86,21 @@ struct File {
     inputs: Vec<Spanned<InputFile>>,
 }
 
+/// Whether a value holds anything but `${NAME}` references (text written in the file itself).
+fn holds_literal(raw: &str) -> bool {
+    let mut rest = raw;
+    while let Some(i) = rest.find("${") {
+        if i > 0 {
+            return true;
+        }
+        match rest[2..].find('}') {
+            Some(end) => rest = &rest[2 + end + 1..],
+            None => return true,
+        }
+    }
+    !rest.is_empty()
+}
+
 /// The key of the line holding byte `at`, when it is one whose value is a secret (`sasl_password`):
 /// an error there must not quote the value.
 fn secret_key_at(text: &str, at: usize) -> Option<&str> {
@@ -533,7 +548,12 @@ impl Reader<'_> {
             }
             (None, None) => None,
         };
-        if f.sasl_password.is_some() {
+        // Only a password written in the file: `${KAFKA_PASSWORD}` alone, as the README's agent
+        // example has it, keeps it out (t17 F5: told to chmod 600 a file a User= unit must read).
+        if f.sasl_password
+            .as_ref()
+            .is_some_and(|p| holds_literal(p.get_ref()))
+        {
             super::security::warn_if_readable(self.path, "config file holding a password");
         }
         KafkaSettings::resolve(

@@ -297,3 +297,15 @@ fn the_readme_systemd_unit_has_comments_on_their_own_lines_only() {
     }
     assert!(settings >= 10, "{unit}");
 }
+
+#[test]
+fn a_password_given_only_by_environment_variables_is_not_held_by_the_file() {
+    assert!(!holds_literal("${KAFKA_PASSWORD}"));
+    assert!(!holds_literal("${A}${B}"));
+    assert!(!holds_literal(""));
+    assert!(holds_literal("s3cret"));
+    assert!(holds_literal("pre${A}"));
+    assert!(holds_literal("${A}post"));
+    assert!(holds_literal("${unclosed"));
+    assert!(holds_literal("$$"));
+}
