@@ -973,3 +973,68 @@ fn unrelated_and_new_files_in_a_watched_directory_cost_no_full_scan() {
     assert_eq!(got, want, "{}", tail.stderr());
     assert_eq!(tail.stop("INT"), Some(0));
 }
+
+/// A reload reads the TLS files as a start would: a renewal that broke them (garbage, a key that is
+/// not the certificate's) is refused while the agent goes on shipping, and a renewal that changed
+/// them is said to take effect at the next restart (t17 F1: "config reloaded" for both).
+#[test]
+fn a_reload_refuses_broken_tls_files_and_says_when_renewed_ones_take_effect() {
+    let Some(b) = broker() else { return };
+    let Some(sec) = crate::secure::secure() else {
+        return;
+    };
+    let dir = scratch_dir("agent-tls-reload");
+    let t = topic("agent-tls-reload");
+    create_topic(&b, &t, 1, 1, &[]);
+    let (cert, key) = (dir.join("client.pem"), dir.join("client.key"));
+    let copy = |from: &str, to: &Path| std::fs::copy(sec.join(from), to).unwrap();
+    copy("client.pem", &cert);
+    copy("client.key", &key);
+    let cfg = dir.join("agent.toml");
+    write_config(
+        &cfg,
+        &format!(
+            "brokers = [\"127.0.0.1:9096\"]\nsecurity_protocol = \"ssl\"\nca_file = \"{s}/ca.pem\"\ncert_file = \"{d}/client.pem\"\nkey_file = \"{d}/client.key\"\ncheckpoint = \"{d}/ckpt\"\n[[input]]\npaths = [\"{d}/a.log\"]\ntopic = \"{t}\"\n",
+            s = sec.display(),
+            d = dir.display()
+        ),
+    );
+    let log = dir.join("a.log");
+    append(&log, &numbered_lines("a", 0, 10));
+    let tail = Tail::start(
+        "127.0.0.1:9096",
+        &["--config", cfg.to_str().unwrap()],
+        &dir.join("err"),
+    );
+    tail.until(60, || topic_values(&b, &t).len() == 10, "first lines");
+    // A broken renewal: refused, and the lines still go with the running certificate.
+    std::fs::write(&cert, b"garbage\n").unwrap();
+    tail.signal("HUP");
+    wait_for_log(&tail, "config not reloaded, the running one stays: TLS:");
+    copy("other-ca.key", &key);
+    copy("client.pem", &cert);
+    tail.signal("HUP");
+    tail.until(
+        30,
+        || tail.stderr().matches("config not reloaded").count() == 2,
+        "a key not the certificate's refused",
+    );
+    assert!(
+        tail.stderr()
+            .contains("it is not the key of the certificate"),
+        "{}",
+        tail.stderr()
+    );
+    append(&log, &numbered_lines("a", 10, 20));
+    tail.until(60, || topic_values(&b, &t).len() == 20, "lines after");
+    // The same files with other bytes (a renewal): taken at the next restart, and said.
+    copy("client.key", &key);
+    let mut renewed = std::fs::read(sec.join("client.pem")).unwrap();
+    renewed.extend_from_slice(b"\n");
+    std::fs::write(&cert, renewed).unwrap();
+    tail.signal("HUP");
+    wait_for_log(
+        &tail,
+        "the TLS certificate, key or CA files changed in the file; they take effect at the next restart",
+    );
+}

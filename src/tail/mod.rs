@@ -129,9 +129,25 @@ fn fixed_settings(s: &crate::settings::tail::TailSettings) -> Vec<(&'static str,
         sasl.password.expose().hash(&mut h);
         h.finish()
     });
+    // The TLS files' contents, not only their paths: a renewed certificate is taken at the next
+    // restart, and a reload says so (t17 F1: "config reloaded", nothing more).
+    let tls_files = s.kafka.security.tls.as_ref().map(|t| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for f in [&t.ca_file, &t.cert_file, &t.key_file]
+            .into_iter()
+            .flatten()
+        {
+            std::fs::read(f).ok().hash(&mut h);
+        }
+        h.finish()
+    });
     vec![
         ("Kafka connection settings", format!("{:?}", s.kafka)),
         ("the SASL password", format!("{password:?}")),
+        (
+            "the TLS certificate, key or CA files",
+            format!("{tls_files:?}"),
+        ),
         ("producer settings", format!("{:?}", s.producer)),
         (
             "checkpoint, interval, dead-letter or metrics settings",
@@ -603,6 +619,21 @@ impl Running {
                 "config not reloaded, the running one stays: {e:#}"
             )),
             Ok(new) => {
+                // The TLS files are read as a start reads them: a renewal that broke them is
+                // refused now, not found at the next restart (t17 F1: garbage, or a key not the
+                // certificate's, was "reloaded").
+                if let Some(Err(e)) = new
+                    .kafka
+                    .security
+                    .tls
+                    .as_ref()
+                    .map(crate::connection::client_config)
+                {
+                    crate::log::error(format_args!(
+                        "config not reloaded, the running one stays: TLS: {e} (a start would fail)"
+                    ));
+                    return;
+                }
                 let changed: Vec<&str> = fixed_settings(&new)
                     .iter()
                     .zip(fixed)
