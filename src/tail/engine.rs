@@ -1292,18 +1292,19 @@ impl Engine {
         }
     }
 
+    /// The name of the input `f` belongs to: the one it was retired from when a reload removed it
+    /// (its index then names another input, or none).
+    fn input_name<'a>(&'a self, f: &'a Follower) -> &'a str {
+        match &f.retired_from {
+            Some(name) => name,
+            None => self.cfg.inputs.get(f.input).map_or("", |i| i.name.as_str()),
+        }
+    }
+
     /// The (input name, topic) a follower's lines are counted under.
     fn route_key(&self, key: u64) -> Option<(String, String)> {
         let f = self.followers.get(&key)?;
-        let input = match &f.retired_from {
-            Some(name) => name.clone(),
-            None => self
-                .cfg
-                .inputs
-                .get(f.input)
-                .map_or(String::new(), |i| i.name.clone()),
-        };
-        Some((input, f.route.topic_name.clone()))
+        Some((self.input_name(f).to_string(), f.route.topic_name.clone()))
     }
 
     /// Adds line counts to the totals and to their route's.
@@ -1745,10 +1746,9 @@ impl Engine {
     pub fn behind_by_file(&self) -> Vec<(&str, &std::path::Path, u64)> {
         self.followers
             .values()
-            .map(|f| {
-                let input = self.cfg.inputs.get(f.input).map_or("", |i| i.name.as_str());
-                (input, f.path.as_path(), f.behind())
-            })
+            // A file of an input a reload removed is counted under that input's name until it is
+            // done (t17 F2: under the input now at its index, or "").
+            .map(|f| (self.input_name(f), f.path.as_path(), f.behind()))
             .collect()
     }
 

@@ -324,6 +324,16 @@ async fn acks_are_counted_under_each_lines_own_input_and_topic() {
     e.touch(&d.join("b.log"));
     while e.read_pass(&mut sink, 1, Instant::now()) {}
     e.reconfigure(config(vec![input(&d, "b", "t")]));
+    // Its lag too stays a's (t17 F2: counted under b, now at a's index).
+    let behind = |e: &Engine, name: &str| -> Vec<(String, u64)> {
+        e.behind_by_file()
+            .into_iter()
+            .filter(|(_, p, b)| p.ends_with(name) && *b > 0)
+            .map(|(i, _, b)| (i.to_string(), b))
+            .collect()
+    };
+    assert_eq!(behind(&e, "a.log"), [("a".to_string(), 3)]);
+    assert_eq!(behind(&e, "b.log"), [("b".to_string(), 3)]);
     sink.ack_all(&mut e);
     assert_eq!((acked(&e, "a", "t"), acked(&e, "b", "t")), (2, 2));
     fs::remove_dir_all(&d).unwrap();
