@@ -888,6 +888,12 @@ fn a_topic_that_does_not_exist_turns_healthz_503_until_it_is_created() {
         || http_get(port, "/healthz").0 == 200,
         "healthz never 200",
     );
+    // The end of the wait is said, as its start was.
+    let err = tail.stderr();
+    assert!(
+        err.contains(&format!("topic '{t}-app' can be used now, after")),
+        "{err}"
+    );
     assert_eq!(tail.stop("TERM"), Some(0), "{}", tail.stderr());
 }
 

@@ -178,7 +178,15 @@ impl Producer {
     ) {
         match r {
             Ok(meta) => {
-                self.pending.remove(&name);
+                // A wait that was said gets its end said too (t17 F6: the journal ended with "wait
+                // in their files", whether or not they still did).
+                if let Some(p) = self.pending.remove(&name).filter(|p| p.error.is_some()) {
+                    crate::log::info(format_args!(
+                        "topic '{}' can be used now, after {:.0}s; the lines that waited for it are sent",
+                        crate::escape::Esc::str(&name),
+                        p.since.elapsed().as_secs_f64()
+                    ));
+                }
                 self.acc.add_topic(meta);
                 self.newly_ready.push(name);
             }
