@@ -452,9 +452,10 @@ pub struct TailArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "paths_and_topic")]
     pub config: Option<std::path::PathBuf>,
     /// Serve Prometheus metrics on http://ADDR/metrics and health on /healthz (e.g. 127.0.0.1:9898)
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = crate::settings::parse_listen)]
     pub metrics_listen: Option<String>,
-    /// Where to keep the acknowledged offsets [default: $XDG_STATE_HOME/shipper/tail-TOPIC.checkpoint]
+    /// Where to keep the acknowledged offsets [default: tail-TOPIC.checkpoint in $STATE_DIRECTORY,
+    /// else $XDG_STATE_HOME/shipper, else ~/.local/state/shipper]
     #[arg(long, value_name = "PATH")]
     pub checkpoint: Option<std::path::PathBuf>,
     /// Skip what files hold at the first start (files the checkpoint knows still resume)

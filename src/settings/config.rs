@@ -672,18 +672,8 @@ impl Reader<'_> {
     fn listen_address(&self, v: &Option<Spanned<String>>) -> anyhow::Result<Option<String>> {
         let Some(v) = v else { return Ok(None) };
         let a = v.get_ref();
-        let ok = a.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && !host.contains(char::is_whitespace) && port.parse::<u16>().is_ok()
-        });
-        if !ok {
-            return Err(self.err(
-                v.span(),
-                format!(
-                    "metrics_listen = '{}': expected host:port, such as 127.0.0.1:9898",
-                    Esc::str(a)
-                ),
-            ));
-        }
+        super::check_listen(a)
+            .map_err(|e| self.err(v.span(), format!("metrics_listen = '{}': {e}", Esc::str(a))))?;
         Ok(Some(a.clone()))
     }
 

@@ -29,6 +29,29 @@ pub fn usage<T>(msg: impl Into<String>) -> anyhow::Result<T> {
     Err(UsageError(msg.into()).into())
 }
 
+/// Checks a listen address (`--metrics-listen`, `metrics_listen`): `host:port`; the error leaves the
+/// value out (the caller shows it).
+/// `:9898` (node_exporter's form) is refused with the two hosts one means.
+pub fn check_listen(a: &str) -> Result<(), String> {
+    let ok = a.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains(char::is_whitespace) && port.parse::<u16>().is_ok()
+    });
+    match ok {
+        true => Ok(()),
+        false if a.starts_with(':') => Err(format!(
+            "give a host: 0.0.0.0{} for every address, 127.0.0.1{} for this host only",
+            crate::escape::Esc::str(a),
+            crate::escape::Esc::str(a)
+        )),
+        false => Err("expected host:port, such as 127.0.0.1:9898".to_string()),
+    }
+}
+
+/// `--metrics-listen`, checked as the config's `metrics_listen` is (a usage error, exit 2).
+pub fn parse_listen(a: &str) -> Result<String, String> {
+    check_listen(a).map(|()| a.to_string())
+}
+
 /// The most a settings file (a config, `-F` properties, a password or token) may hold.
 pub const MAX_SETTINGS_FILE: u64 = 1 << 20;
 

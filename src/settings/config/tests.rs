@@ -309,3 +309,18 @@ fn a_password_given_only_by_environment_variables_is_not_held_by_the_file() {
     assert!(holds_literal("${unclosed"));
     assert!(holds_literal("$$"));
 }
+
+#[test]
+fn a_listen_address_is_checked_alike_from_the_flag_and_the_file() {
+    use crate::settings::parse_listen;
+    assert_eq!(parse_listen("127.0.0.1:9898").unwrap(), "127.0.0.1:9898");
+    assert_eq!(parse_listen("[::1]:9898").unwrap(), "[::1]:9898");
+    assert!(parse_listen("9898").unwrap_err().contains("expected host:port"));
+    assert!(parse_listen("localhost:99999").is_err());
+    let e = parse_listen(":9898").unwrap_err();
+    assert!(e.contains("0.0.0.0:9898 for every address"), "{e}");
+    let e = Cli::try_parse_from(["shipper", "tail", "--metrics-listen", "9898", "/x", "t"])
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+}
