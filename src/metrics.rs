@@ -110,35 +110,87 @@ pub enum Ask {
     Health(oneshot::Sender<Result<(), String>>),
 }
 
+/// Connections served at once.
+const CONNECTIONS: usize = 32;
+
+/// A connection being served, as the accept loop knows it.
+struct Conn {
+    task: tokio::task::AbortHandle,
+    /// Still waiting for its request (a scraper sends it at once).
+    reading: Arc<std::sync::atomic::AtomicBool>,
+}
+
 /// Binds `addr` and serves until the returned task is aborted; each request is turned into an [`Ask`].
+/// With every slot taken, a new connection takes the slot of the oldest one that has not sent its
+/// request yet (t17 F4: 32 sockets that sent nothing left scrapes and probes without an answer, a
+/// healthy agent looking dead), or is answered `503 busy`.
 pub async fn serve(
     addr: &str,
     asks: mpsc::Sender<Ask>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    let slots = Arc::new(tokio::sync::Semaphore::new(32));
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS));
     Ok(tokio::spawn(async move {
+        let mut conns: std::collections::VecDeque<Conn> = std::collections::VecDeque::new();
         loop {
             let Ok((mut s, _)) = listener.accept().await else {
                 // Out of descriptors, most likely: wait instead of spinning.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                continue; // too many at once: this one is dropped (closed)
+            conns.retain(|c| !c.task.is_finished());
+            let permit = match slots.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    if let Some(i) = conns.iter().position(|c| c.reading.load(Ordering::Relaxed)) {
+                        if let Some(c) = conns.remove(i) {
+                            c.task.abort();
+                        }
+                    }
+                    let freed = tokio::time::timeout(
+                        Duration::from_millis(100),
+                        slots.clone().acquire_owned(),
+                    )
+                    .await;
+                    match freed {
+                        Ok(Ok(p)) => p,
+                        _ => {
+                            let _ = s.try_write(BUSY);
+                            continue;
+                        }
+                    }
+                }
             };
             let asks = asks.clone();
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(10), answer(&mut s, asks)).await;
+            let reading = Arc::new(AtomicBool::new(true));
+            let r = Arc::clone(&reading);
+            let task = tokio::spawn(async move {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(10), answer(&mut s, asks, &r)).await;
                 drop(permit);
+            });
+            conns.push_back(Conn {
+                task: task.abort_handle(),
+                reading,
             });
         }
     }))
 }
 
-async fn answer(s: &mut tokio::net::TcpStream, asks: mpsc::Sender<Ask>) -> std::io::Result<()> {
+/// The answer when every slot is busy serving requests.
+const BUSY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\n\r\nbusy\n";
+
+async fn answer(
+    s: &mut tokio::net::TcpStream,
+    asks: mpsc::Sender<Ask>,
+    reading: &std::sync::atomic::AtomicBool,
+) -> std::io::Result<()> {
     let text = "text/plain";
-    let Some(req) = http::read_request(s).await? else {
+    let req = http::read_request(s).await?;
+    reading.store(false, std::sync::atomic::Ordering::Relaxed);
+    let Some(req) = req else {
         return http::respond(s, 400, text, b"bad request\n").await;
     };
     if req.method != "GET" && req.method != "HEAD" {
@@ -233,6 +285,16 @@ mod tests {
             "{h}"
         );
         assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+        // Sockets that send nothing, more than there are slots, do not keep a scrape unanswered.
+        let mut idle = Vec::new();
+        for _ in 0..(CONNECTIONS + 8) {
+            idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..3 {
+            assert!(get("/metrics").await.ends_with("\r\n\r\nm 1\n"));
+        }
+        drop(idle);
         server.abort();
     }
 }

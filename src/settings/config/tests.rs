@@ -315,7 +315,9 @@ fn a_listen_address_is_checked_alike_from_the_flag_and_the_file() {
     use crate::settings::parse_listen;
     assert_eq!(parse_listen("127.0.0.1:9898").unwrap(), "127.0.0.1:9898");
     assert_eq!(parse_listen("[::1]:9898").unwrap(), "[::1]:9898");
-    assert!(parse_listen("9898").unwrap_err().contains("expected host:port"));
+    assert!(parse_listen("9898")
+        .unwrap_err()
+        .contains("expected host:port"));
     assert!(parse_listen("localhost:99999").is_err());
     let e = parse_listen(":9898").unwrap_err();
     assert!(e.contains("0.0.0.0:9898 for every address"), "{e}");
