@@ -521,7 +521,7 @@ fn metrics_parse_with_prometheus_client_and_agree_with_the_summary_and_kafka() {
     assert_eq!(tail.stop("INT"), Some(0));
     let log = tail.stderr();
     assert!(
-        log.contains("shipped 2000 lines") && log.contains("2000 acked"),
+        log.contains("read 2000 lines") && log.contains("2000 acked"),
         "{log}"
     );
     let in_kafka = lines(&kcat(&b, &["-C", "-t", &t1, "-e"], b"")).len();

@@ -83,7 +83,7 @@ fn tail_ships_existing_and_appended_lines_and_holds_a_partial_line_until_its_new
     assert_eq!(&got[3..], &[b"three and more".to_vec(), b"four".to_vec()]);
     assert_eq!(tail.stop("INT"), Some(0), "{}", tail.stderr());
     let err = tail.stderr();
-    assert!(err.contains("shipped 5 lines"), "{err}");
+    assert!(err.contains("read 5 lines"), "{err}");
     let ck = std::fs::read_to_string(dir.join("checkpoint")).unwrap();
     let size = std::fs::metadata(&f).unwrap().len();
     assert!(

@@ -806,7 +806,7 @@ fn summary(engine: &Engine, started: Instant) {
     let c = &engine.counters;
     let unacked = engine.lines_in_flight();
     crate::log::info(format_args!(
-        "shipped {} lines ({} bytes) in {:.1}s: {} acked, {} long lines truncated, {} failed and skipped, {} truncations ({} read on from their copy), {} rotations{}",
+        "read {} lines ({} bytes) in {:.1}s: {} acked, {} long lines truncated, {} failed and skipped, {} truncations ({} read on from their copy), {} rotations{}",
         c.lines_read,
         c.bytes_read,
         started.elapsed().as_secs_f64(),
