@@ -1041,6 +1041,6 @@ fn a_reload_refuses_broken_tls_files_and_says_when_renewed_ones_take_effect() {
     tail.signal("HUP");
     wait_for_log(
         &tail,
-        "the TLS certificate, key or CA files changed in the file; they take effect at the next restart",
+        "the TLS certificate, key or CA files changed; that takes effect at the next restart",
     );
 }

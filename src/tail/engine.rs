@@ -1124,9 +1124,10 @@ impl Engine {
         self.pattern_input = owner;
         self.cfg = new;
         self.hot.extend(self.followers.keys().copied());
+        let n = self.cfg.inputs.len();
         format!(
-            "{} inputs ({added} added, {removed} removed, {changed} changed)",
-            self.cfg.inputs.len()
+            "{n} input{} ({added} added, {removed} removed, {changed} changed)",
+            if n == 1 { "" } else { "s" }
         )
     }
 

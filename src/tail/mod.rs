@@ -642,7 +642,7 @@ impl Running {
                     .collect();
                 if !changed.is_empty() {
                     crate::log::warn(format_args!(
-                        "config reload: {} changed in the file; they take effect at the next restart, the running ones stay",
+                        "config reload: {} changed; that takes effect at the next restart, the running settings stay",
                         changed.join(", ")
                     ));
                 }

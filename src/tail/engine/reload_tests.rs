@@ -271,7 +271,7 @@ async fn a_renamed_input_keeps_its_files_and_a_new_exclude_lets_one_go() {
         ..input(&d, "a", topic)
     };
     let summary = e.reconfigure(config(vec![renamed("tb", &[])]));
-    assert_eq!(summary, "1 inputs (1 added, 1 removed, 0 changed)");
+    assert_eq!(summary, "1 input (1 added, 1 removed, 0 changed)");
     append(&a, b"a2\n");
     e.touch(&a);
     while e.read_pass(&mut sink, 1, Instant::now()) {}
@@ -282,7 +282,7 @@ async fn a_renamed_input_keeps_its_files_and_a_new_exclude_lets_one_go() {
         "read at once by the renamed input"
     );
     let summary = e.reconfigure(config(vec![renamed("tb", &["a.log".to_string()])]));
-    assert_eq!(summary, "1 inputs (0 added, 0 removed, 1 changed)");
+    assert_eq!(summary, "1 input (0 added, 0 removed, 1 changed)");
     append(&a, b"a3\n");
     assert_eq!(
         cycle(&mut e, &mut sink),
