@@ -163,6 +163,28 @@ impl Drop for Connection {
     }
 }
 
+/// Broker addresses that answered ApiVersions in this process (as many as the cluster has brokers,
+/// and the bootstrap addresses).
+static ANSWERED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// The most addresses remembered; past it, the hint may come back for a new one.
+const ANSWERED_MAX: usize = 1024;
+
+fn answered_before(addr: &str) -> bool {
+    ANSWERED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|a| a == addr)
+}
+
+fn note_answered(addr: &str) {
+    let mut a = ANSWERED.lock().unwrap_or_else(|e| e.into_inner());
+    if a.len() < ANSWERED_MAX && !a.iter().any(|x| x == addr) {
+        a.push(addr.to_string());
+    }
+}
+
 impl Connection {
     /// Connects to `addr` through `transport` and negotiates API versions, all before `until`.
     pub async fn connect(
@@ -174,10 +196,14 @@ impl Connection {
         let io = transport.connect(addr, until).await?;
         let mut conn = Connection::over(io, addr, opts);
         conn.versions = match conn.negotiate_versions(until).await {
-            // Closed before the first answer: often a listener that wants TLS or SASL.
-            Err(ConnError::Closed { addr }) => return Err(ConnError::ClosedEarly { addr }),
+            // Closed before the first answer: often a listener that wants TLS or SASL, unless this
+            // address answered before (t17: a proxy cut off in an outage was blamed on TLS/SASL).
+            Err(ConnError::Closed { addr }) if !answered_before(&addr) => {
+                return Err(ConnError::ClosedEarly { addr })
+            }
             r => r?,
         };
+        note_answered(addr);
         if let Some(s) = conn.sasl.clone() {
             let mut w = conn.shared.writer.lock().await;
             let next = conn.authenticate_locked(&mut w, &s, until).await?;

@@ -255,3 +255,21 @@ async fn a_listener_that_closes_at_the_first_request_after_api_versions_says_sas
     assert!(matches!(e, ConnError::ClosedAfterVersions { .. }), "{e}");
     assert!(e.to_string().contains("a SASL listener?"), "{e}");
 }
+
+/// A broker that answered before and now closes connections before answering (a proxy cut off, a
+/// broker restarting) is not asked whether it wants TLS or SASL (t17: said in 3 outages of 5).
+#[tokio::test]
+async fn a_close_before_the_first_answer_from_a_broker_that_answered_before_is_no_tls_hint() {
+    let broker = FakeBroker::new(1);
+    let t = broker.transport();
+    let first = connected(&t, &broker).await;
+    drop(first);
+    broker.misbehave(Misbehave::DropOn(ApiKey::ApiVersions));
+    let until = Instant::now() + Duration::from_secs(5);
+    let e = match Connection::connect(&t, &broker.addr(1), &opts(), until).await {
+        Err(e) => e,
+        Ok(_) => panic!("connected"),
+    };
+    assert!(matches!(e, ConnError::Closed { .. }), "{e}");
+    assert!(!e.to_string().contains("TLS or SASL"), "{e}");
+}
