@@ -112,6 +112,30 @@ fn secret_key_at(text: &str, at: usize) -> Option<&str> {
     key.contains("password").then_some(key)
 }
 
+/// Whether a parse error's `message` may show the value on the line holding byte `at`: serde's
+/// type errors quote it, and any message holding a piece of it is taken to.
+fn quotes_value(message: &str, text: &str, at: usize) -> bool {
+    if ["invalid type", "invalid value", "invalid length"]
+        .iter()
+        .any(|p| message.starts_with(p))
+    {
+        return true;
+    }
+    let at = at.min(text.len());
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next().unwrap_or("");
+    let value = line
+        .split_once('=')
+        .map_or("", |(_, v)| v)
+        .trim()
+        .trim_matches(|c| c == '"' || c == '\'');
+    // Any three characters of it in the message: shown.
+    let v: Vec<char> = value.chars().collect();
+    v.windows(3)
+        .any(|w| message.contains(&w.iter().collect::<String>()))
+        || (!value.is_empty() && v.len() < 3 && message.contains(value))
+}
+
 /// serde's "unknown field `x`, expected one of `a`, `b`..." with the closest key put first, when one
 /// is close (a typo: at most two edits, or one for short names), as clap does for flags.
 fn did_you_mean(message: &str) -> String {
@@ -365,6 +389,12 @@ impl Reader<'_> {
             let span = e.span().unwrap_or(0..0);
             match secret_key_at(self.text, span.start) {
                 // serde's message quotes the value ("invalid type: integer `1234`"): not a password.
+                // A syntax error (a bad escape, an unclosed string, a key given twice) says what is
+                // wrong without it (t17 F9: all were "must be a string in quotes").
+                Some(key) if !quotes_value(e.message(), self.text, span.start) => self.err(
+                    span,
+                    format!("{key}: {} (its value is not shown)", e.message().trim()),
+                ),
                 Some(key) => self.err(
                     span,
                     format!("{key} must be a string in quotes (its value is not shown)"),

@@ -153,6 +153,19 @@ fn a_password_of_the_wrong_type_is_not_quoted_in_the_error() {
 }
 
 #[test]
+fn a_password_with_a_bad_escape_says_so_without_its_value() {
+    let e = error(
+        "pw-escape",
+        "brokers = [\"a:1\"]\nsasl_username = \"u\"\nsasl_password = \"Sup3r\\qSecret\"\n[[input]]\npaths = [\"/x\"]\ntopic = \"t\"\n",
+    );
+    assert!(
+        e.contains(":3:") && e.contains("sasl_password: missing escaped value"),
+        "{e}"
+    );
+    assert!(!e.contains("Sup3r") && !e.contains("Secret"), "{e}");
+}
+
+#[test]
 fn a_bad_regex_is_an_error_on_its_line() {
     let e = error(
         "regex",
