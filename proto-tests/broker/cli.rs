@@ -598,7 +598,7 @@ fn consume_into_a_full_device_says_standard_output_is_what_failed() {
 /// records queued meanwhile failed with "not written ... no available leader" at the timeout.
 #[test]
 fn offsets_printed_to_a_pipe_read_late_cost_no_record() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let Some(b) = broker() else { return };
     let t = topic("late-reader");
     let n = 200_000;
@@ -624,22 +624,10 @@ fn offsets_printed_to_a_pipe_read_late_cost_no_record() {
     });
     // Nobody reads the offsets for twice the timeout.
     std::thread::sleep(Duration::from_secs(6));
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let done = child.wait_with_output().unwrap();
     feeder.join().unwrap();
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (status, out) = (done.status, String::from_utf8_lossy(&done.stdout));
+    let err = String::from_utf8_lossy(&done.stderr);
     assert!(status.success(), "{err}");
     assert_eq!(out.lines().count(), n, "{err}");
     assert!(

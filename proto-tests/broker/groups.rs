@@ -534,34 +534,21 @@ fn a_member_reads_partitions_added_to_its_topic() {
 /// be at its end: exit 0 after 142,508 of 400,000 records.
 #[test]
 fn a_group_reader_whose_output_is_read_late_prints_everything_once() {
-    use std::io::Read;
     let Some(b) = broker() else { return };
     let t = topic("late-group");
     let g = topic("late-group-g");
     let n = 300_000;
     shipper_ok(&b, &["produce", &t], &numbered(0, n));
-    let mut child = Command::new(shipper_bin())
+    let child = Command::new(shipper_bin())
         .args(["-b", &b, "consume", &t, "-G", &g, "--from-beginning", "-e"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(16));
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let done = child.wait_with_output().unwrap();
+    let (status, out) = (done.status, String::from_utf8_lossy(&done.stdout));
+    let err = String::from_utf8_lossy(&done.stderr);
     assert!(status.success(), "{err}");
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for l in out.lines() {
