@@ -1,7 +1,7 @@
 //! `shipper consume TOPIC...`: print topics' records, like `kcat -C` or kafka-console-consumer; with
 //! `-G GROUP`, as a member of a consumer group, like `kcat -G`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +12,8 @@ use crate::cli::{CommitMode, Common, ConsumeArgs, Isolation};
 use crate::cluster::Cluster;
 use crate::consumer::{Consumer, FetchConfig, Fetched, StartOffset};
 use crate::escape::Esc;
-use crate::fastcopy::OutBuf;
 use crate::group::{offsets, Assignment, Event, GroupConfig, Member, Offsets};
+use crate::output::behind::Behind;
 use crate::output::Format;
 use crate::settings::{usage, KafkaSettings};
 
@@ -65,7 +65,9 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
         max_decompressed: cfg.max_decompressed_bytes,
         consumer: Consumer::new(cluster.clone(), cfg),
         cluster: cluster.clone(),
-        out: OutBuf::with_capacity(1 << 20, crate::output::stdout()),
+        out: Behind::stdout()?,
+        text: Text(Vec::with_capacity(TEXT_CHUNK)),
+        printed: VecDeque::new(),
         format,
         start,
         count: 0,
@@ -106,13 +108,22 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
 struct Reader {
     consumer: Consumer,
     cluster: Arc<Cluster>,
-    out: OutBuf<crate::output::Stdout>,
+    /// Standard output, written by a thread of its own: a reader that stops reading (a pager, a
+    /// pipe into a busy program) holds up the fetching, never the event loop, so the group's
+    /// heartbeats go on (written from the loop, a stdout blocked for longer than the session got the
+    /// member fenced and its partitions handed to another).
+    out: Behind,
+    /// Records formatted and not handed to `out` yet.
+    text: Text,
+    /// Positions reached once standard output took the bytes up to each mark, oldest first.
+    printed: VecDeque<(u64, Vec<((String, i32), i64)>)>,
     format: Format,
     start: StartOffset,
     max_decompressed: usize,
     count: u64,
     max: u64,
-    /// The next offset to read of every partition read from, as far as records were written out.
+    /// The next offset to read of every partition read from, as far as records were written out
+    /// (taken by standard output, not only queued for it: the positions committed).
     positions: Offsets,
     /// Where partitions given back to the group stood: if one comes back before anyone else read
     /// further, reading goes on from here (never printing a record twice, even when a commit failed).
@@ -149,6 +160,7 @@ impl Reader {
             if self.committing.as_ref().is_some_and(|h| h.is_finished()) {
                 self.settle_commit().await;
             }
+            self.note_written();
             if self.commit == Some(CommitMode::Async)
                 && last_commit.elapsed() >= interval
                 && self.committing.is_none()
@@ -157,6 +169,17 @@ impl Reader {
                     self.committing = m.commit_later(self.positions.clone());
                 }
                 last_commit = Instant::now();
+            }
+            if self.out.is_full() {
+                // Standard output is behind: no fetching until it takes some, while group events
+                // and commits go on (looked at again within the heartbeat's reach).
+                tokio::select! {
+                    _ = self.out.room() => {}
+                    _ = &mut stop => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                last_record = Instant::now();
+                continue;
             }
             let idle_deadline = idle_limit.map(|d| last_record + d);
             let fetched = tokio::select! {
@@ -168,15 +191,16 @@ impl Reader {
             if fetched.iter().any(|f| !f.records.is_empty()) {
                 last_record = Instant::now();
                 if self.commit == Some(CommitMode::Sync) {
+                    self.drain().await?;
                     self.commit_all(true).await;
                 }
             }
         }
     }
 
-    /// Writes the records out, noting how far each partition got once they are flushed to stdout:
-    /// a record still in the buffer when stdout fails (`| head` gone) is not written, and a position
-    /// past it would be committed and skip it for the group.
+    /// Formats the records and hands them to standard output's thread, noting how far each
+    /// partition gets once the thread wrote them: a record still queued when stdout fails (`| head`
+    /// gone) is not written, and a position past it would be committed and skip it for the group.
     fn write(&mut self, fetched: &[Fetched]) -> anyhow::Result<()> {
         let mut scratch = Vec::new();
         let mut moved = Vec::new();
@@ -184,13 +208,25 @@ impl Reader {
             let topic = self.consumer.topic_name(f.topic).to_string();
             let mut write_err = None;
             let mut last = None;
-            let (count, max, format, out) =
-                (&mut self.count, self.max, &self.format, &mut self.out);
+            let (count, max, format, text, out) = (
+                &mut self.count,
+                self.max,
+                &self.format,
+                &mut self.text,
+                &self.out,
+            );
             let res = f.for_each_record(&mut scratch, self.max_decompressed, |r| {
                 if *count >= max || write_err.is_some() {
                     return;
                 }
-                match format.write(out, &topic, f.partition, r) {
+                // Handed over in chunks, so that a large fetch is not all formatted first.
+                let written = format.write(text, &topic, f.partition, r).and_then(|()| {
+                    if text.0.len() >= TEXT_CHUNK {
+                        out.give(&mut text.0)?;
+                    }
+                    Ok(())
+                });
+                match written {
                     Ok(()) => last = Some(r.offset + 1),
                     Err(e) => write_err = Some(e),
                 }
@@ -214,9 +250,37 @@ impl Reader {
                 moved.push(((topic, f.partition), p));
             }
         }
-        self.out.flush()?;
-        self.positions.extend(moved);
+        self.out.give(&mut self.text.0)?;
+        if !moved.is_empty() {
+            self.printed.push_back((self.out.taken(), moved));
+        }
+        self.note_written();
         Ok(())
+    }
+
+    /// Moves the positions of what standard output took so far into `positions`.
+    fn note_written(&mut self) {
+        let written = self.out.written();
+        while self
+            .printed
+            .front()
+            .is_some_and(|(mark, _)| *mark <= written)
+        {
+            if let Some((_, moved)) = self.printed.pop_front() {
+                self.positions.extend(moved);
+            }
+        }
+    }
+
+    /// Waits until standard output took everything printed (a write that failed is returned),
+    /// or a signal: then `positions` is as far as it got.
+    async fn drain(&mut self) -> std::io::Result<()> {
+        tokio::select! {
+            _ = self.out.drained() => {}
+            _ = crate::tasks::stop_signal() => {}
+        }
+        self.note_written();
+        self.out.give(&mut self.text.0)
     }
 
     /// A membership event: partitions to start reading, or to give back.
@@ -226,7 +290,7 @@ impl Reader {
             Some(Err(e)) => Err(e.into()),
             Some(Ok(Event::Assigned(a))) => self.take(&a).await,
             Some(Ok(Event::Revoke { parts, lost, done })) => {
-                self.out.flush()?;
+                self.drain().await?;
                 if let Some(m) = &self.member {
                     crate::log::info(format_args!(
                         "group '{}': giving back {}{}",
@@ -359,7 +423,7 @@ impl Reader {
         result: anyhow::Result<()>,
         topics: &[String],
     ) -> anyhow::Result<i32> {
-        self.out.flush()?;
+        self.drain().await?;
         if result.is_ok() {
             self.commit_all(true).await;
         } else if self.member.is_some() && self.commit.is_some() {
@@ -395,6 +459,28 @@ impl Reader {
                 .join(", ")
         ));
         Ok(0)
+    }
+}
+
+/// Bytes of formatted records handed to standard output's thread at a time.
+const TEXT_CHUNK: usize = 256 * 1024;
+
+/// Records formatted for standard output, copied in with the short-copy path.
+struct Text(Vec<u8>);
+
+impl Write for Text {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        crate::fastcopy::extend(&mut self.0, b);
+        Ok(b.len())
+    }
+
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        crate::fastcopy::extend(&mut self.0, b);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

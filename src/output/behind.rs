@@ -36,6 +36,10 @@ struct State {
     error: Option<io::Error>,
     /// The error was handed to the caller already.
     told: bool,
+    /// Bytes taken since the start (written or queued).
+    taken: u64,
+    /// Bytes standard output took since the start.
+    written: u64,
 }
 
 impl Shared {
@@ -72,9 +76,58 @@ impl Behind {
         }
         if st.error.is_none() {
             st.queue.extend_from_slice(text);
+            st.taken += text.len() as u64;
             self.shared.wake.notify_one();
         }
         Ok(())
+    }
+
+    /// As [`Behind::write`], taking the text out of `text` (left empty): when nothing is queued,
+    /// the buffers trade places and nothing is copied.
+    pub fn give(&self, text: &mut Vec<u8>) -> io::Result<()> {
+        let mut st = self.shared.lock();
+        if let Some(e) = take_error(&mut st) {
+            text.clear();
+            return Err(e);
+        }
+        if st.error.is_none() && !text.is_empty() {
+            st.taken += text.len() as u64;
+            if st.queue.is_empty() {
+                std::mem::swap(&mut st.queue, text);
+            } else {
+                st.queue.extend_from_slice(text);
+            }
+            self.shared.wake.notify_one();
+        }
+        text.clear();
+        Ok(())
+    }
+
+    /// Bytes taken so far by [`Behind::write`] and [`Behind::give`]: the mark that
+    /// [`Behind::written`] reaches once they are all written.
+    pub fn taken(&self) -> u64 {
+        self.shared.lock().taken
+    }
+
+    /// Bytes standard output took so far.
+    pub fn written(&self) -> u64 {
+        self.shared.lock().written
+    }
+
+    /// Waits until everything taken is written, or writing failed.
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.shared.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let st = self.shared.lock();
+                if st.error.is_some() || st.written >= st.taken {
+                    return;
+                }
+            }
+            notified.await;
+        }
     }
 
     /// Whether more than [`HIGH_WATER`] bytes wait to be written.
@@ -156,6 +209,7 @@ fn write_loop(shared: &Shared, out: &mut impl Write) {
             shared.room.notify_waiters();
             return;
         }
+        shared.lock().written += batch.len() as u64;
         shared.room.notify_waiters();
     }
 }
@@ -236,6 +290,32 @@ mod tests {
             got.lock().unwrap().len(),
             6 + chunk.len() * (HIGH_WATER / chunk.len() + 1)
         );
+    }
+
+    #[tokio::test]
+    async fn written_reaches_the_mark_of_what_was_given_only_once_the_reader_took_it() {
+        let (b, go, got) = behind_gate();
+        let mut text = b"one\n".to_vec();
+        b.give(&mut text).unwrap();
+        assert!(text.is_empty());
+        text.extend_from_slice(b"two\n");
+        b.give(&mut text).unwrap();
+        let mark = b.taken();
+        assert_eq!(mark, 8);
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), b.drained()).await;
+        assert!(
+            waiting.is_err(),
+            "not drained while the reader reads nothing"
+        );
+        assert!(b.written() < mark);
+        go.send(true).unwrap();
+        go.send(true).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), b.drained())
+            .await
+            .expect("drained once the reader read");
+        assert_eq!(b.written(), mark);
+        b.finish().unwrap();
+        assert_eq!(&got.lock().unwrap()[..], b"one\ntwo\n");
     }
 
     #[test]
