@@ -116,7 +116,7 @@ struct Reader {
     /// Records formatted and not handed to `out` yet.
     text: Text,
     /// Positions reached once standard output took the bytes up to each mark, oldest first.
-    printed: VecDeque<(u64, Vec<((String, i32), i64)>)>,
+    printed: VecDeque<(u64, Moved)>,
     format: Format,
     start: StartOffset,
     max_decompressed: usize,
@@ -461,6 +461,9 @@ impl Reader {
         Ok(0)
     }
 }
+
+/// Partitions and the positions their records written out reach.
+type Moved = Vec<((String, i32), i64)>;
 
 /// Bytes of formatted records handed to standard output's thread at a time.
 const TEXT_CHUNK: usize = 256 * 1024;
