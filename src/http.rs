@@ -2,7 +2,94 @@
 //! a query string decoded, one answer written. No keep-alive, no request bodies: every connection is
 //! one request, so a slow or hostile client holds at most one small buffer for a bounded time.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The connections a server serves at once. With every slot taken, a new connection takes the slot
+/// of the oldest one that has not sent its request yet, so sockets opened and left silent cannot
+/// keep real requests out (t17 F4: 32 of them left the metrics server's scrapes and probes without
+/// an answer, a healthy agent looking dead); when every slot serves a request, it is turned away.
+pub struct Slots {
+    free: Arc<tokio::sync::Semaphore>,
+    conns: VecDeque<Conn>,
+}
+
+/// A connection being served, as the accept loop knows it.
+struct Conn {
+    task: tokio::task::AbortHandle,
+    reading: Arc<AtomicBool>,
+}
+
+/// Told by a connection's task once its request is read: from then on it keeps its slot.
+#[derive(Clone)]
+pub struct Reading(Arc<AtomicBool>);
+
+impl Reading {
+    /// The request is read.
+    pub fn done(&self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+impl Slots {
+    /// `n` slots.
+    pub fn new(n: usize) -> Slots {
+        Slots {
+            free: Arc::new(tokio::sync::Semaphore::new(n)),
+            conns: VecDeque::new(),
+        }
+    }
+
+    /// Serves the new connection `s` with `serve` in a task of its own, holding a slot until it
+    /// ends; `s` is given back when every slot serves a request (answer it [`BUSY`]).
+    pub async fn admit<S, F, Fut>(&mut self, s: S, serve: F) -> Result<(), S>
+    where
+        F: FnOnce(S, Reading) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.conns.retain(|c| !c.task.is_finished());
+        let permit = match self.free.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let oldest = self
+                    .conns
+                    .iter()
+                    .position(|c| c.reading.load(Ordering::Relaxed));
+                if let Some(c) = oldest.and_then(|i| self.conns.remove(i)) {
+                    c.task.abort();
+                }
+                let freed = tokio::time::timeout(
+                    Duration::from_millis(100),
+                    self.free.clone().acquire_owned(),
+                )
+                .await;
+                match freed {
+                    Ok(Ok(p)) => p,
+                    _ => return Err(s),
+                }
+            }
+        };
+        let reading = Arc::new(AtomicBool::new(true));
+        let fut = serve(s, Reading(Arc::clone(&reading)));
+        let task = tokio::spawn(async move {
+            fut.await;
+            drop(permit);
+        });
+        self.conns.push_back(Conn {
+            task: task.abort_handle(),
+            reading,
+        });
+        Ok(())
+    }
+}
+
+/// The answer when every slot serves a request, written without waiting (`try_write`).
+pub const BUSY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\n\r\nbusy\n";
 
 /// The largest request head accepted.
 pub const MAX_HEAD: usize = 8192;
@@ -150,6 +237,72 @@ pub async fn respond<S: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server of `n` slots whose connections answer `ok` to a request, or hold it forever for
+    /// the path `/hold`.
+    async fn slots_server(n: usize) -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let mut slots = Slots::new(n);
+            loop {
+                let (s, _) = listener.accept().await.unwrap();
+                let served = slots
+                    .admit(s, |mut s, reading| async move {
+                        let Ok(Some(req)) = read_request(&mut s).await else {
+                            return;
+                        };
+                        reading.done();
+                        if req.path == "/hold" {
+                            std::future::pending::<()>().await;
+                        }
+                        let _ = respond(&mut s, 200, "text/plain", b"ok\n").await;
+                    })
+                    .await;
+                if let Err(s) = served {
+                    let _ = s.try_write(BUSY);
+                }
+            }
+        });
+        (addr, server)
+    }
+
+    async fn get(addr: &str, path: &str) -> (tokio::net::TcpStream, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut got = vec![0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_millis(500), s.read(&mut got))
+            .await
+            .map_or(0, |r| r.unwrap_or(0));
+        (s, String::from_utf8_lossy(&got[..n]).into_owned())
+    }
+
+    #[tokio::test]
+    async fn silent_connections_give_their_slots_to_requests_and_busy_ones_keep_them() {
+        let (addr, server) = slots_server(4).await;
+        let mut silent = Vec::new();
+        for _ in 0..12 {
+            silent.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..3 {
+            let (_, answer) = get(&addr, "/").await;
+            assert!(answer.ends_with("\r\n\r\nok\n"), "{answer:?}");
+        }
+        // Four requests being served hold every slot: the next connection is turned away.
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(get(&addr, "/hold").await.0);
+        }
+        let (_, answer) = get(&addr, "/").await;
+        assert!(
+            answer.starts_with("HTTP/1.1 503") && answer.ends_with("busy\n"),
+            "{answer:?}"
+        );
+        drop(held);
+        server.abort();
+    }
 
     #[test]
     fn heads_parse_with_decoded_query_and_headers() {

@@ -3,7 +3,6 @@
 //! most 32 connections at once, and closes each after one answer: a scraper, not the internet.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -113,83 +112,44 @@ pub enum Ask {
 /// Connections served at once.
 const CONNECTIONS: usize = 32;
 
-/// A connection being served, as the accept loop knows it.
-struct Conn {
-    task: tokio::task::AbortHandle,
-    /// Still waiting for its request (a scraper sends it at once).
-    reading: Arc<std::sync::atomic::AtomicBool>,
-}
-
 /// Binds `addr` and serves until the returned task is aborted; each request is turned into an [`Ask`].
-/// With every slot taken, a new connection takes the slot of the oldest one that has not sent its
-/// request yet (t17 F4: 32 sockets that sent nothing left scrapes and probes without an answer, a
-/// healthy agent looking dead), or is answered `503 busy`.
+/// Silent connections give way to new ones ([`http::Slots`]); with every slot serving a request, a
+/// new one is answered `503 busy`.
 pub async fn serve(
     addr: &str,
     asks: mpsc::Sender<Ask>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    use std::sync::atomic::{AtomicBool, Ordering};
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS));
     Ok(tokio::spawn(async move {
-        let mut conns: std::collections::VecDeque<Conn> = std::collections::VecDeque::new();
+        let mut slots = http::Slots::new(CONNECTIONS);
         loop {
-            let Ok((mut s, _)) = listener.accept().await else {
+            let Ok((s, _)) = listener.accept().await else {
                 // Out of descriptors, most likely: wait instead of spinning.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
-            conns.retain(|c| !c.task.is_finished());
-            let permit = match slots.clone().try_acquire_owned() {
-                Ok(p) => p,
-                Err(_) => {
-                    if let Some(i) = conns.iter().position(|c| c.reading.load(Ordering::Relaxed)) {
-                        if let Some(c) = conns.remove(i) {
-                            c.task.abort();
-                        }
-                    }
-                    let freed = tokio::time::timeout(
-                        Duration::from_millis(100),
-                        slots.clone().acquire_owned(),
-                    )
-                    .await;
-                    match freed {
-                        Ok(Ok(p)) => p,
-                        _ => {
-                            let _ = s.try_write(BUSY);
-                            continue;
-                        }
-                    }
-                }
-            };
             let asks = asks.clone();
-            let reading = Arc::new(AtomicBool::new(true));
-            let r = Arc::clone(&reading);
-            let task = tokio::spawn(async move {
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(10), answer(&mut s, asks, &r)).await;
-                drop(permit);
-            });
-            conns.push_back(Conn {
-                task: task.abort_handle(),
-                reading,
-            });
+            let served = slots
+                .admit(s, move |mut s, reading| async move {
+                    let answered = answer(&mut s, asks, &reading);
+                    let _ = tokio::time::timeout(Duration::from_secs(10), answered).await;
+                })
+                .await;
+            if let Err(s) = served {
+                let _ = s.try_write(http::BUSY);
+            }
         }
     }))
 }
 
-/// The answer when every slot is busy serving requests.
-const BUSY: &[u8] =
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\n\r\nbusy\n";
-
 async fn answer(
     s: &mut tokio::net::TcpStream,
     asks: mpsc::Sender<Ask>,
-    reading: &std::sync::atomic::AtomicBool,
+    reading: &http::Reading,
 ) -> std::io::Result<()> {
     let text = "text/plain";
     let req = http::read_request(s).await?;
-    reading.store(false, std::sync::atomic::Ordering::Relaxed);
+    reading.done();
     let Some(req) = req else {
         return http::respond(s, 400, text, b"bad request\n").await;
     };

@@ -4,8 +4,9 @@
 //!
 //! Safe by default: only the topics named on the command line can be read; a token, when set, is
 //! required on every request (header `Authorization: Bearer T` or `?token=T`); values reach the page
-//! as JSON strings that it only ever puts in text nodes. Bounded: at most 64 connections and 32 live
-//! views at once, one request per connection, a request head of 8 KiB read within 10 s.
+//! as JSON strings that it only ever puts in text nodes. Bounded: at most 64 connections (a silent
+//! one gives way to a new one) and 32 live views at once, one request per connection, a request
+//! head of 8 KiB read within 10 s.
 
 mod hub;
 pub mod row;
@@ -56,6 +57,9 @@ struct Server {
     api: Arc<tokio::sync::Semaphore>,
 }
 
+/// Connections served at once; silent ones give way to new ones ([`http::Slots`]).
+const CONNECTIONS: usize = 64;
+
 /// Serves on `listener` until the future is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, cluster: Arc<Cluster>, cfg: WebConfig) {
     let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
@@ -67,22 +71,22 @@ pub async fn serve(listener: tokio::net::TcpListener, cluster: Arc<Cluster>, cfg
         views: Arc::new(tokio::sync::Semaphore::new(32)),
         api: Arc::new(tokio::sync::Semaphore::new(API_AT_ONCE)),
     });
-    let slots = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut slots = http::Slots::new(CONNECTIONS);
     loop {
-        let Ok((mut s, _)) = listener.accept().await else {
+        let Ok((s, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            let _ = http::respond(&mut s, 503, "text/plain", b"too many connections\n").await;
-            continue;
-        };
         let server = server.clone();
-        tokio::spawn(async move {
-            let _ = s.set_nodelay(true);
-            let _ = server.answer(&mut s).await;
-            drop(permit);
-        });
+        let served = slots
+            .admit(s, move |mut s, reading| async move {
+                let _ = s.set_nodelay(true);
+                let _ = server.answer(&mut s, &reading).await;
+            })
+            .await;
+        if let Err(s) = served {
+            let _ = s.try_write(http::BUSY);
+        }
     }
 }
 
@@ -126,11 +130,12 @@ impl Server {
         constant_time_eq(given.as_bytes(), token.expose().as_bytes())
     }
 
-    async fn answer(&self, s: &mut TcpStream) -> std::io::Result<()> {
+    async fn answer(&self, s: &mut TcpStream, reading: &http::Reading) -> std::io::Result<()> {
         let req = match tokio::time::timeout(Duration::from_secs(10), http::read_request(s)).await {
             Ok(Ok(Some(r))) => r,
             _ => return http::respond(s, 400, "text/plain", b"bad request\n").await,
         };
+        reading.done();
         if req.method != "GET" {
             return http::respond(s, 405, "text/plain", b"only GET\n").await;
         }
