@@ -1202,7 +1202,8 @@ fn consume_e_ends_at_the_end_of_a_topic_created_again() {
     let Some(b) = cluster() else { return };
     let t = topic("recreated-e");
     create_topic(&b, &t, 1, 3, &[]);
-    let old: Vec<u8> = (0..20_000)
+    // 20 MB: far more than the pipe and the 1 MiB the consumer queues for its stdout.
+    let old: Vec<u8> = (0..200_000)
         .flat_map(|i| format!("old-{i:0>95}\n").into_bytes())
         .collect();
     shipper_ok(&b, &["produce", &t], &old);
