@@ -741,11 +741,16 @@ fn report(deliveries: &mut Vec<Delivery>, tally: &mut Tally, printer: &mut Optio
                     false => "not written",
                 };
                 if tally.errors_shown < 5 {
-                    crate::log::error(format_args!(
-                        "{n} records (lines {}..{}) {what}: {e}",
-                        d.tokens.first().unwrap_or(&0),
-                        d.tokens.last().unwrap_or(&0)
-                    ));
+                    let (first, last) = (d.tokens.first(), d.tokens.last());
+                    let which = match n {
+                        1 => format!("1 record (line {})", first.unwrap_or(&0)),
+                        _ => format!(
+                            "{n} records (lines {}..{})",
+                            first.unwrap_or(&0),
+                            last.unwrap_or(&0)
+                        ),
+                    };
+                    crate::log::error(format_args!("{which} {what}: {e}"));
                 } else if tally.errors_shown == 5 {
                     crate::log::error(format_args!(
                         "more records failed; their lines are listed at the end"
