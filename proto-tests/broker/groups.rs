@@ -562,3 +562,79 @@ fn a_group_reader_whose_output_is_read_late_prints_everything_once() {
         "the membership held while stdout was blocked: {err}"
     );
 }
+
+/// `consume -G` stopped (Ctrl-C twice) while its stdout is blocked: it exits at once, says how much
+/// its stdout did not take, and commits only what stdout took, so the group's next reader starts
+/// within what was printed: no record is skipped.
+#[test]
+fn a_group_reader_stopped_with_its_stdout_blocked_commits_only_what_was_printed() {
+    use std::io::{BufRead, BufReader, Read};
+    let Some(b) = broker() else { return };
+    let t = topic("blocked-stop");
+    let g = topic("blocked-stop-g");
+    let n = 300_000;
+    shipper_ok(&b, &["produce", &t], &numbered(0, n));
+    let mut child = Command::new(shipper_bin())
+        .args(["-b", &b, "consume", &t, "-G", &g, "--from-beginning"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = Vec::new();
+    for _ in 0..1000 {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        first.push(l.trim_end().to_string());
+    }
+    // Its stdout is not read any more: it stops within what it queued.
+    std::thread::sleep(Duration::from_secs(3));
+    let kill = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    kill("-INT");
+    std::thread::sleep(Duration::from_secs(1));
+    kill("-INT");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running 20 s after the second signal, its stdout blocked");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("did not take the last"), "{err}");
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    first.extend(rest.lines().map(str::to_string));
+    assert!(first.len() < n, "it stopped early: {} lines", first.len());
+    // The group's next reader goes on from the commit: together, every line, none skipped.
+    let next = shipper_ok(&b, &["consume", &t, "-G", &g, "-e"], b"");
+    let next = String::from_utf8_lossy(&next);
+    let seen: BTreeSet<&str> = first
+        .iter()
+        .map(String::as_str)
+        .chain(next.lines())
+        .collect();
+    assert_eq!(seen.len(), n, "a record was skipped: {err}");
+    let resumed = next.lines().next().unwrap_or_default();
+    assert!(
+        first.iter().any(|l| l == resumed),
+        "the next reader starts within what was printed ({resumed})"
+    );
+}

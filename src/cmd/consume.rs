@@ -208,21 +208,25 @@ impl Reader {
             let topic = self.consumer.topic_name(f.topic).to_string();
             let mut write_err = None;
             let mut last = None;
-            let (count, max, format, text, out) = (
+            let (count, max, format, text, out, printed) = (
                 &mut self.count,
                 self.max,
                 &self.format,
                 &mut self.text,
                 &self.out,
+                &mut self.printed,
             );
             let res = f.for_each_record(&mut scratch, self.max_decompressed, |r| {
                 if *count >= max || write_err.is_some() {
                     return;
                 }
-                // Handed over in chunks, so that a large fetch is not all formatted first.
+                // Handed over in chunks, so that a large fetch is not all formatted first, each
+                // with the position its records reach: committed once stdout took the chunk.
                 let written = format.write(text, &topic, f.partition, r).and_then(|()| {
                     if text.0.len() >= TEXT_CHUNK {
                         out.give(&mut text.0)?;
+                        let reached = vec![((topic.clone(), f.partition), r.offset + 1)];
+                        printed.push_back((out.taken(), reached));
                     }
                     Ok(())
                 });
@@ -424,6 +428,18 @@ impl Reader {
         topics: &[String],
     ) -> anyhow::Result<i32> {
         self.drain().await?;
+        let unwritten = self.out.taken().saturating_sub(self.out.written());
+        if result.is_ok() && unwritten > 0 {
+            // A second signal ended the wait for a stdout that takes nothing.
+            crate::log::warn(format_args!(
+                "standard output did not take the last {unwritten} bytes of records: not printed{}",
+                if self.member.is_some() && self.commit.is_some() {
+                    ", and not committed"
+                } else {
+                    ""
+                }
+            ));
+        }
         if result.is_ok() {
             self.commit_all(true).await;
         } else if self.member.is_some() && self.commit.is_some() {
@@ -466,7 +482,7 @@ impl Reader {
 type Moved = Vec<((String, i32), i64)>;
 
 /// Bytes of formatted records handed to standard output's thread at a time.
-const TEXT_CHUNK: usize = 256 * 1024;
+const TEXT_CHUNK: usize = 64 * 1024;
 
 /// Records formatted for standard output, copied in with the short-copy path.
 struct Text(Vec<u8>);

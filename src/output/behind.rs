@@ -201,7 +201,7 @@ fn write_loop(shared: &Shared, out: &mut impl Write) {
             std::mem::swap(&mut batch, &mut st.queue);
         }
         shared.room.notify_waiters();
-        if let Err(e) = out.write_all(&batch).and_then(|()| out.flush()) {
+        if let Err(e) = write_counted(shared, out, &batch).and_then(|()| out.flush()) {
             let mut st = shared.lock();
             st.error = Some(e);
             st.queue = Vec::new();
@@ -209,9 +209,25 @@ fn write_loop(shared: &Shared, out: &mut impl Write) {
             shared.room.notify_waiters();
             return;
         }
-        shared.lock().written += batch.len() as u64;
-        shared.room.notify_waiters();
     }
+}
+
+/// Writes all of `batch`, counting each part standard output takes as written (a pipe takes 64 KiB
+/// at a time): what is committed as printed follows what really was.
+fn write_counted(shared: &Shared, out: &mut impl Write, mut batch: &[u8]) -> io::Result<()> {
+    while !batch.is_empty() {
+        match out.write(batch) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                shared.lock().written += n as u64;
+                shared.room.notify_waiters();
+                batch = &batch[n..];
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -316,6 +332,55 @@ mod tests {
         assert_eq!(b.written(), mark);
         b.finish().unwrap();
         assert_eq!(&got.lock().unwrap()[..], b"one\ntwo\n");
+    }
+
+    /// Takes two bytes per write, each when told to.
+    struct Drip(mpsc::Receiver<()>);
+
+    impl Write for Drip {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0
+                .recv()
+                .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
+            Ok(buf.len().min(2))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn each_part_a_pipe_takes_counts_as_written() {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            room: tokio::sync::Notify::new(),
+        });
+        let (go, rx) = mpsc::channel();
+        let s = Arc::clone(&shared);
+        let thread = std::thread::spawn(move || write_loop(&s, &mut Drip(rx)));
+        let b = Behind {
+            shared,
+            thread: Some(thread),
+        };
+        b.write(b"abcdef").unwrap();
+        go.send(()).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while b.written() < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(
+            b.written(),
+            2,
+            "the first part counts before the rest is taken"
+        );
+        go.send(()).unwrap();
+        go.send(()).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), b.drained())
+            .await
+            .expect("drained");
+        assert_eq!(b.written(), 6);
+        b.finish().unwrap();
     }
 
     #[test]
