@@ -638,3 +638,87 @@ fn a_group_reader_stopped_with_its_stdout_blocked_commits_only_what_was_printed(
         "the next reader starts within what was printed ({resumed})"
     );
 }
+
+/// A member whose stdout is blocked (a pager) while a second member joins: it keeps its membership
+/// (heartbeats go on), gives back partitions at once, and drops what it queued for them unprinted,
+/// so the second member prints those. t18 F1: the blocked member was fenced, then printed every
+/// record it had fetched of partitions it no longer owned (504,344 of 600,000 printed twice).
+/// The one chunk of output being written when a partition goes may be printed twice (kcat printed
+/// 10,093 twice in the same scenario).
+#[test]
+fn a_member_whose_stdout_is_blocked_gives_partitions_back_without_printing_them_twice() {
+    use std::io::Read;
+    let Some(b) = broker() else { return };
+    let t = topic("blocked-share");
+    create_topic(&b, &t, 6, 1, &[]);
+    let n = 300_000;
+    shipper_ok(
+        &b,
+        &[
+            "produce",
+            &t,
+            "--partitioner",
+            "random",
+            "--compression",
+            "lz4",
+        ],
+        &numbered(0, n),
+    );
+    for protocol in ["classic", "consumer"] {
+        let g = topic(&format!("blocked-share-{protocol}"));
+        let args = [
+            "-b",
+            &b,
+            "consume",
+            &t,
+            "-G",
+            &g,
+            "--group-protocol",
+            protocol,
+            "-o",
+            "beginning",
+            "-e",
+        ];
+        let mut slow = Command::new(shipper_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        let fast = Command::new(shipper_bin()).args(args).output().unwrap();
+        let fast_err = String::from_utf8_lossy(&fast.stderr);
+        assert!(fast.status.success(), "{fast_err}");
+        // Only now is the slow member's stdout read.
+        let mut slow_out = Vec::new();
+        slow.stdout
+            .take()
+            .unwrap()
+            .read_to_end(&mut slow_out)
+            .unwrap();
+        let slow = slow.wait_with_output().unwrap();
+        let slow_err = String::from_utf8_lossy(&slow.stderr);
+        assert!(slow.status.success(), "{slow_err}");
+        // With -e each member ends at the end of what it had: partitions the group moved to the
+        // slow one while it was stopping are left to the group's next reader, from their commits.
+        let rest = shipper_ok(&b, &["consume", &t, "-G", &g, "-e"], b"");
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for l in String::from_utf8_lossy(&slow_out)
+            .lines()
+            .chain(String::from_utf8_lossy(&fast.stdout).lines())
+            .chain(String::from_utf8_lossy(&rest).lines())
+        {
+            *seen.entry(l.to_string()).or_default() += 1;
+        }
+        assert_eq!(seen.len(), n, "{protocol}: slow {slow_err} fast {fast_err}");
+        let twice = seen.values().filter(|c| **c > 1).count();
+        assert!(
+            twice <= 10_000,
+            "{protocol}: {twice} records printed by both members: slow {slow_err} fast {fast_err}"
+        );
+        assert!(
+            !slow_err.contains("rejoining"),
+            "{protocol}: the slow member kept its membership: {slow_err}"
+        );
+    }
+}

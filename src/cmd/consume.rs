@@ -1,7 +1,7 @@
 //! `shipper consume TOPIC...`: print topics' records, like `kcat -C` or kafka-console-consumer; with
 //! `-G GROUP`, as a member of a consumer group, like `kcat -G`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,7 +67,6 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
         cluster: cluster.clone(),
         out: Behind::stdout()?,
         text: Text(Vec::with_capacity(TEXT_CHUNK)),
-        printed: VecDeque::new(),
         format,
         start,
         count: 0,
@@ -112,11 +111,10 @@ struct Reader {
     /// pipe into a busy program) holds up the fetching, never the event loop, so the group's
     /// heartbeats go on (written from the loop, a stdout blocked for longer than the session got the
     /// member fenced and its partitions handed to another).
-    out: Behind,
+    /// Each chunk of text is tagged with the partition and the position its records reach.
+    out: Behind<Reached>,
     /// Records formatted and not handed to `out` yet.
     text: Text,
-    /// Positions reached once standard output took the bytes up to each mark, oldest first.
-    printed: VecDeque<(u64, Moved)>,
     format: Format,
     start: StartOffset,
     max_decompressed: usize,
@@ -198,35 +196,36 @@ impl Reader {
         }
     }
 
-    /// Formats the records and hands them to standard output's thread, noting how far each
-    /// partition gets once the thread wrote them: a record still queued when stdout fails (`| head`
-    /// gone) is not written, and a position past it would be committed and skip it for the group.
+    /// Formats the records and hands them to standard output's thread in chunks, each tagged with
+    /// the partition and the position its records reach: the position counts (is committed) once
+    /// the thread wrote all of the chunk. A record still queued when stdout fails (`| head` gone)
+    /// is not written, and a position past it would be committed and skip it for the group.
     fn write(&mut self, fetched: &[Fetched]) -> anyhow::Result<()> {
         let mut scratch = Vec::new();
-        let mut moved = Vec::new();
         for f in fetched {
             let topic = self.consumer.topic_name(f.topic).to_string();
             let mut write_err = None;
             let mut last = None;
-            let (count, max, format, text, out, printed) = (
+            let mut in_chunk = 0;
+            let (count, max, format, text, out) = (
                 &mut self.count,
                 self.max,
                 &self.format,
                 &mut self.text,
                 &self.out,
-                &mut self.printed,
             );
             let res = f.for_each_record(&mut scratch, self.max_decompressed, |r| {
                 if *count >= max || write_err.is_some() {
                     return;
                 }
-                // Handed over in chunks, so that a large fetch is not all formatted first, each
-                // with the position its records reach: committed once stdout took the chunk.
+                // Handed over in chunks, so that a large fetch is not all formatted first.
+                *count += 1;
+                in_chunk += 1;
                 let written = format.write(text, &topic, f.partition, r).and_then(|()| {
                     if text.0.len() >= TEXT_CHUNK {
-                        out.give(&mut text.0)?;
-                        let reached = vec![((topic.clone(), f.partition), r.offset + 1)];
-                        printed.push_back((out.taken(), reached));
+                        let tp = (topic.clone(), f.partition);
+                        out.give(&mut text.0, (tp, r.offset + 1, in_chunk))?;
+                        in_chunk = 0;
                     }
                     Ok(())
                 });
@@ -234,7 +233,6 @@ impl Reader {
                     Ok(()) => last = Some(r.offset + 1),
                     Err(e) => write_err = Some(e),
                 }
-                *count += 1;
             });
             res.map_err(|source| crate::error::Error::Records {
                 topic: topic.clone(),
@@ -250,41 +248,92 @@ impl Reader {
             } else {
                 last
             };
-            if let Some(p) = pos.or(last) {
-                moved.push(((topic, f.partition), p));
+            // The rest of the partition's text (perhaps none: the position still moves, once what
+            // was queued before it is written).
+            if let Some(p) = pos.or(last).or((in_chunk > 0).then_some(-1)) {
+                self.out
+                    .give(&mut self.text.0, ((topic, f.partition), p, in_chunk))?;
             }
-        }
-        self.out.give(&mut self.text.0)?;
-        if !moved.is_empty() {
-            self.printed.push_back((self.out.taken(), moved));
         }
         self.note_written();
         Ok(())
     }
 
-    /// Moves the positions of what standard output took so far into `positions`.
+    /// Moves the positions reached by what standard output took so far into `positions`, for the
+    /// partitions still read (a chunk of one given back may finish after the give-back).
     fn note_written(&mut self) {
-        let written = self.out.written();
-        while self
-            .printed
-            .front()
-            .is_some_and(|(mark, _)| *mark <= written)
-        {
-            if let Some((_, moved)) = self.printed.pop_front() {
-                self.positions.extend(moved);
+        for ((t, p), pos, _) in self.out.take_written() {
+            if pos >= 0 && self.consumer.is_assigned(&t, p) {
+                self.positions.insert((t, p), pos);
             }
         }
     }
 
     /// Waits until standard output took everything printed (a write that failed is returned),
-    /// or a signal: then `positions` is as far as it got.
-    async fn drain(&mut self) -> std::io::Result<()> {
-        tokio::select! {
-            _ = self.out.drained() => {}
-            _ = crate::tasks::stop_signal() => {}
+    /// or a signal: then `positions` is as far as it got. Partitions the group takes back meanwhile
+    /// are given back at once (their output not started is dropped; a member waiting here for a
+    /// blocked stdout would otherwise hold up the group's rebalance until the coordinator dropped
+    /// it, and every record it queued would be printed twice); new ones are not read any more.
+    async fn drain(&mut self) -> anyhow::Result<()> {
+        enum Step {
+            Done,
+            Event(Option<crate::error::Result<Event>>),
+        }
+        let mut stop = std::pin::pin!(crate::tasks::stop_signal());
+        let mut listening = true;
+        loop {
+            let member = self.member.as_mut().filter(|_| listening);
+            let event = async {
+                match member {
+                    Some(m) => m.event().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let step = tokio::select! {
+                _ = self.out.drained() => Step::Done,
+                _ = &mut stop => Step::Done,
+                ev = event => Step::Event(ev),
+            };
+            match step {
+                Step::Done => break,
+                Step::Event(Some(Ok(Event::Assigned(_)))) => {
+                    // Stopping, and the group moved partitions: nothing more is read, so every
+                    // partition goes back to it now, what waits for stdout included (committed up
+                    // to what stdout took), rather than held until stdout takes the rest.
+                    self.let_go(None).await;
+                    self.commit_all(true).await;
+                    if let Some(m) = self.member.take() {
+                        m.leave().await;
+                    }
+                    listening = false;
+                }
+                Step::Event(ev @ Some(Ok(Event::Revoke { .. }))) => self.on_event(ev).await?,
+                // The membership ended: nothing more to give back.
+                Step::Event(_) => listening = false,
+            }
         }
         self.note_written();
-        self.out.give(&mut self.text.0)
+        Ok(self.out.check()?)
+    }
+
+    /// Partitions given back: their text not yet started is dropped (the next reader prints it),
+    /// and the chunk being written is waited for, a second at most (a stdout blocked longer may
+    /// print those records twice, theirs and the next reader's: one chunk at most).
+    async fn let_go(&mut self, parts: Option<&Assignment>) {
+        let mine = |(t, p): &(String, i32)| {
+            parts.is_none_or(|parts| parts.get(t).is_some_and(|ps| ps.contains(p)))
+        };
+        let dropped = self.out.drop_queued(|(tp, _, _)| mine(tp));
+        // Not printed after all: `-c` and the count at the end are of records printed.
+        let records: u64 = dropped.iter().map(|(_, _, n)| n).sum();
+        self.count -= records.min(self.count);
+        if records > 0 {
+            crate::log::debug(format_args!(
+                "{records} records of partitions given back dropped unprinted"
+            ));
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.out.started_written()).await;
+        self.note_written();
     }
 
     /// A membership event: partitions to start reading, or to give back.
@@ -294,7 +343,8 @@ impl Reader {
             Some(Err(e)) => Err(e.into()),
             Some(Ok(Event::Assigned(a))) => self.take(&a).await,
             Some(Ok(Event::Revoke { parts, lost, done })) => {
-                self.drain().await?;
+                self.let_go(Some(&parts)).await;
+                self.out.check()?;
                 if let Some(m) = &self.member {
                     crate::log::info(format_args!(
                         "group '{}': giving back {}{}",
@@ -322,7 +372,14 @@ impl Reader {
                 // Membership lost and nothing left: -e waits for the rejoin's assignment (with
                 // none, every partition "was at its end" and a consumer fenced while its stdout
                 // was blocked exited 0 after 142,508 of 400,000 records).
-                if lost && !self.consumer.has_partitions() {
+                // So does a classic member in every rebalance: it gives back everything, then is
+                // assigned again (it exited, at the end of nothing, and left its share unread).
+                let reassigned = lost
+                    || self
+                        .member
+                        .as_ref()
+                        .is_some_and(Member::assigns_after_revoke);
+                if reassigned && !self.consumer.has_partitions() {
                     self.assigned = false;
                 }
                 let _ = done.send(());
@@ -427,8 +484,10 @@ impl Reader {
         result: anyhow::Result<()>,
         topics: &[String],
     ) -> anyhow::Result<i32> {
-        self.drain().await?;
-        let unwritten = self.out.taken().saturating_sub(self.out.written());
+        // A stdout that failed (a full disk) still commits what it took and leaves the group.
+        let drained = self.drain().await;
+        let result = result.and(drained);
+        let unwritten = self.out.unwritten();
         if result.is_ok() && unwritten > 0 {
             // A second signal ended the wait for a stdout that takes nothing.
             crate::log::warn(format_args!(
@@ -478,8 +537,8 @@ impl Reader {
     }
 }
 
-/// Partitions and the positions their records written out reach.
-type Moved = Vec<((String, i32), i64)>;
+/// A chunk of output: its partition, the position its records reach, and how many records it holds.
+type Reached = ((String, i32), i64, u64);
 
 /// Bytes of formatted records handed to standard output's thread at a time.
 const TEXT_CHUNK: usize = 64 * 1024;

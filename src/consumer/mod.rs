@@ -485,6 +485,14 @@ impl Consumer {
             .collect()
     }
 
+    /// Whether partition `p` of topic `name` is assigned.
+    pub fn is_assigned(&self, name: &str, p: i32) -> bool {
+        self.topics
+            .iter()
+            .position(|t| t.name == name)
+            .is_some_and(|t| self.parts.contains_key(&(t, p)))
+    }
+
     /// Whether any partition is assigned.
     pub fn has_partitions(&self) -> bool {
         !self.parts.is_empty()

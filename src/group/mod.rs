@@ -284,6 +284,13 @@ impl Member {
         &self.cfg.group
     }
 
+    /// Whether every give-back is followed by an assignment (perhaps empty): the classic protocol,
+    /// whose rebalances give back everything and assign again. On the consumer protocol, a member
+    /// is told only of partitions it gains.
+    pub fn assigns_after_revoke(&self) -> bool {
+        self.shared.protocol() == GroupProtocol::Classic
+    }
+
     /// Leaves the group (so its partitions move at once, not after a session timeout).
     pub async fn leave(self) {
         self.task.abort();
