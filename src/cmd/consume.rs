@@ -277,6 +277,7 @@ impl Reader {
     async fn drain(&mut self) -> anyhow::Result<()> {
         enum Step {
             Done,
+            Stop,
             Event(Option<crate::error::Result<Event>>),
         }
         let mut stop = std::pin::pin!(crate::tasks::stop_signal());
@@ -291,11 +292,12 @@ impl Reader {
             };
             let step = tokio::select! {
                 _ = self.out.drained() => Step::Done,
-                _ = &mut stop => Step::Done,
+                _ = &mut stop => Step::Stop,
                 ev = event => Step::Event(ev),
             };
             match step {
                 Step::Done => break,
+                Step::Stop => break,
                 Step::Event(Some(Ok(Event::Assigned(_)))) => {
                     // Stopping, and the group moved partitions: nothing more is read, so every
                     // partition goes back to it now, what waits for stdout included (committed up
@@ -478,6 +480,31 @@ impl Reader {
         }
     }
 
+    /// Commits what was printed and leaves the group (if in one).
+    async fn commit_and_leave(&mut self, ok: bool) {
+        if ok {
+            self.commit_all(true).await;
+        } else if self.member.is_some() && self.commit.is_some() {
+            // Stopped by an error (a read refused, Kafka gone): what was printed is committed if
+            // the coordinator still answers, so the group's next reader does not print it again;
+            // said when it cannot be (a refusal is said by the commit itself).
+            let group = self.member.as_ref().map(|m| m.group().to_string());
+            let limit = Duration::from_secs(5);
+            if tokio::time::timeout(limit, self.commit_all(true))
+                .await
+                .is_err()
+            {
+                crate::log::warn(format_args!(
+                    "group '{}': the offsets of what was printed since the last commit were not committed (no answer within 5 s); the group's next reader starts at the last commit",
+                    Esc::str(group.as_deref().unwrap_or_default())
+                ));
+            }
+        }
+        if let Some(m) = self.member.take() {
+            m.leave().await;
+        }
+    }
+
     /// Flushes, commits and leaves the group; the exit code.
     async fn finish(
         mut self,
@@ -499,26 +526,19 @@ impl Reader {
                 }
             ));
         }
-        if result.is_ok() {
-            self.commit_all(true).await;
-        } else if self.member.is_some() && self.commit.is_some() {
-            // Stopped by an error (a read refused, Kafka gone): what was printed is committed if
-            // the coordinator still answers, so the group's next reader does not print it again;
-            // said when it cannot be (a refusal is said by the commit itself).
-            let group = self.member.as_ref().map(|m| m.group().to_string());
-            let limit = Duration::from_secs(5);
-            if tokio::time::timeout(limit, self.commit_all(true))
-                .await
-                .is_err()
-            {
-                crate::log::warn(format_args!(
-                    "group '{}': the offsets of what was printed since the last commit were not committed (no answer within 5 s); the group's next reader starts at the last commit",
-                    Esc::str(group.as_deref().unwrap_or_default())
-                ));
-            }
-        }
-        if let Some(m) = self.member.take() {
-            m.leave().await;
+        // Commits and leaves the group; a signal meanwhile stops at once (t19 F3: an unanswered
+        // commit held the exit for 19 s, a second Ctrl-C ignored).
+        let mut stop = std::pin::pin!(crate::tasks::stop_signal());
+        let group = self.member.as_ref().map(|m| m.group().to_string());
+        let stopped = tokio::select! {
+            _ = self.commit_and_leave(result.is_ok()) => false,
+            _ = &mut stop => true,
+        };
+        if stopped {
+            crate::log::warn(format_args!(
+                "group '{}': stopped at once: the offsets may not be committed, and the group may not be left",
+                Esc::str(group.as_deref().unwrap_or_default())
+            ));
         }
         result?;
         // The topics asked for, each once (not only those a fetch reached: `-o end -e` reads none).
