@@ -189,6 +189,27 @@ fn with_default_port(b: String) -> String {
     }
 }
 
+/// Whether `host:port` (with the port added) could name a broker: a host, and a port from 1 to 65535.
+fn check_broker(b: &str) -> Result<(), String> {
+    let (host, port) = match b.strip_prefix('[') {
+        Some(v6) => v6.split_once("]:").unwrap_or((v6, "")),
+        None => b.rsplit_once(':').unwrap_or((b, "")),
+    };
+    let shown = crate::escape::Esc::str(b);
+    if host.is_empty() {
+        return Err(format!(
+            "broker address '{shown}' has no host (-b host:port)"
+        ));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!(
+            "broker address '{shown}': the port '{}' is not a number from 1 to 65535",
+            crate::escape::Esc::str(port)
+        )),
+    }
+}
+
 /// A topic named on the command line (`produce`, `consume`) is one Kafka could hold: a pattern
 /// (`'^logs-.*'`, what kcat -G and Java's `--include` take) is said to be one, rather than sent for
 /// the broker to refuse with a bare protocol error.
@@ -258,7 +279,14 @@ impl KafkaSettings {
             return usage("no brokers given (-b host:port)");
         }
         // Without a port, Kafka's 9092 (as kcat assumes).
-        let brokers = brokers.into_iter().map(with_default_port).collect();
+        let brokers: Vec<String> = brokers.into_iter().map(with_default_port).collect();
+        // A port that does not parse never starts working: said at once, not retried for --timeout
+        // (t18 F4). A host that does not resolve may (DNS), and is retried.
+        for b in &brokers {
+            if let Err(why) = check_broker(b) {
+                return usage(why);
+            }
+        }
         Ok(KafkaSettings {
             brokers,
             client_id,
@@ -405,6 +433,24 @@ mod tests {
         assert_eq!(e.to_string(), "it is larger than 1 MiB (the wrong file?)");
         let e = read_bounded(&dir, 100).unwrap_err();
         assert_eq!(e.to_string(), "it is a directory");
+    }
+
+    #[test]
+    fn a_broker_port_that_cannot_be_one_is_refused_at_once() {
+        for ok in ["kafka1:9092", "[::1]:9093", "10.0.0.5:65535"] {
+            assert_eq!(check_broker(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "127.0.0.1:abc",
+            "kafka1:0",
+            "kafka1:70000",
+            "kafka1:",
+            ":9092",
+            "[::1]:x",
+        ] {
+            let e = check_broker(bad).unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
     }
 
     #[test]
