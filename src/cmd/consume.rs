@@ -460,8 +460,14 @@ impl Reader {
             Err(e) if !loud || offsets::is_stale(&e) => {
                 crate::log::debug(format_args!("commit: {e}"))
             }
-            Err(e) => crate::log::warn(format_args!(
+            // Refused: not committed. No answer (a timeout, a garbled one): the commit may have
+            // landed (t19 F4: said "not committed" when the broker had committed).
+            Err(e) if e.code().is_some() => crate::log::warn(format_args!(
                 "group '{}': offsets not committed ({e}); whoever reads these partitions next starts at the last commit",
+                Esc::str(m.group())
+            )),
+            Err(e) => crate::log::warn(format_args!(
+                "group '{}': offsets may not be committed ({e}: sent, but no answer came); if not, whoever reads these partitions next starts at the last commit",
                 Esc::str(m.group())
             )),
         }
@@ -495,7 +501,7 @@ impl Reader {
                 .is_err()
             {
                 crate::log::warn(format_args!(
-                    "group '{}': the offsets of what was printed since the last commit were not committed (no answer within 5 s); the group's next reader starts at the last commit",
+                    "group '{}': the offsets of what was printed since the last commit may not be committed (no answer within 5 s); if not, the group's next reader starts at the last commit",
                     Esc::str(group.as_deref().unwrap_or_default())
                 ));
             }

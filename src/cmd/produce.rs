@@ -438,13 +438,28 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
     run.ship(spawn_reader(input)).await?;
     // What was read before the input shrank is still delivered, then the run fails.
     if run.interrupted.is_some() {
-        // A second signal does not wait for what is in flight (with --timeout 0 and Kafka away,
-        // the flush would wait for ever); what was not acknowledged is then counted as not.
-        tokio::select! {
-            r = run.producer.flush(&mut run.deliveries) => r?,
-            _ = crate::tasks::stop_signal() => crate::log::warn(format_args!(
-                "a second signal: not waiting for the records in flight"
-            )),
+        // Said at once, and the trouble warnings go on while it waits (t19 F5: silent for the whole
+        // --timeout after a Ctrl-C while Kafka was away). A second signal does not wait for what is
+        // in flight (with --timeout 0 and Kafka away, it would wait for ever); what was not
+        // acknowledged is then counted as not.
+        if !run.producer.is_idle() {
+            crate::log::info(format_args!(
+                "stopping: delivering the lines read so far (each within --timeout); a second signal abandons them"
+            ));
+        }
+        let mut stop = std::pin::pin!(crate::tasks::stop_signal());
+        while !run.producer.is_idle() {
+            run.producer.seal_all();
+            tokio::select! {
+                r = run.producer.drive(&mut run.deliveries) => r?,
+                _ = &mut stop => {
+                    crate::log::warn(format_args!(
+                        "a second signal: not waiting for the records in flight"
+                    ));
+                    break;
+                }
+            }
+            run.report();
         }
     } else {
         // Said while it waits (t11: a last line to a hung broker was silent until the give-up);

@@ -18,6 +18,7 @@ mod scram;
 mod tls;
 mod transport;
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -163,26 +164,42 @@ impl Drop for Connection {
     }
 }
 
-/// Broker addresses that answered ApiVersions in this process (as many as the cluster has brokers,
-/// and the bootstrap addresses).
-static ANSWERED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+// Per thread: the one thread of shipper's runtime, which all connections live on (and each test
+// its own, so that the fake brokers' shared addresses do not leak between tests).
+thread_local! {
+    /// Broker addresses that answered ApiVersions in this process (as many as the cluster has
+    /// brokers, and the bootstrap addresses).
+    static ANSWERED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
 
-/// The most addresses remembered; past it, the hint may come back for a new one.
+    /// Broker addresses that answered a request after ApiVersions on a connection: not SASL
+    /// listeners waiting for a handshake (t19 F6: a fetch connection cut at its first Fetch was
+    /// blamed on SASL, by a broker that had answered Metadata and ListOffsets).
+    static SERVED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The most addresses remembered in each list; past it, a hint may come back for a new one.
 const ANSWERED_MAX: usize = 1024;
 
 fn answered_before(addr: &str) -> bool {
-    ANSWERED
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .any(|a| a == addr)
+    listed(&ANSWERED, addr)
 }
 
 fn note_answered(addr: &str) {
-    let mut a = ANSWERED.lock().unwrap_or_else(|e| e.into_inner());
-    if a.len() < ANSWERED_MAX && !a.iter().any(|x| x == addr) {
-        a.push(addr.to_string());
-    }
+    note(&ANSWERED, addr)
+}
+
+type AddrList = std::thread::LocalKey<RefCell<Vec<String>>>;
+
+fn listed(list: &'static AddrList, addr: &str) -> bool {
+    list.with_borrow(|l| l.iter().any(|a| a == addr))
+}
+
+fn note(list: &'static AddrList, addr: &str) {
+    list.with_borrow_mut(|a| {
+        if a.len() < ANSWERED_MAX && !a.iter().any(|x| x == addr) {
+            a.push(addr.to_string());
+        }
+    })
 }
 
 impl Connection {
@@ -636,9 +653,12 @@ async fn read_loop(mut rd: ReadHalf<BoxIo>, shared: Arc<Shared>) {
             Ok(Some((w, f))) => {
                 spent.keep(&f);
                 let _ = w.tx.send(Ok(f));
-                shared
+                let before = shared
                     .responses
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if before == 1 {
+                    note(&SERVED, &shared.addr);
+                }
                 continue;
             }
             Ok(None) => {}
@@ -659,7 +679,8 @@ async fn read_loop(mut rd: ReadHalf<BoxIo>, shared: Arc<Shared>) {
                 let after_versions = shared.responses.load(std::sync::atomic::Ordering::Relaxed)
                     == 1
                     && buf.is_empty()
-                    && !shared.lock().queue.is_empty();
+                    && !shared.lock().queue.is_empty()
+                    && !listed(&SERVED, &addr);
                 break if after_versions {
                     ConnError::ClosedAfterVersions { addr }
                 } else {

@@ -256,6 +256,30 @@ async fn a_listener_that_closes_at_the_first_request_after_api_versions_says_sas
     assert!(e.to_string().contains("a SASL listener?"), "{e}");
 }
 
+/// A broker that answered a request after ApiVersions before, and now closes a new connection at
+/// its first request after ApiVersions, is no SASL listener (t19 F6: a fetch connection cut by a
+/// proxy was blamed on SASL).
+#[tokio::test]
+async fn a_close_after_api_versions_from_a_broker_that_served_before_is_no_sasl_hint() {
+    let broker = FakeBroker::new(1);
+    let t = broker.transport();
+    let first = connected(&t, &broker).await;
+    let req = kafka_protocol::messages::MetadataRequest::default();
+    first
+        .call(&req, 12, first.request_deadline(None))
+        .await
+        .unwrap();
+    drop(first);
+    let conn = connected(&t, &broker).await;
+    broker.misbehave(Misbehave::DropOn(ApiKey::Metadata));
+    let e = conn
+        .call(&req, 12, conn.request_deadline(None))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ConnError::Closed { .. }), "{e}");
+    assert!(!e.to_string().contains("SASL"), "{e}");
+}
+
 /// A broker that answered before and now closes connections before answering (a proxy cut off, a
 /// broker restarting) is not asked whether it wants TLS or SASL (t17: said in 3 outages of 5).
 #[tokio::test]
