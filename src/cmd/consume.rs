@@ -189,7 +189,7 @@ impl Reader {
             if fetched.iter().any(|f| !f.records.is_empty()) {
                 last_record = Instant::now();
                 if self.commit == Some(CommitMode::Sync) {
-                    self.drain().await?;
+                    self.drain(false).await?;
                     self.commit_all(true).await;
                 }
             }
@@ -273,8 +273,9 @@ impl Reader {
     /// or a signal: then `positions` is as far as it got. Partitions the group takes back meanwhile
     /// are given back at once (their output not started is dropped; a member waiting here for a
     /// blocked stdout would otherwise hold up the group's rebalance until the coordinator dropped
-    /// it, and every record it queued would be printed twice); new ones are not read any more.
-    async fn drain(&mut self) -> anyhow::Result<()> {
+    /// it, and every record it queued would be printed twice). Partitions assigned meanwhile are
+    /// taken when reading goes on; when `stopping`, nothing more is read, so the member leaves.
+    async fn drain(&mut self, stopping: bool) -> anyhow::Result<()> {
         enum Step {
             Done,
             Stop,
@@ -298,6 +299,9 @@ impl Reader {
             match step {
                 Step::Done => break,
                 Step::Stop => break,
+                Step::Event(ev @ Some(Ok(Event::Assigned(_)))) if !stopping => {
+                    self.on_event(ev).await?
+                }
                 Step::Event(Some(Ok(Event::Assigned(_)))) => {
                     // Stopping, and the group moved partitions: nothing more is read, so every
                     // partition goes back to it now, what waits for stdout included (committed up
@@ -518,7 +522,7 @@ impl Reader {
         topics: &[String],
     ) -> anyhow::Result<i32> {
         // A stdout that failed (a full disk) still commits what it took and leaves the group.
-        let drained = self.drain().await;
+        let drained = self.drain(true).await;
         let result = result.and(drained);
         let unwritten = self.out.unwritten();
         if result.is_ok() && unwritten > 0 {
@@ -540,7 +544,7 @@ impl Reader {
             _ = self.commit_and_leave(result.is_ok()) => false,
             _ = &mut stop => true,
         };
-        if stopped {
+        if stopped && group.is_some() {
             crate::log::warn(format_args!(
                 "group '{}': stopped at once: the offsets may not be committed, and the group may not be left",
                 Esc::str(group.as_deref().unwrap_or_default())
