@@ -189,6 +189,12 @@ fn with_default_port(b: String) -> String {
     }
 }
 
+/// How long one request may wait within an operation of `total`: a third of it (at least a second,
+/// never more than the whole), so that an answer lost on the way is asked for again.
+fn per_attempt(total: Duration) -> Duration {
+    (total / 3).max(Duration::from_secs(1)).min(total)
+}
+
 /// Whether `host:port` (with the port added) could name a broker: a host, and a port from 1 to 65535.
 fn check_broker(b: &str) -> Result<(), String> {
     let (host, port) = match b.strip_prefix('[') {
@@ -303,8 +309,10 @@ impl KafkaSettings {
         opts.connection.sasl = self.security.sasl.clone().map(Arc::new);
         opts.retry_limit = self.timeout;
         if let Some(t) = self.timeout {
-            // A request or a connection attempt never waits longer than the whole operation may.
-            opts.connection.request_timeout = opts.connection.request_timeout.min(t);
+            // A request or a connection attempt never waits longer than the whole operation may,
+            // and leaves room to ask again (t19 F1: one lost Metadata or InitProducerId answer took
+            // all of the default 30 s as one attempt, and the run failed).
+            opts.connection.request_timeout = opts.connection.request_timeout.min(per_attempt(t));
             opts.connection.connect_timeout = opts.connection.connect_timeout.min(t);
         }
         let transport: Arc<dyn Transport> = match &self.security.tls {
@@ -433,6 +441,17 @@ mod tests {
         assert_eq!(e.to_string(), "it is larger than 1 MiB (the wrong file?)");
         let e = read_bounded(&dir, 100).unwrap_err();
         assert_eq!(e.to_string(), "it is a directory");
+    }
+
+    #[test]
+    fn a_request_waits_a_third_of_the_timeout_so_a_lost_answer_is_asked_again() {
+        let s = Duration::from_secs;
+        assert_eq!(per_attempt(s(30)), s(10));
+        assert_eq!(per_attempt(s(2)), s(1));
+        assert_eq!(
+            per_attempt(Duration::from_millis(500)),
+            Duration::from_millis(500)
+        );
     }
 
     #[test]
