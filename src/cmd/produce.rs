@@ -437,48 +437,32 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
     };
     run.ship(spawn_reader(input)).await?;
     // What was read before the input shrank is still delivered, then the run fails.
-    if run.interrupted.is_some() {
-        // Said at once, and the trouble warnings go on while it waits (t19 F5: silent for the whole
-        // --timeout after a Ctrl-C while Kafka was away). A second signal does not wait for what is
-        // in flight (with --timeout 0 and Kafka away, it would wait for ever); what was not
-        // acknowledged is then counted as not.
-        if !run.producer.is_idle() {
-            crate::log::info(format_args!(
-                "stopping: delivering the lines read so far (each within --timeout); a second signal abandons them"
-            ));
-        }
-        let mut stop = std::pin::pin!(crate::tasks::stop_signal());
-        while !run.producer.is_idle() {
-            run.producer.seal_all();
-            tokio::select! {
-                r = run.producer.drive(&mut run.deliveries) => r?,
-                _ = &mut stop => {
-                    crate::log::warn(format_args!(
-                        "a second signal: not waiting for the records in flight"
-                    ));
-                    break;
-                }
+    // Said while it waits (t11: a last line to a hung broker was silent until the give-up). After a
+    // signal, said at once too (t19 F5: silent for the whole --timeout while Kafka was away). A
+    // signal now stops at once: a second one, or the first once the input was read (t12: ignored,
+    // only SIGKILL ended it; with --timeout 0 and Kafka away, the wait is for ever); what was not
+    // acknowledged is then counted as not.
+    let signalled = run.interrupted.is_some();
+    if signalled && !run.producer.is_idle() {
+        crate::log::info(format_args!(
+            "stopping: delivering the lines read so far (each within --timeout); a second signal abandons them"
+        ));
+    }
+    let mut stop = std::pin::pin!(crate::tasks::stop_signal());
+    while !run.producer.is_idle() {
+        run.producer.seal_all();
+        tokio::select! {
+            r = run.producer.drive(&mut run.deliveries) => r?,
+            sig = &mut stop => {
+                crate::log::warn(format_args!(
+                    "{}: not waiting for the records in flight",
+                    if signalled { "a second signal" } else { "a signal after the end of the input" }
+                ));
+                run.interrupted.get_or_insert(sig);
+                break;
             }
-            run.report();
         }
-    } else {
-        // Said while it waits (t11: a last line to a hung broker was silent until the give-up);
-        // a signal now stops at once, the input being read (t12: ignored, only SIGKILL ended it).
-        let mut stop = std::pin::pin!(crate::tasks::stop_signal());
-        while !run.producer.is_idle() {
-            run.producer.seal_all();
-            tokio::select! {
-                r = run.producer.drive(&mut run.deliveries) => r?,
-                sig = &mut stop => {
-                    crate::log::warn(format_args!(
-                        "a signal after the end of the input: not waiting for the records in flight"
-                    ));
-                    run.interrupted = Some(sig);
-                    break;
-                }
-            }
-            run.report();
-        }
+        run.report();
     }
     run.report();
     // The offsets still queued are written before the summary; a signal stops the wait (a reader
