@@ -2,6 +2,7 @@
 //! library takes; the core never sees clap. Choices are typed, so a bad value is a usage error (exit 2)
 //! at parse time and `--help` lists the choices.
 
+use std::io::Write;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -541,7 +542,7 @@ impl Cli {
                         std::process::exit(2);
                     }
                 }
-                e.exit()
+                exit_usage(e)
             }
         };
         if let Some(("tail", t)) = m.subcommand() {
@@ -557,18 +558,29 @@ impl Cli {
                     let flag = a
                         .get_long()
                         .map_or_else(|| a.get_id().as_str().to_string(), |l| format!("--{l}"));
-                    cmd.error(
+                    let e = cmd.error(
                         clap::error::ErrorKind::ArgumentConflict,
                         format!(
                             "{flag} cannot be combined with --config: set it in the config file"
                         ),
-                    )
-                    .exit();
+                    );
+                    exit_usage(e);
                 }
             }
         }
-        Cli::from_arg_matches(&m).unwrap_or_else(|e| e.exit())
+        Cli::from_arg_matches(&m).unwrap_or_else(|e| exit_usage(e))
     }
+}
+
+/// Ends the run at a usage error of clap's, its first line prefixed `shipper: ` like every other
+/// error (scripts that scan for it see one format); help and version are printed as clap prints them.
+fn exit_usage(e: clap::Error) -> ! {
+    if !e.use_stderr() {
+        e.exit()
+    }
+    let text = e.render().to_string();
+    let _ = write!(std::io::stderr().lock(), "shipper: {text}");
+    std::process::exit(e.exit_code())
 }
 
 #[cfg(test)]

@@ -964,11 +964,35 @@ fn sigterm_or_sigint_stops_produce_after_what_was_read_is_delivered() {
             err.contains(&format!("stopped by SIG{sig} after 3 lines")),
             "{err}"
         );
+        // A stop asked for, with every line read delivered, is not called an error.
+        assert!(!err.contains("error"), "{err}");
         assert_eq!(
             topic_values(&b, &t),
             vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]
         );
     }
+}
+
+/// Usage errors found by the argument parser read like every other error (`shipper: error: ...`,
+/// exit 2); help still goes to standard output with exit 0.
+#[test]
+fn usage_errors_carry_the_shipper_prefix() {
+    for args in [
+        &["produce"][..],
+        &["consume", "t", "-G", "g", "-p", "1"],
+        &["consume", "t", "--no-such-flag"],
+    ] {
+        let out = Command::new(shipper_bin()).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.starts_with("shipper: error: "), "{args:?}: {err}");
+    }
+    let help = Command::new(shipper_bin())
+        .args(["produce", "--help"])
+        .output()
+        .unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).starts_with("Send lines"));
 }
 
 #[test]

@@ -547,12 +547,19 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
             } else {
                 "SIGTERM"
             };
+            // A stop the user asked for, with every line read delivered, is no error (the exit
+            // code still says the input was cut short); lines lost to it are.
+            let said: fn(std::fmt::Arguments<'_>) = if t.failed == 0 && t.acked == t.sent {
+                crate::log::info
+            } else {
+                crate::log::error
+            };
             if run.input_done {
-                crate::log::error(format_args!(
+                said(format_args!(
                     "{summary}; stopped by {name} while waiting for Kafka, after the whole input was read"
                 ));
             } else {
-                crate::log::error(format_args!(
+                said(format_args!(
                     "{summary}; stopped by {name} after {} lines: the rest of the input was not read",
                     t.sent
                 ));

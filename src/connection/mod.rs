@@ -773,10 +773,21 @@ fn not_kafka(buf: &[u8]) -> Option<String> {
     }
     let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
     let printable = line.len() >= 4 && line.iter().all(|b| b.is_ascii_graphic() || *b == b' ');
-    if printable || !(0..64 << 20).contains(&size) {
+    if printable {
         return Some(format!(
             "its first answer begins \"{}\", not a Kafka response: check -b/--brokers",
             crate::escape::Esc(line)
+        ));
+    }
+    if !(0..64 << 20).contains(&size) {
+        // Binary: a size and its first bytes in hex say more than escaped control characters.
+        let hex: Vec<String> = buf[..buf.len().min(16)]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        return Some(format!(
+            "its first answer announces a frame of {size} bytes (it begins {}), not a Kafka response: check -b/--brokers",
+            hex.join(" ")
         ));
     }
     None

@@ -204,10 +204,16 @@ fn first_bytes_that_cannot_begin_a_kafka_response_are_named() {
     );
     let ssh = not_kafka(b"SSH-2.0-OpenSSH_9.2\r\n").unwrap();
     assert!(ssh.contains("begins \"SSH-2.0-OpenSSH_9.2\""), "{ssh}");
-    // Control bytes are shown escaped, on one line.
+    // Binary bytes are shown as the size they announce and in hex, on one line.
     let odd = not_kafka(&[0x7f, 0xff, 0x1b, b'[', 0, 0, 0, 1]).unwrap();
-    assert!(odd.contains("\\x"), "{odd}");
+    assert!(
+        odd.contains("announces a frame of 2147425115 bytes (it begins 7f ff 1b 5b 00 00 00 01)"),
+        "{odd}"
+    );
     assert!(!odd.contains('\u{1b}'), "{odd}");
+    let huge = not_kafka(&[6, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+    assert!(huge.contains("a frame of 104857600 bytes"), "{huge}");
+    assert!(!huge.contains("\\u"), "{huge}");
     // A real first answer: a small size, then a correlation id.
     assert_eq!(not_kafka(&[0, 0, 1, 44, 0, 0, 0, 1, 0, 0]), None);
     assert_eq!(not_kafka(&[3, 255, 255, 255, 0, 0, 0, 1]), None);
