@@ -274,7 +274,7 @@ pub struct ProducerFlags {
     /// Turn off idempotent produce (on by default with --acks all: retries then never duplicate)
     #[arg(long)]
     pub no_idempotence: bool,
-    /// Record header key=value (repeatable)
+    /// Record header key=value (repeatable); a key alone gives a null value, as in kcat
     #[arg(short = 'H', long = "header", value_name = "KEY=VALUE")]
     pub headers: Vec<String>,
 }

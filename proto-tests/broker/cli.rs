@@ -973,6 +973,20 @@ fn sigterm_or_sigint_stops_produce_after_what_was_read_is_delivered() {
     }
 }
 
+/// `-H key` alone is a header with a null value, as kcat writes it; `key=` an empty one.
+#[test]
+fn produce_writes_null_and_empty_header_values_as_kcat_does() {
+    let Some(b) = broker() else { return };
+    let t = topic("produce-nullhdr");
+    shipper_ok(
+        &b,
+        &["produce", &t, "-H", "h1=v1", "-H", "h2", "-H", "h3="],
+        b"a\n",
+    );
+    let got = kcat(&b, &["-C", "-t", &t, "-e", "-q", "-f", "%h|%s\n"], b"");
+    assert_eq!(String::from_utf8_lossy(&got), "h1=v1,h2=NULL,h3=|a\n");
+}
+
 /// Usage errors found by the argument parser read like every other error (`shipper: error: ...`,
 /// exit 2); help still goes to standard output with exit 0.
 #[test]

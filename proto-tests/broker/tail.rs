@@ -56,6 +56,34 @@ fn relative_paths_and_globs_ship_appended_lines_at_once() {
     );
 }
 
+/// `-H` on tail's command line puts a header on every line, its value a template as in a config.
+#[test]
+fn tail_headers_from_flags_are_templates() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("tail-hflag");
+    let t = topic("tail-hflag");
+    append(&dir.join("app.log"), b"one\n");
+    let mut c = std::process::Command::new(shipper_bin());
+    c.args([
+        "-b",
+        &b,
+        "tail",
+        &dir.join("*.log").display().to_string(),
+        &t,
+    ])
+    .args(["-H", "env=prod", "-H", "file={file_name}"])
+    .args(["--checkpoint", &ckpt_arg(&dir)]);
+    let mut tail = Tail::spawn(c, &dir.join("err"));
+    let got = wait_for_records(&b, &t, 1, WAIT);
+    tail.stop("INT");
+    assert_eq!(got.len(), 1, "{}", tail.stderr());
+    let hs = kcat(&b, &["-C", "-t", &t, "-e", "-q", "-f", "%h|%s\n"], b"");
+    assert_eq!(String::from_utf8_lossy(&hs), "env=prod,file=app.log|one\n");
+    // A null value has no meaning for a log line's header: refused, exit 2.
+    let out = shipper(&b, &["tail", "/nonexistent/*.log", &t, "-H", "bare"], b"");
+    assert_eq!(out.status.code(), Some(2));
+}
+
 #[test]
 fn tail_ships_existing_and_appended_lines_and_holds_a_partial_line_until_its_newline() {
     let Some(b) = broker() else { return };

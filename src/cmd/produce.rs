@@ -416,7 +416,7 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
             key_separator: key_separator.as_deref(),
             headers: headers_owned
                 .iter()
-                .map(|(k, v)| (k.as_slice(), Some(v.as_slice())))
+                .map(|(k, v)| (k.as_slice(), v.as_deref()))
                 .collect(),
             null_empty: args.null_empty,
         },

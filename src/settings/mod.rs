@@ -364,12 +364,22 @@ pub fn producer_config(f: &ProducerFlags) -> anyhow::Result<ProducerConfig> {
     Ok(cfg)
 }
 
-/// Parses repeated `-H key=value` flags.
-pub fn parse_headers(hs: &[String]) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+/// A header as given on the command line: its key, and its value (`None`: null).
+pub type HeaderArg = (Vec<u8>, Option<Vec<u8>>);
+
+/// Parses repeated `-H key=value` (or `-H key`, a null value) flags.
+pub fn parse_headers(hs: &[String]) -> anyhow::Result<Vec<HeaderArg>> {
     hs.iter()
         .map(|h| match h.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.as_bytes().to_vec(), v.as_bytes().to_vec())),
-            _ => usage(format!("invalid header '{h}' (use -H key=value)")),
+            Some((k, v)) if !k.is_empty() => {
+                Ok((k.as_bytes().to_vec(), Some(v.as_bytes().to_vec())))
+            }
+            // As kcat: a key alone is a header whose value is null (`key=` is an empty one).
+            None if !h.is_empty() => Ok((h.as_bytes().to_vec(), None)),
+            _ => usage(format!(
+                "invalid header '{}' (use -H key=value, or -H key for a null value)",
+                crate::escape::Esc::str(h)
+            )),
         })
         .collect()
 }

@@ -68,11 +68,6 @@ impl TailSettings {
         if paths.is_empty() {
             return usage("give at least one PATH and a TOPIC, or --config FILE");
         }
-        if !parse_headers(&args.producer.headers)?.is_empty() {
-            return usage(
-                "tail does not take -H; use --path-header, or headers in a --config file",
-            );
-        }
         let template = Template::literal(topic);
         check_topic(&template, topic).or_else(usage)?;
         let patterns = paths
@@ -80,7 +75,7 @@ impl TailSettings {
             .map(|p| Pattern::new(p, &args.exclude))
             .collect::<Result<Vec<_>, _>>()
             .or_else(usage)?;
-        let headers = args
+        let mut headers: Vec<(String, Template)> = args
             .path_header
             .iter()
             .map(|h| {
@@ -90,6 +85,14 @@ impl TailSettings {
                 )
             })
             .collect();
+        // -H values are templates, as a config file's headers are (`-H host={hostname}`).
+        for (k, v) in parse_headers(&args.producer.headers)? {
+            let (Ok(k), Some(Ok(v))) = (String::from_utf8(k), v.map(String::from_utf8)) else {
+                return usage("tail's -H takes key=value (a null value is for produce)");
+            };
+            let v = Template::parse(&v).or_else(|e| usage(format!("-H {k}: {e}")))?;
+            headers.push((k, v));
+        }
         let key = args
             .key
             .as_deref()
