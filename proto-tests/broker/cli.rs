@@ -1018,19 +1018,32 @@ fn a_file_is_produced_through_its_map_exactly_as_through_a_pipe() {
     let path = d.join("in.log");
     std::fs::write(&path, &input).unwrap();
     let read = |t: &str| kcat(&b, &["-C", "-t", t, "-e", "-q", "-f", "%s\n"], b"");
+    // Lines over --max-line-bytes are cut, named and fail the run, the same whichever way it reads.
+    let cut = |out: &std::process::Output| {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("4042 truncated to 1000 bytes (lines 29..42, 71..84, "),
+            "{err}"
+        );
+    };
     let piped = topic("mapped-pipe");
     create_topic(&b, &piped, 1, 1, &[]);
-    shipper_ok(&b, &["produce", &piped, "--max-line-bytes", "1000"], &input);
+    cut(&shipper(
+        &b,
+        &["produce", &piped, "--max-line-bytes", "1000"],
+        &input,
+    ));
     let want = read(&piped);
     assert_eq!(lines(&want).len(), 12_000 + 12_000 / 50 + 1);
     let file = topic("mapped-file");
     create_topic(&b, &file, 1, 1, &[]);
     let p = path.to_str().unwrap();
-    shipper_ok(
+    cut(&shipper(
         &b,
         &["produce", &file, "--file", p, "--max-line-bytes", "1000"],
         b"",
-    );
+    ));
     assert!(read(&file) == want, "--file differs from the pipe");
     // stdin redirected from the file is mapped too.
     let redirected = topic("mapped-stdin");
@@ -1040,11 +1053,7 @@ fn a_file_is_produced_through_its_map_exactly_as_through_a_pipe() {
         .stdin(std::fs::File::open(&path).unwrap())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cut(&out);
     assert!(
         read(&redirected) == want,
         "stdin from a file differs from the pipe"
@@ -1053,7 +1062,7 @@ fn a_file_is_produced_through_its_map_exactly_as_through_a_pipe() {
     let from_second = topic("mapped-offset");
     create_topic(&b, &from_second, 1, 1, &[]);
     let script = format!(
-        "read -r first; {} -b {b} produce {from_second} --max-line-bytes 1000 && cat",
+        "read -r first; {} -b {b} produce {from_second} --max-line-bytes 1000; echo rc=$? >&2; cat",
         shipper_bin().display()
     );
     let out = std::process::Command::new("sh")
@@ -1061,10 +1070,10 @@ fn a_file_is_produced_through_its_map_exactly_as_through_a_pipe() {
         .stdin(std::fs::File::open(&path).unwrap())
         .output()
         .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        err.contains("rc=1") && err.contains("truncated to 1000 bytes"),
+        "{err}"
     );
     assert!(out.stdout.is_empty(), "stdin's offset left at its end");
     let all = lines(&want);

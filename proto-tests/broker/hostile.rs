@@ -695,9 +695,10 @@ fn produce_bounds_a_line_without_newline_and_counts_it_truncated() {
     );
     let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    // The record is not the line given: said with its line number, and the run fails.
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("1 records sent, 1 acked, 0 failed, 1 truncated to 1000 bytes"),
+        err.contains("1 records sent, 1 acked, 0 failed, 1 truncated to 1000 bytes (line 1; "),
         "{err}"
     );
     let peak: u64 = err

@@ -31,6 +31,8 @@ struct Tally {
     acked: u64,
     failed: u64,
     truncated: u64,
+    /// The lines cut to `--max-line-bytes`.
+    truncated_lines: LineRanges,
     errors_shown: u64,
     /// The lines of failed records Kafka refused or never saw.
     not_written: LineRanges,
@@ -293,7 +295,10 @@ impl Run<'_> {
             false => (key, Some(value)),
         };
         self.tally.sent += 1;
-        self.tally.truncated += truncated as u64;
+        if truncated {
+            self.tally.truncated += 1;
+            self.tally.truncated_lines.add(&[self.line_no]);
+        }
         match self
             .producer
             .append(0, key, value, &self.shape.headers, ts, self.line_no)
@@ -483,11 +488,15 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    let t = &run.tally;
+    let t = &mut run.tally;
     let truncated = if t.truncated > 0 {
+        // Named like failed records: a record that is not the line given is no success.
         format!(
-            ", {} truncated to {} bytes",
-            t.truncated, args.max_line_bytes
+            ", {} truncated to {} bytes (line{} {}; raise --max-line-bytes to send them whole)",
+            t.truncated,
+            args.max_line_bytes,
+            if t.truncated == 1 { "" } else { "s" },
+            t.truncated_lines.describe(20)
         )
     } else {
         String::new()
@@ -549,7 +558,8 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
             };
             // A stop the user asked for, with every line read delivered, is no error (the exit
             // code still says the input was cut short); lines lost to it are.
-            let said: fn(std::fmt::Arguments<'_>) = if t.failed == 0 && t.acked == t.sent {
+            let clean = t.failed == 0 && t.acked == t.sent && t.truncated == 0;
+            let said: fn(std::fmt::Arguments<'_>) = if clean {
                 crate::log::info
             } else {
                 crate::log::error
@@ -580,6 +590,10 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
         crate::log::error(format_args!(
             "{summary}; some offsets were not printed (standard output failed)"
         ));
+        return Ok(1);
+    }
+    if run.tally.truncated > 0 {
+        crate::log::error(format_args!("{summary}"));
         return Ok(1);
     }
     crate::log::info(format_args!("{summary}"));
