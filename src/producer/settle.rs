@@ -176,9 +176,17 @@ impl Producer {
         let now = Instant::now();
         if let Some(timeout) = self.cfg.delivery_timeout {
             if now >= b.created + timeout {
-                // An attempt cut short by the deadline says less than the failure before it.
-                let last = match self.failing.get(&(t, p)) {
-                    Some(before) if e.is_timeout() => before.clone(),
+                // An attempt cut short by the deadline says less than the failure before it, this
+                // batch's or (a batch that waited its turn behind failing ones) its partition's last.
+                let before = self
+                    .failing
+                    .get(&(t, p))
+                    .or_else(|| self.last_failed.get(&(t, p)));
+                let last = match before {
+                    Some(before) if e.is_timeout() => match before {
+                        Error::Deadline { last, .. } => (**last).clone(),
+                        before => before.clone(),
+                    },
                     _ => e,
                 };
                 let e = Error::Deadline {

@@ -554,3 +554,44 @@ async fn a_batch_that_waited_past_its_timeout_with_a_leader_says_so() {
     );
     assert!(!e.contains("no available leader"), "{e}");
 }
+
+/// A batch that waited its turn behind a failing one, and whose first attempt was cut to what was
+/// left of the timeout, names the failure that held it up (malformed answers), not "no response to
+/// Produce within 0 ms" (t19 F7).
+#[tokio::test(start_paused = true)]
+async fn a_batch_given_up_behind_a_failing_one_names_the_failure_not_its_cut_attempt() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    let cfg = ProducerConfig {
+        delivery_timeout: Some(Duration::from_secs(2)),
+        ..produce_config()
+    };
+    let mut p = producer(&b, "t", cfg).await;
+    b.misbehave(Misbehave::FrameSizeOn(ApiKey::Produce, i32::MAX));
+    let mut out = Vec::new();
+    p.append(0, None, Some(b"first"), &[], timestamp_now_ms(), 1)
+        .unwrap();
+    p.seal_all();
+    let until = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < until {
+        let _ = tokio::time::timeout_at(until, p.drive(&mut out)).await;
+    }
+    // The second batch waits behind the first, which fails at its timeout; the second then has
+    // 300 ms left, and its one attempt gets no answer.
+    p.append(0, None, Some(b"second"), &[], timestamp_now_ms(), 2)
+        .unwrap();
+    p.seal_all();
+    while out.is_empty() {
+        p.drive(&mut out).await.unwrap();
+    }
+    b.misbehave(Misbehave::Silent);
+    p.flush(&mut out).await.unwrap();
+    let errors: Vec<String> = out
+        .iter()
+        .filter_map(|d| d.error.as_ref().map(|e| e.to_string()))
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    for e in &errors {
+        assert!(e.contains("frame size"), "{e}");
+    }
+}
