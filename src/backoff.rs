@@ -226,6 +226,19 @@ where
     }
 }
 
+/// Awaits one attempt of a retry loop of its own paced by `backoff` (see [`tell_still_trying`]),
+/// saying, when it goes unanswered for a few seconds, that Kafka does not answer.
+pub async fn attempt<T>(
+    backoff: &Backoff,
+    attempt: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    if TELL_WAITS.load(Ordering::Relaxed) {
+        wait_telling(backoff, Duration::ZERO, attempt).await
+    } else {
+        attempt.await
+    }
+}
+
 /// Awaits one attempt; one that gets no answer (a broker that accepts and never answers) is said
 /// after [`STILL_TRYING_AFTER`] as a failure would be (t11: `metadata` was silent for 30 s).
 async fn wait_telling<T>(

@@ -581,6 +581,25 @@ fn tail_started_in_an_outage_says_it_waits_once() {
     assert_eq!(err.matches("no answer from Kafka").count(), 1, "{err}");
 }
 
+/// An unanswered ListOffsets at a consumer's start is said after 5 s, as other requests are, and
+/// asked again on a new connection (t19 F2: 30 s of silence, even with -v).
+#[test]
+fn consume_says_an_unanswered_list_offsets_and_asks_again() {
+    let (b, boot) = FakeBroker::start_tcp(1);
+    b.create_topic("t", 1);
+    b.misbehave_times(Misbehave::SilentOn(ApiKey::ListOffsets), 1);
+    let start = Instant::now();
+    let out = Command::new(shipper_bin())
+        .args(["-b", &boot, "consume", "t", "-e", "--timeout", "21s"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("no answer from Kafka for 5 s"), "{err}");
+    // One attempt waits a third of --timeout: asked again after 7 s, not at the end.
+    assert!(start.elapsed() < Duration::from_secs(15), "{err}");
+}
+
 /// A corrupt length prefix (2 GiB) is a broken answer, retried on a new connection: a tail (which
 /// waits for ever) starts anyway (t11: it exited 1 at start), and a produce stream whose answer
 /// it was loses nor duplicates anything (t11: the batch was failed and the next one lost).

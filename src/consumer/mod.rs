@@ -290,7 +290,10 @@ impl Consumer {
         start: StartOffset,
     ) -> Result<(HashMap<i32, Bounds>, Vec<i32>, Option<Error>)> {
         let deadline = self.cluster.options().deadline();
-        let (bounds, why) = match self.bounds_once(name, ids, start, deadline).await {
+        // An unanswered ListOffsets is said after a few seconds, as other requests are (t19 F2).
+        let backoff = crate::backoff::Backoff::until(deadline);
+        let once = self.bounds_once(name, ids, start, deadline);
+        let (bounds, why) = match crate::backoff::attempt(&backoff, once).await {
             Ok(r) => r,
             Err(e) if e.is_retriable() => (HashMap::new(), Some(e)),
             Err(e) => return Err(e),

@@ -53,7 +53,12 @@ pub async fn list_offsets_as(
             read_committed,
         };
         let generation = cluster.generation();
-        let pass = list_offsets_pass(cluster, ask, backoff.deadline()).await?;
+        // An unanswered request is said after a few seconds, as in other retry loops (t19 F2).
+        let pass = crate::backoff::attempt(
+            &backoff,
+            list_offsets_pass(cluster, ask, backoff.deadline()),
+        )
+        .await?;
         result.extend(pass.found);
         let Some(err) = pass.last_err else {
             return Ok(result);

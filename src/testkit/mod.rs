@@ -42,6 +42,8 @@ pub enum Misbehave {
     FrameSize(i32),
     /// Announce a frame of this size in answer to a request of this API.
     FrameSizeOn(ApiKey, i32),
+    /// Never answer a request of this API (the connection stays open).
+    SilentOn(ApiKey),
     /// Close the connection when a request of this API arrives.
     DropOn(ApiKey),
     /// Handle a request of this API, then close the connection without answering (the response is

@@ -105,7 +105,10 @@ impl FakeBroker {
                 return Reply::Wait;
             }
         }
-        if self.take_rule(|m| *m == Misbehave::Silent).is_some() {
+        if self
+            .take_rule(|m| *m == Misbehave::Silent || *m == Misbehave::SilentOn(api))
+            .is_some()
+        {
             return Reply::Hang;
         }
         if self.take_rule(|m| *m == Misbehave::DropOn(api)).is_some() {
