@@ -600,6 +600,40 @@ fn consume_says_an_unanswered_list_offsets_and_asks_again() {
     assert!(start.elapsed() < Duration::from_secs(15), "{err}");
 }
 
+/// A classic join answered with garbage gives up at --timeout: the 30 s a coordinator may hold a
+/// join is the wait of one held attempt, not more time for failures (t19 F8: 45 s for 15 s).
+#[test]
+fn a_classic_join_answered_with_garbage_gives_up_at_the_timeout() {
+    let (b, boot) = FakeBroker::start_tcp(1);
+    b.create_topic("t", 1);
+    b.misbehave(Misbehave::Garbage(ApiKey::JoinGroup));
+    let start = Instant::now();
+    let out = Command::new(shipper_bin())
+        .args([
+            "-b",
+            &boot,
+            "consume",
+            "t",
+            "-G",
+            "g",
+            "-e",
+            "--timeout",
+            "8s",
+        ])
+        .args(["--group-protocol", "classic"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("JoinGroup"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(15), "{err}");
+    // The warnings count down from the 8 s of --timeout, not from 38.
+    for left in err.split("still trying for up to ").skip(1) {
+        let n: u64 = left.split(' ').next().unwrap().parse().unwrap();
+        assert!(n <= 8, "{err}");
+    }
+}
+
 /// A corrupt length prefix (2 GiB) is a broken answer, retried on a new connection: a tail (which
 /// waits for ever) starts anyway (t11: it exited 1 at start), and a produce stream whose answer
 /// it was loses nor duplicates anything (t11: the batch was failed and the next one lost).

@@ -86,13 +86,10 @@ pub(super) async fn run(ctx: Ctx) {
 
 /// Joins and syncs until this member has an assignment for a generation.
 async fn join_and_sync(ctx: &Ctx, member_id: &mut String) -> Result<(Generation, Assignment)> {
-    // The retry limit, plus the time the coordinator may hold a join waiting for the others.
-    let deadline = ctx
-        .coord
-        .cluster()
-        .options()
-        .deadline()
-        .map(|d| d + ctx.cfg.rebalance_timeout);
+    // The retry limit bounds failures (garbage, a closed connection: t19 F8 gave up at --timeout
+    // + 30 s). A join or sync the coordinator holds, waiting for the other members, may wait past
+    // it by the rebalance timeout: that is the attempt's own wait (Coordinator::call).
+    let deadline = ctx.coord.cluster().options().deadline();
     let mut backoff = Backoff::until(deadline);
     loop {
         let joined = join(ctx, member_id, deadline).await?;
