@@ -33,6 +33,10 @@ struct Tally {
     truncated: u64,
     /// The lines cut to `--max-line-bytes`.
     truncated_lines: LineRanges,
+    /// Records acknowledged after a resend that followed a lost answer, without idempotence.
+    resent: u64,
+    /// Their lines.
+    resent_lines: LineRanges,
     errors_shown: u64,
     /// The lines of failed records Kafka refused or never saw.
     not_written: LineRanges,
@@ -501,6 +505,17 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
     } else {
         String::new()
     };
+    // Without idempotence a resend after a lost answer may be written twice: said, not hidden.
+    let truncated = if t.resent > 0 {
+        format!(
+            "{truncated}, {} resent after an answer was lost (line{} {}; idempotence is off: Kafka may hold them twice)",
+            t.resent,
+            if t.resent == 1 { "" } else { "s" },
+            t.resent_lines.describe(20)
+        )
+    } else {
+        truncated
+    };
     let summary = if matches!(args.producer.acks, crate::cli::AcksArg::None) {
         // Kafka answers nothing with acks=0: "acked" would claim what nobody knows.
         format!(
@@ -784,6 +799,10 @@ fn report(deliveries: &mut Vec<Delivery>, tally: &mut Tally, printer: &mut Optio
             }
             None => {
                 tally.acked += n;
+                if d.resent {
+                    tally.resent += n;
+                    tally.resent_lines.add(&d.tokens);
+                }
                 if printer.is_some() && d.base_offset >= 0 {
                     // Acknowledgements come per batch, not in input order (partitions interleave):
                     // the line number says which record each offset holds (t12).

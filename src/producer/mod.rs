@@ -142,6 +142,9 @@ pub struct Delivery {
     pub batch: Option<bytes::Bytes>,
     /// Failed, but an attempt went unanswered after it was sent: Kafka may hold the records.
     pub maybe_written: bool,
+    /// Acknowledged, after an earlier attempt went unanswered once sent, by a producer that is not
+    /// idempotent: Kafka may hold the records twice.
+    pub resent: bool,
 }
 
 /// Per partition, the last error while its front batch is failing.

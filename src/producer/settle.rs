@@ -110,6 +110,7 @@ impl Producer {
                 q.sent_at = None;
                 self.failing.remove(&(t, p));
                 self.acc.buffered = self.acc.buffered.saturating_sub(batch.size);
+                let resent = batch.maybe_written && !self.seq.is_idempotent();
                 let Batch { body, tokens, .. } = batch;
                 self.acc.recycle(body);
                 out.push(Delivery {
@@ -120,6 +121,7 @@ impl Producer {
                     error: None,
                     batch: None,
                     maybe_written: true,
+                    resent,
                 });
             }
             Verdict::Retry {
@@ -249,6 +251,7 @@ impl Producer {
             error: Some(e),
             batch: (!bytes.is_empty()).then_some(bytes),
             maybe_written,
+            resent: false,
         });
     }
 

@@ -178,6 +178,34 @@ async fn a_lost_response_is_retried_with_the_same_sequence_and_not_duplicated() 
         v,
         "written once: DUPLICATE_SEQUENCE_NUMBER counts as acked"
     );
+    assert!(
+        d.iter().all(|d| !d.resent),
+        "idempotent: no duplicate to warn of"
+    );
+}
+
+/// Without idempotence a resend after a lost answer is written twice: the delivery says so (t19
+/// F10: 1000 silent duplicates).
+#[tokio::test(start_paused = true)]
+async fn a_resend_after_a_lost_answer_without_idempotence_is_marked() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    let cfg = ProducerConfig {
+        idempotence: false,
+        ..produce_config()
+    };
+    let mut p = producer(&b, "t", cfg).await;
+    b.misbehave_times(Misbehave::DropAfter(ApiKey::Produce), 1);
+    let v = values(10);
+    let d = send(&mut p, &refs(&v)).await;
+    assert_eq!(acked(&d), 10);
+    assert_eq!(b.partition_values("t", 0).len(), 20, "written twice");
+    assert!(d.iter().all(|d| d.resent), "{d:?}");
+    let d = send(&mut p, &refs(&v)).await;
+    assert!(
+        d.iter().all(|d| !d.resent),
+        "an answered batch is not marked"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -768,6 +768,13 @@ fn apply(
 ) {
     for d in deliveries.drain(..) {
         let source = engine.on_delivery(&d.tokens, d.error.as_ref(), producer.topic_name(d.topic));
+        if d.resent {
+            crate::log::warn(format_args!(
+                "{} lines of '{}' were sent again after an answer was lost: idempotence is off, so Kafka may hold them twice",
+                d.tokens.len(),
+                Esc::str(producer.topic_name(d.topic))
+            ));
+        }
         if let (Some(eo), None) = (eo.as_deref_mut(), &d.error) {
             eo.acked(producer.topic_name(d.topic), d.partition, d.base_offset);
         }
