@@ -342,11 +342,13 @@ pub struct ConsumeArgs {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1000..=3_600_000), requires = "group")]
     pub session_timeout_ms: u64,
     /// Start at the beginning (same as -o beginning)
-    #[arg(long, conflicts_with = "offset")]
+    #[arg(long)]
     pub from_beginning: bool,
-    /// Start offset: beginning, end, N (absolute), -N (N before the end), s@TIMESTAMP_MS
+    /// Start offset: beginning, end, N (absolute), -N (N before the end), s@TIMESTAMP_MS; given a
+    /// second time, e@TIMESTAMP_MS: stop each partition at its first record of that time or later
+    /// (as kcat: -o s@T1 -o e@T2 prints a time window)
     #[arg(short, long, allow_hyphen_values = true)]
-    pub offset: Option<String>,
+    pub offset: Vec<String>,
     /// Only this partition (repeatable)
     #[arg(short, long = "partition", value_parser = clap::value_parser!(i32).range(0..))]
     pub partitions: Vec<i32>,

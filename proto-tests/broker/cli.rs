@@ -987,6 +987,76 @@ fn produce_writes_null_and_empty_header_values_as_kcat_does() {
     assert_eq!(String::from_utf8_lossy(&got), "h1=v1,h2=NULL,h3=|a\n");
 }
 
+/// `-o s@T1 -o e@T2` prints a time window and exits, as kcat does; e@ alone stops each partition at
+/// its first record of that time.
+#[test]
+fn an_end_timestamp_stops_each_partition_as_kcat_does() {
+    let Some(b) = broker() else { return };
+    let t = topic("consume-etime");
+    // One partition: as in kcat, a partition with no record that late waits for one (unless -e).
+    create_topic(&b, &t, 1, 1, &[]);
+    for x in ["a", "b", "c"] {
+        let input: String = (0..20).map(|i| format!("{x}-{i}\n")).collect();
+        shipper_ok(&b, &["produce", &t], input.as_bytes());
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let stamped = shipper_ok(
+        &b,
+        &["consume", &t, "-o", "beginning", "-e", "-f", "%T %s\n"],
+        b"",
+    );
+    let stamped = String::from_utf8_lossy(&stamped);
+    let ts_of = |v: &str| -> i64 {
+        let l = stamped.lines().find(|l| l.ends_with(v)).unwrap();
+        l.split(' ').next().unwrap().parse().unwrap()
+    };
+    let (tb, tc) = (ts_of(" b-0"), ts_of(" c-0"));
+    let sorted = |out: Vec<u8>| {
+        let mut v = lines(&out);
+        v.sort();
+        v
+    };
+    let window = [
+        "-o".to_string(),
+        format!("s@{tb}"),
+        "-o".into(),
+        format!("e@{tc}"),
+    ];
+    let mut ours_args = vec!["consume".to_string(), t.clone()];
+    ours_args.extend(window.iter().cloned());
+    let ours_args: Vec<&str> = ours_args.iter().map(String::as_str).collect();
+    let ours = sorted(shipper_ok(&b, &ours_args, b""));
+    let mut kc_args = vec!["-C", "-t", &t, "-q", "-f", "%s\n"];
+    kc_args.extend(window.iter().map(String::as_str));
+    let theirs = sorted(kcat(&b, &kc_args, b""));
+    let want: Vec<Vec<u8>> = {
+        let mut v: Vec<Vec<u8>> = (0..20).map(|i| format!("b-{i}").into_bytes()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ours, want);
+    assert_eq!(theirs, want);
+    // e@ alone, from the beginning: only the a's.
+    let e = format!("e@{tb}");
+    let first = sorted(shipper_ok(
+        &b,
+        &["consume", &t, "-o", "beginning", "-o", &e],
+        b"",
+    ));
+    assert_eq!(first.len(), 20);
+    assert!(first.iter().all(|l| l.starts_with(b"a-")));
+    // Misuse: two stops, two starts, a stop with a group.
+    for args in [
+        &["consume", &t, "-o", &e, "-o", &e][..],
+        &["consume", &t, "-o", "1", "-o", "2"],
+        &["consume", &t, "-G", "g", "-o", &e],
+        &["consume", &t, "-o", "e@soon"],
+    ] {
+        let out = shipper(&b, args, b"");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}
+
 /// Usage errors found by the argument parser read like every other error (`shipper: error: ...`,
 /// exit 2); help still goes to standard output with exit 0.
 #[test]

@@ -27,18 +27,7 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
         (None, true) => Format::Json,
         (None, false) => Format::Value,
     };
-    let start = match (&args.offset, args.from_beginning) {
-        (_, true) => StartOffset::Beginning,
-        (Some(o), false) => match StartOffset::parse(o) {
-            Some(s) => s,
-            None => {
-                return usage(format!(
-                    "invalid --offset '{o}' (use beginning, end, N, -N or s@TIMESTAMP_MS, a time in ms since the epoch, not negative)"
-                ))
-            }
-        },
-        (None, false) => StartOffset::End,
-    };
+    let (start, stop_at) = offsets_asked(args)?;
     for t in &args.topics {
         crate::settings::check_topic_arg(t)?;
     }
@@ -69,6 +58,7 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
         text: Text(Vec::with_capacity(TEXT_CHUNK)),
         format,
         start,
+        stop_at,
         count: 0,
         // `-c 0` is no limit, as in kcat.
         max: args.max_messages.filter(|&n| n > 0).unwrap_or(u64::MAX),
@@ -103,6 +93,47 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
     r.finish(result, &args.topics).await
 }
 
+/// Where reading starts (`-o`, `--from-beginning`) and the timestamp it stops at (`-o e@TS`), if
+/// any: at most one of each.
+fn offsets_asked(args: &ConsumeArgs) -> anyhow::Result<(StartOffset, Option<i64>)> {
+    let mut start = args.from_beginning.then_some(StartOffset::Beginning);
+    let mut stop_at = None;
+    for o in &args.offset {
+        if let Some(ts) = o.strip_prefix("e@") {
+            match ts.parse::<i64>() {
+                Ok(ts) if ts >= 0 && stop_at.is_none() => stop_at = Some(ts),
+                Ok(ts) if ts >= 0 => return usage("-o e@TIMESTAMP_MS given twice"),
+                _ => {
+                    return usage(format!(
+                        "invalid --offset '{}': e@ takes a time in ms since the epoch",
+                        Esc::str(o)
+                    ))
+                }
+            }
+            continue;
+        }
+        if start.is_some() {
+            return usage(format!(
+                "--offset '{}': a start was given already (a second -o is e@TIMESTAMP_MS, where to stop)",
+                Esc::str(o)
+            ));
+        }
+        match StartOffset::parse(o) {
+            Some(s) => start = Some(s),
+            None => {
+                return usage(format!(
+                    "invalid --offset '{}' (use beginning, end, N, -N or s@TIMESTAMP_MS, a time in ms since the epoch, not negative; and e@TIMESTAMP_MS to stop)",
+                    Esc::str(o)
+                ))
+            }
+        }
+    }
+    if stop_at.is_some() && args.group.is_some() {
+        return usage("-o e@TIMESTAMP_MS reads partitions directly, not with -G");
+    }
+    Ok((start.unwrap_or(StartOffset::End), stop_at))
+}
+
 /// The reading loop's state.
 struct Reader {
     consumer: Consumer,
@@ -117,6 +148,8 @@ struct Reader {
     text: Text,
     format: Format,
     start: StartOffset,
+    /// `-o e@TS`: each partition ends at its first record of this time or later (not printed).
+    stop_at: Option<i64>,
     max_decompressed: usize,
     count: u64,
     max: u64,
@@ -147,7 +180,10 @@ impl Reader {
         let mut last_commit = Instant::now();
         let mut stop = std::pin::pin!(crate::tasks::stop_signal());
         loop {
+            let all_stopped =
+                self.stop_at.is_some() && self.assigned && !self.consumer.has_partitions();
             if self.count >= self.max
+                || all_stopped
                 || (args.exit_at_end && self.assigned && self.consumer.at_end_of_start())
             {
                 return Ok(());
@@ -204,6 +240,12 @@ impl Reader {
         let mut scratch = Vec::new();
         for f in fetched {
             let topic = self.consumer.topic_name(f.topic).to_string();
+            if self.stop_at.is_some() && !self.consumer.is_assigned(&topic, f.partition) {
+                // Stopped at its end time by an earlier answer of this poll.
+                continue;
+            }
+            let stop_at = self.stop_at.unwrap_or(i64::MAX);
+            let mut stopped = false;
             let mut write_err = None;
             let mut last = None;
             let mut in_chunk = 0;
@@ -215,7 +257,11 @@ impl Reader {
                 &self.out,
             );
             let res = f.for_each_record(&mut scratch, self.max_decompressed, |r| {
-                if *count >= max || write_err.is_some() {
+                if *count >= max || write_err.is_some() || stopped {
+                    return;
+                }
+                if r.timestamp >= stop_at {
+                    stopped = true;
                     return;
                 }
                 // Handed over in chunks, so that a large fetch is not all formatted first.
@@ -243,7 +289,7 @@ impl Reader {
                 return Err(e.into());
             }
             // All of it written: the position is past the batches (control records, compacted gaps).
-            let pos = if self.count < self.max {
+            let pos = if self.count < self.max && !stopped {
                 f.next_offset().ok()
             } else {
                 last
@@ -251,8 +297,19 @@ impl Reader {
             // The rest of the partition's text (perhaps none: the position still moves, once what
             // was queued before it is written).
             if let Some(p) = pos.or(last).or((in_chunk > 0).then_some(-1)) {
-                self.out
-                    .give(&mut self.text.0, ((topic, f.partition), p, in_chunk))?;
+                self.out.give(
+                    &mut self.text.0,
+                    ((topic.clone(), f.partition), p, in_chunk),
+                )?;
+            }
+            if stopped {
+                // At its end time: no more fetching of it.
+                crate::log::debug(format_args!(
+                    "'{}' partition {}: reached -o e@{stop_at}",
+                    Esc::str(&topic),
+                    f.partition
+                ));
+                self.consumer.unassign(&topic, &[f.partition]);
             }
         }
         self.note_written();
