@@ -722,3 +722,32 @@ fn a_member_whose_stdout_is_blocked_gives_partitions_back_without_printing_them_
         );
     }
 }
+
+/// A member the group gives nothing (more members than partitions) ends at once with -e on either
+/// protocol, reading nothing; under KIP-848 it waited for ever (an empty assignment was not told).
+#[test]
+fn a_member_given_nothing_ends_at_once_with_exit_at_end() {
+    let Some(b) = broker() else { return };
+    for protocol in ["classic", "consumer"] {
+        let dir = scratch_dir(&format!("groups-nothing-{protocol}"));
+        let t = topic("groups-nothing");
+        create_topic(&b, &t, 1, 1, &[]);
+        shipper_ok(&b, &["produce", &t], b"1\n2\n3\n");
+        let g = topic("g");
+        let proto = ["--group-protocol", protocol, "--from-beginning"];
+        let first = Member::shipper(&b, &t, &g, &proto, &dir, "first");
+        wait_for_members(&b, &g, &[&first], 1);
+        let start = Instant::now();
+        let mut c = Command::new(shipper_bin());
+        c.args(["-b", &b, "consume", &t, "-G", &g, "-e"])
+            .args(proto);
+        let out = run_with_input(c, b"");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{protocol}: {err}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{protocol}: {err}"
+        );
+        drop(first);
+    }
+}

@@ -89,6 +89,10 @@ async fn member(ctx: &Ctx) -> Result<()> {
     let mut names: HashMap<Uuid, String> = HashMap::new();
     // Until the first answer (and after being fenced) the request carries everything.
     let mut full = true;
+    // Whether an assignment was given to the reading loop since (re)joining: an empty one is told
+    // once too (a member given nothing, with more members than partitions, has joined all the
+    // same: with -e it ends at the end of nothing instead of waiting for ever).
+    let mut told = false;
     let mut report_owned = true;
     let mut interval = Duration::from_secs(3);
     let mut trouble: Option<Backoff> = None;
@@ -169,6 +173,7 @@ async fn member(ctx: &Ctx) -> Result<()> {
                 owned.clear();
                 epoch = 0;
                 full = true;
+                told = false;
                 deadline = deadline_from_now(ctx);
                 if c == Code::UnknownMemberId {
                     member_id = new_member_id();
@@ -209,9 +214,18 @@ async fn member(ctx: &Ctx) -> Result<()> {
                 .map(|tp| (tp.topic_id, tp.partitions.into_iter().collect()))
                 .collect();
             learn_names(ctx, &target, &mut names).await;
+            // (A target of topics not named yet is not nothing: taken once named.)
+            let nothing = target.values().all(|ps| ps.is_empty());
             if !reconcile(ctx, &mut owned, target, &names).await {
                 return Ok(());
             }
+            if !told && nothing {
+                let nothing = crate::group::Assignment::new();
+                if ctx.events.send(Ok(Event::Assigned(nothing))).await.is_err() {
+                    return Ok(());
+                }
+            }
+            told = true;
             report_owned = true;
             continue; // say at once what we own now
         }
