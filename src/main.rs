@@ -28,8 +28,21 @@ fn tune_allocator() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_allocator() {}
 
+/// A file-size limit (`ulimit -f`, systemd's `LimitFSIZE=`) reached by a write makes it fail with
+/// EFBIG, which the writer reports (a checkpoint that cannot be written is said and retried), instead
+/// of killing the process with SIGXFSZ: a tail killed at its first checkpoint write sent everything
+/// again at every restart (t20 F3).
+fn ignore_file_size_signal() {
+    // SAFETY: setting a signal's disposition to SIG_IGN before any other thread exists; no handler
+    // code runs.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 fn main() {
     tune_allocator();
+    ignore_file_size_signal();
     let cli = Cli::parse_checked();
     shipper::log::set_level(if cli.common.quiet {
         0

@@ -920,3 +920,31 @@ fn a_topic_deleted_under_tail_is_created_again_and_gets_every_later_line() {
         tail.stderr()
     );
 }
+
+/// A file-size limit reached by the checkpoint write is an error said and retried, not a SIGXFSZ
+/// death that left no position (every restart sent everything again: t20 F3).
+#[test]
+fn a_file_size_limit_on_the_checkpoint_is_said_not_fatal() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("fsize");
+    let t = topic("fsize");
+    std::fs::create_dir_all(dir.join("d")).unwrap();
+    for f in 0..100 {
+        let body: String = (0..3).map(|i| format!("f{f}:{i}\n")).collect();
+        std::fs::write(dir.join(format!("d/a-rather-long-file-name-{f}.log")), body).unwrap();
+    }
+    let script = format!(
+        "ulimit -f 4; timeout --preserve-status -s TERM 5 {} -b {b} tail '{}/d/*.log' {t} --checkpoint {}/ck",
+        shipper_bin().display(),
+        dir.display(),
+        dir.display()
+    );
+    let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot write checkpoint") && err.contains("File too large"),
+        "{err}"
+    );
+    assert!(err.contains("300 acked"), "{err}");
+}
