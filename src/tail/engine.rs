@@ -928,6 +928,10 @@ impl Engine {
         let input = self.input_of(n.found.pattern);
         let from_end = self.cfg.inputs.get(input).is_some_and(|i| i.from_end);
         let entry = self.known.get(&(n.found.id.dev, n.found.id.ino));
+        // Found only through its checkpoint entry, as an older generation of the file a pattern
+        // named (not under a name a pattern matches now).
+        let generation = n.origin.as_ref().is_some_and(|o| *o != n.found.path);
+        let mut not_ours = false;
         // A known file truncated while we were away: where we were in it, and its first bytes then.
         let mut was = None;
         let start = match entry {
@@ -957,6 +961,14 @@ impl Engine {
                     // before and since deleted (gzip's `.gz` of a rotated log, written while the
                     // entry of the file it replaces was still kept). Nothing was truncated.
                     0
+                } else if !same_head && generation {
+                    // An older generation now holding other bytes: a new file that got its inode
+                    // (logrotate's next copy, once `delaycompress` freed it), not ours rewritten.
+                    // Not followed: if it is a copy of a followed file, that file's copy rule reads
+                    // it on from where that file was read to (t20 F2: read from its start, a whole
+                    // generation went to Kafka twice).
+                    not_ours = true;
+                    0
                 } else {
                     crate::log::info(format_args!(
                         "{}: shorter or rewritten since it was read to byte {}; reading again from the start",
@@ -971,6 +983,15 @@ impl Engine {
             _ if self.first_scan && from_end => size,
             _ => 0,
         };
+        if not_ours {
+            crate::log::debug(format_args!(
+                "{}: another file than the generation read before under this name (its inode was reused); forgotten",
+                Esc::path(&n.found.path)
+            ));
+            self.known.remove(&(n.found.id.dev, n.found.id.ino));
+            self.version += 1;
+            return None;
+        }
         // A new file under the name a followed file was just renamed away from: a rotation.
         if let Some((k, at)) = self.renamed_from.remove(&n.found.path) {
             if let Some(f) = self.followers.get_mut(&k) {

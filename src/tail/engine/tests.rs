@@ -1364,3 +1364,36 @@ async fn a_closed_file_rewritten_to_the_size_it_was_read_to_is_read_again() {
     assert_eq!(shipped_text(&sink), ["old 1", "old 2", "new 1", "new 2"]);
     fs::remove_dir_all(&d).unwrap();
 }
+
+/// logrotate's `copytruncate` + `delaycompress`: the copy followed at the last stop is compressed
+/// away while shipper is stopped and the next copy gets its inode. That is another file, not the
+/// old copy rewritten: its lines were all read from the original, so nothing is read again (t20 F2:
+/// the whole generation was read from its start, every line twice).
+#[tokio::test(start_paused = true)]
+async fn a_new_copy_in_an_old_copys_inode_is_not_read_again_after_a_restart() {
+    let d = dir("copy-reused");
+    let f = d.join("a.log");
+    let copy = d.join("a.log.1");
+    append(&f, &lines_of("a", 50));
+    let (mut e, mut sink) = following(config(&d), Vec::new());
+    // copytruncate seen live: the copy gets a checkpoint entry of its own.
+    fs::copy(&f, &copy).unwrap();
+    truncate(&f);
+    append(&f, &lines_of("b", 10));
+    scan_now(&mut e);
+    drain(&mut e, &mut sink, Instant::now());
+    append(&f, &lines_of("c", 50));
+    scan_now(&mut e);
+    drain(&mut e, &mut sink, Instant::now());
+    assert_eq!(sink.shipped.len(), 110);
+    let ckpt = e.checkpoint_entries();
+    assert!(ckpt.iter().any(|x| x.path == copy), "{ckpt:?}");
+    drop(e);
+    // While stopped, the next rotation: the new copy is written into the old copy's inode.
+    fs::write(&copy, fs::read(&f).unwrap()).unwrap();
+    truncate(&f);
+    append(&f, b"d0\n");
+    let (_e, sink) = following(config(&d), ckpt);
+    assert_eq!(shipped_text(&sink), vec!["d0"]);
+    fs::remove_dir_all(&d).unwrap();
+}
