@@ -102,6 +102,8 @@ pub struct Loaded {
     pub dropped: usize,
     /// Where a damaged file was moved, if it was.
     pub moved_to: Option<PathBuf>,
+    /// Larger than a checkpoint can be: only its first part was read.
+    pub oversized: bool,
 }
 
 /// `%`-encodes every byte that is not a printable, non-space ASCII character (and `%` itself).
@@ -237,7 +239,18 @@ pub fn parse_all(bytes: &[u8]) -> (Vec<Entry>, EoState, usize) {
         _ => (|_| None, 1),
     };
     let mut entries = Vec::new();
-    for line in lines.filter(|l| !l.is_empty()) {
+    // Every line is written with its newline: a last one without it was cut (a full disk, a
+    // truncation), and its path may be cut too: damaged, not taken (t20 F5: no word of it).
+    let cut = !text.ends_with('\n');
+    let mut lines = lines.peekable();
+    while let Some(line) = lines.next() {
+        if line.is_empty() {
+            continue;
+        }
+        if cut && lines.peek().is_none() {
+            dropped += 1;
+            break;
+        }
         if line.starts_with("eo-") && header == HEADER_V2 {
             if !eo.parse_line(line) {
                 dropped += 1;
@@ -296,11 +309,17 @@ pub fn load(path: &Path) -> io::Result<Loaded> {
         &mut io::Read::take(&file, MAX_CHECKPOINT_BYTES + 1),
         &mut bytes,
     )?;
-    let (entries, eo, dropped) = if bytes.len() as u64 > MAX_CHECKPOINT_BYTES {
-        (Vec::new(), EoState::default(), 1)
-    } else {
-        parse_all(&bytes)
-    };
+    // Larger than any checkpoint (damage, or another file grown into it): its lines as far as
+    // the limit are read, the rest counted as one damaged line (t20 F5: every good entry was
+    // dropped, every file read again from its start).
+    let oversized = bytes.len() as u64 > MAX_CHECKPOINT_BYTES;
+    if oversized {
+        let end =
+            memchr::memrchr(b'\n', &bytes[..MAX_CHECKPOINT_BYTES as usize]).map_or(0, |i| i + 1);
+        bytes.truncate(end);
+    }
+    let (entries, eo, mut dropped) = parse_all(&bytes);
+    dropped += usize::from(oversized);
     let mut moved_to = None;
     if dropped > 0 {
         let aside = PathBuf::from(format!(
@@ -319,6 +338,7 @@ pub fn load(path: &Path) -> io::Result<Loaded> {
         eo,
         dropped,
         moved_to,
+        oversized,
     })
 }
 
@@ -770,6 +790,38 @@ mod tests {
         assert_eq!(got.dropped, 2);
         assert!(got.moved_to.as_ref().is_some_and(|m| m.exists()));
         assert!(!p.exists());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A checkpoint cut in its last line (no newline) counts that line damaged: its path may be cut
+    /// too, and the files it no longer names are said (t20 F5: silent).
+    #[test]
+    fn a_cut_last_line_is_damaged() {
+        let d = dir("cut");
+        let p = d.join("c");
+        let (a, b) = (entry("/var/log/a.log"), entry("/var/log/b.log"));
+        let text = render([a.clone(), b].iter());
+        fs::write(&p, &text[..text.len() - 5]).unwrap();
+        let got = load(&p).unwrap();
+        assert_eq!(got.entries, vec![a]);
+        assert_eq!(got.dropped, 1);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A checkpoint grown past the size any can have (zeros appended) keeps the good entries before
+    /// the limit (t20 F5: all were dropped, and every file was read again from its start).
+    #[test]
+    fn an_oversized_checkpoint_keeps_its_entries_before_the_limit() {
+        let d = dir("oversized");
+        let p = d.join("c");
+        let good = entry("/var/log/app.log");
+        let mut bytes = render([good.clone()].iter()).into_bytes();
+        bytes.resize(MAX_CHECKPOINT_BYTES as usize + 10, 0);
+        fs::write(&p, bytes).unwrap();
+        let got = load(&p).unwrap();
+        assert_eq!(got.entries, vec![good]);
+        assert!(got.oversized);
+        assert!(got.dropped >= 1);
         fs::remove_dir_all(&d).unwrap();
     }
 

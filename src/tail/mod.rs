@@ -169,8 +169,13 @@ fn open_checkpoint(
         .with_context(|| format!("cannot read checkpoint {}", Esc::path(path)))?;
     if loaded.dropped > 0 {
         crate::log::warn(format_args!(
-            "checkpoint {}: {} damaged lines dropped ({} files kept); the damaged file is kept as {}; files it no longer knows are read from their start",
+            "checkpoint {}: {}{} damaged lines dropped ({} files kept); the damaged file is kept as {}; files it no longer knows are read from their start",
             Esc::path(path),
+            if loaded.oversized {
+                "larger than 64 MiB (10,000 files take ~1.5 MB), read as far as that; "
+            } else {
+                ""
+            },
             loaded.dropped,
             loaded.entries.len(),
             loaded.moved_to.as_deref().map_or("(could not be moved)".to_string(), |p| Esc::path(p).to_string())
