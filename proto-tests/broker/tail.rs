@@ -980,3 +980,37 @@ fn tail_exactly_once_refuses_settings_that_cannot_keep_it() {
         "{err}"
     );
 }
+
+/// A file empty at the last stop, written and copytruncated while shipper was down: the copy newer
+/// than the checkpoint is read at the restart (t20 F1: 1,000 of 1,010 lines were lost, unsaid).
+#[test]
+fn a_copy_made_while_down_of_a_file_then_empty_is_shipped() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("tail-copy-empty");
+    let t = topic("tail-copy-empty");
+    let f = dir.join("a.log");
+    std::fs::write(&f, b"").unwrap();
+    let run = |what: &str| {
+        let mut c = std::process::Command::new(shipper_bin());
+        c.args([
+            "-b",
+            &b,
+            "tail",
+            &dir.join("*.log").display().to_string(),
+            &t,
+        ])
+        .args(["--checkpoint", &ckpt_arg(&dir)]);
+        Tail::spawn(c, &dir.join(format!("err-{what}")))
+    };
+    let mut first = run("first");
+    std::thread::sleep(Duration::from_secs(2));
+    first.stop("TERM");
+    append(&f, &numbered("before", 0, 500));
+    std::fs::copy(&f, dir.join("a.log.1")).unwrap();
+    truncate_in_place(&f);
+    append(&f, &numbered("after", 0, 5));
+    let mut second = run("second");
+    let got = wait_for_records(&b, &t, 505, WAIT);
+    second.stop("TERM");
+    assert_eq!(got.len(), 505, "{}", second.stderr());
+}

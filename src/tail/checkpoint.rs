@@ -104,6 +104,8 @@ pub struct Loaded {
     pub moved_to: Option<PathBuf>,
     /// Larger than a checkpoint can be: only its first part was read.
     pub oversized: bool,
+    /// When the file was last written.
+    pub written: Option<std::time::SystemTime>,
 }
 
 /// `%`-encodes every byte that is not a printable, non-space ASCII character (and `%` itself).
@@ -304,6 +306,7 @@ pub fn load(path: &Path) -> io::Result<Loaded> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::default()),
         Err(e) => return Err(e),
     };
+    let written = file.metadata().and_then(|m| m.modified()).ok();
     let mut bytes = Vec::new();
     io::Read::read_to_end(
         &mut io::Read::take(&file, MAX_CHECKPOINT_BYTES + 1),
@@ -339,6 +342,7 @@ pub fn load(path: &Path) -> io::Result<Loaded> {
         dropped,
         moved_to,
         oversized,
+        written,
     })
 }
 

@@ -81,14 +81,17 @@ pub fn could_be_copy(original: &Path, copy: &Path) -> bool {
 
 /// Finds the copy of `path` (whose first bytes were `fp`, read up to `pos`) a copytruncate rotation
 /// just made, if there is one: it holds at least `pos` bytes. `not` is the truncated file itself.
+/// With `since`, only a copy modified after that moment: the one way to tell a copy of a file that
+/// was empty (`pos` 0, no first bytes to compare) from older generations.
 pub fn find(
     path: &Path,
     fp: Fingerprint,
     pos: u64,
     not: FileId,
     policy: &FilePolicy,
+    since: Option<SystemTime>,
 ) -> Option<Copy> {
-    if pos == 0 {
+    if pos == 0 && since.is_none() {
         return None;
     }
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
@@ -101,6 +104,9 @@ pub fn find(
         let Some((copy, modified)) = candidate(&entry.path(), fp, pos, not, policy) else {
             continue;
         };
+        if since.is_some_and(|s| modified <= s) {
+            continue;
+        }
         if best.as_ref().is_none_or(|(t, _)| modified > *t) {
             best = Some((modified, copy));
         }
@@ -129,7 +135,8 @@ fn candidate(
     if !m.file_type().is_file() || !owner_ok || id.same(&not) || m.len() == 0 {
         return None;
     }
-    if !starts_with(&file, fp).ok()? || !line_ends_before(&file, pos.min(m.len())) {
+    let at = pos.min(m.len());
+    if !starts_with(&file, fp).ok()? || (at > 0 && !line_ends_before(&file, at)) {
         return None;
     }
     let modified = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
@@ -195,15 +202,15 @@ mod tests {
         std::fs::write(d.join("other.log.1"), b"one\ntwo\nthree\nfour\n").unwrap();
         std::fs::write(d.join("app.log.3"), b"ONE\ntwo\nthree\nfour\n").unwrap();
         std::fs::write(&log, b"").unwrap();
-        let c = find(&log, fp, 8, id, &FilePolicy::default()).expect("found");
+        let c = find(&log, fp, 8, id, &FilePolicy::default(), None).expect("found");
         assert_eq!(c.path, d.join("app.log.1"));
         // Shorter than what we read: found (all of it was read); not at a line end: nothing.
         for pos in [14, 15, 100] {
-            let c = find(&log, fp, pos, id, &FilePolicy::default()).unwrap();
+            let c = find(&log, fp, pos, id, &FilePolicy::default(), None).unwrap();
             assert_eq!((c.path, c.len), (d.join("app.log.1"), 14));
         }
-        assert!(find(&log, fp, 7, id, &FilePolicy::default()).is_none());
-        assert!(find(&log, fp, 0, id, &FilePolicy::default()).is_none());
+        assert!(find(&log, fp, 7, id, &FilePolicy::default(), None).is_none());
+        assert!(find(&log, fp, 0, id, &FilePolicy::default(), None).is_none());
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -265,14 +272,14 @@ mod tests {
         let fifo = std::ffi::CString::new(d.join("app.log.2").to_str().unwrap()).unwrap();
         // SAFETY: mkfifo with a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
-        assert!(find(&log, fp, 8, id, &FilePolicy::default()).is_none());
+        assert!(find(&log, fp, 8, id, &FilePolicy::default(), None).is_none());
         std::fs::write(d.join("app.log.3"), b"one\ntwo\nthree\n").unwrap();
         let nobody = FilePolicy {
             owners: Some(vec![u32::MAX - 1]),
             ..FilePolicy::default()
         };
-        assert!(find(&log, fp, 8, id, &nobody).is_none());
-        assert!(find(&log, fp, 8, id, &FilePolicy::default()).is_some());
+        assert!(find(&log, fp, 8, id, &nobody, None).is_none());
+        assert!(find(&log, fp, 8, id, &FilePolicy::default(), None).is_some());
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
@@ -137,6 +137,8 @@ pub struct Engine {
     compressed: Arc<HashSet<scan::Unchanged>>,
     next_key: u64,
     first_scan: bool,
+    /// When the checkpoint read at start was last written.
+    checkpoint_written: Option<SystemTime>,
     warned: BTreeSet<String>,
     /// Followers to read at the next pass (events, more data, a rescan).
     hot: BTreeSet<u64>,
@@ -290,6 +292,7 @@ impl Engine {
             compressed: Arc::default(),
             next_key: 1,
             first_scan: true,
+            checkpoint_written: None,
             warned: BTreeSet::new(),
             hot: BTreeSet::new(),
             waiting: BTreeSet::new(),
@@ -302,6 +305,12 @@ impl Engine {
             version: 0,
             counters: Counters::default(),
         }
+    }
+
+    /// When the checkpoint the engine started from was written: a copy made after it, of a file that
+    /// was empty then, holds lines never read (see [`Engine::start`]).
+    pub fn set_checkpoint_written(&mut self, at: Option<SystemTime>) {
+        self.checkpoint_written = at;
     }
 
     /// Exactly-once: topics to read back before their files are read, each with the birth (ms) of the
@@ -932,6 +941,10 @@ impl Engine {
         // named (not under a name a pattern matches now).
         let generation = n.origin.as_ref().is_some_and(|o| *o != n.found.path);
         let mut not_ours = false;
+        // Empty at the last stop: a copytruncate while shipper was down leaves no trace in it (no
+        // first bytes to compare, nothing it could be shorter than), only a copy next to it newer
+        // than the checkpoint, holding lines never read (t20 F1: lost).
+        let mut empty_then = false;
         // A known file truncated while we were away: where we were in it, and its first bytes then.
         let mut was = None;
         let start = match entry {
@@ -955,6 +968,7 @@ impl Engine {
                     || byte_at(&n.file, e.offset - 1).is_some_and(|b| b == b'\n');
                 let same_head = head_matches(head, e.fingerprint);
                 if same_head && e.offset <= size && at_line_start {
+                    empty_then = self.first_scan && e.offset == 0 && e.fingerprint.len == 0;
                     e.offset
                 } else if !same_head && e.path != n.found.path {
                     // Other bytes under another name: a new file that reuses the inode of one read
@@ -1044,7 +1058,10 @@ impl Engine {
                 self.hot.insert(key);
                 self.insert_follower(key, f);
                 if let Some((pos, fp)) = was {
-                    self.finish_copy(key, fp, pos, false);
+                    self.finish_copy(key, fp, pos, false, None);
+                }
+                if empty_then {
+                    self.finish_copy(key, Fingerprint::EMPTY, 0, false, self.checkpoint_written);
                 }
                 Some(key)
             }
@@ -1355,6 +1372,7 @@ impl Engine {
                 old.read_pos,
                 old.id,
                 &self.cfg.policy,
+                None,
             ),
         };
         // A copy that a pattern follows too is read by its own follower: if nothing of it was read
@@ -1487,12 +1505,20 @@ impl Engine {
     /// bytes before and `pos` where we were (`skipping` inside an over-long line). Found next to it
     /// (see [`super::copytruncate`]), the copy is read from there to its end and then closed, like a
     /// file renamed away.
-    fn finish_copy(&mut self, like: u64, fp: Fingerprint, pos: u64, skipping: bool) {
+    fn finish_copy(
+        &mut self,
+        like: u64,
+        fp: Fingerprint,
+        pos: u64,
+        skipping: bool,
+        since: Option<SystemTime>,
+    ) {
         let Some(t) = self.followers.get(&like) else {
             return;
         };
-        let Some(copy) = super::copytruncate::find(&t.path, fp, pos, t.id, &self.cfg.policy)
+        let Some(copy) = super::copytruncate::find(&t.path, fp, pos, t.id, &self.cfg.policy, since)
             .filter(|c| c.len > pos)
+            .filter(|c| since.is_none() || !self.known.contains_key(&(c.id.dev, c.id.ino)))
         else {
             return;
         };

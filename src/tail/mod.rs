@@ -267,7 +267,8 @@ impl Running {
         with_own_files(&mut cfg, &opts);
         let (lock, loaded) = open_checkpoint(&opts.checkpoint)?;
         let eo = cfg.exactly_once.is_some().then_some(loaded.eo);
-        let engine = Engine::new(cfg, loaded.entries);
+        let mut engine = Engine::new(cfg, loaded.entries);
+        engine.set_checkpoint_written(loaded.written);
         // Refuse to start with a checkpoint that cannot be written: every restart would resend all.
         let text = checkpoint::render_all(&engine.checkpoint_refs(), eo.as_ref());
         checkpoint::store(&opts.checkpoint, &text).map_err(|e| {

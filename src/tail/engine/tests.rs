@@ -1397,3 +1397,35 @@ async fn a_new_copy_in_an_old_copys_inode_is_not_read_again_after_a_restart() {
     assert_eq!(shipped_text(&sink), vec!["d0"]);
     fs::remove_dir_all(&d).unwrap();
 }
+
+/// copytruncate while shipper was stopped, of a file that was empty at the last stop: nothing in the
+/// file tells (no first bytes, nothing it is shorter than); the copy next to it, newer than the
+/// checkpoint, is read from its start, and an older generation is not (t20 F1: the copy's lines were
+/// lost).
+#[tokio::test(start_paused = true)]
+async fn a_copy_of_a_file_empty_at_the_last_stop_is_read_when_newer_than_the_checkpoint() {
+    let d = dir("copy-empty");
+    let f = d.join("a.log");
+    append(&f, b"");
+    append(&d.join("a.log.2"), b"an older generation\n");
+    let (e, _sink) = following(config(&d), Vec::new());
+    let ckpt = e.checkpoint_entries();
+    drop(e);
+    std::thread::sleep(Duration::from_millis(20));
+    let written = std::time::SystemTime::now();
+    std::thread::sleep(Duration::from_millis(20));
+    // While stopped: lines, copytruncate, a line.
+    append(&f, b"a0\na1\n");
+    fs::copy(&f, d.join("a.log.1")).unwrap();
+    truncate(&f);
+    append(&f, b"e0\n");
+    let mut e = Engine::new(config(&d), ckpt);
+    e.set_checkpoint_written(Some(written));
+    let mut sink = FakeSink::default();
+    scan_now(&mut e);
+    drain(&mut e, &mut sink, Instant::now());
+    let mut got = shipped_text(&sink);
+    got.sort();
+    assert_eq!(got, vec!["a0", "a1", "e0"]);
+    fs::remove_dir_all(&d).unwrap();
+}
