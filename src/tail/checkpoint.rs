@@ -23,7 +23,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -483,8 +483,17 @@ pub fn store(path: &Path, text: &str) -> io::Result<()> {
 /// checkpoint is refused instead of shipping everything twice.
 #[derive(Debug)]
 pub struct Lock {
-    _file: File,
+    file: File,
     path: PathBuf,
+}
+
+/// What [`Lock::check`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LockCheck {
+    /// The lock file is the one held.
+    Held,
+    /// The lock file was deleted or replaced, and a new one is held now.
+    Retaken,
 }
 
 impl Lock {
@@ -553,7 +562,34 @@ impl Lock {
                 }
             }
         }
-        Ok(Lock { _file: file, path })
+        Ok(Lock { file, path })
+    }
+
+    /// Checks that the lock file under its name is still the one held: deleted (an operator's
+    /// `rm /var/lib/shipper/*`, a tmpfiles cleanup), a second tail could take the checkpoint too
+    /// and both would ship every line (t20 F4). A new lock file is then taken; `Err` when another
+    /// process holds it already.
+    pub fn check(&mut self) -> io::Result<LockCheck> {
+        let held = self.file.metadata()?;
+        let same = fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| m.dev() == held.dev() && m.ino() == held.ino());
+        if same {
+            return Ok(LockCheck::Held);
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&self.path)?;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.file = file;
+        Ok(LockCheck::Retaken)
     }
 
     /// The lock file.
@@ -882,6 +918,24 @@ mod tests {
             let again = parse(render(entries.iter()).as_bytes());
             assert_eq!((again.0, again.1), (entries, 0));
         }
+    }
+
+    /// A lock file deleted under a running tail is taken again; if a second tail took a new one
+    /// meanwhile, the check fails (t20 F4: both ran and shipped every line).
+    #[test]
+    fn a_deleted_lock_file_is_taken_again_or_found_taken() {
+        let d = dir("lock-deleted");
+        let p = d.join("c");
+        let mut first = Lock::take(&p).unwrap();
+        assert_eq!(first.check().unwrap(), LockCheck::Held);
+        fs::remove_file(first.path()).unwrap();
+        assert_eq!(first.check().unwrap(), LockCheck::Retaken);
+        assert!(Lock::take(&p).is_err(), "held again");
+        fs::remove_file(first.path()).unwrap();
+        let _second = Lock::take(&p).unwrap();
+        let e = first.check().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

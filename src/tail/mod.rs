@@ -255,7 +255,7 @@ struct Running {
     read_back_failing: std::collections::HashMap<String, String>,
     reading: std::collections::BTreeSet<String>,
     previous_producer: Option<i64>,
-    _lock: checkpoint::Lock,
+    lock: checkpoint::Lock,
 }
 
 impl Running {
@@ -326,7 +326,7 @@ impl Running {
             read_back_failing: std::collections::HashMap::new(),
             reading: std::collections::BTreeSet::new(),
             previous_producer: None,
-            _lock: lock,
+            lock,
         })
     }
 
@@ -413,6 +413,7 @@ impl Running {
                     self.engine.close_idle(now, self.starved);
                     self.engine.wake_copies();
                     self.dead.tick(now.into_std());
+                    self.check_lock()?;
                 }
                 _ = ckpt_tick.tick() => {
                     // Rendered only when something changed (10,000 idle files cost nothing here), and
@@ -432,6 +433,34 @@ impl Running {
                     self.stats.print(&self.engine, &self.producer, &self.saver);
                 }
                 _ = tokio::task::yield_now(), if busy => {}
+            }
+        }
+    }
+
+    /// Keeps the checkpoint's lock: taken again when its file was deleted; when another tail took
+    /// the checkpoint meanwhile, this one stops (both would ship every line), without writing it.
+    fn check_lock(&mut self) -> anyhow::Result<()> {
+        match self.lock.check() {
+            Ok(checkpoint::LockCheck::Held) => Ok(()),
+            Ok(checkpoint::LockCheck::Retaken) => {
+                crate::log::warn(format_args!(
+                    "the lock file {} was deleted or replaced while this tail ran: taken again (while it was missing, a second tail could have started on the same checkpoint)",
+                    Esc::path(self.lock.path())
+                ));
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                anyhow::bail!(
+                    "checkpoint {}: its lock file was deleted while this tail ran, and another shipper tail holds a new one: this one stops, so that lines are not shipped twice (run one tail per checkpoint)",
+                    Esc::path(&self.opts.checkpoint)
+                )
+            }
+            Err(e) => {
+                crate::log::debug(format_args!(
+                    "cannot check the lock file {}: {e}",
+                    Esc::path(self.lock.path())
+                ));
+                Ok(())
             }
         }
     }
