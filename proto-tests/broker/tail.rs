@@ -1014,3 +1014,35 @@ fn a_copy_made_while_down_of_a_file_then_empty_is_shipped() {
     second.stop("TERM");
     assert_eq!(got.len(), 505, "{}", second.stderr());
 }
+
+/// The checkpoint records each file's birth time where the filesystem keeps one, so an inode a new
+/// file reuses is not taken for the old file; the static (musl) build too, whose standard library
+/// does not ask for it (t20: its checkpoints said `-`). Run against the static binary in the suite.
+#[test]
+fn the_checkpoint_records_birth_times() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("tail-born");
+    let t = topic("tail-born");
+    let f = dir.join("a.log");
+    append(&f, b"one\n");
+    let Ok(born) = std::fs::metadata(&f).unwrap().created() else {
+        return; // this filesystem keeps no birth time: nothing to record
+    };
+    let born = born
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let mut c = std::process::Command::new(shipper_bin());
+    c.args(["-b", &b, "tail", &f.display().to_string(), &t])
+        .args(["--checkpoint", &ckpt_arg(&dir)]);
+    let mut tail = Tail::spawn(c, &dir.join("err"));
+    assert_eq!(wait_for_records(&b, &t, 1, WAIT).len(), 1);
+    tail.stop("TERM");
+    let ck = std::fs::read_to_string(dir.join("checkpoint")).unwrap();
+    let entry = ck.lines().nth(1).unwrap_or_default();
+    assert_eq!(
+        entry.split(' ').nth(2),
+        Some(born.to_string().as_str()),
+        "{ck}"
+    );
+}

@@ -130,7 +130,7 @@ fn candidate(
         .open(p)
         .ok()?;
     let m = file.metadata().ok()?;
-    let id = FileId::from_meta(&m);
+    let id = FileId::with_fd(&m, &file);
     let owner_ok = policy.owners.as_ref().is_none_or(|o| o.contains(&m.uid()));
     if !m.file_type().is_file() || !owner_ok || id.same(&not) || m.len() == 0 {
         return None;

@@ -558,7 +558,7 @@ fn check(
         }
         Err(e) => return Err(format!("cannot read {shown}: {e}; skipping it")),
     };
-    let m = if lm.file_type().is_symlink() {
+    let (m, at) = if lm.file_type().is_symlink() {
         if !policy.follow_symlinks {
             return Err(format!(
                 "{shown} is a symbolic link; not followed (use --follow-symlinks to follow links that stay under {})",
@@ -574,9 +574,11 @@ fn check(
                 Esc::path(&p.base)
             ));
         }
-        std::fs::metadata(&target).map_err(|e| format!("cannot read {shown}: {e}; skipping it"))?
+        let m = std::fs::metadata(&target)
+            .map_err(|e| format!("cannot read {shown}: {e}; skipping it"))?;
+        (m, target)
     } else {
-        lm
+        (lm, path.to_path_buf())
     };
     let ft = m.file_type();
     if ft.is_dir() {
@@ -602,7 +604,7 @@ fn check(
             ));
         }
     }
-    Ok(Some((FileId::from_meta(&m), m.len(), mtime_ns(&m))))
+    Ok(Some((FileId::at_path(&m, &at), m.len(), mtime_ns(&m))))
 }
 
 /// What a file that is not a regular file is, for a message: "a directory", "a FIFO", "a socket",
@@ -671,7 +673,7 @@ pub fn open(
             "not a regular file",
         ));
     }
-    if !FileId::from_meta(&m).same(&found.id) {
+    if !FileId::with_fd(&m, &file).same(&found.id) {
         return Err(io::Error::other(Replaced));
     }
     if let Some(real) = real_path(&file) {

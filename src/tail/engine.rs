@@ -1857,7 +1857,7 @@ fn file_of(o: &Follower) -> Option<Arc<std::fs::File>> {
         .open(&o.path)
         .ok()?;
     let m = f.metadata().ok()?;
-    FileId::from_meta(&m).same(&o.id).then(|| Arc::new(f))
+    FileId::with_fd(&m, &f).same(&o.id).then(|| Arc::new(f))
 }
 
 fn truncated_under(of: &std::fs::File, o: &Follower) -> bool {

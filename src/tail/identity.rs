@@ -10,7 +10,10 @@
 
 use std::fs::{File, Metadata};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 /// Bytes hashed for a full fingerprint.
@@ -45,7 +48,25 @@ impl FileId {
 
     /// The identity of an open file.
     pub fn of(file: &File) -> io::Result<FileId> {
-        Ok(FileId::from_meta(&file.metadata()?))
+        Ok(FileId::with_fd(&file.metadata()?, file))
+    }
+
+    /// The identity in `m`, the metadata of the open `file`, with its birth time.
+    pub fn with_fd(m: &Metadata, file: &File) -> FileId {
+        let mut id = FileId::from_meta(m);
+        if id.born.is_none() {
+            id.born = statx_birth(Birth::Fd(file.as_raw_fd()), m.ino());
+        }
+        id
+    }
+
+    /// The identity in `m`, the metadata of `path` (not followed if a link), with its birth time.
+    pub fn at_path(m: &Metadata, path: &Path) -> FileId {
+        let mut id = FileId::from_meta(m);
+        if id.born.is_none() {
+            id.born = statx_birth(Birth::Path(path), m.ino());
+        }
+        id
     }
 
     /// Whether two identities name the same file: same device and inode, and same birth time when both
@@ -58,6 +79,49 @@ impl FileId {
                 _ => true,
             }
     }
+}
+
+/// Whose birth time [`statx_birth`] asks.
+enum Birth<'a> {
+    Fd(libc::c_int),
+    Path(&'a Path),
+}
+
+/// The birth time of a file, in nanoseconds since the epoch, from statx, if the filesystem keeps
+/// one and the file is still inode `ino`. Rust's standard library asks statx for it only on glibc:
+/// the static (musl) build knew no birth time, so an inode reused by a new file could pass for the
+/// old one (t20: checkpoints of the shipped binary said `-`).
+fn statx_birth(of: Birth<'_>, ino: u64) -> Option<i128> {
+    let (dirfd, path, flags) = match of {
+        Birth::Fd(fd) => (fd, std::ffi::CString::default(), libc::AT_EMPTY_PATH),
+        Birth::Path(p) => (
+            libc::AT_FDCWD,
+            std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?,
+            libc::AT_SYMLINK_NOFOLLOW,
+        ),
+    };
+    let mut buf = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: statx(2) with a NUL-terminated path that outlives the call and a pointer to a
+    // zeroed, writable `struct statx` the kernel fills (at most its size); no other memory is touched.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_statx,
+            dirfd,
+            path.as_ptr(),
+            flags,
+            libc::STATX_BTIME | libc::STATX_INO,
+            buf.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: a zeroed `struct statx` (plain integers) is a valid value, and the call succeeded.
+    let st = unsafe { buf.assume_init() };
+    if st.stx_mask & libc::STATX_BTIME == 0 || st.stx_ino != ino {
+        return None;
+    }
+    Some(i128::from(st.stx_btime.tv_sec) * 1_000_000_000 + i128::from(st.stx_btime.tv_nsec))
 }
 
 /// A hash of a file's first bytes and how many bytes it covers.
@@ -186,6 +250,27 @@ pub fn starts_with(file: &File, fp: Fingerprint) -> io::Result<bool> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// statx's birth time, asked directly (what the static build relies on), is the one the
+    /// standard library gives on glibc, by path and by descriptor; another inode is refused.
+    #[test]
+    fn birth_times_from_statx_match_the_standard_librarys() {
+        let d = std::env::temp_dir().join(format!("shipper-birth-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("f");
+        std::fs::write(&p, "x").unwrap();
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let file = File::open(&p).unwrap();
+        let by_path = statx_birth(Birth::Path(&p), m.ino());
+        let by_fd = statx_birth(Birth::Fd(file.as_raw_fd()), m.ino());
+        assert_eq!(by_path, by_fd);
+        assert_eq!(statx_birth(Birth::Path(&p), m.ino() + 1), None);
+        if let Some(std_born) = FileId::from_meta(&m).born {
+            assert_eq!(by_path, Some(std_born));
+        }
+        assert_eq!(FileId::at_path(&m, &p), FileId::of(&file).unwrap());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 
     #[test]
     fn compressed_files_are_told_by_their_first_bytes() {

@@ -159,7 +159,7 @@ fn find_in_dir(dir: &Path, id: &FileId) -> Option<PathBuf> {
     let rd = std::fs::read_dir(dir).ok()?;
     rd.flatten().map(|e| e.path()).find(|p| {
         std::fs::symlink_metadata(p)
-            .is_ok_and(|m| m.file_type().is_file() && FileId::from_meta(&m).same(id))
+            .is_ok_and(|m| m.file_type().is_file() && FileId::at_path(&m, p).same(id))
     })
 }
 
@@ -249,7 +249,7 @@ fn reopen_only(req: &ScanRequest, keys: &[u64]) -> ScanResult {
         }
         let here = std::fs::symlink_metadata(&f.path)
             .ok()
-            .filter(|m| m.file_type().is_file() && FileId::from_meta(m).same(&f.id))
+            .filter(|m| m.file_type().is_file() && FileId::at_path(m, &f.path).same(&f.id))
             .map(|m| Found {
                 path: f.path.clone(),
                 id: f.id,
@@ -359,7 +359,9 @@ impl Pass<'_> {
         let now = match here {
             Some(x) => (x.size, x.mtime_ns),
             None => match std::fs::symlink_metadata(&f.path) {
-                Ok(m) if FileId::from_meta(&m).same(&f.id) => (m.len(), discover::mtime_ns(&m)),
+                Ok(m) if FileId::at_path(&m, &f.path).same(&f.id) => {
+                    (m.len(), discover::mtime_ns(&m))
+                }
                 _ => {
                     let dir = f.path.parent().unwrap_or(Path::new("."));
                     self.out.gone.push((f.key, find_in_dir(dir, &f.id)));
@@ -383,7 +385,8 @@ impl Pass<'_> {
         // directory (500 closed copies in a directory of 1,000 files made each scan list it 500
         // times: t16, turns every 16-35 s).
         let still_there = f.rotated
-            && std::fs::symlink_metadata(&f.path).is_ok_and(|m| FileId::from_meta(&m).same(&f.id));
+            && std::fs::symlink_metadata(&f.path)
+                .is_ok_and(|m| FileId::at_path(&m, &f.path).same(&f.id));
         let (path, moved) = match here {
             Some(x) => (x.path.clone(), false),
             None if still_there => (f.path.clone(), false),
@@ -573,7 +576,7 @@ impl Pass<'_> {
                 continue; // a pattern still names it: it resumes as a new file
             }
             let there =
-                std::fs::symlink_metadata(path).is_ok_and(|m| FileId::from_meta(&m).same(id));
+                std::fs::symlink_metadata(path).is_ok_and(|m| FileId::at_path(&m, path).same(id));
             let moved = if there {
                 Some(path.clone())
             } else {
