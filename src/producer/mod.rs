@@ -167,8 +167,9 @@ pub struct Producer {
     pid_task: Option<JoinHandle<Result<(i64, i16), Error>>>,
     pid_not_before: Option<Instant>,
     failing: Failing,
-    /// Per partition, why its last batch failed for good: the cause named for a batch that then
-    /// expires waiting behind it (it was named "no available leader").
+    /// Per partition, why its last batch failed for good, until one is acknowledged: the cause
+    /// named for a batch that then expires waiting behind it (it was named "no available leader"),
+    /// or whose attempt was cut to what was left of its timeout.
     last_failed: Failing,
     last_reset_warning: Option<Instant>,
     fatal: Option<Error>,

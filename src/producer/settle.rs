@@ -109,6 +109,8 @@ impl Producer {
                 q.failing_since = None;
                 q.sent_at = None;
                 self.failing.remove(&(t, p));
+                // A failure before a success is no reason for a later give-up.
+                self.last_failed.remove(&(t, p));
                 self.acc.buffered = self.acc.buffered.saturating_sub(batch.size);
                 let resent = batch.maybe_written && !self.seq.is_idempotent();
                 let Batch { body, tokens, .. } = batch;
