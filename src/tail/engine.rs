@@ -987,8 +987,13 @@ impl Engine {
                     not_ours = true;
                     0
                 } else {
+                    // Said as seen: other first bytes may be a file replaced, not truncated (t20 F6).
+                    let what = match same_head {
+                        true => "shorter, or rewritten in place,",
+                        false => "first bytes changed (truncated and written again, or replaced)",
+                    };
                     crate::log::info(format_args!(
-                        "{}: shorter or rewritten since it was read to byte {}; reading again from the start",
+                        "{}: {what} since it was read to byte {} before the last stop; reading it from the start",
                         Esc::path(&n.found.path),
                         e.offset
                     ));
