@@ -225,6 +225,34 @@ impl TopicQueues {
     fn live(&self) -> usize {
         self.parts.len().min(self.meta.partitions.len().max(1))
     }
+
+    /// Whether records without a key may go to partition `p` now: it has a leader and its batches
+    /// are not failing (its broker down or refusing). Kafka's partitioner and librdkafka's pass over
+    /// partitions without a leader likewise (t21 F1: a partition whose only replica was down took
+    /// most records, each full batch failing at --timeout, while two partitions were healthy).
+    fn available(&self, p: i32) -> bool {
+        self.meta.leader(p) >= 0
+            && usize::try_from(p)
+                .ok()
+                .and_then(|i| self.parts.get(i))
+                .is_some_and(|q| q.failing_since.is_none())
+    }
+
+    /// A partition for records without a key, other than `not` when there is another: one of the
+    /// available ones at random, else any.
+    fn pick(&self, not: Option<i32>) -> i32 {
+        let n = self.live() as i32;
+        let others = (0..n).filter(|&p| Some(p) != not);
+        let count = others.clone().filter(|&p| self.available(p)).count();
+        if count > 0 {
+            let k = fastrand::usize(0..count);
+            return others.filter(|&p| self.available(p)).nth(k).unwrap_or(0);
+        }
+        match not {
+            Some(x) if n > 1 => (x + fastrand::i32(1..n)) % n,
+            _ => fastrand::i32(0..n.max(1)),
+        }
+    }
 }
 
 /// The batches of every topic and the bytes they hold.
@@ -370,8 +398,17 @@ impl Accumulator {
         }
         match (self.cfg.partitioner, key) {
             (Partitioner::Default | Partitioner::Murmur2, Some(k)) => partition_for_key(k, n),
-            (Partitioner::Random, _) => fastrand::i32(0..n as i32),
-            _ => t.sticky,
+            (Partitioner::Random, _) => t.pick(None),
+            _ => {
+                // The sticky partition lost its leader or fails: move on to one that works.
+                if !t.available(t.sticky) {
+                    let p = t.pick(Some(t.sticky));
+                    if t.available(p) {
+                        self.topics[topic].sticky = p;
+                    }
+                }
+                self.topics[topic].sticky
+            }
         }
     }
 
@@ -538,7 +575,7 @@ impl Accumulator {
         let n = t.live() as i32;
         if idx as i32 == t.sticky && !fixed && n > 1 {
             // Move on to another partition: even spread over time, large batches.
-            t.sticky = (t.sticky + fastrand::i32(1..n)) % n;
+            t.sticky = t.pick(Some(t.sticky));
         }
     }
 

@@ -623,3 +623,37 @@ async fn a_batch_given_up_behind_a_failing_one_names_the_failure_not_its_cut_att
         assert!(e.contains("frame size"), "{e}");
     }
 }
+
+/// Records without a key go to partitions whose leader works: once a partition's batch fails (its
+/// broker down), the others take the records, so only the batch it had is lost to --timeout (t21
+/// F1: 57,865 of 300,000 lines were lost to one partition whose only replica was down).
+#[tokio::test(start_paused = true)]
+async fn keyless_records_pass_over_a_partition_whose_leader_is_down() {
+    let b = FakeBroker::new(3);
+    b.create_topic("t", 3);
+    let cfg = ProducerConfig {
+        batch_bytes: 300,
+        delivery_timeout: Some(Duration::from_secs(5)),
+        ..produce_config()
+    };
+    let mut p = producer(&b, "t", cfg).await;
+    b.stop(2); // the leader of partition 1
+    let mut out = Vec::new();
+    for (i, v) in values(3000).iter().enumerate() {
+        p.append(0, None, Some(v), &[], timestamp_now_ms(), i as u64)
+            .unwrap();
+        // Lines arrive over time, as a log's do.
+        if i % 30 == 0 {
+            let until = Instant::now() + Duration::from_millis(20);
+            let _ = tokio::time::timeout_at(until, p.drive(&mut out)).await;
+        }
+    }
+    p.flush(&mut out).await.unwrap();
+    let failed: usize = out
+        .iter()
+        .filter(|d| d.error.is_some())
+        .map(|d| d.tokens.len())
+        .sum();
+    assert_eq!(acked(&out) + failed, 3000);
+    assert!(failed < 100, "{failed} records failed");
+}

@@ -968,10 +968,8 @@ impl Engine {
                     || byte_at(&n.file, e.offset - 1).is_some_and(|b| b == b'\n');
                 let same_head = head_matches(head, e.fingerprint);
                 if same_head && e.offset <= size && at_line_start {
-                    empty_then = self.first_scan
-                        && !generation
-                        && e.offset == 0
-                        && e.fingerprint.len == 0;
+                    empty_then =
+                        self.first_scan && !generation && e.offset == 0 && e.fingerprint.len == 0;
                     e.offset
                 } else if !same_head && e.path != n.found.path {
                     // Other bytes under another name: a new file that reuses the inode of one read
