@@ -761,6 +761,17 @@ fn ends_the_run(e: &crate::error::Error) -> bool {
     }
 }
 
+/// `3 records (lines 5..6, 9)`: a batch's lines as ranges. They need not be consecutive (the lines
+/// between went to other partitions): first..last named lines that were written (t21 F3).
+fn records_and_lines(tokens: &[u64]) -> String {
+    let mut lines = LineRanges::default();
+    lines.add(tokens);
+    match tokens.len() {
+        1 => format!("1 record (line {})", lines.describe(1)),
+        n => format!("{n} records (lines {})", lines.describe(5)),
+    }
+}
+
 fn report(deliveries: &mut Vec<Delivery>, tally: &mut Tally, printer: &mut Option<Behind>) {
     use std::io::Write;
     let mut out = Vec::new();
@@ -776,15 +787,7 @@ fn report(deliveries: &mut Vec<Delivery>, tally: &mut Tally, printer: &mut Optio
                     false => "not written",
                 };
                 if tally.errors_shown < 5 {
-                    let (first, last) = (d.tokens.first(), d.tokens.last());
-                    let which = match n {
-                        1 => format!("1 record (line {})", first.unwrap_or(&0)),
-                        _ => format!(
-                            "{n} records (lines {}..{})",
-                            first.unwrap_or(&0),
-                            last.unwrap_or(&0)
-                        ),
-                    };
+                    let which = records_and_lines(&d.tokens);
                     crate::log::error(format_args!("{which} {what}: {e}"));
                 } else if tally.errors_shown == 5 {
                     crate::log::error(format_args!(
