@@ -842,7 +842,16 @@ fn offsets_not_printed(e: std::io::Error, tally: &mut Tally, printer: &mut Optio
 
 #[cfg(test)]
 mod tests {
-    use super::LineRanges;
+    use super::{records_and_lines, LineRanges};
+
+    #[test]
+    fn a_batchs_lines_are_named_as_ranges_not_first_to_last() {
+        assert_eq!(records_and_lines(&[7]), "1 record (line 7)");
+        assert_eq!(
+            records_and_lines(&[5, 6, 9, 10, 11]),
+            "5 records (lines 5..6, 9..11)"
+        );
+    }
 
     #[test]
     fn failed_lines_are_told_as_merged_ranges_within_a_bound() {
