@@ -89,6 +89,10 @@ impl Backoff {
 /// would otherwise only say that something fails, not what).
 static LAST_FAILURE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
+/// How many failures retry loops have waited out, in this process: an attempt during which the
+/// count moved got answers (a retry loop inside it failed and went on), and is not "unanswered".
+static FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The last failure a retry loop is waiting out, if any has been seen.
 pub fn last_failure() -> Option<String> {
     LAST_FAILURE
@@ -214,6 +218,7 @@ where
             Err(e) if e.is_retriable() => {
                 crate::log::debug(format_args!("will retry: {e}"));
                 *LAST_FAILURE.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                FAILURES.fetch_add(1, Ordering::Relaxed);
                 tell_still_trying(&backoff, &e);
                 note_failure(&mut telling, e);
                 if !backoff.wait().await {
@@ -247,12 +252,15 @@ async fn wait_telling<T>(
     attempt: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
     let mut attempt = std::pin::pin!(attempt);
+    let failures = FAILURES.load(Ordering::Relaxed);
     let first = Instant::now() + hold + Duration::from_secs(1);
     let mut tick = tokio::time::interval_at(first, Duration::from_secs(1));
     loop {
         tokio::select! {
             r = &mut attempt => return r,
-            _ = tick.tick() => {
+            // A retry loop inside the attempt failed meanwhile: Kafka answers, and that loop says
+            // what fails (t21: "no answer from Kafka" for a partition without a leader).
+            _ = tick.tick(), if FAILURES.load(Ordering::Relaxed) == failures => {
                 if let Some(rest) = still_trying_due(backoff, &TOLD) {
                     let last = last_failure()
                         .map(|e| format!(" (last failure: {e})"))

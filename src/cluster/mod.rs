@@ -33,6 +33,21 @@ const FAILED_RECENTLY: Duration = Duration::from_secs(30);
 /// InitProducerId versions: flexible (2+).
 const INIT_PRODUCER_ID_VERSIONS: VersionRange = VersionRange { min: 2, max: 5 };
 
+/// A topic with the partitions it has no leader for, as [`State::leaderless_said`] keeps it.
+fn leaderless_key(t: &TopicMeta) -> String {
+    let none: Vec<String> = t
+        .partitions
+        .iter()
+        .filter(|p| p.leader < 0)
+        .map(|p| p.id.to_string())
+        .collect();
+    format!("{}:{}", t.name, none.join(","))
+}
+
+/// How long a topic's metadata is asked again for a leader of every partition (an election takes
+/// milliseconds, a new topic's leaders a second or two) before it is taken with some leaderless.
+const EVERY_LEADER_WITHIN: Duration = Duration::from_secs(3);
+
 /// Where the cluster is and how patient to be with it.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -70,6 +85,8 @@ struct State {
     conns: HashMap<String, Arc<Connection>>,
     topics: HashMap<String, Arc<TopicMeta>>,
     generation: u64,
+    /// Topics (with their partitions) said to be taken with leaderless partitions: said once.
+    leaderless_said: std::collections::HashSet<String>,
 }
 
 /// The client's view of a Kafka cluster.
@@ -316,13 +333,15 @@ impl Cluster {
         self.lock().topics.get(name).cloned()
     }
 
-    /// One attempt at a topic's metadata with a leader for every partition.
+    /// One attempt at a topic's metadata with a leader for every partition (for some of them, with
+    /// `some_led`).
     async fn topic_once(
         &self,
         name: &str,
         auto_create: bool,
         deadline: Option<Instant>,
         unknown_seen: &std::sync::atomic::AtomicU32,
+        some_led: bool,
     ) -> Result<Arc<TopicMeta>> {
         let md = self
             .fetch_metadata(Some(&[name.to_string()]), auto_create, deadline)
@@ -337,6 +356,25 @@ impl Cluster {
         match code(t.error) {
             None if t.partitions.is_empty() => Err(Error::UnknownTopic { topic: name.into() }),
             None => match t.partitions.iter().find(|p| p.leader < 0) {
+                Some(_) if some_led && t.partitions.iter().any(|p| p.leader >= 0) => {
+                    let none: Vec<String> = t
+                        .partitions
+                        .iter()
+                        .filter(|p| p.leader < 0)
+                        .map(|p| p.id.to_string())
+                        .collect();
+                    if self.lock().leaderless_said.insert(leaderless_key(&t)) {
+                        crate::log::warn(format_args!(
+                            "topic '{}': partition{} {} {} no leader (are {} replicas' brokers down?); going on with the others",
+                            crate::escape::Esc::str(name),
+                            if none.len() == 1 { "" } else { "s" },
+                            none.join(", "),
+                            if none.len() == 1 { "has" } else { "have" },
+                            if none.len() == 1 { "its" } else { "their" },
+                        ));
+                    }
+                    Ok(Arc::new(t))
+                }
                 Some(p) => Err(Error::NoLeader {
                     topic: name.into(),
                     partition: p.id,
@@ -369,8 +407,11 @@ impl Cluster {
     }
 
     /// The topic's metadata with a leader for every partition, from the cache or the cluster. Waits
-    /// (until `deadline`) while a topic is being created or a leader elected. `auto_create` asks the
-    /// broker to create a missing topic (if its config allows).
+    /// (until `deadline`) while a topic is being created or a leader elected; past
+    /// [`EVERY_LEADER_WITHIN`], takes it with some partitions leaderless (said): a partition whose only
+    /// replica's broker is down has no leader for as long as it is down, and the others can be
+    /// written and read meanwhile (t21: produce refused to start, kcat wrote to the others).
+    /// `auto_create` asks the broker to create a missing topic (if its config allows).
     pub async fn topic_until(
         &self,
         name: &str,
@@ -378,13 +419,16 @@ impl Cluster {
         deadline: Option<Instant>,
     ) -> Result<Arc<TopicMeta>> {
         if let Some(t) = self.cached_topic(name) {
-            if t.all_led() {
+            if t.all_led() || self.lock().leaderless_said.contains(&leaderless_key(&t)) {
+                // (Taken with these partitions leaderless before: not waited for again.)
                 return Ok(t);
             }
         }
         let unknown_seen = std::sync::atomic::AtomicU32::new(0);
+        let started = Instant::now();
         retry(deadline, |d| {
-            self.topic_once(name, auto_create, d, &unknown_seen)
+            let some_led = started.elapsed() >= EVERY_LEADER_WITHIN;
+            self.topic_once(name, auto_create, d, &unknown_seen, some_led)
         })
         .await
     }
@@ -474,6 +518,7 @@ impl Cluster {
             false,
             deadline,
             &std::sync::atomic::AtomicU32::new(0),
+            false,
         )
         .await
         .map(|_| ())

@@ -671,6 +671,11 @@ impl Consumer {
                     }),
                 }),
             };
+            // One "gave up after", this one's: not the inner one of an attempt's own limit too.
+            let last = match last {
+                Error::Deadline { last, .. } => *last,
+                last => last,
+            };
             return Err(Error::Deadline {
                 ms: now.saturating_duration_since(began).as_millis() as u64,
                 last: Box::new(last),

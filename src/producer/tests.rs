@@ -657,3 +657,20 @@ async fn keyless_records_pass_over_a_partition_whose_leader_is_down() {
     assert_eq!(acked(&out) + failed, 3000);
     assert!(failed < 100, "{failed} records failed");
 }
+
+/// A topic with a partition that has no leader (its only replica's broker down) is taken after a
+/// short wait, and records without a key go to the others, all delivered (t21: produce refused to
+/// start, and kcat wrote to the others).
+#[tokio::test(start_paused = true)]
+async fn a_topic_with_a_leaderless_partition_is_written_through_the_others() {
+    let b = FakeBroker::new(3);
+    b.create_topic("t", 3);
+    b.set_leader("t", 1, -1);
+    let start = Instant::now();
+    let mut p = producer(&b, "t", produce_config()).await;
+    assert!(start.elapsed() < Duration::from_secs(10));
+    let v = values(300);
+    let d = send(&mut p, &refs(&v)).await;
+    assert_eq!(acked(&d), 300);
+    assert!(b.partition_values("t", 1).is_empty());
+}
