@@ -28,7 +28,11 @@ use coordinator::Coordinator;
 pub use offsets::{Generation, Offsets};
 
 use crate::cluster::Cluster;
-use crate::error::Result;
+use crate::error::{Code, Error, Result};
+
+/// How often an offset fetch refused with STALE_MEMBER_EPOCH (the member's epoch moved on
+/// meanwhile) is asked again as the member is now.
+const STALE_RETRIES: u32 = 10;
 
 /// Which group protocol to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -250,12 +254,30 @@ impl Member {
             .iter()
             .map(|(t, ps)| (t.clone(), ps.iter().copied().collect()))
             .collect();
-        let gen = match self.shared.protocol() {
-            GroupProtocol::Consumer => self.shared.gen(),
-            _ => None,
-        };
+        if topics.is_empty() {
+            return Ok(Offsets::new());
+        }
         let deadline = self.offsets.cluster().options().deadline();
-        offsets::fetch(&self.offsets, Some(&topics), gen.as_ref(), deadline).await
+        let mut stale = 0;
+        loop {
+            let gen = match self.shared.protocol() {
+                GroupProtocol::Consumer => self.shared.gen(),
+                _ => None,
+            };
+            match offsets::fetch(&self.offsets, Some(&topics), gen.as_ref(), deadline).await {
+                // The member's epoch moved on while the request went (a new assignment came in the
+                // same moment): asked again as the member is now (t21 run: two members of three
+                // ended at STALE_MEMBER_EPOCH).
+                Err(Error::Kafka {
+                    code: Code::StaleMemberEpoch,
+                    ..
+                }) if stale < STALE_RETRIES => {
+                    stale += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Commits `offsets` as the current generation. `Ok(false)` when there is none to commit as (a

@@ -513,3 +513,19 @@ async fn a_coordinator_refusing_every_member_id_is_not_flooded() {
     m.leave().await;
     assert!(n <= 20, "{n} JoinGroup in 500 ms");
 }
+
+/// An offset fetch refused with STALE_MEMBER_EPOCH (the member's epoch moved on as it went) is asked
+/// again as the member is now; nothing is asked for no partitions (a run saw two members of three
+/// end at STALE_MEMBER_EPOCH after an empty assignment).
+#[tokio::test(start_paused = true)]
+async fn an_offset_fetch_with_a_stale_epoch_is_asked_again() {
+    let b = fake();
+    let mut m = join(&b).await;
+    assert_eq!(assigned(&mut m).await, all());
+    let before = b.requests(ApiKey::OffsetFetch);
+    assert!(m.committed(&Assignment::new()).await.unwrap().is_empty());
+    assert_eq!(b.requests(ApiKey::OffsetFetch), before, "nothing to ask");
+    b.misbehave_times(rule(ApiKey::OffsetFetch, 113), 2);
+    assert!(m.committed(&all()).await.is_ok());
+    assert_eq!(b.requests(ApiKey::OffsetFetch), before + 3);
+}
