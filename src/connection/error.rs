@@ -16,7 +16,7 @@ pub enum ConnError {
         detail: String,
     },
     /// No TCP connection could be made.
-    #[error("cannot connect to broker {}: {detail} (is Kafka running there? check -b/--brokers)", Esc::str(.addr))]
+    #[error("cannot connect to broker {}: {detail} ({})", Esc::str(.addr), connect_hint(.addr))]
     Connect {
         /// The address tried.
         addr: String,
@@ -176,6 +176,16 @@ impl ConnError {
 
 /// What an unanswered first request of a connection may mean: a port that is not Kafka's (an HTTP
 /// server waits for a request of its own and never answers; t14 took 30 s of "no answer" for it).
+/// What a refused connection suggests: a wrong address, unless this one answered before (a broker
+/// restarting or down: t21 saw "check -b/--brokers" at every restart of a cluster's node).
+fn connect_hint(addr: &str) -> &'static str {
+    if super::answered_before(addr) {
+        "it answered before: restarting, or down?"
+    } else {
+        "is Kafka running there? check -b/--brokers"
+    }
+}
+
 fn first_request_hint(api: &str) -> &'static str {
     if api == "ApiVersions" {
         " (the connection's first request: is this a Kafka listener? a server of another protocol, such as HTTP, waits without answering, as does a hung broker)"

@@ -303,3 +303,25 @@ async fn a_close_before_the_first_answer_from_a_broker_that_answered_before_is_n
     assert!(matches!(e, ConnError::Closed { .. }), "{e}");
     assert!(!e.to_string().contains("TLS or SASL"), "{e}");
 }
+
+/// A refused connection to an address that answered before is a broker restarting or down, not a
+/// wrong -b (t21: "check -b/--brokers" at every restart of a cluster's node).
+#[test]
+fn a_refused_connection_to_a_broker_that_answered_says_so() {
+    let refused = |addr: &str| {
+        ConnError::Connect {
+            addr: addr.into(),
+            detail: "Connection refused".into(),
+        }
+        .to_string()
+    };
+    let e = refused("10.9.9.9:9092");
+    assert!(e.contains("check -b/--brokers"), "{e}");
+    note_answered("10.9.9.9:9092");
+    let e = refused("10.9.9.9:9092");
+    assert!(
+        e.contains("it answered before: restarting, or down?"),
+        "{e}"
+    );
+    assert!(!e.contains("check -b"), "{e}");
+}
