@@ -33,15 +33,19 @@ const FAILED_RECENTLY: Duration = Duration::from_secs(30);
 /// InitProducerId versions: flexible (2+).
 const INIT_PRODUCER_ID_VERSIONS: VersionRange = VersionRange { min: 2, max: 5 };
 
-/// A topic with the partitions it has no leader for, as [`State::leaderless_said`] keeps it.
-fn leaderless_key(t: &TopicMeta) -> String {
-    let none: Vec<String> = t
-        .partitions
+/// The partitions of `t` without a leader.
+fn leaderless(t: &TopicMeta) -> Vec<String> {
+    t.partitions
         .iter()
         .filter(|p| p.leader < 0)
         .map(|p| p.id.to_string())
-        .collect();
-    format!("{}:{}", t.name, none.join(","))
+        .collect()
+}
+
+/// A topic with the partitions it has no leader for (see [`leaderless`]), as
+/// [`State::leaderless_said`] keeps it.
+fn leaderless_key(name: &str, none: &[String]) -> String {
+    format!("{name}:{}", none.join(","))
 }
 
 /// How long a topic's metadata is asked again for a leader of every partition (an election takes
@@ -357,13 +361,12 @@ impl Cluster {
             None if t.partitions.is_empty() => Err(Error::UnknownTopic { topic: name.into() }),
             None => match t.partitions.iter().find(|p| p.leader < 0) {
                 Some(_) if some_led && t.partitions.iter().any(|p| p.leader >= 0) => {
-                    let none: Vec<String> = t
-                        .partitions
-                        .iter()
-                        .filter(|p| p.leader < 0)
-                        .map(|p| p.id.to_string())
-                        .collect();
-                    if self.lock().leaderless_said.insert(leaderless_key(&t)) {
+                    let none = leaderless(&t);
+                    if self
+                        .lock()
+                        .leaderless_said
+                        .insert(leaderless_key(name, &none))
+                    {
                         crate::log::warn(format_args!(
                             "topic '{}': partition{} {} {} no leader (are {} replicas' brokers down?); going on with the others",
                             crate::escape::Esc::str(name),
@@ -419,7 +422,8 @@ impl Cluster {
         deadline: Option<Instant>,
     ) -> Result<Arc<TopicMeta>> {
         if let Some(t) = self.cached_topic(name) {
-            if t.all_led() || self.lock().leaderless_said.contains(&leaderless_key(&t)) {
+            let key = || leaderless_key(&t.name, &leaderless(&t));
+            if t.all_led() || self.lock().leaderless_said.contains(&key()) {
                 // (Taken with these partitions leaderless before: not waited for again.)
                 return Ok(t);
             }
