@@ -262,9 +262,18 @@ async fn wait_telling<T>(
             // what fails (t21: "no answer from Kafka" for a partition without a leader).
             _ = tick.tick(), if FAILURES.load(Ordering::Relaxed) == failures => {
                 if let Some(rest) = still_trying_due(backoff, &TOLD) {
-                    let last = last_failure()
-                        .map(|e| format!(" (last failure: {e})"))
-                        .unwrap_or_default();
+                    // Which broker is hung, if one is (t21 F6: "no answer" did not say which of
+                    // three), and what failed before.
+                    let why: Vec<String> =
+                        crate::connection::longest_wait(STILL_TRYING_AFTER - Duration::from_secs(1))
+                            .into_iter()
+                            .chain(last_failure().map(|e| format!("last failure: {e}")))
+                            .collect();
+                    let last = if why.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", why.join("; "))
+                    };
                     crate::log::warn(format_args!(
                         "no answer from Kafka for {} s{last}; {rest}",
                         backoff.elapsed().as_secs()

@@ -3,6 +3,7 @@
 //! connection per broker, made through a [`Transport`] (TCP, TLS, or a fake broker in tests).
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +23,17 @@ use crate::error::{code, Code, Error, Result, Target};
 
 /// Metadata versions we speak: the flexible ones (9+, Kafka 2.4+); 12 on Kafka 3.x and 4.x.
 const METADATA_VERSIONS: VersionRange = VersionRange { min: 9, max: 12 };
+
+/// How long a connection attempt of [`Cluster::any_connection`] has to itself before the next
+/// broker is tried beside it (a hung broker accepts connections and never answers).
+const NEXT_ATTEMPT_AFTER: Duration = Duration::from_secs(1);
+
+/// A connection attempt of [`Cluster::any_connection`].
+struct Attempt<'a> {
+    addr: String,
+    started: Instant,
+    fut: std::pin::Pin<Box<dyn Future<Output = Result<Arc<Connection>>> + Send + 'a>>,
+}
 
 /// How long a connection's oldest request may go unanswered before [`Cluster::any_connection`] asks
 /// the other brokers first.
@@ -235,15 +247,20 @@ impl Cluster {
         self.lock().brokers.insert(id, addr);
     }
 
-    /// Any reachable broker: known brokers first (in random order), then the bootstrap list; brokers
-    /// that seem in trouble (a request unanswered for 2 s, a connection attempt under way or failed
-    /// in the last 30 s) last.
+    /// Any reachable broker: an open connection if there is one, else known brokers (in random
+    /// order), then the bootstrap list; brokers that seem in trouble (a request unanswered for 2 s,
+    /// a connection attempt under way or failed in the last 30 s) last. Each attempt gets
+    /// [`NEXT_ATTEMPT_AFTER`] to itself before the next broker is tried beside it, and the first
+    /// to connect wins: a hung broker (accepting, never answering) costs a second, not the whole
+    /// connect timeout (t21 F6: `metadata` took 10 s with one broker of three paused).
     pub async fn any_connection(&self, deadline: Option<Instant>) -> Result<Arc<Connection>> {
         let mut addrs: Vec<String> = self.lock().brokers.values().cloned().collect();
         fastrand::shuffle(&mut addrs);
         let mut boot = self.opts.bootstrap.clone();
         fastrand::shuffle(&mut boot);
         addrs.extend(boot);
+        let mut seen = std::collections::HashSet::new();
+        addrs.retain(|a| seen.insert(a.clone()));
         // A broker whose connection has left a request unanswered for a while (paused, overloaded)
         // is asked last: a request of ours would wait behind that one (a metadata refresh waiting
         // out a paused leader's Produce, while the others could say where the leader went).
@@ -265,19 +282,81 @@ impl Cluster {
                 .is_some_and(|t| t.elapsed() < FAILED_RECENTLY);
             stalled || connecting || failed
         };
-        addrs.sort_by_key(suspect);
+        addrs.sort_by_cached_key(|a| (suspect(a), self.open_connection(a).is_none()));
         if addrs.is_empty() {
             return Err(Error::NoBrokers);
         }
+        let mut todo = addrs.into_iter();
+        let mut running: Vec<Attempt<'_>> = Vec::new();
         let mut last = Error::NoBrokers;
-        for a in addrs {
-            match self.connection(&a, deadline).await {
-                Ok(c) => return Ok(c),
-                Err(e) if e.is_retriable() => last = e,
-                Err(e) => return Err(e),
+        loop {
+            if running.is_empty() {
+                let Some(a) = todo.next() else {
+                    return Err(last);
+                };
+                running.push(self.attempt(a, deadline));
+            }
+            let more = todo.len() > 0;
+            let next_after = tokio::time::sleep(NEXT_ATTEMPT_AFTER);
+            let mut next_after = std::pin::pin!(next_after);
+            let done = std::future::poll_fn(|cx| {
+                for (i, at) in running.iter_mut().enumerate() {
+                    if let std::task::Poll::Ready(r) = at.fut.as_mut().poll(cx) {
+                        return std::task::Poll::Ready(Some((i, r)));
+                    }
+                }
+                if more && next_after.as_mut().poll(cx).is_ready() {
+                    return std::task::Poll::Ready(None);
+                }
+                std::task::Poll::Pending
+            })
+            .await;
+            match done {
+                Some((i, Ok(c))) => {
+                    running.swap_remove(i);
+                    self.abandon(running);
+                    return Ok(c);
+                }
+                Some((i, Err(e))) => {
+                    running.swap_remove(i);
+                    if !e.is_retriable() {
+                        self.abandon(running);
+                        return Err(e);
+                    }
+                    last = e;
+                    // A failure starts the next attempt at once, without the head start.
+                    if let Some(a) = todo.next() {
+                        running.push(self.attempt(a, deadline));
+                    }
+                }
+                None => {
+                    if let Some(a) = todo.next() {
+                        running.push(self.attempt(a, deadline));
+                    }
+                }
             }
         }
-        Err(last)
+    }
+
+    /// One attempt of [`Cluster::any_connection`]: a connection to `addr`.
+    fn attempt(&self, addr: String, deadline: Option<Instant>) -> Attempt<'_> {
+        Attempt {
+            started: Instant::now(),
+            addr: addr.clone(),
+            fut: Box::pin(async move { self.connection(&addr, deadline).await }),
+        }
+    }
+
+    /// Drops the attempts still under way once another won. One that went on past its head start
+    /// is taken as failed: the next [`Cluster::any_connection`] tries that broker last.
+    fn abandon(&self, running: Vec<Attempt<'_>>) {
+        let now = Instant::now();
+        let mut failed = self.failed_lock();
+        for at in running {
+            if now.duration_since(at.started) >= NEXT_ATTEMPT_AFTER {
+                failed.insert(at.addr, now);
+            }
+        }
     }
 
     /// One Metadata request (for `topics`, or all topics when `None`) to any broker; updates the cache.

@@ -109,3 +109,59 @@ async fn a_broker_not_answering_or_just_failed_is_asked_last_for_metadata() {
         assert_ne!(other.addr(), down, "the broker that failed was picked");
     }
 }
+
+/// A bootstrap broker that accepts connections and never answers (paused) costs the next one a
+/// head start, not the whole connect timeout (t21 F6: `metadata` took 10 s), and is asked last after.
+#[tokio::test(start_paused = true)]
+async fn a_hung_broker_delays_finding_another_by_a_second_not_the_connect_timeout() {
+    let b = FakeBroker::new(3);
+    b.create_topic("t", 3);
+    let c = cluster(&b);
+    b.misbehave_times(
+        Misbehave::SilentOn(kafka_protocol::messages::ApiKey::ApiVersions),
+        1,
+    );
+    let start = Instant::now();
+    let conn = c.any_connection(None).await.unwrap();
+    let took = start.elapsed();
+    assert!(
+        took >= NEXT_ATTEMPT_AFTER && took < NEXT_ATTEMPT_AFTER + Duration::from_millis(100),
+        "{took:?}"
+    );
+    let hung: Vec<String> = c.failed_lock().keys().cloned().collect();
+    assert_eq!(hung.len(), 1, "{hung:?}");
+    assert_ne!(conn.addr(), hung[0]);
+    // An open connection is used before a new one is made.
+    for _ in 0..10 {
+        assert_eq!(c.any_connection(None).await.unwrap().addr(), conn.addr());
+    }
+}
+
+/// The broker a "no answer from Kafka" line waits on is named (t21 F6: which of three was hung?).
+#[tokio::test(start_paused = true)]
+async fn the_longest_unanswered_wait_names_its_broker_and_request() {
+    let b = FakeBroker::new(1);
+    let c = Arc::new(cluster(&b));
+    b.misbehave_times(
+        Misbehave::SilentOn(kafka_protocol::messages::ApiKey::ApiVersions),
+        1,
+    );
+    let addr = b.addr(1);
+    let pending = tokio::spawn({
+        let (c, addr) = (c.clone(), addr.clone());
+        async move { c.connection(&addr, None).await.map(|_| ()) }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        crate::connection::longest_wait(Duration::from_secs(4)),
+        None
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let said = crate::connection::longest_wait(Duration::from_secs(4)).unwrap();
+    assert_eq!(
+        said,
+        format!("broker {addr} has not answered ApiVersions for 5 s")
+    );
+    pending.await.unwrap().unwrap_err();
+    assert_eq!(crate::connection::longest_wait(Duration::ZERO), None);
+}

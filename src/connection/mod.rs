@@ -177,6 +177,69 @@ thread_local! {
     static SERVED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
 }
 
+thread_local! {
+    /// What this thread's connections wait for the brokers to do, by id: a connection being made,
+    /// requests unanswered (see [`longest_wait`]).
+    static WAITS: RefCell<Vec<(u64, Wait)>> = const { RefCell::new(Vec::new()) };
+    static NEXT_WAIT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+struct Wait {
+    addr: String,
+    /// The request's API, or `None` while connecting.
+    api: Option<&'static str>,
+    since: Instant,
+}
+
+/// A wait listed in [`WAITS`] for as long as it lives.
+struct Waiting(u64);
+
+impl Waiting {
+    fn new(addr: &str, api: Option<&'static str>) -> Waiting {
+        let id = NEXT_WAIT.with(|n| {
+            let id = n.get();
+            n.set(id + 1);
+            id
+        });
+        let wait = Wait {
+            addr: addr.to_string(),
+            api,
+            since: Instant::now(),
+        };
+        let _ = WAITS.try_with(|w| w.borrow_mut().push((id, wait)));
+        Waiting(id)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let _ = WAITS.try_with(|w| w.borrow_mut().retain(|(id, _)| *id != self.0));
+    }
+}
+
+/// The broker this thread has waited on longest, if for at least `min`: "broker 127.0.0.1:9093 has
+/// not answered ApiVersions for 5 s", for a "no answer from Kafka" line that would otherwise not
+/// say which broker of several is hung (t21 F6).
+pub fn longest_wait(min: Duration) -> Option<String> {
+    WAITS
+        .try_with(|w| {
+            let w = w.borrow();
+            let (_, oldest) = w.iter().min_by_key(|(_, w)| w.since)?;
+            let waited = oldest.since.elapsed();
+            if waited < min {
+                return None;
+            }
+            let addr = crate::escape::Esc::str(&oldest.addr);
+            let s = waited.as_secs();
+            Some(match oldest.api {
+                Some(api) => format!("broker {addr} has not answered {api} for {s} s"),
+                None => format!("broker {addr} has not completed a connection for {s} s"),
+            })
+        })
+        .ok()
+        .flatten()
+}
+
 /// The most addresses remembered in each list; past it, a hint may come back for a new one.
 const ANSWERED_MAX: usize = 1024;
 
@@ -210,7 +273,9 @@ impl Connection {
         opts: &ConnectionOptions,
         until: Instant,
     ) -> Result<Connection, ConnError> {
+        let connecting = Waiting::new(addr, None);
         let io = transport.connect(addr, until).await?;
+        drop(connecting);
         let mut conn = Connection::over(io, addr, opts);
         conn.versions = match conn.negotiate_versions(until).await {
             // Closed before the first answer: often a listener that wants TLS or SASL, unless this
@@ -566,6 +631,7 @@ impl Connection {
             return Err(self.malformed("request", "waited for a response never asked for"));
         };
         let started = Instant::now();
+        let _waiting = Waiting::new(self.addr(), Some(pending.api));
         match tokio::time::timeout_at(until, pending.rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(self.shared.closed().unwrap_or(ConnError::Closed {
