@@ -134,6 +134,14 @@ pub enum Error {
     /// Compression of a batch failed.
     #[error("compression failed: {0}")]
     Compression(#[from] CompressionError),
+    /// Partitions that could not be read, and why.
+    #[error("cannot read {which}: {source}")]
+    Unreadable {
+        /// The partitions, named ("topic 't' partition 1").
+        which: String,
+        /// The last failure.
+        source: Box<Error>,
+    },
     /// The overall deadline (`--timeout`) passed while retrying.
     #[error("gave up after {:.1}s: {last}", *.ms as f64 / 1000.0)]
     Deadline {

@@ -454,7 +454,7 @@ fn consume_says_when_fetches_fail_in_mid_stream_and_when_they_work_again() {
     let (out, err) = outputs(&mut child);
     assert_eq!(out, "before\nafter\n", "{err}");
     assert!(
-        err.contains("cannot read from Kafka for 5s")
+        err.contains("cannot read from Kafka for 5s (topic 't' partition 0")
             && err.contains("NOT_LEADER")
             && err.contains("--timeout 0: until it answers"),
         "{err}"
@@ -494,32 +494,67 @@ fn consume_prints_the_other_partitions_while_one_has_no_offsets_yet() {
     );
 }
 
-/// `--timeout` bounds how long one partition may stay unreadable, even while the others are read
-/// (t10: a consumer went on through a 2.5-minute outage of two brokers); the rest is printed
-/// meanwhile.
+/// Reading to an end (`-e`), `--timeout` bounds how long one partition may stay unreadable, even
+/// while the others are read (t10: a consumer went on through a 2.5-minute outage of two brokers):
+/// its end cannot be reached without it. The error names the partition.
 #[test]
-fn consume_gives_up_on_a_partition_unreadable_for_its_timeout_while_others_are_read() {
+fn consume_to_the_end_gives_up_on_a_partition_unreadable_for_its_timeout() {
     let (b, boot) = FakeBroker::start_tcp(2);
     b.create_topic("t", 2);
     b.append("t", 0, &[b"zero"]);
     b.append("t", 1, &[b"one"]);
-    let mut child = consume_from_fake(&boot, &["-o", "beginning", "--timeout", "4s"]);
-    std::thread::sleep(Duration::from_secs(1));
-    b.stop(2);
-    let mut n = 0;
-    let status = wait_exit(&mut child, Duration::from_secs(20), || {
-        n += 1;
-        if n % 5 == 0 {
-            b.append("t", 0, &[b"more"]);
-        }
+    b.misbehave(Misbehave::OffsetsError {
+        partition: 1,
+        code: 6,
     });
+    let mut child = consume_from_fake(&boot, &["-o", "beginning", "-e", "--timeout", "4s"]);
+    let status = wait_exit(&mut child, Duration::from_secs(20), || {});
     let (out, err) = outputs(&mut child);
     assert_eq!(status.and_then(|s| s.code()), Some(1), "{err}");
-    assert!(out.contains("zero\n") && out.contains("one\n"), "{out}");
-    assert!(out.contains("more\n"), "partition 0 read meanwhile: {out}");
+    assert_eq!(out, "zero\n", "out {out:?} {err}");
     let last = err.lines().last().unwrap_or("");
     assert!(
-        last.contains("gave up after") && last.contains(&b.addr(2)),
+        last.contains("gave up after") && last.contains("topic 't' partition 1"),
+        "{err}"
+    );
+}
+
+/// Following, a partition unreadable for longer than `--timeout` is said and read on once it can
+/// be, while the others are printed (t21 F5: `consume -G` ended, and its member left the group,
+/// over one partition whose only broker was down; kcat and Kafka's console consumer read on).
+#[test]
+fn consume_following_reads_on_past_its_timeout_while_one_partition_is_unreadable() {
+    let (b, boot) = FakeBroker::start_tcp(2);
+    b.create_topic("t", 2);
+    b.append("t", 0, &[b"zero"]);
+    b.append("t", 1, &[b"one"]);
+    let mut child = consume_from_fake(&boot, &["-o", "beginning", "--timeout", "3s"]);
+    std::thread::sleep(Duration::from_secs(1));
+    b.stop(2);
+    for n in 1..=80 {
+        std::thread::sleep(Duration::from_millis(100));
+        if n % 10 == 0 {
+            b.append("t", 0, &[format!("more-{n}").as_bytes()]);
+        }
+    }
+    assert!(child.try_wait().unwrap().is_none(), "ended past --timeout");
+    b.start(2);
+    b.append("t", 1, &[b"one-later"]);
+    std::thread::sleep(Duration::from_secs(4));
+    let _ = child.kill();
+    let _ = child.wait();
+    let (out, err) = outputs(&mut child);
+    assert!(out.contains("zero\n") && out.contains("one\n"), "{out}");
+    assert!(
+        out.contains("more-80\n"),
+        "partition 0 read meanwhile: {out}"
+    );
+    assert!(
+        out.contains("one-later\n"),
+        "partition 1 read on: {out}\n{err}"
+    );
+    assert!(
+        err.contains("cannot read topic 't' partition 1 for 5s") && !err.contains("gave up"),
         "{err}"
     );
 }

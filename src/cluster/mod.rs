@@ -247,8 +247,8 @@ impl Cluster {
         self.lock().brokers.insert(id, addr);
     }
 
-    /// Any reachable broker: an open connection if there is one, else known brokers (in random
-    /// order), then the bootstrap list; brokers that seem in trouble (a request unanswered for 2 s,
+    /// Any reachable broker: an open connection with nothing in flight if there is one, else
+    /// known brokers (in random order), then the bootstrap list; brokers that seem in trouble (a request unanswered for 2 s,
     /// a connection attempt under way or failed in the last 30 s) last. Each attempt gets
     /// [`NEXT_ATTEMPT_AFTER`] to itself before the next broker is tried beside it, and the first
     /// to connect wins: a hung broker (accepting, never answering) costs a second, not the whole
@@ -282,7 +282,10 @@ impl Cluster {
                 .is_some_and(|t| t.elapsed() < FAILED_RECENTLY);
             stalled || connecting || failed
         };
-        addrs.sort_by_cached_key(|a| (suspect(a), self.open_connection(a).is_none()));
+        // An open connection with nothing in flight first: no new connection, no wait behind a
+        // consumer's long-poll Fetch.
+        let idle = |a: &String| self.open_connection(a).is_some_and(|c| !c.busy());
+        addrs.sort_by_cached_key(|a| (suspect(a), !idle(a)));
         if addrs.is_empty() {
             return Err(Error::NoBrokers);
         }

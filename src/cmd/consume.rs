@@ -48,6 +48,9 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
     let cluster = settings.cluster()?;
     let cfg = FetchConfig {
         read_committed: isolation == Isolation::ReadCommitted,
+        // Following, one partition that cannot be read does not end the others' read; to an end
+        // (-e, -o e@), it does.
+        read_on: !args.exit_at_end && stop_at.is_none(),
         ..FetchConfig::default()
     };
     let mut r = Reader {

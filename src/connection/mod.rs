@@ -347,6 +347,11 @@ impl Connection {
             .is_some_and(|w| w.sent.elapsed() > limit)
     }
 
+    /// Whether a request of it waits for its answer (a request sent now would wait behind it).
+    pub fn busy(&self) -> bool {
+        !self.shared.lock().queue.is_empty()
+    }
+
     /// Closes the connection; waiters get `Closed`.
     pub fn close(&self) {
         self.shared.close(ConnError::Closed {

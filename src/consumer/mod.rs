@@ -51,6 +51,12 @@ pub struct FetchConfig {
     /// Read as `isolation.level=read_committed`: only up to the last stable offset, without the
     /// batches of aborted transactions (kcat's default); else every record (the Java consumer's).
     pub read_committed: bool,
+    /// Following (no end to reach): a partition that cannot be read for the retry limit is said
+    /// every [`SAID_EVERY`] while the others are read on, and the read ends only when none could be
+    /// read for the limit (t21 F5: one partition whose broker was down ended a group member,
+    /// which then left the group; kcat reads on). Else (reading to an end) one partition
+    /// unreadable for the limit ends the read, since the end cannot be reached without it.
+    pub read_on: bool,
 }
 
 /// How often a partition that cannot be read is said again while it cannot.
@@ -82,6 +88,7 @@ impl Default for FetchConfig {
             partition_max_bytes: 1024 * 1024,
             max_decompressed_bytes: 256 * 1024 * 1024,
             read_committed: false,
+            read_on: false,
         }
     }
 }
@@ -615,7 +622,7 @@ impl Consumer {
     fn look(&mut self) -> Result<()> {
         let now = Instant::now();
         let hung_after = Duration::from_millis(self.cfg.max_wait_ms.max(0) as u64) + HUNG_AFTER;
-        let mut began: Option<Instant> = None;
+        let mut failing: Vec<(Key, Instant)> = Vec::new();
         let mut hung: Option<(i32, Instant)> = None;
         for (k, s) in &self.parts {
             // Held: unanswered while this consumer waited for it (not while its caller was away).
@@ -633,9 +640,9 @@ impl Consumer {
                 }
                 (false, None) => continue,
             };
-            began = Some(began.map_or(since, |b| b.min(since)));
+            failing.push((*k, since));
         }
-        let Some(began) = began else {
+        let Some(began) = failing.iter().map(|(_, t)| *t).min() else {
             self.refresh_backoff.reset();
             self.last_error = None;
             if let Some(TroubleNews::Recovered(after)) = self.watch.look_at(None, now) {
@@ -645,6 +652,16 @@ impl Consumer {
                 );
             }
             return Ok(());
+        };
+        // Reading on, the time that counts is since the last partition that could be read failed
+        // too; and only while none can be read.
+        let all = failing.len() == self.parts.len();
+        let counted = if !self.cfg.read_on {
+            Some(began)
+        } else if all {
+            failing.iter().map(|(_, t)| *t).max()
+        } else {
+            None
         };
         let failure = match (&self.last_error, hung) {
             (Some(e), _) => e.to_string(),
@@ -657,48 +674,99 @@ impl Consumer {
             ),
             (None, None) => "no answer".to_string(),
         };
+        let named = self.partitions_named(failing.iter().map(|(k, _)| *k));
+        // "cannot read topic 't' partition 2 (topic 't' partition 2 has no leader)" says it twice.
+        let which = if failure.contains(&named) {
+            "from Kafka".to_string()
+        } else {
+            named.clone()
+        };
         let limit = self.cluster.options().retry_limit;
-        if limit.is_some_and(|l| now.saturating_duration_since(began) >= l) {
-            let last = match self.last_error.take() {
-                Some(e) => e,
-                None => Error::Conn(crate::connection::ConnError::Timeout {
-                    addr: hung
-                        .and_then(|(l, _)| self.cluster.broker_addr(l))
-                        .unwrap_or_else(|| "?".into()),
-                    api: "Fetch",
-                    ms: hung.map_or(0, |(_, t)| {
-                        now.saturating_duration_since(t).as_millis() as u64
+        if let (Some(l), Some(c)) = (limit, counted) {
+            if now.saturating_duration_since(c) >= l {
+                let last = match self.last_error.take() {
+                    Some(e) => e,
+                    None => Error::Conn(crate::connection::ConnError::Timeout {
+                        addr: hung
+                            .and_then(|(l, _)| self.cluster.broker_addr(l))
+                            .unwrap_or_else(|| "?".into()),
+                        api: "Fetch",
+                        ms: hung.map_or(0, |(_, t)| {
+                            now.saturating_duration_since(t).as_millis() as u64
+                        }),
                     }),
-                }),
-            };
-            // One "gave up after", this one's: not the inner one of an attempt's own limit too.
-            let last = match last {
-                Error::Deadline { last, .. } => *last,
-                last => last,
-            };
-            return Err(Error::Deadline {
-                ms: now.saturating_duration_since(began).as_millis() as u64,
-                last: Box::new(last),
-            });
+                };
+                // One "gave up after", this one's: not the inner one of an attempt's own limit too.
+                let last = match last {
+                    Error::Deadline { last, .. } => *last,
+                    last => last,
+                };
+                let last = if last.to_string().contains(&named) {
+                    last
+                } else {
+                    Error::Unreadable {
+                        which: named,
+                        source: Box::new(last),
+                    }
+                };
+                return Err(Error::Deadline {
+                    ms: now.saturating_duration_since(c).as_millis() as u64,
+                    last: Box::new(last),
+                });
+            }
         }
         if let Some(TroubleNews::Failing(e, for_)) = self.watch.look_at(Some((failure, began)), now)
         {
-            let until = match limit {
-                Some(l) => format!(
+            let until = match (limit, counted) {
+                (Some(l), Some(c)) => format!(
                     "still trying for up to {} s (--timeout)",
-                    l.saturating_sub(for_).as_secs_f64().ceil()
+                    l.saturating_sub(now.saturating_duration_since(c))
+                        .as_secs_f64()
+                        .ceil()
                 ),
-                None => "still trying (--timeout 0: until it answers)".to_string(),
+                (None, _) => "still trying (--timeout 0: until it answers)".to_string(),
+                (Some(_), None) => {
+                    "reading the others meanwhile, and still trying (following: a partition is not given up while others can be read)".to_string()
+                }
             };
             self.say(
                 true,
-                format_args!(
-                    "cannot read from Kafka for {}s ({e}); {until}",
-                    for_.as_secs()
-                ),
+                format_args!("cannot read {which} for {}s ({e}); {until}", for_.as_secs()),
             );
         }
         Ok(())
+    }
+
+    /// "topic 't' partition 1", "topic 't' partitions 0, 2; topic 'u' partition 3", at most 8
+    /// partitions named ("and 3 more").
+    fn partitions_named(&self, keys: impl Iterator<Item = Key>) -> String {
+        const NAMED: usize = 8;
+        let mut by_topic: BTreeMap<usize, Vec<i32>> = BTreeMap::new();
+        let mut n = 0;
+        for (t, p) in keys {
+            n += 1;
+            if n <= NAMED {
+                by_topic.entry(t).or_default().push(p);
+            }
+        }
+        let mut out: Vec<String> = by_topic
+            .into_iter()
+            .map(|(t, ps)| {
+                format!(
+                    "topic '{}' partition{} {}",
+                    crate::escape::Esc::str(&self.topics[t].name),
+                    if ps.len() == 1 { "" } else { "s" },
+                    ps.iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+            .collect();
+        if n > NAMED {
+            out.push(format!("and {} more", n - NAMED));
+        }
+        out.join("; ")
     }
 
     /// A warning (or an info line), or a debug line for a quiet consumer.

@@ -180,6 +180,64 @@ async fn a_partition_that_cannot_be_read_is_given_up_at_the_retry_limit_while_ot
         start.elapsed()
     );
     assert!(e.to_string().contains(&b.addr(2)), "{e}");
+    assert!(e.to_string().contains("topic 't' partition 1:"), "{e}");
+}
+
+/// Following (`read_on`), a partition unreadable past the limit is read on once it can be, and
+/// the others meanwhile (t21 F5: a group member ended, and left its group, over one partition
+/// whose only broker was down; kcat read on).
+#[tokio::test(start_paused = true)]
+async fn following_a_partition_unreadable_past_the_limit_does_not_end_the_read() {
+    let b = FakeBroker::new(2);
+    b.create_topic("t", 2);
+    let c = cluster(&b);
+    let meta = c.topic("t", false).await.unwrap();
+    let cfg = FetchConfig {
+        read_on: true,
+        ..FetchConfig::default()
+    };
+    let mut k = Consumer::new(c, cfg);
+    k.assign(meta, &[], StartOffset::Beginning).await.unwrap();
+    b.stop(2);
+    for i in 0..6 {
+        b.append("t", 0, &[format!("zero-{i}").as_bytes()]);
+        let got = read_for(&mut k, 10).await.unwrap();
+        assert_eq!(got, vec![format!("zero-{i}").into_bytes()]);
+    }
+    b.start(2);
+    b.append("t", 1, &[b"one"]);
+    assert_eq!(read_for(&mut k, 10).await.unwrap(), vec![b"one".to_vec()]);
+}
+
+/// Following, the read still ends when no partition could be read for the limit (the whole
+/// cluster down), naming the partitions.
+#[tokio::test(start_paused = true)]
+async fn following_the_read_ends_when_no_partition_could_be_read_for_the_limit() {
+    let b = FakeBroker::new(2);
+    b.create_topic("t", 2);
+    let c = cluster(&b);
+    let meta = c.topic("t", false).await.unwrap();
+    let cfg = FetchConfig {
+        read_on: true,
+        ..FetchConfig::default()
+    };
+    let mut k = Consumer::new(c, cfg);
+    k.assign(meta, &[], StartOffset::Beginning).await.unwrap();
+    b.stop(2);
+    assert!(read_for(&mut k, 20).await.unwrap().is_empty());
+    b.stop(1);
+    let start = Instant::now();
+    let e = read_for(&mut k, 120).await.unwrap_err();
+    assert!(
+        (Duration::from_secs(29)..=Duration::from_secs(32)).contains(&start.elapsed()),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        e.to_string()
+            .contains("cannot read topic 't' partitions 0, 1"),
+        "{e}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

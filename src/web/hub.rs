@@ -106,7 +106,11 @@ impl Hubs {
         {
             return Ok(tx.clone());
         }
-        let mut consumer = Consumer::new(self.cluster.clone(), live_fetch());
+        let live = FetchConfig {
+            read_on: true,
+            ..live_fetch()
+        };
+        let mut consumer = Consumer::new(self.cluster.clone(), live);
         consumer.assign(meta.clone(), &[], StartOffset::End).await?;
         let (tx, rx) = mpsc::channel(8);
         crate::log::debug(format_args!(
