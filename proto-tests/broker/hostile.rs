@@ -148,8 +148,19 @@ fn unreadable_files_and_directories_are_said_once_and_followed_once_readable() {
     };
     let pattern = format!("{}/**/*.log", logs.display());
     let ckpt = state.join("ck");
-    c.args(["-b", &b, "tail", &pattern, &t, "--checkpoint"])
-        .arg(&ckpt);
+    let port = crate::agent::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    c.args([
+        "-b",
+        &b,
+        "tail",
+        &pattern,
+        &t,
+        "--metrics-listen",
+        &listen,
+        "--checkpoint",
+    ])
+    .arg(&ckpt);
     let mut tail = Tail::spawn(c, &dir.join("err"));
     let got = wait_for_records(&b, &t, 1, WAIT);
     assert_eq!(got, lines(b"open-1\n"), "{}", tail.stderr());
@@ -165,11 +176,20 @@ fn unreadable_files_and_directories_are_said_once_and_followed_once_readable() {
     );
     assert_eq!(err.matches(&file_said).count(), 1, "{err}");
     assert_eq!(err.matches(&dir_said).count(), 1, "{err}");
+    // Counted where an alert can see it (t22 F8: only said).
+    let unreadable = || {
+        let (_, text) = crate::agent::http_get(port, "/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix("shipper_files_unreadable "))
+            .map(|v| v.trim().to_string())
+    };
+    assert_eq!(unreadable().as_deref(), Some("1"));
     // Readable now: both are followed from their start.
     mode(&logs.join("closed.log"), 0o644);
     mode(&private, 0o755);
     append(&logs.join("closed.log"), b"closed-2\n");
     let mut got = wait_for_records(&b, &t, 4, WAIT);
+    assert_eq!(unreadable().as_deref(), Some("0"));
     assert_eq!(tail.stop("TERM"), Some(0), "{}", tail.stderr());
     got.sort();
     assert_eq!(

@@ -55,7 +55,7 @@ struct File {
     key_file: Option<Spanned<String>>,
     #[serde(default)]
     tls_insecure: bool,
-    acks: Option<Spanned<String>>,
+    acks: Option<Spanned<StrOrInt>>,
     compression: Option<Spanned<String>>,
     compression_level: Option<i32>,
     linger_ms: Option<u64>,
@@ -155,7 +155,49 @@ fn did_you_mean(message: &str) -> String {
         Some((d, k)) if d <= if unknown.len() <= 4 { 1 } else { 2 } => {
             format!("unknown field `{unknown}`: did you mean `{k}`?")
         }
+        // A top-level setting written below an [[input]] belongs to that input in TOML (t22 F5:
+        // appended at the end of the file, it was "unknown" with the input's keys listed).
+        _ if expected.contains("`paths`") && is_top_level(unknown) => format!(
+            "unknown field `{unknown}` in an [[input]]: `{unknown}` is a top-level setting, and \
+             every key below an [[input]] line belongs to that input: move it above the first \
+             [[input]]"
+        ),
         _ => message.to_string(),
+    }
+}
+
+/// Whether `key` is a setting of the file's top level (parsing it alone there is not "unknown").
+fn is_top_level(key: &str) -> bool {
+    if !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return false;
+    }
+    match toml::from_str::<File>(&format!("{key} = 0")) {
+        Ok(_) => true,
+        Err(e) => !e.message().starts_with("unknown field"),
+    }
+}
+
+/// A string that may also be written as a number (`acks = 1`, as Kafka's own configs write it; t22
+/// F6: refused as "expected a string").
+#[derive(Debug, Clone)]
+struct StrOrInt(String);
+
+impl<'de> Deserialize<'de> for StrOrInt {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = StrOrInt;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or a number")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<StrOrInt, E> {
+                Ok(StrOrInt(s.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<StrOrInt, E> {
+                Ok(StrOrInt(n.to_string()))
+            }
+        }
+        d.deserialize_any(Visit)
     }
 }
 
@@ -250,6 +292,23 @@ pub fn load(
     common: &Common,
     metrics_listen: Option<String>,
 ) -> anyhow::Result<TailSettings> {
+    // -X and -F name settings the file has keys for, and which of the two would win is a guess: a
+    // value given there was dropped without a word when the file set the same (t22 F1: `-X
+    // sasl.password=...` to override a credential was not used). The dedicated flags override.
+    if !common.properties.is_empty() || common.config_file.is_some() {
+        let flag = if common.properties.is_empty() {
+            "-F"
+        } else {
+            "-X"
+        };
+        return Err(UsageError(format!(
+            "{flag} cannot be combined with --config: set it in the config file (brokers, \
+             security_protocol, sasl_mechanism, sasl_username, sasl_password_file, ca_file, \
+             cert_file, key_file...), or override it with its own flag (--sasl-username, \
+             --sasl-password-file, --ca-file...)"
+        ))
+        .into());
+    }
     let text = super::read_text_bounded(path, super::MAX_SETTINGS_FILE)
         .map_err(|e| UsageError(format!("cannot read {}: {e}", Esc::path(path))))?;
     warn_if_anyone_may_write(path);
@@ -312,6 +371,19 @@ impl Reader<'_> {
         Ok(out)
     }
 
+    /// A path of the file, relative ones taken from the config file's directory: not from the
+    /// directory shipper happens to start in (t22 F2: a relative checkpoint went to each working
+    /// directory the agent was started from, and every start elsewhere shipped all lines again;
+    /// systemd starts it in /).
+    fn beside(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            return p.to_path_buf();
+        }
+        let file = std::path::absolute(self.path).unwrap_or_else(|_| self.path.to_path_buf());
+        file.parent().unwrap_or(Path::new("/")).join(p)
+    }
+
     fn path_of(&self, v: &Option<Spanned<String>>, key: &str) -> anyhow::Result<Option<PathBuf>> {
         v.as_ref()
             .map(|s| {
@@ -319,7 +391,7 @@ impl Reader<'_> {
                 if p.is_empty() {
                     return Err(self.err(s.span(), format!("{key} is an empty path")));
                 }
-                Ok(PathBuf::from(p))
+                Ok(self.beside(&p))
             })
             .transpose()
     }
@@ -599,12 +671,15 @@ impl Reader<'_> {
     fn producer(&self, f: &File) -> anyhow::Result<ProducerConfig> {
         let mut p = ProducerConfig::default();
         if let Some(v) = &f.acks {
-            p.acks = match v.get_ref().as_str() {
+            p.acks = match v.get_ref().0.as_str() {
                 "all" | "-1" => -1,
                 "1" => 1,
                 "0" => 0,
                 other => {
-                    return Err(self.err(v.span(), format!("unknown acks '{other}' (all, 1, 0)")))
+                    return Err(self.err(
+                        v.span(),
+                        format!("unknown acks '{}' (all, 1, 0)", Esc::str(other)),
+                    ))
                 }
             };
         }
@@ -665,6 +740,16 @@ impl Reader<'_> {
         let mut patterns = Vec::new();
         for p in &inp.paths.get_ref().0 {
             let raw = self.expand(&Spanned::new(inp.paths.span(), p.clone()))?;
+            let raw = self
+                .beside(&raw)
+                .into_os_string()
+                .into_string()
+                .map_err(|_| {
+                    self.err(
+                        inp.paths.span(),
+                        "the config file's directory is not UTF-8: give absolute paths",
+                    )
+                })?;
             patterns.push(
                 Pattern::new(&raw, &inp.exclude.0).map_err(|e| self.err(inp.paths.span(), e))?,
             );

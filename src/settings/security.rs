@@ -637,8 +637,10 @@ fn warn_weak(
         _ => {}
     }
     if sasl.is_some_and(|s| s.mechanism == Mechanism::Plain) && !protocol.tls() {
-        crate::log::debug(format_args!(
-            "SASL PLAIN without TLS sends the password in the clear"
+        // A warning, as TLS without verification is (t22 F4: a debug line only, and agents
+        // run without -v).
+        crate::log::warn(format_args!(
+            "SASL PLAIN without TLS sends the password in the clear: anyone on the path can read it (use sasl_ssl, or a SCRAM mechanism)"
         ));
     }
 }

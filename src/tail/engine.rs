@@ -144,6 +144,8 @@ pub struct Engine {
     hot: BTreeSet<u64>,
     /// Followers waiting for their topic to be known.
     waiting: BTreeSet<u64>,
+    /// Matched files the last full scan could not open.
+    unreadable: usize,
     /// Copies waiting while their original is followed (looked at again at each scan tick).
     copies: BTreeSet<u64>,
     /// Bumped by each reload: a scan asked for before it is dropped (its pattern numbers are stale).
@@ -296,6 +298,7 @@ impl Engine {
             warned: BTreeSet::new(),
             hot: BTreeSet::new(),
             waiting: BTreeSet::new(),
+            unreadable: 0,
             copies: BTreeSet::new(),
             generation: 0,
             resumed: BTreeSet::new(),
@@ -738,6 +741,7 @@ impl Engine {
         }
         if r.full {
             self.counters.full_scans += 1;
+            self.unreadable = r.unreadable;
             self.compressed = Arc::new(r.compressed.into_iter().collect());
         } else if !r.compressed.is_empty() {
             Arc::make_mut(&mut self.compressed).extend(r.compressed);
@@ -1777,6 +1781,11 @@ impl Engine {
         self.fd_waiting
             .values()
             .fold((0, 0), |(n, b), (fw, bw)| (n + fw, b + bw))
+    }
+
+    /// Matched files the last full scan could not open (permission denied...).
+    pub fn unreadable_count(&self) -> usize {
+        self.unreadable
     }
 
     /// [`Engine::waiting_bytes`] per input name.

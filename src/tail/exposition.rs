@@ -220,6 +220,12 @@ fn files(e: &mut Exposition, engine: &Engine) {
         "Files open.",
         engine.open_count() as f64,
     );
+    gauge(
+        e,
+        "shipper_files_unreadable",
+        "Matched files that could not be opened (permission denied...), as of the last full scan: their lines are not shipped.",
+        engine.unreadable_count() as f64,
+    );
     let mut files = engine.behind_by_file();
     let mut per_input: BTreeMap<&str, u64> = BTreeMap::new();
     for (input, _, b) in &files {

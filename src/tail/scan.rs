@@ -121,6 +121,9 @@ pub struct ScanResult {
     /// Checkpoint entries whose file was renamed next to its old path (rotated while we were not
     /// looking) and holds lines past the checkpoint: opened, to be finished.
     pub known_rotated: Vec<NewFile>,
+    /// Matched files that could not be opened (permission denied...) in a full scan: said once
+    /// each, counted in the metrics while they last (t22 F8: only said, `/healthz` stayed 200).
+    pub unreadable: usize,
     /// Things to say once.
     pub notices: Vec<Notice>,
     /// The matched files that are compressed (judged now, or before and unchanged since).
@@ -556,10 +559,13 @@ impl Pass<'_> {
                 // Listed, then gone before the open (logrotate's compress removes `.1` for
                 // `.1.gz`): routine, as for a file gone before its look.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => self.out.notices.push(Notice {
-                    key: format!("open:{}", f.path.display()),
-                    text: format!("cannot follow {}: {e}; skipping it", Esc::path(&f.path)),
-                }),
+                Err(e) => {
+                    self.out.unreadable += 1;
+                    self.out.notices.push(Notice {
+                        key: format!("open:{}", f.path.display()),
+                        text: format!("cannot follow {}: {e}; skipping it", Esc::path(&f.path)),
+                    })
+                }
             }
         }
     }

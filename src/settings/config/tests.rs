@@ -339,3 +339,79 @@ fn a_listen_address_is_checked_alike_from_the_flag_and_the_file() {
         .unwrap_err();
     assert_eq!(e.exit_code(), 2);
 }
+
+/// Relative paths are the config file's directory's, not the working directory's (t22 F2: a
+/// relative checkpoint went wherever the agent was started, and each start elsewhere shipped
+/// everything again).
+#[test]
+fn relative_paths_are_taken_from_the_config_files_directory() {
+    let dir = std::env::temp_dir().join(format!("shipper-config-rel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("agent.toml");
+    std::fs::write(
+        &p,
+        "brokers = \"k:9092\"\ncheckpoint = \"state/agent.checkpoint\"\n[[input]]\npaths = \"logs/*.log\"\ntopic = \"t\"\n",
+    )
+    .unwrap();
+    let s = load(&p, &common(), None).unwrap();
+    assert_eq!(s.options.checkpoint, dir.join("state/agent.checkpoint"));
+    let shown = format!("{:?}", s.engine.inputs[0].patterns[0]);
+    assert!(
+        shown.contains(&dir.join("logs").display().to_string()),
+        "{shown}"
+    );
+}
+
+/// -X and -F beside --config are refused, not dropped when the file sets the same (t22 F1).
+#[test]
+fn properties_beside_a_config_file_are_refused() {
+    let p = write(
+        "xf",
+        "brokers = \"k:9092\"\n[[input]]\npaths = \"/x/*.log\"\ntopic = \"t\"\n",
+    );
+    let mut c = common();
+    c.properties = vec!["sasl.password=x".into()];
+    let e = load(&p, &c, None).unwrap_err();
+    assert!(e.downcast_ref::<UsageError>().is_some(), "{e}");
+    assert!(
+        e.to_string()
+            .contains("-X cannot be combined with --config"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("=x"), "{e}");
+}
+
+/// `acks = 1` as Kafka's configs write it (t22 F6), and a top-level key below an input says where it
+/// belongs (t22 F5).
+#[test]
+fn acks_may_be_a_number_and_a_top_level_key_below_an_input_says_so() {
+    let input = "[[input]]\npaths = \"/x/*.log\"\ntopic = \"t\"\n";
+    for (v, want) in [("1", 1), ("-1", -1), ("0", 0), ("\"all\"", -1)] {
+        let p = write(
+            "acks",
+            &format!("brokers = \"k:9092\"\nacks = {v}\n{input}"),
+        );
+        assert_eq!(
+            load(&p, &common(), None).unwrap().producer.acks,
+            want,
+            "{v}"
+        );
+    }
+    let e = error("acks2", &format!("brokers = \"k:9092\"\nacks = 2\n{input}"));
+    assert!(e.contains("unknown acks '2' (all, 1, 0)"), "{e}");
+    let e = error(
+        "late",
+        &format!("brokers = \"k:9092\"\n{input}linger_ms = 50\n"),
+    );
+    assert!(
+        e.contains(":5:")
+            && e.contains("`linger_ms` is a top-level setting")
+            && e.contains("move it above"),
+        "{e}"
+    );
+    let e = error(
+        "late2",
+        &format!("brokers = \"k:9092\"\n{input}no_such = 50\n"),
+    );
+    assert!(!e.contains("top-level"), "{e}");
+}
