@@ -90,6 +90,10 @@ pub struct Pattern {
     given: String,
     /// The directory of its literal prefix: watched, and where its files must really be.
     pub base: PathBuf,
+    /// Where `base` really was when first seen (at start, or when it first existed): a base swapped
+    /// for a link later does not move where files must be (t23 F4: `app/` replaced by a link to
+    /// another tree during a run shipped that tree's files).
+    real_base: std::sync::OnceLock<PathBuf>,
     is_glob: bool,
     glob: Option<glob::Pattern>,
     excludes: Vec<glob::Pattern>,
@@ -135,6 +139,30 @@ enum NamePart {
 }
 
 impl Pattern {
+    /// Where the pattern's directory really was when first seen (see `real_base`).
+    fn real_base(&self) -> Option<&Path> {
+        if let Some(r) = self.real_base.get() {
+            return Some(r);
+        }
+        let r = std::fs::canonicalize(&self.base).ok()?;
+        Some(self.real_base.get_or_init(|| r))
+    }
+
+    /// What the "outside" message says of the pattern's directory: where it really is, and where it
+    /// was first when that differs.
+    fn base_shown(&self) -> String {
+        let now = std::fs::canonicalize(&self.base).ok();
+        match (self.real_base.get(), now) {
+            (Some(first), Some(now)) if *first != now => format!(
+                "{} (it led to {} when shipper first looked, and leads to {} now: a directory replaced by a link; to follow it there, add that place with --follow-symlinks --symlink-root)",
+                Esc::path(&self.base),
+                Esc::path(first),
+                Esc::path(&now)
+            ),
+            _ => Esc::path(&self.base).to_string(),
+        }
+    }
+
     /// Parses a path or glob and exclusion globs (matched against the whole path, or against the file
     /// name when they hold no `/`).
     pub fn new(given: &str, excludes: &[String]) -> Result<Pattern, String> {
@@ -203,10 +231,15 @@ impl Pattern {
             }
             _ => None,
         };
+        let real_base = std::sync::OnceLock::new();
+        if let Ok(r) = std::fs::canonicalize(&base) {
+            let _ = real_base.set(r);
+        }
         Ok(Pattern {
             raw: raw.to_string(),
             given: given.to_string(),
             base,
+            real_base,
             is_glob,
             glob,
             excludes,
@@ -630,7 +663,11 @@ pub fn mtime_ns(m: &std::fs::Metadata) -> i128 {
 
 fn allowed(target: &Path, p: &Pattern, policy: &FilePolicy) -> bool {
     let under = |root: &Path| std::fs::canonicalize(root).is_ok_and(|r| target.starts_with(r));
-    under(&p.base) || policy.symlink_roots.iter().any(|r| under(r))
+    let in_base = match p.real_base() {
+        Some(r) => target.starts_with(r),
+        None => false,
+    };
+    in_base || policy.symlink_roots.iter().any(|r| under(r))
 }
 
 /// The error of [`open`] when the path names another file than the one found: it was replaced
@@ -683,7 +720,7 @@ pub fn open(
                 format!(
                     "its real path {} is outside {}",
                     Esc::path(&real),
-                    Esc::path(&p.base)
+                    p.base_shown()
                 ),
             ));
         }
@@ -988,6 +1025,38 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", &path).unwrap();
         assert!(open(&found[0], &p, &FilePolicy::default()).is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// The pattern's own directory replaced by a link during a run does not lead out of where it
+    /// was (t23 F4: `app/` swapped for a link to another tree shipped that tree's files).
+    #[test]
+    fn the_patterns_directory_swapped_for_a_link_does_not_lead_out() {
+        let d = dir("baseswap");
+        let (app, out) = (d.join("app"), d.join("out"));
+        std::fs::create_dir_all(&app).unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(app.join("a.log"), "a\n").unwrap();
+        std::fs::write(out.join("x.log"), "secret\n").unwrap();
+        let p = Pattern::new(&format!("{}/*.log", app.display()), &[]).unwrap();
+        std::fs::rename(&app, d.join("app.old")).unwrap();
+        std::os::unix::fs::symlink(&out, &app).unwrap();
+        let found = expand(
+            std::slice::from_ref(&p),
+            &FilePolicy::default(),
+            true,
+            &mut Vec::new(),
+            &mut Vec::new(),
+        );
+        assert_eq!(found.len(), 1);
+        let e = open(&found[0], &p, &FilePolicy::default()).unwrap_err();
+        assert!(e.to_string().contains("when shipper first looked"), "{e}");
+        // The new place given as a root: followed.
+        let roots = FilePolicy {
+            symlink_roots: vec![out.clone()],
+            ..FilePolicy::default()
+        };
+        assert!(open(&found[0], &p, &roots).is_ok());
         std::fs::remove_dir_all(&d).unwrap();
     }
 

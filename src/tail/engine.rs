@@ -123,6 +123,11 @@ pub struct Engine {
     fd_waiting: BTreeMap<usize, (usize, u64)>,
     /// Truncations and copies said at info level in the current window (copytruncate over a tree).
     routine: RoutineLines,
+    /// [`Engine::warn_once`]'s lines, limited alike.
+    warnings: RoutineLines,
+    /// The keys of the last full scan's notices (those warned): a notice whose file is gone is
+    /// forgotten at the next full scan, so names made and removed do not pile up (t23 F1).
+    scan_warned: HashSet<String>,
     /// The copy a truncated file's follower went on in, during a scan's new files (see
     /// [`Engine::apply_scan`]).
     copy_started: Option<(u64, u64)>,
@@ -227,26 +232,49 @@ impl PathIndex {
     }
 }
 
+/// The most keys [`Engine::warn_once`] remembers (about 300 bytes each).
+const WARNED_MAX: usize = 4096;
+
 /// Routine per-file lines (a truncation, a copy found): the first [`RoutineLines::PER_WINDOW`] of
 /// each 10-s window at info level, then at debug level with a count said when the window ends
-/// (t13: copytruncate over 500 files wrote 1,000 lines each night).
-#[derive(Debug, Default)]
+/// (t13: copytruncate over 500 files wrote 1,000 lines each night). File warnings (a link not
+/// followed, a FIFO, a file that cannot be opened) alike, at warning level (t23 F1: 100,000 link
+/// names made and removed wrote 100,000 warnings, 35 MB of stderr).
+#[derive(Debug)]
 struct RoutineLines {
     window: Option<std::time::Instant>,
     said: u32,
     held: u32,
+    /// Said as warnings (else info lines).
+    warn: bool,
+    /// What the count line counts: "files truncated or found to be copies".
+    what: &'static str,
 }
 
 impl RoutineLines {
     const PER_WINDOW: u32 = 10;
     const WINDOW: Duration = Duration::from_secs(10);
 
+    fn new(warn: bool, what: &'static str) -> Self {
+        RoutineLines {
+            window: None,
+            said: 0,
+            held: 0,
+            warn,
+            what,
+        }
+    }
+
     fn say(&mut self, msg: std::fmt::Arguments<'_>) {
         self.tick();
         self.window.get_or_insert_with(std::time::Instant::now);
         if self.said < Self::PER_WINDOW {
             self.said += 1;
-            crate::log::info(msg);
+            if self.warn {
+                crate::log::warn(msg);
+            } else {
+                crate::log::info(msg);
+            }
         } else {
             self.held += 1;
             crate::log::debug(msg);
@@ -260,13 +288,19 @@ impl RoutineLines {
             return;
         }
         if self.held > 0 {
-            crate::log::info(format_args!(
-                "{} more files truncated or found to be copies in the last {} s (each is listed with -v)",
+            let line = format_args!(
+                "{} more {} in the last {} s (each is listed with -v)",
                 self.held,
+                self.what,
                 Self::WINDOW.as_secs()
-            ));
+            );
+            if self.warn {
+                crate::log::warn(line);
+            } else {
+                crate::log::info(line);
+            }
         }
-        *self = RoutineLines::default();
+        *self = RoutineLines::new(self.warn, self.what);
     }
 }
 
@@ -280,7 +314,12 @@ impl Engine {
             patterns,
             pattern_input,
             fd_waiting: BTreeMap::new(),
-            routine: RoutineLines::default(),
+            routine: RoutineLines::new(false, "files truncated or found to be copies"),
+            warnings: RoutineLines::new(
+                true,
+                "warnings about files (links not followed, FIFOs, files that cannot be opened...)",
+            ),
+            scan_warned: HashSet::new(),
             copy_started: None,
             routes: BTreeMap::new(),
             runs: Vec::new(),
@@ -400,8 +439,12 @@ impl Engine {
 
     /// Says something once per key.
     pub fn warn_once(&mut self, key: String, msg: std::fmt::Arguments<'_>) {
+        // Bounded: past this many, all are forgotten (a warning may then be said again).
+        if self.warned.len() >= WARNED_MAX {
+            self.warned.clear();
+        }
         if self.warned.insert(key) {
-            crate::log::warn(msg);
+            self.warnings.say(msg);
         }
     }
 
@@ -752,8 +795,18 @@ impl Engine {
                 self.hot.insert(key);
             }
         }
+        let mut now_warned = HashSet::new();
         for n in r.notices {
-            self.warn_once(n.key, format_args!("{}", n.text));
+            // Once per scan too: a directory `**` walks and a glob then lists is one notice.
+            if !self.scan_warned.contains(&n.key) && !now_warned.contains(&n.key) {
+                self.warnings.say(format_args!("{}", n.text));
+            }
+            now_warned.insert(n.key);
+        }
+        if r.full {
+            self.scan_warned = now_warned;
+        } else if self.scan_warned.len() < WARNED_MAX {
+            self.scan_warned.extend(now_warned);
         }
         for (key, path) in r.renamed {
             if let Some(fl) = self.followers.get_mut(&key) {
@@ -1634,6 +1687,7 @@ impl Engine {
     /// they change).
     pub fn close_idle(&mut self, now: Instant, starved: bool) {
         self.routine.tick();
+        self.warnings.tick();
         // A rotated file quiet for ROTATED_GRACE with bytes left (a last line without its newline) is
         // read once more, which ships them: no event may ever come for it again.
         let due: Vec<u64> = self

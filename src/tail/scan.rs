@@ -365,6 +365,11 @@ impl Pass<'_> {
                 Ok(m) if FileId::at_path(&m, &f.path).same(&f.id) => {
                     (m.len(), discover::mtime_ns(&m))
                 }
+                // Its directory cannot be searched now (made unreadable for a moment): nothing
+                // says the file went, and it is read on through its descriptor; judged again at
+                // the next scan (t23 F3: dropped as "rotated or deleted", and found again only by
+                // the safety scan a minute later).
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return,
                 _ => {
                     let dir = f.path.parent().unwrap_or(Path::new("."));
                     self.out.gone.push((f.key, find_in_dir(dir, &f.id)));
@@ -390,9 +395,14 @@ impl Pass<'_> {
         let still_there = f.rotated
             && std::fs::symlink_metadata(&f.path)
                 .is_ok_and(|m| FileId::at_path(&m, &f.path).same(&f.id));
+        let unsearchable = here.is_none()
+            && std::fs::symlink_metadata(&f.path)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied);
         let (path, moved) = match here {
             Some(x) => (x.path.clone(), false),
             None if still_there => (f.path.clone(), false),
+            // As for an open file: not gone for a directory that cannot be searched now.
+            None if unsearchable => return,
             None => match find_in_dir(f.path.parent().unwrap_or(Path::new(".")), &f.id) {
                 Some(p) => (p, true),
                 None => {
