@@ -752,6 +752,35 @@ fn produce_says_a_hung_broker_while_it_hangs() {
     assert!(!err.contains("delivering to Kafka again"), "{err}");
 }
 
+/// One partition's records given up while the other partition's are delivered: the give-up is not
+/// followed by "delivering to Kafka again" (t21 F4: it came in the millisecond of the first "gave
+/// up" error, counting the other partition's acknowledgements).
+#[test]
+fn produce_giving_up_one_partition_is_not_called_delivering_again() {
+    use std::io::Write;
+    let (b, boot) = FakeBroker::start_tcp(2);
+    b.create_topic("t", 2);
+    let (mut child, mut stdin) = spawn_with_stdin(
+        Command::new(shipper_bin())
+            .args(["-b", &boot, "produce", "t", "--timeout", "6s"])
+            .args(["--partitioner", "random"]),
+    );
+    stdin.write_all(b"one\n").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    b.stop(2);
+    for i in 0..100 {
+        let _ = stdin.write_all(format!("more-{i}\n").as_bytes());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(stdin);
+    let status = wait_exit(&mut child, Duration::from_secs(30), || {});
+    let err = stderr_of(&mut child);
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{err}");
+    assert!(err.contains("gave up"), "{err}");
+    assert!(err.contains("cannot deliver to Kafka for"), "{err}");
+    assert!(!err.contains("delivering to Kafka again"), "{err}");
+}
+
 /// A refusal that comes after the whole input was read does not say the rest was not read (t11:
 /// "the rest of the input was not read" after all 20,000 lines were).
 #[test]

@@ -278,6 +278,8 @@ struct Run<'a> {
     trouble: TroubleWatch,
     /// Records acknowledged when the trouble was last said.
     acked_when_said: u64,
+    /// Records given up when the trouble was said: the trouble may end by giving up, not delivering.
+    failed_when_said: u64,
 }
 
 impl Run<'_> {
@@ -383,6 +385,7 @@ impl Run<'_> {
         {
             Some(TroubleNews::Failing(e, for_)) => {
                 self.acked_when_said = self.tally.acked;
+                self.failed_when_said = self.tally.failed;
                 crate::log::warn(format_args!(
                     "cannot deliver to Kafka for {}s ({e}); still trying, {}",
                     for_.as_secs(),
@@ -392,8 +395,13 @@ impl Run<'_> {
                     }
                 ))
             }
-            // Only when something got through: the trouble may have ended by giving up (t11).
-            Some(TroubleNews::Recovered(after)) if self.tally.acked > self.acked_when_said => {
+            // Only when something got through and nothing was given up since: the trouble may
+            // have ended by giving up (t11), while other partitions' records were acknowledged
+            // (t21 F4: "again" came in the millisecond of the first "gave up" error).
+            Some(TroubleNews::Recovered(after))
+                if self.tally.acked > self.acked_when_said
+                    && self.tally.failed == self.failed_when_said =>
+            {
                 crate::log::info(format_args!(
                     "delivering to Kafka again after {:.1}s",
                     after.as_secs_f64()
@@ -443,6 +451,7 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
         input_done: false,
         trouble: TroubleWatch::new(Duration::from_secs(5), Some(Duration::from_secs(30))),
         acked_when_said: 0,
+        failed_when_said: 0,
     };
     run.ship(spawn_reader(input)).await?;
     // What was read before the input shrank is still delivered, then the run fails.
