@@ -166,6 +166,31 @@ fn did_you_mean(message: &str) -> String {
     }
 }
 
+/// A settings error worded for the command line ("--sasl-username"), in the config file's keys.
+fn in_config_terms(message: &str) -> String {
+    const TERMS: &[(&str, &str)] = &[
+        ("--sasl-username or -X sasl.username=...", "sasl_username"),
+        (
+            "--security-protocol sasl_plaintext or sasl_ssl",
+            "security_protocol = \"sasl_plaintext\" or \"sasl_ssl\"",
+        ),
+        (
+            "--security-protocol ssl or sasl_ssl",
+            "security_protocol = \"ssl\" or \"sasl_ssl\"",
+        ),
+        ("--sasl-password-file FILE", "sasl_password_file = \"FILE\""),
+        ("-b host:port", "brokers = \"host:port\""),
+        ("--sasl-password-file", "sasl_password_file"),
+        ("--ca-file", "ca_file"),
+        ("--cert-file", "cert_file"),
+        ("--key-file", "key_file"),
+        ("--tls-insecure", "tls_insecure"),
+    ];
+    TERMS
+        .iter()
+        .fold(message.to_string(), |m, (flag, key)| m.replace(flag, key))
+}
+
 /// Whether `key` is a setting of the file's top level (parsing it alone there is not "unknown").
 fn is_top_level(key: &str) -> bool {
     if !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -666,6 +691,25 @@ impl Reader<'_> {
                 .unwrap_or_else(|| common.client_id.clone()),
             timeout,
         )
+        .map_err(|e| match e.downcast::<UsageError>() {
+            // Said in the file's terms, on the line of the key it is about where one is (t22 F3:
+            // "no brokers given (-b host:port)" for `brokers = []`, with no file named).
+            Ok(UsageError(m)) => {
+                let m = in_config_terms(&m);
+                let span = if m.contains("broker") {
+                    f.brokers.as_ref().map(|b| b.span())
+                } else if m.contains("security_protocol") {
+                    f.security_protocol.as_ref().map(|v| v.span())
+                } else {
+                    None
+                };
+                match span {
+                    Some(span) => self.err(span, m),
+                    None => UsageError(format!("{}: {m}", Esc::path(self.path))).into(),
+                }
+            }
+            Err(e) => e,
+        })
     }
 
     fn producer(&self, f: &File) -> anyhow::Result<ProducerConfig> {

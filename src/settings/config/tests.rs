@@ -415,3 +415,26 @@ fn acks_may_be_a_number_and_a_top_level_key_below_an_input_says_so() {
     );
     assert!(!e.contains("top-level"), "{e}");
 }
+
+/// Mistakes found when the settings are put together name the file (and the key's line) and the
+/// file's keys, not command-line flags (t22 F3: "no brokers given (-b host:port)" for `brokers = []`).
+#[test]
+fn settings_that_do_not_fit_together_are_said_in_the_files_terms() {
+    let input = "checkpoint = \"/x/ck\"\n[[input]]\npaths = \"/x/*.log\"\ntopic = \"t\"\n";
+    let e = error("nobrokers", &format!("brokers = []\n{input}"));
+    assert!(
+        e.contains(":1: no brokers given (brokers = \"host:port\")"),
+        "{e}"
+    );
+    let e = error("noport", &format!("brokers = \"k:99999\"\n{input}"));
+    assert!(e.contains(":1: broker address 'k:99999'"), "{e}");
+    let e = error(
+        "nouser",
+        &format!("brokers = \"k:9092\"\nsecurity_protocol = \"sasl_ssl\"\n{input}"),
+    );
+    assert!(
+        e.contains(".toml: SASL needs a user name (sasl_username)"),
+        "{e}"
+    );
+    assert!(!e.contains("--"), "{e}");
+}
