@@ -17,6 +17,7 @@ mod sasl;
 mod scram;
 mod tls;
 mod transport;
+mod x509;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};

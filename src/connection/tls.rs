@@ -154,6 +154,18 @@ pub fn client_config(s: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
     let config = match (&s.cert_file, &s.key_file) {
         (Some(cert), Some(key_file)) => {
             let chain = load_certs(cert, "client certificate")?;
+            // Said before the broker answers it with a bare alert (t22 F7: "CertificateUnknown"
+            // for an expired certificate, and check-config said ok). A warning, not an error:
+            // the broker judges by its own clock.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            if let Some(p) = super::x509::date_problem(&chain[0], now) {
+                crate::log::warn(format_args!(
+                    "client certificate {} {p} (by this machine's clock): the broker will refuse it",
+                    Esc::path(cert)
+                ));
+            }
             crate::settings::security::warn_if_readable(key_file, "private key file");
             let pem = read_pem(key_file, "private key")?;
             let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
