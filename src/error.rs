@@ -93,7 +93,7 @@ pub enum Error {
         count: usize,
     },
     /// A topic partition has no leader.
-    #[error("topic '{}' partition {partition} has no available leader", Esc::str(.topic))]
+    #[error("topic '{}' partition {partition} has no available leader (are its replicas' brokers down?)", Esc::str(.topic))]
     NoLeader {
         /// The topic.
         topic: String,

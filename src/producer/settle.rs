@@ -9,7 +9,7 @@ use super::accumulator::{Batch, Body};
 use super::sender::{self, Completed, InFlight, Verdict};
 use super::{Delivery, OnPermanent, Producer};
 use crate::backoff::Backoff;
-use crate::error::Error;
+use crate::error::{Code, Error};
 use crate::wire::records;
 
 impl Producer {
@@ -227,6 +227,7 @@ impl Producer {
     /// stamped with them for a resend of this one, answer success and drop it (t11: 208 lines lost,
     /// reported acknowledged). A new producer id is taken before anything more is sent instead.
     pub(super) fn fail(&mut self, t: usize, p: i32, b: Batch, e: Error, out: &mut Vec<Delivery>) {
+        let e = self.leaderless(t, p, e);
         let bytes = b.bytes();
         let maybe_written = !bytes.is_empty() && (b.maybe_written || may_have_sent(&e));
         if maybe_written && b.stamp().is_some_and(|s| self.seq.is_current(s)) {
@@ -255,6 +256,37 @@ impl Producer {
             maybe_written,
             resent: false,
         });
+    }
+
+    /// `e`, with a broker's "not the leader" for a partition that has no leader now said as that (t21
+    /// F7: a partition whose only replica's broker was down was given up as NOT_LEADER_OR_FOLLOWER,
+    /// which reads as a leader move).
+    fn leaderless(&self, t: usize, p: i32, e: Error) -> Error {
+        let topic = &self.acc.topics[t];
+        if topic.meta.leader(p) != -1 {
+            return e;
+        }
+        let no_leader = || Error::NoLeader {
+            topic: topic.name.clone(),
+            partition: p,
+        };
+        let about_leaders = |e: &Error| {
+            matches!(
+                e,
+                Error::Kafka {
+                    code: Code::NotLeaderOrFollower | Code::LeaderNotAvailable,
+                    ..
+                }
+            )
+        };
+        match e {
+            Error::Deadline { ms, last } if about_leaders(&last) => Error::Deadline {
+                ms,
+                last: Box::new(no_leader()),
+            },
+            e if about_leaders(&e) => no_leader(),
+            e => e,
+        }
     }
 
     /// Splits a batch the broker refused into two, keeping record order; the halves go to the front of

@@ -674,3 +674,25 @@ async fn a_topic_with_a_leaderless_partition_is_written_through_the_others() {
     assert_eq!(acked(&d), 300);
     assert!(b.partition_values("t", 1).is_empty());
 }
+
+/// Records given up for a partition that has no leader say so, not the broker's
+/// NOT_LEADER_OR_FOLLOWER of the last attempt, which reads as a leader move (t21 F7).
+#[tokio::test(start_paused = true)]
+async fn records_given_up_for_a_leaderless_partition_say_it_has_no_leader() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    let mut p = producer(&b, "t", produce_config()).await;
+    b.misbehave(Misbehave::ProduceError {
+        code: 6,
+        leader_hint: None,
+    });
+    b.set_leader("t", 0, -1);
+    let d = send(&mut p, &[b"x"]).await;
+    assert_eq!(acked(&d), 0);
+    let e = d[0].error.as_ref().unwrap().to_string();
+    assert!(
+        e.contains("gave up after") && e.contains("partition 0 has no available leader"),
+        "{e}"
+    );
+    assert!(!e.contains("NOT_LEADER"), "{e}");
+}
