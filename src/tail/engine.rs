@@ -767,7 +767,8 @@ impl Engine {
     /// Applies what a scan found: renames, rotations, truncations, new files. Returns false when the
     /// scan was asked for before a reload and is dropped (scan again). With `read_all` (file events
     /// cannot be trusted: no inotify, or a directory not watched), every file is read once after a
-    /// full scan; otherwise only those the scan found changed, and files rotated away (to finish).
+    /// full scan; otherwise only those the scan found changed (rotated ones too, by their
+    /// descriptors; [`Engine::close_idle`] finishes those that went quiet).
     pub fn apply_scan(&mut self, r: ScanResult, now: Instant, read_all: bool) -> bool {
         self.lent = 0;
         if r.generation != self.generation {
@@ -911,10 +912,8 @@ impl Engine {
             return true;
         }
         self.first_scan = false;
-        for f in self.followers.values() {
-            if read_all || f.rotated {
-                self.hot.insert(f.key);
-            }
+        if read_all {
+            self.hot.extend(self.followers.keys().copied());
         }
         true
     }

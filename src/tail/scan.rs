@@ -158,12 +158,19 @@ fn read_head(file: &File) -> Vec<u8> {
 }
 
 /// Looks for a file by identity in `dir` (a rotated file usually stays next to its old name).
-fn find_in_dir(dir: &Path, id: &FileId) -> Option<PathBuf> {
-    let rd = std::fs::read_dir(dir).ok()?;
-    rd.flatten().map(|e| e.path()).find(|p| {
-        std::fs::symlink_metadata(p)
-            .is_ok_and(|m| m.file_type().is_file() && FileId::at_path(&m, p).same(id))
-    })
+fn list_files(dir: &Path) -> Vec<(PathBuf, FileId)> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let p = e.path();
+            let m = std::fs::symlink_metadata(&p).ok()?;
+            m.file_type()
+                .is_file()
+                .then(|| (p.clone(), FileId::at_path(&m, &p)))
+        })
+        .collect()
 }
 
 /// One scan in progress: the request, what the patterns matched, what is found so far, and how many
@@ -173,6 +180,10 @@ struct Pass<'a> {
     found: Vec<Found>,
     out: ScanResult,
     budget: usize,
+    /// Each directory's regular files, listed once per pass when a file is looked for in it by
+    /// identity (t23 F2: listed again, an lstat per entry, for each of 1,000 deleted files still
+    /// followed: a million calls a scan, and every file's lines waited seconds).
+    listed: HashMap<PathBuf, Vec<(PathBuf, FileId)>>,
 }
 
 /// Runs one scan. Blocking: call it on a blocking thread.
@@ -201,6 +212,7 @@ pub fn run(req: ScanRequest) -> ScanResult {
             ..ScanResult::default()
         },
         budget: req.budget,
+        listed: HashMap::new(),
     };
     let by_ino: HashMap<(u64, u64), Found> = pass
         .found
@@ -245,6 +257,7 @@ fn reopen_only(req: &ScanRequest, keys: &[u64]) -> ScanResult {
             ..ScanResult::default()
         },
         budget: req.budget,
+        listed: HashMap::new(),
     };
     for f in req.followed.iter().filter(|f| keys.contains(&f.key)) {
         if f.file.is_some() {
@@ -348,6 +361,16 @@ fn one_name_per_file(
 }
 
 impl Pass<'_> {
+    /// The regular file in `dir` that is `id`, if there is one (renamed next to its old path).
+    fn find_in_dir(&mut self, dir: &Path, id: &FileId) -> Option<PathBuf> {
+        self.listed
+            .entry(dir.to_path_buf())
+            .or_insert_with(|| list_files(dir))
+            .iter()
+            .find(|(_, f)| f.same(id))
+            .map(|(p, _)| p.clone())
+    }
+
     fn pattern(&self, i: usize) -> &Pattern {
         &self.req.patterns[i.min(self.req.patterns.len().saturating_sub(1))]
     }
@@ -357,6 +380,17 @@ impl Pass<'_> {
     /// 10,000 idle files, a scan is one `lstat` each).
     fn check_open(&mut self, f: &Followed, file: &File, here: Option<&Found>) {
         if f.rotated {
+            // Rotated away or deleted: no event need come for it (a deleted file has no name left
+            // to watch), and its descriptor tells whether it grew since last seen. Only such a
+            // one is read after the scan (t23 F2: every rotated file was read after every full
+            // scan; with 1,400 deleted files being finished under a create-and-delete churn, the
+            // other files' lines waited seconds).
+            if let Ok(m) = file.metadata() {
+                let now = (m.len(), discover::mtime_ns(&m));
+                if now != f.seen {
+                    self.out.changed.push((f.key, now.0, now.1));
+                }
+            }
             return;
         }
         let now = match here {
@@ -372,7 +406,8 @@ impl Pass<'_> {
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return,
                 _ => {
                     let dir = f.path.parent().unwrap_or(Path::new("."));
-                    self.out.gone.push((f.key, find_in_dir(dir, &f.id)));
+                    let moved = self.find_in_dir(dir, &f.id);
+                    self.out.gone.push((f.key, moved));
                     return;
                 }
             },
@@ -403,7 +438,7 @@ impl Pass<'_> {
             None if still_there => (f.path.clone(), false),
             // As for an open file: not gone for a directory that cannot be searched now.
             None if unsearchable => return,
-            None => match find_in_dir(f.path.parent().unwrap_or(Path::new(".")), &f.id) {
+            None => match self.find_in_dir(f.path.parent().unwrap_or(Path::new(".")), &f.id) {
                 Some(p) => (p, true),
                 None => {
                     self.out.gone.push((f.key, None));
@@ -599,7 +634,7 @@ impl Pass<'_> {
                 // Renamed next to its path (logrotate's .2 -> .3, between this scan's listing and
                 // now): still known, under its new name. Forgotten, the next scan would take it
                 // for a new file and ship it again from byte 0 (t13: whole generations twice).
-                let moved = find_in_dir(path.parent().unwrap_or(Path::new(".")), id);
+                let moved = self.find_in_dir(path.parent().unwrap_or(Path::new(".")), id);
                 match &moved {
                     Some(m) => self.out.known_moved.push(((id.dev, id.ino), m.clone())),
                     None => self.out.known_gone.push((id.dev, id.ino)),
@@ -711,6 +746,7 @@ mod tests {
             found,
             out: ScanResult::default(),
             budget: req.budget,
+            listed: HashMap::new(),
         }
     }
 
@@ -744,6 +780,7 @@ mod tests {
             found: vec![stale.clone()],
             out: ScanResult::default(),
             budget: 10,
+            listed: HashMap::new(),
         };
         pass.open_new();
         assert_eq!(pass.out.notices, Vec::new());

@@ -1458,3 +1458,38 @@ async fn names_passed_over_are_forgotten_once_gone_and_their_warnings_limited() 
     assert_eq!(e.warnings.held, 140, "the rest counted");
     fs::remove_dir_all(&d).unwrap();
 }
+
+/// Deleted files being finished are read after a scan only when their descriptor shows they grew:
+/// every one was read after every full scan, and under a create-and-delete churn (1,400 of them
+/// held) the other files' lines waited seconds (t23 F2). One that grows is still read.
+#[tokio::test(start_paused = true)]
+async fn rotated_files_are_read_after_a_scan_only_when_they_grew() {
+    let d = dir("rotated-quiet");
+    let paths: Vec<PathBuf> = (0..20).map(|i| d.join(format!("f{i}.log"))).collect();
+    let mut held = Vec::new();
+    for p in &paths {
+        append(p, b"one\n");
+        held.push(OpenOptions::new().append(true).open(p).unwrap());
+    }
+    let mut e = Engine::new(config(&d), Vec::new());
+    let mut sink = FakeSink::default();
+    scan_now(&mut e);
+    e.read_pass(&mut sink, 1, Instant::now());
+    ack(&mut e, &mut sink, |_| true);
+    for p in &paths {
+        fs::remove_file(p).unwrap();
+    }
+    scan_now(&mut e);
+    e.read_pass(&mut sink, 1, Instant::now());
+    assert_eq!(sink.shipped.len(), 20);
+    scan_now(&mut e);
+    assert!(e.hot.is_empty(), "{} rotated files read again", e.hot.len());
+    // A writer still holding one appends: read.
+    held[3].write_all(b"late\n").unwrap();
+    scan_now(&mut e);
+    assert_eq!(e.hot.len(), 1);
+    e.read_pass(&mut sink, 1, Instant::now());
+    ack(&mut e, &mut sink, |_| true);
+    assert_eq!(sink.shipped.len(), 21);
+    fs::remove_dir_all(&d).unwrap();
+}
