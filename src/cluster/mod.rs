@@ -248,8 +248,9 @@ impl Cluster {
     }
 
     /// Any reachable broker: an open connection with nothing in flight if there is one, else
-    /// known brokers (in random order), then the bootstrap list; brokers that seem in trouble (a request unanswered for 2 s,
-    /// a connection attempt under way or failed in the last 30 s) last. Each attempt gets
+    /// known brokers (in random order), then the bootstrap list; brokers that seem in trouble (a
+    /// request unanswered for 2 s, a connection attempt under way or failed in the last 30 s)
+    /// last. Each attempt gets
     /// [`NEXT_ATTEMPT_AFTER`] to itself before the next broker is tried beside it, and the first
     /// to connect wins: a hung broker (accepting, never answering) costs a second, not the whole
     /// connect timeout (t21 F6: `metadata` took 10 s with one broker of three paused).

@@ -928,7 +928,10 @@ impl Consumer {
             .min()
             .unwrap_or(now);
         let mut until = now + REFRESH_FOR;
-        if let Some(l) = self.cluster.options().retry_limit {
+        // Reading on, a partition failing past the limit does not end the read: its refresh keeps
+        // its few seconds (cut to 100 ms, a Metadata request queued behind a long-poll Fetch would
+        // time out and close that connection).
+        if let Some(l) = self.cluster.options().retry_limit.filter(|_| !self.cfg.read_on) {
             until = until.min((oldest + l).max(now + Duration::from_millis(100)));
         }
         let limit = Some(until);
