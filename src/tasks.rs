@@ -1,4 +1,5 @@
-//! Small helpers for tasks held in an `Option` slot while they run in the background.
+//! Small helpers for tasks held in an `Option` slot while they run in the background, and for
+//! awaiting several futures together.
 
 use std::future::Future;
 
@@ -45,4 +46,30 @@ pub async fn stop_signal() -> i32 {
         }
         _ => std::future::pending().await,
     }
+}
+
+/// Awaits every future of `futs` together (not one after another), their outputs in their order: a
+/// request to a hung broker must not hold up those to the others (t24 F1: a consume's start offsets,
+/// asked of each leader in turn, waited out a paused broker before asking the healthy ones).
+pub async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut outs: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, out) in futs.iter_mut().zip(outs.iter_mut()) {
+            if out.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *out = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outs.into_iter().flatten().collect()
 }

@@ -389,6 +389,7 @@ impl Cluster {
         let md = convert(resp);
         let mut st = self.lock();
         for b in &md.brokers {
+            crate::connection::note_listed(&b.addr());
             st.brokers.insert(b.id, b.addr());
         }
         for t in &md.topics {

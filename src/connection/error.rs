@@ -50,7 +50,7 @@ pub enum ConnError {
         addr: String,
     },
     /// No response came in time.
-    #[error("broker {}: no response to {api} within {ms} ms{}", Esc::str(.addr), first_request_hint(.api))]
+    #[error("broker {}: no response to {api} within {ms} ms{}", Esc::str(.addr), first_request_hint(.addr, .api))]
     Timeout {
         /// The broker address.
         addr: String,
@@ -179,17 +179,19 @@ impl ConnError {
 /// What a refused connection suggests: a wrong address, unless this one answered before (a broker
 /// restarting or down: t21 saw "check -b/--brokers" at every restart of a cluster's node).
 fn connect_hint(addr: &str) -> &'static str {
-    if super::answered_before(addr) {
-        "it answered before: restarting, or down?"
+    if super::known_broker(addr) {
+        "a broker of the cluster: restarting, or down?"
     } else {
         "is Kafka running there? check -b/--brokers"
     }
 }
 
-fn first_request_hint(api: &str) -> &'static str {
-    if api == "ApiVersions" {
-        " (the connection's first request: is this a Kafka listener? a server of another protocol, such as HTTP, waits without answering, as does a hung broker)"
-    } else {
+fn first_request_hint(addr: &str, api: &str) -> &'static str {
+    if api != "ApiVersions" {
         ""
+    } else if super::known_broker(addr) {
+        " (the connection's first request, to a broker of the cluster: hung, paused or overloaded?)"
+    } else {
+        " (the connection's first request: is this a Kafka listener? a server of another protocol, such as HTTP, waits without answering, as does a hung broker)"
     }
 }

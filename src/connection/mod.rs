@@ -176,6 +176,21 @@ thread_local! {
     /// listeners waiting for a handshake (t19 F6: a fetch connection cut at its first Fetch was
     /// blamed on SASL, by a broker that had answered Metadata and ListOffsets).
     static SERVED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+
+    /// Broker addresses a cluster's Metadata listed: Kafka listeners, whatever they do now.
+    static LISTED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Notes an address a Metadata response listed as a broker's: a failure to reach it is a broker's
+/// trouble (down, hung), not a wrong address or another protocol's server (t24 F6: "is this a
+/// Kafka listener? ... such as HTTP" for a paused broker of the cluster).
+pub fn note_listed(addr: &str) {
+    note(&LISTED, addr)
+}
+
+/// Whether `addr` answered before in this process or a cluster listed it: a Kafka broker.
+fn known_broker(addr: &str) -> bool {
+    answered_before(addr) || listed(&LISTED, addr)
 }
 
 thread_local! {

@@ -320,7 +320,7 @@ fn a_refused_connection_to_a_broker_that_answered_says_so() {
     note_answered("10.9.9.9:9092");
     let e = refused("10.9.9.9:9092");
     assert!(
-        e.contains("it answered before: restarting, or down?"),
+        e.contains("a broker of the cluster: restarting, or down?"),
         "{e}"
     );
     assert!(!e.contains("check -b"), "{e}");

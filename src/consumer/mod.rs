@@ -262,7 +262,10 @@ impl Consumer {
                     state.end_at_start = b.1;
                 }
                 None => {
-                    let mut b = Backoff::until(None);
+                    // Up to 5 s between asks: each may hold the others' read for PENDING_ATTEMPT
+                    // while its leader hangs.
+                    let mut b =
+                        Backoff::with(Duration::from_millis(100), Duration::from_secs(5), None);
                     state.not_before = Some(now + b.next_delay().unwrap_or(PENDING_ATTEMPT));
                     state.backoff = Some(b);
                     state.failing = true;
@@ -299,7 +302,10 @@ impl Consumer {
         let deadline = self.cluster.options().deadline();
         // An unanswered ListOffsets is said after a few seconds, as other requests are (t19 F2).
         let backoff = crate::backoff::Backoff::until(deadline);
-        let once = self.bounds_once(name, ids, start, deadline);
+        // The first pass is held to a few seconds: the partitions of a hung leader (paused, not yet
+        // fenced) wait for their bounds while the others are read (t24 F1: nothing was printed
+        // for the connect timeout, 10 s, and `--timeout 10s` ended the read with none).
+        let once = self.bounds_once(name, ids, start, deadline, Some(PENDING_ATTEMPT));
         let (bounds, why) = match crate::backoff::attempt(&backoff, once).await {
             Ok(r) => r,
             Err(e) if e.is_retriable() => (HashMap::new(), Some(e)),
@@ -335,13 +341,17 @@ impl Consumer {
     }
 
     /// One pass of ListOffsets for the bounds of `ids`: those of the partitions that answered every
-    /// request, and the last retriable failure of the others.
+    /// request, and the last retriable failure of the others. Each request (earliest, latest, a
+    /// time) is held to `each` when given, and all to `deadline`: one cut short for a hung leader
+    /// leaves the next asked of the others with its own time (t24 F1: the latest offsets were
+    /// asked with no time left, timed out, and closed the healthy brokers' connections).
     async fn bounds_once(
         &self,
         topic: &str,
         ids: &[i32],
         start: StartOffset,
         deadline: Option<Instant>,
+        each: Option<Duration>,
     ) -> Result<(HashMap<i32, Bounds>, Option<Error>)> {
         let mut asks = vec![(EARLIEST, false), (LATEST, self.cfg.read_committed)];
         if let StartOffset::Timestamp(ts) = start {
@@ -360,7 +370,11 @@ impl Consumer {
                 timestamp,
                 read_committed,
             };
-            let pass = list_offsets_pass(&self.cluster, ask, deadline).await?;
+            let until = match each.map(|e| Instant::now() + e) {
+                Some(e) => Some(deadline.map_or(e, |d| d.min(e))),
+                None => deadline,
+            };
+            let pass = list_offsets_pass(&self.cluster, ask, until).await?;
             why = pass.last_err.or(why);
             left.retain(|p| pass.found.contains_key(p));
             found.push(pass.found);
@@ -443,8 +457,9 @@ impl Consumer {
         }
         for ((t, _), (start, ids)) in due {
             let name = self.topics[t].name.clone();
-            let deadline = Some(Instant::now() + PENDING_ATTEMPT);
-            let (bounds, why) = match self.bounds_once(&name, &ids, start, deadline).await {
+            let limit = self.cluster.options().deadline();
+            let once = self.bounds_once(&name, &ids, start, limit, Some(PENDING_ATTEMPT));
+            let (bounds, why) = match once.await {
                 Ok(r) => r,
                 Err(e) if e.is_retriable() => (HashMap::new(), Some(e)),
                 Err(e) => return Err(e),
@@ -664,6 +679,9 @@ impl Consumer {
             None
         };
         let failure = match (&self.last_error, hung) {
+            // An ask's own give-up is not this read's ("cannot read ... (gave up after 2.0s: ...);
+            // still trying": t24 F5).
+            (Some(Error::Deadline { last, .. }), _) => last.to_string(),
             (Some(e), _) => e.to_string(),
             (None, Some((leader, sent))) => format!(
                 "broker {} has not answered a Fetch for {} s",
@@ -931,7 +949,12 @@ impl Consumer {
         // Reading on, a partition failing past the limit does not end the read: its refresh keeps
         // its few seconds (cut to 100 ms, a Metadata request queued behind a long-poll Fetch would
         // time out and close that connection).
-        if let Some(l) = self.cluster.options().retry_limit.filter(|_| !self.cfg.read_on) {
+        if let Some(l) = self
+            .cluster
+            .options()
+            .retry_limit
+            .filter(|_| !self.cfg.read_on)
+        {
             until = until.min((oldest + l).max(now + Duration::from_millis(100)));
         }
         let limit = Some(until);

@@ -104,20 +104,30 @@ pub async fn list_offsets_pass(
         retry: Vec::new(),
         last_err: None,
     };
-    for (leader, ps) in by_leader {
-        let got = match leader {
-            l if l < 0 => Err(Error::NoLeader {
-                topic: topic.into(),
-                partition: ps[0],
-            }),
-            l => {
-                let one = Ask {
-                    partitions: &ps,
-                    ..ask
-                };
-                list_offsets_at(cluster, l, one, deadline).await
-            }
-        };
+    // Every leader asked at once: a hung one must not hold up the others' answers.
+    let by_leader: Vec<(i32, Vec<i32>)> = by_leader.into_iter().collect();
+    let answers = crate::tasks::join_all(
+        by_leader
+            .iter()
+            .map(|(leader, ps)| async move {
+                match *leader {
+                    l if l < 0 => Err(Error::NoLeader {
+                        topic: topic.into(),
+                        partition: ps[0],
+                    }),
+                    l => {
+                        let one = Ask {
+                            partitions: ps,
+                            ..ask
+                        };
+                        list_offsets_at(cluster, l, one, deadline).await
+                    }
+                }
+            })
+            .collect(),
+    )
+    .await;
+    for ((_, ps), got) in by_leader.into_iter().zip(answers) {
         let got = match got {
             Ok(g) => g,
             Err(e) if e.is_retriable() => {

@@ -362,3 +362,37 @@ async fn when_no_partition_has_offsets_the_start_itself_waits() {
     assert_eq!(k.positions(), vec![(0, 0, 0)]);
     assert!(!k.at_end_of_start());
 }
+
+/// A leader that accepts connections and never answers (paused, not yet fenced) at the start does
+/// not hold up the others: their offsets are asked at once, each ask is held to a few seconds, and
+/// the others are read while its partition waits (t24 F1: nothing printed for 10 s, and a
+/// `--timeout 10s` consume ended with nothing).
+#[tokio::test(start_paused = true)]
+async fn a_hung_leader_at_the_start_does_not_hold_up_the_other_partitions() {
+    let b = FakeBroker::new(3);
+    b.create_topic("t", 3);
+    for p in 0..3 {
+        b.append("t", p, &[format!("p{p}").as_bytes()]);
+    }
+    let c = cluster(&b);
+    let meta = c.topic("t", false).await.unwrap();
+    // The next connection's first request goes unanswered: one of the two leaders not yet met.
+    b.misbehave_times(
+        Misbehave::SilentOn(kafka_protocol::messages::ApiKey::ApiVersions),
+        1,
+    );
+    let cfg = FetchConfig {
+        read_on: true,
+        ..FetchConfig::default()
+    };
+    let mut k = Consumer::new(c, cfg);
+    let start = Instant::now();
+    k.assign(meta, &[], StartOffset::Beginning).await.unwrap();
+    assert!(
+        start.elapsed() <= PENDING_ATTEMPT * 2,
+        "{:?}",
+        start.elapsed()
+    );
+    let got = read_for(&mut k, 1).await.unwrap();
+    assert!(got.len() >= 2, "{got:?}");
+}
