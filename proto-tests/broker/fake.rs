@@ -622,7 +622,9 @@ fn tail_started_in_an_outage_says_it_waits_once() {
 fn consume_says_an_unanswered_list_offsets_and_asks_again() {
     let (b, boot) = FakeBroker::start_tcp(1);
     b.create_topic("t", 1);
-    b.misbehave_times(Misbehave::SilentOn(ApiKey::ListOffsets), 1);
+    // Twice: the start's first ask is held to 2 s (t24 F1), then asked again as one read that
+    // cannot start otherwise.
+    b.misbehave_times(Misbehave::SilentOn(ApiKey::ListOffsets), 2);
     let start = Instant::now();
     let out = Command::new(shipper_bin())
         .args(["-b", &boot, "consume", "t", "-e", "--timeout", "21s"])

@@ -130,6 +130,19 @@ try:
     # A bound for "it works", not a speed goal (the time is printed; speed lives in benchmarks).
     check(total < 5.0, f"5 produced lines shown {total * 1000:.0f} ms after `shipper produce` started")
 
+    # A value longer than the row shows its start, cut at the row's end: laid out as a block wider
+    # than the row, the whole value became one "…" (t25 F3).
+    long = b"LONG " + b"x" * 400
+    produce([long])
+    wait_for(lambda: long.decode() in shown_values(), 5, "the long value arrives")
+    starts_visible = driver.execute_script(
+        "const v = [...document.querySelectorAll('#spacer .row .v')].find(v => v.textContent.startsWith('LONG '));"
+        "const row = v.parentElement.getBoundingClientRect();"
+        "const r = document.createRange(); r.setStart(v.firstChild, 0); r.setEnd(v.firstChild, 4);"
+        "const first = r.getBoundingClientRect();"
+        "return getComputedStyle(v).display === 'inline' && first.right <= row.right && first.width > 0;")
+    check(starts_visible, "a long value shows its start within the row")
+
     # Text, never HTML; bytes that are not UTF-8 shown escaped.
     evil = b"<script>window.__pwned=1</script><b>bold</b><img src=x onerror=window.__pwned=2>"
     produce([evil, b"bin \xff\xfe end"])
