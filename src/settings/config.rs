@@ -485,6 +485,11 @@ impl Reader<'_> {
         let f: File = toml::from_str(self.text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
             match secret_key_at(self.text, span.start) {
+                // Names keys only, never a value: `sasl_password` below an [[input]] is told where
+                // it belongs (t24 F4: "must be a string in quotes", for one that was).
+                Some(_) if e.message().starts_with("unknown field") => {
+                    self.err(span, did_you_mean(e.message().trim()))
+                }
                 // serde's message quotes the value ("invalid type: integer `1234`"): not a password.
                 // A syntax error (a bad escape, an unclosed string, a key given twice) says what is
                 // wrong without it (t17 F9: all were "must be a string in quotes").

@@ -410,6 +410,12 @@ fn acks_may_be_a_number_and_a_top_level_key_below_an_input_says_so() {
         "{e}"
     );
     let e = error(
+        "late3",
+        &format!("brokers = \"k:9092\"\n{input}sasl_password = \"per-secret\"\n"),
+    );
+    assert!(e.contains("`sasl_password` is a top-level setting"), "{e}");
+    assert!(!e.contains("per-secret"), "{e}");
+    let e = error(
         "late2",
         &format!("brokers = \"k:9092\"\n{input}no_such = 50\n"),
     );
