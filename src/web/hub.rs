@@ -5,7 +5,7 @@
 //! subscribers left stops.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
@@ -15,6 +15,11 @@ use crate::consumer::{Consumer, FetchConfig, Fetched, StartOffset};
 
 /// Responses a subscriber may have queued before it counts as too slow.
 const QUEUE: usize = 64;
+
+/// Record bytes a subscriber may have queued before it counts as too slow: each stuck view pins
+/// the responses it has not taken, and views stuck at different places pin different ones (t25 F2:
+/// 30 views that did not read held 2.1-2.5 GB through a 60 MB burst, 64 responses each).
+pub const QUEUE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Fetch sizes for live reads: small responses, often, so a queue of them stays small. The page shows
 /// what `consume` shows by default: committed records (read_committed, as kcat).
@@ -36,11 +41,21 @@ pub struct Subscription {
     pub rx: mpsc::Receiver<Arc<Fetched>>,
     /// Set when the hub dropped this subscriber for being too slow.
     pub dropped: Arc<AtomicBool>,
+    /// Record bytes sent and not yet taken: take a response's off with [`Subscription::took`].
+    pub queued: Arc<AtomicUsize>,
+}
+
+impl Subscription {
+    /// Notes a response taken from `rx`.
+    pub fn took(&self, f: &Fetched) {
+        self.queued.fetch_sub(f.records.len(), Ordering::Relaxed);
+    }
 }
 
 struct Subscriber {
     tx: mpsc::Sender<Arc<Fetched>>,
     dropped: Arc<AtomicBool>,
+    queued: Arc<AtomicUsize>,
 }
 
 type Ask = oneshot::Sender<Subscription>;
@@ -145,13 +160,25 @@ async fn run(mut consumer: Consumer, mut asks: mpsc::Receiver<Ask>, topic: Strin
             Ok(fetched) => {
                 for f in fetched.into_iter().filter(|f| !f.records.is_empty()) {
                     let f = Arc::new(f);
-                    subs.retain(|s| match s.tx.try_send(f.clone()) {
-                        Ok(()) => true,
-                        Err(mpsc::error::TrySendError::Full(_)) => {
+                    let n = f.records.len();
+                    subs.retain(|s| {
+                        // One response alone is always taken (a batch larger than the budget).
+                        let held = s.queued.load(Ordering::Relaxed);
+                        if held > 0 && held + n > QUEUE_BYTES {
                             s.dropped.store(true, Ordering::Relaxed);
-                            false
+                            return false;
                         }
-                        Err(mpsc::error::TrySendError::Closed(_)) => false,
+                        match s.tx.try_send(f.clone()) {
+                            Ok(()) => {
+                                s.queued.fetch_add(n, Ordering::Relaxed);
+                                true
+                            }
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                s.dropped.store(true, Ordering::Relaxed);
+                                false
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => false,
+                        }
                     });
                 }
                 subs.retain(|s| !s.tx.is_closed());
@@ -179,12 +206,49 @@ fn add(consumer: &Consumer, subs: &mut Vec<Subscriber>, reply: Ask) {
         .collect();
     let (tx, rx) = mpsc::channel(QUEUE);
     let dropped = Arc::new(AtomicBool::new(false));
+    let queued = Arc::new(AtomicUsize::new(0));
     let s = Subscription {
         next,
         rx,
         dropped: dropped.clone(),
+        queued: queued.clone(),
     };
     if reply.send(s).is_ok() {
-        subs.push(Subscriber { tx, dropped });
+        subs.push(Subscriber {
+            tx,
+            dropped,
+            queued,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::ClientOptions;
+    use crate::testkit::FakeBroker;
+
+    /// A view that does not take what it is sent is dropped once it holds [`QUEUE_BYTES`] of
+    /// records, not 64 responses of any size (t25 F2: 2.1-2.5 GB for 30 such views).
+    #[tokio::test(start_paused = true)]
+    async fn a_view_that_does_not_read_is_dropped_at_its_byte_budget() {
+        let b = FakeBroker::new(1);
+        b.create_topic("t", 1);
+        let o = ClientOptions::new(&b.bootstrap());
+        let c = Arc::new(Cluster::with_transport(o, Arc::new(b.transport())));
+        let meta = c.topic("t", false).await.unwrap();
+        let hubs = Hubs::new(c);
+        let stuck = hubs.subscribe("t", &meta).await.unwrap();
+        let value = vec![b'x'; 512 * 1024];
+        for _ in 0..40 {
+            b.append("t", 0, &[&value]);
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            if stuck.dropped.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        assert!(stuck.dropped.load(Ordering::Relaxed), "not dropped");
+        let held = stuck.queued.load(Ordering::Relaxed);
+        assert!(held <= QUEUE_BYTES, "{held} bytes held");
     }
 }

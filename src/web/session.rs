@@ -221,6 +221,7 @@ async fn serve<S: AsyncWrite + Unpin>(
                     out.flush(true).await?;
                     return out.event("bye", &crate::escape::json_quoted(why)).await;
                 };
+                sub.took(&f);
                 if !view.filter.wants_partition(f.partition) {
                     continue;
                 }
