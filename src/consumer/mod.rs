@@ -692,16 +692,12 @@ impl Consumer {
             ),
             (None, None) => "no answer".to_string(),
         };
-        let named = self.partitions_named(failing.iter().map(|(k, _)| *k));
-        // "cannot read topic 't' partition 2 (topic 't' partition 2 has no leader)" says it twice.
-        let which = if failure.contains(&named) {
-            "from Kafka".to_string()
-        } else {
-            named.clone()
-        };
+        // The partitions are named only when said or given up: `look` runs at every poll while
+        // one fails.
         let limit = self.cluster.options().retry_limit;
         if let (Some(l), Some(c)) = (limit, counted) {
             if now.saturating_duration_since(c) >= l {
+                let named = self.partitions_named(failing.iter().map(|(k, _)| *k));
                 let last = match self.last_error.take() {
                     Some(e) => e,
                     None => Error::Conn(crate::connection::ConnError::Timeout {
@@ -735,6 +731,13 @@ impl Consumer {
         }
         if let Some(TroubleNews::Failing(e, for_)) = self.watch.look_at(Some((failure, began)), now)
         {
+            // "cannot read topic 't' partition 2 (topic 't' partition 2 has no leader)" says it twice.
+            let named = self.partitions_named(failing.iter().map(|(k, _)| *k));
+            let which = if e.contains(&named) {
+                "from Kafka".to_string()
+            } else {
+                named
+            };
             let until = match (limit, counted) {
                 (Some(l), Some(c)) => format!(
                     "still trying for up to {} s (--timeout)",
