@@ -622,6 +622,11 @@ fn a_group_reader_stopped_with_its_stdout_blocked_commits_only_what_was_printed(
     let mut rest = String::new();
     out.read_to_string(&mut rest).unwrap();
     first.extend(rest.lines().map(str::to_string));
+    // A pipe may take part of the last write: a record cut there was not printed whole, and is not
+    // committed (the next reader prints it); its start is not a line of its own.
+    if !rest.is_empty() && !rest.ends_with('\n') {
+        first.pop();
+    }
     assert!(first.len() < n, "it stopped early: {} lines", first.len());
     // The group's next reader goes on from the commit: together, every line, none skipped.
     let next = shipper_ok(&b, &["consume", &t, "-G", &g, "-e"], b"");
