@@ -720,19 +720,32 @@ fn produce_z_sends_empty_values_and_keys_as_null() {
 /// log's end: the new topic is read from its start (it was reset to the new end, skipping it).
 #[test]
 fn consume_reads_a_topic_created_again_from_its_start() {
+    recreated("recreated", 1, 1);
+}
+
+/// As above, created again with fewer partitions: the ones gone are said and dropped, and the others
+/// read from their start (t25 F4: the gone partition was asked for as leaderless for 30 s, and the
+/// whole read then ended with "partition 1 has no available leader", the new records never shown).
+#[test]
+fn consume_reads_a_topic_created_again_with_fewer_partitions() {
+    recreated("recreated-fewer", 2, 1);
+}
+
+fn recreated(name: &str, before: u32, after: u32) {
     let Some(b) = cluster() else { return };
-    let t = topic("recreated");
-    create_topic(&b, &t, 1, 3, &[]);
+    let t = topic(name);
+    create_topic(&b, &t, before, 3, &[]);
     let old: Vec<u8> = (0..1000)
         .flat_map(|i| format!("old-{i}\n").into_bytes())
         .collect();
     shipper_ok(&b, &["produce", &t], &old);
-    let dir = scratch_dir("recreated");
+    let dir = scratch_dir(name);
     let out = dir.join("out");
+    let err_file = dir.join("err");
     let mut c = std::process::Command::new(shipper_bin())
         .args(["-b", &b, "consume", &t, "-o", "beginning"])
         .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&err_file).unwrap())
         .spawn()
         .unwrap();
     let read = |n: usize| {
@@ -743,7 +756,11 @@ fn consume_reads_a_topic_created_again_from_its_start() {
             .count()
             < n
         {
-            assert!(Instant::now() < deadline, "fewer than {n} records printed");
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {n} records printed: {}",
+                std::fs::read_to_string(&err_file).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     };
@@ -759,7 +776,7 @@ fn consume_reads_a_topic_created_again_from_its_start() {
     let kt = |verb: &str, extra: &[&str]| kafka_topic(&b, verb, &t, extra);
     kt("delete", &[]);
     std::thread::sleep(Duration::from_secs(2));
-    kt("create", &["--partitions", "1", "--rf", "3"]);
+    kt("create", &["--partitions", &after.to_string(), "--rf", "3"]);
     let new: Vec<u8> = (0..50)
         .flat_map(|i| format!("new-{i}\n").into_bytes())
         .collect();
@@ -767,17 +784,23 @@ fn consume_reads_a_topic_created_again_from_its_start() {
     signal("-CONT");
     read(1050);
     let _ = c.kill();
-    let err = c.wait_with_output().unwrap().stderr;
+    let _ = c.wait();
+    let err = std::fs::read(&err_file).unwrap();
     let printed = std::fs::read_to_string(&out).unwrap();
     assert_eq!(
         printed.lines().filter(|l| l.starts_with("new-")).count(),
         50
     );
-    assert!(
-        String::from_utf8_lossy(&err).contains("was deleted and created again"),
-        "{}",
-        String::from_utf8_lossy(&err)
-    );
+    let err = String::from_utf8_lossy(&err);
+    assert!(err.contains("was deleted and created again"), "{err}");
+    if after < before {
+        assert!(
+            err.contains(&format!(
+                "was created again with {after} partition(s): partition(s) {after} no longer exist"
+            )),
+            "{err}"
+        );
+    }
 }
 
 #[test]

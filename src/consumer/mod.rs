@@ -988,12 +988,33 @@ impl Consumer {
             return Ok(false);
         }
         let name = self.topics[i].name.clone();
-        let ps: Vec<i32> = self
+        let meta = self.topics[i].meta.clone();
+        let (ps, gone): (Vec<i32>, Vec<i32>) = self
             .parts
             .keys()
             .filter(|k| k.0 == i)
             .map(|k| k.1)
-            .collect();
+            .partition(|p| meta.partitions.iter().any(|m| m.id == *p));
+        // Created again with fewer partitions: those past its count are no more. Asked for, they
+        // were retried as leaderless until the retry limit, and the read of the others ended with
+        // them (t25 F4: a web view showed nothing, then "partition 1 has no available leader").
+        if let Some(&first) = gone.first() {
+            self.unassign(&name, &gone);
+            let gone: Vec<String> = gone.iter().map(i32::to_string).collect();
+            crate::log::warn(format_args!(
+                "topic '{}' was created again with {} partition(s): partition(s) {} no longer exist",
+                Esc::str(&name),
+                meta.partitions.len(),
+                gone.join(",")
+            ));
+            if ps.is_empty() {
+                return Err(Error::UnknownPartition {
+                    topic: name,
+                    partition: first,
+                    count: meta.partitions.len(),
+                });
+            }
+        }
         let lo = list_offsets(&self.cluster, &name, &ps, EARLIEST).await?;
         // `-e`'s goal: the new log's end now (the old log's end means nothing in it).
         let committed = self.cfg.read_committed;
@@ -1005,6 +1026,11 @@ impl Consumer {
                 s.not_before = None;
                 s.backoff = None;
                 s.pending = None;
+                // A fetch still out for the old log is not this partition's any more (its answer
+                // is passed over, being at another offset): without this, the partition waited for
+                // it for good and was never read again (seen with a partition of the topic gone).
+                s.in_flight = false;
+                s.sent_at = None;
             }
         }
         let id: String = self.topics[i]
