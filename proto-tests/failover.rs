@@ -197,6 +197,90 @@ fn produce_delivers_everything_through_a_leader_that_hangs_for_30_s() {
     assert!(counts.values().all(|&n| n == 1), "duplicates");
 }
 
+/// `groups` while one broker hangs (t24 F2, F3): the list shows what the other brokers answered
+/// (and exits 1, naming the one that did not), and a group's description shows the end offsets and
+/// lag of the partitions whose leaders answer, "-" only for the hung leader's, within seconds.
+/// Before, the list printed nothing, and one leaderless partition hid every end offset after 30 s.
+#[test]
+fn groups_show_what_the_brokers_that_answer_know_while_one_hangs() {
+    let Some(c) = cluster() else { return };
+    let t = topic("failover-groups");
+    create_topic(&c, &t, 3, 1, &[]);
+    for p in 0..3 {
+        let lines: String = (0..10).map(|i| format!("p{p} {i}\n")).collect();
+        shipper_ok(&c, &["produce", &t, "-p", &p.to_string()], lines.as_bytes());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The leader to hang (partition 2's), and a group that another broker coordinates.
+    let (hung, hung_addr, group) = rt.block_on(async {
+        let cluster = Arc::new(Cluster::new(ClientOptions::new(&c)));
+        let meta = cluster.topic(&t, false).await.unwrap();
+        let hung = meta.partitions[2].leader;
+        assert!(
+            meta.partitions[..2].iter().all(|p| p.leader != hung),
+            "partitions 0 and 1 on other brokers: {meta:?}"
+        );
+        let addr = cluster.broker_addr(hung).unwrap();
+        for i in 0..50 {
+            let g = format!("{t}-g{i}");
+            let co = shipper::group::coordinator::Coordinator::new(cluster.clone(), &g);
+            if co.connection(None).await.unwrap().addr() != addr {
+                return (hung, addr, g);
+            }
+        }
+        panic!("no group name coordinated elsewhere than {addr}");
+    });
+    shipper_ok(
+        &c,
+        &["consume", &t, "-G", &group, "--from-beginning", "-e"],
+        b"",
+    );
+    node("pause", hung);
+    let _resume = Resume(hung);
+    let started = std::time::Instant::now();
+    let list = shipper(&c, &["groups"], b"");
+    let took = started.elapsed();
+    let (out, err) = (
+        String::from_utf8_lossy(&list.stdout),
+        String::from_utf8_lossy(&list.stderr),
+    );
+    assert_eq!(list.status.code(), Some(1), "{out}{err}");
+    assert!(
+        out.contains(&group),
+        "the others' groups are listed: {out}{err}"
+    );
+    assert!(
+        err.contains(&hung_addr) && err.contains("not listed") && err.contains("incomplete"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    let started = std::time::Instant::now();
+    let d = shipper(&c, &["groups", &group], b"");
+    let took = started.elapsed();
+    let (out, err) = (
+        String::from_utf8_lossy(&d.stdout),
+        String::from_utf8_lossy(&d.stderr),
+    );
+    assert_eq!(d.status.code(), Some(0), "{out}{err}");
+    let row = |p: i32| {
+        out.lines()
+            .find(|l| {
+                l.split_whitespace()
+                    .take(2)
+                    .eq([t.as_str(), &p.to_string()])
+            })
+            .map(|l| l.split_whitespace().skip(2).take(3).collect::<Vec<_>>())
+    };
+    assert_eq!(row(0), Some(vec!["10", "10", "0"]), "{out}{err}");
+    assert_eq!(row(1), Some(vec!["10", "10", "0"]), "{out}{err}");
+    assert_eq!(row(2), Some(vec!["10", "-", "-"]), "{out}{err}");
+    assert!(err.contains("partition(s) 2 unknown"), "{err}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+}
+
 pub(crate) fn rss_anon_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()

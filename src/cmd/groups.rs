@@ -16,11 +16,24 @@ pub async fn run(common: &Common, args: &GroupsArgs) -> anyhow::Result<i32> {
     let mut out = crate::output::stdout();
     match &args.group {
         None => {
-            let groups = describe::list(&cluster).await?;
+            let list = describe::list(&cluster).await?;
             if args.json {
-                output::write_list_json(&mut out, &groups)?;
+                output::write_list_json(&mut out, &list.groups)?;
             } else {
-                output::write_list_text(&mut out, &groups)?;
+                output::write_list_text(&mut out, &list.groups)?;
+            }
+            out.flush()?;
+            // What the others answered is shown; the list is incomplete, which the exit code says.
+            if !list.failed.is_empty() {
+                for e in &list.failed {
+                    crate::log::warn(format_args!(
+                        "{e} (the groups that broker coordinates are not listed)"
+                    ));
+                }
+                anyhow::bail!(
+                    "the list is incomplete: {} of the cluster's brokers did not answer",
+                    list.failed.len()
+                );
             }
         }
         Some(g) => {

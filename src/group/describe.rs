@@ -13,7 +13,8 @@ use super::assign::{decode_assignment, Assignment};
 use super::coordinator::Coordinator;
 use super::offsets;
 use crate::cluster::Cluster;
-use crate::consumer::{list_offsets, LATEST};
+use crate::consumer::offsets::{list_offsets_pass, Ask};
+use crate::consumer::LATEST;
 use crate::error::{code, Code, Error, Result, Target};
 
 const LIST_GROUPS_VERSIONS: VersionRange = VersionRange { min: 4, max: 5 };
@@ -85,37 +86,73 @@ pub struct Described {
     pub partitions: Vec<PartitionLag>,
 }
 
-/// Every group on every broker, in order.
-pub async fn list(cluster: &Cluster) -> Result<Vec<Listed>> {
+/// The groups of a cluster: every broker asked at once (each knows the groups it coordinates).
+pub struct GroupList {
+    /// The groups the brokers that answered know, in order.
+    pub groups: Vec<Listed>,
+    /// The brokers that did not answer, with why: their groups are missing from `groups`.
+    pub failed: Vec<Error>,
+}
+
+/// Every group on every broker, in order. A broker that does not answer (hung, down, refusing)
+/// leaves its groups out and is in `failed`, rather than hiding what the others answered (t24 F3).
+pub async fn list(cluster: &Cluster) -> Result<GroupList> {
     let md = cluster.metadata(Some(&[]), false).await?;
+    let deadline = cluster.options().deadline();
+    let answers = crate::tasks::join_all(
+        md.brokers
+            .iter()
+            .map(|b| list_on(cluster, b.id, b.addr(), deadline))
+            .collect(),
+    )
+    .await;
     let mut out = BTreeSet::new();
-    for b in &md.brokers {
-        let conn = cluster.broker(b.id, cluster.options().deadline()).await?;
-        let version = conn.version::<ListGroupsRequest>(LIST_GROUPS_VERSIONS)?;
-        let resp = conn
-            .call(
-                &ListGroupsRequest::default(),
-                version,
-                conn.request_deadline(None),
-            )
-            .await?;
-        if let Some(c) = code(resp.error_code) {
-            return Err(Error::Kafka {
-                api: "ListGroups",
-                target: Target::Broker(b.addr()),
-                code: c,
-            });
-        }
-        for g in resp.groups {
-            out.insert(Listed {
-                group: g.group_id.0.to_string(),
-                protocol_type: g.protocol_type.to_string(),
-                state: g.group_state.to_string(),
-                group_type: g.group_type.to_string(),
-            });
+    let mut failed = Vec::new();
+    for a in answers {
+        match a {
+            Ok(groups) => out.extend(groups),
+            Err(e) => failed.push(e),
         }
     }
-    Ok(out.into_iter().collect())
+    Ok(GroupList {
+        groups: out.into_iter().collect(),
+        failed,
+    })
+}
+
+/// The groups one broker coordinates.
+async fn list_on(
+    cluster: &Cluster,
+    id: i32,
+    addr: String,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<Vec<Listed>> {
+    let conn = cluster.broker(id, deadline).await?;
+    let version = conn.version::<ListGroupsRequest>(LIST_GROUPS_VERSIONS)?;
+    let resp = conn
+        .call(
+            &ListGroupsRequest::default(),
+            version,
+            conn.request_deadline(deadline),
+        )
+        .await?;
+    if let Some(c) = code(resp.error_code) {
+        return Err(Error::Kafka {
+            api: "ListGroups",
+            target: Target::Broker(addr),
+            code: c,
+        });
+    }
+    Ok(resp
+        .groups
+        .into_iter()
+        .map(|g| Listed {
+            group: g.group_id.0.to_string(),
+            protocol_type: g.protocol_type.to_string(),
+            state: g.group_state.to_string(),
+            group_type: g.group_type.to_string(),
+        })
+        .collect())
 }
 
 /// One group: members, assignments, committed offsets, end offsets.
@@ -154,22 +191,88 @@ pub async fn describe(cluster: &std::sync::Arc<Cluster>, group: &str) -> Result<
         by_topic.entry(t.clone()).or_default().push(*p);
     }
     for (t, ps) in by_topic {
-        match list_offsets(cluster, &t, &ps, LATEST).await {
-            Ok(ends) => {
-                for (p, e) in ends {
-                    if let Some(r) = parts.get_mut(&(t.clone(), p)) {
-                        r.end = Some(e);
-                    }
-                }
+        let (ends, missing) = ends_known(cluster, &t, &ps).await;
+        for (p, e) in ends {
+            if let Some(r) = parts.get_mut(&(t.clone(), p)) {
+                r.end = Some(e);
             }
-            Err(e) => crate::log::warn(format_args!(
-                "end offsets of '{}' unknown: {e}",
-                crate::escape::Esc::str(&t)
-            )),
+        }
+        if let Some((ps, e)) = missing {
+            let ps: Vec<String> = ps.iter().map(i32::to_string).collect();
+            crate::log::warn(format_args!(
+                "end offsets of '{}' partition(s) {} unknown (shown as -): {e}",
+                crate::escape::Esc::str(&t),
+                ps.join(",")
+            ));
         }
     }
     d.partitions = parts.into_values().collect();
     Ok(d)
+}
+
+/// How long the end offsets of a described group's partitions are asked for: what answers by then is
+/// shown, the rest is "-" (t24 F2: one leaderless partition hid every partition's end and lag, after
+/// 30 s). An election after a broker is fenced takes about as long.
+const ENDS_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The end offsets of `ps` that their leaders give within [`ENDS_WITHIN`] (each leader asked on its
+/// own: a hung one holds up no other), and the partitions left unknown with the last reason.
+async fn ends_known(
+    cluster: &Cluster,
+    topic: &str,
+    ps: &[i32],
+) -> (
+    std::collections::HashMap<i32, i64>,
+    Option<(Vec<i32>, Error)>,
+) {
+    let deadline = tokio::time::Instant::now() + ENDS_WITHIN;
+    let mut found = std::collections::HashMap::new();
+    let mut todo = ps.to_vec();
+    let mut why = None;
+    loop {
+        let ask = Ask {
+            topic,
+            partitions: &todo,
+            timestamp: LATEST,
+            read_committed: false,
+        };
+        let generation = cluster.generation();
+        // Bounded inside (each request and connection by the deadline); the outer bound is for
+        // anything that is not.
+        let pass = tokio::time::timeout_at(
+            deadline + std::time::Duration::from_secs(1),
+            list_offsets_pass(cluster, ask, Some(deadline)),
+        )
+        .await;
+        match pass {
+            Ok(Ok(pass)) => {
+                found.extend(pass.found);
+                todo = pass.retry;
+                why = pass.last_err.or(why);
+            }
+            Ok(Err(e)) => {
+                why = Some(e);
+                break;
+            }
+            Err(_) => break,
+        }
+        let pause = std::time::Duration::from_millis(250);
+        if todo.is_empty() || tokio::time::Instant::now() + pause >= deadline {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        let _ = cluster.refresh(topic, generation, Some(deadline)).await;
+    }
+    todo.retain(|p| !found.contains_key(p));
+    let missing = (!todo.is_empty()).then(|| {
+        let e = why.unwrap_or(Error::Incomplete {
+            api: "ListOffsets",
+            target: Target::Topic(topic.into()),
+            what: "no answer within 5 s",
+        });
+        (todo, e)
+    });
+    (found, missing)
 }
 
 fn lag_row(t: &str, p: i32) -> PartitionLag {
