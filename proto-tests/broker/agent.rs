@@ -591,7 +591,9 @@ fn check_config_names_the_line_of_each_mistake_and_exits_2() {
     assert!(
         text.contains("input 2 'b'")
             && text.contains("topic: t-b")
-            && text.contains("brokers: k:9092 (PLAINTEXT)"),
+            && text.contains("brokers: k:9092 (PLAINTEXT)")
+            && text.contains("producer: acks=all, compression=none")
+            && text.contains("dead_letter: none"),
         "{text}"
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("writable by every user"));

@@ -27,6 +27,23 @@ pub async fn run(common: &Common, args: &CheckConfigArgs) -> anyhow::Result<i32>
         s.kafka.security.protocol.kafka_name()
     )?;
     writeln!(out, "checkpoint: {}", Esc::path(&s.options.checkpoint))?;
+    let acks = match s.producer.acks {
+        -1 => "all".to_string(),
+        n => n.to_string(),
+    };
+    writeln!(
+        out,
+        "producer: acks={acks}, compression={}, linger {} ms",
+        s.producer.compression.name(),
+        s.producer.linger.as_millis()
+    )?;
+    match &s.options.dead_letter {
+        Some(d) => writeln!(out, "dead_letter: {}", Esc::path(d))?,
+        None => writeln!(
+            out,
+            "dead_letter: none (a record Kafka refuses for good is counted and said, not kept)"
+        )?,
+    }
     if let Some(m) = &s.options.metrics_listen {
         writeln!(out, "metrics: http://{m}/metrics")?;
     }

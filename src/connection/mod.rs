@@ -854,7 +854,7 @@ fn not_kafka(buf: &[u8]) -> Option<String> {
         .unwrap_or(head);
     if head.starts_with(b"HTTP/") {
         return Some(format!(
-            "it answered in HTTP (\"{}\"): a web server or proxy on this port? check -b/--brokers",
+            "it answered in HTTP (\"{}\"): a web server or proxy on this port? check -b/--brokers (brokers in a config file)",
             crate::escape::Esc(line)
         ));
     }
@@ -862,7 +862,7 @@ fn not_kafka(buf: &[u8]) -> Option<String> {
     let printable = line.len() >= 4 && line.iter().all(|b| b.is_ascii_graphic() || *b == b' ');
     if printable {
         return Some(format!(
-            "its first answer begins \"{}\", not a Kafka response: check -b/--brokers",
+            "its first answer begins \"{}\", not a Kafka response: check -b/--brokers (brokers in a config file)",
             crate::escape::Esc(line)
         ));
     }
@@ -873,7 +873,7 @@ fn not_kafka(buf: &[u8]) -> Option<String> {
             .map(|b| format!("{b:02x}"))
             .collect();
         return Some(format!(
-            "its first answer announces a frame of {size} bytes (it begins {}), not a Kafka response: check -b/--brokers",
+            "its first answer announces a frame of {size} bytes (it begins {}), not a Kafka response: check -b/--brokers (brokers in a config file)",
             hex.join(" ")
         ));
     }

@@ -305,7 +305,7 @@ fn describe_rustls(e: &rustls::Error, host: &str) -> String {
     match e {
         rustls::Error::InvalidCertificate(c) => match c {
             CertificateError::UnknownIssuer => {
-                "the broker's certificate is not signed by a trusted CA (give its CA with --ca-file)".into()
+                "the broker's certificate is not signed by a trusted CA (give its CA with --ca-file, or ca_file in a config file)".into()
             }
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => format!(
                 "the broker's certificate is not valid for the name '{}' (connect with a name it holds, or fix the certificate)",

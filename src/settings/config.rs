@@ -221,6 +221,11 @@ impl<'de> Deserialize<'de> for StrOrInt {
             fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<StrOrInt, E> {
                 Ok(StrOrInt(n.to_string()))
             }
+            // Taken as written, for the key's own message (t24 F5: `acks = 1.0` was "invalid
+            // type: floating point 1.0, expected a string or a number").
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<StrOrInt, E> {
+                Ok(StrOrInt(format!("{n:?}")))
+            }
         }
         d.deserialize_any(Visit)
     }
@@ -720,14 +725,18 @@ impl Reader<'_> {
     fn producer(&self, f: &File) -> anyhow::Result<ProducerConfig> {
         let mut p = ProducerConfig::default();
         if let Some(v) = &f.acks {
-            p.acks = match v.get_ref().0.as_str() {
+            // As Kafka's producer takes it: any case (t24 F5: "ALL" was refused).
+            p.acks = match v.get_ref().0.to_ascii_lowercase().as_str() {
                 "all" | "-1" => -1,
                 "1" => 1,
                 "0" => 0,
-                other => {
+                _ => {
                     return Err(self.err(
                         v.span(),
-                        format!("unknown acks '{}' (all, 1, 0)", Esc::str(other)),
+                        format!(
+                            "unknown acks '{}' (all or -1, 1, 0)",
+                            Esc::str(&v.get_ref().0)
+                        ),
                     ))
                 }
             };

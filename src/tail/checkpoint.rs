@@ -540,7 +540,7 @@ impl Lock {
                 return Err(io::Error::new(
                     io::ErrorKind::WouldBlock,
                     format!(
-                        "checkpoint {} is in use by another shipper tail (locked: {}); run one tail per checkpoint, or give this one its own --checkpoint",
+                        "checkpoint {} is in use by another shipper tail (locked: {}); run one tail per checkpoint, or give this one its own --checkpoint (checkpoint = \"PATH\" in a config file)",
                         Esc::path(checkpoint),
                         Esc::path(&path)
                     ),

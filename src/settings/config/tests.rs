@@ -386,7 +386,14 @@ fn properties_beside_a_config_file_are_refused() {
 #[test]
 fn acks_may_be_a_number_and_a_top_level_key_below_an_input_says_so() {
     let input = "[[input]]\npaths = \"/x/*.log\"\ntopic = \"t\"\n";
-    for (v, want) in [("1", 1), ("-1", -1), ("0", 0), ("\"all\"", -1)] {
+    for (v, want) in [
+        ("1", 1),
+        ("-1", -1),
+        ("0", 0),
+        ("\"all\"", -1),
+        ("\"ALL\"", -1),
+        ("\"-1\"", -1),
+    ] {
         let p = write(
             "acks",
             &format!("brokers = \"k:9092\"\nacks = {v}\n{input}"),
@@ -398,7 +405,13 @@ fn acks_may_be_a_number_and_a_top_level_key_below_an_input_says_so() {
         );
     }
     let e = error("acks2", &format!("brokers = \"k:9092\"\nacks = 2\n{input}"));
-    assert!(e.contains("unknown acks '2' (all, 1, 0)"), "{e}");
+    assert!(e.contains("unknown acks '2' (all or -1, 1, 0)"), "{e}");
+    // t24 F5: a float is refused by the key's own message, not as "invalid type".
+    let e = error(
+        "acks3",
+        &format!("brokers = \"k:9092\"\nacks = 1.0\n{input}"),
+    );
+    assert!(e.contains(":2:") && e.contains("unknown acks '1.0'"), "{e}");
     let e = error(
         "late",
         &format!("brokers = \"k:9092\"\n{input}linger_ms = 50\n"),
