@@ -205,6 +205,7 @@ fn reason(code: u16) -> &'static str {
         200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         413 => "Payload Too Large",
@@ -224,8 +225,19 @@ pub async fn respond<S: AsyncWrite + Unpin>(
     kind: &str,
     body: &[u8],
 ) -> std::io::Result<()> {
+    respond_with(s, code, kind, "", body).await
+}
+
+/// [`respond`] with more header lines (`extra`: each ending in `\r\n`).
+pub async fn respond_with<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    code: u16,
+    kind: &str,
+    extra: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
     let head = format!(
-        "HTTP/1.1 {code} {}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {code} {}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n{extra}Connection: close\r\n\r\n",
         reason(code),
         body.len()
     );

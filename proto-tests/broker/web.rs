@@ -256,6 +256,87 @@ fn a_closed_live_view_frees_its_slot_at_once() {
 }
 
 #[test]
+fn a_view_from_the_end_joining_another_shows_what_is_written_right_after_its_request() {
+    // t25 F1: with another view of the topic open, a new from=end view's requests queued behind the
+    // shared live read's held Fetch on the one connection to the broker, so its "end" was resolved
+    // 0.1-0.5 s late and the records written meanwhile never reached it (8 of 8; seconds under load).
+    use std::io::{Read, Write};
+    let Some(b) = broker() else { return };
+    let t = topic("web-join");
+    create_topic(&b, &t, 1, 1, &[]);
+    let (mut child, port) = start_web(&["-b", &b], &[&t]);
+    let open = || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        write!(
+            s,
+            "GET /stream?topic={t}&from=end HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        )
+        .unwrap();
+        s
+    };
+    // Reads `s` for up to `secs`, until `want` is in what it sent.
+    let read_until = |s: &mut std::net::TcpStream, want: &str, secs: u64| {
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        let mut buf = [0u8; 65536];
+        while std::time::Instant::now() < deadline {
+            if String::from_utf8_lossy(&got).contains(want) {
+                return true;
+            }
+            if let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        String::from_utf8_lossy(&got).contains(want)
+    };
+    let mut first = open();
+    assert!(
+        read_until(&mut first, "event: live", 10),
+        "first view never live"
+    );
+    // A producer already connected, so that a line reaches Kafka milliseconds after it is given.
+    let mut producer = Command::new(shipper_bin())
+        .args(["-b", &b, "produce", &t, "--linger-ms", "0"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = producer.stdin.take().unwrap();
+    writeln!(stdin, "warm-up").unwrap();
+    assert!(
+        read_until(&mut first, "warm-up", 10),
+        "the producer never wrote"
+    );
+    let mut missed = Vec::new();
+    for i in 0..5 {
+        let mut view = open();
+        // Written well after the request (each of the view's requests queued behind a Fetch held
+        // for 100 ms, its end was resolved 0.3-0.4 s after it), not so soon that it may be
+        // written before the view has asked where the end is (it is then before the view's start).
+        std::thread::sleep(Duration::from_millis(150));
+        let tag = format!("joined-{i}");
+        writeln!(stdin, "{tag}").unwrap();
+        if !read_until(&mut view, &tag, 5) {
+            missed.push(tag);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(stdin);
+    let _ = producer.wait();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        missed.is_empty(),
+        "views that missed the record written after their request: {missed:?}"
+    );
+}
+
+#[test]
 fn web_on_loopback_without_a_token_answers_only_to_local_names() {
     let Some(b) = broker() else { return };
     let t = topic("web-rebind");
@@ -284,6 +365,31 @@ fn web_on_loopback_without_a_token_answers_only_to_local_names() {
         body.contains("p=... is given more than once (partitions: p=0,1)"),
         "{body}"
     );
+    // t25 F6: a page elsewhere may link to the page, not use the server; two Hosts are refused.
+    let from = |path: &str, site: &str| {
+        crate::agent::http_get_as(
+            port,
+            path,
+            "localhost",
+            &format!("Sec-Fetch-Site: {site}\r\n"),
+        )
+    };
+    assert_eq!(from("/api/topics", "cross-site").0, 403);
+    assert_eq!(from(&format!("/stream?topic={t}"), "same-site").0, 403);
+    assert_eq!(from("/api/topics", "same-origin").0, 200);
+    let (code, page) = from("/", "cross-site");
+    assert_eq!(code, 200, "a link from elsewhere opens the page");
+    assert!(page.contains("<script>"));
+    let other = "Origin: http://localhost:1\r\n";
+    assert_eq!(
+        crate::agent::http_get_as(port, "/api/topics", "localhost", other).0,
+        403
+    );
+    let twice = "Host: attacker.example\r\n";
+    assert_eq!(
+        crate::agent::http_get_as(port, "/api/topics", "localhost", twice).0,
+        400
+    );
     let _ = child.kill();
     let _ = child.wait();
     // With a token, any name (a proxy's, the machine's) is fine; the scheme's case is not checked.
@@ -293,6 +399,10 @@ fn web_on_loopback_without_a_token_answers_only_to_local_names() {
     assert_eq!(get("Authorization: Bearer tok-1\r\n"), 200);
     assert_eq!(get("Authorization: bearer tok-1\r\n"), 200);
     assert_eq!(get("Authorization: Bearer tok-2\r\n"), 401);
+    let twice = |q: &str| crate::agent::http_get_as(port, q, "logs.example", "").0;
+    assert_eq!(twice("/api/topics?token=tok-1"), 200);
+    assert_eq!(twice("/api/topics?token=tok-1&token=x"), 400);
+    assert_eq!(twice("/api/topics?token=x&token=tok-1"), 400);
     let _ = child.kill();
     let _ = child.wait();
 }

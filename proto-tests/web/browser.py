@@ -120,6 +120,10 @@ try:
 
     driver.get(f"{BASE}/?topic={TOPIC}&token={TOKEN}")
     wait_for(lambda: "live" in status(), 20, "the page goes live")
+    # The token leaves the address bar (history, screenshots, shared links) once the page has it
+    # (t25 F6); the page runs under its Content-Security-Policy, so the script's hash is right.
+    check("token=" not in driver.current_url and "topic=" in driver.current_url,
+          f"the token is not in the address bar: {driver.current_url}")
 
     # New lines appear within 1 s.
     marks = [f"hello-{i}-{time.time()}".encode() for i in range(5)]
@@ -151,6 +155,14 @@ try:
     check(driver.execute_script("return document.querySelectorAll('#spacer b, #spacer img, #spacer script').length") == 0,
           "no element was made from a value")
     wait_for(lambda: "bin \\xff\\xfe end" in shown_values(), 5, "non-UTF-8 bytes shown as \\xff\\xfe")
+    # ... and told from the text "\xff" (t25 F5): a backslash in bytes is doubled, the value marked.
+    produce([b"text \\xff", b"byte \xff and \\"])
+    wait_for(lambda: "byte \\xff and \\\\" in shown_values() and "text \\xff" in shown_values(), 5,
+             "the byte 0xFF and the text \\xff read differently")
+    marked = driver.execute_script(
+        "return [...document.querySelectorAll('#spacer .row .v')].filter(v => v.classList.contains('bin'))"
+        ".map(v => v.textContent)")
+    check("byte \\xff and \\\\" in marked and "text \\xff" not in marked, f"only the bytes are marked: {marked}")
 
     if FIREFOX:
         driver.get(f"{BASE}/?topic={TOPIC}&from=beginning&q=hello&token={TOKEN}")
@@ -201,6 +213,11 @@ try:
     wait_for(lambda: "refused (400)" in status(), 10, "a refused view shows the server's reason")
     check("regex" in status(), f"the reason names the regex: {status()}")
     check(http_status(f"/stream?topic={TOPIC}&p=9&token={TOKEN}")[0] == 400, "a partition the topic lacks: 400")
+    # A start in a link that the page does not know is refused with the server's reason, not shown as
+    # the end (t25 F6).
+    driver.get(f"{BASE}/?topic={TOPIC}&from=s@abc&token={TOKEN}")
+    wait_for(lambda: "refused (400)" in status() and "from=s@abc" in status(), 10,
+             "a bad start in the link shows the server's reason")
 
     # Pause and resume.
     driver.get(f"{BASE}/?topic={TOPIC}&token={TOKEN}")

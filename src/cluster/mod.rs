@@ -142,6 +142,16 @@ impl Cluster {
         }
     }
 
+    /// A client of the same cluster with the same options and transport that shares no connection
+    /// with this one: for a reader whose long-poll fetches would otherwise hold up every other
+    /// request on the shared connections (a broker answers one connection's requests in order, so a
+    /// ListOffsets behind a Fetch held for 100 ms waits those 100 ms).
+    pub fn sibling(&self) -> Cluster {
+        let c = Cluster::with_transport(self.opts.clone(), self.transport.clone());
+        c.lock().brokers = self.lock().brokers.clone();
+        c
+    }
+
     /// The options this cluster was made with.
     pub fn options(&self) -> &ClientOptions {
         &self.opts

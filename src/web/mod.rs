@@ -65,7 +65,10 @@ pub async fn serve(listener: tokio::net::TcpListener, cluster: Arc<Cluster>, cfg
     let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     let server = Arc::new(Server {
         local_only: loopback && cfg.token.is_none(),
-        hubs: Hubs::new(cluster.clone()),
+        // The live reads' fetches on connections of their own: a view opening meanwhile resolves
+        // its start (and "end") at once, not behind a held Fetch (t25 F1: from=end missed the records
+        // written in the 0.3 s, seconds under load, that its requests waited).
+        hubs: Hubs::new(Arc::new(cluster.sibling())),
         cluster,
         cfg,
         views: Arc::new(tokio::sync::Semaphore::new(32)),
@@ -139,6 +142,15 @@ impl Server {
         if req.method != "GET" {
             return http::respond(s, 405, "text/plain", b"only GET\n").await;
         }
+        // A repeated Host or token: which one counts would differ between us and a proxy in front
+        // (RFC 9112 asks for a 400 on a repeated Host).
+        if req.headers.iter().filter(|(n, _)| n == "host").count() > 1 {
+            return http::respond(s, 400, "text/plain", b"Host is given more than once\n").await;
+        }
+        if req.query.iter().filter(|(n, _)| n == "token").count() > 1 {
+            return http::respond(s, 400, "text/plain", b"token=... is given more than once\n")
+                .await;
+        }
         if self.local_only && !req.header("host").is_none_or(local_host) {
             // DNS rebinding: a web page elsewhere whose name now resolves to 127.0.0.1 would
             // otherwise read these topics through the browser of whoever opens it.
@@ -159,9 +171,22 @@ impl Server {
             )
             .await;
         }
+        let page = matches!(req.path.as_str(), "/" | "/index.html" | "/healthz");
+        if !page && from_another_site(&req) {
+            // A page elsewhere cannot read the answers (no CORS header is sent), but it could make a
+            // visitor's browser take the views and API slots, and the work, of this server.
+            return http::respond(
+                s,
+                403,
+                "text/plain",
+                b"requests from other web sites are refused (open the page of this server)\n",
+            )
+            .await;
+        }
         match req.path.as_str() {
             "/" | "/index.html" => {
-                http::respond(s, 200, "text/html; charset=utf-8", PAGE.as_bytes()).await
+                let extra = page_headers();
+                http::respond_with(s, 200, "text/html; charset=utf-8", extra, PAGE.as_bytes()).await
             }
             "/healthz" => http::respond(s, 200, "text/plain", b"ok\n").await,
             "/api/topics" => {
@@ -349,9 +374,127 @@ fn unknown_partition(
     })
 }
 
+/// Whether a browser says the request comes from a page of another site or origin: `Sec-Fetch-Site`
+/// (sent by current browsers on every request) other than `same-origin` or `none` (typed, a
+/// bookmark), or an `Origin` (sent on cross-origin reads) naming another host than the request's.
+/// Scripts and curl send neither.
+fn from_another_site(req: &Request) -> bool {
+    if req
+        .header("sec-fetch-site")
+        .is_some_and(|v| !v.eq_ignore_ascii_case("same-origin") && !v.eq_ignore_ascii_case("none"))
+    {
+        return true;
+    }
+    match req.header("origin") {
+        None => false,
+        Some(o) => {
+            let host = o.split_once("://").map_or(o, |(_, h)| h);
+            req.header("host")
+                .is_none_or(|h| !h.eq_ignore_ascii_case(host))
+        }
+    }
+}
+
+/// The page's own header lines: its one inline script and style are allowed by their hashes and
+/// nothing else runs or loads (a `<script>` that ever got into the page would not run); no other
+/// site may frame it (clickjacking) or learn its address (the token may be in it).
+fn page_headers() -> &'static str {
+    static HEADERS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HEADERS.get_or_init(|| {
+        format!(
+            "Content-Security-Policy: default-src 'none'; script-src '{}'; style-src '{}'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\nX-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\n",
+            inline_hash(PAGE, "<script>", "</script>"),
+            inline_hash(PAGE, "<style>", "</style>"),
+        )
+    })
+}
+
+/// The CSP source of the text between `open` and `close` in `page`: `sha256-BASE64`.
+fn inline_hash(page: &str, open: &str, close: &str) -> String {
+    use base64::Engine;
+    let body = page
+        .split_once(open)
+        .and_then(|(_, rest)| rest.split_once(close))
+        .map_or("", |(body, _)| body);
+    let digest = ring::digest::digest(&ring::digest::SHA256, body.as_bytes());
+    format!(
+        "sha256-{}",
+        base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+    )
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> Request {
+        Request {
+            method: "GET".into(),
+            path: "/stream".into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Request::default()
+        }
+    }
+
+    #[test]
+    fn requests_from_other_sites_are_told_from_the_page_and_scripts() {
+        // curl and scripts: neither header.
+        assert!(!from_another_site(&req(&[("host", "127.0.0.1:8080")])));
+        // The page itself, a typed address.
+        for site in ["same-origin", "none", "Same-Origin"] {
+            assert!(
+                !from_another_site(&req(&[("sec-fetch-site", site)])),
+                "{site}"
+            );
+        }
+        // A page elsewhere (t25 F6: 40 no-cors fetches were all served).
+        for site in ["cross-site", "same-site"] {
+            assert!(
+                from_another_site(&req(&[("sec-fetch-site", site)])),
+                "{site}"
+            );
+        }
+        let h = ("host", "127.0.0.1:8080");
+        assert!(!from_another_site(&req(&[
+            h,
+            ("origin", "http://127.0.0.1:8080")
+        ])));
+        assert!(!from_another_site(&req(&[
+            h,
+            ("origin", "https://127.0.0.1:8080")
+        ])));
+        assert!(from_another_site(&req(&[
+            h,
+            ("origin", "http://localhost:18799")
+        ])));
+        assert!(from_another_site(&req(&[h, ("origin", "null")])));
+        assert!(from_another_site(&req(&[(
+            "origin",
+            "http://127.0.0.1:8080"
+        )])));
+    }
+
+    #[test]
+    fn the_page_policy_allows_its_own_script_and_style_by_hash() {
+        let h = page_headers();
+        assert_eq!(PAGE.matches("<script").count(), 1, "one inline script");
+        assert_eq!(PAGE.matches("<style").count(), 1, "one inline style");
+        assert!(!PAGE.contains(" onclick=") && !PAGE.contains(" style="));
+        let script = inline_hash(PAGE, "<script>", "</script>");
+        assert_eq!(script.len(), "sha256-".len() + 44, "{script}");
+        assert_ne!(script, inline_hash("", "<script>", "</script>"));
+        assert!(h.contains(&format!("script-src '{script}';")), "{h}");
+        assert!(h.contains("frame-ancestors 'none'") && h.contains("X-Frame-Options: DENY\r\n"));
+        assert!(h.ends_with("\r\n") && !h.contains("unsafe"));
+    }
 }

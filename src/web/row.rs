@@ -60,13 +60,28 @@ impl Filter {
     }
 }
 
-/// Writes `b` as a JSON string for display: valid UTF-8 as is, other bytes as `\xNN`, cut at
-/// [`MAX_SHOWN`] with the number of bytes left out.
-fn shown<W: Write>(w: &mut W, b: &[u8]) -> std::io::Result<()> {
+/// Writes `b` as a JSON string for display, cut at [`MAX_SHOWN`] with the number of bytes left out:
+/// valid UTF-8 as is; otherwise every byte that is not UTF-8 as `\xNN` and a backslash as `\\`, so
+/// that the text `\xff` and the byte 0xFF differ. Returns whether `b` was not UTF-8 (the row says so).
+fn shown<W: Write>(w: &mut W, b: &[u8]) -> std::io::Result<bool> {
     let cut = b.len().min(MAX_SHOWN);
+    let text = match std::str::from_utf8(&b[..cut]) {
+        Ok(_) => true,
+        // Cut inside a character: still text.
+        Err(e) => e.error_len().is_none() && cut < b.len(),
+    };
     let mut s = String::with_capacity(cut + 16);
     for chunk in b[..cut].utf8_chunks() {
-        s.push_str(chunk.valid());
+        if text {
+            s.push_str(chunk.valid());
+            continue;
+        }
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                s.push('\\');
+            }
+            s.push(c);
+        }
         for byte in chunk.invalid() {
             s.push_str(&format!("\\x{byte:02x}"));
         }
@@ -76,38 +91,49 @@ fn shown<W: Write>(w: &mut W, b: &[u8]) -> std::io::Result<()> {
     }
     w.write_all(b"\"")?;
     json_str(w, &s)?;
-    w.write_all(b"\"")
+    w.write_all(b"\"")?;
+    Ok(!text)
 }
 
-fn shown_opt<W: Write>(w: &mut W, b: Option<&[u8]>) -> std::io::Result<()> {
+fn shown_opt<W: Write>(w: &mut W, b: Option<&[u8]>) -> std::io::Result<bool> {
     match b {
-        None => w.write_all(b"null"),
+        None => w.write_all(b"null").map(|_| false),
         Some(b) => shown(w, b),
     }
 }
 
-/// Writes one record for the page: `{"p":..,"o":..,"ts":..,"k":..,"v":..,"h":[[k,v],..]}`.
+/// Writes one record for the page: `{"p":..,"o":..,"ts":..,"k":..,"v":..,"h":[[k,v],..]}`, with
+/// `"b":N` when some of it is not UTF-8 (see [`shown`]): 1 the key, 2 the value, 4 a header (each
+/// such header is `[k,v,N]`, 1 its key, 2 its value).
 pub fn write_row<W: Write>(w: &mut W, partition: i32, r: &Record<'_>) -> std::io::Result<()> {
     write!(
         w,
         "{{\"p\":{partition},\"o\":{},\"ts\":{},\"k\":",
         r.offset, r.timestamp
     )?;
-    shown_opt(w, r.key)?;
+    let mut bytes = u8::from(shown_opt(w, r.key)?);
     w.write_all(b",\"v\":")?;
-    shown_opt(w, r.value)?;
+    bytes |= u8::from(shown_opt(w, r.value)?) << 1;
     w.write_all(b",\"h\":[")?;
     for (i, (k, v)) in r.headers().enumerate() {
         if i > 0 {
             w.write_all(b",")?;
         }
         w.write_all(b"[")?;
-        shown(w, k)?;
+        let mut h = u8::from(shown(w, k)?);
         w.write_all(b",")?;
-        shown_opt(w, v)?;
+        h |= u8::from(shown_opt(w, v)?) << 1;
+        if h != 0 {
+            write!(w, ",{h}")?;
+            bytes |= 4;
+        }
         w.write_all(b"]")?;
     }
-    w.write_all(b"]}")
+    w.write_all(b"]")?;
+    if bytes != 0 {
+        write!(w, ",\"b\":{bytes}")?;
+    }
+    w.write_all(b"}")
 }
 
 #[cfg(test)]
@@ -132,8 +158,27 @@ mod tests {
         let s = String::from_utf8(out).unwrap();
         assert_eq!(
             s,
-            "{\"p\":2,\"o\":7,\"ts\":1,\"k\":null,\"v\":\"ok \\\\xff\\\\xfe <script>\\\"\\n\",\"h\":[]}"
+            "{\"p\":2,\"o\":7,\"ts\":1,\"k\":null,\"v\":\"ok \\\\xff\\\\xfe <script>\\\"\\n\",\"h\":[],\"b\":2}"
         );
+        // t25 F5: the text `\xff` and the byte 0xFF read differently; text stays as it is.
+        let row = |k: Option<&[u8]>, v: &[u8]| {
+            let mut out = Vec::new();
+            write_row(&mut out, 0, &rec(k, Some(v))).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let text = row(None, b"a \\xff b");
+        assert!(text.ends_with("\"v\":\"a \\\\xff b\",\"h\":[]}"), "{text}");
+        let bytes = row(Some(b"k\xfe"), b"a \\xff \xff b");
+        assert!(
+            bytes.contains("\"k\":\"k\\\\xfe\"")
+                && bytes.contains("\"v\":\"a \\\\\\\\xff \\\\xff b\"")
+                && bytes.ends_with(",\"b\":3}"),
+            "{bytes}"
+        );
+        // A value cut inside a character is still text.
+        let mut long = vec![b'a'; MAX_SHOWN - 1];
+        long.extend_from_slice("\u{e9}\\".as_bytes());
+        assert!(!row(None, &long).contains("\"b\""));
         let big = vec![b'a'; MAX_SHOWN + 10];
         let mut out = Vec::new();
         write_row(&mut out, 0, &rec(Some(b"k"), Some(&big))).unwrap();
