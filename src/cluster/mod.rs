@@ -440,6 +440,7 @@ impl Cluster {
         deadline: Option<Instant>,
         unknown_seen: &std::sync::atomic::AtomicU32,
         some_led: bool,
+        wanted: &[i32],
     ) -> Result<Arc<TopicMeta>> {
         let md = self
             .fetch_metadata(Some(&[name.to_string()]), auto_create, deadline)
@@ -453,7 +454,11 @@ impl Cluster {
         };
         match code(t.error) {
             None if t.partitions.is_empty() => Err(Error::UnknownTopic { topic: name.into() }),
-            None => match t.partitions.iter().find(|p| p.leader < 0) {
+            None => match t
+                .partitions
+                .iter()
+                .find(|p| p.leader < 0 && (wanted.is_empty() || wanted.contains(&p.id)))
+            {
                 Some(_) if some_led && t.partitions.iter().any(|p| p.leader >= 0) => {
                     let none = leaderless(&t);
                     if self
@@ -515,9 +520,26 @@ impl Cluster {
         auto_create: bool,
         deadline: Option<Instant>,
     ) -> Result<Arc<TopicMeta>> {
+        self.topic_for(name, auto_create, deadline, &[]).await
+    }
+
+    /// [`Cluster::topic_until`] for a caller that uses only the `wanted` partitions (all when empty):
+    /// the others are not waited for (t24 F5: `produce -p 0` and `consume -p 0` waited 3 s for
+    /// another partition's leader).
+    pub async fn topic_for(
+        &self,
+        name: &str,
+        auto_create: bool,
+        deadline: Option<Instant>,
+        wanted: &[i32],
+    ) -> Result<Arc<TopicMeta>> {
         if let Some(t) = self.cached_topic(name) {
             let key = || leaderless_key(&t.name, &leaderless(&t));
-            if t.all_led() || self.lock().leaderless_said.contains(&key()) {
+            let led = |p: &i32| t.partitions.iter().any(|m| m.id == *p && m.leader >= 0);
+            if t.all_led()
+                || (!wanted.is_empty() && wanted.iter().all(led))
+                || self.lock().leaderless_said.contains(&key())
+            {
                 // (Taken with these partitions leaderless before: not waited for again.)
                 return Ok(t);
             }
@@ -526,7 +548,7 @@ impl Cluster {
         let started = Instant::now();
         retry(deadline, |d| {
             let some_led = started.elapsed() >= EVERY_LEADER_WITHIN;
-            self.topic_once(name, auto_create, d, &unknown_seen, some_led)
+            self.topic_once(name, auto_create, d, &unknown_seen, some_led, wanted)
         })
         .await
     }
@@ -617,6 +639,7 @@ impl Cluster {
             deadline,
             &std::sync::atomic::AtomicU32::new(0),
             false,
+            &[],
         )
         .await
         .map(|_| ())

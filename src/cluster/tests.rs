@@ -165,3 +165,43 @@ async fn the_longest_unanswered_wait_names_its_broker_and_request() {
     pending.await.unwrap().unwrap_err();
     assert_eq!(crate::connection::longest_wait(Duration::ZERO), None);
 }
+
+/// A caller of some partitions does not wait for another's leader (t24 F5: `produce -p 0` and
+/// `consume -p 0` took 3 s more while partition 2 had none); a caller of all of them still does.
+#[tokio::test(start_paused = true)]
+async fn only_the_wanted_partitions_leaders_are_waited_for() {
+    let b = FakeBroker::new(3);
+    b.create_topic("t", 3);
+    b.set_leader("t", 2, -1);
+    let c = cluster(&b);
+    let start = Instant::now();
+    let t = c.topic_for("t", false, None, &[0]).await.unwrap();
+    assert!(t.leader(0) >= 0);
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    // Partition 2 itself, or all: waited for, then taken with it leaderless.
+    let start = Instant::now();
+    let e = c
+        .topic_for(
+            "t",
+            false,
+            Some(Instant::now() + Duration::from_secs(2)),
+            &[2],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Deadline { .. } | Error::NoLeader { .. }),
+        "{e}"
+    );
+    let t = c.topic("t", false).await.unwrap();
+    assert!(t.leader(2) < 0);
+    assert!(
+        start.elapsed() >= EVERY_LEADER_WITHIN,
+        "{:?}",
+        start.elapsed()
+    );
+}

@@ -86,7 +86,10 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
         }
         None => {
             for t in &args.topics {
-                let meta = cluster.topic(t, false).await?;
+                let deadline = cluster.options().deadline();
+                let meta = cluster
+                    .topic_for(t, false, deadline, &args.partitions)
+                    .await?;
                 r.consumer.assign(meta, &args.partitions, start).await?;
             }
             r.assigned = true;

@@ -27,7 +27,7 @@ pub async fn run(common: &Common, args: &GroupsArgs) -> anyhow::Result<i32> {
             if !list.failed.is_empty() {
                 for e in &list.failed {
                     crate::log::warn(format_args!(
-                        "{e} (the groups that broker coordinates are not listed)"
+                        "{e}; the groups that broker coordinates are not listed"
                     ));
                 }
                 anyhow::bail!(

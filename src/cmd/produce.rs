@@ -652,7 +652,11 @@ async fn start_producer(common: &Common, args: &ProduceArgs) -> anyhow::Result<P
         cfg.max_in_flight = 1;
     }
     let cluster = kafka.cluster()?;
-    let meta = cluster.topic(&args.topic, true).await?;
+    let wanted: Vec<i32> = args.partition.into_iter().collect();
+    let deadline = cluster.options().deadline();
+    let meta = cluster
+        .topic_for(&args.topic, true, deadline, &wanted)
+        .await?;
     if let Some(p) = args.partition {
         if p as usize >= meta.partitions.len() {
             return Err(crate::error::Error::UnknownPartition {

@@ -94,7 +94,9 @@ pub async fn list_offsets_pass(
     deadline: Option<Instant>,
 ) -> Result<OffsetsPass> {
     let topic = ask.topic;
-    let meta = cluster.topic_until(topic, false, deadline).await?;
+    let meta = cluster
+        .topic_for(topic, false, deadline, ask.partitions)
+        .await?;
     let mut by_leader: HashMap<i32, Vec<i32>> = HashMap::new();
     for p in ask.partitions {
         by_leader.entry(meta.leader(*p)).or_default().push(*p);
