@@ -85,8 +85,10 @@ server = subprocess.Popen(
 driver = None
 try:
     wait_for(lambda: http_status(f"/healthz?token={TOKEN}")[0] == 200, 30, "server answers /healthz")
-    for path in ["/", "/stream?topic=" + TOPIC, "/api/records?topic=" + TOPIC, "/?token=wrong"]:
+    for path in ["/stream?topic=" + TOPIC, "/api/records?topic=" + TOPIC, "/api/topics?token=wrong"]:
         check(http_status(path)[0] == 401, f"{path} without the right token: 401")
+    # The page holds no data: it loads without the token (a reload after it left the address bar).
+    check(http_status("/")[0] == 200, "the page itself without the token: 200")
     check(http_status(f"/stream?topic=other&token={TOKEN}")[0] == 400, "a topic not served: 400")
 
     if FIREFOX:
@@ -124,6 +126,9 @@ try:
     # (t25 F6); the page runs under its Content-Security-Policy, so the script's hash is right.
     check("token=" not in driver.current_url and "topic=" in driver.current_url,
           f"the token is not in the address bar: {driver.current_url}")
+    # A reload (the address has no token now) works: the tab kept it.
+    driver.refresh()
+    wait_for(lambda: "live" in status(), 20, "a reload goes live again without the token in the address")
 
     # New lines appear within 1 s.
     marks = [f"hello-{i}-{time.time()}".encode() for i in range(5)]

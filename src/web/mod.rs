@@ -162,7 +162,10 @@ impl Server {
             )
             .await;
         }
-        if !self.authorized(&req) {
+        // The page itself holds no data and may be loaded without the token, so that a reload (the
+        // page takes the token out of the address bar) works; everything it reads needs it.
+        let page_only = matches!(req.path.as_str(), "/" | "/index.html");
+        if !page_only && !self.authorized(&req) {
             return http::respond(
                 s,
                 401,
