@@ -93,7 +93,8 @@ struct Writer {
 }
 
 struct Shared {
-    addr: String,
+    /// Shared with the waits listed for it (one per request: a clone of the pointer, not the text).
+    addr: Arc<str>,
     /// Responses handed to waiters so far: none yet, the first bytes are judged (TLS, HTTP, not
     /// Kafka); one, a close is a SASL listener's answer to our first request after ApiVersions.
     responses: std::sync::atomic::AtomicU32,
@@ -160,7 +161,7 @@ impl std::fmt::Debug for Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.shared.close(ConnError::Closed {
-            addr: self.shared.addr.clone(),
+            addr: self.shared.addr.to_string(),
         });
     }
 }
@@ -201,7 +202,7 @@ thread_local! {
 }
 
 struct Wait {
-    addr: String,
+    addr: Arc<str>,
     /// The request's API, or `None` while connecting.
     api: Option<&'static str>,
     since: Instant,
@@ -211,14 +212,14 @@ struct Wait {
 struct Waiting(u64);
 
 impl Waiting {
-    fn new(addr: &str, api: Option<&'static str>) -> Waiting {
+    fn new(addr: Arc<str>, api: Option<&'static str>) -> Waiting {
         let id = NEXT_WAIT.with(|n| {
             let id = n.get();
             n.set(id + 1);
             id
         });
         let wait = Wait {
-            addr: addr.to_string(),
+            addr,
             api,
             since: Instant::now(),
         };
@@ -289,7 +290,7 @@ impl Connection {
         opts: &ConnectionOptions,
         until: Instant,
     ) -> Result<Connection, ConnError> {
-        let connecting = Waiting::new(addr, None);
+        let connecting = Waiting::new(Arc::from(addr), None);
         let io = transport.connect(addr, until).await?;
         drop(connecting);
         let mut conn = Connection::over(io, addr, opts);
@@ -314,7 +315,7 @@ impl Connection {
     fn over(io: BoxIo, addr: &str, opts: &ConnectionOptions) -> Connection {
         let (rd, wr) = tokio::io::split(io);
         let shared = Arc::new(Shared {
-            addr: addr.to_string(),
+            addr: Arc::from(addr),
             responses: std::sync::atomic::AtomicU32::new(0),
             state: Mutex::new(State::default()),
             writer: tokio::sync::Mutex::new(Writer {
@@ -371,7 +372,7 @@ impl Connection {
     /// Closes the connection; waiters get `Closed`.
     pub fn close(&self) {
         self.shared.close(ConnError::Closed {
-            addr: self.shared.addr.clone(),
+            addr: self.shared.addr.to_string(),
         });
     }
 
@@ -652,7 +653,7 @@ impl Connection {
             return Err(self.malformed("request", "waited for a response never asked for"));
         };
         let started = Instant::now();
-        let _waiting = Waiting::new(self.addr(), Some(pending.api));
+        let _waiting = Waiting::new(self.shared.addr.clone(), Some(pending.api));
         match tokio::time::timeout_at(until, pending.rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(self.shared.closed().unwrap_or(ConnError::Closed {
@@ -707,7 +708,7 @@ impl Drop for CloseOnDrop<'_> {
     fn drop(&mut self) {
         if let Some(s) = self.0.take() {
             s.close(ConnError::Io {
-                addr: s.addr.clone(),
+                addr: s.addr.to_string(),
                 detail: "a request write was interrupted".into(),
             });
         }
@@ -760,7 +761,7 @@ async fn read_loop(mut rd: ReadHalf<BoxIo>, shared: Arc<Shared>) {
         }
         match rd.read_buf(&mut buf).await {
             Ok(0) => {
-                let addr = shared.addr.clone();
+                let addr = shared.addr.to_string();
                 // A SASL listener answers ApiVersions, then closes on any request but SASL's.
                 // Not when part of a response came (t11: a cut in mid-response was blamed on SASL).
                 let after_versions = shared.responses.load(std::sync::atomic::Ordering::Relaxed)
@@ -892,7 +893,7 @@ fn next_frame(buf: &mut BytesMut, shared: &Shared) -> Result<Option<(Waiter, Byt
     if first {
         if looks_like_tls(buf) {
             return Err(ConnError::Tls {
-                addr: shared.addr.clone(),
+                addr: shared.addr.to_string(),
                 detail: "the broker answered with TLS: this listener wants --security-protocol ssl or sasl_ssl".into(),
             });
         }
@@ -902,7 +903,7 @@ fn next_frame(buf: &mut BytesMut, shared: &Shared) -> Result<Option<(Waiter, Byt
         // (Judged again, to the same verdict, while the rest of the first frame arrives.)
         if let Some(detail) = not_kafka(buf) {
             return Err(ConnError::NotKafka {
-                addr: shared.addr.clone(),
+                addr: shared.addr.to_string(),
                 detail,
             });
         }
@@ -913,7 +914,7 @@ fn next_frame(buf: &mut BytesMut, shared: &Shared) -> Result<Option<(Waiter, Byt
             Some(w) => (w.api, w.max_frame_bytes),
             None => {
                 return Err(ConnError::Malformed {
-                    addr: shared.addr.clone(),
+                    addr: shared.addr.to_string(),
                     api: "request",
                     detail: "unsolicited bytes from the broker".into(),
                 })
@@ -921,7 +922,7 @@ fn next_frame(buf: &mut BytesMut, shared: &Shared) -> Result<Option<(Waiter, Byt
         }
     };
     let malformed = |detail: String| ConnError::Malformed {
-        addr: shared.addr.clone(),
+        addr: shared.addr.to_string(),
         api,
         detail,
     };
