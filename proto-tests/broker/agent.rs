@@ -592,7 +592,7 @@ fn check_config_names_the_line_of_each_mistake_and_exits_2() {
         text.contains("input 2 'b'")
             && text.contains("topic: t-b")
             && text.contains("brokers: k:9092 (PLAINTEXT)")
-            && text.contains("producer: acks=all, compression=none")
+            && text.contains("producer: acks=all, idempotent, compression=none")
             && text.contains("dead_letter: none"),
         "{text}"
     );

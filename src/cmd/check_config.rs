@@ -33,7 +33,12 @@ pub async fn run(common: &Common, args: &CheckConfigArgs) -> anyhow::Result<i32>
     };
     writeln!(
         out,
-        "producer: acks={acks}, compression={}, linger {} ms",
+        "producer: acks={acks}, {}, compression={}, linger {} ms",
+        if s.producer.idempotence && s.producer.acks == -1 {
+            "idempotent"
+        } else {
+            "not idempotent"
+        },
         s.producer.compression.name(),
         s.producer.linger.as_millis()
     )?;

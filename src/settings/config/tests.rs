@@ -406,6 +406,20 @@ fn acks_may_be_a_number_and_a_top_level_key_below_an_input_says_so() {
     }
     let e = error("acks2", &format!("brokers = \"k:9092\"\nacks = 2\n{input}"));
     assert!(e.contains("unknown acks '2' (all or -1, 1, 0)"), "{e}");
+    // t26: idempotence asked for with acks that cannot have it is refused, naming its line.
+    let e = error(
+        "idem",
+        &format!("brokers = \"k:9092\"\nacks = 1\nidempotence = true\n{input}"),
+    );
+    assert!(
+        e.contains(":3:") && e.contains("idempotence = true needs acks"),
+        "{e}"
+    );
+    let p = write(
+        "idem2",
+        &format!("brokers = \"k:9092\"\nacks = 1\nidempotence = false\n{input}"),
+    );
+    assert!(!load(&p, &common(), None).unwrap().producer.idempotence);
     // t24 F5: a float is refused by the key's own message, not as "invalid type".
     let e = error(
         "acks3",
