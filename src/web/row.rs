@@ -64,11 +64,17 @@ impl Filter {
 /// valid UTF-8 as is; otherwise every byte that is not UTF-8 as `\xNN` and a backslash as `\\`, so
 /// that the text `\xff` and the byte 0xFF differ. Returns whether `b` was not UTF-8 (the row says so).
 fn shown<W: Write>(w: &mut W, b: &[u8]) -> std::io::Result<bool> {
-    let cut = b.len().min(MAX_SHOWN);
-    let text = match std::str::from_utf8(&b[..cut]) {
-        Ok(_) => true,
-        // Cut inside a character: still text.
-        Err(e) => e.error_len().is_none() && cut < b.len(),
+    // The whole value decides (a byte past the cut that is not UTF-8 makes it bytes too, t26), and
+    // text is cut between characters, so that the count of what is left out is exact.
+    let (text, cut) = match std::str::from_utf8(b) {
+        Ok(s) => {
+            let mut cut = b.len().min(MAX_SHOWN);
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            (true, cut)
+        }
+        Err(_) => (false, b.len().min(MAX_SHOWN)),
     };
     let mut s = String::with_capacity(cut + 16);
     for chunk in b[..cut].utf8_chunks() {
@@ -175,10 +181,22 @@ mod tests {
                 && bytes.ends_with(",\"b\":3}"),
             "{bytes}"
         );
-        // A value cut inside a character is still text.
+        // A value cut inside a character is still text, cut before it, the rest counted exactly.
         let mut long = vec![b'a'; MAX_SHOWN - 1];
         long.extend_from_slice("\u{e9}\\".as_bytes());
-        assert!(!row(None, &long).contains("\"b\""));
+        let cut = row(None, &long);
+        assert!(
+            !cut.contains("\"b\"") && cut.contains("(3 more bytes)"),
+            "{cut}"
+        );
+        // A byte that is not UTF-8 past the cut makes the value bytes all the same.
+        let mut late = vec![b'a'; MAX_SHOWN + 5];
+        late.push(0xff);
+        let late = row(None, &late);
+        assert!(
+            late.ends_with(",\"b\":2}") && late.contains("(6 more bytes)"),
+            "{late}"
+        );
         let big = vec![b'a'; MAX_SHOWN + 10];
         let mut out = Vec::new();
         write_row(&mut out, 0, &rec(Some(b"k"), Some(&big))).unwrap();
