@@ -105,6 +105,8 @@ pub struct Request {
     pub query: Vec<(String, String)>,
     /// Header names (lower case) and values.
     pub headers: Vec<(String, String)>,
+    /// Whether the request line says HTTP/1.0 (which may come without a Host header).
+    pub http10: bool,
 }
 
 impl Request {
@@ -147,7 +149,8 @@ pub fn parse_head(head: &[u8]) -> Option<Request> {
     let mut first = lines.next()?.split(' ');
     let method = first.next()?.to_string();
     let target = first.next()?;
-    if !first.next()?.starts_with("HTTP/1.") {
+    let version = first.next()?;
+    if !version.starts_with("HTTP/1.") {
         return None;
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
@@ -159,8 +162,14 @@ pub fn parse_head(head: &[u8]) -> Option<Request> {
             (decode(k), decode(v))
         })
         .collect();
+    let lines: Vec<&str> = lines.take_while(|l| !l.is_empty()).collect();
+    // A header folded over lines (obsolete): refused, as RFC 9112 allows, rather than read one way
+    // here and another by a proxy in front.
+    if lines.iter().any(|l| l.starts_with([' ', '\t'])) {
+        return None;
+    }
     let headers = lines
-        .take_while(|l| !l.is_empty())
+        .iter()
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
@@ -169,6 +178,7 @@ pub fn parse_head(head: &[u8]) -> Option<Request> {
         path: decode(path),
         query,
         headers,
+        http10: version == "HTTP/1.0",
     })
 }
 
@@ -328,6 +338,11 @@ mod tests {
         assert_eq!(r.param("q"), Some("a b"));
         assert_eq!(r.param("x"), Some(""));
         assert_eq!(r.header("authorization"), Some("Bearer t0k"));
+        assert!(!r.http10);
+        assert!(parse_head(b"GET / HTTP/1.0\r\n\r\n").unwrap().http10);
+        // A folded header (t26: `Host: a` then ` evil.com` was taken).
+        assert!(parse_head(b"GET / HTTP/1.1\r\nHost: a\r\n evil.com\r\n\r\n").is_none());
+        assert!(parse_head(b"GET / HTTP/1.1\r\nX: a\r\n\tb\r\nHost: h\r\n\r\n").is_none());
     }
 
     #[test]

@@ -390,6 +390,23 @@ fn web_on_loopback_without_a_token_answers_only_to_local_names() {
         crate::agent::http_get_as(port, "/api/topics", "localhost", twice).0,
         400
     );
+    let twice = "Sec-Fetch-Site: same-origin\r\nSec-Fetch-Site: cross-site\r\n";
+    assert_eq!(
+        crate::agent::http_get_as(port, "/api/topics", "localhost", twice).0,
+        400
+    );
+    // HTTP/1.1 without a Host header (t26: answered 200); HTTP/1.0 may come without one.
+    let raw = |req: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.split(' ').nth(1).unwrap_or_default().to_string()
+    };
+    assert_eq!(raw("GET /api/topics HTTP/1.1\r\n\r\n"), "400");
+    assert_eq!(raw("GET /api/topics HTTP/1.0\r\n\r\n"), "200");
     let _ = child.kill();
     let _ = child.wait();
     // With a token, any name (a proxy's, the machine's) is fine; the scheme's case is not checked.

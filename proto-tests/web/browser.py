@@ -206,6 +206,7 @@ try:
     # A link to a topic not served says so instead of showing another topic; from=-0 is the end.
     driver.get(f"{BASE}/?topic=not-{TOPIC}&token={TOKEN}")
     wait_for(lambda: "is not served here" in status(), 10, "a topic not served is said")
+    check("token=" not in driver.current_url, f"and the token left the address bar: {driver.current_url}")
     check(driver.execute_script("return window.shipper.received") == 0, "and nothing is shown")
     driver.get(f"{BASE}/?topic={TOPIC}&from=-0&token={TOKEN}")
     wait_for(lambda: "live" in status(), 10, "from=-0 goes live")

@@ -144,8 +144,14 @@ impl Server {
         }
         // A repeated Host or token: which one counts would differ between us and a proxy in front
         // (RFC 9112 asks for a 400 on a repeated Host).
-        if req.headers.iter().filter(|(n, _)| n == "host").count() > 1 {
-            return http::respond(s, 400, "text/plain", b"Host is given more than once\n").await;
+        for h in ["host", "authorization", "origin", "sec-fetch-site"] {
+            if req.headers.iter().filter(|(n, _)| n == h).count() > 1 {
+                let why = format!("the {h} header is given more than once\n");
+                return http::respond(s, 400, "text/plain", why.as_bytes()).await;
+            }
+        }
+        if req.header("host").is_none() && !req.http10 {
+            return http::respond(s, 400, "text/plain", b"a Host header is required\n").await;
         }
         if req.query.iter().filter(|(n, _)| n == "token").count() > 1 {
             return http::respond(s, 400, "text/plain", b"token=... is given more than once\n")
