@@ -97,6 +97,8 @@ impl Coordinator {
         }
         let addr = format!("{}:{}", c.host.as_str(), c.port);
         self.cluster.add_broker(c.node_id.0, addr.clone());
+        // Named by the cluster: a hang there is a broker's, not another protocol's server's.
+        crate::connection::note_listed(&addr);
         crate::log::debug(format_args!(
             "group '{}': coordinator is broker {} at {}",
             crate::escape::Esc::str(&self.group),
