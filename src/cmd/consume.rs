@@ -51,6 +51,7 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
         // Following, one partition that cannot be read does not end the others' read; to an end
         // (-e, -o e@), it does.
         read_on: !args.exit_at_end && stop_at.is_none(),
+        group: args.group.is_some(),
         ..FetchConfig::default()
     };
     let mut r = Reader {

@@ -57,6 +57,10 @@ pub struct FetchConfig {
     /// which then left the group; kcat reads on). Else (reading to an end) one partition
     /// unreadable for the limit ends the read, since the end cannot be reached without it.
     pub read_on: bool,
+    /// The partitions come from a group's assignment: when a topic created again has fewer, those
+    /// gone are dropped and the member reads on (with none, it waits for its next assignment), rather
+    /// than ending as a read of named partitions does.
+    pub group: bool,
 }
 
 /// How often a partition that cannot be read is said again while it cannot.
@@ -89,6 +93,7 @@ impl Default for FetchConfig {
             max_decompressed_bytes: 256 * 1024 * 1024,
             read_committed: false,
             read_on: false,
+            group: false,
         }
     }
 }
@@ -1007,6 +1012,9 @@ impl Consumer {
                 meta.partitions.len(),
                 gone.join(",")
             ));
+            if ps.is_empty() && self.cfg.group {
+                return Ok(true);
+            }
             if ps.is_empty() {
                 return Err(Error::UnknownPartition {
                     topic: name,
