@@ -529,3 +529,23 @@ async fn an_offset_fetch_with_a_stale_epoch_is_asked_again() {
     assert!(m.committed(&all()).await.is_ok());
     assert_eq!(b.requests(ApiKey::OffsetFetch), before + 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_classic_leader_plans_with_the_topics_current_partitions() {
+    let b = fake();
+    let mut m = match Member::join(cluster(&b), cfg(GroupProtocol::Classic)).await {
+        Ok(m) => m,
+        Err(e) => panic!("join: {e}"),
+    };
+    assert_eq!(assigned(&mut m).await, all());
+    // The topic is created again with one partition, then the group rebalances: the leader's
+    // metadata of `t` (3 partitions) is stale and must not be what it assigns from.
+    b.create_topic("t", 1);
+    b.misbehave_times(rule(ApiKey::Heartbeat, 27), 1);
+    match next(&mut m).await {
+        Ok(Event::Revoke { done, .. }) => done.send(()).unwrap(),
+        other => panic!("expected a revocation, got {other:?}"),
+    }
+    let only = Assignment::from([("t".to_string(), BTreeSet::from([0]))]);
+    assert_eq!(assigned(&mut m).await, only);
+}
