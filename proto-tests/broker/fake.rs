@@ -901,3 +901,43 @@ fn a_port_that_never_answers_the_first_request_is_asked_about() {
     assert!(err.contains("is this a Kafka listener?"), "{err}");
     drop(held);
 }
+
+/// A classic group leader with older metadata (another client, or a topic created again with fewer
+/// partitions since it looked) may assign a partition the topic no longer has: the member says so
+/// and reads the others, rather than ending with "has no partition 5".
+#[test]
+fn a_group_member_assigned_a_partition_the_topic_does_not_have_reads_the_others() {
+    use std::io::BufRead;
+    let (b, boot) = FakeBroker::start_tcp(1);
+    b.create_topic("t", 2);
+    b.append("t", 0, &[b"zero"]);
+    b.append("t", 1, &[b"one"]);
+    let stale = shipper::group::Assignment::from([(
+        "t".to_string(),
+        std::collections::BTreeSet::from([1, 5]),
+    )]);
+    let bytes = shipper::group::assign::encode_assignment(&stale).to_vec();
+    b.misbehave_times(Misbehave::SyncAssignment(bytes), 1);
+    let mut child = consume_from_fake(
+        &boot,
+        &["-G", "g", "--group-protocol", "classic", "-o", "beginning"],
+    );
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    if line != "one\n" {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{line:?}: {}", stderr_of(&mut child));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let alive = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    let err = stderr_of(&mut child);
+    assert!(alive, "it ended: {err}");
+    assert!(
+        err.contains("assigned partition(s) 5 of 't', which has 2 partition(s) now"),
+        "{err}"
+    );
+}

@@ -1,7 +1,7 @@
 //! `shipper consume TOPIC...`: print topics' records, like `kcat -C` or kafka-console-consumer; with
 //! `-G GROUP`, as a member of a consumer group, like `kcat -G`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -470,8 +470,25 @@ impl Reader {
                 .last()
                 .map_or(0, |&p| usize::try_from(p).map_or(0, |p| p + 1));
             let meta = self.cluster.topic_with_partitions(t, least).await?;
+            // A leader with older metadata (another client, or a topic created again with fewer
+            // partitions since it looked) may assign partitions the topic no longer has: said and
+            // left, and the rest read; the next assignment corrects it.
+            let count = i32::try_from(meta.partitions.len()).unwrap_or(i32::MAX);
+            let (ps, gone): (BTreeSet<i32>, BTreeSet<i32>) =
+                ps.iter().partition(|&&p| (0..count).contains(&p));
+            if !gone.is_empty() {
+                crate::log::warn(format_args!(
+                    "group '{}': assigned partition(s) {} of '{}', which has {count} partition(s) now: those are not read",
+                    Esc::str(m.group()),
+                    crate::escape::partitions(&gone),
+                    Esc::str(t)
+                ));
+            }
+            if ps.is_empty() {
+                continue;
+            }
             let mut from = HashMap::new();
-            for &p in ps {
+            for &p in &ps {
                 let key = (t.clone(), p);
                 let c = committed.get(&key).copied();
                 let back = self.given_back.remove(&key);
