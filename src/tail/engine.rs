@@ -691,7 +691,9 @@ impl Engine {
             let Some(of) = file_of(o) else {
                 continue;
             };
-            if of.metadata().is_ok_and(|m| m.len() < o.read_pos) {
+            // Truncated: shorter than where it was read to, or written again past it with other
+            // first bytes (then compared with the new bytes, the copy was read from its start).
+            if truncated_under(&of, o) {
                 truncated = Some(o.key);
             } else if super::copytruncate::same_before(file, &of, size.min(o.read_pos)) {
                 return Ok(Some(o.key));

@@ -1184,6 +1184,43 @@ async fn a_copy_judged_after_its_original_was_truncated_still_waits_for_it() {
     fs::remove_dir_all(&d).unwrap();
 }
 
+/// A copy first seen after its original was truncated and written again past where it was read
+/// (other first bytes, not shorter): it waits for the read that tells the truncation, as one judged
+/// before it. Only a shorter original counted as truncated here, so the copy was compared with the
+/// new bytes, taken for another file and read from its start (a full broker run: 2,301 lines twice,
+/// "3 truncations (2 read on from their copy)").
+#[tokio::test(start_paused = true)]
+async fn a_copy_first_seen_after_its_original_was_truncated_and_grew_again_waits_for_it() {
+    let d = dir("copy-regrown");
+    let f = d.join("a.log");
+    append(&f, &lines_of("a", 100));
+    let (mut e, mut sink) = following(config(&d), Vec::new());
+    append(&f, &lines_of("b", 10));
+    fs::copy(&f, d.join("a.log-1.log")).unwrap();
+    scan_now(&mut e);
+    let copy_key = e
+        .followers
+        .values()
+        .find(|x| x.path.ends_with("a.log-1.log"))
+        .unwrap()
+        .key;
+    assert_eq!(e.followers[&copy_key].copy, CopyOf::Unjudged);
+    // Truncated and written again past where it was read, before the copy's first judgement and
+    // before any read of the original.
+    truncate(&f);
+    append(&f, &lines_of("c", 200));
+    assert!(
+        !e.judge_copy(copy_key, Instant::now()),
+        "a copy of a truncated original waits"
+    );
+    drain(&mut e, &mut sink, Instant::now());
+    let got = shipped_text(&sink);
+    let unique: BTreeSet<&String> = got.iter().collect();
+    assert_eq!(got.len(), unique.len(), "no line twice");
+    assert_eq!(got.len(), 100 + 10 + 200, "every line once");
+    fs::remove_dir_all(&d).unwrap();
+}
+
 /// copytruncate over every followed file when the descriptor budget is spent: each copy taken up
 /// is closed again until a descriptor is free, and read as scans re-open them. t15: 500 files under
 /// `ulimit -n 256` opened a copy per truncation beyond the budget; scans and the checkpoint then
