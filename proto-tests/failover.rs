@@ -266,7 +266,9 @@ fn groups_show_what_the_brokers_that_answer_know_while_one_hangs() {
         String::from_utf8_lossy(&d.stdout),
         String::from_utf8_lossy(&d.stderr),
     );
-    assert_eq!(d.status.code(), Some(0), "{out}{err}");
+    // Shown, and said incomplete by the exit code, as the list is.
+    assert_eq!(d.status.code(), Some(1), "{out}{err}");
+    assert!(err.contains("the lag is incomplete"), "{err}");
     let row = |p: i32| {
         out.lines()
             .find(|l| {

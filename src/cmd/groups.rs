@@ -51,6 +51,15 @@ pub async fn run(common: &Common, args: &GroupsArgs) -> anyhow::Result<i32> {
             } else {
                 output::write_describe_text(&mut out, &d)?;
             }
+            out.flush()?;
+            // As the list: what answered is shown, and the exit code says the lag is incomplete
+            // (t26: exit 0 with `-` rows, which a script checking lag took as a whole answer).
+            let unknown = d.partitions.iter().filter(|p| p.end.is_none()).count();
+            if unknown > 0 {
+                anyhow::bail!(
+                    "the lag is incomplete: the end offsets of {unknown} partition(s) are unknown"
+                );
+            }
         }
     }
     out.flush()?;
