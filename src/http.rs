@@ -153,7 +153,18 @@ pub fn parse_head(head: &[u8]) -> Option<Request> {
     if !version.starts_with("HTTP/1.") {
         return None;
     }
+    // The absolute form (`GET http://host:8080/api/... HTTP/1.1`), which a server must take too
+    // (RFC 9112 3.2.2; it was a 404): its authority stands for the Host header.
+    let (target, authority) = match absolute(target) {
+        Some((authority, rest)) => (rest, Some(authority)),
+        None => (target, None),
+    };
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let path = if path.is_empty() && authority.is_some() {
+        "/"
+    } else {
+        path
+    };
     let query = query
         .split('&')
         .filter(|p| !p.is_empty())
@@ -168,11 +179,23 @@ pub fn parse_head(head: &[u8]) -> Option<Request> {
     if lines.iter().any(|l| l.starts_with([' ', '\t'])) {
         return None;
     }
-    let headers = lines
+    let mut headers: Vec<(String, String)> = lines
         .iter()
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
+    if let Some(a) = authority {
+        // The received Host is replaced, not dropped: one that is missing (HTTP/1.1) or repeated is
+        // still refused by the caller, as it is for any other request.
+        let mut had = false;
+        for (_, v) in headers.iter_mut().filter(|(k, _)| k == "host") {
+            a.clone_into(v);
+            had = true;
+        }
+        if !had && version == "HTTP/1.0" {
+            headers.push(("host".into(), a.to_string()));
+        }
+    }
     Some(Request {
         method,
         path: decode(path),
@@ -180,6 +203,20 @@ pub fn parse_head(head: &[u8]) -> Option<Request> {
         headers,
         http10: version == "HTTP/1.0",
     })
+}
+
+/// An absolute-form request target split into its authority and the rest (path and query, either
+/// perhaps empty); `None` for the usual origin form.
+fn absolute(target: &str) -> Option<(&str, &str)> {
+    let scheme = target.find("://")?;
+    if !target[..scheme].eq_ignore_ascii_case("http")
+        && !target[..scheme].eq_ignore_ascii_case("https")
+    {
+        return None;
+    }
+    let rest = &target[scheme + 3..];
+    let cut = rest.find(['/', '?']).unwrap_or(rest.len());
+    Some(rest.split_at(cut))
 }
 
 /// Percent-decoding (and `+` as a space); invalid escapes are kept as they are.
@@ -343,6 +380,33 @@ mod tests {
         // A folded header (t26: `Host: a` then ` evil.com` was taken).
         assert!(parse_head(b"GET / HTTP/1.1\r\nHost: a\r\n evil.com\r\n\r\n").is_none());
         assert!(parse_head(b"GET / HTTP/1.1\r\nX: a\r\n\tb\r\nHost: h\r\n\r\n").is_none());
+    }
+
+    #[test]
+    fn an_absolute_form_target_is_its_path_and_its_authority_the_host() {
+        let r = parse_head(
+            b"GET http://127.0.0.1:8080/api/records?topic=t HTTP/1.1\r\nHost: other\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.path, "/api/records");
+        assert_eq!(r.param("topic"), Some("t"));
+        assert_eq!(r.header("host"), Some("127.0.0.1:8080"));
+        let r = parse_head(b"GET HTTP://h:1 HTTP/1.0\r\n\r\n").unwrap();
+        assert_eq!((r.path.as_str(), r.header("host")), ("/", Some("h:1")));
+        let r = parse_head(b"GET https://h?x=1 HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+        assert_eq!((r.path.as_str(), r.param("x")), ("/", Some("1")));
+        // HTTP/1.1 still needs its Host (refused by the caller), and repeated ones stay repeated.
+        let r = parse_head(b"GET http://h/ HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(r.header("host"), None);
+        let r = parse_head(b"GET http://h/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").unwrap();
+        assert_eq!(r.headers.iter().filter(|(k, _)| k == "host").count(), 2);
+        // A path that merely contains "://" is an origin-form path.
+        assert_eq!(
+            parse_head(b"GET /a://b HTTP/1.1\r\nHost: h\r\n\r\n")
+                .unwrap()
+                .path,
+            "/a://b"
+        );
     }
 
     #[test]
