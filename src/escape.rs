@@ -71,6 +71,18 @@ impl Display for EscRegex<'_> {
     }
 }
 
+/// Partition numbers for a message: `1,2,5`.
+pub fn partitions<'a>(ps: impl IntoIterator<Item = &'a i32>) -> String {
+    let mut out = String::new();
+    for (i, p) in ps.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&p.to_string());
+    }
+    out
+}
+
 /// An owned, escaped rendering of a path, for messages that outlive the path.
 pub fn path(p: &Path) -> String {
     Esc::path(p).to_string()

@@ -1005,12 +1005,11 @@ impl Consumer {
         // them (t25 F4: a web view showed nothing, then "partition 1 has no available leader").
         if let Some(&first) = gone.first() {
             self.unassign(&name, &gone);
-            let gone: Vec<String> = gone.iter().map(i32::to_string).collect();
             crate::log::warn(format_args!(
                 "topic '{}' was created again with {} partition(s): partition(s) {} no longer exist",
                 Esc::str(&name),
                 meta.partitions.len(),
-                gone.join(",")
+                crate::escape::partitions(&gone)
             ));
             if ps.is_empty() && self.cfg.group {
                 return Ok(true);

@@ -51,10 +51,7 @@ pub fn assignment_text(a: &Assignment) -> String {
         return "nothing".into();
     }
     a.iter()
-        .map(|(t, ps)| {
-            let ps: Vec<String> = ps.iter().map(|p| p.to_string()).collect();
-            format!("{}[{}]", Esc::str(t), ps.join(","))
-        })
+        .map(|(t, ps)| format!("{}[{}]", Esc::str(t), crate::escape::partitions(ps)))
         .collect::<Vec<_>>()
         .join(" ")
 }

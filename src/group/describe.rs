@@ -198,11 +198,10 @@ pub async fn describe(cluster: &std::sync::Arc<Cluster>, group: &str) -> Result<
             }
         }
         if let Some((ps, e)) = missing {
-            let ps: Vec<String> = ps.iter().map(i32::to_string).collect();
             crate::log::warn(format_args!(
                 "end offsets of '{}' partition(s) {} unknown (shown as -): {e}",
                 crate::escape::Esc::str(&t),
-                ps.join(",")
+                crate::escape::partitions(&ps)
             ));
         }
     }

@@ -149,11 +149,10 @@ pub fn write_describe_json(out: &mut impl Write, d: &Described) -> io::Result<()
                 .assignment
                 .iter()
                 .map(|(t, ps)| {
-                    let ps: Vec<String> = ps.iter().map(|p| p.to_string()).collect();
                     format!(
                         "{{\"topic\":{},\"partitions\":[{}]}}",
                         json_quoted(t),
-                        ps.join(",")
+                        crate::escape::partitions(ps)
                     )
                 })
                 .collect();
