@@ -742,12 +742,14 @@ fn recreated(name: &str, before: u32, after: u32) {
     let dir = scratch_dir(name);
     let out = dir.join("out");
     let err_file = dir.join("err");
-    let mut c = std::process::Command::new(shipper_bin())
-        .args(["-b", &b, "consume", &t, "-o", "beginning"])
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err_file).unwrap())
-        .spawn()
-        .unwrap();
+    let c = Reaped(
+        std::process::Command::new(shipper_bin())
+            .args(["-b", &b, "consume", &t, "-o", "beginning"])
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err_file).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let read = |n: usize| {
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::fs::read_to_string(&out)
@@ -768,7 +770,7 @@ fn recreated(name: &str, before: u32, after: u32) {
     // Stopped while the topic is deleted, created again and written: its next fetch is past the end.
     let signal = |s: &str| {
         std::process::Command::new("kill")
-            .args([s, &c.id().to_string()])
+            .args([s, &c.0.id().to_string()])
             .status()
             .unwrap()
     };
@@ -783,8 +785,7 @@ fn recreated(name: &str, before: u32, after: u32) {
     shipper_ok(&b, &["produce", &t], &new);
     signal("-CONT");
     read(1050);
-    let _ = c.kill();
-    let _ = c.wait();
+    drop(c);
     let err = std::fs::read(&err_file).unwrap();
     let printed = std::fs::read_to_string(&out).unwrap();
     assert_eq!(

@@ -269,6 +269,16 @@ impl Drop for Tail {
     }
 }
 
+/// A child process killed and reaped when dropped, so that a failing test leaves none running.
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Every value in the topic, from the beginning to its current end.
 pub fn topic_values(brokers: &str, topic: &str) -> Vec<Vec<u8>> {
     let out = shipper(brokers, &["consume", topic, "--from-beginning", "-e"], b"");

@@ -223,19 +223,13 @@ fn partitions_added_to_a_served_topic_are_seen_by_new_views_and_the_api() {
 #[test]
 fn a_closed_live_view_frees_its_slot_at_once() {
     // 32 views at most: views whose browsers left held their slots until a ping failed (~45 s).
-    use std::io::{Read, Write};
+    use std::io::Read;
     let Some(b) = broker() else { return };
     let t = topic("web-slots");
     create_topic(&b, &t, 1, 1, &[]);
     let (mut child, port) = start_web(&["-b", &b], &[&t]);
     let open = || {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            s,
-            "GET /stream?topic={t} HTTP/1.1\r\nHost: localhost\r\n\r\n"
-        )
-        .unwrap();
+        let mut s = open_stream(port, &format!("topic={t}"), Duration::from_secs(10));
         let mut head = [0u8; 12];
         s.read_exact(&mut head).unwrap();
         (s, String::from_utf8_lossy(&head).into_owned())
@@ -266,15 +260,11 @@ fn a_view_from_the_end_joining_another_shows_what_is_written_right_after_its_req
     create_topic(&b, &t, 1, 1, &[]);
     let (mut child, port) = start_web(&["-b", &b], &[&t]);
     let open = || {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        write!(
-            s,
-            "GET /stream?topic={t}&from=end HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        open_stream(
+            port,
+            &format!("topic={t}&from=end"),
+            Duration::from_millis(100),
         )
-        .unwrap();
-        s
     };
     // Reads `s` for up to `secs`, until `want` is in what it sent.
     let read_until = |s: &mut std::net::TcpStream, want: &str, secs: u64| {
@@ -468,4 +458,13 @@ pub fn start_web(flags: &[&str], args: &[&str]) -> (std::process::Child, u16) {
         std::thread::sleep(Duration::from_millis(50));
     }
     (child, port)
+}
+
+/// Opens `/stream?QUERY` on the local web server, the request sent; reads time out after `timeout`.
+fn open_stream(port: u16, query: &str, timeout: Duration) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(timeout)).unwrap();
+    write!(s, "GET /stream?{query} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    s
 }
