@@ -20,7 +20,7 @@ use std::time::Duration;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 
 use crate::backoff::{Backoff, TroubleNews, TroubleWatch, STILL_TRYING_AFTER};
@@ -120,6 +120,8 @@ struct PartitionState {
     /// watermark is not caught up, a leader away). Asked again with backoff while the other
     /// partitions are read (t10: one such partition kept every other from being printed).
     pending: Option<Pending>,
+    /// Its bounds are being asked for (see [`Consumer::ask_pending`]).
+    asking: bool,
 }
 
 /// How a partition whose bounds are not known yet is to start, once they are.
@@ -133,7 +135,7 @@ struct Pending {
 /// A partition's earliest and latest offsets, and its offset for a timestamp start.
 type Bounds = (i64, i64, Option<i64>);
 
-/// How long one attempt to learn a waiting partition's bounds may hold up the reading of the others.
+/// How long one attempt to learn waiting partitions' bounds may take (it runs beside the fetches).
 const PENDING_ATTEMPT: Duration = Duration::from_secs(2);
 
 struct TopicState {
@@ -144,6 +146,14 @@ struct TopicState {
 type Key = (usize, i32);
 /// A fetch's answer: the leader, what was asked (partition and offset), and the response.
 type FetchOutcome = (i32, Vec<(Key, i64)>, Result<FetchResponse>);
+/// A waiting partitions' bounds ask: the topic index, the partitions, when it was sent, and the
+/// bounds of those that answered with the last retriable failure of the others.
+type AskOutcome = (
+    usize,
+    Vec<i32>,
+    Instant,
+    Result<(HashMap<i32, Bounds>, Option<Error>)>,
+);
 
 /// Reads partitions of some topics from their leaders.
 pub struct Consumer {
@@ -152,6 +162,8 @@ pub struct Consumer {
     topics: Vec<TopicState>,
     parts: BTreeMap<Key, PartitionState>,
     tasks: JoinSet<FetchOutcome>,
+    /// Bounds asked for partitions waiting for them, beside the fetches.
+    asks: JoinSet<AskOutcome>,
     /// The last fetch failure, for the notice and the give-up line.
     last_error: Option<Error>,
     /// Metadata is not asked for again before this, after a failure (paced by `refresh_backoff`).
@@ -178,6 +190,7 @@ impl Consumer {
             topics: Vec::new(),
             parts: BTreeMap::new(),
             tasks: JoinSet::new(),
+            asks: JoinSet::new(),
             last_error: None,
             refresh_at: None,
             refresh_backoff: Backoff::until(None),
@@ -260,6 +273,7 @@ impl Consumer {
                 failing: false,
                 sent_at: None,
                 pending: None,
+                asking: false,
             };
             match bounds.get(&id) {
                 Some(&b) => {
@@ -267,8 +281,7 @@ impl Consumer {
                     state.end_at_start = b.1;
                 }
                 None => {
-                    // Up to 5 s between asks: each may hold the others' read for PENDING_ATTEMPT
-                    // while its leader hangs.
+                    // Up to 5 s between asks (each runs beside the others' fetches).
                     let mut b =
                         Backoff::with(Duration::from_millis(100), Duration::from_secs(5), None);
                     state.not_before = Some(now + b.next_delay().unwrap_or(PENDING_ATTEMPT));
@@ -358,40 +371,8 @@ impl Consumer {
         deadline: Option<Instant>,
         each: Option<Duration>,
     ) -> Result<(HashMap<i32, Bounds>, Option<Error>)> {
-        let mut asks = vec![(EARLIEST, false), (LATEST, self.cfg.read_committed)];
-        if let StartOffset::Timestamp(ts) = start {
-            asks.push((ts, self.cfg.read_committed));
-        }
-        let mut left: Vec<i32> = ids.to_vec();
-        let mut found: Vec<HashMap<i32, i64>> = Vec::new();
-        let mut why = None;
-        for (timestamp, read_committed) in asks {
-            if left.is_empty() {
-                break;
-            }
-            let ask = Ask {
-                topic,
-                partitions: &left,
-                timestamp,
-                read_committed,
-            };
-            let until = match each.map(|e| Instant::now() + e) {
-                Some(e) => Some(deadline.map_or(e, |d| d.min(e))),
-                None => deadline,
-            };
-            let pass = list_offsets_pass(&self.cluster, ask, until).await?;
-            why = pass.last_err.or(why);
-            left.retain(|p| pass.found.contains_key(p));
-            found.push(pass.found);
-        }
-        let bounds = left
-            .into_iter()
-            .map(|p| {
-                let at = |i: usize| found.get(i).and_then(|m| m.get(&p).copied());
-                (p, (at(0).unwrap_or(0), at(1).unwrap_or(0), at(2)))
-            })
-            .collect();
-        Ok((bounds, why))
+        let committed = self.cfg.read_committed;
+        bounds_pass(&self.cluster, committed, topic, ids, start, deadline, each).await
     }
 
     /// Where partition `id` of `name` starts within `bounds`: at `from` (a group's committed offset)
@@ -441,13 +422,17 @@ impl Consumer {
     }
 
     /// Asks again for the bounds of the partitions waiting for them whose backoff is over: one
-    /// pass per topic and start, held to [`PENDING_ATTEMPT`]; those that answer are read from then
-    /// on, the others back off again (and are given up at the retry limit, as a fetch that fails).
-    async fn ask_pending(&mut self) -> Result<()> {
+    /// pass per topic and start, held to [`PENDING_ATTEMPT`], run beside the fetches (awaited here,
+    /// it held up every other partition's read for up to 2 s in each 5 while a leader hung); its
+    /// answer is taken by [`Consumer::took_ask`].
+    fn ask_pending(&mut self) {
         let now = Instant::now();
         let mut due: BTreeMap<(usize, i64), (StartOffset, Vec<i32>)> = BTreeMap::new();
         for (&(t, p), s) in &self.parts {
-            let Some(w) = s.pending.filter(|_| s.not_before.is_none_or(|n| n <= now)) else {
+            let Some(w) = s
+                .pending
+                .filter(|_| !s.asking && s.not_before.is_none_or(|n| n <= now))
+            else {
                 continue;
             };
             // Grouped by topic and start (a timestamp start is its own ListOffsets).
@@ -461,40 +446,67 @@ impl Consumer {
                 .push(p);
         }
         for ((t, _), (start, ids)) in due {
-            let name = self.topics[t].name.clone();
-            let limit = self.cluster.options().deadline();
-            let once = self.bounds_once(&name, &ids, start, limit, Some(PENDING_ATTEMPT));
-            let (bounds, why) = match once.await {
-                Ok(r) => r,
-                Err(e) if e.is_retriable() => (HashMap::new(), Some(e)),
-                Err(e) => return Err(e),
-            };
-            let mut still = Vec::new();
-            for p in ids {
-                let Some(&b) = bounds.get(&p) else {
-                    still.push((t, p));
-                    continue;
-                };
-                let Some(w) = self.parts.get(&(t, p)).and_then(|s| s.pending) else {
-                    continue;
-                };
-                let offset = self.place(&name, p, b, w.start, w.from);
-                if let Some(s) = self.parts.get_mut(&(t, p)) {
-                    s.offset = offset;
-                    s.end_at_start = b.1;
-                    s.pending = None;
-                    s.failing = false;
-                    s.not_before = None;
-                    s.backoff = None;
+            for p in &ids {
+                if let Some(s) = self.parts.get_mut(&(t, *p)) {
+                    s.asking = true;
                 }
             }
-            if !still.is_empty() {
-                let e = why.unwrap_or(Error::NoLeader {
-                    topic: name,
-                    partition: still[0].1,
-                });
-                self.failed(&still, e, now).await?;
+            let cluster = self.cluster.clone();
+            let name = self.topics[t].name.clone();
+            let committed = self.cfg.read_committed;
+            let limit = self.cluster.options().deadline();
+            self.asks.spawn(async move {
+                let each = Some(PENDING_ATTEMPT);
+                let r = bounds_pass(&cluster, committed, &name, &ids, start, limit, each).await;
+                (t, ids, now, r)
+            });
+        }
+    }
+
+    /// Takes the answer of a bounds ask ([`Consumer::ask_pending`]): the partitions that answered
+    /// are read from then on, the others back off again (and are given up at the retry limit, as a
+    /// fetch that fails).
+    async fn took_ask(&mut self, done: std::result::Result<AskOutcome, JoinError>) -> Result<()> {
+        let (t, ids, asked, r) = match done {
+            Ok(o) => o,
+            Err(e) => panic!("a ListOffsets task failed: {e}"),
+        };
+        for p in &ids {
+            if let Some(s) = self.parts.get_mut(&(t, *p)) {
+                s.asking = false;
             }
+        }
+        let (bounds, why) = match r {
+            Ok(r) => r,
+            Err(e) if e.is_retriable() => (HashMap::new(), Some(e)),
+            Err(e) => return Err(e),
+        };
+        let name = self.topics[t].name.clone();
+        let mut still = Vec::new();
+        for p in ids {
+            let Some(w) = self.parts.get(&(t, p)).and_then(|s| s.pending) else {
+                continue; // unassigned meanwhile, or started otherwise (its topic created again)
+            };
+            let Some(&b) = bounds.get(&p) else {
+                still.push((t, p));
+                continue;
+            };
+            let offset = self.place(&name, p, b, w.start, w.from);
+            if let Some(s) = self.parts.get_mut(&(t, p)) {
+                s.offset = offset;
+                s.end_at_start = b.1;
+                s.pending = None;
+                s.failing = false;
+                s.not_before = None;
+                s.backoff = None;
+            }
+        }
+        if !still.is_empty() {
+            let e = why.unwrap_or(Error::NoLeader {
+                topic: name,
+                partition: still[0].1,
+            });
+            self.failed(&still, e, asked).await?;
         }
         Ok(())
     }
@@ -561,7 +573,10 @@ impl Consumer {
         // Every poll first looks at what cannot be read: said after a while, given up at the
         // limit (before a fetch, so that records already taken are returned first).
         self.look()?;
-        self.ask_pending().await?;
+        while let Some(done) = self.asks.try_join_next() {
+            self.took_ask(done).await?;
+        }
+        self.ask_pending();
         self.poll_once().await
     }
 
@@ -578,16 +593,30 @@ impl Consumer {
         let waited_from;
         let (leader, asked, resp) = if self.tasks.is_empty() {
             self.waiting_since = None;
-            // Everything waits for a backoff or a leader: sleep until the first may go.
-            let wake = self.parts.values().filter_map(|s| s.not_before).min();
+            // Everything waits for a backoff, a leader or its bounds: sleep until the first may go.
+            let wake = self
+                .parts
+                .values()
+                .filter(|s| !s.asking)
+                .filter_map(|s| s.not_before)
+                .min();
             let wake = wake.unwrap_or_else(|| Instant::now() + Duration::from_millis(100));
-            tokio::time::sleep_until(wake).await;
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                Some(done) = self.asks.join_next(), if !self.asks.is_empty() => {
+                    self.took_ask(done).await?;
+                }
+            }
             return Ok(Vec::new());
         } else {
             // A broker that holds a fetch is noticed while it holds it (see `look`).
             self.waiting_since.get_or_insert_with(Instant::now);
             let o = tokio::select! {
                 o = self.tasks.join_next() => o,
+                Some(done) = self.asks.join_next(), if !self.asks.is_empty() => {
+                    self.took_ask(done).await?;
+                    return Ok(Vec::new());
+                }
                 _ = tokio::time::sleep(Duration::from_secs(1)) => return Ok(Vec::new()),
             };
             waited_from = self.waiting_since.take();
@@ -1211,6 +1240,54 @@ fn aborted_of(
         .collect();
     v.sort_unstable_by_key(|&(_, first)| first);
     v
+}
+
+/// One pass of ListOffsets for the bounds of `ids` (see [`Consumer::bounds_once`]), on its own so
+/// that it can run beside the fetches.
+#[allow(clippy::too_many_arguments)]
+async fn bounds_pass(
+    cluster: &Cluster,
+    read_committed: bool,
+    topic: &str,
+    ids: &[i32],
+    start: StartOffset,
+    deadline: Option<Instant>,
+    each: Option<Duration>,
+) -> Result<(HashMap<i32, Bounds>, Option<Error>)> {
+    let mut asks = vec![(EARLIEST, false), (LATEST, read_committed)];
+    if let StartOffset::Timestamp(ts) = start {
+        asks.push((ts, read_committed));
+    }
+    let mut left: Vec<i32> = ids.to_vec();
+    let mut found: Vec<HashMap<i32, i64>> = Vec::new();
+    let mut why = None;
+    for (timestamp, read_committed) in asks {
+        if left.is_empty() {
+            break;
+        }
+        let ask = Ask {
+            topic,
+            partitions: &left,
+            timestamp,
+            read_committed,
+        };
+        let until = match each.map(|e| Instant::now() + e) {
+            Some(e) => Some(deadline.map_or(e, |d| d.min(e))),
+            None => deadline,
+        };
+        let pass = list_offsets_pass(cluster, ask, until).await?;
+        why = pass.last_err.or(why);
+        left.retain(|p| pass.found.contains_key(p));
+        found.push(pass.found);
+    }
+    let bounds = left
+        .into_iter()
+        .map(|p| {
+            let at = |i: usize| found.get(i).and_then(|m| m.get(&p).copied());
+            (p, (at(0).unwrap_or(0), at(1).unwrap_or(0), at(2)))
+        })
+        .collect();
+    Ok((bounds, why))
 }
 
 #[cfg(test)]

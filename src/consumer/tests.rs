@@ -396,3 +396,65 @@ async fn a_hung_leader_at_the_start_does_not_hold_up_the_other_partitions() {
     let got = read_for(&mut k, 1).await.unwrap();
     assert!(got.len() >= 2, "{got:?}");
 }
+
+/// While a waiting partition's bounds are asked of a leader that does not answer (hung, not yet
+/// fenced), the other partitions' records keep coming: the ask runs beside the fetches. Awaited in
+/// the read loop, each ask held every record of the others back for up to PENDING_ATTEMPT (2 s) in
+/// each 5.
+#[tokio::test(start_paused = true)]
+async fn a_hung_bounds_ask_does_not_hold_up_the_other_partitions_records() {
+    let b = FakeBroker::new(2);
+    b.create_topic("t", 2);
+    b.misbehave_times(
+        Misbehave::OffsetsError {
+            partition: 1,
+            code: 78,
+        },
+        1,
+    );
+    let c = cluster(&b);
+    let meta = c.topic("t", false).await.unwrap();
+    // Reading on: partition 1 unreadable past the retry limit does not end the read.
+    let cfg = FetchConfig {
+        read_on: true,
+        ..FetchConfig::default()
+    };
+    let mut k = Consumer::new(c, cfg);
+    k.assign(meta, &[], StartOffset::Beginning).await.unwrap();
+    assert_eq!(k.positions(), vec![(0, 0, 0)], "partition 1 waits");
+    // From now on every ListOffsets hangs (only partition 1's bounds are asked for).
+    b.misbehave(Misbehave::SilentOn(ApiKey::ListOffsets));
+    let mut scratch = Vec::new();
+    let mut worst = Duration::ZERO;
+    for i in 0..30 {
+        let want = format!("r{i}").into_bytes();
+        b.append("t", 0, &[&want]);
+        let at = Instant::now();
+        'wait: loop {
+            assert!(
+                at.elapsed() < Duration::from_secs(30),
+                "record {i} never read"
+            );
+            for f in k.poll().await.unwrap() {
+                let mut got = false;
+                f.for_each_record(&mut scratch, 1 << 20, |r| {
+                    got |= r.value == Some(&want[..])
+                })
+                .unwrap();
+                if got {
+                    break 'wait;
+                }
+            }
+        }
+        worst = worst.max(at.elapsed());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(
+        b.requests(ApiKey::ListOffsets) >= 4,
+        "partition 1 was asked again"
+    );
+    assert!(
+        worst < Duration::from_millis(1500),
+        "a record waited {worst:?}"
+    );
+}
