@@ -151,6 +151,20 @@ fn candidate(
     ))
 }
 
+/// Whether `file` holds, up to `pos`, what a file was read to there: it starts with the bytes `fp`
+/// was taken of, the bytes just before `pos` are those `before` was taken of (when noted), and a
+/// line ends there.
+pub fn holds_up_to(file: &File, fp: Fingerprint, before: Fingerprint, pos: u64) -> bool {
+    if pos == 0 || fp.len == 0 || !starts_with(file, fp).unwrap_or(false) {
+        return false;
+    }
+    let k = u64::from(before.len).min(pos);
+    let mut buf = vec![0u8; k as usize];
+    let before_ok = k == 0
+        || (file.read_exact_at(&mut buf, pos - k).is_ok() && Fingerprint::of(&buf) == before);
+    before_ok && line_ends_before(file, pos)
+}
+
 /// Whether the byte before `pos` is a line end (we stopped reading at one).
 fn line_ends_before(file: &File, pos: u64) -> bool {
     let mut b = [0u8; 1];

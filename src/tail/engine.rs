@@ -7,7 +7,7 @@
 //! followers — each checkpoint offset is the end of an acknowledged prefix; split up, that invariant
 //! would be spread over files.)
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -173,8 +173,28 @@ pub struct Engine {
     /// Names followed files were renamed away from, to names a pattern still matches (`app.log*`):
     /// a new file found under one within [`ROTATION_WINDOW`] makes that rename a rotation.
     renamed_from: HashMap<PathBuf, (u64, Instant)>,
+    /// Truncations for which no copy was found, newest last (at most [`LATE_COPIES`], for
+    /// [`COPY_PATIENCE`]): a copy that appears after its original's truncation was handled (moved
+    /// in later, or seen after it in a race with logrotate) is read on from where that was read to.
+    truncated_without_copy: VecDeque<Truncated>,
     /// Line and event counters.
     pub counters: Counters,
+}
+
+/// Truncations remembered at most, waiting for a copy seen late.
+const LATE_COPIES: usize = 256;
+
+/// A truncated file no copy was found for (yet): what a copy of it would hold.
+#[derive(Debug)]
+struct Truncated {
+    path: PathBuf,
+    input: usize,
+    /// Its first bytes and the bytes just before `pos`, as read.
+    fingerprint: Fingerprint,
+    before: Fingerprint,
+    /// Where it was read to.
+    pos: u64,
+    at: Instant,
 }
 
 /// What created or renamed names call for ([`Engine::judge_names`]).
@@ -339,6 +359,7 @@ impl Engine {
             waiting: BTreeSet::new(),
             unreadable: 0,
             copies: BTreeSet::new(),
+            truncated_without_copy: VecDeque::new(),
             generation: 0,
             resumed: BTreeSet::new(),
             to_resume: BTreeSet::new(),
@@ -626,7 +647,10 @@ impl Engine {
                         grew: now,
                     }
                 }
-                Ok(None) => CopyOf::No,
+                Ok(None) => {
+                    self.read_late_copy_on(key, &file, size, now);
+                    CopyOf::No
+                }
             },
         };
         if let Some(f) = self.followers.get_mut(&key) {
@@ -705,6 +729,44 @@ impl Engine {
                 Err(())
             }
             None => Ok(None),
+        }
+    }
+
+    /// A new file (follower `key`, `size` bytes) that is the copy of a file whose truncation was
+    /// handled before it appeared ([`Engine::truncated_without_copy`]): named after it, of the same
+    /// input, at least as long as it was read, starting with its first bytes and holding its bytes
+    /// just before that position, with a line end there. It is read on from there (it was read from
+    /// its start: t27, every line of such a copy twice). One shorter is read from its start: a
+    /// duplicate rather than a line lost on a guess.
+    fn read_late_copy_on(&mut self, key: u64, file: &std::fs::File, size: u64, now: Instant) {
+        self.truncated_without_copy
+            .retain(|t| now.duration_since(t.at) < COPY_PATIENCE);
+        let Some(f) = self.followers.get(&key) else {
+            return;
+        };
+        let Some(i) = self.truncated_without_copy.iter().rposition(|t| {
+            t.input == f.input
+                && size >= t.pos
+                && super::copytruncate::could_be_copy(&t.path, &f.path)
+                && super::copytruncate::holds_up_to(file, t.fingerprint, t.before, t.pos)
+        }) else {
+            return;
+        };
+        let Some(t) = self.truncated_without_copy.remove(i) else {
+            return;
+        };
+        let Some(f) = self.followers.get_mut(&key) else {
+            return;
+        };
+        f.size = size;
+        if f.advance_to(t.pos, false) {
+            self.routine.say(format_args!(
+                "{}: a copy of {} made before its truncation (seen after it): read on from byte {}",
+                Esc::path(&f.path),
+                Esc::path(&t.path),
+                t.pos
+            ));
+            self.counters.copies_read += 1;
         }
     }
 
@@ -1439,6 +1501,19 @@ impl Engine {
                 None,
             ),
         };
+        if copy.is_none() && !old.retired && !old.rotated && old.read_pos > 0 {
+            if self.truncated_without_copy.len() >= LATE_COPIES {
+                self.truncated_without_copy.pop_front();
+            }
+            self.truncated_without_copy.push_back(Truncated {
+                path: old.path.clone(),
+                input: old.input,
+                fingerprint: old.fingerprint,
+                before: old.before(),
+                pos: old.read_pos,
+                at: Instant::now(),
+            });
+        }
         // A copy that a pattern follows too is read by its own follower: if nothing of it was read
         // yet, from where this file was read to (as this follower is removed, below).
         let copy =

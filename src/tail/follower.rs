@@ -285,6 +285,11 @@ impl Follower {
         true
     }
 
+    /// The fingerprint of the bytes just before `read_pos` (empty when none were noted).
+    pub fn before(&self) -> Fingerprint {
+        self.before
+    }
+
     /// Whether it is inside a line longer than the limit (its rest is being skipped).
     pub fn skipping(&self) -> bool {
         self.skipping

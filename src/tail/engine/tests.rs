@@ -1221,6 +1221,41 @@ async fn a_copy_first_seen_after_its_original_was_truncated_and_grew_again_waits
     fs::remove_dir_all(&d).unwrap();
 }
 
+/// A copy that appears only after its original's truncation was handled (moved in later, or seen
+/// after it in a race with logrotate `copytruncate` + `compress`) is read on from where the original
+/// was read to, also when the original was written again meanwhile; it was read from its start
+/// (t27: every line of the copy twice, by hand 5 of 5, with logrotate 4 runs of 8). A file named
+/// like a copy that does not hold what was read is read from its start.
+#[tokio::test(start_paused = true)]
+async fn a_copy_seen_after_its_originals_truncation_was_handled_is_read_on() {
+    for (case, rewrite) in [("late", 0), ("late-rewritten", 150)] {
+        let d = dir(&format!("copy-{case}"));
+        let f = d.join("a.log");
+        append(&f, &lines_of("a", 100));
+        let (mut e, mut sink) = following(config(&d), Vec::new());
+        append(&f, &lines_of("b", 10));
+        fs::copy(&f, d.join("aside")).unwrap();
+        truncate(&f);
+        if rewrite > 0 {
+            append(&f, &lines_of("c", rewrite));
+        }
+        scan_now(&mut e);
+        drain(&mut e, &mut sink, Instant::now());
+        assert_eq!(e.counters.truncations, 1, "{case}");
+        fs::rename(d.join("aside"), d.join("a.log-1.log")).unwrap();
+        // Another file named like a copy, which does not hold what was read: its own lines.
+        append(&d.join("a.log-2.log"), &lines_of("z", 5));
+        scan_now(&mut e);
+        drain(&mut e, &mut sink, Instant::now());
+        let got = shipped_text(&sink);
+        let unique: BTreeSet<&String> = got.iter().collect();
+        assert_eq!(got.len(), unique.len(), "{case}: no line twice");
+        assert_eq!(got.len(), 100 + 10 + rewrite + 5, "{case}: every line once");
+        assert_eq!(e.counters.copies_read, 1, "{case}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+}
+
 /// copytruncate over every followed file when the descriptor budget is spent: each copy taken up
 /// is closed again until a descriptor is free, and read as scans re-open them. t15: 500 files under
 /// `ulimit -n 256` opened a copy per truncation beyond the budget; scans and the checkpoint then
