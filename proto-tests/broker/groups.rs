@@ -831,4 +831,32 @@ fn group_members_read_on_when_their_topic_is_created_again_with_fewer_partitions
         assert!(!err.contains("has no partition"), "{name}: {err}");
         assert!(!err.contains("error:"), "{name}: {err}");
     }
+    // Created again with more partitions: the group is assigned anew and every one is read (t27,
+    // classic protocol: a member's partitions that were gone and came back were never read, and
+    // partitions added were read only after a restart).
+    kafka_topic(&b, "delete", &t, &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    kafka_topic(&b, "create", &t, &["--partitions", "3", "--rf", "3"]);
+    for p in 0..3 {
+        let lines: String = (0..10).map(|i| format!("grown-{p}-{i}\n")).collect();
+        shipper_ok(&b, &["produce", &t, "-p", &p.to_string()], lines.as_bytes());
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen: BTreeSet<String> = printed()
+            .into_iter()
+            .filter(|v| v.starts_with("grown-"))
+            .collect();
+        if seen.len() == 30 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the grown topic's records not all printed ({} of 30: {seen:?})\none: {}\ntwo: {}",
+            seen.len(),
+            one.stderr(),
+            two.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }

@@ -4,6 +4,7 @@
 //! first) and the member joins again.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
@@ -27,6 +28,24 @@ const SYNC_GROUP_VERSIONS: VersionRange = VersionRange { min: 5, max: 5 };
 const HEARTBEAT_VERSIONS: VersionRange = VersionRange { min: 4, max: 4 };
 const LEAVE_GROUP_VERSIONS: VersionRange = VersionRange { min: 4, max: 5 };
 
+/// How often a classic group's leader (when it is this member) asks for its topics' partition
+/// counts: when they differ from those it assigned (partitions added, a topic created again with
+/// fewer or more, deleted, or created), it joins again so that the group is assigned anew, as the
+/// leader of Kafka's Java consumer does on a metadata change. Without it, partitions added were read
+/// only after a restart, and a member whose partitions were gone and came back never read them (t27:
+/// 201 of 400 records printed, lag growing on partitions assigned to running members).
+const LEADER_CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// How long the leader's look at the partition counts may hold up the next heartbeat.
+const LEADER_CHECK_WITHIN: Duration = Duration::from_secs(2);
+
+/// What a leader assigned from: every subscribed topic, and the partition count of each it could
+/// read.
+struct Planned {
+    topics: Vec<String>,
+    counts: BTreeMap<String, i32>,
+}
+
 /// Why heartbeating stopped.
 enum Stop {
     /// The group rebalances: give everything back (committed), join again.
@@ -44,7 +63,7 @@ fn group_id(ctx: &Ctx) -> GroupId {
 pub(super) async fn run(ctx: Ctx) {
     let mut member_id = String::new();
     loop {
-        let (gen, mine) = match join_and_sync(&ctx, &mut member_id).await {
+        let (gen, mine, planned) = match join_and_sync(&ctx, &mut member_id).await {
             Ok(v) => v,
             Err(e) => {
                 let _ = ctx.events.send(Err(e)).await;
@@ -60,7 +79,7 @@ pub(super) async fn run(ctx: Ctx) {
         {
             return;
         }
-        let stop = match heartbeat(&ctx, &gen).await {
+        let stop = match heartbeat(&ctx, &gen, planned.as_ref()).await {
             Ok(s) => s,
             Err(e) => {
                 let _ = ctx.events.send(Err(e)).await;
@@ -85,7 +104,10 @@ pub(super) async fn run(ctx: Ctx) {
 }
 
 /// Joins and syncs until this member has an assignment for a generation.
-async fn join_and_sync(ctx: &Ctx, member_id: &mut String) -> Result<(Generation, Assignment)> {
+async fn join_and_sync(
+    ctx: &Ctx,
+    member_id: &mut String,
+) -> Result<(Generation, Assignment, Option<Planned>)> {
     // The retry limit bounds failures (garbage, a closed connection: t19 F8 gave up at --timeout
     // + 30 s). A join or sync the coordinator holds, waiting for the other members, may wait past
     // it by the rebalance timeout: that is the attempt's own wait (Coordinator::call).
@@ -98,10 +120,11 @@ async fn join_and_sync(ctx: &Ctx, member_id: &mut String) -> Result<(Generation,
             member_id: member_id.clone(),
             generation: joined.generation_id,
         };
-        let plan = if joined.leader == joined.member_id {
-            leader_plan(ctx, &joined).await?
+        let (plan, planned) = if joined.leader == joined.member_id {
+            let (plan, planned) = leader_plan(ctx, &joined).await?;
+            (plan, Some(planned))
         } else {
-            BTreeMap::new()
+            (BTreeMap::new(), None)
         };
         match sync(ctx, &gen, &joined, plan, deadline).await? {
             Ok(mine) => {
@@ -112,7 +135,7 @@ async fn join_and_sync(ctx: &Ctx, member_id: &mut String) -> Result<(Generation,
                     Esc::str(&gen.member_id),
                     assignment_text(&mine)
                 ));
-                return Ok((gen, mine));
+                return Ok((gen, mine, planned));
             }
             Err(forget) => {
                 if forget {
@@ -177,11 +200,12 @@ async fn join(
     }
 }
 
-/// The leader's plan: every member's subscription, the partition counts, the range assignment.
+/// The leader's plan: every member's subscription, the partition counts, the range assignment; and
+/// what it was made from, to be watched ([`LEADER_CHECK_EVERY`]).
 async fn leader_plan(
     ctx: &Ctx,
     joined: &JoinGroupResponse,
-) -> Result<BTreeMap<String, Assignment>> {
+) -> Result<(BTreeMap<String, Assignment>, Planned)> {
     let mut members = Vec::new();
     for m in &joined.members {
         let topics = assign::decode_subscription(&m.metadata).map_err(|_| Error::Incomplete {
@@ -198,19 +222,49 @@ async fn leader_plan(
     // Asked, not taken from the cache: a topic created again with fewer partitions since it was
     // cached would be assigned its gone partitions (CI, Kafka 3.9.1: a member was given partition 1
     // of a topic that had only partition 0, and waited for its leader).
-    for t in all {
-        match ctx.coord.cluster().topic_current(&t).await {
+    for t in &all {
+        match ctx.coord.cluster().topic_current(t).await {
             Ok(meta) => {
-                counts.insert(t, meta.partitions.len() as i32);
+                counts.insert(t.clone(), meta.partitions.len() as i32);
             }
             Err(e) => crate::log::warn(format_args!(
                 "group '{}': a member subscribes to '{}', which cannot be read now ({e}); not assigned",
                 Esc::str(&ctx.cfg.group),
-                Esc::str(&t)
+                Esc::str(t)
             )),
         }
     }
-    Ok(assign::range(&members, &counts))
+    let plan = assign::range(&members, &counts);
+    Ok((
+        plan,
+        Planned {
+            topics: all,
+            counts,
+        },
+    ))
+}
+
+/// The partition count of each of `topics` that exists now, from one Metadata request held to
+/// [`LEADER_CHECK_WITHIN`]; `None` when it failed (looked at again later).
+async fn partition_counts(ctx: &Ctx, topics: &[String]) -> Option<BTreeMap<String, i32>> {
+    let deadline = Some(Instant::now() + LEADER_CHECK_WITHIN);
+    let cluster = ctx.coord.cluster();
+    match cluster.fetch_metadata(Some(topics), false, deadline).await {
+        Ok(md) => Some(
+            md.topics
+                .into_iter()
+                .filter(|t| t.error == 0)
+                .map(|t| (t.name, t.partitions.len() as i32))
+                .collect(),
+        ),
+        Err(e) => {
+            crate::log::debug(format_args!(
+                "group '{}': partition counts not looked at: {e}",
+                Esc::str(&ctx.cfg.group)
+            ));
+            None
+        }
+    }
 }
 
 /// SyncGroup: `Ok(Ok(mine))`, or `Ok(Err(forget))` when the group moved on and we must join again
@@ -260,9 +314,11 @@ async fn sync(
         .collect()))
 }
 
-/// Heartbeats until the group rebalances or our membership is lost.
-async fn heartbeat(ctx: &Ctx, gen: &Generation) -> Result<Stop> {
+/// Heartbeats until the group rebalances or our membership is lost; as the leader (`planned`), also
+/// until the partition counts it assigned from change.
+async fn heartbeat(ctx: &Ctx, gen: &Generation, planned: Option<&Planned>) -> Result<Stop> {
     let mut last_ok = Instant::now();
+    let mut next_check = last_ok + LEADER_CHECK_EVERY;
     let mut req = HeartbeatRequest::default();
     req.group_id = group_id(ctx);
     req.generation_id = gen.generation;
@@ -297,6 +353,35 @@ async fn heartbeat(ctx: &Ctx, gen: &Generation) -> Result<Stop> {
             }
             Some(Code::UnknownMemberId) => return Ok(Stop::Lost { forget: true }),
             Some(c) => return Err(ctx.coord.error("Heartbeat", c)),
+        }
+        let Some(p) = planned.filter(|_| Instant::now() >= next_check) else {
+            continue;
+        };
+        next_check = Instant::now() + LEADER_CHECK_EVERY;
+        let Some(now) = partition_counts(ctx, &p.topics).await else {
+            continue;
+        };
+        if now != p.counts {
+            let said: Vec<String> = p
+                .topics
+                .iter()
+                .filter(|t| now.get(*t) != p.counts.get(*t))
+                .map(|t| {
+                    let n = |c: Option<&i32>| c.map_or("none".to_string(), i32::to_string);
+                    format!(
+                        "'{}' {} -> {}",
+                        Esc::str(t),
+                        n(p.counts.get(t)),
+                        n(now.get(t))
+                    )
+                })
+                .collect();
+            crate::log::info(format_args!(
+                "group '{}': partitions changed ({}): assigning again",
+                Esc::str(&ctx.cfg.group),
+                said.join(", ")
+            ));
+            return Ok(Stop::Rebalance);
         }
     }
 }

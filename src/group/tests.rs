@@ -549,3 +549,33 @@ async fn a_classic_leader_plans_with_the_topics_current_partitions() {
     let only = Assignment::from([("t".to_string(), BTreeSet::from([0]))]);
     assert_eq!(assigned(&mut m).await, only);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_classic_leader_assigns_again_when_its_topics_partitions_change() {
+    let b = fake();
+    let mut m = match Member::join(cluster(&b), cfg(GroupProtocol::Classic)).await {
+        Ok(m) => m,
+        Err(e) => panic!("join: {e}"),
+    };
+    assert_eq!(assigned(&mut m).await, all());
+    assert!(quiet_for(&mut m, 30).await, "nothing changed: no rebalance");
+    // Partitions added (or the topic created again with more): the leader notices within its
+    // check interval and the group is assigned again, with the new ones.
+    b.create_topic("t", 5);
+    let start = Instant::now();
+    match next(&mut m).await {
+        Ok(Event::Revoke { parts, lost, done }) => {
+            assert_eq!(parts, all());
+            assert!(!lost);
+            done.send(()).unwrap();
+        }
+        other => panic!("expected a revocation, got {other:?}"),
+    }
+    assert!(
+        start.elapsed() <= Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
+    );
+    let five = Assignment::from([("t".to_string(), BTreeSet::from([0, 1, 2, 3, 4]))]);
+    assert_eq!(assigned(&mut m).await, five);
+}
