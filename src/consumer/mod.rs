@@ -398,9 +398,30 @@ impl Consumer {
             );
         }
         let offset = match from {
+            // A group's offset past the log's end (the topic created again, records lost to an
+            // unclean election) is out of range: the start rule applies, as Kafka's consumer resets
+            // by auto.offset.reset (it was the end: a topic created again under a group that had
+            // read further in the old one lost its first records). For a read_committed reader
+            // the end is the last stable offset: a read_uncommitted member of the same group may
+            // have committed past it while a transaction is open, and is then reset alike.
+            Some(o) if o > hi && lo <= hi => {
+                let offset = start.resolve(lo, hi, by_time);
+                self.warn_once(
+                    format!("committed:{name}:{id}"),
+                    format_args!(
+                        "topic '{}' partition {id}: the group's offset {o} is past the end ({hi}); starting at {offset} (-o)",
+                        Esc::str(name)
+                    ),
+                );
+                offset
+            }
             Some(o) => StartOffset::Absolute(o).resolve(lo, hi, None),
             None => start.resolve(lo, hi, by_time),
         };
+        crate::log::debug(format_args!(
+            "topic '{}' partition {id}: starting at {offset} (log {lo}..{hi}, group offset {from:?})",
+            Esc::str(name)
+        ));
         // An offset asked for that is not there (kcat says "Offset out of range" too).
         if let (StartOffset::Absolute(o), None) = (start, from) {
             if o != offset && lo <= hi {
