@@ -1038,7 +1038,7 @@ impl Consumer {
     async fn take_meta(&mut self, i: usize, m: Arc<TopicMeta>) -> Result<bool> {
         let old = self.topics[i].meta.id;
         let recreated = old != [0; 16] && m.id != [0; 16] && old != m.id;
-        self.topics[i].meta = m;
+        let was = std::mem::replace(&mut self.topics[i].meta, m);
         if !recreated {
             return Ok(false);
         }
@@ -1072,10 +1072,38 @@ impl Consumer {
                 });
             }
         }
-        let lo = list_offsets(&self.cluster, &name, &ps, EARLIEST).await?;
+        // Said before the new log's offsets are asked (said after them, it went unsaid when they
+        // did not come: CI, a static-binary run).
+        let id: String = self.topics[i]
+            .meta
+            .id
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.warn_once(
+            format!("recreated:{name}:{id}"),
+            format_args!(
+                "topic '{}' was deleted and created again (its topic id changed): reading it from its start",
+                Esc::str(&name)
+            ),
+        );
         // `-e`'s goal: the new log's end now (the old log's end means nothing in it).
         let committed = self.cfg.read_committed;
-        let hi = list_offsets_as(&self.cluster, &name, &ps, LATEST, committed).await?;
+        let bounds = async {
+            let lo = list_offsets(&self.cluster, &name, &ps, EARLIEST).await?;
+            let hi = list_offsets_as(&self.cluster, &name, &ps, LATEST, committed).await?;
+            Ok::<_, Error>((lo, hi))
+        };
+        let (lo, hi) = match bounds.await {
+            Ok(b) => b,
+            Err(e) => {
+                // The old topic's metadata again: the next refresh sees the change again and
+                // moves the partitions to the new log then (kept, they read on in the old log's
+                // positions, and the change was never applied).
+                self.topics[i].meta = was;
+                return Err(e);
+            }
+        };
         for p in ps {
             if let Some(s) = self.parts.get_mut(&(i, p)) {
                 s.offset = lo.get(&p).copied().unwrap_or(0);
@@ -1090,19 +1118,6 @@ impl Consumer {
                 s.sent_at = None;
             }
         }
-        let id: String = self.topics[i]
-            .meta
-            .id
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        self.warn_once(
-            format!("recreated:{name}:{id}"),
-            format_args!(
-                "topic '{}' was deleted and created again (its topic id changed): reading it from its start",
-                Esc::str(&name)
-            ),
-        );
         Ok(true)
     }
 
