@@ -323,7 +323,9 @@ impl Consumer {
         // The first pass is held to a few seconds: the partitions of a hung leader (paused, not yet
         // fenced) wait for their bounds while the others are read (t24 F1: nothing was printed
         // for the connect timeout, 10 s, and `--timeout 10s` ended the read with none).
-        let once = self.bounds_once(name, ids, start, deadline, Some(PENDING_ATTEMPT));
+        let committed = self.cfg.read_committed;
+        let each = Some(PENDING_ATTEMPT);
+        let once = bounds_pass(&self.cluster, committed, name, ids, start, deadline, each);
         let (bounds, why) = match crate::backoff::attempt(&backoff, once).await {
             Ok(r) => r,
             Err(e) if e.is_retriable() => (HashMap::new(), Some(e)),
@@ -356,23 +358,6 @@ impl Consumer {
             })
             .collect();
         Ok((bounds, Vec::new(), None))
-    }
-
-    /// One pass of ListOffsets for the bounds of `ids`: those of the partitions that answered every
-    /// request, and the last retriable failure of the others. Each request (earliest, latest, a
-    /// time) is held to `each` when given, and all to `deadline`: one cut short for a hung leader
-    /// leaves the next asked of the others with its own time (t24 F1: the latest offsets were
-    /// asked with no time left, timed out, and closed the healthy brokers' connections).
-    async fn bounds_once(
-        &self,
-        topic: &str,
-        ids: &[i32],
-        start: StartOffset,
-        deadline: Option<Instant>,
-        each: Option<Duration>,
-    ) -> Result<(HashMap<i32, Bounds>, Option<Error>)> {
-        let committed = self.cfg.read_committed;
-        bounds_pass(&self.cluster, committed, topic, ids, start, deadline, each).await
     }
 
     /// Where partition `id` of `name` starts within `bounds`: at `from` (a group's committed offset)
@@ -1278,8 +1263,12 @@ fn aborted_of(
     v
 }
 
-/// One pass of ListOffsets for the bounds of `ids` (see [`Consumer::bounds_once`]), on its own so
-/// that it can run beside the fetches.
+/// One pass of ListOffsets for the bounds of `ids`: those of the partitions that answered every
+/// request, and the last retriable failure of the others. Each request (earliest, latest, a
+/// time) is held to `each` when given, and all to `deadline`: one cut short for a hung leader
+/// leaves the next asked of the others with its own time (t24 F1: the latest offsets were
+/// asked with no time left, timed out, and closed the healthy brokers' connections).
+/// A free function, so that [`Consumer::ask_pending`] can run it beside the fetches.
 #[allow(clippy::too_many_arguments)]
 async fn bounds_pass(
     cluster: &Cluster,
