@@ -26,6 +26,20 @@ async fn consumer(b: &FakeBroker, topic: &str, start: StartOffset) -> Consumer {
     k
 }
 
+/// A consumer of every partition of `topic` from the beginning that reads on (as `consume` does
+/// when following) rather than ending when one partition cannot be read.
+async fn following(b: &FakeBroker, topic: &str) -> Consumer {
+    let c = cluster(b);
+    let meta = c.topic(topic, false).await.unwrap();
+    let cfg = FetchConfig {
+        read_on: true,
+        ..FetchConfig::default()
+    };
+    let mut k = Consumer::new(c, cfg);
+    k.assign(meta, &[], StartOffset::Beginning).await.unwrap();
+    k
+}
+
 /// Polls for `secs` of (paused) time; returns every value read.
 async fn read_for(k: &mut Consumer, secs: u64) -> Result<Vec<Vec<u8>>> {
     let end = Instant::now() + Duration::from_secs(secs);
@@ -190,14 +204,7 @@ async fn a_partition_that_cannot_be_read_is_given_up_at_the_retry_limit_while_ot
 async fn following_a_partition_unreadable_past_the_limit_does_not_end_the_read() {
     let b = FakeBroker::new(2);
     b.create_topic("t", 2);
-    let c = cluster(&b);
-    let meta = c.topic("t", false).await.unwrap();
-    let cfg = FetchConfig {
-        read_on: true,
-        ..FetchConfig::default()
-    };
-    let mut k = Consumer::new(c, cfg);
-    k.assign(meta, &[], StartOffset::Beginning).await.unwrap();
+    let mut k = following(&b, "t").await;
     b.stop(2);
     for i in 0..6 {
         b.append("t", 0, &[format!("zero-{i}").as_bytes()]);
@@ -215,14 +222,7 @@ async fn following_a_partition_unreadable_past_the_limit_does_not_end_the_read()
 async fn following_the_read_ends_when_no_partition_could_be_read_for_the_limit() {
     let b = FakeBroker::new(2);
     b.create_topic("t", 2);
-    let c = cluster(&b);
-    let meta = c.topic("t", false).await.unwrap();
-    let cfg = FetchConfig {
-        read_on: true,
-        ..FetchConfig::default()
-    };
-    let mut k = Consumer::new(c, cfg);
-    k.assign(meta, &[], StartOffset::Beginning).await.unwrap();
+    let mut k = following(&b, "t").await;
     b.stop(2);
     assert!(read_for(&mut k, 20).await.unwrap().is_empty());
     b.stop(1);
@@ -412,15 +412,8 @@ async fn a_hung_bounds_ask_does_not_hold_up_the_other_partitions_records() {
         },
         1,
     );
-    let c = cluster(&b);
-    let meta = c.topic("t", false).await.unwrap();
     // Reading on: partition 1 unreadable past the retry limit does not end the read.
-    let cfg = FetchConfig {
-        read_on: true,
-        ..FetchConfig::default()
-    };
-    let mut k = Consumer::new(c, cfg);
-    k.assign(meta, &[], StartOffset::Beginning).await.unwrap();
+    let mut k = following(&b, "t").await;
     assert_eq!(k.positions(), vec![(0, 0, 0)], "partition 1 waits");
     // From now on every ListOffsets hangs (only partition 1's bounds are asked for).
     b.misbehave(Misbehave::SilentOn(ApiKey::ListOffsets));

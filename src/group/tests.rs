@@ -43,6 +43,13 @@ async fn join(b: &FakeBroker) -> Member {
     }
 }
 
+async fn join_classic(b: &FakeBroker) -> Member {
+    match Member::join(cluster(b), cfg(GroupProtocol::Classic)).await {
+        Ok(m) => m,
+        Err(e) => panic!("join: {e}"),
+    }
+}
+
 fn rule(api: ApiKey, code: i16) -> Misbehave {
     Misbehave::GroupError { api, code }
 }
@@ -162,10 +169,7 @@ async fn a_coordinator_never_available_is_the_first_event_of_a_classic_member() 
     let b = fake();
     b.misbehave(rule(ApiKey::FindCoordinator, 15));
     let start = Instant::now();
-    let mut m = match Member::join(cluster(&b), cfg(GroupProtocol::Classic)).await {
-        Ok(m) => m,
-        Err(e) => panic!("join: {e}"),
-    };
+    let mut m = join_classic(&b).await;
     let e = error(&mut m).await;
     // Failures stop at the retry limit (only a join the coordinator holds may wait past it).
     check_gave_up(&b, &e, start.elapsed(), LIMIT);
@@ -533,10 +537,7 @@ async fn an_offset_fetch_with_a_stale_epoch_is_asked_again() {
 #[tokio::test(start_paused = true)]
 async fn a_classic_leader_plans_with_the_topics_current_partitions() {
     let b = fake();
-    let mut m = match Member::join(cluster(&b), cfg(GroupProtocol::Classic)).await {
-        Ok(m) => m,
-        Err(e) => panic!("join: {e}"),
-    };
+    let mut m = join_classic(&b).await;
     assert_eq!(assigned(&mut m).await, all());
     // The topic is created again with one partition, then the group rebalances: the leader's
     // metadata of `t` (3 partitions) is stale and must not be what it assigns from.
@@ -553,10 +554,7 @@ async fn a_classic_leader_plans_with_the_topics_current_partitions() {
 #[tokio::test(start_paused = true)]
 async fn a_classic_leader_assigns_again_when_its_topics_partitions_change() {
     let b = fake();
-    let mut m = match Member::join(cluster(&b), cfg(GroupProtocol::Classic)).await {
-        Ok(m) => m,
-        Err(e) => panic!("join: {e}"),
-    };
+    let mut m = join_classic(&b).await;
     assert_eq!(assigned(&mut m).await, all());
     assert!(quiet_for(&mut m, 30).await, "nothing changed: no rebalance");
     // Partitions added (or the topic created again with more): the leader notices within its

@@ -874,12 +874,7 @@ async fn a_copy_matched_by_the_glob_is_read_on_from_where_its_original_was() {
     fs::copy(&f, d.join("a.log-1.log")).unwrap();
     scan_now(&mut e);
     // The copy is judged before the original is read again: it waits.
-    let copy_key = e
-        .followers
-        .values()
-        .find(|x| x.path.ends_with("a.log-1.log"))
-        .unwrap()
-        .key;
+    let copy_key = key_at(&e, "a.log-1.log");
     assert!(!e.judge_copy(copy_key, Instant::now()), "a copy waits");
     drain(&mut e, &mut sink, Instant::now());
     // The original read its 10 new lines itself, then is truncated and written again.
@@ -1144,6 +1139,15 @@ async fn a_copy_made_while_stopped_is_read_on_once_when_the_glob_matches_it() {
     fs::remove_dir_all(&d).unwrap();
 }
 
+/// The key of the follower whose path ends with `name`.
+fn key_at(e: &Engine, name: &str) -> u64 {
+    e.followers
+        .values()
+        .find(|x| x.path.ends_with(name))
+        .unwrap()
+        .key
+}
+
 /// A copy judged while its original has just been truncated, before the read that tells it: it
 /// waits for that read and is then read on from where the original was read to. Judged against the
 /// truncated file, it was taken for another file and read from its start (CI, under load: 2,100
@@ -1158,12 +1162,7 @@ async fn a_copy_judged_after_its_original_was_truncated_still_waits_for_it() {
     append(&f, &more);
     fs::copy(&f, d.join("a.log-1.log")).unwrap();
     scan_now(&mut e);
-    let copy_key = e
-        .followers
-        .values()
-        .find(|x| x.path.ends_with("a.log-1.log"))
-        .unwrap()
-        .key;
+    let copy_key = key_at(&e, "a.log-1.log");
     assert!(!e.judge_copy(copy_key, Instant::now()), "a copy waits");
     // Truncated and written again past where it was read, before any read of it.
     truncate(&f);
@@ -1198,12 +1197,7 @@ async fn a_copy_first_seen_after_its_original_was_truncated_and_grew_again_waits
     append(&f, &lines_of("b", 10));
     fs::copy(&f, d.join("a.log-1.log")).unwrap();
     scan_now(&mut e);
-    let copy_key = e
-        .followers
-        .values()
-        .find(|x| x.path.ends_with("a.log-1.log"))
-        .unwrap()
-        .key;
+    let copy_key = key_at(&e, "a.log-1.log");
     assert_eq!(e.followers[&copy_key].copy, CopyOf::Unjudged);
     // Truncated and written again past where it was read, before the copy's first judgement and
     // before any read of the original.
