@@ -306,8 +306,12 @@ async fn a_partition_without_offsets_yet_does_not_hold_up_the_others() {
             partition: 1,
             code: 78,
         },
-        // Asked again with backoff (jittered, 50 ms to 1 s): eight refusals take over 2 s.
-        8,
+        // Asked again with backoff (from 100 ms, doubling, each jittered to half or more): six
+        // refusals take 1.55 s at the least (so partition 0 is read first) and 6.3 s at the most,
+        // and each ask the paused clock jumps past (the fake answers on its own thread) adds its
+        // 2 s hold: well inside the 25 s read below and the 30 s retry limit (eight refusals, up to
+        // 16 s of backoff, overran a 20 s read now and then).
+        6,
     );
     let mut k = consumer(&b, "t", StartOffset::Beginning).await;
     assert_eq!(
@@ -318,7 +322,7 @@ async fn a_partition_without_offsets_yet_does_not_hold_up_the_others() {
     assert!(!k.at_end_of_start());
     let first = read_for(&mut k, 1).await.unwrap();
     assert_eq!(first, vec![b"p0-a".to_vec(), b"p0-b".to_vec()]);
-    let rest = read_for(&mut k, 20).await.unwrap();
+    let rest = read_for(&mut k, 25).await.unwrap();
     assert_eq!(rest, vec![b"p1-a".to_vec()]);
     assert!(k.at_end_of_start());
     assert_eq!(k.positions(), vec![(0, 0, 2), (0, 1, 1)]);
