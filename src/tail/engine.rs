@@ -596,25 +596,25 @@ impl Engine {
                     ));
                     CopyOf::No
                 }
-                // The original truncated (shorter than it was read to, or other first bytes), and
-                // the read that tells it not come yet: the copy waits for it, to be read on from
-                // where the original was read to. Judged against the truncated file, it was taken
-                // for another file and read from its start: every line of it twice (seen in CI's
-                // copytruncate test under load: 2,100 duplicates, "3 truncations (2 read on)").
-                Some(o) if file_of(o).is_some_and(|of| truncated_under(&of, o)) => {
-                    self.hot.insert(g);
-                    self.copies.insert(key);
-                    return false;
-                }
-                Some(o) => match file_of(o).as_deref() {
-                    Some(of)
-                        if super::copytruncate::same_before(&file, of, size.min(o.read_pos)) =>
-                    {
-                        CopyOf::Of {
-                            key: g,
-                            size,
-                            grew: if size == before { grew } else { now },
-                        }
+                Some(o) => match file_of(o)
+                    .as_deref()
+                    .map(|of| against(&file, of, o, size.min(o.read_pos)))
+                {
+                    Some(Against::Same) => CopyOf::Of {
+                        key: g,
+                        size,
+                        grew: if size == before { grew } else { now },
+                    },
+                    // The original truncated (shorter than it was read to, or other first
+                    // bytes), and the read that tells it not come yet: the copy waits for it, to
+                    // be read on from where the original was read to. Judged against the
+                    // truncated file, it was taken for another file and read from its start:
+                    // every line of it twice (seen in CI's copytruncate test under load: 2,100
+                    // duplicates, "3 truncations (2 read on)").
+                    Some(Against::Truncated) => {
+                        self.hot.insert(g);
+                        self.copies.insert(key);
+                        return false;
                     }
                     _ => {
                         crate::log::info(format_args!(
@@ -715,12 +715,10 @@ impl Engine {
             let Some(of) = file_of(o) else {
                 continue;
             };
-            // Truncated: shorter than where it was read to, or written again past it with other
-            // first bytes (then compared with the new bytes, the copy was read from its start).
-            if truncated_under(&of, o) {
-                truncated = Some(o.key);
-            } else if super::copytruncate::same_before(file, &of, size.min(o.read_pos)) {
-                return Ok(Some(o.key));
+            match against(file, &of, o, size.min(o.read_pos)) {
+                Against::Same => return Ok(Some(o.key)),
+                Against::Truncated => truncated = Some(o.key),
+                Against::Other => {}
             }
         }
         match truncated {
@@ -792,15 +790,11 @@ impl Engine {
             let n = size.min(gone.read_pos);
             let start = match gone.file.as_ref() {
                 // Truncated and written again past `n`: the copy holds what it had up to there.
-                Some(of) if truncated_under(of, gone) => n,
-                Some(of) if of.metadata().is_ok_and(|m| m.len() >= n) => {
-                    if super::copytruncate::same_before(&file, of, n) {
-                        n
-                    } else {
-                        0
-                    }
-                }
-                _ => n,
+                Some(of) => match against(&file, of, gone, n) {
+                    Against::Same | Against::Truncated => n,
+                    Against::Other => 0,
+                },
+                None => n,
             };
             f.size = size;
             if f.advance_to(start, false) && start > 0 {
@@ -2003,6 +1997,32 @@ fn file_of(o: &Follower) -> Option<Arc<std::fs::File>> {
         .ok()?;
     let m = f.metadata().ok()?;
     FileId::with_fd(&m, &f).same(&o.id).then(|| Arc::new(f))
+}
+
+/// How a copy compares with its original `o` (open as `of`) before byte `n`.
+#[derive(Debug, PartialEq, Eq)]
+enum Against {
+    /// The same bytes.
+    Same,
+    /// The original is truncated (shorter than it was read to, or written again with other first
+    /// bytes): compared with what it holds now, the copy would be taken for another file.
+    Truncated,
+    /// Other bytes in an original that still holds what it was read to: not its copy.
+    Other,
+}
+
+/// Compares first and looks for a truncation after, when the bytes differ: logrotate truncates the
+/// original a moment after its copy is written, so a truncation looked for first and not found
+/// could come before the comparison, which then failed on the emptied original (the whole copy read
+/// from its start, 300 to 500 lines twice in one run in three under `copytruncate` + `compress`).
+fn against(copy: &std::fs::File, of: &std::fs::File, o: &Follower, n: u64) -> Against {
+    if super::copytruncate::same_before(copy, of, n) {
+        Against::Same
+    } else if truncated_under(of, o) {
+        Against::Truncated
+    } else {
+        Against::Other
+    }
 }
 
 fn truncated_under(of: &std::fs::File, o: &Follower) -> bool {
