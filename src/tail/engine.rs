@@ -254,6 +254,8 @@ impl PathIndex {
 
 /// The most keys [`Engine::warn_once`] remembers (about 300 bytes each).
 const WARNED_MAX: usize = 4096;
+/// Free descriptors not lent to a scan, for copies taken up while it runs (none when few are free).
+const COPY_RESERVE: usize = 16;
 
 /// Routine per-file lines (a truncation, a copy found): the first [`RoutineLines::PER_WINDOW`] of
 /// each 10-s window at info level, then at debug level with a count said when the window ends
@@ -518,7 +520,15 @@ impl Engine {
                 .map(|e| (e.id, e.path.clone(), e.origin.clone(), e.offset))
                 .collect(),
         };
-        self.lent = self.cfg.max_open_files.saturating_sub(self.open_files());
+        // All but a few of the free descriptors when there are plenty: a copy taken up at a
+        // truncation while the scan is under way takes one of those few (lent them all, it was
+        // closed again with thousands to spare, and its lines waited for the next scan; see
+        // `close_if_over_budget`). When few are free, the scan has them all, as before.
+        let free = self.cfg.max_open_files.saturating_sub(self.open_files());
+        self.lent = match free > 4 * COPY_RESERVE {
+            true => free - COPY_RESERVE,
+            false => free,
+        };
         ScanRequest {
             patterns: self.patterns.clone(),
             policy: self.cfg.policy.clone(),

@@ -1330,6 +1330,38 @@ async fn copies_taken_up_at_truncations_stay_within_the_descriptor_budget() {
     fs::remove_dir_all(&d).unwrap();
 }
 
+/// A copy taken up while a scan is under way keeps its descriptor when there are plenty: the scan
+/// is lent all but a few of the free ones. Lent all of them, the copy was closed "until a
+/// descriptor is free" with thousands to spare (t27, at -v under copytruncate), its lines waiting
+/// for the next scan, and lost if logrotate's `compress` removed it first.
+#[tokio::test(start_paused = true)]
+async fn a_copy_taken_up_during_a_scan_stays_open_when_descriptors_are_plenty() {
+    let d = dir("copy-during-scan");
+    let f = d.join("a.log");
+    append(&f, &lines_of("a", 20));
+    let (mut e, mut sink) = following(config(&d), Vec::new());
+    assert_eq!(sink.shipped.len(), 20);
+    let pending = e.scan_request(None);
+    append(&f, &lines_of("b", 5));
+    fs::copy(&f, d.join("a.log.1")).unwrap();
+    truncate(&f);
+    // As an inotify event would.
+    e.hot.insert(key_at(&e, "a.log"));
+    drain(&mut e, &mut sink, Instant::now());
+    assert!(
+        !e.starved(),
+        "the copy is not closed for want of a descriptor"
+    );
+    assert_eq!(
+        sink.shipped.len(),
+        25,
+        "its unread lines are shipped at once"
+    );
+    assert!(e.open_files() <= 3, "{} open", e.open_files());
+    e.apply_scan(scan::run(pending), Instant::now(), false);
+    fs::remove_dir_all(&d).unwrap();
+}
+
 /// More busy files than descriptors: at each rescan every file read to its end gives its
 /// descriptor back, files never opened go first, and a closed file truncated below where it was
 /// read is re-opened (its new lines did not wait for it to grow past that point). Kept until quiet,
