@@ -130,12 +130,15 @@ pub struct ScanResult {
     pub compressed: Vec<Unchanged>,
 }
 
+/// How the keys of [`compressed_notice`]s begin.
+pub const COMPRESSED_KEY: &str = "compressed:";
+
 /// Said once per path: a compressed file a pattern matches is not followed.
 pub fn compressed_notice(path: &Path, id: FileId, kind: &str) -> Notice {
     Notice {
         // By identity: logrotate renames `.2.gz` to `.3.gz` at each run, and it was said again
         // under every name (t15: 220 warnings for 100 files).
-        key: format!("compressed:{}:{}", id.dev, id.ino),
+        key: format!("{COMPRESSED_KEY}{}:{}", id.dev, id.ino),
         text: format!(
             "{} is {kind}-compressed (a rotated log?): not followed; its lines were read from the log before it was compressed",
             Esc::path(path)

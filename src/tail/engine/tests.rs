@@ -1062,6 +1062,36 @@ async fn a_new_file_reusing_an_inode_under_another_name_is_no_truncation() {
     fs::remove_dir_all(&d).unwrap();
 }
 
+/// A compressed file is said once, whether a read or a scan tells it first, and as a warning for the
+/// first one only: each rotation under logrotate's `compress` makes a new one (t27: the same `.1.gz`
+/// warned twice, by a read and by the next scan, and 75 warnings in 10 s in all).
+#[tokio::test(start_paused = true)]
+async fn compressed_files_are_warned_about_once_and_only_the_first_of_them() {
+    let d = dir("compressed-said");
+    append(&d.join("a.log"), &lines_of("a", 3));
+    let (mut e, mut sink) = following(config(&d), Vec::new());
+    // gzip creates its file empty, then writes it: followed first, then told by a read.
+    let gz = d.join("a-1.log");
+    append(&gz, b"");
+    scan_now(&mut e);
+    append(&gz, b"\x1f\x8b\x08\x00compressed bytes");
+    e.hot.insert(key_at(&e, "a-1.log"));
+    drain(&mut e, &mut sink, Instant::now());
+    assert_eq!(
+        e.warnings.said, 1,
+        "the first compressed file is warned about"
+    );
+    // The next scan judges it again (it is not followed): not said again.
+    scan_now(&mut e);
+    assert_eq!(e.warnings.said, 1, "said once per file");
+    // The next rotation's: at debug level.
+    fs::write(d.join("a-2.log"), b"\x1f\x8b\x08\x00other compressed bytes").unwrap();
+    scan_now(&mut e);
+    assert_eq!(e.warnings.said, 1, "only the first is a warning");
+    assert_eq!(sink.shipped.len(), 3, "the text lines only");
+    fs::remove_dir_all(&d).unwrap();
+}
+
 /// logrotate with a glob that matches the rotated names (`*.log` here, `app.log*` in life): the
 /// rename of the followed file is a rotation once a new file takes its name, counted once (not
 /// again when that generation is renamed on or deleted); a rename with no new file under the old
