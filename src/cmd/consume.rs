@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use crate::cli::{CommitMode, Common, ConsumeArgs, Isolation};
 use crate::cluster::Cluster;
 use crate::consumer::{Consumer, FetchConfig, Fetched, StartOffset};
+use crate::error::{Code, Error};
 use crate::escape::Esc;
 use crate::group::{offsets, Assignment, Event, GroupConfig, Member, Offsets};
 use crate::output::behind::Behind;
@@ -545,16 +546,7 @@ impl Reader {
             Err(e) if !loud || offsets::is_stale(&e) => {
                 crate::log::debug(format_args!("commit: {e}"))
             }
-            // Refused: not committed. No answer (a timeout, a garbled one): the commit may have
-            // landed (t19 F4: said "not committed" when the broker had committed).
-            Err(e) if e.code().is_some() => crate::log::warn(format_args!(
-                "group '{}': offsets not committed ({e}); whoever reads these partitions next starts at the last commit",
-                Esc::str(m.group())
-            )),
-            Err(e) => crate::log::warn(format_args!(
-                "group '{}': offsets may not be committed ({e}: sent, but no answer came); if not, whoever reads these partitions next starts at the last commit",
-                Esc::str(m.group())
-            )),
+            Err(e) => crate::log::warn(format_args!("{}", commit_failed(m.group(), &e))),
         }
     }
 
@@ -678,5 +670,56 @@ async fn until(d: Option<Instant>) {
     match d {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+/// What a failed final commit says: whether the offsets may have landed, and what the group's next
+/// reader does.
+fn commit_failed(group: &str, e: &Error) -> String {
+    let group = Esc::str(group);
+    match e.code() {
+        // The topic (or these partitions of it) is gone: there is no next reader to resume (t27
+        // F3: "whoever reads these partitions next" was said of a deleted topic).
+        Some(Code::UnknownTopicOrPartition | Code::UnknownTopicId) => format!(
+            "group '{group}': offsets not committed ({e}): the topic or partition no longer exists (deleted?), so there is nothing to resume from"
+        ),
+        // Refused: not committed.
+        Some(_) => format!(
+            "group '{group}': offsets not committed ({e}); whoever reads these partitions next starts at the last commit"
+        ),
+        // No answer (a timeout, a garbled one): the commit may have landed (t19 F4: said "not
+        // committed" when the broker had committed).
+        None => format!(
+            "group '{group}': offsets may not be committed ({e}: sent, but no answer came); if not, whoever reads these partitions next starts at the last commit"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Target;
+
+    fn refused(code: Code) -> Error {
+        Error::Kafka {
+            api: "OffsetCommit",
+            target: Target::Partition("t".into(), 3),
+            code,
+        }
+    }
+
+    #[test]
+    fn a_commit_refused_for_a_deleted_topic_does_not_promise_a_next_reader() {
+        for code in [Code::UnknownTopicOrPartition, Code::UnknownTopicId] {
+            let said = commit_failed("g", &refused(code));
+            assert!(said.contains("no longer exists"), "{said}");
+            assert!(!said.contains("whoever reads"), "{said}");
+        }
+        let said = commit_failed("g", &refused(Code::GroupAuthorizationFailed));
+        assert!(said.contains("offsets not committed"), "{said}");
+        assert!(
+            said.contains("whoever reads these partitions next"),
+            "{said}"
+        );
     }
 }
