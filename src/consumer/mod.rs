@@ -1010,7 +1010,7 @@ impl Consumer {
                 Err(e) => return Err(e),
             }
             if let Some(m) = self.cluster.cached_topic(&name) {
-                self.take_meta(i, m).await?;
+                self.take_meta(i, m)?;
             }
         }
         Ok(())
@@ -1020,10 +1020,10 @@ impl Consumer {
     /// again), positions in the old log mean nothing in the new one: every partition of it is read
     /// again from its start, and that is said (the new topic's first records were skipped: reset
     /// to its end when past it, or read on from the old position when inside it).
-    async fn take_meta(&mut self, i: usize, m: Arc<TopicMeta>) -> Result<bool> {
+    fn take_meta(&mut self, i: usize, m: Arc<TopicMeta>) -> Result<bool> {
         let old = self.topics[i].meta.id;
         let recreated = old != [0; 16] && m.id != [0; 16] && old != m.id;
-        let was = std::mem::replace(&mut self.topics[i].meta, m);
+        self.topics[i].meta = m;
         if !recreated {
             return Ok(false);
         }
@@ -1072,30 +1072,28 @@ impl Consumer {
                 Esc::str(&name)
             ),
         );
-        // `-e`'s goal: the new log's end now (the old log's end means nothing in it).
-        let committed = self.cfg.read_committed;
-        let bounds = async {
-            let lo = list_offsets(&self.cluster, &name, &ps, EARLIEST).await?;
-            let hi = list_offsets_as(&self.cluster, &name, &ps, LATEST, committed).await?;
-            Ok::<_, Error>((lo, hi))
-        };
-        let (lo, hi) = match bounds.await {
-            Ok(b) => b,
-            Err(e) => {
-                // The old topic's metadata again: the next refresh sees the change again and
-                // moves the partitions to the new log then (kept, they read on in the old log's
-                // positions, and the change was never applied).
-                self.topics[i].meta = was;
-                return Err(e);
-            }
-        };
+        // Placed in the new log as a partition that waits for its offsets at the start: asked
+        // beside the other partitions' reads (`ask_pending`), retried with a backoff and given up
+        // at the retry limit as any read (read on when following). `-e`'s goal becomes the new
+        // log's end then: the old log's end means nothing in it. Asked here, inline, a failed ask
+        // ended the read at once, and held every other partition back while it waited.
+        let now = Instant::now();
         for p in ps {
             if let Some(s) = self.parts.get_mut(&(i, p)) {
-                s.offset = lo.get(&p).copied().unwrap_or(0);
-                s.end_at_start = hi.get(&p).copied().unwrap_or(s.offset);
+                s.offset = -1;
+                s.end_at_start = i64::MAX;
+                s.pending = Some(Pending {
+                    start: StartOffset::Beginning,
+                    from: None,
+                });
                 s.not_before = None;
-                s.backoff = None;
-                s.pending = None;
+                s.backoff = Some(Backoff::with(
+                    Duration::from_millis(100),
+                    Duration::from_secs(5),
+                    None,
+                ));
+                s.failing = true;
+                s.failing_since = now;
                 // A fetch still out for the old log is not this partition's any more (its answer
                 // is passed over, being at another offset): without this, the partition waited for
                 // it for good and was never read again (seen with a partition of the topic gone).
@@ -1118,7 +1116,7 @@ impl Consumer {
         let limit = self.cluster.options().deadline();
         if self.cluster.refresh(&name, generation, limit).await.is_ok() {
             if let Some(m) = self.cluster.cached_topic(&name) {
-                if self.take_meta(key.0, m).await? {
+                if self.take_meta(key.0, m)? {
                     return Ok(());
                 }
             }

@@ -328,6 +328,43 @@ async fn a_partition_without_offsets_yet_does_not_hold_up_the_others() {
     assert_eq!(k.positions(), vec![(0, 0, 2), (0, 1, 1)]);
 }
 
+/// A topic created again while one partition's offsets in the new log are refused for a while: the
+/// others are read from the new log's start meanwhile, and that one once its offsets come. Asked
+/// inline, the ask held every partition back and a failure ended the read.
+#[tokio::test(start_paused = true)]
+async fn a_topic_created_again_reads_its_partitions_as_their_new_offsets_come() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 2);
+    b.append("t", 0, &[b"old-0a", b"old-0b"]);
+    b.append("t", 1, &[b"old-1a", b"old-1b"]);
+    let mut k = following(&b, "t").await;
+    let mut old = read_for(&mut k, 2).await.unwrap();
+    old.sort();
+    assert_eq!(old.len(), 4, "{old:?}");
+    // Deleted and created again (a new topic id), with one record in each partition; the new log's
+    // offsets of partition 1 are refused for a while.
+    b.create_topic("t", 2);
+    b.append("t", 0, &[b"new-0"]);
+    b.append("t", 1, &[b"new-1"]);
+    b.misbehave_times(
+        Misbehave::OffsetsError {
+            partition: 1,
+            code: 78,
+        },
+        // Backoff from 100 ms, doubling, each jittered to half or more: 1.55 s at the least.
+        6,
+    );
+    let first = read_for(&mut k, 1).await.unwrap();
+    assert_eq!(
+        first,
+        vec![b"new-0".to_vec()],
+        "partition 0 is not held back"
+    );
+    let rest = read_for(&mut k, 25).await.unwrap();
+    assert_eq!(rest, vec![b"new-1".to_vec()]);
+    assert_eq!(k.positions(), vec![(0, 0, 1), (0, 1, 1)]);
+}
+
 /// One that never answers is given up at the retry limit with its error, after the others were read.
 #[tokio::test(start_paused = true)]
 async fn a_partition_whose_offsets_never_come_is_given_up_at_the_limit() {

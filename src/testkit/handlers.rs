@@ -90,6 +90,9 @@ impl FakeBroker {
         for name in names {
             let mut t = metadata_response::MetadataResponseTopic::default();
             t.name = Some(TopicName(StrBytes::from_string(name.clone())));
+            if let Some(&id) = st.topic_ids.get(&name) {
+                t.topic_id = uuid::Uuid::from_u128(id);
+            }
             match st.topics.get(&name) {
                 Some(logs) if !unknown => {
                     let count = huge.unwrap_or(logs.len());

@@ -124,6 +124,10 @@ struct State {
     groups: BTreeMap<String, group::Group>,
     /// The last member id handed out.
     next_member: u64,
+    /// Each topic's id: a new one each time it is created (as Kafka's topic ids).
+    topic_ids: BTreeMap<String, u128>,
+    /// The last topic id handed out.
+    next_topic_id: u128,
 }
 
 #[derive(Debug, Default)]
@@ -260,6 +264,9 @@ impl FakeBroker {
             })
             .collect();
         st.topics.insert(name.to_string(), logs);
+        st.next_topic_id += 1;
+        let id = st.next_topic_id;
+        st.topic_ids.insert(name.to_string(), id);
     }
 
     /// Whether unknown topics are created on first use, and with how many partitions.
