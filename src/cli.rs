@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeout(pub Option<Duration>);
 
-/// Parses `30s`, `500ms`, `2m`, `1h` or a bare number of seconds; `0` means no limit.
+/// Parses `30s`, `500ms`, `2m`, `1h` or a bare number of seconds under 1000; `0` means no limit.
 pub fn parse_timeout(s: &str) -> Result<Timeout, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
@@ -33,6 +33,14 @@ pub fn parse_timeout(s: &str) -> Result<Timeout, String> {
     let n: f64 = num
         .parse()
         .map_err(|_| format!("invalid duration '{s}' (try 30s, 500ms, 2m, or 0 for no limit)"))?;
+    // A bare 5000 is more likely milliseconds, as the `-ms` options and Kafka's own settings
+    // count, than 83 minutes (t28 F2: waited that long, unsaid): a unit is asked for.
+    if unit == "s" && num.len() == s.len() && n >= 1000.0 {
+        return Err(format!(
+            "'{s}' has no unit, and {s} seconds is {:.0} minutes: give one (e.g. {s}ms or {s}s)",
+            n / 60.0
+        ));
+    }
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
@@ -247,7 +255,13 @@ pub enum PartitionerArg {
 #[derive(Debug, Args, Clone)]
 pub struct ProducerFlags {
     /// Acknowledgements
-    #[arg(long, value_enum, default_value = "all")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "all",
+        ignore_case = true,
+        allow_negative_numbers = true
+    )]
     pub acks: AcksArg,
     /// Batch compression
     #[arg(long, value_enum, default_value = "none")]
@@ -605,6 +619,21 @@ mod tests {
         );
         assert_eq!(parse_timeout("0"), Ok(Timeout(None)));
         assert!(parse_timeout("soon").is_err());
+        // A bare number is seconds, and one of 1000 or more asks for a unit (t28 F2).
+        assert_eq!(
+            parse_timeout("45"),
+            Ok(Timeout(Some(Duration::from_secs(45))))
+        );
+        let e = parse_timeout("5000").unwrap_err();
+        assert!(e.contains("5000ms or 5000s"), "{e}");
+        assert_eq!(
+            parse_timeout("5000ms"),
+            Ok(Timeout(Some(Duration::from_secs(5))))
+        );
+        assert_eq!(
+            parse_timeout("3600s"),
+            Ok(Timeout(Some(Duration::from_secs(3600))))
+        );
         assert!(parse_timeout("3d").is_err());
     }
 
@@ -639,6 +668,19 @@ mod tests {
         assert_eq!(kcat_habit(&args(&["consume", "t", "-c5"])), None);
         let hint = kcat_habit(&args(&["consume", "t", "-s", "avro"])).unwrap();
         assert!(hint.contains("does not decode Avro"), "{hint}");
+    }
+
+    /// `--acks -1` and `--acks ALL`, as Kafka's clients write them (the config takes both; t28 F4:
+    /// `-1` was taken for a flag, and the tip clap gave for it failed too).
+    #[test]
+    fn acks_take_minus_one_and_any_case() {
+        for v in ["-1", "ALL", "all", "All"] {
+            let c = Cli::try_parse_from(["shipper", "produce", "t", "--acks", v]).unwrap();
+            let Command::Produce(p) = c.command else {
+                panic!("not produce")
+            };
+            assert_eq!(p.producer.acks, AcksArg::All, "{v}");
+        }
     }
 
     #[test]

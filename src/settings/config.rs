@@ -44,7 +44,7 @@ use crate::wire::compression::Compression;
 struct File {
     brokers: Option<Spanned<OneOrMany>>,
     client_id: Option<String>,
-    timeout: Option<Spanned<String>>,
+    timeout: Option<Spanned<StrOrInt>>,
     security_protocol: Option<Spanned<String>>,
     sasl_mechanism: Option<Spanned<String>>,
     sasl_username: Option<Spanned<String>>,
@@ -81,7 +81,7 @@ struct File {
     #[serde(default)]
     owners: OneOrMany,
     metrics_listen: Option<Spanned<String>>,
-    unhealthy_after: Option<Spanned<String>>,
+    unhealthy_after: Option<Spanned<StrOrInt>>,
     #[serde(rename = "input", default)]
     inputs: Vec<Spanned<InputFile>>,
 }
@@ -549,7 +549,7 @@ impl Reader<'_> {
             .file_stem()
             .map_or("agent".into(), |s| s.to_string_lossy().into_owned());
         let unhealthy_after = match &f.unhealthy_after {
-            Some(v) => parse_timeout(v.get_ref())
+            Some(v) => parse_timeout(&v.get_ref().0)
                 .map_err(|e| self.err(v.span(), e))?
                 .0
                 .unwrap_or(Duration::from_secs(60)),
@@ -679,7 +679,7 @@ impl Reader<'_> {
         let timeout = match (&common.timeout, &f.timeout) {
             (Some(t), _) => t.0,
             (None, Some(v)) => {
-                parse_timeout(v.get_ref())
+                parse_timeout(&v.get_ref().0)
                     .map_err(|e| self.err(v.span(), e))?
                     .0
             }

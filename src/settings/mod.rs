@@ -177,8 +177,28 @@ pub fn read_text_bounded(path: &std::path::Path, limit: u64) -> std::io::Result<
     })
 }
 
-/// A broker address with Kafka's default port (9092) when it names none: `kafka1`, `[::1]`.
+/// A broker address as Kafka's clients take it: a listener's prefix dropped (`PLAINTEXT://k:9092`,
+/// as `bootstrap.servers` and `advertised.listeners` are often written; t28 F3: it was looked up as
+/// a host name until --timeout), a bare IPv6 address bracketed (`::1`, as kcat reads it), and
+/// Kafka's default port (9092) when it names none: `kafka1`, `[::1]`.
 fn with_default_port(b: String) -> String {
+    let b = match b.split_once("://") {
+        Some((scheme, rest))
+            if !scheme.is_empty()
+                && scheme
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'_') =>
+        {
+            rest.to_string()
+        }
+        _ => b,
+    };
+    let v6 = b.matches(':').count() >= 2
+        && b.bytes()
+            .all(|c| c.is_ascii_hexdigit() || matches!(c, b':' | b'.' | b'%'));
+    if v6 {
+        return format!("[{b}]:9092");
+    }
     let has_port = match b.strip_prefix('[') {
         Some(v6) => v6.contains("]:"),
         None => b.contains(':'),
@@ -488,6 +508,18 @@ mod tests {
         assert_eq!(with_default_port("kafka1:9093".into()), "kafka1:9093");
         assert_eq!(with_default_port("[::1]".into()), "[::1]:9092");
         assert_eq!(with_default_port("[::1]:9093".into()), "[::1]:9093");
+        // As Java's and kcat's configs write them (t28 F3).
+        assert_eq!(with_default_port("::1".into()), "[::1]:9092");
+        assert_eq!(with_default_port("fd00::5".into()), "[fd00::5]:9092");
+        for (given, taken) in [
+            ("PLAINTEXT://k:9093", "k:9093"),
+            ("SASL_SSL://k", "k:9092"),
+            ("ssl://[::1]:9094", "[::1]:9094"),
+        ] {
+            assert_eq!(with_default_port(given.into()), taken);
+        }
+        // Not a listener's name: left for check_broker to refuse.
+        assert_eq!(with_default_port("a b://k:1".into()), "a b://k:1");
         let e = check_topic_arg("^logs-.*").unwrap_err().to_string();
         assert!(e.contains("not patterns"), "{e}");
         let e = check_topic_arg("logs-{file_stem}").unwrap_err().to_string();

@@ -471,3 +471,24 @@ fn settings_that_do_not_fit_together_are_said_in_the_files_terms() {
     );
     assert!(!e.contains("--"), "{e}");
 }
+
+/// `timeout = 30` as a number, as `--timeout 30` takes it (t28 F2: "expected a string"); one of
+/// 1000 or more without a unit asks for one, naming its line.
+#[test]
+fn a_timeout_may_be_a_number_of_seconds() {
+    let input = "[[input]]\npaths = \"/x/*.log\"\ntopic = \"t\"\n";
+    for v in ["30", "\"30\"", "\"30s\""] {
+        let p = write(
+            "timeout",
+            &format!("brokers = \"k:9092\"\ntimeout = {v}\nunhealthy_after = {v}\n{input}"),
+        );
+        let s = load(&p, &common(), None).unwrap();
+        assert_eq!(s.kafka.timeout, Some(Duration::from_secs(30)), "{v}");
+        assert_eq!(s.options.unhealthy_after, Duration::from_secs(30), "{v}");
+    }
+    let e = error(
+        "timeout2",
+        &format!("brokers = \"k:9092\"\ntimeout = 5000\n{input}"),
+    );
+    assert!(e.contains(":2:") && e.contains("give one"), "{e}");
+}
