@@ -947,6 +947,8 @@ fn tail_exactly_once_refuses_settings_that_cannot_keep_it() {
         &["--acks", "1"][..],
         &["--no-idempotence"],
         &["--partitioner", "random"],
+        // It spreads a file's batches too (t28 F5: accepted and silently not applied).
+        &["--partitioner", "sticky"],
     ] {
         let out = std::process::Command::new(shipper_bin())
             .args([

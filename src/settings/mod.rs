@@ -502,6 +502,31 @@ mod tests {
         }
     }
 
+    /// `shipper tail FILE1 FILE2`, the topic forgotten: refused when the last argument names a file
+    /// here (t28 F1: FILE1 was shipped to a topic auto-created as FILE2, and FILE2 not followed).
+    #[test]
+    fn a_tail_whose_topic_names_a_file_here_is_refused() {
+        use clap::Parser as _;
+        let tail = |args: &[&str]| {
+            let mut all = vec!["shipper", "-b", "127.0.0.1:1", "tail"];
+            all.extend_from_slice(args);
+            let cli = crate::cli::Cli::try_parse_from(all).unwrap();
+            let crate::cli::Command::Tail(t) = &cli.command else {
+                panic!("not tail")
+            };
+            tail::TailSettings::from_flags(&cli.common, t).map(|_| ())
+        };
+        // The tests run in the crate's directory, where Cargo.toml is a file.
+        let e = tail(&["README.md", "Cargo.toml"]).unwrap_err().to_string();
+        assert!(
+            e.contains("'Cargo.toml' is a file here") && e.contains("forget the topic"),
+            "{e}"
+        );
+        let e = tail(&["README.md", "/etc/hosts"]).unwrap_err().to_string();
+        assert!(e.contains("(the last argument is the topic)"), "{e}");
+        assert!(tail(&["README.md", "app-logs"]).is_ok());
+    }
+
     #[test]
     fn a_broker_without_a_port_gets_kafka_s_and_a_pattern_is_not_a_topic() {
         assert_eq!(with_default_port("kafka1".into()), "kafka1:9092");

@@ -44,8 +44,12 @@ pub fn check_exactly_once(p: &mut ProducerConfig) -> Result<(), String> {
     if p.acks != -1 || !p.idempotence {
         return Err("exactly-once needs acks=all and idempotence (drop --acks/--no-idempotence or the config's acks/idempotence)".into());
     }
-    if p.partitioner == crate::partitioner::Partitioner::Random {
-        return Err("exactly-once sends each file to one partition; the random partitioner cannot be used with it".into());
+    // Sticky spreads a file's batches too (t28 F5: accepted, and silently not applied).
+    if matches!(
+        p.partitioner,
+        crate::partitioner::Partitioner::Random | crate::partitioner::Partitioner::Sticky
+    ) {
+        return Err("exactly-once sends each file to one partition; the random and sticky partitioners cannot be used with it".into());
     }
     p.stop_on_state_loss = true;
     Ok(())
@@ -69,7 +73,17 @@ impl TailSettings {
             return usage("give at least one PATH and a TOPIC, or --config FILE");
         }
         let template = Template::literal(topic);
-        check_topic(&template, topic).or_else(usage)?;
+        check_topic(&template, topic)
+            .map_err(|e| format!("{e} (the last argument is the topic)"))
+            .or_else(usage)?;
+        // `shipper tail app.log other.log`: the topic forgotten, the last file would be taken for
+        // it and auto-created, with the other files shipped there unsaid (t28 F1).
+        if std::fs::symlink_metadata(topic).is_ok() {
+            return usage(format!(
+                "'{}' is a file here, but the last argument is the topic: did you forget the topic? (shipper tail PATH... TOPIC; run from another directory if it really is the topic)",
+                crate::escape::Esc::str(topic)
+            ));
+        }
         let patterns = paths
             .iter()
             .map(|p| Pattern::new(p, &args.exclude))
