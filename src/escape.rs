@@ -125,9 +125,22 @@ pub fn json_quoted(s: &str) -> String {
     String::from_utf8(v).unwrap_or_default()
 }
 
+/// `n` and its noun, singular for one: `1 record`, `2 records`.
+pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_count_of_one_is_singular() {
+        assert_eq!(count(1u64, "record", "records"), "1 record");
+        assert_eq!(count(0u64, "record", "records"), "0 records");
+        assert_eq!(count(2u64, "long line", "long lines"), "2 long lines");
+    }
 
     #[test]
     fn esc_makes_newlines_escapes_and_bad_bytes_visible() {

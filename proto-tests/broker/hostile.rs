@@ -732,7 +732,7 @@ fn produce_bounds_a_line_without_newline_and_counts_it_truncated() {
     // The record is not the line given: said with its line number, and the run fails.
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("1 records sent, 1 acked, 0 failed, 1 truncated to 1000 bytes (line 1; "),
+        err.contains("1 record sent, 1 acked, 0 failed, 1 truncated to 1000 bytes (line 1; "),
         "{err}"
     );
     let peak: u64 = err

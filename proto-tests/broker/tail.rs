@@ -472,7 +472,7 @@ fn tail_keeps_bytes_as_they_are_and_truncates_a_10_mb_line() {
         "{err}"
     );
     assert!(err.contains("does not exist yet"), "{err}");
-    assert!(err.contains("1 long lines truncated"), "{err}");
+    assert!(err.contains("1 long line truncated"), "{err}");
 }
 
 /// A small deterministic PRNG so the model test replays the same way for a given seed.

@@ -528,9 +528,9 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
     let summary = if matches!(args.producer.acks, crate::cli::AcksArg::None) {
         // Kafka answers nothing with acks=0: "acked" would claim what nobody knows.
         format!(
-            "topic '{}': {} records sent, {} failed{truncated} (--acks 0: Kafka does not answer, so a refusal goes unseen)",
+            "topic '{}': {} sent, {} failed{truncated} (--acks 0: Kafka does not answer, so a refusal goes unseen)",
             Esc::str(&args.topic),
-            t.sent,
+            crate::escape::count(t.sent, "record", "records"),
             t.failed
         )
     } else {
@@ -544,9 +544,9 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
             }
         };
         format!(
-            "topic '{}': {} records sent, {} acked, {} failed{abandoned}{truncated}",
+            "topic '{}': {} sent, {} acked, {} failed{abandoned}{truncated}",
             Esc::str(&args.topic),
-            t.sent,
+            crate::escape::count(t.sent, "record", "records"),
             t.acked,
             t.failed
         )

@@ -287,7 +287,7 @@ impl Running {
             watch.watch_dir(&p.base, opts.scan_interval.as_millis() as u64);
         }
         crate::log::info(format_args!(
-            "tailing {} ; checkpoint {}",
+            "tailing {}; checkpoint {}",
             engine
                 .patterns()
                 .iter()
@@ -845,21 +845,25 @@ fn report_trouble(producer: &Producer, engine: &Engine, t: &mut TroubleWatch) {
 }
 
 fn summary(engine: &Engine, started: Instant) {
+    use crate::escape::count;
     let c = &engine.counters;
     let unacked = engine.lines_in_flight();
     crate::log::info(format_args!(
-        "read {} lines ({} bytes) in {:.1}s: {} acked, {} long lines truncated, {} failed and skipped, {} truncations ({} read on from their copy), {} rotations{}",
-        c.lines_read,
+        "read {} ({} bytes) in {:.1}s: {} acked, {} truncated, {} failed and skipped, {} ({} read on from their copy), {}{}",
+        count(c.lines_read, "line", "lines"),
         c.bytes_read,
         started.elapsed().as_secs_f64(),
         c.lines_acked,
-        c.long_lines,
+        count(c.long_lines, "long line", "long lines"),
         c.lines_failed,
-        c.truncations,
+        count(c.truncations, "truncation", "truncations"),
         c.copies_read,
-        c.rotations,
+        count(c.rotations, "rotation", "rotations"),
         if unacked > 0 {
-            format!("; {unacked} lines not acknowledged yet will be sent again on restart")
+            format!(
+                "; {} not acknowledged yet will be sent again on restart",
+                count(unacked as u64, "line", "lines")
+            )
         } else {
             String::new()
         }
