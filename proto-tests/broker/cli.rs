@@ -689,6 +689,32 @@ fn closed_standard_output_or_input_is_refused_and_nothing_committed() {
     assert!(err.contains("standard input is closed"), "{err}");
 }
 
+/// A directory as the input, by `--file` or on standard input: a usage error naming it, at once
+/// (t28 F5: "cannot read input: Is a directory", naming nothing). No broker needed.
+#[test]
+fn produce_refuses_a_directory_as_its_input_naming_it() {
+    let dir = scratch_dir("produce-dir-input");
+    let out = std::process::Command::new(shipper_bin())
+        .args(["-b", "127.0.0.1:1", "produce", "t", "--file"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("--file {} is a directory", dir.display())),
+        "{err}"
+    );
+    let out = std::process::Command::new(shipper_bin())
+        .args(["-b", "127.0.0.1:1", "produce", "t"])
+        .stdin(std::fs::File::open(&dir).unwrap())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("standard input is a directory"), "{err}");
+}
+
 /// `produce -Z` (kcat's -Z): an empty value or key is null, so `key:` is a tombstone; kcat reads
 /// -1 as their sizes. Without it they are empty, as before.
 #[test]

@@ -166,6 +166,17 @@ impl Input {
                 Err(_) => return Ok(Input::Read(Box::new(std::io::stdin()))),
             },
         };
+        // A directory opens but cannot be read: named at once (t28 F5: "cannot read input: Is a
+        // directory", naming nothing).
+        if f.metadata().is_ok_and(|m| m.is_dir()) {
+            return usage(match file {
+                Some(p) => format!(
+                    "--file {} is a directory, not a file of lines",
+                    Esc::path(p)
+                ),
+                None => "standard input is a directory, not a file of lines".to_string(),
+            });
+        }
         // A size of 0 may be a file that only reads have content for (/proc): read those.
         let mappable = f.metadata().is_ok_and(|m| m.is_file() && m.len() > 0);
         Ok(if mappable {

@@ -355,6 +355,9 @@ fn flag_for(key: &str) -> Option<String> {
 /// The properties from `-F` then `-X` (later wins), checked against the known keys.
 fn properties(c: &SecurityFlags) -> anyhow::Result<BTreeMap<String, String>> {
     let mut props = BTreeMap::new();
+    // Where a key was set, for its error: the -F file's name, or -X (t28 F5: "unknown
+    // configuration key 'ssl.foo'" named no file).
+    let mut from_file: BTreeMap<String, String> = BTreeMap::new();
     if let Some(f) = &c.properties_file {
         let text = super::read_text_bounded(f, super::MAX_SETTINGS_FILE)
             .map_err(|e| anyhow::anyhow!("cannot read -F {}: {e}", Esc::path(f)))?;
@@ -383,6 +386,9 @@ fn properties(c: &SecurityFlags) -> anyhow::Result<BTreeMap<String, String>> {
                 names.join(", ")
             ));
         }
+        for (k, _) in &used {
+            from_file.insert(k.clone(), format!("-F {}", Esc::path(f)));
+        }
         props.extend(used);
     }
     let mut password_on_command_line = false;
@@ -404,6 +410,7 @@ fn properties(c: &SecurityFlags) -> anyhow::Result<BTreeMap<String, String>> {
             hide_in_process_title(kv, &s);
             password_on_command_line = true;
         }
+        from_file.remove(k.trim());
         props.insert(k.trim().to_string(), v.to_string());
     }
     if password_on_command_line {
@@ -420,6 +427,7 @@ fn properties(c: &SecurityFlags) -> anyhow::Result<BTreeMap<String, String>> {
         }
     }
     if let Some(k) = props.keys().find(|k| !KNOWN_KEYS.contains(&k.as_str())) {
+        let at = from_file.get(k).map_or(String::new(), |f| format!("{f}: "));
         // A Java client's stores: name the PEM settings that replace them.
         let pem = if k.starts_with("ssl.truststore.") {
             Some("the CA certificates as PEM in ssl.ca.location (openssl pkcs12 -in truststore.p12 -nokeys -out ca.pem)")
@@ -430,7 +438,7 @@ fn properties(c: &SecurityFlags) -> anyhow::Result<BTreeMap<String, String>> {
         };
         if let Some(pem) = pem {
             return usage(format!(
-                "'{}' is a Java keystore setting (PKCS12/JKS); shipper reads PEM files: give {pem}",
+                "{at}'{}' is a Java keystore setting (PKCS12/JKS); shipper reads PEM files: give {pem}",
                 Esc::str(k)
             ));
         }
@@ -438,7 +446,7 @@ fn properties(c: &SecurityFlags) -> anyhow::Result<BTreeMap<String, String>> {
             return usage(format!("-X {}: shipper sets this with {flag}", Esc::str(k)));
         }
         return usage(format!(
-            "unknown configuration key '{}' (shipper takes: {})",
+            "{at}unknown configuration key '{}' (shipper takes: {})",
             Esc::str(k),
             KNOWN_KEYS.join(", ")
         ));
@@ -730,6 +738,8 @@ mod tests {
             e.contains("unknown configuration key 'sasl.kerberos.service.name'"),
             "{e}"
         );
+        // Naming the file it is in (t28 F5).
+        assert!(e.starts_with(&format!("-F {}: ", file.display())), "{e}");
         // On the command line a setting with a shipper flag names it.
         let flags = SecurityFlags {
             properties: vec!["acks=all".into()],

@@ -402,9 +402,10 @@ pub fn expand(
                         };
                         notices.push(Notice {
                             key: format!("missing:{}", p.raw),
+                            // Absolute, as every other message names files (t28 F5).
                             text: format!(
                                 "{} does not exist yet; waiting for it{hint}",
-                                Esc::str(&p.given)
+                                Esc::str(&p.raw)
                             ),
                         });
                     }
@@ -950,6 +951,15 @@ mod tests {
             "{notices:?}"
         );
         assert!(notices[1].text.ends_with("waiting for it"), "{notices:?}");
+        // A relative path is named as the absolute one it stands for.
+        let cwd = std::env::current_dir().unwrap();
+        assert!(
+            notices[0].text.starts_with(&format!(
+                "{}/app-logs-shipper-test-absent does not exist yet",
+                cwd.display()
+            )),
+            "{notices:?}"
+        );
     }
 
     #[test]
