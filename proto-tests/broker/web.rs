@@ -407,6 +407,8 @@ fn web_on_loopback_without_a_token_answers_only_to_local_names() {
     assert_eq!(get("Authorization: bearer tok-1\r\n"), 200);
     assert_eq!(get("Authorization: Bearer tok-2\r\n"), 401);
     let twice = |q: &str| crate::agent::http_get_as(port, q, "logs.example", "").0;
+    // A liveness probe needs no token: /healthz holds nothing (t28 F5: 401).
+    assert_eq!(twice("/healthz"), 200);
     assert_eq!(twice("/api/topics?token=tok-1"), 200);
     assert_eq!(twice("/api/topics?token=tok-1&token=x"), 400);
     assert_eq!(twice("/api/topics?token=x&token=tok-1"), 400);
