@@ -182,7 +182,7 @@ fn connect_hint(addr: &str) -> &'static str {
     if super::known_broker(addr) {
         "a broker of the cluster: restarting, or down?"
     } else {
-        "is Kafka running there? check -b/--brokers (brokers in a config file)"
+        "is Kafka running there? check -b/--brokers (or the config file's brokers)"
     }
 }
 

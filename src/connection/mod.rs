@@ -855,7 +855,7 @@ fn not_kafka(buf: &[u8]) -> Option<String> {
         .unwrap_or(head);
     if head.starts_with(b"HTTP/") {
         return Some(format!(
-            "it answered in HTTP (\"{}\"): a web server or proxy on this port? check -b/--brokers (brokers in a config file)",
+            "it answered in HTTP (\"{}\"): a web server or proxy on this port? check -b/--brokers (or the config file's brokers)",
             crate::escape::Esc(line)
         ));
     }
@@ -863,7 +863,7 @@ fn not_kafka(buf: &[u8]) -> Option<String> {
     let printable = line.len() >= 4 && line.iter().all(|b| b.is_ascii_graphic() || *b == b' ');
     if printable {
         return Some(format!(
-            "its first answer begins \"{}\", not a Kafka response: check -b/--brokers (brokers in a config file)",
+            "its first answer begins \"{}\", not a Kafka response: check -b/--brokers (or the config file's brokers)",
             crate::escape::Esc(line)
         ));
     }
@@ -874,7 +874,7 @@ fn not_kafka(buf: &[u8]) -> Option<String> {
             .map(|b| format!("{b:02x}"))
             .collect();
         return Some(format!(
-            "its first answer announces a frame of {size} bytes (it begins {}), not a Kafka response: check -b/--brokers (brokers in a config file)",
+            "its first answer announces a frame of {size} bytes (it begins {}), not a Kafka response: check -b/--brokers (or the config file's brokers)",
             hex.join(" ")
         ));
     }

@@ -90,6 +90,10 @@ fn load_certs(path: &Path, role: &str) -> Result<Vec<CertificateDer<'static>>, S
     Ok(certs)
 }
 
+/// Where the last configuration's trust anchors came from (`CA file ca.pem`), for the error that
+/// says a broker's certificate is not signed by them.
+static ANCHORS: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
 /// The trust anchors: the CA file, or the system bundle, or the built-in Mozilla roots.
 fn roots(ca_file: Option<&Path>) -> Result<(RootCertStore, String), String> {
     let mut store = RootCertStore::empty();
@@ -136,6 +140,7 @@ pub fn client_config(s: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
     } else {
         let (store, from) = roots(s.ca_file.as_deref())?;
         crate::log::debug(format_args!("TLS trust anchors: {from}"));
+        *ANCHORS.lock().unwrap_or_else(|e| e.into_inner()) = from;
         if s.no_hostname_check {
             let chain =
                 WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())
@@ -304,8 +309,14 @@ fn describe(e: &std::io::Error, host: &str) -> String {
 fn describe_rustls(e: &rustls::Error, host: &str) -> String {
     match e {
         rustls::Error::InvalidCertificate(c) => match c {
+            // A CA file given that signed nothing here is named, not asked for (t28 F5: the same
+            // hint as with none).
             CertificateError::UnknownIssuer => {
-                "the broker's certificate is not signed by a trusted CA (give its CA with --ca-file, or ca_file in a config file)".into()
+                let from = ANCHORS.lock().map(|a| a.clone()).unwrap_or_default();
+                match from.strip_prefix("CA file ") {
+                    Some(f) => format!("the broker's certificate is not signed by the CA in {f} (--ca-file / ca_file): is it the CA that signed the broker's certificate?"),
+                    None => "the broker's certificate is not signed by a trusted CA (give its CA with --ca-file, or ca_file in a config file)".into(),
+                }
             }
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => format!(
                 "the broker's certificate is not valid for the name '{}' (connect with a name it holds, or fix the certificate)",
