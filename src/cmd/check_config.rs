@@ -60,9 +60,15 @@ pub async fn run(common: &Common, args: &CheckConfigArgs) -> anyhow::Result<i32>
             )
             .into_owned()
         };
+        // A fixed topic as it is; a template with what it makes of an example file (t28 F5: a
+        // fixed one was shown as if it were made "for /DIR/FILE.log").
+        let example = match input.route.topic.is_constant() {
+            true => "",
+            false => " (for /DIR/FILE.log)",
+        };
         writeln!(
             out,
-            "  topic: {} (for /DIR/FILE.log)",
+            "  topic: {}{example}",
             Esc::str(&show(&input.route.topic))
         )?;
         if let Some(k) = &input.route.key {

@@ -808,6 +808,14 @@ impl Reader<'_> {
         }
         let mut patterns = Vec::new();
         for p in &inp.paths.get_ref().0 {
+            // Empty, it would be made the config file's directory, and refused as a directory
+            // (t28 F5: a message about the directory, not the empty path written).
+            if p.trim().is_empty() {
+                return Err(self.err(
+                    inp.paths.span(),
+                    "an empty path in paths: give a file or a glob such as '/var/log/app/*.log'",
+                ));
+            }
             let raw = self.expand(&Spanned::new(inp.paths.span(), p.clone()))?;
             let raw = self
                 .beside(&raw)

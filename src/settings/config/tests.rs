@@ -492,3 +492,17 @@ fn a_timeout_may_be_a_number_of_seconds() {
     );
     assert!(e.contains(":2:") && e.contains("give one"), "{e}");
 }
+
+/// `paths = [""]` is said as an empty path, on its line (t28 F5: refused as the config file's
+/// directory, which the user never wrote).
+#[test]
+fn an_empty_path_in_paths_is_said_as_such() {
+    let e = error(
+        "emptypath",
+        "brokers = \"k:9092\"\n[[input]]\npaths = [\"\"]\ntopic = \"t\"\n",
+    );
+    assert!(
+        e.contains(":3:") && e.contains("an empty path in paths"),
+        "{e}"
+    );
+}
