@@ -9,7 +9,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// A Kafka-native log shipper and command-line Kafka client.
 #[derive(Debug, Parser)]
-#[command(name = "shipper", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "shipper",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("SHIPPER_COMMIT"), ")"),
+    about,
+    long_about = None,
+    propagate_version = true
+)]
 pub struct Cli {
     /// Options every command takes.
     #[command(flatten)]
@@ -681,6 +687,19 @@ mod tests {
             };
             assert_eq!(p.producer.acks, AcksArg::All, "{v}");
         }
+    }
+
+    /// `--version` names the commit, so that two builds can be told apart (t28 F5).
+    #[test]
+    fn the_version_names_the_commit() {
+        let e = Cli::try_parse_from(["shipper", "--version"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
+        let text = e.to_string();
+        assert!(text.starts_with("shipper 0.1.0 (commit "), "{text}");
+        assert!(
+            !text.contains("commit unknown"),
+            "built from a git checkout: {text}"
+        );
     }
 
     #[test]

@@ -114,7 +114,10 @@ fn build_info(e: &mut Exposition) {
     );
     e.sample(
         "shipper_build_info",
-        &[("version", env!("CARGO_PKG_VERSION"))],
+        &[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("commit", env!("SHIPPER_COMMIT")),
+        ],
         1.0,
     );
 }
