@@ -37,5 +37,5 @@ fn main() {
             common.join("packed-refs").display()
         );
     }
-    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=src/build.rs");
 }
