@@ -266,7 +266,11 @@ fn tail_restarts_a_truncated_file_from_its_start() {
         "{}",
         tail.stderr()
     );
-    assert!(tail.stderr().contains("1 truncations"), "{}", tail.stderr());
+    assert!(
+        tail.stderr().contains("1 truncation ("),
+        "{}",
+        tail.stderr()
+    );
 }
 
 /// shipper is paused (SIGSTOP, like a starved process) while lines are written and logrotate's
