@@ -292,7 +292,7 @@ impl KafkaSettings {
         client_id: String,
         timeout: Option<Duration>,
     ) -> anyhow::Result<Self> {
-        let security = security::resolve(flags)?;
+        let security = security::resolve(flags, brokers.as_deref())?;
         let raw = brokers
             .or_else(|| security.brokers.clone())
             .unwrap_or_else(|| "127.0.0.1:9092".to_string());

@@ -497,10 +497,48 @@ fn password(
     Ok(pw.map(Secret::new))
 }
 
-/// Resolves the security settings of the common flags.
-pub fn resolve(c: &SecurityFlags) -> anyhow::Result<Security> {
+/// The security protocol the broker addresses name by a listener's prefix (`SASL_SSL://k:9095`),
+/// if any: all of them the same one, and one Kafka has (t29 F7: dropped and ignored, `SASL_SSL://`
+/// connected in plaintext and sent a PLAIN password in the clear).
+fn listener_protocol(brokers: &str) -> anyhow::Result<Option<Protocol>> {
+    let mut named: Option<(Protocol, &str)> = None;
+    for b in brokers.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+        let Some((scheme, _)) = b.split_once("://") else {
+            continue;
+        };
+        let Some(p) = Protocol::parse(scheme) else {
+            return usage(format!(
+                "broker address '{}': '{}://' is no Kafka listener's protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL)",
+                Esc::str(b),
+                Esc::str(scheme)
+            ));
+        };
+        match named {
+            Some((q, other)) if q != p => {
+                return usage(format!(
+                    "broker addresses '{}' and '{}' name different security protocols",
+                    Esc::str(other),
+                    Esc::str(b)
+                ))
+            }
+            _ => named = Some((p, b)),
+        }
+    }
+    Ok(named.map(|(p, _)| p))
+}
+
+/// Resolves the security settings of the common flags, and of the broker addresses' listener
+/// prefixes (`brokers`: those given by -b or a config file).
+pub fn resolve(c: &SecurityFlags, brokers: Option<&str>) -> anyhow::Result<Security> {
     let props = properties(c)?;
     let prop = |k: &str| props.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let listed = brokers
+        .or(prop("bootstrap.servers"))
+        .or(prop("metadata.broker.list"));
+    let listener = match listed {
+        Some(b) => listener_protocol(b)?,
+        None => None,
+    };
     let mechanism = mechanism_of(
         c.mechanism,
         prop("sasl.mechanism").or(prop("sasl.mechanisms")),
@@ -540,7 +578,26 @@ pub fn resolve(c: &SecurityFlags) -> anyhow::Result<Security> {
         || key_file.is_some()
         || insecure.is_some()
         || no_hostname_check;
-    let protocol = protocol_of(c.protocol, prop("security.protocol"), wants_sasl, wants_tls)?;
+    // First: an unknown security.protocol is refused, whatever the addresses say.
+    let implied = protocol_of(c.protocol, prop("security.protocol"), wants_sasl, wants_tls)?;
+    let given = c
+        .protocol
+        .map(|p| (p, "--security-protocol"))
+        .or(prop("security.protocol")
+            .and_then(Protocol::parse)
+            .map(|p| (p, "security.protocol")));
+    let protocol = match (listener, given) {
+        // As kcat: a prefix that says otherwise than the setting is refused.
+        (Some(l), Some((g, by))) if l != g => {
+            return usage(format!(
+                "the broker address names {} but {by} is {}: give one protocol",
+                l.kafka_name(),
+                g.kafka_name()
+            ));
+        }
+        (Some(l), None) => l,
+        _ => implied,
+    };
     if wants_sasl && !protocol.sasl() {
         return usage("SASL settings need --security-protocol sasl_plaintext or sasl_ssl");
     }
@@ -710,10 +767,51 @@ mod tests {
                 ..SecurityFlags::default()
             },
         ] {
-            let e = resolve(&flags).unwrap_err().to_string();
+            let e = resolve(&flags, None).unwrap_err().to_string();
             assert!(e.contains("SASL needs a user name"), "{e}");
             assert!(!e.contains("s3cret"), "{e}");
         }
+    }
+
+    /// A listener's prefix in a broker address is the protocol when none is set, and refused when
+    /// it says otherwise or names no protocol (t29 F7: `SASL_SSL://` connected in plaintext and
+    /// sent a PLAIN password in the clear).
+    #[test]
+    fn a_listener_prefix_is_the_protocol_and_a_conflict_is_refused() {
+        let none = SecurityFlags::default();
+        let p = |b: &str| resolve(&none, Some(b)).map(|s| s.protocol);
+        assert_eq!(p("PLAINTEXT://k:9092").unwrap(), Protocol::Plaintext);
+        assert_eq!(p("ssl://k:9093,SSL://j:9093").unwrap(), Protocol::Ssl);
+        assert_eq!(p("k:9092").unwrap(), Protocol::Plaintext);
+        // SASL named by the address needs its user, as --security-protocol sasl_ssl does.
+        let e = p("SASL_SSL://k:9095").unwrap_err().to_string();
+        assert!(e.contains("SASL"), "{e}");
+        let e = p("HTTP://k:9092").unwrap_err().to_string();
+        assert!(
+            e.contains("'HTTP://' is no Kafka listener's protocol"),
+            "{e}"
+        );
+        let e = p("SSL://k:1,PLAINTEXT://j:2").unwrap_err().to_string();
+        assert!(e.contains("different security protocols"), "{e}");
+        let plain = SecurityFlags {
+            protocol: Some(Protocol::Plaintext),
+            ..SecurityFlags::default()
+        };
+        let e = resolve(&plain, Some("SASL_SSL://k:9095"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("names SASL_SSL but --security-protocol is PLAINTEXT"),
+            "{e}"
+        );
+        let tls = SecurityFlags {
+            protocol: Some(Protocol::Ssl),
+            ..SecurityFlags::default()
+        };
+        assert_eq!(
+            resolve(&tls, Some("SSL://k:9093")).unwrap().protocol,
+            Protocol::Ssl
+        );
     }
 
     #[test]
