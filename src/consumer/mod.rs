@@ -141,6 +141,9 @@ const PENDING_ATTEMPT: Duration = Duration::from_secs(2);
 struct TopicState {
     name: String,
     meta: Arc<TopicMeta>,
+    /// Every partition was asked for (no list): one added when the topic is created again with
+    /// more is read too.
+    all: bool,
 }
 
 type Key = (usize, i32);
@@ -250,12 +253,14 @@ impl Consumer {
         let topic = match self.topics.iter().position(|t| t.name == meta.name) {
             Some(i) => {
                 self.topics[i].meta = meta.clone();
+                self.topics[i].all &= partitions.is_empty();
                 i
             }
             None => {
                 self.topics.push(TopicState {
                     name: meta.name.clone(),
                     meta: meta.clone(),
+                    all: partitions.is_empty(),
                 });
                 self.topics.len() - 1
             }
@@ -358,6 +363,29 @@ impl Consumer {
             })
             .collect();
         Ok((bounds, Vec::new(), None))
+    }
+
+    /// A partition that waits for its bounds to start by `start` (or at `from`, a group's
+    /// committed offset): asked at once, then with a backoff up to 5 s between asks (each runs
+    /// beside the others' fetches), failing until they come.
+    fn waiting_state(&self, now: Instant, start: StartOffset, from: Option<i64>) -> PartitionState {
+        PartitionState {
+            offset: -1,
+            end_at_start: i64::MAX,
+            in_flight: false,
+            max_bytes: self.cfg.partition_max_bytes,
+            not_before: None,
+            backoff: Some(Backoff::with(
+                Duration::from_millis(100),
+                Duration::from_secs(5),
+                None,
+            )),
+            failing_since: now,
+            failing: true,
+            sent_at: None,
+            pending: Some(Pending { start, from }),
+            asking: false,
+        }
     }
 
     /// Where partition `id` of `name` starts within `bounds`: at `from` (a group's committed offset)
@@ -1023,7 +1051,7 @@ impl Consumer {
     fn take_meta(&mut self, i: usize, m: Arc<TopicMeta>) -> Result<bool> {
         let old = self.topics[i].meta.id;
         let recreated = old != [0; 16] && m.id != [0; 16] && old != m.id;
-        self.topics[i].meta = m;
+        let was = std::mem::replace(&mut self.topics[i].meta, m);
         if !recreated {
             return Ok(false);
         }
@@ -1077,29 +1105,36 @@ impl Consumer {
         // at the retry limit as any read (read on when following). `-e`'s goal becomes the new
         // log's end then: the old log's end means nothing in it. Asked here, inline, a failed ask
         // ended the read at once, and held every other partition back while it waited.
+        // A read of every partition (no group, no -p) reads the new ones too (t29 F2: a topic
+        // created again with more partitions was read on its old ones only, unsaid).
+        let had_all = !self.cfg.group
+            && self.topics[i].all
+            && was
+                .partitions
+                .iter()
+                .all(|p| self.parts.contains_key(&(i, p.id)));
+        let added: Vec<i32> = meta
+            .partitions
+            .iter()
+            .map(|p| p.id)
+            .filter(|p| had_all && !self.parts.contains_key(&(i, *p)))
+            .collect();
+        if !added.is_empty() {
+            crate::log::warn(format_args!(
+                "topic '{}' was created again with {} partition(s): reading the new partition(s) {} too",
+                Esc::str(&name),
+                meta.partitions.len(),
+                crate::escape::partitions(&added)
+            ));
+        }
         let now = Instant::now();
-        for p in ps {
-            if let Some(s) = self.parts.get_mut(&(i, p)) {
-                s.offset = -1;
-                s.end_at_start = i64::MAX;
-                s.pending = Some(Pending {
-                    start: StartOffset::Beginning,
-                    from: None,
-                });
-                s.not_before = None;
-                s.backoff = Some(Backoff::with(
-                    Duration::from_millis(100),
-                    Duration::from_secs(5),
-                    None,
-                ));
-                s.failing = true;
-                s.failing_since = now;
-                // A fetch still out for the old log is not this partition's any more (its answer
-                // is passed over, being at another offset): without this, the partition waited for
-                // it for good and was never read again (seen with a partition of the topic gone).
-                s.in_flight = false;
-                s.sent_at = None;
-            }
+        for p in ps.into_iter().chain(added) {
+            // A fetch still out for the old log is not this partition's any more (its answer is
+            // passed over, being at another offset): the new state has none in flight (without
+            // this, the partition waited for it for good and was never read again, seen with a
+            // partition of the topic gone).
+            let state = self.waiting_state(now, StartOffset::Beginning, None);
+            self.parts.insert((i, p), state);
         }
         Ok(true)
     }

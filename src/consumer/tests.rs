@@ -365,6 +365,41 @@ async fn a_topic_created_again_reads_its_partitions_as_their_new_offsets_come() 
     assert_eq!(k.positions(), vec![(0, 0, 1), (0, 1, 1)]);
 }
 
+/// A read of every partition whose topic is created again with more: the new partitions are read
+/// too (t29 F2: only the old ones were, unsaid). A read of named partitions keeps to them.
+#[tokio::test(start_paused = true)]
+async fn a_topic_created_again_with_more_partitions_reads_the_new_ones() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    b.append("t", 0, &[b"old-0", b"old-1"]);
+    let mut k = following(&b, "t").await;
+    let c = cluster(&b);
+    let meta = c.topic("t", false).await.unwrap();
+    let mut named = Consumer::new(c, FetchConfig::default());
+    named
+        .assign(meta, &[0], StartOffset::Beginning)
+        .await
+        .unwrap();
+    assert_eq!(read_for(&mut k, 2).await.unwrap().len(), 2);
+    assert_eq!(read_for(&mut named, 2).await.unwrap().len(), 2);
+    b.create_topic("t", 3);
+    for p in 0..3 {
+        b.append("t", p, &[format!("new-{p}").as_bytes()]);
+    }
+    let mut got = read_for(&mut k, 10).await.unwrap();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![b"new-0".to_vec(), b"new-1".to_vec(), b"new-2".to_vec()]
+    );
+    assert_eq!(k.positions(), vec![(0, 0, 1), (0, 1, 1), (0, 2, 1)]);
+    assert_eq!(
+        read_for(&mut named, 10).await.unwrap(),
+        vec![b"new-0".to_vec()]
+    );
+    assert!(!named.is_assigned("t", 1));
+}
+
 /// One that never answers is given up at the retry limit with its error, after the others were read.
 #[tokio::test(start_paused = true)]
 async fn a_partition_whose_offsets_never_come_is_given_up_at_the_limit() {
