@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeout(pub Option<Duration>);
 
-/// Parses `30s`, `500ms`, `2m`, `1h` or a bare number of seconds under 1000; `0` means no limit.
+/// Parses `30s`, `500ms`, `2m`, `1h` or a bare number of seconds up to 300; `0` means no limit.
 pub fn parse_timeout(s: &str) -> Result<Timeout, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
@@ -41,7 +41,7 @@ pub fn parse_timeout(s: &str) -> Result<Timeout, String> {
         .map_err(|_| format!("invalid duration '{s}' (try 30s, 500ms, 2m, or 0 for no limit)"))?;
     // A bare 5000 is more likely milliseconds, as the `-ms` options and Kafka's own settings
     // count, than 83 minutes (t28 F2: waited that long, unsaid): a unit is asked for.
-    if unit == "s" && num.len() == s.len() && n >= 1000.0 {
+    if unit == "s" && num.len() == s.len() && n > 300.0 {
         return Err(format!(
             "'{s}' has no unit, and {s} seconds is {:.0} minutes: give one (e.g. {s}ms or {s}s)",
             n / 60.0
@@ -625,13 +625,16 @@ mod tests {
         );
         assert_eq!(parse_timeout("0"), Ok(Timeout(None)));
         assert!(parse_timeout("soon").is_err());
-        // A bare number is seconds, and one of 1000 or more asks for a unit (t28 F2).
+        // A bare number is seconds, and one over 300 asks for a unit (t28 F2; t29: 999 passed as
+        // 16 minutes).
         assert_eq!(
             parse_timeout("45"),
             Ok(Timeout(Some(Duration::from_secs(45))))
         );
         let e = parse_timeout("5000").unwrap_err();
         assert!(e.contains("5000ms or 5000s"), "{e}");
+        assert!(parse_timeout("500").is_err());
+        assert!(parse_timeout("300").is_ok());
         assert_eq!(
             parse_timeout("5000ms"),
             Ok(Timeout(Some(Duration::from_secs(5))))

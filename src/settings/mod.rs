@@ -522,6 +522,8 @@ mod tests {
             e.contains("'Cargo.toml' is a file here") && e.contains("forget the topic"),
             "{e}"
         );
+        let e = tail(&["README.md", "src"]).unwrap_err().to_string();
+        assert!(e.contains("'src' is a directory here"), "{e}");
         let e = tail(&["README.md", "/etc/hosts"]).unwrap_err().to_string();
         assert!(e.contains("(the last argument is the topic)"), "{e}");
         assert!(tail(&["README.md", "app-logs"]).is_ok());

@@ -78,9 +78,10 @@ impl TailSettings {
             .or_else(usage)?;
         // `shipper tail app.log other.log`: the topic forgotten, the last file would be taken for
         // it and auto-created, with the other files shipped there unsaid (t28 F1).
-        if std::fs::symlink_metadata(topic).is_ok() {
+        if let Ok(m) = std::fs::symlink_metadata(topic) {
+            let what = if m.is_dir() { "a directory" } else { "a file" };
             return usage(format!(
-                "'{}' is a file here, but the last argument is the topic: did you forget the topic? (shipper tail PATH... TOPIC; run from another directory if it really is the topic)",
+                "'{}' is {what} here, but the last argument is the topic: did you forget the topic? (shipper tail PATH... TOPIC; run from another directory if it really is the topic)",
                 crate::escape::Esc::str(topic)
             ));
         }
