@@ -140,7 +140,7 @@ pub fn compressed_notice(path: &Path, id: FileId, kind: &str) -> Notice {
         // under every name (t15: 220 warnings for 100 files).
         key: format!("{COMPRESSED_KEY}{}:{}", id.dev, id.ino),
         text: format!(
-            "{} is {kind}-compressed (a rotated log?): not followed; its lines were read from the log before it was compressed",
+            "{} is {kind}-compressed (a rotated log?): not followed; its lines are read from the log before it is compressed (with compress but not delaycompress, a copy compressed at once may hold a last line or two that were not)",
             Esc::path(path)
         ),
     }
