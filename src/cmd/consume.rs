@@ -69,6 +69,8 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
         max: args.max_messages.filter(|&n| n > 0).unwrap_or(u64::MAX),
         positions: Offsets::new(),
         given_back: Offsets::new(),
+        given_back_ids: HashMap::new(),
+        periodic_sent: Offsets::new(),
         member: None,
         commit: (!args.no_commit).then_some(args.commit),
         committing: None,
@@ -167,6 +169,12 @@ struct Reader {
     /// Where partitions given back to the group stood: if one comes back before anyone else read
     /// further, reading goes on from here (never printing a record twice, even when a commit failed).
     given_back: Offsets,
+    /// The id each topic had when its partitions were given back: a position in a topic deleted
+    /// and created again since means nothing in the new one (t29 F1: the new topic's partition 0
+    /// started at the old one's 81, and its first 81 records were never printed).
+    given_back_ids: HashMap<String, [u8; 16]>,
+    /// The positions the last periodic commit sent (forgotten when one fails: sent again).
+    periodic_sent: Offsets,
     member: Option<Member>,
     /// Commit mode; `None` with --no-commit.
     commit: Option<CommitMode>,
@@ -207,8 +215,18 @@ impl Reader {
                 && last_commit.elapsed() >= interval
                 && self.committing.is_none()
             {
-                if let Some(m) = &self.member {
-                    self.committing = m.commit_later(self.positions.clone());
+                // Only what moved since the last periodic commit: one of a position unchanged
+                // since its topic was deleted, sent after the topic is created again, would stand
+                // for the new topic by name (t29 F1: its first records skipped).
+                let moved: Offsets = self
+                    .positions
+                    .iter()
+                    .filter(|(k, v)| self.periodic_sent.get(*k) != Some(*v))
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect();
+                if let Some(m) = self.member.as_ref().filter(|_| !moved.is_empty()) {
+                    self.committing = m.commit_later(moved);
+                    self.periodic_sent = self.positions.clone();
                 }
                 last_commit = Instant::now();
             }
@@ -229,6 +247,12 @@ impl Reader {
                 _ = &mut stop => return Ok(()),
                 _ = until(idle_deadline) => return Ok(()),
             };
+            // Positions in a topic since deleted and created again are not committed, nor resumed
+            // from: they would stand for the new topic (t29 F1).
+            for t in self.consumer.take_recreated() {
+                self.positions.retain(|(name, _), _| name != &t);
+                self.given_back.retain(|(name, _), _| name != &t);
+            }
             self.write(&fetched)?;
             if fetched.iter().any(|f| !f.records.is_empty()) {
                 last_record = Instant::now();
@@ -328,7 +352,13 @@ impl Reader {
     /// partitions still read (a chunk of one given back may finish after the give-back).
     fn note_written(&mut self) {
         for ((t, p), pos, _) in self.out.take_written() {
-            if pos >= 0 && self.consumer.is_assigned(&t, p) {
+            // Past where the partition is read next: a position from before its log was read
+            // again from an earlier place (its topic created again), which means nothing now.
+            let current = self
+                .consumer
+                .next_offset_of(&t, p)
+                .is_some_and(|next| pos <= next);
+            if pos >= 0 && current {
                 self.positions.insert((t, p), pos);
             }
         }
@@ -429,10 +459,13 @@ impl Reader {
                     ));
                 }
                 if !lost {
-                    let mine = self.positions_of(&parts);
+                    let mine = self.still_the_same_topics(self.positions_of(&parts)).await;
                     self.commit_these(&mine, true).await;
                 }
                 for (t, ps) in &parts {
+                    if let Some(id) = self.consumer.topic_id(t) {
+                        self.given_back_ids.insert(t.clone(), id);
+                    }
                     let ps: Vec<i32> = ps.iter().copied().collect();
                     for (p, at) in self.consumer.unassign(t, &ps) {
                         let key = (t.clone(), p);
@@ -488,11 +521,17 @@ impl Reader {
             if ps.is_empty() {
                 continue;
             }
+            // Given back from a topic of this name that has been deleted and created again: not
+            // a place in this one.
+            let same = self
+                .given_back_ids
+                .get(t)
+                .is_none_or(|&id| same_topic(id, meta.id));
             let mut from = HashMap::new();
             for &p in &ps {
                 let key = (t.clone(), p);
                 let c = committed.get(&key).copied();
-                let back = self.given_back.remove(&key);
+                let back = self.given_back.remove(&key).filter(|_| same);
                 if let Some(o) = c.into_iter().chain(back).max() {
                     from.insert(p, o);
                 }
@@ -517,6 +556,34 @@ impl Reader {
             crate::group::assignment_text(a)
         ));
         Ok(())
+    }
+
+    /// `offsets` without those of topics deleted (or deleted and created again) since they were
+    /// read: committed by name, a position in the old topic would stand for the new one, and the
+    /// group's next reader would skip its first records (t29 F1: up to 81). The topics are asked
+    /// for anew (this runs when partitions are given back, not per record).
+    async fn still_the_same_topics(&self, mut offsets: Offsets) -> Offsets {
+        let topics: BTreeSet<String> = offsets.keys().map(|(t, _)| t.clone()).collect();
+        for t in topics {
+            let Some(read) = self.consumer.topic_id(&t) else {
+                continue;
+            };
+            let gone = match self.cluster.topic_current(&t).await {
+                Ok(now) => !same_topic(read, now.id),
+                Err(e) => matches!(
+                    e.code(),
+                    Some(Code::UnknownTopicOrPartition | Code::UnknownTopicId)
+                ),
+            };
+            if gone {
+                crate::log::warn(format_args!(
+                    "topic '{}' was deleted since it was read: its positions are not committed (they would stand for a topic created again under its name)",
+                    Esc::str(&t)
+                ));
+                offsets.retain(|(name, _), _| name != &t);
+            }
+        }
+        offsets
     }
 
     fn positions_of(&self, parts: &Assignment) -> Offsets {
@@ -558,8 +625,14 @@ impl Reader {
         };
         match h.await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => crate::log::debug(format_args!("commit: {e}")),
-            Err(e) => crate::log::debug(format_args!("commit task: {e}")),
+            Ok(Err(e)) => {
+                self.periodic_sent.clear();
+                crate::log::debug(format_args!("commit: {e}"))
+            }
+            Err(e) => {
+                self.periodic_sent.clear();
+                crate::log::debug(format_args!("commit task: {e}"))
+            }
         }
     }
 
@@ -693,6 +766,11 @@ fn commit_failed(group: &str, e: &Error) -> String {
             "group '{group}': offsets may not be committed ({e}: sent, but no answer came); if not, whoever reads these partitions next starts at the last commit"
         ),
     }
+}
+
+/// Whether two topic ids name the same topic: equal, or one unknown (a broker that gives none).
+fn same_topic(a: [u8; 16], b: [u8; 16]) -> bool {
+    a == b || a == [0; 16] || b == [0; 16]
 }
 
 #[cfg(test)]

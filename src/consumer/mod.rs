@@ -167,6 +167,8 @@ pub struct Consumer {
     tasks: JoinSet<FetchOutcome>,
     /// Bounds asked for partitions waiting for them, beside the fetches.
     asks: JoinSet<AskOutcome>,
+    /// Topics seen deleted and created again since [`Consumer::take_recreated`] was last called.
+    recreated: Vec<String>,
     /// The last fetch failure, for the notice and the give-up line.
     last_error: Option<Error>,
     /// Metadata is not asked for again before this, after a failure (paced by `refresh_backoff`).
@@ -194,6 +196,7 @@ impl Consumer {
             parts: BTreeMap::new(),
             tasks: JoinSet::new(),
             asks: JoinSet::new(),
+            recreated: Vec::new(),
             last_error: None,
             refresh_at: None,
             refresh_backoff: Backoff::until(None),
@@ -567,6 +570,30 @@ impl Consumer {
             .iter()
             .position(|t| t.name == name)
             .is_some_and(|t| self.parts.contains_key(&(t, p)))
+    }
+
+    /// The topics seen deleted and created again (a new topic id) since the last call: positions
+    /// of theirs held elsewhere are in the old log and mean nothing in the new one.
+    pub fn take_recreated(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.recreated)
+    }
+
+    /// Where partition `p` of topic `name` is read next; `None` while its start is not known yet
+    /// (or it is not assigned).
+    pub fn next_offset_of(&self, name: &str, p: i32) -> Option<i64> {
+        let t = self.topics.iter().position(|t| t.name == name)?;
+        self.parts
+            .get(&(t, p))
+            .filter(|s| s.pending.is_none())
+            .map(|s| s.offset)
+    }
+
+    /// The id topic `name` had when it was last read (all zeros when the broker gives none).
+    pub fn topic_id(&self, name: &str) -> Option<[u8; 16]> {
+        self.topics
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.meta.id)
     }
 
     /// Whether any partition is assigned.
@@ -1056,6 +1083,9 @@ impl Consumer {
             return Ok(false);
         }
         let name = self.topics[i].name.clone();
+        if self.recreated.len() < 1024 && !self.recreated.contains(&name) {
+            self.recreated.push(name.clone());
+        }
         let meta = self.topics[i].meta.clone();
         let (ps, gone): (Vec<i32>, Vec<i32>) = self
             .parts

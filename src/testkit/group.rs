@@ -42,7 +42,7 @@ pub(super) struct Group {
     /// The generation whose assignments the leader has brought.
     synced: Option<i32>,
     assignments: HashMap<String, Bytes>,
-    offsets: BTreeMap<(String, i32), i64>,
+    pub(super) offsets: BTreeMap<(String, i32), i64>,
 }
 
 #[derive(Debug)]

@@ -264,6 +264,10 @@ impl FakeBroker {
             })
             .collect();
         st.topics.insert(name.to_string(), logs);
+        // Created again: as Kafka, the groups' offsets of the deleted topic go with it.
+        for g in st.groups.values_mut() {
+            g.offsets.retain(|(t, _), _| t != name);
+        }
         st.next_topic_id += 1;
         let id = st.next_topic_id;
         st.topic_ids.insert(name.to_string(), id);
