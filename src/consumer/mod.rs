@@ -32,8 +32,13 @@ pub use offsets::{list_offsets, list_offsets_as, EARLIEST, LATEST};
 use offsets::{list_offsets_pass, Ask};
 pub use start::StartOffset;
 
-/// Fetch version: 12, the last that names topics (Kafka 2.7+; 4.x still serves it).
-const FETCH_VERSIONS: VersionRange = VersionRange { min: 12, max: 12 };
+/// Fetch versions: 13 names topics by id (Kafka 3.1+), so a fetch of a topic deleted and created
+/// again under its name fails with UNKNOWN_TOPIC_ID instead of reading the new topic's records at the
+/// old position (t29 F3: they were printed, then read again from the new log's start). 12, the last
+/// that names topics, for older brokers and for a topic whose broker gave no id.
+const FETCH_VERSIONS: VersionRange = VersionRange { min: 12, max: 13 };
+/// The last Fetch version that names topics.
+const FETCH_BY_NAME: VersionRange = VersionRange { min: 12, max: 12 };
 
 /// Fetch sizes and waits.
 #[derive(Debug, Clone)]
@@ -147,8 +152,9 @@ struct TopicState {
 }
 
 type Key = (usize, i32);
-/// A fetch's answer: the leader, what was asked (partition and offset), and the response.
-type FetchOutcome = (i32, Vec<(Key, i64)>, Result<FetchResponse>);
+/// A fetch's answer: the leader, what was asked (partition and offset), and the response with the
+/// version it was asked in.
+type FetchOutcome = (i32, Vec<(Key, i64)>, Result<(FetchResponse, i16)>);
 /// A waiting partitions' bounds ask: the topic index, the partitions, when it was sent, and the
 /// bounds of those that answered with the last retriable failure of the others.
 type AskOutcome = (
@@ -169,6 +175,9 @@ pub struct Consumer {
     asks: JoinSet<AskOutcome>,
     /// Topics seen deleted and created again since [`Consumer::take_recreated`] was last called.
     recreated: Vec<String>,
+    /// The ids of topics that were deleted and created again: a fetch asked by such an id before the
+    /// change was seen is answered by it (the most recent 1,024).
+    retired_ids: Vec<[u8; 16]>,
     /// The last fetch failure, for the notice and the give-up line.
     last_error: Option<Error>,
     /// Metadata is not asked for again before this, after a failure (paced by `refresh_backoff`).
@@ -197,6 +206,7 @@ impl Consumer {
             tasks: JoinSet::new(),
             asks: JoinSet::new(),
             recreated: Vec::new(),
+            retired_ids: Vec::new(),
             last_error: None,
             refresh_at: None,
             refresh_backoff: Backoff::until(None),
@@ -699,7 +709,7 @@ impl Consumer {
         // began (time its caller spent away is not the broker's).
         let sent = sent.max(waited_from.unwrap_or_else(Instant::now));
         let keys: Vec<Key> = asked.iter().map(|(k, _)| *k).collect();
-        let resp = match resp {
+        let (resp, version) = match resp {
             Ok(r) => r,
             Err(e) if e.is_retriable() => {
                 crate::log::debug(format_args!("fetch from broker {leader} failed: {e}"));
@@ -720,7 +730,7 @@ impl Consumer {
             }
             return Err(e);
         }
-        let out = self.take_response(resp, &asked, sent).await?;
+        let out = self.take_response(resp, version, &asked, sent).await?;
         // Keep the broker busy: the next fetch leaves before the caller decodes this one.
         // Partitions without a leader are taken up by the next poll's dispatch.
         let _ = self.dispatch();
@@ -894,10 +904,12 @@ impl Consumer {
         }
     }
 
-    /// The partitions' data in a response, believing only what was asked for.
+    /// The partitions' data in a response, believing only what was asked for. From version 13 the
+    /// response names topics by id: an id asked for is the topic as it was when asked.
     async fn take_response(
         &mut self,
         resp: FetchResponse,
+        version: i16,
         asked: &[(Key, i64)],
         sent: Instant,
     ) -> Result<Vec<Fetched>> {
@@ -905,13 +917,28 @@ impl Consumer {
         let mut stale: Option<Error> = None;
         let mut stale_keys: Vec<Key> = Vec::new();
         for t in resp.responses {
-            let name = t.topic.0.to_string();
+            let id = *t.topic_id.as_bytes();
+            let ours = asked.iter().map(|((ti, _), _)| *ti).find(|&ti| {
+                let ts = &self.topics[ti];
+                if version >= 13 {
+                    ts.meta.id == id
+                } else {
+                    ts.name == t.topic.0.as_str()
+                }
+            });
+            let name = match ours {
+                Some(ti) => self.topics[ti].name.clone(),
+                // Asked for before the topic was seen created again: that topic is gone.
+                None if version >= 13 && self.retired_ids.contains(&id) => continue,
+                None if version >= 13 => t.topic_id.to_string(),
+                None => t.topic.0.to_string(),
+            };
             for pd in t.partitions {
                 let p = pd.partition_index;
                 let key = asked
                     .iter()
                     .copied()
-                    .find(|((ti, pi), _)| *pi == p && self.topics[*ti].name == name);
+                    .find(|((ti, pi), _)| *pi == p && Some(*ti) == ours);
                 let Some((key, at)) = key else {
                     self.warn_once(
                         format!("foreign:{name}:{p}"),
@@ -1082,6 +1109,10 @@ impl Consumer {
         if !recreated {
             return Ok(false);
         }
+        if self.retired_ids.len() >= 1024 {
+            self.retired_ids.remove(0);
+        }
+        self.retired_ids.push(old);
         let name = self.topics[i].name.clone();
         if self.recreated.len() < 1024 && !self.recreated.contains(&name) {
             self.recreated.push(name.clone());
@@ -1240,6 +1271,12 @@ impl Consumer {
         }
         for (leader, keys) in by_leader {
             let req = self.request(&keys);
+            // By id when every topic asked for has one (a broker before 2.8 gives none).
+            let versions = if keys.iter().all(|k| self.topics[k.0].meta.id != [0; 16]) {
+                FETCH_VERSIONS
+            } else {
+                FETCH_BY_NAME
+            };
             let mut asked = Vec::with_capacity(keys.len());
             for k in &keys {
                 if let Some(s) = self.parts.get_mut(k) {
@@ -1253,7 +1290,7 @@ impl Consumer {
             self.tasks.spawn(async move {
                 let r = async {
                     let conn = cluster.broker(leader, None).await?;
-                    let version = conn.version::<FetchRequest>(FETCH_VERSIONS)?;
+                    let version = conn.version::<FetchRequest>(versions)?;
                     // The broker may hold the request for max_wait_ms before answering.
                     // A fetch is answered within its wait: one held FETCH_ANSWER_WITHIN past it
                     // fails, and the metadata refresh that follows finds the new leader (t12: a
@@ -1261,7 +1298,7 @@ impl Consumer {
                     // --timeout, while Kafka had moved its partitions in 11-22 s).
                     let quick = Instant::now() + FETCH_ANSWER_WITHIN + wait;
                     let until = (conn.request_deadline(None) + wait).min(quick);
-                    Ok(conn.call(&req, version, until).await?)
+                    Ok((conn.call(&req, version, until).await?, version))
                 }
                 .await;
                 (leader, asked, r)
@@ -1287,8 +1324,10 @@ impl Consumer {
             match topics.iter_mut().find(|ft| ft.topic.0.as_str() == name) {
                 Some(ft) => ft.partitions.push(fp),
                 None => {
+                    // Both: the version chosen for the broker encodes one of them.
                     let mut ft = FetchTopic::default();
                     ft.topic = TopicName(StrBytes::from_string(name.clone()));
+                    ft.topic_id = uuid::Uuid::from_bytes(self.topics[t].meta.id);
                     ft.partitions.push(fp);
                     topics.push(ft);
                 }

@@ -15,7 +15,7 @@ impl FakeBroker {
         let mut r = ApiVersionsResponse::default();
         for (k, min, max) in [
             (ApiKey::Produce, 3, 12),
-            (ApiKey::Fetch, 4, 12),
+            (ApiKey::Fetch, 4, 13),
             (ApiKey::ListOffsets, 1, 7),
             (ApiKey::Metadata, 0, 12),
             (ApiKey::ApiVersions, 0, 3),
@@ -348,7 +348,19 @@ impl FakeBroker {
         for t in req.topics {
             let mut tr = fetch_response::FetchableTopicResponse::default();
             tr.topic = t.topic.clone();
-            let logs = st.topics.get(&t.topic.0.to_string());
+            tr.topic_id = t.topic_id;
+            // From v13 the topic is named by its id (the name is empty): one not known, or of a
+            // topic deleted since, is UNKNOWN_TOPIC_ID, as Kafka answers.
+            let by_id = !t.topic_id.is_nil();
+            let name = if by_id {
+                st.topic_ids
+                    .iter()
+                    .find(|(_, id)| **id == t.topic_id.as_u128())
+                    .map(|(n, _)| n.clone())
+            } else {
+                Some(t.topic.0.to_string())
+            };
+            let logs = name.and_then(|n| st.topics.get(&n));
             for p in &t.partitions {
                 let mut pd = fetch_response::PartitionData::default();
                 pd.partition_index = p.partition;
@@ -356,6 +368,7 @@ impl FakeBroker {
                 pd.log_start_offset = -1;
                 pd.preferred_read_replica = BrokerId(-1);
                 match logs.and_then(|l| l.get(p.partition as usize)) {
+                    None if by_id && logs.is_none() => pd.error_code = 100,
                     None => pd.error_code = 3,
                     Some(log) if log.leader != node => pd.error_code = 6,
                     Some(_) if error.is_some() => pd.error_code = error.unwrap_or(0),

@@ -93,6 +93,14 @@ const FETCH_V12: &[F] = &[
     Arr(&[Str, Arr(FETCH_PARTITION), NO_TAGS]),
     Tags(&[(0, &[Arr(NODE_ENDPOINT)])]),
 ];
+/// v13 names each topic by its id.
+const FETCH_V13: &[F] = &[
+    I32,
+    I16,
+    I32,
+    Arr(&[Uuid, Arr(FETCH_PARTITION), NO_TAGS]),
+    Tags(&[(0, &[Arr(NODE_ENDPOINT)])]),
+];
 
 const LIST_OFFSETS_V6: &[F] = &[
     I32,
@@ -301,6 +309,7 @@ pub(super) fn layout(api: ApiKey, version: i16) -> Option<&'static [F]> {
         (ApiKey::Metadata, 11..=12) => METADATA_V11,
         (ApiKey::Produce, 9..=12) => PRODUCE_V9,
         (ApiKey::Fetch, 12) => FETCH_V12,
+        (ApiKey::Fetch, 13) => FETCH_V13,
         (ApiKey::ListOffsets, 6..=7) => LIST_OFFSETS_V6,
         (ApiKey::DescribeProducers, 0) => DESCRIBE_PRODUCERS_V0,
         (ApiKey::InitProducerId, 2..=5) => INIT_PRODUCER_ID_V2,

@@ -464,3 +464,43 @@ fn describe_producers_v0() {
             ])]);
     assert_layout_matches(ApiKey::DescribeProducers, 0, &resp);
 }
+
+fn fetch_response(version: i16) -> kafka_protocol::messages::FetchResponse {
+    use kafka_protocol::messages::fetch_response as fr;
+    let partition = |i: i32, records: Option<Bytes>| {
+        fr::PartitionData::default()
+            .with_partition_index(i)
+            .with_high_watermark(40)
+            .with_last_stable_offset(38)
+            .with_log_start_offset(3)
+            .with_aborted_transactions(Some(vec![fr::AbortedTransaction::default()
+                .with_producer_id(kafka_protocol::messages::ProducerId(9))
+                .with_first_offset(12)]))
+            .with_preferred_read_replica(BrokerId(-1))
+            .with_records(records)
+    };
+    let mut topic = fr::FetchableTopicResponse::default().with_partitions(vec![
+        partition(0, Some(Bytes::from_static(b"0123456789"))),
+        partition(1, None).with_error_code(100),
+    ]);
+    if version >= 13 {
+        topic = topic.with_topic_id(uuid::Uuid::from_u128(0x1234_5678_9abc_def0));
+    } else {
+        topic = topic.with_topic(s("logs").into());
+    }
+    kafka_protocol::messages::FetchResponse::default()
+        .with_throttle_time_ms(1)
+        .with_session_id(0)
+        .with_responses(vec![topic])
+}
+
+#[test]
+fn fetch_v12_to_v13() {
+    assert_layout_matches(ApiKey::Fetch, 12, &fetch_response(12));
+    assert_layout_matches(ApiKey::Fetch, 13, &fetch_response(13));
+    // A v12 body (a topic name) read as v13 (a 16-byte id) does not pass.
+    let mut buf = BytesMut::new();
+    fetch_response(12).encode(&mut buf, 12).unwrap();
+    assert!(check_body(ApiKey::Fetch, 13, &buf).is_err());
+    assert!(!is_checked(ApiKey::Fetch, 14));
+}
