@@ -31,7 +31,8 @@ use crate::cluster::Cluster;
 use crate::error::{Code, Error, Result};
 
 /// How often an offset fetch refused with STALE_MEMBER_EPOCH (the member's epoch moved on
-/// meanwhile) is asked again as the member is now.
+/// meanwhile), UNKNOWN_MEMBER_ID or FENCED_MEMBER_EPOCH (fenced meanwhile) is asked again as the
+/// member is now.
 const STALE_RETRIES: u32 = 10;
 
 /// Which group protocol to speak.
@@ -267,9 +268,11 @@ impl Member {
             match offsets::fetch(&self.offsets, Some(&topics), gen.as_ref(), deadline).await {
                 // The member's epoch moved on while the request went (a new assignment came in the
                 // same moment): asked again as the member is now (t21 run: two members of three
-                // ended at STALE_MEMBER_EPOCH).
+                // ended at STALE_MEMBER_EPOCH). So when the coordinator fenced the member meanwhile:
+                // the heartbeat rejoins, and the offsets are asked as the member is then (a member
+                // ended at UNKNOWN_MEMBER_ID, its topic deleted and created again under it).
                 Err(Error::Kafka {
-                    code: Code::StaleMemberEpoch,
+                    code: Code::StaleMemberEpoch | Code::UnknownMemberId | Code::FencedMemberEpoch,
                     ..
                 }) if stale < STALE_RETRIES => {
                     stale += 1;

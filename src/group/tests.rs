@@ -385,6 +385,14 @@ async fn committed_waits_out_a_loading_coordinator_and_reports_a_refusal() {
     b.misbehave_times(rule(ApiKey::OffsetFetch, 14), 2);
     assert_eq!(m.committed(&all()).await.unwrap(), offs);
     assert_eq!(b.requests(ApiKey::OffsetFetch), 3);
+    // Fenced while it asked (UNKNOWN_MEMBER_ID, FENCED_MEMBER_EPOCH): asked again as the member is
+    // then, not an end (a member ended at UNKNOWN_MEMBER_ID).
+    for fenced in [25, 110] {
+        let before = b.requests(ApiKey::OffsetFetch);
+        b.misbehave_times(rule(ApiKey::OffsetFetch, fenced), 1);
+        assert_eq!(m.committed(&all()).await.unwrap(), offs);
+        assert_eq!(b.requests(ApiKey::OffsetFetch) - before, 2);
+    }
     b.misbehave_times(rule(ApiKey::OffsetFetch, 30), 1);
     let e = m.committed(&all()).await.unwrap_err();
     assert_eq!(e.code(), Some(Code::GroupAuthorizationFailed), "{e}");
