@@ -275,9 +275,34 @@ pub async fn respond<S: AsyncWrite + Unpin>(
     respond_with(s, code, kind, "", body).await
 }
 
+/// The header line a 405 answer carries: the methods the servers take.
+pub const ALLOW: &str = "Allow: GET, HEAD\r\n";
+
 /// [`respond`] with more header lines (`extra`: each ending in `\r\n`).
 pub async fn respond_with<S: AsyncWrite + Unpin>(
     s: &mut S,
+    code: u16,
+    kind: &str,
+    extra: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
+    respond_to(s, true, code, kind, extra, body).await
+}
+
+/// The answer to a HEAD request: [`respond_with`]'s header lines (the length of `body`), without it.
+pub async fn respond_head<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    code: u16,
+    kind: &str,
+    extra: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
+    respond_to(s, false, code, kind, extra, body).await
+}
+
+async fn respond_to<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    with_body: bool,
     code: u16,
     kind: &str,
     extra: &str,
@@ -289,7 +314,9 @@ pub async fn respond_with<S: AsyncWrite + Unpin>(
         body.len()
     );
     s.write_all(head.as_bytes()).await?;
-    s.write_all(body).await?;
+    if with_body {
+        s.write_all(body).await?;
+    }
     s.shutdown().await
 }
 

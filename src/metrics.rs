@@ -154,29 +154,39 @@ async fn answer(
         return http::respond(s, 400, text, b"bad request\n").await;
     };
     if req.method != "GET" && req.method != "HEAD" {
-        return http::respond(s, 405, text, b"only GET\n").await;
+        return http::respond_with(s, 405, text, http::ALLOW, b"only GET and HEAD\n").await;
     }
-    match req.path.as_str() {
+    let (code, kind, body): (u16, &str, Vec<u8>) = match req.path.as_str() {
         "/metrics" => {
             let (tx, rx) = oneshot::channel();
             if asks.send(Ask::Metrics(tx)).await.is_err() {
-                return http::respond(s, 503, text, b"stopping\n").await;
+                (503, text, b"stopping\n".to_vec())
+            } else {
+                let body = rx.await.unwrap_or_default();
+                (
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    body.into_bytes(),
+                )
             }
-            let body = rx.await.unwrap_or_default();
-            let kind = "text/plain; version=0.0.4; charset=utf-8";
-            http::respond(s, 200, kind, body.as_bytes()).await
         }
         "/healthz" => {
             let (tx, rx) = oneshot::channel();
             if asks.send(Ask::Health(tx)).await.is_err() {
-                return http::respond(s, 503, text, b"stopping\n").await;
-            }
-            match rx.await.unwrap_or(Err("stopping".into())) {
-                Ok(()) => http::respond(s, 200, text, b"ok\n").await,
-                Err(why) => http::respond(s, 503, text, format!("{why}\n").as_bytes()).await,
+                (503, text, b"stopping\n".to_vec())
+            } else {
+                match rx.await.unwrap_or(Err("stopping".into())) {
+                    Ok(()) => (200, text, b"ok\n".to_vec()),
+                    Err(why) => (503, text, format!("{why}\n").into_bytes()),
+                }
             }
         }
-        _ => http::respond(s, 404, text, b"try /metrics or /healthz\n").await,
+        _ => (404, text, b"try /metrics or /healthz\n".to_vec()),
+    };
+    // HEAD: the same status and headers without the body (a probe asking HEAD got the body too).
+    match req.method.as_str() {
+        "HEAD" => http::respond_head(s, code, kind, "", &body).await,
+        _ => http::respond(s, code, kind, &body).await,
     }
 }
 
@@ -226,11 +236,11 @@ mod tests {
                 }
             }
         });
-        let get = |path: &'static str| {
+        let ask = |method: &'static str, path: &'static str| {
             let addr = addr.clone();
             async move {
                 let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-                s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
                     .await
                     .unwrap();
                 let mut out = String::new();
@@ -238,6 +248,19 @@ mod tests {
                 out
             }
         };
+        let get = |path: &'static str| ask("GET", path);
+        // HEAD: the status and headers, with the length the body would have, and no body.
+        let h = ask("HEAD", "/healthz").await;
+        assert!(
+            h.starts_with("HTTP/1.1 503") && h.contains("Content-Length: 11\r\n"),
+            "{h}"
+        );
+        assert!(h.ends_with("\r\n\r\n"), "{h}");
+        let h = ask("POST", "/metrics").await;
+        assert!(
+            h.starts_with("HTTP/1.1 405") && h.contains("Allow: GET, HEAD\r\n"),
+            "{h}"
+        );
         assert!(get("/metrics").await.ends_with("\r\n\r\nm 1\n"));
         let h = get("/healthz").await;
         assert!(

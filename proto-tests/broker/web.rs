@@ -397,6 +397,10 @@ fn web_on_loopback_without_a_token_answers_only_to_local_names() {
     };
     assert_eq!(raw("GET /api/topics HTTP/1.1\r\n\r\n"), "400");
     assert_eq!(raw("GET /api/topics HTTP/1.0\r\n\r\n"), "200");
+    // HEAD for a probe of /healthz (t29 F8: 405) and of the page; the data answers stay GET only.
+    assert_eq!(raw("HEAD /healthz HTTP/1.0\r\n\r\n"), "200");
+    assert_eq!(raw("HEAD / HTTP/1.0\r\n\r\n"), "200");
+    assert_eq!(raw("HEAD /api/topics HTTP/1.0\r\n\r\n"), "405");
     let _ = child.kill();
     let _ = child.wait();
     // With a token, any name (a proxy's, the machine's) is fine; the scheme's case is not checked.

@@ -139,8 +139,16 @@ impl Server {
             _ => return http::respond(s, 400, "text/plain", b"bad request\n").await,
         };
         reading.done();
-        if req.method != "GET" {
-            return http::respond(s, 405, "text/plain", b"only GET\n").await;
+        // HEAD for the page and /healthz (a probe may ask HEAD); the data answers are GET only.
+        let head = req.method == "HEAD";
+        let headable = matches!(req.path.as_str(), "/" | "/index.html" | "/healthz");
+        if req.method != "GET" && !(head && headable) {
+            let allow = if headable {
+                http::ALLOW
+            } else {
+                "Allow: GET\r\n"
+            };
+            return http::respond_with(s, 405, "text/plain", allow, b"only GET\n").await;
         }
         // A repeated Host or token: which one counts would differ between us and a proxy in front
         // (RFC 9112 asks for a 400 on a repeated Host).
@@ -197,8 +205,13 @@ impl Server {
         match req.path.as_str() {
             "/" | "/index.html" => {
                 let extra = page_headers();
-                http::respond_with(s, 200, "text/html; charset=utf-8", extra, PAGE.as_bytes()).await
+                let kind = "text/html; charset=utf-8";
+                match head {
+                    true => http::respond_head(s, 200, kind, extra, PAGE.as_bytes()).await,
+                    false => http::respond_with(s, 200, kind, extra, PAGE.as_bytes()).await,
+                }
             }
+            "/healthz" if head => http::respond_head(s, 200, "text/plain", "", b"ok\n").await,
             "/healthz" => http::respond(s, 200, "text/plain", b"ok\n").await,
             "/api/topics" => {
                 let list: Vec<String> = self
