@@ -180,7 +180,10 @@ pub fn read_text_bounded(path: &std::path::Path, limit: u64) -> std::io::Result<
 /// A broker address as Kafka's clients take it: a listener's prefix dropped (`PLAINTEXT://k:9092`,
 /// as `bootstrap.servers` and `advertised.listeners` are often written; t28 F3: it was looked up as
 /// a host name until --timeout), a bare IPv6 address bracketed (`::1`, as kcat reads it), and
-/// Kafka's default port (9092) when it names none: `kafka1`, `[::1]`.
+/// Kafka's default port (9092) when it names none: `kafka1`, `[::1]`. A bare IPv6 address whose last
+/// group has five digits ends in a port (`::1:19092`: no group has five); one whose last group is
+/// four decimal digits is read as an address, and a warning says how to write a port. An unclosed
+/// `[` is left for [`check_broker`] to refuse as written.
 fn with_default_port(b: String) -> String {
     let b = match b.split_once("://") {
         Some((scheme, rest))
@@ -197,10 +200,25 @@ fn with_default_port(b: String) -> String {
         && b.bytes()
             .all(|c| c.is_ascii_hexdigit() || matches!(c, b':' | b'.' | b'%'));
     if v6 {
+        let (addr, last) = b.rsplit_once(':').unwrap_or((&b, ""));
+        let decimal = !last.is_empty() && last.bytes().all(|c| c.is_ascii_digit());
+        if decimal && last.len() >= 5 && addr.matches(':').count() >= 2 {
+            return format!("[{addr}]:{last}");
+        }
+        if decimal && last.len() == 4 {
+            crate::log::warn(format_args!(
+                "broker address '{}' is read as the IPv6 address {} on port 9092; for port {last} of {}, write [{}]:{last}",
+                crate::escape::Esc::str(&b),
+                crate::escape::Esc::str(&b),
+                crate::escape::Esc::str(addr),
+                crate::escape::Esc::str(addr)
+            ));
+        }
         return format!("[{b}]:9092");
     }
     let has_port = match b.strip_prefix('[') {
-        Some(v6) => v6.contains("]:"),
+        // `[::1]` only: anything else after '[' is checked as written.
+        Some(v6) => !v6.ends_with(']'),
         None => b.contains(':'),
     };
     match has_port {
@@ -217,11 +235,25 @@ fn per_attempt(total: Duration) -> Duration {
 
 /// Whether `host:port` (with the port added) could name a broker: a host, and a port from 1 to 65535.
 fn check_broker(b: &str) -> Result<(), String> {
+    let shown = crate::escape::Esc::str(b);
     let (host, port) = match b.strip_prefix('[') {
-        Some(v6) => v6.split_once("]:").unwrap_or((v6, "")),
+        Some(v6) => match v6.split_once(']') {
+            Some((host, rest)) => match rest.strip_prefix(':') {
+                Some(port) => (host, port),
+                None => {
+                    return Err(format!(
+                        "broker address '{shown}': after an IPv6 address in brackets comes ':' and the port ([::1]:9092)"
+                    ))
+                }
+            },
+            None => {
+                return Err(format!(
+                    "broker address '{shown}' has no closing ']' (an IPv6 address is written [::1]:9092)"
+                ))
+            }
+        },
         None => b.rsplit_once(':').unwrap_or((b, "")),
     };
-    let shown = crate::escape::Esc::str(b);
     if host.is_empty() {
         return Err(format!(
             "broker address '{shown}' has no host (-b host:port)"
@@ -547,6 +579,26 @@ mod tests {
         }
         // Not a listener's name: left for check_broker to refuse.
         assert_eq!(with_default_port("a b://k:1".into()), "a b://k:1");
+        // Five digits are no IPv6 group: a port. Four are read as a group (warned).
+        assert_eq!(with_default_port("::1:19092".into()), "[::1]:19092");
+        assert_eq!(
+            with_default_port("fd00::5:9092".into()),
+            "[fd00::5:9092]:9092"
+        );
+        // An unclosed bracket is refused as written (t29 F8: shown as '[::1:9092').
+        assert_eq!(with_default_port("[::1".into()), "[::1");
+        let e = check_broker(&with_default_port("[::1".into())).unwrap_err();
+        assert_eq!(
+            e,
+            "broker address '[::1' has no closing ']' (an IPv6 address is written [::1]:9092)"
+        );
+        let e = check_broker(&with_default_port("[::1]x".into())).unwrap_err();
+        assert!(
+            e.starts_with("broker address '[::1]x': after an IPv6"),
+            "{e}"
+        );
+        assert!(check_broker("[::1]:9093").is_ok());
+        assert!(check_broker("[::1]:").is_err());
         let e = check_topic_arg("^logs-.*").unwrap_err().to_string();
         assert!(e.contains("not patterns"), "{e}");
         let e = check_topic_arg("logs-{file_stem}").unwrap_err().to_string();
