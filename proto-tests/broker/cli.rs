@@ -1216,6 +1216,19 @@ fn a_file_is_produced_through_its_map_exactly_as_through_a_pipe() {
         err.contains(&format!("--file {} is a directory", d.display())) && err.lines().count() == 1,
         "{err}"
     );
+    // So is one that does not exist (t29 F8: exit 1).
+    let missing = d.join("missing.log");
+    let out = shipper(
+        &b,
+        &["produce", &proc_topic, "--file", missing.to_str().unwrap()],
+        b"",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!("shipper: error: --file {}: no such file", missing.display())
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 

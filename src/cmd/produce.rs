@@ -158,9 +158,14 @@ impl Input {
     fn open(file: Option<&std::path::Path>) -> anyhow::Result<Input> {
         use std::os::fd::AsFd;
         let f = match file {
-            Some(p) => {
-                std::fs::File::open(p).with_context(|| format!("cannot open {}", Esc::path(p)))?
-            }
+            // One that does not exist is a wrong --file, as a directory is (usage, exit 2; t29 F8:
+            // exit 1 where a directory was 2); one that cannot be read is a failure.
+            Some(p) => match std::fs::File::open(p) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return usage(format!("--file {}: no such file", Esc::path(p)));
+                }
+                r => r.with_context(|| format!("cannot open {}", Esc::path(p)))?,
+            },
             None => match std::io::stdin().as_fd().try_clone_to_owned() {
                 Ok(fd) => std::fs::File::from(fd),
                 Err(_) => return Ok(Input::Read(Box::new(std::io::stdin()))),
