@@ -185,17 +185,8 @@ pub fn read_text_bounded(path: &std::path::Path, limit: u64) -> std::io::Result<
 /// four decimal digits is read as an address, and a warning says how to write a port. An unclosed
 /// `[` is left for [`check_broker`] to refuse as written.
 fn with_default_port(b: String) -> String {
-    let b = match b.split_once("://") {
-        Some((scheme, rest))
-            if !scheme.is_empty()
-                && scheme
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || c == b'_') =>
-        {
-            rest.to_string()
-        }
-        _ => b,
-    };
+    // Its prefix was checked by `security::resolve` (a protocol, or refused).
+    let b = security::split_listener(&b).1.to_string();
     let v6 = b.matches(':').count() >= 2
         && b.bytes()
             .all(|c| c.is_ascii_hexdigit() || matches!(c, b':' | b'.' | b'%'));
@@ -577,8 +568,6 @@ mod tests {
         ] {
             assert_eq!(with_default_port(given.into()), taken);
         }
-        // Not a listener's name: left for check_broker to refuse.
-        assert_eq!(with_default_port("a b://k:1".into()), "a b://k:1");
         // Five digits are no IPv6 group: a port. Four are read as a group (warned).
         assert_eq!(with_default_port("::1:19092".into()), "[::1]:19092");
         assert_eq!(

@@ -497,13 +497,23 @@ fn password(
     Ok(pw.map(Secret::new))
 }
 
+/// A broker address split at its listener's prefix: (`Some("SASL_SSL")`, `"k:9095"`) for
+/// `SASL_SSL://k:9095`, (`None`, the address) without one. The one parse of the prefix:
+/// [`resolve`] checks it names a protocol, and the address is then taken without it.
+pub(crate) fn split_listener(b: &str) -> (Option<&str>, &str) {
+    match b.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, b),
+    }
+}
+
 /// The security protocol the broker addresses name by a listener's prefix (`SASL_SSL://k:9095`),
 /// if any: all of them the same one, and one Kafka has (t29 F7: dropped and ignored, `SASL_SSL://`
 /// connected in plaintext and sent a PLAIN password in the clear).
 fn listener_protocol(brokers: &str) -> anyhow::Result<Option<Protocol>> {
     let mut named: Option<(Protocol, &str)> = None;
     for b in brokers.split(',').map(str::trim).filter(|b| !b.is_empty()) {
-        let Some((scheme, _)) = b.split_once("://") else {
+        let (Some(scheme), _) = split_listener(b) else {
             continue;
         };
         let Some(p) = Protocol::parse(scheme) else {
