@@ -50,7 +50,7 @@ pub enum ConnError {
         addr: String,
     },
     /// No response came in time.
-    #[error("broker {}: no response to {api} within {ms} ms{}", Esc::str(.addr), first_request_hint(.addr, .api))]
+    #[error("broker {}: {}{}", Esc::str(.addr), timeout_text(.api, *.ms), first_request_hint(.addr, .api))]
     Timeout {
         /// The broker address.
         addr: String,
@@ -183,6 +183,15 @@ fn connect_hint(addr: &str) -> &'static str {
         "a broker of the cluster: restarting, or down?"
     } else {
         "is Kafka running there? check -b/--brokers (or the config file's brokers)"
+    }
+}
+
+/// "no response to Fetch within 30000 ms"; with no time at all (the operation's deadline had passed
+/// before the request could be sent), that (t30 F1: "within 0 ms").
+fn timeout_text(api: &str, ms: u64) -> String {
+    match ms {
+        0 => format!("no time was left to send {api} (the operation's deadline had passed)"),
+        ms => format!("no response to {api} within {ms} ms"),
     }
 }
 

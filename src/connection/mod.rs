@@ -503,6 +503,15 @@ impl Connection {
         until: Instant,
         api: &'static str,
     ) -> Result<tokio::sync::MutexGuard<'_, Writer>, ConnError> {
+        // A deadline already past: not sent (its answer would be waited for 0 ms, and the
+        // connection closed under the other requests on it, for a timeout that is not the broker's).
+        if until <= Instant::now() {
+            return Err(ConnError::Timeout {
+                addr: self.addr().to_string(),
+                api,
+                ms: 0,
+            });
+        }
         tokio::time::timeout_at(until, self.shared.writer.lock())
             .await
             .map_err(|_| ConnError::Timeout {

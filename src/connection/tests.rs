@@ -19,6 +19,30 @@ async fn connected(t: &crate::testkit::FakeTransport, broker: &FakeBroker) -> Co
         .unwrap()
 }
 
+/// A request whose deadline has passed is not sent: the connection stays open for the others, and
+/// the error says no time was left (t30 F1: "no response to FindCoordinator within 0 ms", and the
+/// connection closed).
+#[tokio::test(start_paused = true)]
+async fn a_request_past_its_deadline_is_not_sent_and_closes_nothing() {
+    let broker = FakeBroker::new(1);
+    let t = broker.transport();
+    let conn = connected(&t, &broker).await;
+    let before = broker.requests(ApiKey::Metadata);
+    let req = kafka_protocol::messages::MetadataRequest::default();
+    let until = Instant::now();
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let e = conn.call(&req, 12, until).await.unwrap_err();
+    assert!(matches!(e, ConnError::Timeout { ms: 0, .. }), "{e}");
+    assert!(
+        e.to_string().contains("no time was left to send Metadata"),
+        "{e}"
+    );
+    assert!(!conn.is_closed());
+    let later = conn.request_deadline(None);
+    assert!(conn.call(&req, 12, later).await.is_ok());
+    assert_eq!(broker.requests(ApiKey::Metadata) - before, 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_silent_broker_times_out_and_the_connection_is_closed_not_leaked() {
     let broker = FakeBroker::new(1);
