@@ -147,18 +147,58 @@ pub async fn commit(
     let (resp, _) = coord
         .call(&req, OFFSET_COMMIT_VERSIONS, deadline, None, first)
         .await?;
-    for t in resp.topics {
-        for p in t.partitions {
+    let mut failed: Vec<(String, i32, Code)> = Vec::new();
+    let mut answered = 0usize;
+    for t in &resp.topics {
+        for p in &t.partitions {
+            answered += 1;
             if let Some(c) = code(p.error_code) {
-                return Err(Error::Kafka {
-                    api: "OffsetCommit",
-                    target: Target::Partition(t.name.0.to_string(), p.partition_index),
-                    code: c,
-                });
+                failed.push((t.name.0.to_string(), p.partition_index, c));
             }
         }
     }
-    Ok(())
+    match commit_error_target(coord.group(), &failed, answered) {
+        Some((target, code)) => Err(Error::Kafka {
+            api: "OffsetCommit",
+            target,
+            code,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// What a refused commit names: the group when every partition was refused alike for a reason of
+/// the group's (an ACL on it, a rebalance) or across topics, the topic when all of its partitions
+/// were, else the first partition refused (t30 F2: "partition 0" was said when the group's ACL
+/// refused the member's partitions 0 and 1).
+fn commit_error_target(
+    group: &str,
+    failed: &[(String, i32, Code)],
+    answered: usize,
+) -> Option<(Target, Code)> {
+    let (t, p, c) = failed.first()?;
+    let alike = failed.len() == answered && failed.iter().all(|(_, _, fc)| fc == c);
+    let one_topic = failed.iter().all(|(ft, _, _)| ft == t);
+    let of_the_group = matches!(
+        c,
+        Code::GroupAuthorizationFailed
+            | Code::CoordinatorNotAvailable
+            | Code::NotCoordinator
+            | Code::CoordinatorLoadInProgress
+            | Code::IllegalGeneration
+            | Code::UnknownMemberId
+            | Code::RebalanceInProgress
+            | Code::StaleMemberEpoch
+            | Code::FencedMemberEpoch
+            | Code::GroupIdNotFound
+    );
+    let target = match (alike, failed.len()) {
+        (_, 1) if !of_the_group => Target::Partition(t.clone(), *p),
+        (true, _) if of_the_group || !one_topic => Target::Group(group.to_string()),
+        (true, _) => Target::Topic(t.clone()),
+        (false, _) => Target::Partition(t.clone(), *p),
+    };
+    Some((target, *c))
 }
 
 /// Whether a commit failed only because the group moved on (a rebalance, a new epoch): expected now
@@ -174,4 +214,36 @@ pub fn is_stale(e: &Error) -> bool {
                 | Code::FencedMemberEpoch
         )
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_commit_names_what_was_refused() {
+        let f = |parts: &[(&str, i32, Code)]| -> Vec<(String, i32, Code)> {
+            parts
+                .iter()
+                .map(|(t, p, c)| (t.to_string(), *p, *c))
+                .collect()
+        };
+        let acl = Code::GroupAuthorizationFailed;
+        let said = |failed: &[(String, i32, Code)], answered| {
+            commit_error_target("g", failed, answered).map(|(t, _)| t.to_string())
+        };
+        // The group's ACL refused both partitions: the group, not "partition 0" (t30 F2).
+        let both = f(&[("t", 0, acl), ("t", 1, acl)]);
+        assert_eq!(said(&both, 2).as_deref(), Some("group 'g'"));
+        assert_eq!(said(&f(&[("t", 0, acl)]), 1).as_deref(), Some("group 'g'"));
+        let topic = Code::TopicAuthorizationFailed;
+        let all = f(&[("t", 0, topic), ("t", 1, topic)]);
+        assert_eq!(said(&all, 2).as_deref(), Some("topic 't'"));
+        let across = f(&[("t", 0, topic), ("u", 1, topic)]);
+        assert_eq!(said(&across, 2).as_deref(), Some("group 'g'"));
+        // Some refused, some not: the first refused.
+        let some = f(&[("t", 1, topic)]);
+        assert_eq!(said(&some, 2).as_deref(), Some("topic 't' partition 1"));
+        assert_eq!(said(&[], 2), None);
+    }
 }
