@@ -194,6 +194,10 @@ pub struct ProducerStats {
     pub request_errors: u64,
     /// Batches put back to be sent again.
     pub retries: u64,
+    /// Batches a Produce response refused, by Kafka's error name (`TOPIC_AUTHORIZATION_FAILED`,
+    /// `NOT_LEADER_OR_FOLLOWER`): a request answered whose every partition was refused is no
+    /// request error (t30 F3: 25 s of ACL refusals left every counter but the retries at 0).
+    pub partition_errors: std::collections::BTreeMap<String, u64>,
 }
 
 impl Default for ProducerStats {
@@ -208,6 +212,7 @@ impl Default for ProducerStats {
             requests: 0,
             request_errors: 0,
             retries: 0,
+            partition_errors: std::collections::BTreeMap::new(),
         }
     }
 }

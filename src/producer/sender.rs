@@ -53,6 +53,17 @@ pub(crate) enum Verdict {
 }
 
 impl Verdict {
+    /// The error of a batch not acknowledged.
+    pub(crate) fn error(&self) -> Option<&Error> {
+        match self {
+            Verdict::Acked { .. } => None,
+            Verdict::Retry { error, .. }
+            | Verdict::Refused(error)
+            | Verdict::ProducerState(error)
+            | Verdict::Permanent(error) => Some(error),
+        }
+    }
+
     fn of(error: Error) -> Verdict {
         match error.class() {
             Class::Retriable { refresh } => Verdict::Retry {

@@ -88,6 +88,13 @@ impl Producer {
             self.cluster.add_broker(id, addr);
         }
         for (f, v) in c.batches.into_iter().zip(verdicts) {
+            if let Some(code) = v.error().and_then(Error::code) {
+                *self
+                    .stats
+                    .partition_errors
+                    .entry(crate::error::name(code))
+                    .or_default() += 1;
+            }
             // `sent_at` stays until it is acknowledged: a failure counts from the send.
             self.acc.topics[f.topic].parts[f.partition as usize].in_flight = false;
             self.settle(f, v, out);

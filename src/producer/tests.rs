@@ -115,6 +115,11 @@ async fn not_leader_with_a_hint_goes_to_the_new_leader_without_a_metadata_refres
         "the hint spared a refresh"
     );
     assert_eq!(b.partition_values("t", 0), vec![b"x".to_vec()]);
+    // Counted by name, though the request itself was answered (t30 F3: nothing counted an ACL's
+    // refusals).
+    let s = p.stats();
+    assert_eq!(s.partition_errors.get("NOT_LEADER_OR_FOLLOWER"), Some(&1));
+    assert_eq!(s.request_errors, 0);
 }
 
 #[tokio::test(start_paused = true)]

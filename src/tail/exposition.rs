@@ -301,6 +301,18 @@ fn producer(e: &mut Exposition, v: &View<'_>) {
         "Produce requests that failed as a whole (connection, timeout).",
         s.request_errors,
     );
+    e.family(
+        "shipper_produce_partition_errors_total",
+        "counter",
+        "Batches a Produce response refused, by Kafka's error name (an ACL, a leader change, a record too large).",
+    );
+    for (error, n) in &s.partition_errors {
+        e.sample(
+            "shipper_produce_partition_errors_total",
+            &[("error", error)],
+            *n as f64,
+        );
+    }
     counter(
         e,
         "shipper_produce_retries_total",
