@@ -152,6 +152,14 @@ pub enum Error {
     },
 }
 
+/// Whether `e` comes from a closed pipe (`shipper consume t | head`): an end, not a failure.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// Kafka's name for a code, e.g. `NOT_LEADER_OR_FOLLOWER`.
 pub fn name(code: Code) -> String {
     let camel = match code {

@@ -8,13 +8,6 @@
 use shipper::cli::{Cli, Command};
 use shipper::cmd;
 
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
-}
-
 /// One malloc arena: shipper does its work on one thread, and glibc's per-thread arenas (the stdin
 /// reader, the checkpoint writer) only multiply memory held (measured: tail's peak RssAnon 17 -> 10 MiB).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -94,7 +87,7 @@ fn main() {
     });
     let code = match result {
         Ok(code) => code,
-        Err(e) if is_broken_pipe(&e) => 0,
+        Err(e) if shipper::error::is_broken_pipe(&e) => 0,
         Err(e) if e.downcast_ref::<shipper::settings::UsageError>().is_some() => {
             shipper::log::error(format_args!("{e:#}"));
             2

@@ -682,6 +682,20 @@ impl Reader {
                 }
             ));
         }
+        // A group member's failure is said before it commits and leaves, so that what the commit
+        // says follows its cause (t30 O2: "offsets not committed (... TOPIC_AUTHORIZATION_FAILED)"
+        // came before the error that ended the read); the exit code is then 1, unsaid again.
+        let said = match &result {
+            Err(e)
+                if self.member.is_some()
+                    && !crate::error::is_broken_pipe(e)
+                    && e.downcast_ref::<crate::settings::UsageError>().is_none() =>
+            {
+                crate::log::error(format_args!("{e:#}"));
+                true
+            }
+            _ => false,
+        };
         // Commits and leaves the group; a signal meanwhile stops at once (t19 F3: an unanswered
         // commit held the exit for 19 s, a second Ctrl-C ignored).
         let mut stop = std::pin::pin!(crate::tasks::stop_signal());
@@ -695,6 +709,9 @@ impl Reader {
                 "group '{}': stopped at once: the offsets may not be committed, and the group may not be left",
                 Esc::str(group.as_deref().unwrap_or_default())
             ));
+        }
+        if said {
+            return Ok(1);
         }
         result?;
         // The topics asked for, each once (not only those a fetch reached: `-o end -e` reads none).
