@@ -410,6 +410,47 @@ fn consume_in_a_group_stopped_by_an_error_commits_what_it_printed() {
     assert_eq!(b.committed_offset("g", "t", 0), Some(3), "{err}");
 }
 
+/// A commit refused for the same cause as the error that ended the read is said after it, and the
+/// error once (t30 O2: the commit's warning came first).
+#[test]
+fn consume_in_a_group_says_the_error_before_the_commit_it_spoiled() {
+    let (b, boot) = FakeBroker::start_tcp(1);
+    b.create_topic("t", 1);
+    b.append("t", 0, &[b"one"]);
+    let mut child = consume_from_fake(
+        &boot,
+        &[
+            "-G",
+            "g",
+            "-o",
+            "beginning",
+            "--commit-interval-ms",
+            "600000",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while b.committed_offset("g", "t", 0).is_none() && b.requests(ApiKey::Fetch) < 2 {
+        assert!(Instant::now() < deadline, "no fetch");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    b.misbehave(Misbehave::GroupError {
+        api: ApiKey::OffsetCommit,
+        code: 29,
+    });
+    b.misbehave(Misbehave::FetchError(29));
+    let status = wait_exit(&mut child, Duration::from_secs(20), || {});
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{err}");
+    let error = err.find("error: topic 't' partition 0: Fetch");
+    let commit = err.find("offsets not committed");
+    assert!(
+        error.is_some() && commit.is_some() && error < commit,
+        "the error first: {err}"
+    );
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+}
+
 /// Spawns `shipper consume t EXTRA...` against `boot`, standard output and error piped.
 fn consume_from_fake(boot: &str, extra: &[&str]) -> std::process::Child {
     Command::new(shipper_bin())
