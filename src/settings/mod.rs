@@ -250,6 +250,12 @@ fn check_broker(b: &str) -> Result<(), String> {
             "broker address '{shown}' has no host (-b host:port)"
         ));
     }
+    // Before the port: in `fe80::1%eth0` the last ':' is the address's (t29 F8: "the port '1%eth0'").
+    if b.contains('%') {
+        return Err(format!(
+            "broker address '{shown}': IPv6 zone ids ('%eth0') are not taken; name the broker by a host name or an address without one"
+        ));
+    }
     match port.parse::<u16>() {
         Ok(p) if p > 0 => Ok(()),
         _ => Err(format!(
@@ -587,6 +593,10 @@ mod tests {
             "{e}"
         );
         assert!(check_broker("[::1]:9093").is_ok());
+        for zoned in ["fe80::1%eth0", "[fe80::1%eth0]:9092", "fe80::1%2"] {
+            let e = check_broker(&with_default_port(zoned.into())).unwrap_err();
+            assert!(e.contains("zone ids"), "{zoned}: {e}");
+        }
         assert!(check_broker("[::1]:").is_err());
         let e = check_topic_arg("^logs-.*").unwrap_err().to_string();
         assert!(e.contains("not patterns"), "{e}");

@@ -503,19 +503,27 @@ impl Follower {
         if shipping.faulted || region.faulted() {
             drop(region);
             if file.metadata()?.len() < base + len as u64 {
+                // What was shipped before the fault moved the position: the bytes before it are
+                // not known now (nothing to check a copy against), rather than those of the old one.
+                if self.read_pos != base {
+                    self.before = Fingerprint::EMPTY;
+                }
                 return Ok(ReadResult::Truncated);
             }
             return Ok(ReadResult::BadPage {
                 offset: self.read_pos,
             });
         }
+        // The bytes before the new position, noted before a truncation is looked for: a copy the
+        // read goes on in is checked against them (t29 F5: noted only after, they were those before
+        // the old position, no copy matched them, and the whole copy was read again from its start).
+        if self.read_pos != base {
+            self.note_before(&file, &region, base)?;
+        }
         if !self.fingerprint.is_full() && !self.recheck_fingerprint()? {
             // Rewritten while we read it: what we read may be the new content's start, which the
             // restart from byte 0 reads again.
             return Ok(ReadResult::Truncated);
-        }
-        if self.read_pos != base {
-            self.note_before(&file, &region, base)?;
         }
         Ok(ReadResult::Lines {
             lines,
