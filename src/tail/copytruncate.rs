@@ -165,6 +165,12 @@ pub fn holds_up_to(file: &File, fp: Fingerprint, before: Fingerprint, pos: u64) 
     before_ok && line_ends_before(file, pos)
 }
 
+/// Whether `file`, of `len` bytes, starts with the bytes `fp` was taken of and ends with a line end:
+/// what a copy made of a file whose first bytes were `fp` before it grew to where it was read holds.
+pub fn holds_start_to_end(file: &File, fp: Fingerprint, len: u64) -> bool {
+    len > 0 && fp.len > 0 && starts_with(file, fp).unwrap_or(false) && line_ends_before(file, len)
+}
+
 /// Whether the byte before `pos` is a line end (we stopped reading at one).
 fn line_ends_before(file: &File, pos: u64) -> bool {
     let mut b = [0u8; 1];

@@ -197,6 +197,9 @@ struct Truncated {
     /// Where it was read to.
     pos: u64,
     at: Instant,
+    /// When its truncation was handled, by the wall clock file times are told in: a copy shorter
+    /// than `pos` modified later is not its copy.
+    noticed: SystemTime,
 }
 
 /// What created or renamed names call for ([`Engine::judge_names`]).
@@ -767,19 +770,31 @@ impl Engine {
     /// handled before it appeared ([`Engine::truncated_without_copy`]): named after it, of the same
     /// input, at least as long as it was read, starting with its first bytes and holding its bytes
     /// just before that position, with a line end there. It is read on from there (it was read from
-    /// its start: t27, every line of such a copy twice). One shorter is read from its start: a
-    /// duplicate rather than a line lost on a guess.
+    /// its start: t27, every line of such a copy twice).
+    ///
+    /// One shorter than where the file was read to is a copy made before the writer added the lines
+    /// read last: all of it was read. It is taken for that when it starts with the file's first bytes,
+    /// ends with a line end, and was last modified before the truncation was handled (a copy is
+    /// written before its original is truncated; a file of the next generation with the same first
+    /// bytes is written after). It is read from its end; it was read from its start (t29 F5: gzip
+    /// unlinks the copy before the truncation is handled, while a scan holds it open and brings it in
+    /// after: the whole copy twice).
     fn read_late_copy_on(&mut self, key: u64, file: &std::fs::File, size: u64, now: Instant) {
         self.truncated_without_copy
             .retain(|t| now.duration_since(t.at) < COPY_PATIENCE);
         let Some(f) = self.followers.get(&key) else {
             return;
         };
+        let modified = file.metadata().and_then(|m| m.modified()).ok();
         let Some(i) = self.truncated_without_copy.iter().rposition(|t| {
             t.input == f.input
-                && size >= t.pos
                 && super::copytruncate::could_be_copy(&t.path, &f.path)
-                && super::copytruncate::holds_up_to(file, t.fingerprint, t.before, t.pos)
+                && if size >= t.pos {
+                    super::copytruncate::holds_up_to(file, t.fingerprint, t.before, t.pos)
+                } else {
+                    modified.is_some_and(|m| m <= t.noticed)
+                        && super::copytruncate::holds_start_to_end(file, t.fingerprint, size)
+                }
         }) else {
             return;
         };
@@ -790,6 +805,16 @@ impl Engine {
             return;
         };
         f.size = size;
+        if size < t.pos {
+            if f.advance_to(size, false) {
+                self.routine.say(format_args!(
+                    "{}: a copy of {} made before its truncation (seen after it), shorter than that was read to: all of it was read",
+                    Esc::path(&f.path),
+                    Esc::path(&t.path)
+                ));
+            }
+            return;
+        }
         if f.advance_to(t.pos, false) {
             self.routine.say(format_args!(
                 "{}: a copy of {} made before its truncation (seen after it): read on from byte {}",
@@ -1543,6 +1568,7 @@ impl Engine {
                 before: old.before(),
                 pos: old.read_pos,
                 at: Instant::now(),
+                noticed: SystemTime::now(),
             });
         }
         // A copy that a pattern follows too is read by its own follower: if nothing of it was read
