@@ -99,10 +99,11 @@ pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
         .engine
         .limits
         .max_line_bytes
-        .min(producer.max_value_bytes(0, 0));
+        .min(producer.max_value_bytes());
     if max_line < s.engine.limits.max_line_bytes {
         crate::log::info(format_args!(
-            "lines longer than {max_line} bytes will be truncated (largest record the topic takes)"
+            "lines longer than {max_line} bytes will be truncated: the largest record --max-message-bytes {} lets shipper send (less its key and headers); raise it for longer lines, if the topic's max.message.bytes takes them",
+            producer.max_message_bytes()
         ));
     }
     s.engine.limits.max_line_bytes = max_line;

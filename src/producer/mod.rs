@@ -447,12 +447,28 @@ impl Producer {
         self.acc.is_empty() && self.tasks.is_empty() && self.pending.is_empty()
     }
 
-    /// The largest value (with the given key and headers) that fits in a batch of its own.
-    pub fn max_value_bytes(&self, key_len: usize, headers_len: usize) -> usize {
-        // Header, record length and field varints take at most ~40 bytes.
-        self.cfg
-            .max_message_bytes
-            .saturating_sub(records::BATCH_HEADER_BYTES + 40 + key_len + headers_len)
+    /// The largest record batch sent (`--max-message-bytes`).
+    pub fn max_message_bytes(&self) -> usize {
+        self.cfg.max_message_bytes
+    }
+
+    /// The largest value a record without key or headers can carry: alone in a batch, that batch is
+    /// at most `--max-message-bytes` (the check [`Producer::append`] makes). A key or headers take
+    /// their own bytes from it.
+    pub fn max_value_bytes(&self) -> usize {
+        let max = self.cfg.max_message_bytes;
+        // A lone record: timestamp and offset deltas 0, a null key, no headers.
+        let batch = |v: usize| {
+            let body = records::record_body_len(0, 0, None, Some(&[]), &[]) - 1
+                + records::varint_len(v as i64)
+                + v;
+            records::BATCH_HEADER_BYTES + records::varint_len(body as i64) + body
+        };
+        let mut v = max.saturating_sub(records::BATCH_HEADER_BYTES);
+        while v > 0 && batch(v) > max {
+            v -= 1;
+        }
+        v
     }
 
     /// Adds one record to topic `topic`. `token` comes back in the [`Delivery`] of its batch. Until the

@@ -169,6 +169,52 @@ async fn message_too_large_splits_until_the_refused_record_is_alone() {
     );
 }
 
+/// The largest value shipper says it sends (tail's line limit) is exactly the largest one a batch of
+/// `--max-message-bytes` holds: one byte more is refused. It was 29 bytes short (t31: tail cut lines
+/// that produce sent whole). A line with a key and headers that take its record past the limit is cut
+/// to fit, by what it was over, and arrives; it was skipped, in no topic and no dead letter (t31).
+#[tokio::test(start_paused = true)]
+async fn the_largest_value_fits_exactly_and_a_record_over_it_is_cut_to_fit() {
+    use crate::tail::sink::Sink;
+    for max in [1_048_588, 2_000, 200_000] {
+        let b = FakeBroker::new(1);
+        b.create_topic("t", 1);
+        let cfg = ProducerConfig {
+            max_message_bytes: max,
+            ..produce_config()
+        };
+        let mut p = producer(&b, "t", cfg).await;
+        let n = p.max_value_bytes();
+        if max == 1_048_588 {
+            assert_eq!(n, 1_048_516, "as kcat and produce send");
+        }
+        let big = vec![b'x'; n + 1];
+        let ts = timestamp_now_ms();
+        assert!(
+            p.append(0, None, Some(&big[..n]), &[], ts, 0).is_ok(),
+            "{max}"
+        );
+        assert!(p.append(0, None, Some(&big), &[], ts, 1).is_err(), "{max}");
+        let key = b"/var/log/app/service.log".as_slice();
+        let headers: &[Header<'_>] = &[(b"src".as_slice(), Some(key))];
+        let (r, cut) = p.append_cut_to_fit(0, Some(key), &big[..n], headers, ts, 2, None);
+        assert!(r.is_ok() && cut, "{max}");
+        let (r, cut) = p.append_cut_to_fit(0, None, b"short", headers, ts, 3, None);
+        assert!(r.is_ok() && !cut, "{max}");
+        let mut out = Vec::new();
+        p.flush(&mut out).await.unwrap();
+        let got = b.partition_values("t", 0);
+        assert_eq!(got.len(), 3, "{max}");
+        assert_eq!(got[0].len(), n, "{max}");
+        assert!(
+            got[1].len() < n && got[1].len() > n - 2 * (key.len() + 8),
+            "{max}: {}",
+            got[1].len()
+        );
+        assert_eq!(got[2], b"short");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_lost_response_is_retried_with_the_same_sequence_and_not_duplicated() {
     let b = FakeBroker::new(1);

@@ -634,7 +634,7 @@ impl Follower {
             self.skipping = false;
             s.counters.lines_read += 1;
             let topic = route.topic.unwrap_or(0);
-            match s.sink.append(
+            let (appended, cut) = s.sink.append_cut_to_fit(
                 topic,
                 route.key.as_deref(),
                 &e.value,
@@ -642,12 +642,11 @@ impl Follower {
                 s.timestamp_ms,
                 token,
                 pos.as_ref(),
-            ) {
-                Ok(_) => {
-                    s.counters.bytes_read += e.value.len() as u64;
-                    s.counters.long_lines += e.truncated as u64;
-                    s.lines += 1;
-                }
+            );
+            s.counters.bytes_read += e.value.len() as u64;
+            s.counters.long_lines += (e.truncated || cut) as u64;
+            match appended {
+                Ok(_) => s.lines += 1,
                 Err(err) => {
                     crate::log::warn(format_args!(
                         "{}: event skipped: {err}",
@@ -695,7 +694,7 @@ impl Follower {
         let token = self.token(end);
         self.read_pos = end;
         let pos = Self::position(source, end, skipping);
-        let appended = s.sink.append(
+        let (appended, cut) = s.sink.append_cut_to_fit(
             route.topic.unwrap_or(0),
             route.key.as_deref(),
             bytes,
@@ -713,14 +712,12 @@ impl Follower {
             return ControlFlow::Break(());
         }
         s.counters.lines_read += 1;
+        s.counters.bytes_read += bytes.len() as u64;
+        s.counters.long_lines += (truncated || cut) as u64;
         match appended {
-            Ok(_) => {
-                s.counters.bytes_read += bytes.len() as u64;
-                s.counters.long_lines += truncated as u64;
-                s.lines += 1;
-            }
+            Ok(_) => s.lines += 1,
             Err(e) => {
-                // max_line_bytes is below the topic's limit unless the user raised it.
+                // Not even an empty value fits beside the record's key and headers.
                 crate::log::warn(format_args!(
                     "{}: line skipped: {e}",
                     crate::escape::Esc::path(&self.path)

@@ -21,6 +21,30 @@ pub trait Sink {
         pos: Option<&SourcePos<'_>>,
     ) -> Result<Appended, RecordTooLarge>;
 
+    /// [`Sink::append`], with the value cut to fit when the whole record is larger than the largest
+    /// batch shipper sends (a line under the line limit whose key and headers take its record past
+    /// `--max-message-bytes`): cut by what it was over, its record fits. Returns whether it was cut.
+    #[allow(clippy::too_many_arguments)]
+    fn append_cut_to_fit(
+        &mut self,
+        topic: usize,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[Header<'_>],
+        timestamp_ms: i64,
+        token: u64,
+        pos: Option<&SourcePos<'_>>,
+    ) -> (Result<Appended, RecordTooLarge>, bool) {
+        match self.append(topic, key, value, headers, timestamp_ms, token, pos) {
+            Err(e) if e.size > e.limit && value.len() >= e.size - e.limit => {
+                let fits = &value[..value.len() - (e.size - e.limit)];
+                let r = self.append(topic, key, fits, headers, timestamp_ms, token, pos);
+                (r, true)
+            }
+            r => (r, false),
+        }
+    }
+
     /// Takes back the record just appended.
     fn undo_last(&mut self, a: Appended);
 
