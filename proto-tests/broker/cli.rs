@@ -945,6 +945,12 @@ fn records_over_a_megabyte_go_to_a_topic_that_takes_them_with_max_message_bytes(
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("raise --max-message-bytes"), "{err}");
+    // Not sent, so not counted as sent, and named (t31: "1 records sent", no line named).
+    assert!(
+        err.contains("0 records sent, 0 acked, 1 failed (1 too large to send)"),
+        "{err}"
+    );
+    assert!(err.contains("lines not written: 1\n"), "{err}");
     shipper_ok(
         &b,
         &[

@@ -30,6 +30,8 @@ struct Tally {
     sent: u64,
     acked: u64,
     failed: u64,
+    /// Of the failed, records larger than a batch may be: never sent.
+    too_large: u64,
     truncated: u64,
     /// The lines cut to `--max-line-bytes`.
     truncated_lines: LineRanges,
@@ -328,6 +330,8 @@ impl Run<'_> {
             Ok(a) => Some(a),
             Err(e) => {
                 self.tally.failed += 1;
+                self.tally.too_large += 1;
+                self.tally.not_written.add(&[self.line_no]);
                 crate::log::error(format_args!("line {}: {e}; not sent", self.line_no));
                 None
             }
@@ -541,13 +545,20 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
     } else {
         truncated
     };
+    // Records too large to send count as failed, not as sent.
+    let (sent, failed) = match t.too_large {
+        0 => (t.sent, format!("{} failed", t.failed)),
+        n => (
+            t.sent - n,
+            format!("{} failed ({n} too large to send)", t.failed),
+        ),
+    };
     let summary = if matches!(args.producer.acks, crate::cli::AcksArg::None) {
         // Kafka answers nothing with acks=0: "acked" would claim what nobody knows.
         format!(
-            "topic '{}': {} sent, {} failed{truncated} (--acks 0: Kafka does not answer, so a refusal goes unseen)",
+            "topic '{}': {} sent, {failed}{truncated} (--acks 0: Kafka does not answer, so a refusal goes unseen)",
             Esc::str(&args.topic),
-            crate::escape::count(t.sent, "record", "records"),
-            t.failed
+            crate::escape::count(sent, "record", "records"),
         )
     } else {
         // Left in flight at a second signal: neither acknowledged nor failed, and Kafka may hold
@@ -560,11 +571,10 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
             }
         };
         format!(
-            "topic '{}': {} sent, {} acked, {} failed{abandoned}{truncated}",
+            "topic '{}': {} sent, {} acked, {failed}{abandoned}{truncated}",
             Esc::str(&args.topic),
-            crate::escape::count(t.sent, "record", "records"),
+            crate::escape::count(sent, "record", "records"),
             t.acked,
-            t.failed
         )
     };
     if run.shrank {
