@@ -173,6 +173,16 @@ impl Pattern {
         }
         let is_glob = given.contains(['*', '?', '[']);
         let raw = &absolute(given, is_glob)?;
+        // A last `**` means every file below, at any depth (as Filebeat's recursive glob and
+        // gitignore read `dir/**`): `dir/**/*`. Alone it matched directories only, so no file (t31).
+        let deep;
+        let raw = match raw.trim_end_matches('/').strip_suffix("/**") {
+            Some(dir) if is_glob => {
+                deep = format!("{dir}/**/*");
+                &deep
+            }
+            _ => raw,
+        };
         // A directory named alone is a mistake for a glob over its files: refused at start, not
         // followed for ever with a warning (t14). One made later is warned about at each scan.
         if !is_glob && Path::new(raw).is_dir() {
@@ -874,6 +884,8 @@ mod tests {
                 vec!["c*".to_string(), "*/deep/*".to_string()],
             ),
             (format!("{b}/s*/*"), vec![]),
+            (format!("{b}/**"), vec![]),
+            (format!("{b}/sub/**/"), vec![]),
         ];
         for (raw, excludes) in patterns {
             let p = Pattern::new(&raw, &excludes).unwrap();
@@ -889,6 +901,9 @@ mod tests {
             .map(|f| f.path)
             .collect();
             assert!(!found.is_empty(), "{raw} finds something");
+            if raw.ends_with("/**") {
+                assert_eq!(found.len(), files.len(), "{raw}: every file below (t31)");
+            }
             for f in &files {
                 assert_eq!(
                     p.finds(f),
