@@ -1123,6 +1123,8 @@ impl Engine {
         let mut empty_then = false;
         // A known file truncated while we were away: where we were in it, and its first bytes then.
         let mut was = None;
+        // Started at its end inside a line longer than the line limit: the rest of it is skipped.
+        let mut skip_first = false;
         let start = match entry {
             // Same file (inode, birth time, first bytes): resume where Kafka acknowledged.
             Some(e) if e.id.same(&n.found.id) => {
@@ -1176,7 +1178,16 @@ impl Engine {
                     0
                 }
             }
-            _ if self.first_scan && from_end => size,
+            _ if self.first_scan && from_end => {
+                match super::lines::line_start_before(&n.file, size, self.cfg.limits.max_line_bytes)
+                {
+                    Some(at) => at,
+                    None => {
+                        skip_first = true;
+                        size
+                    }
+                }
+            }
             _ => 0,
         };
         if not_ours {
@@ -1212,6 +1223,9 @@ impl Engine {
                 // Found at the start, no file is known to have been read: none is judged a copy.
                 if self.first_scan {
                     f.copy = CopyOf::No;
+                }
+                if skip_first {
+                    f.advance_to(start, true);
                 }
                 f.multiline = self.cfg.inputs.get(input).and_then(|i| i.multiline.clone());
                 if let Some(o) = n.origin {

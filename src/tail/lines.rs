@@ -7,7 +7,29 @@
 //! it over; with `last`, it is a line of its own (the input has ended). An incomplete line already longer
 //! than the limit is not waited for: its head goes out at once and the rest is skipped.
 
+use std::fs::File;
 use std::ops::ControlFlow;
+use std::os::unix::fs::FileExt;
+
+/// Where the line that the first `size` bytes of `file` end in begins: `size` when they end with a
+/// newline (or are none), else just after the last newline before it, or 0. `None` when no newline is
+/// within `limit` bytes before `size` (inside a line longer than the limit) or the file cannot be
+/// read. Reads backwards from `size`, 64 KiB at a time.
+pub fn line_start_before(file: &File, size: u64, limit: usize) -> Option<u64> {
+    let floor = size.saturating_sub(limit as u64);
+    let mut buf = vec![0u8; (size - floor).min(64 * 1024) as usize];
+    let mut end = size;
+    while end > floor {
+        let from = end.saturating_sub(buf.len() as u64).max(floor);
+        let chunk = &mut buf[..(end - from) as usize];
+        file.read_exact_at(chunk, from).ok()?;
+        if let Some(i) = memchr::memrchr(b'\n', chunk) {
+            return Some(from + i as u64 + 1);
+        }
+        end = from;
+    }
+    (floor == 0).then_some(0)
+}
 
 /// One piece of input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,5 +268,26 @@ mod tests {
             }
         });
         assert_eq!(used, 4);
+    }
+
+    #[test]
+    fn the_line_a_file_ends_in_begins_after_the_last_newline_within_the_limit() {
+        let d = crate::testkit::scratch_dir("line-start");
+        let case = |data: &[u8], limit: usize| {
+            let p = d.join("f");
+            std::fs::write(&p, data).unwrap();
+            let f = File::open(&p).unwrap();
+            line_start_before(&f, data.len() as u64, limit)
+        };
+        assert_eq!(case(b"", 100), Some(0));
+        assert_eq!(case(b"a\nb\n", 100), Some(4), "ends with a newline");
+        assert_eq!(case(b"old\nhalf-writ", 100), Some(4));
+        assert_eq!(case(b"no newline at all", 100), Some(0));
+        assert_eq!(case(b"x\nno newline within the limit", 5), None);
+        let mut big = b"first\n".to_vec();
+        big.extend(std::iter::repeat_n(b'y', 200_000));
+        assert_eq!(case(&big, 1_000_000), Some(6), "across 64 KiB reads");
+        assert_eq!(case(&big, 100_000), None);
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -873,6 +873,32 @@ fn shipped_text(sink: &FakeSink) -> Vec<String> {
         .collect()
 }
 
+/// `--from-end` on a file a writer is in the middle of a line of: the line is shipped whole once its
+/// newline comes, not its second half as a record of its own (t31 F5). One already longer than the
+/// line limit at the start is skipped to its newline.
+#[tokio::test(start_paused = true)]
+async fn from_the_end_a_line_being_written_is_shipped_whole() {
+    for (case, limit) in [("whole", 1000), ("over-long", 8)] {
+        let d = dir(&format!("from-end-{case}"));
+        let f = d.join("a.log");
+        append(&f, b"old1\nold2\nhalf-writ");
+        let mut cfg = config(&d);
+        cfg.inputs[0].from_end = true;
+        cfg.limits.max_line_bytes = limit;
+        let (mut e, mut sink) = following(cfg, Vec::new());
+        assert!(sink.shipped.is_empty(), "{case}");
+        append(&f, b"ten line\nnext\n");
+        scan_now(&mut e);
+        drain(&mut e, &mut sink, Instant::now());
+        let want: &[&str] = match case {
+            "whole" => &["half-written line", "next"],
+            _ => &["next"],
+        };
+        assert_eq!(shipped_text(&sink), want, "{case}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+}
+
 /// copytruncate with a glob that matches the copy: the copy, found by a scan before the truncation,
 /// waits and is then read on from where the original was read to: the lines written before the copy
 /// that were not read yet arrive once, the others are not shipped again.
