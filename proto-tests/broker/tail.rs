@@ -106,14 +106,22 @@ fn tail_ships_existing_and_appended_lines_and_holds_a_partial_line_until_its_new
     );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(topic_values(&b, &t).len(), 3, "the partial line is held");
-    append(&f, b" and more\nfour\n");
+    append(&f, b" and more\nfour\nfive, unfinished");
     let got = wait_for_records(&b, &t, 5, WAIT);
     assert_eq!(&got[3..], &[b"three and more".to_vec(), b"four".to_vec()]);
+    let size = std::fs::metadata(&f).unwrap().len();
     assert_eq!(tail.stop("INT"), Some(0), "{}", tail.stderr());
     let err = tail.stderr();
     assert!(err.contains("read 5 lines"), "{err}");
+    // The line still waiting for its newline is said (t31 F6: a stop said nothing of it).
+    assert!(
+        err.contains(
+            "; 1 file ends in a line without its newline yet (16 bytes), shipped when it comes"
+        ),
+        "{err}"
+    );
+    let size = size - "five, unfinished".len() as u64;
     let ck = std::fs::read_to_string(dir.join("checkpoint")).unwrap();
-    let size = std::fs::metadata(&f).unwrap().len();
     assert!(
         ck.lines()
             .any(|l| l.split(' ').nth(5) == Some(&size.to_string())),
@@ -477,6 +485,11 @@ fn tail_keeps_bytes_as_they_are_and_truncates_a_10_mb_line() {
     );
     assert!(err.contains("does not exist yet"), "{err}");
     assert!(err.contains("1 long line truncated"), "{err}");
+    // Named, not only counted (t31 F6).
+    assert!(
+        err.contains("bin.log: 1 long line cut to fit (--max-line-bytes 1000"),
+        "{err}"
+    );
 }
 
 /// A small deterministic PRNG so the model test replays the same way for a given seed.

@@ -125,6 +125,8 @@ pub struct Engine {
     routine: RoutineLines,
     /// [`Engine::warn_once`]'s lines, limited alike.
     warnings: RoutineLines,
+    /// Long lines cut, per file and read, limited alike.
+    cut: RoutineLines,
     /// The keys of the last full scan's notices (those warned): a notice whose file is gone is
     /// forgotten at the next full scan, so names made and removed do not pile up (t23 F1).
     scan_warned: HashSet<String>,
@@ -342,6 +344,7 @@ impl Engine {
             pattern_input,
             fd_waiting: BTreeMap::new(),
             routine: RoutineLines::new(false, "files truncated or found to be copies"),
+            cut: RoutineLines::new(false, "reads with long lines cut"),
             warnings: RoutineLines::new(
                 true,
                 "warnings about files (links not followed, FIFOs, files that cannot be opened...)",
@@ -1469,6 +1472,15 @@ impl Engine {
             let Some(f) = self.followers.get(&key) else {
                 continue;
             };
+            if c.long_lines > 0 {
+                // Named, not only counted (t31 F6), as produce names its lines.
+                self.cut.say(format_args!(
+                    "{}: {} cut to fit (--max-line-bytes {}, or the largest record --max-message-bytes allows)",
+                    Esc::path(&f.path),
+                    crate::escape::count(c.long_lines, "long line", "long lines"),
+                    self.cfg.limits.max_line_bytes
+                ));
+            }
             match r {
                 Ok(ReadResult::Lines { more: true, .. }) => {
                     self.hot.insert(key);
@@ -1835,6 +1847,7 @@ impl Engine {
     pub fn close_idle(&mut self, now: Instant, starved: bool) {
         self.routine.tick();
         self.warnings.tick();
+        self.cut.tick();
         // A rotated file quiet for ROTATED_GRACE with bytes left (a last line without its newline) is
         // read once more, which ships them: no event may ever come for it again.
         let due: Vec<u64> = self
@@ -2029,6 +2042,32 @@ impl Engine {
     /// Lines sent and not acknowledged, over all files.
     pub fn lines_in_flight(&self) -> usize {
         self.followers.values().map(|f| f.in_flight()).sum()
+    }
+
+    /// The open files whose unread bytes are one line without its newline yet, and those bytes: not
+    /// shipped until the newline comes (said at the stop: a finished file copied in without a last
+    /// newline is otherwise taken for shipped whole). Bounded: only the unread bytes of each, at
+    /// most the line limit, are looked at.
+    pub fn unfinished_lines(&self) -> (usize, u64) {
+        let mut out = (0, 0);
+        for f in self.followers.values() {
+            let Some(file) = f.file.as_deref() else {
+                continue;
+            };
+            let Ok(size) = file.metadata().map(|m| m.len()) else {
+                continue;
+            };
+            let rest = size.saturating_sub(f.read_pos);
+            if f.skipping() || rest == 0 || rest > self.cfg.limits.max_line_bytes as u64 {
+                continue;
+            }
+            let start = super::lines::line_start_before(file, size, rest as usize);
+            if start.is_none_or(|p| p <= f.read_pos) {
+                out.0 += 1;
+                out.1 += rest;
+            }
+        }
+        out
     }
 
     /// Every followed file's path, and the real path of those followed through a link: where their

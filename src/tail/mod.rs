@@ -848,8 +848,16 @@ fn summary(engine: &Engine, started: Instant) {
     use crate::escape::count;
     let c = &engine.counters;
     let unacked = engine.lines_in_flight();
+    let unfinished = match engine.unfinished_lines() {
+        (0, _) => String::new(),
+        (files, bytes) => format!(
+            "; {} {} in a line without its newline yet ({bytes} bytes), shipped when it comes",
+            count(files as u64, "file", "files"),
+            if files == 1 { "ends" } else { "end" }
+        ),
+    };
     crate::log::info(format_args!(
-        "read {} ({} bytes) in {:.1}s: {} acked, {} truncated, {} failed and skipped, {} ({} read on from their copy), {}{}",
+        "read {} ({} bytes) in {:.1}s: {} acked, {} truncated, {} failed and skipped, {} ({} read on from their copy), {}{}{unfinished}",
         count(c.lines_read, "line", "lines"),
         c.bytes_read,
         started.elapsed().as_secs_f64(),
