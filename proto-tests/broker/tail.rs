@@ -557,6 +557,50 @@ fn a_line_whose_headers_take_it_past_the_largest_batch_is_cut_to_fit_not_lost() 
     assert!(err.contains("0 failed and skipped"), "{err}");
 }
 
+/// A file whose record key and headers alone take more than `--max-message-bytes` allows: no line of
+/// it can be sent, whatever is cut, so its lines wait in the file, said once; each was skipped, in no
+/// topic and no dead letter (t32 F2). Restarted with room, they are shipped.
+#[test]
+fn lines_whose_key_and_headers_alone_do_not_fit_wait_in_their_file() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("tail-nofit");
+    let deep = dir.join("d".repeat(250)).join("e".repeat(250));
+    std::fs::create_dir_all(&deep).unwrap();
+    let t = topic("tail-nofit");
+    let f = deep.join("app.log");
+    append(&f, b"hello\nworld\n");
+    let ck = ckpt_arg(&dir);
+    let args = [
+        f.to_str().unwrap(),
+        &t,
+        "--checkpoint",
+        &ck,
+        "--key",
+        "{path}",
+        "--path-header",
+        "src",
+    ];
+    let small = [&args[..], &["--max-message-bytes", "1024"]].concat();
+    let mut tail = Tail::start(&b, &small, &dir.join("err"));
+    std::thread::sleep(Duration::from_millis(1500));
+    append(&f, b"more\n");
+    std::thread::sleep(Duration::from_millis(500));
+    tail.stop("INT");
+    let err = tail.stderr();
+    assert!(err.contains("its record key and headers alone take more than --max-message-bytes allows; its lines wait in the file"), "{err}");
+    assert_eq!(
+        err.matches("cannot ship the lines of").count(),
+        1,
+        "said once: {err}"
+    );
+    assert!(!err.contains("line skipped"), "{err}");
+    assert!(topic_values(&b, &t).is_empty());
+    let mut tail = Tail::start(&b, &args, &dir.join("err2"));
+    let got = wait_for_records(&b, &t, 3, WAIT);
+    tail.stop("INT");
+    assert_eq!(got, [&b"hello"[..], b"world", b"more"], "{}", tail.stderr());
+}
+
 #[test]
 fn model_random_file_operations_lose_nothing_outside_the_truncation_window() {
     let Some(b) = broker() else { return };

@@ -471,6 +471,14 @@ impl Producer {
         v
     }
 
+    /// Whether a record with `key`, `headers` and an empty value fits alone in a batch of at most
+    /// `--max-message-bytes`.
+    pub fn fits_alone(&self, key: Option<&[u8]>, headers: &[Header<'_>]) -> bool {
+        let body = records::record_body_len(0, 0, key, Some(&[]), headers);
+        records::BATCH_HEADER_BYTES + records::varint_len(body as i64) + body
+            <= self.cfg.max_message_bytes
+    }
+
     /// Adds one record to topic `topic`. `token` comes back in the [`Delivery`] of its batch. Until the
     /// next append, [`Producer::undo_last`] can take it back.
     pub fn append(

@@ -1126,7 +1126,8 @@ impl Engine {
         let mut empty_then = false;
         // A known file truncated while we were away: where we were in it, and its first bytes then.
         let mut was = None;
-        // Started at its end inside a line longer than the line limit: the rest of it is skipped.
+        // Started inside a line longer than the line limit (at its end, or where the last run
+        // stopped skipping it): the rest of it is skipped.
         let mut skip_first = false;
         let start = match entry {
             // Same file (inode, birth time, first bytes): resume where Kafka acknowledged.
@@ -1147,10 +1148,22 @@ impl Engine {
                 let at_line_start = e.offset == 0
                     || e.offset >= size
                     || byte_at(&n.file, e.offset - 1).is_some_and(|b| b == b'\n');
+                // Stopped while skipping the rest of a line longer than the limit: no line end
+                // within the limit before the position. Resumed there, still skipping (t32 F1: it
+                // was taken for a rewrite and the whole file shipped again).
+                let in_long_line = !at_line_start
+                    && e.offset <= size
+                    && super::lines::line_start_before(
+                        &n.file,
+                        e.offset,
+                        self.cfg.limits.max_line_bytes,
+                    )
+                    .is_none();
                 let same_head = head_matches(head, e.fingerprint);
-                if same_head && e.offset <= size && at_line_start {
+                if same_head && e.offset <= size && (at_line_start || in_long_line) {
                     empty_then =
                         self.first_scan && !generation && e.offset == 0 && e.fingerprint.len == 0;
+                    skip_first = in_long_line;
                     e.offset
                 } else if !same_head && e.path != n.found.path {
                     // Other bytes under another name: a new file that reuses the inode of one read
@@ -1186,6 +1199,12 @@ impl Engine {
                 {
                     Some(at) => at,
                     None => {
+                        // Not shipped (its head is history), but said (t32 F7).
+                        self.cut.say(format_args!(
+                            "{}: --from-end starts inside a line longer than --max-line-bytes {}: the rest of it is skipped",
+                            Esc::path(&n.found.path),
+                            self.cfg.limits.max_line_bytes
+                        ));
                         skip_first = true;
                         size
                     }
@@ -1457,6 +1476,22 @@ impl Engine {
                         continue;
                     }
                 }
+            }
+            let headers: Vec<crate::wire::records::Header<'_>> = f
+                .route
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_slice(), Some(v.as_slice())))
+                .collect();
+            if !sink.fits_alone(f.route.key.as_deref(), &headers) {
+                // No line of it can be sent, whatever is cut: it waits in the file, said once,
+                // rather than every line skipped (t32 F2: in no topic and no dead letter).
+                let p = Esc::path(&f.path).to_string();
+                self.warn_once(
+                    format!("nofit:{p}"),
+                    format_args!("cannot ship the lines of {p}: its record key and headers alone take more than --max-message-bytes allows; its lines wait in the file (raise --max-message-bytes, or shorten the key and headers, and restart)"),
+                );
+                continue;
             }
             if f.read_pos == 0 && f.copy != CopyOf::No && !self.judge_copy(key, now) {
                 continue;

@@ -45,6 +45,12 @@ pub trait Sink {
         }
     }
 
+    /// Whether a record with this key and these headers and an empty value fits alone in the largest
+    /// batch: if not, none of its lines can be sent, whatever is cut.
+    fn fits_alone(&self, _key: Option<&[u8]>, _headers: &[Header<'_>]) -> bool {
+        true
+    }
+
     /// Takes back the record just appended.
     fn undo_last(&mut self, a: Appended);
 
@@ -76,6 +82,10 @@ impl Sink for Producer {
             token,
             pos,
         )
+    }
+
+    fn fits_alone(&self, key: Option<&[u8]>, headers: &[Header<'_>]) -> bool {
+        Producer::fits_alone(self, key, headers)
     }
 
     fn undo_last(&mut self, a: Appended) {

@@ -899,6 +899,34 @@ async fn from_the_end_a_line_being_written_is_shipped_whole() {
     }
 }
 
+/// Stopped while the rest of a line longer than the limit was being skipped (its newline not come):
+/// the checkpoint's position is inside that line. The restart resumes there, still skipping; it took
+/// the position for a rewrite and shipped the whole file again (t32 F1: 203 records for 102; with
+/// `--from-end`, the 100,000 lines of history it was told to skip). A rewrite that leaves the position
+/// inside a line of normal length is still read from the start.
+#[tokio::test(start_paused = true)]
+async fn a_restart_inside_a_long_line_being_skipped_resumes_skipping_it() {
+    for (case, from_end) in [("from-start", false), ("from-end", true)] {
+        let d = dir(&format!("restart-long-{case}"));
+        let f = d.join("a.log");
+        let mut data = lines_of("a", 20);
+        data.extend(std::iter::repeat_n(b'P', 150));
+        append(&f, &data);
+        let mut cfg = config(&d);
+        cfg.inputs[0].from_end = from_end;
+        cfg.limits.max_line_bytes = 100;
+        let (e, sink) = following(cfg.clone(), Vec::new());
+        let first = shipped_text(&sink).len();
+        assert_eq!(first, if from_end { 0 } else { 21 }, "{case}");
+        let ckpt = e.checkpoint_entries();
+        drop(e);
+        append(&f, b"QQQ\nnew\n");
+        let (_e, sink) = following(cfg, ckpt);
+        assert_eq!(shipped_text(&sink), ["new"], "{case}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+}
+
 /// copytruncate with a glob that matches the copy: the copy, found by a scan before the truncation,
 /// waits and is then read on from where the original was read to: the lines written before the copy
 /// that were not read yet arrive once, the others are not shipped again.
