@@ -131,16 +131,19 @@ fn make_watcher(shared: &Arc<Shared>) -> notify::Result<notify::RecommendedWatch
 
 impl Watch {
     /// Watches a directory (once; a failed one is tried again at the next call). A failure makes the
-    /// watch degraded until it succeeds or [`Watch::want_only`] drops the directory.
-    pub fn watch_dir(&mut self, dir: &Path, scan_ms: u64) {
+    /// watch degraded until it succeeds or [`Watch::want_only`] drops the directory. Returns whether
+    /// a watch began: what was made in the directory after it was listed and before then raised no
+    /// event, so it must be listed again.
+    #[must_use]
+    pub fn watch_dir(&mut self, dir: &Path, scan_ms: u64) -> bool {
         self.retry_watcher();
         let Some(w) = self.watcher.as_mut() else {
-            return;
+            return false;
         };
         let id = std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()));
         if let Some(had) = self.watched.get(dir) {
             if *had == id {
-                return;
+                return false;
             }
             // Replaced (moved away, or removed and made again): the watch follows the old directory,
             // and the new one would be seen only by the safety rescan.
@@ -159,7 +162,7 @@ impl Watch {
                     Esc::path(dir)
                 ));
             }
-            return;
+            return false;
         }
         match w.watch(dir, RecursiveMode::NonRecursive) {
             Ok(()) => {
@@ -170,6 +173,7 @@ impl Watch {
                     self.told_limit = false;
                     crate::log::info(format_args!("watching every directory again"));
                 }
+                true
             }
             Err(e) => {
                 let hint = limit_hint(&e);
@@ -187,6 +191,7 @@ impl Watch {
                         crate::log::debug(format_args!("{line}"));
                     }
                 }
+                false
             }
         }
     }
@@ -352,12 +357,12 @@ mod tests {
         let d = top.join("logs");
         std::fs::create_dir(&d).unwrap();
         let mut w = Watch::new();
-        w.watch_dir(&d, 1000);
+        let _ = w.watch_dir(&d, 1000);
         std::fs::rename(&d, top.join("logs.old")).unwrap();
         std::fs::create_dir(&d).unwrap();
         gather(&mut w, |e| e.rescan);
         // The loop's full scan calls watch_dir for every wanted directory.
-        w.watch_dir(&d, 1000);
+        let _ = w.watch_dir(&d, 1000);
         assert!(w.is_watched(&d) && !w.degraded());
         let f = d.join("a.log");
         std::fs::write(&f, "x").unwrap();
@@ -374,7 +379,7 @@ mod tests {
     fn files_created_or_renamed_are_named_and_directories_or_links_ask_for_a_rescan() {
         let d = crate::testkit::scratch_dir("watch");
         let mut w = Watch::new();
-        w.watch_dir(&d, 1000);
+        let _ = w.watch_dir(&d, 1000);
         assert!(w.is_watched(&d) && !w.degraded());
 
         std::fs::write(d.join(".ckpt.tmp-1"), "x").unwrap();
@@ -408,10 +413,10 @@ mod tests {
         // As at a start with every inotify instance taken.
         w.watcher = None;
         w.next_try = std::time::Instant::now() + WATCHER_RETRY;
-        w.watch_dir(&d, 1000);
+        let _ = w.watch_dir(&d, 1000);
         assert!(w.degraded() && w.watched() == 0, "not before its time");
         w.next_try = std::time::Instant::now();
-        w.watch_dir(&d, 1000);
+        let _ = w.watch_dir(&d, 1000);
         assert!(!w.degraded() && w.is_watched(&d), "watched again");
         std::fs::write(d.join("a.log"), "x\n").unwrap();
         let e = gather(&mut w, |e| !e.named.is_empty() || e.rescan);
