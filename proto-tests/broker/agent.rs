@@ -632,6 +632,31 @@ fn check_config_names_the_line_of_each_mistake_and_exits_2() {
             && text.contains(&format!("{x} -> not here: input 'all' matches it first")),
         "{text}"
     );
+    // shipper's own files under a pattern are not listed, as the agent never follows them; a
+    // raised max_line_bytes is shown as the agent lowers it (t32 F4, F9).
+    for own in ["ck", "ck.lock", "dl.jsonl"] {
+        std::fs::write(overlap.join(own), b"{}\n").unwrap();
+    }
+    write_config(
+        &cfg,
+        &format!(
+            "checkpoint = \"{0}/ck\"\ndead_letter = \"{0}/dl.jsonl\"\nmax_line_bytes = 3000000\n[[input]]\npaths = [\"{0}/**\"]\ntopic = \"t\"\n",
+            overlap.display()
+        ),
+    );
+    let out = Command::new(shipper_bin())
+        .args(["check-config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("matches 1 file(s) now")
+            && text.contains(&format!("{x} -> t"))
+            && text.contains(
+                "lines: longer than 1048516 bytes are truncated (max_line_bytes 3000000 lowered"
+            ),
+        "{text}"
+    );
     // A key that is not the certificate's fails here, as it would at the start.
     if let Some(sec) = crate::secure::secure() {
         write_config(

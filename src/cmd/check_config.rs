@@ -52,6 +52,30 @@ pub async fn run(common: &Common, args: &CheckConfigArgs) -> anyhow::Result<i32>
     if let Some(m) = &s.options.metrics_listen {
         writeln!(out, "metrics: http://{m}/metrics")?;
     }
+    // As the agent lowers it: a record must fit in --max-message-bytes (t32 F9: a raised
+    // max_line_bytes was shown as given).
+    let max_line = s
+        .engine
+        .limits
+        .max_line_bytes
+        .min(crate::producer::max_value_bytes(
+            s.producer.max_message_bytes,
+        ));
+    let lowered = match max_line < s.engine.limits.max_line_bytes {
+        true => format!(
+            " (max_line_bytes {} lowered to what max_message_bytes {} lets a record carry)",
+            s.engine.limits.max_line_bytes, s.producer.max_message_bytes
+        ),
+        false => String::new(),
+    };
+    writeln!(
+        out,
+        "lines: longer than {max_line} bytes are truncated{lowered}"
+    )?;
+    // Its own files (checkpoint, lock, temporary and dead-letter files) are never followed, as the
+    // agent decides (t32 F4: they were listed as shipped).
+    let mut policy = (*s.engine.policy).clone();
+    policy.own = discover::OwnFiles::new(&s.options.checkpoint, s.options.dead_letter.as_deref());
     for (n, input) in s.engine.inputs.iter().enumerate() {
         writeln!(out, "input {} '{}':", n + 1, Esc::str(&input.name))?;
         let show = |t: &crate::tail::route::Template| {
@@ -83,14 +107,14 @@ pub async fn run(common: &Common, args: &CheckConfigArgs) -> anyhow::Result<i32>
                 "  multiline: start /{}/, at most {} lines, {} bytes, complete after {} ms quiet",
                 crate::escape::EscRegex(m.start.as_str()),
                 m.max_lines,
-                m.max_bytes,
+                m.max_bytes.min(max_line),
                 m.timeout.as_millis()
             )?;
         }
         for p in &input.patterns {
             let files = discover::expand(
                 std::slice::from_ref::<Pattern>(p),
-                &s.engine.policy,
+                &policy,
                 false,
                 &mut Vec::new(),
                 &mut Vec::new(),

@@ -456,19 +456,7 @@ impl Producer {
     /// at most `--max-message-bytes` (the check [`Producer::append`] makes). A key or headers take
     /// their own bytes from it.
     pub fn max_value_bytes(&self) -> usize {
-        let max = self.cfg.max_message_bytes;
-        // A lone record: timestamp and offset deltas 0, a null key, no headers.
-        let batch = |v: usize| {
-            let body = records::record_body_len(0, 0, None, Some(&[]), &[]) - 1
-                + records::varint_len(v as i64)
-                + v;
-            records::BATCH_HEADER_BYTES + records::varint_len(body as i64) + body
-        };
-        let mut v = max.saturating_sub(records::BATCH_HEADER_BYTES);
-        while v > 0 && batch(v) > max {
-            v -= 1;
-        }
-        v
+        max_value_bytes(self.cfg.max_message_bytes)
     }
 
     /// Whether a record with `key`, `headers` and an empty value fits alone in a batch of at most
@@ -744,6 +732,23 @@ pub fn timestamp_now_ms() -> i64 {
 /// A Produce unanswered this long counts as failing (for messages and health), until it is answered
 /// or times out.
 const HELD_AFTER: Duration = Duration::from_secs(5);
+
+/// The largest value a record without key or headers can carry, alone in a batch of at most
+/// `max_message_bytes` (see [`Producer::max_value_bytes`]).
+pub fn max_value_bytes(max: usize) -> usize {
+    // A lone record: timestamp and offset deltas 0, a null key, no headers.
+    let batch = |v: usize| {
+        let body = records::record_body_len(0, 0, None, Some(&[]), &[]) - 1
+            + records::varint_len(v as i64)
+            + v;
+        records::BATCH_HEADER_BYTES + records::varint_len(body as i64) + body
+    };
+    let mut v = max.saturating_sub(records::BATCH_HEADER_BYTES);
+    while v > 0 && batch(v) > max {
+        v -= 1;
+    }
+    v
+}
 
 #[cfg(test)]
 mod tests;
