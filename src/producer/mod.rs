@@ -459,10 +459,10 @@ impl Producer {
         max_value_bytes(self.cfg.max_message_bytes)
     }
 
-    /// Whether a record with `key`, `headers` and an empty value fits alone in a batch of at most
-    /// `--max-message-bytes`.
+    /// Whether a record with `key`, `headers` and a value of one byte fits alone in a batch of at
+    /// most `--max-message-bytes` (with no room for one, every line would be cut to nothing: t33 F4).
     pub fn fits_alone(&self, key: Option<&[u8]>, headers: &[Header<'_>]) -> bool {
-        let body = records::record_body_len(0, 0, key, Some(&[]), headers);
+        let body = records::record_body_len(0, 0, key, Some(&[0]), headers);
         records::BATCH_HEADER_BYTES + records::varint_len(body as i64) + body
             <= self.cfg.max_message_bytes
     }

@@ -201,6 +201,16 @@ async fn the_largest_value_fits_exactly_and_a_record_over_it_is_cut_to_fit() {
         assert!(r.is_ok() && cut, "{max}");
         let (r, cut) = p.append_cut_to_fit(0, None, b"short", headers, ts, 3, None);
         assert!(r.is_ok() && !cut, "{max}");
+        let room = |k: usize| vec![b'k'; k];
+        let k = (0..max)
+            .rev()
+            .find(|&k| p.fits_alone(Some(&room(k)), &[]))
+            .unwrap();
+        // Room for one byte of value beside a key: fits_alone says so; for none, it does not
+        // (t33 F4: with room for none, every line was cut to nothing).
+        let one = p.append(0, Some(&room(k)), Some(b"a"), &[], ts, 4);
+        assert!(one.is_ok(), "{max}: a key of {k} bytes leaves one");
+        p.undo_last(one.unwrap());
         let mut out = Vec::new();
         p.flush(&mut out).await.unwrap();
         let got = b.partition_values("t", 0);

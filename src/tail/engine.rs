@@ -1145,13 +1145,15 @@ impl Engine {
                 // A position not at a line start (unless it is the end, a last line without its
                 // newline) means the file was rewritten while we were away, with the same first
                 // bytes: read from its start, rather than lose lines and ship a fragment.
-                let at_line_start = e.offset == 0
-                    || e.offset >= size
-                    || byte_at(&n.file, e.offset - 1).is_some_and(|b| b == b'\n');
+                let after_newline =
+                    e.offset == 0 || byte_at(&n.file, e.offset - 1).is_some_and(|b| b == b'\n');
+                let at_line_start = after_newline || e.offset >= size;
                 // Stopped while skipping the rest of a line longer than the limit: no line end
                 // within the limit before the position. Resumed there, still skipping (t32 F1: it
-                // was taken for a rewrite and the whole file shipped again).
-                let in_long_line = !at_line_start
+                // was taken for a rewrite and the whole file shipped again), also when the file
+                // still ends there (t33 F1: the rest of the line, written after the restart, was
+                // shipped as a record of its own).
+                let in_long_line = !after_newline
                     && e.offset <= size
                     && super::lines::line_start_before(
                         &n.file,

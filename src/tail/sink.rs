@@ -45,8 +45,8 @@ pub trait Sink {
         }
     }
 
-    /// Whether a record with this key and these headers and an empty value fits alone in the largest
-    /// batch: if not, none of its lines can be sent, whatever is cut.
+    /// Whether a record with this key and these headers and a one-byte value fits alone in the
+    /// largest batch: if not, none of its lines can be sent, whatever is cut.
     fn fits_alone(&self, _key: Option<&[u8]>, _headers: &[Header<'_>]) -> bool {
         true
     }
