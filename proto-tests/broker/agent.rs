@@ -532,6 +532,12 @@ fn metrics_parse_with_prometheus_client_and_agree_with_the_summary_and_kafka() {
 fn check_config_names_the_line_of_each_mistake_and_exits_2() {
     let dir = scratch_dir("agent-check");
     let cfg = dir.join("agent.toml");
+    let check = |cfg: &std::path::Path| {
+        Command::new(shipper_bin())
+            .args(["check-config", cfg.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
     let cases: [(&str, &str); 7] = [
         ("[[input]]\npaths = [\"/x\"]\ntopic = \"t\"\ncolour = 1\n", ":4:"),
         ("[[input]]\npaths = [\"/x\"]\ntopic = \"t-{filestem}\"\n", ":3:"),
@@ -564,10 +570,7 @@ fn check_config_names_the_line_of_each_mistake_and_exits_2() {
             two_inputs(&dir, ("a", "t-a"), ("b", "t-b"))
         ),
     );
-    let out = Command::new(shipper_bin())
-        .args(["check-config", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = check(&cfg);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -600,10 +603,7 @@ fn check_config_names_the_line_of_each_mistake_and_exits_2() {
     // A config file every user may change is said (it decides what is read and where it goes).
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let out = Command::new(shipper_bin())
-        .args(["check-config", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = check(&cfg);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && err.contains("is writable by every user (mode 666)"),
@@ -621,10 +621,7 @@ fn check_config_names_the_line_of_each_mistake_and_exits_2() {
             overlap.display()
         ),
     );
-    let out = Command::new(shipper_bin())
-        .args(["check-config", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = check(&cfg);
     let text = String::from_utf8_lossy(&out.stdout);
     let x = overlap.join("x.log").display().to_string();
     assert!(
@@ -644,10 +641,7 @@ fn check_config_names_the_line_of_each_mistake_and_exits_2() {
             overlap.display()
         ),
     );
-    let out = Command::new(shipper_bin())
-        .args(["check-config", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = check(&cfg);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("matches 1 file(s) now")
@@ -666,10 +660,7 @@ fn check_config_names_the_line_of_each_mistake_and_exits_2() {
                 sec.display()
             ),
         );
-        let out = Command::new(shipper_bin())
-            .args(["check-config", cfg.to_str().unwrap()])
-            .output()
-            .unwrap();
+        let out = check(&cfg);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{err}");
         assert!(
