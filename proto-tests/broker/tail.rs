@@ -202,6 +202,49 @@ fn tail_resumes_from_the_checkpoint_without_resending() {
     let _ = got;
 }
 
+/// Stopped while the rest of a long line is being skipped, restarted with a higher line limit: the
+/// checkpoint says the position is inside that line, so the restart goes on skipping it (t33 F2:
+/// the position was taken for a file rewritten in place, and the whole file was shipped again).
+#[test]
+fn a_restart_with_a_raised_line_limit_goes_on_skipping_the_long_line() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("tail-raised-limit");
+    let t = topic("tail-raised-limit");
+    let f = dir.join("app.log");
+    let mut data = numbered("a", 0, 10);
+    data.extend(std::iter::repeat_n(b'P', 300));
+    append(&f, &data);
+    let ck = ckpt_arg(&dir);
+    let args = |limit: &'static str| {
+        vec![
+            f.to_str().unwrap().to_string(),
+            t.clone(),
+            "--checkpoint".into(),
+            ck.clone(),
+            "--max-line-bytes".into(),
+            limit.into(),
+        ]
+    };
+    let first = args("100");
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    let mut tail = Tail::start(&b, &first, &dir.join("err1"));
+    wait_for_records(&b, &t, 11, WAIT);
+    assert_eq!(tail.stop("TERM"), Some(0));
+    let saved = std::fs::read_to_string(&ck).unwrap();
+    assert!(saved.contains("+skip "), "{saved}");
+    append(&f, b"PPP\nnew\n");
+    let second = args("1000");
+    let second: Vec<&str> = second.iter().map(String::as_str).collect();
+    let mut tail = Tail::start(&b, &second, &dir.join("err2"));
+    wait_for_records(&b, &t, 12, WAIT);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(tail.stop("INT"), Some(0));
+    let mut want = lines(&numbered("a", 0, 10));
+    want.push(vec![b'P'; 100]);
+    want.push(b"new".to_vec());
+    assert_eq!(topic_values(&b, &t), want, "{}", tail.stderr());
+}
+
 #[test]
 fn tail_from_end_skips_existing_content() {
     let Some(b) = broker() else { return };

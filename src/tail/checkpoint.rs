@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! shipper-checkpoint 2
-//! <dev> <ino> <birth ns or -> <fingerprint bytes> <fingerprint hex> <acked offset> <path, %-encoded> [<origin, %-encoded>]
+//! skip-marks                                               (the offsets below say when they are inside a long line)
+//! <dev> <ino> <birth ns or -> <fingerprint bytes> <fingerprint hex> <acked offset>[+skip] <path, %-encoded> [<origin, %-encoded>]
 //! eo-producer <producer id> <epoch>                       (with --exactly-once)
 //! eo-mark <topic, %-encoded> <partition> <offset>          (with --exactly-once)
 //! ```
@@ -13,6 +14,12 @@
 //! The origin is the path under which a pattern matched the file, written when it differs from where
 //! the file is now (a rotated file being finished): on restart the file is finished only if a pattern
 //! of the config still names its origin, and its lines keep the route of that pattern's input.
+//!
+//! `+skip` marks an offset inside a line longer than the line limit, whose rest is being skipped: a
+//! restart goes on skipping it, whatever the limit is then, and an unmarked offset that is not at a
+//! line start means the file was rewritten. Checkpoints written before the marks (no `skip-marks`
+//! line) are judged by the bytes: no line end within the limit before the offset. A binary older
+//! than the marks drops a marked entry and the `skip-marks` line as damaged.
 //!
 //! Loading never stops `tail`: a damaged line is dropped (and said), the damaged file is moved aside
 //! for inspection, and the good entries are kept. Version 1 files (round 1) are read too.
@@ -34,6 +41,10 @@ use crate::escape::Esc;
 
 const HEADER_V1: &str = "shipper-checkpoint 1";
 const HEADER_V2: &str = "shipper-checkpoint 2";
+/// The line that says the offsets of the entries below are marked when they are inside a long line.
+const SKIP_MARKS: &str = "skip-marks";
+/// The suffix of such an offset.
+const SKIP_SUFFIX: &str = "+skip";
 
 /// One file's acknowledged position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +55,9 @@ pub struct Entry {
     pub fingerprint: Fingerprint,
     /// Bytes of the file Kafka has acknowledged, from the start.
     pub offset: u64,
+    /// Whether `offset` is inside a line longer than the limit, whose rest is being skipped; `None`
+    /// when the checkpoint does not say (written before this was recorded).
+    pub skipping: Option<bool>,
     /// Where the file was when last seen.
     pub path: PathBuf,
     /// Where a pattern matched it (its name before a rotation); usually `path`.
@@ -57,6 +71,7 @@ impl Entry {
             id: self.id,
             fingerprint: self.fingerprint,
             offset: self.offset,
+            skipping: self.skipping,
             path: &self.path,
             origin: &self.origin,
         }
@@ -72,6 +87,8 @@ pub struct EntryRef<'a> {
     pub fingerprint: Fingerprint,
     /// Bytes of the file Kafka has acknowledged, from the start.
     pub offset: u64,
+    /// Whether `offset` is inside a line being skipped (see [`Entry::skipping`]).
+    pub skipping: Option<bool>,
     /// Where the file was when last seen.
     pub path: &'a Path,
     /// Where a pattern matched it; usually `path`.
@@ -85,6 +102,7 @@ impl EntryRef<'_> {
             id: self.id,
             fingerprint: self.fingerprint,
             offset: self.offset,
+            skipping: self.skipping,
             path: self.path.to_path_buf(),
             origin: self.origin.to_path_buf(),
         }
@@ -157,7 +175,8 @@ pub fn decode_path(s: &str) -> Option<PathBuf> {
     Some(PathBuf::from(std::ffi::OsString::from_vec(out)))
 }
 
-fn parse_v2(line: &str) -> Option<Entry> {
+/// A version 2 entry; `marks`: the checkpoint marks offsets inside a long line.
+fn parse_v2(line: &str, marks: bool) -> Option<Entry> {
     let mut f = line.split(' ');
     let dev = f.next()?.parse().ok()?;
     let ino = f.next()?.parse().ok()?;
@@ -167,7 +186,13 @@ fn parse_v2(line: &str) -> Option<Entry> {
     };
     let fp_len: u16 = f.next()?.parse().ok()?;
     let fp_hash = u64::from_str_radix(f.next()?, 16).ok()?;
-    let offset = f.next()?.parse().ok()?;
+    let offset = f.next()?;
+    let (offset, skipping) = match offset.strip_suffix(SKIP_SUFFIX) {
+        Some(o) if marks => (o, Some(true)),
+        Some(_) => return None,
+        None => (offset, marks.then_some(false)),
+    };
+    let offset = offset.parse().ok()?;
     let path = decode_path(f.next()?)?;
     let origin = match f.next() {
         Some(o) => decode_path(o)?,
@@ -183,6 +208,7 @@ fn parse_v2(line: &str) -> Option<Entry> {
             hash: fp_hash,
         },
         offset,
+        skipping,
         path,
         origin,
     })
@@ -214,6 +240,7 @@ fn parse_v1(line: &str) -> Option<Entry> {
         },
         fingerprint,
         offset,
+        skipping: None,
         path,
         origin,
     })
@@ -229,17 +256,21 @@ pub fn parse(bytes: &[u8]) -> (Vec<Entry>, usize) {
     (entries, dropped)
 }
 
+/// Parses one entry line of a version; `true` when the checkpoint marks long-line positions.
+type ParseLine = fn(&str, bool) -> Option<Entry>;
+
 /// Like [`parse`], with the exactly-once lines (`eo-…`, version 2 only).
 pub fn parse_all(bytes: &[u8]) -> (Vec<Entry>, EoState, usize) {
     let mut eo = EoState::default();
     let text = String::from_utf8_lossy(bytes);
     let mut lines = text.split('\n');
     let header = lines.next().unwrap_or_default();
-    let (parse_line, mut dropped): (fn(&str) -> Option<Entry>, usize) = match header {
+    let (parse_line, mut dropped): (ParseLine, usize) = match header {
         HEADER_V2 => (parse_v2, 0),
-        HEADER_V1 => (parse_v1, 0),
-        _ => (|_| None, 1),
+        HEADER_V1 => (|l, _| parse_v1(l), 0),
+        _ => (|_, _| None, 1),
     };
+    let mut marks = false;
     let mut entries = Vec::new();
     // Every line is written with its newline: a last one without it was cut (a full disk, a
     // truncation), and its path may be cut too: damaged, not taken (t20 F5: no word of it).
@@ -253,13 +284,17 @@ pub fn parse_all(bytes: &[u8]) -> (Vec<Entry>, EoState, usize) {
             dropped += 1;
             break;
         }
+        if line == SKIP_MARKS && header == HEADER_V2 {
+            marks = true;
+            continue;
+        }
         if line.starts_with("eo-") && header == HEADER_V2 {
             if !eo.parse_line(line) {
                 dropped += 1;
             }
             continue;
         }
-        match parse_line(line) {
+        match parse_line(line, marks) {
             Some(e) => entries.push(e),
             None => dropped += 1,
         }
@@ -369,6 +404,8 @@ pub fn render_all(entries: &[EntryRef<'_>], eo: Option<&EoState>) -> String {
         String::with_capacity(HEADER_V2.len() + 256 + entries.len() * 96 + paths * 5 / 4);
     text.push_str(HEADER_V2);
     text.push('\n');
+    text.push_str(SKIP_MARKS);
+    text.push('\n');
     if let Some(eo) = eo {
         eo.render_into(&mut text);
     }
@@ -387,6 +424,9 @@ pub fn render_all(entries: &[EntryRef<'_>], eo: Option<&EoState>) -> String {
         push_hex16(&mut text, e.fingerprint.hash);
         text.push(' ');
         push_u64(&mut text, e.offset);
+        if e.skipping == Some(true) {
+            text.push_str(SKIP_SUFFIX);
+        }
         text.push(' ');
         encode_path_into(&mut text, e.path);
         if e.origin != e.path {
@@ -722,6 +762,7 @@ mod tests {
             },
             fingerprint: Fingerprint::of(b"abc"),
             offset: 77,
+            skipping: Some(false),
             origin: path.clone(),
             path,
         }
@@ -770,21 +811,27 @@ mod tests {
             };
             e.fingerprint.hash = [0, 0xabc, u64::MAX][i % 3];
             e.offset = [0, 12_345, u64::MAX][(i + 1) % 3];
+            e.skipping = Some(i % 3 == 2);
             if i % 2 == 1 {
                 e.origin = PathBuf::from("/var/log/app.log");
             }
             entries.push(e);
         }
-        let mut want = format!("{HEADER_V2}\n");
+        let mut want = format!("{HEADER_V2}\nskip-marks\n");
         for e in &entries {
             let born = e.id.born.map_or("-".to_string(), |b| b.to_string());
             want += &format!(
-                "{} {} {born} {} {:016x} {} {}",
+                "{} {} {born} {} {:016x} {}{} {}",
                 e.id.dev,
                 e.id.ino,
                 e.fingerprint.len,
                 e.fingerprint.hash,
                 e.offset,
+                if e.skipping == Some(true) {
+                    "+skip"
+                } else {
+                    ""
+                },
                 encode_path(&e.path)
             );
             if e.origin != e.path {
@@ -793,6 +840,30 @@ mod tests {
             want.push('\n');
         }
         assert_eq!(render(entries.iter()), want);
+        assert_eq!(parse(want.as_bytes()), (entries, 0));
+    }
+
+    /// Before the skip marks, no entry says whether it is inside a long line (`None`, judged by the
+    /// bytes); a marked offset in such a checkpoint is damage.
+    #[test]
+    fn a_checkpoint_without_skip_marks_says_nothing_of_long_lines() {
+        let text = format!(
+            "{HEADER_V2}\n1 2 - 3 00000000000000ab 77 /a\n1 3 - 3 00000000000000ab 9+skip /b\n"
+        );
+        let (entries, dropped) = parse(text.as_bytes());
+        assert_eq!(dropped, 1);
+        assert_eq!(entries.len(), 1);
+        assert_eq!((entries[0].offset, entries[0].skipping), (77, None));
+        let marked = text.replacen('\n', "\nskip-marks\n", 1);
+        let (entries, dropped) = parse(marked.as_bytes());
+        assert_eq!(dropped, 0);
+        let got: Vec<_> = entries.iter().map(|e| (e.offset, e.skipping)).collect();
+        assert_eq!(got, [(77, Some(false)), (9, Some(true))]);
+        // Damaged marks: a suffix that is not `+skip`, or a mark before the header.
+        for bad in ["9+skipx", "9+", "+skip", "9+skip+skip"] {
+            let t = marked.replace("9+skip", bad);
+            assert_eq!(parse(t.as_bytes()).1, 1, "{bad}");
+        }
     }
 
     #[test]
@@ -807,9 +878,9 @@ mod tests {
         ));
         store(&p, &render([e1.clone(), e2.clone()].iter())).unwrap();
         let text = fs::read_to_string(&p).unwrap();
-        assert_eq!(text.lines().count(), 3, "{text}");
+        assert_eq!(text.lines().count(), 4, "{text}");
         // e2 was renamed (rotated): its origin is written after its path; e1's is not.
-        let fields: Vec<usize> = text.lines().skip(1).map(|l| l.split(' ').count()).collect();
+        let fields: Vec<usize> = text.lines().skip(2).map(|l| l.split(' ').count()).collect();
         assert_eq!(fields, vec![7, 8], "{text}");
         let got = load(&p).unwrap();
         assert_eq!(got.entries, vec![e1, e2]);
@@ -914,9 +985,17 @@ mod tests {
             }
             let (entries, dropped) = parse(&b);
             assert!(entries.len() <= 2 + b.len() / 10 && dropped <= b.len() + 1);
-            // What parses renders back to something that parses the same.
+            // What parses renders back to something that parses the same (an entry that said
+            // nothing of long lines, its checkpoint's marks line damaged, as not inside one).
             let again = parse(render(entries.iter()).as_bytes());
-            assert_eq!((again.0, again.1), (entries, 0));
+            let marked: Vec<Entry> = entries
+                .into_iter()
+                .map(|e| Entry {
+                    skipping: Some(e.skipping == Some(true)),
+                    ..e
+                })
+                .collect();
+            assert_eq!((again.0, again.1), (marked, 0));
         }
     }
 

@@ -1148,19 +1148,24 @@ impl Engine {
                 let after_newline =
                     e.offset == 0 || byte_at(&n.file, e.offset - 1).is_some_and(|b| b == b'\n');
                 let at_line_start = after_newline || e.offset >= size;
-                // Stopped while skipping the rest of a line longer than the limit: no line end
-                // within the limit before the position. Resumed there, still skipping (t32 F1: it
-                // was taken for a rewrite and the whole file shipped again), also when the file
-                // still ends there (t33 F1: the rest of the line, written after the restart, was
-                // shipped as a record of its own).
+                // Stopped while skipping the rest of a line longer than the limit: resumed there,
+                // still skipping (t32 F1: it was taken for a rewrite and the whole file shipped
+                // again), also when the file still ends there (t33 F1: the rest of the line, written
+                // after the restart, was shipped as a record of its own). The checkpoint says so;
+                // one written before it did is judged by the bytes: no line end within the limit
+                // before the position (which misjudged a limit raised between the runs, t33 F2,
+                // and a rewrite with a line that long across the position, t33 F3).
                 let in_long_line = !after_newline
                     && e.offset <= size
-                    && super::lines::line_start_before(
-                        &n.file,
-                        e.offset,
-                        self.cfg.limits.max_line_bytes,
-                    )
-                    .is_none();
+                    && match e.skipping {
+                        Some(skipping) => skipping,
+                        None => super::lines::line_start_before(
+                            &n.file,
+                            e.offset,
+                            self.cfg.limits.max_line_bytes,
+                        )
+                        .is_none(),
+                    };
                 let same_head = head_matches(head, e.fingerprint);
                 if same_head && e.offset <= size && (at_line_start || in_long_line) {
                     empty_then =
@@ -1704,6 +1709,7 @@ impl Engine {
                 id: copy.id,
                 fingerprint: f.fingerprint,
                 offset: copy.len,
+                skipping: Some(false),
                 path: copy.path,
                 origin: f.origin,
             });
@@ -1966,6 +1972,7 @@ impl Engine {
             id: f.id,
             fingerprint: f.fingerprint,
             offset: f.acked_pos,
+            skipping: Some(f.acked_skipping),
             path: f.path.clone(),
             origin: f.origin.clone(),
         });
@@ -1989,6 +1996,7 @@ impl Engine {
                     id: f.id,
                     fingerprint: f.fingerprint,
                     offset: f.acked_pos,
+                    skipping: Some(f.acked_skipping),
                     path: &f.path,
                     origin: &f.origin,
                 };

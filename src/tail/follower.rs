@@ -181,9 +181,14 @@ pub struct Follower {
     pub route: Route,
     next_seq: u64,
     base_seq: u64,
-    inflight: VecDeque<(u64, bool)>,
+    /// Per line handed out and not yet passed by the watermark: where it ends, whether it is done,
+    /// and whether that end is inside a long line being skipped.
+    inflight: VecDeque<(u64, bool, bool)>,
     /// Bytes acknowledged by Kafka, from the start of the file.
     pub acked_pos: u64,
+    /// Whether `acked_pos` is inside a line longer than the limit, whose rest is skipped (kept in
+    /// the checkpoint, so that a restart goes on skipping it).
+    pub acked_skipping: bool,
     /// Size at the last read.
     pub size: u64,
     /// Size the last look for the lag saw, without reading ([`Follower::observe`]): while Kafka is
@@ -259,6 +264,7 @@ impl Follower {
             base_seq: 0,
             inflight: VecDeque::new(),
             acked_pos: start,
+            acked_skipping: false,
             size,
             observed: 0,
             source: None,
@@ -280,6 +286,7 @@ impl Follower {
         };
         self.read_pos = pos;
         self.acked_pos = pos;
+        self.acked_skipping = skipping;
         self.skipping = skipping;
         self.before = Fingerprint::EMPTY;
         true
@@ -305,7 +312,7 @@ impl Follower {
 
     /// Lines sent and not yet acknowledged.
     pub fn in_flight(&self) -> usize {
-        self.inflight.iter().filter(|(_, a)| !a).count()
+        self.inflight.iter().filter(|(_, a, _)| !a).count()
     }
 
     /// Whether everything read has been acknowledged.
@@ -313,10 +320,11 @@ impl Follower {
         self.acked_pos == self.read_pos
     }
 
-    fn token(&mut self, end: u64) -> u64 {
+    /// A token for the line ending at `end` (`skipping`: inside a long line whose rest is skipped).
+    fn token(&mut self, end: u64, skipping: bool) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.inflight.push_back((end, false));
+        self.inflight.push_back((end, false, skipping));
         (self.key << SEQ_BITS) | seq
     }
 
@@ -333,8 +341,9 @@ impl Follower {
             e.1 = true;
             line_end = Some(e.0);
         }
-        while let Some(&(end, true)) = self.inflight.front() {
+        while let Some(&(end, true, skipping)) = self.inflight.front() {
             self.acked_pos = end;
+            self.acked_skipping = skipping;
             self.inflight.pop_front();
             self.base_seq += 1;
         }
@@ -342,9 +351,10 @@ impl Follower {
     }
 
     /// Bytes from `read_pos` passed over without a record (the rest of an over-long line): done at once.
-    fn skip_to(&mut self, end: u64) {
+    /// `skipping`: `end` is still inside that line.
+    fn skip_to(&mut self, end: u64, skipping: bool) {
         self.read_pos = end;
-        let t = self.token(end);
+        let t = self.token(end, skipping);
         let _ = self.done(t);
     }
 
@@ -556,8 +566,10 @@ impl Follower {
                     s.faulted = true;
                     ControlFlow::Break(())
                 }
-                Piece::Skipped { .. } => {
-                    self.skip_to(end);
+                Piece::Skipped { end: rel } => {
+                    // Still inside the line unless the skipped bytes end with its newline.
+                    let skipping = region.bytes().get(rel.wrapping_sub(1)) != Some(&b'\n');
+                    self.skip_to(end, skipping);
                     ControlFlow::Continue(())
                 }
                 Piece::Line {
@@ -627,11 +639,13 @@ impl Follower {
             .map(|(k, v)| (k.as_slice(), Some(v.as_slice())))
             .collect();
         for e in &events {
-            let token = self.token(base + e.end as u64);
-            let pos = Self::position(source.as_ref(), base + e.end as u64, false);
-            // An event ends at a line end, where no over-long line is being skipped.
+            // An event ends at a line end, or inside its last line when that was cut and the chunk
+            // ended before its newline: its rest is skipped.
+            let skipping = e.truncated && region.bytes().get(e.end.wrapping_sub(1)) != Some(&b'\n');
+            let token = self.token(base + e.end as u64, skipping);
+            let pos = Self::position(source.as_ref(), base + e.end as u64, skipping);
             self.read_pos = base + e.end as u64;
-            self.skipping = false;
+            self.skipping = skipping;
             s.counters.lines_read += 1;
             let topic = route.topic.unwrap_or(0);
             let (appended, cut) = s.sink.append_cut_to_fit(
@@ -670,7 +684,7 @@ impl Follower {
             // Everything the splitter took is in shipped events, or skipped bytes after them.
             None => {
                 if base + used as u64 > self.read_pos {
-                    self.skip_to(base + used as u64);
+                    self.skip_to(base + used as u64, splitter.is_skipping());
                 }
                 self.skipping = splitter.is_skipping();
             }
@@ -691,7 +705,7 @@ impl Follower {
         s: &mut Shipping<'_>,
     ) -> ControlFlow<()> {
         let before = self.read_pos;
-        let token = self.token(end);
+        let token = self.token(end, skipping);
         self.read_pos = end;
         let pos = Self::position(source, end, skipping);
         let (appended, cut) = s.sink.append_cut_to_fit(

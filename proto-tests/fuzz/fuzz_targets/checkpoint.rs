@@ -1,5 +1,6 @@
 //! Fuzz target: the checkpoint parser must never panic, whatever the bytes, and what it keeps must
-//! render and parse back unchanged.
+//! render and parse back unchanged (an entry of a checkpoint without skip marks comes back marked
+//! as not skipping: that is what rendering it says).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,5 +11,12 @@ fuzz_target!(|data: &[u8]| {
     let text = checkpoint::render(entries.iter());
     let (again, dropped) = checkpoint::parse(text.as_bytes());
     assert_eq!(dropped, 0);
-    assert_eq!(again, entries);
+    let marked: Vec<_> = entries
+        .into_iter()
+        .map(|e| checkpoint::Entry {
+            skipping: Some(e.skipping == Some(true)),
+            ..e
+        })
+        .collect();
+    assert_eq!(again, marked);
 });

@@ -906,11 +906,14 @@ async fn from_the_end_a_line_being_written_is_shipped_whole() {
 /// inside a line of normal length is still read from the start.
 #[tokio::test(start_paused = true)]
 async fn a_restart_inside_a_long_line_being_skipped_resumes_skipping_it() {
-    for (case, from_end, appended_while_down) in [
-        ("from-start", false, true),
-        ("from-end", true, true),
-        ("ends-there", false, false),
-        ("ends-there-from-end", true, false),
+    for (case, from_end, appended_while_down, legacy) in [
+        ("from-start", false, true, false),
+        ("from-end", true, true, false),
+        ("ends-there", false, false, false),
+        ("ends-there-from-end", true, false, false),
+        // A checkpoint written before it marked such a position: judged by the bytes.
+        ("legacy", false, true, true),
+        ("legacy-ends-there", false, false, true),
     ] {
         let d = dir(&format!("restart-long-{case}"));
         let f = d.join("a.log");
@@ -923,7 +926,11 @@ async fn a_restart_inside_a_long_line_being_skipped_resumes_skipping_it() {
         let (e, sink) = following(cfg.clone(), Vec::new());
         let first = shipped_text(&sink).len();
         assert_eq!(first, if from_end { 0 } else { 21 }, "{case}");
-        let ckpt = e.checkpoint_entries();
+        let mut ckpt = e.checkpoint_entries();
+        assert_eq!(ckpt[0].skipping, Some(true), "{case}");
+        if legacy {
+            ckpt[0].skipping = None;
+        }
         drop(e);
         if appended_while_down {
             append(&f, b"QQQ\nnew\n");
@@ -938,6 +945,65 @@ async fn a_restart_inside_a_long_line_being_skipped_resumes_skipping_it() {
         assert_eq!(shipped_text(&sink), ["new"], "{case}");
         fs::remove_dir_all(&d).unwrap();
     }
+}
+
+/// The checkpoint marks a position inside a long line being skipped, so a restart with a higher line
+/// limit goes on skipping it (t33 F2: judged by the bytes, the position was taken for a rewrite and
+/// the whole file shipped again), and an unmarked position inside a line is a rewrite even when that
+/// line is long (t33 F3: a file rewritten in place with the same first bytes and a long line across
+/// the old position was resumed there, and its lines before it were lost).
+#[tokio::test(start_paused = true)]
+async fn the_checkpoint_says_whether_a_position_is_inside_a_long_line() {
+    // Raised limit: 20 lines, then the head of a 150-byte line over a limit of 100.
+    let d = dir("restart-long-raised");
+    let f = d.join("a.log");
+    let mut data = lines_of("a", 20);
+    data.extend(std::iter::repeat_n(b'P', 150));
+    append(&f, &data);
+    let mut cfg = config(&d);
+    cfg.limits.max_line_bytes = 100;
+    let (e, sink) = following(cfg.clone(), Vec::new());
+    assert_eq!(shipped_text(&sink).len(), 21);
+    let ckpt = e.checkpoint_entries();
+    drop(e);
+    append(&f, b"QQQ\nnew\n");
+    cfg.limits.max_line_bytes = 1000;
+    let (_e, sink) = following(cfg, ckpt);
+    assert_eq!(shipped_text(&sink), ["new"], "raised limit");
+    fs::remove_dir_all(&d).unwrap();
+
+    // Rewritten in place: the same first 300 bytes, other lines, and a long line across where the
+    // first run stopped, at a line start.
+    let d = dir("restart-rewritten-long");
+    let f = d.join("a.log");
+    append(&f, &lines_of("a", 20));
+    let mut cfg = config(&d);
+    cfg.limits.max_line_bytes = 100;
+    let (e, sink) = following(cfg.clone(), Vec::new());
+    assert_eq!(shipped_text(&sink).len(), 20);
+    let ckpt = e.checkpoint_entries();
+    assert_eq!(ckpt[0].skipping, Some(false));
+    let stopped_at = ckpt[0].offset as usize;
+    drop(e);
+    let mut again = lines_of("a", 6);
+    again.extend(lines_of("b", 8));
+    let long_from = again.len();
+    assert!(long_from + 100 < stopped_at && stopped_at < long_from + 400);
+    again.extend(std::iter::repeat_n(b'L', 400));
+    again.extend(b"\ntail\n");
+    // In place: same inode, same birth time.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .write_all(&again)
+        .unwrap();
+    let (_e, sink) = following(cfg, ckpt);
+    let got = shipped_text(&sink);
+    assert_eq!(got.len(), 16, "{got:?}");
+    assert_eq!(got[14], "L".repeat(100));
+    assert_eq!(got[15], "tail");
+    fs::remove_dir_all(&d).unwrap();
 }
 
 /// copytruncate with a glob that matches the copy: the copy, found by a scan before the truncation,
