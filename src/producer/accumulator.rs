@@ -497,7 +497,11 @@ impl Accumulator {
         });
         let add = open.builder.record_size(timestamp_ms, key, value, headers);
         if open.builder.is_empty() && records::BATCH_HEADER_BYTES + add > max_message {
-            q.open = None;
+            // Its buffer is kept for the next batch (a cut to fit tries up to three sizes).
+            if let Some(mut o) = q.open.take() {
+                o.buf.clear();
+                free.push(o.buf);
+            }
             return Err(RecordTooLarge {
                 size: records::BATCH_HEADER_BYTES + add,
                 limit: max_message,

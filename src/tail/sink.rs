@@ -23,7 +23,9 @@ pub trait Sink {
 
     /// [`Sink::append`], with the value cut to fit when the whole record is larger than the largest
     /// batch shipper sends (a line under the line limit whose key and headers take its record past
-    /// `--max-message-bytes`): cut by what it was over, its record fits. Returns whether it was cut.
+    /// `--max-message-bytes`): cut by what it was over, its record fits, and up to two bytes more may
+    /// (the shorter value can shorten the value's and the record's length varints by one byte each):
+    /// the longest that fits is taken. Returns whether it was cut.
     #[allow(clippy::too_many_arguments)]
     fn append_cut_to_fit(
         &mut self,
@@ -37,8 +39,14 @@ pub trait Sink {
     ) -> (Result<Appended, RecordTooLarge>, bool) {
         match self.append(topic, key, value, headers, timestamp_ms, token, pos) {
             Err(e) if e.size > e.limit && value.len() >= e.size - e.limit => {
-                let fits = &value[..value.len() - (e.size - e.limit)];
-                let r = self.append(topic, key, fits, headers, timestamp_ms, token, pos);
+                let fits = value.len() - (e.size - e.limit);
+                let mut r = Err(e);
+                for n in (fits..=(fits + 2).min(value.len() - 1)).rev() {
+                    r = self.append(topic, key, &value[..n], headers, timestamp_ms, token, pos);
+                    if r.is_ok() {
+                        break;
+                    }
+                }
                 (r, true)
             }
             r => (r, false),
