@@ -199,10 +199,11 @@ async fn the_largest_value_fits_exactly_and_a_record_over_it_is_cut_to_fit() {
         assert!(p.append(0, None, Some(&big), &[], ts, 1).is_err(), "{max}");
         let key = b"/var/log/app/service.log".as_slice();
         let headers: &[Header<'_>] = &[(b"src".as_slice(), Some(key))];
-        let (r, cut) = p.append_cut_to_fit(0, Some(key), &big[..n], headers, ts, 2, None);
-        assert!(r.is_ok() && cut, "{max}");
-        let (r, cut) = p.append_cut_to_fit(0, None, b"short", headers, ts, 3, None);
-        assert!(r.is_ok() && !cut, "{max}");
+        let (r, used) = p.append_cut_to_fit(0, Some(key), &big[..n], headers, ts, 2, None);
+        assert!(r.is_ok() && used < n, "{max}");
+        let used_cut = used;
+        let (r, used) = p.append_cut_to_fit(0, None, b"short", headers, ts, 3, None);
+        assert!(r.is_ok() && used == 5, "{max}");
         let room = |k: usize| vec![b'k'; k];
         let k = (0..max)
             .rev()
@@ -226,6 +227,7 @@ async fn the_largest_value_fits_exactly_and_a_record_over_it_is_cut_to_fit() {
         assert_eq!(got[2], b"short");
         // Cut no more than it had to: one byte more does not fit.
         let m = got[1].len();
+        assert_eq!(m, used_cut, "{max}: the bytes said are those shipped");
         assert!(
             p.append(0, Some(key), Some(&big[..m + 1]), headers, ts, 5)
                 .is_err(),

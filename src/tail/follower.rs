@@ -648,7 +648,7 @@ impl Follower {
             self.skipping = skipping;
             s.counters.lines_read += 1;
             let topic = route.topic.unwrap_or(0);
-            let (appended, cut) = s.sink.append_cut_to_fit(
+            let (appended, used) = s.sink.append_cut_to_fit(
                 topic,
                 route.key.as_deref(),
                 &e.value,
@@ -657,8 +657,9 @@ impl Follower {
                 token,
                 pos.as_ref(),
             );
-            s.counters.bytes_read += e.value.len() as u64;
-            s.counters.long_lines += (e.truncated || cut) as u64;
+            // The bytes of the event as shipped (after a cut to fit).
+            s.counters.bytes_read += used as u64;
+            s.counters.long_lines += (e.truncated || used < e.value.len()) as u64;
             match appended {
                 Ok(_) => s.lines += 1,
                 Err(err) => {
@@ -708,7 +709,7 @@ impl Follower {
         let token = self.token(end, skipping);
         self.read_pos = end;
         let pos = Self::position(source, end, skipping);
-        let (appended, cut) = s.sink.append_cut_to_fit(
+        let (appended, used) = s.sink.append_cut_to_fit(
             route.topic.unwrap_or(0),
             route.key.as_deref(),
             bytes,
@@ -726,8 +727,9 @@ impl Follower {
             return ControlFlow::Break(());
         }
         s.counters.lines_read += 1;
-        s.counters.bytes_read += bytes.len() as u64;
-        s.counters.long_lines += (truncated || cut) as u64;
+        // The bytes of the line as shipped (after a cut to fit).
+        s.counters.bytes_read += used as u64;
+        s.counters.long_lines += (truncated || used < bytes.len()) as u64;
         match appended {
             Ok(_) => s.lines += 1,
             Err(e) => {

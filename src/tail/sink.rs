@@ -25,7 +25,7 @@ pub trait Sink {
     /// batch shipper sends (a line under the line limit whose key and headers take its record past
     /// `--max-message-bytes`): cut by what it was over, its record fits, and up to two bytes more may
     /// (the shorter value can shorten the value's and the record's length varints by one byte each):
-    /// the longest that fits is taken. Returns whether it was cut.
+    /// the longest that fits is taken. Returns the bytes of `value` in the record (fewer when cut).
     #[allow(clippy::too_many_arguments)]
     fn append_cut_to_fit(
         &mut self,
@@ -36,20 +36,23 @@ pub trait Sink {
         timestamp_ms: i64,
         token: u64,
         pos: Option<&SourcePos<'_>>,
-    ) -> (Result<Appended, RecordTooLarge>, bool) {
+    ) -> (Result<Appended, RecordTooLarge>, usize) {
         match self.append(topic, key, value, headers, timestamp_ms, token, pos) {
             Err(e) if e.size > e.limit && value.len() >= e.size - e.limit => {
                 let fits = value.len() - (e.size - e.limit);
-                let mut r = Err(e);
+                let mut r = (Err(e), fits);
                 for n in (fits..=(fits + 2).min(value.len() - 1)).rev() {
-                    r = self.append(topic, key, &value[..n], headers, timestamp_ms, token, pos);
-                    if r.is_ok() {
+                    r = (
+                        self.append(topic, key, &value[..n], headers, timestamp_ms, token, pos),
+                        n,
+                    );
+                    if r.0.is_ok() {
                         break;
                     }
                 }
-                (r, true)
+                r
             }
-            r => (r, false),
+            r => (r, value.len()),
         }
     }
 
