@@ -178,7 +178,9 @@ async fn the_largest_value_fits_exactly_and_a_record_over_it_is_cut_to_fit() {
     use crate::tail::sink::Sink;
     // 8,3xx and 1,048,7xx: cutting the value takes its length across a varint boundary (8,192 and
     // 1,048,576 bytes), which shortens the record by one more byte (t32 F8: cut a byte short).
-    for max in [1_048_588, 2_000, 200_000, 8_300, 8_320, 1_048_700, 1_048_720] {
+    for max in [
+        1_048_588, 2_000, 200_000, 8_300, 8_320, 1_048_700, 1_048_720,
+    ] {
         let b = FakeBroker::new(1);
         b.create_topic("t", 1);
         let cfg = ProducerConfig {

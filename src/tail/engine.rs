@@ -2091,10 +2091,11 @@ impl Engine {
 
     /// The open files whose unread bytes are one line without its newline yet, and those bytes: not
     /// shipped until the newline comes (said at the stop: a finished file copied in without a last
-    /// newline is otherwise taken for shipped whole). Bounded: only the unread bytes of each, at
-    /// most the line limit, are looked at.
-    pub fn unfinished_lines(&self) -> (usize, u64) {
-        let mut out = (0, 0);
+    /// newline is otherwise taken for shipped whole). Then the same for files joined into events whose
+    /// unread bytes are an event not complete yet (waiting for its next start line or its quiet
+    /// time). Bounded: only the unread bytes of each, at most the line limit, are looked at.
+    pub fn unfinished_lines(&self) -> ((usize, u64), (usize, u64)) {
+        let (mut lines, mut events) = ((0, 0), (0, 0));
         for f in self.followers.values() {
             let Some(file) = f.file.as_deref() else {
                 continue;
@@ -2103,16 +2104,29 @@ impl Engine {
                 continue;
             };
             let rest = size.saturating_sub(f.read_pos);
-            if f.skipping() || rest == 0 || rest > self.cfg.limits.max_line_bytes as u64 {
+            if f.skipping() || rest == 0 {
+                continue;
+            }
+            let limit = self.cfg.limits.max_line_bytes as u64;
+            if let Some(m) = &f.multiline {
+                // An event of at most its bytes, and a line being written after it; more is a file
+                // behind, not an event waiting.
+                if rest <= (m.max_bytes as u64).saturating_add(limit) {
+                    events.0 += 1;
+                    events.1 += rest;
+                }
+                continue;
+            }
+            if rest > limit {
                 continue;
             }
             let start = super::lines::line_start_before(file, size, rest as usize);
             if start.is_none_or(|p| p <= f.read_pos) {
-                out.0 += 1;
-                out.1 += rest;
+                lines.0 += 1;
+                lines.1 += rest;
             }
         }
-        out
+        (lines, events)
     }
 
     /// Every followed file's path, and the real path of those followed through a link: where their

@@ -859,14 +859,20 @@ fn summary(engine: &Engine, started: Instant) {
     use crate::escape::count;
     let c = &engine.counters;
     let unacked = engine.lines_in_flight();
-    let unfinished = match engine.unfinished_lines() {
-        (0, _) => String::new(),
-        (files, bytes) => format!(
-            "; {} {} in a line without its newline yet ({bytes} bytes), shipped when it comes",
-            count(files as u64, "file", "files"),
-            if files == 1 { "ends" } else { "end" }
-        ),
-    };
+    let (lines, events) = engine.unfinished_lines();
+    let mut unfinished = String::new();
+    for ((files, bytes), what, when) in [
+        (lines, "a line without its newline yet", "when it comes"),
+        (events, "an event not complete yet", "once it is"),
+    ] {
+        if files > 0 {
+            unfinished += &format!(
+                "; {} {} in {what} ({bytes} bytes), shipped {when}",
+                count(files as u64, "file", "files"),
+                if files == 1 { "ends" } else { "end" }
+            );
+        }
+    }
     crate::log::info(format_args!(
         "read {} ({} bytes) in {:.1}s: {} acked, {} truncated, {} failed and skipped, {} ({} read on from their copy), {}{}{unfinished}",
         count(c.lines_read, "line", "lines"),
