@@ -651,6 +651,42 @@ fn check_config_names_the_line_of_each_mistake_and_exits_2() {
             ),
         "{text}"
     );
+    // Each file's line limit beside its key and headers, as the agent cuts its lines: a {path} key
+    // and header take their bytes from a 2000-byte record; a key of 30 paths leaves no room in 1024.
+    for (max, key, want) in [
+        (2000, "{path}".to_string(), "(lines cut to "),
+        (
+            1024,
+            "{path}".repeat(30),
+            "(its key and headers leave no room for a line",
+        ),
+    ] {
+        write_config(
+            &cfg,
+            &format!(
+                "checkpoint = \"{0}/ck\"\nmax_message_bytes = {max}\n[[input]]\npaths = [\"{0}/**\"]\ntopic = \"t\"\nkey = \"{key}\"\nheaders = {{ src = \"{{path}}\" }}\n",
+                overlap.display()
+            ),
+        );
+        let out = check(&cfg);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("{x} -> t ")))
+            .unwrap_or_else(|| panic!("{max}: {text}"));
+        assert!(line.contains(want), "{max}: {line}");
+        if max == 2000 {
+            // 2000 less the batch header (61), two copies of the path and the record's own bytes.
+            let n: usize = line
+                .split("cut to ")
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap();
+            let room = 2000 - 61 - 2 * x.len() - "src".len();
+            assert!(n < room && n + 16 > room, "{n} {room}: {line}");
+        }
+    }
     // A key that is not the certificate's fails here, as it would at the start.
     if let Some(sec) = crate::secure::secure() {
         write_config(

@@ -139,8 +139,32 @@ pub async fn run(common: &Common, args: &CheckConfigArgs) -> anyhow::Result<i32>
                     )?;
                     continue;
                 }
-                let topic = input.route.resolve(&f.path, &s.engine.hostname).topic;
-                writeln!(out, "    {} -> {}", Esc::path(&f.path), Esc::str(&topic))?;
+                let r = input.route.resolve(&f.path, &s.engine.hostname);
+                // What its key and headers leave of the largest record, as the agent cuts its
+                // lines (t33: the limit above was shown for every file alike).
+                let headers: Vec<crate::wire::records::Header<'_>> = r
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_slice(), Some(v.as_slice())))
+                    .collect();
+                let room = crate::producer::max_value_beside(
+                    s.producer.max_message_bytes,
+                    r.key.as_deref(),
+                    &headers,
+                );
+                let note = match room {
+                    0 => " (its key and headers leave no room for a line in max_message_bytes: its lines would wait in it, not shipped)".to_string(),
+                    n if n < max_line => format!(
+                        " (lines cut to {n} bytes: its key and headers take the rest of max_message_bytes)"
+                    ),
+                    _ => String::new(),
+                };
+                writeln!(
+                    out,
+                    "    {} -> {}{note}",
+                    Esc::path(&f.path),
+                    Esc::str(&r.topic)
+                )?;
             }
         }
     }

@@ -462,9 +462,7 @@ impl Producer {
     /// Whether a record with `key`, `headers` and a value of one byte fits alone in a batch of at
     /// most `--max-message-bytes` (with no room for one, every line would be cut to nothing: t33 F4).
     pub fn fits_alone(&self, key: Option<&[u8]>, headers: &[Header<'_>]) -> bool {
-        let body = records::record_body_len(0, 0, key, Some(&[0]), headers);
-        records::BATCH_HEADER_BYTES + records::varint_len(body as i64) + body
-            <= self.cfg.max_message_bytes
+        max_value_beside(self.cfg.max_message_bytes, key, headers) > 0
     }
 
     /// Adds one record to topic `topic`. `token` comes back in the [`Delivery`] of its batch. Until the
@@ -736,14 +734,22 @@ const HELD_AFTER: Duration = Duration::from_secs(5);
 /// The largest value a record without key or headers can carry, alone in a batch of at most
 /// `max_message_bytes` (see [`Producer::max_value_bytes`]).
 pub fn max_value_bytes(max: usize) -> usize {
-    // A lone record: timestamp and offset deltas 0, a null key, no headers.
+    max_value_beside(max, None, &[])
+}
+
+/// The largest value a record with `key` and `headers` can carry, alone in a batch of at most
+/// `max_message_bytes`; 0 when not even an empty value fits.
+pub fn max_value_beside(max: usize, key: Option<&[u8]>, headers: &[Header<'_>]) -> usize {
+    // A lone record: timestamp and offset deltas 0.
     let batch = |v: usize| {
-        let body = records::record_body_len(0, 0, None, Some(&[]), &[]) - 1
+        let body = records::record_body_len(0, 0, key, Some(&[]), headers) - 1
             + records::varint_len(v as i64)
             + v;
         records::BATCH_HEADER_BYTES + records::varint_len(body as i64) + body
     };
-    let mut v = max.saturating_sub(records::BATCH_HEADER_BYTES);
+    // batch(v) >= batch(0) + v: no value longer than what is left beside an empty one fits, and
+    // the length varints make at most a few bytes of difference below that.
+    let mut v = max.saturating_sub(batch(0));
     while v > 0 && batch(v) > max {
         v -= 1;
     }

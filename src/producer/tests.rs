@@ -230,6 +230,7 @@ async fn the_largest_value_fits_exactly_and_a_record_over_it_is_cut_to_fit() {
         // Cut no more than it had to: one byte more does not fit.
         let m = got[1].len();
         assert_eq!(m, used_cut, "{max}: the bytes said are those shipped");
+        assert_eq!(m, super::max_value_beside(max, Some(key), headers), "{max}");
         assert!(
             p.append(0, Some(key), Some(&big[..m + 1]), headers, ts, 5)
                 .is_err(),
