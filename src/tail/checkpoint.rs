@@ -6,7 +6,7 @@
 //! ```text
 //! shipper-checkpoint 2
 //! skip-marks                                               (the offsets below say when they are inside a long line)
-//! <dev> <ino> <birth ns or -> <fingerprint bytes> <fingerprint hex> <acked offset>[+skip] <path, %-encoded> [<origin, %-encoded>]
+//! <dev> <ino> <birth ns or -> <fingerprint bytes> <fingerprint hex> <acked offset>[+skip:<line start>] <path, %-encoded> [<origin, %-encoded>]
 //! eo-producer <producer id> <epoch>                       (with --exactly-once)
 //! eo-mark <topic, %-encoded> <partition> <offset>          (with --exactly-once)
 //! ```
@@ -15,9 +15,11 @@
 //! the file is now (a rotated file being finished): on restart the file is finished only if a pattern
 //! of the config still names its origin, and its lines keep the route of that pattern's input.
 //!
-//! `+skip` marks an offset inside a line longer than the line limit, whose rest is being skipped: a
-//! restart goes on skipping it, whatever the limit is then, and an unmarked offset that is not at a
-//! line start means the file was rewritten. Checkpoints written before the marks (no `skip-marks`
+//! `+skip:START` marks an offset inside a line longer than the line limit, whose rest is being skipped,
+//! and where that line starts: a restart goes on skipping it, whatever the limit is then, if the file
+//! still holds a line there (a line start at START, no line end from there to the offset, looked at
+//! over the last 64 KiB); an unmarked offset that is not at a line start means the file was
+//! rewritten. Checkpoints written before the marks (no `skip-marks`
 //! line) are judged by the bytes: no line end within the limit before the offset. A binary older
 //! than the marks drops a marked entry and the `skip-marks` line as damaged.
 //!
@@ -43,8 +45,19 @@ const HEADER_V1: &str = "shipper-checkpoint 1";
 const HEADER_V2: &str = "shipper-checkpoint 2";
 /// The line that says the offsets of the entries below are marked when they are inside a long line.
 const SKIP_MARKS: &str = "skip-marks";
-/// The suffix of such an offset.
-const SKIP_SUFFIX: &str = "+skip";
+/// Between such an offset and its line's start.
+const SKIP_MARK: &str = "+skip:";
+
+/// Whether an entry's offset is inside a line longer than the limit, whose rest is being skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LongLine {
+    /// The checkpoint does not say (written before it did): judged by the bytes.
+    Unknown,
+    /// At a line start, or at the end of a last line without its newline yet.
+    No,
+    /// Inside a line that starts here (or, when that was not known, at the offset itself).
+    From(u64),
+}
 
 /// One file's acknowledged position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,9 +68,8 @@ pub struct Entry {
     pub fingerprint: Fingerprint,
     /// Bytes of the file Kafka has acknowledged, from the start.
     pub offset: u64,
-    /// Whether `offset` is inside a line longer than the limit, whose rest is being skipped; `None`
-    /// when the checkpoint does not say (written before this was recorded).
-    pub skipping: Option<bool>,
+    /// Whether `offset` is inside a line longer than the limit, whose rest is being skipped.
+    pub long_line: LongLine,
     /// Where the file was when last seen.
     pub path: PathBuf,
     /// Where a pattern matched it (its name before a rotation); usually `path`.
@@ -71,7 +83,7 @@ impl Entry {
             id: self.id,
             fingerprint: self.fingerprint,
             offset: self.offset,
-            skipping: self.skipping,
+            long_line: self.long_line,
             path: &self.path,
             origin: &self.origin,
         }
@@ -87,8 +99,8 @@ pub struct EntryRef<'a> {
     pub fingerprint: Fingerprint,
     /// Bytes of the file Kafka has acknowledged, from the start.
     pub offset: u64,
-    /// Whether `offset` is inside a line being skipped (see [`Entry::skipping`]).
-    pub skipping: Option<bool>,
+    /// Whether `offset` is inside a line being skipped (see [`Entry::long_line`]).
+    pub long_line: LongLine,
     /// Where the file was when last seen.
     pub path: &'a Path,
     /// Where a pattern matched it; usually `path`.
@@ -102,7 +114,7 @@ impl EntryRef<'_> {
             id: self.id,
             fingerprint: self.fingerprint,
             offset: self.offset,
-            skipping: self.skipping,
+            long_line: self.long_line,
             path: self.path.to_path_buf(),
             origin: self.origin.to_path_buf(),
         }
@@ -187,12 +199,15 @@ fn parse_v2(line: &str, marks: bool) -> Option<Entry> {
     let fp_len: u16 = f.next()?.parse().ok()?;
     let fp_hash = u64::from_str_radix(f.next()?, 16).ok()?;
     let offset = f.next()?;
-    let (offset, skipping) = match offset.strip_suffix(SKIP_SUFFIX) {
-        Some(o) if marks => (o, Some(true)),
+    let (offset, long_line) = match offset.split_once(SKIP_MARK) {
+        Some((o, from)) if marks => {
+            let (o, from): (u64, u64) = (o.parse().ok()?, from.parse().ok()?);
+            (o, LongLine::From((from <= o).then_some(from)?))
+        }
         Some(_) => return None,
-        None => (offset, marks.then_some(false)),
+        None if marks => (offset.parse().ok()?, LongLine::No),
+        None => (offset.parse().ok()?, LongLine::Unknown),
     };
-    let offset = offset.parse().ok()?;
     let path = decode_path(f.next()?)?;
     let origin = match f.next() {
         Some(o) => decode_path(o)?,
@@ -208,7 +223,7 @@ fn parse_v2(line: &str, marks: bool) -> Option<Entry> {
             hash: fp_hash,
         },
         offset,
-        skipping,
+        long_line,
         path,
         origin,
     })
@@ -240,7 +255,7 @@ fn parse_v1(line: &str) -> Option<Entry> {
         },
         fingerprint,
         offset,
-        skipping: None,
+        long_line: LongLine::Unknown,
         path,
         origin,
     })
@@ -424,8 +439,9 @@ pub fn render_all(entries: &[EntryRef<'_>], eo: Option<&EoState>) -> String {
         push_hex16(&mut text, e.fingerprint.hash);
         text.push(' ');
         push_u64(&mut text, e.offset);
-        if e.skipping == Some(true) {
-            text.push_str(SKIP_SUFFIX);
+        if let LongLine::From(from) = e.long_line {
+            text.push_str(SKIP_MARK);
+            push_u64(&mut text, from);
         }
         text.push(' ');
         encode_path_into(&mut text, e.path);
@@ -762,7 +778,7 @@ mod tests {
             },
             fingerprint: Fingerprint::of(b"abc"),
             offset: 77,
-            skipping: Some(false),
+            long_line: LongLine::No,
             origin: path.clone(),
             path,
         }
@@ -811,7 +827,9 @@ mod tests {
             };
             e.fingerprint.hash = [0, 0xabc, u64::MAX][i % 3];
             e.offset = [0, 12_345, u64::MAX][(i + 1) % 3];
-            e.skipping = Some(i % 3 == 2);
+            if i % 3 == 2 {
+                e.long_line = LongLine::From(e.offset / 2);
+            }
             if i % 2 == 1 {
                 e.origin = PathBuf::from("/var/log/app.log");
             }
@@ -827,10 +845,9 @@ mod tests {
                 e.fingerprint.len,
                 e.fingerprint.hash,
                 e.offset,
-                if e.skipping == Some(true) {
-                    "+skip"
-                } else {
-                    ""
+                match e.long_line {
+                    LongLine::From(f) => format!("+skip:{f}"),
+                    _ => String::new(),
                 },
                 encode_path(&e.path)
             );
@@ -843,25 +860,36 @@ mod tests {
         assert_eq!(parse(want.as_bytes()), (entries, 0));
     }
 
-    /// Before the skip marks, no entry says whether it is inside a long line (`None`, judged by the
-    /// bytes); a marked offset in such a checkpoint is damage.
+    /// Before the skip marks, no entry says whether it is inside a long line (judged by the bytes);
+    /// a marked offset in such a checkpoint is damage.
     #[test]
     fn a_checkpoint_without_skip_marks_says_nothing_of_long_lines() {
         let text = format!(
-            "{HEADER_V2}\n1 2 - 3 00000000000000ab 77 /a\n1 3 - 3 00000000000000ab 9+skip /b\n"
+            "{HEADER_V2}\n1 2 - 3 00000000000000ab 77 /a\n1 3 - 3 00000000000000ab 9+skip:4 /b\n"
         );
         let (entries, dropped) = parse(text.as_bytes());
         assert_eq!(dropped, 1);
         assert_eq!(entries.len(), 1);
-        assert_eq!((entries[0].offset, entries[0].skipping), (77, None));
+        assert_eq!(
+            (entries[0].offset, entries[0].long_line),
+            (77, LongLine::Unknown)
+        );
         let marked = text.replacen('\n', "\nskip-marks\n", 1);
         let (entries, dropped) = parse(marked.as_bytes());
         assert_eq!(dropped, 0);
-        let got: Vec<_> = entries.iter().map(|e| (e.offset, e.skipping)).collect();
-        assert_eq!(got, [(77, Some(false)), (9, Some(true))]);
-        // Damaged marks: a suffix that is not `+skip`, or a mark before the header.
-        for bad in ["9+skipx", "9+", "+skip", "9+skip+skip"] {
-            let t = marked.replace("9+skip", bad);
+        let got: Vec<_> = entries.iter().map(|e| (e.offset, e.long_line)).collect();
+        assert_eq!(got, [(77, LongLine::No), (9, LongLine::From(4))]);
+        // Damaged marks: no start, a start after the offset, another suffix.
+        for bad in [
+            "9+skip",
+            "9+skip:",
+            "9+skip:10",
+            "9+skipx",
+            "9+",
+            "+skip:4",
+            "9+skip:4+skip:4",
+        ] {
+            let t = marked.replace("9+skip:4", bad);
             assert_eq!(parse(t.as_bytes()).1, 1, "{bad}");
         }
     }
@@ -991,7 +1019,10 @@ mod tests {
             let marked: Vec<Entry> = entries
                 .into_iter()
                 .map(|e| Entry {
-                    skipping: Some(e.skipping == Some(true)),
+                    long_line: match e.long_line {
+                        LongLine::Unknown => LongLine::No,
+                        l => l,
+                    },
                     ..e
                 })
                 .collect();

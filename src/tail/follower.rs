@@ -31,6 +31,9 @@ use crate::wire::records::Header;
 
 /// Bits of a delivery token that hold the line's sequence number; the rest hold the follower key.
 pub const SEQ_BITS: u32 = 36;
+/// In a line in flight: its end is not inside a long line being skipped.
+const NO_SKIP: u64 = u64::MAX;
+
 /// Largest follower key (keys are reused after it, skipping live ones).
 pub const MAX_KEY: u64 = (1 << (64 - SEQ_BITS)) - 1;
 
@@ -160,6 +163,8 @@ pub struct Follower {
     before: Fingerprint,
     /// Inside a line longer than the limit: its rest is being skipped.
     skipping: bool,
+    /// While `skipping`: where that line starts (or, when that is not known, where skipping began).
+    skip_from: u64,
     /// The path no longer names this file (renamed away or deleted): finish it, then close.
     pub rotated: bool,
     /// Counted among rotations already (renamed to a name a pattern still matches, and a new file
@@ -182,13 +187,15 @@ pub struct Follower {
     next_seq: u64,
     base_seq: u64,
     /// Per line handed out and not yet passed by the watermark: where it ends, whether it is done,
-    /// and whether that end is inside a long line being skipped.
-    inflight: VecDeque<(u64, bool, bool)>,
+    /// and, when that end is inside a long line being skipped, where the line starts ([`NO_SKIP`]
+    /// when it is not: 24 bytes a line in flight, not 32).
+    inflight: VecDeque<(u64, bool, u64)>,
     /// Bytes acknowledged by Kafka, from the start of the file.
     pub acked_pos: u64,
-    /// Whether `acked_pos` is inside a line longer than the limit, whose rest is skipped (kept in
-    /// the checkpoint, so that a restart goes on skipping it).
-    pub acked_skipping: bool,
+    /// When `acked_pos` is inside a line longer than the limit, whose rest is skipped: where that line
+    /// starts (kept in the checkpoint, so that a restart goes on skipping it, once it has checked
+    /// that the file still holds a line there).
+    pub acked_skip_from: Option<u64>,
     /// Size at the last read.
     pub size: u64,
     /// Size the last look for the lag saw, without reading ([`Follower::observe`]): while Kafka is
@@ -247,6 +254,7 @@ impl Follower {
             read_pos: start,
             before: Fingerprint::EMPTY,
             skipping: false,
+            skip_from: 0,
             rotated: false,
             rotation_counted: false,
             last_active: Instant::now(),
@@ -264,7 +272,7 @@ impl Follower {
             base_seq: 0,
             inflight: VecDeque::new(),
             acked_pos: start,
-            acked_skipping: false,
+            acked_skip_from: None,
             size,
             observed: 0,
             source: None,
@@ -273,21 +281,23 @@ impl Follower {
     }
 
     /// Moves a file nothing is in flight from to `pos` (where Kafka has it, found by exactly-once's
-    /// read-back); a file now shorter than that was truncated and starts again at 0. `false` if it
-    /// cannot move (lines in flight).
-    pub fn advance_to(&mut self, pos: u64, skipping: bool) -> bool {
+    /// read-back); a file now shorter than that was truncated and starts again at 0. `skip_from`:
+    /// `pos` is inside a long line being skipped, which starts there (or `pos` when not known).
+    /// `false` if it cannot move (lines in flight).
+    pub fn advance_to(&mut self, pos: u64, skip_from: Option<u64>) -> bool {
         if !self.all_acked() || !self.inflight.is_empty() {
             return false;
         }
-        let (pos, skipping) = if pos > self.size {
-            (0, false)
+        let (pos, skip_from) = if pos > self.size {
+            (0, None)
         } else {
-            (pos, skipping)
+            (pos, skip_from.map(|s| s.min(pos)))
         };
         self.read_pos = pos;
         self.acked_pos = pos;
-        self.acked_skipping = skipping;
-        self.skipping = skipping;
+        self.acked_skip_from = skip_from;
+        self.skipping = skip_from.is_some();
+        self.skip_from = skip_from.unwrap_or(pos);
         self.before = Fingerprint::EMPTY;
         true
     }
@@ -320,11 +330,13 @@ impl Follower {
         self.acked_pos == self.read_pos
     }
 
-    /// A token for the line ending at `end` (`skipping`: inside a long line whose rest is skipped).
+    /// A token for the line ending at `end` (`skipping`: inside a long line whose rest is skipped,
+    /// which starts at `skip_from`).
     fn token(&mut self, end: u64, skipping: bool) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.inflight.push_back((end, false, skipping));
+        let from = if skipping { self.skip_from } else { NO_SKIP };
+        self.inflight.push_back((end, false, from));
         (self.key << SEQ_BITS) | seq
     }
 
@@ -341,9 +353,9 @@ impl Follower {
             e.1 = true;
             line_end = Some(e.0);
         }
-        while let Some(&(end, true, skipping)) = self.inflight.front() {
+        while let Some(&(end, true, from)) = self.inflight.front() {
             self.acked_pos = end;
-            self.acked_skipping = skipping;
+            self.acked_skip_from = (from != NO_SKIP).then_some(from);
             self.inflight.pop_front();
             self.base_seq += 1;
         }
@@ -580,6 +592,9 @@ impl Follower {
                     // The head of a line whose newline has not come: its rest is skipped.
                     let skipping =
                         truncated && region.bytes().get(rel.wrapping_sub(1)) != Some(&b'\n');
+                    if skipping {
+                        self.skip_from = self.read_pos;
+                    }
                     self.ship_line(
                         bytes,
                         (truncated, skipping),
@@ -642,6 +657,15 @@ impl Follower {
             // An event ends at a line end, or inside its last line when that was cut and the chunk
             // ended before its newline: its rest is skipped.
             let skipping = e.truncated && region.bytes().get(e.end.wrapping_sub(1)) != Some(&b'\n');
+            if skipping {
+                // Where its last line starts: after the line before it.
+                let before = lines
+                    .iter()
+                    .rev()
+                    .find(|l| l.end < e.end)
+                    .map_or(0, |l| l.end);
+                self.skip_from = base + before as u64;
+            }
             let token = self.token(base + e.end as u64, skipping);
             let pos = Self::position(source.as_ref(), base + e.end as u64, skipping);
             self.read_pos = base + e.end as u64;

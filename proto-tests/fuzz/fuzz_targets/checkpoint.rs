@@ -14,7 +14,10 @@ fuzz_target!(|data: &[u8]| {
     let marked: Vec<_> = entries
         .into_iter()
         .map(|e| checkpoint::Entry {
-            skipping: Some(e.skipping == Some(true)),
+            long_line: match e.long_line {
+                checkpoint::LongLine::Unknown => checkpoint::LongLine::No,
+                l => l,
+            },
             ..e
         })
         .collect();
