@@ -198,6 +198,35 @@ fn java_log(n: usize) -> (Vec<u8>, Vec<String>) {
     (text, events)
 }
 
+/// Run from a config file, tail's messages name the file's keys, not the flags it refuses (t33: a
+/// cut line was said with `--max-line-bytes`, which next to `--config` is an error).
+#[test]
+fn messages_name_the_config_keys() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("agent-keys");
+    let t = topic("agent-keys");
+    let cfg = dir.join("agent.toml");
+    write_config(
+        &cfg,
+        &format!(
+            "checkpoint = \"{d}/ckpt\"\nmax_line_bytes = 10\n[[input]]\npaths = [\"{d}/app.log\"]\ntopic = \"{t}\"\n",
+            d = dir.display()
+        ),
+    );
+    append(&dir.join("app.log"), b"a line longer than ten bytes\n");
+    let mut tail = Tail::start(&b, &["--config", cfg.to_str().unwrap()], &dir.join("log"));
+    let got = wait_for_records(&b, &t, 1, Duration::from_secs(30));
+    assert_eq!(tail.stop("INT"), Some(0));
+    assert_eq!(got, vec![b"a line lon".to_vec()]);
+    let err = tail.stderr();
+    assert!(
+        err.contains(
+            "cut to fit (max_line_bytes 10, or the largest record max_message_bytes allows)"
+        ) && !err.contains("--max-"),
+        "{err}"
+    );
+}
+
 #[test]
 fn each_java_stack_trace_is_one_record() {
     let Some(b) = broker() else { return };

@@ -31,7 +31,12 @@ fn files_budget(limit: u64) -> Result<usize, String> {
 /// The settings this command runs with: from the config file, or from the flags.
 pub fn settings(common: &Common, args: &TailArgs) -> anyhow::Result<TailSettings> {
     match &args.config {
-        Some(path) => config::load(path, common, args.metrics_listen.clone()),
+        Some(path) => {
+            // From here on, messages name the file's keys, not the flags it refuses (t33).
+            let s = config::load(path, common, args.metrics_listen.clone());
+            crate::log::speak_config_keys();
+            s
+        }
         None => TailSettings::from_flags(common, args),
     }
 }

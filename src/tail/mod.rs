@@ -761,7 +761,7 @@ impl Running {
                 Ok(r) => Some(r),
                 Err(_) => {
                     crate::log::warn(format_args!(
-                        "gave up waiting for acknowledgements after {} ms (--shutdown-timeout-ms, shutdown_timeout_ms in a config)",
+                        "gave up waiting for acknowledgements after {} ms (--shutdown-timeout-ms)",
                         self.opts.shutdown_timeout.as_millis()
                     ));
                     None
