@@ -6,7 +6,7 @@
 //! ```text
 //! shipper-checkpoint 2
 //! skip-marks                                               (the offsets below say when they are inside a long line)
-//! <dev> <ino> <birth ns or -> <fingerprint bytes> <fingerprint hex> <acked offset>[+skip:<line start>] <path, %-encoded> [<origin, %-encoded>]
+//! <dev> <ino> <birth ns or -> <fingerprint bytes> <fingerprint hex> <acked offset>[+skip:<line start>[:<hex>]] <path, %-encoded> [<origin, %-encoded>]
 //! eo-producer <producer id> <epoch>                       (with --exactly-once)
 //! eo-mark <topic, %-encoded> <partition> <offset>          (with --exactly-once)
 //! ```
@@ -18,7 +18,8 @@
 //! `+skip:START` marks an offset inside a line longer than the line limit, whose rest is being skipped,
 //! and where that line starts: a restart goes on skipping it, whatever the limit is then, if the file
 //! still holds a line there (a line start at START, no line end from there to the offset, looked at
-//! over the last 64 KiB); an unmarked offset that is not at a line start means the file was
+//! over the last 64 KiB, and the same bytes just before the offset as the hash says: up to 64 of
+//! them, none before START); an unmarked offset that is not at a line start means the file was
 //! rewritten. Checkpoints written before the marks (no `skip-marks`
 //! line) are judged by the bytes: no line end within the limit before the offset. A binary older
 //! than the marks drops a marked entry and the `skip-marks` line as damaged.
@@ -55,8 +56,10 @@ pub enum LongLine {
     Unknown,
     /// At a line start, or at the end of a last line without its newline yet.
     No,
-    /// Inside a line that starts here (or, when that was not known, at the offset itself).
-    From(u64),
+    /// Inside a line that starts here (or, when that was not known, at the offset itself), with the
+    /// hash of its bytes just before the offset (up to 64, none before its start; not known when
+    /// the file was not open).
+    From(u64, Option<u64>),
 }
 
 /// One file's acknowledged position.
@@ -200,9 +203,14 @@ fn parse_v2(line: &str, marks: bool) -> Option<Entry> {
     let fp_hash = u64::from_str_radix(f.next()?, 16).ok()?;
     let offset = f.next()?;
     let (offset, long_line) = match offset.split_once(SKIP_MARK) {
-        Some((o, from)) if marks => {
+        Some((o, mark)) if marks => {
+            let (from, hash) = match mark.split_once(':') {
+                Some((f, h)) if h.len() == 16 => (f, Some(u64::from_str_radix(h, 16).ok()?)),
+                Some(_) => return None,
+                None => (mark, None),
+            };
             let (o, from): (u64, u64) = (o.parse().ok()?, from.parse().ok()?);
-            (o, LongLine::From((from <= o).then_some(from)?))
+            (o, LongLine::From((from <= o).then_some(from)?, hash))
         }
         Some(_) => return None,
         None if marks => (offset.parse().ok()?, LongLine::No),
@@ -439,9 +447,13 @@ pub fn render_all(entries: &[EntryRef<'_>], eo: Option<&EoState>) -> String {
         push_hex16(&mut text, e.fingerprint.hash);
         text.push(' ');
         push_u64(&mut text, e.offset);
-        if let LongLine::From(from) = e.long_line {
+        if let LongLine::From(from, hash) = e.long_line {
             text.push_str(SKIP_MARK);
             push_u64(&mut text, from);
+            if let Some(h) = hash {
+                text.push(':');
+                push_hex16(&mut text, h);
+            }
         }
         text.push(' ');
         encode_path_into(&mut text, e.path);
@@ -828,7 +840,7 @@ mod tests {
             e.fingerprint.hash = [0, 0xabc, u64::MAX][i % 3];
             e.offset = [0, 12_345, u64::MAX][(i + 1) % 3];
             if i % 3 == 2 {
-                e.long_line = LongLine::From(e.offset / 2);
+                e.long_line = LongLine::From(e.offset / 2, (i % 2 == 0).then_some(0xabc));
             }
             if i % 2 == 1 {
                 e.origin = PathBuf::from("/var/log/app.log");
@@ -846,7 +858,8 @@ mod tests {
                 e.fingerprint.hash,
                 e.offset,
                 match e.long_line {
-                    LongLine::From(f) => format!("+skip:{f}"),
+                    LongLine::From(f, None) => format!("+skip:{f}"),
+                    LongLine::From(f, Some(h)) => format!("+skip:{f}:{h:016x}"),
                     _ => String::new(),
                 },
                 encode_path(&e.path)
@@ -878,7 +891,12 @@ mod tests {
         let (entries, dropped) = parse(marked.as_bytes());
         assert_eq!(dropped, 0);
         let got: Vec<_> = entries.iter().map(|e| (e.offset, e.long_line)).collect();
-        assert_eq!(got, [(77, LongLine::No), (9, LongLine::From(4))]);
+        assert_eq!(got, [(77, LongLine::No), (9, LongLine::From(4, None))]);
+        let hashed = marked.replace("9+skip:4", "9+skip:4:00000000000000ff");
+        assert_eq!(
+            parse(hashed.as_bytes()).0[1].long_line,
+            LongLine::From(4, Some(255))
+        );
         // Damaged marks: no start, a start after the offset, another suffix.
         for bad in [
             "9+skip",
@@ -888,6 +906,9 @@ mod tests {
             "9+",
             "+skip:4",
             "9+skip:4+skip:4",
+            "9+skip:4:ff",
+            "9+skip:4:00000000000000ff:1",
+            "9+skip:4:",
         ] {
             let t = marked.replace("9+skip:4", bad);
             assert_eq!(parse(t.as_bytes()).1, 1, "{bad}");

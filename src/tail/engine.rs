@@ -1159,7 +1159,9 @@ impl Engine {
                 // there is read again (t34 F1: 466 lines lost past a trusted mark).
                 let in_long_line = match e.long_line {
                     _ if after_newline || e.offset > size => None,
-                    LongLine::From(from) => still_in_line(&n.file, from, e.offset).then_some(from),
+                    LongLine::From(from, hash) => {
+                        still_in_line(&n.file, from, e.offset, hash).then_some(from)
+                    }
                     LongLine::No => None,
                     LongLine::Unknown => super::lines::line_start_before(
                         &n.file,
@@ -1978,7 +1980,7 @@ impl Engine {
             id: f.id,
             fingerprint: f.fingerprint,
             offset: f.acked_pos,
-            long_line: f.acked_skip_from.map_or(LongLine::No, LongLine::From),
+            long_line: long_line_at(f),
             path: f.path.clone(),
             origin: f.origin.clone(),
         });
@@ -2002,7 +2004,7 @@ impl Engine {
                     id: f.id,
                     fingerprint: f.fingerprint,
                     offset: f.acked_pos,
-                    long_line: f.acked_skip_from.map_or(LongLine::No, LongLine::From),
+                    long_line: long_line_at(f),
                     path: &f.path,
                     origin: &f.origin,
                 };
@@ -2170,9 +2172,10 @@ impl Engine {
 /// Whether a file's first bytes `head` match a checkpointed fingerprint (taken over `fp.len` bytes).
 /// The byte at `pos` of `file`, if it has one.
 /// Whether `file` still holds, up to `pos`, a line that starts at `from`: a line end just before
-/// `from` (or `from` is 0) and none from there to `pos`, looked at over the last 64 KiB. A `from` not
-/// before `pos` (its start not known) says nothing more.
-fn still_in_line(file: &std::fs::File, from: u64, pos: u64) -> bool {
+/// `from` (or `from` is 0), none from there to `pos` (looked at over the last 64 KiB), and the bytes
+/// just before `pos` that `hash` was taken of, when it was. A `from` not before `pos` (its start not
+/// known) says nothing more.
+fn still_in_line(file: &std::fs::File, from: u64, pos: u64, hash: Option<u64>) -> bool {
     const LOOK_BACK: u64 = 64 * 1024;
     if from >= pos {
         return true;
@@ -2184,6 +2187,28 @@ fn still_in_line(file: &std::fs::File, from: u64, pos: u64) -> bool {
     let mut buf = vec![0u8; (pos - lo) as usize];
     std::os::unix::fs::FileExt::read_exact_at(file, &mut buf, lo).is_ok()
         && memchr::memchr(b'\n', &buf).is_none()
+        && hash.is_none_or(|h| hash_before(Some(file), from, pos) == Some(h))
+}
+
+/// The hash of up to 64 bytes of `file` just before `pos`, none before `from` (a skip mark's: a file
+/// rewritten with a long line at the same place is told by them); `None` when there are none or
+/// they cannot be read.
+fn hash_before(file: Option<&std::fs::File>, from: u64, pos: u64) -> Option<u64> {
+    let k = pos.checked_sub(from)?.min(64);
+    if k == 0 {
+        return None;
+    }
+    let mut buf = vec![0u8; k as usize];
+    std::os::unix::fs::FileExt::read_exact_at(file?, &mut buf, pos - k).ok()?;
+    Some(Fingerprint::of(&buf).hash)
+}
+
+/// What a follower's checkpoint entry says of a long line at its acknowledged position.
+fn long_line_at(f: &Follower) -> LongLine {
+    match f.acked_skip_from {
+        Some(from) => LongLine::From(from, hash_before(f.file.as_deref(), from, f.acked_pos)),
+        None => LongLine::No,
+    }
 }
 
 fn byte_at(file: &std::fs::File, pos: u64) -> Option<u8> {
