@@ -82,6 +82,14 @@ pub enum Error {
         /// The topic.
         topic: String,
     },
+    /// The broker said it does not know the topic, but it may be being created (auto-creation asked
+    /// for, or created a moment ago and not known to every broker yet): retried a few times before
+    /// it is called unknown. Seen when the time runs out meanwhile.
+    #[error("topic '{}' is not known to the broker yet (being created?)", Esc::str(.topic))]
+    NotYetKnown {
+        /// The topic.
+        topic: String,
+    },
     /// The partition does not exist.
     #[error("topic '{}' has no partition {partition} (it has {count})", Esc::str(.topic))]
     UnknownPartition {
@@ -242,9 +250,10 @@ impl Error {
             Error::Conn(c) if c.is_retriable() => Class::Retriable { refresh: true },
             Error::Conn(_) => Class::Permanent,
             Error::Kafka { code, .. } => classify(*code),
-            Error::NoLeader { .. } | Error::UnknownBroker(_) | Error::NotSent { .. } => {
-                Class::Retriable { refresh: true }
-            }
+            Error::NoLeader { .. }
+            | Error::NotYetKnown { .. }
+            | Error::UnknownBroker(_)
+            | Error::NotSent { .. } => Class::Retriable { refresh: true },
             Error::Deadline { last, .. } => last.class(),
             _ => Class::Permanent,
         }

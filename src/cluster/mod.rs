@@ -492,10 +492,8 @@ impl Cluster {
                 // "unknown" answers in 0.7 s for a topic that was being created).
                 let tries = if auto_create { 8 } else { 3 };
                 if seen <= tries {
-                    Err(Error::NoLeader {
-                        topic: name.into(),
-                        partition: 0,
-                    })
+                    // Not "no leader": that blamed brokers being down when the time ran out here.
+                    Err(Error::NotYetKnown { topic: name.into() })
                 } else {
                     Err(Error::UnknownTopic { topic: name.into() })
                 }

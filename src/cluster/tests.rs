@@ -30,6 +30,29 @@ async fn an_unknown_topic_is_an_error_without_waiting_out_the_timeout() {
     assert!(start.elapsed() < Duration::from_secs(1));
 }
 
+/// Time running out while the broker still calls a topic unknown (it may be being created) says
+/// so, not that a partition has no leader (which blamed brokers being down).
+#[tokio::test(start_paused = true)]
+async fn time_running_out_on_an_unknown_topic_says_it_is_not_known_yet() {
+    let b = FakeBroker::new(1);
+    b.auto_create(None);
+    let c = cluster(&b);
+    let e = c
+        .topic_until(
+            "nope",
+            true,
+            Some(Instant::now() + Duration::from_millis(50)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("topic 'nope' is not known to the broker yet"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("leader"), "{e}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_unreachable_cluster_is_given_up_at_the_timeout() {
     let b = FakeBroker::new(1);

@@ -2169,16 +2169,14 @@ impl Engine {
     }
 }
 
-/// Whether a file's first bytes `head` match a checkpointed fingerprint (taken over `fp.len` bytes).
-/// The byte at `pos` of `file`, if it has one.
 /// Whether `file` still holds, up to `pos`, a line that starts at `from`: a line end just before
 /// `from` (or `from` is 0), none from there to `pos` (looked at over the last 64 KiB), and the bytes
-/// just before `pos` that `hash` was taken of, when it was. A `from` not before `pos` (its start not
-/// known) says nothing more.
+/// just before `pos` that `hash` was taken of, when it was. A `from` not before `pos` (the line's
+/// start was not known: a `--from-end` start inside it) is checked by those bytes alone.
 fn still_in_line(file: &std::fs::File, from: u64, pos: u64, hash: Option<u64>) -> bool {
     const LOOK_BACK: u64 = 64 * 1024;
     if from >= pos {
-        return true;
+        return hash.is_none_or(|h| hash_before(Some(file), 0, pos) == Some(h));
     }
     if from > 0 && byte_at(file, from - 1) != Some(b'\n') {
         return false;
@@ -2203,22 +2201,27 @@ fn hash_before(file: Option<&std::fs::File>, from: u64, pos: u64) -> Option<u64>
     Some(Fingerprint::of(&buf).hash)
 }
 
-/// What a follower's checkpoint entry says of a long line at its acknowledged position.
+/// What a follower's checkpoint entry says of a long line at its acknowledged position: where the
+/// line starts, or, when that is not known, the position itself; with the hash of the bytes before
+/// the position (from the line's start on, or any when the start is not known).
 fn long_line_at(f: &Follower) -> LongLine {
+    let file = f.file.as_deref();
     match f.acked_skip_from {
-        Some(from) => LongLine::From(from, hash_before(f.file.as_deref(), from, f.acked_pos)),
+        Some(from) if from >= f.acked_pos => {
+            LongLine::From(f.acked_pos, hash_before(file, 0, f.acked_pos))
+        }
+        Some(from) => LongLine::From(from, hash_before(file, from, f.acked_pos)),
         None => LongLine::No,
     }
 }
 
+/// The byte at `pos` of `file`, if it has one.
 fn byte_at(file: &std::fs::File, pos: u64) -> Option<u8> {
     let mut b = [0u8; 1];
     std::os::unix::fs::FileExt::read_exact_at(file, &mut b, pos).ok()?;
     Some(b[0])
 }
 
-/// Whether follower `o`'s file `of` was truncated since `o` read it: shorter than it was read to, or
-/// no longer starting with the bytes it started with.
 /// The file of follower `o`, to compare a copy with its original: its own, or, closed while it
 /// waits its turn for a descriptor, opened again for the comparison if its path still names it.
 /// Compared only while open, a copy judged while its original was closed was taken for another
@@ -2263,6 +2266,8 @@ fn against(copy: &std::fs::File, of: &std::fs::File, o: &Follower, n: u64) -> Ag
     }
 }
 
+/// Whether follower `o`'s file `of` was truncated since `o` read it: shorter than it was read to, or
+/// no longer starting with the bytes it started with.
 fn truncated_under(of: &std::fs::File, o: &Follower) -> bool {
     if of.metadata().is_ok_and(|m| m.len() < o.read_pos) {
         return true;
@@ -2272,6 +2277,7 @@ fn truncated_under(of: &std::fs::File, o: &Follower) -> bool {
             .is_ok_and(|h| !head_matches(&h, o.fingerprint))
 }
 
+/// Whether a file's first bytes `head` match a checkpointed fingerprint (taken over `fp.len` bytes).
 fn head_matches(head: &[u8], fp: Fingerprint) -> bool {
     head.len() >= fp.len as usize && Fingerprint::of(&head[..fp.len as usize]) == fp
 }

@@ -165,6 +165,10 @@ pub struct Follower {
     skipping: bool,
     /// While `skipping`: where that line starts (or, when that is not known, where skipping began).
     skip_from: u64,
+    /// While `skipping`: the line's start is not known (skipping began inside it: a `--from-end`
+    /// start, a restart or a read-back at a position inside it). Its tokens then carry their own end
+    /// as the start, so that a checkpoint marks the position itself, checked by the bytes before it.
+    unknown_start: bool,
     /// The path no longer names this file (renamed away or deleted): finish it, then close.
     pub rotated: bool,
     /// Counted among rotations already (renamed to a name a pattern still matches, and a new file
@@ -194,7 +198,7 @@ pub struct Follower {
     pub acked_pos: u64,
     /// When `acked_pos` is inside a line longer than the limit, whose rest is skipped: where that line
     /// starts (kept in the checkpoint, so that a restart goes on skipping it, once it has checked
-    /// that the file still holds a line there).
+    /// that the file still holds a line there); `acked_pos` itself when that start is not known.
     pub acked_skip_from: Option<u64>,
     /// Size at the last read.
     pub size: u64,
@@ -255,6 +259,7 @@ impl Follower {
             before: Fingerprint::EMPTY,
             skipping: false,
             skip_from: 0,
+            unknown_start: false,
             rotated: false,
             rotation_counted: false,
             last_active: Instant::now(),
@@ -282,7 +287,8 @@ impl Follower {
 
     /// Moves a file nothing is in flight from to `pos` (where Kafka has it, found by exactly-once's
     /// read-back); a file now shorter than that was truncated and starts again at 0. `skip_from`:
-    /// `pos` is inside a long line being skipped, which starts there (or `pos` when not known).
+    /// `pos` is inside a long line being skipped, which starts there (or `pos`, or later, when not
+    /// known).
     /// `false` if it cannot move (lines in flight).
     pub fn advance_to(&mut self, pos: u64, skip_from: Option<u64>) -> bool {
         if !self.all_acked() || !self.inflight.is_empty() {
@@ -298,6 +304,7 @@ impl Follower {
         self.acked_skip_from = skip_from;
         self.skipping = skip_from.is_some();
         self.skip_from = skip_from.unwrap_or(pos);
+        self.unknown_start = skip_from.is_some_and(|s| s >= pos);
         self.before = Fingerprint::EMPTY;
         true
     }
@@ -331,11 +338,15 @@ impl Follower {
     }
 
     /// A token for the line ending at `end` (`skipping`: inside a long line whose rest is skipped,
-    /// which starts at `skip_from`).
+    /// which starts at `skip_from`, or, when that is not known, whose mark is `end` itself).
     fn token(&mut self, end: u64, skipping: bool) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let from = if skipping { self.skip_from } else { NO_SKIP };
+        let from = match (skipping, self.unknown_start) {
+            (false, _) => NO_SKIP,
+            (true, false) => self.skip_from,
+            (true, true) => end,
+        };
         self.inflight.push_back((end, false, from));
         (self.key << SEQ_BITS) | seq
     }
@@ -594,6 +605,7 @@ impl Follower {
                         truncated && region.bytes().get(rel.wrapping_sub(1)) != Some(&b'\n');
                     if skipping {
                         self.skip_from = self.read_pos;
+                        self.unknown_start = false;
                     }
                     self.ship_line(
                         bytes,
@@ -624,19 +636,22 @@ impl Follower {
     ) {
         let mut splitter = LineSplitter::resume(max_line_bytes, self.skipping);
         let mut lines = Vec::new();
+        // Where the next line starts: after the piece before it, a line or the skipped rest of one.
+        let mut start = 0;
         let used = splitter.split(region.bytes(), finished, |piece| {
+            let end = piece.end();
             if let Piece::Line {
-                bytes,
-                end,
-                truncated,
+                bytes, truncated, ..
             } = piece
             {
                 lines.push(multiline::Line {
                     bytes,
+                    start,
                     end,
                     truncated,
                 });
             }
+            start = end;
             ControlFlow::Continue(())
         });
         let (events, pending) = m.group(&lines, last);
@@ -658,13 +673,13 @@ impl Follower {
             // ended before its newline: its rest is skipped.
             let skipping = e.truncated && region.bytes().get(e.end.wrapping_sub(1)) != Some(&b'\n');
             if skipping {
-                // Where its last line starts: after the line before it.
-                let before = lines
+                // Where its last line starts.
+                let start = lines
                     .iter()
-                    .rev()
-                    .find(|l| l.end < e.end)
-                    .map_or(0, |l| l.end);
-                self.skip_from = base + before as u64;
+                    .rfind(|l| l.end <= e.end)
+                    .map_or(0, |l| l.start);
+                self.skip_from = base + start as u64;
+                self.unknown_start = false;
             }
             let token = self.token(base + e.end as u64, skipping);
             let pos = Self::position(source.as_ref(), base + e.end as u64, skipping);

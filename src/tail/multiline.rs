@@ -25,11 +25,14 @@ pub struct MultilineConfig {
     pub timeout: Duration,
 }
 
-/// One line of the input: its bytes (without newline), the offset after it, and whether it was cut.
+/// One line of the input: its bytes (without newline), where it starts and ends, and whether it was
+/// cut.
 #[derive(Debug, Clone, Copy)]
 pub struct Line<'a> {
     /// The line.
     pub bytes: &'a [u8],
+    /// Offset of its first byte: after the line before it, or after the skipped rest of a long one.
+    pub start: usize,
     /// Offset just after its newline.
     pub end: usize,
     /// Whether it was longer than the line limit and cut.
@@ -56,7 +59,6 @@ impl MultilineConfig {
     pub fn group(&self, lines: &[Line<'_>], last: bool) -> (Vec<Event>, Option<usize>) {
         let mut events = Vec::new();
         let mut cur: Option<(Event, usize)> = None; // the event and the offset where it begins
-        let mut prev_end = 0;
         for l in lines {
             let starts = self.start.is_match(l.bytes);
             // A line that would take the event past max_bytes starts the next one (a line longer
@@ -73,11 +75,11 @@ impl MultilineConfig {
                 (
                     Event {
                         value: Vec::new(),
-                        end: prev_end,
+                        end: l.start,
                         lines: 0,
                         truncated: false,
                     },
-                    prev_end,
+                    l.start,
                 )
             });
             if e.lines > 0 {
@@ -89,7 +91,6 @@ impl MultilineConfig {
             e.truncated |= l.truncated || l.bytes.len() > room;
             e.lines += 1;
             e.end = l.end;
-            prev_end = l.end;
         }
         match cur {
             Some((e, _)) if last => {
@@ -119,9 +120,11 @@ mod tests {
         let mut out = Vec::new();
         let mut pos = 0;
         for l in text.split_inclusive(|&b| b == b'\n') {
+            let start = pos;
             pos += l.len();
             out.push(Line {
                 bytes: l.strip_suffix(b"\n").unwrap_or(l),
+                start,
                 end: pos,
                 truncated: false,
             });
@@ -165,6 +168,21 @@ mod tests {
         let cut: Vec<bool> = events.iter().map(|e| e.truncated).collect();
         assert_eq!(cut, vec![false, true, false, false, false]);
         assert_eq!(events[2].value, b"\tat a.B.c(B.java:1)");
+    }
+
+    /// An event waiting for more begins at its first line, not before the skipped rest of a long
+    /// line that came first (read again from there, that rest was shipped as a line of its own).
+    #[test]
+    fn a_waiting_event_begins_at_its_first_line_after_a_skipped_rest() {
+        let ls = [Line {
+            bytes: b"2026-11-27 next",
+            start: 40,
+            end: 56,
+            truncated: false,
+        }];
+        let (events, pending) = cfg(500, 1 << 20).group(&ls, false);
+        assert!(events.is_empty());
+        assert_eq!(pending, Some(40));
     }
 
     #[test]
