@@ -2183,9 +2183,14 @@ fn still_in_line(file: &std::fs::File, from: u64, pos: u64, hash: Option<u64>) -
     }
     let lo = from.max(pos - pos.min(LOOK_BACK));
     let mut buf = vec![0u8; (pos - lo) as usize];
-    std::os::unix::fs::FileExt::read_exact_at(file, &mut buf, lo).is_ok()
-        && memchr::memchr(b'\n', &buf).is_none()
-        && hash.is_none_or(|h| hash_before(Some(file), from, pos) == Some(h))
+    if std::os::unix::fs::FileExt::read_exact_at(file, &mut buf, lo).is_err()
+        || memchr::memchr(b'\n', &buf).is_some()
+    {
+        return false;
+    }
+    // The hashed bytes (up to 64 before `pos`, none before `from`) end the bytes just read.
+    let k = buf.len().min(64);
+    hash.is_none_or(|h| Fingerprint::of(&buf[buf.len() - k..]).hash == h)
 }
 
 /// The hash of up to 64 bytes of `file` just before `pos`, none before `from` (a skip mark's: a file
