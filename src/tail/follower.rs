@@ -718,7 +718,12 @@ impl Follower {
         match pending {
             // The unfinished event waits in the file, from its first line.
             Some(begins) => {
-                self.read_pos = base + begins as u64;
+                let at = base + begins as u64;
+                if at > self.read_pos {
+                    // The skipped rest of a long line before it: passed over, done at once.
+                    self.skip_to(at, false);
+                }
+                self.read_pos = at;
                 self.skipping = false;
             }
             // Everything the splitter took is in shipped events, or skipped bytes after them.
