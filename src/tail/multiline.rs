@@ -91,6 +91,14 @@ impl MultilineConfig {
             e.truncated |= l.truncated || l.bytes.len() > room;
             e.lines += 1;
             e.end = l.end;
+            // A cut fills the event (`max_bytes` is at most the line limit): it is complete now.
+            // Left to wait for the next line, it waited for ever when the cut line's rest ran past
+            // the region read (t36 F5: a 2 MB line stalled its file, nothing after it shipped).
+            if e.truncated {
+                if let Some((e, _)) = cur.take() {
+                    events.push(e);
+                }
+            }
         }
         match cur {
             Some((e, _)) if last => {
@@ -168,6 +176,34 @@ mod tests {
         let cut: Vec<bool> = events.iter().map(|e| e.truncated).collect();
         assert_eq!(cut, vec![false, true, false, false, false]);
         assert_eq!(events[2].value, b"\tat a.B.c(B.java:1)");
+    }
+
+    /// An event with a cut line is complete at once: nothing more fits in it.
+    #[test]
+    fn an_event_with_a_cut_line_is_complete_at_once() {
+        let ls = [
+            Line {
+                bytes: b"2026-11-27 start",
+                start: 0,
+                end: 17,
+                truncated: false,
+            },
+            Line {
+                bytes: &[b'y'; 30],
+                start: 17,
+                end: 47,
+                truncated: true,
+            },
+        ];
+        let (events, pending) = cfg(500, 30).group(&ls, false);
+        assert_eq!(pending, None);
+        assert_eq!(events.len(), 2);
+        assert!(events[1].truncated);
+        assert_eq!(events[1].end, 47);
+        // Cut by the event's room, not the line limit: the same.
+        let (events, pending) = cfg(500, 10).group(&ls[..1], false);
+        assert_eq!((events.len(), pending), (1, None));
+        assert_eq!(events[0].value, b"2026-11-27");
     }
 
     /// An event waiting for more begins at its first line, not before the skipped rest of a long

@@ -1188,6 +1188,43 @@ async fn a_multiline_mark_names_the_start_of_the_line_after_a_skipped_rest() {
     fs::remove_dir_all(&d).unwrap();
 }
 
+/// With multiline, a line longer than the region read (the event limit plus the line limit) is cut
+/// and shipped, and the lines after it follow (t36 F5: its event waited for a next line the region
+/// could never hold, and the file stalled for good, with nothing said).
+#[tokio::test(start_paused = true)]
+async fn a_multiline_line_longer_than_the_region_is_cut_and_the_file_goes_on() {
+    for (case, head) in [("continuation", &b"S1\n"[..]), ("start-line", &b"S"[..])] {
+        let d = dir(&format!("multiline-huge-{case}"));
+        let f = d.join("m.log");
+        let mut data = head.to_vec();
+        data.extend(std::iter::repeat_n(b'y', 20_000));
+        data.extend(b"\nS2\n x\nS3\n");
+        append(&f, &data);
+        let mut cfg = config(&d);
+        cfg.limits.max_line_bytes = 1000;
+        cfg.inputs[0].multiline = Some(Arc::new(crate::tail::multiline::MultilineConfig {
+            start: regex::bytes::Regex::new("^S").unwrap(),
+            max_lines: 500,
+            max_bytes: 1000,
+            timeout: Duration::from_secs(1),
+        }));
+        let (mut e, mut sink) = following(cfg, Vec::new());
+        e.touch_multiline();
+        drain(&mut e, &mut sink, Instant::now() + Duration::from_secs(60));
+        let got = shipped_text(&sink);
+        let mut want = Vec::new();
+        if case == "continuation" {
+            want.push("S1".to_string());
+            want.push("y".repeat(1000));
+        } else {
+            want.push(format!("S{}", "y".repeat(999)));
+        }
+        want.extend(["S2\n x".to_string(), "S3".to_string()]);
+        assert_eq!(got, want, "{case}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+}
+
 /// The stop's summary names the files that end in something not shipped yet: a line without its
 /// newline, and with multiline an event not complete yet (t32 F6: such a file was not named).
 #[tokio::test(start_paused = true)]
