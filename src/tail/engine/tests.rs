@@ -1193,6 +1193,7 @@ async fn a_multiline_mark_names_the_start_of_the_line_after_a_skipped_rest() {
 /// could never hold, and the file stalled for good, with nothing said).
 #[tokio::test(start_paused = true)]
 async fn a_multiline_line_longer_than_the_region_is_cut_and_the_file_goes_on() {
+    let start = regex::bytes::Regex::new("^S").unwrap();
     for (case, head) in [("continuation", &b"S1\n"[..]), ("start-line", &b"S"[..])] {
         let d = dir(&format!("multiline-huge-{case}"));
         let f = d.join("m.log");
@@ -1203,7 +1204,7 @@ async fn a_multiline_line_longer_than_the_region_is_cut_and_the_file_goes_on() {
         let mut cfg = config(&d);
         cfg.limits.max_line_bytes = 1000;
         cfg.inputs[0].multiline = Some(Arc::new(crate::tail::multiline::MultilineConfig {
-            start: regex::bytes::Regex::new("^S").unwrap(),
+            start: start.clone(),
             max_lines: 500,
             max_bytes: 1000,
             timeout: Duration::from_secs(1),
