@@ -90,6 +90,13 @@ pub enum Error {
         /// The topic.
         topic: String,
     },
+    /// One of Kafka's internal topics (`__consumer_offsets`, `__transaction_state`): a broker
+    /// refuses every client's writes to it, so lines routed there can never be delivered.
+    #[error("topic '{}' is one of Kafka's internal topics: brokers refuse clients' writes to it", Esc::str(.topic))]
+    InternalTopic {
+        /// The topic.
+        topic: String,
+    },
     /// The partition does not exist.
     #[error("topic '{}' has no partition {partition} (it has {count})", Esc::str(.topic))]
     UnknownPartition {

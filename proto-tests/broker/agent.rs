@@ -980,6 +980,62 @@ fn a_topic_that_does_not_exist_turns_healthz_503_until_it_is_created() {
     assert_eq!(tail.stop("TERM"), Some(0), "{}", tail.stderr());
 }
 
+/// A template that makes one of Kafka's internal topics of a file's name (any user who can write in
+/// the log directory can name a file `__consumer_offsets.log`): that file's lines wait, said once,
+/// and the other files ship; it is no delivery failure (t36 F2: every Produce was refused and
+/// retried for ever, and the whole agent said delivery to Kafka was failing). Named as it is, such
+/// a topic is refused at start.
+#[test]
+fn a_template_that_makes_an_internal_topic_holds_that_file_alone() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("agent-internal");
+    let t = topic("agent-internal");
+    create_topic(&b, &t, 1, 1, &[]);
+    let port = free_port();
+    let cfg = dir.join("agent.toml");
+    write_config(
+        &cfg,
+        &format!(
+            "metrics_listen = \"127.0.0.1:{port}\"\ncheckpoint = \"{d}/ckpt\"\n[[input]]\npaths = [\"{d}/*.log\"]\ntopic = \"{{file_stem}}\"\n",
+            d = dir.display()
+        ),
+    );
+    append(&dir.join("__consumer_offsets.log"), b"hostile\n");
+    append(&dir.join(format!("{t}.log")), &numbered_lines("ok", 0, 10));
+    let mut tail = Tail::start(&b, &["--config", cfg.to_str().unwrap()], &dir.join("log"));
+    wait_listening(port, &tail);
+    tail.until(
+        60,
+        || topic_values(&b, &t).len() == 10,
+        "the other file's lines",
+    );
+    tail.until(
+        30,
+        || tail.stderr().contains("one of Kafka's internal topics"),
+        "the internal topic said",
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let m = parse_with_prometheus_client(&http_get(port, "/metrics").1);
+    assert_eq!(m["shipper_delivery_failing{}"], 0.0, "{m:#?}");
+    let err = tail.stderr();
+    assert_eq!(
+        err.matches("one of Kafka's internal topics").count(),
+        1,
+        "{err}"
+    );
+    assert!(!err.contains("cannot deliver"), "{err}");
+    assert_eq!(tail.stop("TERM"), Some(0), "{}", tail.stderr());
+
+    // Named as it is: refused at once, from the command line and from a config file.
+    let log = dir.join(format!("{t}.log")).display().to_string();
+    let out = shipper(&b, &["tail", &log, "__consumer_offsets"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("one of Kafka's internal topics"), "{err}");
+    let out = shipper(&b, &["produce", "__transaction_state"], b"x\n");
+    assert_eq!(out.status.code(), Some(2));
+}
+
 /// A log directory where other programs create and rename files (and where the checkpoint itself is
 /// written) costs no full scan per event: only a name a pattern may find, or a followed file renamed,
 /// does. Counted by `shipper_scans_total`; the lines of a new matching file and of a rotated one

@@ -434,7 +434,7 @@ impl Run<'_> {
 
 /// Runs the command; returns the exit code.
 pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
-    crate::settings::check_topic_arg(&args.topic)?;
+    crate::settings::check_topic_to_write(&args.topic)?;
     let headers_owned = parse_headers(&args.producer.headers)?;
     let input = Input::open(args.file.as_deref())?;
     // kcat's escapes, as in -K: `\t` is a tab.
@@ -683,6 +683,12 @@ async fn start_producer(common: &Common, args: &ProduceArgs) -> anyhow::Result<P
     let meta = cluster
         .topic_for(&args.topic, true, deadline, &wanted)
         .await?;
+    if meta.internal {
+        return Err(crate::error::Error::InternalTopic {
+            topic: args.topic.clone(),
+        }
+        .into());
+    }
     if let Some(p) = args.partition {
         if p as usize >= meta.partitions.len() {
             return Err(crate::error::Error::UnknownPartition {

@@ -176,6 +176,15 @@ impl Producer {
         name: String,
         r: Result<std::sync::Arc<crate::cluster::TopicMeta>, Error>,
     ) {
+        // An internal topic (a template made `__consumer_offsets` of a file's name): its lines
+        // wait in their files, said once, as for a topic that cannot be used (t36 F2: every
+        // Produce was refused, retried for ever, and the agent reported delivery failing).
+        let r = r.and_then(|m| match m.internal {
+            true => Err(Error::InternalTopic {
+                topic: name.clone(),
+            }),
+            false => Ok(m),
+        });
         match r {
             Ok(meta) => {
                 // A wait that was said gets its end said too (t17 F6: the journal ended with "wait
@@ -201,8 +210,14 @@ impl Producer {
                     return;
                 };
                 if p.error.is_none() {
+                    let until = match e {
+                        Error::InternalTopic { .. } => {
+                            "(exclude the file, or route it to another topic, and reload)"
+                        }
+                        _ => "until it can be used",
+                    };
                     crate::log::warn(format_args!(
-                        "{e}; lines routed to topic '{}' wait in their files until it can be used",
+                        "{e}; lines routed to topic '{}' wait in their files {until}",
                         crate::escape::Esc::str(&name)
                     ));
                 }

@@ -275,6 +275,31 @@ pub fn check_topic_arg(raw: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Whether `name` is one of Kafka's internal topics, which brokers never let a client write to (as
+/// Kafka's own `Topic.isInternal`: the group offsets, the transaction log, and 4.x's share-group
+/// state). Reading them is allowed.
+pub(crate) fn internal_topic(name: &str) -> bool {
+    matches!(
+        name,
+        "__consumer_offsets" | "__transaction_state" | "__share_group_state"
+    )
+}
+
+/// A topic named to be written to (`produce`, `tail`): a name Kafka would take, and not one of its
+/// internal topics (t36 F2: `tail` retried the broker's refusal for ever).
+pub fn check_topic_to_write(raw: &str) -> anyhow::Result<()> {
+    check_topic_arg(raw)?;
+    match internal_topic(raw) {
+        true => usage(internal_topic_problem(raw)),
+        false => Ok(()),
+    }
+}
+
+/// The words for a topic that cannot be written to because it is internal.
+pub(crate) fn internal_topic_problem(raw: &str) -> String {
+    crate::error::Error::InternalTopic { topic: raw.into() }.to_string()
+}
+
 /// What is wrong with `raw` as a topic name, in words; `None` when Kafka would take it.
 pub(crate) fn topic_name_problem(raw: &str) -> Option<String> {
     crate::tail::route::topic_name(raw.as_bytes()).1.then(|| {
@@ -603,5 +628,12 @@ mod tests {
         let e = check_topic_arg("logs-{file_stem}").unwrap_err().to_string();
         assert!(e.contains("is for an input of a --config file"), "{e}");
         assert!(check_topic_arg("app-logs.v2_x").is_ok());
+        // Internal topics may be read, never written.
+        assert!(check_topic_arg("__consumer_offsets").is_ok());
+        for t in ["__consumer_offsets", "__transaction_state"] {
+            let e = check_topic_to_write(t).unwrap_err().to_string();
+            assert!(e.contains("one of Kafka's internal topics"), "{e}");
+        }
+        assert!(check_topic_to_write("__consumer_offsets2").is_ok());
     }
 }

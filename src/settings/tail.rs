@@ -55,10 +55,14 @@ pub fn check_exactly_once(p: &mut ProducerConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks a topic name given as it is (no placeholders).
+/// Checks a topic name given as it is (no placeholders): one Kafka would take, and not one of its
+/// internal topics, which no client may write to.
 pub fn check_topic(t: &Template, raw: &str) -> Result<(), String> {
     match super::topic_name_problem(raw) {
         Some(problem) if t.is_constant() => Err(problem),
+        _ if t.is_constant() && super::internal_topic(raw) => {
+            Err(super::internal_topic_problem(raw))
+        }
         _ => Ok(()),
     }
 }

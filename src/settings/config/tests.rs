@@ -189,6 +189,15 @@ fn a_template_that_cannot_resolve_is_an_error_on_its_line() {
         "[[input]]\npaths = [\"/x\"]\ntopic = \"my topic\"\n",
     );
     assert!(e.contains(":3:") && e.contains("not a topic name"), "{e}");
+    // Kafka's internal topics: no client may write to them (t36 F2: retried for ever).
+    let e = error(
+        "internal",
+        "[[input]]\npaths = [\"/x\"]\ntopic = \"__consumer_offsets\"\n",
+    );
+    assert!(
+        e.contains(":3:") && e.contains("one of Kafka's internal topics"),
+        "{e}"
+    );
 }
 
 #[test]
