@@ -60,6 +60,17 @@ pub struct TopicMeta {
 }
 
 impl TopicMeta {
+    /// The topic, to write to: an error when it is one of Kafka's internal topics, which brokers
+    /// never let a client write to (t36 F2: every Produce was refused and retried for ever).
+    pub fn writable(self: std::sync::Arc<Self>) -> crate::error::Result<std::sync::Arc<Self>> {
+        match self.internal {
+            true => Err(crate::error::Error::InternalTopic {
+                topic: self.name.clone(),
+            }),
+            false => Ok(self),
+        }
+    }
+
     /// The leader of partition `p`, or -1.
     pub fn leader(&self, p: i32) -> i32 {
         usize::try_from(p)

@@ -682,13 +682,8 @@ async fn start_producer(common: &Common, args: &ProduceArgs) -> anyhow::Result<P
     let deadline = cluster.options().deadline();
     let meta = cluster
         .topic_for(&args.topic, true, deadline, &wanted)
-        .await?;
-    if meta.internal {
-        return Err(crate::error::Error::InternalTopic {
-            topic: args.topic.clone(),
-        }
-        .into());
-    }
+        .await?
+        .writable()?;
     if let Some(p) = args.partition {
         if p as usize >= meta.partitions.len() {
             return Err(crate::error::Error::UnknownPartition {

@@ -84,8 +84,7 @@ pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
                 else {
                     return stopped();
                 };
-                let meta = match meta {
-                    Ok(m) if m.internal => return Err(Error::InternalTopic { topic: name }.into()),
+                let meta = match meta.and_then(|m| m.writable()) {
                     Ok(m) => m,
                     // From a config file (a service), a topic missing or refused at start is waited
                     // for, as one a template names or a reload adds (said when its lines come):

@@ -177,15 +177,8 @@ impl Producer {
         r: Result<std::sync::Arc<crate::cluster::TopicMeta>, Error>,
     ) {
         // An internal topic (a template made `__consumer_offsets` of a file's name): its lines
-        // wait in their files, said once, as for a topic that cannot be used (t36 F2: every
-        // Produce was refused, retried for ever, and the agent reported delivery failing).
-        let r = r.and_then(|m| match m.internal {
-            true => Err(Error::InternalTopic {
-                topic: name.clone(),
-            }),
-            false => Ok(m),
-        });
-        match r {
+        // wait in their files, said once, as for a topic that cannot be used.
+        match r.and_then(|m| m.writable()) {
             Ok(meta) => {
                 // A wait that was said gets its end said too (t17 F6: the journal ended with "wait
                 // in their files", whether or not they still did).
