@@ -926,6 +926,62 @@ fn consume_in_a_group_reads_on_while_its_commits_fail() {
     assert!(!err.contains("(--timeout)"), "{err}");
 }
 
+/// Periodic commits that fail are said (not only a "still trying" line while one retries), and so
+/// is the first that lands again (t36 F4: a paused coordinator left no line after "still trying for
+/// up to 5 s (offset commit)", neither that commits failed nor that they worked again).
+#[test]
+fn consume_in_a_group_says_when_commits_fail_and_when_they_land_again() {
+    use std::io::BufRead;
+    let (b, boot) = FakeBroker::start_tcp(1);
+    b.create_topic("t", 1);
+    b.append("t", 0, &[b"one"]);
+    let mut child = consume_from_fake(
+        &boot,
+        &["-G", "g", "-o", "beginning", "--commit-interval-ms", "300"],
+    );
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "one\n");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while b.committed_offset("g", "t", 0) != Some(1) {
+        assert!(Instant::now() < deadline, "no commit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Group authorization failed: refused, not retried, not a rebalance.
+    b.misbehave(Misbehave::GroupError {
+        api: ApiKey::OffsetCommit,
+        code: 30,
+    });
+    b.append("t", 0, &[b"two"]);
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "two\n");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(b.committed_offset("g", "t", 0), Some(1));
+    b.behave();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while b.committed_offset("g", "t", 0) != Some(2) {
+        assert!(
+            Instant::now() < deadline,
+            "no commit after the refusals ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = child.kill();
+    let _ = child.wait();
+    let err = stderr_of(&mut child);
+    let failing = err.find("group 'g': offsets not committed (");
+    let again = err.find("group 'g': offsets committed again after");
+    assert!(
+        failing.is_some() && again.is_some() && failing < again,
+        "{err}"
+    );
+    // Said once while failing (every 300 ms a commit fails): not a line per commit.
+    assert_eq!(err.matches("offsets not committed").count(), 1, "{err}");
+}
+
 /// `-b` naming a port whose server waits for a request of its own protocol (an HTTP server) is said
 /// to be perhaps not a Kafka listener; it was only "no response to ApiVersions" (t14).
 #[test]

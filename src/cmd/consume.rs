@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::backoff::{TroubleNews, TroubleWatch};
 use crate::cli::{CommitMode, Common, ConsumeArgs, Isolation};
 use crate::cluster::Cluster;
 use crate::consumer::{Consumer, FetchConfig, Fetched, StartOffset};
@@ -74,6 +75,7 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
         member: None,
         commit: (!args.no_commit).then_some(args.commit),
         committing: None,
+        commit_trouble: TroubleWatch::new(Duration::ZERO, Some(COMMIT_TROUBLE_EVERY)),
         assigned: false,
     };
     match &args.group {
@@ -180,7 +182,11 @@ struct Reader {
     commit: Option<CommitMode>,
     /// The periodic commit under way, in a task of its own: reading goes on while the coordinator
     /// is slow or away (awaited inline, it stopped the reading for up to 10 s of every 15).
-    committing: Option<tokio::task::JoinHandle<crate::error::Result<()>>>,
+    committing: Option<(tokio::task::JoinHandle<crate::error::Result<()>>, Instant)>,
+    /// Periodic commits that fail (not merely stale): said when the first fails, again while they
+    /// do, and once when one lands again (t36 F4: a coordinator paused for 40 s left only a "still
+    /// trying" line, and nothing said that commits failed, nor that they worked again).
+    commit_trouble: TroubleWatch,
     /// Whether partitions were assigned yet (at once without a group).
     assigned: bool,
 }
@@ -207,7 +213,11 @@ impl Reader {
             while let Some(ev) = self.member.as_mut().and_then(Member::try_event) {
                 self.on_event(ev).await?;
             }
-            if self.committing.as_ref().is_some_and(|h| h.is_finished()) {
+            if self
+                .committing
+                .as_ref()
+                .is_some_and(|(h, _)| h.is_finished())
+            {
                 self.settle_commit().await;
             }
             self.note_written();
@@ -225,7 +235,7 @@ impl Reader {
                     .map(|(k, v)| (k.clone(), *v))
                     .collect();
                 if let Some(m) = self.member.as_ref().filter(|_| !moved.is_empty()) {
-                    self.committing = m.commit_later(moved);
+                    self.committing = m.commit_later(moved).map(|h| (h, Instant::now()));
                     self.periodic_sent = self.positions.clone();
                 }
                 last_commit = Instant::now();
@@ -608,8 +618,10 @@ impl Reader {
         let (Some(m), Some(_)) = (&self.member, self.commit) else {
             return;
         };
-        match m.commit(offsets).await {
-            Ok(_) => {}
+        let r = m.commit(offsets).await;
+        match r {
+            Ok(true) => self.commit_news(None),
+            Ok(false) => {}
             Err(e) if !loud || offsets::is_stale(&e) => {
                 crate::log::debug(format_args!("commit: {e}"))
             }
@@ -617,17 +629,46 @@ impl Reader {
         }
     }
 
+    /// Looks at how the last commit went (`Some`: it failed, not merely stale, and when it was
+    /// sent) and says what is due: that commits fail, or that they land again after a failure that
+    /// was said (counted from the first failing commit's start, not its end).
+    fn commit_news(&mut self, failed: Option<(&Error, Instant)>) {
+        let group = self.member.as_ref().map(|m| m.group().to_string());
+        let group = Esc::str(group.as_deref().unwrap_or_default());
+        match self
+            .commit_trouble
+            .look_at(failed.map(|(e, t)| (e.to_string(), t)), Instant::now())
+        {
+            Some(TroubleNews::Failing(e, for_)) => crate::log::warn(format_args!(
+                "group '{group}': offsets not committed{} ({e}); reading goes on, and the next periodic commit sends them again",
+                if for_ < Duration::from_secs(1) {
+                    String::new()
+                } else {
+                    format!(" for {} s", for_.as_secs())
+                }
+            )),
+            Some(TroubleNews::Recovered(after)) => crate::log::info(format_args!(
+                "group '{group}': offsets committed again after {:.1}s",
+                after.as_secs_f64()
+            )),
+            None => {}
+        }
+    }
+
     /// Waits for the periodic commit under way, if any; its failure is said at debug level (the
     /// next commit will do, and the last one is loud).
     async fn settle_commit(&mut self) {
-        let Some(h) = self.committing.take() else {
+        let Some((h, began)) = self.committing.take() else {
             return;
         };
         match h.await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => self.commit_news(None),
             Ok(Err(e)) => {
                 self.periodic_sent.clear();
-                crate::log::debug(format_args!("commit: {e}"))
+                crate::log::debug(format_args!("commit: {e}"));
+                if !offsets::is_stale(&e) {
+                    self.commit_news(Some((&e, began)));
+                }
             }
             Err(e) => {
                 self.periodic_sent.clear();
@@ -735,6 +776,9 @@ type Reached = ((String, i32), i64, u64);
 
 /// Bytes of formatted records handed to standard output's thread at a time.
 const TEXT_CHUNK: usize = 64 * 1024;
+
+/// How often failing periodic commits are said again while they fail.
+const COMMIT_TROUBLE_EVERY: Duration = Duration::from_secs(60);
 
 /// Records formatted for standard output, copied in with the short-copy path.
 struct Text(Vec<u8>);
