@@ -82,6 +82,16 @@ pub enum Error {
         /// The topic.
         topic: String,
     },
+    /// The topic does not exist, and Kafka says it would refuse to create it (asked without creating
+    /// anything): a name that collides with an existing topic's (`a.b` and `a_b`), a replication
+    /// factor the cluster cannot reach, a creation policy. Auto-creation fails the same way, silently.
+    #[error("topic '{}' does not exist, and Kafka refuses to create it: {}", Esc::str(.topic), Esc::str(.reason))]
+    CannotCreate {
+        /// The topic.
+        topic: String,
+        /// Kafka's reason (its error message, bounded), or the error code's.
+        reason: String,
+    },
     /// The broker said it does not know the topic, but it may be being created (auto-creation asked
     /// for, or created a moment ago and not known to every broker yet): retried a few times before
     /// it is called unknown. Seen when the time runs out meanwhile.

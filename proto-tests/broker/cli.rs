@@ -403,6 +403,36 @@ fn unknown_topic_fails_with_its_name_when_auto_creation_is_off() {
     }
 }
 
+/// A topic Kafka refuses to create, its name colliding with an existing topic's (`x.a` and `x_a`:
+/// their metrics' names would be the same), is said with Kafka's reason, by produce and by tail from
+/// the command line; it was "does not exist (create it ...)", which cannot be done (t36 F3).
+#[test]
+fn a_topic_colliding_with_an_existing_one_is_said_with_kafkas_reason() {
+    let Some(b) = broker() else { return };
+    let dotted = topic("collide.a");
+    create_topic(&b, &dotted, 1, 1, &[]);
+    let t = dotted.replace('.', "_");
+    let dir = scratch_dir("collide");
+    append(&dir.join("a.log"), b"x\n");
+    let (log, ck) = (
+        dir.join("a.log").display().to_string(),
+        dir.join("ck").display().to_string(),
+    );
+    let tail = vec!["tail", &log[..], &t[..], "--checkpoint", &ck[..]];
+    for args in [vec!["produce", &t[..]], tail] {
+        let out = shipper(&b, &args, b"x\n");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "topic '{t}' does not exist, and Kafka refuses to create it: Topic '{t}' collides with existing topic: {dotted}"
+            )),
+            "{err}"
+        );
+    }
+    assert!(topic_values(&b, &dotted).is_empty());
+}
+
 #[test]
 fn unreachable_broker_fails_with_the_address_and_says_it_is_still_trying_meanwhile() {
     let out = shipper("127.0.0.1:1", &["--timeout", "9s", "produce", "t"], b"x\n");

@@ -7,8 +7,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{InitProducerIdRequest, MetadataRequest, ProducerId, TopicName};
+use kafka_protocol::messages::{
+    CreateTopicsRequest, InitProducerIdRequest, MetadataRequest, ProducerId, TopicName,
+};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 use tokio::time::Instant;
 
@@ -42,6 +45,16 @@ const STALLED_AFTER: Duration = Duration::from_secs(2);
 /// How long after a failed connection attempt [`Cluster::any_connection`] asks the other brokers
 /// first.
 const FAILED_RECENTLY: Duration = Duration::from_secs(30);
+/// CreateTopics versions: the flexible ones (5+, Kafka 2.4+), which also take -1 for the broker's
+/// default partitions and replication factor.
+const CREATE_TOPICS_VERSIONS: VersionRange = VersionRange { min: 5, max: 7 };
+
+/// How long the question why a topic was not created may take.
+const CREATION_CHECK_WITHIN: Duration = Duration::from_secs(5);
+
+/// The most of a broker's reason for refusing a topic that is kept (a message is the broker's text).
+const REASON_MAX: usize = 300;
+
 /// InitProducerId versions: flexible (2+).
 const INIT_PRODUCER_ID_VERSIONS: VersionRange = VersionRange { min: 2, max: 5 };
 
@@ -544,11 +557,77 @@ impl Cluster {
         }
         let unknown_seen = std::sync::atomic::AtomicU32::new(0);
         let started = Instant::now();
-        retry(deadline, |d| {
+        let r = retry(deadline, |d| {
             let some_led = started.elapsed() >= EVERY_LEADER_WITHIN;
             self.topic_once(name, auto_create, d, &unknown_seen, some_led, wanted)
         })
-        .await
+        .await;
+        match r {
+            // Asked to create it and not created: Kafka may say why (t36 F3: `a_b` beside an
+            // existing `a.b` was "does not exist (create it ...)", which cannot be done).
+            Err(Error::UnknownTopic { topic }) if auto_create => {
+                let within = Some(Instant::now() + CREATION_CHECK_WITHIN);
+                match self.creation_refused(&topic, within).await {
+                    Some(reason) => Err(Error::CannotCreate { topic, reason }),
+                    None => Err(Error::UnknownTopic { topic }),
+                }
+            }
+            r => r,
+        }
+    }
+
+    /// Why Kafka refuses to create topic `name` with the broker's defaults, if it does: a CreateTopics
+    /// request that only validates (nothing is created). `None` when creation would succeed (the
+    /// broker's `auto.create.topics.enable` is off), when this user may not create topics, or when
+    /// the broker does not answer or does not serve CreateTopics: the caller's error stands.
+    pub async fn creation_refused(&self, name: &str, deadline: Option<Instant>) -> Option<String> {
+        let conn = self.any_connection(deadline).await.ok()?;
+        let version = conn
+            .version::<CreateTopicsRequest>(CREATE_TOPICS_VERSIONS)
+            .ok()?;
+        let mut topic = CreatableTopic::default();
+        topic.name = TopicName(StrBytes::from_string(name.to_string()));
+        topic.num_partitions = -1;
+        topic.replication_factor = -1;
+        let mut req = CreateTopicsRequest::default();
+        req.topics = vec![topic];
+        req.timeout_ms = CREATION_CHECK_WITHIN.as_millis() as i32;
+        req.validate_only = true;
+        let resp = conn
+            .call(&req, version, conn.request_deadline(deadline))
+            .await
+            .ok()?;
+        let t = resp
+            .topics
+            .into_iter()
+            .find(|t| t.name.0.as_str() == name)?;
+        let c = code(t.error_code)?;
+        if !matches!(
+            c,
+            Code::InvalidTopicException
+                | Code::InvalidPartitions
+                | Code::InvalidReplicationFactor
+                | Code::InvalidReplicaAssignment
+                | Code::InvalidConfig
+                | Code::PolicyViolation
+        ) {
+            return None;
+        }
+        let said = t
+            .error_message
+            .map(|m| m.as_str().trim().to_string())
+            .filter(|m| !m.is_empty());
+        Some(match said {
+            Some(m) if m.len() > REASON_MAX => {
+                let mut end = REASON_MAX;
+                while !m.is_char_boundary(end) {
+                    end -= 1;
+                }
+                format!("{}...", &m[..end])
+            }
+            Some(m) => m,
+            None => c.to_string(),
+        })
     }
 
     /// [`Cluster::topic_until`] with the retry limit from the options.

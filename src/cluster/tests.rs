@@ -30,6 +30,31 @@ async fn an_unknown_topic_is_an_error_without_waiting_out_the_timeout() {
     assert!(start.elapsed() < Duration::from_secs(1));
 }
 
+/// A topic asked to be created and not created, because its name collides with an existing one's
+/// (`a.b` and `a_b`), is said so with Kafka's reason, not "does not exist (create it ...)" (t36 F3);
+/// one the broker would create (auto-creation off) is still "does not exist".
+#[tokio::test(start_paused = true)]
+async fn a_topic_kafka_refuses_to_create_is_said_with_its_reason() {
+    let b = FakeBroker::new(1);
+    b.auto_create(Some(1));
+    b.create_topic("app.logs", 1);
+    let c = cluster(&b);
+    let e = c.topic("app_logs", true).await.unwrap_err();
+    assert!(matches!(e, Error::CannotCreate { .. }), "{e}");
+    assert!(
+        e.to_string().contains(
+            "topic 'app_logs' does not exist, and Kafka refuses to create it: Topic 'app_logs' collides with existing topic: app.logs"
+        ),
+        "{e}"
+    );
+    b.auto_create(None);
+    let e = c.topic("other_logs", true).await.unwrap_err();
+    assert!(matches!(e, Error::UnknownTopic { .. }), "{e}");
+    // Not asked to create it: not asked why it was not.
+    let e = c.topic("app_logs", false).await.unwrap_err();
+    assert!(matches!(e, Error::UnknownTopic { .. }), "{e}");
+}
+
 /// Time running out while the broker still calls a topic unknown (it may be being created) says
 /// so, not that a partition has no leader (which blamed brokers being down).
 #[tokio::test(start_paused = true)]

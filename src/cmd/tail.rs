@@ -44,7 +44,7 @@ pub fn settings(common: &Common, args: &TailArgs) -> anyhow::Result<TailSettings
 /// Whether a topic the cluster refuses now may become usable without a restart: created, or allowed
 /// by the ACLs.
 fn topic_may_come(e: &Error) -> bool {
-    matches!(e, Error::UnknownTopic { .. })
+    matches!(e, Error::UnknownTopic { .. } | Error::CannotCreate { .. })
         || e.code() == Some(crate::error::Code::TopicAuthorizationFailed)
 }
 

@@ -30,6 +30,7 @@ impl FakeBroker {
             (ApiKey::LeaveGroup, 0, 5),
             (ApiKey::OffsetCommit, 2, 9),
             (ApiKey::OffsetFetch, 1, 9),
+            (ApiKey::CreateTopics, 2, 7),
         ] {
             let mut v = api_versions_response::ApiVersion::default();
             v.api_key = k as i16;
@@ -40,6 +41,40 @@ impl FakeBroker {
         Some(Body::ApiVersions(r))
     }
 
+    /// The existing topic `name` collides with, as Kafka has it: another name that is the same once
+    /// '.' and '_' are taken for one another (their metrics' names would be the same).
+    fn colliding(&self, name: &str) -> Option<String> {
+        let folded = name.replace('.', "_");
+        let st = self.lock();
+        st.topics
+            .keys()
+            .find(|t| t.as_str() != name && t.replace('.', "_") == folded)
+            .cloned()
+    }
+
+    /// Creates topics as Kafka's controller does, or only validates (nothing is created): a name
+    /// that exists is refused, and one that collides with an existing one.
+    pub(super) fn create_topics(&self, req: CreateTopicsRequest) -> Body {
+        let mut r = CreateTopicsResponse::default();
+        for t in req.topics {
+            let name = t.name.0.to_string();
+            let mut tr = create_topics_response::CreatableTopicResult::default();
+            tr.name = t.name;
+            if self.lock().topics.contains_key(&name) {
+                tr.error_code = 36;
+            } else if let Some(other) = self.colliding(&name) {
+                tr.error_code = 17;
+                tr.error_message = Some(StrBytes::from_string(format!(
+                    "Topic '{name}' collides with existing topic: {other}"
+                )));
+            } else if !req.validate_only {
+                self.create_topic(&name, t.num_partitions.max(1) as usize);
+            }
+            r.topics.push(tr);
+        }
+        Body::CreateTopics(r)
+    }
+
     fn ensure_topic(&self, name: &str) -> bool {
         let auto = {
             let st = self.lock();
@@ -48,6 +83,10 @@ impl FakeBroker {
             }
             st.auto_create_partitions
         };
+        // Auto-creation fails as Kafka's does: the topic stays unknown.
+        if self.colliding(name).is_some() {
+            return false;
+        }
         match auto {
             Some(n) => {
                 self.create_topic(name, n);
@@ -497,6 +536,7 @@ pub(super) enum Body {
     OffsetCommit(OffsetCommitResponse),
     OffsetFetch(OffsetFetchResponse),
     DescribeProducers(DescribeProducersResponse),
+    CreateTopics(CreateTopicsResponse),
 }
 
 impl Body {
@@ -520,6 +560,7 @@ impl Body {
             Body::OffsetCommit(r) => r.encode(out, version),
             Body::OffsetFetch(r) => r.encode(out, version),
             Body::DescribeProducers(r) => r.encode(out, version),
+            Body::CreateTopics(r) => r.encode(out, version),
         }
     }
 }

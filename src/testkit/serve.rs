@@ -138,6 +138,7 @@ impl FakeBroker {
             ApiKey::ApiVersions => self.api_versions(),
             ApiKey::Metadata => decode(&mut frame, version).map(|r| self.metadata(r)),
             ApiKey::InitProducerId => Some(self.init_producer_id()),
+            ApiKey::CreateTopics => decode(&mut frame, version).map(|r| self.create_topics(r)),
             ApiKey::SaslHandshake => decode::<SaslHandshakeRequest>(&mut frame, version).map(|r| {
                 let mut resp = SaslHandshakeResponse::default();
                 resp.mechanisms =

@@ -110,6 +110,31 @@ const LIST_OFFSETS_V6: &[F] = &[
 
 const INIT_PRODUCER_ID_V2: &[F] = &[I32, I16, I64, I16, NO_TAGS];
 
+// CreateTopics, asked only to validate (why a topic was not created). topic_config_error_code is
+// tagged field 0 of each topic.
+const CREATABLE_TOPIC_CONFIGS: &[F] = &[Str, Str, I8, I8, I8, NO_TAGS];
+const CREATE_TOPICS_TOPIC_V5: &[F] = &[
+    Str,
+    I16,
+    Str,
+    I32,
+    I16,
+    Arr(CREATABLE_TOPIC_CONFIGS),
+    Tags(&[(0, &[I16])]),
+];
+const CREATE_TOPICS_TOPIC_V7: &[F] = &[
+    Str,
+    Uuid,
+    I16,
+    Str,
+    I32,
+    I16,
+    Arr(CREATABLE_TOPIC_CONFIGS),
+    Tags(&[(0, &[I16])]),
+];
+const CREATE_TOPICS_V5: &[F] = &[I32, Arr(CREATE_TOPICS_TOPIC_V5), NO_TAGS];
+const CREATE_TOPICS_V7: &[F] = &[I32, Arr(CREATE_TOPICS_TOPIC_V7), NO_TAGS];
+
 const SASL_HANDSHAKE_V1: &[F] = &[I16, Arr32(&[Str16])];
 const SASL_AUTHENTICATE_V2: &[F] = &[I16, Str, Bytes, I64, NO_TAGS];
 
@@ -313,6 +338,8 @@ pub(super) fn layout(api: ApiKey, version: i16) -> Option<&'static [F]> {
         (ApiKey::ListOffsets, 6..=7) => LIST_OFFSETS_V6,
         (ApiKey::DescribeProducers, 0) => DESCRIBE_PRODUCERS_V0,
         (ApiKey::InitProducerId, 2..=5) => INIT_PRODUCER_ID_V2,
+        (ApiKey::CreateTopics, 5..=6) => CREATE_TOPICS_V5,
+        (ApiKey::CreateTopics, 7) => CREATE_TOPICS_V7,
         (ApiKey::SaslHandshake, 1) => SASL_HANDSHAKE_V1,
         (ApiKey::SaslAuthenticate, 2) => SASL_AUTHENTICATE_V2,
         (ApiKey::FindCoordinator, 4..=6) => FIND_COORDINATOR_V4,

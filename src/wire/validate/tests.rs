@@ -426,6 +426,7 @@ fn group_versions_outside_the_layouts_are_not_checked() {
         (ApiKey::DescribeGroups, 4, 7),
         (ApiKey::ListGroups, 3, 6),
         (ApiKey::ConsumerGroupDescribe, -1, 2),
+        (ApiKey::CreateTopics, 4, 8),
     ] {
         assert!(!is_checked(api, below), "{api:?} v{below}");
         assert!(!is_checked(api, above), "{api:?} v{above}");
@@ -463,6 +464,42 @@ fn describe_producers_v0() {
                     .with_error_message(Some(s("not the leader"))),
             ])]);
     assert_layout_matches(ApiKey::DescribeProducers, 0, &resp);
+}
+
+#[test]
+fn create_topics_v5_to_v7() {
+    use kafka_protocol::messages::create_topics_response::{
+        CreatableTopicConfigs, CreatableTopicResult,
+    };
+    use kafka_protocol::messages::{CreateTopicsResponse, TopicName};
+    for version in 5..=7 {
+        let resp = CreateTopicsResponse::default()
+            .with_throttle_time_ms(1)
+            .with_topics(vec![
+                CreatableTopicResult::default()
+                    .with_name(TopicName(s("app_logs")))
+                    .with_error_code(17)
+                    .with_error_message(Some(s(
+                        "Topic 'app_logs' collides with existing topic: app.logs",
+                    )))
+                    .with_topic_config_error_code(3),
+                CreatableTopicResult::default()
+                    .with_name(TopicName(s("fine")))
+                    .with_topic_id(if version >= 7 {
+                        uuid::Uuid::from_u128(7)
+                    } else {
+                        uuid::Uuid::nil()
+                    })
+                    .with_num_partitions(3)
+                    .with_replication_factor(1)
+                    .with_configs(Some(vec![CreatableTopicConfigs::default()
+                        .with_name(s("cleanup.policy"))
+                        .with_value(Some(s("delete")))
+                        .with_config_source(5)
+                        .with_is_sensitive(false)])),
+            ]);
+        assert_layout_matches(ApiKey::CreateTopics, version, &resp);
+    }
 }
 
 fn fetch_response(version: i16) -> kafka_protocol::messages::FetchResponse {
