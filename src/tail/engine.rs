@@ -169,8 +169,9 @@ pub struct Engine {
     /// Bumped by whatever may change the checkpoint (acks, files coming, going, moving): an idle
     /// engine's checkpoint is not rendered again.
     version: u64,
-    /// [`Engine::on_delivery`]'s (file, lines) runs, kept to spare an allocation per batch.
-    runs: Vec<(u64, u64)>,
+    /// [`Engine::on_delivery`]'s (file, earlier input, lines) runs, kept to spare an allocation per
+    /// batch.
+    runs: Vec<(u64, Option<usize>, u64)>,
     /// Descriptors the scan under way may open (its budget), until its result is applied: a copy
     /// taken up meanwhile must leave them free.
     lent: usize,
@@ -1359,6 +1360,13 @@ impl Engine {
                 }
                 Some(ni) => {
                     let input = &new.inputs[ni];
+                    let from = match &f.retired_from {
+                        Some(name) if f.retired => Some(name.clone()),
+                        _ => self.cfg.inputs.get(f.input).map(|i| i.name.clone()),
+                    };
+                    if let Some(from) = from.filter(|n| *n != input.name) {
+                        f.handed_over_from(&from);
+                    }
                     f.input = ni;
                     f.retired = false;
                     f.retired_from = None;
@@ -1851,7 +1859,9 @@ impl Engine {
         let mut per_file = std::mem::take(&mut self.runs);
         for &t in tokens {
             let key = t >> SEQ_BITS;
+            let mut earlier = None;
             if let Some(f) = self.followers.get_mut(&key) {
+                earlier = f.earlier_input(t);
                 let end = f.done(t);
                 match &mut path {
                     None => path = Some((key, f.path.clone(), end)),
@@ -1860,11 +1870,11 @@ impl Engine {
                 }
             }
             match per_file.last_mut() {
-                Some((k, n)) if *k == key => *n += 1,
-                _ => per_file.push((key, 1)),
+                Some((k, e, n)) if *k == key && *e == earlier => *n += 1,
+                _ => per_file.push((key, earlier, 1)),
             }
         }
-        for &(key, n) in &per_file {
+        for &(key, earlier, n) in &per_file {
             let c = match error {
                 None => Counters {
                     lines_acked: n,
@@ -1875,10 +1885,23 @@ impl Engine {
                     ..Counters::default()
                 },
             };
-            let route = self
-                .route_key(key)
-                .map(|(input, _)| (input, topic.to_string()));
+            // Under the input that read them, which a reload may have changed since (t36 F1).
+            let read_by = earlier.and_then(|i| {
+                let f = self.followers.get(&key)?;
+                f.earlier_input_name(i).map(str::to_string)
+            });
+            let route = match read_by {
+                Some(input) => Some((input, topic.to_string())),
+                None => self
+                    .route_key(key)
+                    .map(|(input, _)| (input, topic.to_string())),
+            };
             self.count(route, &c);
+        }
+        for &(key, _, _) in &per_file {
+            if let Some(f) = self.followers.get_mut(&key) {
+                f.forget_earlier_inputs();
+            }
         }
         per_file.clear();
         self.runs = per_file;

@@ -184,6 +184,10 @@ pub struct Follower {
     pub retired: bool,
     /// The name of the input a reload retired it from (its acknowledgements are counted there).
     pub retired_from: Option<String>,
+    /// Inputs a reload took it from while lines they read were in flight, each with the first line
+    /// number read after it: those lines' acknowledgements are counted under the input that read
+    /// them, not the new one (t36 F1). Dropped once every line before that number is done.
+    earlier_inputs: Vec<(u64, String)>,
     /// Lines joined into events, if its input says so.
     pub multiline: Option<Arc<MultilineConfig>>,
     /// Where its lines go.
@@ -271,6 +275,7 @@ impl Follower {
             },
             retired: false,
             retired_from: None,
+            earlier_inputs: Vec::new(),
             multiline: None,
             route,
             next_seq: 0,
@@ -379,6 +384,35 @@ impl Follower {
         self.read_pos = end;
         let t = self.token(end, skipping);
         let _ = self.done(t);
+    }
+
+    /// A reload hands the file from input `from` to another: the lines in flight, read under `from`,
+    /// stay counted there (see [`Follower::earlier_input`]).
+    pub fn handed_over_from(&mut self, from: &str) {
+        if self.base_seq < self.next_seq {
+            self.earlier_inputs.push((self.next_seq, from.to_string()));
+        }
+    }
+
+    /// The input that read the line of `token` when a reload has handed the file to another since
+    /// (an index for [`Follower::earlier_input_name`]); `None` when its current input did.
+    pub fn earlier_input(&self, token: u64) -> Option<usize> {
+        let seq = token & ((1 << SEQ_BITS) - 1);
+        self.earlier_inputs
+            .iter()
+            .position(|(first_after, _)| seq < *first_after)
+    }
+
+    /// The name of an input [`Follower::earlier_input`] gave.
+    pub fn earlier_input_name(&self, i: usize) -> Option<&str> {
+        self.earlier_inputs.get(i).map(|(_, n)| n.as_str())
+    }
+
+    /// Forgets the earlier inputs whose lines are all done.
+    pub fn forget_earlier_inputs(&mut self) {
+        let base = self.base_seq;
+        self.earlier_inputs
+            .retain(|(first_after, _)| *first_after > base);
     }
 
     /// Takes back the last token handed out (its line was taken back out of the batch).

@@ -2139,3 +2139,43 @@ async fn rotated_files_are_read_after_a_scan_only_when_they_grew() {
     assert_eq!(sink.shipped.len(), 21);
     fs::remove_dir_all(&d).unwrap();
 }
+
+/// A reload that hands a file to another input (the input renamed) while lines it read are in
+/// flight counts their acknowledgements under the input that read them, and the lines read after
+/// under the new one (t36 F1: acked{input="b"} grew by lines "a" read, and read minus acked never
+/// came back to 0 for either).
+#[tokio::test(start_paused = true)]
+async fn lines_in_flight_at_a_handover_are_counted_under_the_input_that_read_them() {
+    let d = dir("handover");
+    let f = d.join("app.log");
+    append(&f, &lines_of("a", 3));
+    let mut e = Engine::new(config(&d), Vec::new());
+    let mut sink = FakeSink::default();
+    scan_now(&mut e);
+    e.read_pass(&mut sink, 1, Instant::now());
+    assert_eq!(sink.pending.len(), 3);
+    // One of them acknowledged before the reload, two after.
+    ack(&mut e, &mut sink, |i| i == 0);
+    let mut renamed = config(&d);
+    renamed.inputs[0].name = "renamed".into();
+    e.reconfigure(renamed.clone());
+    append(&f, &lines_of("b", 2));
+    e.touch(&f);
+    e.read_pass(&mut sink, 1, Instant::now());
+    assert_eq!(sink.pending.len(), 4);
+    // Handed back and forth again while the last line read is in flight.
+    ack(&mut e, &mut sink, |i| i < 3);
+    let mut back = config(&d);
+    back.inputs[0].name = "back".into();
+    e.reconfigure(back);
+    ack(&mut e, &mut sink, |_| true);
+    let counts = |input: &str| {
+        e.route_counters()
+            .get(&(input.to_string(), "t".to_string()))
+            .map(|c| (c.lines_read, c.lines_acked))
+    };
+    assert_eq!(counts("model"), Some((3, 3)));
+    assert_eq!(counts("renamed"), Some((2, 2)));
+    assert_eq!(counts("back"), None);
+    fs::remove_dir_all(&d).unwrap();
+}
