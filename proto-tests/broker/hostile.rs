@@ -655,6 +655,69 @@ fn an_acl_refusal_holds_lines_in_the_file_until_it_is_lifted_and_loses_none() {
     );
 }
 
+/// One topic the ACLs refuse writes to does not stop the files of the others, even of a topic that
+/// comes later: its lines (more than the whole buffer) used to fill the buffer while they were
+/// retried, and every other file stopped with them. Lifted, the refused file's lines all arrive too.
+#[test]
+fn a_topic_refused_by_acl_does_not_stop_the_files_of_other_topics() {
+    let Some(b) = broker() else { return };
+    if !acl_capable() {
+        return;
+    }
+    let dir = scratch_dir("acl-others");
+    let refused = topic("acl-refused");
+    let open = topic("acl-open");
+    create_topic(&b, &refused, 1, 1, &[]);
+    create_topic(&b, &open, 1, 1, &[]);
+    acl("deny-write", &refused);
+    // 100,000 lines of ~100 bytes: 10 MB, more than the 4 MiB buffer.
+    let pad = "x".repeat(90);
+    let big: Vec<u8> = (0..100_000)
+        .flat_map(|i| format!("{i:08} {pad}\n").into_bytes())
+        .collect();
+    append(&dir.join(format!("{refused}.log")), &big);
+    let cfg = dir.join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "checkpoint = \"{d}/ckpt\"\n[[input]]\npaths = [\"{d}/*.log\"]\ntopic = \"{{file_stem}}\"\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let mut tail = Tail::start(&b, &["--config", cfg.to_str().unwrap()], &dir.join("err"));
+    assert!(
+        wait_for_log(&tail, "TOPIC_AUTHORIZATION_FAILED", WAIT),
+        "{}",
+        tail.stderr()
+    );
+    // The other topic's file comes after the refused one has taken what it may: a topic not known
+    // yet still finds room.
+    std::thread::sleep(Duration::from_secs(1));
+    for round in 0..6 {
+        append(
+            &dir.join(format!("{open}.log")),
+            &numbered("open", round * 10, 10 + round * 10),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let text = |v: Vec<Vec<u8>>| {
+        let mut v: Vec<String> = v
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let got = text(wait_for_records(&b, &open, 60, Duration::from_secs(60)));
+    let want = text(lines(&numbered("open", 0, 60)));
+    assert_eq!(got, want, "{}", tail.stderr());
+    acl("allow-write", &refused);
+    let got = wait_for_records(&b, &refused, 100_000, Duration::from_secs(120));
+    assert_eq!(got.len(), 100_000, "{}", tail.stderr());
+    assert_eq!(tail.stop("TERM"), Some(0), "{}", tail.stderr());
+}
+
 /// A second SIGINT while the stop waits for acknowledgements that cannot come (an ACL refusal)
 /// ends the wait: the first stop would wait the whole --shutdown-timeout-ms (t17 F9).
 #[test]

@@ -217,6 +217,13 @@ pub(crate) struct TopicQueues {
     pub(crate) meta: Arc<TopicMeta>,
     pub(crate) parts: Vec<PartitionQueue>,
     sticky: i32,
+    /// Bytes of its records appended and not yet delivered (its share of [`Accumulator::buffered`]).
+    pub(crate) buffered: usize,
+    /// It was found holding its most of the buffer (see `Producer::holds_back`): named ready again
+    /// once it holds less.
+    pub(crate) held: bool,
+    /// Some of its records were acknowledged: its deliveries worked at least once.
+    pub(crate) proven: bool,
 }
 
 impl TopicQueues {
@@ -310,8 +317,27 @@ impl Accumulator {
             parts: (0..n).map(|_| PartitionQueue::default()).collect(),
             sticky: fastrand::i32(0..n as i32),
             meta,
+            buffered: 0,
+            held: false,
+            proven: false,
         });
         self.topics.len() - 1
+    }
+
+    /// Counts `add` bytes more of topic `t` buffered.
+    pub(crate) fn grow(&mut self, t: usize, add: usize) {
+        self.buffered += add;
+        if let Some(q) = self.topics.get_mut(t) {
+            q.buffered += add;
+        }
+    }
+
+    /// Counts `n` bytes of topic `t` no longer buffered (delivered, failed, taken back).
+    pub(crate) fn shrink(&mut self, t: usize, n: usize) {
+        self.buffered = self.buffered.saturating_sub(n);
+        if let Some(q) = self.topics.get_mut(t) {
+            q.buffered = q.buffered.saturating_sub(n);
+        }
     }
 
     /// Takes newer metadata for a topic (leaders moved). A topic that grew keeps the partition count
@@ -519,7 +545,7 @@ impl Accumulator {
             (Some(pos), at) => PrevAt::At(at.replace((pos.source.clone(), pos.end))),
         };
         open.last = Some((mark, add, before));
-        self.buffered += add;
+        self.grow(topic, add);
         Ok(Appended {
             topic,
             partition: p,
@@ -528,11 +554,10 @@ impl Accumulator {
 
     /// Takes back the record just appended (before any other append).
     pub(crate) fn undo_last(&mut self, a: Appended) {
-        let Some(q) = self
-            .topics
-            .get_mut(a.topic)
-            .and_then(|t| t.parts.get_mut(a.partition as usize))
-        else {
+        let Some(tq) = self.topics.get_mut(a.topic) else {
+            return;
+        };
+        let Some(q) = tq.parts.get_mut(a.partition as usize) else {
             return;
         };
         let Some(open) = q.open.as_mut() else { return };
@@ -550,10 +575,11 @@ impl Accumulator {
         }
         open.builder.pop(&mut open.buf, mark);
         open.tokens.pop();
-        self.buffered = self.buffered.saturating_sub(size);
         if open.builder.is_empty() {
             q.open = None;
         }
+        tq.buffered = tq.buffered.saturating_sub(size);
+        self.buffered = self.buffered.saturating_sub(size);
     }
 
     /// Closes the open batch of a partition and queues it for sending.

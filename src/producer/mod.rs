@@ -322,9 +322,53 @@ impl Producer {
         self.pending.retain(|name, _| keep(name));
     }
 
-    /// Topics that became ready since the last call.
+    /// Topics that became ready since the last call: known at last, or held back (see
+    /// [`Producer::holds_back`]) and no longer.
     pub fn take_newly_ready(&mut self) -> Vec<String> {
+        for t in 0..self.acc.topics.len() {
+            if self.acc.topics[t].held && !self.must_hold(t) {
+                self.acc.topics[t].held = false;
+                let name = self.acc.topics[t].name.clone();
+                self.newly_ready.push(name);
+            }
+        }
         std::mem::take(&mut self.newly_ready)
+    }
+
+    /// Whether records for topic `t` are held back now. One topic may take at most
+    /// 1 - 1/[`HELD_SHARE`] of the buffer, and one in trouble (a partition failing, or nothing
+    /// of it acknowledged yet) no more than one record of the last 1/[`HELD_SHARE`]: that stays for
+    /// the topics that work.
+    /// Without this, a topic whose deliveries fail for as long as it lasts (the ACLs refuse writes to
+    /// it, Kafka refuses it, it lacks in-sync replicas) filled the buffer with its records, and every
+    /// file of every topic stopped. A caller holds back what it would append (its lines wait in their
+    /// files) until [`Producer::take_newly_ready`] names the topic again.
+    pub fn holds_back(&mut self, t: usize) -> bool {
+        let hold = self.must_hold(t);
+        if let Some(q) = self.acc.topics.get_mut(t) {
+            q.held |= hold;
+        }
+        hold
+    }
+
+    /// Whether nothing more of topic `t` may be appended now: the buffer is full, or the topic is
+    /// held back (see [`Producer::holds_back`]).
+    pub fn is_full_for(&self, t: usize) -> bool {
+        self.is_full() || self.must_hold(t)
+    }
+
+    /// See [`Producer::holds_back`].
+    fn must_hold(&self, t: usize) -> bool {
+        // Whether or not other topics are known yet: a file of another topic may come (a template
+        // making one of a new file's name), or its topic be still looked up while this one fills
+        // the buffer (a broker test lost that race).
+        let most = self.cfg.buffer_bytes - self.cfg.buffer_bytes / HELD_SHARE;
+        self.acc.topics.get(t).is_some_and(|q| {
+            q.buffered >= most
+                || (self.acc.buffered >= most
+                    && q.buffered > 0
+                    && (!q.proven || self.failing.keys().any(|&(ft, _)| ft == t)))
+        })
     }
 
     /// The name of topic `i`.
@@ -726,6 +770,10 @@ pub fn timestamp_now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+
+/// A topic leaves at least 1/HELD_SHARE of the buffer to the others (known or still to come), and
+/// one in trouble all of the last 1/HELD_SHARE but a record (see [`Producer::holds_back`]).
+const HELD_SHARE: usize = 4;
 
 /// A Produce unanswered this long counts as failing (for messages and health), until it is answered
 /// or times out.

@@ -118,7 +118,8 @@ impl Producer {
                 self.failing.remove(&(t, p));
                 // A failure before a success is no reason for a later give-up.
                 self.last_failed.remove(&(t, p));
-                self.acc.buffered = self.acc.buffered.saturating_sub(batch.size);
+                self.acc.shrink(t, batch.size);
+                self.acc.topics[t].proven = true;
                 let resent = batch.maybe_written && !self.seq.is_idempotent();
                 let Batch { body, tokens, .. } = batch;
                 self.acc.recycle(body);
@@ -246,7 +247,7 @@ impl Producer {
         } else {
             self.seq.release(t, p, b.stamp());
         }
-        self.acc.buffered = self.acc.buffered.saturating_sub(b.size);
+        self.acc.shrink(t, b.size);
         let q = &mut self.acc.topics[t].parts[p as usize];
         q.backoff = None;
         q.retry_at = None;
@@ -326,7 +327,8 @@ impl Producer {
         let mut tokens = b.tokens;
         let rest = tokens.split_off(n1);
         let (s1, s2) = (first.len(), second.len());
-        self.acc.buffered = (self.acc.buffered + s1 + s2).saturating_sub(b.size);
+        self.acc.grow(t, s1 + s2);
+        self.acc.shrink(t, b.size);
         let q = &mut self.acc.topics[t].parts[p as usize];
         for (bytes, tokens, size) in [(second, rest, s2), (first, tokens, s1)] {
             q.ready.push_front(Batch {

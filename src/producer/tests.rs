@@ -771,3 +771,94 @@ async fn records_given_up_for_a_leaderless_partition_say_it_has_no_leader() {
     );
     assert!(!e.contains("NOT_LEADER"), "{e}");
 }
+
+/// One topic takes at most 3/4 of the buffer, even before others are known, and one in trouble
+/// (failing, or nothing acknowledged yet) one record of the last quarter: topics the ACLs refuse
+/// writes to (retried for as long as it lasts, as tail does) no longer fill it and stop every other
+/// topic. Held back, a topic is named ready again once it holds less.
+#[tokio::test(start_paused = true)]
+async fn refused_topics_cannot_take_the_whole_buffer_from_the_others() {
+    let b = FakeBroker::new(1);
+    for t in ["bad", "bad2", "good"] {
+        b.create_topic(t, 1);
+    }
+    let cfg = ProducerConfig {
+        buffer_bytes: 64 * 1024,
+        batch_bytes: 8 * 1024,
+        ..tail_config()
+    };
+    let mut p = producer(&b, "bad", cfg).await;
+    for t in ["bad", "bad2"] {
+        b.misbehave(Misbehave::ProduceErrorFor {
+            topic: t.into(),
+            code: 29,
+        });
+    }
+    let line = [b'x'; 500];
+    let mut tokens = [0u64; 3];
+    let mut fill = |p: &mut Producer, t: usize| {
+        while !p.is_full_for(t) {
+            p.append(
+                t,
+                None,
+                Some(&line),
+                &[],
+                timestamp_now_ms(),
+                (t as u64) << 40 | tokens[t],
+            )
+            .unwrap();
+            tokens[t] += 1;
+        }
+    };
+    fill(&mut p, 0);
+    assert!(p.holds_back(0));
+    assert!(!p.is_full(), "a quarter left for topics still to come");
+    let meta = p.cluster.topic("bad2", false).await.unwrap();
+    let bad2 = p.add_topic(meta);
+    let meta = p.cluster.topic("good", false).await.unwrap();
+    let good = p.add_topic(meta);
+    fill(&mut p, bad2);
+    assert!(p.holds_back(bad2));
+    assert_eq!(
+        tokens[bad2], 1,
+        "one record of the last quarter, not acknowledged yet"
+    );
+    assert!(!p.is_full());
+    let mut out = Vec::new();
+    drive_for(&mut p, 5, &mut out).await;
+    assert!(b.requests(ApiKey::Produce) > 0);
+    assert_eq!(acked(&out), 0, "refused records are retried, not given up");
+    assert!(p.take_newly_ready().is_empty(), "still held");
+    // The other topic's records go through meanwhile.
+    let mut good_sent = 0;
+    for _ in 0..200 {
+        if !p.is_full_for(good) {
+            p.append(
+                good,
+                None,
+                Some(&line),
+                &[],
+                timestamp_now_ms(),
+                2 << 40 | good_sent,
+            )
+            .unwrap();
+            good_sent += 1;
+        }
+        drive_for(&mut p, 1, &mut out).await;
+    }
+    assert!(good_sent >= 190, "{good_sent}");
+    assert_eq!(acked(&out), good_sent as usize);
+    assert_eq!(b.partition_values("good", 0).len(), good_sent as usize);
+    // The ACLs lifted: their records are delivered, and the topics named ready again.
+    b.behave();
+    let mut named = Vec::new();
+    for _ in 0..30 {
+        drive_for(&mut p, 1, &mut out).await;
+        named.extend(p.take_newly_ready());
+    }
+    named.sort();
+    assert_eq!(named, vec!["bad".to_string(), "bad2".to_string()]);
+    assert_eq!(b.partition_values("bad", 0).len(), tokens[0] as usize);
+    assert_eq!(b.partition_values("bad2", 0).len(), 1);
+    assert!(!p.holds_back(0) && !p.holds_back(bad2));
+}

@@ -1500,6 +1500,12 @@ impl Engine {
                     }
                 }
             }
+            // Its topic holds its most of the buffer (its deliveries may fail for good: an ACL):
+            // read when it holds less (see `topic_ready`), while the files of other topics go on.
+            if f.route.topic.is_some_and(|i| sink.holds_back(i)) {
+                self.waiting.insert(key);
+                continue;
+            }
             let headers: Vec<crate::wire::records::Header<'_>> = f
                 .route
                 .headers
@@ -1540,6 +1546,11 @@ impl Engine {
                 ));
             }
             match r {
+                Ok(ReadResult::Lines { more: true, .. })
+                    if f.route.topic.is_some_and(|i| sink.holds_back(i)) =>
+                {
+                    self.waiting.insert(key);
+                }
                 Ok(ReadResult::Lines { more: true, .. }) => {
                     self.hot.insert(key);
                 }

@@ -744,7 +744,7 @@ impl Follower {
                     self.done(token);
                 }
             }
-            if s.sink.is_full() {
+            if s.sink.is_full_for(topic) {
                 s.full = true;
                 return;
             }
@@ -820,7 +820,7 @@ impl Follower {
                 self.done(token);
             }
         }
-        if s.sink.is_full() {
+        if s.sink.is_full_for(route.topic.unwrap_or(0)) {
             s.full = true;
             return ControlFlow::Break(());
         }

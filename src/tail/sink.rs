@@ -68,6 +68,19 @@ pub trait Sink {
     /// Whether the buffer is full: stop reading until deliveries free room.
     fn is_full(&self) -> bool;
 
+    /// Whether no more lines for topic `topic` may be appended now: the buffer is full, or the
+    /// topic is held back (see [`Sink::holds_back`]).
+    fn is_full_for(&self, _topic: usize) -> bool {
+        self.is_full()
+    }
+
+    /// Whether the files of topic `topic` wait now (it holds its most of the buffer, which leaves
+    /// room to other topics: its deliveries may fail for good), until the topic is named ready
+    /// again.
+    fn holds_back(&mut self, _topic: usize) -> bool {
+        false
+    }
+
     /// The topic `name`: its index once known, else pending (looked up in the background).
     fn topic(&mut self, name: &str) -> TopicState;
 }
@@ -105,6 +118,14 @@ impl Sink for Producer {
 
     fn is_full(&self) -> bool {
         Producer::is_full(self)
+    }
+
+    fn is_full_for(&self, topic: usize) -> bool {
+        Producer::is_full_for(self, topic)
+    }
+
+    fn holds_back(&mut self, topic: usize) -> bool {
+        Producer::holds_back(self, topic)
     }
 
     fn topic(&mut self, name: &str) -> TopicState {

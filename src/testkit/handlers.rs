@@ -188,7 +188,18 @@ impl FakeBroker {
                 pr.base_offset = -1;
                 pr.log_start_offset = -1;
                 pr.log_append_time_ms = -1;
-                let rule = self.take_rule(|m| matches!(m, Misbehave::ProduceError { .. }));
+                let refused = self.take_rule(
+                    |m| matches!(m, Misbehave::ProduceErrorFor { topic, .. } if *topic == name),
+                );
+                let rule = match refused {
+                    Some(Misbehave::ProduceErrorFor { code, .. }) => {
+                        Some(Misbehave::ProduceError {
+                            code,
+                            leader_hint: None,
+                        })
+                    }
+                    _ => self.take_rule(|m| matches!(m, Misbehave::ProduceError { .. })),
+                };
                 if let Some(Misbehave::ProduceError { code, leader_hint }) = rule {
                     pr.error_code = code;
                     if let Some(l) = leader_hint {

@@ -53,6 +53,9 @@ pub enum Misbehave {
     Garbage(ApiKey),
     /// Answer Produce for a partition with this error code; `leader_hint` names a new leader (KIP-951).
     ProduceError { code: i16, leader_hint: Option<i32> },
+    /// Answer Produce for every partition of this topic with this error code (a topic the ACLs
+    /// refuse writes to), the others as usual.
+    ProduceErrorFor { topic: String, code: i16 },
     /// Answer Produce leaving out every partition.
     ProduceMissingPartition,
     /// Answer Produce with `throttle_time_ms`.
