@@ -610,14 +610,20 @@ impl Accumulator {
     }
 
     /// Seals every open batch that has lingered long enough while nothing of its partition waits to be
-    /// sent (all of them with `force`).
+    /// sent or is in flight (all of them with `force`). One batch per partition is in flight at a
+    /// time, so a batch sealed behind one could not go before its response anyway: it keeps filling
+    /// instead, and is sealed when the response comes. That is what batches records with a linger of
+    /// 0: the first record goes at once, the next ones gather while it is out.
     pub(crate) fn seal_due(&mut self, now: Instant, force: bool) {
         let linger = self.cfg.linger;
         for t in 0..self.topics.len() {
             for i in 0..self.topics[t].parts.len() {
                 let q = &self.topics[t].parts[i];
                 let due = q.open.as_ref().is_some_and(|o| {
-                    force || (q.ready.is_empty() && now.duration_since(o.created) >= linger)
+                    force
+                        || (q.ready.is_empty()
+                            && !q.in_flight
+                            && now.duration_since(o.created) >= linger)
                 });
                 if due {
                     self.seal(t, i);
@@ -633,12 +639,12 @@ impl Accumulator {
         let mut d: Option<Instant> = None;
         for t in &self.topics {
             for q in &t.parts {
-                // An open batch behind a waiting one is sealed when that one goes (its response or
-                // retry wakes the caller), not at its linger.
+                // An open batch behind a waiting or in-flight one is sealed when that one goes (its
+                // response or retry wakes the caller), not at its linger.
                 let linger = q
                     .open
                     .as_ref()
-                    .filter(|_| q.ready.is_empty())
+                    .filter(|_| q.ready.is_empty() && !q.in_flight)
                     .map(|o| o.created + self.cfg.linger);
                 let retry = q.retry_at.filter(|_| !q.ready.is_empty() && !q.in_flight);
                 for x in [linger, retry].into_iter().flatten().filter(|x| *x > now) {
@@ -771,6 +777,51 @@ mod tests {
             q.open.is_none() && q.ready.len() == 1,
             "{waiting} then {}",
             q.ready.len()
+        );
+    }
+
+    #[test]
+    fn with_no_linger_records_gather_while_their_partition_has_a_batch_in_flight() {
+        let mut a = Accumulator::new(BatchConfig {
+            linger: Duration::ZERO,
+            ..acc(1 << 20).cfg
+        });
+        let t = a.add_topic(meta(1));
+        let now = Instant::now();
+        a.append(t, None, Some(b"first"), &[], 1, 0).unwrap();
+        a.seal_due(now, false);
+        let q = &mut a.topics[t].parts[0];
+        assert_eq!(
+            q.ready.len(),
+            1,
+            "nothing in flight: the first record goes at once"
+        );
+        // It is sent: the records that come while it is out gather in one batch, whatever the time.
+        q.ready.clear();
+        q.in_flight = true;
+        for i in 1..100 {
+            a.append(t, None, Some(b"later"), &[], 1, i).unwrap();
+            a.seal_due(now + Duration::from_millis(i), false);
+        }
+        let q = &a.topics[t].parts[0];
+        assert!(
+            q.ready.is_empty(),
+            "{} batches sealed behind one in flight",
+            q.ready.len()
+        );
+        assert_eq!(q.open.as_ref().map(|o| o.tokens.len()), Some(99));
+        assert!(
+            a.next_deadline(now).is_none(),
+            "no wake-ups for a batch that cannot go: the response wakes the producer"
+        );
+        // The response came: the gathered records go as one batch.
+        a.topics[t].parts[0].in_flight = false;
+        a.seal_due(now + Duration::from_millis(100), false);
+        let q = &a.topics[t].parts[0];
+        assert!(q.open.is_none());
+        assert_eq!(
+            q.ready.iter().map(|b| b.tokens.len()).collect::<Vec<_>>(),
+            [99]
         );
     }
 
