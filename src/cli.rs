@@ -276,7 +276,7 @@ pub struct ProducerFlags {
     #[arg(long)]
     pub compression_level: Option<i32>,
     /// How long a batch waits for more records, in ms
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 2)]
     pub linger_ms: u64,
     /// Largest batch in bytes (before compression)
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]

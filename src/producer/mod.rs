@@ -108,7 +108,7 @@ impl Default for ProducerConfig {
             acks: -1,
             compression: Compression::None,
             compression_level: None,
-            linger: Duration::from_millis(5),
+            linger: Duration::from_millis(2),
             batch_bytes: 1_000_000,
             max_in_flight: 5,
             buffer_bytes: 4 * 1024 * 1024,
