@@ -102,6 +102,9 @@ pub struct ProducerConfig {
     pub stop_on_state_loss: bool,
 }
 
+/// The runtime's timer resolution: a sleep ends up to this much after its deadline.
+const TIMER_TICK: Duration = Duration::from_millis(1);
+
 impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
@@ -489,6 +492,17 @@ impl Producer {
     /// Whether nothing is buffered or in flight (topics being looked up count as work).
     pub fn is_idle(&self) -> bool {
         self.acc.is_empty() && self.tasks.is_empty() && self.pending.is_empty()
+    }
+
+    /// Until when new input may wait to be read: while an open batch lingers (or a retry is due)
+    /// within one linger from `now`, what is read before its end still goes in the same batch, so a
+    /// reader that waits is woken about once per linger instead of once per write. It ends a timer
+    /// tick before that deadline: the runtime's timers fire up to a millisecond late, and input read
+    /// in that last tick (woken by the input itself, as without waiting) seals the batch as soon as
+    /// its linger is over.
+    pub fn gather_until(&self, now: Instant) -> Option<Instant> {
+        let d = self.acc.next_deadline(now)?;
+        (d <= now + self.cfg.linger && d > now + TIMER_TICK).then(|| d - TIMER_TICK)
     }
 
     /// The largest record batch sent (`--max-message-bytes`).

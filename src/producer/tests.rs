@@ -862,3 +862,47 @@ async fn refused_topics_cannot_take_the_whole_buffer_from_the_others() {
     assert_eq!(b.partition_values("bad2", 0).len(), 1);
     assert!(!p.holds_back(0) && !p.holds_back(bad2));
 }
+
+#[tokio::test(start_paused = true)]
+async fn input_may_wait_to_be_read_only_while_a_batch_lingers_and_not_in_its_last_tick() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    let cfg = ProducerConfig {
+        linger: Duration::from_millis(5),
+        ..tail_config()
+    };
+    let mut p = producer(&b, "t", cfg).await;
+    let t0 = Instant::now();
+    assert_eq!(p.gather_until(t0), None, "nothing buffered: read at once");
+    p.append(0, None, Some(b"a"), &[], timestamp_now_ms(), 0)
+        .unwrap();
+    // The batch lingers until t0 + 5 ms: input may wait until a tick before.
+    assert_eq!(p.gather_until(t0), Some(t0 + Duration::from_millis(4)));
+    assert_eq!(
+        p.gather_until(t0 + Duration::from_millis(3)),
+        Some(t0 + Duration::from_millis(4))
+    );
+    assert_eq!(
+        p.gather_until(t0 + Duration::from_millis(4)),
+        None,
+        "the last tick: read at once"
+    );
+    // Sent and acknowledged: nothing lingers.
+    let mut out = Vec::new();
+    p.flush(&mut out).await.unwrap();
+    assert_eq!(acked(&out), 1);
+    assert_eq!(p.gather_until(Instant::now()), None);
+    // With no linger, input is never held.
+    let mut p = producer(
+        &b,
+        "t",
+        ProducerConfig {
+            linger: Duration::ZERO,
+            ..tail_config()
+        },
+    )
+    .await;
+    p.append(0, None, Some(b"b"), &[], timestamp_now_ms(), 1)
+        .unwrap();
+    assert_eq!(p.gather_until(Instant::now()), None);
+}

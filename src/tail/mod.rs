@@ -366,6 +366,13 @@ impl Running {
                     .engine
                     .read_pass(&mut self.producer, timestamp_now_ms(), Instant::now());
             let busy = (more || self.engine.has_hot()) && !self.producer.is_full();
+            // While a batch lingers, lines written meanwhile are read when it is due (the producer
+            // wakes this loop then, before it seals): one wake per linger, not one per write.
+            let gather = if busy {
+                None
+            } else {
+                self.producer.gather_until(Instant::now())
+            };
             self.start_read_backs();
             tokio::select! {
                 biased;
@@ -392,7 +399,8 @@ impl Running {
                         self.scanned(r);
                     }
                 }
-                _ = self.watch.changed() => {}
+                _ = self.watch.changed(), if gather.is_none() => {}
+                _ = sleep_until(gather), if gather.is_some() => {}
                 _ = sleep_until(self.rescan_at), if self.rescan_at.is_some() && self.scan_task.is_none() => {}
                 _ = turn_tick.tick(), if self.starved => {
                     let now = Instant::now();
