@@ -73,3 +73,11 @@ pub async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
     .await;
     outs.into_iter().flatten().collect()
 }
+
+/// Sleeps until `at` (forever when `None`): a deadline that may not be there, in a `select!`.
+pub async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

@@ -38,7 +38,7 @@ use crate::cluster::{Cluster, TopicMeta};
 use crate::error::Error;
 use crate::escape::Esc;
 use crate::partitioner::Partitioner;
-use crate::tasks::join_slot;
+use crate::tasks::{join_slot, sleep_until};
 use crate::wire::compression::{Compression, Compressor};
 use crate::wire::records::{self, Header};
 use accumulator::{Accumulator, Batch, BatchConfig, Body};
@@ -768,13 +768,6 @@ impl Producer {
             }
         }
         Ok(())
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -44,6 +44,7 @@ use tokio::time::Instant;
 
 use crate::escape::Esc;
 use crate::producer::{timestamp_now_ms, Delivery, Producer, TroubleNews, TroubleWatch};
+use crate::tasks::sleep_until;
 pub use engine::{Engine, EngineConfig, Input, Names};
 
 /// How `tail` runs, besides what the engine reads.
@@ -206,14 +207,6 @@ fn checkpoint_gap(interval: Duration, len: usize) -> Duration {
     interval.max(Duration::from_secs_f64(
         len as f64 / CHECKPOINT_BYTES_PER_SEC,
     ))
-}
-
-/// Sleeps until `at` (forever when `None`).
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// A running `tail`: the engine, the producer, the checkpoint writer, the watcher, and the loop's state.
