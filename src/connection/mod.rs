@@ -761,8 +761,8 @@ async fn read_loop(mut rd: ReadHalf<BoxIo>, shared: Arc<Shared>) {
             Ok(None) => {}
             Err(e) => break e,
         }
-        // The size was checked against the limit by next_frame: room for the rest of the frame.
-        if let Some(need) = frame::missing(&buf) {
+        let first = shared.responses.load(std::sync::atomic::Ordering::Relaxed) == 0;
+        if let Some(need) = room_needed(&buf, first) {
             spent.make_room(&mut buf, need);
         }
         if buf.capacity() - buf.len() < 16 * 1024 {
@@ -842,6 +842,16 @@ impl SpentFrames {
         m.extend_from_slice(buf);
         *buf = m;
     }
+}
+
+/// Room the front frame of `buf` still needs, once next_frame has checked its size against the
+/// limit: a first answer is judged from its [`FIRST_BYTES_JUDGED`]th byte on, and before that its
+/// size is unchecked (a first read of `7f ff ff ff 00` had 2 GiB reserved).
+fn room_needed(buf: &[u8], first: bool) -> Option<usize> {
+    if first && buf.len() < FIRST_BYTES_JUDGED {
+        return None;
+    }
+    frame::missing(buf)
 }
 
 /// Whether the first bytes a broker sent are a TLS record (handshake or alert), not a Kafka frame: a

@@ -219,6 +219,16 @@ fn a_large_frame_s_memory_carries_a_later_frame_once_its_reader_dropped_it() {
     assert!(third.capacity() >= 5 + (1 << 19));
 }
 
+/// A first answer's size is not trusted for memory before it was judged (4-7 bytes of it had up to
+/// 2 GiB reserved); once judged, or on a later frame (whose size next_frame checked), it is.
+#[test]
+fn no_room_is_made_for_a_first_answer_whose_size_was_not_judged_yet() {
+    assert_eq!(room_needed(&[0x7f, 0xff, 0xff, 0xff, 0], true), None);
+    assert_eq!(room_needed(&[0x7f, 0xff, 0xff, 0xff, 0, 0, 0], true), None);
+    assert_eq!(room_needed(&[0, 0, 1, 0, 0, 0, 0, 1], true), Some(252));
+    assert_eq!(room_needed(&[0, 0, 1, 0, 0], false), Some(255));
+}
+
 #[test]
 fn first_bytes_that_cannot_begin_a_kafka_response_are_named() {
     let http = not_kafka(b"HTTP/1.1 400 Bad Request\r\nServer: x\r\n").unwrap();

@@ -2,6 +2,8 @@
 //! control batches and records before the fetch offset skipped, and (read_committed) the batches of
 //! aborted transactions skipped.
 
+use std::collections::HashSet;
+
 use bytes::Bytes;
 
 use crate::wire::records::{self, BatchHeader, Record, RecordError};
@@ -26,18 +28,21 @@ pub struct Fetched {
 
 impl Fetched {
     /// Calls `f` for each record at or after the fetch offset, skipping control batches. `scratch` is
-    /// reused for decompression.
+    /// reused for decompression. Offsets only go up: a record at or below one already given (a batch
+    /// repeated or overlapping, offset deltas out of order, from a broken broker) is dropped, as the
+    /// Java consumer drops it, not printed twice.
     pub fn for_each_record(
         &self,
         scratch: &mut Vec<u8>,
         max_decompressed: usize,
         mut f: impl FnMut(&Record<'_>),
     ) -> std::result::Result<(), RecordError> {
-        let from = self.fetch_offset;
+        let mut from = self.fetch_offset;
         self.for_each_batch(scratch, max_decompressed, |h, section| {
             for r in records::records(h, section) {
                 let r = r?;
                 if r.offset >= from {
+                    from = r.offset.saturating_add(1);
                     f(&r);
                 }
             }
@@ -45,9 +50,9 @@ impl Fetched {
         })
     }
 
-    /// Calls `f` for each whole batch reaching past the fetch offset (control batches and aborted
-    /// transactions skipped, CRC checked) with its header and its records section, decompressed into
-    /// `scratch` when needed.
+    /// Calls `f` for each whole batch reaching past the fetch offset and past every batch given before
+    /// it (control batches, aborted transactions and repeated batches skipped, CRC checked) with its
+    /// header and its records section, decompressed into `scratch` when needed.
     ///
     /// Aborted transactions as the Java consumer drops them: a producer's transactional batches are
     /// skipped from the first offset of its aborted transaction (as the broker lists them) up to the
@@ -59,21 +64,24 @@ impl Fetched {
         mut f: impl FnMut(&BatchHeader, &[u8]) -> std::result::Result<(), RecordError>,
     ) -> std::result::Result<(), RecordError> {
         let mut pending = self.aborted.iter().peekable();
-        // Producers inside an aborted transaction at the current batch.
-        let mut aborting: Vec<i64> = Vec::new();
+        // Producers inside an aborted transaction at the current batch: a set, since a hostile
+        // response may list millions of aborted transactions and batches.
+        let mut aborting: HashSet<i64> = HashSet::new();
+        // The offset after the batches given so far.
+        let mut done = self.fetch_offset;
         for b in records::split_batches(&self.records) {
             let (h, batch) = b?;
-            let last = h.next_offset() - 1;
+            let last = h.next_offset().saturating_sub(1);
             while let Some(&(producer, _)) = pending.next_if(|(_, first)| *first <= last) {
-                aborting.push(producer);
+                aborting.insert(producer);
             }
             if h.is_control() {
                 if aborting.contains(&h.producer_id) && is_abort_marker(&h, batch) {
-                    aborting.retain(|p| *p != h.producer_id);
+                    aborting.remove(&h.producer_id);
                 }
                 continue;
             }
-            if h.next_offset() <= self.fetch_offset
+            if h.next_offset() <= done
                 || (h.is_transactional() && aborting.contains(&h.producer_id))
             {
                 continue;
@@ -81,6 +89,7 @@ impl Fetched {
             records::verify_crc(&h, batch)?;
             let section = records::records_section(&h, batch, scratch, max_decompressed)?;
             f(&h, section)?;
+            done = h.next_offset();
         }
         Ok(())
     }
@@ -212,5 +221,33 @@ mod tests {
         assert_eq!(values(2, vec![(7, 1)]), committed[1..]);
         // A listed transaction of another producer hides nothing of producer 7.
         assert_eq!(values(0, vec![(9, 1)]).len(), 6);
+    }
+
+    /// A broken broker's response repeating a batch, or one overlapping the last, gives each offset
+    /// once (every copy was printed, and a group's commit position could move back).
+    #[test]
+    fn repeated_and_overlapping_batches_give_each_offset_once() {
+        let mut b = BytesMut::new();
+        batch(&mut b, 0, -1, &["a0", "a1"], None);
+        batch(&mut b, 0, -1, &["a0", "a1"], None);
+        batch(&mut b, 1, -1, &["b1", "b2", "b3"], None);
+        batch(&mut b, 2, -1, &["c2"], None);
+        batch(&mut b, 4, -1, &["d4"], None);
+        let f = Fetched {
+            topic: 0,
+            partition: 0,
+            fetch_offset: 0,
+            records: b.freeze(),
+            high_watermark: 5,
+            aborted: vec![],
+        };
+        let mut out = Vec::new();
+        f.for_each_record(&mut Vec::new(), 1 << 20, |r| {
+            out.push((r.offset, String::from_utf8(r.value.unwrap().to_vec()).unwrap()))
+        })
+        .unwrap();
+        let want = [(0, "a0"), (1, "a1"), (2, "b2"), (3, "b3"), (4, "d4")];
+        let want: Vec<(i64, String)> = want.iter().map(|(o, v)| (*o, v.to_string())).collect();
+        assert_eq!(out, want);
     }
 }

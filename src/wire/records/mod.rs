@@ -191,7 +191,9 @@ impl BatchHeader {
 
     /// The offset after this batch, whether or not it still holds records (compaction may empty it).
     pub fn next_offset(&self) -> i64 {
-        self.base_offset + self.last_offset_delta as i64 + 1
+        self.base_offset
+            .saturating_add(self.last_offset_delta as i64)
+            .saturating_add(1)
     }
 }
 

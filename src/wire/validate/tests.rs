@@ -15,6 +15,20 @@ fn trailing_bytes_are_rejected() {
     assert!(check_body(ApiKey::ListOffsets, 6, &body[..6]).is_ok());
 }
 
+/// kafka-protocol keeps every unknown tagged field in a map: a frame of millions of empty ones is
+/// counted in the decode estimate (it was 0, so 128 MiB of them decoded to gigabytes).
+#[test]
+fn unknown_tagged_fields_count_in_the_decode_estimate() {
+    let mut body = vec![0, 0, 0, 0, 1];
+    let base = check_body(ApiKey::ListOffsets, 6, &[0, 0, 0, 0, 1, 0]).unwrap();
+    body.extend_from_slice(&[0xe8, 0x07]); // 1,000 tagged fields
+    for i in 0..1000u32 {
+        body.extend_from_slice(&[0x80 | (i & 0x7f) as u8, (i >> 7) as u8 + 1, 0]);
+    }
+    let with_tags = check_body(ApiKey::ListOffsets, 6, &body).unwrap();
+    assert!(with_tags >= base + 1000 * 48, "{base} -> {with_tags}");
+}
+
 #[test]
 fn unsupported_versions_are_refused() {
     assert!(check_body(ApiKey::Fetch, 4, &[]).is_err());
