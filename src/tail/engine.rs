@@ -1707,9 +1707,16 @@ impl Engine {
             old.route.clone(),
         ) {
             Ok(mut f) => {
+                // Everything the file's follower was given besides its position: its events were
+                // joined (multiline), its writes seen under its link's target, its input retired
+                // (then nothing of it is read again) — t49: lost at a copytruncate.
                 f.last_active = old.last_active;
                 f.origin = old.origin.clone();
                 f.source = old.source.clone();
+                f.target = old.target.clone();
+                f.multiline = old.multiline.clone();
+                f.retired = old.retired;
+                f.retired_from = old.retired_from.clone();
                 self.hot.insert(k);
                 self.insert_follower(k, f);
             }

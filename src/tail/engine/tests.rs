@@ -1226,6 +1226,33 @@ async fn a_multiline_line_longer_than_the_region_is_cut_and_the_file_goes_on() {
     }
 }
 
+/// A file truncated in place (copytruncate) is read again from its start as it was read before:
+/// with its input's multiline joining (t49: its follower was rebuilt without it, and every line of
+/// a stack trace became a record of its own until a restart).
+#[tokio::test(start_paused = true)]
+async fn a_truncated_file_keeps_joining_its_multiline_events() {
+    let d = dir("multiline-truncated");
+    let f = d.join("m.log");
+    append(&f, b"S1\n a\nS2\n");
+    let mut cfg = config(&d);
+    cfg.inputs[0].multiline = Some(Arc::new(crate::tail::multiline::MultilineConfig {
+        start: regex::bytes::Regex::new("^S").unwrap(),
+        max_lines: 500,
+        max_bytes: 1000,
+        timeout: Duration::from_secs(1),
+    }));
+    let (mut e, mut sink) = following(cfg, Vec::new());
+    assert_eq!(shipped_text(&sink), ["S1\n a"]);
+    truncate(&f);
+    append(&f, b"S3\n b\n c\nS4\n");
+    e.touch(&f);
+    drain(&mut e, &mut sink, Instant::now());
+    e.touch_multiline();
+    drain(&mut e, &mut sink, Instant::now() + Duration::from_secs(60));
+    assert_eq!(shipped_text(&sink)[1..], ["S3\n b\n c", "S4"]);
+    fs::remove_dir_all(&d).unwrap();
+}
+
 /// The stop's summary names the files that end in something not shipped yet: a line without its
 /// newline, and with multiline an event not complete yet (t32 F6: such a file was not named).
 #[tokio::test(start_paused = true)]
