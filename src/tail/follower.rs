@@ -555,7 +555,7 @@ impl Follower {
                     &region,
                     limits.max_line_bytes,
                     &m,
-                    (finish && !more, (finish || quiet) && !more),
+                    (finish && !more, (finish || quiet) && !more, more),
                     &mut shipping,
                 )
             }
@@ -660,12 +660,13 @@ impl Follower {
     /// stays in the file, to be read again (`last`: the file is quiet or finished, so its last event
     /// is complete). A line without its newline is a line only once the file is `finished`: quiet
     /// time ends an event, never a line (t14: a line written in two pieces became two records).
+    /// `cut_short`: the file goes on past the region.
     fn ship_events(
         &mut self,
         region: &Region,
         max_line_bytes: usize,
         m: &MultilineConfig,
-        (finished, last): (bool, bool),
+        (finished, last, cut_short): (bool, bool, bool),
         s: &mut Shipping<'_>,
     ) {
         let mut splitter = LineSplitter::resume(max_line_bytes, self.skipping);
@@ -688,7 +689,14 @@ impl Follower {
             start = end;
             ControlFlow::Continue(())
         });
-        let (events, pending) = m.group(&lines, last);
+        let (mut events, mut pending) = m.group(&lines, last);
+        if pending == Some(0) && cut_short {
+            // The region holds one unfinished event and not the whole line after it: read again, it
+            // would be the same region for ever (t49: CRLF lines take a byte more in the file than
+            // in the event, so an event of max_bytes did not leave room for the next line; the file
+            // stalled and the loop spun). The event is complete here, as one cut at max_bytes is.
+            (events, pending) = m.group(&lines, true);
+        }
         if region.faulted() {
             // The lines were read from a vanished page: nothing of them may be shipped.
             s.faulted = true;

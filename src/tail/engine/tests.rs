@@ -1253,6 +1253,39 @@ async fn a_truncated_file_keeps_joining_its_multiline_events() {
     fs::remove_dir_all(&d).unwrap();
 }
 
+/// An event whose lines end in CRLF takes more bytes in the file than in its value (the `\r` is
+/// dropped): one of nearly max_bytes left no room in the region for the whole next line, and the file
+/// was read again from the event's start for ever (t49). It ships as it is; the file goes on.
+#[tokio::test(start_paused = true)]
+async fn a_crlf_multiline_event_that_fills_the_region_ships_and_the_file_goes_on() {
+    let d = dir("multiline-crlf");
+    let f = d.join("m.log");
+    let mut data = b"S1\r\n".to_vec();
+    data.extend(b"\r\n".repeat(2990));
+    let next = format!("S2 {}\r\nS3\r\n", "y".repeat(500));
+    data.extend(next.as_bytes());
+    append(&f, &data);
+    let mut cfg = config(&d);
+    cfg.limits.max_line_bytes = 3000;
+    cfg.inputs[0].multiline = Some(Arc::new(crate::tail::multiline::MultilineConfig {
+        start: regex::bytes::Regex::new("^S").unwrap(),
+        max_lines: 10_000,
+        max_bytes: 3000,
+        timeout: Duration::from_secs(1),
+    }));
+    let (mut e, mut sink) = following(cfg, Vec::new());
+    e.touch_multiline();
+    drain(&mut e, &mut sink, Instant::now() + Duration::from_secs(60));
+    let got = shipped_text(&sink);
+    let want = [
+        format!("S1{}", "\n".repeat(2990)),
+        format!("S2 {}", "y".repeat(500)),
+        "S3".to_string(),
+    ];
+    assert_eq!(got, want);
+    fs::remove_dir_all(&d).unwrap();
+}
+
 /// The stop's summary names the files that end in something not shipped yet: a line without its
 /// newline, and with multiline an event not complete yet (t32 F6: such a file was not named).
 #[tokio::test(start_paused = true)]
