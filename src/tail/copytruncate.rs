@@ -104,7 +104,10 @@ pub fn find(
         let Some((copy, modified)) = candidate(&entry.path(), fp, pos, not, policy) else {
             continue;
         };
-        if since.is_some_and(|s| modified <= s) {
+        // The copy of a file empty then was made since: modified since, and born since when the
+        // filesystem keeps birth times (t49: a busy sibling, `app.log.json` written all along, was
+        // taken for the copy of an `app.log` that had stayed empty, and read from its start).
+        if since.is_some_and(|s| modified <= s || copy.id.born.is_some_and(|b| b <= nanos(s))) {
             continue;
         }
         if best.as_ref().is_none_or(|(t, _)| modified > *t) {
@@ -112,6 +115,12 @@ pub fn find(
         }
     }
     best.map(|(_, c)| c)
+}
+
+/// `t` in nanoseconds since the epoch, as birth times are kept (0 before it).
+fn nanos(t: SystemTime) -> i128 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 /// `p` opened, if it is a copy of the file `fp` was taken of, up to `pos` bytes or to its end if it
