@@ -581,6 +581,24 @@ async fn batches_for_partitions_of_a_topic_created_again_with_fewer_go_to_those_
     assert!(p.trouble().is_none());
 }
 
+/// A Produce answer that leaves a partition out says nothing of its batch: the broker may have written
+/// it (t49: taken for "not written", its sequence numbers went to the next batch, which the broker
+/// then took for a resend and dropped, acknowledged).
+#[tokio::test(start_paused = true)]
+async fn a_partition_left_out_of_the_answer_may_have_been_written() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    let mut p = producer(&b, "t", produce_config()).await;
+    b.misbehave(Misbehave::ProduceMissingPartition);
+    let d = send(&mut p, &[b"first"]).await;
+    assert_eq!(acked(&d), 0);
+    assert!(d.iter().all(|d| d.maybe_written), "said as maybe written");
+    b.behave();
+    let d = send(&mut p, &[b"second"]).await;
+    assert_eq!(acked(&d), 1);
+    assert_eq!(b.values("t"), vec![b"first".to_vec(), b"second".to_vec()]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_batch_given_up_after_the_broker_wrote_it_does_not_lend_its_sequences_to_the_next() {
     // t11: a batch whose answers were lost (the broker wrote it) failed at its delivery timeout and
