@@ -1004,6 +1004,14 @@ impl Consumer {
                     s.backoff = None;
                     s.not_before = None;
                     s.max_bytes = s.max_bytes.max(self.cfg.partition_max_bytes);
+                    // Nothing at our position, and the broker's end is there: the end it had at
+                    // the start is no longer in its log (truncated by an unclean election, or
+                    // reset below after OFFSET_OUT_OF_RANGE), and reading to it would never end
+                    // (t49: `consume -e` and tail's read-back of its own records hung). kcat's end
+                    // of partition is the same.
+                    if f.records.is_empty() && (0..=state.offset).contains(&f.high_watermark) {
+                        s.end_at_start = s.end_at_start.min(state.offset);
+                    }
                 }
                 out.push(f);
             }

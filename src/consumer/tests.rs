@@ -96,6 +96,28 @@ async fn earliest_after_latest_from_the_broker_starts_at_the_latest() {
     assert_eq!(k.positions(), vec![(0, 0, 2)]);
 }
 
+/// An end offset at the start that the log no longer reaches (truncated by an unclean leader
+/// election) is lowered to the broker's high watermark once a fetch there comes back empty: reading
+/// to the end ends (t49: `consume -e` hung for ever).
+#[tokio::test(start_paused = true)]
+async fn the_end_at_the_start_is_lowered_to_a_high_watermark_below_it() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    b.append("t", 0, &[b"a", b"b", b"c"]);
+    b.misbehave_times(
+        Misbehave::Offsets {
+            earliest: 0,
+            latest: 10,
+        },
+        2,
+    );
+    let mut k = consumer(&b, "t", StartOffset::Beginning).await;
+    assert!(!k.at_end_of_start());
+    let got = read_for(&mut k, 2).await.unwrap();
+    assert_eq!(got, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    assert!(k.at_end_of_start());
+}
+
 #[tokio::test(start_paused = true)]
 async fn data_for_a_partition_not_asked_for_is_ignored() {
     let b = FakeBroker::new(1);
