@@ -57,13 +57,12 @@ pub enum ScramError {
     /// The server's signature is wrong: it does not know the password (or is not the broker).
     #[error("the broker's signature does not match (it does not know this user's password)")]
     Signature,
-    /// Too few or too many iterations to be sane.
-    #[error("the broker asks for {0} iterations")]
+    /// Too few iterations to be safe, or too many to be sane.
+    #[error("the broker asks for {0} iterations (shipper takes 4096 to 1000000, as Kafka's own clients: with fewer, the proof sent would make the password cheap to guess)")]
     Iterations(u32),
 }
 
-/// One SCRAM exchange, client side.
-#[derive(Debug)]
+/// One SCRAM exchange, client side. (Its `Debug` leaves the password out.)
 pub struct ScramClient {
     hash: ScramHash,
     password: String,
@@ -71,6 +70,19 @@ pub struct ScramClient {
     client_first_bare: String,
     server_signature: Option<Vec<u8>>,
 }
+
+impl std::fmt::Debug for ScramClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramClient")
+            .field("hash", &self.hash)
+            .field("client_first_bare", &self.client_first_bare)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The fewest iterations taken: Kafka's minimum (its clients refuse fewer). Someone on the path of a
+/// SASL_PLAINTEXT exchange asking for 1 would get a proof that takes 4096 times less to guess from.
+const MIN_ITERATIONS: u32 = 4096;
 
 /// `saslname` escaping: `=` and `,` may not appear raw.
 fn escape_name(s: &str) -> String {
@@ -111,7 +123,8 @@ impl ScramClient {
         let sf =
             std::str::from_utf8(server_first).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         if let Some(e) = attr(sf, 'e') {
-            return Err(ScramError::Refused(e.to_string()));
+            // The broker's words, escaped: they reach the terminal and the journal.
+            return Err(ScramError::Refused(crate::escape::Esc::str(e).to_string()));
         }
         let nonce = attr(sf, 'r').ok_or(ScramError::Malformed("no nonce"))?;
         if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
@@ -123,8 +136,8 @@ impl ScramClient {
         let iterations: u32 = attr(sf, 'i')
             .and_then(|i| i.parse().ok())
             .ok_or(ScramError::Malformed("no iteration count"))?;
-        // Kafka's minimum is 4096; a huge count would have us spin for minutes.
-        if !(1..=1_000_000).contains(&iterations) {
+        // A huge count would have us spin for minutes.
+        if !(MIN_ITERATIONS..=1_000_000).contains(&iterations) {
             return Err(ScramError::Iterations(iterations));
         }
         let mut salted = vec![0u8; self.hash.len()];
@@ -166,7 +179,8 @@ impl ScramClient {
         let sf =
             std::str::from_utf8(server_final).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         if let Some(e) = attr(sf, 'e') {
-            return Err(ScramError::Refused(e.to_string()));
+            // The broker's words, escaped: they reach the terminal and the journal.
+            return Err(ScramError::Refused(crate::escape::Esc::str(e).to_string()));
         }
         let v = attr(sf, 'v')
             .and_then(|v| B64.decode(v).ok())
@@ -223,6 +237,21 @@ mod tests {
             c.client_final(b"r=abcd,s=AAAA,i=999999999"),
             Err(ScramError::Iterations(_))
         ));
+        // Fewer than Kafka's minimum: a proof that cheap is not sent.
+        assert!(matches!(
+            c.client_final(b"r=abcd,s=AAAA,i=1"),
+            Err(ScramError::Iterations(1))
+        ));
+        assert!(matches!(
+            c.client_final(b"r=abcd,s=AAAA,i=4095"),
+            Err(ScramError::Iterations(4095))
+        ));
+        match c.client_final(b"e=bad\x1b[31mred\nforged") {
+            Err(ScramError::Refused(e)) => assert!(!e.contains('\x1b') && !e.contains('\n'), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        let debug = format!("{:?}", ScramClient::with_nonce(ScramHash::Sha256, "u", "hunter2", "n"));
+        assert!(!debug.contains("hunter2"), "{debug}");
         assert!(matches!(
             c.client_final(b"garbage"),
             Err(ScramError::Malformed(_))
