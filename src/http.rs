@@ -320,6 +320,21 @@ async fn respond_to<S: AsyncWrite + Unpin>(
     s.shutdown().await
 }
 
+/// Whether a Host header names this machine as only a local client would: `localhost` or an IP
+/// address (with or without a port). A domain name is what a DNS-rebinding page sends.
+pub fn local_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => {
+            return v6
+                .split(']')
+                .next()
+                .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok())
+        }
+        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

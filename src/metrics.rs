@@ -120,6 +120,10 @@ pub async fn serve(
     asks: mpsc::Sender<Ask>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    // On loopback only local names are answered: a web page elsewhere whose name a DNS rebinding
+    // points at 127.0.0.1 would otherwise read the followed paths, topics and errors through the
+    // browser of whoever opens it.
+    let local_only = listener.local_addr()?.ip().is_loopback();
     Ok(tokio::spawn(async move {
         let mut slots = http::Slots::new(CONNECTIONS);
         loop {
@@ -131,7 +135,7 @@ pub async fn serve(
             let asks = asks.clone();
             let served = slots
                 .admit(s, move |mut s, reading| async move {
-                    let answered = answer(&mut s, asks, &reading);
+                    let answered = answer(&mut s, asks, &reading, local_only);
                     let _ = tokio::time::timeout(Duration::from_secs(10), answered).await;
                 })
                 .await;
@@ -146,6 +150,7 @@ async fn answer(
     s: &mut tokio::net::TcpStream,
     asks: mpsc::Sender<Ask>,
     reading: &http::Reading,
+    local_only: bool,
 ) -> std::io::Result<()> {
     let text = "text/plain";
     let req = http::read_request(s).await?;
@@ -153,6 +158,10 @@ async fn answer(
     let Some(req) = req else {
         return http::respond(s, 400, text, b"bad request\n").await;
     };
+    if local_only && !req.header("host").is_none_or(http::local_host) {
+        let why = b"this server answers only to localhost or an IP address (the Host header names another)\n";
+        return http::respond(s, 403, text, why).await;
+    }
     if req.method != "GET" && req.method != "HEAD" {
         return http::respond_with(s, 405, text, http::ALLOW, b"only GET and HEAD\n").await;
     }
@@ -236,11 +245,11 @@ mod tests {
                 }
             }
         });
-        let ask = |method: &'static str, path: &'static str| {
+        let ask_as = |host: &'static str, method: &'static str, path: &'static str| {
             let addr = addr.clone();
             async move {
                 let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-                s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
                     .await
                     .unwrap();
                 let mut out = String::new();
@@ -248,7 +257,14 @@ mod tests {
                 out
             }
         };
+        let ask = |method: &'static str, path: &'static str| ask_as("127.0.0.1", method, path);
         let get = |path: &'static str| ask("GET", path);
+        // On loopback, a name that is not local is what a DNS-rebinding page sends.
+        let h = ask_as("rebound.example:9898", "GET", "/metrics").await;
+        assert!(h.starts_with("HTTP/1.1 403"), "{h}");
+        assert!(ask_as("localhost:9898", "GET", "/metrics")
+            .await
+            .ends_with("\r\n\r\nm 1\n"));
         // HEAD: the status and headers, with the length the body would have, and no body.
         let h = ask("HEAD", "/healthz").await;
         assert!(

@@ -49,7 +49,7 @@ pub struct WebConfig {
 struct Server {
     cfg: WebConfig,
     /// Listening on loopback without a token: the page is for this machine alone, so a request
-    /// must name it as such (see [`local_host`]).
+    /// must name it as such (see [`http::local_host`]).
     local_only: bool,
     cluster: Arc<Cluster>,
     hubs: Hubs,
@@ -103,20 +103,6 @@ pub fn parse_from(s: Option<&str>, default: StartOffset) -> Result<StartOffset, 
     }
 }
 
-/// Whether a Host header names this machine as only a local client would: `localhost` or an IP
-/// address (with or without a port). A domain name is what a DNS-rebinding page sends.
-fn local_host(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(v6) => {
-            return v6
-                .split(']')
-                .next()
-                .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok())
-        }
-        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
-    };
-    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
-}
 
 impl Server {
     fn authorized(&self, req: &Request) -> bool {
@@ -165,7 +151,7 @@ impl Server {
             return http::respond(s, 400, "text/plain", b"token=... is given more than once\n")
                 .await;
         }
-        if self.local_only && !req.header("host").is_none_or(local_host) {
+        if self.local_only && !req.header("host").is_none_or(http::local_host) {
             // DNS rebinding: a web page elsewhere whose name now resolves to 127.0.0.1 would
             // otherwise read these topics through the browser of whoever opens it.
             return http::respond(
@@ -299,21 +285,29 @@ impl Server {
                 return http::respond(s, 400, "text/plain", why.as_bytes()).await;
             }
         };
-        let Ok(_permit) = self.api.clone().try_acquire_owned() else {
+        let Ok(permit) = self.api.clone().try_acquire_owned() else {
             let why = format!("too many /api/records requests at once ({API_AT_ONCE})\n");
             return http::respond(s, 429, "text/plain", why.as_bytes()).await;
         };
         let work = read_records(&self.cluster, &view, limit);
-        match tokio::time::timeout(Duration::from_secs(30), work).await {
-            Ok(Ok(Ok(body))) => http::respond(s, 200, "application/json", &body).await,
-            Ok(Ok(Err(why))) => {
-                http::respond(s, 413, "text/plain", format!("{why}\n").as_bytes()).await
-            }
+        let (status, kind, body) = match tokio::time::timeout(Duration::from_secs(30), work).await {
+            Ok(Ok(Ok(body))) => (200, "application/json", body),
+            Ok(Ok(Err(why))) => (413, "text/plain", format!("{why}\n").into_bytes()),
             Ok(Err(e @ crate::error::Error::UnknownPartition { .. })) => {
-                http::respond(s, 400, "text/plain", format!("{e}\n").as_bytes()).await
+                (400, "text/plain", format!("{e}\n").into_bytes())
             }
-            Ok(Err(e)) => http::respond(s, 502, "text/plain", format!("{e}\n").as_bytes()).await,
-            Err(_) => http::respond(s, 503, "text/plain", b"timed out reading the topic\n").await,
+            Ok(Err(e)) => (502, "text/plain", format!("{e}\n").into_bytes()),
+            Err(_) => (503, "text/plain", b"timed out reading the topic\n".to_vec()),
+        };
+        // The slot is for reading Kafka; the answer (up to 8 MiB) is written within a bound: a
+        // client that asks and never reads held a slot for ever (4 such made every later ask a 429).
+        drop(permit);
+        match tokio::time::timeout(session::WRITE_TIMEOUT, http::respond(s, status, kind, &body)).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client did not read the answer",
+            )),
         }
     }
 }

@@ -23,7 +23,7 @@ const BATCH_BYTES: usize = 256 * 1024;
 const BATCH_CAP: usize = 1024 * 1024;
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// A write the browser does not take within this long ends the view.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Offsets by partition.
 type Offsets = BTreeMap<i32, i64>;
