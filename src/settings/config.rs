@@ -299,20 +299,68 @@ pub struct ConfigError {
     pub message: String,
 }
 
-/// Says so when every user may change the config file: whoever can decides which files the agent
-/// reads (with its access to the logs) and where it sends them.
+/// Says so when users besides the one shipper runs as (and root) may change the config file, or
+/// replace it: whoever can decides which files the agent reads (with its access to the logs) and
+/// where it sends them.
 fn warn_if_anyone_may_write(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(m) = std::fs::metadata(path) {
-        let mode = m.permissions().mode();
-        if m.is_file() && mode & 0o002 != 0 {
-            crate::log::warn(format_args!(
-                "config file {} is writable by every user (mode {:o}): anyone can change which files are read and where they are sent; chmod o-w it",
-                Esc::path(path),
-                mode & 0o777
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    for why in write_risks(path, me) {
+        crate::log::warn(format_args!(
+            "config file {}: {why}: they can change which files are read and where they are sent",
+            Esc::path(path)
+        ));
+    }
+}
+
+/// Who besides user `me` and root may change the config file at `path`: writable by every user or
+/// by its group, owned by another user, or in a directory others may write to (without the sticky
+/// bit: they can put another file in its place).
+fn write_risks(path: &Path, me: u32) -> Vec<String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut out = Vec::new();
+    let Ok(m) = std::fs::metadata(path) else {
+        return out;
+    };
+    if !m.is_file() {
+        return out;
+    }
+    let mode = m.permissions().mode() & 0o7777;
+    if mode & 0o002 != 0 {
+        out.push(format!("writable by every user (mode {mode:o}; chmod o-w it)"));
+    } else if mode & 0o020 != 0 && m.gid() != 0 {
+        out.push(format!(
+            "writable by group {} (mode {mode:o}; chmod g-w it)",
+            m.gid()
+        ));
+    }
+    if m.uid() != me && m.uid() != 0 {
+        out.push(format!(
+            "owned by user {}, not by root or the user shipper runs as ({me})",
+            m.uid()
+        ));
+    }
+    let dir = std::path::absolute(path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf));
+    if let Some(d) = dir.and_then(|d| std::fs::metadata(&d).ok().map(|m| (d, m))) {
+        let (d, dm) = d;
+        let dmode = dm.permissions().mode() & 0o7777;
+        let others = dmode & 0o002 != 0 || (dmode & 0o020 != 0 && dm.gid() != 0);
+        if others && dmode & 0o1000 == 0 {
+            out.push(format!(
+                "its directory {} may be written by other users (mode {dmode:o}), who can put another file in its place",
+                Esc::path(&d)
+            ));
+        } else if dm.uid() != me && dm.uid() != 0 {
+            out.push(format!(
+                "its directory {} is owned by user {}, who can put another file in its place",
+                Esc::path(&d),
+                dm.uid()
             ));
         }
     }
+    out
 }
 
 /// Reads and checks a config file, with command-line flags given explicitly taking precedence
@@ -562,7 +610,9 @@ impl Reader<'_> {
                 inputs,
                 policy: Arc::new(FilePolicy {
                     follow_symlinks: f.follow_symlinks,
-                    symlink_roots: f.symlink_roots.0.iter().map(PathBuf::from).collect(),
+                    // From the config file's directory, as its other paths (a relative root
+                    // was taken from the working directory: `.` under systemd allowed all of /).
+                    symlink_roots: f.symlink_roots.0.iter().map(|r| self.beside(r)).collect(),
                     owners,
                     // Known once the checkpoint is (tail::run sets it).
                     own: Default::default(),

@@ -359,11 +359,15 @@ fn relative_paths_are_taken_from_the_config_files_directory() {
     let p = dir.join("agent.toml");
     std::fs::write(
         &p,
-        "brokers = \"k:9092\"\ncheckpoint = \"state/agent.checkpoint\"\n[[input]]\npaths = \"logs/*.log\"\ntopic = \"t\"\n",
+        "brokers = \"k:9092\"\ncheckpoint = \"state/agent.checkpoint\"\nfollow_symlinks = true\nsymlink_roots = [\"shared\", \"/srv/logs\"]\n[[input]]\npaths = \"logs/*.log\"\ntopic = \"t\"\n",
     )
     .unwrap();
     let s = load(&p, &common(), None).unwrap();
     assert_eq!(s.options.checkpoint, dir.join("state/agent.checkpoint"));
+    assert_eq!(
+        s.engine.policy.symlink_roots,
+        [dir.join("shared"), PathBuf::from("/srv/logs")]
+    );
     let shown = format!("{:?}", s.engine.inputs[0].patterns[0]);
     assert!(
         shown.contains(&dir.join("logs").display().to_string()),
@@ -514,4 +518,39 @@ fn an_empty_path_in_paths_is_said_as_such() {
         e.contains(":3:") && e.contains("an empty path in paths"),
         "{e}"
     );
+}
+
+/// Who else may change or replace the config file is said: every user, a group other than root's,
+/// another owner, a directory others may write to (t49: only "every user" was).
+#[test]
+fn those_who_may_change_or_replace_the_config_file_are_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("shipper-config-perm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let p = dir.join("agent.toml");
+    std::fs::write(&p, "").unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let set = |mode| std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    set(0o600);
+    assert!(write_risks(&p, me).is_empty(), "{:?}", write_risks(&p, me));
+    set(0o666);
+    assert!(write_risks(&p, me)[0].contains("every user"));
+    set(0o660);
+    let gid = std::fs::metadata(&p).map(|m| std::os::unix::fs::MetadataExt::gid(&m)).unwrap();
+    assert_eq!(write_risks(&p, me).len(), usize::from(gid != 0));
+    set(0o600);
+    // Owned by another user (root may give it away; anyone else sees root's files as root's).
+    if me == 0 {
+        std::os::unix::fs::chown(&p, Some(4242), None).unwrap();
+        let risks = write_risks(&p, me);
+        assert!(risks.iter().any(|r| r.contains("owned by user 4242")), "{risks:?}");
+        std::os::unix::fs::chown(&p, Some(0), None).unwrap();
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert!(write_risks(&p, me).iter().any(|r| r.contains("its directory")));
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    assert!(write_risks(&p, me).is_empty(), "the sticky bit keeps others' hands off");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
