@@ -312,13 +312,13 @@ impl Reader {
                 let written = format.write(text, &topic, f.partition, r).and_then(|()| {
                     if text.0.len() >= TEXT_CHUNK {
                         let tp = (topic.clone(), f.partition);
-                        out.give(&mut text.0, (tp, r.offset + 1, in_chunk))?;
+                        out.give(&mut text.0, (tp, r.offset.saturating_add(1), in_chunk))?;
                         in_chunk = 0;
                     }
                     Ok(())
                 });
                 match written {
-                    Ok(()) => last = Some(r.offset + 1),
+                    Ok(()) => last = Some(r.offset.saturating_add(1)),
                     Err(e) => write_err = Some(e),
                 }
             });

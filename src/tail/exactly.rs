@@ -367,7 +367,7 @@ impl Reading {
     fn take(&mut self, topic: &str, f: &crate::consumer::Fetched) -> Result<(), Error> {
         let mut scratch = std::mem::take(&mut self.scratch);
         let r = f.for_each_batch(&mut scratch, 256 << 20, |h, section| {
-            let last_seq = h.base_sequence.wrapping_add(h.record_count - 1);
+            let last_seq = h.base_sequence.wrapping_add(h.record_count.wrapping_sub(1));
             if Some(h.producer_id) == self.previous && h.base_sequence >= 0 {
                 self.seen.insert((f.partition, h.producer_id), last_seq);
             }

@@ -138,7 +138,11 @@ fn fixed_settings(s: &crate::settings::tail::TailSettings) -> Vec<(&'static str,
             .into_iter()
             .flatten()
         {
-            std::fs::read(f).ok().hash(&mut h);
+            // Bounded as the TLS setup reads them (t49: a key path changed to a FIFO froze the
+            // loop at a reload, one to /dev/zero filled memory).
+            crate::settings::read_bounded(f, crate::settings::MAX_PEM_FILE)
+                .ok()
+                .hash(&mut h);
         }
         h.finish()
     });
