@@ -92,6 +92,20 @@ const WATCHER_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 fn make_watcher(shared: &Arc<Shared>) -> notify::Result<notify::RecommendedWatcher> {
     let s = shared.clone();
     notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = &ev {
+            use notify::event::{ModifyKind, RenameMode};
+            if let EventKind::Modify(ModifyKind::Name(RenameMode::From | RenameMode::Both)) =
+                ev.kind
+            {
+                // A watched directory renamed within a watched one loses its watch in notify (t49:
+                // kept as watched here, renamed back it was never watched again, and its files'
+                // lines waited for the minute's rescan). Its old name is forgotten like a removal's.
+                let mut r = s.removed.lock().unwrap_or_else(|e| e.into_inner());
+                if r.len() < MAX_PENDING_PATHS {
+                    r.extend(ev.paths.first().cloned());
+                }
+            }
+        }
         match ev {
             Ok(ev)
                 if matches!(
@@ -373,6 +387,38 @@ mod tests {
             .unwrap();
         let e = gather(&mut w, |e| e.changed.contains(&f));
         assert!(e.changed.contains(&f), "{e:?}");
+    }
+
+    /// A watched directory renamed within a watched one and renamed back is watched again: notify
+    /// drops its watch at the rename, and the map kept it as watched (t49).
+    #[test]
+    fn a_directory_renamed_away_and_back_is_watched_again() {
+        let top = crate::testkit::scratch_dir("watch-renamed-back");
+        let d = top.join("logs");
+        std::fs::create_dir(&d).unwrap();
+        let mut w = Watch::new();
+        let _ = w.watch_dir(&top, 1000);
+        let _ = w.watch_dir(&d, 1000);
+        std::fs::rename(&d, top.join("logs.old")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while w.is_watched(&d) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            let _ = w.take();
+        }
+        assert!(!w.is_watched(&d), "its watch went with the rename");
+        std::fs::rename(top.join("logs.old"), &d).unwrap();
+        gather(&mut w, |e| e.rescan);
+        assert!(w.watch_dir(&d, 1000), "the full scan watches it again");
+        let f = d.join("a.log");
+        std::fs::write(&f, "x").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&f)
+            .and_then(|mut h| std::io::Write::write_all(&mut h, b"y\n"))
+            .unwrap();
+        let e = gather(&mut w, |e| e.changed.contains(&f));
+        assert!(e.changed.contains(&f), "{e:?}");
+        std::fs::remove_dir_all(&top).unwrap();
     }
 
     #[test]
