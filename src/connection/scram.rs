@@ -250,7 +250,10 @@ mod tests {
             Err(ScramError::Refused(e)) => assert!(!e.contains('\x1b') && !e.contains('\n'), "{e}"),
             other => panic!("{other:?}"),
         }
-        let debug = format!("{:?}", ScramClient::with_nonce(ScramHash::Sha256, "u", "hunter2", "n"));
+        let debug = format!(
+            "{:?}",
+            ScramClient::with_nonce(ScramHash::Sha256, "u", "hunter2", "n")
+        );
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(matches!(
             c.client_final(b"garbage"),

@@ -243,7 +243,10 @@ mod tests {
         };
         let mut out = Vec::new();
         f.for_each_record(&mut Vec::new(), 1 << 20, |r| {
-            out.push((r.offset, String::from_utf8(r.value.unwrap().to_vec()).unwrap()))
+            out.push((
+                r.offset,
+                String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+            ))
         })
         .unwrap();
         let want = [(0, "a0"), (1, "a1"), (2, "b2"), (3, "b3"), (4, "d4")];

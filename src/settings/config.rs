@@ -327,7 +327,9 @@ fn write_risks(path: &Path, me: u32) -> Vec<String> {
     }
     let mode = m.permissions().mode() & 0o7777;
     if mode & 0o002 != 0 {
-        out.push(format!("writable by every user (mode {mode:o}; chmod o-w it)"));
+        out.push(format!(
+            "writable by every user (mode {mode:o}; chmod o-w it)"
+        ));
     } else if mode & 0o020 != 0 && m.gid() != 0 {
         out.push(format!(
             "writable by group {} (mode {mode:o}; chmod g-w it)",

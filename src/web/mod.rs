@@ -103,7 +103,6 @@ pub fn parse_from(s: Option<&str>, default: StartOffset) -> Result<StartOffset, 
     }
 }
 
-
 impl Server {
     fn authorized(&self, req: &Request) -> bool {
         let Some(token) = &self.cfg.token else {
@@ -302,7 +301,12 @@ impl Server {
         // The slot is for reading Kafka; the answer (up to 8 MiB) is written within a bound: a
         // client that asks and never reads held a slot for ever (4 such made every later ask a 429).
         drop(permit);
-        match tokio::time::timeout(session::WRITE_TIMEOUT, http::respond(s, status, kind, &body)).await {
+        match tokio::time::timeout(
+            session::WRITE_TIMEOUT,
+            http::respond(s, status, kind, &body),
+        )
+        .await
+        {
             Ok(r) => r,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,

@@ -538,19 +538,29 @@ fn those_who_may_change_or_replace_the_config_file_are_named() {
     set(0o666);
     assert!(write_risks(&p, me)[0].contains("every user"));
     set(0o660);
-    let gid = std::fs::metadata(&p).map(|m| std::os::unix::fs::MetadataExt::gid(&m)).unwrap();
+    let gid = std::fs::metadata(&p)
+        .map(|m| std::os::unix::fs::MetadataExt::gid(&m))
+        .unwrap();
     assert_eq!(write_risks(&p, me).len(), usize::from(gid != 0));
     set(0o600);
     // Owned by another user (root may give it away; anyone else sees root's files as root's).
     if me == 0 {
         std::os::unix::fs::chown(&p, Some(4242), None).unwrap();
         let risks = write_risks(&p, me);
-        assert!(risks.iter().any(|r| r.contains("owned by user 4242")), "{risks:?}");
+        assert!(
+            risks.iter().any(|r| r.contains("owned by user 4242")),
+            "{risks:?}"
+        );
         std::os::unix::fs::chown(&p, Some(0), None).unwrap();
     }
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    assert!(write_risks(&p, me).iter().any(|r| r.contains("its directory")));
+    assert!(write_risks(&p, me)
+        .iter()
+        .any(|r| r.contains("its directory")));
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
-    assert!(write_risks(&p, me).is_empty(), "the sticky bit keeps others' hands off");
+    assert!(
+        write_risks(&p, me).is_empty(),
+        "the sticky bit keeps others' hands off"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -2146,7 +2146,11 @@ async fn a_busy_sibling_of_a_file_empty_at_the_last_stop_is_no_copy_of_it() {
     let sibling = d.join("a.log.json");
     append(&f, b"");
     append(&sibling, b"{\"j\":0}\n");
-    let born = fs::File::open(&sibling).unwrap().metadata().unwrap().created();
+    let born = fs::File::open(&sibling)
+        .unwrap()
+        .metadata()
+        .unwrap()
+        .created();
     let (e, _sink) = following(config(&d), Vec::new());
     let ckpt = e.checkpoint_entries();
     drop(e);
