@@ -635,7 +635,7 @@ fn check_config_names_the_line_of_each_mistake_and_exits_2() {
     let out = check(&cfg);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        out.status.success() && err.contains("is writable by every user (mode 666)"),
+        out.status.success() && err.contains("agent.toml: writable by every user (mode 666"),
         "{err}"
     );
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
