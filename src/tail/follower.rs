@@ -37,6 +37,9 @@ const NO_SKIP: u64 = u64::MAX;
 /// Largest follower key (keys are reused after it, skipping live ones).
 pub const MAX_KEY: u64 = (1 << (64 - SEQ_BITS)) - 1;
 
+/// The bits of a token that hold its line's sequence.
+const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+
 /// Counters every line ends up in exactly one of (plus events).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Counters {
@@ -353,17 +356,24 @@ impl Follower {
             (true, true) => end,
         };
         self.inflight.push_back((end, false, from));
-        (self.key << SEQ_BITS) | seq
+        // A token holds the sequence's low SEQ_BITS (see [`Follower::in_flight_seq`]).
+        (self.key << SEQ_BITS) | (seq & SEQ_MASK)
+    }
+
+    /// The sequence of an in-flight line's token, `None` when its line is no longer (or never was)
+    /// in flight. Tokens hold only the low [`SEQ_BITS`] of a sequence: a file of more than 2^36
+    /// lines (68.7 billion) wraps them, and the lines in flight, never that many, are told apart
+    /// by their distance from the oldest (t49: past 2^36, acknowledgements went to another key).
+    fn in_flight_seq(&self, token: u64) -> Option<u64> {
+        let ahead = (token & SEQ_MASK).wrapping_sub(self.base_seq) & SEQ_MASK;
+        (ahead < self.inflight.len() as u64).then(|| self.base_seq + ahead)
     }
 
     /// Marks the line with this token's sequence as done (acknowledged, or failed for good) and moves
     /// the acknowledged watermark over the contiguous done prefix. Returns the byte offset after the
     /// line, if the token is still known.
     pub fn done(&mut self, token: u64) -> Option<u64> {
-        let seq = token & ((1 << SEQ_BITS) - 1);
-        if seq < self.base_seq {
-            return None;
-        }
+        let seq = self.in_flight_seq(token)?;
         let mut line_end = None;
         if let Some(e) = self.inflight.get_mut((seq - self.base_seq) as usize) {
             e.1 = true;
@@ -397,7 +407,7 @@ impl Follower {
     /// The input that read the line of `token` when a reload has handed the file to another since
     /// (an index for [`Follower::earlier_input_name`]); `None` when its current input did.
     pub fn earlier_input(&self, token: u64) -> Option<usize> {
-        let seq = token & ((1 << SEQ_BITS) - 1);
+        let seq = self.in_flight_seq(token)?;
         self.earlier_inputs
             .iter()
             .position(|(first_after, _)| seq < *first_after)
@@ -844,4 +854,37 @@ struct Shipping<'a> {
     lines: u64,
     faulted: bool,
     full: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Past 2^36 lines of one file, tokens wrap their sequence and still name their line (t49: the
+    /// sequence ran into the key's bits, acknowledgements went to another key, and the file's
+    /// checkpoint froze while its lines in flight grew).
+    #[test]
+    fn tokens_still_name_their_lines_past_two_to_the_36_lines() {
+        let d = crate::testkit::scratch_dir("follower-seq-wrap");
+        let p = d.join("a.log");
+        std::fs::write(&p, "x\n").unwrap();
+        let file = File::open(&p).unwrap();
+        let id = FileId::with_fd(&file.metadata().unwrap(), &file);
+        let key = 8;
+        let mut f = Follower::new(key, p, Arc::new(file), id, 0, 0, Route::default()).unwrap();
+        f.next_seq = SEQ_MASK - 1;
+        f.base_seq = SEQ_MASK - 1;
+        let tokens: Vec<u64> = (1..=4).map(|end| f.token(end, false)).collect();
+        assert!(tokens.iter().all(|t| t >> SEQ_BITS == key), "{tokens:x?}");
+        // Out of order, across the wrap: the watermark moves over the contiguous prefix only.
+        assert_eq!(f.done(tokens[2]), Some(3));
+        assert_eq!(f.acked_pos, 0);
+        assert_eq!(f.done(tokens[0]), Some(1));
+        assert_eq!(f.done(tokens[1]), Some(2));
+        assert_eq!(f.acked_pos, 3);
+        assert_eq!(f.done(tokens[1]), None, "acknowledged twice: already passed");
+        assert_eq!(f.done(tokens[3]), Some(4));
+        assert_eq!(f.acked_pos, 4);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }
