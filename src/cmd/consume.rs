@@ -477,10 +477,15 @@ impl Reader {
                         self.given_back_ids.insert(t.clone(), id);
                     }
                     let ps: Vec<i32> = ps.iter().copied().collect();
-                    for (p, at) in self.consumer.unassign(t, &ps) {
+                    for (p, _fetched_to) in self.consumer.unassign(t, &ps) {
                         let key = (t.clone(), p);
-                        let pos = self.positions.remove(&key).unwrap_or(at);
-                        self.given_back.insert(key, pos);
+                        // Where printing got to. A partition without one printed nothing since it
+                        // was assigned (its start was not known then): taken back, it starts as it
+                        // would have — the fetch position, past records fetched and not printed,
+                        // skipped them (t49).
+                        if let Some(pos) = self.positions.remove(&key) {
+                            self.given_back.insert(key, pos);
+                        }
                     }
                 }
                 // Membership lost and nothing left: -e waits for the rejoin's assignment (with
