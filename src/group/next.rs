@@ -94,6 +94,12 @@ async fn member(ctx: &Ctx) -> Result<()> {
     // same: with -e it ends at the end of nothing instead of waiting for ever).
     let mut told = false;
     let mut report_owned = true;
+    // The last target while some of its topics cannot be named yet: named again at each heartbeat
+    // until they can (the coordinator sends a target only when it changes: dropped, its
+    // partitions were the member's and nobody's, t49).
+    let mut unnamed: Option<ById> = None;
+    // A heartbeat went out at once after the last answer (to say what is owned): the next waits.
+    let mut rushed = false;
     let mut interval = Duration::from_secs(3);
     let mut trouble: Option<Backoff> = None;
     let mut server_trouble: Option<Backoff> = None;
@@ -218,6 +224,14 @@ async fn member(ctx: &Ctx) -> Result<()> {
         if let Some(id) = resp.member_id.as_ref().filter(|m| !m.is_empty()) {
             member_id = id.to_string();
         }
+        if resp.member_epoch < 1 {
+            // Sent back, -1 and -2 would leave the group and 0 join it again (t49).
+            return Err(Error::Incomplete {
+                api: "ConsumerGroupHeartbeat",
+                target: ctx.coord.target(),
+                what: "a member epoch below 1 in an answer without error",
+            });
+        }
         epoch = resp.member_epoch;
         interval = Duration::from_millis(resp.heartbeat_interval_ms.clamp(100, 60_000) as u64);
         full = false;
@@ -235,6 +249,7 @@ async fn member(ctx: &Ctx) -> Result<()> {
             learn_names(ctx, &target, &mut names).await;
             // (A target of topics not named yet is not nothing: taken once named.)
             let nothing = target.values().all(|ps| ps.is_empty());
+            unnamed = (!target.keys().all(|id| names.contains_key(id))).then(|| target.clone());
             if !reconcile(ctx, &mut owned, target, &names).await {
                 return Ok(());
             }
@@ -246,8 +261,21 @@ async fn member(ctx: &Ctx) -> Result<()> {
             }
             told = true;
             report_owned = true;
-            continue; // say at once what we own now
+            if !std::mem::replace(&mut rushed, true) {
+                continue; // say at once what we own now (once: a coordinator sending an
+                          // assignment in every answer is not answered back to back)
+            }
+        } else if let Some(target) = unnamed.take() {
+            learn_names(ctx, &target, &mut names).await;
+            if !target.keys().all(|id| names.contains_key(id)) {
+                unnamed = Some(target.clone());
+            }
+            if !reconcile(ctx, &mut owned, target, &names).await {
+                return Ok(());
+            }
+            report_owned = true;
         }
+        rushed = false;
         tokio::time::sleep(interval).await;
     }
 }

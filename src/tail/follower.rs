@@ -882,7 +882,11 @@ mod tests {
         assert_eq!(f.done(tokens[0]), Some(1));
         assert_eq!(f.done(tokens[1]), Some(2));
         assert_eq!(f.acked_pos, 3);
-        assert_eq!(f.done(tokens[1]), None, "acknowledged twice: already passed");
+        assert_eq!(
+            f.done(tokens[1]),
+            None,
+            "acknowledged twice: already passed"
+        );
         assert_eq!(f.done(tokens[3]), Some(4));
         assert_eq!(f.acked_pos, 4);
         std::fs::remove_dir_all(&d).unwrap();
