@@ -1453,3 +1453,70 @@ fn consume_e_ends_at_the_end_of_a_topic_created_again() {
     // Its output blocked, not the broker: no broker is said to hang.
     assert!(!err.contains("cannot read"), "{err}");
 }
+
+/// Standard input that fails mid-stream (a terminal hung up: EIO): the lines read before it are
+/// delivered and summed up, and the run fails saying why (t49: it ended at once with only "cannot
+/// read input", the lines in the buffer dropped without a word).
+#[test]
+fn a_read_error_on_standard_input_delivers_what_was_read_and_says_so() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let Some(b) = broker() else { return };
+    let t = topic("readerr");
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors into the ints given; no name, termios or size.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0);
+    // Not inherited: a child holding the master would keep the terminal from hanging up.
+    // SAFETY: F_SETFD on the two descriptors openpty just returned; no memory is passed.
+    unsafe {
+        assert_eq!(libc::fcntl(master, libc::F_SETFD, libc::FD_CLOEXEC), 0);
+        assert_eq!(libc::fcntl(slave, libc::F_SETFD, libc::FD_CLOEXEC), 0);
+    }
+    // SAFETY: both descriptors were just opened by openpty and are owned here only.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    // Raw: no echo, no line editing; the lines pass as written.
+    // SAFETY: tcgetattr/tcsetattr on the open slave with a termios struct owned here.
+    unsafe {
+        let mut tio: libc::termios = std::mem::zeroed();
+        assert_eq!(
+            libc::tcgetattr(std::os::fd::AsRawFd::as_raw_fd(&slave), &mut tio),
+            0
+        );
+        libc::cfmakeraw(&mut tio);
+        assert_eq!(
+            libc::tcsetattr(std::os::fd::AsRawFd::as_raw_fd(&slave), libc::TCSANOW, &tio),
+            0
+        );
+    }
+    let child = Command::new(shipper_bin())
+        .args(["produce", "-b", &b, &t])
+        .stdin(Stdio::from(slave))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut m = std::fs::File::from(master);
+    std::io::Write::write_all(&mut m, b"one\ntwo\nthree\n").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(m);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("3 records sent, 3 acked")
+            && err.contains("cannot read input: Input/output error"),
+        "{err}"
+    );
+    assert_eq!(
+        topic_values(&b, &t),
+        vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+    );
+}

@@ -287,6 +287,9 @@ struct Run<'a> {
     deliveries: Vec<Delivery>,
     /// The mapped input file shrank while it was read: the run stops at `line_no`.
     shrank: bool,
+    /// Reading the input failed: what was read is delivered and summed up, then the run fails
+    /// (t49: it ended at once, the lines in the buffer dropped without a word).
+    read_error: Option<String>,
     /// Stopped by this signal (SIGINT, SIGTERM): input no longer read, what was read delivered.
     interrupted: Option<i32>,
     /// The whole input was read (its end was reached).
@@ -467,6 +470,7 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
         },
         deliveries: Vec::new(),
         shrank: false,
+        read_error: None,
         interrupted: None,
         input_done: false,
         trouble: TroubleWatch::new(Duration::from_secs(5), Some(Duration::from_secs(30))),
@@ -577,6 +581,13 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
             t.acked,
         )
     };
+    if let Some(e) = &run.read_error {
+        crate::log::error(format_args!(
+            "{summary}; stopped after {} lines: cannot read input: {e}; the rest was not read",
+            t.sent
+        ));
+        return Ok(1);
+    }
     if run.shrank {
         crate::log::error(format_args!(
             "{summary}; stopped after {} lines: the input file shrank while it was read (truncated or rewritten in place), the rest was not sent",
@@ -723,7 +734,16 @@ impl Run<'_> {
                 }
                 chunk = chunks.rx.recv() => match chunk {
                     Some(Ok(c)) => {
-                        self.take_chunk(&c, &mut carry).await?;
+                        // A signal stops the lines of a chunk too, while they wait for room in a
+                        // full buffer or for each answer with --sync (t49: only SIGKILL ended a
+                        // run whose Kafka hung with --timeout 0).
+                        tokio::select! {
+                            sig = &mut stop => {
+                                self.interrupted = Some(sig);
+                                return Ok(());
+                            }
+                            r = self.take_chunk(&c, &mut carry) => r?,
+                        }
                         // Said while input flows too (drive's own wake-ups are cut short by it).
                         self.report();
                         // Full (the reader has spares) or gone: then the buffer is just freed.
@@ -731,7 +751,10 @@ impl Run<'_> {
                             let _ = chunks.spent.try_send(b);
                         }
                     }
-                    Some(Err(e)) => anyhow::bail!("cannot read input: {e}"),
+                    Some(Err(e)) => {
+                        self.read_error = Some(e.to_string());
+                        break;
+                    }
                     None => {
                         self.input_done = true;
                         break;
@@ -743,7 +766,8 @@ impl Run<'_> {
                 }
             }
         }
-        if !carry.is_empty() && !self.shrank && !self.tally.refused {
+        // (Not after a read error: the line was cut by it, not ended.)
+        if !carry.is_empty() && !self.shrank && !self.tally.refused && self.read_error.is_none() {
             self.feed(&carry, true, None).await?;
         }
         Ok(())
