@@ -962,6 +962,40 @@ fn uneven_lines(n: usize) -> Vec<u8> {
 }
 
 #[test]
+fn many_lines_too_large_to_send_are_said_five_times_and_listed_once() {
+    let Some(b) = broker() else { return };
+    let t = topic("produce-many-big");
+    create_topic(&b, &t, 1, 1, &[]);
+    // 20 lines too large for a 2000-byte batch, each between two that fit.
+    let mut input = String::new();
+    for i in 0..20 {
+        input.push_str(&format!("small {i}\n{}\n", "y".repeat(3000)));
+    }
+    input.push_str("small 20\n");
+    let out = shipper(
+        &b,
+        &[
+            "produce",
+            &t,
+            "--max-line-bytes",
+            "5000",
+            "--max-message-bytes",
+            "2000",
+        ],
+        input.as_bytes(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Each failure used to print its own line, unbounded: five are said, then one line for the rest.
+    assert_eq!(err.matches("; not sent").count(), 5, "{err}");
+    assert_eq!(err.matches("more records failed").count(), 1, "{err}");
+    assert!(err.contains("20 failed (20 too large to send)"), "{err}");
+    assert!(err.contains("lines not written: 2, 4, 6, 8, "), "{err}");
+    let got = kcat(&b, &["-C", "-t", &t, "-e", "-q", "-f", "%s\n"], b"");
+    assert_eq!(String::from_utf8_lossy(&got).lines().count(), 21);
+}
+
+#[test]
 fn records_over_a_megabyte_go_to_a_topic_that_takes_them_with_max_message_bytes() {
     let Some(b) = broker() else { return };
     let t = topic("produce-big");

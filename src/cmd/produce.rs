@@ -53,6 +53,22 @@ struct Tally {
     offsets_unprinted: bool,
 }
 
+impl Tally {
+    /// Says one failure with `say` while fewer than five were said, then once that more failed: a
+    /// run of a million lines too large or refused prints six lines, not a million (the lines are
+    /// listed as ranges in the summary).
+    fn say_failure(&mut self, say: impl FnOnce()) {
+        if self.errors_shown < 5 {
+            say();
+        } else if self.errors_shown == 5 {
+            crate::log::error(format_args!(
+                "more records failed; their lines are listed at the end"
+            ));
+        }
+        self.errors_shown += 1;
+    }
+}
+
 /// Line numbers as sorted ranges, bounded: past [`LineRanges::MAX_RUNS`] runs even after merging,
 /// further lines are only counted.
 #[derive(Debug, Default)]
@@ -335,7 +351,10 @@ impl Run<'_> {
                 self.tally.failed += 1;
                 self.tally.too_large += 1;
                 self.tally.not_written.add(&[self.line_no]);
-                crate::log::error(format_args!("line {}: {e}; not sent", self.line_no));
+                let line_no = self.line_no;
+                self.tally.say_failure(|| {
+                    crate::log::error(format_args!("line {line_no}: {e}; not sent"))
+                });
                 None
             }
         }
@@ -850,15 +869,10 @@ fn report(deliveries: &mut Vec<Delivery>, tally: &mut Tally, printer: &mut Optio
                     true => "not acknowledged (sent, but no answer came: Kafka may hold them)",
                     false => "not written",
                 };
-                if tally.errors_shown < 5 {
+                tally.say_failure(|| {
                     let which = records_and_lines(&d.tokens);
                     crate::log::error(format_args!("{which} {what}: {e}"));
-                } else if tally.errors_shown == 5 {
-                    crate::log::error(format_args!(
-                        "more records failed; their lines are listed at the end"
-                    ));
-                }
-                tally.errors_shown += 1;
+                });
                 match unsure {
                     true => tally.unanswered.add(&d.tokens),
                     false => tally.not_written.add(&d.tokens),
