@@ -249,7 +249,7 @@ async fn member(ctx: &Ctx) -> Result<()> {
             learn_names(ctx, &target, &mut names).await;
             // (A target of topics not named yet is not nothing: taken once named.)
             let nothing = target.values().all(|ps| ps.is_empty());
-            unnamed = (!target.keys().all(|id| names.contains_key(id))).then(|| target.clone());
+            unnamed = (!all_named(&target, &names)).then(|| target.clone());
             if !reconcile(ctx, &mut owned, target, &names).await {
                 return Ok(());
             }
@@ -267,7 +267,7 @@ async fn member(ctx: &Ctx) -> Result<()> {
             }
         } else if let Some(target) = unnamed.take() {
             learn_names(ctx, &target, &mut names).await;
-            if !target.keys().all(|id| names.contains_key(id)) {
+            if !all_named(&target, &names) {
                 unnamed = Some(target.clone());
             }
             if !reconcile(ctx, &mut owned, target, &names).await {
@@ -342,9 +342,14 @@ async fn reconcile(
     true
 }
 
+/// Whether every topic of `target` has a name.
+fn all_named(target: &ById, names: &HashMap<Uuid, String>) -> bool {
+    target.keys().all(|id| names.contains_key(id))
+}
+
 /// Looks up the names of topic ids not known yet (one metadata request for the subscribed topics).
 async fn learn_names(ctx: &Ctx, target: &ById, names: &mut HashMap<Uuid, String>) {
-    if target.keys().all(|id| names.contains_key(id)) {
+    if all_named(target, names) {
         return;
     }
     let cluster = ctx.coord.cluster();
