@@ -585,3 +585,134 @@ async fn a_classic_leader_assigns_again_when_its_topics_partitions_change() {
     let five = Assignment::from([("t".to_string(), BTreeSet::from([0, 1, 2, 3, 4]))]);
     assert_eq!(assigned(&mut m).await, five);
 }
+
+// The consumer protocol (KIP-848) against the fake coordinator of `testkit/next.rs`.
+
+/// One broker with topic `t` of 3 partitions that offers the consumer protocol.
+fn fake_next() -> FakeBroker {
+    let b = fake();
+    b.offer_consumer_protocol();
+    b
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_consumer_protocol_member_is_assigned_by_the_coordinator_commits_and_leaves() {
+    let b = fake_next();
+    let mut m = join(&b).await;
+    assert_eq!(assigned(&mut m).await, all());
+    assert_eq!(b.requests(ApiKey::JoinGroup), 0, "the consumer protocol");
+    let ids = b.consumer_members("g");
+    assert_eq!(ids.len(), 1);
+    let offs = offsets(&[(0, 5), (1, 7)]);
+    assert!(
+        m.commit(&offs).await.unwrap(),
+        "committed at the member epoch"
+    );
+    assert_eq!(b.committed_offset("g", "t", 1), Some(7));
+    assert!(quiet_for(&mut m, 60).await);
+    // The join, one heartbeat at once to say what is owned, then one each 5 s.
+    let beats = b.requests(ApiKey::ConsumerGroupHeartbeat);
+    assert!((12..=15).contains(&beats), "{beats} heartbeats in 60 s");
+    m.leave().await;
+    assert!(b.consumer_members("g").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_target_whose_topics_cannot_be_named_yet_is_taken_once_they_can_be() {
+    let b = fake_next();
+    // The coordinator assigns topic ids the metadata answers do not carry yet (t49).
+    b.misbehave_times(Misbehave::NoTopicIds, 3);
+    let start = Instant::now();
+    let mut m = join(&b).await;
+    // The coordinator sends the target once; the member names it again at later heartbeats.
+    assert_eq!(assigned(&mut m).await, all());
+    assert!(
+        start.elapsed() >= Duration::from_secs(5),
+        "named at a later heartbeat, not at the first answer: {:?}",
+        start.elapsed()
+    );
+    assert!(b.requests(ApiKey::ConsumerGroupHeartbeat) >= 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_epoch_below_one_in_an_answer_without_error_ends_the_membership() {
+    for bad in [0, -1, -2] {
+        let b = fake_next();
+        b.misbehave_times(Misbehave::MemberEpoch(bad), 1);
+        let mut m = join(&b).await;
+        let e = error(&mut m).await;
+        assert!(e.to_string().contains("a member epoch below 1"), "{e}");
+        // Not sent back: -1 would have left the group and 0 joined it again.
+        assert!(m.event().await.is_none(), "the membership task ended");
+        assert_eq!(b.requests(ApiKey::ConsumerGroupHeartbeat), 1);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_assignment_in_every_answer_is_not_answered_back_to_back() {
+    let b = fake_next();
+    b.misbehave_times(Misbehave::AssignmentEveryTime, 10_000);
+    let mut m = join(&b).await;
+    assert_eq!(assigned(&mut m).await, all());
+    assert!(quiet_for(&mut m, 60).await, "the same target is no news");
+    // At most one heartbeat at once after each answer carrying an assignment, then the interval.
+    let beats = b.requests(ApiKey::ConsumerGroupHeartbeat);
+    assert!((12..=26).contains(&beats), "{beats} heartbeats in 60 s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fenced_consumer_protocol_member_loses_its_partitions_and_joins_again() {
+    let b = fake_next();
+    let mut m = join(&b).await;
+    assert_eq!(assigned(&mut m).await, all());
+    let id = b.consumer_members("g");
+    b.misbehave_times(rule(ApiKey::ConsumerGroupHeartbeat, 110), 1);
+    match next(&mut m).await {
+        Ok(Event::Revoke { parts, lost, done }) => {
+            assert_eq!(parts, all());
+            assert!(lost, "fenced: nothing to commit as");
+            done.send(()).unwrap();
+        }
+        other => panic!("expected a revocation, got {other:?}"),
+    }
+    assert_eq!(assigned(&mut m).await, all());
+    assert_eq!(
+        b.consumer_members("g"),
+        id,
+        "the same member id (FENCED_MEMBER_EPOCH)"
+    );
+    assert!(m.commit(&offsets(&[(0, 1)])).await.unwrap());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partition_moves_to_a_second_member_only_once_the_first_let_it_go() {
+    let b = fake_next();
+    let mut m1 = join(&b).await;
+    assert_eq!(assigned(&mut m1).await, all());
+    let mut m2 = join(&b).await;
+    // The coordinator's target for the second member is held back while the first owns it.
+    let second = tokio::spawn(async move {
+        let mut got = Assignment::new();
+        while got.get("t").is_none_or(|p| p.is_empty()) {
+            for (t, ps) in assigned(&mut m2).await {
+                got.entry(t).or_default().extend(ps);
+            }
+        }
+        (m2, got)
+    });
+    let gave = match next(&mut m1).await {
+        Ok(Event::Revoke { parts, lost, done }) => {
+            assert!(!lost);
+            assert!(m1.commit(&offsets(&[(0, 1)])).await.unwrap());
+            done.send(()).unwrap();
+            parts
+        }
+        other => panic!("expected a revocation, got {other:?}"),
+    };
+    let (m2, got) = second.await.unwrap();
+    assert_eq!(got, gave, "the second member took what the first gave back");
+    assert_eq!(b.consumer_members("g").len(), 2);
+    m2.leave().await;
+    // The first member is given the rest back.
+    assert_eq!(assigned(&mut m1).await, gave);
+}

@@ -123,7 +123,7 @@ fn s(v: &str) -> StrBytes {
 
 impl FakeBroker {
     /// The error code a `GroupError` rule for `api` says to answer with, if one is in force.
-    fn group_rule(&self, api: ApiKey) -> Option<i16> {
+    pub(super) fn group_rule(&self, api: ApiKey) -> Option<i16> {
         match self.take_rule(|m| matches!(m, Misbehave::GroupError { api: a, .. } if *a == api)) {
             Some(Misbehave::GroupError { code, .. }) => Some(code),
             _ => None,
@@ -341,13 +341,20 @@ impl FakeBroker {
             Some(c) => c,
             // A commit outside the group's membership (generation -1, no member id) is taken as is.
             None if req.member_id.is_empty() && req.generation_id_or_member_epoch < 0 => NONE,
-            None => self.with_group(req.group_id.0.as_str(), |g| {
-                match g.check(req.member_id.as_str(), req.generation_id_or_member_epoch) {
-                    // Kafka takes commits from members of the generation a round is replacing.
-                    REBALANCE_IN_PROGRESS => NONE,
-                    c => c,
-                }
-            }),
+            None => match self.next_commit_check(
+                req.group_id.0.as_str(),
+                req.member_id.as_str(),
+                req.generation_id_or_member_epoch,
+            ) {
+                Some(c) => c,
+                None => self.with_group(req.group_id.0.as_str(), |g| {
+                    match g.check(req.member_id.as_str(), req.generation_id_or_member_epoch) {
+                        // Kafka takes commits from members of the generation a round is replacing.
+                        REBALANCE_IN_PROGRESS => NONE,
+                        c => c,
+                    }
+                }),
+            },
         };
         let mut r = OffsetCommitResponse::default();
         self.with_group(req.group_id.0.as_str(), |g| {

@@ -31,7 +31,11 @@ impl FakeBroker {
             (ApiKey::OffsetCommit, 2, 9),
             (ApiKey::OffsetFetch, 1, 9),
             (ApiKey::CreateTopics, 2, 7),
+            (ApiKey::ConsumerGroupHeartbeat, 0, 1),
         ] {
+            if k == ApiKey::ConsumerGroupHeartbeat && !self.lock().consumer_protocol {
+                continue;
+            }
             let mut v = api_versions_response::ApiVersion::default();
             v.api_key = k as i16;
             v.min_version = min;
@@ -98,6 +102,7 @@ impl FakeBroker {
 
     pub(super) fn metadata(&self, req: MetadataRequest) -> Body {
         let unknown = self.take_rule(|m| *m == Misbehave::UnknownTopic).is_some();
+        let no_ids = self.take_rule(|m| *m == Misbehave::NoTopicIds).is_some();
         let huge = match self.take_rule(|m| matches!(m, Misbehave::HugeMetadata(_))) {
             Some(Misbehave::HugeMetadata(n)) => Some(n),
             _ => None,
@@ -129,7 +134,7 @@ impl FakeBroker {
         for name in names {
             let mut t = metadata_response::MetadataResponseTopic::default();
             t.name = Some(TopicName(StrBytes::from_string(name.clone())));
-            if let Some(&id) = st.topic_ids.get(&name) {
+            if let Some(&id) = st.topic_ids.get(&name).filter(|_| !no_ids) {
                 t.topic_id = uuid::Uuid::from_u128(id);
             }
             match st.topics.get(&name) {
@@ -548,6 +553,7 @@ pub(super) enum Body {
     OffsetFetch(OffsetFetchResponse),
     DescribeProducers(DescribeProducersResponse),
     CreateTopics(CreateTopicsResponse),
+    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse),
 }
 
 impl Body {
@@ -571,6 +577,7 @@ impl Body {
             Body::OffsetCommit(r) => r.encode(out, version),
             Body::OffsetFetch(r) => r.encode(out, version),
             Body::DescribeProducers(r) => r.encode(out, version),
+            Body::ConsumerGroupHeartbeat(r) => r.encode(out, version),
             Body::CreateTopics(r) => r.encode(out, version),
         }
     }

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 mod group;
 mod handlers;
+mod next;
 mod serve;
 
 use handlers::{batch_values, store};
@@ -83,6 +84,12 @@ pub enum Misbehave {
     GroupError { api: ApiKey, code: i16 },
     /// Answer a successful SyncGroup with these assignment bytes instead of the leader's.
     SyncAssignment(Vec<u8>),
+    /// Answer a successful ConsumerGroupHeartbeat with this member epoch.
+    MemberEpoch(i32),
+    /// Carry the assignment in every successful ConsumerGroupHeartbeat answer, changed or not.
+    AssignmentEveryTime,
+    /// Answer Metadata without topic ids (as a broker that does not know them yet).
+    NoTopicIds,
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +134,10 @@ struct State {
     groups: BTreeMap<String, group::Group>,
     /// The last member id handed out.
     next_member: u64,
+    /// Whether ConsumerGroupHeartbeat is offered (see `next.rs`).
+    consumer_protocol: bool,
+    /// Consumer-protocol groups, by id.
+    next_groups: BTreeMap<String, next::NextGroup>,
     /// Each topic's id: a new one each time it is created (as Kafka's topic ids).
     topic_ids: BTreeMap<String, u128>,
     /// The last topic id handed out.

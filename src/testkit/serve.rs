@@ -171,6 +171,9 @@ impl FakeBroker {
             ApiKey::LeaveGroup => decode(&mut frame, version).map(|r| self.leave_group(r)),
             ApiKey::OffsetCommit => decode(&mut frame, version).map(|r| self.offset_commit(r)),
             ApiKey::OffsetFetch => decode(&mut frame, version).map(|r| self.offset_fetch(r)),
+            ApiKey::ConsumerGroupHeartbeat if self.lock().consumer_protocol => {
+                decode(&mut frame, version).map(|r| self.consumer_group_heartbeat(r))
+            }
             ApiKey::Fetch => match decode::<FetchRequest>(&mut frame, version) {
                 Some(r) => {
                     long_poll = Some(std::time::Duration::from_millis(r.max_wait_ms.max(0) as u64));
