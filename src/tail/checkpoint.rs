@@ -383,13 +383,15 @@ pub fn load(path: &Path) -> io::Result<Loaded> {
     dropped += usize::from(oversized);
     let mut moved_to = None;
     if dropped > 0 {
-        let aside = PathBuf::from(format!(
-            "{}.damaged-{}",
-            path.display(),
+        // Beside it under its own bytes (display() would change a name that is not UTF-8).
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(format!(
+            ".damaged-{}",
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs())
         ));
+        let aside = PathBuf::from(aside);
         if fs::rename(path, &aside).is_ok() {
             moved_to = Some(aside);
         }
@@ -581,7 +583,9 @@ impl Lock {
                 ),
             ));
         }
-        let path = PathBuf::from(format!("{}.lock", checkpoint.display()));
+        let mut path = checkpoint.as_os_str().to_owned();
+        path.push(".lock");
+        let path = PathBuf::from(path);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -1067,6 +1071,24 @@ mod tests {
         let e = first.check().unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
         fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_checkpoint_named_in_bytes_that_are_not_utf8_locks_beside_itself() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = dir("lock-bytes").join(std::ffi::OsStr::from_bytes(b"d\xff"));
+        fs::create_dir_all(&d).unwrap();
+        let p = d.join(std::ffi::OsStr::from_bytes(b"c\xfe"));
+        let lock = Lock::take(&p).unwrap();
+        assert_eq!(
+            lock.path().as_os_str().as_bytes(),
+            [p.as_os_str().as_bytes(), b".lock"].concat()
+        );
+        assert!(lock.path().exists());
+        // A second name that differs only in bytes display() would have changed is another lock.
+        let other = d.join(std::ffi::OsStr::from_bytes(b"c\xfd"));
+        let _second = Lock::take(&other).unwrap();
+        fs::remove_dir_all(d.parent().unwrap()).unwrap();
     }
 
     #[test]

@@ -165,8 +165,15 @@ impl Positions {
                 }
                 None => {
                     if let Some((source, end)) = &mut current {
-                        *end += len as u64 + 1;
-                        last.insert(source.clone(), (*end, false));
+                        // A foreign end near u64::MAX would wrap to a small position: the source
+                        // is known no further.
+                        match end.checked_add(len as u64 + 1) {
+                            Some(e) => {
+                                *end = e;
+                                last.insert(source.clone(), (e, false));
+                            }
+                            None => current = None,
+                        }
                     }
                 }
             }
@@ -502,6 +509,15 @@ mod tests {
         p.batch(0, 5, [(3, Some(b))].into_iter());
         p.batch(1, 9, [(3, Some(moved))].into_iter());
         assert_eq!(p.into_ends()["h:1:9:3"], (50, false));
+    }
+
+    #[test]
+    fn a_foreign_end_near_the_largest_position_does_not_wrap() {
+        let mut p = Positions::new("h:".into());
+        let near: &[u8] = b"h:1:2:3@18446744073709551610";
+        p.batch(0, 1, [(9, Some(near)), (40, None), (5, None)].into_iter());
+        // The continuation would pass u64::MAX: the source is known to its header's end only.
+        assert_eq!(p.into_ends()["h:1:2:3"], (u64::MAX - 5, false));
     }
 
     #[test]
