@@ -423,8 +423,10 @@ impl Engine {
         self.version += 1;
         self.in_kafka
             .extend(ends.into_iter().map(|(s, e)| ((name.to_string(), s), e)));
-        let (mut moved, mut behind) = (Vec::new(), Vec::new());
-        for f in self.followers.values_mut() {
+        let (mut moved, mut behind, mut truncated) = (Vec::new(), Vec::new(), Vec::new());
+        // The followers Kafka held lines of.
+        let mut placed = BTreeSet::new();
+        for (&k, f) in self.followers.iter_mut() {
             if f.route.topic_name != name {
                 continue;
             }
@@ -436,11 +438,16 @@ impl Engine {
             else {
                 continue;
             };
+            placed.insert(k);
             // Behind the checkpoint's acknowledged position: what lies between was acknowledged
             // to another topic (the input's topic changed and changed back) or lost by Kafka.
             // Never read again: it would be sent twice.
             if end < f.acked_pos {
                 behind.push((Esc::path(&f.path).to_string(), end, f.acked_pos));
+            } else if end > f.size && f.advance_to(end, None) {
+                // Kafka holds more of it than it has: truncated while shipper was away (read from
+                // its start; the rest of the old bytes is in its copy, read on from `end`).
+                truncated.push((k, end, skipping, f.fingerprint));
             } else if end != f.read_pos && f.advance_to(end, skipping.then_some(end)) {
                 moved.push((Esc::path(&f.path).to_string(), end));
             }
@@ -450,6 +457,9 @@ impl Engine {
                 "{p}: Kafka holds it up to byte {end}; continuing there (exactly-once)"
             ));
         }
+        for (k, end, skipping, fp) in truncated {
+            self.resume_truncated(k, end, skipping, fp, &placed);
+        }
         for (p, end, at) in behind {
             crate::log::warn(format_args!(
                 "{p}: topic '{}' holds it only up to byte {end}, and bytes up to {at} were acknowledged (to another topic before a change of the input's topic, or lost by Kafka): not sent again; continuing at {at} (exactly-once)",
@@ -458,6 +468,47 @@ impl Engine {
         }
         self.resumed.insert(name.to_string());
         self.topic_ready(name);
+    }
+
+    /// Exactly-once: the file of follower `k` is shorter than the `end` Kafka holds it to, so it was
+    /// truncated (copytruncate) while shipper was away. Its copy is read from `end`: a copy already
+    /// followed from the checkpoint's older position is moved on to `end` (what lies between is in
+    /// Kafka; read again it was sent twice), and one not found yet (the file starts as it did, so
+    /// the truncation was not seen at the start) is looked for (its lines past `end` were lost).
+    fn resume_truncated(
+        &mut self,
+        k: u64,
+        end: u64,
+        skipping: bool,
+        fp: Fingerprint,
+        placed: &BTreeSet<u64>,
+    ) {
+        if let Some(f) = self.followers.get(&k) {
+            crate::log::info(format_args!(
+                "{}: Kafka holds it up to byte {end}, past its end: it was truncated; reading it from its start (exactly-once)",
+                Esc::path(&f.path)
+            ));
+        }
+        let copy = self
+            .followers
+            .iter_mut()
+            .find(|(_, c)| c.copy_of == Some(k));
+        match copy {
+            Some((ck, c)) => {
+                // Its own lines in Kafka (an earlier run read it) already placed it.
+                if c.read_pos < end && !placed.contains(ck) {
+                    let to = end.min(c.size);
+                    let skip = (skipping && end <= c.size).then_some(to);
+                    if c.advance_to(to, skip) {
+                        crate::log::info(format_args!(
+                            "{}: Kafka holds its original up to byte {end}; continuing there (exactly-once)",
+                            Esc::path(&c.path)
+                        ));
+                    }
+                }
+            }
+            None => self.finish_copy(k, fp, end, skipping, None),
+        }
     }
 
     /// The patterns followed.
@@ -1843,6 +1894,7 @@ impl Engine {
                 f.multiline = multiline;
                 f.origin = origin;
                 f.rotated = true;
+                f.copy_of = Some(like);
                 f.last_active = Instant::now();
                 if let Some(host) = &self.cfg.exactly_once {
                     f.source = Some(super::exactly::source_id(host, &f.id));

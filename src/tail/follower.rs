@@ -174,6 +174,8 @@ pub struct Follower {
     unknown_start: bool,
     /// The path no longer names this file (renamed away or deleted): finish it, then close.
     pub rotated: bool,
+    /// A copytruncate copy read on from where its original was: that original's follower.
+    pub copy_of: Option<u64>,
     /// Counted among rotations already (renamed to a name a pattern still matches, and a new file
     /// took its old name): not counted again when it leaves the patterns.
     pub rotation_counted: bool,
@@ -268,6 +270,7 @@ impl Follower {
             skip_from: 0,
             unknown_start: false,
             rotated: false,
+            copy_of: None,
             rotation_counted: false,
             last_active: Instant::now(),
             input,

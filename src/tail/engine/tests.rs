@@ -609,6 +609,68 @@ async fn exactly_once_never_goes_back_behind_the_acknowledged_checkpoint() {
     fs::remove_dir_all(&d).unwrap();
 }
 
+/// Exactly-once: a file Kafka holds more of than it has was truncated while shipper was away
+/// (copytruncate), and starts as it did, so the start saw no truncation. Its copy is found and read
+/// on from where Kafka has the original: its lines past that were never read.
+#[tokio::test(start_paused = true)]
+async fn exactly_once_reads_the_copy_of_a_file_truncated_while_away_from_kafkas_end() {
+    let d = dir("eo-copy-found");
+    let f = d.join("a.log");
+    append(&f, b"AAAA\nBBBB\nCCCC\nDDDD\n");
+    let id = FileId::of(&fs::File::open(&f).unwrap()).unwrap();
+    // While shipper was away: one more line, then copytruncate, then the file began again alike.
+    append(&f, b"EEEE\n");
+    fs::copy(&f, d.join("a.log.1")).unwrap();
+    truncate(&f);
+    append(&f, b"AAAA\n");
+    let mut cfg = config(&d);
+    cfg.exactly_once = Some("h".into());
+    let (mut e, mut sink) = (Engine::new(cfg, Vec::new()), FakeSink::default());
+    scan_now(&mut e);
+    e.take_to_resume();
+    let source = crate::tail::exactly::source_id("h", &id).to_string();
+    e.resumed("t", HashMap::from([(source, (20, false))]));
+    e.read_pass(&mut sink, 1, Instant::now());
+    ack(&mut e, &mut sink, |_| true);
+    sink.shipped.sort();
+    assert_eq!(sink.shipped, vec![b"AAAA".to_vec(), b"EEEE".to_vec()]);
+    fs::remove_dir_all(&d).unwrap();
+}
+
+/// Exactly-once: the copy of a file truncated while shipper was away, found at the start from the
+/// checkpoint's position, is moved on to where Kafka has the original (the checkpoint lags what was
+/// acknowledged): what lies between is in Kafka, and was sent twice.
+#[tokio::test(start_paused = true)]
+async fn exactly_once_moves_a_copy_found_at_the_checkpoint_on_to_where_kafka_has_its_original() {
+    let d = dir("eo-copy-moved");
+    let f = d.join("a.log");
+    append(&f, b"AAAA\n");
+    let mut cfg = config(&d);
+    cfg.exactly_once = Some("h".into());
+    let (mut e, mut sink) = (Engine::new(cfg.clone(), Vec::new()), FakeSink::default());
+    scan_now(&mut e);
+    e.take_to_resume();
+    e.resumed("t", HashMap::new());
+    e.read_pass(&mut sink, 1, Instant::now());
+    ack(&mut e, &mut sink, |_| true);
+    let ckpt = e.checkpoint_entries();
+    assert_eq!(ckpt[0].offset, 5);
+    let id = FileId::of(&fs::File::open(&f).unwrap()).unwrap();
+    // Shipped to byte 20 after the checkpoint was last written; then away, and copytruncate.
+    append(&f, b"BBBB\nCCCC\nDDDD\nEEEE\n");
+    fs::copy(&f, d.join("a.log.1")).unwrap();
+    truncate(&f);
+    let (mut e2, mut sink2) = (Engine::new(cfg, ckpt), FakeSink::default());
+    scan_now(&mut e2);
+    e2.take_to_resume();
+    let source = crate::tail::exactly::source_id("h", &id).to_string();
+    e2.resumed("t", HashMap::from([(source, (20, false))]));
+    e2.read_pass(&mut sink2, 1, Instant::now());
+    ack(&mut e2, &mut sink2, |_| true);
+    assert_eq!(sink2.shipped, vec![b"EEEE".to_vec()]);
+    fs::remove_dir_all(&d).unwrap();
+}
+
 /// Issue #17: a rescan reads only files whose size or modification time changed (10,000 idle files
 /// cost one `lstat` each, no read); a closed file is re-opened by a small scan of its path alone.
 #[tokio::test(start_paused = true)]
@@ -1149,12 +1211,7 @@ async fn a_multiline_mark_names_the_start_of_the_line_after_a_skipped_rest() {
     append(&f, &data);
     let mut cfg = config(&d);
     cfg.limits.max_line_bytes = 100;
-    cfg.inputs[0].multiline = Some(Arc::new(crate::tail::multiline::MultilineConfig {
-        start: regex::bytes::Regex::new("^START").unwrap(),
-        max_lines: 500,
-        max_bytes: 1000,
-        timeout: Duration::from_secs(30),
-    }));
+    cfg.inputs[0].multiline = multiline("^START", 500, 1000, 30);
     let (mut e, mut sink) = following(cfg.clone(), Vec::new());
     let mut more = vec![b'P'; 50];
     more.extend(b"\nSTART ");
@@ -1193,7 +1250,6 @@ async fn a_multiline_mark_names_the_start_of_the_line_after_a_skipped_rest() {
 /// could never hold, and the file stalled for good, with nothing said).
 #[tokio::test(start_paused = true)]
 async fn a_multiline_line_longer_than_the_region_is_cut_and_the_file_goes_on() {
-    let start = regex::bytes::Regex::new("^S").unwrap();
     for (case, head) in [("continuation", &b"S1\n"[..]), ("start-line", &b"S"[..])] {
         let d = dir(&format!("multiline-huge-{case}"));
         let f = d.join("m.log");
@@ -1203,12 +1259,7 @@ async fn a_multiline_line_longer_than_the_region_is_cut_and_the_file_goes_on() {
         append(&f, &data);
         let mut cfg = config(&d);
         cfg.limits.max_line_bytes = 1000;
-        cfg.inputs[0].multiline = Some(Arc::new(crate::tail::multiline::MultilineConfig {
-            start: start.clone(),
-            max_lines: 500,
-            max_bytes: 1000,
-            timeout: Duration::from_secs(1),
-        }));
+        cfg.inputs[0].multiline = multiline("^S", 500, 1000, 1);
         let (mut e, mut sink) = following(cfg, Vec::new());
         e.touch_multiline();
         drain(&mut e, &mut sink, Instant::now() + Duration::from_secs(60));
@@ -1235,12 +1286,7 @@ async fn a_truncated_file_keeps_joining_its_multiline_events() {
     let f = d.join("m.log");
     append(&f, b"S1\n a\nS2\n");
     let mut cfg = config(&d);
-    cfg.inputs[0].multiline = Some(Arc::new(crate::tail::multiline::MultilineConfig {
-        start: regex::bytes::Regex::new("^S").unwrap(),
-        max_lines: 500,
-        max_bytes: 1000,
-        timeout: Duration::from_secs(1),
-    }));
+    cfg.inputs[0].multiline = multiline("^S", 500, 1000, 1);
     let (mut e, mut sink) = following(cfg, Vec::new());
     assert_eq!(shipped_text(&sink), ["S1\n a"]);
     truncate(&f);
@@ -1267,12 +1313,7 @@ async fn a_crlf_multiline_event_that_fills_the_region_ships_and_the_file_goes_on
     append(&f, &data);
     let mut cfg = config(&d);
     cfg.limits.max_line_bytes = 3000;
-    cfg.inputs[0].multiline = Some(Arc::new(crate::tail::multiline::MultilineConfig {
-        start: regex::bytes::Regex::new("^S").unwrap(),
-        max_lines: 10_000,
-        max_bytes: 3000,
-        timeout: Duration::from_secs(1),
-    }));
+    cfg.inputs[0].multiline = multiline("^S", 10_000, 3000, 1);
     let (mut e, mut sink) = following(cfg, Vec::new());
     e.touch_multiline();
     drain(&mut e, &mut sink, Instant::now() + Duration::from_secs(60));
@@ -1302,12 +1343,7 @@ async fn files_ending_in_a_line_or_an_event_not_complete_yet_are_counted() {
     append(&d.join("m.log"), b"START a\n cont\nSTART b\n cont2\n");
     append(&d.join("m2.log"), b"START c\n partial");
     let mut cfg = config(&d);
-    cfg.inputs[0].multiline = Some(Arc::new(crate::tail::multiline::MultilineConfig {
-        start: regex::bytes::Regex::new("^START").unwrap(),
-        max_lines: 500,
-        max_bytes: 1000,
-        timeout: Duration::from_secs(30),
-    }));
+    cfg.inputs[0].multiline = multiline("^START", 500, 1000, 30);
     let (e, sink) = following(cfg, Vec::new());
     assert_eq!(shipped_text(&sink), ["START a\n cont"]);
     // m2.log's event ends in a line without its newline: counted as such (t34 F5).
@@ -2273,4 +2309,19 @@ async fn lines_in_flight_at_a_handover_are_counted_under_the_input_that_read_the
     assert_eq!(counts("renamed"), Some((2, 2)));
     assert_eq!(counts("back"), None);
     fs::remove_dir_all(&d).unwrap();
+}
+
+/// Multiline joining for tests: events start at lines matching `start`.
+fn multiline(
+    start: &str,
+    max_lines: usize,
+    max_bytes: usize,
+    timeout_s: u64,
+) -> Option<Arc<crate::tail::multiline::MultilineConfig>> {
+    Some(Arc::new(crate::tail::multiline::MultilineConfig {
+        start: regex::bytes::Regex::new(start).unwrap(),
+        max_lines,
+        max_bytes,
+        timeout: Duration::from_secs(timeout_s),
+    }))
 }
