@@ -161,6 +161,34 @@ impl ConnError {
         }
     }
 
+    /// The error a request waiting for its answer (`api`) gets when the connection closed for this
+    /// one: another request's timeout, bad or too large answer, or a failed reauthentication, does
+    /// not mean this request was not sent. Passed on as is, a Produce waiting behind a Metadata that timed out was taken for never
+    /// sent, and its sequence numbers went to the next batch, which an idempotent broker then took
+    /// for a resend and dropped.
+    pub(crate) fn for_waiter(&self, api: &str) -> ConnError {
+        match self {
+            ConnError::Timeout { addr, api: a, .. }
+            | ConnError::Malformed { addr, api: a, .. }
+            | ConnError::TooLarge { addr, api: a, .. }
+                if *a != api =>
+            {
+                self.closed_while(addr, api)
+            }
+            // Only a reauthentication closes a connection with this (the first one is not shared
+            // before it succeeds).
+            ConnError::Auth { addr, .. } => self.closed_while(addr, api),
+            _ => self.clone(),
+        }
+    }
+
+    fn closed_while(&self, addr: &str, api: &str) -> ConnError {
+        ConnError::Io {
+            addr: addr.to_string(),
+            detail: format!("closed while {api} waited for its answer ({self})"),
+        }
+    }
+
     pub(crate) fn io(addr: &str, e: &io::Error) -> ConnError {
         match e.kind() {
             io::ErrorKind::UnexpectedEof => ConnError::Closed {

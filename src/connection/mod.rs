@@ -118,7 +118,7 @@ impl Shared {
             st.queue.drain(..).collect()
         };
         for w in waiters {
-            let _ = w.tx.send(Err(err.clone()));
+            let _ = w.tx.send(Err(err.for_waiter(w.api)));
         }
         if let Some(h) = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take() {
             h.abort();
@@ -536,7 +536,17 @@ impl Connection {
                 "broker {}: authenticating again (session lifetime)",
                 crate::escape::Esc::str(self.addr())
             ));
-            let next = self.authenticate_locked(w, &s, until).await?;
+            // Failed, the connection is closed: the broker must not keep a session on a
+            // connection the client judged unsafe (a bad server signature), and each later request
+            // must not try again on it.
+            let next = match self.authenticate_locked(w, &s, until).await {
+                Ok(next) => next,
+                Err(e) => {
+                    w.half = None;
+                    self.shared.close(e.clone());
+                    return Err(e);
+                }
+            };
             *self.reauth_at.lock().unwrap_or_else(|e| e.into_inner()) = next;
         }
         Ok(())
@@ -665,9 +675,12 @@ impl Connection {
         let _waiting = Waiting::new(self.shared.addr.clone(), Some(pending.api));
         match tokio::time::timeout_at(until, pending.rx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(self.shared.closed().unwrap_or(ConnError::Closed {
-                addr: self.addr().to_string(),
-            })),
+            Ok(Err(_)) => Err(self.shared.closed().map_or_else(
+                || ConnError::Closed {
+                    addr: self.addr().to_string(),
+                },
+                |e| e.for_waiter(pending.api),
+            )),
             Err(_) => {
                 let e = ConnError::Timeout {
                     addr: self.addr().to_string(),

@@ -58,7 +58,7 @@ pub enum ScramError {
     #[error("the broker's signature does not match (it does not know this user's password)")]
     Signature,
     /// Too few iterations to be safe, or too many to be sane.
-    #[error("the broker asks for {0} iterations (shipper takes 4096 to 1000000, as Kafka's own clients: with fewer, the proof sent would make the password cheap to guess)")]
+    #[error("the broker asks for {0} iterations (shipper takes 4096 to 16384, what Kafka lets credentials have: with fewer, the proof sent would make the password cheap to guess; with more, the hashing would stall every connection)")]
     Iterations(u32),
 }
 
@@ -83,6 +83,10 @@ impl std::fmt::Debug for ScramClient {
 /// The fewest iterations taken: Kafka's minimum (its clients refuse fewer). Someone on the path of a
 /// SASL_PLAINTEXT exchange asking for 1 would get a proof that takes 4096 times less to guess from.
 const MIN_ITERATIONS: u32 = 4096;
+
+/// The most iterations taken: Kafka's maximum for stored credentials. The hashing runs on the event
+/// loop; a broker asking for a million would stall every connection for about a second each time.
+const MAX_ITERATIONS: u32 = 16_384;
 
 /// `saslname` escaping: `=` and `,` may not appear raw.
 fn escape_name(s: &str) -> String {
@@ -137,7 +141,7 @@ impl ScramClient {
             .and_then(|i| i.parse().ok())
             .ok_or(ScramError::Malformed("no iteration count"))?;
         // A huge count would have us spin for minutes.
-        if !(MIN_ITERATIONS..=1_000_000).contains(&iterations) {
+        if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations) {
             return Err(ScramError::Iterations(iterations));
         }
         let mut salted = vec![0u8; self.hash.len()];
@@ -245,6 +249,11 @@ mod tests {
         assert!(matches!(
             c.client_final(b"r=abcd,s=AAAA,i=4095"),
             Err(ScramError::Iterations(4095))
+        ));
+        // More than Kafka lets a credential have: hashing a million would stall the event loop.
+        assert!(matches!(
+            c.client_final(b"r=abcd,s=AAAA,i=16385"),
+            Err(ScramError::Iterations(16385))
         ));
         match c.client_final(b"e=bad\x1b[31mred\nforged") {
             Err(ScramError::Refused(e)) => assert!(!e.contains('\x1b') && !e.contains('\n'), "{e}"),

@@ -359,3 +359,38 @@ fn a_refused_connection_to_a_broker_that_answered_says_so() {
     );
     assert!(!e.contains("check -b"), "{e}");
 }
+
+/// A request waiting for its answer when another request's timeout closes the connection may have
+/// been written: a Produce waiting behind a Metadata that timed out was told it was never sent (the
+/// Metadata's timeout named another API than its own), and its sequence numbers were given again.
+#[tokio::test(start_paused = true)]
+async fn a_request_waiting_when_another_one_times_out_may_have_been_sent() {
+    let broker = FakeBroker::new(1);
+    let t = broker.transport();
+    let conn = Arc::new(connected(&t, &broker).await);
+    broker.misbehave_times(Misbehave::Silent, 2);
+    // The first waits long, the second times out first and closes the connection.
+    let long = conn.clone();
+    let first = tokio::spawn(async move {
+        let req = kafka_protocol::messages::ListOffsetsRequest::default();
+        let until = Instant::now() + Duration::from_secs(60);
+        let pending = long.send(&req, 7, true, until).await.unwrap();
+        long.wait(pending, until).await.unwrap_err()
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let req = kafka_protocol::messages::MetadataRequest::default();
+    let until = Instant::now() + Duration::from_secs(5);
+    let e = conn.call(&req, 12, until).await.unwrap_err();
+    assert!(matches!(e, ConnError::Timeout { .. }), "{e}");
+    let other = first.await.unwrap();
+    assert!(other.may_have_sent("ListOffsets"), "{other}");
+    assert!(other.is_retriable(), "{other}");
+    assert!(
+        other
+            .to_string()
+            .contains("closed while ListOffsets waited"),
+        "{other}"
+    );
+    // The request that timed out keeps its own error.
+    assert!(e.may_have_sent("Metadata"));
+}

@@ -107,12 +107,24 @@ fn roots(ca_file: Option<&Path>) -> Result<(RootCertStore, String), String> {
         }
         return Ok((store, format!("CA file {}", Esc::path(p))));
     }
-    let env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
-    for p in env
-        .iter()
-        .map(PathBuf::as_path)
-        .chain(SYSTEM_BUNDLES.iter().map(Path::new))
+    // SSL_CERT_FILE, as OpenSSL takes it, replaces the system bundle: one that cannot be used is an
+    // error, not a silent fall back to every public CA (an operator who pinned trust to a private
+    // CA this way would have trusted them all).
+    if let Some(p) = std::env::var_os("SSL_CERT_FILE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
     {
+        let certs = load_certs(&p, "SSL_CERT_FILE")?;
+        let (added, _) = store.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(format!(
+                "SSL_CERT_FILE {}: no usable CA certificate (unset it to use the system CA bundle)",
+                Esc::path(&p)
+            ));
+        }
+        return Ok((store, format!("SSL_CERT_FILE {}", Esc::path(&p))));
+    }
+    for p in SYSTEM_BUNDLES.iter().map(Path::new) {
         if let Ok(certs) = load_certs(p, "CA bundle") {
             let (added, _) = store.add_parsable_certificates(certs);
             if added > 0 {
