@@ -322,11 +322,21 @@ impl Reader {
                     Err(e) => write_err = Some(e),
                 }
             });
-            res.map_err(|source| crate::error::Error::Records {
-                topic: topic.clone(),
-                partition: f.partition,
-                source,
-            })?;
+            if let Err(source) = res {
+                // The records before the damage are printed (and count), as kcat prints them.
+                if let Some(p) = last.filter(|_| in_chunk > 0 && write_err.is_none()) {
+                    self.out.give(
+                        &mut self.text.0,
+                        ((topic.clone(), f.partition), p, in_chunk),
+                    )?;
+                }
+                return Err(crate::error::Error::Records {
+                    topic: topic.clone(),
+                    partition: f.partition,
+                    source,
+                }
+                .into());
+            }
             if let Some(e) = write_err {
                 return Err(e.into());
             }

@@ -52,6 +52,9 @@ struct State<T> {
     queued: usize,
     /// Bytes of the chunk being written that standard output has not taken yet.
     writing: usize,
+    /// Written, and being flushed: standard output may still hold a last line without its newline
+    /// in its buffer (the process must not exit before it is out).
+    flushing: bool,
     /// Tags of the chunks written in full, oldest first.
     written: Vec<T>,
     /// Emptied buffers, for [`Behind::give`].
@@ -73,6 +76,7 @@ impl<T> Default for State<T> {
             queue: VecDeque::new(),
             queued: 0,
             writing: 0,
+            flushing: false,
             written: Vec::new(),
             spare: Vec::new(),
             started: 0,
@@ -227,7 +231,8 @@ impl<T: Send + 'static> Behind<T> {
 
     /// Waits until everything queued is written, or writing failed.
     pub async fn drained(&self) {
-        self.wait_for(|st| st.queued == 0 && st.writing == 0).await
+        self.wait_for(|st| st.queued == 0 && st.writing == 0 && !st.flushing)
+            .await
     }
 
     async fn wait_for(&self, done: impl Fn(&State<T>) -> bool) {
@@ -320,12 +325,16 @@ fn write_loop<T>(shared: &Shared<T>, out: &mut impl Write) {
                 }
                 // Untagged text waits for no flush of its own: flushed when the queue is empty.
                 let idle = st.queue.is_empty();
+                st.flushing = idle;
                 drop_lock_and_notify(shared, st);
                 if idle {
                     if let Err(e) = out.flush() {
                         fail(shared, e);
                         return;
                     }
+                    let mut st = shared.lock();
+                    st.flushing = false;
+                    drop_lock_and_notify(shared, st);
                 }
             }
             Err(e) => {
@@ -344,6 +353,7 @@ fn fail<T>(shared: &Shared<T>, e: io::Error) {
     st.queue.clear();
     st.queued = 0;
     st.writing = 0;
+    st.flushing = false;
     drop_lock_and_notify(shared, st);
 }
 
@@ -411,6 +421,40 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "{what}");
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// Standard output as Rust has it: a last line without its newline stays in the buffer until a
+    /// flush, and this flush takes its time.
+    struct Buffered {
+        buf: Vec<u8>,
+        out: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Buffered {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.buf.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            std::thread::sleep(Duration::from_millis(200));
+            self.out.lock().unwrap().append(&mut self.buf);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn drained_waits_for_the_last_flush() {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let o = Arc::clone(&out);
+        let b: Behind<()> = Behind::start(move || Buffered {
+            buf: Vec::new(),
+            out: o,
+        })
+        .unwrap();
+        // `-c 1 -f '%s'`: the process exits once drained; the record had no newline after it.
+        b.write(b"last record").unwrap();
+        b.drained().await;
+        assert_eq!(*out.lock().unwrap(), b"last record");
     }
 
     #[tokio::test]
