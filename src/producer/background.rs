@@ -13,18 +13,29 @@ use crate::tasks::take_finished;
 impl Producer {
     /// Takes the results of background tasks that finished (metadata refresh, producer id).
     pub(super) fn poll_background(&mut self) {
-        if take_finished(&mut self.refresh).is_some() {
-            self.refreshed();
+        if let Some(r) = take_finished(&mut self.refresh) {
+            self.refreshed(r);
         }
         if let Some(r) = take_finished(&mut self.pid_task) {
             self.pid_answered(r);
         }
     }
 
-    /// A metadata refresh is done: stale topics take the cached metadata.
-    pub(super) fn refreshed(&mut self) {
-        let mut all_led = true;
-        for t in std::mem::take(&mut self.stale) {
+    /// A metadata refresh is done (`None`: its task died): the topics it asked for take the cached
+    /// metadata. Topics found stale while it ran stay stale (it did not ask for them: cleared, they
+    /// were sent to their old leaders again). The pace is kept unless the refresh succeeded and
+    /// every partition has a leader: after a failed one the cache is the old metadata, which may
+    /// name a leader for each partition all the same, and resetting the pace then made a refresh
+    /// every 100 ms for as long as the brokers were away.
+    pub(super) fn refreshed(&mut self, r: Option<(Vec<usize>, bool)>) {
+        let Some((asked, ok)) = r else {
+            return;
+        };
+        let mut all_led = ok;
+        for t in asked {
+            if !self.stale.remove(&t) {
+                continue;
+            }
             let name = self.acc.topics[t].name.clone();
             match self.cluster.cached_topic(&name) {
                 Some(m) => {
@@ -128,8 +139,8 @@ impl Producer {
         }
         self.refresh_not_before = None;
         let cluster = self.cluster.clone();
-        let names: Vec<String> = self
-            .stale
+        let asked: Vec<usize> = self.stale.iter().copied().collect();
+        let names: Vec<String> = asked
             .iter()
             .map(|&t| self.acc.topics[t].name.clone())
             .collect();
@@ -138,12 +149,17 @@ impl Producer {
         // topics at a producer's write (as the Java producer's metadata requests allow).
         let auto_create = self.cfg.auto_create_topics;
         self.refresh = Some(tokio::spawn(async move {
-            if let Err(e) = cluster
+            let ok = match cluster
                 .fetch_metadata(Some(&names), auto_create, deadline)
                 .await
             {
-                crate::log::debug(format_args!("metadata refresh failed: {e}"));
-            }
+                Ok(_) => true,
+                Err(e) => {
+                    crate::log::debug(format_args!("metadata refresh failed: {e}"));
+                    false
+                }
+            };
+            (asked, ok)
         }));
     }
 

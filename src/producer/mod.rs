@@ -164,7 +164,7 @@ pub struct Producer {
     requests_in_flight: HashMap<i32, usize>,
     throttled: HashMap<i32, Instant>,
     stale: BTreeSet<usize>,
-    refresh: Option<JoinHandle<()>>,
+    refresh: Option<JoinHandle<(Vec<usize>, bool)>>,
     refresh_backoff: Backoff,
     refresh_not_before: Option<Instant>,
     pid_task: Option<JoinHandle<Result<(i64, i16), Error>>>,
@@ -609,7 +609,7 @@ impl Producer {
                     Err(e) => panic!("a produce task failed: {e}"),
                 }
             }
-            Some(()) = join_slot(&mut self.refresh), if self.refresh.is_some() => self.refreshed(),
+            Some(r) = join_slot(&mut self.refresh), if self.refresh.is_some() => self.refreshed(Some(r)),
             r = join_slot(&mut self.pid_task), if self.pid_task.is_some() => self.pid_answered(r),
             Some(r) = self.resolving.join_next(), if !self.resolving.is_empty() => {
                 if let Ok((name, r)) = r {

@@ -142,9 +142,17 @@ impl Producer {
                 if let Some((l, epoch)) = leader {
                     let name = self.acc.topics[t].name.clone();
                     self.cluster.set_leader(&name, p, l, epoch);
-                    if let Some(m) = self.cluster.cached_topic(&name) {
-                        for q in self.acc.update_meta(t, m) {
-                            self.failing.remove(&(t, q));
+                    match self.cluster.cached_topic(&name) {
+                        Some(m) => {
+                            for q in self.acc.update_meta(t, m) {
+                                self.failing.remove(&(t, q));
+                            }
+                        }
+                        // Not in the cache (a refresh found it leaderless or unknown): the hint
+                        // had nowhere to go, and without a refresh the batch went back to the old
+                        // leader every second for good.
+                        None => {
+                            self.stale.insert(t);
                         }
                     }
                 } else if refresh {
@@ -353,6 +361,14 @@ fn may_have_sent(e: &Error) -> bool {
         Error::Kafka {
             code:
                 crate::error::Code::RequestTimedOut | crate::error::Code::NotEnoughReplicasAfterAppend,
+            ..
+        } => true,
+        // With acks=all the leader appends first, then waits for its followers; losing the
+        // leadership meanwhile answers this, and the records stay if the new leader had fetched
+        // them (acks=1 answers it only before appending: taken as written, the batch's sequence
+        // numbers are kept from the next batch, which is all the caution costs).
+        Error::Kafka {
+            code: crate::error::Code::NotLeaderOrFollower,
             ..
         } => true,
         Error::Deadline { last, .. } => may_have_sent(last),

@@ -599,6 +599,31 @@ async fn a_partition_left_out_of_the_answer_may_have_been_written() {
     assert_eq!(b.values("t"), vec![b"first".to_vec(), b"second".to_vec()]);
 }
 
+/// NOT_LEADER_OR_FOLLOWER may come after the old leader appended the batch (acks=all waits for the
+/// followers after the append): given up, the batch may be in Kafka, and its sequence numbers are not
+/// given to the next batch.
+#[tokio::test(start_paused = true)]
+async fn a_batch_given_up_after_not_leader_answers_may_have_been_written() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    let cfg = ProducerConfig {
+        delivery_timeout: Some(Duration::from_secs(2)),
+        ..produce_config()
+    };
+    let mut p = producer(&b, "t", cfg).await;
+    b.misbehave(Misbehave::ProduceError {
+        code: 6,
+        leader_hint: None,
+    });
+    let d = send(&mut p, &[b"first"]).await;
+    assert_eq!(acked(&d), 0);
+    assert!(d.iter().all(|d| d.maybe_written), "said as maybe written");
+    b.behave();
+    let d = send(&mut p, &[b"second"]).await;
+    assert_eq!(acked(&d), 1);
+    assert_eq!(b.values("t"), vec![b"second".to_vec()]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_batch_given_up_after_the_broker_wrote_it_does_not_lend_its_sequences_to_the_next() {
     // t11: a batch whose answers were lost (the broker wrote it) failed at its delivery timeout and
