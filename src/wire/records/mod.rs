@@ -38,7 +38,7 @@ pub enum RecordError {
     #[error("record batch truncated: {0}")]
     Truncated(&'static str),
     /// Old message formats (magic 0/1) are not supported (Kafka 4 removed them too).
-    #[error("record batch has magic {0}; only magic 2 is supported")]
+    #[error("record batch has magic {0}: the message format of Kafka before 0.11 (kept from an old cluster or written by an old client), which shipper does not read (Kafka 4 dropped it too); only magic 2 is supported")]
     Magic(i8),
     /// The stored CRC does not match the bytes.
     #[error("record batch at offset {offset}: CRC mismatch (stored {stored:#010x}, computed {computed:#010x})")]
