@@ -768,10 +768,12 @@ fn secret_without_equals(args: &[std::ffi::OsString]) -> Option<&'static str> {
     const SECRET_KEYS: [&str; 2] = ["sasl.password", "sasl.jaas.config"];
     args.windows(2).find_map(|w| {
         let (flag, value) = (w[0].to_str()?, w[1].to_str()?);
-        let key = match flag {
-            "-X" => value,
-            _ => flag.strip_prefix("-X")?,
-        };
+        // `-X KEY`, `-XKEY`, `-X=KEY` (clap takes the `=`), and `-X` among other short flags
+        // (`-vX KEY`).
+        let shorts = flag.strip_prefix('-').filter(|r| !r.starts_with('-'))?;
+        let after = &shorts[shorts.find('X')? + 1..];
+        let key = if after.is_empty() { value } else { after };
+        let key = key.strip_prefix('=').unwrap_or(key);
         SECRET_KEYS.into_iter().find(|k| key.trim() == *k)
     })
 }
@@ -787,6 +789,9 @@ mod secret_argument_tests {
             &["shipper", "-X", "sasl.password", "pw", "metadata"][..],
             &["shipper", "produce", "t", "-Xsasl.password", "pw"],
             &["shipper", "-X", "sasl.jaas.config", "x"],
+            &["shipper", "-X=sasl.password", "pw", "metadata"],
+            &["shipper", "-vX", "sasl.password", "pw", "metadata"],
+            &["shipper", "-vXsasl.password", "pw", "metadata"],
         ] {
             assert!(secret_without_equals(&args(bad)).is_some(), "{bad:?}");
         }
@@ -794,6 +799,8 @@ mod secret_argument_tests {
             &["shipper", "-X", "sasl.password=pw", "metadata"][..],
             &["shipper", "-X", "sasl.username", "u"],
             &["shipper", "consume", "sasl.password"],
+            &["shipper", "-X=sasl.password=pw", "metadata"],
+            &["shipper", "--verbose", "sasl.password"],
         ] {
             assert!(secret_without_equals(&args(fine)).is_none(), "{fine:?}");
         }
