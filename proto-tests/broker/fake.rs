@@ -866,6 +866,32 @@ fn produce_stops_at_a_signal_while_waiting_after_the_end_of_its_input() {
     );
 }
 
+/// With --sync, a signal stops the lines of a chunk while one of them waits for its answer (stop 49:
+/// only SIGKILL ended a `--timeout 0` run whose Kafka hung mid-chunk): the first signal stops
+/// reading, the second gives up the line in flight; the lines after it are never sent.
+#[test]
+fn produce_sync_stops_at_signals_while_a_line_of_a_chunk_waits_for_its_answer() {
+    use std::io::Write;
+    let (b, mut child, mut stdin) = produce_to_fake(&["--timeout", "0", "--sync"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    b.misbehave(Misbehave::Silent);
+    stdin.write_all(b"two\nthree\nfour\n").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = child.id().to_string();
+    let kill = || Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    kill();
+    std::thread::sleep(Duration::from_millis(1000));
+    kill();
+    let status = wait_exit(&mut child, Duration::from_secs(5), || {});
+    drop(stdin);
+    let err = stderr_of(&mut child);
+    assert_eq!(status.and_then(|s| s.code()), Some(143), "{err}");
+    assert!(
+        err.contains("2 records sent, 1 acked, 0 failed, 1 abandoned in flight"),
+        "{err}"
+    );
+}
+
 /// REQUEST_TIMED_OUT under acks=all: the leader wrote the batch and its followers were slow; the
 /// lines are "sent but not acknowledged", not "not written" (t12: Kafka held them).
 #[test]
@@ -1096,4 +1122,60 @@ fn a_group_member_carries_no_position_into_a_topic_created_again() {
     let _ = child.0.wait();
     let err = stderr_of(&mut child.0);
     assert_eq!(first, "n0", "{err}");
+}
+
+/// This process's anonymous memory (heap), in KiB.
+fn rss_anon_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A reader that does not read standard output holds the fetching, and the answer in hand is not
+/// formatted all at once into memory: it stops where standard output filled up and is fetched
+/// again from there. An answer of compressed logs (here 100 MB of text in under 1 MB) was all
+/// formatted and queued for stdout at once. Every record is printed once, in order, in the end.
+#[test]
+fn consume_with_standard_output_unread_keeps_little_memory_for_compressible_records() {
+    use std::io::BufRead;
+    let (b, boot) = FakeBroker::start_tcp(1);
+    b.create_topic("t", 1);
+    for batch in 0..50 {
+        let values: Vec<String> = (0..2000)
+            .map(|i| format!("{:0>999}", batch * 2000 + i))
+            .collect();
+        let refs: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+        b.append_compressed("t", 0, &refs, shipper::wire::compression::Compression::Zstd);
+    }
+    let mut child = Command::new(shipper_bin())
+        .args(["-b", &boot, "consume", "t", "-o", "beginning", "-e"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Nobody reads its standard output for 4 s.
+    let mut peak = 0;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        peak = peak.max(rss_anon_kib(child.id()));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut n = 0;
+    for line in out.lines() {
+        let line = line.unwrap();
+        assert_eq!(line, format!("{n:0>999}"), "record {n}");
+        n += 1;
+    }
+    let status = wait_exit(&mut child, Duration::from_secs(60), || {});
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+    assert_eq!(n, 100_000);
+    assert!(peak > 0, "RssAnon was read");
+    assert!(
+        peak < 32 * 1024,
+        "RssAnon peaked at {peak} KiB while stdout was not read"
+    );
 }

@@ -1,8 +1,9 @@
 //! `shipper consume TOPIC...`: print topics' records, like `kcat -C` or kafka-console-consumer; with
 //! `-G GROUP`, as a member of a consumer group, like `kcat -G`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +62,7 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
         consumer: Consumer::new(cluster.clone(), cfg),
         cluster: cluster.clone(),
         out: Behind::stdout()?,
+        held: VecDeque::new(),
         text: Text(Vec::with_capacity(TEXT_CHUNK)),
         format,
         start,
@@ -156,6 +158,9 @@ struct Reader {
     /// member fenced and its partitions handed to another).
     /// Each chunk of text is tagged with the partition and the position its records reach.
     out: Behind<Reached>,
+    /// Answers of partitions, or the rest of one, not formatted yet: standard output filled up
+    /// (each from its `fetch_offset`).
+    held: VecDeque<Fetched>,
     /// Records formatted and not handed to `out` yet.
     text: Text,
     format: Format,
@@ -206,7 +211,10 @@ impl Reader {
                 self.stop_at.is_some() && self.assigned && !self.consumer.has_partitions();
             if self.count >= self.max
                 || all_stopped
-                || (args.exit_at_end && self.assigned && self.consumer.at_end_of_start())
+                || (args.exit_at_end
+                    && self.assigned
+                    && self.held.is_empty()
+                    && self.consumer.at_end_of_start())
             {
                 return Ok(());
             }
@@ -251,6 +259,22 @@ impl Reader {
                 last_record = Instant::now();
                 continue;
             }
+            if !self.held.is_empty() {
+                // What was fetched goes out before anything more is asked for; once standard
+                // output has taken most of what waits (resumed at every chunk it took, the batch
+                // the answer stopped in was decompressed again for each: 7x the CPU through a pipe).
+                if self.out.above(RESUME_BELOW) {
+                    tokio::select! {
+                        _ = self.out.below(RESUME_BELOW) => {}
+                        _ = &mut stop => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
+                    continue;
+                }
+                self.write_held()?;
+                last_record = Instant::now();
+                continue;
+            }
             let idle_deadline = idle_limit.map(|d| last_record + d);
             let fetched = tokio::select! {
                 r = self.consumer.poll() => r?,
@@ -262,9 +286,12 @@ impl Reader {
             for t in self.consumer.take_recreated() {
                 self.positions.retain(|(name, _), _| name != &t);
                 self.given_back.retain(|(name, _), _| name != &t);
+                let consumer = &self.consumer;
+                self.held.retain(|f| consumer.topic_name(f.topic) != t);
             }
-            self.write(&fetched)?;
-            if fetched.iter().any(|f| !f.records.is_empty()) {
+            let any = fetched.iter().any(|f| !f.records.is_empty());
+            self.write(fetched)?;
+            if any {
                 last_record = Instant::now();
                 if self.commit == Some(CommitMode::Sync) {
                     self.drain(false).await?;
@@ -278,16 +305,46 @@ impl Reader {
     /// the partition and the position its records reach: the position counts (is committed) once
     /// the thread wrote all of the chunk. A record still queued when stdout fails (`| head` gone)
     /// is not written, and a position past it would be committed and skip it for the group.
-    fn write(&mut self, fetched: &[Fetched]) -> anyhow::Result<()> {
+    ///
+    /// Standard output full, the rest of the answer is held as it came (compressed: a few MiB at
+    /// most) and formatted from where it stopped once there is room: formatted at once, all of it
+    /// waited in memory (a 4 MiB answer of compressed logs is hundreds of MiB of text).
+    fn write(&mut self, fetched: Vec<Fetched>) -> anyhow::Result<()> {
+        self.held.extend(fetched);
+        self.write_held()
+    }
+
+    /// Formats the held answers until standard output is full or none is left.
+    fn write_held(&mut self) -> anyhow::Result<()> {
         let mut scratch = Vec::new();
-        for f in fetched {
+        while let Some(mut f) = self.held.pop_front() {
+            if self.out.is_full() {
+                self.held.push_front(f);
+                break;
+            }
+            if let Some(from) = self.write_one(&f, &mut scratch)? {
+                f.fetch_offset = from;
+                self.held.push_front(f);
+                break;
+            }
+        }
+        self.note_written();
+        Ok(())
+    }
+
+    /// Formats one partition's answer; `Some(offset)` when standard output filled up before its end:
+    /// the rest is formatted from that offset later.
+    fn write_one(&mut self, f: &Fetched, scratch: &mut Vec<u8>) -> anyhow::Result<Option<i64>> {
+        {
             let topic = self.consumer.topic_name(f.topic).to_string();
-            if self.stop_at.is_some() && !self.consumer.is_assigned(&topic, f.partition) {
-                // Stopped at its end time by an earlier answer of this poll.
-                continue;
+            if !self.consumer.is_assigned(&topic, f.partition) {
+                // Stopped at its end time by an earlier answer, or given back since it was held.
+                return Ok(None);
             }
             let stop_at = self.stop_at.unwrap_or(i64::MAX);
             let mut stopped = false;
+            // Stopped where standard output filled up: read again from there.
+            let mut paused = false;
             let mut write_err = None;
             let mut last = None;
             let mut in_chunk = 0;
@@ -298,13 +355,15 @@ impl Reader {
                 &mut self.text,
                 &self.out,
             );
-            let res = f.for_each_record(&mut scratch, self.max_decompressed, |r| {
-                if *count >= max || write_err.is_some() || stopped {
-                    return;
+            // Stopping breaks the walk: the batches after are not decompressed (passed over, the
+            // rest of an answer of 200 batches was decompressed at every stop: 50x the CPU).
+            let res = f.for_each_record_while(scratch, self.max_decompressed, |r| {
+                if *count >= max || write_err.is_some() || stopped || paused {
+                    return ControlFlow::Break(());
                 }
                 if r.timestamp >= stop_at {
                     stopped = true;
-                    return;
+                    return ControlFlow::Break(());
                 }
                 // Handed over in chunks, so that a large fetch is not all formatted first.
                 *count += 1;
@@ -314,6 +373,7 @@ impl Reader {
                         let tp = (topic.clone(), f.partition);
                         out.give(&mut text.0, (tp, r.offset.saturating_add(1), in_chunk))?;
                         in_chunk = 0;
+                        paused = out.is_full();
                     }
                     Ok(())
                 });
@@ -321,6 +381,7 @@ impl Reader {
                     Ok(()) => last = Some(r.offset.saturating_add(1)),
                     Err(e) => write_err = Some(e),
                 }
+                ControlFlow::Continue(())
             });
             if let Err(source) = res {
                 // The records before the damage are printed (and count), as kcat prints them.
@@ -341,7 +402,7 @@ impl Reader {
                 return Err(e.into());
             }
             // All of it written: the position is past the batches (control records, compacted gaps).
-            let pos = if self.count < self.max && !stopped {
+            let pos = if self.count < self.max && !stopped && !paused {
                 f.next_offset().ok()
             } else {
                 last
@@ -363,9 +424,8 @@ impl Reader {
                 ));
                 self.consumer.unassign(&topic, &[f.partition]);
             }
+            Ok(last.filter(|_| paused))
         }
-        self.note_written();
-        Ok(())
     }
 
     /// Moves the positions reached by what standard output took so far into `positions`, for the
@@ -445,6 +505,10 @@ impl Reader {
             parts.is_none_or(|parts| parts.get(t).is_some_and(|ps| ps.contains(p)))
         };
         let dropped = self.out.drop_queued(|(tp, _, _)| mine(tp));
+        // Held answers of theirs too (never formatted: not counted).
+        let consumer = &self.consumer;
+        self.held
+            .retain(|f| !mine(&(consumer.topic_name(f.topic).to_string(), f.partition)));
         // Not printed after all: `-c` and the count at the end are of records printed.
         let records: u64 = dropped.iter().map(|(_, _, n)| n).sum();
         self.count -= records.min(self.count);
@@ -791,6 +855,9 @@ type Reached = ((String, i32), i64, u64);
 
 /// Bytes of formatted records handed to standard output's thread at a time.
 const TEXT_CHUNK: usize = 64 * 1024;
+
+/// An answer held while standard output was full is formatted on once this little waits.
+const RESUME_BELOW: usize = crate::output::behind::HIGH_WATER / 4;
 
 /// How often failing periodic commits are said again while they fail.
 const COMMIT_TROUBLE_EVERY: Duration = Duration::from_secs(60);

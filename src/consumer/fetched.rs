@@ -3,6 +3,7 @@
 //! aborted transactions skipped.
 
 use std::collections::HashSet;
+use std::ops::ControlFlow;
 
 use bytes::Bytes;
 
@@ -37,16 +38,31 @@ impl Fetched {
         max_decompressed: usize,
         mut f: impl FnMut(&Record<'_>),
     ) -> std::result::Result<(), RecordError> {
+        self.for_each_record_while(scratch, max_decompressed, |r| {
+            f(r);
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// [`Fetched::for_each_record`] until `f` breaks: the batches after are not decompressed.
+    pub fn for_each_record_while(
+        &self,
+        scratch: &mut Vec<u8>,
+        max_decompressed: usize,
+        mut f: impl FnMut(&Record<'_>) -> ControlFlow<()>,
+    ) -> std::result::Result<(), RecordError> {
         let mut from = self.fetch_offset;
-        self.for_each_batch(scratch, max_decompressed, |h, section| {
+        self.batches_while(scratch, max_decompressed, |h, section| {
             for r in records::records(h, section) {
                 let r = r?;
                 if r.offset >= from {
                     from = r.offset.saturating_add(1);
-                    f(&r);
+                    if f(&r).is_break() {
+                        return Ok(ControlFlow::Break(()));
+                    }
                 }
             }
-            Ok(())
+            Ok(ControlFlow::Continue(()))
         })
     }
 
@@ -62,6 +78,18 @@ impl Fetched {
         scratch: &mut Vec<u8>,
         max_decompressed: usize,
         mut f: impl FnMut(&BatchHeader, &[u8]) -> std::result::Result<(), RecordError>,
+    ) -> std::result::Result<(), RecordError> {
+        self.batches_while(scratch, max_decompressed, |h, section| {
+            f(h, section).map(ControlFlow::Continue)
+        })
+    }
+
+    /// [`Fetched::for_each_batch`] until `f` breaks.
+    fn batches_while(
+        &self,
+        scratch: &mut Vec<u8>,
+        max_decompressed: usize,
+        mut f: impl FnMut(&BatchHeader, &[u8]) -> std::result::Result<ControlFlow<()>, RecordError>,
     ) -> std::result::Result<(), RecordError> {
         let mut pending = self.aborted.iter().peekable();
         // Producers inside an aborted transaction at the current batch: a set, since a hostile
@@ -88,7 +116,9 @@ impl Fetched {
             }
             records::verify_crc(&h, batch)?;
             let section = records::records_section(&h, batch, scratch, max_decompressed)?;
-            f(&h, section)?;
+            if f(&h, section)?.is_break() {
+                break;
+            }
             done = h.next_offset();
         }
         Ok(())

@@ -229,6 +229,17 @@ impl<T: Send + 'static> Behind<T> {
         self.wait_for(|st| st.queued <= HIGH_WATER).await
     }
 
+    /// Waits until at most `bytes` are queued (or writing failed).
+    pub async fn below(&self, bytes: usize) {
+        self.wait_for(|st| st.queued <= bytes).await
+    }
+
+    /// Whether more than `bytes` are queued (and writing has not failed).
+    pub fn above(&self, bytes: usize) -> bool {
+        let st = self.shared.lock();
+        st.error.is_none() && st.queued > bytes
+    }
+
     /// Waits until everything queued is written, or writing failed.
     pub async fn drained(&self) {
         self.wait_for(|st| st.queued == 0 && st.writing == 0 && !st.flushing)

@@ -34,6 +34,10 @@ pub const SEQ_BITS: u32 = 36;
 /// In a line in flight: its end is not inside a long line being skipped.
 const NO_SKIP: u64 = u64::MAX;
 
+/// Lines grouped into multiline events in one pass over a region, at most (unless `max_lines` needs
+/// more): 65,536 lines are 2.5 MiB of line records.
+const MULTILINE_PASS_LINES: usize = 65_536;
+
 /// Largest follower key (keys are reused after it, skipping live ones).
 pub const MAX_KEY: u64 = (1 << (64 - SEQ_BITS)) - 1;
 
@@ -560,6 +564,7 @@ impl Follower {
             lines: 0,
             faulted: false,
             full: false,
+            cut: false,
         };
         match self.multiline.clone() {
             Some(m) => {
@@ -579,7 +584,7 @@ impl Follower {
                 &mut shipping,
             ),
         }
-        let (lines, full) = (shipping.lines, shipping.full);
+        let (lines, full) = (shipping.lines, shipping.full || shipping.cut);
         if shipping.faulted || region.faulted() {
             drop(region);
             if file.metadata()?.len() < base + len as u64 {
@@ -684,6 +689,11 @@ impl Follower {
     ) {
         let mut splitter = LineSplitter::resume(max_line_bytes, self.skipping);
         let mut lines = Vec::new();
+        // Lines taken in one pass; the rest of the region is read in the next. A region of 2 MB of
+        // blank lines was 2 million of them, 80 MB of `Line`s at once. Room for an event of
+        // max_lines and the line after it, so that each pass completes one.
+        let most = MULTILINE_PASS_LINES.max(m.max_lines.saturating_add(2));
+        let mut stopped = false;
         // Where the next line starts: after the piece before it, a line or the skipped rest of one.
         let mut start = 0;
         let used = splitter.split(region.bytes(), finished, |piece| {
@@ -700,8 +710,14 @@ impl Follower {
                 });
             }
             start = end;
+            if lines.len() >= most {
+                stopped = true;
+                return ControlFlow::Break(());
+            }
             ControlFlow::Continue(())
         });
+        let (last, cut_short) = (last && !stopped, cut_short || stopped);
+        s.cut = stopped;
         let (mut events, mut pending) = m.group(&lines, last);
         if pending == Some(0) && cut_short {
             // The region holds one unfinished event and not the whole line after it: read again, it
@@ -857,6 +873,8 @@ struct Shipping<'a> {
     lines: u64,
     faulted: bool,
     full: bool,
+    /// Stopped before the region's end (multiline's lines per pass): more to read now.
+    cut: bool,
 }
 
 #[cfg(test)]

@@ -413,20 +413,30 @@ impl FakeBroker {
 
     /// Appends records to a partition directly (as another producer would).
     pub fn append(&self, topic: &str, partition: i32, values: &[&[u8]]) {
+        self.append_compressed(
+            topic,
+            partition,
+            values,
+            crate::wire::compression::Compression::None,
+        );
+    }
+
+    /// [`FakeBroker::append`] in one batch compressed with `codec`.
+    pub fn append_compressed(
+        &self,
+        topic: &str,
+        partition: i32,
+        values: &[&[u8]],
+        codec: crate::wire::compression::Compression,
+    ) {
         let mut buf = BytesMut::new();
         let mut b = records::BatchBuilder::begin(&mut buf, 1_700_000_000_000);
         for v in values {
             b.push(&mut buf, 1_700_000_000_000, None, Some(v), &[]);
         }
         let mut c = crate::wire::compression::Compressor::default();
-        if b.finish(
-            &mut buf,
-            crate::wire::compression::Compression::None,
-            None,
-            records::ProducerStamp::NONE,
-            &mut c,
-        )
-        .is_err()
+        if b.finish(&mut buf, codec, None, records::ProducerStamp::NONE, &mut c)
+            .is_err()
         {
             return;
         }

@@ -1245,6 +1245,42 @@ async fn a_multiline_mark_names_the_start_of_the_line_after_a_skipped_rest() {
     fs::remove_dir_all(&d).unwrap();
 }
 
+/// A multiline region of more lines than one pass takes (200,000 short lines) is grouped over
+/// several passes, each event whole and in order, nothing lost or repeated at the pass boundaries
+/// (a region of 2 MB of blank lines was 80 MB of line records at once).
+#[tokio::test(start_paused = true)]
+async fn a_multiline_region_of_many_short_lines_is_grouped_over_several_passes() {
+    let d = dir("multiline-many");
+    let f = d.join("m.log");
+    let mut data = Vec::new();
+    for i in 0..200_000 {
+        match i % 1000 {
+            0 => data.extend(format!("S{i}\n").as_bytes()),
+            _ => data.push(b'\n'),
+        }
+    }
+    data.extend(b"S-end\n");
+    append(&f, &data);
+    let mut cfg = config(&d);
+    cfg.limits.chunk_bytes = 4 << 20;
+    cfg.limits.max_line_bytes = 1 << 20;
+    cfg.inputs[0].multiline = multiline("^S", 1000, 1 << 20, 1);
+    let (mut e, mut sink) = following(cfg, Vec::new());
+    e.touch_multiline();
+    drain(&mut e, &mut sink, Instant::now() + Duration::from_secs(60));
+    let got = shipped_text(&sink);
+    assert_eq!(got.len(), 201, "200 events of 1000 lines, then the last");
+    for (n, ev) in got.iter().take(200).enumerate() {
+        assert_eq!(
+            *ev,
+            format!("S{}{}", n * 1000, "\n".repeat(999)),
+            "event {n}"
+        );
+    }
+    assert_eq!(got[200], "S-end");
+    fs::remove_dir_all(&d).unwrap();
+}
+
 /// With multiline, a line longer than the region read (the event limit plus the line limit) is cut
 /// and shipped, and the lines after it follow (t36 F5: its event waited for a next line the region
 /// could never hold, and the file stalled for good, with nothing said).
