@@ -262,7 +262,7 @@ impl Reader {
             if !self.held.is_empty() {
                 // What was fetched goes out before anything more is asked for; once standard
                 // output has taken most of what waits (resumed at every chunk it took, the batch
-                // the answer stopped in was decompressed again for each: 7x the CPU through a pipe).
+                // the answer stopped in would be decompressed again for each chunk).
                 if self.out.above(RESUME_BELOW) {
                     tokio::select! {
                         _ = self.out.below(RESUME_BELOW) => {}
@@ -343,7 +343,7 @@ impl Reader {
             }
             let stop_at = self.stop_at.unwrap_or(i64::MAX);
             let mut stopped = false;
-            // Stopped where standard output filled up: read again from there.
+            // Stopped where standard output filled up: formatted on from there later.
             let mut paused = false;
             let mut write_err = None;
             let mut last = None;
