@@ -341,9 +341,12 @@ async fn read_records(
     while !full && !consumer.at_end_of_start() {
         for f in consumer.poll().await? {
             let end = ends.get(&f.partition).copied().unwrap_or(0);
-            let res = f.for_each_record(&mut scratch, 64 * 1024 * 1024, |r| {
-                if full || r.offset >= end || !view.filter.wants(r) {
-                    return;
+            let res = f.for_each_record_while(&mut scratch, 64 * 1024 * 1024, |r| {
+                if full || r.offset >= end {
+                    return std::ops::ControlFlow::Break(());
+                }
+                if !view.filter.wants(r) {
+                    return std::ops::ControlFlow::Continue(());
                 }
                 let before = body.len();
                 if n > 0 {
@@ -356,10 +359,11 @@ async fn read_records(
                     }
                     body.truncate(before);
                     full = true;
-                    return;
+                    return std::ops::ControlFlow::Break(());
                 }
                 n += 1;
                 full = n >= limit;
+                std::ops::ControlFlow::Continue(())
             });
             res.map_err(|source| crate::error::Error::Records {
                 topic: view.topic.clone(),

@@ -82,13 +82,18 @@ impl<S: AsyncWrite + Unpin> Out<'_, S> {
         let mut next = from;
         let mut capped = false;
         let (batch, rows) = (&mut self.batch, &mut self.rows);
-        let res = f.for_each_record(&mut self.scratch, 64 * 1024 * 1024, |r| {
-            if capped || r.offset < from || r.offset >= end {
-                return;
+        // Stopping at the cap or the end breaks the walk: the rest of the answer is not decompressed
+        // now (it is, from `next`, at the next call).
+        let res = f.for_each_record_while(&mut self.scratch, 64 * 1024 * 1024, |r| {
+            if r.offset < from {
+                return std::ops::ControlFlow::Continue(());
+            }
+            if capped || r.offset >= end {
+                return std::ops::ControlFlow::Break(());
             }
             if batch.len() >= BATCH_CAP {
                 capped = true;
-                return;
+                return std::ops::ControlFlow::Break(());
             }
             next = r.offset + 1;
             if filter.wants(r) {
@@ -96,6 +101,7 @@ impl<S: AsyncWrite + Unpin> Out<'_, S> {
                 let _ = write_row(batch, f.partition, r);
                 *rows += 1;
             }
+            std::ops::ControlFlow::Continue(())
         });
         if let Err(e) = res {
             crate::log::debug(format_args!("web: partition {}: {e}", f.partition));
