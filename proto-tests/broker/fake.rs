@@ -841,6 +841,26 @@ fn a_refusal_after_the_end_of_the_input_does_not_claim_input_left_unread() {
     assert!(err.contains("2 records sent, 0 acked, 2 failed"), "{err}");
 }
 
+/// With `--sync` each line waits for its answer, so a refusal stops the run at the refused line:
+/// the lines after it in the same chunk of input are neither sent nor counted as failed.
+#[test]
+fn an_acl_refusal_with_sync_stops_at_the_refused_line() {
+    let (b, boot) = FakeBroker::start_tcp(1);
+    b.create_topic("t", 1);
+    b.misbehave(Misbehave::ProduceError {
+        code: 29,
+        leader_hint: None,
+    });
+    let (code, _, err, _) = run(&boot, &["produce", "t", "--sync"], b"one\ntwo\nthree\n");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("TOPIC_AUTHORIZATION_FAILED"), "{err}");
+    assert!(
+        err.contains("1 record sent, 0 acked, 1 failed")
+            && err.contains("after 1 line: the rest of the input was not read"),
+        "{err}"
+    );
+}
+
 /// A signal while produce waits for Kafka after the end of its input stops it at once, with its
 /// summary (t12: ignored, even repeated; only SIGKILL ended a `--timeout 0` run).
 #[test]

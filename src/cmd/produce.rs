@@ -403,6 +403,10 @@ impl Run<'_> {
             if self.sync && sent_one {
                 self.producer.flush(&mut self.deliveries).await?;
                 self.report();
+                // With --sync, the line Kafka refused is the last one sent.
+                if self.tally.refused {
+                    return Ok(pos);
+                }
             }
             // Held while Kafka or the reader of the offsets falls behind.
             while self.producer.is_full() || self.printer.as_ref().is_some_and(Behind::is_full) {
@@ -602,15 +606,15 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
     };
     if let Some(e) = &run.read_error {
         crate::log::error(format_args!(
-            "{summary}; stopped after {} lines: cannot read input: {e}; the rest was not read",
-            t.sent
+            "{summary}; stopped after {}: cannot read input: {e}; the rest was not read",
+            crate::escape::count(t.sent, "line", "lines")
         ));
         return Ok(1);
     }
     if run.shrank {
         crate::log::error(format_args!(
-            "{summary}; stopped after {} lines: the input file shrank while it was read (truncated or rewritten in place), the rest was not sent",
-            t.sent
+            "{summary}; stopped after {}: the input file shrank while it was read (truncated or rewritten in place), the rest was not sent",
+            crate::escape::count(t.sent, "line", "lines")
         ));
         return Ok(1);
     }
@@ -650,16 +654,16 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
                 ));
             } else {
                 said(format_args!(
-                    "{summary}; stopped by {name} after {} lines: the rest of the input was not read",
-                    t.sent
+                    "{summary}; stopped by {name} after {}: the rest of the input was not read",
+                    crate::escape::count(t.sent, "line", "lines")
                 ));
             }
             return Ok(128 + sig);
         }
         if t.refused && !run.input_done {
             crate::log::error(format_args!(
-                "{summary}; stopped at a refusal no retry fixes, after {} lines: the rest of the input was not read",
-                t.sent
+                "{summary}; stopped at a refusal no retry fixes, after {}: the rest of the input was not read",
+                crate::escape::count(t.sent, "line", "lines")
             ));
             return Ok(1);
         }
@@ -804,8 +808,19 @@ impl Run<'_> {
                 self.shrank = true;
                 return Ok(());
             }
+            if nl.is_none() && !self.splitter.is_skipping() {
+                let held = carry.strip_suffix(b"\r").unwrap_or(carry);
+                if held.len() <= self.splitter.max_line_bytes() {
+                    // Not a line yet and not too long yet: nothing to split. (Splitting it again at
+                    // each chunk made one long line cost its length squared: 9 s for 40 MB.)
+                    return Ok(());
+                }
+            }
             let line = std::mem::take(carry);
             let used = self.feed(&line, false, None).await?;
+            if self.tally.refused {
+                return Ok(());
+            }
             if nl.is_none() {
                 *carry = line[used..].to_vec();
                 return Ok(());
@@ -813,6 +828,9 @@ impl Run<'_> {
             rest = &rest[end..];
         }
         let used = self.feed(rest, false, Some(chunk)).await?;
+        if self.tally.refused {
+            return Ok(());
+        }
         if !self.shrank {
             carry.extend_from_slice(&rest[used..]);
             self.shrank = chunk.faulted();
