@@ -876,6 +876,13 @@ fn looks_like_tls(buf: &[u8]) -> bool {
 /// Bytes of a first answer looked at before it is taken for Kafka (a frame's size and correlation id).
 const FIRST_BYTES_JUDGED: usize = 8;
 
+/// Whether enough of a first answer arrived to judge it: [`FIRST_BYTES_JUDGED`] bytes, or a whole
+/// size that is negative (no later byte can save it, and a server that sent only those four would
+/// otherwise be waited for until the request's timeout).
+fn judgeable(buf: &[u8]) -> bool {
+    buf.len() >= FIRST_BYTES_JUDGED || (buf.len() >= 4 && buf[0] & 0x80 != 0)
+}
+
 /// Why the first bytes a server sent cannot begin a Kafka response, if they cannot: text where a
 /// frame size would be (an HTTP server, an SSH daemon), or a size no first answer has. A first
 /// answer (ApiVersions, or SaslHandshake) is a few hundred bytes; 64 MiB is far beyond any.
@@ -929,7 +936,7 @@ fn next_frame(buf: &mut BytesMut, shared: &Shared) -> Result<Option<(Waiter, Byt
                 detail: "the broker answered with TLS: this listener wants --security-protocol ssl or sasl_ssl".into(),
             });
         }
-        if buf.len() < FIRST_BYTES_JUDGED {
+        if !judgeable(buf) {
             return Ok(None);
         }
         // (Judged again, to the same verdict, while the rest of the first frame arrives.)

@@ -255,6 +255,23 @@ fn first_bytes_that_cannot_begin_a_kafka_response_are_named() {
     assert!(not_kafka(&[0x80, 0, 0, 0, 0, 0, 0, 1]).is_some());
 }
 
+/// A negative size is judged as soon as its four bytes are in; any other first answer waits for
+/// its correlation id too.
+#[test]
+fn a_negative_first_size_is_judged_without_waiting_for_more_bytes() {
+    assert!(judgeable(&[0xff, 0xff, 0xff, 0xff]));
+    assert!(judgeable(&[0x80, 0, 0, 0, 1]));
+    assert!(!judgeable(&[0xff, 0xff, 0xff]));
+    assert!(!judgeable(&[0, 0, 1, 44]));
+    assert!(!judgeable(&[0x7f, 0xff, 0xff, 0xff, 0, 0, 0]));
+    assert!(judgeable(&[0, 0, 1, 44, 0, 0, 0, 1]));
+    let said = not_kafka(&[0xff, 0xff, 0xff, 0xfe]).unwrap();
+    assert!(
+        said.contains("a frame of -2 bytes (it begins ff ff ff fe)"),
+        "{said}"
+    );
+}
+
 #[tokio::test]
 async fn a_broker_without_an_api_is_named_and_a_listener_without_metadata_is_no_broker() {
     let broker = FakeBroker::new(1);
