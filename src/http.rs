@@ -320,6 +320,17 @@ async fn respond_to<S: AsyncWrite + Unpin>(
     s.shutdown().await
 }
 
+/// Why a request's Host header is unacceptable, if it is: missing (HTTP/1.1 requires one) or given
+/// more than once (which one counts would differ between us and a proxy in front; RFC 9112 asks
+/// for a 400 on both).
+pub fn host_refusal(req: &Request) -> Option<&'static [u8]> {
+    match req.headers.iter().filter(|(n, _)| n == "host").count() {
+        0 if !req.http10 => Some(b"a Host header is required\n"),
+        0 | 1 => None,
+        _ => Some(b"the host header is given more than once\n"),
+    }
+}
+
 /// Whether a Host header names this machine as only a local client would: `localhost` or an IP
 /// address (with or without a port). A domain name is what a DNS-rebinding page sends.
 pub fn local_host(host: &str) -> bool {

@@ -158,6 +158,9 @@ async fn answer(
     let Some(req) = req else {
         return http::respond(s, 400, text, b"bad request\n").await;
     };
+    if let Some(why) = http::host_refusal(&req) {
+        return http::respond(s, 400, text, why).await;
+    }
     if local_only && !req.header("host").is_none_or(http::local_host) {
         let why = b"this server answers only to localhost or an IP address (the Host header names another)\n";
         return http::respond(s, 403, text, why).await;
@@ -284,6 +287,30 @@ mod tests {
             "{h}"
         );
         assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+        // A missing (HTTP/1.1) or repeated Host is refused, as the web server refuses it.
+        let raw = |req: &'static [u8]| {
+            let addr = addr.clone();
+            async move {
+                let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                s.write_all(req).await.unwrap();
+                let mut out = String::new();
+                s.read_to_string(&mut out).await.unwrap();
+                out
+            }
+        };
+        let h = raw(b"GET /metrics HTTP/1.1\r\n\r\n").await;
+        assert!(
+            h.starts_with("HTTP/1.1 400") && h.ends_with("a Host header is required\n"),
+            "{h}"
+        );
+        let h = raw(b"GET /metrics HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").await;
+        assert!(
+            h.starts_with("HTTP/1.1 400") && h.contains("more than once"),
+            "{h}"
+        );
+        assert!(raw(b"GET /metrics HTTP/1.0\r\n\r\n")
+            .await
+            .ends_with("\r\n\r\nm 1\n"));
         // Sockets that send nothing, more than there are slots, do not keep a scrape unanswered.
         let mut idle = Vec::new();
         for _ in 0..(CONNECTIONS + 8) {
