@@ -191,6 +191,14 @@ impl Pattern {
                 "{shown} is a directory, not a file; to follow its files use a glob such as '{shown}/*.log'"
             ));
         }
+        // A path ending in '/' names a directory, yet it is none (not there yet, or a file): no file
+        // could ever match it (its name would be empty), so it would be followed for ever, silently.
+        if !is_glob && raw.ends_with('/') {
+            let shown = Esc::str(given.trim_end_matches('/'));
+            return Err(format!(
+                "{shown}/ ends in '/' but is no directory: give a file, or a glob such as '{shown}/*.log'"
+            ));
+        }
         // A relative exclude naming a directory (`old/*.log`) is made absolute like the patterns; one
         // that begins with a glob (`*/tmp/*`, `**/x`) matches anywhere and stays as it is.
         let excludes: Vec<String> = excludes
@@ -758,18 +766,24 @@ fn clear_nonblock(file: &File) {
 }
 
 /// User ids for `--owner` values: numbers, or names looked up in the user database.
-pub fn resolve_owners(names: &[String]) -> Result<Vec<u32>, String> {
-    names
+pub fn resolve_owners(names: &[String], setting: &str) -> Result<Vec<u32>, String> {
+    let ids = names
         .iter()
         .flat_map(|n| n.split(','))
-        .filter(|n| !n.is_empty())
+        .filter(|n| !n.trim().is_empty())
         .map(|n| {
+            let n = n.trim();
             if let Ok(id) = n.parse::<u32>() {
                 return Ok(id);
             }
-            lookup_user(n).ok_or_else(|| format!("--owner: no user named '{}'", Esc::str(n)))
+            lookup_user(n).ok_or_else(|| format!("{setting}: no user named '{}'", Esc::str(n)))
         })
-        .collect()
+        .collect::<Result<Vec<u32>, String>>()?;
+    // An empty name would otherwise leave a list of no one: every file refused, silently.
+    if ids.is_empty() {
+        return Err(format!("{setting}: names no user (give names or uids)"));
+    }
+    Ok(ids)
 }
 
 fn lookup_user(name: &str) -> Option<u32> {
@@ -1157,6 +1171,16 @@ mod tests {
             assert!(e.contains("use a glob such as '/var/log/*.log'"), "{e}");
         }
         assert!(Pattern::new("", &[]).unwrap_err().contains("an empty path"));
+        let e = Pattern::new("/no/such/dir/", &[]).unwrap_err();
+        assert!(
+            e.contains("/no/such/dir/ ends in '/' but is no directory")
+                && e.contains("'/no/such/dir/*.log'"),
+            "{e}"
+        );
+        let file = dir("slash").join("a.log");
+        std::fs::write(&file, "x\n").unwrap();
+        let e = Pattern::new(&format!("{}/", file.display()), &[]).unwrap_err();
+        assert!(e.contains("is no directory"), "{e}");
         assert!(Pattern::new("/var/log/[ab]?.log", &[])
             .unwrap()
             .may_name(Path::new("/x/a1.log")));
@@ -1164,7 +1188,18 @@ mod tests {
 
     #[test]
     fn owners_resolve_names_and_numbers() {
-        assert_eq!(resolve_owners(&["0,root".into()]).unwrap(), vec![0, 0]);
-        assert!(resolve_owners(&["no-such-user-xyz".into()]).is_err());
+        assert_eq!(
+            resolve_owners(&["0,root".into()], "--owner").unwrap(),
+            vec![0, 0]
+        );
+        assert_eq!(
+            resolve_owners(&[" root , 0".into()], "--owner").unwrap(),
+            vec![0, 0]
+        );
+        let e = resolve_owners(&["no-such-user-xyz".into()], "owners").unwrap_err();
+        assert_eq!(e, "owners: no user named 'no-such-user-xyz'");
+        let e = resolve_owners(&["".into()], "--owner").unwrap_err();
+        assert!(e.contains("--owner: names no user"), "{e}");
+        assert!(resolve_owners(&[",".into(), " ".into()], "--owner").is_err());
     }
 }
