@@ -606,6 +606,48 @@ fn check_config_names_the_line_of_each_mistake_and_exits_2() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A checkpoint path the agent would refuse at its start is refused here too: a directory, or
+    // a file that is no checkpoint (it would not be overwritten).
+    let ck_dir = dir.join("ck-dir");
+    std::fs::create_dir_all(&ck_dir).unwrap();
+    let not_ck = dir.join("notes.txt");
+    std::fs::write(&not_ck, b"my notes\n").unwrap();
+    for (ck, said) in [
+        (&ck_dir, "it is a directory, not a checkpoint file"),
+        (&not_ck, "is no shipper checkpoint"),
+    ] {
+        write_config(
+            &cfg,
+            &format!(
+                "brokers = [\"k:9092\"]\ncheckpoint = \"{}\"\n[[input]]\npaths = [\"/x\"]\ntopic = \"t\"\n",
+                ck.display()
+            ),
+        );
+        let out = check(&cfg);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("checkpoint") && err.contains(said), "{err}");
+    }
+    // Two inputs of one name: the name is shown escaped, on the line of the second.
+    write_config(
+        &cfg,
+        "[[input]]\nname = \"a\\u001b[2J\"\npaths = [\"/x\"]\ntopic = \"t\"\n[[input]]\nname = \"a\\u001b[2J\"\npaths = [\"/y\"]\ntopic = \"t\"\n",
+    );
+    let out = check(&cfg);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("two inputs are named") && !err.contains('\u{1b}'),
+        "{err}"
+    );
+    write_config(
+        &cfg,
+        &format!(
+            "brokers = [\"k:9092\"]\n{}",
+            two_inputs(&dir, ("a", "t-a"), ("b", "t-b"))
+        ),
+    );
+    let out = check(&cfg);
     // SHIPPER_BROKERS overrides the file's brokers, as -b does, and says so (t14).
     let env = Command::new(shipper_bin())
         .args(["check-config", cfg.to_str().unwrap()])
@@ -660,7 +702,9 @@ fn check_config_names_the_line_of_each_mistake_and_exits_2() {
     );
     // shipper's own files under a pattern are not listed, as the agent never follows them; a
     // raised max_line_bytes is shown as the agent lowers it (t32 F4, F9).
-    for own in ["ck", "ck.lock", "dl.jsonl"] {
+    // (An empty checkpoint is one not written yet; one holding anything else is refused.)
+    std::fs::write(overlap.join("ck"), b"").unwrap();
+    for own in ["ck.lock", "dl.jsonl"] {
         std::fs::write(overlap.join(own), b"{}\n").unwrap();
     }
     write_config(

@@ -18,6 +18,24 @@ pub async fn run(common: &Common, args: &CheckConfigArgs) -> anyhow::Result<i32>
             crate::settings::UsageError(format!("{}: TLS: {e}", Esc::path(&args.file)))
         })?;
     }
+    // As the start does: a checkpoint path that is a directory, a device or another program's file
+    // is a mistake now. One this user may not read (the agent's own, mode 0600) is the agent's to
+    // judge at its start.
+    let ck = &s.options.checkpoint;
+    let mut ck_note = "";
+    if let Err(e) = crate::tail::checkpoint::check_path(ck) {
+        let unreadable = std::fs::File::open(ck)
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied);
+        if !unreadable {
+            return Err(crate::settings::UsageError(format!(
+                "{}: checkpoint {}: {e}",
+                Esc::path(&args.file),
+                Esc::path(ck)
+            ))
+            .into());
+        }
+        ck_note = " (not readable by this user: checked by the agent at its start)";
+    }
     let mut out = crate::output::stdout();
     writeln!(out, "{}: ok", Esc::path(&args.file))?;
     writeln!(
@@ -26,7 +44,7 @@ pub async fn run(common: &Common, args: &CheckConfigArgs) -> anyhow::Result<i32>
         s.kafka.brokers.join(","),
         s.kafka.security.protocol.kafka_name()
     )?;
-    writeln!(out, "checkpoint: {}", Esc::path(&s.options.checkpoint))?;
+    writeln!(out, "checkpoint: {}{ck_note}", Esc::path(ck))?;
     let acks = match s.producer.acks {
         -1 => "all".to_string(),
         n => n.to_string(),
