@@ -7,6 +7,21 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The largest --max-line-bytes / max_line_bytes: a line is one record, and no batch is larger than
+/// --max-message-bytes' own limit (64 MiB).
+pub const MAX_LINE_BYTES: u64 = 64 << 20;
+
+/// The longest --linger-ms / linger_ms: 15 minutes (longer is a typo, and a timer that far away
+/// overflowed the clock).
+pub const MAX_LINGER_MS: u64 = 900_000;
+
+/// The longest interval of --scan-ms, --checkpoint-ms and --shutdown-timeout-ms (and their keys):
+/// one hour.
+pub const MAX_INTERVAL_MS: u64 = 3_600_000;
+
+/// The longest --stats interval, in seconds: one day.
+pub const MAX_STATS_SECS: u64 = 86_400;
+
 /// A Kafka-native log shipper and command-line Kafka client.
 #[derive(Debug, Parser)]
 #[command(
@@ -276,7 +291,7 @@ pub struct ProducerFlags {
     #[arg(long)]
     pub compression_level: Option<i32>,
     /// How long a batch waits for more records, in ms
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=MAX_LINGER_MS))]
     pub linger_ms: u64,
     /// Largest batch in bytes (before compression)
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
@@ -328,7 +343,7 @@ pub struct ProduceArgs {
     #[arg(long)]
     pub print_offsets: bool,
     /// Lines longer than this are truncated to it (and counted)
-    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=MAX_LINE_BYTES))]
     pub max_line_bytes: u64,
     /// Batching, acks, compression.
     #[command(flatten)]
@@ -485,13 +500,13 @@ pub struct TailArgs {
     #[arg(long)]
     pub from_end: bool,
     /// Lines longer than this are truncated to it (and counted)
-    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=MAX_LINE_BYTES))]
     pub max_line_bytes: u64,
     /// Print a stats line to stderr every N seconds
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=MAX_STATS_SECS))]
     pub stats: Option<u64>,
     /// Put the source file path in a record header with this name
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub path_header: Option<String>,
     /// Record key for each line, a template: {path}, {file_name}, {file_stem}, {dir}, {hostname}
     /// (--key '{path}' keeps each file's lines in one partition, in order)
@@ -499,17 +514,17 @@ pub struct TailArgs {
     pub key: Option<String>,
     /// Rescan the paths this often, in ms, where file events cannot be trusted (a directory that
     /// cannot be watched, or on NFS/SMB/FUSE); with events, every 60 times this as a safety net
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=MAX_INTERVAL_MS))]
     pub scan_ms: u64,
     /// Bytes read and not yet acknowledged before reading pauses (the file is the buffer)
     #[arg(long, default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(65536..))]
     pub buffer_bytes: u64,
     /// Write the checkpoint this often (when it changed), in ms: after a crash at most this much of
     /// acknowledged lines is sent again
-    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..))]
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=MAX_INTERVAL_MS))]
     pub checkpoint_ms: u64,
     /// At shutdown, how long to wait for in-flight lines to be acknowledged, in ms
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=MAX_INTERVAL_MS))]
     pub shutdown_timeout_ms: u64,
     /// Follow symbolic links (only to regular files under the pattern's directory or a --symlink-root)
     #[arg(long)]

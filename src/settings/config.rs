@@ -58,7 +58,7 @@ struct File {
     acks: Option<Spanned<StrOrInt>>,
     compression: Option<Spanned<String>>,
     compression_level: Option<i32>,
-    linger_ms: Option<u64>,
+    linger_ms: Option<Spanned<u64>>,
     batch_bytes: Option<Spanned<u64>>,
     max_message_bytes: Option<Spanned<u64>>,
     max_in_flight: Option<Spanned<u64>>,
@@ -70,7 +70,7 @@ struct File {
     buffer_bytes: Option<Spanned<u64>>,
     scan_ms: Option<Spanned<u64>>,
     checkpoint_ms: Option<Spanned<u64>>,
-    shutdown_timeout_ms: Option<u64>,
+    shutdown_timeout_ms: Option<Spanned<u64>>,
     stats: Option<Spanned<u64>>,
     max_line_bytes: Option<Spanned<u64>>,
     dead_letter: Option<Spanned<String>>,
@@ -391,6 +391,15 @@ pub fn load(
     }
     let text = super::read_text_bounded(path, super::MAX_SETTINGS_FILE)
         .map_err(|e| UsageError(format!("cannot read {}: {e}", Esc::path(path))))?;
+    // Said as such rather than as the first key it lacks (a process substitution read twice, or a
+    // FIFO nobody writes to, reads as nothing).
+    if text.trim().is_empty() {
+        return Err(UsageError(format!(
+            "{}: it is empty (a pipe with no writer?): nothing to run",
+            Esc::path(path)
+        ))
+        .into());
+    }
     warn_if_anyone_may_write(path);
     let mut s = Reader { path, text: &text }.settings(common)?;
     if metrics_listen.is_some() {
@@ -585,14 +594,17 @@ impl Reader<'_> {
             if !names.insert(input.name.clone()) {
                 return Err(self.err(
                     f.inputs[i].span(),
-                    format!("two inputs are named '{}'; names must differ", input.name),
+                    format!(
+                        "two inputs are named '{}'; names must differ",
+                        Esc::str(&input.name)
+                    ),
                 ));
             }
         }
         let owners = if f.owners.0.is_empty() {
             None
         } else {
-            Some(resolve_owners(&f.owners.0).map_err(|e| self.err(0..0, e))?)
+            Some(resolve_owners(&f.owners.0, "owners").map_err(|e| self.err(0..0, e))?)
         };
         let stem = self
             .path
@@ -623,7 +635,7 @@ impl Reader<'_> {
                     max_line_bytes: self.size(
                         &f.max_line_bytes,
                         "max_line_bytes",
-                        1..=u64::MAX,
+                        1..=crate::cli::MAX_LINE_BYTES,
                         1_000_000,
                     )?,
                     chunk_bytes: 1 << 20,
@@ -637,17 +649,28 @@ impl Reader<'_> {
                     .path_of(&f.checkpoint, "checkpoint")?
                     .map_or_else(|| checkpoint::default_path(&stem).or_else(super::usage), Ok)?,
                 scan_interval: Duration::from_millis(
-                    self.num(&f.scan_ms, "scan_ms", 10..=u64::MAX)?
+                    self.num(&f.scan_ms, "scan_ms", 10..=crate::cli::MAX_INTERVAL_MS)?
                         .unwrap_or(1000),
                 ),
                 checkpoint_interval: Duration::from_millis(
-                    self.num(&f.checkpoint_ms, "checkpoint_ms", 10..=u64::MAX)?
-                        .unwrap_or(250),
+                    self.num(
+                        &f.checkpoint_ms,
+                        "checkpoint_ms",
+                        10..=crate::cli::MAX_INTERVAL_MS,
+                    )?
+                    .unwrap_or(250),
                 ),
                 stats_interval: self
-                    .num(&f.stats, "stats", 1..=u64::MAX)?
+                    .num(&f.stats, "stats", 1..=crate::cli::MAX_STATS_SECS)?
                     .map(Duration::from_secs),
-                shutdown_timeout: Duration::from_millis(f.shutdown_timeout_ms.unwrap_or(10_000)),
+                shutdown_timeout: Duration::from_millis(
+                    self.num(
+                        &f.shutdown_timeout_ms,
+                        "shutdown_timeout_ms",
+                        0..=crate::cli::MAX_INTERVAL_MS,
+                    )?
+                    .unwrap_or(10_000),
+                ),
                 dead_letter: self.path_of(&f.dead_letter, "dead_letter")?,
                 metrics_listen: self.listen_address(&f.metrics_listen)?,
                 unhealthy_after,
@@ -821,7 +844,7 @@ impl Reader<'_> {
                 UsageError(format!("{}: compression_level: {e}", Esc::path(self.path)))
             })?;
         }
-        if let Some(ms) = f.linger_ms {
+        if let Some(ms) = self.num(&f.linger_ms, "linger_ms", 0..=crate::cli::MAX_LINGER_MS)? {
             p.linger = Duration::from_millis(ms);
         }
         p.batch_bytes = self.size(

@@ -563,18 +563,42 @@ pub fn resolve(c: &SecurityFlags, brokers: Option<&str>) -> anyhow::Result<Secur
     let ca_file = path(&c.ca_file, "ssl.ca.location");
     let cert_file = path(&c.cert_file, "ssl.certificate.location");
     let key_file = path(&c.key_file, "ssl.key.location");
+    // A value that is neither on nor off is refused: `enable.ssl.certificate.verification=flase`
+    // must not leave verification on while the user believes it off, nor the other way round.
+    let verify = match prop("enable.ssl.certificate.verification") {
+        None => true,
+        Some(v) => match v.to_ascii_lowercase().as_str() {
+            "true" | "t" | "1" => true,
+            "false" | "f" | "0" => false,
+            _ => {
+                return Err(UsageError(format!(
+                    "enable.ssl.certificate.verification='{}': must be true or false",
+                    Esc::str(v)
+                ))
+                .into())
+            }
+        },
+    };
     let insecure = if c.insecure {
         Some("--tls-insecure, or tls_insecure in the config file")
     } else {
-        prop("enable.ssl.certificate.verification")
-            .filter(|v| v.eq_ignore_ascii_case("false"))
-            .map(|_| "enable.ssl.certificate.verification=false")
+        (!verify).then_some("enable.ssl.certificate.verification=false")
     };
     // As in Java and librdkafka: an empty algorithm (or librdkafka's `none`) skips only the check that
-    // the certificate names the broker's host; it must still be signed by a trusted CA.
-    let no_hostname_check = props
-        .get("ssl.endpoint.identification.algorithm")
-        .is_some_and(|v| v.is_empty() || v.eq_ignore_ascii_case("none"));
+    // the certificate names the broker's host; it must still be signed by a trusted CA. Anything but
+    // `https` besides is refused (a typo would otherwise decide whether names are checked).
+    let no_hostname_check = match props.get("ssl.endpoint.identification.algorithm") {
+        None => false,
+        Some(v) if v.is_empty() || v.eq_ignore_ascii_case("none") => true,
+        Some(v) if v.eq_ignore_ascii_case("https") => false,
+        Some(v) => {
+            return Err(UsageError(format!(
+                "ssl.endpoint.identification.algorithm='{}': must be https, none or empty",
+                Esc::str(v)
+            ))
+            .into())
+        }
+    };
     // A password given on purpose (a file, a config key, a property) asks for SASL as a user name
     // does: ignoring it would connect without authenticating. SHIPPER_SASL_PASSWORD alone does not
     // (it may be set in an environment shared with commands that need none).
@@ -822,6 +846,32 @@ mod tests {
             resolve(&tls, Some("SSL://k:9093")).unwrap().protocol,
             Protocol::Ssl
         );
+    }
+
+    /// The TLS switches take only the values they name; a typo is refused instead of deciding
+    /// silently whether certificates or host names are checked.
+    #[test]
+    fn tls_switches_refuse_values_they_do_not_name() {
+        let with = |kv: &str| {
+            let flags = SecurityFlags {
+                properties: vec![kv.to_string()],
+                ..SecurityFlags::default()
+            };
+            resolve(&flags, Some("k:9093"))
+        };
+        let tls = |kv: &str| with(kv).unwrap().tls.unwrap();
+        assert!(tls("enable.ssl.certificate.verification=false").insecure);
+        assert!(tls("enable.ssl.certificate.verification=0").insecure);
+        let e = with("enable.ssl.certificate.verification=flase")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'flase': must be true or false"), "{e}");
+        assert!(with("enable.ssl.certificate.verification=yes").is_err());
+        assert!(tls("ssl.endpoint.identification.algorithm=").no_hostname_check);
+        let e = with("ssl.endpoint.identification.algorithm=htps")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must be https, none or empty"), "{e}");
     }
 
     #[test]

@@ -132,7 +132,7 @@ impl TailSettings {
         let owners = if args.owner.is_empty() {
             None
         } else {
-            Some(resolve_owners(&args.owner).or_else(usage)?)
+            Some(resolve_owners(&args.owner, "--owner").or_else(usage)?)
         };
         let mut producer =
             tail_producer(producer_config(&args.producer)?, args.buffer_bytes as usize);

@@ -243,18 +243,18 @@ fn numbers_outside_what_the_flags_take_are_refused_not_quietly_changed() {
     for (line, want) in [
         (
             "max_line_bytes = 0",
-            "max_line_bytes = 0: must be at least 1",
+            "max_line_bytes = 0: must be from 1 to 67108864",
         ),
         (
             "buffer_bytes = 100",
             "buffer_bytes = 100: must be at least 65536",
         ),
-        ("scan_ms = 0", "scan_ms = 0: must be at least 10"),
+        ("scan_ms = 0", "scan_ms = 0: must be from 10 to 3600000"),
         (
             "checkpoint_ms = 1",
-            "checkpoint_ms = 1: must be at least 10",
+            "checkpoint_ms = 1: must be from 10 to 3600000",
         ),
-        ("stats = 0", "stats = 0: must be at least 1"),
+        ("stats = 0", "stats = 0: must be from 1 to 86400"),
         (
             "batch_bytes = 0",
             "batch_bytes = 0: must be from 1024 to 67108864",
@@ -563,4 +563,52 @@ fn those_who_may_change_or_replace_the_config_file_are_named() {
         "the sticky bit keeps others' hands off"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Numbers with a meaning past which they are mistakes are refused on their line, up to the bound
+/// the flag has too (`stats = 18446744073709551615` panicked, a linger of years overflowed a timer).
+#[test]
+fn settings_beyond_their_bounds_are_errors_on_their_line() {
+    let input = "[[input]]\npaths = [\"/x\"]\ntopic = \"t\"\n";
+    for (line, said) in [
+        (
+            "stats = 18446744073709551615",
+            "stats = 18446744073709551615: must be from 1 to 86400",
+        ),
+        (
+            "max_line_bytes = 100000000",
+            "max_line_bytes = 100000000: must be from 1 to 67108864",
+        ),
+        (
+            "linger_ms = 900001",
+            "linger_ms = 900001: must be from 0 to 900000",
+        ),
+        (
+            "scan_ms = 3600001",
+            "scan_ms = 3600001: must be from 10 to 3600000",
+        ),
+        (
+            "checkpoint_ms = 5",
+            "checkpoint_ms = 5: must be from 10 to 3600000",
+        ),
+        (
+            "shutdown_timeout_ms = 99999999999",
+            "must be from 0 to 3600000",
+        ),
+    ] {
+        let e = error("bounds", &format!("brokers = \"k:9092\"\n{line}\n{input}"));
+        assert!(e.contains(":2:") && e.contains(said), "{line}: {e}");
+    }
+    let e = error(
+        "owners",
+        &format!("brokers = \"k:9092\"\nowners = [\"\"]\n{input}"),
+    );
+    assert!(e.contains("owners: names no user"), "{e}");
+}
+
+/// An empty file (a FIFO with no writer reads as one) says so, not which key it lacks.
+#[test]
+fn an_empty_config_file_says_it_is_empty() {
+    let e = error("empty", " \n\n");
+    assert!(e.contains("it is empty (a pipe with no writer?)"), "{e}");
 }
