@@ -7,17 +7,22 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// The largest --max-line-bytes / max_line_bytes: a line is one record, and no batch is larger than
-/// --max-message-bytes' own limit (64 MiB).
+/// The largest `produce --max-line-bytes`: a line is one record, and no batch is larger than
+/// --max-message-bytes' own limit (64 MiB). (`tail` lowers a larger one to what --max-message-bytes
+/// lets a record carry, and says so.)
 pub const MAX_LINE_BYTES: u64 = 64 << 20;
 
 /// The longest --linger-ms / linger_ms: 15 minutes (longer is a typo, and a timer that far away
 /// overflowed the clock).
 pub const MAX_LINGER_MS: u64 = 900_000;
 
-/// The longest interval of --scan-ms, --checkpoint-ms and --shutdown-timeout-ms (and their keys):
-/// one hour.
+/// The longest interval of --scan-ms and --checkpoint-ms (and their keys): one hour (a rescan or a
+/// checkpoint further apart is a typo, and years overflowed the clock).
 pub const MAX_INTERVAL_MS: u64 = 3_600_000;
+
+/// The longest --shutdown-timeout-ms / shutdown_timeout_ms: one day (a unit's `TimeoutStopSec=` of
+/// hours fits; a second signal ends the wait at any time).
+pub const MAX_SHUTDOWN_MS: u64 = 86_400_000;
 
 /// The longest --stats interval, in seconds: one day.
 pub const MAX_STATS_SECS: u64 = 86_400;
@@ -500,7 +505,7 @@ pub struct TailArgs {
     #[arg(long)]
     pub from_end: bool,
     /// Lines longer than this are truncated to it (and counted)
-    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=MAX_LINE_BYTES))]
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_line_bytes: u64,
     /// Print a stats line to stderr every N seconds
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=MAX_STATS_SECS))]
@@ -524,7 +529,7 @@ pub struct TailArgs {
     #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=MAX_INTERVAL_MS))]
     pub checkpoint_ms: u64,
     /// At shutdown, how long to wait for in-flight lines to be acknowledged, in ms
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=MAX_INTERVAL_MS))]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=MAX_SHUTDOWN_MS))]
     pub shutdown_timeout_ms: u64,
     /// Follow symbolic links (only to regular files under the pattern's directory or a --symlink-root)
     #[arg(long)]

@@ -612,9 +612,18 @@ fn check_config_names_the_line_of_each_mistake_and_exits_2() {
     std::fs::create_dir_all(&ck_dir).unwrap();
     let not_ck = dir.join("notes.txt");
     std::fs::write(&not_ck, b"my notes\n").unwrap();
+    // (A FIFO is judged without being opened: opening it would wait for a writer.)
+    let fifo = dir.join("ck.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
     for (ck, said) in [
         (&ck_dir, "it is a directory, not a checkpoint file"),
         (&not_ck, "is no shipper checkpoint"),
+        (&fifo, "it is a FIFO"),
     ] {
         write_config(
             &cfg,

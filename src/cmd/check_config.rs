@@ -24,8 +24,13 @@ pub async fn run(common: &Common, args: &CheckConfigArgs) -> anyhow::Result<i32>
     let ck = &s.options.checkpoint;
     let mut ck_note = "";
     if let Err(e) = crate::tail::checkpoint::check_path(ck) {
-        let unreadable = std::fs::File::open(ck)
-            .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied);
+        // Opened only when it is a regular file: opening a FIFO waits for a writer, and a device
+        // may act on being opened.
+        let denied = |e: &std::io::Error| e.kind() == std::io::ErrorKind::PermissionDenied;
+        let unreadable = match std::fs::metadata(ck) {
+            Ok(m) => m.is_file() && std::fs::File::open(ck).is_err_and(|e| denied(&e)),
+            Err(e) => denied(&e),
+        };
         if !unreadable {
             return Err(crate::settings::UsageError(format!(
                 "{}: checkpoint {}: {e}",

@@ -635,7 +635,7 @@ impl Reader<'_> {
                     max_line_bytes: self.size(
                         &f.max_line_bytes,
                         "max_line_bytes",
-                        1..=crate::cli::MAX_LINE_BYTES,
+                        1..=u64::MAX,
                         1_000_000,
                     )?,
                     chunk_bytes: 1 << 20,
@@ -667,7 +667,7 @@ impl Reader<'_> {
                     self.num(
                         &f.shutdown_timeout_ms,
                         "shutdown_timeout_ms",
-                        0..=crate::cli::MAX_INTERVAL_MS,
+                        0..=crate::cli::MAX_SHUTDOWN_MS,
                     )?
                     .unwrap_or(10_000),
                 ),

@@ -565,7 +565,10 @@ pub fn resolve(c: &SecurityFlags, brokers: Option<&str>) -> anyhow::Result<Secur
     let key_file = path(&c.key_file, "ssl.key.location");
     // A value that is neither on nor off is refused: `enable.ssl.certificate.verification=flase`
     // must not leave verification on while the user believes it off, nor the other way round.
-    let verify = match prop("enable.ssl.certificate.verification") {
+    let verify = match props
+        .get("enable.ssl.certificate.verification")
+        .map(String::as_str)
+    {
         None => true,
         Some(v) => match v.to_ascii_lowercase().as_str() {
             "true" | "t" | "1" => true,
@@ -867,6 +870,7 @@ mod tests {
             .to_string();
         assert!(e.contains("'flase': must be true or false"), "{e}");
         assert!(with("enable.ssl.certificate.verification=yes").is_err());
+        assert!(with("enable.ssl.certificate.verification=").is_err());
         assert!(tls("ssl.endpoint.identification.algorithm=").no_hostname_check);
         let e = with("ssl.endpoint.identification.algorithm=htps")
             .unwrap_err()

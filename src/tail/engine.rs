@@ -2024,7 +2024,10 @@ impl Engine {
         for k in done {
             if let Some(f) = self.remove_follower(k) {
                 crate::log::debug(format_args!("closed {}", Esc::path(&f.path)));
-                self.remember(&f);
+                // A deleted file (no name left) has nothing left to resume.
+                if !deleted(&f) {
+                    self.remember(&f);
+                }
             }
         }
         // Near the descriptor limit, files quiet for a second are closed; past OPEN_SOFT_TARGET, those
@@ -2066,6 +2069,33 @@ impl Engine {
                 f.close();
             }
         }
+    }
+
+    /// Forgets followed files that were deleted (no name left anywhere: a link count of 0), read to
+    /// their end and acknowledged: nothing of them is left to resume, and a checkpoint naming them
+    /// made the next start warn that each was "neither there nor renamed". Called at the stop,
+    /// before the last checkpoint (while running, they are closed after their grace). Returns how
+    /// many.
+    pub fn forget_deleted(&mut self) -> usize {
+        use std::os::unix::fs::MetadataExt;
+        let deleted: Vec<u64> = self
+            .followers
+            .values()
+            .filter(|f| {
+                f.all_acked()
+                    && f.file.as_ref().is_some_and(|file| {
+                        file.metadata()
+                            .is_ok_and(|m| m.nlink() == 0 && m.len() <= f.read_pos)
+                    })
+            })
+            .map(|f| f.key)
+            .collect();
+        for &k in &deleted {
+            if let Some(f) = self.remove_follower(k) {
+                self.known.remove(&(f.id.dev, f.id.ino));
+            }
+        }
+        deleted.len()
     }
 
     fn remember(&mut self, f: &Follower) {
@@ -2302,6 +2332,14 @@ fn hash_before(file: Option<&std::fs::File>, from: u64, pos: u64) -> Option<u64>
 /// What a follower's checkpoint entry says of a long line at its acknowledged position: where the
 /// line starts, or, when that is not known, the position itself; with the hash of the bytes before
 /// the position (from the line's start on, or any when the start is not known).
+/// Whether `f`'s file was deleted: open, with no name left anywhere.
+fn deleted(f: &Follower) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    f.file
+        .as_ref()
+        .is_some_and(|file| file.metadata().is_ok_and(|m| m.nlink() == 0))
+}
+
 fn long_line_at(f: &Follower) -> LongLine {
     let file = f.file.as_deref();
     match f.acked_skip_from {

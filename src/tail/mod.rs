@@ -787,6 +787,8 @@ impl Running {
             self.eo.as_mut(),
         );
         self.dead.finish();
+        // Deleted files whose every line Kafka has are not named in the last checkpoint.
+        self.engine.forget_deleted();
         let text = self.checkpoint_text();
         // Exit 1 when it cannot be written: the next start would send again what this run shipped
         // since the last checkpoint written, and a supervisor should see that.

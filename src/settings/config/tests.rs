@@ -243,7 +243,7 @@ fn numbers_outside_what_the_flags_take_are_refused_not_quietly_changed() {
     for (line, want) in [
         (
             "max_line_bytes = 0",
-            "max_line_bytes = 0: must be from 1 to 67108864",
+            "max_line_bytes = 0: must be at least 1",
         ),
         (
             "buffer_bytes = 100",
@@ -576,10 +576,6 @@ fn settings_beyond_their_bounds_are_errors_on_their_line() {
             "stats = 18446744073709551615: must be from 1 to 86400",
         ),
         (
-            "max_line_bytes = 100000000",
-            "max_line_bytes = 100000000: must be from 1 to 67108864",
-        ),
-        (
             "linger_ms = 900001",
             "linger_ms = 900001: must be from 0 to 900000",
         ),
@@ -593,7 +589,7 @@ fn settings_beyond_their_bounds_are_errors_on_their_line() {
         ),
         (
             "shutdown_timeout_ms = 99999999999",
-            "must be from 0 to 3600000",
+            "must be from 0 to 86400000",
         ),
     ] {
         let e = error("bounds", &format!("brokers = \"k:9092\"\n{line}\n{input}"));

@@ -2361,3 +2361,38 @@ fn multiline(
         timeout: Duration::from_secs(timeout_s),
     }))
 }
+
+/// A deleted file (no name left) whose every line is acknowledged leaves the checkpoint at the stop,
+/// so the next start does not warn that it is "neither there nor renamed"; one with lines still
+/// unacknowledged stays, and so does a file that is still there.
+#[tokio::test(start_paused = true)]
+async fn a_deleted_file_with_every_line_acknowledged_leaves_the_checkpoint() {
+    let d = dir("deleted-acked");
+    let (a, b, c) = (d.join("a.log"), d.join("b.log"), d.join("c.log"));
+    append(&a, b"a1\na2\n");
+    append(&b, b"b1\n");
+    append(&c, b"c1\nc2\n");
+    let mut e = Engine::new(config(&d), Vec::new());
+    let mut sink = FakeSink::default();
+    scan_now(&mut e);
+    e.read_pass(&mut sink, 1, Instant::now());
+    // Everything acknowledged but c's second line.
+    let c2 = sink.pending.iter().position(|(_, v)| v == b"c2").unwrap();
+    ack(&mut e, &mut sink, |i| i != c2);
+    fs::remove_file(&a).unwrap();
+    fs::remove_file(&c).unwrap();
+    scan_now(&mut e);
+    assert_eq!(
+        e.checkpoint_entries().len(),
+        3,
+        "in their grace, all are followed"
+    );
+    assert_eq!(e.forget_deleted(), 1);
+    let paths: Vec<PathBuf> = e.checkpoint_entries().into_iter().map(|x| x.path).collect();
+    assert_eq!(paths.len(), 2, "{paths:?}");
+    assert!(
+        paths.contains(&b) && paths.contains(&c) && !paths.contains(&a),
+        "{paths:?}"
+    );
+    fs::remove_dir_all(&d).unwrap();
+}
