@@ -132,7 +132,9 @@ impl Request {
 pub async fn read_request<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Option<Request>> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+    // The head ends at an empty line; a bare LF ends a line too (RFC 9112 2.2 lets a server take
+    // it: `printf 'GET /metrics HTTP/1.0\n\n' | nc` was held for the 10 s limit, then refused).
+    while !(head.windows(2).any(|w| w == b"\n\n") || head.windows(3).any(|w| w == b"\n\r\n")) {
         let n = s.read(&mut buf).await?;
         if n == 0 || head.len() + n > MAX_HEAD {
             return Ok(None);
@@ -145,7 +147,7 @@ pub async fn read_request<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Op
 /// Parses a request head (request line and headers).
 pub fn parse_head(head: &[u8]) -> Option<Request> {
     let text = std::str::from_utf8(head).ok()?;
-    let mut lines = text.split("\r\n");
+    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let mut first = lines.next()?.split(' ');
     let method = first.next()?.to_string();
     let target = first.next()?;
@@ -433,6 +435,33 @@ mod tests {
         // A folded header (t26: `Host: a` then ` evil.com` was taken).
         assert!(parse_head(b"GET / HTTP/1.1\r\nHost: a\r\n evil.com\r\n\r\n").is_none());
         assert!(parse_head(b"GET / HTTP/1.1\r\nX: a\r\n\tb\r\nHost: h\r\n\r\n").is_none());
+        // Bare LF line ends (RFC 9112 2.2), alone or mixed with CRLF.
+        let r = parse_head(b"GET /metrics HTTP/1.1\nHost: h\n\n").unwrap();
+        assert_eq!((r.path.as_str(), r.header("host")), ("/metrics", Some("h")));
+        let r = parse_head(b"GET /x HTTP/1.1\r\nHost: h\nX: 1\r\n\n").unwrap();
+        assert_eq!((r.header("host"), r.header("x")), (Some("h"), Some("1")));
+    }
+
+    /// A head is complete at an empty line, whether lines end in CRLF or a bare LF (one that ended
+    /// in LF was held for the read limit, then refused).
+    #[tokio::test]
+    async fn a_head_with_bare_lf_line_ends_is_read_at_its_empty_line() {
+        for head in [
+            &b"GET /a HTTP/1.0\n\n"[..],
+            b"GET /a HTTP/1.1\nHost: h\n\n",
+            b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nHost: h\n\r\n",
+        ] {
+            // The reader stays open: only the empty line can end the head.
+            let (mut client, mut server) = tokio::io::duplex(4096);
+            client.write_all(head).await.unwrap();
+            let r = tokio::time::timeout(Duration::from_secs(5), read_request(&mut server))
+                .await
+                .expect("the head ends at its empty line")
+                .unwrap()
+                .unwrap();
+            assert_eq!(r.path, "/a", "{head:?}");
+        }
     }
 
     #[test]
