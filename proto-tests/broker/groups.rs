@@ -757,6 +757,51 @@ fn a_member_given_nothing_ends_at_once_with_exit_at_end() {
     }
 }
 
+/// Two `-e` members of a new group started together print every record between them, on either
+/// protocol. Under KIP-848 a new member owns nothing until the first one lets its partitions go:
+/// that empty first assignment was taken as final, and both ended having printed nothing.
+#[test]
+fn two_exit_at_end_members_started_together_print_every_record_between_them() {
+    let Some(b) = broker() else { return };
+    for protocol in ["classic", "consumer"] {
+        let t = topic("groups-two-e");
+        create_topic(&b, &t, 4, 1, &[]);
+        produce(&b, &t, 0, 4000);
+        let g = topic("g-two-e");
+        let spawn = || {
+            Command::new(shipper_bin())
+                .args(["-b", &b, "consume", &t, "-G", &g, "-e", "--from-beginning"])
+                .args(["--group-protocol", protocol])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (one, two) = (spawn(), spawn());
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        let mut said = String::new();
+        for c in [one, two] {
+            let out = c.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert_eq!(out.status.code(), Some(0), "{protocol}: {err}");
+            for l in String::from_utf8_lossy(&out.stdout).lines() {
+                *seen.entry(l.to_string()).or_default() += 1;
+            }
+            said.push_str(&err);
+        }
+        let missing: Vec<String> = (0..4000)
+            .map(|i| format!("line-{i:07}"))
+            .filter(|l| !seen.contains_key(l))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{protocol}: {} of 4000 records printed by neither member ({:?}...): {said}",
+            missing.len(),
+            missing.first()
+        );
+    }
+}
+
 /// A topic deleted and created again with fewer partitions under a group: the member that read only
 /// partitions now gone reads on (it is assigned again), rather than ending with "has no partition 1"
 /// as a read of named partitions does; the new topic's records are printed (from the group's

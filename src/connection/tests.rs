@@ -132,6 +132,60 @@ async fn sessions_are_renewed_in_line_without_dropping_requests_in_flight() {
     );
 }
 
+/// A renewal the broker refuses (the password was changed since the connection authenticated)
+/// closes the connection: requests fail with the reason instead of going out unauthenticated, and
+/// the refused renewal is not tried again on it.
+#[tokio::test(start_paused = true)]
+async fn a_failed_renewal_closes_the_connection_and_is_not_tried_again_on_it() {
+    let broker = FakeBroker::new(1);
+    broker.require_sasl("alice", "wonder", 1000);
+    let t = broker.transport();
+    let o = ConnectionOptions {
+        sasl: Some(Arc::new(SaslSettings {
+            mechanism: Mechanism::Plain,
+            username: "alice".into(),
+            password: crate::secret::Secret::new("wonder"),
+        })),
+        ..opts()
+    };
+    let conn = Connection::connect(
+        &t,
+        &broker.addr(1),
+        &o,
+        Instant::now() + Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let req = kafka_protocol::messages::MetadataRequest::default();
+    let p = conn
+        .send(&req, 12, true, conn.request_deadline(None))
+        .await
+        .unwrap();
+    conn.wait(p, conn.request_deadline(None)).await.unwrap();
+    broker.require_sasl("alice", "changed", 1000);
+    let mut failed = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let until = conn.request_deadline(None);
+        let r = match conn.send(&req, 12, true, until).await {
+            Ok(p) => conn.wait(p, until).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
+            failed = Some(e);
+            break;
+        }
+    }
+    assert!(failed.is_some(), "requests went on after a refused renewal");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(conn.is_closed());
+    assert_eq!(
+        broker.requests(ApiKey::SaslAuthenticate),
+        2,
+        "the first authentication and one refused renewal"
+    );
+}
+
 #[tokio::test]
 async fn a_wrong_password_is_a_permanent_error_naming_the_user() {
     let broker = FakeBroker::new(1);

@@ -342,6 +342,43 @@ async fn consumer_group(
     }))
 }
 
+/// Whether the coordinator means this member of a consumer-protocol group to own nothing: its
+/// target assignment is empty (an empty current assignment alone is not that: partitions meant for
+/// it may still be held by a member that has to give them back first). `None` when it cannot tell
+/// (the member or the group not described, or the call failed).
+pub(super) async fn target_is_empty(coord: &Coordinator, member_id: &str) -> Option<bool> {
+    let mut req = ConsumerGroupDescribeRequest::default();
+    req.group_ids = vec![GroupId(StrBytes::from_string(coord.group().to_string()))];
+    let first = |r: &kafka_protocol::messages::ConsumerGroupDescribeResponse| {
+        r.groups.first().map_or(0, |g| g.error_code)
+    };
+    let deadline = Some(tokio::time::Instant::now() + std::time::Duration::from_secs(5));
+    let (resp, _) = coord
+        .call(
+            &req,
+            CONSUMER_GROUP_DESCRIBE_VERSIONS,
+            deadline,
+            None,
+            first,
+        )
+        .await
+        .ok()?;
+    let g = resp.groups.into_iter().next()?;
+    if g.error_code != 0 {
+        return None;
+    }
+    let me = g
+        .members
+        .into_iter()
+        .find(|m| m.member_id.as_str() == member_id)?;
+    Some(
+        me.target_assignment
+            .topic_partitions
+            .iter()
+            .all(|tp| tp.partitions.is_empty()),
+    )
+}
+
 /// DescribeGroups (classic groups, and groups that only commit offsets).
 async fn classic_group(
     coord: &Coordinator,

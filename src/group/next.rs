@@ -93,6 +93,8 @@ async fn member(ctx: &Ctx) -> Result<()> {
     // once too (a member given nothing, with more members than partitions, has joined all the
     // same: with -e it ends at the end of nothing instead of waiting for ever).
     let mut told = false;
+    // An empty assignment came since (re)joining, not told yet.
+    let mut empty_heard = false;
     let mut report_owned = true;
     // The last target while some of its topics cannot be named yet: named again at each heartbeat
     // until they can (the coordinator sends a target only when it changes: dropped, its
@@ -198,6 +200,7 @@ async fn member(ctx: &Ctx) -> Result<()> {
                 epoch = 0;
                 full = true;
                 told = false;
+                empty_heard = false;
                 deadline = deadline_from_now(ctx);
                 if c == Code::UnknownMemberId {
                     member_id = new_member_id();
@@ -253,13 +256,12 @@ async fn member(ctx: &Ctx) -> Result<()> {
             if !reconcile(ctx, &mut owned, target, &names).await {
                 return Ok(());
             }
-            if !told && nothing {
-                let nothing = crate::group::Assignment::new();
-                if ctx.events.send(Ok(Event::Assigned(nothing))).await.is_err() {
-                    return Ok(());
-                }
+            // Nothing now is told once it is what the coordinator means (below).
+            if nothing {
+                empty_heard = true;
+            } else {
+                told = true;
             }
-            told = true;
             report_owned = true;
             if !std::mem::replace(&mut rushed, true) {
                 continue; // say at once what we own now (once: a coordinator sending an
@@ -274,6 +276,22 @@ async fn member(ctx: &Ctx) -> Result<()> {
                 return Ok(());
             }
             report_owned = true;
+        }
+        // An empty assignment since (re)joining is told once the coordinator's target for this
+        // member is empty too. A new member's partitions are handed over only once their owner let
+        // them go, so for a heartbeat or two it owns nothing: told as final, a -e member ended at
+        // once and its share went unread (two -e members of a new group printed nothing).
+        if !told && empty_heard && owned.is_empty() && unnamed.is_none() {
+            let final_ = super::describe::target_is_empty(&ctx.coord, &member_id)
+                .await
+                .unwrap_or(true);
+            if final_ {
+                let nothing = crate::group::Assignment::new();
+                if ctx.events.send(Ok(Event::Assigned(nothing))).await.is_err() {
+                    return Ok(());
+                }
+                told = true;
+            }
         }
         rushed = false;
         tokio::time::sleep(interval).await;

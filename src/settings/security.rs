@@ -410,6 +410,15 @@ fn properties(c: &SecurityFlags) -> anyhow::Result<BTreeMap<String, String>> {
             hide_in_process_title(kv, &s);
             password_on_command_line = true;
         }
+        // An empty value is a mistake (`-X ssl.ca.location=$CA` with CA unset fell back to the
+        // system's CAs, `-X bootstrap.servers=` to the default broker), as kcat says; but for the
+        // one setting whose empty value means something.
+        if v.is_empty() && k.trim() != "ssl.endpoint.identification.algorithm" {
+            return usage(format!(
+                "-X {}=: an empty value (a variable not set?); leave the setting out for its default",
+                Esc::str(k.trim())
+            ));
+        }
         from_file.remove(k.trim());
         props.insert(k.trim().to_string(), v.to_string());
     }
@@ -734,7 +743,7 @@ fn warn_weak(
             "TLS certificate verification is off ({why}): traffic is encrypted, but the broker is not authenticated"
         )),
         None if no_hostname_check && protocol.tls() => crate::log::warn(format_args!(
-            "TLS host name verification is off (ssl.endpoint.identification.algorithm is empty): a certificate from a trusted CA is accepted for any broker name"
+            "TLS host name verification is off (ssl.endpoint.identification.algorithm is empty or none): a certificate from a trusted CA is accepted for any broker name"
         )),
         _ => {}
     }
@@ -870,7 +879,17 @@ mod tests {
             .to_string();
         assert!(e.contains("'flase': must be true or false"), "{e}");
         assert!(with("enable.ssl.certificate.verification=yes").is_err());
-        assert!(with("enable.ssl.certificate.verification=").is_err());
+        let e = with("enable.ssl.certificate.verification=")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("an empty value"), "{e}");
+        for kv in [
+            "ssl.ca.location=",
+            "bootstrap.servers=",
+            "security.protocol=",
+        ] {
+            assert!(with(kv).is_err(), "{kv}");
+        }
         assert!(tls("ssl.endpoint.identification.algorithm=").no_hostname_check);
         let e = with("ssl.endpoint.identification.algorithm=htps")
             .unwrap_err()

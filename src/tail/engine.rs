@@ -1109,7 +1109,8 @@ impl Engine {
         if !f.rotated {
             f.rotated = true;
             f.last_active = now;
-            if !f.rotation_counted {
+            // A file deleted (no name left anywhere) was not rotated: not counted as one.
+            if !f.rotation_counted && (new_path.is_some() || !deleted(f)) {
                 self.counters.rotations += 1;
             }
             crate::log::debug(format_args!(
@@ -2077,17 +2078,10 @@ impl Engine {
     /// before the last checkpoint (while running, they are closed after their grace). Returns how
     /// many.
     pub fn forget_deleted(&mut self) -> usize {
-        use std::os::unix::fs::MetadataExt;
         let deleted: Vec<u64> = self
             .followers
             .values()
-            .filter(|f| {
-                f.all_acked()
-                    && f.file.as_ref().is_some_and(|file| {
-                        file.metadata()
-                            .is_ok_and(|m| m.nlink() == 0 && m.len() <= f.read_pos)
-                    })
-            })
+            .filter(|f| f.all_acked() && deleted_and_read(f))
             .map(|f| f.key)
             .collect();
         for &k in &deleted {
@@ -2122,6 +2116,10 @@ impl Engine {
         let mut all: Vec<(bool, EntryRef<'_>)> = self
             .followers
             .values()
+            // A deleted file read to its end and acknowledged has nothing to resume: left out, so
+            // that a start after a crash in its grace does not warn that it is gone. (Only rotated
+            // files are looked at: an fstat each, and they are few.)
+            .filter(|f| !(f.rotated && f.all_acked() && deleted_and_read(f)))
             .map(|f| {
                 let e = EntryRef {
                     id: f.id,
@@ -2338,6 +2336,15 @@ fn deleted(f: &Follower) -> bool {
     f.file
         .as_ref()
         .is_some_and(|file| file.metadata().is_ok_and(|m| m.nlink() == 0))
+}
+
+/// Whether `f`'s file was deleted and read to its end.
+fn deleted_and_read(f: &Follower) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    f.file.as_ref().is_some_and(|file| {
+        file.metadata()
+            .is_ok_and(|m| m.nlink() == 0 && m.len() <= f.read_pos)
+    })
 }
 
 fn long_line_at(f: &Follower) -> LongLine {

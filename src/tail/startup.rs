@@ -99,7 +99,7 @@ impl Startup {
                 _ = self.signals.hup.recv() => {
                     self.reload_pending = true;
                     crate::log::info(format_args!(
-                        "SIGHUP: the config is read again once Kafka answers"
+                        "SIGHUP: handled once Kafka answers (a config file is read again then)"
                     ));
                 }
                 Some(ask) = recv(&mut self.asks) => self.answer(ask),

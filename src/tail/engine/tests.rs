@@ -2382,11 +2382,10 @@ async fn a_deleted_file_with_every_line_acknowledged_leaves_the_checkpoint() {
     fs::remove_file(&a).unwrap();
     fs::remove_file(&c).unwrap();
     scan_now(&mut e);
-    assert_eq!(
-        e.checkpoint_entries().len(),
-        3,
-        "in their grace, all are followed"
-    );
+    // Already left out of the checkpoints written in their grace (a crash then does not warn).
+    let paths: Vec<PathBuf> = e.checkpoint_entries().into_iter().map(|x| x.path).collect();
+    assert!(!paths.contains(&a) && paths.contains(&c), "{paths:?}");
+    assert_eq!(e.counters.rotations, 0, "a deletion is no rotation");
     assert_eq!(e.forget_deleted(), 1);
     let paths: Vec<PathBuf> = e.checkpoint_entries().into_iter().map(|x| x.path).collect();
     assert_eq!(paths.len(), 2, "{paths:?}");
