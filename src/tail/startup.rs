@@ -99,7 +99,7 @@ impl Startup {
                 _ = self.signals.hup.recv() => {
                     self.reload_pending = true;
                     crate::log::info(format_args!(
-                        "SIGHUP: handled once Kafka answers (a config file is read again then)"
+                        "SIGHUP: the config file, if any, is read again once Kafka answers"
                     ));
                 }
                 Some(ask) = recv(&mut self.asks) => self.answer(ask),
