@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use kafka_protocol::messages::consumer_group_describe_response::DescribedGroup;
 use kafka_protocol::messages::{
     ConsumerGroupDescribeRequest, DescribeGroupsRequest, GroupId, ListGroupsRequest,
 };
@@ -284,11 +285,12 @@ fn lag_row(t: &str, p: i32) -> PartitionLag {
     }
 }
 
-/// ConsumerGroupDescribe; `None` when the group is not a consumer-protocol group.
-async fn consumer_group(
+/// One ConsumerGroupDescribe of the coordinator's group: the group as the broker describes it, or
+/// `None` when the group is not a consumer-protocol group (or the broker gave no group back).
+async fn describe_consumer_group(
     coord: &Coordinator,
     deadline: Option<tokio::time::Instant>,
-) -> Result<Option<Described>> {
+) -> Result<Option<DescribedGroup>> {
     let mut req = ConsumerGroupDescribeRequest::default();
     req.group_ids = vec![GroupId(StrBytes::from_string(coord.group().to_string()))];
     let first = |r: &kafka_protocol::messages::ConsumerGroupDescribeResponse| {
@@ -307,11 +309,21 @@ async fn consumer_group(
         return Ok(None);
     };
     match code(g.error_code) {
-        None => {}
+        None => Ok(Some(g)),
         // Not a consumer-protocol group, or (Kafka 3.x) the protocol is not enabled.
-        Some(Code::GroupIdNotFound | Code::UnsupportedVersion) => return Ok(None),
-        Some(c) => return Err(coord.error("ConsumerGroupDescribe", c)),
+        Some(Code::GroupIdNotFound | Code::UnsupportedVersion) => Ok(None),
+        Some(c) => Err(coord.error("ConsumerGroupDescribe", c)),
     }
+}
+
+/// ConsumerGroupDescribe; `None` when the group is not a consumer-protocol group.
+async fn consumer_group(
+    coord: &Coordinator,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<Option<Described>> {
+    let Some(g) = describe_consumer_group(coord, deadline).await? else {
+        return Ok(None);
+    };
     let members = g
         .members
         .into_iter()
@@ -347,26 +359,8 @@ async fn consumer_group(
 /// it may still be held by a member that has to give them back first). `None` when it cannot tell
 /// (the member or the group not described, or the call failed).
 pub(super) async fn target_is_empty(coord: &Coordinator, member_id: &str) -> Option<bool> {
-    let mut req = ConsumerGroupDescribeRequest::default();
-    req.group_ids = vec![GroupId(StrBytes::from_string(coord.group().to_string()))];
-    let first = |r: &kafka_protocol::messages::ConsumerGroupDescribeResponse| {
-        r.groups.first().map_or(0, |g| g.error_code)
-    };
     let deadline = Some(tokio::time::Instant::now() + std::time::Duration::from_secs(5));
-    let (resp, _) = coord
-        .call(
-            &req,
-            CONSUMER_GROUP_DESCRIBE_VERSIONS,
-            deadline,
-            None,
-            first,
-        )
-        .await
-        .ok()?;
-    let g = resp.groups.into_iter().next()?;
-    if g.error_code != 0 {
-        return None;
-    }
+    let g = describe_consumer_group(coord, deadline).await.ok()??;
     let me = g
         .members
         .into_iter()
