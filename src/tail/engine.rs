@@ -1110,7 +1110,7 @@ impl Engine {
             f.rotated = true;
             f.last_active = now;
             // A file deleted (no name left anywhere) was not rotated: not counted as one.
-            if !f.rotation_counted && (new_path.is_some() || !deleted(f)) {
+            if !f.rotation_counted && (new_path.is_some() || deleted(f).is_none()) {
                 self.counters.rotations += 1;
             }
             crate::log::debug(format_args!(
@@ -2026,7 +2026,7 @@ impl Engine {
             if let Some(f) = self.remove_follower(k) {
                 crate::log::debug(format_args!("closed {}", Esc::path(&f.path)));
                 // A deleted file (no name left) has nothing left to resume.
-                if !deleted(&f) {
+                if deleted(&f).is_none() {
                     self.remember(&f);
                 }
             }
@@ -2081,7 +2081,7 @@ impl Engine {
         let deleted: Vec<u64> = self
             .followers
             .values()
-            .filter(|f| f.all_acked() && deleted_and_read(f))
+            .filter(|f| finished_and_deleted(f))
             .map(|f| f.key)
             .collect();
         for &k in &deleted {
@@ -2119,7 +2119,7 @@ impl Engine {
             // A deleted file read to its end and acknowledged has nothing to resume: left out, so
             // that a start after a crash in its grace does not warn that it is gone. (Only rotated
             // files are looked at: an fstat each, and they are few.)
-            .filter(|f| !(f.rotated && f.all_acked() && deleted_and_read(f)))
+            .filter(|f| !(f.rotated && finished_and_deleted(f)))
             .map(|f| {
                 let e = EntryRef {
                     id: f.id,
@@ -2327,26 +2327,23 @@ fn hash_before(file: Option<&std::fs::File>, from: u64, pos: u64) -> Option<u64>
     Some(Fingerprint::of(&buf).hash)
 }
 
+/// Whether `f`'s file was deleted (open, with no name left anywhere): `None` when it was not (or
+/// cannot be told), else whether it was read to its end.
+fn deleted(f: &Follower) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let m = f.file.as_ref()?.metadata().ok()?;
+    (m.nlink() == 0).then_some(m.len() <= f.read_pos)
+}
+
+/// Whether `f`'s file was deleted, read to its end and acknowledged: nothing of it is left to
+/// resume.
+fn finished_and_deleted(f: &Follower) -> bool {
+    f.all_acked() && deleted(f) == Some(true)
+}
+
 /// What a follower's checkpoint entry says of a long line at its acknowledged position: where the
 /// line starts, or, when that is not known, the position itself; with the hash of the bytes before
 /// the position (from the line's start on, or any when the start is not known).
-/// Whether `f`'s file was deleted: open, with no name left anywhere.
-fn deleted(f: &Follower) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    f.file
-        .as_ref()
-        .is_some_and(|file| file.metadata().is_ok_and(|m| m.nlink() == 0))
-}
-
-/// Whether `f`'s file was deleted and read to its end.
-fn deleted_and_read(f: &Follower) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    f.file.as_ref().is_some_and(|file| {
-        file.metadata()
-            .is_ok_and(|m| m.nlink() == 0 && m.len() <= f.read_pos)
-    })
-}
-
 fn long_line_at(f: &Follower) -> LongLine {
     let file = f.file.as_deref();
     match f.acked_skip_from {
