@@ -19,6 +19,24 @@ async fn connected(t: &crate::testkit::FakeTransport, broker: &FakeBroker) -> Co
         .unwrap()
 }
 
+/// Connects to `broker` as alice with SASL `mechanism` and `password`.
+async fn sasl_connect(
+    broker: &FakeBroker,
+    mechanism: Mechanism,
+    password: &str,
+) -> std::result::Result<Connection, ConnError> {
+    let o = ConnectionOptions {
+        sasl: Some(Arc::new(SaslSettings {
+            mechanism,
+            username: "alice".into(),
+            password: crate::secret::Secret::new(password),
+        })),
+        ..opts()
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    Connection::connect(&broker.transport(), &broker.addr(1), &o, until).await
+}
+
 /// A request whose deadline has passed is not sent: the connection stays open for the others, and
 /// the error says no time was left (t30 F1: "no response to FindCoordinator within 0 ms", and the
 /// connection closed).
@@ -92,23 +110,9 @@ async fn an_oversized_metadata_frame_is_refused_before_it_is_buffered() {
 async fn sessions_are_renewed_in_line_without_dropping_requests_in_flight() {
     let broker = FakeBroker::new(1);
     broker.require_sasl("alice", "wonder", 1000);
-    let t = broker.transport();
-    let o = ConnectionOptions {
-        sasl: Some(Arc::new(SaslSettings {
-            mechanism: Mechanism::Plain,
-            username: "alice".into(),
-            password: crate::secret::Secret::new("wonder"),
-        })),
-        ..opts()
-    };
-    let conn = Connection::connect(
-        &t,
-        &broker.addr(1),
-        &o,
-        Instant::now() + Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
+    let conn = sasl_connect(&broker, Mechanism::Plain, "wonder")
+        .await
+        .unwrap();
     let req = kafka_protocol::messages::MetadataRequest::default();
     // Keep requests in flight while sessions expire under them, for 10 sessions.
     let mut pending = std::collections::VecDeque::new();
@@ -139,23 +143,9 @@ async fn sessions_are_renewed_in_line_without_dropping_requests_in_flight() {
 async fn a_failed_renewal_closes_the_connection_and_is_not_tried_again_on_it() {
     let broker = FakeBroker::new(1);
     broker.require_sasl("alice", "wonder", 1000);
-    let t = broker.transport();
-    let o = ConnectionOptions {
-        sasl: Some(Arc::new(SaslSettings {
-            mechanism: Mechanism::Plain,
-            username: "alice".into(),
-            password: crate::secret::Secret::new("wonder"),
-        })),
-        ..opts()
-    };
-    let conn = Connection::connect(
-        &t,
-        &broker.addr(1),
-        &o,
-        Instant::now() + Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
+    let conn = sasl_connect(&broker, Mechanism::Plain, "wonder")
+        .await
+        .unwrap();
     let req = kafka_protocol::messages::MetadataRequest::default();
     let p = conn
         .send(&req, 12, true, conn.request_deadline(None))
@@ -190,22 +180,9 @@ async fn a_failed_renewal_closes_the_connection_and_is_not_tried_again_on_it() {
 async fn a_wrong_password_is_a_permanent_error_naming_the_user() {
     let broker = FakeBroker::new(1);
     broker.require_sasl("alice", "wonder", 0);
-    let o = ConnectionOptions {
-        sasl: Some(Arc::new(SaslSettings {
-            mechanism: Mechanism::Plain,
-            username: "alice".into(),
-            password: crate::secret::Secret::new("guess"),
-        })),
-        ..opts()
-    };
-    let e = Connection::connect(
-        &broker.transport(),
-        &broker.addr(1),
-        &o,
-        Instant::now() + Duration::from_secs(5),
-    )
-    .await
-    .unwrap_err();
+    let e = sasl_connect(&broker, Mechanism::Plain, "guess")
+        .await
+        .unwrap_err();
     let text = e.to_string();
     assert!(
         matches!(e, ConnError::Auth { .. }) && !e.is_retriable(),
@@ -221,22 +198,9 @@ async fn a_wrong_password_is_a_permanent_error_naming_the_user() {
 async fn a_mechanism_the_broker_does_not_offer_is_named_with_what_it_offers() {
     let broker = FakeBroker::new(1);
     broker.require_sasl("alice", "wonder", 0);
-    let o = ConnectionOptions {
-        sasl: Some(Arc::new(SaslSettings {
-            mechanism: Mechanism::ScramSha256,
-            username: "alice".into(),
-            password: crate::secret::Secret::new("wonder"),
-        })),
-        ..opts()
-    };
-    let e = Connection::connect(
-        &broker.transport(),
-        &broker.addr(1),
-        &o,
-        Instant::now() + Duration::from_secs(5),
-    )
-    .await
-    .unwrap_err();
+    let e = sasl_connect(&broker, Mechanism::ScramSha256, "wonder")
+        .await
+        .unwrap_err();
     assert!(
         e.to_string()
             .contains("not enabled on the broker (it offers: PLAIN)"),
