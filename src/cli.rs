@@ -372,8 +372,8 @@ pub struct ConsumeArgs {
     /// and on exit) or sync (after every batch of records written, waiting for the broker)
     #[arg(long, value_enum, default_value_t = CommitMode::Async, requires = "group")]
     pub commit: CommitMode,
-    /// With -G: how often to commit in async mode, in ms
-    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..), requires = "group")]
+    /// With -G: how often to commit in async mode, in ms (100 to 3600000)
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=MAX_INTERVAL_MS), requires = "group")]
     pub commit_interval_ms: u64,
     /// With -G: the group protocol (auto: the consumer protocol of KIP-848 when the broker offers it)
     #[arg(long, value_enum, default_value_t = crate::group::GroupProtocol::Auto, requires = "group")]

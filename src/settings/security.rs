@@ -360,7 +360,7 @@ fn properties(c: &SecurityFlags) -> anyhow::Result<BTreeMap<String, String>> {
     let mut from_file: BTreeMap<String, String> = BTreeMap::new();
     if let Some(f) = &c.properties_file {
         let text = super::read_text_bounded(f, super::MAX_SETTINGS_FILE)
-            .map_err(|e| anyhow::anyhow!("cannot read -F {}: {e}", Esc::path(f)))?;
+            .map_err(|e| UsageError(format!("cannot read -F {}: {e}", Esc::path(f))))?;
         let parsed =
             parse_properties(&text).map_err(|e| UsageError(format!("-F {}: {e}", Esc::path(f))))?;
         if parsed.contains_key("sasl.password") || parsed.contains_key("sasl.jaas.config") {
@@ -572,6 +572,17 @@ pub fn resolve(c: &SecurityFlags, brokers: Option<&str>) -> anyhow::Result<Secur
     let ca_file = path(&c.ca_file, "ssl.ca.location");
     let cert_file = path(&c.cert_file, "ssl.certificate.location");
     let key_file = path(&c.key_file, "ssl.key.location");
+    // A client certificate is its certificate and its key: one alone is a mistake in the command,
+    // said before anything connects.
+    match (&cert_file, &key_file) {
+        (Some(_), None) => return usage(
+            "a client certificate needs its key too: --key-file (ssl.key.location, or key_file in the config file)",
+        ),
+        (None, Some(_)) => return usage(
+            "a client key needs its certificate too: --cert-file (ssl.certificate.location, or cert_file in the config file)",
+        ),
+        _ => {}
+    }
     // A value that is neither on nor off is refused: `enable.ssl.certificate.verification=flase`
     // must not leave verification on while the user believes it off, nor the other way round.
     let verify = match props
@@ -895,6 +906,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("must be https, none or empty"), "{e}");
+    }
+
+    /// A certificate without its key (or a key without its certificate), and a -F file that cannot
+    /// be read, are mistakes in the command: usage errors (exit 2), said before anything connects.
+    #[test]
+    fn half_a_client_certificate_and_a_missing_properties_file_are_usage_errors() {
+        let usage = |flags: SecurityFlags| {
+            let e = resolve(&flags, Some("k:9093")).unwrap_err();
+            let text = e.to_string();
+            assert!(e.downcast_ref::<UsageError>().is_some(), "{text}");
+            text
+        };
+        let e = usage(SecurityFlags {
+            cert_file: Some("/c.pem".into()),
+            ..SecurityFlags::default()
+        });
+        assert!(e.contains("needs its key too: --key-file"), "{e}");
+        let e = usage(SecurityFlags {
+            properties: vec!["ssl.key.location=/k.pem".into()],
+            ..SecurityFlags::default()
+        });
+        assert!(e.contains("needs its certificate too: --cert-file"), "{e}");
+        let e = usage(SecurityFlags {
+            properties_file: Some("/nonexistent/client.properties".into()),
+            ..SecurityFlags::default()
+        });
+        assert!(
+            e.contains("cannot read -F /nonexistent/client.properties"),
+            "{e}"
+        );
     }
 
     #[test]
