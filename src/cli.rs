@@ -315,8 +315,8 @@ pub struct ProducerFlags {
     #[arg(long)]
     pub no_idempotence: bool,
     /// Record header key=value (repeatable); a key alone gives a null value, as in kcat
-    #[arg(short = 'H', long = "header", value_name = "KEY=VALUE")]
-    pub headers: Vec<String>,
+    #[arg(short = 'H', long = "header", value_name = "KEY=VALUE", value_parser = clap::value_parser!(std::ffi::OsString))]
+    pub headers: Vec<std::ffi::OsString>,
 }
 
 /// `shipper produce`.

@@ -1094,6 +1094,34 @@ fn produce_writes_null_and_empty_header_values_as_kcat_does() {
     );
     let got = kcat(&b, &["-C", "-t", &t, "-e", "-q", "-f", "%h|%s\n"], b"");
     assert_eq!(String::from_utf8_lossy(&got), "h1=v1,h2=NULL,h3=|a\n");
+    // A value is bytes as the command line gave them, as kcat takes them; a key that is not UTF-8
+    // is refused (exit 2), naming it escaped.
+    use std::os::unix::ffi::OsStrExt;
+    let raw = |arg: &[u8]| {
+        let mut c = Command::new(shipper_bin());
+        c.args(["-b", &b, "produce", &t, "-H"])
+            .arg(std::ffi::OsStr::from_bytes(arg));
+        run_with_input(c, b"b\n")
+    };
+    let out = raw(b"bin=\xff\xfe\x01");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = kcat(
+        &b,
+        &["-C", "-t", &t, "-o", "1", "-e", "-q", "-f", "%h|%s\n"],
+        b"",
+    );
+    assert_eq!(got, b"bin=\xff\xfe\x01|b\n");
+    let out = raw(b"k\xff=v");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("invalid header key 'k\\xff': not UTF-8"),
+        "{err}"
+    );
 }
 
 /// `-o s@T1 -o e@T2` prints a time window and exits, as kcat does; e@ alone stops each partition at

@@ -441,19 +441,31 @@ pub fn producer_config(f: &ProducerFlags) -> anyhow::Result<ProducerConfig> {
 /// A header as given on the command line: its key, and its value (`None`: null).
 pub type HeaderArg = (Vec<u8>, Option<Vec<u8>>);
 
-/// Parses repeated `-H key=value` (or `-H key`, a null value) flags.
-pub fn parse_headers(hs: &[String]) -> anyhow::Result<Vec<HeaderArg>> {
+/// Parses repeated `-H key=value` (or `-H key`, a null value) flags. A value is bytes, as the
+/// command line gave them (kcat's too); a key must be UTF-8 (Kafka's header keys are strings).
+pub fn parse_headers(hs: &[std::ffi::OsString]) -> anyhow::Result<Vec<HeaderArg>> {
+    use std::os::unix::ffi::OsStrExt;
     hs.iter()
-        .map(|h| match h.split_once('=') {
-            Some((k, v)) if !k.is_empty() => {
-                Ok((k.as_bytes().to_vec(), Some(v.as_bytes().to_vec())))
+        .map(|h| {
+            let h = h.as_bytes();
+            let (k, v) = match h.iter().position(|&b| b == b'=') {
+                Some(at) => (&h[..at], Some(h[at + 1..].to_vec())),
+                // As kcat: a key alone is a header whose value is null (`key=` is an empty one).
+                None => (h, None),
+            };
+            if k.is_empty() {
+                return usage(format!(
+                    "invalid header '{}' (use -H key=value, or -H key for a null value)",
+                    crate::escape::Esc(h)
+                ));
             }
-            // As kcat: a key alone is a header whose value is null (`key=` is an empty one).
-            None if !h.is_empty() => Ok((h.as_bytes().to_vec(), None)),
-            _ => usage(format!(
-                "invalid header '{}' (use -H key=value, or -H key for a null value)",
-                crate::escape::Esc::str(h)
-            )),
+            if std::str::from_utf8(k).is_err() {
+                return usage(format!(
+                    "invalid header key '{}': not UTF-8 (a header's value may be any bytes, its key may not)",
+                    crate::escape::Esc(k)
+                ));
+            }
+            Ok((k.to_vec(), v))
         })
         .collect()
 }
@@ -486,6 +498,30 @@ pub fn raise_open_files_limit() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_values_are_bytes_and_keys_are_utf8() {
+        use std::os::unix::ffi::OsStrExt;
+        let arg = |b: &[u8]| std::ffi::OsStr::from_bytes(b).to_os_string();
+        let got = parse_headers(&[arg(b"a=\xff\x00=x"), arg(b"n"), arg(b"e=")]).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (b"a".to_vec(), Some(b"\xff\x00=x".to_vec())),
+                (b"n".to_vec(), None),
+                (b"e".to_vec(), Some(Vec::new())),
+            ]
+        );
+        for (bad, said) in [
+            (&b"=v"[..], "invalid header '=v'"),
+            (b"", "invalid header ''"),
+            (b"k\xff=v", "invalid header key 'k\\xff': not UTF-8"),
+        ] {
+            let e = parse_headers(&[arg(bad)]).unwrap_err();
+            assert!(e.downcast_ref::<UsageError>().is_some());
+            assert!(e.to_string().contains(said), "{e}");
+        }
+    }
 
     #[test]
     fn a_settings_file_that_is_a_fifo_or_a_device_is_a_bounded_outcome() {

@@ -106,8 +106,19 @@ impl TailSettings {
             .collect();
         // -H values are templates, as a config file's headers are (`-H host={hostname}`).
         for (k, v) in parse_headers(&args.producer.headers)? {
-            let (Ok(k), Some(Ok(v))) = (String::from_utf8(k), v.map(String::from_utf8)) else {
-                return usage("tail's -H takes key=value (a null value is for produce)");
+            // (parse_headers refused a key that is not UTF-8.)
+            let k = String::from_utf8_lossy(&k).into_owned();
+            let Some(v) = v else {
+                return usage(format!(
+                    "-H {}: tail's -H takes key=value (a null value is for produce)",
+                    crate::escape::Esc::str(&k)
+                ));
+            };
+            let Ok(v) = String::from_utf8(v) else {
+                return usage(format!(
+                    "-H {}: tail's header values are text templates: not UTF-8",
+                    crate::escape::Esc::str(&k)
+                ));
             };
             let v = Template::parse(&v).or_else(|e| usage(format!("-H {k}: {e}")))?;
             headers.push((k, v));
