@@ -1237,3 +1237,80 @@ fn a_reload_refuses_broken_tls_files_and_says_when_renewed_ones_take_effect() {
         "the TLS certificate, key or CA files changed; that takes effect at the next restart",
     );
 }
+
+#[test]
+fn a_reload_waiting_on_a_fifo_config_leaves_shipping_metrics_and_sigterm_alone() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("agent-fifo-reload");
+    let [t1, t2] = ["1", "2"].map(|s| topic(&format!("agent-fifo-reload-{s}")));
+    for t in [&t1, &t2] {
+        create_topic(&b, t, 1, 1, &[]);
+    }
+    let port = free_port();
+    let config = |t: &str| {
+        format!(
+            "metrics_listen = \"127.0.0.1:{port}\"\ncheckpoint = \"{d}/ckpt\"\n[[input]]\npaths = [\"{d}/a.log\"]\ntopic = \"{t}\"\n",
+            d = dir.display()
+        )
+    };
+    let cfg = dir.join("agent.toml");
+    write_config(&cfg, &config(&t1));
+    let a = dir.join("a.log");
+    append(&a, &numbered_lines("a", 0, 10));
+    let mut tail = Tail::start(&b, &["--config", cfg.to_str().unwrap()], &dir.join("log"));
+    wait_listening(port, &tail);
+    tail.until(30, || topic_values(&b, &t1).len() == 10, "first lines");
+    // The config becomes a FIFO whose writer says nothing yet (`--config <(slow command)`).
+    std::fs::remove_file(&cfg).unwrap();
+    let c = std::ffi::CString::new(cfg.to_str().unwrap()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // Read and write: the open does not wait for a reader, and the FIFO has a writer from now on.
+    let mut writer = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&cfg)
+        .unwrap();
+    tail.signal("HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    // While the reload waits, lines ship and /metrics answers.
+    append(&a, &numbered_lines("a", 10, 20));
+    tail.until(
+        10,
+        || topic_values(&b, &t1).len() == 20,
+        "lines while reading",
+    );
+    assert_eq!(http_get(port, "/metrics").0, 200);
+    assert!(
+        !tail.stderr().contains("config reloaded"),
+        "{}",
+        tail.stderr()
+    );
+    // A second SIGHUP meanwhile: the config is read once more after this read.
+    tail.signal("HUP");
+    writer.write_all(config(&t2).as_bytes()).unwrap();
+    drop(writer);
+    wait_for_log(&tail, "config reloaded");
+    append(&a, &numbered_lines("a", 20, 30));
+    tail.until(
+        30,
+        || topic_values(&b, &t2).len() == 10,
+        "lines to the new topic",
+    );
+    assert_eq!(topic_values(&b, &t1).len(), 20);
+    // A reload stuck on the FIFO again, then SIGTERM: the agent stops at once, not after the read.
+    let _writer = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&cfg)
+        .unwrap();
+    tail.signal("HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = Instant::now();
+    assert_eq!(tail.stop("TERM"), Some(0), "{}", tail.stderr());
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "SIGTERM waited for the reload: {:?}",
+        asked.elapsed()
+    );
+}

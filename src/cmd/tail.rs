@@ -127,7 +127,8 @@ pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
     let reload: Option<crate::tail::Reloader> = args.config.clone().map(|path| {
         let common = common.clone();
         let metrics = args.metrics_listen.clone();
-        Box::new(move || config::load(&path, &common, metrics.clone())) as crate::tail::Reloader
+        std::sync::Arc::new(move || config::load(&path, &common, metrics.clone()))
+            as crate::tail::Reloader
     });
     crate::tail::run(s, producer, reload, startup).await
 }

@@ -77,7 +77,10 @@ fn with_own_files(cfg: &mut EngineConfig, opts: &TailOptions) {
 }
 
 /// Reads the settings again (SIGHUP): from the config file, with the same command-line overrides.
-pub type Reloader = Box<dyn Fn() -> anyhow::Result<crate::settings::tail::TailSettings> + Send>;
+/// It runs on a blocking thread: a config path that is a FIFO may take its time to be read, and the
+/// agent ships, answers `/metrics` and stops meanwhile.
+pub type Reloader =
+    std::sync::Arc<dyn Fn() -> anyhow::Result<crate::settings::tail::TailSettings> + Send + Sync>;
 
 /// Follows the files until SIGINT or SIGTERM, shipping every line through `producer`; returns the exit
 /// code (1 when lines were refused for good). With a reloader, SIGHUP applies a changed config.
@@ -240,6 +243,11 @@ struct Running {
     started: Instant,
     /// The reloader, and what of the settings a reload cannot change (as [`fixed_settings`] gives).
     reloader: Option<(Reloader, Vec<(&'static str, String)>)>,
+    /// The config being read for a reload, off the loop.
+    reloading: Option<tokio::task::JoinHandle<anyhow::Result<crate::settings::tail::TailSettings>>>,
+    /// A SIGHUP came while a reload was reading: read once more when it is done (the file may have
+    /// changed after it was read).
+    reload_again: bool,
     /// Questions from the metrics server, when it runs.
     asks: Option<tokio::sync::mpsc::Receiver<crate::metrics::Ask>>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -313,6 +321,8 @@ impl Running {
             rendered: (u64::MAX, Instant::now(), 0),
             started: Instant::now(),
             reloader: None,
+            reloading: None,
+            reload_again: false,
             asks: None,
             server: None,
             started_unix: std::time::SystemTime::now()
@@ -376,6 +386,17 @@ impl Running {
                 _ = signals.int.recv() => return Ok(()),
                 _ = signals.term.recv() => return Ok(()),
                 _ = signals.hup.recv() => self.reload(),
+                r = crate::tasks::join_slot(&mut self.reloading), if self.reloading.is_some() => {
+                    match r {
+                        Some(r) => self.reloaded(r),
+                        None => crate::log::error(format_args!(
+                            "config not reloaded, the running one stays: the reload failed"
+                        )),
+                    }
+                    if std::mem::take(&mut self.reload_again) {
+                        self.reload();
+                    }
+                }
                 Some(ask) = startup::recv(&mut self.asks) => self.answer(ask),
                 Some(r) = self.reading_back.join_next(), if !self.reading_back.is_empty() => {
                     if let Ok((topic, r)) = r {
@@ -645,36 +666,50 @@ impl Running {
         self.scan_task = Some(tokio::task::spawn_blocking(move || scan::run(req)));
     }
 
-    /// SIGHUP: reads the config again; a config that does not load is refused with its reason and the
-    /// running one stays. Inputs added start, inputs removed finish what they read, inputs changed take
-    /// their new routes for lines read from now on; nothing is lost or sent twice.
+    /// SIGHUP: starts reading the config again, on a blocking thread (see [`Self::reloaded`]). A
+    /// SIGHUP while one is read reads it once more after.
     fn reload(&mut self) {
-        let Some((reload, fixed)) = &self.reloader else {
+        let Some((reload, _)) = &self.reloader else {
             crate::log::info(format_args!(
                 "SIGHUP: no config file to reload (tail runs from flags)"
             ));
             return;
         };
-        match reload() {
+        if self.reloading.is_some() {
+            self.reload_again = true;
+            return;
+        }
+        let reload = reload.clone();
+        self.reloading = Some(tokio::task::spawn_blocking(move || {
+            let new = reload()?;
+            // The TLS files are read as a start reads them: a renewal that broke them is refused
+            // now, not found at the next restart (t17 F1: garbage, or a key not the certificate's,
+            // was "reloaded").
+            if let Some(Err(e)) = new
+                .kafka
+                .security
+                .tls
+                .as_ref()
+                .map(crate::connection::client_config)
+            {
+                anyhow::bail!("TLS: {e} (a start would fail)");
+            }
+            Ok(new)
+        }));
+    }
+
+    /// A config read for a reload: one that does not load is refused with its reason and the
+    /// running one stays. Inputs added start, inputs removed finish what they read, inputs changed
+    /// take their new routes for lines read from now on; nothing is lost or sent twice.
+    fn reloaded(&mut self, r: anyhow::Result<crate::settings::tail::TailSettings>) {
+        let Some((_, fixed)) = &self.reloader else {
+            return;
+        };
+        match r {
             Err(e) => crate::log::error(format_args!(
                 "config not reloaded, the running one stays: {e:#}"
             )),
             Ok(new) => {
-                // The TLS files are read as a start reads them: a renewal that broke them is
-                // refused now, not found at the next restart (t17 F1: garbage, or a key not the
-                // certificate's, was "reloaded").
-                if let Some(Err(e)) = new
-                    .kafka
-                    .security
-                    .tls
-                    .as_ref()
-                    .map(crate::connection::client_config)
-                {
-                    crate::log::error(format_args!(
-                        "config not reloaded, the running one stays: TLS: {e} (a start would fail)"
-                    ));
-                    return;
-                }
                 let changed: Vec<&str> = fixed_settings(&new)
                     .iter()
                     .zip(fixed)
