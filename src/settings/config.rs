@@ -401,7 +401,12 @@ pub fn load(
         .into());
     }
     warn_if_anyone_may_write(path);
-    let mut s = Reader { path, text: &text }.settings(common)?;
+    let mut s = Reader {
+        path,
+        text: &text,
+        starts: Default::default(),
+    }
+    .settings(common)?;
     if metrics_listen.is_some() {
         s.options.metrics_listen = metrics_listen;
     }
@@ -411,6 +416,8 @@ pub fn load(
 struct Reader<'a> {
     path: &'a Path,
     text: &'a str,
+    /// The multiline start patterns compiled so far (shared and budgeted).
+    starts: std::cell::RefCell<crate::tail::multiline::StartPatterns>,
 }
 
 impl Reader<'_> {
@@ -946,12 +953,11 @@ impl Reader<'_> {
 
     fn multiline(&self, m: &Spanned<MultilineFile>) -> anyhow::Result<MultilineConfig> {
         let mf = m.get_ref();
-        let start = regex::bytes::Regex::new(mf.start.get_ref()).map_err(|e| {
-            self.err(
-                mf.start.span(),
-                format!("bad regex: {}", e.to_string().lines().last().unwrap_or("")),
-            )
-        })?;
+        let start = self
+            .starts
+            .borrow_mut()
+            .compile(mf.start.get_ref())
+            .map_err(|e| self.err(mf.start.span(), e))?;
         Ok(MultilineConfig {
             start,
             max_lines: self.size(&mf.max_lines, "multiline.max_lines", 1..=u64::MAX, 500)?,

@@ -7,15 +7,112 @@
 //! the checkpoint only ever moves past whole events, once they are acknowledged. Lines before the first
 //! start line of a file form an event of their own.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use regex::bytes::Regex;
+use regex_automata::meta;
+
+/// Most bytes one compiled start pattern may take (regex's own limit is 10 MiB; a few hundred
+/// inputs each with a Unicode-heavy pattern such as `^\w{100}`, 5 MiB compiled, took gigabytes).
+pub const PATTERN_LIMIT: usize = 1 << 20;
+
+/// Most bytes all the distinct start patterns of one config may take compiled together.
+pub const PATTERNS_BUDGET: usize = 64 << 20;
+
+/// Most bytes of match cache one start pattern grows (regex's default is 2 MiB); a pattern that
+/// needs more is matched more slowly, never refused.
+const CACHE_LIMIT: usize = 512 << 10;
+
+/// A compiled `multiline.start` pattern. Clones share the program and its match cache.
+#[derive(Clone)]
+pub struct StartPattern(Arc<(meta::Regex, String)>);
+
+impl StartPattern {
+    /// Compiles `src` (bytes, not necessarily UTF-8, are matched); the error is one line, starting
+    /// `bad regex:`.
+    pub fn new(src: &str) -> Result<Self, String> {
+        let re = meta::Regex::builder()
+            .syntax(regex_automata::util::syntax::Config::new().utf8(false))
+            .configure(
+                meta::Config::new()
+                    .utf8_empty(false)
+                    .nfa_size_limit(Some(PATTERN_LIMIT))
+                    .hybrid_cache_capacity(CACHE_LIMIT),
+            )
+            .build(src)
+            .map_err(|e| {
+                if e.size_limit().is_some() {
+                    return format!(
+                        "bad regex: it compiles to more than {} KiB (\\w, \\d and \\s are Unicode classes: (?-u:\\w) or [0-9A-Za-z_] are far smaller)",
+                        PATTERN_LIMIT >> 10
+                    );
+                }
+                let mut text = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    text = s.to_string();
+                    source = s.source();
+                }
+                let last = text.lines().last().unwrap_or("");
+                format!("bad regex: {}", last.trim_start_matches("error: "))
+            })?;
+        Ok(Self(Arc::new((re, src.to_string()))))
+    }
+
+    /// Whether `line` matches.
+    pub fn is_match(&self, line: &[u8]) -> bool {
+        self.0 .0.is_match(line)
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.0 .1
+    }
+}
+
+impl std::fmt::Debug for StartPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+/// The start patterns of one config: identical ones are compiled once, and all of them together
+/// may take at most [`PATTERNS_BUDGET`] bytes compiled (thousands of inputs each with its own
+/// pattern would otherwise take memory without bound).
+#[derive(Default)]
+pub struct StartPatterns {
+    known: HashMap<String, StartPattern>,
+    bytes: usize,
+}
+
+impl StartPatterns {
+    /// The compiled `src`, shared with an identical one compiled before.
+    pub fn compile(&mut self, src: &str) -> Result<StartPattern, String> {
+        if let Some(p) = self.known.get(src) {
+            return Ok(p.clone());
+        }
+        let p = StartPattern::new(src)?;
+        let bytes = self.bytes + p.0 .0.memory_usage();
+        if bytes > PATTERNS_BUDGET {
+            return Err(format!(
+                "too many multiline patterns: the {} distinct ones before this take {} KiB compiled, and this one would pass the budget of {} MiB: share one pattern between inputs, or simplify them",
+                self.known.len(),
+                self.bytes >> 10,
+                PATTERNS_BUDGET >> 20
+            ));
+        }
+        self.bytes = bytes;
+        self.known.insert(src.to_string(), p.clone());
+        Ok(p)
+    }
+}
 
 /// How lines are joined into events.
 #[derive(Debug, Clone)]
 pub struct MultilineConfig {
     /// What the first line of an event looks like.
-    pub start: Regex,
+    pub start: StartPattern,
     /// Most lines in one event; the next line starts another.
     pub max_lines: usize,
     /// Most bytes in one event (without the final newline): the line that would pass it starts the
@@ -115,9 +212,42 @@ impl MultilineConfig {
 mod tests {
     use super::*;
 
+    #[test]
+    fn identical_start_patterns_are_compiled_once_and_all_of_them_are_budgeted() {
+        let mut ps = StartPatterns::default();
+        let a = ps.compile(r"^\d{4}-\d{2}-\d{2} \w+").unwrap();
+        let b = ps.compile(r"^\d{4}-\d{2}-\d{2} \w+").unwrap();
+        assert!(Arc::ptr_eq(&a.0, &b.0), "shared");
+        assert_eq!(ps.known.len(), 1);
+        assert!(a.is_match(b"2024-01-02 main started") && !a.is_match(b"  at x.y(Z.java:1)"));
+        // Bytes that are not UTF-8 are matched, not refused.
+        assert!(ps.compile(r"^(?-u:\xff)").unwrap().is_match(b"\xff\xfe"));
+        let mut i = 0;
+        let e = loop {
+            match ps.compile(&format!(r"^\d{{4}}-\d{{2}}-\d{{2}} \w+ {i}")) {
+                Ok(_) => i += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(e.starts_with("too many multiline patterns"), "{e}");
+        assert!(ps.bytes <= PATTERNS_BUDGET && i > 100, "{i} {}", ps.bytes);
+    }
+
+    #[test]
+    fn a_start_pattern_too_big_or_malformed_is_refused_in_one_line() {
+        let e = StartPattern::new(r"^\w{100}").unwrap_err();
+        assert!(
+            e.starts_with("bad regex: it compiles to more than 1024 KiB"),
+            "{e}"
+        );
+        assert!(StartPattern::new(r"^(?-u:\w){100}").is_ok());
+        let e = StartPattern::new("^(ab").unwrap_err();
+        assert_eq!(e, "bad regex: unclosed group");
+    }
+
     fn cfg(max_lines: usize, max_bytes: usize) -> MultilineConfig {
         MultilineConfig {
-            start: Regex::new(r"^\d{4}-\d{2}-\d{2}").unwrap(),
+            start: StartPattern::new(r"^\d{4}-\d{2}-\d{2}").unwrap(),
             max_lines,
             max_bytes,
             timeout: Duration::from_secs(1),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use regex::bytes::Regex;
+use crate::tail::multiline::StartPattern;
 use tokio::time::Instant;
 
 use super::*;
@@ -379,7 +379,7 @@ async fn quiet_for(e: &mut Engine, sink: &mut Topics, ms: u64) {
 
 fn multiline(max_bytes: usize) -> Arc<crate::tail::multiline::MultilineConfig> {
     Arc::new(crate::tail::multiline::MultilineConfig {
-        start: Regex::new(r"^\d{4}-").unwrap(),
+        start: StartPattern::new(r"^\d{4}-").unwrap(),
         max_lines: 10_000,
         max_bytes,
         timeout: Duration::from_millis(500),

@@ -2355,7 +2355,7 @@ fn multiline(
     timeout_s: u64,
 ) -> Option<Arc<crate::tail::multiline::MultilineConfig>> {
     Some(Arc::new(crate::tail::multiline::MultilineConfig {
-        start: regex::bytes::Regex::new(start).unwrap(),
+        start: crate::tail::multiline::StartPattern::new(start).unwrap(),
         max_lines,
         max_bytes,
         timeout: Duration::from_secs(timeout_s),
