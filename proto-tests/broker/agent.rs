@@ -918,6 +918,61 @@ fn before_kafka_first_answers_metrics_are_served_and_sighup_or_sigterm_do_not_ki
 }
 
 #[test]
+fn from_end_starts_where_files_ended_at_the_start_not_when_kafka_first_answers() {
+    // An outage at boot (the fake broker is down on cue): lines appended to a file that was there
+    // at the start are shipped once Kafka answers; a file that appeared meanwhile is shipped whole;
+    // what was there before the start is not.
+    let (fake, boot) = shipper::testkit::FakeBroker::start_tcp(1);
+    fake.create_topic("t", 1);
+    fake.stop(1);
+    let dir = scratch_dir("agent-from-end-outage");
+    let cfg = dir.join("agent.toml");
+    write_config(
+        &cfg,
+        &format!(
+            "checkpoint = \"{d}/ckpt\"\n[[input]]\npaths = [\"{d}/*.log\"]\ntopic = \"t\"\nfrom_end = true\n",
+            d = dir.display()
+        ),
+    );
+    append(&dir.join("a.log"), &numbered_lines("old", 0, 10));
+    append(&dir.join("empty.log"), b"");
+    let mut tail = Tail::start(
+        &boot,
+        &["--config", cfg.to_str().unwrap()],
+        &dir.join("log"),
+    );
+    tail.until(
+        30,
+        || std::fs::read_to_string(dir.join("ckpt")).is_ok_and(|c| c.contains("a.log")),
+        "the ends recorded before Kafka answers",
+    );
+    append(&dir.join("a.log"), &numbered_lines("a", 0, 3));
+    append(&dir.join("empty.log"), &numbered_lines("e", 0, 2));
+    append(&dir.join("new.log"), &numbered_lines("n", 0, 2));
+    std::thread::sleep(Duration::from_millis(300));
+    fake.start(1);
+    tail.until(
+        30,
+        || fake.values("t").len() >= 7,
+        "lines written during the outage",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let mut got: Vec<String> = fake
+        .values("t")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        ["a-0", "a-1", "a-2", "e-0", "e-1", "n-0", "n-1"],
+        "{}",
+        tail.stderr()
+    );
+    assert_eq!(tail.stop("INT"), Some(0), "{}", tail.stderr());
+}
+
+#[test]
 fn an_exactly_once_read_back_refused_turns_healthz_503_until_it_works() {
     // Its files wait while the topic cannot be read back (Read denied): /healthz said 200 and the
     // waiting gauge 0 for as long as that lasted.
@@ -1313,4 +1368,53 @@ fn a_reload_waiting_on_a_fifo_config_leaves_shipping_metrics_and_sigterm_alone()
         "SIGTERM waited for the reload: {:?}",
         asked.elapsed()
     );
+}
+
+#[test]
+fn an_input_added_by_a_reload_with_from_end_starts_at_its_files_end() {
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("agent-reload-from-end");
+    let t = topic("agent-reload-from-end");
+    create_topic(&b, &t, 1, 1, &[]);
+    let input = |name: &str, extra: &str| {
+        format!(
+            "[[input]]\npaths = [\"{d}/{name}.log\"]\ntopic = \"{t}\"\n{extra}",
+            d = dir.display()
+        )
+    };
+    let head = format!("checkpoint = \"{}/ckpt\"\n", dir.display());
+    let cfg = dir.join("agent.toml");
+    write_config(&cfg, &format!("{head}{}", input("a", "")));
+    append(&dir.join("a.log"), &numbered_lines("a", 0, 2));
+    append(&dir.join("b.log"), &numbered_lines("old", 0, 10));
+    let mut tail = Tail::start(&b, &["--config", cfg.to_str().unwrap()], &dir.join("log"));
+    tail.until(30, || topic_values(&b, &t).len() == 2, "first lines");
+    write_config(
+        &cfg,
+        &format!(
+            "{head}{}{}",
+            input("a", ""),
+            input("b", "from_end = true\n")
+        ),
+    );
+    tail.signal("HUP");
+    wait_for_log(&tail, "config reloaded");
+    append(&dir.join("b.log"), &numbered_lines("b", 0, 3));
+    tail.until(
+        30,
+        || topic_values(&b, &t).len() >= 5,
+        "the new input's lines",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let got: Vec<String> = topic_values(&b, &t)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    assert_eq!(
+        got,
+        ["a-0", "a-1", "b-0", "b-1", "b-2"],
+        "{}",
+        tail.stderr()
+    );
+    assert_eq!(tail.stop("INT"), Some(0), "{}", tail.stderr());
 }

@@ -266,6 +266,43 @@ fn tail_from_end_skips_existing_content() {
 }
 
 #[test]
+fn from_end_ends_are_taken_at_the_start_and_kept_by_a_run_killed_at_once() {
+    // The ends are recorded in the checkpoint before anything waits for Kafka: a run killed before
+    // it shipped anything, then restarted, ships what was appended while it was down (it was
+    // skipped: the second run took the file's end again).
+    let Some(b) = broker() else { return };
+    let dir = scratch_dir("tail-from-end-kill");
+    let t = topic("tail-from-end-kill");
+    let f = dir.join("app.log");
+    append(&f, &numbered("old", 0, 50));
+    let ck = ckpt_arg(&dir);
+    let args = [f.to_str().unwrap(), &t, "--checkpoint", &ck, "--from-end"];
+    // The first run never reaches Kafka (nothing listens there): killed before its first
+    // acknowledgement, as a run killed at once is.
+    let nobody = format!("127.0.0.1:{}", crate::agent::free_port());
+    let mut first = Tail::start(&nobody, &args, &dir.join("err1"));
+    let ckpt = std::path::PathBuf::from(&ck);
+    first.until(
+        30,
+        || std::fs::read_to_string(&ckpt).is_ok_and(|c| c.contains("app.log")),
+        "the end recorded",
+    );
+    first.stop("KILL");
+    append(&f, &numbered("down", 0, 5));
+    let mut second = Tail::start(&b, &args, &dir.join("err2"));
+    let got = wait_for_records(&b, &t, 5, WAIT);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        topic_values(&b, &t),
+        lines(&numbered("down", 0, 5)),
+        "{}",
+        second.stderr()
+    );
+    second.stop("INT");
+    assert_eq!(got.len(), 5);
+}
+
+#[test]
 fn tail_follows_rename_rotation_and_files_created_later_that_match_the_glob() {
     let Some(b) = broker() else { return };
     let dir = scratch_dir("tail-rotate");

@@ -53,6 +53,8 @@ pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
     let mut s = settings(common, args)?;
     s.engine.max_open_files =
         files_budget(raise_open_files_limit()).map_err(|e| anyhow::anyhow!(e))?;
+    // Before any wait for Kafka: where `from_end` files end is where they are now.
+    let prepared = crate::tail::prepare(&mut s.engine, &s.options)?;
     let mut startup = crate::tail::startup::Startup::new(
         s.options.metrics_listen.as_deref(),
         s.options.unhealthy_after,
@@ -130,7 +132,7 @@ pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
         std::sync::Arc::new(move || config::load(&path, &common, metrics.clone()))
             as crate::tail::Reloader
     });
-    crate::tail::run(s, producer, reload, startup).await
+    crate::tail::run(s, producer, reload, startup, prepared).await
 }
 
 #[cfg(test)]

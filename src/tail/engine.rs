@@ -90,7 +90,7 @@ impl EngineConfig {
     }
 
     /// Every input's patterns in one list, and for each the input it belongs to.
-    fn flat_patterns(&self) -> (Arc<Vec<Pattern>>, Vec<usize>) {
+    pub(super) fn flat_patterns(&self) -> (Arc<Vec<Pattern>>, Vec<usize>) {
         let mut patterns = Vec::new();
         let mut owner = Vec::new();
         for (i, input) in self.inputs.iter().enumerate() {
@@ -102,6 +102,9 @@ impl EngineConfig {
         (Arc::new(patterns), owner)
     }
 }
+
+/// Files by (dev, ino).
+type Inodes = HashSet<(u64, u64)>;
 
 /// Created or renamed names judged one by one at most per look; beyond, a full scan.
 const MAX_NAMES_JUDGED: usize = 64;
@@ -148,6 +151,9 @@ pub struct Engine {
     first_scan: bool,
     /// When the checkpoint read at start was last written.
     checkpoint_written: Option<SystemTime>,
+    /// The files of `from_end` inputs there at the start, when their ends were recorded then, and
+    /// those recorded (see [`super::from_end`]).
+    from_end_seen: Option<(Inodes, Inodes)>,
     warned: BTreeSet<String>,
     /// Followers to read at the next pass (events, more data, a rescan).
     hot: BTreeSet<u64>,
@@ -366,6 +372,7 @@ impl Engine {
             next_key: 1,
             first_scan: true,
             checkpoint_written: None,
+            from_end_seen: None,
             warned: BTreeSet::new(),
             hot: BTreeSet::new(),
             waiting: BTreeSet::new(),
@@ -386,6 +393,14 @@ impl Engine {
     /// was empty then, holds lines never read (see [`Engine::start`]).
     pub fn set_checkpoint_written(&mut self, at: Option<SystemTime>) {
         self.checkpoint_written = at;
+    }
+
+    /// The `from_end` inputs' files there at the start, whose ends were recorded as checkpoint
+    /// entries then: one not among them at the first scan appeared after the start and is read from
+    /// its beginning.
+    pub fn set_from_end_seen(&mut self, ends: &super::from_end::Ends) {
+        let recorded = ends.entries.iter().map(|e| (e.id.dev, e.id.ino)).collect();
+        self.from_end_seen = Some((ends.seen.clone(), recorded));
     }
 
     /// Exactly-once: topics to read back before their files are read, each with the birth (ms) of the
@@ -1226,8 +1241,16 @@ impl Engine {
                 };
                 let same_head = head_matches(head, e.fingerprint);
                 if same_head && e.offset <= size && (at_line_start || in_long_line.is_some()) {
-                    empty_then =
-                        self.first_scan && !generation && e.offset == 0 && e.fingerprint.len == 0;
+                    // (Not an entry recorded by this start's `from_end` look: empty then, any copy
+                    // next to it is older history.)
+                    empty_then = self.first_scan
+                        && !generation
+                        && e.offset == 0
+                        && e.fingerprint.len == 0
+                        && !self
+                            .from_end_seen
+                            .as_ref()
+                            .is_some_and(|(_, r)| r.contains(&(e.id.dev, e.id.ino)));
                     skip_first = in_long_line;
                     e.offset
                 } else if !same_head && e.path != n.found.path {
@@ -1261,6 +1284,16 @@ impl Engine {
                     was = Some((e.offset, e.fingerprint));
                     0
                 }
+            }
+            // Not there when the start recorded the ends: written since, read whole.
+            _ if self.first_scan
+                && from_end
+                && self
+                    .from_end_seen
+                    .as_ref()
+                    .is_some_and(|(s, _)| !s.contains(&(n.found.id.dev, n.found.id.ino))) =>
+            {
+                0
             }
             _ if self.first_scan && from_end => {
                 match super::lines::line_start_before(&n.file, size, self.cfg.limits.max_line_bytes)
@@ -1629,6 +1662,24 @@ impl Engine {
             }
         }
         !self.hot.is_empty()
+    }
+
+    /// The names of the inputs.
+    pub fn input_names(&self) -> HashSet<String> {
+        self.cfg.inputs.iter().map(|i| i.name.clone()).collect()
+    }
+
+    /// The ends of the files of `from_end` inputs a reload added, taken when it read the config:
+    /// each resumes there when a scan finds it, unless the file is followed or known already.
+    pub fn add_ends(&mut self, entries: Vec<Entry>) {
+        for e in entries {
+            let key = (e.id.dev, e.id.ino);
+            let followed = self.followers.values().any(|f| (f.id.dev, f.id.ino) == key);
+            if !followed && !self.known.contains_key(&key) {
+                self.known.insert(key, e);
+                self.version += 1;
+            }
+        }
     }
 
     /// The topics files wait for (their names; not those of retired inputs): after a reload, a

@@ -25,6 +25,7 @@ pub mod engine;
 pub mod exactly;
 pub mod exposition;
 pub mod follower;
+pub mod from_end;
 pub mod identity;
 pub mod lines;
 pub mod map;
@@ -82,6 +83,12 @@ fn with_own_files(cfg: &mut EngineConfig, opts: &TailOptions) {
 pub type Reloader =
     std::sync::Arc<dyn Fn() -> anyhow::Result<crate::settings::tail::TailSettings> + Send + Sync>;
 
+/// A config read for a reload, with the ends of the files of the `from_end` inputs it adds.
+struct Reloaded {
+    settings: crate::settings::tail::TailSettings,
+    ends: Vec<checkpoint::Entry>,
+}
+
 /// Follows the files until SIGINT or SIGTERM, shipping every line through `producer`; returns the exit
 /// code (1 when lines were refused for good). With a reloader, SIGHUP applies a changed config.
 pub async fn run(
@@ -89,9 +96,10 @@ pub async fn run(
     producer: Producer,
     reload: Option<Reloader>,
     startup: startup::Startup,
+    prepared: Prepared,
 ) -> anyhow::Result<i32> {
     let fixed = fixed_settings(&s);
-    let mut r = Running::start(s.engine, s.options, producer)?;
+    let mut r = Running::start(s.engine, s.options, producer, prepared)?;
     r.started_unix = startup.started_unix;
     if let Some(eo) = &mut r.eo {
         // The last run's producer id: its batches not yet visible are waited for when reading back.
@@ -163,6 +171,46 @@ fn fixed_settings(s: &crate::settings::tail::TailSettings) -> Vec<(&'static str,
         ),
         ("exactly_once", format!("{:?}", s.engine.exactly_once)),
     ]
+}
+
+/// The checkpoint taken before anything waits for Kafka: locked, loaded, and with the ends of the
+/// `from_end` inputs' files recorded in it (see [`from_end`]).
+pub struct Prepared {
+    lock: checkpoint::Lock,
+    loaded: checkpoint::Loaded,
+    ends: Option<from_end::Ends>,
+}
+
+/// Takes the checkpoint (a second agent on it, or one that cannot be written, fails here, before
+/// any wait for Kafka) and records where the `from_end` inputs' files end now.
+pub fn prepare(cfg: &mut EngineConfig, opts: &TailOptions) -> anyhow::Result<Prepared> {
+    with_own_files(cfg, opts);
+    let (lock, mut loaded) = open_checkpoint(&opts.checkpoint)?;
+    let mut ends = None;
+    if cfg.inputs.iter().any(|i| i.from_end) {
+        let e = from_end::ends(cfg, &loaded.entries);
+        if !e.entries.is_empty() {
+            let recorded: std::collections::HashSet<(u64, u64)> =
+                e.entries.iter().map(|e| (e.id.dev, e.id.ino)).collect();
+            // An entry of an inode since reused by another file gives way.
+            loaded
+                .entries
+                .retain(|k| !recorded.contains(&(k.id.dev, k.id.ino)));
+            loaded.entries.extend(e.entries.iter().cloned());
+            let refs: Vec<_> = loaded.entries.iter().map(|e| e.borrowed()).collect();
+            let eo = cfg.exactly_once.is_some().then_some(&loaded.eo);
+            checkpoint::store(&opts.checkpoint, &checkpoint::render_all(&refs, eo)).map_err(
+                |err| {
+                    anyhow::anyhow!(
+                        "cannot write checkpoint {}: {err}",
+                        Esc::path(&opts.checkpoint)
+                    )
+                },
+            )?;
+        }
+        ends = Some(e);
+    }
+    Ok(Prepared { lock, loaded, ends })
 }
 
 /// Takes the checkpoint's lock and loads it, saying what was damaged.
@@ -244,7 +292,7 @@ struct Running {
     /// The reloader, and what of the settings a reload cannot change (as [`fixed_settings`] gives).
     reloader: Option<(Reloader, Vec<(&'static str, String)>)>,
     /// The config being read for a reload, off the loop.
-    reloading: Option<tokio::task::JoinHandle<anyhow::Result<crate::settings::tail::TailSettings>>>,
+    reloading: Option<tokio::task::JoinHandle<anyhow::Result<Reloaded>>>,
     /// A SIGHUP came while a reload was reading: read once more when it is done (the file may have
     /// changed after it was read).
     reload_again: bool,
@@ -268,12 +316,16 @@ impl Running {
         mut cfg: EngineConfig,
         opts: TailOptions,
         producer: Producer,
+        prepared: Prepared,
     ) -> anyhow::Result<Running> {
         with_own_files(&mut cfg, &opts);
-        let (lock, loaded) = open_checkpoint(&opts.checkpoint)?;
+        let Prepared { lock, loaded, ends } = prepared;
         let eo = cfg.exactly_once.is_some().then_some(loaded.eo);
         let mut engine = Engine::new(cfg, loaded.entries);
         engine.set_checkpoint_written(loaded.written);
+        if let Some(ends) = &ends {
+            engine.set_from_end_seen(ends);
+        }
         // Refuse to start with a checkpoint that cannot be written: every restart would resend all.
         let text = checkpoint::render_all(&engine.checkpoint_refs(), eo.as_ref());
         checkpoint::store(&opts.checkpoint, &text).map_err(|e| {
@@ -680,8 +732,9 @@ impl Running {
             return;
         }
         let reload = reload.clone();
+        let (before, opts) = (self.engine.input_names(), self.opts.clone());
         self.reloading = Some(tokio::task::spawn_blocking(move || {
-            let new = reload()?;
+            let mut new = reload()?;
             // The TLS files are read as a start reads them: a renewal that broke them is refused
             // now, not found at the next restart (t17 F1: garbage, or a key not the certificate's,
             // was "reloaded").
@@ -694,14 +747,24 @@ impl Running {
             {
                 anyhow::bail!("TLS: {e} (a start would fail)");
             }
-            Ok(new)
+            // An input added with `from_end` starts its files where they end now.
+            with_own_files(&mut new.engine, &opts);
+            let mut added = new.engine.clone();
+            for i in &mut added.inputs {
+                i.from_end &= !before.contains(&i.name);
+            }
+            let ends = from_end::ends(&added, &[]).entries;
+            Ok(Reloaded {
+                settings: new,
+                ends,
+            })
         }));
     }
 
     /// A config read for a reload: one that does not load is refused with its reason and the
     /// running one stays. Inputs added start, inputs removed finish what they read, inputs changed
     /// take their new routes for lines read from now on; nothing is lost or sent twice.
-    fn reloaded(&mut self, r: anyhow::Result<crate::settings::tail::TailSettings>) {
+    fn reloaded(&mut self, r: anyhow::Result<Reloaded>) {
         let Some((_, fixed)) = &self.reloader else {
             return;
         };
@@ -709,7 +772,10 @@ impl Running {
             Err(e) => crate::log::error(format_args!(
                 "config not reloaded, the running one stays: {e:#}"
             )),
-            Ok(new) => {
+            Ok(Reloaded {
+                settings: new,
+                ends,
+            }) => {
                 let changed: Vec<&str> = fixed_settings(&new)
                     .iter()
                     .zip(fixed)
@@ -727,6 +793,7 @@ impl Running {
                 // Exactly-once is on or off for the whole run (the producer and checkpoint follow it).
                 engine.exactly_once = self.engine.exactly_once_host();
                 let summary = self.engine.reconfigure(engine);
+                self.engine.add_ends(ends);
                 crate::log::info(format_args!("config reloaded: {summary}"));
                 let waited = self.engine.waited_topics();
                 self.producer.forget_topics(|t| waited.contains(t));
