@@ -12,6 +12,19 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// lets a record carry, and says so.)
 pub const MAX_LINE_BYTES: u64 = 64 << 20;
 
+/// The largest --buffer-bytes / buffer_bytes: 1 GiB (lines read and not yet acknowledged are held in
+/// memory; more buys nothing, and a typo's terabytes would grow until the machine ran out).
+pub const MAX_BUFFER_BYTES: u64 = 1 << 30;
+
+/// A number of at least `min`, without an upper bound to print (clap's ranges name u64's maximum).
+fn at_least(min: u64) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
+    move |s| match s.parse::<u64>() {
+        Ok(n) if n >= min => Ok(n),
+        Ok(_) => Err(format!("must be at least {min}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// The longest --linger-ms / linger_ms: 15 minutes (longer is a typo, and a timer that far away
 /// overflowed the clock).
 pub const MAX_LINGER_MS: u64 = 900_000;
@@ -110,7 +123,7 @@ pub struct Common {
     #[arg(long, global = true, value_enum, help_heading = "Security")]
     pub sasl_mechanism: Option<MechanismArg>,
     /// SASL user name
-    #[arg(long, global = true, value_name = "USER", help_heading = "Security")]
+    #[arg(long, global = true, value_name = "USER", help_heading = "Security", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub sasl_username: Option<String>,
     /// File whose first line is the SASL password (or set SHIPPER_SASL_PASSWORD)
     #[arg(long, global = true, value_name = "FILE", help_heading = "Security")]
@@ -363,7 +376,7 @@ pub struct ConsumeArgs {
     pub topics: Vec<String>,
     /// Read as a member of this consumer group: only the partitions the group assigns, starting from
     /// its committed offsets (else from -o's rule, default end), committing what was printed
-    #[arg(short = 'G', long, value_name = "GROUP", conflicts_with = "partitions")]
+    #[arg(short = 'G', long, value_name = "GROUP", conflicts_with = "partitions", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub group: Option<String>,
     /// With -G: commit nothing (read from the committed offsets, leave them as they are)
     #[arg(long, requires = "group")]
@@ -440,6 +453,7 @@ pub enum CommitMode {
 #[derive(Debug, Args)]
 pub struct GroupsArgs {
     /// The group to describe (members, assignments, committed offsets and lag); all groups when absent
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub group: Option<String>,
     /// JSON output
     #[arg(short = 'J', long)]
@@ -505,7 +519,7 @@ pub struct TailArgs {
     #[arg(long)]
     pub from_end: bool,
     /// Lines longer than this are truncated to it (and counted)
-    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 1_000_000, value_parser = at_least(1))]
     pub max_line_bytes: u64,
     /// Print a stats line to stderr every N seconds
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=MAX_STATS_SECS))]
@@ -522,7 +536,7 @@ pub struct TailArgs {
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=MAX_INTERVAL_MS))]
     pub scan_ms: u64,
     /// Bytes read and not yet acknowledged before reading pauses (the file is the buffer)
-    #[arg(long, default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(65536..))]
+    #[arg(long, default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(65536..=MAX_BUFFER_BYTES))]
     pub buffer_bytes: u64,
     /// Write the checkpoint this often (when it changed), in ms: after a crash at most this much of
     /// acknowledged lines is sent again
@@ -620,14 +634,86 @@ fn exit_usage(e: clap::Error) -> ! {
     if !e.use_stderr() {
         e.exit()
     }
-    let text = e.render().to_string();
-    let _ = write!(std::io::stderr().lock(), "shipper: {text}");
+    let text = one_line(&e.render().to_string());
+    let _ = writeln!(std::io::stderr().lock(), "shipper: {text}");
     std::process::exit(e.exit_code())
+}
+
+/// clap's error as one line, as every other error is (a journal or `grep` sees all of it): the
+/// lines that go on the first (the arguments missing) are joined to it, its usage line follows in
+/// parentheses; its tip and its pointer to --help are left out (`--help` is where they point).
+fn one_line(text: &str) -> String {
+    let mut out = String::new();
+    let mut usage = None;
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(u) = l.strip_prefix("Usage: ") {
+            usage = Some(u.to_string());
+        } else if l.is_empty() || l.starts_with("tip:") || l.starts_with("For more information") {
+            continue;
+        } else if out.is_empty() {
+            out.push_str(l);
+        } else if usage.is_none() {
+            out.push(' ');
+            out.push_str(l);
+        }
+    }
+    if let Some(u) = usage {
+        out.push_str(&format!(" (usage: {u})"));
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_errors_are_one_line_and_name_no_machine_limits() {
+        let e = |args: &[&str]| {
+            let err = Cli::try_parse_from(args).unwrap_err();
+            one_line(&err.render().to_string())
+        };
+        let missing = e(&["shipper", "consume"]);
+        assert_eq!(
+            missing,
+            "error: the following required arguments were not provided: <TOPIC>... (usage: shipper consume <TOPIC>...)"
+        );
+        let unknown = e(&["shipper", "produce", "--bogus", "t"]);
+        assert!(
+            unknown
+                .starts_with("error: unexpected argument '--bogus' found (usage: shipper produce"),
+            "{unknown}"
+        );
+        let zero = e(&["shipper", "tail", "--max-line-bytes", "0", "a", "t"]);
+        assert!(
+            zero.ends_with("'0' for '--max-line-bytes <MAX_LINE_BYTES>': must be at least 1"),
+            "{zero}"
+        );
+        let huge = e(&[
+            "shipper",
+            "tail",
+            "--buffer-bytes",
+            "2000000000000",
+            "a",
+            "t",
+        ]);
+        assert!(huge.contains("not in 65536..=1073741824"), "{huge}");
+        for (what, args) in [
+            ("-G ''", &["shipper", "consume", "t", "-G", ""][..]),
+            ("groups ''", &["shipper", "groups", ""]),
+            (
+                "--sasl-username ''",
+                &["shipper", "--sasl-username", "", "metadata"],
+            ),
+        ] {
+            let err = e(args);
+            assert!(
+                err.contains("a value is required") || err.contains("empty"),
+                "{what}: {err}"
+            );
+        }
+    }
 
     #[test]
     fn timeouts_parse_with_units_and_zero_means_forever() {

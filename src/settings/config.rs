@@ -78,8 +78,7 @@ struct File {
     follow_symlinks: bool,
     #[serde(default)]
     symlink_roots: OneOrMany,
-    #[serde(default)]
-    owners: OneOrMany,
+    owners: Option<Spanned<OneOrMany>>,
     metrics_listen: Option<Spanned<String>>,
     unhealthy_after: Option<Spanned<StrOrInt>>,
     #[serde(rename = "input", default)]
@@ -584,7 +583,12 @@ impl Reader<'_> {
         let kafka = self.kafka(&f, common)?;
         let mut producer = tail_producer(
             self.producer(&f)?,
-            self.size(&f.buffer_bytes, "buffer_bytes", 65536..=u64::MAX, 4 << 20)?,
+            self.size(
+                &f.buffer_bytes,
+                "buffer_bytes",
+                65536..=crate::cli::MAX_BUFFER_BYTES,
+                4 << 20,
+            )?,
         );
         let exactly_once = f.exactly_once.as_ref().is_some_and(|v| *v.get_ref());
         if let Some(v) = f.exactly_once.as_ref().filter(|v| *v.get_ref()) {
@@ -608,10 +612,11 @@ impl Reader<'_> {
                 ));
             }
         }
-        let owners = if f.owners.0.is_empty() {
-            None
-        } else {
-            Some(resolve_owners(&f.owners.0, "owners").map_err(|e| self.err(0..0, e))?)
+        let owners = match &f.owners {
+            Some(o) if !o.get_ref().0.is_empty() => {
+                Some(resolve_owners(&o.get_ref().0, "owners").map_err(|e| self.err(o.span(), e))?)
+            }
+            _ => None,
         };
         let stem = self
             .path

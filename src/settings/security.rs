@@ -438,10 +438,17 @@ fn properties(c: &SecurityFlags) -> anyhow::Result<BTreeMap<String, String>> {
     if let Some(k) = props.keys().find(|k| !KNOWN_KEYS.contains(&k.as_str())) {
         let at = from_file.get(k).map_or(String::new(), |f| format!("{f}: "));
         // A Java client's stores: name the PEM settings that replace them.
+        // The store's own path in the command, when the settings give it (not a password: only
+        // the `.location` keys are shown).
+        let store = |kind: &str, default: &str| {
+            props
+                .get(&format!("ssl.{kind}.location"))
+                .map_or(default.to_string(), |p| Esc::str(p).to_string())
+        };
         let pem = if k.starts_with("ssl.truststore.") {
-            Some("the CA certificates as PEM in ssl.ca.location (openssl pkcs12 -in truststore.p12 -nokeys -out ca.pem)")
+            Some(format!("the CA certificates as PEM in ssl.ca.location (openssl pkcs12 -in {} -nokeys -out ca.pem; for JKS, first keytool -importkeystore -srcstoretype JKS -deststoretype PKCS12)", store("truststore", "truststore.p12")))
         } else if k.starts_with("ssl.keystore.") || k == "ssl.key.password" {
-            Some("the client certificate and key as PEM in ssl.certificate.location and ssl.key.location (openssl pkcs12 -in keystore.p12 -nodes ...)")
+            Some(format!("the client certificate and key as PEM in ssl.certificate.location and ssl.key.location (openssl pkcs12 -in {} -nokeys -out client.pem, and -nocerts -nodes -out client.key)", store("keystore", "keystore.p12")))
         } else {
             None
         };
@@ -662,6 +669,9 @@ pub fn resolve(c: &SecurityFlags, brokers: Option<&str>) -> anyhow::Result<Secur
         let Some(username) = username else {
             return usage("SASL needs a user name (--sasl-username or -X sasl.username=...)");
         };
+        if username.is_empty() {
+            return usage("an empty SASL user name (a variable not set?)");
+        }
         let env = std::env::var("SHIPPER_SASL_PASSWORD").ok();
         let Some(password) = password(c, &props, env.as_deref())? else {
             let empty = if env.is_some() {
@@ -977,9 +987,15 @@ mod tests {
     #[test]
     fn java_keystore_settings_name_the_pem_settings_instead() {
         for (key, want) in [
-            ("ssl.truststore.location=/x.p12", "ssl.ca.location"),
-            ("ssl.keystore.location=/x.p12", "ssl.certificate.location"),
-            ("ssl.key.password=k", "ssl.key.location"),
+            (
+                "ssl.truststore.location=/x.p12",
+                "openssl pkcs12 -in /x.p12 -nokeys",
+            ),
+            (
+                "ssl.keystore.location=/k.p12",
+                "ssl.certificate.location and ssl.key.location (openssl pkcs12 -in /k.p12 -nokeys",
+            ),
+            ("ssl.key.password=s3cret", "ssl.key.location"),
         ] {
             let flags = SecurityFlags {
                 properties: vec![key.into()],
@@ -987,7 +1003,7 @@ mod tests {
             };
             let e = properties(&flags).unwrap_err().to_string();
             assert!(
-                e.contains("Java keystore setting") && e.contains(want),
+                e.contains("Java keystore setting") && e.contains(want) && !e.contains("s3cret"),
                 "{e}"
             );
         }

@@ -247,7 +247,11 @@ fn numbers_outside_what_the_flags_take_are_refused_not_quietly_changed() {
         ),
         (
             "buffer_bytes = 100",
-            "buffer_bytes = 100: must be at least 65536",
+            "buffer_bytes = 100: must be from 65536 to 1073741824",
+        ),
+        (
+            "buffer_bytes = 2000000000000",
+            "buffer_bytes = 2000000000000: must be from 65536 to 1073741824",
         ),
         ("scan_ms = 0", "scan_ms = 0: must be from 10 to 3600000"),
         (
@@ -599,7 +603,10 @@ fn settings_beyond_their_bounds_are_errors_on_their_line() {
         "owners",
         &format!("brokers = \"k:9092\"\nowners = [\"\"]\n{input}"),
     );
-    assert!(e.contains("owners: names no user"), "{e}");
+    assert!(
+        e.contains(":2:") && e.contains("owners: names no user"),
+        "{e}"
+    );
 }
 
 /// An empty file (a FIFO with no writer reads as one) says so, not which key it lacks.
