@@ -136,7 +136,12 @@ impl DeadLetters {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
             .open(path)
-            .map_err(|e| refuse(&e))?;
+            .map_err(|e| match e.raw_os_error() {
+                // O_NOFOLLOW's refusal (errno 40 says "too many levels"): a link another user
+                // could point at any file this one may write.
+                Some(libc::ELOOP) => refuse(&"it is a symbolic link (give the real path)"),
+                _ => refuse(&e),
+            })?;
         let meta = file.metadata().map_err(|e| refuse(&e))?;
         if !meta.file_type().is_file() {
             return Err(refuse(&"not a regular file"));
@@ -212,6 +217,13 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         let e = DeadLetters::open(&fifo).err().unwrap().to_string();
         assert!(e.contains("cannot open dead-letter file"), "{e}");
+        let link = d.join("link.jsonl");
+        std::os::unix::fs::symlink(&new, &link).unwrap();
+        let e = DeadLetters::open(&link).err().unwrap().to_string();
+        assert!(
+            e.ends_with("it is a symbolic link (give the real path)"),
+            "{e}"
+        );
         assert_eq!(std::fs::read(&passwd).unwrap().len(), 32, "untouched");
         std::fs::remove_dir_all(&d).unwrap();
     }
