@@ -335,17 +335,28 @@ pub fn host_refusal(req: &Request) -> Option<&'static [u8]> {
 
 /// Whether a Host header names this machine as only a local client would: `localhost` or an IP
 /// address (with or without a port). A domain name is what a DNS-rebinding page sends.
+/// The port, if any, must be digits (RFC 9110's `port = *DIGIT`, at most 65535): `localhost:abc` is
+/// no host a browser sends.
 pub fn local_host(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(v6) => {
-            return v6
-                .split(']')
-                .next()
-                .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok())
-        }
-        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    let port_ok = |p: &str| {
+        p.is_empty() || (p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok())
     };
-    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+    if let Some(v6) = host.strip_prefix('[') {
+        let Some((addr, rest)) = v6.split_once(']') else {
+            return false;
+        };
+        let port = match rest {
+            "" => "",
+            r => match r.strip_prefix(':') {
+                Some(p) => p,
+                None => return false,
+            },
+        };
+        return addr.parse::<std::net::Ipv6Addr>().is_ok() && port_ok(port);
+    }
+    let (name, port) = host.rsplit_once(':').unwrap_or((host, ""));
+    (name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok())
+        && port_ok(port)
 }
 
 #[cfg(test)]
@@ -461,6 +472,34 @@ mod tests {
                 .unwrap()
                 .unwrap();
             assert_eq!(r.path, "/a", "{head:?}");
+        }
+    }
+
+    #[test]
+    fn a_local_host_is_localhost_or_an_address_with_at_most_a_numeric_port() {
+        for ok in [
+            "localhost",
+            "LocalHost:8080",
+            "127.0.0.1",
+            "10.0.0.5:80",
+            "[::1]",
+            "[::1]:9",
+            "localhost:",
+        ] {
+            assert!(local_host(ok), "{ok}");
+        }
+        for bad in [
+            "localhost:abc",
+            "127.0.0.1:99999",
+            "[::1]x",
+            "[::1]:a",
+            "[::1",
+            "evil.example",
+            "evil.example:80",
+            "localhost:80:80",
+            "127.0.0.1:+80",
+        ] {
+            assert!(!local_host(bad), "{bad}");
         }
     }
 
