@@ -405,7 +405,20 @@ pub fn expand(
                     ),
                 });
             }
-            glob_paths(&p.raw, dirs, notices)
+            let paths = glob_paths(&p.raw, dirs, notices);
+            // `app[1].log` is a glob (a set of characters): a file with that very name is not
+            // among its matches, which is said rather than left silent (t62).
+            if paths.is_empty() && p.raw.contains('[') && std::fs::symlink_metadata(&p.raw).is_ok()
+            {
+                notices.push(Notice {
+                    key: format!("literal:{}", p.raw),
+                    text: format!(
+                        "{} is read as a glob, where [...] is a set of characters, and a file has that very name: to follow it, write [ as [[] (and ] as []])",
+                        Esc::str(&p.raw)
+                    ),
+                });
+            }
+            paths
         } else {
             let path = PathBuf::from(&p.raw);
             match std::fs::symlink_metadata(&path) {
@@ -847,6 +860,32 @@ mod tests {
         notices.clear();
         expand(&p, &policy, false, &mut notices, &mut dirs);
         assert!(notices.is_empty(), "not at later scans: {notices:?}");
+    }
+
+    #[test]
+    fn a_glob_whose_brackets_name_a_file_literally_says_how_to_escape_them() {
+        let d = dir("brackets");
+        std::fs::write(d.join("app[1].log"), "x\n").unwrap();
+        let policy = FilePolicy::default();
+        let (mut notices, mut dirs) = (Vec::new(), Vec::new());
+        let given = format!("{}/app[1].log", d.display());
+        let p = vec![Pattern::new(&given, &[]).unwrap()];
+        assert!(expand(&p, &policy, true, &mut notices, &mut dirs).is_empty());
+        assert!(
+            notices.iter().any(|n| n.text.contains("write [ as [[]")),
+            "{notices:?}"
+        );
+        // Escaped, it is followed; and no notice when the glob matches something.
+        let escaped = vec![Pattern::new(&given.replace("[1]", "[[]1[]]"), &[]).unwrap()];
+        notices.clear();
+        assert_eq!(
+            expand(&escaped, &policy, true, &mut notices, &mut dirs).len(),
+            1
+        );
+        std::fs::write(d.join("app1.log"), "y\n").unwrap();
+        notices.clear();
+        assert_eq!(expand(&p, &policy, true, &mut notices, &mut dirs).len(), 1);
+        assert!(notices.is_empty(), "{notices:?}");
     }
 
     /// Every regular file under `d`, walked without following links.
