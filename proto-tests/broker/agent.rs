@@ -677,6 +677,39 @@ fn check_config_names_the_line_of_each_mistake_and_exits_2() {
         "{text}"
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("writable by every user"));
+    // A metrics address in use now is what a start would fail on: said (exit 0: it may be the
+    // running agent's own).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    write_config(
+        &cfg,
+        &format!(
+            "brokers = [\"k:9092\"]\nmetrics_listen = \"127.0.0.1:{port}\"\n{}",
+            two_inputs(&dir, ("a", "t-a"), ("b", "t-b"))
+        ),
+    );
+    let busy = check(&cfg);
+    let said = String::from_utf8_lossy(&busy.stdout);
+    assert!(
+        busy.status.success()
+            && said.contains(&format!(
+                "metrics: http://127.0.0.1:{port}/metrics (cannot listen there now:"
+            )),
+        "{said}"
+    );
+    drop(taken);
+    let free = String::from_utf8_lossy(&check(&cfg).stdout).into_owned();
+    assert!(
+        free.contains(&format!("metrics: http://127.0.0.1:{port}/metrics\n")),
+        "{free}"
+    );
+    write_config(
+        &cfg,
+        &format!(
+            "brokers = [\"k:9092\"]\n{}",
+            two_inputs(&dir, ("a", "t-a"), ("b", "t-b"))
+        ),
+    );
     // A config file every user may change is said (it decides what is read and where it goes).
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();

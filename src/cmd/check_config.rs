@@ -73,7 +73,15 @@ pub async fn run(common: &Common, args: &CheckConfigArgs) -> anyhow::Result<i32>
         )?,
     }
     if let Some(m) = &s.options.metrics_listen {
-        writeln!(out, "metrics: http://{m}/metrics")?;
+        // Tried as the start binds it: in use now is what a start would fail on (unless it is the
+        // running agent's own, which a restart frees first).
+        let busy = match std::net::TcpListener::bind(m.as_str()) {
+            Ok(_) => String::new(),
+            Err(e) => format!(
+                " (cannot listen there now: {e}; a start would fail on it, unless it is this agent's, running)"
+            ),
+        };
+        writeln!(out, "metrics: http://{m}/metrics{busy}")?;
     }
     // As the agent lowers it: a record must fit in --max-message-bytes (t32 F9: a raised
     // max_line_bytes was shown as given).
