@@ -215,5 +215,9 @@ mod tests {
         assert!(!re.wants(&rec(None, None)));
         assert!(Filter::parse(None, Some("("), true).is_err());
         assert!(Filter::parse(Some("x"), None, false).is_err());
+        // A byte that is not UTF-8, as the README tells.
+        let bytes = Filter::parse(None, Some(r"(?-u:\xff)"), true).unwrap();
+        assert!(bytes.wants(&rec(None, Some(b"a\xffb"))));
+        assert!(!bytes.wants(&rec(None, Some("ÿ".as_bytes()))));
     }
 }
