@@ -36,22 +36,24 @@ fn ignore_file_size_signal() {
 /// `tail` is a service: a SIGHUP (`systemctl reload`) that comes before its handler is installed
 /// must not end it (its default action; t62: one 1 ms after the start, exit 129). Until then it
 /// is ignored, which loses nothing: the config is read after this, and the handler, installed
-/// before the wait for Kafka, takes every later one.
-fn ignore_early_hangup() {
-    // SAFETY: setting a signal's disposition to SIG_IGN before any other thread exists; no handler
-    // code runs.
+/// before the wait for Kafka, takes every later one. Other commands end on a hangup, as a
+/// terminal's programs do: theirs is given back its default once the flags are parsed.
+fn hangup(ignored: bool) {
+    let action = if ignored { libc::SIG_IGN } else { libc::SIG_DFL };
+    // SAFETY: setting a signal's disposition to SIG_IGN or SIG_DFL before any other thread exists;
+    // no handler code runs.
     unsafe {
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGHUP, action);
     }
 }
 
 fn main() {
     tune_allocator();
     ignore_file_size_signal();
+    hangup(true);
     let cli = Cli::parse_checked();
-    // Only `tail` is a service: other commands end on a hangup, as a terminal's programs do.
-    if matches!(cli.command, Command::Tail(_)) {
-        ignore_early_hangup();
+    if !matches!(cli.command, Command::Tail(_)) {
+        hangup(false);
     }
     shipper::log::set_level(if cli.common.quiet {
         0

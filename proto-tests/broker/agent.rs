@@ -948,6 +948,16 @@ fn before_kafka_first_answers_metrics_are_served_and_sighup_or_sigterm_do_not_ki
     );
     assert!(fake.values("t").is_empty());
     assert_eq!(tail.stop("INT"), Some(0), "{}", tail.stderr());
+    // SIGHUPs from the first moment (a `systemctl reload` racing the start): the first, before the
+    // handler was installed, ended the agent (exit 129).
+    let mut tail = Tail::start(&boot, &args, &dir.join("log3"));
+    for _ in 0..20 {
+        tail.signal("HUP");
+    }
+    wait_listening(port, &tail);
+    append(&dir.join("a.log"), &numbered_lines("a", 10, 12));
+    tail.until(30, || fake.values("t2").len() == 12, "still running");
+    assert_eq!(tail.stop("INT"), Some(0), "{}", tail.stderr());
 }
 
 #[test]

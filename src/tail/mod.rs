@@ -125,7 +125,21 @@ pub async fn run(
     r.server = startup.server;
     let mut signals = startup.signals;
     if startup.reload_pending {
+        // Applied before the first scan: no file is read under the config the SIGHUP replaced.
         r.reload();
+        if let Some(read) = r.reloading.take() {
+            tokio::select! {
+                biased;
+                _ = signals.int.recv() => return r.stop().await,
+                _ = signals.term.recv() => return r.stop().await,
+                done = read => match done {
+                    Ok(done) => r.reloaded(done),
+                    Err(_) => crate::log::error(format_args!(
+                        "config not reloaded, the running one stays: the reload failed"
+                    )),
+                },
+            }
+        }
     }
     r.ship_until_signal(&mut signals).await?;
     r.stop().await
