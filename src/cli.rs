@@ -379,7 +379,7 @@ pub struct ConsumeArgs {
     #[arg(short = 'G', long, value_name = "GROUP", conflicts_with = "partitions", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub group: Option<String>,
     /// With -G: commit nothing (read from the committed offsets, leave them as they are)
-    #[arg(long, requires = "group")]
+    #[arg(long, requires = "group", conflicts_with = "commit")]
     pub no_commit: bool,
     /// With -G: when to commit: async (every --commit-interval, and when partitions are given back
     /// and on exit) or sync (after every batch of records written, waiting for the broker)

@@ -39,7 +39,11 @@ fn ignore_file_size_signal() {
 /// before the wait for Kafka, takes every later one. Other commands end on a hangup, as a
 /// terminal's programs do: theirs is given back its default once the flags are parsed.
 fn hangup(ignored: bool) {
-    let action = if ignored { libc::SIG_IGN } else { libc::SIG_DFL };
+    let action = if ignored {
+        libc::SIG_IGN
+    } else {
+        libc::SIG_DFL
+    };
     // SAFETY: setting a signal's disposition to SIG_IGN or SIG_DFL before any other thread exists;
     // no handler code runs.
     unsafe {

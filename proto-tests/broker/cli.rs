@@ -1124,8 +1124,8 @@ fn produce_writes_null_and_empty_header_values_as_kcat_does() {
     );
 }
 
-/// `-o s@T1 -o e@T2` prints a time window and exits, as kcat does; e@ alone stops each partition at
-/// its first record of that time.
+/// `-o s@T1 -o e@T2` prints a time window and exits, as kcat does; e@ alone reads from the beginning
+/// and stops each partition at its first record of that time.
 #[test]
 fn an_end_timestamp_stops_each_partition_as_kcat_does() {
     let Some(b) = broker() else { return };
@@ -1182,6 +1182,15 @@ fn an_end_timestamp_stops_each_partition_as_kcat_does() {
     ));
     assert_eq!(first.len(), 20);
     assert!(first.iter().all(|l| l.starts_with(b"a-")));
+    // With no start, as kcat (whose start is the beginning): the same, not a wait at the end.
+    let alone = sorted(shipper_ok(&b, &["consume", &t, "-o", &e], b""));
+    assert_eq!(alone, first);
+    let theirs = sorted(kcat(
+        &b,
+        &["-C", "-t", &t, "-q", "-f", "%s\n", "-o", &e],
+        b"",
+    ));
+    assert_eq!(theirs, first);
     // Misuse: two stops, two starts, a stop with a group.
     for args in [
         &["consume", &t, "-o", &e, "-o", &e][..],
@@ -1207,6 +1216,24 @@ fn usage_errors_carry_the_shipper_prefix() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.starts_with("shipper: error: "), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
+    }
+    // A name Kafka could not hold, said before any broker is asked, by every command that takes one
+    // (metadata printed the broker's INVALID_TOPIC_EXCEPTION with exit 0, web its bare code).
+    for args in [
+        &["metadata", ""][..],
+        &["metadata", "bad name!"],
+        &["web", ""],
+        &["consume", "^logs-.*"],
+    ] {
+        let out = Command::new(shipper_bin())
+            .args(["-b", "127.0.0.1:1"])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("is not a topic name"), "{args:?}: {err}");
     }
     let help = Command::new(shipper_bin())
         .args(["produce", "--help"])

@@ -269,14 +269,20 @@ fn tail_from_end_skips_existing_content() {
 fn from_end_ends_are_taken_at_the_start_and_kept_by_a_run_killed_at_once() {
     // The ends are recorded in the checkpoint before anything waits for Kafka: a run killed before
     // it shipped anything, then restarted, ships what was appended while it was down (it was
-    // skipped: the second run took the file's end again).
+    // skipped: the second run took the file's end again). A file created while it was down is read
+    // whole (it was skipped too), and one whose end was inside a long line goes on skipping that
+    // line (it was taken for a rewrite and shipped again from its start).
     let Some(b) = broker() else { return };
     let dir = scratch_dir("tail-from-end-kill");
     let t = topic("tail-from-end-kill");
     let f = dir.join("app.log");
     append(&f, &numbered("old", 0, 50));
+    let long = dir.join("long.log");
+    append(&long, &numbered("old-long", 0, 5));
+    append(&long, &vec![b'x'; 2_000_000]);
     let ck = ckpt_arg(&dir);
-    let args = [f.to_str().unwrap(), &t, "--checkpoint", &ck, "--from-end"];
+    let pattern = dir.join("*.log").display().to_string();
+    let args = [pattern.as_str(), &t, "--checkpoint", &ck, "--from-end"];
     // The first run never reaches Kafka (nothing listens there): killed before its first
     // acknowledgement, as a run killed at once is.
     let nobody = format!("127.0.0.1:{}", crate::agent::free_port());
@@ -284,22 +290,29 @@ fn from_end_ends_are_taken_at_the_start_and_kept_by_a_run_killed_at_once() {
     let ckpt = std::path::PathBuf::from(&ck);
     first.until(
         30,
-        || std::fs::read_to_string(&ckpt).is_ok_and(|c| c.contains("app.log")),
-        "the end recorded",
+        || {
+            std::fs::read_to_string(&ckpt)
+                .is_ok_and(|c| c.contains("app.log") && c.contains("long.log"))
+        },
+        "the ends recorded",
     );
     first.stop("KILL");
+    std::thread::sleep(Duration::from_millis(20));
     append(&f, &numbered("down", 0, 5));
+    append(&long, b"\nafter-long\n");
+    append(&dir.join("created.log"), &numbered("created", 0, 3));
     let mut second = Tail::start(&b, &args, &dir.join("err2"));
-    let got = wait_for_records(&b, &t, 5, WAIT);
+    let got = wait_for_records(&b, &t, 9, WAIT);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        topic_values(&b, &t),
-        lines(&numbered("down", 0, 5)),
-        "{}",
-        second.stderr()
-    );
+    let mut want = lines(&numbered("down", 0, 5));
+    want.push(b"after-long".to_vec());
+    want.extend(lines(&numbered("created", 0, 3)));
+    want.sort();
+    let mut all = topic_values(&b, &t);
+    all.sort();
+    assert_eq!(all, want, "{}", second.stderr());
     second.stop("INT");
-    assert_eq!(got.len(), 5);
+    assert_eq!(got.len(), 9);
 }
 
 #[test]

@@ -143,11 +143,12 @@ pub async fn run(common: &Common, args: &CheckConfigArgs) -> anyhow::Result<i32>
             )?;
         }
         for p in &input.patterns {
+            let mut notices = Vec::new();
             let files = discover::expand(
                 std::slice::from_ref::<Pattern>(p),
                 &policy,
                 false,
-                &mut Vec::new(),
+                &mut notices,
                 &mut Vec::new(),
             );
             writeln!(
@@ -156,6 +157,9 @@ pub async fn run(common: &Common, args: &CheckConfigArgs) -> anyhow::Result<i32>
                 Esc::str(&p.raw),
                 files.len()
             )?;
+            for n in notices.iter().filter(|n| n.key.starts_with("literal:")) {
+                writeln!(out, "    note: {}", n.text)?;
+            }
             for f in files {
                 // A file belongs to the first input that matches it (as the agent decides).
                 let first = s.engine.inputs[..n]

@@ -145,7 +145,13 @@ fn offsets_asked(args: &ConsumeArgs) -> anyhow::Result<(StartOffset, Option<i64>
     if stop_at.is_some() && args.group.is_some() {
         return usage("-o e@TIMESTAMP_MS reads partitions directly, not with -G");
     }
-    Ok((start.unwrap_or(StartOffset::End), stop_at))
+    // A stop with no start reads up to it from the beginning, as kcat does: from the end (the
+    // start without -o) it waited for a record not written yet, printing nothing.
+    let start = start.unwrap_or(match stop_at {
+        Some(_) => StartOffset::Beginning,
+        None => StartOffset::End,
+    });
+    Ok((start, stop_at))
 }
 
 /// The reading loop's state.

@@ -10,6 +10,9 @@ use crate::settings::KafkaSettings;
 
 /// Runs the command; returns the exit code.
 pub async fn run(common: &Common, args: &MetadataArgs) -> anyhow::Result<i32> {
+    if let Some(t) = &args.topic {
+        crate::settings::check_topic_arg(t)?;
+    }
     let cluster = KafkaSettings::from_flags(common, Some(Duration::from_secs(30)))?.cluster()?;
     let topics = args.topic.as_ref().map(|t| vec![t.clone()]);
     let md = cluster.metadata(topics.as_deref(), false).await?;

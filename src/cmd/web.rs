@@ -57,6 +57,9 @@ pub async fn run(common: &Common, args: &WebArgs) -> anyhow::Result<i32> {
             "serving {addr} without a token (--no-auth): anyone who can reach it reads these topics"
         ));
     }
+    for t in &args.topics {
+        crate::settings::check_topic_arg(t)?;
+    }
     let cluster = KafkaSettings::from_flags(common, Some(Duration::from_secs(30)))?.cluster()?;
     for t in &args.topics {
         cluster.topic(t, false).await?;

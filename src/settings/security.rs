@@ -273,6 +273,16 @@ pub fn warn_if_readable(path: &Path, what: &str) {
     }
 }
 
+/// `path` as one word of a shell command, to paste: as it is when it holds only safe characters,
+/// else in single quotes (a `'` in it as `'\''`), with bytes a terminal would act on escaped.
+fn shell_word(path: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+:,@%=".contains(c);
+    if !path.is_empty() && path.chars().all(safe) {
+        return path.to_string();
+    }
+    format!("'{}'", Esc::str(path).to_string().replace('\'', "'\\''"))
+}
+
 /// `username="..."` and `password="..."` out of a JAAS line (PlainLoginModule, ScramLoginModule):
 /// an option of exactly that name, blanks allowed around its `=`, its value in double or single
 /// quotes (Java's JAAS parser takes both).
@@ -443,12 +453,13 @@ fn properties(c: &SecurityFlags) -> anyhow::Result<BTreeMap<String, String>> {
         let store = |kind: &str, default: &str| {
             props
                 .get(&format!("ssl.{kind}.location"))
-                .map_or(default.to_string(), |p| Esc::str(p).to_string())
+                .map_or(default.to_string(), |p| shell_word(p))
         };
+        const JKS: &str = "; a JKS store first becomes PKCS12 with keytool -importkeystore -srcstoretype JKS -deststoretype PKCS12";
         let pem = if k.starts_with("ssl.truststore.") {
-            Some(format!("the CA certificates as PEM in ssl.ca.location (openssl pkcs12 -in {} -nokeys -out ca.pem; for JKS, first keytool -importkeystore -srcstoretype JKS -deststoretype PKCS12)", store("truststore", "truststore.p12")))
+            Some(format!("the CA certificates as PEM in ssl.ca.location (openssl pkcs12 -in {} -nokeys -out ca.pem{JKS})", store("truststore", "truststore.p12")))
         } else if k.starts_with("ssl.keystore.") || k == "ssl.key.password" {
-            Some(format!("the client certificate and key as PEM in ssl.certificate.location and ssl.key.location (openssl pkcs12 -in {} -nokeys -out client.pem, and -nocerts -nodes -out client.key)", store("keystore", "keystore.p12")))
+            Some(format!("the client certificate and key as PEM in ssl.certificate.location and ssl.key.location (openssl pkcs12 -in {} -nokeys -out client.pem, and -nocerts -nodes -out client.key{JKS})", store("keystore", "keystore.p12")))
         } else {
             None
         };
@@ -996,6 +1007,11 @@ mod tests {
                 "ssl.certificate.location and ssl.key.location (openssl pkcs12 -in /k.p12 -nokeys",
             ),
             ("ssl.key.password=s3cret", "ssl.key.location"),
+            (
+                "ssl.truststore.location=/my dir/it's.jks",
+                "openssl pkcs12 -in '/my dir/it'\\''s.jks' -nokeys",
+            ),
+            ("ssl.keystore.location=/k.jks", "-srcstoretype JKS"),
         ] {
             let flags = SecurityFlags {
                 properties: vec![key.into()],

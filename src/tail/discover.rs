@@ -408,12 +408,15 @@ pub fn expand(
             let paths = glob_paths(&p.raw, dirs, notices);
             // `app[1].log` is a glob (a set of characters): a file with that very name is not
             // among its matches, which is said rather than left silent (t62).
-            if paths.is_empty() && p.raw.contains('[') && std::fs::symlink_metadata(&p.raw).is_ok()
+            let literal = Path::new(&p.raw);
+            if p.raw.contains('[')
+                && std::fs::symlink_metadata(literal).is_ok()
+                && !paths.iter().any(|m| m == literal)
             {
                 notices.push(Notice {
                     key: format!("literal:{}", p.raw),
                     text: format!(
-                        "{} is read as a glob, where [...] is a set of characters, and a file has that very name: to follow it, write [ as [[] (and ] as []])",
+                        "{} is read as a glob, where [...] is a set of characters, and a file has that very name (not followed by it): to follow that file, write [ as [[] (and ] as []])",
                         Esc::str(&p.raw)
                     ),
                 });
@@ -882,10 +885,15 @@ mod tests {
             expand(&escaped, &policy, true, &mut notices, &mut dirs).len(),
             1
         );
+        assert!(notices.is_empty(), "{notices:?}");
+        // When the glob matches another file (app1.log), the literal one is still said.
         std::fs::write(d.join("app1.log"), "y\n").unwrap();
         notices.clear();
         assert_eq!(expand(&p, &policy, true, &mut notices, &mut dirs).len(), 1);
-        assert!(notices.is_empty(), "{notices:?}");
+        assert!(
+            notices.iter().any(|n| n.text.contains("write [ as [[]")),
+            "{notices:?}"
+        );
     }
 
     /// Every regular file under `d`, walked without following links.

@@ -2368,7 +2368,7 @@ fn still_in_line(file: &std::fs::File, from: u64, pos: u64, hash: Option<u64>) -
 /// The hash of up to 64 bytes of `file` just before `pos`, none before `from` (a skip mark's: a file
 /// rewritten with a long line at the same place is told by them); `None` when there are none or
 /// they cannot be read.
-fn hash_before(file: Option<&std::fs::File>, from: u64, pos: u64) -> Option<u64> {
+pub(super) fn hash_before(file: Option<&std::fs::File>, from: u64, pos: u64) -> Option<u64> {
     let k = pos.checked_sub(from)?.min(64);
     if k == 0 {
         return None;

@@ -23,8 +23,13 @@ pub struct Ends {
 
 /// Looks at the files of the `from_end` inputs now (a file matched by several inputs belongs to the
 /// first, as at a scan); `known` are the checkpoint's entries, whose files resume where they were.
-/// Files that cannot be opened are left to the scan, which says why.
-pub fn ends(cfg: &EngineConfig, known: &[Entry]) -> Ends {
+/// Files that cannot be opened are left to the scan, which says why. A file born after `last_run`
+/// (when the checkpoint was last written) was created while shipper was down: its lines are new,
+/// and it is read whole, as a file that appears while shipper runs is.
+pub fn ends(cfg: &EngineConfig, known: &[Entry], last_run: Option<std::time::SystemTime>) -> Ends {
+    let last_run_ns = last_run
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos() as i128);
     let mut out = Ends::default();
     if !cfg.inputs.iter().any(|i| i.from_end) {
         return out;
@@ -46,6 +51,11 @@ pub fn ends(cfg: &EngineConfig, known: &[Entry]) -> Ends {
             continue;
         }
         let key = (f.id.dev, f.id.ino);
+        if let (Some(born), Some(last)) = (f.id.born, last_run_ns) {
+            if born > last && !known.contains_key(&key) {
+                continue;
+            }
+        }
         out.seen.insert(key);
         if known.get(&key).is_some_and(|id| id.same(&f.id)) {
             continue;
@@ -60,9 +70,13 @@ pub fn ends(cfg: &EngineConfig, known: &[Entry]) -> Ends {
         let (offset, long_line) =
             match super::lines::line_start_before(&file, size, cfg.limits.max_line_bytes) {
                 Some(at) => (at, LongLine::No),
-                // Inside a line longer than the limit: the rest of it is skipped, as the resume
-                // judges by the bytes.
-                None => (size, LongLine::Unknown),
+                // Inside a line longer than the limit: the rest of it is skipped, marked as the
+                // engine marks it (a plain offset there reads as a rewrite, and the file was
+                // shipped again from its start).
+                None => (
+                    size,
+                    LongLine::From(size, super::engine::hash_before(Some(&file), 0, size)),
+                ),
             };
         out.entries.push(Entry {
             id: FileId::with_fd(&m, &file),

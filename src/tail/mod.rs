@@ -202,7 +202,7 @@ pub fn prepare(cfg: &mut EngineConfig, opts: &TailOptions) -> anyhow::Result<Pre
     let (lock, mut loaded) = open_checkpoint(&opts.checkpoint)?;
     let mut ends = None;
     if cfg.inputs.iter().any(|i| i.from_end) {
-        let e = from_end::ends(cfg, &loaded.entries);
+        let e = from_end::ends(cfg, &loaded.entries, loaded.written);
         if !e.entries.is_empty() {
             let recorded: std::collections::HashSet<(u64, u64)> =
                 e.entries.iter().map(|e| (e.id.dev, e.id.ino)).collect();
@@ -767,7 +767,7 @@ impl Running {
             for i in &mut added.inputs {
                 i.from_end &= !before.contains(&i.name);
             }
-            let ends = from_end::ends(&added, &[]).entries;
+            let ends = from_end::ends(&added, &[], None).entries;
             Ok(Reloaded {
                 settings: new,
                 ends,

@@ -20,9 +20,10 @@ pub const PATTERN_LIMIT: usize = 1 << 20;
 /// Most bytes all the distinct start patterns of one config may take compiled together.
 pub const PATTERNS_BUDGET: usize = 64 << 20;
 
-/// Most bytes of match cache one start pattern grows (regex's default is 2 MiB); a pattern that
-/// needs more is matched more slowly, never refused.
-const CACHE_LIMIT: usize = 512 << 10;
+/// Most bytes of lazy-DFA cache one start pattern grows (regex's default is 2 MiB: 1,000 inputs
+/// with distinct small patterns over random lines took 820 MB); a pattern that needs more is
+/// matched more slowly, never refused.
+const CACHE_LIMIT: usize = 64 << 10;
 
 /// A compiled `multiline.start` pattern. Clones share the program and its match cache.
 #[derive(Clone)]
@@ -38,7 +39,10 @@ impl StartPattern {
                 meta::Config::new()
                     .utf8_empty(false)
                     .nfa_size_limit(Some(PATTERN_LIMIT))
-                    .hybrid_cache_capacity(CACHE_LIMIT),
+                    .hybrid_cache_capacity(CACHE_LIMIT)
+                    // Its visited set is up to 256 KiB a pattern; the PikeVM's cache, what is
+                    // left when the lazy DFA gives up, grows with the pattern only.
+                    .backtrack(false),
             )
             .build(src)
             .map_err(|e| {
@@ -65,6 +69,12 @@ impl StartPattern {
         self.0 .0.is_match(line)
     }
 
+    /// The most memory it may take: its program, and its caches once used (the lazy DFA's
+    /// [`CACHE_LIMIT`], and the PikeVM's, about the program's size).
+    fn cost(&self) -> usize {
+        2 * self.0 .0.memory_usage() + CACHE_LIMIT
+    }
+
     /// The pattern as written.
     pub fn as_str(&self) -> &str {
         &self.0 .1
@@ -78,7 +88,7 @@ impl std::fmt::Debug for StartPattern {
 }
 
 /// The start patterns of one config: identical ones are compiled once, and all of them together
-/// may take at most [`PATTERNS_BUDGET`] bytes compiled (thousands of inputs each with its own
+/// may take at most [`PATTERNS_BUDGET`] bytes, compiled and with their caches grown (thousands of inputs each with its own
 /// pattern would otherwise take memory without bound).
 #[derive(Default)]
 pub struct StartPatterns {
@@ -93,10 +103,10 @@ impl StartPatterns {
             return Ok(p.clone());
         }
         let p = StartPattern::new(src)?;
-        let bytes = self.bytes + p.0 .0.memory_usage();
+        let bytes = self.bytes + p.cost();
         if bytes > PATTERNS_BUDGET {
             return Err(format!(
-                "too many multiline patterns: the {} distinct ones before this take {} KiB compiled, and this one would pass the budget of {} MiB: share one pattern between inputs, or simplify them",
+                "too many multiline patterns: the {} distinct ones before this take up to {} KiB (compiled, with their match caches), and this one would pass the budget of {} MiB: share one pattern between inputs, or simplify them",
                 self.known.len(),
                 self.bytes >> 10,
                 PATTERNS_BUDGET >> 20
