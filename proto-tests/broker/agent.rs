@@ -948,9 +948,21 @@ fn before_kafka_first_answers_metrics_are_served_and_sighup_or_sigterm_do_not_ki
     );
     assert!(fake.values("t").is_empty());
     assert_eq!(tail.stop("INT"), Some(0), "{}", tail.stderr());
-    // SIGHUPs from the first moment (a `systemctl reload` racing the start): the first, before the
-    // handler was installed, ended the agent (exit 129).
+    // SIGHUPs from the moment the agent's main runs (a `systemctl reload` racing the start): one
+    // before the handler was installed, while the config was read, ended the agent (exit 129).
+    // (Before main, while the loader runs, no program can act on a signal: waited out here.)
     let mut tail = Tail::start(&boot, &args, &dir.join("log3"));
+    let status = format!("/proc/{}/status", tail.pid());
+    let hup_bit = 1u64 << (libc::SIGHUP - 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&status).is_ok_and(|s| {
+        s.lines()
+            .filter(|l| l.starts_with("SigIgn:") || l.starts_with("SigCgt:"))
+            .any(|l| u64::from_str_radix(l[7..].trim(), 16).is_ok_and(|m| m & hup_bit != 0))
+    }) {
+        assert!(Instant::now() < deadline, "SIGHUP never ignored or caught");
+        std::thread::sleep(Duration::from_micros(200));
+    }
     for _ in 0..20 {
         tail.signal("HUP");
     }
