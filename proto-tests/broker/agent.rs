@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -897,10 +897,7 @@ fn healthz_turns_503_with_the_reason_while_kafka_is_down_and_200_when_it_is_back
 fn before_kafka_first_answers_metrics_are_served_and_sighup_or_sigterm_do_not_kill_the_agent() {
     // `systemctl reload` during an outage at boot used to end the agent (SIGHUP's default action),
     // and monitoring saw no server at all until Kafka answered.
-    let (fake, boot) = shipper::testkit::FakeBroker::start_tcp(1);
-    fake.create_topic("t", 1);
-    fake.stop(1);
-    let dir = scratch_dir("agent-boot");
+    let (fake, boot, dir) = down_at_boot("agent-boot");
     let port = free_port();
     let cfg = dir.join("agent.toml");
     let config = |topic: &str| {
@@ -936,7 +933,7 @@ fn before_kafka_first_answers_metrics_are_served_and_sighup_or_sigterm_do_not_ki
     tail.signal("HUP");
     tail.until(
         30,
-        || tail.stderr().contains("read again once Kafka answers"),
+        || tail.stderr().contains("takes effect once Kafka answers"),
         "SIGHUP not taken",
     );
     fake.start(1);
@@ -952,17 +949,7 @@ fn before_kafka_first_answers_metrics_are_served_and_sighup_or_sigterm_do_not_ki
     // before the handler was installed, while the config was read, ended the agent (exit 129).
     // (Before main, while the loader runs, no program can act on a signal: waited out here.)
     let mut tail = Tail::start(&boot, &args, &dir.join("log3"));
-    let status = format!("/proc/{}/status", tail.pid());
-    let hup_bit = 1u64 << (libc::SIGHUP - 1);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&status).is_ok_and(|s| {
-        s.lines()
-            .filter(|l| l.starts_with("SigIgn:") || l.starts_with("SigCgt:"))
-            .any(|l| u64::from_str_radix(l[7..].trim(), 16).is_ok_and(|m| m & hup_bit != 0))
-    }) {
-        assert!(Instant::now() < deadline, "SIGHUP never ignored or caught");
-        std::thread::sleep(Duration::from_micros(200));
-    }
+    wait_sighup_in(&tail, &["SigIgn:", "SigCgt:"]);
     for _ in 0..20 {
         tail.signal("HUP");
     }
@@ -977,10 +964,7 @@ fn from_end_starts_where_files_ended_at_the_start_not_when_kafka_first_answers()
     // An outage at boot (the fake broker is down on cue): lines appended to a file that was there
     // at the start are shipped once Kafka answers; a file that appeared meanwhile is shipped whole;
     // what was there before the start is not.
-    let (fake, boot) = shipper::testkit::FakeBroker::start_tcp(1);
-    fake.create_topic("t", 1);
-    fake.stop(1);
-    let dir = scratch_dir("agent-from-end-outage");
+    let (fake, boot, dir) = down_at_boot("agent-from-end-outage");
     let cfg = dir.join("agent.toml");
     write_config(
         &cfg,
@@ -1021,6 +1005,92 @@ fn from_end_starts_where_files_ended_at_the_start_not_when_kafka_first_answers()
     assert_eq!(
         got,
         ["a-0", "a-1", "a-2", "e-0", "e-1", "n-0", "n-1"],
+        "{}",
+        tail.stderr()
+    );
+    assert_eq!(tail.stop("INT"), Some(0), "{}", tail.stderr());
+}
+
+/// Waits until SIGHUP shows in one of the `/proc/PID/status` masks `fields` (`SigIgn:`: ignored,
+/// from the first line of shipper's main; `SigCgt:`: caught, once the handler is set).
+fn wait_sighup_in(tail: &Tail, fields: &[&str]) {
+    let status = format!("/proc/{}/status", tail.pid());
+    let hup_bit = 1u64 << (libc::SIGHUP - 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&status).is_ok_and(|s| {
+        s.lines()
+            .filter(|l| fields.iter().any(|f| l.starts_with(f)))
+            .any(|l| u64::from_str_radix(l[7..].trim(), 16).is_ok_and(|m| m & hup_bit != 0))
+    }) {
+        assert!(Instant::now() < deadline, "SIGHUP never in {fields:?}");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// A fake broker with topic `t` (one partition), down from the start, and a fresh directory.
+fn down_at_boot(name: &str) -> (shipper::testkit::FakeBroker, String, PathBuf) {
+    let (fake, boot) = shipper::testkit::FakeBroker::start_tcp(1);
+    fake.create_topic("t", 1);
+    fake.stop(1);
+    (fake, boot, scratch_dir(name))
+}
+
+#[test]
+fn a_sighup_during_an_outage_at_boot_takes_from_end_ends_when_it_comes() {
+    // helper-64 F3: the config a SIGHUP asked for was read only once Kafka answered, so an input it
+    // added with `from_end` skipped the lines its files got between the SIGHUP and then. Two SIGHUPs:
+    // the end the first took stands.
+    let (fake, boot, dir) = down_at_boot("agent-hup-from-end-outage");
+    let cfg = dir.join("agent.toml");
+    let a = format!(
+        "checkpoint = \"{d}/ckpt\"\n[[input]]\npaths = [\"{d}/a.log\"]\ntopic = \"t\"\n",
+        d = dir.display()
+    );
+    write_config(&cfg, &a);
+    append(&dir.join("a.log"), &numbered_lines("a", 0, 2));
+    append(&dir.join("b.log"), &numbered_lines("old", 0, 5));
+    let mut tail = Tail::start(
+        &boot,
+        &["--config", cfg.to_str().unwrap()],
+        &dir.join("log"),
+    );
+    // Its handler is set (before it, SIGHUP is ignored).
+    wait_sighup_in(&tail, &["SigCgt:"]);
+    write_config(
+        &cfg,
+        &format!(
+            "{a}[[input]]\npaths = [\"{d}/b.log\"]\ntopic = \"t\"\nfrom_end = true\n",
+            d = dir.display()
+        ),
+    );
+    let reads = |n: usize| tail.stderr().matches("config read (SIGHUP)").count() == n;
+    tail.signal("HUP");
+    tail.until(30, || reads(1), "the first SIGHUP's read");
+    append(&dir.join("b.log"), &numbered_lines("b", 0, 3));
+    tail.signal("HUP");
+    tail.until(30, || reads(2), "the second SIGHUP's read");
+    append(&dir.join("b.log"), &numbered_lines("b", 3, 5));
+    fake.start(1);
+    tail.until(
+        30,
+        || fake.values("t").len() >= 7,
+        "the lines after the outage",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let mut got: Vec<String> = fake
+        .values("t")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        ["a-0", "a-1", "b-0", "b-1", "b-2", "b-3", "b-4"],
+        "{}",
+        tail.stderr()
+    );
+    assert!(
+        tail.stderr().contains("config reloaded"),
         "{}",
         tail.stderr()
     );

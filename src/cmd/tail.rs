@@ -55,10 +55,18 @@ pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
         files_budget(raise_open_files_limit()).map_err(|e| anyhow::anyhow!(e))?;
     // Before any wait for Kafka: where `from_end` files end is where they are now.
     let prepared = crate::tail::prepare(&mut s.engine, &s.options)?;
+    let reload: Option<crate::tail::Reloader> = args.config.clone().map(|path| {
+        let common = common.clone();
+        let metrics = args.metrics_listen.clone();
+        std::sync::Arc::new(move || config::load(&path, &common, metrics.clone()))
+            as crate::tail::Reloader
+    });
     let mut startup = crate::tail::startup::Startup::new(
         s.options.metrics_listen.as_deref(),
         s.options.unhealthy_after,
         s.kafka.timeout,
+        crate::tail::reload::Reloads::new(reload, s.options.clone()),
+        s.engine.inputs.iter().map(|i| i.name.clone()).collect(),
     )
     .await?;
     let stopped = || {
@@ -126,13 +134,7 @@ pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
             i.patterns.len()
         ));
     }
-    let reload: Option<crate::tail::Reloader> = args.config.clone().map(|path| {
-        let common = common.clone();
-        let metrics = args.metrics_listen.clone();
-        std::sync::Arc::new(move || config::load(&path, &common, metrics.clone()))
-            as crate::tail::Reloader
-    });
-    crate::tail::run(s, producer, reload, startup, prepared).await
+    crate::tail::run(s, producer, startup, prepared).await
 }
 
 #[cfg(test)]

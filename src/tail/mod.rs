@@ -30,6 +30,7 @@ pub mod identity;
 pub mod lines;
 pub mod map;
 pub mod multiline;
+pub mod reload;
 pub mod route;
 pub mod saver;
 pub mod scan;
@@ -77,24 +78,14 @@ fn with_own_files(cfg: &mut EngineConfig, opts: &TailOptions) {
     cfg.policy = std::sync::Arc::new(policy);
 }
 
-/// Reads the settings again (SIGHUP): from the config file, with the same command-line overrides.
-/// It runs on a blocking thread: a config path that is a FIFO may take its time to be read, and the
-/// agent ships, answers `/metrics` and stops meanwhile.
-pub type Reloader =
-    std::sync::Arc<dyn Fn() -> anyhow::Result<crate::settings::tail::TailSettings> + Send + Sync>;
-
-/// A config read for a reload, with the ends of the files of the `from_end` inputs it adds.
-struct Reloaded {
-    settings: crate::settings::tail::TailSettings,
-    ends: Vec<checkpoint::Entry>,
-}
+pub use reload::Reloader;
+use reload::{Reloaded, Reloads};
 
 /// Follows the files until SIGINT or SIGTERM, shipping every line through `producer`; returns the exit
 /// code (1 when lines were refused for good). With a reloader, SIGHUP applies a changed config.
 pub async fn run(
     s: crate::settings::tail::TailSettings,
     producer: Producer,
-    reload: Option<Reloader>,
     startup: startup::Startup,
     prepared: Prepared,
 ) -> anyhow::Result<i32> {
@@ -112,33 +103,25 @@ pub async fn run(
         // Written now, not by the saver later: a run that dies before its first checkpoint must still
         // leave its producer id for the next run's read-back to wait on.
         let text = r.checkpoint_text();
-        checkpoint::store(&r.opts.checkpoint, &text).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot write checkpoint {}: {e}",
-                Esc::path(&r.opts.checkpoint)
-            )
-        })?;
+        store_checkpoint(&r.opts.checkpoint, &text)?;
         r.saver.submit(text);
     }
-    r.reloader = reload.map(|f| (f, fixed));
+    r.fixed = fixed;
     r.asks = startup.asks;
     r.server = startup.server;
+    r.reloads = startup.reloads;
     let mut signals = startup.signals;
-    if startup.reload_pending {
-        // Applied before the first scan: no file is read under the config the SIGHUP replaced.
-        r.reload();
-        if let Some(read) = r.reloading.take() {
-            tokio::select! {
-                biased;
-                _ = signals.int.recv() => return r.stop().await,
-                _ = signals.term.recv() => return r.stop().await,
-                done = read => match done {
-                    Ok(done) => r.reloaded(done),
-                    Err(_) => crate::log::error(format_args!(
-                        "config not reloaded, the running one stays: the reload failed"
-                    )),
-                },
-            }
+    // Applied before the first scan: no file is read under the config a SIGHUP replaced.
+    if let Some(pending) = startup.pending {
+        r.reloaded(Ok(pending));
+    }
+    while r.reloads.reading() {
+        tokio::select! {
+            biased;
+            _ = signals.int.recv() => return r.stop().await,
+            _ = signals.term.recv() => return r.stop().await,
+            _ = signals.hup.recv() => r.reloads.hup(r.engine.input_names()),
+            done = r.reloads.done() => r.reloaded(done),
         }
     }
     r.ship_until_signal(&mut signals).await?;
@@ -213,18 +196,34 @@ pub fn prepare(cfg: &mut EngineConfig, opts: &TailOptions) -> anyhow::Result<Pre
             loaded.entries.extend(e.entries.iter().cloned());
             let refs: Vec<_> = loaded.entries.iter().map(|e| e.borrowed()).collect();
             let eo = cfg.exactly_once.is_some().then_some(&loaded.eo);
-            checkpoint::store(&opts.checkpoint, &checkpoint::render_all(&refs, eo)).map_err(
-                |err| {
-                    anyhow::anyhow!(
-                        "cannot write checkpoint {}: {err}",
-                        Esc::path(&opts.checkpoint)
-                    )
-                },
-            )?;
+            store_checkpoint(&opts.checkpoint, &checkpoint::render_all(&refs, eo))?;
         }
         ends = Some(e);
     }
     Ok(Prepared { lock, loaded, ends })
+}
+
+/// The first few of `items`, space-separated, and how many more (helper-65: a config of 1,000
+/// inputs started with a line naming every path).
+fn listed<T: std::fmt::Display>(items: impl ExactSizeIterator<Item = T>) -> String {
+    const SHOWN: usize = 8;
+    let n = items.len();
+    let mut out = items
+        .take(SHOWN)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if n > SHOWN {
+        out.push_str(&format!(" and {} more", n - SHOWN));
+    }
+    out
+}
+
+/// Writes the checkpoint now (at start: one that cannot be written fails the start, or every restart
+/// would resend all).
+fn store_checkpoint(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    checkpoint::store(path, text)
+        .map_err(|e| anyhow::anyhow!("cannot write checkpoint {}: {e}", Esc::path(path)))
 }
 
 /// Takes the checkpoint's lock and loads it, saying what was damaged.
@@ -303,13 +302,10 @@ struct Running {
     rendered: (u64, Instant, usize),
     stats: Stats,
     started: Instant,
-    /// The reloader, and what of the settings a reload cannot change (as [`fixed_settings`] gives).
-    reloader: Option<(Reloader, Vec<(&'static str, String)>)>,
-    /// The config being read for a reload, off the loop.
-    reloading: Option<tokio::task::JoinHandle<anyhow::Result<Reloaded>>>,
-    /// A SIGHUP came while a reload was reading: read once more when it is done (the file may have
-    /// changed after it was read).
-    reload_again: bool,
+    /// SIGHUP's config reads.
+    reloads: Reloads,
+    /// What of the settings a reload cannot change (as [`fixed_settings`] gives).
+    fixed: Vec<(&'static str, String)>,
     /// Questions from the metrics server, when it runs.
     asks: Option<tokio::sync::mpsc::Receiver<crate::metrics::Ask>>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -342,12 +338,7 @@ impl Running {
         }
         // Refuse to start with a checkpoint that cannot be written: every restart would resend all.
         let text = checkpoint::render_all(&engine.checkpoint_refs(), eo.as_ref());
-        checkpoint::store(&opts.checkpoint, &text).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot write checkpoint {}: {e}",
-                Esc::path(&opts.checkpoint)
-            )
-        })?;
+        store_checkpoint(&opts.checkpoint, &text)?;
         let saver = saver::Saver::start(&opts.checkpoint, text)?;
         let dead = dead_letter::Refused::new(match &opts.dead_letter {
             Some(p) => Some(dead_letter::DeadLetters::open(p)?),
@@ -360,14 +351,10 @@ impl Running {
         }
         crate::log::info(format_args!(
             "tailing {}; checkpoint {}",
-            engine
-                .patterns()
-                .iter()
-                .map(|p| Esc::str(&p.raw).to_string())
-                .collect::<Vec<_>>()
-                .join(" "),
+            listed(engine.patterns().iter().map(|p| Esc::str(&p.raw))),
             Esc::path(&opts.checkpoint)
         ));
+        let reloads = Reloads::new(None, opts.clone());
         Ok(Running {
             stats: Stats::new(&engine),
             engine,
@@ -386,9 +373,8 @@ impl Running {
             new_names: std::collections::BTreeSet::new(),
             rendered: (u64::MAX, Instant::now(), 0),
             started: Instant::now(),
-            reloader: None,
-            reloading: None,
-            reload_again: false,
+            reloads,
+            fixed: Vec::new(),
             asks: None,
             server: None,
             started_unix: std::time::SystemTime::now()
@@ -451,18 +437,8 @@ impl Running {
                 biased;
                 _ = signals.int.recv() => return Ok(()),
                 _ = signals.term.recv() => return Ok(()),
-                _ = signals.hup.recv() => self.reload(),
-                r = crate::tasks::join_slot(&mut self.reloading), if self.reloading.is_some() => {
-                    match r {
-                        Some(r) => self.reloaded(r),
-                        None => crate::log::error(format_args!(
-                            "config not reloaded, the running one stays: the reload failed"
-                        )),
-                    }
-                    if std::mem::take(&mut self.reload_again) {
-                        self.reload();
-                    }
-                }
+                _ = signals.hup.recv() => self.reloads.hup(self.engine.input_names()),
+                r = self.reloads.done(), if self.reloads.reading() => self.reloaded(r),
                 Some(ask) = startup::recv(&mut self.asks) => self.answer(ask),
                 Some(r) = self.reading_back.join_next(), if !self.reading_back.is_empty() => {
                     if let Ok((topic, r)) = r {
@@ -732,56 +708,12 @@ impl Running {
         self.scan_task = Some(tokio::task::spawn_blocking(move || scan::run(req)));
     }
 
-    /// SIGHUP: starts reading the config again, on a blocking thread (see [`Self::reloaded`]). A
-    /// SIGHUP while one is read reads it once more after.
-    fn reload(&mut self) {
-        let Some((reload, _)) = &self.reloader else {
-            crate::log::info(format_args!(
-                "SIGHUP: no config file to reload (tail runs from flags)"
-            ));
-            return;
-        };
-        if self.reloading.is_some() {
-            self.reload_again = true;
-            return;
-        }
-        let reload = reload.clone();
-        let (before, opts) = (self.engine.input_names(), self.opts.clone());
-        self.reloading = Some(tokio::task::spawn_blocking(move || {
-            let mut new = reload()?;
-            // The TLS files are read as a start reads them: a renewal that broke them is refused
-            // now, not found at the next restart (t17 F1: garbage, or a key not the certificate's,
-            // was "reloaded").
-            if let Some(Err(e)) = new
-                .kafka
-                .security
-                .tls
-                .as_ref()
-                .map(crate::connection::client_config)
-            {
-                anyhow::bail!("TLS: {e} (a start would fail)");
-            }
-            // An input added with `from_end` starts its files where they end now.
-            with_own_files(&mut new.engine, &opts);
-            let mut added = new.engine.clone();
-            for i in &mut added.inputs {
-                i.from_end &= !before.contains(&i.name);
-            }
-            let ends = from_end::ends(&added, &[], None).entries;
-            Ok(Reloaded {
-                settings: new,
-                ends,
-            })
-        }));
-    }
-
     /// A config read for a reload: one that does not load is refused with its reason and the
     /// running one stays. Inputs added start, inputs removed finish what they read, inputs changed
-    /// take their new routes for lines read from now on; nothing is lost or sent twice.
+    /// take their new routes for lines read from now on; nothing is lost or sent twice. A SIGHUP
+    /// that came during the read reads the config once more.
     fn reloaded(&mut self, r: anyhow::Result<Reloaded>) {
-        let Some((_, fixed)) = &self.reloader else {
-            return;
-        };
+        let fixed = &self.fixed;
         match r {
             Err(e) => crate::log::error(format_args!(
                 "config not reloaded, the running one stays: {e:#}"
@@ -819,6 +751,9 @@ impl Running {
                 }
                 self.rescan_at = Some(Instant::now());
             }
+        }
+        if self.reloads.again() {
+            self.reloads.hup(self.engine.input_names());
         }
     }
 
@@ -1129,5 +1064,17 @@ mod fixed_settings_tests {
             old,
             "the same password: no change"
         );
+    }
+}
+
+#[cfg(test)]
+mod listed_tests {
+    #[test]
+    fn a_long_list_names_its_first_few_and_counts_the_rest() {
+        assert_eq!(super::listed(["a", "b"].iter()), "a b");
+        let many: Vec<String> = (0..1000).map(|i| format!("/var/log/{i}.log")).collect();
+        let line = super::listed(many.iter());
+        assert!(line.starts_with("/var/log/0.log /var/log/1.log "), "{line}");
+        assert!(line.ends_with("/var/log/7.log and 992 more"), "{line}");
     }
 }

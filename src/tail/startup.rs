@@ -10,6 +10,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::reload::{Reloaded, Reloads};
 use crate::escape::Esc;
 use crate::metrics::Ask;
 
@@ -31,8 +32,13 @@ pub struct Startup {
     pub asks: Option<mpsc::Receiver<Ask>>,
     /// The metrics server.
     pub server: Option<tokio::task::JoinHandle<()>>,
-    /// A SIGHUP came while waiting: the config is read again once running.
-    pub reload_pending: bool,
+    /// SIGHUP's config reads: one may still be under way when Kafka answers.
+    pub reloads: Reloads,
+    /// The config SIGHUPs read while waiting (the last that loaded, with the `from_end` ends of all
+    /// of them, earliest first): applied once running, before the first scan.
+    pub pending: Option<Reloaded>,
+    /// The names of the start config's inputs (a read's `from_end` inputs not among them are added).
+    inputs: std::collections::HashSet<String>,
     /// Seconds since the Unix epoch at start.
     pub started_unix: f64,
     since: Instant,
@@ -45,11 +51,15 @@ pub struct Startup {
 }
 
 impl Startup {
-    /// Handles the signals and binds the metrics server (if `metrics_listen`), now.
+    /// Handles the signals and binds the metrics server (if `metrics_listen`), now. A SIGHUP reads
+    /// the config with `reloads` at once (the `from_end` inputs it adds start where their files end
+    /// then); `inputs` are the start config's.
     pub async fn new(
         metrics_listen: Option<&str>,
         unhealthy_after: Duration,
         give_up: Option<Duration>,
+        reloads: Reloads,
+        inputs: std::collections::HashSet<String>,
     ) -> anyhow::Result<Startup> {
         let signals = Signals {
             int: signal(SignalKind::interrupt())?,
@@ -72,7 +82,9 @@ impl Startup {
             signals,
             asks,
             server,
-            reload_pending: false,
+            reloads,
+            pending: None,
+            inputs,
             started_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
@@ -96,12 +108,8 @@ impl Startup {
                 r = &mut f => return Some(r),
                 _ = self.signals.int.recv() => return None,
                 _ = self.signals.term.recv() => return None,
-                _ = self.signals.hup.recv() => {
-                    self.reload_pending = true;
-                    crate::log::info(format_args!(
-                        "SIGHUP: the config file, if any, is read again once Kafka answers"
-                    ));
-                }
+                _ = self.signals.hup.recv() => self.reloads.hup(self.inputs.clone()),
+                r = self.reloads.done(), if self.reloads.reading() => self.read(r),
                 Some(ask) = recv(&mut self.asks) => self.answer(ask),
                 _ = tokio::time::sleep_until(self.next_say) => {
                     self.next_say += Duration::from_secs(60);
@@ -123,6 +131,29 @@ impl Startup {
                     ));
                 }
             }
+        }
+    }
+
+    /// A config read at a SIGHUP while waiting: kept to be applied once running (helper-64 F3: it
+    /// was read only then, and a `from_end` input it added skipped what its files got meanwhile).
+    fn read(&mut self, r: anyhow::Result<Reloaded>) {
+        match r {
+            Err(e) => crate::log::error(format_args!(
+                "config not reloaded, the running one stays: {e:#}"
+            )),
+            Ok(mut new) => {
+                if let Some(old) = self.pending.take() {
+                    // An end taken earlier wins: the lines after it were written since.
+                    new.ends.splice(0..0, old.ends);
+                }
+                self.pending = Some(new);
+                crate::log::info(format_args!(
+                    "config read (SIGHUP); it takes effect once Kafka answers"
+                ));
+            }
+        }
+        if self.reloads.again() {
+            self.reloads.hup(self.inputs.clone());
         }
     }
 
