@@ -82,7 +82,8 @@ pub fn could_be_copy(original: &Path, copy: &Path) -> bool {
 /// Finds the copy of `path` (whose first bytes were `fp`, read up to `pos`) a copytruncate rotation
 /// just made, if there is one: it holds at least `pos` bytes. `not` is the truncated file itself.
 /// With `since`, only a copy modified after that moment: the one way to tell a copy of a file that
-/// was empty (`pos` 0, no first bytes to compare) from older generations.
+/// was empty (`pos` 0, no first bytes to compare) from older generations. At `pos` 0 with first
+/// bytes (nothing read of them yet), the copy starting with them holds all of it.
 pub fn find(
     path: &Path,
     fp: Fingerprint,
@@ -91,7 +92,7 @@ pub fn find(
     policy: &FilePolicy,
     since: Option<SystemTime>,
 ) -> Option<Copy> {
-    if pos == 0 && since.is_none() {
+    if pos == 0 && fp.len == 0 && since.is_none() {
         return None;
     }
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
@@ -239,7 +240,19 @@ mod tests {
             assert_eq!((c.path, c.len), (d.join("app.log.1"), 14));
         }
         assert!(find(&log, fp, 7, id, &FilePolicy::default(), None).is_none());
-        assert!(find(&log, fp, 0, id, &FilePolicy::default(), None).is_none());
+        // Nothing read of first bytes seen: the newest copy starting with them, whole.
+        let c = find(&log, fp, 0, id, &FilePolicy::default(), None).unwrap();
+        assert_eq!(c.path, d.join("app.log.1"));
+        // No first bytes (empty when seen): only with a moment the copy must be newer than.
+        assert!(find(
+            &log,
+            Fingerprint::EMPTY,
+            0,
+            id,
+            &FilePolicy::default(),
+            None
+        )
+        .is_none());
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -515,8 +515,12 @@ impl Follower {
         }
         // Truncated and grown again past our position (copytruncate, then a busy writer): its first
         // bytes tell. Reading on from the old position would ship a fragment of some new line.
-        if self.read_pos > 0
-            && (size != self.size || !self.fingerprint.is_full())
+        // Nothing read yet of first bytes seen (a file whose reading waited: helper-67, a whole
+        // generation lost when copytruncate came first): they are checked at every read from 0 —
+        // a file of other bytes now is another generation, and the one seen is in its copy.
+        let unread_head = self.read_pos == 0 && self.fingerprint.len > 0;
+        if (unread_head
+            || (self.read_pos > 0 && (size != self.size || !self.fingerprint.is_full())))
             && !self.recheck_fingerprint()?
         {
             return Ok(ReadResult::Truncated);

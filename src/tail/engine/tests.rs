@@ -2208,6 +2208,38 @@ async fn a_copy_of_a_file_empty_at_the_last_stop_is_read_when_newer_than_the_che
     fs::remove_dir_all(&d).unwrap();
 }
 
+/// A file copied and truncated before any of it was read (its reading waited: behind its copy, a
+/// topic, a descriptor): the generation that was seen is read from its copy, then the new one —
+/// running, and at a restart from a checkpoint written then (helper-67: a kill -9 loop under
+/// copytruncate lost whole generations; a read from byte 0 took the new bytes for the file's).
+#[tokio::test(start_paused = true)]
+async fn a_file_copytruncated_before_any_of_it_was_read_is_read_from_its_copy() {
+    for restart in [false, true] {
+        let d = dir(&format!("copy-unread-{restart}"));
+        let f = d.join("a.log");
+        append(&f, b"a0\na1\n");
+        let mut e = Engine::new(config(&d), Vec::new());
+        scan_now(&mut e);
+        let ckpt = e.checkpoint_entries();
+        assert_eq!(ckpt.len(), 1, "followed, nothing read");
+        assert_eq!(ckpt[0].offset, 0);
+        fs::copy(&f, d.join("a.log.1")).unwrap();
+        truncate(&f);
+        append(&f, b"b0\n");
+        let mut sink = FakeSink::default();
+        if restart {
+            drop(e);
+            e = Engine::new(config(&d), ckpt);
+            scan_now(&mut e);
+        }
+        drain(&mut e, &mut sink, Instant::now());
+        let mut got = shipped_text(&sink);
+        got.sort();
+        assert_eq!(got, ["a0", "a1", "b0"], "restart: {restart}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+}
+
 /// A sibling named like a copy (`a.log.json`) that existed before the checkpoint was written and was
 /// written to since is no copy of a file empty then: it is not read under that file (t49: it was,
 /// from its start, and followed for good though no pattern matches it). Needs birth times.
