@@ -411,8 +411,8 @@ pub struct ConsumeArgs {
     /// Exit when every partition reached the end it had at start
     #[arg(short, long)]
     pub exit_at_end: bool,
-    /// Exit after this long without a record, in ms
-    #[arg(long)]
+    /// Exit after this long without a record, in ms (counted from the first answer)
+    #[arg(long, value_parser = at_least(1))]
     pub timeout_ms: Option<u64>,
     /// read_committed (kcat's default) leaves out aborted transactions and reads only up to the last
     /// stable offset; read_uncommitted (the Java console consumer's) shows every record [default:

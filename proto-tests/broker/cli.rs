@@ -1244,6 +1244,32 @@ fn usage_errors_carry_the_shipper_prefix() {
 }
 
 #[test]
+fn consume_timeout_ms_counts_from_the_first_answer_and_says_why_it_stopped() {
+    // helper-66: `--timeout-ms 1` printed nothing of a topic that had records (the lookups before the
+    // first fetch used up the time), and `--timeout-ms 0` did the same; both with exit 0, silently.
+    let Some(b) = broker() else { return };
+    let t = topic("timeout-ms");
+    create_topic(&b, &t, 2, 1, &[]);
+    let input = sample_lines(20);
+    shipper_ok(&b, &["produce", &t], &input);
+    for _ in 0..3 {
+        let out = shipper(
+            &b,
+            &["consume", &t, "--from-beginning", "--timeout-ms", "1"],
+            b"",
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        assert!(err.contains("no record for 1 ms (--timeout-ms)"), "{err}");
+        assert!(!out.stdout.is_empty(), "nothing printed: {err}");
+    }
+    let out = shipper(&b, &["consume", &t, "--timeout-ms", "0"], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--timeout-ms"), "{err}");
+}
+
+#[test]
 fn a_file_is_produced_through_its_map_exactly_as_through_a_pipe() {
     let Some(b) = broker() else { return };
     let input = uneven_lines(12_000);

@@ -208,7 +208,10 @@ impl Reader {
     /// polls, which end within the fetch wait (500 ms) or at once without partitions.
     async fn read(&mut self, args: &ConsumeArgs) -> anyhow::Result<()> {
         let idle_limit = args.timeout_ms.map(Duration::from_millis);
-        let mut last_record = Instant::now();
+        // From the first answer on: the time to find the partitions and their offsets (or to join a
+        // group) is not time without a record (helper-66: `--timeout-ms 1` printed nothing of a
+        // topic of 200,000 records, exit 0).
+        let mut last_record: Option<Instant> = None;
         let interval = Duration::from_millis(args.commit_interval_ms);
         let mut last_commit = Instant::now();
         let mut stop = std::pin::pin!(crate::tasks::stop_signal());
@@ -262,7 +265,7 @@ impl Reader {
                     _ = &mut stop => return Ok(()),
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 }
-                last_record = Instant::now();
+                last_record = Some(Instant::now());
                 continue;
             }
             if !self.held.is_empty() {
@@ -278,15 +281,24 @@ impl Reader {
                     continue;
                 }
                 self.write_held()?;
-                last_record = Instant::now();
+                last_record = Some(Instant::now());
                 continue;
             }
-            let idle_deadline = idle_limit.map(|d| last_record + d);
+            let idle_deadline = idle_limit.zip(last_record).map(|(d, t)| t + d);
             let fetched = tokio::select! {
                 r = self.consumer.poll() => r?,
                 _ = &mut stop => return Ok(()),
-                _ = until(idle_deadline) => return Ok(()),
+                _ = until(idle_deadline) => {
+                    crate::log::info(format_args!(
+                        "no record for {} ms (--timeout-ms): stopping",
+                        idle_limit.map_or(0, |d| d.as_millis())
+                    ));
+                    return Ok(());
+                }
             };
+            if self.assigned {
+                last_record.get_or_insert_with(Instant::now);
+            }
             // Positions in a topic since deleted and created again are not committed, nor resumed
             // from: they would stand for the new topic (t29 F1).
             for t in self.consumer.take_recreated() {
@@ -298,7 +310,7 @@ impl Reader {
             let any = fetched.iter().any(|f| !f.records.is_empty());
             self.write(fetched)?;
             if any {
-                last_record = Instant::now();
+                last_record = Some(Instant::now());
                 if self.commit == Some(CommitMode::Sync) {
                     self.drain(false).await?;
                     self.commit_all(true).await;

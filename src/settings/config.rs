@@ -571,6 +571,22 @@ impl Reader<'_> {
                     span,
                     format!("{key} must be a string in quotes (its value is not shown)"),
                 ),
+                // `[input]` for `[[input]]` (helper-67: "invalid type: map, expected a sequence").
+                None if e.message().starts_with("invalid type: map, expected a sequence")
+                    && self.text[..span.start.min(self.text.len())]
+                        .rsplit('\n')
+                        .next()
+                        .into_iter()
+                        .chain(self.text[span.start.min(self.text.len())..].lines().next())
+                        .collect::<String>()
+                        .trim_start()
+                        .starts_with("[input]") =>
+                {
+                    self.err(
+                        span,
+                        "[input] is one table, but inputs are a list: write [[input]] (double brackets) above each input",
+                    )
+                }
                 None => self.err(span, did_you_mean(e.message().trim())),
             }
         })?;

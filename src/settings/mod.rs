@@ -307,8 +307,13 @@ pub(crate) fn topic_name_problem(raw: &str) -> Option<String> {
             true => "; a topic template such as 'logs-{file_stem}' is for an input of a --config file",
             false => "",
         };
+        // Said only of what looks like one (helper-66: said of a name with a blank).
+        let patterns = match raw.contains(['*', '?', '^', '$', '[', '(', '|', '\\', '+']) {
+            true => ": shipper reads and writes named topics, not patterns",
+            false => "",
+        };
         format!(
-            "'{}' is not a topic name (letters, digits, '.', '_' and '-', at most 249): shipper reads and writes named topics, not patterns{template}",
+            "'{}' is not a topic name (letters, digits, '.', '_' and '-', at most 249){patterns}{template}",
             crate::escape::Esc::str(raw)
         )
     })
@@ -661,6 +666,11 @@ mod tests {
         assert!(check_broker("[::1]:").is_err());
         let e = check_topic_arg("^logs-.*").unwrap_err().to_string();
         assert!(e.contains("not patterns"), "{e}");
+        let e = check_topic_arg("app logs").unwrap_err().to_string();
+        assert!(
+            e.contains("is not a topic name") && !e.contains("pattern"),
+            "{e}"
+        );
         let e = check_topic_arg("logs-{file_stem}").unwrap_err().to_string();
         assert!(e.contains("is for an input of a --config file"), "{e}");
         assert!(check_topic_arg("app-logs.v2_x").is_ok());

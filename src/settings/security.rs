@@ -456,6 +456,16 @@ fn properties(c: &SecurityFlags) -> anyhow::Result<BTreeMap<String, String>> {
                 .map_or(default.to_string(), |p| shell_word(p))
         };
         const JKS: &str = "; a JKS store first becomes PKCS12 with keytool -importkeystore -srcstoretype JKS -deststoretype PKCS12";
+        // With PEM files (librdkafka's and KIP-651's sense): the password of an encrypted key
+        // (helper-66: called a keystore setting, with a keystore.p12 that did not exist).
+        if k == "ssl.key.password" && !props.keys().any(|k| k.starts_with("ssl.keystore.")) {
+            let key = props
+                .get("ssl.key.location")
+                .map_or("client.key".to_string(), |p| shell_word(p));
+            return usage(format!(
+                "{at}'ssl.key.password' is the password of an encrypted key; shipper reads unencrypted PEM keys: decrypt it (openssl pkey -in {key} -out key.pem, then chmod 600 key.pem) and give that in ssl.key.location"
+            ));
+        }
         let pem = if k.starts_with("ssl.truststore.") {
             Some(format!("the CA certificates as PEM in ssl.ca.location (openssl pkcs12 -in {} -nokeys -out ca.pem{JKS})", store("truststore", "truststore.p12")))
         } else if k.starts_with("ssl.keystore.") || k == "ssl.key.password" {
@@ -1006,7 +1016,10 @@ mod tests {
                 "ssl.keystore.location=/k.p12",
                 "ssl.certificate.location and ssl.key.location (openssl pkcs12 -in /k.p12 -nokeys",
             ),
-            ("ssl.key.password=s3cret", "ssl.key.location"),
+            (
+                "ssl.keystore.location=/k.p12\nssl.key.password=s3cret",
+                "ssl.key.location",
+            ),
             (
                 "ssl.truststore.location=/my dir/it's.jks",
                 "openssl pkcs12 -in '/my dir/it'\\''s.jks' -nokeys",
@@ -1014,7 +1027,7 @@ mod tests {
             ("ssl.keystore.location=/k.jks", "-srcstoretype JKS"),
         ] {
             let flags = SecurityFlags {
-                properties: vec![key.into()],
+                properties: key.split('\n').map(Into::into).collect(),
                 ..SecurityFlags::default()
             };
             let e = properties(&flags).unwrap_err().to_string();
@@ -1023,6 +1036,22 @@ mod tests {
                 "{e}"
             );
         }
+        // Without a keystore: the password of an encrypted PEM key (librdkafka's sense).
+        let flags = SecurityFlags {
+            properties: vec![
+                "ssl.key.location=/my keys/c.key".into(),
+                "ssl.key.password=s3cret".into(),
+            ],
+            ..SecurityFlags::default()
+        };
+        let e = properties(&flags).unwrap_err().to_string();
+        assert!(
+            e.contains("the password of an encrypted key")
+                && e.contains("openssl pkey -in '/my keys/c.key' -out key.pem")
+                && !e.contains("s3cret")
+                && !e.contains("keystore"),
+            "{e}"
+        );
     }
 
     #[test]

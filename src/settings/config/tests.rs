@@ -94,6 +94,18 @@ fn brokers_paths_and_exclude_may_each_be_one_string() {
 }
 
 #[test]
+fn a_single_bracket_input_table_is_told_to_take_double_brackets() {
+    let e = error(
+        "single-bracket",
+        "checkpoint = \"/tmp/c\"\n\n[input]\npaths = [\"/x\"]\ntopic = \"t\"\n",
+    );
+    assert!(
+        e.contains(":3:") && e.contains("write [[input]] (double brackets)"),
+        "{e}"
+    );
+}
+
+#[test]
 fn a_misspelt_key_suggests_the_closest_one() {
     let e = error(
         "typo",
