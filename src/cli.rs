@@ -406,7 +406,7 @@ pub struct ConsumeArgs {
     #[arg(short, long = "partition", value_parser = clap::value_parser!(i32).range(0..))]
     pub partitions: Vec<i32>,
     /// Exit after this many records (0: no limit, as in kcat)
-    #[arg(short = 'c', long)]
+    #[arg(short = 'c', long, allow_negative_numbers = true)]
     pub max_messages: Option<u64>,
     /// Exit when every partition reached the end it had at start
     #[arg(short, long)]

@@ -1235,6 +1235,14 @@ fn usage_errors_carry_the_shipper_prefix() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains("is not a topic name"), "{args:?}: {err}");
     }
+    // A negative count is said to be one (helper-66: "unexpected argument '-1' found").
+    let out = Command::new(shipper_bin())
+        .args(["consume", "t", "-c", "-1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("invalid value '-1'"), "{err}");
     let help = Command::new(shipper_bin())
         .args(["produce", "--help"])
         .output()

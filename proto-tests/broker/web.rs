@@ -331,7 +331,10 @@ fn web_on_loopback_without_a_token_answers_only_to_local_names() {
     let Some(b) = broker() else { return };
     let t = topic("web-rebind");
     create_topic(&b, &t, 1, 1, &[]);
-    let (mut child, port) = start_web(&["-b", &b], &[&t]);
+    // Named twice: served, and listed, once (helper-65).
+    let (mut child, port) = start_web(&["-b", &b], &[&t, &t]);
+    let listed = crate::agent::http_get_as(port, "/api/topics", "localhost", "").1;
+    assert_eq!(listed.trim(), format!("[\"{t}\"]"));
     let get = |host: &str| crate::agent::http_get_as(port, "/api/topics", host, "").0;
     // A DNS-rebinding page sends its own domain name.
     assert_eq!(get(&format!("attacker.example:{port}")), 403);

@@ -60,8 +60,15 @@ pub async fn run(common: &Common, args: &WebArgs) -> anyhow::Result<i32> {
     for t in &args.topics {
         crate::settings::check_topic_arg(t)?;
     }
-    let cluster = KafkaSettings::from_flags(common, Some(Duration::from_secs(30)))?.cluster()?;
+    // Each once, in the order given (helper-65: `web t t` listed t twice).
+    let mut topics: Vec<String> = Vec::with_capacity(args.topics.len());
     for t in &args.topics {
+        if !topics.contains(t) {
+            topics.push(t.clone());
+        }
+    }
+    let cluster = KafkaSettings::from_flags(common, Some(Duration::from_secs(30)))?.cluster()?;
+    for t in &topics {
         cluster.topic(t, false).await?;
     }
     let listener = tokio::net::TcpListener::bind(addr)
@@ -70,17 +77,14 @@ pub async fn run(common: &Common, args: &WebArgs) -> anyhow::Result<i32> {
     let shown = listener.local_addr().unwrap_or(addr);
     crate::log::info(format_args!(
         "serving {} on http://{shown}/{}",
-        args.topics
+        topics
             .iter()
             .map(|t| format!("'{}'", Esc::str(t)))
             .collect::<Vec<_>>()
             .join(", "),
         if token.is_some() { "?token=..." } else { "" }
     ));
-    let cfg = WebConfig {
-        topics: args.topics.clone(),
-        token,
-    };
+    let cfg = WebConfig { topics, token };
     tokio::select! {
         _ = serve(listener, cluster, cfg) => {}
         _ = crate::tasks::stop_signal() => {}

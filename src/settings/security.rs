@@ -499,8 +499,12 @@ fn password(
 ) -> anyhow::Result<Option<Secret>> {
     if let Some(f) = &c.password_file {
         warn_if_readable(f, "password file");
+        // A usage error, as for -F and an empty file (helper-66: exit 1 here, 2 there).
         let text = super::read_text_bounded(f, super::MAX_SETTINGS_FILE).map_err(|e| {
-            anyhow::anyhow!("cannot read --sasl-password-file {}: {e}", Esc::path(f))
+            UsageError(format!(
+                "cannot read --sasl-password-file {}: {e}",
+                Esc::path(f)
+            ))
         })?;
         let pw = text.lines().next().unwrap_or_default().to_string();
         if pw.is_empty() {
@@ -858,6 +862,19 @@ mod tests {
             let e = resolve(&flags, None).unwrap_err().to_string();
             assert!(e.contains("SASL needs a user name"), "{e}");
             assert!(!e.contains("s3cret"), "{e}");
+        }
+        // A file that cannot be read is a usage error (exit 2), as an empty one is.
+        for missing in [dir.join("none"), dir.clone()] {
+            let flags = SecurityFlags {
+                password_file: Some(missing),
+                ..SecurityFlags::default()
+            };
+            let e = password(&flags, &BTreeMap::new(), None).unwrap_err();
+            assert!(e.downcast_ref::<UsageError>().is_some(), "{e}");
+            assert!(
+                e.to_string().contains("cannot read --sasl-password-file"),
+                "{e}"
+            );
         }
     }
 
