@@ -989,21 +989,8 @@ fn from_end_starts_where_files_ended_at_the_start_not_when_kafka_first_answers()
     append(&dir.join("empty.log"), &numbered_lines("e", 0, 2));
     append(&dir.join("new.log"), &numbered_lines("n", 0, 2));
     std::thread::sleep(Duration::from_millis(300));
-    fake.start(1);
-    tail.until(
-        30,
-        || fake.values("t").len() >= 7,
-        "lines written during the outage",
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let mut got: Vec<String> = fake
-        .values("t")
-        .iter()
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .collect();
-    got.sort();
     assert_eq!(
-        got,
+        back_up_and_sorted(&fake, &tail, 7),
         ["a-0", "a-1", "a-2", "e-0", "e-1", "n-0", "n-1"],
         "{}",
         tail.stderr()
@@ -1025,6 +1012,25 @@ fn wait_sighup_in(tail: &Tail, fields: &[&str]) {
         assert!(Instant::now() < deadline, "SIGHUP never in {fields:?}");
         std::thread::sleep(Duration::from_micros(200));
     }
+}
+
+/// Starts the fake broker again, waits for at least `n` values of `t` (and half a second for any
+/// more), and returns them sorted, as text.
+fn back_up_and_sorted(fake: &shipper::testkit::FakeBroker, tail: &Tail, n: usize) -> Vec<String> {
+    fake.start(1);
+    tail.until(
+        30,
+        || fake.values("t").len() >= n,
+        "the lines after the outage",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let mut got: Vec<String> = fake
+        .values("t")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    got.sort();
+    got
 }
 
 /// A fake broker with topic `t` (one partition), down from the start, and a fresh directory.
@@ -1070,21 +1076,8 @@ fn a_sighup_during_an_outage_at_boot_takes_from_end_ends_when_it_comes() {
     tail.signal("HUP");
     tail.until(30, || reads(2), "the second SIGHUP's read");
     append(&dir.join("b.log"), &numbered_lines("b", 3, 5));
-    fake.start(1);
-    tail.until(
-        30,
-        || fake.values("t").len() >= 7,
-        "the lines after the outage",
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let mut got: Vec<String> = fake
-        .values("t")
-        .iter()
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .collect();
-    got.sort();
     assert_eq!(
-        got,
+        back_up_and_sorted(&fake, &tail, 7),
         ["a-0", "a-1", "b-0", "b-1", "b-2", "b-3", "b-4"],
         "{}",
         tail.stderr()

@@ -137,6 +137,13 @@ fn quotes_value(message: &str, text: &str, at: usize) -> bool {
 
 /// serde's "unknown field `x`, expected one of `a`, `b`..." with the closest key put first, when one
 /// is close (a typo: at most two edits, or one for short names), as clap does for flags.
+/// The line of `text` that byte `at` is in.
+fn line_at(text: &str, at: usize) -> &str {
+    let at = at.min(text.len());
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    text[start..].lines().next().unwrap_or("")
+}
+
 fn did_you_mean(message: &str) -> String {
     let Some(rest) = message.strip_prefix("unknown field `") else {
         return message.to_string();
@@ -573,12 +580,7 @@ impl Reader<'_> {
                 ),
                 // `[input]` for `[[input]]` (helper-67: "invalid type: map, expected a sequence").
                 None if e.message().starts_with("invalid type: map, expected a sequence")
-                    && self.text[..span.start.min(self.text.len())]
-                        .rsplit('\n')
-                        .next()
-                        .into_iter()
-                        .chain(self.text[span.start.min(self.text.len())..].lines().next())
-                        .collect::<String>()
+                    && line_at(self.text, span.start)
                         .trim_start()
                         .starts_with("[input]") =>
                 {
