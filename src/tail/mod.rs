@@ -16,6 +16,10 @@
 //! - [`sink`]: what lines are shipped into.
 //! - [`dead_letter`]: where lines Kafka refuses for good are kept.
 //! - [`exposition`]: what `--metrics-listen` serves (`/metrics`, `/healthz`).
+//! - [`exactly`]: `--exactly-once` (position headers, read-back at start).
+//! - [`from_end`]: where a `from_end` input's files begin, taken before Kafka answers.
+//! - [`startup`]: signals and metrics while waiting for Kafka at start.
+//! - [`reload`]: SIGHUP's config reads (also during that wait).
 
 pub mod checkpoint;
 pub mod copytruncate;
