@@ -333,6 +333,19 @@ pub fn host_refusal(req: &Request) -> Option<&'static [u8]> {
     }
 }
 
+/// Whether a connection came in on a loopback address (IPv4-mapped too): a server bound to
+/// `0.0.0.0` or `[::]` is reached over loopback by this machine's browsers as well, and what a DNS
+/// rebinding can do to a loopback-only server it can do there (probe C: `metrics_listen =
+/// "0.0.0.0:PORT"` answered `Host: evil.example` on 127.0.0.1).
+pub fn arrived_on_loopback(s: &tokio::net::TcpStream) -> bool {
+    s.local_addr().is_ok_and(|a| match a.ip() {
+        std::net::IpAddr::V4(ip) => ip.is_loopback(),
+        std::net::IpAddr::V6(ip) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    })
+}
+
 /// Whether a Host header names this machine as only a local client would: `localhost` or an IP
 /// address (with or without a port). A domain name is what a DNS-rebinding page sends.
 /// The port, if any, must be digits (RFC 9110's `port = *DIGIT`, at most 65535): `localhost:abc` is

@@ -114,17 +114,14 @@ const CONNECTIONS: usize = 32;
 
 /// Binds `addr` and serves until the returned task is aborted; each request is turned into an [`Ask`].
 /// Silent connections give way to new ones ([`http::Slots`]); with every slot serving a request, a
-/// new one is answered `503 busy`.
+/// new one is answered `503 busy`. Also returns the address bound (port 0 is a port chosen now).
 pub async fn serve(
     addr: &str,
     asks: mpsc::Sender<Ask>,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
+) -> std::io::Result<(tokio::task::JoinHandle<()>, std::net::SocketAddr)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    // On loopback only local names are answered: a web page elsewhere whose name a DNS rebinding
-    // points at 127.0.0.1 would otherwise read the followed paths, topics and errors through the
-    // browser of whoever opens it.
-    let local_only = listener.local_addr()?.ip().is_loopback();
-    Ok(tokio::spawn(async move {
+    let bound = listener.local_addr()?;
+    let task = tokio::spawn(async move {
         let mut slots = http::Slots::new(CONNECTIONS);
         loop {
             let Ok((s, _)) = listener.accept().await else {
@@ -135,6 +132,10 @@ pub async fn serve(
             let asks = asks.clone();
             let served = slots
                 .admit(s, move |mut s, reading| async move {
+                    // Over loopback only local names are answered: a web page elsewhere whose name a
+                    // DNS rebinding points at 127.0.0.1 would otherwise read the followed paths,
+                    // topics and errors through the browser of whoever opens it.
+                    let local_only = http::arrived_on_loopback(&s);
                     let answered = answer(&mut s, asks, &reading, local_only);
                     let _ = tokio::time::timeout(Duration::from_secs(10), answered).await;
                 })
@@ -143,7 +144,8 @@ pub async fn serve(
                 let _ = s.try_write(http::BUSY);
             }
         }
-    }))
+    });
+    Ok((task, bound))
 }
 
 async fn answer(
@@ -239,7 +241,9 @@ mod tests {
             .unwrap()
             .port();
         let addr = format!("127.0.0.1:{port}");
-        let server = serve(&addr, tx).await.unwrap();
+        // Bound to every address and asked over loopback: the DNS-rebinding check holds there too.
+        let (server, bound) = serve(&format!("0.0.0.0:{port}"), tx).await.unwrap();
+        assert_eq!(bound.port(), port);
         tokio::spawn(async move {
             while let Some(a) = rx.recv().await {
                 match a {
@@ -262,7 +266,7 @@ mod tests {
         };
         let ask = |method: &'static str, path: &'static str| ask_as("127.0.0.1", method, path);
         let get = |path: &'static str| ask("GET", path);
-        // On loopback, a name that is not local is what a DNS-rebinding page sends.
+        // Over loopback, a name that is not local is what a DNS-rebinding page sends.
         let h = ask_as("rebound.example:9898", "GET", "/metrics").await;
         assert!(h.starts_with("HTTP/1.1 403"), "{h}");
         assert!(ask_as("localhost:9898", "GET", "/metrics")

@@ -127,7 +127,7 @@ impl LineSplitter {
                     // Incomplete but already too long: send its head now, skip the rest to its newline.
                     self.skipping = true;
                     let piece = Piece::Line {
-                        bytes: &rest[..self.max_line_bytes],
+                        bytes: cut(rest, self.max_line_bytes),
                         end: data.len(),
                         truncated: true,
                     };
@@ -139,7 +139,7 @@ impl LineSplitter {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             let truncated = line.len() > self.max_line_bytes;
             let bytes = if truncated {
-                &line[..self.max_line_bytes]
+                cut(line, self.max_line_bytes)
             } else {
                 line
             };
@@ -155,6 +155,37 @@ impl LineSplitter {
         }
         pos
     }
+}
+
+/// `line`'s first `max` bytes, or up to 3 fewer so as not to end inside a UTF-8 character: a cut
+/// through `€` made valid UTF-8 text invalid, and strict consumers refuse the record (probe E). Only a
+/// character that is whole and valid in `line` counts; other bytes are cut where the limit falls.
+pub fn cut(line: &[u8], max: usize) -> &[u8] {
+    if line.len() <= max {
+        return line;
+    }
+    for back in 1..=3.min(max) {
+        let at = max - back;
+        let b = line[at];
+        if b & 0xC0 == 0x80 {
+            continue; // a continuation byte: its lead is further back
+        }
+        let len = match b {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => return &line[..max],
+        };
+        let whole = line
+            .get(at..at + len)
+            .is_some_and(|c| std::str::from_utf8(c).is_ok());
+        return if at + len > max && whole {
+            &line[..at]
+        } else {
+            &line[..max]
+        };
+    }
+    &line[..max]
 }
 
 #[cfg(test)]
@@ -204,6 +235,21 @@ mod tests {
             plain(&lines_of(&[b"a\r\nb\r\n"], 10)),
             vec![b"a" as &[u8], b"b"]
         );
+    }
+
+    #[test]
+    fn a_cut_does_not_end_inside_a_utf8_character() {
+        let euro = "€".repeat(10); // 3 bytes each
+        assert_eq!(cut(euro.as_bytes(), 8), "€€".as_bytes());
+        assert_eq!(cut(euro.as_bytes(), 9), "€€€".as_bytes());
+        assert_eq!(cut("a😀".as_bytes(), 4), b"a");
+        assert_eq!(cut("aé".as_bytes(), 2), b"a");
+        // Not UTF-8 there: cut where the limit falls.
+        assert_eq!(cut(b"\xE2\x82zzzz", 2), b"\xE2\x82");
+        assert_eq!(cut(b"\xFF\xFF\xFF\xFF", 2), b"\xFF\xFF");
+        assert_eq!(cut(b"abc", 1), b"a");
+        let got = lines_of(&[format!("{euro}\n").as_bytes()], 8);
+        assert_eq!(got, vec![("€€".as_bytes().to_vec(), true)]);
     }
 
     /// A line of exactly the limit whose CRLF is split between two reads is whole, not cut (t49: its

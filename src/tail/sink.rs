@@ -25,7 +25,8 @@ pub trait Sink {
     /// batch shipper sends (a line under the line limit whose key and headers take its record past
     /// `--max-message-bytes`): cut by what it was over, its record fits, and up to two bytes more may
     /// (the shorter value can shorten the value's and the record's length varints by one byte each):
-    /// the longest that fits is taken. Returns the bytes of `value` in the record (fewer when cut).
+    /// the longest that fits is taken, ending on a UTF-8 character's end when the value is text there.
+    /// Returns the bytes of `value` in the record (fewer when cut).
     #[allow(clippy::too_many_arguments)]
     fn append_cut_to_fit(
         &mut self,
@@ -42,9 +43,11 @@ pub trait Sink {
                 let fits = value.len() - (e.size - e.limit);
                 let mut r = (Err(e), fits);
                 for n in (fits..=(fits + 2).min(value.len() - 1)).rev() {
+                    // Not inside a UTF-8 character (see [`super::lines::cut`]).
+                    let v = super::lines::cut(value, n);
                     r = (
-                        self.append(topic, key, &value[..n], headers, timestamp_ms, token, pos),
-                        n,
+                        self.append(topic, key, v, headers, timestamp_ms, token, pos),
+                        v.len(),
                     );
                     if r.0.is_ok() {
                         break;

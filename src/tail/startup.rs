@@ -69,12 +69,13 @@ impl Startup {
         let (mut asks, mut server) = (None, None);
         if let Some(addr) = metrics_listen {
             let (tx, rx) = mpsc::channel(8);
-            let s = crate::metrics::serve(addr, tx)
+            let (s, bound) = crate::metrics::serve(addr, tx)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot serve metrics on {}: {e}", Esc::str(addr)))?;
+            // The address bound, not the one given: port 0 is a port chosen now (probe C: the line
+            // said `http://127.0.0.1:0/metrics`), and a name shows what it resolved to.
             crate::log::info(format_args!(
-                "metrics on http://{}/metrics, health on /healthz",
-                Esc::str(addr)
+                "metrics on http://{bound}/metrics, health on /healthz"
             ));
             (asks, server) = (Some(rx), Some(s));
         }

@@ -48,8 +48,8 @@ pub struct WebConfig {
 
 struct Server {
     cfg: WebConfig,
-    /// Listening on loopback without a token: the page is for this machine alone, so a request
-    /// must name it as such (see [`http::local_host`]).
+    /// No token: a request that came in over loopback is from this machine, so it must name it as
+    /// such (see [`http::local_host`]), also when listening on every address.
     local_only: bool,
     cluster: Arc<Cluster>,
     hubs: Hubs,
@@ -62,9 +62,8 @@ const CONNECTIONS: usize = 64;
 
 /// Serves on `listener` until the future is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, cluster: Arc<Cluster>, cfg: WebConfig) {
-    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     let server = Arc::new(Server {
-        local_only: loopback && cfg.token.is_none(),
+        local_only: cfg.token.is_none(),
         // The live reads' fetches on connections of their own: a view opening meanwhile resolves
         // its start (and "end") at once, not behind a held Fetch (t25 F1: from=end missed the records
         // written in the 0.3 s, seconds under load, that its requests waited).
@@ -149,7 +148,10 @@ impl Server {
             return http::respond(s, 400, "text/plain", b"token=... is given more than once\n")
                 .await;
         }
-        if self.local_only && !req.header("host").is_none_or(http::local_host) {
+        if self.local_only
+            && http::arrived_on_loopback(s)
+            && !req.header("host").is_none_or(http::local_host)
+        {
             // DNS rebinding: a web page elsewhere whose name now resolves to 127.0.0.1 would
             // otherwise read these topics through the browser of whoever opens it.
             return http::respond(
