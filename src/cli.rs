@@ -624,7 +624,45 @@ impl Cli {
                 }
             }
         }
-        Cli::from_arg_matches(&m).unwrap_or_else(|e| exit_usage(e))
+        let mut cli = Cli::from_arg_matches(&m).unwrap_or_else(|e| exit_usage(e));
+        cli.common.properties = all_properties(&args, &m);
+        cli
+    }
+}
+
+/// Every `-X`, before and after the subcommand, in order. Clap keeps only the subcommand's values of
+/// a global option given on both sides: `-X security.protocol=SASL_SSL -X ssl.ca.location=ca.pem
+/// metadata -X sasl.username=u` dropped the first two, and the password went out without TLS
+/// (probe D). The values before the subcommand are read again from the words before it: the first
+/// word naming the subcommand where those words parse alone (a word that is an option's value, as
+/// in `--client-id tail tail ...`, leaves that option without one, and does not parse).
+fn all_properties(args: &[std::ffi::OsString], m: &clap::ArgMatches) -> Vec<String> {
+    use clap::CommandFactory;
+    let values = |m: &clap::ArgMatches| -> Vec<String> {
+        m.get_many::<String>("properties")
+            .map(|v| v.cloned().collect())
+            .unwrap_or_default()
+    };
+    let last = values(m);
+    let Some(name) = m.subcommand_name() else {
+        return last;
+    };
+    let before = args.iter().enumerate().skip(1).find_map(|(i, a)| {
+        if a.to_str() != Some(name) {
+            return None;
+        }
+        let cmd = Cli::command()
+            .subcommand_required(false)
+            .arg_required_else_help(false);
+        cmd.try_get_matches_from(&args[..i])
+            .ok()
+            .map(|p| values(&p))
+    });
+    match before {
+        // Without -X after the subcommand clap gives the ones before it (and with the same ones
+        // after it, once is enough).
+        Some(before) if before != last => before.into_iter().chain(last).collect(),
+        _ => last,
     }
 }
 
@@ -667,6 +705,38 @@ fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn x_settings_before_and_after_the_subcommand_are_all_kept() {
+        use clap::CommandFactory;
+        let all = |a: &[&str]| {
+            let args: Vec<std::ffi::OsString> = a.iter().map(Into::into).collect();
+            let m = Cli::command().try_get_matches_from(&args).unwrap();
+            all_properties(&args, &m)
+        };
+        let both = all(&["shipper", "-X", "a=1", "-Xb=2", "metadata", "-X", "c=3"]);
+        assert_eq!(both, ["a=1", "b=2", "c=3"]);
+        assert_eq!(all(&["shipper", "-X", "a=1", "metadata"]), ["a=1"]);
+        assert_eq!(all(&["shipper", "metadata", "-X", "c=3"]), ["c=3"]);
+        assert_eq!(
+            all(&["shipper", "-X", "a=1", "metadata", "-X", "a=1"]),
+            ["a=1"]
+        );
+        // A value that names the subcommand is not taken for it.
+        let named = all(&[
+            "shipper",
+            "-X",
+            "a=1",
+            "--client-id",
+            "metadata",
+            "metadata",
+            "-X",
+            "c=3",
+        ]);
+        assert_eq!(named, ["a=1", "c=3"]);
+        let consume = all(&["shipper", "-X", "a=1", "consume", "t", "-X", "c=3", "-e"]);
+        assert_eq!(consume, ["a=1", "c=3"]);
+    }
 
     #[test]
     fn usage_errors_are_one_line_and_name_no_machine_limits() {

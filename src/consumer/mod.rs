@@ -119,6 +119,11 @@ struct PartitionState {
     failing_since: Instant,
     /// Whether the last fetch of it failed (or it has no leader).
     failing: bool,
+    /// Since when the broker's answers for it make no progress (data without a whole batch at the
+    /// largest share, an offset out of range inside the log it says it has, no answer for it at
+    /// all): as unreadable as failing for the retry limit (probe D: `consume -e --timeout 5s` fetched
+    /// such a partition for ever).
+    stuck_since: Option<Instant>,
     /// When its fetch in flight was sent.
     sent_at: Option<Instant>,
     /// Where it starts is not known yet: its ListOffsets failed (a leader just elected whose high
@@ -289,6 +294,7 @@ impl Consumer {
                 backoff: None,
                 failing_since: now,
                 failing: false,
+                stuck_since: None,
                 sent_at: None,
                 pending: None,
                 asking: false,
@@ -395,6 +401,7 @@ impl Consumer {
             )),
             failing_since: now,
             failing: true,
+            stuck_since: None,
             sent_at: None,
             pending: Some(Pending { start, from }),
             asking: false,
@@ -754,6 +761,7 @@ impl Consumer {
             };
             let since = match (s.failing, held) {
                 (true, _) => s.failing_since,
+                (false, _) if s.stuck_since.is_some() => s.stuck_since.unwrap_or(now),
                 (false, Some(t)) => {
                     hung = Some((self.topics[k.0].meta.leader(k.1), t));
                     t
@@ -916,6 +924,7 @@ impl Consumer {
         let mut out = Vec::new();
         let mut stale: Option<Error> = None;
         let mut stale_keys: Vec<Key> = Vec::new();
+        let mut answered: Vec<Key> = Vec::new();
         for t in resp.responses {
             let id = *t.topic_id.as_bytes();
             let ours = asked.iter().map(|((ti, _), _)| *ti).find(|&ti| {
@@ -939,6 +948,9 @@ impl Consumer {
                     .iter()
                     .copied()
                     .find(|((ti, pi), _)| *pi == p && Some(*ti) == ours);
+                if let Some((k, _)) = key {
+                    answered.push(k);
+                }
                 let Some((key, at)) = key else {
                     self.warn_once(
                         format!("foreign:{name}:{p}"),
@@ -1001,6 +1013,7 @@ impl Consumer {
                 }
                 if let Some(s) = self.parts.get_mut(&key) {
                     s.offset = next;
+                    s.stuck_since = None;
                     s.backoff = None;
                     s.not_before = None;
                     s.max_bytes = s.max_bytes.max(self.cfg.partition_max_bytes);
@@ -1019,7 +1032,42 @@ impl Consumer {
         if let Some(e) = stale {
             self.failed(&stale_keys, e, sent).await?;
         }
+        // Asked for and left out: fetched again at once, it was asked for 5,000 times a second.
+        for &(key, at) in asked {
+            if answered.contains(&key) || self.parts.get(&key).is_none_or(|s| s.offset != at) {
+                continue;
+            }
+            let name = self.topics[key.0].name.clone();
+            self.stuck(key, "its partition is missing from the answer");
+            self.warn_once(
+                format!("missing:{name}:{}", key.1),
+                format_args!(
+                    "topic '{}' partition {}: the broker's Fetch answers leave it out; retrying with backoff",
+                    Esc::str(&name),
+                    key.1
+                ),
+            );
+        }
         Ok(out)
+    }
+
+    /// The broker answered for `key` without progress: backed off, and counted against the retry
+    /// limit from the first such answer (see [`PartitionState::stuck_since`]).
+    fn stuck(&mut self, key: Key, what: &'static str) {
+        let Some(s) = self.parts.get_mut(&key) else {
+            return;
+        };
+        let now = Instant::now();
+        s.stuck_since.get_or_insert(now);
+        let b = s.backoff.get_or_insert_with(|| {
+            Backoff::with(Duration::from_millis(200), Duration::from_secs(5), None)
+        });
+        s.not_before = Some(now + b.next_delay().unwrap_or(Duration::from_secs(5)));
+        self.last_error = Some(Error::Incomplete {
+            api: "Fetch",
+            target: Target::Partition(self.topics[key.0].name.clone(), key.1),
+            what,
+        });
     }
 
     /// Data came but no whole batch: ask for a larger share; at the limit, back off and say so.
@@ -1032,11 +1080,11 @@ impl Consumer {
             s.max_bytes = s.max_bytes.saturating_mul(2).min(limit);
             return;
         }
-        let b = s.backoff.get_or_insert_with(|| {
-            Backoff::with(Duration::from_millis(200), Duration::from_secs(5), None)
-        });
-        s.not_before = Some(Instant::now() + b.next_delay().unwrap_or(Duration::from_secs(5)));
         let offset = s.offset;
+        self.stuck(
+            key,
+            "no whole batch at its offset, even at the largest share",
+        );
         self.warn_once(
             format!("stuck:{name}:{}", key.1),
             format_args!(
@@ -1240,6 +1288,12 @@ impl Consumer {
             Backoff::with(Duration::from_millis(100), Duration::from_secs(5), None)
         });
         s.not_before = Some(Instant::now() + b.next_delay().unwrap_or(Duration::from_secs(5)));
+        if new == old {
+            self.stuck(
+                key,
+                "its offset is out of range, inside the log the broker says it has",
+            );
+        }
         let key_s = format!("range:{name}:{p}:{new}");
         let msg = if new == old {
             format!("the broker says offset {old} is out of range but its log spans {lo}..{hi}; retrying")

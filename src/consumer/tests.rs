@@ -154,11 +154,62 @@ async fn a_fetch_that_never_advances_backs_off_instead_of_spinning() {
     let mut k = consumer(&b, "t", StartOffset::Beginning).await;
     b.misbehave(Misbehave::FetchNoProgress);
     let before = b.requests(ApiKey::Fetch);
-    let got = read_for(&mut k, 30).await.unwrap();
+    let start = Instant::now();
+    let got = read_for(&mut k, 25).await.unwrap();
     assert!(got.is_empty());
     let fetches = b.requests(ApiKey::Fetch) - before;
-    assert!(fetches < 60, "{fetches} fetches in 30 s");
+    assert!(fetches < 50, "{fetches} fetches in 25 s");
     assert_eq!(k.positions(), vec![(0, 0, 0)], "no offset invented");
+    // And not for ever: given up at the retry limit (probe D: `consume -e --timeout 5s` ran on).
+    let e = read_for(&mut k, 120).await.unwrap_err();
+    assert!(e.to_string().contains("whole batch"), "{e}");
+    assert!(
+        start.elapsed() <= Duration::from_secs(36),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// A partition the broker's answers leave out is fetched again with backoff (it was asked for as
+/// fast as the broker answered) and given up at the retry limit.
+#[tokio::test(start_paused = true)]
+async fn a_partition_the_answers_leave_out_backs_off_and_is_given_up_at_the_limit() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    b.append("t", 0, &[b"a"]);
+    let mut k = consumer(&b, "t", StartOffset::Beginning).await;
+    b.misbehave(Misbehave::FetchMissingPartition);
+    let before = b.requests(ApiKey::Fetch);
+    let start = Instant::now();
+    let e = read_for(&mut k, 120).await.unwrap_err();
+    assert!(matches!(e, Error::Deadline { .. }), "{e}");
+    assert!(e.to_string().contains("missing from the answer"), "{e}");
+    assert!(
+        start.elapsed() <= Duration::from_secs(36),
+        "{:?}",
+        start.elapsed()
+    );
+    let fetches = b.requests(ApiKey::Fetch) - before;
+    assert!(fetches < 60, "{fetches} fetches");
+}
+
+/// OFFSET_OUT_OF_RANGE for an offset inside the log the broker says it has, again and again: given
+/// up at the retry limit, not fetched for ever.
+#[tokio::test(start_paused = true)]
+async fn an_offset_out_of_range_inside_the_log_for_ever_is_given_up_at_the_limit() {
+    let b = FakeBroker::new(1);
+    b.create_topic("t", 1);
+    b.append("t", 0, &[b"a"]);
+    let mut k = consumer(&b, "t", StartOffset::Beginning).await;
+    b.misbehave(Misbehave::FetchError(1));
+    let start = Instant::now();
+    let e = read_for(&mut k, 120).await.unwrap_err();
+    assert!(e.to_string().contains("out of range"), "{e}");
+    assert!(
+        start.elapsed() <= Duration::from_secs(36),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[tokio::test(start_paused = true)]

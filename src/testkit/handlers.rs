@@ -398,6 +398,9 @@ impl FakeBroker {
         let no_progress = self
             .take_rule(|m| *m == Misbehave::FetchNoProgress)
             .is_some();
+        let missing = self
+            .take_rule(|m| *m == Misbehave::FetchMissingPartition)
+            .is_some();
         let st = self.lock();
         let mut r = FetchResponse::default();
         for t in req.topics {
@@ -456,7 +459,9 @@ impl FakeBroker {
                         }
                     }
                 }
-                tr.partitions.push(pd);
+                if !missing {
+                    tr.partitions.push(pd);
+                }
             }
             if foreign {
                 let mut pd = fetch_response::PartitionData::default();

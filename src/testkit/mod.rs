@@ -69,6 +69,8 @@ pub enum Misbehave {
     FetchForeignPartition,
     /// Answer Fetch with a batch header whose length runs past the response (and nothing else).
     FetchNoProgress,
+    /// Answer Fetch leaving out every partition (the topics are there, without them).
+    FetchMissingPartition,
     /// ListOffsets answers these offsets for earliest and latest.
     Offsets { earliest: i64, latest: i64 },
     /// ListOffsets answers this partition with this error code (counted per request asking for it).

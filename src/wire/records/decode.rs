@@ -223,6 +223,9 @@ impl<'a> RecordIter<'a> {
         c.take(1, "record attributes")?;
         let ts_delta = c.varint("timestamp delta")?;
         let off_delta = c.varint("offset delta")?;
+        if !(0..=i64::from(self.header.last_offset_delta)).contains(&off_delta) {
+            return Err(c.malformed("offset delta (outside the batch's offsets)"));
+        }
         let key = c.bytes("key")?;
         let value = c.bytes("value")?;
         let header_count = c.varint("header count")?;
@@ -258,12 +261,23 @@ impl<'a> Iterator for RecordIter<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.left == 0 {
-            return None;
+            // More than the batch counts: a batch that lies about its count (Java refuses it too);
+            // what it holds past the count would be skipped silently (probe D: a count of 1 over
+            // three records printed one, and the next offsets were jumped over).
+            if self.cur.b.is_empty() {
+                return None;
+            }
+            let e = self
+                .cur
+                .malformed("record count (records past the batch's count)");
+            self.cur.b = &[];
+            return Some(Err(e));
         }
         self.left -= 1;
         let r = self.decode_one();
         if r.is_err() {
             self.left = 0;
+            self.cur.b = &[];
         }
         Some(r)
     }

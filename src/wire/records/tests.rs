@@ -130,3 +130,49 @@ fn absurd_lengths_are_errors_not_panics() {
     let sec = records_section(&h, bytes, &mut scratch, 1 << 20).unwrap();
     assert!(records(&h, sec).any(|r| r.is_err()));
 }
+
+/// A batch whose count is below the records it holds, or whose record names an offset outside the
+/// batch, is refused rather than read in part (probe D: a count of 1 over three records printed one
+/// and skipped the others' offsets).
+#[test]
+fn a_batch_that_lies_about_its_records_is_an_error() {
+    let three = || {
+        let mut buf = BytesMut::new();
+        let mut b = BatchBuilder::begin(&mut buf, 1);
+        for v in [&b"a"[..], b"b", b"c"] {
+            b.push(&mut buf, 1, None, Some(v), &[]);
+        }
+        b.finish(
+            &mut buf,
+            Compression::None,
+            None,
+            ProducerStamp::NONE,
+            &mut Compressor::default(),
+        )
+        .unwrap();
+        let (h, _) = split_batches(&buf).next().unwrap().unwrap();
+        (h, buf[BATCH_HEADER_BYTES..].to_vec())
+    };
+    let (h, sec) = three();
+    assert_eq!(records(&h, &sec).filter(|r| r.is_ok()).count(), 3);
+    for count in [-1, 0, 1, 2] {
+        let h = BatchHeader {
+            record_count: count,
+            ..h
+        };
+        let got: Vec<_> = records(&h, &sec).collect();
+        assert!(got.last().is_some_and(|r| r.is_err()), "count {count}");
+        assert_eq!(
+            got.iter().filter(|r| r.is_err()).count(),
+            1,
+            "count {count}"
+        );
+    }
+    // The last record's offset delta (2) past a last offset delta of 1.
+    let h = BatchHeader {
+        last_offset_delta: 1,
+        ..h
+    };
+    let got: Vec<_> = records(&h, &sec).collect();
+    assert!(got[2].is_err() && got[..2].iter().all(|r| r.is_ok()));
+}
