@@ -7,6 +7,7 @@ use std::ops::ControlFlow;
 
 use bytes::Bytes;
 
+use crate::wire::compression::Compression;
 use crate::wire::records::{self, BatchHeader, Record, RecordError};
 
 /// One partition's share of a fetch response.
@@ -91,27 +92,10 @@ impl Fetched {
         max_decompressed: usize,
         mut f: impl FnMut(&BatchHeader, &[u8]) -> std::result::Result<ControlFlow<()>, RecordError>,
     ) -> std::result::Result<(), RecordError> {
-        let mut pending = self.aborted.iter().peekable();
-        // Producers inside an aborted transaction at the current batch: a set, since a hostile
-        // response may list millions of aborted transactions and batches.
-        let mut aborting: HashSet<i64> = HashSet::new();
-        // The offset after the batches given so far.
-        let mut done = self.fetch_offset;
+        let mut skip = Skipper::new(self.fetch_offset);
         for b in records::split_batches(&self.records) {
             let (h, batch) = b?;
-            let last = h.next_offset().saturating_sub(1);
-            while let Some(&(producer, _)) = pending.next_if(|(_, first)| *first <= last) {
-                aborting.insert(producer);
-            }
-            if h.is_control() {
-                if aborting.contains(&h.producer_id) && is_abort_marker(&h, batch) {
-                    aborting.remove(&h.producer_id);
-                }
-                continue;
-            }
-            if h.next_offset() <= done
-                || (h.is_transactional() && aborting.contains(&h.producer_id))
-            {
+            if skip.skips(&self.aborted, &h, batch) {
                 continue;
             }
             records::verify_crc(&h, batch)?;
@@ -119,7 +103,7 @@ impl Fetched {
             if f(&h, section)?.is_break() {
                 break;
             }
-            done = h.next_offset();
+            skip.done = h.next_offset();
         }
         Ok(())
     }
@@ -133,6 +117,199 @@ impl Fetched {
             next = next.max(h.next_offset());
         }
         Ok(next)
+    }
+}
+
+/// Which batches a walk over a response leaves out: control batches, aborted transactions (when the
+/// broker lists them) and batches wholly below where the walk stands.
+#[derive(Debug)]
+struct Skipper {
+    /// The next of the response's aborted transactions not yet reached.
+    next_aborted: usize,
+    /// Producers inside an aborted transaction at the current batch: a set, since a hostile
+    /// response may list millions of aborted transactions and batches.
+    aborting: HashSet<i64>,
+    /// The offset after the batches read so far.
+    done: i64,
+}
+
+impl Skipper {
+    fn new(fetch_offset: i64) -> Skipper {
+        Skipper {
+            next_aborted: 0,
+            aborting: HashSet::new(),
+            done: fetch_offset,
+        }
+    }
+
+    /// Whether the batch `h` (bytes `batch`) is left out. Aborted transactions as the Java consumer
+    /// drops them: a producer's transactional batches are skipped from the first offset of its aborted
+    /// transaction (as the broker lists them) up to the abort marker that ends it; its batches after
+    /// the marker are shown again.
+    fn skips(&mut self, aborted: &[(i64, i64)], h: &BatchHeader, batch: &[u8]) -> bool {
+        let last = h.next_offset().saturating_sub(1);
+        while let Some(&(producer, first)) = aborted.get(self.next_aborted) {
+            if first > last {
+                break;
+            }
+            self.aborting.insert(producer);
+            self.next_aborted += 1;
+        }
+        if h.is_control() {
+            if self.aborting.contains(&h.producer_id) && is_abort_marker(h, batch) {
+                self.aborting.remove(&h.producer_id);
+            }
+            return true;
+        }
+        h.next_offset() <= self.done
+            || (h.is_transactional() && self.aborting.contains(&h.producer_id))
+    }
+}
+
+/// A walk over one [`Fetched`]'s records that stops and goes on later, across awaits, without
+/// checking, decompressing or decoding again what it has read: a web view that sends a response's rows
+/// in pieces reads the response once (each piece used to decompress the response again from its first
+/// batch: a 64 MiB batch of small records, shown 1 MiB of rows at a time, was decompressed hundreds of
+/// times). Records as [`Fetched::for_each_record`] gives them.
+#[derive(Debug)]
+pub struct Walk {
+    /// Byte position in the response of the next batch to open.
+    pos: usize,
+    skip: Skipper,
+    /// The next offset to give: records below it were given (or were below the fetch offset).
+    from: i64,
+    /// The batch being read.
+    open: Option<Open>,
+    /// The open batch's records, decompressed.
+    scratch: Vec<u8>,
+    /// A batch header could not be read: nothing after it can be.
+    ended: bool,
+}
+
+/// Where a walk stands in its open batch.
+#[derive(Debug)]
+struct Open {
+    header: BatchHeader,
+    /// The records section: in the response (`pos` of the batch + header), or the walk's scratch.
+    section: Option<std::ops::Range<usize>>,
+    /// Bytes of the section read.
+    read: usize,
+    /// Records the batch says are left.
+    left: i32,
+}
+
+/// What a [`Walk::run`] stopped at.
+#[derive(Debug)]
+pub enum WalkStop {
+    /// The end of the response.
+    End,
+    /// The callback said stop: the record it was given is given again by the next run.
+    Stopped,
+    /// A batch that fails its CRC, does not decompress or holds a malformed record: its records from
+    /// the bad one on are left out, and the next run goes on with the next batch.
+    BadBatch(RecordError),
+    /// A batch header that cannot be read (an old message format, a broken length): nothing after it
+    /// can be read.
+    Unreadable(RecordError),
+}
+
+impl Walk {
+    /// A walk over `f` from its fetch offset; `scratch` is memory to decompress into (kept from an
+    /// earlier walk, or empty).
+    pub fn new(f: &Fetched, scratch: Vec<u8>) -> Walk {
+        Walk {
+            pos: 0,
+            skip: Skipper::new(f.fetch_offset),
+            from: f.fetch_offset,
+            open: None,
+            scratch,
+            ended: false,
+        }
+    }
+
+    /// The walk's decompression memory, to give the next walk.
+    pub fn into_scratch(self) -> Vec<u8> {
+        self.scratch
+    }
+
+    /// Gives `f` the records from where the walk stands until `f` breaks or a batch is bad (see
+    /// [`WalkStop`]). `fetched` must be the response the walk was made for.
+    pub fn run(
+        &mut self,
+        fetched: &Fetched,
+        max_decompressed: usize,
+        mut f: impl FnMut(&Record<'_>) -> ControlFlow<()>,
+    ) -> WalkStop {
+        let data = &fetched.records[..];
+        loop {
+            let Some(open) = &mut self.open else {
+                if self.ended {
+                    return WalkStop::End;
+                }
+                match self.open_next(fetched, max_decompressed) {
+                    Ok(true) => continue,
+                    Ok(false) => return WalkStop::End,
+                    Err(stop) => return stop,
+                }
+            };
+            let section = match &open.section {
+                Some(r) => &data[r.clone()],
+                None => &self.scratch[..],
+            };
+            let rest = &section[open.read..];
+            let mut it = records::records_resume(&open.header, rest, open.left);
+            let before = it.unread();
+            match it.next() {
+                None => self.open = None,
+                Some(Err(e)) => {
+                    self.open = None;
+                    return WalkStop::BadBatch(e);
+                }
+                Some(Ok(r)) => {
+                    if r.offset >= self.from {
+                        if f(&r).is_break() {
+                            return WalkStop::Stopped;
+                        }
+                        self.from = r.offset.saturating_add(1);
+                    }
+                    open.read += before - it.unread();
+                    open.left = it.left();
+                }
+            }
+        }
+    }
+
+    /// Opens the next batch that is not left out: `Ok(false)` at the end of the response.
+    fn open_next(&mut self, f: &Fetched, max_decompressed: usize) -> Result<bool, WalkStop> {
+        let data = &f.records[..];
+        let Some(b) = records::split_batches(&data[self.pos.min(data.len())..]).next() else {
+            return Ok(false);
+        };
+        let (h, batch) = b.map_err(|e| {
+            self.ended = true;
+            WalkStop::Unreadable(e)
+        })?;
+        let start = self.pos;
+        self.pos += batch.len();
+        if self.skip.skips(&f.aborted, &h, batch) {
+            return Ok(true);
+        }
+        self.skip.done = h.next_offset();
+        records::verify_crc(&h, batch).map_err(WalkStop::BadBatch)?;
+        let section = records::records_section(&h, batch, &mut self.scratch, max_decompressed)
+            .map_err(WalkStop::BadBatch)?;
+        // An uncompressed section lies in the response itself; a decompressed one in scratch.
+        let in_response = matches!(h.compression(), Ok(Compression::None));
+        let len = section.len();
+        self.open = Some(Open {
+            header: h,
+            section: in_response.then(|| {
+                start + records::BATCH_HEADER_BYTES..start + records::BATCH_HEADER_BYTES + len
+            }),
+            read: 0,
+            left: h.record_count.max(0),
+        });
+        Ok(true)
     }
 }
 
@@ -251,6 +428,52 @@ mod tests {
         assert_eq!(values(2, vec![(7, 1)]), committed[1..]);
         // A listed transaction of another producer hides nothing of producer 7.
         assert_eq!(values(0, vec![(9, 1)]).len(), 6);
+    }
+
+    /// A walk stopped at every record and run again gives what one pass gives, each record once.
+    #[test]
+    fn a_walk_stopped_anywhere_goes_on_where_it_stood() {
+        for (fetch_offset, aborted) in [
+            (0, vec![]),
+            (0, vec![(7, 1)]),
+            (2, vec![(7, 1)]),
+            (5, vec![]),
+        ] {
+            let f = Fetched {
+                topic: 0,
+                partition: 0,
+                fetch_offset,
+                records: log(),
+                high_watermark: 9,
+                aborted: aborted.clone(),
+            };
+            let mut want = Vec::new();
+            f.for_each_record(&mut Vec::new(), 1 << 20, |r| want.push(r.offset))
+                .unwrap();
+            let mut walk = super::Walk::new(&f, Vec::new());
+            let mut got = Vec::new();
+            let mut stop = false;
+            loop {
+                // Every other record offered is refused: the next run offers it again.
+                let end = walk.run(&f, 1 << 20, |r| {
+                    stop = !stop;
+                    if stop {
+                        return std::ops::ControlFlow::Break(());
+                    }
+                    got.push(r.offset);
+                    std::ops::ControlFlow::Continue(())
+                });
+                match end {
+                    super::WalkStop::Stopped => {}
+                    super::WalkStop::End => break,
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(
+                got, want,
+                "fetch offset {fetch_offset}, aborted {aborted:?}"
+            );
+        }
     }
 
     /// A broken broker's response repeating a batch, or one overlapping the last, gives each offset

@@ -27,7 +27,7 @@ use crate::backoff::{Backoff, TroubleNews, TroubleWatch, STILL_TRYING_AFTER};
 use crate::cluster::{Cluster, TopicMeta};
 use crate::error::{classify, code, Class, Code, Error, Result, Target};
 use crate::escape::Esc;
-pub use fetched::Fetched;
+pub use fetched::{Fetched, Walk, WalkStop};
 pub use offsets::{list_offsets, list_offsets_as, EARLIEST, LATEST};
 use offsets::{list_offsets_pass, Ask};
 pub use start::StartOffset;

@@ -14,7 +14,8 @@ use tokio::time::Instant;
 use super::hub::{live_fetch, Hubs};
 use super::row::{write_row, Filter};
 use crate::cluster::{Cluster, TopicMeta};
-use crate::consumer::{list_offsets_as, Consumer, Fetched, StartOffset, LATEST};
+use crate::consumer::{list_offsets_as, Consumer, Fetched, StartOffset, Walk, WalkStop, LATEST};
+use crate::wire::records::RecordError;
 
 /// A batch is sent when it reaches this size, or after [`FLUSH_EVERY`].
 const BATCH_BYTES: usize = 256 * 1024;
@@ -22,6 +23,10 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// response of highly compressed records must not become tens of MB of JSON per view.
 const BATCH_CAP: usize = 1024 * 1024;
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// The largest decompressed batch a view reads.
+const MAX_DECOMPRESSED: usize = 64 * 1024 * 1024;
+/// Decompression memory a view keeps between responses; a larger batch's is freed once read.
+const SCRATCH_KEEP: usize = 1024 * 1024;
 /// A write the browser does not take within this long ends the view.
 pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -55,7 +60,22 @@ struct Out<'a, S> {
     batch: Vec<u8>,
     rows: usize,
     last_flush: Instant,
+    /// Decompression memory kept between responses (up to [`SCRATCH_KEEP`]).
     scratch: Vec<u8>,
+    /// A `failed` event was sent.
+    ended: bool,
+}
+
+/// Where [`Out::add_until`] stopped.
+enum Step {
+    /// At the end of the response or of the range.
+    Done,
+    /// At the batch cap: send it and go on.
+    Capped,
+    /// At a batch that does not check or decode: the walk goes on after it.
+    Skipped(RecordError),
+    /// At a batch header that cannot be read: nothing after it can be.
+    Unreadable(RecordError),
 }
 
 impl<S: AsyncWrite + Unpin> Out<'_, S> {
@@ -74,28 +94,33 @@ impl<S: AsyncWrite + Unpin> Out<'_, S> {
         }
     }
 
-    /// Adds the records of `f` in `from..end` that the filter wants, until the batch holds
-    /// [`BATCH_CAP`]; returns the next offset (at most `end`) and whether it stopped for the cap (then
-    /// send the batch and add again from there). A batch that does not decode is skipped (and said at
-    /// debug level): a view shows what it can, `consume` is the tool that fails on it.
-    fn add_until(&mut self, f: &Fetched, from: i64, end: i64, filter: &Filter) -> (i64, bool) {
-        let mut next = from;
+    /// Adds the records of `f` in `from..end` that the filter wants, from where `walk` stands until
+    /// the batch holds [`BATCH_CAP`] (then send the batch and add again: the walk goes on from the
+    /// record it stopped at), a batch is bad, or the end; `next` is moved past each record read.
+    fn add_until(
+        &mut self,
+        walk: &mut Walk,
+        f: &Fetched,
+        (from, end): (i64, i64),
+        filter: &Filter,
+        next: &mut i64,
+    ) -> Step {
         let mut capped = false;
         let (batch, rows) = (&mut self.batch, &mut self.rows);
-        // Stopping at the cap or the end breaks the walk: the rest of the answer is not decompressed
-        // now (it is, from `next`, at the next call).
-        let res = f.for_each_record_while(&mut self.scratch, 64 * 1024 * 1024, |r| {
+        // Stopping at the cap or the end stops the walk: the rest of the answer is not decompressed
+        // now (it is, from where the walk stands, at the next call).
+        let stop = walk.run(f, MAX_DECOMPRESSED, |r| {
             if r.offset < from {
                 return std::ops::ControlFlow::Continue(());
             }
-            if capped || r.offset >= end {
+            if r.offset >= end {
                 return std::ops::ControlFlow::Break(());
             }
             if batch.len() >= BATCH_CAP {
                 capped = true;
                 return std::ops::ControlFlow::Break(());
             }
-            next = r.offset + 1;
+            *next = r.offset + 1;
             if filter.wants(r) {
                 batch.push(if *rows == 0 { b'[' } else { b',' });
                 let _ = write_row(batch, f.partition, r);
@@ -103,33 +128,73 @@ impl<S: AsyncWrite + Unpin> Out<'_, S> {
             }
             std::ops::ControlFlow::Continue(())
         });
-        if let Err(e) = res {
-            crate::log::debug(format_args!("web: partition {}: {e}", f.partition));
+        match stop {
+            WalkStop::Stopped if capped => Step::Capped,
+            WalkStop::Stopped | WalkStop::End => Step::Done,
+            WalkStop::BadBatch(e) => Step::Skipped(e),
+            WalkStop::Unreadable(e) => Step::Unreadable(e),
         }
-        if capped {
-            return (next, true);
-        }
-        // Past the batches (control records, compaction gaps), but never past the end.
-        (next.max(f.next_offset().unwrap_or(next)).min(end), false)
     }
 
     /// Adds all of `f` in `from..end` (see [`Out::add_until`]), sending the batch each time it
-    /// reaches the cap; returns the next offset.
+    /// reaches the cap; returns the next offset. A batch that does not check or decode is skipped
+    /// and the browser told (a `skipped` event): a view shows what it can, `consume` is the tool that
+    /// stops at it. One whose header cannot be read (an old message format) ends the view with a
+    /// `failed` event, as nothing after it can be read.
     async fn add_all(
         &mut self,
         f: &Fetched,
-        mut from: i64,
+        from: i64,
         end: i64,
         filter: &Filter,
     ) -> std::io::Result<i64> {
-        loop {
-            let (next, capped) = self.add_until(f, from, end, filter);
-            self.flush(capped).await?;
-            if !capped || next <= from {
-                return Ok(next);
+        let mut walk = Walk::new(f, std::mem::take(&mut self.scratch));
+        let mut next = from;
+        let res = loop {
+            match self.add_until(&mut walk, f, (from, end), filter, &mut next) {
+                Step::Capped => self.flush(true).await?,
+                Step::Done => {
+                    self.flush(false).await?;
+                    // Past the batches (control records, compaction gaps), never past the end.
+                    break Ok(next.max(f.next_offset().unwrap_or(next)).min(end));
+                }
+                Step::Skipped(e) => {
+                    crate::log::debug(format_args!("web: partition {}: {e}", f.partition));
+                    self.flush(true).await?;
+                    let why = format!(
+                        "partition {}: {e}; shown from the next batch on",
+                        f.partition
+                    );
+                    self.event("skipped", &crate::escape::json_quoted(&why))
+                        .await?;
+                }
+                Step::Unreadable(e) => {
+                    self.flush(true).await?;
+                    let why = format!(
+                        "partition {}: {e}; nothing after offset {next} can be shown",
+                        f.partition
+                    );
+                    self.fail(&why).await?;
+                    break Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
+                }
             }
-            from = next;
+        };
+        // The memory of a large batch is not kept for the rest of the view (up to 64 MiB each, and
+        // 32 views).
+        let mut scratch = walk.into_scratch();
+        if scratch.capacity() <= SCRATCH_KEEP {
+            scratch.clear();
+            self.scratch = scratch;
         }
+        res
+    }
+
+    /// Ends the view with a `failed` event telling `why`, once.
+    async fn fail(&mut self, why: &str) -> std::io::Result<()> {
+        if std::mem::replace(&mut self.ended, true) {
+            return Ok(());
+        }
+        self.event("failed", &crate::escape::json_quoted(why)).await
     }
 
     /// Sends the batch if it is due (or `force`).
@@ -186,17 +251,14 @@ async fn serve<S: AsyncWrite + Unpin>(
         rows: 0,
         last_flush: Instant::now(),
         scratch: Vec::new(),
+        ended: false,
     };
     out.write(head.as_bytes()).await?;
     let fail = |e: crate::error::Error| std::io::Error::other(e.to_string());
     // Up to the end as of now, on our own; then from the hub, whatever it is past that.
     let mut next = match catch_up(&mut out, cluster, &view, &meta, None).await {
         Ok(n) => n,
-        Err(e) => {
-            return out
-                .event("failed", &crate::escape::json_quoted(&e.to_string()))
-                .await
-        }
+        Err(e) => return out.fail(&e.to_string()).await,
     };
     let mut sub = hubs.subscribe(&view.topic, &meta).await.map_err(fail)?;
     let behind: BTreeMap<i32, i64> = sub
@@ -342,6 +404,132 @@ async fn catch_up<S: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::{Bytes, BytesMut};
+
+    use crate::wire::compression::{Compression, Compressor};
+    use crate::wire::records::{BatchBuilder, ProducerStamp};
+
+    /// Appends one batch of `values` at offset `base`.
+    fn batch(buf: &mut BytesMut, base: i64, values: &[&[u8]], codec: Compression) {
+        let start = buf.len();
+        let mut b = BatchBuilder::begin(buf, 1);
+        for v in values {
+            b.push(buf, 1, None, Some(v), &[]);
+        }
+        b.finish(
+            buf,
+            codec,
+            None,
+            ProducerStamp::NONE,
+            &mut Compressor::default(),
+        )
+        .unwrap();
+        // The base offset is outside the CRC: the broker sets it.
+        buf[start..start + 8].copy_from_slice(&base.to_be_bytes());
+    }
+
+    /// What a view sends for `records` (partition 0, fetched at 0): the events' names and data, the
+    /// offsets of the rows in order, the result, and the decompression memory the view kept.
+    async fn view(
+        records: Bytes,
+    ) -> (Vec<(String, String)>, Vec<i64>, std::io::Result<i64>, usize) {
+        let f = Fetched {
+            topic: 0,
+            partition: 0,
+            fetch_offset: 0,
+            records,
+            high_watermark: 0,
+            aborted: vec![],
+        };
+        let mut sent = Vec::new();
+        let mut out = Out {
+            s: &mut sent,
+            batch: Vec::new(),
+            rows: 0,
+            last_flush: Instant::now(),
+            scratch: Vec::new(),
+            ended: false,
+        };
+        let res = out.add_all(&f, 0, i64::MAX, &Filter::default()).await;
+        out.flush(true).await.unwrap();
+        if res.is_err() {
+            // A second failure is not told again.
+            out.fail("again").await.unwrap();
+        }
+        let kept = out.scratch.capacity();
+        let text = String::from_utf8(sent).unwrap();
+        let (mut events, mut offsets) = (Vec::new(), Vec::new());
+        for e in text.split("\n\n").filter(|e| !e.is_empty()) {
+            let name = e.strip_prefix("event: ").and_then(|e| e.split_once('\n'));
+            let (name, data) = match name {
+                Some((n, rest)) => (n.to_string(), rest.strip_prefix("data: ").unwrap()),
+                None => ("rows".to_string(), e.strip_prefix("data: ").unwrap()),
+            };
+            if name == "rows" {
+                offsets.extend(
+                    data.split("\"o\":")
+                        .skip(1)
+                        .map(|o| o.split(',').next().unwrap().parse::<i64>().unwrap()),
+                );
+            } else {
+                events.push((name, data.to_string()));
+            }
+        }
+        (events, offsets, res, kept)
+    }
+
+    fn three_batches() -> BytesMut {
+        let mut b = BytesMut::new();
+        batch(&mut b, 0, &[b"a0", b"a1", b"a2"], Compression::None);
+        batch(&mut b, 3, &[b"b3", b"b4", b"b5"], Compression::None);
+        batch(&mut b, 6, &[b"c6", b"c7", b"c8"], Compression::None);
+        b
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_does_not_check_is_skipped_and_the_browser_told() {
+        let mut b = three_batches();
+        let at = b.windows(2).position(|w| w == b"b4").unwrap();
+        b[at] = b'x';
+        let (events, offsets, res, _) = view(b.freeze()).await;
+        assert_eq!(offsets, [0, 1, 2, 6, 7, 8]);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].0, "skipped");
+        assert!(
+            events[0].1.contains("partition 0") && events[0].1.contains("offset 3"),
+            "{events:?}"
+        );
+        assert_eq!(res.unwrap(), 9);
+    }
+
+    #[tokio::test]
+    async fn a_batch_header_that_cannot_be_read_ends_the_view_once() {
+        let mut b = three_batches();
+        // The second batch in the old message format (magic 1).
+        let second = 12 + i32::from_be_bytes(b[8..12].try_into().unwrap()) as usize;
+        b[second + 16] = 1;
+        let (events, offsets, res, _) = view(b.freeze()).await;
+        assert_eq!(offsets, [0, 1, 2]);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].0, "failed");
+        assert!(events[0].1.contains("after offset 3"), "{events:?}");
+        assert_eq!(res.unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    #[tokio::test]
+    async fn a_large_compressed_batch_is_sent_in_pieces_each_row_once_and_its_memory_freed() {
+        // 48 rows of 512 KiB: 24 MiB decompressed, sent in pieces of at most BATCH_CAP.
+        let value = vec![b'x'; 512 * 1024];
+        let values: Vec<&[u8]> = (0..48).map(|_| &value[..]).collect();
+        let mut b = BytesMut::new();
+        batch(&mut b, 0, &values[..10], Compression::Zstd);
+        batch(&mut b, 10, &values[10..], Compression::Zstd);
+        let (events, offsets, res, kept) = view(b.freeze()).await;
+        assert!(events.is_empty(), "{events:?}");
+        assert_eq!(offsets, (0..48).collect::<Vec<i64>>());
+        assert_eq!(res.unwrap(), 48);
+        assert!(kept <= SCRATCH_KEEP, "kept {kept} bytes");
+    }
 
     #[test]
     fn a_hub_read_that_goes_back_takes_the_view_back_with_it() {

@@ -199,17 +199,33 @@ pub struct RecordIter<'a> {
 
 /// Decodes the records of a batch from its records section.
 pub fn records<'a>(header: &BatchHeader, section: &'a [u8]) -> RecordIter<'a> {
+    records_resume(header, section, header.record_count)
+}
+
+/// Decodes the records of a batch from `rest`, the part of its records section not yet read, where
+/// the batch says `left` records remain (see [`RecordIter::unread`] and [`RecordIter::left`]).
+pub fn records_resume<'a>(header: &BatchHeader, rest: &'a [u8], left: i32) -> RecordIter<'a> {
     RecordIter {
         cur: Cursor {
-            b: section,
+            b: rest,
             offset: header.base_offset,
         },
         header: *header,
-        left: header.record_count.max(0),
+        left: left.max(0),
     }
 }
 
 impl<'a> RecordIter<'a> {
+    /// Bytes of the section not read yet.
+    pub fn unread(&self) -> usize {
+        self.cur.b.len()
+    }
+
+    /// Records the batch says are left.
+    pub fn left(&self) -> i32 {
+        self.left
+    }
+
     fn decode_one(&mut self) -> Result<Record<'a>, RecordError> {
         let len = self.cur.varint("record length")?;
         if len < 0 {
