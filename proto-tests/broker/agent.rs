@@ -1145,7 +1145,7 @@ fn an_exactly_once_read_back_refused_turns_healthz_503_until_it_works() {
 }
 
 #[test]
-fn a_topic_that_does_not_exist_turns_healthz_503_until_it_is_created() {
+fn a_topic_that_does_not_exist_or_is_deleted_turns_healthz_503_until_it_is_created() {
     // The cluster does not create topics: lines for a templated topic wait in their file. They used
     // to wait with /healthz at 200 and nothing but the lag to show it. A topic named as it is (no
     // template) is waited for too, not an error at start: under systemd that was a restart loop.
@@ -1203,6 +1203,35 @@ fn a_topic_that_does_not_exist_turns_healthz_503_until_it_is_created() {
     assert!(
         err.contains(&format!("topic '{t}-app' can be used now, after")),
         "{err}"
+    );
+    // Deleted under the running agent: said as the topic being gone, not as the Produce answer's bare
+    // UNKNOWN_TOPIC_OR_PARTITION; the lines wait and go once it is created again.
+    kafka_topic(&c, "delete", &format!("{t}-fixed"), &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    append(&dir.join("fixed.txt"), &numbered_lines("fixed", 5, 10));
+    let gone = format!(
+        "cannot deliver to Kafka (topic '{t}-fixed' does not exist (create it; auto_create_topics = false"
+    );
+    tail.until(
+        60,
+        || tail.stderr().contains(&gone),
+        "the deleted topic said",
+    );
+    tail.until(
+        60,
+        || http_get(port, "/healthz").0 == 503,
+        "healthz never 503 for the deleted topic",
+    );
+    create_topic(&c, &format!("{t}-fixed"), 1, 3, &[]);
+    tail.until(
+        60,
+        || topic_values(&c, &format!("{t}-fixed")).len() == 5,
+        "lines once the deleted topic is created again",
+    );
+    tail.until(
+        60,
+        || http_get(port, "/healthz").0 == 200,
+        "healthz never 200 again",
     );
     assert_eq!(tail.stop("TERM"), Some(0), "{}", tail.stderr());
 }

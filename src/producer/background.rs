@@ -7,8 +7,18 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Producer;
-use crate::error::Error;
+use crate::error::{code, Code, Error};
 use crate::tasks::take_finished;
+
+/// What a metadata refresh found.
+pub(super) struct Refreshed {
+    /// The topics it asked for.
+    asked: Vec<usize>,
+    /// Whether the cluster answered.
+    ok: bool,
+    /// Those of them Kafka says do not exist.
+    unknown: Vec<usize>,
+}
 
 impl Producer {
     /// Takes the results of background tasks that finished (metadata refresh, producer id).
@@ -27,12 +37,26 @@ impl Producer {
     /// every partition has a leader: after a failed one the cache is the old metadata, which may
     /// name a leader for each partition all the same, and resetting the pace then made a refresh
     /// every 100 ms for as long as the brokers were away.
-    pub(super) fn refreshed(&mut self, r: Option<(Vec<usize>, bool)>) {
-        let Some((asked, ok)) = r else {
+    ///
+    /// A topic the refresh found gone (deleted, and not created again) has that said as the reason
+    /// its partitions fail, in place of the Produce answer's bare UNKNOWN_TOPIC_OR_PARTITION.
+    pub(super) fn refreshed(&mut self, r: Option<Refreshed>) {
+        let Some(Refreshed { asked, ok, unknown }) = r else {
             return;
         };
         let mut all_led = ok;
         for t in asked {
+            if unknown.contains(&t) {
+                self.gone.insert(t);
+                let gone = self.gone_error(t);
+                for ((ft, _), e) in self.failing.iter_mut() {
+                    if *ft == t && e.code() == Some(Code::UnknownTopicOrPartition) {
+                        *e = gone.clone();
+                    }
+                }
+            } else {
+                self.gone.remove(&t);
+            }
             if !self.stale.remove(&t) {
                 continue;
             }
@@ -149,18 +173,41 @@ impl Producer {
         // topics at a producer's write (as the Java producer's metadata requests allow).
         let auto_create = self.cfg.auto_create_topics;
         self.refresh = Some(tokio::spawn(async move {
-            let ok = match cluster
+            let (ok, unknown) = match cluster
                 .fetch_metadata(Some(&names), auto_create, deadline)
                 .await
             {
-                Ok(_) => true,
+                Ok(md) => {
+                    let unknown = asked
+                        .iter()
+                        .zip(&names)
+                        .filter(|(_, n)| {
+                            md.topics.iter().any(|mt| {
+                                mt.name == **n
+                                    && code(mt.error) == Some(Code::UnknownTopicOrPartition)
+                            })
+                        })
+                        .map(|(t, _)| *t)
+                        .collect();
+                    (true, unknown)
+                }
                 Err(e) => {
                     crate::log::debug(format_args!("metadata refresh failed: {e}"));
-                    false
+                    (false, Vec::new())
                 }
             };
-            (asked, ok)
+            Refreshed { asked, ok, unknown }
         }));
+    }
+
+    /// Why a topic the last refresh found gone fails.
+    pub(super) fn gone_error(&self, t: usize) -> Error {
+        let topic = self.acc.topics[t].name.clone();
+        if self.cfg.auto_create_topics {
+            Error::UnknownTopic { topic }
+        } else {
+            Error::NotCreated { topic }
+        }
     }
 
     /// Starts metadata lookups for topics asked for by name that are due.

@@ -164,7 +164,9 @@ pub struct Producer {
     requests_in_flight: HashMap<i32, usize>,
     throttled: HashMap<i32, Instant>,
     stale: BTreeSet<usize>,
-    refresh: Option<JoinHandle<(Vec<usize>, bool)>>,
+    refresh: Option<JoinHandle<background::Refreshed>>,
+    /// Topics the last metadata refresh found gone (deleted, not created again).
+    gone: BTreeSet<usize>,
     refresh_backoff: Backoff,
     refresh_not_before: Option<Instant>,
     pid_task: Option<JoinHandle<Result<(i64, i16), Error>>>,
@@ -262,6 +264,7 @@ impl Producer {
             throttled: HashMap::new(),
             stale: BTreeSet::new(),
             refresh: None,
+            gone: BTreeSet::new(),
             refresh_backoff: Backoff::new(None),
             refresh_not_before: None,
             pid_task: None,

@@ -218,6 +218,11 @@ impl Producer {
             }
         }
         crate::log::debug(format_args!("will retry: {e}"));
+        // The Produce answer's UNKNOWN_TOPIC_OR_PARTITION for a topic the last refresh found gone.
+        let e = match e.code() {
+            Some(Code::UnknownTopicOrPartition) if self.gone.contains(&t) => self.gone_error(t),
+            _ => e,
+        };
         let mut b = b;
         b.maybe_written |= may_have_sent(&e);
         self.stats.retries += 1;
