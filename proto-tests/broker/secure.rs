@@ -744,3 +744,36 @@ fn passwords_never_reach_help_verbose_output_or_the_process_title() {
     );
     assert!(!err.contains(PASSWORD), "{err}");
 }
+
+/// A password given in two places: the one used is named, the other said to be left aside, neither
+/// shown (`SHIPPER_SASL_PASSWORD` over `-X sasl.password` was taken without a word: a stale variable
+/// in a unit made a right password on the command line fail).
+#[test]
+fn a_password_given_in_two_places_says_which_one_is_used() {
+    if secure().is_none() {
+        return;
+    }
+    let metadata = |env: &str, x: &str| {
+        let mut c = Command::new(shipper_bin());
+        c.args(["-b", SASL_PLAINTEXT, "--timeout", "10"])
+            .args(["-X", "security.protocol=SASL_PLAINTEXT"])
+            .args(["-X", "sasl.mechanism=SCRAM-SHA-256"])
+            .args(["-X", "sasl.username=shipper"])
+            .args(["-X", &format!("sasl.password={x}")])
+            .arg("metadata")
+            .env("SHIPPER_SASL_PASSWORD", env);
+        let out = run_with_input(c, b"");
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        (out.status.code(), err)
+    };
+    let said = "the SASL password is taken from SHIPPER_SASL_PASSWORD; the one in sasl.password (-X or -F) is not used";
+    let (code, err) = metadata(PASSWORD, "not-this-one");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains(said), "{err}");
+    let (code, err) = metadata("stale-variable", PASSWORD);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(said), "{err}");
+    for secret in [PASSWORD, "not-this-one", "stale-variable"] {
+        assert!(!err.contains(secret), "{err}");
+    }
+}

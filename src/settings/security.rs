@@ -491,12 +491,40 @@ fn properties(c: &SecurityFlags) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(props)
 }
 
-/// The password: `--sasl-password-file`, else `SHIPPER_SASL_PASSWORD`, else the properties.
+/// The password: `--sasl-password-file`, else `SHIPPER_SASL_PASSWORD`, else the properties. A
+/// password given in another place too is said to be left aside (named by where it was, never shown):
+/// `SHIPPER_SASL_PASSWORD` over a `-X sasl.password` was taken without a word.
 fn password(
     c: &SecurityFlags,
     props: &BTreeMap<String, String>,
     env: Option<&str>,
 ) -> anyhow::Result<Option<Secret>> {
+    let env_set = env.is_some_and(|v| !v.trim_end_matches(['\r', '\n']).is_empty());
+    let given = [
+        (c.password_file.is_some(), "--sasl-password-file"),
+        (env_set, "SHIPPER_SASL_PASSWORD"),
+        (c.password.is_some(), "the config's sasl_password"),
+        (
+            props.contains_key("sasl.password"),
+            "sasl.password (-X or -F)",
+        ),
+        (
+            props
+                .get("sasl.jaas.config")
+                .is_some_and(|j| jaas_field(j, "password").is_some()),
+            "sasl.jaas.config's password",
+        ),
+    ];
+    let mut places = given.iter().filter(|(set, _)| *set).map(|(_, name)| *name);
+    if let Some(used) = places.next() {
+        let unused: Vec<&str> = places.collect();
+        if !unused.is_empty() {
+            crate::log::warn(format_args!(
+                "the SASL password is taken from {used}; the one in {} is not used",
+                unused.join(" and ")
+            ));
+        }
+    }
     if let Some(f) = &c.password_file {
         warn_if_readable(f, "password file");
         // A usage error, as for -F and an empty file (helper-66: exit 1 here, 2 there).
