@@ -1640,6 +1640,16 @@ impl Engine {
                     self.hot.insert(key);
                 }
                 Ok(ReadResult::Lines { .. }) => {}
+                Ok(ReadResult::Hole { bytes, more }) => {
+                    self.routine.say(format_args!(
+                        "{}: passed over {} NUL bytes at its start after the truncation: a writer without O_APPEND wrote on at its old offset, and the bytes before that read as zeros (a hole, not lines)",
+                        Esc::path(&f.path),
+                        bytes
+                    ));
+                    if more {
+                        self.hot.insert(key);
+                    }
+                }
                 Ok(ReadResult::Truncated) => self.restart_truncated(key),
                 Ok(ReadResult::Compressed(kind)) => {
                     let n = super::scan::compressed_notice(&f.path, f.id, kind);
@@ -1820,6 +1830,7 @@ impl Engine {
                 f.multiline = old.multiline.clone();
                 f.retired = old.retired;
                 f.retired_from = old.retired_from.clone();
+                f.hole_check = true;
                 self.hot.insert(k);
                 self.insert_follower(k, f);
             }

@@ -115,6 +115,15 @@ pub enum ReadResult {
     /// The file begins with a compression format's header (a rotated log compressed by logrotate):
     /// not lines. Nothing of it was shipped.
     Compressed(&'static str),
+    /// Read again from the start after a truncation, it began with this many NUL bytes, passed over:
+    /// the hole a writer without `O_APPEND` leaves when it writes on at its old offset after a
+    /// copytruncate (its next line lands there, and the bytes before it read as zeros).
+    Hole {
+        /// NUL bytes passed over.
+        bytes: u64,
+        /// More bytes wait beyond them.
+        more: bool,
+    },
     /// A page faulted but the file is not shorter: the disk could not read it.
     BadPage {
         /// Where the unreadable region starts.
@@ -213,6 +222,11 @@ pub struct Follower {
     /// starts (kept in the checkpoint, so that a restart goes on skipping it, once it has checked
     /// that the file still holds a line there); `acked_pos` itself when that start is not known.
     pub acked_skip_from: Option<u64>,
+    /// Read again from the start after a truncation, and no byte other than NUL seen yet: leading NUL
+    /// bytes are a hole (see [`ReadResult::Hole`]), passed over.
+    pub hole_check: bool,
+    /// NUL bytes passed over so far, not yet told.
+    hole_skipped: u64,
     /// Size at the last read.
     pub size: u64,
     /// Size the last look for the lag saw, without reading ([`Follower::observe`]): while Kafka is
@@ -293,6 +307,8 @@ impl Follower {
             inflight: VecDeque::new(),
             acked_pos: start,
             acked_skip_from: None,
+            hole_check: false,
+            hole_skipped: 0,
             size,
             observed: 0,
             source: None,
@@ -561,6 +577,11 @@ impl Follower {
         let len = (size - base).min(chunk as u64) as usize;
         let more = base + (len as u64) < size;
         let region = Region::map(&file, base, len)?;
+        if self.hole_check && !self.skipping {
+            if let Some(r) = self.pass_hole(&file, &region, base, more)? {
+                return Ok(r);
+            }
+        }
         let mut shipping = Shipping {
             sink,
             timestamp_ms: at.0,
@@ -618,6 +639,38 @@ impl Follower {
             lines,
             more: more || full,
         })
+    }
+
+    /// Passes over the NUL bytes at the front of `region` (mapped at `base`) while looking for the end
+    /// of a hole (see [`Follower::hole_check`]): `None` when none are there (read on as usual), else
+    /// what to tell. A faulted page reads as zeros: that is no hole, and the usual read says what it is.
+    fn pass_hole(
+        &mut self,
+        file: &File,
+        region: &Region,
+        base: u64,
+        more: bool,
+    ) -> io::Result<Option<ReadResult>> {
+        let bytes = region.bytes();
+        let n = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+        if region.faulted() {
+            return Ok(None);
+        }
+        if n < bytes.len() {
+            self.hole_check = false;
+        }
+        if n == 0 {
+            return Ok(None);
+        }
+        self.skip_to(base + n as u64, false);
+        self.note_before(file, region, base)?;
+        self.hole_skipped += n as u64;
+        let more = more || n < bytes.len();
+        if !self.hole_check || !more {
+            let bytes = std::mem::take(&mut self.hole_skipped);
+            return Ok(Some(ReadResult::Hole { bytes, more }));
+        }
+        Ok(Some(ReadResult::Lines { lines: 0, more }))
     }
 
     /// Splits the mapped region into lines and ships each, until the region ends, the sink is full, or

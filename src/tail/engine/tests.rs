@@ -2427,3 +2427,38 @@ async fn a_deleted_file_with_every_line_acknowledged_leaves_the_checkpoint() {
     );
     fs::remove_dir_all(&d).unwrap();
 }
+
+/// copytruncate under a writer without O_APPEND: the writer writes on at its old offset, and the file
+/// read again from the start begins with a hole of NUL bytes. They are passed over (a 10,000-byte
+/// hole takes several regions), not shipped as the head of the next line; NUL bytes met later, past
+/// the first other byte, are data and ship.
+#[tokio::test(start_paused = true)]
+async fn the_hole_a_writer_without_append_leaves_after_copytruncate_is_not_shipped() {
+    use std::os::unix::fs::FileExt;
+    for old in [32usize, 10_000] {
+        let d = dir("nul-hole");
+        let f = d.join("a.log");
+        let first: Vec<u8> = b"0123456789abcde\n".repeat(old.div_ceil(16));
+        append(&f, &first[..old - old % 16]);
+        let before = old - old % 16;
+        let (mut e, mut sink) = following(config(&d), Vec::new());
+        assert_eq!(shipped_text(&sink).len(), before / 16);
+        truncate(&f);
+        e.touch(&f);
+        drain(&mut e, &mut sink, Instant::now());
+        let w = OpenOptions::new().write(true).open(&f).unwrap();
+        w.write_at(b"next line\nand on\n", before as u64).unwrap();
+        e.touch(&f);
+        drain(&mut e, &mut sink, Instant::now());
+        append(&f, b"\0\0 later NULs are data\n");
+        e.touch(&f);
+        drain(&mut e, &mut sink, Instant::now());
+        let got = shipped_text(&sink);
+        assert_eq!(
+            got[before / 16..],
+            ["next line", "and on", "\0\0 later NULs are data"],
+            "hole of {before} bytes"
+        );
+        fs::remove_dir_all(&d).unwrap();
+    }
+}
