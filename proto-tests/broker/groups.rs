@@ -266,6 +266,37 @@ fn three_members_share_a_topic_and_a_killed_one_is_taken_over_and_commits_hold()
     );
 }
 
+/// A member that joins while a killed member still holds the partitions waits for its session to
+/// time out: it says why after 3 s (it was silent for 10-33 s before "reading"), on either protocol.
+#[test]
+fn a_member_waiting_behind_a_killed_one_says_why() {
+    let Some(b) = cluster() else { return };
+    for protocol in ["classic", "consumer"] {
+        let dir = scratch_dir(&format!("groups-wait-{protocol}"));
+        let t = topic("groups-wait");
+        create_topic(&b, &t, 2, 3, &[]);
+        let g = topic("gw");
+        let args = ["--group-protocol", protocol];
+        let mut first = Member::shipper(&b, &t, &g, &args, &dir, "first");
+        wait_for_members(&b, &g, &[&first], 2);
+        first.stop("KILL");
+        let mut second = Member::shipper(&b, &t, &g, &args, &dir, "second");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !second.stderr().contains("reading") {
+            assert!(Instant::now() < deadline, "{}", second.stderr());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let err = second.stderr();
+        let said = err
+            .find(&format!(
+                "group '{g}': waiting for partitions: a rebalance waits"
+            ))
+            .unwrap_or_else(|| panic!("{protocol}: {err}"));
+        assert!(said < err.find("reading").unwrap(), "{err}");
+        assert_eq!(second.stop("TERM"), Some(0), "{}", second.stderr());
+    }
+}
+
 #[test]
 fn kcat_and_shipper_share_one_group_on_either_protocol() {
     let Some(b) = cluster() else { return };

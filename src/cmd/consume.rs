@@ -79,6 +79,7 @@ pub async fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<i32> {
         committing: None,
         commit_trouble: TroubleWatch::new(Duration::ZERO, Some(COMMIT_TROUBLE_EVERY)),
         assigned: false,
+        waiting: (None, false),
     };
     match &args.group {
         Some(g) => {
@@ -200,7 +201,12 @@ struct Reader {
     commit_trouble: TroubleWatch,
     /// Whether partitions were assigned yet (at once without a group).
     assigned: bool,
+    /// Since when a group member has waited for partitions, and whether that was said.
+    waiting: (Option<Instant>, bool),
 }
+
+/// A group member that has waited this long for its first partitions says why it may wait more.
+const WAIT_SAID_AFTER: Duration = Duration::from_secs(3);
 
 impl Reader {
     /// Reads until a limit, a signal or an error. A poll is never interrupted but to stop (it may hold
@@ -230,6 +236,7 @@ impl Reader {
             while let Some(ev) = self.member.as_mut().and_then(Member::try_event) {
                 self.on_event(ev).await?;
             }
+            self.say_if_waiting();
             if self
                 .committing
                 .as_ref()
@@ -596,6 +603,25 @@ impl Reader {
                 let _ = done.send(());
                 Ok(())
             }
+        }
+    }
+
+    /// Says once why a group member still has no partitions after [`WAIT_SAID_AFTER`]: a rebalance
+    /// waits for a member that stopped without leaving until its session times out (10-33 s
+    /// of silence before "reading" after a consumer of the group was killed).
+    fn say_if_waiting(&mut self) {
+        let Some(m) = &self.member else { return };
+        if self.assigned {
+            self.waiting.0 = None;
+            return;
+        }
+        let since = *self.waiting.0.get_or_insert_with(Instant::now);
+        if !self.waiting.1 && since.elapsed() >= WAIT_SAID_AFTER {
+            self.waiting.1 = true;
+            crate::log::info(format_args!(
+                "group '{}': waiting for partitions: a rebalance waits for every member, and one that stopped without leaving (killed, or cut off) holds its partitions until its session times out (up to 45 s with Kafka's defaults; shipper's own is --session-timeout-ms, 10 s)",
+                Esc::str(m.group())
+            ));
         }
     }
 
