@@ -337,7 +337,7 @@ pub struct ProducerFlags {
 pub struct ProduceArgs {
     /// Topic to write to
     pub topic: String,
-    /// Read lines from this file instead of stdin
+    /// Read lines from this file instead of stdin (`-`: stdin)
     #[arg(long, value_name = "PATH")]
     pub file: Option<std::path::PathBuf>,
     /// Fixed key for every record

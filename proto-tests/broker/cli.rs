@@ -1388,6 +1388,11 @@ fn a_file_is_produced_through_its_map_exactly_as_through_a_pipe() {
         err.trim_end(),
         format!("shipper: error: --file {}: no such file", missing.display())
     );
+    // `--file -` is standard input, as for cat and kcat (it was "--file -: no such file").
+    let dash = topic("mapped-dash");
+    create_topic(&b, &dash, 1, 1, &[]);
+    shipper_ok(&b, &["produce", &dash, "--file", "-"], b"from\nstdin\n");
+    assert_eq!(lines(&read(&dash)), [b"from".to_vec(), b"stdin".to_vec()]);
     let _ = std::fs::remove_dir_all(&d);
 }
 

@@ -175,6 +175,8 @@ enum Input {
 impl Input {
     fn open(file: Option<&std::path::Path>) -> anyhow::Result<Input> {
         use std::os::fd::AsFd;
+        // `--file -` is standard input, as for cat and kcat (a file named `-` is `--file ./-`).
+        let file = file.filter(|p| p.as_os_str() != "-");
         let f = match file {
             // One that does not exist is a wrong --file, as a directory is (usage, exit 2; t29 F8:
             // exit 1 where a directory was 2); one that cannot be read is a failure.
