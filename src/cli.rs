@@ -340,9 +340,9 @@ pub struct ProduceArgs {
     /// Read lines from this file instead of stdin (`-`: stdin)
     #[arg(long, value_name = "PATH")]
     pub file: Option<std::path::PathBuf>,
-    /// Fixed key for every record
+    /// Fixed key for every record (its bytes as given: not UTF-8 is taken too)
     #[arg(long, conflicts_with = "key_separator")]
-    pub key: Option<String>,
+    pub key: Option<std::ffi::OsString>,
     /// Split each line at the first SEP into key and value (escapes as in kcat's -K: \t, \xNN)
     #[arg(long, value_name = "SEP", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub key_separator: Option<String>,

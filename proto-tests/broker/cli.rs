@@ -128,6 +128,25 @@ fn key_separator_takes_kcats_escapes() {
     assert_eq!(read(&ours), read(&theirs));
 }
 
+/// `--key` takes bytes that are not UTF-8, as kcat's `-k` does (it was refused by the argument parser).
+#[test]
+fn a_key_that_is_not_utf8_is_sent_as_given() {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(b) = broker() else { return };
+    let t = topic("key-bytes");
+    let mut c = std::process::Command::new(shipper_bin());
+    c.args(["-b", &b, "produce", &t, "--key"])
+        .arg(std::ffi::OsStr::from_bytes(b"\xff\x01k"));
+    let out = run_with_input(c, b"v\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = kcat(&b, &["-C", "-t", &t, "-e", "-q", "-f", "%k|%s\n"], b"");
+    assert_eq!(got, b"\xff\x01k|v\n");
+}
+
 fn sample_keyed(input: &[u8]) -> Vec<u8> {
     lines(input)
         .iter()

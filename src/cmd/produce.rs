@@ -477,7 +477,10 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
     let mut run = Run {
         producer,
         shape: Shape {
-            key: args.key.as_deref().map(str::as_bytes),
+            key: args
+                .key
+                .as_deref()
+                .map(std::os::unix::ffi::OsStrExt::as_bytes),
             key_separator: key_separator.as_deref(),
             headers: headers_owned
                 .iter()
