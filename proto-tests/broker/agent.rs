@@ -378,7 +378,7 @@ fn sighup_adds_and_removes_inputs_under_load_and_every_line_arrives_once() {
     let c = wait_for_records(&b, &tc, n[2], limit);
     let log = tail.stderr();
     assert!(
-        log.contains("config reloaded: 2 inputs (1 added, 1 removed, 0 changed)"),
+        log.contains("config reloaded: 2 inputs (1 added: 'c'; 1 removed: 'b'; 0 changed)"),
         "{log}"
     );
     assert_lines(&a, "a", n[0], "input a, kept");

@@ -1405,9 +1405,17 @@ impl Engine {
         new.cap_events();
         let old_names: Vec<String> = self.cfg.inputs.iter().map(|i| i.name.clone()).collect();
         let new_names: Vec<String> = new.inputs.iter().map(|i| i.name.clone()).collect();
-        let added = new_names.iter().filter(|n| !old_names.contains(n)).count();
-        let removed = old_names.iter().filter(|n| !new_names.contains(n)).count();
-        let changed = self
+        let added: Vec<&str> = new_names
+            .iter()
+            .filter(|n| !old_names.contains(n))
+            .map(String::as_str)
+            .collect();
+        let removed: Vec<&str> = old_names
+            .iter()
+            .filter(|n| !new_names.contains(n))
+            .map(String::as_str)
+            .collect();
+        let changed: Vec<&str> = self
             .cfg
             .inputs
             .iter()
@@ -1423,7 +1431,15 @@ impl Engine {
                                 .any(|(a, b)| !a.same_as(b)))
                 })
             })
-            .count();
+            .map(|i| i.name.as_str())
+            .collect();
+        // Named, not only counted: which inputs a reload touched is what an operator checks.
+        let summary = format!(
+            "({}; {}; {})",
+            named_inputs(&added, "added"),
+            named_inputs(&removed, "removed"),
+            named_inputs(&changed, "changed")
+        );
         self.generation += 1;
         let hostname = new.hostname.clone();
         let mut warnings = Vec::new();
@@ -1489,10 +1505,7 @@ impl Engine {
         self.cfg = new;
         self.hot.extend(self.followers.keys().copied());
         let n = self.cfg.inputs.len();
-        format!(
-            "{n} input{} ({added} added, {removed} removed, {changed} changed)",
-            if n == 1 { "" } else { "s" }
-        )
+        format!("{n} input{} {summary}", if n == 1 { "" } else { "s" })
     }
 
     /// Marks the followers of multiline inputs for reading (their last event may be complete now).
@@ -2488,3 +2501,22 @@ fn head_matches(head: &[u8], fp: Fingerprint) -> bool {
 mod reload_tests;
 #[cfg(test)]
 mod tests;
+
+/// `2 added: 'a', 'b'` (up to five names, then how many more), or `0 added`.
+fn named_inputs(names: &[&str], what: &str) -> String {
+    const SHOWN: usize = 5;
+    if names.is_empty() {
+        return format!("0 {what}");
+    }
+    let mut s = format!("{} {what}: ", names.len());
+    let shown: Vec<String> = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| format!("'{}'", Esc::str(n)))
+        .collect();
+    s += &shown.join(", ");
+    if names.len() > SHOWN {
+        s += &format!(" and {} more", names.len() - SHOWN);
+    }
+    s
+}

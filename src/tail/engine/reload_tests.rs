@@ -167,7 +167,10 @@ async fn a_reload_retires_removed_inputs_reroutes_kept_ones_and_starts_new_ones(
         input(&d, "a", "ta-{file_stem}"),
         input(&d, "c", "tc"),
     ]));
-    assert_eq!(summary, "2 inputs (1 added, 1 removed, 1 changed)");
+    assert_eq!(
+        summary,
+        "2 inputs (1 added: 'c'; 1 removed: 'b'; 1 changed: 'a')"
+    );
     let mut got = cycle(&mut e, &mut sink);
     got.sort();
     assert_eq!(got, strings(&["ta-a:a2", "tc:c1"]));
@@ -271,7 +274,10 @@ async fn a_renamed_input_keeps_its_files_and_a_new_exclude_lets_one_go() {
         ..input(&d, "a", topic)
     };
     let summary = e.reconfigure(config(vec![renamed("tb", &[])]));
-    assert_eq!(summary, "1 input (1 added, 1 removed, 0 changed)");
+    assert_eq!(
+        summary,
+        "1 input (1 added: 'renamed'; 1 removed: 'a'; 0 changed)"
+    );
     append(&a, b"a2\n");
     e.touch(&a);
     while e.read_pass(&mut sink, 1, Instant::now()) {}
@@ -282,7 +288,10 @@ async fn a_renamed_input_keeps_its_files_and_a_new_exclude_lets_one_go() {
         "read at once by the renamed input"
     );
     let summary = e.reconfigure(config(vec![renamed("tb", &["a.log".to_string()])]));
-    assert_eq!(summary, "1 input (0 added, 0 removed, 1 changed)");
+    assert_eq!(
+        summary,
+        "1 input (0 added; 0 removed; 1 changed: 'renamed')"
+    );
     append(&a, b"a3\n");
     assert_eq!(
         cycle(&mut e, &mut sink),
