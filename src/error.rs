@@ -92,6 +92,12 @@ pub enum Error {
         /// Kafka's reason (its error message, bounded), or the error code's.
         reason: String,
     },
+    /// `--group-protocol consumer` against a coordinator without KIP-848's protocol.
+    #[error("group '{}': the broker does not offer the consumer group protocol (KIP-848: Kafka 4.0 or newer); use --group-protocol classic, or auto to take what the broker offers", Esc::str(.group))]
+    NoConsumerProtocol {
+        /// The group.
+        group: String,
+    },
     /// The broker said it does not know the topic, but it may be being created (auto-creation asked
     /// for, or created a moment ago and not known to every broker yet): retried a few times before
     /// it is called unknown. Seen when the time runs out meanwhile.

@@ -38,6 +38,15 @@ pub(super) async fn run(ctx: Ctx, fallback: bool) {
             ctx.shared.set_consumer_protocol(false);
             super::classic::run(ctx).await;
         }
+        // Asked for by name: said as what it is (it was "the broker is too old for shipper: Kafka
+        // 3.x or newer", from a Kafka 3.9 broker).
+        Err(e) if e.code() == Some(Code::UnsupportedVersion) => {
+            let group = ctx.cfg.group.clone();
+            let _ = ctx
+                .events
+                .send(Err(Error::NoConsumerProtocol { group }))
+                .await;
+        }
         Err(e) => {
             let _ = ctx.events.send(Err(e)).await;
         }
