@@ -388,15 +388,20 @@ mod tests {
         b.freeze()
     }
 
-    fn values(fetch_offset: i64, aborted: Vec<(i64, i64)>) -> Vec<String> {
-        let f = Fetched {
+    /// [`log`] fetched at `fetch_offset`, with the broker listing `aborted`.
+    fn fetched_log(fetch_offset: i64, aborted: Vec<(i64, i64)>) -> Fetched {
+        Fetched {
             topic: 0,
             partition: 0,
             fetch_offset,
             records: log(),
             high_watermark: 9,
             aborted,
-        };
+        }
+    }
+
+    fn values(fetch_offset: i64, aborted: Vec<(i64, i64)>) -> Vec<String> {
+        let f = fetched_log(fetch_offset, aborted);
         let mut out = Vec::new();
         f.for_each_record(&mut Vec::new(), 1 << 20, |r| {
             out.push(String::from_utf8(r.value.unwrap().to_vec()).unwrap())
@@ -439,14 +444,7 @@ mod tests {
             (2, vec![(7, 1)]),
             (5, vec![]),
         ] {
-            let f = Fetched {
-                topic: 0,
-                partition: 0,
-                fetch_offset,
-                records: log(),
-                high_watermark: 9,
-                aborted: aborted.clone(),
-            };
+            let f = fetched_log(fetch_offset, aborted.clone());
             let mut want = Vec::new();
             f.for_each_record(&mut Vec::new(), 1 << 20, |r| want.push(r.offset))
                 .unwrap();

@@ -499,10 +499,18 @@ fn password(
     props: &BTreeMap<String, String>,
     env: Option<&str>,
 ) -> anyhow::Result<Option<Secret>> {
-    let env_set = env.is_some_and(|v| !v.trim_end_matches(['\r', '\n']).is_empty());
+    // Set but empty (a unit's `Environment=SHIPPER_SASL_PASSWORD=`, `export V="$UNSET"`): as if
+    // unset, so the password given elsewhere is used. A line end at its end is not part of the
+    // password, as in the file.
+    let env = env
+        .map(|v| {
+            v.strip_suffix('\n')
+                .map_or(v, |v| v.strip_suffix('\r').unwrap_or(v))
+        })
+        .filter(|v| !v.is_empty());
     let given = [
         (c.password_file.is_some(), "--sasl-password-file"),
-        (env_set, "SHIPPER_SASL_PASSWORD"),
+        (env.is_some(), "SHIPPER_SASL_PASSWORD"),
         (c.password.is_some(), "the config's sasl_password"),
         (
             props.contains_key("sasl.password"),
@@ -545,14 +553,7 @@ fn password(
         }
         return Ok(Some(Secret::new(pw)));
     }
-    // Set but empty (a unit's `Environment=SHIPPER_SASL_PASSWORD=`, `export V="$UNSET"`): as if
-    // unset, so the password given elsewhere is used. A line end at its end is not part of the
-    // password, as in the file.
-    let env = env.map(|v| {
-        v.strip_suffix('\n')
-            .map_or(v, |v| v.strip_suffix('\r').unwrap_or(v))
-    });
-    if let Some(pw) = env.filter(|v| !v.is_empty()) {
+    if let Some(pw) = env {
         return Ok(Some(Secret::new(pw.to_string())));
     }
     if let Some(p) = &c.password {
