@@ -42,6 +42,20 @@ pub fn std_fd_closed(fd: i32) -> bool {
         && flags & libc::O_ACCMODE == libc::O_RDWR
 }
 
+/// Whether descriptor `fd` is a pipe or socket whose reader went away: poll says an error or a
+/// hang-up on it without a write. A file, a terminal still open, or a pipe still read says neither.
+pub fn reader_gone(fd: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: `p` is one valid, initialised pollfd that lives across the call, and the count
+    // passed is 1; a timeout of 0 returns at once.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 1 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
 fn on_stdout(e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("cannot write to standard output: {e}"))
 }
@@ -426,6 +440,27 @@ pub fn write_metadata_json(out: &mut impl Write, md: &Metadata) -> io::Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pipe_without_its_reader_is_told_from_one_still_read_and_from_a_file() {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: pipe(2) just opened both; each is owned once, here.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        assert!(!reader_gone(write.as_raw_fd()), "its reader is there");
+        drop(read);
+        assert!(reader_gone(write.as_raw_fd()), "its reader closed the pipe");
+        let file = std::fs::File::create(
+            std::env::temp_dir().join(format!("shipper-reader-gone-{}", std::process::id())),
+        )
+        .unwrap();
+        assert!(
+            !reader_gone(file.as_raw_fd()),
+            "a file has no reader to lose"
+        );
+    }
 
     fn rec<'a>(key: Option<&'a [u8]>, value: Option<&'a [u8]>) -> Record<'a> {
         Record {

@@ -567,6 +567,51 @@ fn consume_into_a_closed_pipe_exits_quietly() {
     assert!(!err.contains("error"), "{err}");
 }
 
+/// `consume t | head -2` of a topic that has gone quiet ends once `head` has its lines, alone and
+/// in a group (kcat and the console consumer wait for the next record: a closed pipe is seen only by
+/// a write). It used to wait for ever.
+#[test]
+fn consume_of_an_idle_topic_ends_when_the_reader_of_its_output_goes_away() {
+    let Some(b) = broker() else { return };
+    let t = topic("idle-pipe");
+    shipper_ok(&b, &["produce", &t], b"one\ntwo\nthree\n");
+    let g = format!("{t}-g");
+    for group in [vec![], vec!["-G", g.as_str()]] {
+        let start = std::time::Instant::now();
+        let mut child = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "'{}' -b {b} consume {t} --from-beginning {} | head -2; echo \"status=${{PIPESTATUS[0]}}\"",
+                shipper_bin().display(),
+                group.join(" ")
+            ))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Bounded here, so a regression fails rather than hangs the suite.
+        let deadline = start + std::time::Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = std::process::Command::new("pkill")
+                    .args(["-f", &format!("consume {t} ")])
+                    .status();
+                panic!("{group:?}: still waiting a minute after head left");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(text, "one\ntwo\nstatus=0\n", "{group:?}: {err}");
+        assert!(!err.contains("error"), "{group:?}: {err}");
+    }
+    // In the group, what reached the pipe was committed: all three (the pipe took them).
+    let next = shipper(&b, &["consume", &t, "-G", &g, "-e"], b"");
+    assert!(next.stdout.is_empty(), "{:?}", String::from_utf8_lossy(&next.stdout));
+}
+
 /// `consume -G ... | head -1`: what stayed in shipper's buffer when the pipe closed was not written,
 /// so it is not committed; the group's next reader gets it (it skipped a whole fetch, ~4,500 records).
 #[test]

@@ -209,9 +209,10 @@ struct Reader {
 const WAIT_SAID_AFTER: Duration = Duration::from_secs(3);
 
 impl Reader {
-    /// Reads until a limit, a signal or an error. A poll is never interrupted but to stop (it may hold
-    /// records already taken from the partitions): group events and commits are handled between
-    /// polls, which end within the fetch wait (500 ms) or at once without partitions.
+    /// Reads until a limit, a signal or an error. A poll is never interrupted but to stop, or when
+    /// standard output's reader is gone (it may hold records already taken from the partitions,
+    /// printed nowhere then): group events and commits are handled between polls, which end within
+    /// the fetch wait (500 ms) or at once without partitions.
     async fn read(&mut self, args: &ConsumeArgs) -> anyhow::Result<()> {
         let idle_limit = args.timeout_ms.map(Duration::from_millis);
         // From the first answer on: the time to find the partitions and their offsets (or to join a
@@ -295,6 +296,12 @@ impl Reader {
             let fetched = tokio::select! {
                 r = self.consumer.poll() => r?,
                 _ = &mut stop => return Ok(()),
+                // Standard output's reader left while nothing came to print (`| head -2` of a
+                // quiet topic): an end, as a failed write would be.
+                _ = self.out.failed() => {
+                    self.out.check()?;
+                    return Ok(());
+                }
                 _ = until(idle_deadline) => {
                     crate::log::info(format_args!(
                         "no record for {} ms (--timeout-ms): stopping",

@@ -27,6 +27,9 @@ const CHUNK: usize = 64 * 1024;
 /// Emptied buffers kept for reuse.
 const SPARE: usize = 4;
 
+/// How often an idle writer looks whether standard output's reader is still there.
+const IDLE_LOOK: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// A writer to standard output on a thread of its own (see the module).
 pub struct Behind<T: Send + 'static = ()> {
     shared: Arc<Shared<T>>,
@@ -104,18 +107,33 @@ impl<T> Shared<T> {
 }
 
 impl<T: Send + 'static> Behind<T> {
-    /// Starts the writer thread.
+    /// Starts the writer thread. While it has nothing to write, it looks every [`IDLE_LOOK`]
+    /// whether standard output is a pipe or socket whose reader is gone (`consume t | head -2` of
+    /// a quiet topic: nothing more is written, so no write would ever fail), and fails as a write
+    /// to a closed pipe would.
     pub fn stdout() -> io::Result<Behind<T>> {
-        Behind::start(super::stdout)
+        Behind::start_watched(super::stdout, || super::reader_gone(1))
     }
 
     /// Starts the thread, writing to what `open` gives it there.
-    fn start<W: Write>(open: impl FnOnce() -> W + Send + 'static) -> io::Result<Behind<T>> {
+    #[cfg(test)]
+    pub(crate) fn start<W: Write>(
+        open: impl FnOnce() -> W + Send + 'static,
+    ) -> io::Result<Behind<T>> {
+        Behind::start_watched(open, || false)
+    }
+
+    /// Starts the thread, writing to what `open` gives it there; `gone` says, while the thread
+    /// is idle, that the reader went away.
+    fn start_watched<W: Write>(
+        open: impl FnOnce() -> W + Send + 'static,
+        gone: impl Fn() -> bool + Send + 'static,
+    ) -> io::Result<Behind<T>> {
         let shared = Arc::new(Shared::new());
         let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("stdout".into())
-            .spawn(move || write_loop(&s, &mut open()))?;
+            .spawn(move || write_loop(&s, &mut open(), gone))?;
         Ok(Behind {
             shared,
             thread: Some(thread),
@@ -240,6 +258,11 @@ impl<T: Send + 'static> Behind<T> {
         st.error.is_none() && st.queued > bytes
     }
 
+    /// Waits until writing failed (a write, or the reader found gone while idle).
+    pub async fn failed(&self) {
+        self.wait_for(|_| false).await
+    }
+
     /// Waits until everything queued is written, or writing failed.
     pub async fn drained(&self) {
         self.wait_for(|st| st.queued == 0 && st.writing == 0 && !st.flushing)
@@ -302,12 +325,25 @@ fn take_error<T>(st: &mut State<T>) -> Option<io::Error> {
     Some(io::Error::new(e.kind(), e.to_string()))
 }
 
-fn write_loop<T>(shared: &Shared<T>, out: &mut impl Write) {
+fn write_loop<T>(shared: &Shared<T>, out: &mut impl Write, gone: impl Fn() -> bool) {
     loop {
         let chunk = {
             let mut st = shared.lock();
             while st.queue.is_empty() && !st.closed {
-                st = shared.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+                let (next, waited) = shared
+                    .wake
+                    .wait_timeout(st, IDLE_LOOK)
+                    .unwrap_or_else(|p| p.into_inner());
+                st = next;
+                if waited.timed_out() && st.queue.is_empty() && !st.closed && gone() {
+                    drop(st);
+                    let e = io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "cannot write to standard output: its reader is gone",
+                    );
+                    fail(shared, e);
+                    return;
+                }
             }
             let Some(chunk) = st.queue.pop_front() else {
                 return;
@@ -549,6 +585,37 @@ mod tests {
         assert_eq!(b.take_written(), vec![0, 1, 1]);
         b.finish().unwrap();
         assert_eq!(&got.lock().unwrap()[..], b"a0\nb1\nd1\n");
+    }
+
+    #[tokio::test]
+    async fn an_idle_writer_fails_as_a_closed_pipe_once_its_reader_is_gone() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let gone = Arc::new(AtomicBool::new(false));
+        let g = Arc::clone(&gone);
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let o = Arc::clone(&out);
+        let b: Behind<()> = Behind::start_watched(
+            move || Buffered {
+                buf: Vec::new(),
+                out: o,
+            },
+            move || g.load(Ordering::SeqCst),
+        )
+        .unwrap();
+        b.write(b"one\n").unwrap();
+        b.drained().await;
+        // Idle, its reader there: no failure, however long it waits.
+        let waiting = tokio::time::timeout(3 * IDLE_LOOK, b.failed()).await;
+        assert!(waiting.is_err(), "failed while its reader is there");
+        b.check().unwrap();
+        gone.store(true, Ordering::SeqCst);
+        tokio::time::timeout(Duration::from_secs(10), b.failed())
+            .await
+            .expect("failed once the reader is gone");
+        let e = b.check().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+        assert!(e.to_string().contains("reader is gone"), "{e}");
+        assert_eq!(*out.lock().unwrap(), b"one\n");
     }
 
     #[test]
