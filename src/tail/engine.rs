@@ -976,6 +976,13 @@ impl Engine {
         } else if !r.compressed.is_empty() {
             Arc::make_mut(&mut self.compressed).extend(r.compressed);
         }
+        for (path, size) in r.gone_unread {
+            self.counters.gone_unread += 1;
+            self.warnings.say(format_args!(
+                "{}: deleted before shipper could open it; the {size} bytes it held when listed were not read",
+                Esc::path(&path)
+            ));
+        }
         for (key, size, mtime) in r.changed {
             if let Some(f) = self.followers.get_mut(&key) {
                 f.seen = (size, mtime);
@@ -1354,6 +1361,9 @@ impl Engine {
                 if let Some(o) = n.origin {
                     f.origin = o;
                 }
+                // A generation closed after its rotation (counted then) and opened again for lines
+                // written late: no rotation of its own when it is finished again.
+                f.rotation_counted |= generation && !self.first_scan;
                 f.target = n.target;
                 if let Some(host) = &self.cfg.exactly_once {
                     let source = super::exactly::source_id(host, &f.id);

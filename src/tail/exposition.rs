@@ -203,6 +203,12 @@ fn routes(e: &mut Exposition, engine: &Engine) {
     );
     counter(
         e,
+        "shipper_files_deleted_unread_total",
+        "Files listed holding bytes and deleted before they could be opened (alive for less than a scan): none of their lines were read.",
+        engine.counters.gone_unread,
+    );
+    counter(
+        e,
         "shipper_copytruncate_copies_read_total",
         "Truncated files whose unread rest was read from the copy made before the truncation.",
         engine.counters.copies_read,

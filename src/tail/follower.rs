@@ -65,6 +65,8 @@ pub struct Counters {
     pub rotations: u64,
     /// Full scans (the patterns expanded: a walk of every directory they cover).
     pub full_scans: u64,
+    /// Files deleted between a scan listing them, holding bytes, and their open: none of it read.
+    pub gone_unread: u64,
 }
 
 impl Counters {

@@ -992,7 +992,7 @@ fn summary(engine: &Engine, started: Instant) {
         }
     }
     crate::log::info(format_args!(
-        "read {} ({} bytes) in {:.1}s: {} acked, {} truncated, {} failed and skipped, {} ({} read on from their copy), {}{}{unfinished}",
+        "read {} ({} bytes) in {:.1}s: {} acked, {} truncated, {} failed and skipped, {} ({} read on from their copy), {}{}{}{unfinished}",
         count(c.lines_read, "line", "lines"),
         c.bytes_read,
         started.elapsed().as_secs_f64(),
@@ -1002,6 +1002,14 @@ fn summary(engine: &Engine, started: Instant) {
         count(c.truncations, "truncation", "truncations"),
         c.copies_read,
         count(c.rotations, "rotation", "rotations"),
+        if c.gone_unread > 0 {
+            format!(
+                "; {} deleted before they could be opened, unread",
+                count(c.gone_unread, "file", "files")
+            )
+        } else {
+            String::new()
+        },
         if unacked > 0 {
             format!(
                 "; {} not acknowledged yet will be sent again on restart",

@@ -124,6 +124,9 @@ pub struct ScanResult {
     /// Matched files that could not be opened (permission denied...) in a full scan: said once
     /// each, counted in the metrics while they last (t22 F8: only said, `/healthz` stayed 200).
     pub unreadable: usize,
+    /// Files listed holding bytes and deleted before they could be opened (a file that lives for
+    /// less than a scan): their path and the bytes they held when listed, none of them read.
+    pub gone_unread: Vec<(PathBuf, u64)>,
     /// Things to say once.
     pub notices: Vec<Notice>,
     /// The matched files that are compressed (judged now, or before and unchanged since).
@@ -605,8 +608,13 @@ impl Pass<'_> {
                     });
                 }
                 // Listed, then gone before the open (logrotate's compress removes `.1` for
-                // `.1.gz`): routine, as for a file gone before its look.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // `.1.gz`, a file followed already): routine when empty; one that held bytes lost
+                // them unread, which is told.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if f.size > 0 {
+                        self.out.gone_unread.push((f.path.clone(), f.size));
+                    }
+                }
                 Err(e) => {
                     self.out.unreadable += 1;
                     self.out.notices.push(Notice {
@@ -803,6 +811,37 @@ mod tests {
         let opened = &pass.out.opened[0];
         assert!(!opened.found.id.same(&stale.id), "the new file");
         assert_eq!(opened.head, b"new\n");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A file listed and deleted before its open: one that held bytes is reported with them (its
+    /// lines were lost unread, and that was silent); an empty one is routine.
+    #[test]
+    fn a_file_deleted_between_its_listing_and_its_open_is_reported_when_it_held_bytes() {
+        let d = crate::testkit::scratch_dir("scan-gone-unread");
+        let full = d.join("full.log");
+        let empty = d.join("empty.log");
+        std::fs::write(&full, "one\ntwo\n").unwrap();
+        std::fs::write(&empty, "").unwrap();
+        let patterns = vec![Pattern::new(&format!("{}/*.log", d.display()), &[]).unwrap()];
+        let policy = FilePolicy::default();
+        let look = |p: &Path| match discover::look_at(p, &patterns, &policy) {
+            Some(Ok(f)) => f,
+            _ => panic!("found"),
+        };
+        let listed = vec![look(&full), look(&empty)];
+        std::fs::remove_file(&full).unwrap();
+        std::fs::remove_file(&empty).unwrap();
+        let req = request(patterns.clone(), Vec::new(), false, 10);
+        let mut pass = pass_over(&req, listed);
+        pass.open_new();
+        assert_eq!(pass.out.gone_unread, vec![(full, 8)]);
+        assert!(pass.out.opened.is_empty());
+        assert_eq!(
+            pass.out.notices,
+            Vec::new(),
+            "not a file that cannot be opened"
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 

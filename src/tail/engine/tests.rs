@@ -2462,3 +2462,59 @@ async fn the_hole_a_writer_without_append_leaves_after_copytruncate_is_not_shipp
         fs::remove_dir_all(&d).unwrap();
     }
 }
+
+/// A generation renamed out of the glob and closed once quiet, then written to late by a writer
+/// still holding it: the late lines are shipped, and the rotation stays counted once (opened again
+/// and finished again, it was counted as a second rotation).
+#[tokio::test(start_paused = true)]
+async fn late_lines_in_a_closed_rotated_file_are_shipped_and_not_counted_as_another_rotation() {
+    let d = dir("late-rotated");
+    let live = d.join("app.log");
+    append(&live, &lines_of("first", 3));
+    let (mut e, mut sink) = following(config(&d), Vec::new());
+    let mut writer = OpenOptions::new().append(true).open(&live).unwrap();
+    fs::rename(&live, d.join("app.log.1")).unwrap();
+    append(&live, &lines_of("second", 2));
+    scan_now(&mut e);
+    let t0 = Instant::now();
+    drain(&mut e, &mut sink, t0);
+    assert_eq!(e.counters.rotations, 1);
+    // Quiet past the grace: finished and closed.
+    let mut now = t0;
+    for _ in 0..2 {
+        now += ROTATED_GRACE * 3;
+        e.close_idle(now, false);
+        drain(&mut e, &mut sink, now);
+    }
+    // The new app.log's descriptor, and the writer's: the generation's own is closed.
+    assert_eq!(fds_under(&d), 2, "the rotated generation is closed");
+    writer.write_all(b"late\n").unwrap();
+    scan_now(&mut e);
+    drain(&mut e, &mut sink, now);
+    assert_eq!(shipped_text(&sink).last().map(String::as_str), Some("late"));
+    for _ in 0..2 {
+        now += ROTATED_GRACE * 3;
+        e.close_idle(now, false);
+        drain(&mut e, &mut sink, now);
+        scan_now(&mut e);
+    }
+    assert_eq!(e.counters.rotations, 1, "one rotation");
+    assert_eq!(sink.shipped.len(), 6);
+    fs::remove_dir_all(&d).unwrap();
+}
+
+/// A file a scan listed holding bytes and lost before its open is warned about and counted.
+#[tokio::test(start_paused = true)]
+async fn a_file_deleted_before_its_open_is_warned_about_and_counted() {
+    let d = dir("gone-unread");
+    let (mut e, _sink) = following(config(&d), Vec::new());
+    let r = scan::ScanResult {
+        generation: e.generation,
+        gone_unread: vec![(d.join("brief.log"), 120)],
+        ..Default::default()
+    };
+    e.apply_scan(r, Instant::now(), false);
+    assert_eq!(e.counters.gone_unread, 1);
+    assert_eq!(e.warnings.said, 1);
+    fs::remove_dir_all(&d).unwrap();
+}
