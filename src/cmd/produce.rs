@@ -51,6 +51,10 @@ struct Tally {
     /// Set when `--print-offsets` could not write to standard output (other than a closed pipe):
     /// the run then fails, since the offsets asked for were not all printed.
     offsets_unprinted: bool,
+    /// `--print-offsets`: records Kafka acknowledged without their offset (a base offset of -1:
+    /// Kafka before 2.x answering a resent batch as a duplicate, or a broker that breaks the
+    /// protocol), so not printed; the run then fails.
+    offsets_unknown: u64,
 }
 
 impl Tally {
@@ -681,6 +685,13 @@ pub async fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<i32> {
         ));
         return Ok(1);
     }
+    if run.tally.offsets_unknown > 0 {
+        crate::log::error(format_args!(
+            "{summary}; the offsets of {} were not printed: Kafka acknowledged them without one",
+            crate::escape::count(run.tally.offsets_unknown, "record", "records")
+        ));
+        return Ok(1);
+    }
     if run.tally.truncated > 0 {
         crate::log::error(format_args!("{summary}"));
         return Ok(1);
@@ -907,7 +918,17 @@ fn report(deliveries: &mut Vec<Delivery>, tally: &mut Tally, printer: &mut Optio
                     tally.resent += n;
                     tally.resent_lines.add(&d.tokens);
                 }
-                if printer.is_some() && d.base_offset >= 0 {
+                if printer.is_some() && d.base_offset < 0 {
+                    if tally.offsets_unknown == 0 {
+                        crate::log::error(format_args!(
+                            "partition {}: Kafka acknowledged {} without an offset (base offset {}): not printed",
+                            d.partition,
+                            records_and_lines(&d.tokens),
+                            d.base_offset
+                        ));
+                    }
+                    tally.offsets_unknown += n;
+                } else if printer.is_some() {
                     // Acknowledgements come per batch, not in input order (partitions interleave):
                     // the line number says which record each offset holds (t12).
                     for (i, line) in d.tokens.iter().enumerate() {
@@ -943,7 +964,53 @@ fn offsets_not_printed(e: std::io::Error, tally: &mut Tally, printer: &mut Optio
 
 #[cfg(test)]
 mod tests {
-    use super::{records_and_lines, LineRanges};
+    use super::{records_and_lines, report, LineRanges, Tally};
+    use crate::output::behind::Behind;
+    use crate::producer::Delivery;
+
+    struct Collect(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Collect {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn acked(partition: i32, base_offset: i64, tokens: Vec<u64>) -> Delivery {
+        Delivery {
+            topic: 0,
+            partition,
+            base_offset,
+            tokens,
+            error: None,
+            batch: None,
+            maybe_written: false,
+            resent: false,
+        }
+    }
+
+    /// Records acknowledged without an offset are counted (the run fails), not printed as
+    /// negative offsets, and not passed over silently as they were.
+    #[test]
+    fn records_acknowledged_without_an_offset_are_counted_not_printed() {
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let g = std::sync::Arc::clone(&got);
+        let mut printer = Some(Behind::start(move || Collect(g)).unwrap());
+        let mut tally = Tally::default();
+        let mut ds = vec![acked(0, 41, vec![1, 2]), acked(1, -1, vec![3, 4, 5])];
+        report(&mut ds, &mut tally, &mut printer);
+        printer.take().unwrap().finish().unwrap();
+        assert_eq!(tally.acked, 5);
+        assert_eq!(tally.offsets_unknown, 3);
+        assert_eq!(
+            String::from_utf8(got.lock().unwrap().clone()).unwrap(),
+            "partition 0 offset 41 line 1\npartition 0 offset 42 line 2\n"
+        );
+    }
 
     #[test]
     fn a_batchs_lines_are_named_as_ranges_not_first_to_last() {
