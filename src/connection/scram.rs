@@ -130,6 +130,12 @@ impl ScramClient {
             // The broker's words, escaped: they reach the terminal and the journal.
             return Err(ScramError::Refused(crate::escape::Esc::str(e).to_string()));
         }
+        // RFC 5802 5.1: a mandatory extension (`m=`) this client does not know must fail.
+        if attr(sf, 'm').is_some() {
+            return Err(ScramError::Malformed(
+                "a mandatory extension (m=) this client does not support",
+            ));
+        }
         let nonce = attr(sf, 'r').ok_or(ScramError::Malformed("no nonce"))?;
         if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
             return Err(ScramError::Nonce);
@@ -236,6 +242,11 @@ mod tests {
         assert!(matches!(
             c.client_final(b"e=invalid-proof"),
             Err(ScramError::Refused(_))
+        ));
+        // RFC 5802: a mandatory extension the client does not know fails the exchange.
+        assert!(matches!(
+            c.client_final(b"m=future-ext,r=abcd,s=AAAA,i=4096"),
+            Err(ScramError::Malformed(m)) if m.contains("m=")
         ));
         assert!(matches!(
             c.client_final(b"r=abcd,s=AAAA,i=999999999"),
