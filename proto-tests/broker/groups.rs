@@ -937,3 +937,59 @@ fn group_members_read_on_when_their_topic_is_created_again_with_fewer_partitions
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// The lines of `out`, sorted.
+fn sorted_lines(out: &[u8]) -> Vec<String> {
+    let mut v: Vec<String> = String::from_utf8_lossy(out)
+        .lines()
+        .map(String::from)
+        .collect();
+    v.sort();
+    v
+}
+
+/// `--group-protocol consumer` asked for by name: on Kafka 4 the member reads every record; on
+/// Kafka 3 (no KIP-848 protocol to offer) it is one line saying so and naming the way out, not
+/// "the broker is too old for shipper". `scripts/test` runs the groups tests on Kafka 3.9.1 too,
+/// and says so in SHIPPER_TEST_CLUSTER_KAFKA.
+#[test]
+fn the_consumer_protocol_by_name_reads_on_kafka_4_and_is_refused_clearly_on_3() {
+    let Some(b) = cluster() else { return };
+    let kafka3 = std::env::var("SHIPPER_TEST_CLUSTER_KAFKA").is_ok_and(|v| v.starts_with("3."));
+    let t = topic("groups-by-name");
+    create_topic(&b, &t, 2, 1, &[]);
+    wait_visible(&b, &t);
+    produce(&b, &t, 0, 50);
+    let g = topic("g");
+    let out = shipper(
+        &b,
+        &[
+            "consume",
+            &t,
+            "-G",
+            &g,
+            "--group-protocol",
+            "consumer",
+            "--from-beginning",
+            "-e",
+            "-f",
+            "%s\\n",
+        ],
+        b"",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    if kafka3 {
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("does not offer the consumer group protocol")
+                && err.contains("--group-protocol classic"),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(out.stdout.is_empty());
+    } else {
+        assert!(out.status.success(), "{err}");
+        let want: Vec<String> = (0..50).map(|i| format!("line-{i:07}")).collect();
+        assert_eq!(sorted_lines(&out.stdout), want, "{err}");
+    }
+}
