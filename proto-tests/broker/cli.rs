@@ -609,7 +609,11 @@ fn consume_of_an_idle_topic_ends_when_the_reader_of_its_output_goes_away() {
     }
     // In the group, what reached the pipe was committed: all three (the pipe took them).
     let next = shipper(&b, &["consume", &t, "-G", &g, "-e"], b"");
-    assert!(next.stdout.is_empty(), "{:?}", String::from_utf8_lossy(&next.stdout));
+    assert!(
+        next.stdout.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&next.stdout)
+    );
 }
 
 /// `consume -G ... | head -1`: what stayed in shipper's buffer when the pipe closed was not written,
