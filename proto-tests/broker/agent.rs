@@ -227,9 +227,21 @@ fn messages_name_the_config_keys() {
     );
 }
 
+/// Under either rule: `start` (the log line begins an event) or `continue` (the exception and frame
+/// lines join the line before).
 #[test]
 fn each_java_stack_trace_is_one_record() {
     let Some(b) = broker() else { return };
+    for rule in [
+        r"start = '^\d{4}-\d{2}-\d{2} '",
+        r"continue = '^(\t|Caused by: |java\.)'",
+    ] {
+        java_traces_are_one_record_each(&b, rule);
+    }
+}
+
+fn java_traces_are_one_record_each(b: &str, rule: &str) {
+    let b = b.to_string();
     let dir = scratch_dir("agent-multiline");
     let t = topic("agent-multiline");
     create_topic(&b, &t, 1, 1, &[]);
@@ -241,7 +253,7 @@ fn each_java_stack_trace_is_one_record() {
 [[input]]
 paths = ["{d}/app.log"]
 topic = "{t}"
-multiline = {{ start = '^\d{{4}}-\d{{2}}-\d{{2}} ', timeout_ms = 300 }}
+multiline = {{ {rule}, timeout_ms = 300 }}
 "#,
             d = dir.display()
         ),
@@ -269,9 +281,9 @@ multiline = {{ start = '^\d{{4}}-\d{{2}}-\d{{2}} ', timeout_ms = 300 }}
         }
         std::thread::sleep(Duration::from_millis(300));
     };
-    assert_eq!(got.len(), events.len(), "{}", tail.stderr());
+    assert_eq!(got.len(), events.len(), "{rule}: {}", tail.stderr());
     for (g, e) in got.iter().zip(&events) {
-        assert_eq!(g, e);
+        assert_eq!(g, e, "{rule}");
     }
     assert_eq!(tail.stop("INT"), Some(0), "{}", tail.stderr());
 }

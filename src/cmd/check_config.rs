@@ -135,8 +135,12 @@ pub async fn run(common: &Common, args: &CheckConfigArgs) -> anyhow::Result<i32>
         if let Some(m) = &input.multiline {
             writeln!(
                 out,
-                "  multiline: start /{}/, at most {} lines, {} bytes, complete after {} ms quiet",
-                crate::escape::EscRegex(m.start.as_str()),
+                "  multiline: {} /{}/, at most {} lines, {} bytes, complete after {} ms quiet",
+                match m.rule {
+                    crate::tail::multiline::Rule::Start => "start",
+                    crate::tail::multiline::Rule::Continue => "continue",
+                },
+                crate::escape::EscRegex(m.pattern.as_str()),
                 m.max_lines,
                 m.max_bytes.min(max_line),
                 m.timeout.as_millis()

@@ -287,7 +287,9 @@ struct InputFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MultilineFile {
-    start: Spanned<String>,
+    start: Option<Spanned<String>>,
+    #[serde(rename = "continue")]
+    continues: Option<Spanned<String>>,
     max_lines: Option<Spanned<u64>>,
     max_bytes: Option<Spanned<u64>>,
     timeout_ms: Option<u64>,
@@ -975,14 +977,30 @@ impl Reader<'_> {
     }
 
     fn multiline(&self, m: &Spanned<MultilineFile>) -> anyhow::Result<MultilineConfig> {
+        use crate::tail::multiline::Rule;
         let mf = m.get_ref();
-        let start = self
+        let (source, rule) = match (&mf.start, &mf.continues) {
+            (Some(s), None) => (s, Rule::Start),
+            (None, Some(c)) => (c, Rule::Continue),
+            (both, _) => {
+                let which = "start (a pattern for the lines that begin an event) or continue (one for the lines that join the line before)";
+                return Err(self.err(
+                    m.span(),
+                    match both {
+                        Some(_) => format!("multiline: give {which}, not both"),
+                        None => format!("multiline: give {which}"),
+                    },
+                ));
+            }
+        };
+        let pattern = self
             .starts
             .borrow_mut()
-            .compile(mf.start.get_ref())
-            .map_err(|e| self.err(mf.start.span(), e))?;
+            .compile(source.get_ref())
+            .map_err(|e| self.err(source.span(), e))?;
         Ok(MultilineConfig {
-            start,
+            pattern,
+            rule,
             max_lines: self.size(&mf.max_lines, "multiline.max_lines", 1..=u64::MAX, 500)?,
             max_bytes: self.size(
                 &mf.max_bytes,

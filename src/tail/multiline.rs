@@ -1,6 +1,8 @@
 //! Multiline events: a line matching `start` begins an event, the lines after it join it (with `\n`)
 //! until the next start line, `max_lines` or `max_bytes` is reached, or the file has been quiet for
-//! `timeout`. A Java stack trace under its log line becomes one record.
+//! `timeout`. A Java stack trace under its log line becomes one record. Where the first line of an
+//! event has no fixed form but its followers do (indented frames, `Caused by:`), `continue` says
+//! which lines join the one before; any other line begins an event.
 //!
 //! Like single lines, events are never buffered: the file is the buffer. An event that may still grow
 //! (its last line is the last complete line read) is left in the file, and read again next time; so
@@ -127,11 +129,22 @@ impl StartPatterns {
     }
 }
 
+/// What a line matching the pattern of a [`MultilineConfig`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// It begins an event (`start`): the lines after it that do not match join it.
+    Start,
+    /// It joins the event before it (`continue`): a line that does not match begins an event.
+    Continue,
+}
+
 /// How lines are joined into events.
 #[derive(Debug, Clone)]
 pub struct MultilineConfig {
-    /// What the first line of an event looks like.
-    pub start: StartPattern,
+    /// The pattern lines are matched against.
+    pub pattern: StartPattern,
+    /// Whether a matching line begins an event or joins the one before.
+    pub rule: Rule,
     /// Most lines in one event; the next line starts another.
     pub max_lines: usize,
     /// Most bytes in one event (without the final newline): the line that would pass it starts the
@@ -176,7 +189,10 @@ impl MultilineConfig {
         let mut events = Vec::new();
         let mut cur: Option<(Event, usize)> = None; // the event and the offset where it begins
         for l in lines {
-            let starts = self.start.is_match(l.bytes);
+            let starts = match self.rule {
+                Rule::Start => self.pattern.is_match(l.bytes),
+                Rule::Continue => !self.pattern.is_match(l.bytes),
+            };
             // A line that would take the event past max_bytes starts the next one (a line longer
             // than max_bytes on its own is cut).
             let full = cur.as_ref().is_some_and(|(e, _)| {
@@ -272,7 +288,8 @@ mod tests {
 
     fn cfg(max_lines: usize, max_bytes: usize) -> MultilineConfig {
         MultilineConfig {
-            start: StartPattern::new(r"^\d{4}-\d{2}-\d{2}").unwrap(),
+            pattern: StartPattern::new(r"^\d{4}-\d{2}-\d{2}").unwrap(),
+            rule: Rule::Start,
             max_lines,
             max_bytes,
             timeout: Duration::from_secs(1),
@@ -382,5 +399,46 @@ mod tests {
         let (events, pending) = cfg(500, 1 << 20).group(&ls, false);
         assert_eq!(events[0].value, b"orphan 1\norphan 2");
         assert_eq!(pending, Some(18));
+    }
+
+    /// `continue`: lines matching it join the line before, whatever that line looks like (a
+    /// Python traceback's first line has no date); a line that does not match begins an event.
+    #[test]
+    fn continuation_lines_join_the_line_before_them() {
+        let c = MultilineConfig {
+            pattern: StartPattern::new(r"^[ \t]|^Caused by:").unwrap(),
+            rule: Rule::Continue,
+            max_lines: 500,
+            max_bytes: 1 << 20,
+            timeout: Duration::from_secs(1),
+        };
+        let text = b"Traceback (most recent call last):\n  File \"a.py\", line 1\n    boom()\nplain line\nERROR x\n\tat a.B(B.java:1)\nCaused by: y\n\tat c.D(D.java:2)\nlast\n";
+        let ls = lines(text);
+        let (events, pending) = c.group(&ls, false);
+        let values: Vec<&[u8]> = events.iter().map(|e| &e.value[..]).collect();
+        assert_eq!(
+            values,
+            vec![
+                &b"Traceback (most recent call last):\n  File \"a.py\", line 1\n    boom()"[..],
+                b"plain line",
+                b"ERROR x\n\tat a.B(B.java:1)\nCaused by: y\n\tat c.D(D.java:2)",
+            ]
+        );
+        assert_eq!(events[2].lines, 4);
+        // "last" may still be followed by continuation lines: it waits.
+        assert_eq!(pending, Some(text.len() - 5));
+        // A continuation line first in a file is an event of its own, as lines before the first
+        // start line are.
+        let (events, _) = c.group(&lines(b"  orphan\nhead\n  tail\n"), true);
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].value, b"  orphan");
+        assert_eq!(events[1].value, b"head\n  tail");
+        // max_lines still cuts: the next continuation line begins the next event.
+        let short = MultilineConfig { max_lines: 2, ..c };
+        let (events, _) = short.group(&lines(b"head\n  a\n  b\n  c\n"), true);
+        assert_eq!(
+            events.iter().map(|e| e.lines).collect::<Vec<_>>(),
+            vec![2, 2]
+        );
     }
 }

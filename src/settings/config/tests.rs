@@ -186,6 +186,46 @@ fn a_bad_regex_is_an_error_on_its_line() {
     assert!(e.contains(":4:") && e.contains("bad regex"), "{e}");
 }
 
+/// `continue` instead of `start`: lines matching it join the line before. Exactly one of the two.
+#[test]
+fn multiline_takes_start_or_continue_and_exactly_one_of_them() {
+    use crate::tail::multiline::Rule;
+    let input = "[[input]]\npaths = [\"/x\"]\ntopic = \"t\"\n";
+    let s = load(
+        &write(
+            "ml-continue",
+            &format!("{input}multiline = {{ continue = '^\\s', max_lines = 9 }}\n"),
+        ),
+        &common(),
+        None,
+    )
+    .unwrap();
+    let m = s.engine.inputs[0].multiline.as_ref().unwrap();
+    assert_eq!((m.rule, m.max_lines), (Rule::Continue, 9));
+    assert!(m.pattern.is_match(b"\tat x") && !m.pattern.is_match(b"ERROR"));
+    let e = error(
+        "ml-both",
+        &format!("{input}multiline = {{ start = '^2', continue = '^\\s' }}\n"),
+    );
+    assert!(
+        e.contains(":4: multiline: give start") && e.ends_with("not both"),
+        "{e}"
+    );
+    let e = error(
+        "ml-neither",
+        &format!("{input}multiline = {{ max_lines = 5 }}\n"),
+    );
+    assert!(
+        e.contains(":4: multiline: give start") && e.contains("or continue"),
+        "{e}"
+    );
+    let e = error(
+        "ml-bad",
+        &format!("{input}multiline = {{ continue = '([' }}\n"),
+    );
+    assert!(e.contains(":4:") && e.contains("bad regex"), "{e}");
+}
+
 #[test]
 fn a_template_that_cannot_resolve_is_an_error_on_its_line() {
     let e = error(

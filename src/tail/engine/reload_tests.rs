@@ -388,7 +388,8 @@ async fn quiet_for(e: &mut Engine, sink: &mut Topics, ms: u64) {
 
 fn multiline(max_bytes: usize) -> Arc<crate::tail::multiline::MultilineConfig> {
     Arc::new(crate::tail::multiline::MultilineConfig {
-        start: StartPattern::new(r"^\d{4}-").unwrap(),
+        pattern: StartPattern::new(r"^\d{4}-").unwrap(),
+        rule: crate::tail::multiline::Rule::Start,
         max_lines: 10_000,
         max_bytes,
         timeout: Duration::from_millis(500),

@@ -2387,7 +2387,8 @@ fn multiline(
     timeout_s: u64,
 ) -> Option<Arc<crate::tail::multiline::MultilineConfig>> {
     Some(Arc::new(crate::tail::multiline::MultilineConfig {
-        start: crate::tail::multiline::StartPattern::new(start).unwrap(),
+        pattern: crate::tail::multiline::StartPattern::new(start).unwrap(),
+        rule: crate::tail::multiline::Rule::Start,
         max_lines,
         max_bytes,
         timeout: Duration::from_secs(timeout_s),
