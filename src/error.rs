@@ -145,33 +145,43 @@ pub enum Error {
     /// The broker list was empty.
     #[error("no broker to connect to: the broker list is empty (-b/--brokers)")]
     NoBrokers,
+    /// The broker listed a topic's partitions with gaps, duplicates or negative ids.
+    #[error("topic '{}': the broker lists its partitions as {ids}, where Kafka numbers them from 0 without gaps: an answer no Kafka broker gives, so the topic cannot be used", Esc::str(.topic))]
+    BadPartitionIds {
+        /// The topic.
+        topic: String,
+        /// The ids as listed (sorted; the first eight).
+        ids: String,
+    },
     /// A broker id that metadata does not know.
     #[error("broker id {0} is not in the cluster metadata")]
     UnknownBroker(i32),
-    /// A fetched record batch is corrupt.
-    #[error("topic '{}' partition {partition}: {source}", Esc::str(.topic))]
+    /// A fetched record batch is corrupt. (The decoding error is shown in the message, and so not
+    /// also a `source`: `{:#}` printed it twice, t-helper-69 F6.)
+    #[error("topic '{}' partition {partition}: {error}", Esc::str(.topic))]
     Records {
         /// The topic.
         topic: String,
         /// The partition.
         partition: i32,
         /// The decoding error.
-        source: RecordError,
+        error: RecordError,
     },
     /// Exactly-once cannot go on in this process: the broker lost or fenced the producer's state, and
     /// a batch whose first attempt may have been written would be resent under a new producer id.
     #[error("exactly-once: {0}; stopping so that a restart reads back what Kafka holds and goes on exactly once (run under a supervisor that restarts it)")]
     ProducerStateLost(Box<Error>),
     /// Compression of a batch failed.
+    /// (Not `#[from]`: that makes it the source as well, and `{:#}` printed it twice.)
     #[error("compression failed: {0}")]
-    Compression(#[from] CompressionError),
+    Compression(CompressionError),
     /// Partitions that could not be read, and why.
-    #[error("cannot read {which}: {source}")]
+    #[error("cannot read {which}: {error}")]
     Unreadable {
         /// The partitions, named ("topic 't' partition 1").
         which: String,
-        /// The last failure.
-        source: Box<Error>,
+        /// The last failure (in the message, so not a `source` as well).
+        error: Box<Error>,
     },
     /// The overall deadline (`--timeout`) passed while retrying.
     #[error("gave up after {:.1}s: {last}", *.ms as f64 / 1000.0)]
@@ -181,6 +191,12 @@ pub enum Error {
         /// The last error seen.
         last: Box<Error>,
     },
+}
+
+impl From<CompressionError> for Error {
+    fn from(e: CompressionError) -> Self {
+        Error::Compression(e)
+    }
 }
 
 /// Whether `e` comes from a closed pipe (`shipper consume t | head`): an end, not a failure.
@@ -361,5 +377,33 @@ mod tests {
             e.to_string(),
             "topic 'logs' partition 2: Produce: broker error 29 TOPIC_AUTHORIZATION_FAILED (check the ACLs for this client)"
         );
+    }
+
+    /// As main prints errors (`{:#}`, the chain joined): each cause once (a corrupt batch's CRC
+    /// text was said two or three times in one line).
+    #[test]
+    fn a_corrupt_batch_is_said_once_in_the_printed_chain() {
+        let crc = RecordError::Crc {
+            offset: 3,
+            stored: 1,
+            computed: 2,
+        };
+        let inner = Error::Records {
+            topic: "t".into(),
+            partition: 0,
+            error: crc,
+        };
+        let e = anyhow::Error::from(Error::Unreadable {
+            which: "topic 't' partition 0".into(),
+            error: Box::new(inner),
+        });
+        let shown = format!("{e:#}");
+        assert_eq!(shown.matches("CRC mismatch").count(), 1, "{shown}");
+        let z = anyhow::Error::from(Error::Compression(CompressionError::Corrupt {
+            codec: crate::wire::compression::Compression::Zstd,
+            detail: "bad frame".into(),
+        }));
+        let shown = format!("{z:#}");
+        assert_eq!(shown.matches("bad frame").count(), 1, "{shown}");
     }
 }

@@ -57,6 +57,9 @@ pub struct TopicMeta {
     pub internal: bool,
     /// Partitions, sorted by index; index `i` holds partition `i` (checked when the metadata arrives).
     pub partitions: Vec<PartitionMeta>,
+    /// The broker listed partition ids with gaps, duplicates or negative numbers: the topic cannot
+    /// be used (its `error` is then UNKNOWN_SERVER_ERROR, for what looks only at the code).
+    pub bad_ids: bool,
 }
 
 impl TopicMeta {
@@ -131,7 +134,9 @@ pub(super) fn convert(resp: MetadataResponse) -> Metadata {
             let mut error = t.error_code;
             // Partition i must be at index i: producer and consumer index by it. A broker that sends
             // gaps, duplicates or negative ids has sent nonsense.
-            if error == 0 && partitions.iter().enumerate().any(|(i, p)| p.id != i as i32) {
+            let bad_ids =
+                error == 0 && partitions.iter().enumerate().any(|(i, p)| p.id != i as i32);
+            if bad_ids {
                 error = Code::UnknownServerError.code();
             }
             TopicMeta {
@@ -140,6 +145,7 @@ pub(super) fn convert(resp: MetadataResponse) -> Metadata {
                 error,
                 internal: t.is_internal,
                 partitions,
+                bad_ids,
             }
         })
         .collect();
@@ -148,5 +154,49 @@ pub(super) fn convert(resp: MetadataResponse) -> Metadata {
         controller: resp.controller_id.0,
         brokers,
         topics,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{metadata_response, BrokerId, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    fn answer(ids: &[i32]) -> MetadataResponse {
+        let mut t = metadata_response::MetadataResponseTopic::default();
+        t.name = Some(TopicName(StrBytes::from_static_str("t")));
+        for &i in ids {
+            let mut p = metadata_response::MetadataResponsePartition::default();
+            p.partition_index = i;
+            p.leader_id = BrokerId(1);
+            t.partitions.push(p);
+        }
+        let mut r = MetadataResponse::default();
+        r.topics.push(t);
+        r
+    }
+
+    /// Gaps, duplicates or negative partition ids mark the topic unusable, and as such (they were
+    /// said as the broker's UNKNOWN_SERVER_ERROR).
+    #[test]
+    fn partition_ids_kafka_would_not_send_mark_the_topic() {
+        let good = convert(answer(&[1, 0, 2]));
+        assert!(!good.topics[0].bad_ids);
+        assert_eq!(good.topics[0].error, 0);
+        for ids in [&[0, 0][..], &[-1, 0], &[0, 2]] {
+            let md = convert(answer(ids));
+            assert!(md.topics[0].bad_ids, "{ids:?}");
+            assert_ne!(md.topics[0].error, 0, "{ids:?}");
+        }
+        let e = crate::error::Error::BadPartitionIds {
+            topic: "t".into(),
+            ids: "0, 0".into(),
+        };
+        assert!(
+            e.to_string().contains("lists its partitions as 0, 0"),
+            "{e}"
+        );
+        assert!(!e.is_retriable());
     }
 }

@@ -465,6 +465,22 @@ impl Cluster {
                 what: "the topic is missing",
             });
         };
+        if t.bad_ids {
+            // Said as what it is, not as the code that stands for it (UNKNOWN_SERVER_ERROR).
+            let mut ids: Vec<String> = t
+                .partitions
+                .iter()
+                .take(8)
+                .map(|p| p.id.to_string())
+                .collect();
+            if t.partitions.len() > 8 {
+                ids.push("...".into());
+            }
+            return Err(Error::BadPartitionIds {
+                topic: name.into(),
+                ids: ids.join(", "),
+            });
+        }
         match code(t.error) {
             None if t.partitions.is_empty() => Err(Error::UnknownTopic { topic: name.into() }),
             None => match t

@@ -426,7 +426,7 @@ impl Reader {
                 return Err(crate::error::Error::Records {
                     topic: topic.clone(),
                     partition: f.partition,
-                    source,
+                    error: source,
                 }
                 .into());
             }

@@ -833,7 +833,7 @@ impl Consumer {
                 } else {
                     Error::Unreadable {
                         which: named,
-                        source: Box::new(last),
+                        error: Box::new(last),
                     }
                 };
                 return Err(Error::Deadline {
@@ -1002,10 +1002,10 @@ impl Consumer {
                     high_watermark: pd.high_watermark,
                     aborted: aborted_of(pd.aborted_transactions),
                 };
-                let next = f.next_offset().map_err(|source| Error::Records {
+                let next = f.next_offset().map_err(|error| Error::Records {
                     topic: name.clone(),
                     partition: p,
-                    source,
+                    error,
                 })?;
                 if next == state.offset && !f.records.is_empty() {
                     self.no_progress(key, &name);

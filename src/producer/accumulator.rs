@@ -679,6 +679,7 @@ mod tests {
             id: [0; 16],
             error: 0,
             internal: false,
+            bad_ids: false,
             partitions: (0..n)
                 .map(|id| PartitionMeta {
                     id,

@@ -322,11 +322,11 @@ impl Producer {
         );
         let [(first, n1), (second, _)] = match halves {
             Ok(h) => h,
-            Err(source) => {
+            Err(error) => {
                 let err = Error::Records {
                     topic: self.acc.topics[t].name.clone(),
                     partition: p,
-                    source,
+                    error,
                 };
                 crate::log::error(format_args!("cannot split a refused batch: {err}"));
                 self.fail(t, p, b, e, out);

@@ -464,7 +464,7 @@ fn bad(topic: &str, partition: i32, e: RecordError) -> Error {
     Error::Records {
         topic: topic.to_string(),
         partition,
-        source: e,
+        error: e,
     }
 }
 

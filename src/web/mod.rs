@@ -366,10 +366,10 @@ async fn read_records(
                 full = n >= limit;
                 std::ops::ControlFlow::Continue(())
             });
-            res.map_err(|source| crate::error::Error::Records {
+            res.map_err(|error| crate::error::Error::Records {
                 topic: view.topic.clone(),
                 partition: f.partition,
-                source,
+                error,
             })?;
         }
     }

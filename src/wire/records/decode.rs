@@ -76,10 +76,10 @@ pub fn records_section<'a>(
     match header.compression()? {
         Compression::None => Ok(raw),
         codec => {
-            compression::decompress(codec, raw, scratch, limit).map_err(|source| {
+            compression::decompress(codec, raw, scratch, limit).map_err(|error| {
                 RecordError::Compression {
                     offset: header.base_offset,
-                    source,
+                    error,
                 }
             })?;
             Ok(&scratch[..])

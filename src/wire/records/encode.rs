@@ -246,9 +246,9 @@ pub fn split_batch(
             b.push(&mut buf, r.timestamp, r.key, r.value, &hs);
         }
         b.finish(&mut buf, codec, level, ProducerStamp::NONE, compressor)
-            .map_err(|source| RecordError::Compression {
+            .map_err(|error| RecordError::Compression {
                 offset: h.base_offset,
-                source,
+                error,
             })?;
         Ok((buf, part.len()))
     };

@@ -31,14 +31,23 @@ const ATTR_TRANSACTIONAL: i16 = 1 << 4;
 const ATTR_CONTROL: i16 = 1 << 5;
 const ATTR_LOG_APPEND_TIME: i16 = 1 << 3;
 
+/// What a batch's magic byte other than 2 says.
+fn magic_text(magic: i8) -> String {
+    match magic {
+        0 | 1 => format!("record batch has magic {magic}: the message format of Kafka before 0.11 (kept from an old cluster or written by an old client), which shipper does not read (Kafka 4 dropped it too); only magic 2 is supported"),
+        _ => format!("record batch has magic {magic}, which no Kafka message format has (only 0, 1 and 2 exist): the bytes are damaged, or not a Kafka batch"),
+    }
+}
+
 /// A batch that cannot be decoded.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RecordError {
     /// Fewer bytes than the header or the announced length.
     #[error("record batch truncated: {0}")]
     Truncated(&'static str),
-    /// Old message formats (magic 0/1) are not supported (Kafka 4 removed them too).
-    #[error("record batch has magic {0}: the message format of Kafka before 0.11 (kept from an old cluster or written by an old client), which shipper does not read (Kafka 4 dropped it too); only magic 2 is supported")]
+    /// Old message formats (magic 0/1) are not supported (Kafka 4 removed them too); any other
+    /// magic but 2 is no format at all.
+    #[error("{}", magic_text(*.0))]
     Magic(i8),
     /// The stored CRC does not match the bytes.
     #[error("record batch at offset {offset}: CRC mismatch (stored {stored:#010x}, computed {computed:#010x})")]
@@ -59,12 +68,12 @@ pub enum RecordError {
         what: &'static str,
     },
     /// Decompression failed.
-    #[error("record batch at offset {offset}: {source}")]
+    #[error("record batch at offset {offset}: {error}")]
     Compression {
         /// baseOffset of the batch.
         offset: i64,
-        /// The codec's error.
-        source: CompressionError,
+        /// The codec's error (in the message, so not a `source` too: it was printed twice).
+        error: CompressionError,
     },
 }
 
@@ -166,10 +175,10 @@ impl BatchHeader {
 
     /// The codec of the records section.
     pub fn compression(&self) -> Result<Compression, RecordError> {
-        Compression::from_id((self.attributes & 0x7) as u8).map_err(|source| {
+        Compression::from_id((self.attributes & 0x7) as u8).map_err(|error| {
             RecordError::Compression {
                 offset: self.base_offset,
-                source,
+                error,
             }
         })
     }

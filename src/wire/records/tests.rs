@@ -176,3 +176,19 @@ fn a_batch_that_lies_about_its_records_is_an_error() {
     let got: Vec<_> = records(&h, &sec).collect();
     assert!(got[2].is_err() && got[..2].iter().all(|r| r.is_ok()));
 }
+
+/// Magic 0 and 1 are Kafka's old formats; any other magic but 2 is damage, and said as such (magic
+/// 9 was called "the message format of Kafka before 0.11").
+#[test]
+fn a_magic_no_format_has_is_said_as_damage_not_as_an_old_format() {
+    let old = RecordError::Magic(1).to_string();
+    assert!(old.contains("before 0.11"), "{old}");
+    for m in [9, -1, 3] {
+        let e = RecordError::Magic(m).to_string();
+        assert!(
+            e.contains(&format!("magic {m}, which no Kafka message format has"))
+                && !e.contains("0.11"),
+            "{e}"
+        );
+    }
+}
