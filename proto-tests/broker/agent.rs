@@ -625,6 +625,27 @@ fn check_config_names_the_line_of_each_mistake_and_exits_2() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // -q: errors only; a good file says nothing (it printed the whole report).
+    let quiet = |cfg: &std::path::Path| {
+        Command::new(shipper_bin())
+            .args(["-q", "check-config", cfg.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let q = quiet(&cfg);
+    assert_eq!(q.status.code(), Some(0));
+    assert!(q.stdout.is_empty() && q.stderr.is_empty(), "{q:?}");
+    let bad = dir.join("bad.toml");
+    write_config(
+        &bad,
+        "[[input]]\npaths = [\"/x\"]\ntopic = \"t\"\ncolour = 1\n",
+    );
+    let q = quiet(&bad);
+    assert_eq!(q.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&q.stderr).contains("bad.toml:4:"),
+        "{q:?}"
+    );
     // A checkpoint path the agent would refuse at its start is refused here too: a directory, or
     // a file that is no checkpoint (it would not be overwritten).
     let ck_dir = dir.join("ck-dir");

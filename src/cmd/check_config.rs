@@ -41,7 +41,11 @@ pub async fn run(common: &Common, args: &CheckConfigArgs) -> anyhow::Result<i32>
         }
         ck_note = " (not readable by this user: checked by the agent at its start)";
     }
-    let mut out = crate::output::stdout();
+    // `-q`: errors only, as everywhere: a good file says nothing, and the exit code is the answer.
+    let mut out: Box<dyn Write> = match common.quiet {
+        true => Box::new(std::io::sink()),
+        false => Box::new(crate::output::stdout()),
+    };
     writeln!(out, "{}: ok", Esc::path(&args.file))?;
     writeln!(
         out,

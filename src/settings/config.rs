@@ -105,8 +105,18 @@ fn holds_literal(raw: &str) -> bool {
 fn secret_key_at(text: &str, at: usize) -> Option<&str> {
     let at = at.min(text.len());
     let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
-    let line = &text[start..];
-    let (key, _) = line.split_once('=')?;
+    // That line only: the next one's text is not this key's (`[sasl_password]` above a line
+    // was said as "[sasl_password]\nfile must be a string").
+    let line = text[start..].lines().next().unwrap_or("").trim();
+    let key = match line.strip_prefix('[') {
+        // A table header (`[sasl_password]`, `[[sasl_password]]`).
+        Some(header) => header
+            .trim_start_matches('[')
+            .split(']')
+            .next()
+            .unwrap_or(""),
+        None => line.split_once('=')?.0,
+    };
     let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
     key.contains("password").then_some(key)
 }
@@ -151,6 +161,13 @@ fn did_you_mean(message: &str) -> String {
     let Some((unknown, expected)) = rest.split_once('`') else {
         return message.to_string();
     };
+    // The tail flag `--path-header NAME` is a header template in a file (nothing is near it).
+    if unknown == "path_header" {
+        return "unknown field `path_header`: in a config file the path is a header like any other, \
+                set in each [[input]]: headers = { source = \"{path}\" } (the header's name, and \
+                the {path} template)"
+            .to_string();
+    }
     let best = expected
         .split('`')
         .skip(1)
@@ -322,8 +339,10 @@ fn warn_if_anyone_may_write(path: &Path) {
 }
 
 /// Who besides user `me` and root may change the config file at `path`: writable by every user or
-/// by its group, owned by another user, or in a directory others may write to (without the sticky
-/// bit: they can put another file in its place).
+/// by its group, owned by another user, a link owned by another user, or in a directory others may
+/// write to (without the sticky bit: they can put another file in its place) — the directory its
+/// name is in and, the name being a link, every directory above the file it leads to (a link from
+/// /etc into a directory anyone may write to hands the config to anyone).
 fn write_risks(path: &Path, me: u32) -> Vec<String> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mut out = Vec::new();
@@ -350,24 +369,53 @@ fn write_risks(path: &Path, me: u32) -> Vec<String> {
             m.uid()
         ));
     }
-    let dir = std::path::absolute(path)
+    let link = std::fs::symlink_metadata(path)
         .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf));
-    if let Some(d) = dir.and_then(|d| std::fs::metadata(&d).ok().map(|m| (d, m))) {
-        let (d, dm) = d;
+        .filter(|l| l.is_symlink());
+    if let Some(l) = link.as_ref().filter(|l| l.uid() != me && l.uid() != 0) {
+        out.push(format!(
+            "it is a link owned by user {}, who can point it elsewhere",
+            l.uid()
+        ));
+    }
+    // Nearest first: its own directory, then (through a link) the real file's and those above it.
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Some(d) = std::path::absolute(path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+    {
+        dirs.push(d);
+    }
+    if link.is_some() {
+        if let Ok(real) = std::fs::canonicalize(path) {
+            for a in real.ancestors().skip(1) {
+                if !dirs.iter().any(|d| d == a) {
+                    dirs.push(a.to_path_buf());
+                }
+            }
+        }
+    }
+    for (i, d) in dirs.iter().enumerate() {
+        let Ok(dm) = std::fs::metadata(d) else {
+            continue;
+        };
+        let which = match i {
+            0 => format!("its directory {}", Esc::path(d)),
+            _ => format!("the directory {} its link leads into", Esc::path(d)),
+        };
         let dmode = dm.permissions().mode() & 0o7777;
         let others = dmode & 0o002 != 0 || (dmode & 0o020 != 0 && dm.gid() != 0);
         if others && dmode & 0o1000 == 0 {
             out.push(format!(
-                "its directory {} may be written by other users (mode {dmode:o}), who can put another file in its place",
-                Esc::path(&d)
+                "{which} may be written by other users (mode {dmode:o}), who can put another file in its place"
             ));
+            break;
         } else if dm.uid() != me && dm.uid() != 0 {
             out.push(format!(
-                "its directory {} is owned by user {}, who can put another file in its place",
-                Esc::path(&d),
+                "{which} is owned by user {}, who can put another file in its place",
                 dm.uid()
             ));
+            break;
         }
     }
     out

@@ -171,6 +171,13 @@ impl Pattern {
         if given.trim().is_empty() {
             return Err("an empty path: give a file or a glob such as '/var/log/app/*.log'".into());
         }
+        // No file name holds one (a config's "\u0000"): it would match nothing, for ever.
+        if given.contains('\0') {
+            return Err(format!(
+                "{} holds a NUL byte, which no path can",
+                Esc::str(given)
+            ));
+        }
         let is_glob = given.contains(['*', '?', '[']);
         let raw = &absolute(given, is_glob)?;
         // A last `**` means every file below, at any depth (as Filebeat's recursive glob and
@@ -1218,6 +1225,10 @@ mod tests {
             assert!(e.contains("use a glob such as '/var/log/*.log'"), "{e}");
         }
         assert!(Pattern::new("", &[]).unwrap_err().contains("an empty path"));
+        assert_eq!(
+            Pattern::new("/var/log/a\0b.log", &[]).unwrap_err(),
+            "/var/log/a\\u{0}b.log holds a NUL byte, which no path can"
+        );
         let e = Pattern::new("/no/such/dir/", &[]).unwrap_err();
         assert!(
             e.contains("/no/such/dir/ ends in '/' but is no directory")

@@ -164,6 +164,18 @@ fn a_password_of_the_wrong_type_is_not_quoted_in_the_error() {
     }
 }
 
+/// `[sasl_password]` written as a table: the key is named from its own line, never with the text
+/// of the next one (it was "[sasl_password]\nvalue must be a string").
+#[test]
+fn a_password_written_as_a_table_is_named_without_the_next_line() {
+    let e = error(
+        "pw-table",
+        "brokers = [\"a:1\"]\n[[input]]\npaths = [\"/x\"]\ntopic = \"t\"\n[sasl_password]\nS3cretWord = \"x\"\n",
+    );
+    assert!(!e.contains("S3cretWord") && !e.contains("\\n"), "{e}");
+    assert!(e.contains("sasl_password"), "{e}");
+}
+
 #[test]
 fn a_password_with_a_bad_escape_says_so_without_its_value() {
     let e = error(
@@ -184,6 +196,28 @@ fn a_bad_regex_is_an_error_on_its_line() {
         "[[input]]\npaths = [\"/x\"]\ntopic = \"t\"\nmultiline = { start = '([' }\n",
     );
     assert!(e.contains(":4:") && e.contains("bad regex"), "{e}");
+}
+
+/// `path_header`, the tail flag's name, is shown the file's way to say it.
+#[test]
+fn path_header_in_a_file_is_shown_as_a_header_template() {
+    for (name, text) in [
+        (
+            "ph-input",
+            "[[input]]\npaths = [\"/x\"]\ntopic = \"t\"\npath_header = \"source\"\n",
+        ),
+        (
+            "ph-top",
+            "path_header = \"source\"\n[[input]]\npaths = [\"/x\"]\ntopic = \"t\"\n",
+        ),
+    ] {
+        let e = error(name, text);
+        assert!(
+            e.contains("unknown field `path_header`")
+                && e.contains("headers = { source = \"{path}\" }"),
+            "{e}"
+        );
+    }
 }
 
 /// `continue` instead of `start`: lines matching it join the line before. Exactly one of the two.
@@ -619,6 +653,50 @@ fn those_who_may_change_or_replace_the_config_file_are_named() {
         "the sticky bit keeps others' hands off"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A config reached through a link is judged where the file is too: a link in a safe directory
+/// into one any user may write to (or a link another user owns) is said; it was not.
+#[test]
+fn a_config_linked_into_a_directory_anyone_may_write_to_is_said() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = std::env::temp_dir().join(format!("shipper-config-link-{}", std::process::id()));
+    let (safe, open) = (base.join("etc"), base.join("drop"));
+    for (d, mode) in [(&base, 0o755), (&safe, 0o755), (&open, 0o777)] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let real = open.join("agent.toml");
+    std::fs::write(&real, "").unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let link = safe.join("agent.toml");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let risks = write_risks(&link, me);
+    assert!(
+        risks
+            .iter()
+            .any(|r| r.contains("its link leads into") && r.contains("drop")),
+        "{risks:?}"
+    );
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(
+        write_risks(&link, me).is_empty(),
+        "{:?}",
+        write_risks(&link, me)
+    );
+    if me == 0 {
+        std::os::unix::fs::lchown(&link, Some(4242), None).unwrap();
+        let risks = write_risks(&link, me);
+        assert!(
+            risks
+                .iter()
+                .any(|r| r.contains("a link owned by user 4242")),
+            "{risks:?}"
+        );
+    }
+    std::fs::remove_dir_all(&base).unwrap();
 }
 
 /// Numbers with a meaning past which they are mistakes are refused on their line, up to the bound
