@@ -318,6 +318,24 @@ fn describe(e: &std::io::Error, host: &str) -> String {
     }
 }
 
+/// The broker's certificate is signed by no CA shipper trusts: said with where the CAs came from
+/// (`from`, as [`roots`] names them).
+fn unknown_issuer(from: &str) -> String {
+    if let Some(f) = from.strip_prefix("CA file ") {
+        format!("the broker's certificate is not signed by the CA in {f} (--ca-file / ca_file): is it the CA that signed the broker's certificate?")
+    } else if let Some(f) = from.strip_prefix("SSL_CERT_FILE ") {
+        // The environment chose the CAs: named, or the hint sends the user to a flag while a
+        // variable they may not know is set decides.
+        format!("the broker's certificate is not signed by a CA in SSL_CERT_FILE {f} (set in the environment; give the broker's CA with --ca-file, or ca_file in a config file, or fix SSL_CERT_FILE)")
+    } else {
+        let trusted = match from.is_empty() {
+            true => String::new(),
+            false => format!("the {from}; "),
+        };
+        format!("the broker's certificate is not signed by a trusted CA ({trusted}give its CA with --ca-file, or ca_file in a config file)")
+    }
+}
+
 fn describe_rustls(e: &rustls::Error, host: &str) -> String {
     match e {
         rustls::Error::InvalidCertificate(c) => match c {
@@ -325,10 +343,7 @@ fn describe_rustls(e: &rustls::Error, host: &str) -> String {
             // hint as with none).
             CertificateError::UnknownIssuer => {
                 let from = ANCHORS.lock().map(|a| a.clone()).unwrap_or_default();
-                match from.strip_prefix("CA file ") {
-                    Some(f) => format!("the broker's certificate is not signed by the CA in {f} (--ca-file / ca_file): is it the CA that signed the broker's certificate?"),
-                    None => "the broker's certificate is not signed by a trusted CA (give its CA with --ca-file, or ca_file in a config file)".into(),
-                }
+                unknown_issuer(&from)
             }
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => format!(
                 "the broker's certificate is not valid for the name '{}' (connect with a name it holds, or fix the certificate)",
@@ -421,6 +436,24 @@ impl ServerCertVerifier for Relaxed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where the CAs came from is named: a CA file, SSL_CERT_FILE (the environment decided, and
+    /// was not named), the system bundle or the built-in roots.
+    #[test]
+    fn an_unknown_issuer_names_where_the_trusted_cas_came_from() {
+        assert!(unknown_issuer("CA file ca.pem").contains("not signed by the CA in ca.pem"));
+        let env = unknown_issuer("SSL_CERT_FILE /opt/other.pem");
+        assert!(
+            env.contains("a CA in SSL_CERT_FILE /opt/other.pem (set in the environment"),
+            "{env}"
+        );
+        let sys = unknown_issuer("system CA bundle /etc/ssl/certs/ca-certificates.crt");
+        assert!(
+            sys.contains("(the system CA bundle /etc/ssl/certs/ca-certificates.crt; give its CA"),
+            "{sys}"
+        );
+        assert!(unknown_issuer("").contains("trusted CA (give its CA with --ca-file"));
+    }
 
     #[test]
     fn hosts_come_out_of_addresses() {

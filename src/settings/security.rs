@@ -459,9 +459,13 @@ fn properties(c: &SecurityFlags) -> anyhow::Result<BTreeMap<String, String>> {
         // With PEM files (librdkafka's and KIP-651's sense): the password of an encrypted key
         // (helper-66: called a keystore setting, with a keystore.p12 that did not exist).
         if k == "ssl.key.password" && !props.keys().any(|k| k.starts_with("ssl.keystore.")) {
-            let key = props
-                .get("ssl.key.location")
-                .map_or("client.key".to_string(), |p| shell_word(p));
+            // The key as given: --key-file beats ssl.key.location, as for the key itself.
+            let key = c
+                .key_file
+                .as_ref()
+                .and_then(|p| p.to_str())
+                .or(props.get("ssl.key.location").map(String::as_str))
+                .map_or("client.key".to_string(), shell_word);
             return usage(format!(
                 "{at}'ssl.key.password' is the password of an encrypted key; shipper reads unencrypted PEM keys: decrypt it (openssl pkey -in {key} -out key.pem, then chmod 600 key.pem) and give that in ssl.key.location"
             ));
@@ -1096,6 +1100,17 @@ mod tests {
                 && e.contains("openssl pkey -in '/my keys/c.key' -out key.pem")
                 && !e.contains("s3cret")
                 && !e.contains("keystore"),
+            "{e}"
+        );
+        // The key given by --key-file is the one named (it was `client.key`).
+        let flags = SecurityFlags {
+            properties: vec!["ssl.key.password=s3cret".into()],
+            key_file: Some("/etc/pki/agent.key".into()),
+            ..SecurityFlags::default()
+        };
+        let e = properties(&flags).unwrap_err().to_string();
+        assert!(
+            e.contains("openssl pkey -in /etc/pki/agent.key -out key.pem") && !e.contains("s3cret"),
             "{e}"
         );
     }
