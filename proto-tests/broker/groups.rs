@@ -296,6 +296,51 @@ fn a_member_waiting_behind_a_killed_one_says_why() {
         assert!(said < err.find("reading").unwrap(), "{err}");
         assert_eq!(second.stop("TERM"), Some(0), "{}", second.stderr());
     }
+    // Behind a stopped kcat member (classic), a shipper member on Kafka 4 joins by the consumer
+    // protocol: told "nothing" at once, then its partitions once kcat's session expires. The wait
+    // was silent after "reading nothing"; on Kafka 3.9 (classic) the rebalance waits, as above.
+    let dir = scratch_dir("groups-wait-kcat");
+    let t = topic("groups-wait-kcat");
+    create_topic(&b, &t, 1, 3, &[]);
+    wait_visible(&b, &t);
+    let g = topic("gwk");
+    let mut kcat = Command::new("kcat")
+        .args([
+            "-b",
+            &b,
+            "-G",
+            &g,
+            "-q",
+            "-X",
+            "session.timeout.ms=10000",
+            &t,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while describe(&b, &g).values().all(|r| r[3] == "-") {
+        assert!(Instant::now() < deadline, "kcat never joined");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let _ = Command::new("kill")
+        .args(["-STOP", &kcat.id().to_string()])
+        .status();
+    let mut second = Member::shipper(&b, &t, &g, &[], &dir, "second");
+    let reading = format!("reading {t}[0]");
+    while !second.stderr().contains(&reading) {
+        assert!(Instant::now() < deadline, "{}", second.stderr());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = kcat.kill();
+    let _ = kcat.wait();
+    let err = second.stderr();
+    let said = err
+        .find("holds its partitions until its session times out")
+        .unwrap_or_else(|| panic!("not said why it waited: {err}"));
+    assert!(said < err.find(&reading).unwrap(), "{err}");
+    assert_eq!(second.stop("TERM"), Some(0), "{}", second.stderr());
 }
 
 #[test]

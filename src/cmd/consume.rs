@@ -615,18 +615,24 @@ impl Reader {
 
     /// Says once why a group member still has no partitions after [`WAIT_SAID_AFTER`]: a rebalance
     /// waits for a member that stopped without leaving until its session times out (10-33 s
-    /// of silence before "reading" after a consumer of the group was killed).
+    /// of silence before "reading" after a consumer of the group was killed). Under the consumer
+    /// protocol the member is told "nothing" at once and given partitions when their owner lets go
+    /// or expires: "reading nothing", then 45 s of silence behind a stopped kcat member.
     fn say_if_waiting(&mut self) {
         let Some(m) = &self.member else { return };
-        if self.assigned {
+        if self.assigned && self.consumer.has_partitions() {
             self.waiting.0 = None;
             return;
         }
         let since = *self.waiting.0.get_or_insert_with(Instant::now);
         if !self.waiting.1 && since.elapsed() >= WAIT_SAID_AFTER {
             self.waiting.1 = true;
+            let now = match self.assigned {
+                false => "waiting for partitions: a rebalance waits for every member, and",
+                true => "no partitions for this member yet: each is another member's (more members than partitions?), and",
+            };
             crate::log::info(format_args!(
-                "group '{}': waiting for partitions: a rebalance waits for every member, and one that stopped without leaving (killed, or cut off) holds its partitions until its session times out (up to 45 s with Kafka's defaults; shipper's own is --session-timeout-ms, 10 s)",
+                "group '{}': {now} one that stopped without leaving (killed, or cut off) holds its partitions until its session times out (up to 45 s with Kafka's defaults; shipper's own is --session-timeout-ms, 10 s)",
                 Esc::str(m.group())
             ));
         }
