@@ -466,8 +466,13 @@ fn properties(c: &SecurityFlags) -> anyhow::Result<BTreeMap<String, String>> {
                 .and_then(|p| p.to_str())
                 .or(props.get("ssl.key.location").map(String::as_str))
                 .map_or("client.key".to_string(), shell_word);
+            // Where the decrypted key goes: where the encrypted one was given.
+            let give = match c.key_file.is_some() {
+                true => "with --key-file",
+                false => "in ssl.key.location",
+            };
             return usage(format!(
-                "{at}'ssl.key.password' is the password of an encrypted key; shipper reads unencrypted PEM keys: decrypt it (openssl pkey -in {key} -out key.pem, then chmod 600 key.pem) and give that in ssl.key.location"
+                "{at}'ssl.key.password' is the password of an encrypted key; shipper reads unencrypted PEM keys: decrypt it (openssl pkey -in {key} -out key.pem, then chmod 600 key.pem) and give that {give}"
             ));
         }
         let pem = if k.starts_with("ssl.truststore.") {
@@ -1110,7 +1115,9 @@ mod tests {
         };
         let e = properties(&flags).unwrap_err().to_string();
         assert!(
-            e.contains("openssl pkey -in /etc/pki/agent.key -out key.pem") && !e.contains("s3cret"),
+            e.contains("openssl pkey -in /etc/pki/agent.key -out key.pem")
+                && e.ends_with("give that with --key-file")
+                && !e.contains("s3cret"),
             "{e}"
         );
     }
