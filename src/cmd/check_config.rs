@@ -140,10 +140,7 @@ pub async fn run(common: &Common, args: &CheckConfigArgs) -> anyhow::Result<i32>
             writeln!(
                 out,
                 "  multiline: {} /{}/, at most {} lines, {} bytes, complete after {} ms quiet",
-                match m.rule {
-                    crate::tail::multiline::Rule::Start => "start",
-                    crate::tail::multiline::Rule::Continue => "continue",
-                },
+                m.rule.key(),
                 crate::escape::EscRegex(m.pattern.as_str()),
                 m.max_lines,
                 m.max_bytes.min(max_line),

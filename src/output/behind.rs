@@ -337,11 +337,8 @@ fn write_loop<T>(shared: &Shared<T>, out: &mut impl Write, gone: impl Fn() -> bo
                 st = next;
                 if waited.timed_out() && st.queue.is_empty() && !st.closed && gone() {
                     drop(st);
-                    let e = io::Error::new(
-                        io::ErrorKind::BrokenPipe,
-                        "cannot write to standard output: its reader is gone",
-                    );
-                    fail(shared, e);
+                    let e = io::Error::new(io::ErrorKind::BrokenPipe, "its reader is gone");
+                    fail(shared, super::on_stdout(e));
                     return;
                 }
             }

@@ -138,6 +138,16 @@ pub enum Rule {
     Continue,
 }
 
+impl Rule {
+    /// Its key in a config file's `multiline` table.
+    pub fn key(self) -> &'static str {
+        match self {
+            Rule::Start => "start",
+            Rule::Continue => "continue",
+        }
+    }
+}
+
 /// How lines are joined into events.
 #[derive(Debug, Clone)]
 pub struct MultilineConfig {
