@@ -796,6 +796,43 @@ fn check_config_names_the_line_of_each_mistake_and_exits_2() {
             ),
         "{text}"
     );
+    // What the agent passes over and says so is named here too, with why (it was left out of the
+    // count silently): a FIFO, a link (not followed by default) and a link out of the directory.
+    let odd = dir.join("odd");
+    std::fs::create_dir_all(&odd).unwrap();
+    std::fs::write(odd.join("a.log"), b"x\n").unwrap();
+    let fifo = odd.join("pipe.log");
+    let _ = std::fs::remove_file(&fifo);
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let _ = std::fs::remove_file(odd.join("link.log"));
+    std::os::unix::fs::symlink("/etc/hostname", odd.join("link.log")).unwrap();
+    write_config(
+        &cfg,
+        &format!(
+            "checkpoint = \"{0}/ck\"\n[[input]]\npaths = [\"{1}/*.log\"]\ntopic = \"t\"\n",
+            overlap.display(),
+            odd.display()
+        ),
+    );
+    let out = check(&cfg);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("matches 1 file(s) now")
+            && text.contains(&format!(
+                "not followed: {} is a FIFO; only regular files are followed",
+                fifo.display()
+            ))
+            && text.contains(&format!(
+                "not followed: {}/link.log is a symbolic link; not followed (use follow_symlinks to",
+                odd.display()
+            )),
+        "{text}"
+    );
     // Each file's line limit beside its key and headers, as the agent cuts its lines: a {path} key
     // and header take their bytes from a 2000-byte record; a key of 30 paths leaves no room in 1024.
     for (max, key, want) in [

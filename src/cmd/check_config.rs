@@ -162,8 +162,17 @@ pub async fn run(common: &Common, args: &CheckConfigArgs) -> anyhow::Result<i32>
                 Esc::str(&p.raw),
                 files.len()
             )?;
-            for n in notices.iter().filter(|n| n.key.starts_with("literal:")) {
-                writeln!(out, "    note: {}", n.text)?;
+            // What the agent would pass over and say so (a link, a FIFO, a device, another owner's
+            // file, a directory it cannot read) is shown here too, not left out of the count silently.
+            for n in &notices {
+                let what = if n.key.starts_with("skip:") {
+                    "not followed"
+                } else {
+                    "note"
+                };
+                // In the file's keys (`follow_symlinks`), not the flags a file refuses.
+                let text = crate::log::in_config_keys(&n.text);
+                writeln!(out, "    {what}: {text}")?;
             }
             for f in files {
                 // A file belongs to the first input that matches it (as the agent decides).
