@@ -1006,8 +1006,27 @@ fn before_kafka_first_answers_metrics_are_served_and_sighup_or_sigterm_do_not_ki
         || tail.stderr().contains("takes effect once Kafka answers"),
         "SIGHUP not taken",
     );
+    // A setting that waits for a restart is said so at the SIGHUP, not once Kafka answers (a wrong
+    // `brokers` fixed in the file would never answer), and not a second time when applied.
+    write_config(&cfg, &format!("linger_ms = 7\n{}", config("t2")));
+    tail.signal("HUP");
+    tail.until(
+        30,
+        || {
+            tail.stderr().contains(
+                "config read (SIGHUP): producer settings changed; that takes effect only at a restart",
+            )
+        },
+        "a fixed setting's change not said at the SIGHUP",
+    );
     fake.start(1);
     tail.until(30, || fake.values("t2").len() == 10, "lines after the wait");
+    assert!(
+        !tail.stderr().contains("takes effect at the next restart"),
+        "{}",
+        tail.stderr()
+    );
+    write_config(&cfg, &config("t2"));
     tail.until(
         30,
         || http_get(port, "/healthz").0 == 200,

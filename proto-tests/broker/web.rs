@@ -358,6 +358,23 @@ fn web_on_loopback_without_a_token_answers_only_to_local_names() {
         body.contains("p=... is given more than once (partitions: p=0,1)"),
         "{body}"
     );
+    // So is a second limit (the first counted), and a `re` that is neither 1 nor 0 (`re=true`
+    // searched for the text and answered an empty list) (helper-73 F2, F3).
+    let (code, body) =
+        crate::agent::http_get(port, &format!("/api/records?topic={t}&limit=1&limit=2"));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("limit=... is given more than once"), "{body}");
+    for re in ["true", "2", ""] {
+        let (code, body) =
+            crate::agent::http_get(port, &format!("/api/records?topic={t}&q=a.b&re={re}"));
+        assert_eq!(code, 400, "{re}: {body}");
+        assert!(body.contains("re= takes 1 (q is a regex) or 0"), "{body}");
+    }
+    for re in ["0", "1"] {
+        let (code, body) =
+            crate::agent::http_get(port, &format!("/api/records?topic={t}&q=a.b&re={re}"));
+        assert_eq!(code, 200, "{re}: {body}");
+    }
     // t25 F6: a page elsewhere may link to the page, not use the server; two Hosts are refused.
     let from = |path: &str, site: &str| {
         crate::agent::http_get_as(

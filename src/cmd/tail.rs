@@ -67,6 +67,7 @@ pub async fn run(common: &Common, args: &TailArgs) -> anyhow::Result<i32> {
         s.kafka.timeout,
         crate::tail::reload::Reloads::new(reload, s.options.clone()),
         s.engine.inputs.iter().map(|i| i.name.clone()).collect(),
+        crate::tail::fixed_settings(&s),
     )
     .await?;
     let stopped = || {

@@ -115,8 +115,10 @@ pub async fn run(
     r.server = startup.server;
     r.reloads = startup.reloads;
     let mut signals = startup.signals;
-    // Applied before the first scan: no file is read under the config a SIGHUP replaced.
+    // Applied before the first scan: no file is read under the config a SIGHUP replaced. What it
+    // changed that waits for a restart was said when it was read.
     if let Some(pending) = startup.pending {
+        r.fixed_said = startup.fixed_said;
         r.reloaded(Ok(pending));
     }
     while r.reloads.reading() {
@@ -135,7 +137,7 @@ pub async fn run(
 /// The settings a reload cannot change (read at start only), by name, each in a comparable form.
 /// Secrets are redacted in their debug form, so the password is compared by a hash of it (kept in
 /// memory only, never printed): a rotated password must be said to wait for a restart.
-fn fixed_settings(s: &crate::settings::tail::TailSettings) -> Vec<(&'static str, String)> {
+pub fn fixed_settings(s: &crate::settings::tail::TailSettings) -> Vec<(&'static str, String)> {
     use std::hash::{Hash, Hasher};
     let password = s.kafka.security.sasl.as_ref().map(|sasl| {
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -344,6 +346,8 @@ struct Running {
     reloads: Reloads,
     /// What of the settings a reload cannot change (as [`fixed_settings`] gives).
     fixed: Vec<(&'static str, String)>,
+    /// The next reload's changes to `fixed` were said already (read while waiting for Kafka).
+    fixed_said: bool,
     /// Questions from the metrics server, when it runs.
     asks: Option<tokio::sync::mpsc::Receiver<crate::metrics::Ask>>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -415,6 +419,7 @@ impl Running {
             started: Instant::now(),
             reloads,
             fixed: Vec::new(),
+            fixed_said: false,
             asks: None,
             server: None,
             scrapes: Scrapes::default(),
@@ -788,7 +793,7 @@ impl Running {
                     .filter(|(a, b)| a.1 != b.1)
                     .map(|(a, _)| a.0)
                     .collect();
-                if !changed.is_empty() {
+                if !changed.is_empty() && !std::mem::take(&mut self.fixed_said) {
                     crate::log::warn(format_args!(
                         "config reload: {} changed; that takes effect at the next restart, the running settings stay",
                         changed.join(", ")

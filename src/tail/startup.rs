@@ -39,6 +39,10 @@ pub struct Startup {
     pub pending: Option<Reloaded>,
     /// The names of the start config's inputs (a read's `from_end` inputs not among them are added).
     inputs: std::collections::HashSet<String>,
+    /// The start config's settings a reload cannot change ([`super::fixed_settings`]).
+    fixed: Vec<(&'static str, String)>,
+    /// Whether the pending config's changes to them were said when it was read.
+    pub fixed_said: bool,
     /// Seconds since the Unix epoch at start.
     pub started_unix: f64,
     since: Instant,
@@ -60,6 +64,7 @@ impl Startup {
         give_up: Option<Duration>,
         reloads: Reloads,
         inputs: std::collections::HashSet<String>,
+        fixed: Vec<(&'static str, String)>,
     ) -> anyhow::Result<Startup> {
         let signals = Signals {
             int: signal(SignalKind::interrupt())?,
@@ -86,6 +91,8 @@ impl Startup {
             reloads,
             pending: None,
             inputs,
+            fixed,
+            fixed_said: false,
             started_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
@@ -147,10 +154,27 @@ impl Startup {
                     // An end taken earlier wins: the lines after it were written since.
                     new.ends.splice(0..0, old.ends);
                 }
+                // What cannot change without a restart is said now, not once Kafka answers: a
+                // wrong `brokers` fixed in the file would never answer (helper-73 F1: "it takes
+                // effect once Kafka answers", and the old brokers were tried for ever).
+                let changed: Vec<&str> = super::fixed_settings(&new.settings)
+                    .iter()
+                    .zip(&self.fixed)
+                    .filter(|(a, b)| a.1 != b.1)
+                    .map(|(a, _)| a.0)
+                    .collect();
+                self.fixed_said = !changed.is_empty();
                 self.pending = Some(new);
-                crate::log::info(format_args!(
-                    "config read (SIGHUP); it takes effect once Kafka answers"
-                ));
+                if changed.is_empty() {
+                    crate::log::info(format_args!(
+                        "config read (SIGHUP); it takes effect once Kafka answers"
+                    ));
+                } else {
+                    crate::log::warn(format_args!(
+                        "config read (SIGHUP): {} changed; that takes effect only at a restart (nothing was read from the files yet: restart to use them now); the rest takes effect once Kafka answers",
+                        changed.join(", ")
+                    ));
+                }
             }
         }
         if self.reloads.again() {

@@ -218,7 +218,7 @@ impl Server {
     /// The topic, start and filter of a request, or the reason it is refused.
     fn view(&self, req: &Request, default: StartOffset) -> Result<session::View, String> {
         // Only the first of a repeated name would count: `p=0&p=1` would show partition 0 alone.
-        for k in ["topic", "from", "p", "q", "re"] {
+        for k in ["topic", "from", "p", "q", "re", "limit"] {
             if req.query.iter().filter(|(n, _)| n == k).count() > 1 {
                 let hint = if k == "p" { " (partitions: p=0,1)" } else { "" };
                 return Err(format!("{k}=... is given more than once{hint}"));
@@ -235,10 +235,17 @@ impl Server {
                 crate::escape::Esc::str(&topic)
             ));
         }
+        // Another value would be a text search without a word (helper-73 F3: `re=true` searched for
+        // the pattern's text and answered an empty list, as if nothing matched).
+        let regex = match req.param("re") {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(_) => return Err("re= takes 1 (q is a regex) or 0 (q is text)".into()),
+        };
         Ok(session::View {
             topic,
             start: parse_from(req.param("from"), default)?,
-            filter: Filter::parse(req.param("p"), req.param("q"), req.param("re") == Some("1"))?,
+            filter: Filter::parse(req.param("p"), req.param("q"), regex)?,
         })
     }
 
